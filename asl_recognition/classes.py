@@ -1,0 +1,20 @@
+"""The 29 ASL alphabet labels, in the one index order every stage shares."""
+
+from __future__ import annotations
+
+LETTERS: tuple[str, ...] = tuple(chr(c) for c in range(ord("A"), ord("Z") + 1))
+CLASSES: tuple[str, ...] = LETTERS + ("del", "nothing", "space")
+
+
+def read_class_file(path: str) -> list[str]:
+    """Class lists travel as text files so that ONNX, Triton labels and training agree."""
+    with open(path, encoding="utf-8") as fh:
+        names = [line.strip() for line in fh if line.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: duplicate class names")
+    return names
+
+
+def write_class_file(path: str, classes: list[str] | tuple[str, ...]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(classes) + "\n")

@@ -1,0 +1,22 @@
+"""Pick the dataset store: ClearML Datasets with a server, the local CAS without."""
+
+from __future__ import annotations
+
+from asl_recognition.paths import workspace
+from asl_recognition.store.base import DatasetStore
+from asl_recognition.tracking import server_configured
+
+
+def get_store(backend: str = "auto") -> DatasetStore:
+    """``auto`` follows the same server detection as the task tracking."""
+    if backend == "auto":
+        backend = "clearml" if server_configured() else "local"
+    if backend == "clearml":
+        from asl_recognition.store.clearml_store import ClearMLDatasetStore
+
+        return ClearMLDatasetStore()
+    if backend == "local":
+        from asl_recognition.store.local import LocalDatasetStore
+
+        return LocalDatasetStore(workspace() / "datasets")
+    raise ValueError(f"unknown dataset store backend {backend!r} (auto, clearml, local)")

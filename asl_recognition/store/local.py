@@ -1,0 +1,147 @@
+"""A local content-addressed dataset store that mirrors ClearML Datasets' ids, versions and parents.
+
+Layout under ``<workspace>/datasets``: ``objects/<sha[:2]>/<sha>`` holds each distinct file once,
+``versions/<id>.json`` the version records, ``checkouts/<id>/`` a hard-linked read-only tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from asl_recognition.store.base import (
+    DatasetNotFoundError,
+    DatasetStore,
+    DatasetVersion,
+    FileEntry,
+    sha256_file,
+)
+
+
+def _next_version(existing: list[DatasetVersion]) -> str:
+    """ClearML's scheme: 1.0.0, then bump the last number."""
+    if not existing:
+        return "1.0.0"
+    major, minor, patch = (int(x) for x in existing[-1].version.split("."))
+    return f"{major}.{minor}.{patch + 1}"
+
+
+class LocalDatasetStore(DatasetStore):
+    backend = "local"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.versions = self.root / "versions"
+        self.checkouts = self.root / "checkouts"
+        for folder in (self.objects, self.versions, self.checkouts):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _object_path(self, sha: str) -> Path:
+        return self.objects / sha[:2] / sha
+
+    def _put(self, source: Path) -> FileEntry:
+        sha = sha256_file(source)
+        target = self._object_path(sha)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        return FileEntry(path="", sha256=sha, size=target.stat().st_size)
+
+    def create(
+        self,
+        name: str,
+        files: Mapping[str, str | Path],
+        parents: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        description: str = "",
+    ) -> DatasetVersion:
+        for parent_id in parents:
+            self.get(dataset_id=parent_id)  # refuses a dangling parent before writing anything
+        entries = []
+        for rel in sorted(files):
+            if rel.startswith("/") or ".." in Path(rel).parts:
+                raise ValueError(f"dataset path escapes the dataset root: {rel!r}")
+            stored = self._put(Path(files[rel]))
+            entries.append(FileEntry(path=rel, sha256=stored.sha256, size=stored.size))
+        record = DatasetVersion(
+            id=uuid.uuid4().hex,
+            name=name,
+            version=_next_version(self.list_versions(name)),
+            parents=list(parents),
+            files=entries,
+            metadata={"description": description, **dict(metadata or {})},
+            tags=list(tags),
+            created=datetime.now(timezone.utc).isoformat(),
+            backend=self.backend,
+        )
+        tmp = self.versions / f".{record.id}.json.tmp"
+        tmp.write_text(json.dumps(record.to_dict(), indent=1))
+        os.replace(tmp, self.versions / f"{record.id}.json")
+        return record
+
+    def _all(self) -> list[DatasetVersion]:
+        records = [
+            DatasetVersion.from_dict(json.loads(p.read_text()))
+            for p in self.versions.glob("*.json")
+        ]
+        return sorted(records, key=lambda r: r.created)
+
+    def list_versions(self, name: str) -> list[DatasetVersion]:
+        return [r for r in self._all() if r.name == name]
+
+    def get(
+        self,
+        name: str | None = None,
+        version: str | None = None,
+        dataset_id: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> DatasetVersion:
+        if dataset_id:
+            path = self.versions / f"{dataset_id}.json"
+            if not path.is_file():
+                raise DatasetNotFoundError(f"no dataset with id {dataset_id} in {self.root}")
+            return DatasetVersion.from_dict(json.loads(path.read_text()))
+        if not name:
+            raise ValueError("give a dataset id or a name")
+        matches = [
+            r
+            for r in self.list_versions(name)
+            if (version in (None, "", "latest") or r.version == version)
+            and set(tags) <= set(r.tags)
+        ]
+        if not matches:
+            wanted = f"{name} version {version or 'latest'}" + (
+                f" tags {list(tags)}" if tags else ""
+            )
+            raise DatasetNotFoundError(f"no dataset {wanted} in {self.root}")
+        return matches[-1]
+
+    def local_copy(self, dataset: DatasetVersion) -> Path:
+        target = self.checkouts / dataset.id
+        if (target / ".complete").exists():
+            return target
+        tmp = self.checkouts / f".{dataset.id}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for entry in dataset.files:
+            dest = tmp / entry.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self._object_path(entry.sha256), dest)
+            except OSError:
+                shutil.copyfile(self._object_path(entry.sha256), dest)
+        (tmp / ".complete").parent.mkdir(parents=True, exist_ok=True)
+        (tmp / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return target
