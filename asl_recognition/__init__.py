@@ -1,3 +1,3 @@
-"""ASL alphabet recognition: data, training, serving and monitoring stages orchestrated by ClearML."""
+"""ASL alphabet recognition: data, training, serving and monitoring, orchestrated by ClearML."""
 
 __version__ = "0.1.0"

@@ -47,7 +47,7 @@ def read_header(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
 
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode fully, apply the EXIF orientation and convert to RGB (RGBA, L, CMYK, P all allowed)."""
+    """Decode fully, apply EXIF orientation, convert to RGB (RGBA, L, CMYK, P all allowed)."""
     img = read_header(path, max_pixels)
     try:
         img.load()

@@ -1,4 +1,4 @@
-"""Dataset versions by name, version or id, with parents and manifests: one interface, two backends."""
+"""Dataset versions by name, version or id, with parents and manifests; two backends."""
 
 from asl_recognition.store.base import (
     DatasetNotFoundError,

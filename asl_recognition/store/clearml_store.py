@@ -32,7 +32,7 @@ class ClearMLDatasetStore(DatasetStore):
 
     def __init__(self, project: str = "ASL/datasets", dataset_cls: Any = None) -> None:
         if dataset_cls is None:
-            from clearml import Dataset as dataset_cls  # noqa: N813 (imported lazily: needs a server)
+            from clearml import Dataset as dataset_cls  # imported lazily: needs a server
         self.project = project
         self.Dataset = dataset_cls
 

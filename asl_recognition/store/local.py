@@ -1,4 +1,4 @@
-"""A local content-addressed dataset store that mirrors ClearML Datasets' ids, versions and parents.
+"""A local content-addressed dataset store mirroring ClearML Datasets' ids, versions, parents.
 
 Layout under ``<workspace>/datasets``: ``objects/<sha[:2]>/<sha>`` holds each distinct file once,
 ``versions/<id>.json`` the version records, ``checkouts/<id>/`` a hard-linked read-only tree.

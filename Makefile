@@ -1,0 +1,65 @@
+# Quick start: `make run` (set-up, then the whole pipeline on the bundled real images)
+#              `make test` (set-up, then every test and linter).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+REQS := requirements.txt requirements-dev.txt
+STAMP := $(VENV)/.installed
+export ASL_WORKSPACE ?= $(CURDIR)/workspace
+
+.PHONY: install system-deps run test test-fast lint format serve monitor dashboard bench clean
+
+$(STAMP): $(REQS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+install: $(STAMP)
+
+# Debian packages the tests and `make monitor` need (prometheus, alertmanager, chromium).
+system-deps:
+	bash scripts/install_system_deps.sh
+
+run: install
+	$(PY) pipelines/asl_pipeline.py --local-executor
+	$(PY) scripts/demo_serve.py
+
+lint: install
+	$(BIN)/black --check --diff --quiet .
+	$(BIN)/isort --check-only --diff .
+	$(BIN)/flake8
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline .github/workflows
+	$(BIN)/hadolint triton/server/Dockerfile triton/client/Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec triton/docker-compose.yml
+
+format: install
+	$(BIN)/isort .
+	$(BIN)/black .
+
+test: install system-deps lint
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+serve: install
+	$(PY) tasks/build_triton_repo.py --model-id production
+	$(PY) -m asl_recognition.serving.launcher --repo $(ASL_WORKSPACE)/triton_repo
+
+monitor: install system-deps
+	$(PY) -m asl_recognition.monitoring.stack
+
+dashboard: install
+	$(PY) -m asl_recognition.monitoring.dashboard
+
+bench: install
+	$(PY) bench/bench_validate.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_triton.py
+
+clean:
+	rm -rf workspace test-artifacts .pytest_cache

@@ -1,0 +1,35 @@
+"""Repository layout rules that keep imports and agents working."""
+
+from __future__ import annotations
+
+from asl_recognition.paths import REPO_ROOT
+
+
+def test_triton_folder_is_not_a_python_package() -> None:
+    # `import triton` must keep resolving to OpenAI Triton, which torch's CUDA build imports.
+    assert not list((REPO_ROOT / "triton").rglob("__init__.py"))
+
+
+def test_top_level_layout() -> None:
+    for name in (
+        "pipelines",
+        "tasks",
+        "triton",
+        "validation",
+        ".github/workflows",
+        "requirements.txt",
+        "setup.cfg",
+        "README.md",
+        "Makefile",
+        ".ci/run",
+        ".pre-commit-config.yaml",
+    ):
+        assert (REPO_ROOT / name).exists(), name
+
+
+def test_requirements_are_pinned() -> None:
+    for req in ("requirements.txt", "requirements-dev.txt"):
+        for line in (REPO_ROOT / req).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                assert "==" in line, f"{req}: unpinned {line}"
