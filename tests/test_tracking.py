@@ -1,4 +1,4 @@
-"""The tracking layer: offline sessions hold what a server import needs; outputs reach the executor."""
+"""Tracking: offline sessions hold what a server import needs; outputs reach the executor."""
 
 from __future__ import annotations
 
