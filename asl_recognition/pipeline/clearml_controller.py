@@ -1,0 +1,185 @@
+"""Turn the one DAG (``dag.ASL_DAG``) into a ClearML ``PipelineController``.
+
+Each step becomes ``add_step(base_task_id=<template>)`` where the template is a draft task created
+from the step's script with ``Task.create(script=..., working_directory=".")`` (one per script
+content, reused across launches). Step arguments become ``Args/<option>`` overrides, the names the
+task scripts ``task.connect`` under, and ``${step.outputs.key}`` becomes
+``${step.parameters.Outputs/key}`` (``record_outputs`` stores outputs as ``Outputs/*`` parameters).
+Pipeline parameters are ``add_parameter`` entries, editable in the web UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline.dag import Dag, Step, to_clearml_reference
+
+TEMPLATE_TAG = "asl-pipeline-step-template"
+BaseTaskResolver = Callable[[Step], str]
+
+
+def active_steps(dag: Dag, params: Mapping[str, Any]) -> list[Step]:
+    """The steps that run with these parameters (a set ``skip_when`` param drops its step)."""
+    return [
+        s for s in dag.steps if not (s.skip_when and params.get(s.skip_when) not in (None, ""))
+    ]
+
+
+def step_parameter_overrides(dag: Dag, step: Step, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``Args/<option>`` -> value or ClearML reference; skipped parents give their skip outputs."""
+    skipped = {s.name: s for s in dag.steps if s not in active_steps(dag, params)}
+    overrides: dict[str, Any] = {}
+    for option, value in step.args.items():
+        for name, skipped_step in skipped.items():
+            for key, replacement in skipped_step.skip_outputs.items():
+                if isinstance(value, str):
+                    value = value.replace("${%s.outputs.%s}" % (name, key), replacement)
+        overrides[f"Args/{option}"] = to_clearml_reference(value)
+    return overrides
+
+
+def step_parents(dag: Dag, step: Step, params: Mapping[str, Any]) -> list[str]:
+    names = {s.name for s in active_steps(dag, params)}
+    return [p for p in step.parents if p in names]
+
+
+def script_digest(step: Step, repo_root: Path = REPO_ROOT) -> str:
+    return hashlib.sha256((repo_root / step.script).read_bytes()).hexdigest()[:12]
+
+
+def git_source(repo_root: Path = REPO_ROOT) -> dict[str, str]:
+    """Remote URL, branch and commit for ``Task.create`` so an agent clones the same code."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=repo_root, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    source = {
+        "repo": git("config", "--get", "remote.origin.url"),
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "commit": git("rev-parse", "HEAD"),
+    }
+    return {k: v for k, v in source.items() if v and v != "HEAD"}
+
+
+def ensure_base_task(
+    step: Step,
+    project: str,
+    task_cls: Any = None,
+    repo_root: Path = REPO_ROOT,
+    source: Mapping[str, str] | None = None,
+) -> str:
+    """The id of a draft template task for ``step``'s current script, created if missing.
+
+    Templates are tagged with the script digest, so an edited script gets a new template while
+    an unchanged one is reused (and ClearML step caching keeps working across launches).
+    """
+    if task_cls is None:
+        from clearml import Task as task_cls
+    digest_tag = f"script:{script_digest(step, repo_root)}"
+    existing = task_cls.get_tasks(
+        project_name=project,
+        task_name=f"^{step.name}$",
+        tags=[TEMPLATE_TAG, digest_tag],
+        allow_archived=False,
+    )
+    if existing:
+        return existing[-1].id
+    source = git_source(repo_root) if source is None else source
+    task = task_cls.create(
+        project_name=project,
+        task_name=step.name,
+        task_type=step.task_type,
+        script=step.script,
+        working_directory=".",
+        requirements_file=str(repo_root / "requirements.txt"),
+        add_task_init_call=False,
+        **{k: v for k, v in source.items() if k in ("repo", "branch", "commit")},
+    )
+    task.add_tags([TEMPLATE_TAG, digest_tag])
+    return task.id
+
+
+def build_controller(
+    dag: Dag,
+    params: Mapping[str, Any],
+    base_task_id: BaseTaskResolver,
+    step_queue: str | None = None,
+    version: str | None = None,
+    use_cache: bool = True,
+    controller_cls: Any = None,
+) -> Any:
+    """A ``PipelineController`` holding the DAG; nothing runs until ``start``/``start_locally``.
+
+    ``base_task_id`` maps a step to its template task id (``ensure_base_task`` with a server).
+    """
+    if controller_cls is None:
+        from clearml import PipelineController as controller_cls
+    values = {**dag.param_defaults(), **dict(params)}
+    controller = controller_cls(
+        name=dag.name,
+        project=dag.project,
+        version=version,
+        add_pipeline_tags=True,
+        abort_on_failure=True,
+    )
+    if step_queue:
+        controller.set_default_execution_queue(step_queue)
+    for param in dag.params:
+        controller.add_parameter(
+            name=param.name,
+            default=values[param.name],
+            description=param.help,
+            param_type=param.type.__name__,
+        )
+    for step in active_steps(dag, values):
+        controller.add_step(
+            name=step.name,
+            base_task_id=base_task_id(step),
+            parents=step_parents(dag, step, values),
+            parameter_override=step_parameter_overrides(dag, step, values),
+            execution_queue=step_queue,
+            cache_executed_step=step.cache and use_cache,
+        )
+    return controller
+
+
+def describe(dag: Dag, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What the controller will hold (``--dry-run``): parameters and steps as plain data."""
+    values = {**dag.param_defaults(), **dict(params)}
+    return {
+        "parameters": values,
+        "steps": [
+            {
+                "name": step.name,
+                "script": step.script,
+                "parents": step_parents(dag, step, values),
+                "parameter_override": step_parameter_overrides(dag, step, values),
+                "cache_executed_step": step.cache,
+            }
+            for step in active_steps(dag, values)
+        ],
+    }
+
+
+def controller_as_dict(controller: Any) -> dict[str, Any]:
+    """The controller's own view of its DAG (``get_pipeline_dag``), for printing and tests."""
+    nodes = {}
+    for name, node in controller.get_pipeline_dag().items():
+        nodes[name] = {
+            "base_task_id": node.base_task_id,
+            "parents": list(node.parents),
+            "parameters": dict(node.parameters),
+            "queue": node.queue,
+            "cache_executed_step": node.cache_executed_step,
+        }
+    return {"parameters": controller.get_parameters(), "nodes": nodes}

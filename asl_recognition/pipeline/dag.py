@@ -1,0 +1,297 @@
+"""The ASL pipeline, written once as data: steps, their scripts, parameters and references.
+
+Both executors read this: the local executor (``local_executor.py``, no server) runs each step as
+``python <script> --option value ...``; the ClearML controller (``clearml_controller.py``) turns
+each step into ``PipelineController.add_step`` with ``Args/<option>`` overrides.
+
+References inside step arguments:
+
+- ``${pipeline.NAME}``: a pipeline parameter (editable in the ClearML web UI);
+- ``${STEP.outputs.KEY}``: a value the step recorded with ``TaskContext.record_outputs`` (ids, not
+  files: datasets and models are fetched by id from the store / registry). On ClearML this becomes
+  ``${STEP.parameters.Outputs/KEY}`` because outputs are stored as ``Outputs/*`` task parameters.
+
+A step's parents are the steps its arguments reference, so the graph cannot disagree with the data
+flow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+REF_RE = re.compile(r"\$\{([A-Za-z_]\w*)\.(?:(outputs)\.)?([\w/-]+)\}")
+PIPELINE_SCOPE = "pipeline"
+
+
+class UnresolvedReference(KeyError):
+    """A ``${...}`` reference names a parameter or output that does not exist (yet)."""
+
+
+@dataclass(frozen=True)
+class PipelineParam:
+    """A pipeline-level parameter: shown in ``--help`` and in the ClearML web UI."""
+
+    name: str
+    default: Any
+    help: str
+    type: type = str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One task script and how its options are filled.
+
+    ``cache``: reuse a previous execution when the resolved arguments and the script are
+    unchanged. Only safe for steps whose inputs are immutable ids (a dataset id, a model id with
+    fixed hyper-parameters); a step reading a folder path or the registry's current state must
+    run every time (the folder may change under the same path: clearml#971).
+
+    ``skip_when``: name of a pipeline parameter; when it is set, the step is not run and its
+    outputs are taken from ``skip_outputs`` (e.g. an existing ``ASL_raw`` version is given, so
+    the raw folder is not validated again).
+    """
+
+    name: str
+    script: str
+    args: Mapping[str, Any]
+    outputs: tuple[str, ...]
+    cache: bool = False
+    task_type: str = "data_processing"
+    help: str = ""
+    skip_when: str | None = None
+    skip_outputs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        found: list[str] = []
+        for value in self.args.values():
+            for scope, _key in references(value):
+                if scope != PIPELINE_SCOPE and scope not in found:
+                    found.append(scope)
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class Dag:
+    """Pipeline parameters plus steps in execution order."""
+
+    name: str
+    project: str
+    params: tuple[PipelineParam, ...]
+    steps: tuple[Step, ...]
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"no step named {name!r}; steps: {', '.join(self.step_names())}")
+
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def param_defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def descendants(self, name: str) -> list[str]:
+        """``name`` and every step that depends on it, in execution order."""
+        affected = {name}
+        for step in self.steps:
+            if any(p in affected for p in step.parents):
+                affected.add(step.name)
+        return [s.name for s in self.steps if s.name in affected]
+
+    def validate(self) -> None:
+        """Every reference names a known parameter or an earlier step's declared output."""
+        params = {p.name for p in self.params}
+        seen: dict[str, Step] = {}
+        for step in self.steps:
+            if step.name in seen:
+                raise ValueError(f"duplicate step name {step.name!r}")
+            for option, value in step.args.items():
+                for scope, key in references(value):
+                    where = f"step {step.name!r} option {option!r}"
+                    if scope == PIPELINE_SCOPE:
+                        if key not in params:
+                            raise ValueError(f"{where}: unknown pipeline parameter {key!r}")
+                    elif scope not in seen:
+                        raise ValueError(f"{where}: {scope!r} is not an earlier step")
+                    elif key not in seen[scope].outputs:
+                        raise ValueError(f"{where}: step {scope!r} has no output {key!r}")
+            if step.skip_when and step.skip_when not in params:
+                raise ValueError(f"step {step.name!r}: unknown skip_when {step.skip_when!r}")
+            seen[step.name] = step
+
+
+def references(value: Any) -> list[tuple[str, str]]:
+    """``[(scope, key)]`` for every ``${...}`` in ``value`` (scope is a step or ``pipeline``)."""
+    if not isinstance(value, str):
+        return []
+    return [(m.group(1), m.group(3)) for m in REF_RE.finditer(value)]
+
+
+def resolve(
+    value: Any, params: Mapping[str, Any], outputs: Mapping[str, Mapping[str, Any]]
+) -> Any:
+    """Substitute references; a value that is exactly one reference keeps the referenced type."""
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> Any:
+        scope, key = match.group(1), match.group(3)
+        if scope == PIPELINE_SCOPE:
+            if key not in params:
+                raise UnresolvedReference(f"pipeline parameter {key!r} is not set")
+            return params[key]
+        if scope not in outputs or key not in outputs[scope]:
+            raise UnresolvedReference(f"step {scope!r} recorded no output {key!r}")
+        return outputs[scope][key]
+
+    whole = REF_RE.fullmatch(value)
+    if whole:
+        return lookup(whole)
+    return REF_RE.sub(lambda m: "" if (v := lookup(m)) is None else str(v), value)
+
+
+def to_clearml_reference(value: Any) -> Any:
+    """``${s.outputs.k}`` -> ``${s.parameters.Outputs/k}``; pipeline references stay as is."""
+    if not isinstance(value, str):
+        return value
+    return REF_RE.sub(
+        lambda m: (
+            m.group(0)
+            if m.group(1) == PIPELINE_SCOPE
+            else "${%s.parameters.Outputs/%s}" % (m.group(1), m.group(3))
+        ),
+        value,
+    )
+
+
+def to_cli(args: Mapping[str, Any]) -> list[str]:
+    """``{"image_size": 64, "resume": True, "external": None}`` -> ``--image-size 64 --resume``.
+
+    Empty values are left out so the script's own default applies; ``False`` omits a flag.
+    """
+    argv: list[str] = []
+    for key, value in args.items():
+        option = "--" + key.replace("_", "-")
+        if value is None or value == "" or value is False:
+            continue
+        if value is True:
+            argv.append(option)
+        elif isinstance(value, (list, tuple)):
+            argv += [option, *(str(v) for v in value)]
+        else:
+            argv += [option, str(value)]
+    return argv
+
+
+# Defaults sized so that `make run` (580 bundled images, 2 CPU cores) stays well under 10 minutes.
+PIPELINE_PARAMS: tuple[PipelineParam, ...] = (
+    PipelineParam(
+        "raw_source",
+        "data/sample",
+        "raw image folder or .zip (<CLASS>/*.jpg), relative to the repo root or absolute",
+    ),
+    PipelineParam(
+        "raw_version", "", "use this existing ASL_raw version/id instead of validating raw_source"
+    ),
+    PipelineParam("min_per_class", 10, "fewest valid images a class may have", int),
+    PipelineParam("image_size", 64, "square side the dataset is resized to and trained at", int),
+    PipelineParam("model", "cnn", "architecture: cnn | resnet18 | mobilenet_v3_small"),
+    PipelineParam("epochs", 12, "training epochs (early stopping may end sooner)", int),
+    PipelineParam(
+        "external", "data/external_sample", "image folder from another source, scored apart"
+    ),
+    PipelineParam("metric", "val_macro_f1", "registry metric select_best compares"),
+    PipelineParam("metric_mode", "max", "max: higher is better; min: lower is better"),
+    PipelineParam("triton_repo", "", "Triton repository folder (empty: <workspace>/triton_repo)"),
+)
+
+ASL_DAG = Dag(
+    name="asl_pipeline",
+    project="ASL",
+    params=PIPELINE_PARAMS,
+    steps=(
+        Step(
+            name="validate_raw",
+            script="tasks/validate_raw.py",
+            args={
+                "source": "${pipeline.raw_source}",
+                "min_per_class": "${pipeline.min_per_class}",
+            },
+            outputs=("raw_dataset_id", "report_path", "success", "valid", "quarantined"),
+            # Reads a folder path whose content may change under the same name: never cached.
+            cache=False,
+            task_type="data_processing",
+            help="scan + Great Expectations, publish every raw file as an ASL_raw version",
+            skip_when="raw_version",
+            skip_outputs={"raw_dataset_id": "${pipeline.raw_version}"},
+        ),
+        Step(
+            name="publish_dataset",
+            script="tasks/publish_dataset.py",
+            args={
+                "raw_version": "${validate_raw.outputs.raw_dataset_id}",
+                "image_size": "${pipeline.image_size}",
+            },
+            outputs=("dataset_id", "dataset_version", "reused"),
+            cache=True,
+            task_type="data_processing",
+            help="leakage-safe grouped split, resize once, publish ASL (parent ASL_raw)",
+        ),
+        Step(
+            name="train",
+            script="tasks/train.py",
+            args={
+                "dataset_version": "${publish_dataset.outputs.dataset_id}",
+                "model": "${pipeline.model}",
+                "epochs": "${pipeline.epochs}",
+                "image_size": "${pipeline.image_size}",
+                "external": "${pipeline.external}",
+            },
+            outputs=(
+                "model_id",
+                "onnx_path",
+                "classes_path",
+                "run_dir",
+                "val_macro_f1",
+                "test_accuracy",
+                "test_macro_f1",
+                "external_accuracy",
+            ),
+            cache=True,
+            task_type="training",
+            help="train, export ONNX with preprocessing inside, register the model",
+        ),
+        Step(
+            name="select_best",
+            script="tasks/select_best.py",
+            args={
+                "model_id": "${train.outputs.model_id}",
+                "metric": "${pipeline.metric}",
+                "mode": "${pipeline.metric_mode}",
+            },
+            outputs=("production_model_id", "promoted"),
+            # Depends on the registry's current production model, not only on its arguments.
+            cache=False,
+            task_type="qc",
+            help="promote the new model only if it beats production on the metric",
+        ),
+        Step(
+            name="build_triton_repo",
+            script="tasks/build_triton_repo.py",
+            args={
+                "model_id": "${select_best.outputs.production_model_id}",
+                "repo": "${pipeline.triton_repo}",
+            },
+            outputs=("repo", "model_name", "version"),
+            cache=False,
+            task_type="data_processing",
+            help="regenerate the Triton repository from the production model",
+        ),
+    ),
+)
+ASL_DAG.validate()

@@ -1,0 +1,444 @@
+"""Run the pipeline DAG on this machine with no ClearML server.
+
+Each step is its own process (``python tasks/<step>.py --options``, cwd = repo root), exactly as a
+ClearML agent would run it, so each gets its own offline ClearML session and no step can leak
+state into another (one ``Task.init`` per process). Steps pass ids through
+``$ASL_STEP_OUTPUTS`` JSON files, which ``TaskContext.record_outputs`` writes.
+
+Run state lives in ``<workspace>/pipeline_runs/<run_id>/state.json``: re-running the same run
+skips completed steps and starts again at the failed one. Steps marked ``cache`` are also reused
+across runs when their script and resolved arguments are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.pipeline.dag import (
+    Dag,
+    Step,
+    UnresolvedReference,
+    references,
+    resolve,
+    to_cli,
+)
+from asl_recognition.tracking import OUTPUTS_ENV
+
+STATE_NAME = "state.json"
+CACHE_NAME = "step_cache.json"
+DONE = ("completed", "cached", "skipped")
+TAIL_LINES = 25
+
+
+class StepFailed(RuntimeError):
+    """A step exited non-zero (or recorded no output a later step needs)."""
+
+    def __init__(self, step: str, returncode: int, error: str, tail: str, log_dir: Path):
+        self.step = step
+        self.returncode = returncode
+        self.error = error
+        self.tail = tail
+        self.log_dir = log_dir
+        super().__init__(f"step {step!r} failed (exit code {returncode}): {error}")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def runs_dir() -> Path:
+    return workspace() / "pipeline_runs"
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write via a temporary file so an interrupted run never leaves half a state file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def list_runs(root: Path | None = None) -> list[dict[str, Any]]:
+    """Every run's state, oldest first."""
+    root = root or runs_dir()
+    states = [_read_json(p) for p in sorted(root.glob(f"*/{STATE_NAME}"))]
+    states = [s for s in states if isinstance(s, dict) and "run_id" in s]
+    return sorted(states, key=lambda s: (s.get("created", ""), s["run_id"]))
+
+
+def _normalise(params: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(params), default=str))
+
+
+def choose_run(
+    dag: Dag,
+    params: Mapping[str, Any],
+    run_id: str | None = None,
+    resume: bool = False,
+    new: bool = False,
+    root: Path | None = None,
+) -> tuple[str, dict[str, Any], bool]:
+    """Pick the run to (continue to) execute: ``(run_id, params, resuming)``.
+
+    ``run_id`` given: that run (created if new; an existing run keeps its own parameters).
+    Otherwise the latest unfinished run is resumed when its parameters equal ``params`` (or
+    always with ``resume``); ``new`` forces a fresh run.
+    """
+    root = root or runs_dir()
+    if run_id:
+        state = _read_json(root / run_id / STATE_NAME)
+        if state:
+            return run_id, state["params"], True
+        return run_id, dict(params), False
+    if not new:
+        unfinished = [
+            s
+            for s in list_runs(root)
+            if s.get("dag") == dag.name and s.get("status") != "completed"
+        ]
+        if resume and not unfinished:
+            raise LookupError(f"no unfinished {dag.name} run to resume under {root}")
+        for state in reversed(unfinished):
+            if resume or state.get("params") == _normalise(params):
+                return state["run_id"], state["params"], True
+    return new_run_id(), dict(params), False
+
+
+@dataclass
+class _Stream:
+    """Copies a child's pipe to our stream and a log file as bytes arrive (progress bars live)."""
+
+    source: IO[bytes]
+    sink: IO[str]
+    log: Path
+    tail: bytearray
+
+    def pump(self) -> None:
+        target = getattr(self.sink, "buffer", None)
+        with open(self.log, "wb") as log:
+            while chunk := os.read(self.source.fileno(), 65536):
+                log.write(chunk)
+                self.tail.extend(chunk)
+                del self.tail[: max(0, len(self.tail) - 65536)]
+                if target is not None:
+                    self.sink.flush()
+                    target.write(chunk)
+                    target.flush()
+                else:
+                    self.sink.write(chunk.decode("utf-8", "replace"))
+
+
+def _last_error_line(text: str) -> str:
+    """The step's own one-line reason: its last non-empty stderr line, progress bars aside."""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "it/s]" in line or "s/it]" in line or line.startswith("ClearML"):
+            continue
+        return line
+    return "no error message on stderr"
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _outputs_still_valid(outputs: Mapping[str, Any]) -> bool:
+    """A cached step is reused only if the files it reported (absolute paths) still exist."""
+    for value in outputs.values():
+        if isinstance(value, str) and os.path.isabs(value) and not os.path.exists(value):
+            return False
+    return True
+
+
+class LocalExecutor:
+    """Runs ``dag`` step by step as subprocesses, persisting state for resume."""
+
+    def __init__(
+        self,
+        dag: Dag,
+        params: Mapping[str, Any],
+        run_id: str | None = None,
+        root: Path | None = None,
+        repo_root: Path = REPO_ROOT,
+        python: str = sys.executable,
+        use_cache: bool = True,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self.dag = dag
+        self.root = Path(root or runs_dir())
+        self.run_id = run_id or new_run_id()
+        self.run_dir = self.root / self.run_id
+        self.repo_root = Path(repo_root)
+        self.python = python
+        self.use_cache = use_cache
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.extra_env = dict(env or {})
+        unknown = set(params) - {p.name for p in dag.params}
+        if unknown:
+            raise ValueError(f"unknown pipeline parameters: {', '.join(sorted(unknown))}")
+        self.params = {**dag.param_defaults(), **dict(params)}
+        self.state = self._load_state()
+
+    # ----- state ---------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_NAME
+
+    def _load_state(self) -> dict[str, Any]:
+        state = _read_json(self.state_path)
+        if state:
+            self.params = state["params"]
+            for name in self.dag.step_names():
+                state["steps"].setdefault(name, {"status": "pending"})
+            return state
+        return {
+            "run_id": self.run_id,
+            "dag": self.dag.name,
+            "created": now(),
+            "updated": now(),
+            "status": "pending",
+            "params": _normalise(self.params),
+            "steps": {name: {"status": "pending"} for name in self.dag.step_names()},
+        }
+
+    def _save(self) -> None:
+        self.state["updated"] = now()
+        _write_json(self.state_path, self.state)
+
+    def _print(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # ----- cache across runs ---------------------------------------------------------------
+    def _cache_key(self, step: Step, argv: list[str]) -> str:
+        payload = json.dumps(
+            {
+                "step": step.name,
+                "script": step.script,
+                "script_sha256": _file_sha256(self.repo_root / step.script),
+                "argv": argv,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _cache_lookup(self, key: str) -> dict[str, Any] | None:
+        entry = _read_json(self.root / CACHE_NAME, {}).get(key)
+        if entry and _outputs_still_valid(entry["outputs"]):
+            return entry
+        return None
+
+    def _cache_store(self, key: str, step: Step, outputs: Mapping[str, Any]) -> None:
+        cache = _read_json(self.root / CACHE_NAME, {})
+        cache[key] = {"step": step.name, "run_id": self.run_id, "outputs": dict(outputs)}
+        _write_json(self.root / CACHE_NAME, cache)
+
+    # ----- running -------------------------------------------------------------------------
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: info.get("outputs", {})
+            for name, info in self.state["steps"].items()
+            if info.get("status") in DONE
+        }
+
+    def _required_outputs(self, step: Step) -> set[str]:
+        """Outputs of ``step`` that later steps reference: missing ones fail the step."""
+        needed = set()
+        for other in self.dag.steps:
+            for value in other.args.values():
+                for scope, key in references(value):
+                    if scope == step.name:
+                        needed.add(key)
+        return needed
+
+    def run(self, from_step: str | None = None) -> dict[str, Any]:
+        """Run (or resume) every step; raise :class:`StepFailed` with the step's own error."""
+        if from_step:
+            for name in self.dag.descendants(self.dag.step(from_step).name):
+                self.state["steps"][name] = {"status": "pending"}
+        resumed = any(s.get("status") in DONE for s in self.state["steps"].values())
+        self.state["status"] = "running"
+        self._save()
+        total = len(self.dag.steps)
+        self._print(
+            f"Pipeline {self.dag.name} run {self.run_id}"
+            + (" (resuming)" if resumed else "")
+            + f": {total} steps, state {self.state_path}"
+        )
+        started = time.monotonic()
+        for index, step in enumerate(self.dag.steps, 1):
+            try:
+                self._run_step(step, index, total)
+            except StepFailed:
+                self.state["status"] = "failed"
+                self._save()
+                raise
+        self.state["status"] = "completed"
+        self.state["duration_s"] = round(time.monotonic() - started, 1)
+        self._save()
+        self._print(self.summary())
+        return self.state
+
+    def _run_step(self, step: Step, index: int, total: int) -> None:
+        info = self.state["steps"][step.name]
+        header = f"==> [{index}/{total}] {step.name}"
+        if info.get("status") in DONE:
+            how = "cached" if info["status"] == "cached" else info["status"]
+            self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
+            return
+        if step.skip_when and self.params.get(step.skip_when) not in (None, ""):
+            outputs = {k: resolve(v, self.params, {}) for k, v in step.skip_outputs.items()}
+            info.update(status="skipped", outputs=outputs, ended=now())
+            self._save()
+            self._print(f"{header}: skipped ({step.skip_when}={self.params[step.skip_when]!r})")
+            return
+        try:
+            args = {k: resolve(v, self.params, self.outputs()) for k, v in step.args.items()}
+        except UnresolvedReference as exc:
+            raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
+        argv = to_cli(args)
+        command = [self.python, step.script, *argv]
+        key = self._cache_key(step, argv)
+        if step.cache and self.use_cache:
+            hit = self._cache_lookup(key)
+            if hit:
+                info.update(
+                    status="cached",
+                    argv=argv,
+                    outputs=hit["outputs"],
+                    cached_from=hit["run_id"],
+                    ended=now(),
+                )
+                self._save()
+                self._print(
+                    f"{header}: cached (same script and arguments as run {hit['run_id']}) "
+                    + self._format_outputs(hit["outputs"])
+                )
+                return
+        self._print(f"{header}: {' '.join(command[1:])}")
+        step_dir = self.run_dir / step.name
+        step_dir.mkdir(parents=True, exist_ok=True)
+        outputs_file = step_dir / "outputs.json"
+        outputs_file.unlink(missing_ok=True)
+        attempts = info.get("attempts", 0) + 1
+        info.clear()
+        info.update(
+            status="running", attempts=attempts, argv=argv, started=now(), log=str(step_dir)
+        )
+        self._save()
+        returncode, stderr_tail = self._spawn(command, step, outputs_file, step_dir)
+        info["ended"] = now()
+        info["returncode"] = returncode
+        duration = (
+            datetime.fromisoformat(info["ended"]) - datetime.fromisoformat(info["started"])
+        ).total_seconds()
+        info["duration_s"] = duration
+        if returncode != 0:
+            error = _last_error_line(stderr_tail)
+            tail = "\n".join(stderr_tail.replace("\r", "\n").splitlines()[-TAIL_LINES:])
+            info.update(status="failed", error=error, stderr_tail=tail)
+            self._save()
+            self._print(f"<== [{index}/{total}] {step.name} FAILED (exit code {returncode})")
+            raise StepFailed(step.name, returncode, error, tail, step_dir)
+        outputs = _read_json(outputs_file, {})
+        missing = sorted(self._required_outputs(step) - set(outputs))
+        if missing:
+            error = f"exited 0 but recorded no output {', '.join(missing)} in {outputs_file}"
+            info.update(status="failed", error=error)
+            self._save()
+            raise StepFailed(step.name, 0, error, "", step_dir)
+        info.update(status="completed", outputs=outputs)
+        self._save()
+        if step.cache:
+            self._cache_store(key, step, outputs)
+        self._print(
+            f"<== [{index}/{total}] {step.name} done in {duration:.0f} s "
+            + self._format_outputs(outputs)
+        )
+
+    def _spawn(
+        self, command: list[str], step: Step, outputs_file: Path, step_dir: Path
+    ) -> tuple[int, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env.update(
+            {
+                OUTPUTS_ENV: str(outputs_file),
+                "ASL_WORKSPACE": str(workspace()),
+                "ASL_PIPELINE_RUN_ID": self.run_id,
+                "ASL_PIPELINE_STEP": step.name,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        proc = subprocess.Popen(
+            command,
+            cwd=self.repo_root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        err_tail = bytearray()
+        pumps = [
+            _Stream(proc.stdout, self.out, step_dir / "stdout.log", bytearray()),
+            _Stream(proc.stderr, self.err, step_dir / "stderr.log", err_tail),
+        ]
+        threads = [threading.Thread(target=p.pump, daemon=True) for p in pumps]
+        for thread in threads:
+            thread.start()
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        for thread in threads:
+            thread.join()
+        return returncode, err_tail.decode("utf-8", "replace")
+
+    @staticmethod
+    def _format_outputs(outputs: Mapping[str, Any]) -> str:
+        shown = ", ".join(
+            f"{k}={v}" for k, v in outputs.items() if not isinstance(v, (dict, list))
+        )
+        return f"[{shown}]" if shown else ""
+
+    def summary(self) -> str:
+        lines = [f"Pipeline run {self.run_id}: {self.state['status']}"]
+        for name in self.dag.step_names():
+            info = self.state["steps"][name]
+            took = f"{info['duration_s']:.0f} s" if "duration_s" in info else "-"
+            lines.append(f"  {name:<18} {info.get('status', 'pending'):<10} {took:>6}")
+        lines.append(f"  state: {self.state_path}")
+        return "\n".join(lines)

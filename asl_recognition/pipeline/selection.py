@@ -1,0 +1,169 @@
+"""Best-model selection: promote a new model only if it beats production on one metric.
+
+Works on any registry with the project's API (``get``, ``production``, ``promote``): the local
+JSON registry offline, the ClearML model registry (tags, ``Model.query_models``) with a server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODES = ("max", "min")
+
+
+@dataclass
+class Decision:
+    """What select_best decided and why; both metrics are kept for the log."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    mode: str
+    candidate: Any
+    previous: Any | None
+    candidate_value: float | None
+    previous_value: float | None
+
+    @property
+    def production_model_id(self) -> str:
+        if self.promoted or self.previous is None:
+            return self.candidate.id
+        return self.previous.id
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "metric": self.metric,
+            "mode": self.mode,
+            "candidate_model_id": self.candidate.id,
+            "candidate_value": self.candidate_value,
+            "previous_model_id": self.previous.id if self.previous else None,
+            "previous_value": self.previous_value,
+            "production_model_id": self.production_model_id,
+        }
+
+
+def metric_value(record: Any, metric: str) -> float | None:
+    """The record's metric as a finite float, or None when absent or not a number."""
+    value = (getattr(record, "metrics", None) or {}).get(metric)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def is_better(candidate: float, current: float, mode: str = "max") -> bool:
+    """Strictly better: a tie keeps the model already in production (no churn)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    return candidate > current if mode == "max" else candidate < current
+
+
+def decide(
+    registry: Any,
+    model_id: str,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
+    name: str = "asl",
+) -> Decision:
+    """Compare ``model_id`` with the current production model; no side effects."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    candidate = registry.get(model_id)
+    previous = registry.production(name)
+    new_value = metric_value(candidate, metric)
+    if new_value is None:
+        raise ValueError(
+            f"model {model_id} has no numeric metric {metric!r}; "
+            f"it has: {', '.join(sorted((candidate.metrics or {}).keys())) or 'none'}"
+        )
+    if previous is None:
+        return Decision(
+            True, "no production model yet", metric, mode, candidate, None, new_value, None
+        )
+    old_value = metric_value(previous, metric)
+    if previous.id == candidate.id:
+        reason = "already the production model"
+        return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+    if old_value is None:
+        reason = f"production model {previous.id} has no {metric}"
+        return Decision(True, reason, metric, mode, candidate, previous, new_value, None)
+    if is_better(new_value, old_value, mode):
+        reason = f"{metric} {new_value:.4f} beats production {old_value:.4f} ({mode})"
+        return Decision(True, reason, metric, mode, candidate, previous, new_value, old_value)
+    reason = f"{metric} {new_value:.4f} does not beat production {old_value:.4f} ({mode}); kept"
+    return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+
+
+def select_best(
+    registry: Any,
+    model_id: str,
+    metric: str = "val_macro_f1",
+    mode: str = "max",
+    name: str = "asl",
+) -> Decision:
+    """``decide`` then, if better, ``registry.promote`` (tag ``production`` + publish)."""
+    decision = decide(registry, model_id, metric, mode, name)
+    if decision.promoted:
+        decision.candidate = registry.promote(decision.candidate.id)
+    return decision
+
+
+def _split_of(metric: str) -> str:
+    return metric.split("_", 1)[0] if metric.startswith(("val_", "test_")) else "val"
+
+
+def _as_matrix(value: Any, split: str) -> list[list[float]] | None:
+    if isinstance(value, dict):
+        for key in (split, "val", "test", "matrix"):
+            if key in value:
+                return _as_matrix(value[key], split)
+        return None
+    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        return value
+    return None
+
+
+def confusion_matrix(record: Any, metric: str = "val_macro_f1") -> list[list[float]] | None:
+    """The record's confusion matrix for the metric's split, wherever training left it.
+
+    Looked up defensively: in the record's metrics, then ``metrics.json`` in the run directory or
+    next to the ONNX file; None when nothing usable is found (the decision never depends on it).
+    """
+    split = _split_of(metric)
+    keys = (f"{split}_confusion_matrix", "confusion_matrix", "confusion_matrices")
+    sources: list[dict[str, Any]] = [getattr(record, "metrics", None) or {}]
+    folders = []
+    params = getattr(record, "params", None) or {}
+    for candidate in (params.get("run_dir"), getattr(record, "onnx_path", None)):
+        if candidate:
+            path = Path(str(candidate))
+            folders.append(path if path.is_dir() else path.parent)
+    for folder in folders:
+        for name in ("metrics.json", "summary.json"):
+            try:
+                sources.append(json.loads((folder / name).read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError):
+                continue
+    for source in sources:
+        if not isinstance(source, dict):
+            continue
+        for key in keys:
+            matrix = _as_matrix(source.get(key), split)
+            if matrix:
+                return matrix
+    return None
+
+
+def class_labels(record: Any) -> list[str] | None:
+    path = getattr(record, "classes_path", None)
+    try:
+        return [line.strip() for line in Path(str(path)).read_text().splitlines() if line.strip()]
+    except (OSError, TypeError):
+        return None
