@@ -1,0 +1,175 @@
+"""Render ``alertmanager.yml`` from environment variables only; secrets are never printed.
+
+Stdlib only (PyYAML optional) so the Docker path can run it in a plain ``python`` container.
+Receivers whose variables are unset are left out; with none set, alerts go to a blackhole.
+
+Environment:
+  SLACK_WEBHOOK_URL [SLACK_CHANNEL]
+  TELEGRAM_BOT_TOKEN TELEGRAM_CHAT_ID [TELEGRAM_API_URL]
+  SMTP_SMARTHOST (host:port) SMTP_FROM ALERT_EMAIL_TO [SMTP_USERNAME SMTP_PASSWORD SMTP_REQUIRE_TLS]
+  ALERT_WEBHOOK_URL (generic JSON webhook, used by the tests)
+  ALERT_GROUP_WAIT ALERT_GROUP_INTERVAL ALERT_REPEAT_INTERVAL ALERT_RESOLVE_TIMEOUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+SECRET_VARS = ("SLACK_WEBHOOK_URL", "TELEGRAM_BOT_TOKEN", "SMTP_PASSWORD", "ALERT_WEBHOOK_URL")
+
+_SLACK_TITLE = (
+    "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.model }})"
+)
+_SLACK_TEXT = (
+    "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n{{ end }}"
+)
+_TELEGRAM_MESSAGE = (
+    "{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}\n"
+    "{{ range .Alerts }}{{ .Annotations.summary }}\n{{ .Annotations.description }}\n{{ end }}"
+)
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    return (env.get(name) or "").strip()
+
+
+def enabled_receivers(env: Mapping[str, str] | None = None) -> list[str]:
+    """Names of the receivers the environment configures (safe to print)."""
+    return [r["name"] for r in _receivers(os.environ if env is None else env)]
+
+
+def _receivers(env: Mapping[str, str], webhook_url: str | None = None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if _get(env, "SLACK_WEBHOOK_URL"):
+        cfg: dict[str, Any] = {
+            "api_url": _get(env, "SLACK_WEBHOOK_URL"),
+            "send_resolved": True,
+            "title": _SLACK_TITLE,
+            "text": _SLACK_TEXT,
+        }
+        if _get(env, "SLACK_CHANNEL"):
+            cfg["channel"] = _get(env, "SLACK_CHANNEL")
+        out.append({"name": "slack", "slack_configs": [cfg]})
+    if _get(env, "TELEGRAM_BOT_TOKEN") and _get(env, "TELEGRAM_CHAT_ID"):
+        try:
+            chat_id = int(_get(env, "TELEGRAM_CHAT_ID"))
+        except ValueError as exc:
+            raise ValueError("TELEGRAM_CHAT_ID must be an integer chat id") from exc
+        cfg = {
+            "bot_token": _get(env, "TELEGRAM_BOT_TOKEN"),
+            "chat_id": chat_id,
+            "send_resolved": True,
+            "parse_mode": "",
+            "message": _TELEGRAM_MESSAGE,
+        }
+        if _get(env, "TELEGRAM_API_URL"):
+            cfg["api_url"] = _get(env, "TELEGRAM_API_URL")
+        out.append({"name": "telegram", "telegram_configs": [cfg]})
+    if _get(env, "SMTP_SMARTHOST") and _get(env, "ALERT_EMAIL_TO") and _get(env, "SMTP_FROM"):
+        cfg = {
+            "to": _get(env, "ALERT_EMAIL_TO"),
+            "from": _get(env, "SMTP_FROM"),
+            "smarthost": _get(env, "SMTP_SMARTHOST"),
+            "send_resolved": True,
+            "require_tls": _get(env, "SMTP_REQUIRE_TLS").lower() not in ("0", "false", "no"),
+        }
+        if _get(env, "SMTP_USERNAME"):
+            cfg["auth_username"] = _get(env, "SMTP_USERNAME")
+            cfg["auth_password"] = _get(env, "SMTP_PASSWORD")
+        out.append({"name": "email", "email_configs": [cfg]})
+    url = webhook_url or _get(env, "ALERT_WEBHOOK_URL")
+    if url:
+        out.append({"name": "webhook", "webhook_configs": [{"url": url, "send_resolved": True}]})
+    return out
+
+
+def render_alertmanager_config(
+    env: Mapping[str, str] | None = None,
+    webhook_url: str | None = None,
+    group_wait: str | None = None,
+    group_interval: str | None = None,
+    repeat_interval: str | None = None,
+    resolve_timeout: str | None = None,
+) -> dict[str, Any]:
+    """The config as a dict: a blackhole root route and one ``continue: true`` child per receiver."""
+    env = os.environ if env is None else env
+    receivers = _receivers(env, webhook_url)
+    return {
+        "global": {
+            "resolve_timeout": resolve_timeout or _get(env, "ALERT_RESOLVE_TIMEOUT") or "5m"
+        },
+        "route": {
+            "receiver": "blackhole",
+            "group_by": ["alertname", "model"],
+            "group_wait": group_wait or _get(env, "ALERT_GROUP_WAIT") or "30s",
+            "group_interval": group_interval or _get(env, "ALERT_GROUP_INTERVAL") or "5m",
+            "repeat_interval": repeat_interval or _get(env, "ALERT_REPEAT_INTERVAL") or "4h",
+            "routes": [{"receiver": r["name"], "continue": True} for r in receivers],
+        },
+        "inhibit_rules": [
+            {
+                # a dead server explains every other serving alert: page once
+                "source_matchers": ['alertname="AslTritonDown"'],
+                "target_matchers": ['alertname=~"Asl.+"', 'alertname!="AslTritonDown"'],
+            }
+        ],
+        "receivers": [{"name": "blackhole"}, *receivers],
+    }
+
+
+def dumps(config: Mapping[str, Any]) -> str:
+    """YAML when PyYAML is importable, else JSON (which is valid YAML)."""
+    try:
+        import yaml
+    except ImportError:
+        return json.dumps(config, indent=2) + "\n"
+    return yaml.safe_dump(dict(config), sort_keys=False, width=1000)
+
+
+def write_private(path: str | Path, text: str) -> Path:
+    """Create/replace a file readable by its owner only (it may hold webhook URLs and tokens)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def write_alertmanager_config(path: str | Path, **kwargs: Any) -> Path:
+    return write_private(path, dumps(render_alertmanager_config(**kwargs)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Write alertmanager.yml (mode 600) from SLACK_*/TELEGRAM_*/SMTP_*/ALERT_* "
+        "environment variables. Prints only which receivers are enabled."
+    )
+    parser.add_argument("--out", required=True, help="output file, e.g. /etc/alertmanager/a.yml")
+    parser.add_argument("--webhook-url", default=None, help="extra generic webhook receiver")
+    parser.add_argument(
+        "--chown",
+        default=None,
+        metavar="UID:GID",
+        help="owner of the written file (the alertmanager image runs as 65534:65534)",
+    )
+    args = parser.parse_args(argv)
+    path = write_alertmanager_config(args.out, webhook_url=args.webhook_url)
+    if args.chown:
+        uid, _, gid = args.chown.partition(":")
+        os.chown(path, int(uid), int(gid or uid))
+    names = enabled_receivers() + (["webhook"] if args.webhook_url else [])
+    print(f"wrote {args.out}; receivers: {', '.join(sorted(set(names))) or 'none (blackhole)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

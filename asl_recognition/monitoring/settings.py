@@ -1,0 +1,121 @@
+"""Alert thresholds: one dataclass, overridable by a YAML file, ``ASL_ALERT_*`` env vars and CLI.
+
+Precedence (last wins): built-in defaults < YAML/JSON file < environment < explicit overrides.
+Every threshold of every alert lives here so operators never edit PromQL to tune alerting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "ASL_ALERT_"
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    """Thresholds and windows of the alert rules (see README "Alerts")."""
+
+    model_name: str = "asl"  # the Triton model clients call (the ensemble)
+    triton_job: str = "triton"  # Prometheus job scraping Triton's metrics endpoint
+    window: str = "5m"  # rate window for latency / errors / confidence
+    latency_p95_ms: float = 250.0
+    latency_for: str = "5m"
+    error_ratio: float = 0.05
+    error_for: str = "5m"
+    no_traffic_window: str = "15m"
+    no_traffic_min_requests: float = 1.0
+    no_traffic_for: str = "5m"
+    not_ready_for: str = "1m"
+    min_mean_confidence: float = 0.6
+    max_low_confidence_ratio: float = 0.3
+    min_confidence_samples: float = 20.0
+    confidence_for: str = "10m"
+    max_confidence_drop: float = 0.15  # vs the baseline's validation mean confidence
+    drift_window: str = "1h"
+    drift_max_tvd: float = 0.3  # total variation distance, 0 (same) .. 1 (disjoint)
+    drift_min_predictions: float = 200.0
+    drift_for: str = "15m"
+
+    def validate(self) -> "AlertThresholds":
+        """Reject values Prometheus would reject later with a less helpful message."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith(("_for", "window")) and not _DURATION.match(str(value)):
+                raise ValueError(f"{f.name}={value!r} is not a Prometheus duration (e.g. 30s, 5m)")
+            if f.type == "float" and float(value) < 0:
+                raise ValueError(f"{f.name}={value!r} must be >= 0")
+        if not re.match(r"^[A-Za-z0-9_.-]+$", self.model_name):
+            raise ValueError(f"model_name={self.model_name!r} has characters unsafe in PromQL")
+        if not re.match(r"^[A-Za-z0-9_.-]+$", self.triton_job):
+            raise ValueError(f"triton_job={self.triton_job!r} has characters unsafe in PromQL")
+        for name in ("error_ratio", "max_low_confidence_ratio", "drift_max_tvd"):
+            if float(getattr(self, name)) > 1:
+                raise ValueError(f"{name} is a ratio and must be <= 1")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that overrides a threshold (``latency_p95_ms`` -> ASL_ALERT_LATENCY_P95_MS)."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _coerce(field_name: str, value: Any) -> Any:
+    types = {f.name: f.type for f in fields(AlertThresholds)}
+    if field_name not in types:
+        known = ", ".join(sorted(types))
+        raise KeyError(f"unknown threshold {field_name!r}; known: {known}")
+    if types[field_name] == "float":
+        return float(value)
+    return str(value)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml  # only needed for YAML threshold files
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of threshold names to values")
+    return data.get("thresholds", data)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["latency_p95_ms=300", ...]`` (the CLI's repeated ``--set``) -> dict."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_thresholds(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AlertThresholds:
+    """Defaults, then the file, then ``ASL_ALERT_*`` env vars, then ``overrides``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if path:
+        values.update(_read_file(Path(path)))
+    for f in fields(AlertThresholds):
+        if env_name(f.name) in env:
+            values[f.name] = env[env_name(f.name)]
+    values.update(overrides or {})
+    coerced = {key: _coerce(key, value) for key, value in values.items()}
+    return AlertThresholds(**coerced).validate()

@@ -1,0 +1,322 @@
+"""Start Prometheus + Alertmanager on loopback against a Triton metrics endpoint (``make monitor``).
+
+Configs are rendered into a run directory from thresholds (defaults < file < ASL_ALERT_* env < --set),
+the drift baseline of the production model, and receiver settings from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .alertmanager_config import enabled_receivers, write_alertmanager_config
+from .baseline import Baseline, load_baseline
+from .prometheus_config import render_prometheus_config, write_prometheus_config
+from .rules import write_rules
+from .settings import AlertThresholds, load_thresholds, parse_overrides
+from .tools import require_tool, run_tool
+
+
+def production_baseline() -> Baseline | None:
+    """The production model's drift baseline from the registry, or None (no registry / model / file)."""
+    try:
+        from asl_recognition.registry import get_registry  # owned by the training stage
+    except ImportError:
+        return None
+    try:
+        record = get_registry().production()
+    except Exception as exc:  # noqa: BLE001 - a broken registry must not stop monitoring
+        print(f"[monitor] registry unavailable ({type(exc).__name__}); no drift baseline")
+        return None
+    path = getattr(record, "baseline_path", None) if record else None
+    if not path or not Path(path).is_file():
+        return None
+    return load_baseline(path)
+
+
+def resolve_baseline(spec: str | None) -> Baseline | None:
+    """``auto`` (registry production model), ``none``, or a path to baseline.json."""
+    if spec in (None, "", "none"):
+        return None
+    if spec == "auto":
+        return production_baseline()
+    return load_baseline(spec)
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class MonitoringStack:
+    """Prometheus + Alertmanager child processes with rendered configs; a context manager."""
+
+    run_dir: Path
+    triton_metrics: str = "127.0.0.1:8002"
+    host: str = "127.0.0.1"
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    thresholds: AlertThresholds = field(default_factory=AlertThresholds)
+    baseline: Baseline | None = None
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "15s"
+    webhook_url: str | None = None
+    group_wait: str | None = None
+    group_interval: str | None = None
+    repeat_interval: str | None = None
+    resolve_timeout: str | None = None
+    env: dict[str, str] | None = None
+    _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir).resolve()
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://{self.host}:{self.alertmanager_port}"
+
+    def render(self) -> dict[str, Path]:
+        """Write rules, prometheus.yml and alertmanager.yml (mode 600) and check them."""
+        rules = write_rules(self.run_dir / "rules", self.thresholds, self.baseline)
+        prom_cfg = render_prometheus_config(
+            triton_targets=[self.triton_metrics],
+            alertmanager_targets=[f"{self.host}:{self.alertmanager_port}"],
+            rule_files=[str(p) for p in rules],
+            scrape_interval=self.scrape_interval,
+            evaluation_interval=self.evaluation_interval,
+            self_target=f"{self.host}:{self.prometheus_port}",
+            triton_job=self.thresholds.triton_job,
+        )
+        prom = write_prometheus_config(self.run_dir / "prometheus.yml", prom_cfg)
+        am = write_alertmanager_config(
+            self.run_dir / "alertmanager.yml",
+            env=self.env if self.env is not None else os.environ,
+            webhook_url=self.webhook_url,
+            group_wait=self.group_wait,
+            group_interval=self.group_interval,
+            repeat_interval=self.repeat_interval,
+            resolve_timeout=self.resolve_timeout,
+        )
+        for tool, args in (
+            ("promtool", ("check", "config", prom)),
+            ("amtool", ("check-config", am)),
+        ):
+            res = run_tool(tool, *args)
+            if res.returncode != 0:
+                # amtool echoes nothing secret on failure: it reports field names and line numbers
+                raise RuntimeError(
+                    f"{tool} rejected the rendered config:\n{res.stdout}{res.stderr}"
+                )
+        return {"prometheus": prom, "alertmanager": am, "rules": rules[0], "baseline": rules[1]}
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log_dir = self.run_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            self._procs[name] = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def start(self, timeout: float = 30.0) -> "MonitoringStack":
+        paths = self.render()
+        self._spawn(
+            "alertmanager",
+            [
+                require_tool("alertmanager"),
+                f"--config.file={paths['alertmanager']}",
+                f"--storage.path={self.run_dir / 'alertmanager-data'}",
+                f"--web.listen-address={self.host}:{self.alertmanager_port}",
+                "--cluster.listen-address=",  # no gossip port: single instance on loopback
+                "--log.level=warn",
+            ],
+        )
+        self._spawn(
+            "prometheus",
+            [
+                require_tool("prometheus"),
+                f"--config.file={paths['prometheus']}",
+                f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
+                f"--web.listen-address={self.host}:{self.prometheus_port}",
+                "--web.enable-lifecycle",
+                "--storage.tsdb.retention.time=15d",
+                "--log.level=warn",
+            ],
+        )
+        try:
+            self.wait_ready(timeout)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {
+            "alertmanager": f"{self.alertmanager_url}/-/ready",
+            "prometheus": f"{self.prometheus_url}/-/ready",
+        }
+        while pending and time.monotonic() < deadline:
+            for name, url in list(pending.items()):
+                proc = self._procs[name]
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}; see {self.run_dir}/logs/{name}.log"
+                    )
+                if _http_ok(url):
+                    pending.pop(name)
+            time.sleep(0.2)
+        if pending:
+            raise TimeoutError(f"not ready after {timeout}s: {', '.join(pending)}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM each child (Prometheus flushes its head block), SIGKILL what outlives timeout."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._procs.clear()
+
+    def running(self) -> bool:
+        return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
+
+    def __enter__(self) -> "MonitoringStack":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m asl_recognition.monitoring.stack",
+        description="Run Prometheus and Alertmanager on loopback against Triton's metrics endpoint. "
+        "Receivers come from SLACK_WEBHOOK_URL, TELEGRAM_BOT_TOKEN/TELEGRAM_CHAT_ID, "
+        "SMTP_SMARTHOST/SMTP_FROM/ALERT_EMAIL_TO[/SMTP_USERNAME/SMTP_PASSWORD], ALERT_WEBHOOK_URL; "
+        "thresholds from --thresholds FILE, ASL_ALERT_<NAME> env vars and --set NAME=VALUE.",
+    )
+    p.add_argument("--triton-metrics", default="127.0.0.1:8002", help="Triton metrics HOST:PORT")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="where configs, data and logs go " "(default <workspace>/monitoring)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address for both servers")
+    p.add_argument("--prometheus-port", type=int, default=9090)
+    p.add_argument("--alertmanager-port", type=int, default=9093)
+    p.add_argument("--scrape-interval", default="15s")
+    p.add_argument("--evaluation-interval", default="15s")
+    p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one threshold, e.g. --set latency_p95_ms=300 (repeatable)",
+    )
+    p.add_argument(
+        "--baseline",
+        default="auto",
+        help="drift baseline: auto (production model in the registry), none, or a path",
+    )
+    p.add_argument("--webhook-url", default=None, help="extra generic webhook receiver")
+    p.add_argument("--group-wait", default=None)
+    p.add_argument("--group-interval", default=None)
+    p.add_argument("--repeat-interval", default=None)
+    p.add_argument(
+        "--render-only", action="store_true", help="render and check configs, then exit"
+    )
+    p.add_argument(
+        "--print-thresholds", action="store_true", help="print the effective thresholds"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from asl_recognition.paths import workspace
+
+    thresholds = load_thresholds(args.thresholds, parse_overrides(args.set))
+    if args.print_thresholds:
+        for key, value in thresholds.as_dict().items():
+            print(f"{key}={value}")
+    baseline = resolve_baseline(args.baseline)
+    run_dir = Path(args.run_dir) if args.run_dir else workspace() / "monitoring"
+    stack = MonitoringStack(
+        run_dir=run_dir,
+        triton_metrics=args.triton_metrics,
+        host=args.host,
+        prometheus_port=args.prometheus_port,
+        alertmanager_port=args.alertmanager_port,
+        thresholds=thresholds,
+        baseline=baseline,
+        scrape_interval=args.scrape_interval,
+        evaluation_interval=args.evaluation_interval,
+        webhook_url=args.webhook_url,
+        group_wait=args.group_wait,
+        group_interval=args.group_interval,
+        repeat_interval=args.repeat_interval,
+    )
+    receivers = enabled_receivers() + (["webhook"] if args.webhook_url else [])
+    base_msg = (
+        f"baseline {baseline.source}" if baseline else "no drift baseline (drift alert idle)"
+    )
+    if args.render_only:
+        paths = stack.render()
+        print(f"[monitor] rendered {', '.join(str(p) for p in paths.values())}; {base_msg}")
+        return 0
+    stopping = {"flag": False}
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stack.start()
+    print(
+        f"[monitor] Prometheus {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}  "
+        f"scraping Triton {args.triton_metrics}; receivers: "
+        f"{', '.join(sorted(set(receivers))) or 'none (blackhole)'}; {base_msg}; Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        while not stopping["flag"]:
+            if not stack.running():
+                print("[monitor] a child exited; see logs in " + str(run_dir / "logs"))
+                return 1
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+        print("[monitor] stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
