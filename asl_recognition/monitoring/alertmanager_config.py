@@ -6,7 +6,8 @@ Receivers whose variables are unset are left out; with none set, alerts go to a 
 Environment:
   SLACK_WEBHOOK_URL [SLACK_CHANNEL]
   TELEGRAM_BOT_TOKEN TELEGRAM_CHAT_ID [TELEGRAM_API_URL]
-  SMTP_SMARTHOST (host:port) SMTP_FROM ALERT_EMAIL_TO [SMTP_USERNAME SMTP_PASSWORD SMTP_REQUIRE_TLS]
+  SMTP_SMARTHOST (host:port) SMTP_FROM ALERT_EMAIL_TO
+  [SMTP_USERNAME SMTP_PASSWORD SMTP_REQUIRE_TLS]
   ALERT_WEBHOOK_URL (generic JSON webhook, used by the tests)
   ALERT_GROUP_WAIT ALERT_GROUP_INTERVAL ALERT_REPEAT_INTERVAL ALERT_RESOLVE_TIMEOUT
 """
@@ -96,7 +97,7 @@ def render_alertmanager_config(
     repeat_interval: str | None = None,
     resolve_timeout: str | None = None,
 ) -> dict[str, Any]:
-    """The config as a dict: a blackhole root route and one ``continue: true`` child per receiver."""
+    """The config dict: a blackhole root route, one ``continue: true`` child per receiver."""
     env = os.environ if env is None else env
     receivers = _receivers(env, webhook_url)
     return {

@@ -36,7 +36,7 @@ def _normalise(dist: Mapping[str, Any]) -> dict[str, float]:
 
 
 def histogram_mean(buckets: list[float], counts: list[float]) -> float | None:
-    """Mean of a histogram given upper bucket edges, using bucket midpoints (lower edge of first = 0)."""
+    """Histogram mean from upper bucket edges and bucket midpoints (first lower edge = 0)."""
     if not buckets or len(buckets) != len(counts):
         return None
     total = float(sum(counts))
@@ -57,7 +57,7 @@ def _first(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def parse_baseline(data: Mapping[str, Any], source: str = "") -> Baseline:
-    """Build a :class:`Baseline` from the JSON object; nested ``{"baseline": {...}}`` also accepted."""
+    """Build a :class:`Baseline` from the JSON object (also nested ``{"baseline": {...}}``)."""
     if isinstance(data.get("baseline"), Mapping):
         data = data["baseline"]
     dist = _first(data, _CLASS_KEYS)

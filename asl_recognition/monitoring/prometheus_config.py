@@ -1,4 +1,4 @@
-"""Render ``prometheus.yml``: scrape Triton (job ``triton``), itself and Alertmanager; load the rules."""
+"""Render ``prometheus.yml``: scrape Triton (job ``triton``), itself, Alertmanager; load rules."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Render the checked-in rule files for the Docker path (``triton/monitoring/rules``).
 
 Defaults give the uniform class baseline of a balanced training set; pass ``--baseline`` with the
-production model's ``baseline.json`` (or ``auto``) and ``--set``/``ASL_ALERT_*`` to tune thresholds.
+production model's ``baseline.json`` (or ``auto``) and ``--set``/``ASL_ALERT_*`` to tune
+thresholds.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""Prometheus alert and recording rules, rendered from :class:`AlertThresholds` and a :class:`Baseline`.
+"""Prometheus alert and recording rules rendered from :class:`AlertThresholds` and a baseline.
 
 Metrics used (checked against a real tritonserver 2.51 on this machine):
 - Triton: ``nv_inference_request_success`` / ``nv_inference_request_failure{reason}`` counters,
   ``nv_inference_request_duration_us`` (cumulative counter), and the latency summary
   ``nv_inference_request_summary_us{quantile}`` that exists only with
   ``--metrics-config summary_latencies=true``; a model's series disappear when it is unloaded.
-- The ensemble's metrics step: ``asl_prediction_confidence`` (histogram), ``asl_predictions_total{class}``,
+- The ensemble's metrics step: ``asl_prediction_confidence`` (histogram),
+  ``asl_predictions_total{class}``,
   ``asl_low_confidence_total``.
 """
 
@@ -116,7 +117,8 @@ def alert_rules(t: AlertThresholds) -> dict[str, Any]:
                 t.not_ready_for,
                 "critical",
                 "Triton metrics endpoint is down",
-                "Prometheus cannot scrape {{ $labels.instance }}: the server is down or unreachable.",
+                "Prometheus cannot scrape {{ $labels.instance }}: the server is down or "
+                "unreachable.",
             ),
             alert(
                 "AslModelNotReady",
@@ -130,7 +132,8 @@ def alert_rules(t: AlertThresholds) -> dict[str, Any]:
             ),
             alert(
                 "AslNoTraffic",
-                f'sum(increase(nv_inference_request_success{{model="{m}"}}[{t.no_traffic_window}]))'
+                f'sum(increase(nv_inference_request_success{{model="{m}"}}'
+                f"[{t.no_traffic_window}]))"
                 f' + sum(increase(nv_inference_request_failure{{model="{m}"}}'
                 f"[{t.no_traffic_window}])) < {_num(t.no_traffic_min_requests)}",
                 t.no_traffic_for,
@@ -154,7 +157,8 @@ def alert_rules(t: AlertThresholds) -> dict[str, Any]:
                 t.latency_for,
                 "warning",
                 f"p95 request latency above {_num(t.latency_p95_ms)} ms",
-                'p95 latency is {{ $value | printf "%.1f" }} ms (Triton latency summary; mean latency '
+                'p95 latency is {{ $value | printf "%.1f" }} ms (Triton latency summary; '
+                "mean latency "
                 "when the server runs without summary_latencies=true).",
             ),
             alert(
@@ -183,8 +187,10 @@ def alert_rules(t: AlertThresholds) -> dict[str, Any]:
                 f" - {_num(t.max_confidence_drop)})) and on() ({e['enough_samples']})",
                 t.confidence_for,
                 "warning",
-                f"Mean confidence dropped more than {_num(t.max_confidence_drop)} below validation",
-                'Live mean confidence {{ $value | printf "%.2f" }} is well below the validation mean '
+                f"Mean confidence dropped more than {_num(t.max_confidence_drop)} "
+                "below validation",
+                'Live mean confidence {{ $value | printf "%.2f" }} is well below the '
+                "validation mean "
                 "stored with the model.",
             ),
             alert(
@@ -239,7 +245,7 @@ HEADER = (
 def write_rules(
     rules_dir: str | Path, thresholds: AlertThresholds, baseline: Baseline | None
 ) -> list[Path]:
-    """Write ``asl_alerts.yml`` (alerts + recording) and ``asl_baseline.yml``; returns the paths."""
+    """Write ``asl_alerts.yml`` (alerts + recording) and ``asl_baseline.yml``; return paths."""
     rules_dir = Path(rules_dir)
     rules_dir.mkdir(parents=True, exist_ok=True)
     alerts = rules_dir / "asl_alerts.yml"

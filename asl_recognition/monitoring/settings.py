@@ -65,7 +65,7 @@ class AlertThresholds:
 
 
 def env_name(field_name: str) -> str:
-    """The environment variable that overrides a threshold (``latency_p95_ms`` -> ASL_ALERT_LATENCY_P95_MS)."""
+    """Env var overriding a threshold (``latency_p95_ms`` -> ``ASL_ALERT_LATENCY_P95_MS``)."""
     return ENV_PREFIX + field_name.upper()
 
 

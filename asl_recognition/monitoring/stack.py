@@ -1,6 +1,7 @@
-"""Start Prometheus + Alertmanager on loopback against a Triton metrics endpoint (``make monitor``).
+"""Start Prometheus + Alertmanager on loopback against Triton's metrics (``make monitor``).
 
-Configs are rendered into a run directory from thresholds (defaults < file < ASL_ALERT_* env < --set),
+Configs are rendered into a run directory from thresholds
+(defaults < file < ASL_ALERT_* env < --set),
 the drift baseline of the production model, and receiver settings from the environment.
 """
 
@@ -27,7 +28,7 @@ from .tools import require_tool, run_tool
 
 
 def production_baseline() -> Baseline | None:
-    """The production model's drift baseline from the registry, or None (no registry / model / file)."""
+    """The production model's drift baseline from the registry, or None if there is none."""
     try:
         from asl_recognition.registry import get_registry  # owned by the training stage
     except ImportError:
@@ -191,7 +192,7 @@ class MonitoringStack:
             raise TimeoutError(f"not ready after {timeout}s: {', '.join(pending)}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM each child (Prometheus flushes its head block), SIGKILL what outlives timeout."""
+        """SIGTERM each child (Prometheus flushes its head block); SIGKILL what outlives it."""
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -217,9 +218,10 @@ class MonitoringStack:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m asl_recognition.monitoring.stack",
-        description="Run Prometheus and Alertmanager on loopback against Triton's metrics endpoint. "
+        description="Run Prometheus and Alertmanager on loopback against Triton's metrics. "
         "Receivers come from SLACK_WEBHOOK_URL, TELEGRAM_BOT_TOKEN/TELEGRAM_CHAT_ID, "
-        "SMTP_SMARTHOST/SMTP_FROM/ALERT_EMAIL_TO[/SMTP_USERNAME/SMTP_PASSWORD], ALERT_WEBHOOK_URL; "
+        "SMTP_SMARTHOST/SMTP_FROM/ALERT_EMAIL_TO[/SMTP_USERNAME/SMTP_PASSWORD], "
+        "ALERT_WEBHOOK_URL; "
         "thresholds from --thresholds FILE, ASL_ALERT_<NAME> env vars and --set NAME=VALUE.",
     )
     p.add_argument("--triton-metrics", default="127.0.0.1:8002", help="Triton metrics HOST:PORT")
