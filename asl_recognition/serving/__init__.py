@@ -1,0 +1,1 @@
+"""Triton serving: repository generator, local server launcher, model-metrics step."""

@@ -1,0 +1,329 @@
+"""Run the real ``tritonserver`` binary from the ``nvidia-pytriton`` wheel, on CPU, without Docker.
+
+That build carries only the Python backend, so a backend directory is assembled per server:
+``python/`` (the backend library, its utils and the stub for the running interpreter) and
+``onnxruntime/model.py`` (the project's Python-based stand-in for the C++ onnxruntime backend),
+so the generated ``platform: "onnxruntime_onnx"`` configs load unchanged.
+
+CLI (used by ``make serve``)::
+
+    python -m asl_recognition.serving.launcher --repo workspace/triton_repo [--http-port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from asl_recognition.paths import REPO_ROOT, workspace
+
+# Log errors every CPU-only run prints; they say nothing about the models.
+HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
+STANDIN_BACKEND = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
+
+
+class TritonServerError(RuntimeError):
+    """The server could not start, or died; the message carries the end of its log."""
+
+
+def pytriton_root() -> Path:
+    """``site-packages/pytriton/tritonserver`` of the wheel that ships the binary."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonServerError("nvidia-pytriton is not installed (pip install nvidia-pytriton)")
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise TritonServerError(f"no tritonserver binary under {root}")
+    return root
+
+
+def server_environment() -> dict[str, str]:
+    """LD_LIBRARY_PATH: the interpreter's LIBDIR first, else the stub links the wrong libpython."""
+    root = pytriton_root()
+    libs = root.parents[1] / "nvidia_pytriton.libs"
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    return env
+
+
+def assemble_backends(target: Path) -> Path:
+    """Lay out ``<target>/python`` and ``<target>/onnxruntime`` as tritonserver expects them."""
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonServerError(f"no Python backend stub for Python {version} in {root}")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        # Copies, not symlinks: Triton refuses a backend library that resolves outside its dir.
+        shutil.copy2(source, python_dir / source.name)
+    ort_dir = target / "onnxruntime"
+    ort_dir.mkdir(exist_ok=True)
+    shutil.copyfile(STANDIN_BACKEND, ort_dir / "model.py")
+    return target
+
+
+class TritonServer:
+    """A local tritonserver process; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        repo: str | Path,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        model_control_mode: str = "poll",
+        poll_secs: int = 1,
+        host: str = "127.0.0.1",
+        log_path: str | Path | None = None,
+        exit_on_error: bool = True,
+        exit_timeout_secs: int = 10,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        if model_control_mode not in ("poll", "none", "explicit"):
+            raise ValueError(
+                f"model_control_mode must be poll|none|explicit: {model_control_mode}"
+            )
+        self.repo = Path(repo).resolve()
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.model_control_mode = model_control_mode
+        self.poll_secs = poll_secs
+        self.host = host
+        self.exit_on_error = exit_on_error
+        self.exit_timeout_secs = exit_timeout_secs
+        self.extra_args = list(extra_args or [])
+        self.log_path = Path(log_path) if log_path else None
+        self.process: subprocess.Popen | None = None
+        self._backend_dir: Path | None = None
+        self._log_handle = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        root = pytriton_root()
+        assert self._backend_dir is not None
+        cmd = [
+            str(root / "bin" / "tritonserver"),
+            f"--model-repository={self.repo}",
+            f"--backend-directory={self._backend_dir}",
+            f"--cache-directory={root / 'caches'}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
+            f"--exit-timeout-secs={self.exit_timeout_secs}",
+            "--log-info=true",
+        ]
+        if self.model_control_mode == "poll":
+            cmd.append(f"--repository-poll-secs={self.poll_secs}")
+        return cmd + self.extra_args
+
+    def start(self) -> "TritonServer":
+        if self.process is not None:
+            return self
+        if not self.repo.is_dir():
+            raise TritonServerError(f"model repository {self.repo} does not exist")
+        self._backend_dir = assemble_backends(
+            Path(tempfile.mkdtemp(prefix="asl-triton-backends-"))
+        )
+        if self.log_path is None:
+            logs = workspace() / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            self.log_path = logs / f"tritonserver-{self.http_port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            self.command(),
+            env=server_environment(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The error lines of the log (model load failures), then its last lines."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        errors = [
+            line
+            for line in text
+            if (line.startswith("E") and not any(h in line for h in HARMLESS))
+            or "UNAVAILABLE" in line
+        ]
+        return "\n".join(errors[-15:] + ["..."] + text[-lines:])
+
+    def is_ready(self) -> bool:
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> "TritonServer":
+        """Block until /v2/health/ready answers 200; raise with the log tail if it dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None:
+                raise TritonServerError("server not started")
+            if self.process.poll() is not None:
+                raise TritonServerError(
+                    f"tritonserver exited with code {self.process.returncode}; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return self
+            time.sleep(0.2)
+        raise TritonServerError(
+            f"tritonserver not ready after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), SIGKILL only if it hangs.
+
+        Triton also waits up to ``exit_timeout_secs`` for idle keep-alive client connections.
+        """
+        timeout = self.exit_timeout_secs + 15 if timeout is None else timeout
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            code = self.process.returncode
+            self.process = None
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        if self._backend_dir is not None:
+            shutil.rmtree(self._backend_dir, ignore_errors=True)
+            self._backend_dir = None
+        return code
+
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Run the real tritonserver (nvidia-pytriton wheel) on a model repository."
+    )
+    parser.add_argument(
+        "--repo", required=True, help="model repository (tasks/build_triton_repo.py)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("poll", "none", "explicit"),
+        default="poll",
+        help="poll: new versions written to the repository go live without a restart",
+    )
+    parser.add_argument("--poll-secs", type=int, default=2, help="repository poll interval")
+    parser.add_argument("--log-path", default=None, help="server log (default <workspace>/logs)")
+    parser.add_argument(
+        "--exit-timeout", type=int, default=10, help="seconds to drain requests on stop"
+    )
+    parser.add_argument("--ready-timeout", type=float, default=120, help="seconds to wait")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    server = TritonServer(
+        args.repo,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        model_control_mode=args.model_control_mode,
+        poll_secs=args.poll_secs,
+        host=args.host,
+        log_path=args.log_path,
+        exit_timeout_secs=args.exit_timeout,
+    )
+    stopping = {"flag": False}
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        server.start()
+        server.wait_ready(args.ready_timeout)
+    except TritonServerError as exc:
+        server.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"tritonserver ready: http://{server.http_url} grpc {server.grpc_url} "
+        f"metrics {server.metrics_url} (log {server.log_path}); Ctrl-C or SIGTERM stops it",
+        flush=True,
+    )
+    while not stopping["flag"] and server.process is not None and server.process.poll() is None:
+        time.sleep(0.5)
+    died = server.process is not None and server.process.poll() is not None
+    code = server.stop()
+    if died:
+        print(
+            f"error: tritonserver exited with code {code}; log {server.log_path}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

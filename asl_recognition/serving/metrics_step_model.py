@@ -1,0 +1,120 @@
+"""Triton Python-backend model: pass the probabilities through and record model-level metrics.
+
+It is the last step of the ``<name>`` ensemble (``<name>_onnx`` -> this). Triton's own metrics
+cover requests and latency but say nothing about what the model predicts; these do, and they
+work the same with the real C++ onnxruntime backend in Docker, which exports no such metrics.
+The repository generator copies this file to ``<repo>/<name>_metrics/1/model.py``.
+
+Metrics (names fixed by the monitoring contract):
+- ``asl_prediction_confidence``: histogram of top-1 confidence (label ``model``); bucketed
+  counters ``asl_prediction_confidence_bucket{le=...}`` + ``_count``/``_sum`` if this Triton
+  build has no HISTOGRAM metric kind;
+- ``asl_predictions_total``: counter of predicted classes (labels ``model``, ``class``);
+- ``asl_low_confidence_total``: counter of predictions under the configured threshold.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+def _parameter(config, key, default):
+    value = config.get("parameters", {}).get(key, {}).get("string_value", "")
+    return value if value != "" else default
+
+
+class _CounterHistogram:
+    """Prometheus-style cumulative buckets built from counters, for builds without HISTOGRAM."""
+
+    def __init__(self, labels):
+        # A MetricFamily must outlive its Metric objects: keep every family referenced.
+        self.families = {
+            part: pb_utils.MetricFamily(
+                name=f"asl_prediction_confidence_{part}",
+                description=f"Top-1 confidence, histogram fallback: {part}",
+                kind=pb_utils.MetricFamily.COUNTER,
+            )
+            for part in ("bucket", "count", "sum")
+        }
+        bucket = self.families["bucket"]
+        self.buckets = [
+            (le, bucket.Metric(labels={**labels, "le": f"{le:g}"})) for le in BUCKETS
+        ] + [(float("inf"), bucket.Metric(labels={**labels, "le": "+Inf"}))]
+        self.count = self.families["count"].Metric(labels=labels)
+        self.sum = self.families["sum"].Metric(labels=labels)
+
+    def observe(self, value):
+        for le, metric in self.buckets:
+            if value <= le:
+                metric.increment(1)
+        self.count.increment(1)
+        self.sum.increment(float(value))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+        self.threshold = float(_parameter(config, "low_confidence_threshold", "0.5"))
+        self.model_label = _parameter(config, "model_label", config["name"])
+        labels_file = os.path.join(args["model_repository"], "labels.txt")
+        self.labels = []
+        if os.path.isfile(labels_file):
+            with open(labels_file, encoding="utf-8") as fh:
+                self.labels = [line.strip() for line in fh if line.strip()]
+        labels = {"model": self.model_label}
+        # Families are kept as attributes: a MetricFamily must outlive its Metric objects.
+        if hasattr(pb_utils.MetricFamily, "HISTOGRAM"):
+            self.confidence_family = pb_utils.MetricFamily(
+                name="asl_prediction_confidence",
+                description="Top-1 confidence of served predictions",
+                kind=pb_utils.MetricFamily.HISTOGRAM,
+            )
+            self.confidence = self.confidence_family.Metric(labels=labels, buckets=BUCKETS)
+        else:
+            self.confidence = _CounterHistogram(labels)
+        self.predictions = pb_utils.MetricFamily(
+            name="asl_predictions_total",
+            description="Served predictions per predicted class",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.per_class = {}
+        self.low_confidence_family = pb_utils.MetricFamily(
+            name="asl_low_confidence_total",
+            description="Served predictions whose top-1 confidence is under the threshold",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.low_confidence = self.low_confidence_family.Metric(labels=labels)
+
+    def _class_counter(self, index):
+        metric = self.per_class.get(index)
+        if metric is None:
+            name = self.labels[index] if index < len(self.labels) else str(index)
+            metric = self.predictions.Metric(labels={"model": self.model_label, "class": name})
+            self.per_class[index] = metric
+        return metric
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            probs = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+            flat = probs.reshape(-1, probs.shape[-1])
+            top = flat.max(axis=1)
+            best = flat.argmax(axis=1)
+            for conf, index in zip(top.tolist(), best.tolist()):
+                self.confidence.observe(conf)
+                self._class_counter(index).increment(1)
+            low = int(np.count_nonzero(top < self.threshold))
+            if low:
+                self.low_confidence.increment(low)
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(self.output_name, probs)]
+                )
+            )
+        return responses

@@ -1,0 +1,99 @@
+"""Read a model's serving signature (tensor names, dtypes, dims) from its ONNX graph.
+
+The Triton config is generated from this, never typed by hand, so a model with other classes,
+another image size or another architecture gets a matching config automatically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+# ONNX TensorProto element type -> Triton config data type.
+ONNX_TO_TRITON: dict[int, str] = {
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.UINT16: "TYPE_UINT16",
+    onnx.TensorProto.UINT32: "TYPE_UINT32",
+    onnx.TensorProto.UINT64: "TYPE_UINT64",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.STRING: "TYPE_STRING",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
+}
+
+
+class OnnxSignatureError(ValueError):
+    """The ONNX graph cannot be served as described (unknown dtype, no batch dimension, ...)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output. ``dims`` excludes the batch dimension; -1 marks a dynamic dim."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class OnnxSignature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+
+    def key(self) -> tuple:
+        """Two models with equal keys can share one Triton config (and so one model directory)."""
+        return (self.inputs, self.outputs)
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int]:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim]
+
+
+def _spec(value_info: onnx.ValueInfoProto, path: Path) -> TensorSpec:
+    elem = value_info.type.tensor_type.elem_type
+    if elem not in ONNX_TO_TRITON:
+        raise OnnxSignatureError(
+            f"{path}: tensor '{value_info.name}' has ONNX element type {elem}, "
+            "which Triton cannot serve"
+        )
+    dims = _dims(value_info)
+    if not dims:
+        raise OnnxSignatureError(f"{path}: tensor '{value_info.name}' is a scalar, not a batch")
+    if dims[0] != -1:
+        raise OnnxSignatureError(
+            f"{path}: tensor '{value_info.name}' has a fixed first dimension {dims[0]}; "
+            "export with a dynamic batch axis so Triton can batch requests"
+        )
+    return TensorSpec(value_info.name, ONNX_TO_TRITON[elem], tuple(dims[1:]))
+
+
+def read_signature(onnx_path: str | Path) -> OnnxSignature:
+    """Inputs/outputs of the graph, with the (required dynamic) batch dimension removed."""
+    path = Path(onnx_path)
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = tuple(_spec(v, path) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(_spec(v, path) for v in model.graph.output)
+    if not inputs or not outputs:
+        raise OnnxSignatureError(f"{path}: graph has no inputs or no outputs")
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return OnnxSignature(inputs=inputs, outputs=outputs, opset=opset)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

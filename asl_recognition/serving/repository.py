@@ -1,0 +1,343 @@
+"""Generate a Triton model repository from a trained model: no hand-written config.
+
+Layout (``ensemble=True``, the default)::
+
+    <repo>/<name>/config.pbtxt, 1/, labels.txt             ensemble that clients call
+    <repo>/<name>_onnx/config.pbtxt, labels.txt, <v>/model.onnx (+ <v>/classes.txt)
+    <repo>/<name>_metrics/config.pbtxt, labels.txt, 1/model.py   records model-level metrics
+
+Every config field comes from the model: tensor names, data types and dims from the ONNX graph,
+labels from the class list. Configs are built as ``model_config_pb2.ModelConfig`` messages and
+written with ``text_format``, so a typo is a Python error, not a server-side surprise.
+
+Files are written so that a server polling the repository never sees half a model: a version
+directory is staged under a hidden name and renamed into place, and a config is only rewritten
+when its content changes (a rewrite makes Triton reload the model).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from asl_recognition.classes import read_class_file
+from asl_recognition.serving.onnx_introspect import (
+    OnnxSignature,
+    OnnxSignatureError,
+    file_sha256,
+    read_signature,
+)
+
+METRICS_MODEL_SOURCE = Path(__file__).with_name("metrics_step_model.py")
+LABELS_FILE = "labels.txt"
+MODEL_FILE = "model.onnx"
+VERSION_CLASSES_FILE = "classes.txt"
+DEFAULT_MAX_QUEUE_DELAY_US = 500
+
+
+def load_config(path: str | Path) -> mc.ModelConfig:
+    """Parse a config.pbtxt; raises ``text_format.ParseError`` on any unknown field or value."""
+    return text_format.Parse(Path(path).read_text(encoding="utf-8"), mc.ModelConfig())
+
+
+def config_text(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def _atomic_write(path: Path, data: bytes) -> bool:
+    """Write only when the content differs; returns whether the file changed."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def _labels_bytes(classes: list[str]) -> bytes:
+    return ("\n".join(classes) + "\n").encode("utf-8")
+
+
+def preferred_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two from 4 up to ``max_batch_size`` (and the maximum itself)."""
+    sizes = [s for s in (4, 8, 16, 32, 64, 128, 256) if s < max_batch_size]
+    return sizes + [max_batch_size] if max_batch_size > 1 else []
+
+
+def _tensor(message_type: Any, name: str, data_type: str, dims: tuple[int, ...], **extra: Any):
+    return message_type(name=name, data_type=mc.DataType.Value(data_type), dims=dims, **extra)
+
+
+def _label_outputs(signature: OnnxSignature, classes: list[str], onnx_path: Path) -> set[str]:
+    """Outputs whose single non-batch dim equals the class count carry the labels."""
+    labelled = {o.name for o in signature.outputs if o.dims == (len(classes),)}
+    if not labelled:
+        found = ", ".join(f"'{o.name}' {list(o.dims)}" for o in signature.outputs)
+        raise OnnxSignatureError(
+            f"{onnx_path}: the class list has {len(classes)} names but no output has dims "
+            f"[{len(classes)}] (outputs: {found})"
+        )
+    return labelled
+
+
+def onnx_model_config(
+    name: str,
+    signature: OnnxSignature,
+    labelled_outputs: set[str],
+    max_batch_size: int = 32,
+    instances: int = 1,
+    kind: str = "cpu",
+    tensorrt: bool = False,
+    keep_versions: int = 2,
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+) -> mc.ModelConfig:
+    """The ONNX model's config, every tensor field taken from the graph signature."""
+    if kind not in ("cpu", "gpu"):
+        raise ValueError(f"kind must be 'cpu' or 'gpu', not {kind!r}")
+    if tensorrt and kind != "gpu":
+        raise ValueError("the TensorRT execution accelerator needs GPU instances (kind='gpu')")
+    if max_batch_size < 0 or instances < 1 or keep_versions < 1:
+        raise ValueError("max_batch_size >= 0, instances >= 1 and keep_versions >= 1 required")
+    config = mc.ModelConfig(
+        name=name,
+        platform="onnxruntime_onnx",
+        max_batch_size=max_batch_size,
+        version_policy=mc.ModelVersionPolicy(
+            latest=mc.ModelVersionPolicy.Latest(num_versions=keep_versions)
+        ),
+    )
+    for spec in signature.inputs:
+        config.input.append(_tensor(mc.ModelInput, spec.name, spec.data_type, spec.dims))
+    for spec in signature.outputs:
+        extra = {"label_filename": LABELS_FILE} if spec.name in labelled_outputs else {}
+        config.output.append(
+            _tensor(mc.ModelOutput, spec.name, spec.data_type, spec.dims, **extra)
+        )
+    if dynamic_batching and max_batch_size > 1:
+        config.dynamic_batching.CopyFrom(
+            mc.ModelDynamicBatching(
+                preferred_batch_size=preferred_batch_sizes(max_batch_size),
+                max_queue_delay_microseconds=max_queue_delay_us,
+            )
+        )
+    group_kind = (
+        mc.ModelInstanceGroup.KIND_GPU if kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    )
+    config.instance_group.append(mc.ModelInstanceGroup(count=instances, kind=group_kind))
+    if tensorrt:
+        config.optimization.execution_accelerators.gpu_execution_accelerator.append(
+            mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(
+                name="tensorrt",
+                parameters={"precision_mode": "FP16", "max_workspace_size_bytes": "1073741824"},
+            )
+        )
+    return config
+
+
+def metrics_model_config(
+    name: str, model_label: str, probs_dims: tuple[int, ...], max_batch_size: int, threshold: float
+) -> mc.ModelConfig:
+    """The Python-backend pass-through step that exports model-level metrics."""
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    config.input.append(_tensor(mc.ModelInput, "probabilities", "TYPE_FP32", probs_dims))
+    config.output.append(_tensor(mc.ModelOutput, "probabilities_out", "TYPE_FP32", probs_dims))
+    config.instance_group.append(
+        mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    )
+    config.parameters["low_confidence_threshold"].string_value = repr(float(threshold))
+    config.parameters["model_label"].string_value = model_label
+    return config
+
+
+def ensemble_config(
+    name: str, onnx_name: str, metrics_name: str, signature: OnnxSignature, max_batch_size: int
+) -> mc.ModelConfig:
+    """What clients call: images -> ONNX model -> metrics step -> probabilities."""
+    (image,), (probs,) = signature.inputs, signature.outputs
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
+    config.input.append(_tensor(mc.ModelInput, image.name, image.data_type, image.dims))
+    config.output.append(
+        _tensor(
+            mc.ModelOutput, probs.name, probs.data_type, probs.dims, label_filename=LABELS_FILE
+        )
+    )
+    step = mc.ModelEnsembling.Step
+    config.ensemble_scheduling.step.extend(
+        [
+            step(
+                model_name=onnx_name,
+                model_version=-1,
+                input_map={image.name: image.name},
+                output_map={probs.name: "onnx_probabilities"},
+            ),
+            step(
+                model_name=metrics_name,
+                model_version=-1,
+                input_map={"probabilities": "onnx_probabilities"},
+                output_map={"probabilities_out": probs.name},
+            ),
+        ]
+    )
+    return config
+
+
+def _versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isdigit() and not p.name.startswith("0")
+    )
+
+
+def _version_matches(version_dir: Path, sha: str, classes: list[str]) -> bool:
+    onnx_file, classes_file = version_dir / MODEL_FILE, version_dir / VERSION_CLASSES_FILE
+    return (
+        onnx_file.is_file()
+        and classes_file.is_file()
+        and file_sha256(onnx_file) == sha
+        and read_class_file(str(classes_file)) == classes
+    )
+
+
+def _compatible(version_dir: Path, signature: OnnxSignature, classes: list[str]) -> bool:
+    """An older version may stay only if the new config (dims, labels) also describes it."""
+    try:
+        return (
+            read_signature(version_dir / MODEL_FILE).key() == signature.key()
+            and read_class_file(str(version_dir / VERSION_CLASSES_FILE)) == classes
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def _publish_version(model_dir: Path, version: int, onnx_path: Path, classes: list[str]) -> None:
+    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".staging-{version}-"))
+    shutil.copyfile(onnx_path, staging / MODEL_FILE)
+    (staging / VERSION_CLASSES_FILE).write_bytes(_labels_bytes(classes))
+    os.chmod(staging, 0o755)
+    os.rename(staging, model_dir / str(version))
+
+
+def _check_kind(model_dir: Path, expected_platform: str) -> None:
+    config_file = model_dir / "config.pbtxt"
+    if config_file.is_file():
+        current = load_config(config_file)
+        if (current.platform or current.backend) not in (expected_platform, ""):
+            raise ValueError(
+                f"{model_dir} already holds a '{current.platform or current.backend}' model; "
+                f"use another --model-name or a fresh --repo"
+            )
+
+
+def build_repository(
+    onnx_path: str | Path,
+    classes_path: str | Path,
+    repo_dir: str | Path,
+    model_name: str = "asl",
+    max_batch_size: int = 32,
+    instances: int = 1,
+    kind: str = "cpu",
+    tensorrt: bool = False,
+    keep_versions: int = 2,
+    ensemble: bool = True,
+    low_confidence_threshold: float = 0.5,
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+) -> dict[str, Any]:
+    """Add ``onnx_path`` as the newest version of ``model_name`` in ``repo_dir``.
+
+    The same model twice is a no-op (same version). A model whose signature or classes differ
+    from the versions already there replaces them: the regenerated config would not describe
+    them, and Triton would refuse to load them.
+    """
+    onnx_path, repo = Path(onnx_path), Path(repo_dir)
+    signature = read_signature(onnx_path)
+    classes = read_class_file(str(classes_path))
+    labelled = _label_outputs(signature, classes, onnx_path)
+    if ensemble and (len(signature.inputs) != 1 or len(signature.outputs) != 1):
+        raise OnnxSignatureError(
+            f"{onnx_path}: the ensemble needs one input and one output "
+            f"(got {len(signature.inputs)} and {len(signature.outputs)}); use ensemble=False"
+        )
+    onnx_name = f"{model_name}_onnx" if ensemble else model_name
+    config = onnx_model_config(
+        onnx_name,
+        signature,
+        labelled,
+        max_batch_size=max_batch_size,
+        instances=instances,
+        kind=kind,
+        tensorrt=tensorrt,
+        keep_versions=keep_versions,
+        dynamic_batching=dynamic_batching,
+        max_queue_delay_us=max_queue_delay_us,
+    )
+    model_dir = repo / onnx_name
+    _check_kind(model_dir, "onnxruntime_onnx")
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    sha = file_sha256(onnx_path)
+    existing = _versions(model_dir)
+    reused = bool(existing) and _version_matches(model_dir / str(existing[-1]), sha, classes)
+    version = existing[-1] if reused else (existing[-1] + 1 if existing else 1)
+    if not reused:
+        _publish_version(model_dir, version, onnx_path, classes)
+    _atomic_write(model_dir / LABELS_FILE, _labels_bytes(classes))
+    _atomic_write(model_dir / "config.pbtxt", config_text(config).encode())
+
+    pruned = []
+    for old in existing:
+        if old == version:
+            continue
+        old_dir = model_dir / str(old)
+        if not _compatible(old_dir, signature, classes):
+            shutil.rmtree(old_dir)
+            pruned.append(old)
+    kept = [v for v in _versions(model_dir)]
+    for old in kept[:-keep_versions]:
+        shutil.rmtree(model_dir / str(old))
+        pruned.append(old)
+    kept = _versions(model_dir)
+
+    result: dict[str, Any] = {
+        "repo": str(repo.resolve()),
+        "model_name": model_name,
+        "version": version,
+        "onnx_model": onnx_name,
+        "versions": kept,
+        "pruned": sorted(pruned),
+        "reused": reused,
+        "ensemble": ensemble,
+        "classes": len(classes),
+        "input_dims": {s.name: list(s.dims) for s in signature.inputs},
+    }
+    if ensemble:
+        (probs,) = signature.outputs
+        metrics_name = f"{model_name}_metrics"
+        metrics_dir = repo / metrics_name
+        metrics_cfg = metrics_model_config(
+            metrics_name, model_name, probs.dims, max_batch_size, low_confidence_threshold
+        )
+        _atomic_write(metrics_dir / LABELS_FILE, _labels_bytes(classes))
+        _atomic_write(metrics_dir / "1" / "model.py", METRICS_MODEL_SOURCE.read_bytes())
+        _atomic_write(metrics_dir / "config.pbtxt", config_text(metrics_cfg).encode())
+        ensemble_dir = repo / model_name
+        _check_kind(ensemble_dir, "ensemble")
+        (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
+        _atomic_write(ensemble_dir / LABELS_FILE, _labels_bytes(classes))
+        ens_cfg = ensemble_config(model_name, onnx_name, metrics_name, signature, max_batch_size)
+        _atomic_write(ensemble_dir / "config.pbtxt", config_text(ens_cfg).encode())
+        result["metrics_model"] = metrics_name
+    return result

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Classify ASL hand-sign images with the Triton-served model.
+
+    python triton/client/client.py --image A.jpg [--image B.jpg ...] [--dir DIR]
+        [--url HOST:PORT] [--protocol http|grpc] [--model asl] [--top-k K] [--json]
+
+Standalone on purpose (it runs alone in its Docker image): it needs only numpy, Pillow and
+tritonclient. The input size, layout and dtype come from the server's model metadata and
+config, so a model trained at another size needs no client change. Images are sent in batches
+of up to the model's max_batch_size.
+
+Exit codes: 0 all classified; 1 some files were not images; 3 server unreachable;
+4 model unknown or not ready; 5 inference failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 40_000_000
+EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
+
+
+class ClientError(Exception):
+    """A failure worth one line on stderr and a non-zero exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def decode_rgb(path: Path) -> Image.Image:
+    """Bounded, EXIF-aware decode; shares the project's decoder when it is importable."""
+    try:
+        from asl_recognition.imageio import load_rgb
+    except ImportError:
+        load_rgb = None
+    if load_rgb is not None:
+        return load_rgb(path, MAX_PIXELS)
+    if path.stat().st_size == 0:
+        raise ValueError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        if img.size[0] * img.size[1] > MAX_PIXELS:
+            raise ValueError(f"{img.size[0]}x{img.size[1]} pixels is over {MAX_PIXELS}")
+        img.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError("not a readable image") from None
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"truncated or corrupt image ({exc})") from None
+    img = ImageOps.exif_transpose(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+@dataclass
+class InputSpec:
+    """What the served model expects, read from the server."""
+
+    input_name: str
+    output_name: str
+    datatype: str
+    height: int
+    width: int
+    channels_first: bool
+    max_batch_size: int
+
+
+def to_array(img: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Resize to the model's input size and lay out as the model wants (no batch dim)."""
+    resized = img.resize((spec.width, spec.height), Image.BILINEAR)
+    arr = np.asarray(resized, dtype=np.uint8)
+    if spec.channels_first:
+        arr = arr.transpose(2, 0, 1)
+    if spec.datatype == "UINT8":
+        return np.ascontiguousarray(arr)
+    if spec.datatype == "FP32":
+        return np.ascontiguousarray(arr, dtype=np.float32) / 255.0
+    raise ClientError(f"model input dtype {spec.datatype} is not supported", EXIT_NO_MODEL)
+
+
+def _field(obj, name):
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
+def read_spec(metadata, config) -> InputSpec:
+    """Parse HTTP (dict) or gRPC (protobuf) metadata/config into an InputSpec."""
+    inputs, outputs = list(_field(metadata, "inputs")), list(_field(metadata, "outputs"))
+    if len(inputs) != 1 or not outputs:
+        raise ClientError("the model must have exactly one image input", EXIT_NO_MODEL)
+    max_batch = int(_field(config, "max_batch_size") or 0)
+    shape = [int(d) for d in _field(inputs[0], "shape")]
+    if max_batch > 0:
+        shape = shape[1:]
+    if len(shape) != 3 or -1 in shape:
+        raise ClientError(
+            f"unsupported model input shape {shape} (want C,H,W or H,W,C)", EXIT_NO_MODEL
+        )
+    channels_first = shape[0] == 3
+    if 3 not in (shape[0], shape[2]):
+        raise ClientError(f"model input shape {shape} is not an RGB image", EXIT_NO_MODEL)
+    height, width = (shape[1], shape[2]) if channels_first else (shape[0], shape[1])
+    return InputSpec(
+        input_name=_field(inputs[0], "name"),
+        output_name=_field(outputs[0], "name"),
+        datatype=_field(inputs[0], "datatype"),
+        height=height,
+        width=width,
+        channels_first=channels_first,
+        max_batch_size=max_batch,
+    )
+
+
+def connect(url: str, protocol: str, model: str):
+    """Return (client module, client, spec); one-line errors for server/model problems."""
+    if protocol == "grpc":
+        import tritonclient.grpc as tc
+    else:
+        import tritonclient.http as tc
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        client = tc.InferenceServerClient(url=url)
+        live = client.is_server_live()
+    except Exception as exc:  # connection errors differ per protocol and transport
+        raise ClientError(f"cannot reach Triton at {url} ({protocol}): {_short(exc)}", 3) from None
+    if not live:
+        raise ClientError(f"Triton at {url} is not live", EXIT_UNREACHABLE)
+    try:
+        ready = client.is_model_ready(model)
+    except InferenceServerException as exc:
+        raise ClientError(f"model '{model}' on {url}: {_short(exc)}", EXIT_NO_MODEL) from None
+    if not ready:
+        known = _model_names(client)
+        raise ClientError(
+            f"model '{model}' is not available on {url} (ready models: {known})", EXIT_NO_MODEL
+        )
+    try:
+        metadata = client.get_model_metadata(model)
+        config = client.get_model_config(model)
+    except InferenceServerException as exc:
+        raise ClientError(f"model '{model}' on {url}: {_short(exc)}", EXIT_NO_MODEL) from None
+    if protocol == "grpc":
+        config = config.config
+    return tc, client, read_spec(metadata, config)
+
+
+def _model_names(client) -> str:
+    try:
+        index = client.get_model_repository_index()
+        entries = index if isinstance(index, list) else index.models
+        names = sorted({_field(e, "name") for e in entries if str(_field(e, "state")) == "READY"})
+        return ", ".join(names) or "none"
+    except Exception:  # the index is only a hint in an error message
+        return "unknown"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: int) -> list:
+    """One request; returns [[(label, index, probability), ...] per image] via classification."""
+    from tritonclient.utils import InferenceServerException
+
+    inp = tc.InferInput(spec.input_name, list(batch.shape), spec.datatype)
+    inp.set_data_from_numpy(batch)
+    out = tc.InferRequestedOutput(spec.output_name, class_count=top_k)
+    try:
+        result = client.infer(model, [inp], outputs=[out])
+    except InferenceServerException as exc:
+        raise ClientError(f"inference failed: {_short(exc)}", EXIT_INFER) from None
+    rows = result.as_numpy(spec.output_name).reshape(len(batch), -1)
+    parsed = []
+    for row in rows:
+        items = []
+        for entry in row:
+            text = entry.decode() if isinstance(entry, bytes) else str(entry)
+            prob, index, *label = text.split(":", 2)
+            items.append((label[0] if label else index, int(index), float(prob)))
+        parsed.append(items)
+    return parsed
+
+
+def collect_paths(images: list[str], dirs: list[str]) -> list[Path]:
+    paths = [Path(p) for p in images]
+    for d in dirs:
+        folder = Path(d)
+        if not folder.is_dir():
+            raise ClientError(f"--dir {d} is not a directory", EXIT_BAD_IMAGE)
+        paths += sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    if not paths:
+        raise ClientError("no images given (use --image PATH or --dir DIR)", EXIT_BAD_IMAGE)
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = collect_paths(args.image or [], args.dir or [])
+    url = args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000")
+    tc, client, spec = connect(url, args.protocol, args.model)
+    results, failed = [], 0
+    arrays: list[tuple[Path, np.ndarray]] = []
+    for path in paths:
+        try:
+            arrays.append((path, to_array(decode_rgb(path), spec)))
+        except FileNotFoundError:
+            failed += 1
+            print(f"error: {path}: no such file", file=sys.stderr)
+        except (ValueError, OSError) as exc:
+            failed += 1
+            print(f"error: {path}: not an image ({_short(exc)})", file=sys.stderr)
+    step = spec.max_batch_size if spec.max_batch_size > 0 else 1
+    for start in range(0, len(arrays), step):
+        chunk = arrays[start : start + step]
+        batch = np.stack([a for _, a in chunk]) if spec.max_batch_size > 0 else chunk[0][1]
+        for (path, _), items in zip(
+            chunk, classify(tc, client, spec, args.model, batch, args.top_k)
+        ):
+            results.append(
+                {
+                    "image": str(path),
+                    "predictions": [
+                        {"label": label, "index": index, "probability": prob}
+                        for label, index, prob in items
+                    ],
+                }
+            )
+    client.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for item in results:
+            best = item["predictions"][0]
+            others = ", ".join(
+                f"{p['label']} {p['probability']:.4f}" for p in item["predictions"][1:]
+            )
+            line = f"{item['image']}: {best['label']} {best['probability']:.4f}"
+            print(line + (f"  (then {others})" if others else ""))
+    return EXIT_BAD_IMAGE if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Classify ASL alphabet images with Triton.")
+    parser.add_argument("--image", action="append", help="image file (repeatable)")
+    parser.add_argument("--dir", action="append", help="folder of images (repeatable)")
+    parser.add_argument(
+        "--url", default=None, help="HOST:PORT (default localhost:8000 http, :8001 grpc)"
+    )
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument("--model", default="asl", help="served model name (default asl)")
+    parser.add_argument("--top-k", type=int, default=1, help="classes to print per image")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.top_k < 1:
+        print("error: --top-k must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
