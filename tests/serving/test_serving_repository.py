@@ -1,0 +1,192 @@
+"""The config generator: every field from the model, versions, pruning, sources (no server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from asl_recognition.classes import read_class_file, write_class_file
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.serving.onnx_introspect import OnnxSignatureError, read_signature
+from asl_recognition.serving.repository import build_repository, load_config
+from asl_recognition.serving.sources import ModelSourceError, resolve_model
+
+
+def test_signature_read_from_the_onnx_graph(tiny_models) -> None:
+    sig = read_signature(tiny_models["a"].onnx)
+    assert [(s.name, s.data_type, s.dims) for s in sig.inputs] == [
+        ("images", "TYPE_UINT8", (3, 32, 32))
+    ]
+    assert [(s.name, s.data_type, s.dims) for s in sig.outputs] == [
+        ("probabilities", "TYPE_FP32", (29,))
+    ]
+    assert sig.opset >= 17
+    assert read_signature(tiny_models["b"].onnx).inputs[0].dims == (3, 48, 48)
+
+
+def test_every_config_field_comes_from_the_model(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    info = build_repository(
+        a.onnx, a.classes, tmp_path, max_batch_size=16, instances=2, keep_versions=3
+    )
+    assert info["version"] == 1 and info["model_name"] == "asl"
+    cfg = load_config(tmp_path / "asl_onnx" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 16
+    assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [
+        ("images", "TYPE_UINT8", [3, 32, 32])
+    ]
+    (out,) = cfg.output
+    assert (out.name, list(out.dims), out.label_filename) == ("probabilities", [29], "labels.txt")
+    assert read_class_file(str(tmp_path / "asl_onnx" / "labels.txt")) == a.class_names
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds > 0
+    assert cfg.instance_group[0].count == 2
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert cfg.version_policy.latest.num_versions == 3
+    assert (tmp_path / "asl_onnx" / "1" / "model.onnx").read_bytes() == a.onnx.read_bytes()
+    # The ensemble clients call, and the metrics step after the ONNX model.
+    ens = load_config(tmp_path / "asl" / "config.pbtxt")
+    assert ens.platform == "ensemble" and ens.input[0].name == "images"
+    assert ens.output[0].name == "probabilities" and list(ens.output[0].dims) == [29]
+    steps = [s.model_name for s in ens.ensemble_scheduling.step]
+    assert steps == ["asl_onnx", "asl_metrics"]
+    metrics = load_config(tmp_path / "asl_metrics" / "config.pbtxt")
+    assert metrics.backend == "python" and list(metrics.input[0].dims) == [29]
+    assert float(metrics.parameters["low_confidence_threshold"].string_value) == 0.5
+    assert (tmp_path / "asl_metrics" / "1" / "model.py").is_file()
+
+
+def test_configs_round_trip_through_model_config_pb2(tiny_models, tmp_path) -> None:
+    build_repository(tiny_models["a"].onnx, tiny_models["a"].classes, tmp_path)
+    for model in ("asl", "asl_onnx", "asl_metrics"):
+        text = (tmp_path / model / "config.pbtxt").read_text()
+        parsed = text_format.Parse(text, mc.ModelConfig())
+        assert text_format.MessageToString(parsed) == text
+    with pytest.raises(text_format.ParseError, match="inputs"):
+        text_format.Parse('name: "x" inputs { name: "images" }', mc.ModelConfig())
+
+
+def test_config_follows_a_different_model_without_hand_edit(tiny_models, tmp_path) -> None:
+    a, b = tiny_models["a"], tiny_models["b"]
+    build_repository(a.onnx, a.classes, tmp_path)
+    info = build_repository(b.onnx, b.classes, tmp_path)
+    # b has other classes and size: a's version no longer fits the config, so it goes.
+    assert info["version"] == 2 and info["versions"] == [2] and info["pruned"] == [1]
+    cfg = load_config(tmp_path / "asl_onnx" / "config.pbtxt")
+    assert list(cfg.input[0].dims) == [3, 48, 48]
+    assert list(cfg.output[0].dims) == [len(b.class_names)]
+    for model in ("asl", "asl_onnx", "asl_metrics"):
+        assert read_class_file(str(tmp_path / model / "labels.txt")) == b.class_names
+    assert list(load_config(tmp_path / "asl" / "config.pbtxt").input[0].dims) == [3, 48, 48]
+    assert list(load_config(tmp_path / "asl_metrics" / "config.pbtxt").input[0].dims) == [5]
+
+
+def test_versions_new_model_new_dir_same_model_reused_latest_n_kept(tiny_models, tmp_path) -> None:
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    assert build_repository(a.onnx, a.classes, tmp_path, keep_versions=2)["version"] == 1
+    again = build_repository(a.onnx, a.classes, tmp_path, keep_versions=2)
+    assert again["version"] == 1 and again["reused"]
+    config_mtime = (tmp_path / "asl_onnx" / "config.pbtxt").stat().st_mtime_ns
+    second = build_repository(a2.onnx, a2.classes, tmp_path, keep_versions=2)
+    assert second["version"] == 2 and second["versions"] == [1, 2]
+    # Same signature: the config is not rewritten, so a polling server only adds a version.
+    assert (tmp_path / "asl_onnx" / "config.pbtxt").stat().st_mtime_ns == config_mtime
+    third = build_repository(a.onnx, a.classes, tmp_path, keep_versions=2)
+    assert third["version"] == 3 and third["versions"] == [2, 3] and third["pruned"] == [1]
+    assert not [p for p in (tmp_path / "asl_onnx").iterdir() if p.name.startswith(".")]
+
+
+def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path, kind="gpu", tensorrt=True, instances=3)
+    cfg = load_config(tmp_path / "asl_onnx" / "config.pbtxt")
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert cfg.instance_group[0].count == 3
+    (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt"
+    with pytest.raises(ValueError, match="GPU"):
+        build_repository(a.onnx, a.classes, tmp_path / "x", kind="cpu", tensorrt=True)
+
+
+def test_no_ensemble_serves_the_onnx_model_under_the_model_name(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    info = build_repository(a.onnx, a.classes, tmp_path, ensemble=False, model_name="plain")
+    assert info["onnx_model"] == "plain"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+    assert load_config(tmp_path / "plain" / "config.pbtxt").platform == "onnxruntime_onnx"
+
+
+def test_class_list_that_does_not_match_the_model_is_refused(tiny_models, tmp_path) -> None:
+    wrong = tmp_path / "classes.txt"
+    write_class_file(str(wrong), ["A", "B", "C"])
+    with pytest.raises(OnnxSignatureError, match="3 names"):
+        build_repository(tiny_models["a"].onnx, wrong, tmp_path / "repo")
+
+
+def test_source_training_task_fetches_artifacts_by_id(tiny_models) -> None:
+    a = tiny_models["a"]
+
+    class MockArtifact:
+        def __init__(self, path: Path) -> None:
+            self.path = path
+
+        def get_local_copy(self) -> str:
+            return str(self.path)
+
+    class MockTask:
+        artifacts = {"model.onnx": MockArtifact(a.onnx), "classes.txt": MockArtifact(a.classes)}
+
+    asked = []
+
+    def mock_get_task(task_id: str) -> MockTask:
+        asked.append(task_id)
+        return MockTask()
+
+    assert resolve_model(train_task="t123", get_task=mock_get_task) == (a.onnx, a.classes)
+    assert asked == ["t123"]
+    MockTask.artifacts = {"model.onnx": MockArtifact(a.onnx)}
+    with pytest.raises(ModelSourceError, match="classes.txt"):
+        resolve_model(train_task="t123", get_task=mock_get_task)
+    with pytest.raises(ModelSourceError, match="exactly one"):
+        resolve_model(train_task="t1", onnx=str(a.onnx), classes=str(a.classes))
+
+
+def test_source_registry_production_model(tiny_models, tmp_path, monkeypatch) -> None:
+    """The real local registry: register, promote, then resolve 'production' and the id."""
+    from asl_recognition.registry import get_registry
+
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("ASL_OFFLINE", "1")
+    registry = get_registry("local")
+    with pytest.raises(ModelSourceError, match="production"):
+        resolve_model(model_id="production", registry=registry)
+    a = tiny_models["a"]
+    record = registry.register("asl", str(a.onnx), str(a.classes), metrics={}, params={})
+    registry.promote(record.id)
+    onnx, classes = resolve_model(model_id="production", registry=registry)
+    assert onnx.read_bytes() == a.onnx.read_bytes() and read_class_file(str(classes))
+    assert resolve_model(model_id=record.id, registry=registry)[0] == onnx
+
+
+def test_task_script_records_outputs(tiny_models, tmp_path) -> None:
+    """tasks/build_triton_repo.py as a ClearML agent runs it (offline session here)."""
+    a = tiny_models["a"]
+    outputs = tmp_path / "outputs.json"
+    env = dict(os.environ, ASL_WORKSPACE=str(tmp_path / "ws"), ASL_STEP_OUTPUTS=str(outputs))
+    env["ASL_OFFLINE"] = "1"
+    cmd = [sys.executable, "tasks/build_triton_repo.py", "--onnx", str(a.onnx)]
+    cmd += ["--classes", str(a.classes), "--max-batch-size", "8"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recorded = json.loads(outputs.read_text())
+    assert recorded["model_name"] == "asl" and recorded["version"] == 1
+    assert Path(recorded["repo"]) == tmp_path / "ws" / "triton_repo"
+    cfg = load_config(Path(recorded["repo"]) / "asl_onnx" / "config.pbtxt")
+    assert cfg.max_batch_size == 8
