@@ -214,7 +214,8 @@ class TritonServer:
                 return self
             time.sleep(0.2)
         raise TritonServerError(
-            f"tritonserver not ready after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+            f"tritonserver not ready after {timeout:.0f} s; "
+            f"log {self.log_path}:\n{self.log_tail()}"
         )
 
     def stop(self, timeout: float | None = None) -> int | None:
