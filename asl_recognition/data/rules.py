@@ -1,0 +1,97 @@
+"""Quarantine and normalisation rules: every scanned file ends valid or quarantined, with a reason.
+
+GX says *what* is wrong with the table; these rules decide *which file* is excluded and why, so
+that each bad input carries its own machine-readable reason in report.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from asl_recognition.classes import CLASSES
+
+DECODE_REASONS = (
+    "empty_file",
+    "not_an_image",
+    "decompression_bomb",
+    "truncated_or_corrupt",
+    "unconvertible",
+)
+
+
+def _reason(row: pd.Series, known: set[str], min_side: int, max_side: int) -> str | None:
+    if row["litter"]:
+        return "litter"
+    if row["class"] is None or pd.isna(row["class"]):
+        return "no_class_folder"
+    if row["class"] not in known:
+        return f"unknown_class:{row['class']}"
+    if isinstance(row["error"], str) and row["error"]:
+        return row["error"]
+    w, h = int(row["width"]), int(row["height"])
+    if not (min_side <= w <= max_side and min_side <= h <= max_side):
+        return f"size_out_of_bounds:{w}x{h}"
+    return None
+
+
+def apply_rules(
+    table: pd.DataFrame,
+    classes: Sequence[str] = CLASSES,
+    min_side: int = 32,
+    max_side: int = 8192,
+) -> pd.DataFrame:
+    """Add ``status`` (valid|quarantined), ``reason`` and ``facts`` (normalisations) columns.
+
+    Exact duplicates keep the first copy (sorted by path) and quarantine later copies as
+    ``duplicate_of:<first path>``: the pixels are already in the dataset once.
+    """
+    out = table.copy()
+    known = set(classes)
+    out["reason"] = [_reason(row, known, min_side, max_side) for _, row in out.iterrows()]
+    first_by_sha: dict[str, str] = {}
+    for idx in out.sort_values("path").index:
+        if out.at[idx, "reason"] is not None:
+            continue
+        sha = out.at[idx, "sha256"]
+        if sha in first_by_sha:
+            out.at[idx, "reason"] = f"duplicate_of:{first_by_sha[sha]}"
+        else:
+            first_by_sha[sha] = out.at[idx, "path"]
+    out["status"] = ["quarantined" if r else "valid" for r in out["reason"]]
+    out["facts"] = [_facts(row) if row["status"] == "valid" else [] for _, row in out.iterrows()]
+    return out
+
+
+def _facts(row: pd.Series) -> list[str]:
+    """What normalisation did to a usable file (recorded, not hidden)."""
+    facts = []
+    if row["mode"] != "RGB":
+        facts.append(f"converted_from:{row['mode']}")
+    orientation = row["exif_orientation"]
+    if not pd.isna(orientation) and int(orientation) not in (0, 1):
+        facts.append(f"exif_transposed:orientation={int(orientation)}")
+    return facts
+
+
+def usability(
+    table: pd.DataFrame, classes: Sequence[str], min_per_class: int
+) -> tuple[bool, str | None, dict[str, int]]:
+    """Unusable only when nothing is readable or a class is missing / below the minimum."""
+    valid = table[table["status"] == "valid"]
+    per_class = {c: int((valid["class"] == c).sum()) for c in classes}
+    if valid.empty:
+        return False, f"nothing readable: 0 valid images among {len(table)} files", per_class
+    missing = [c for c, n in per_class.items() if n == 0]
+    if missing:
+        return False, f"class(es) missing: {', '.join(missing)}", per_class
+    low = {c: n for c, n in per_class.items() if n < min_per_class}
+    if low:
+        worst = ", ".join(f"{c}={n}" for c, n in sorted(low.items(), key=lambda kv: kv[1])[:5])
+        return (
+            False,
+            f"{len(low)} class(es) below --min-per-class {min_per_class}: {worst}",
+            per_class,
+        )
+    return True, None, per_class

@@ -1,0 +1,208 @@
+"""Leakage-safe splitting: whole groups of near-identical images go to one split.
+
+Kaggle ASL frames are consecutive video frames (``A1008.jpg`` = frame 1008). A per-image random
+split puts near-identical neighbours in train and test and reports ~99% accuracy that does not
+transfer. Images are grouped into frame-number blocks (or perceptual-hash clusters when names
+carry no frame number); groups are then merged so that
+
+* exact and near duplicates (phash Hamming distance <= ``threshold``) share a group, across
+  blocks and across classes;
+* consecutive frames on either side of a block edge (frame gap <= ``edge_frames``) share a group;
+
+and whole groups are assigned to train/val/test per class, reproducibly from the seed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+GROUPINGS = ("frame", "phash", "none")
+_FRAME = re.compile(r"^(?P<prefix>.*?)(?P<frame>\d+)$")
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+@dataclass
+class Item:
+    source: str  # raw relative path
+    cls: str
+    phash: str  # 16 hex digits (imagehash.phash)
+    frame: int | None = None
+
+
+def frame_number(path: str, cls: str) -> int | None:
+    """``A1008.jpg`` in class A -> 1008; None when the name is not ``<CLASS><digits>``."""
+    m = _FRAME.match(PurePosixPath(path).stem)
+    if not m or m.group("prefix").lower().rstrip("_- ") != cls.lower():
+        return None
+    return int(m.group("frame"))
+
+
+def _hash_bytes(hashes: Sequence[str]) -> np.ndarray:
+    return np.array([bytes.fromhex(h) for h in hashes], dtype="S8").view(np.uint8).reshape(-1, 8)
+
+
+def near_pairs(hashes: Sequence[str], threshold: int, chunk: int = 512) -> list[tuple[int, int]]:
+    """All index pairs (i < j) whose phash Hamming distance is <= threshold (vectorised)."""
+    if threshold < 0 or len(hashes) < 2:
+        return []
+    data = _hash_bytes(hashes)
+    pairs: list[tuple[int, int]] = []
+    for start in range(0, len(data), chunk):
+        block = data[start : start + chunk]
+        dist = _POPCOUNT[block[:, None, :] ^ data[None, :, :]].sum(axis=2, dtype=np.int32)
+        ii, jj = np.nonzero(dist <= threshold)
+        ii = ii + start
+        keep = ii < jj
+        pairs.extend(zip(ii[keep].tolist(), jj[keep].tolist()))
+    return pairs
+
+
+def hamming(a: str, b: str) -> int:
+    return int(bin(int(a, 16) ^ int(b, 16)).count("1"))
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def assign_groups(
+    items: Sequence[Item],
+    grouping: str = "frame",
+    block_frames: int = 150,
+    edge_frames: int = 3,
+    threshold: int = 2,
+) -> list[str]:
+    """A group id per item, e.g. ``A:blk3``, ``A:blk3+blk4`` (merged), ``A:ph7``, ``A:img:A12``."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, not {grouping!r}")
+    if grouping == "none":
+        return [f"{it.cls}:img:{PurePosixPath(it.source).stem}" for it in items]
+    base: list[str] = []
+    for i, it in enumerate(items):
+        if grouping == "frame" and it.frame is not None:
+            base.append(f"{it.cls}:blk{it.frame // block_frames}")
+        else:
+            base.append(f"{it.cls}:ph#{i}")  # a singleton until phash merges it
+    uf = _UnionFind(len(items))
+    first_index: dict[str, int] = {}
+    for i, key in enumerate(base):
+        uf.union(first_index.setdefault(key, i), i)
+    for i, j in near_pairs([it.phash for it in items], threshold):
+        uf.union(i, j)
+    if grouping == "frame":
+        by_class: dict[str, list[int]] = defaultdict(list)
+        for i, it in enumerate(items):
+            if it.frame is not None:
+                by_class[it.cls].append(i)
+        for members in by_class.values():
+            members.sort(key=lambda k: items[k].frame)
+            for a, b in zip(members, members[1:]):
+                if items[b].frame - items[a].frame <= edge_frames:
+                    uf.union(a, b)  # consecutive frames across a block edge stay together
+    return _name_groups(items, base, uf)
+
+
+def _name_groups(items: Sequence[Item], base: list[str], uf: _UnionFind) -> list[str]:
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(items)):
+        members[uf.find(i)].append(i)
+    names: dict[int, str] = {}
+    ph_counter: Counter[str] = Counter()
+    for root in sorted(members, key=lambda r: sorted(items[k].source for k in members[r])[0]):
+        idx = members[root]
+        blocks = sorted({base[k] for k in idx if ":blk" in base[k]}, key=_block_key)
+        if blocks:
+            cls = blocks[0].split(":", 1)[0]
+            rest = [b.split(":", 1)[1] if b.startswith(cls + ":") else b for b in blocks[1:]]
+            names[root] = "+".join([blocks[0]] + rest)
+        else:
+            cls = Counter(items[k].cls for k in idx).most_common(1)[0][0]
+            names[root] = f"{cls}:ph{ph_counter[cls]}"
+            ph_counter[cls] += 1
+    return [names[uf.find(i)] for i in range(len(items))]
+
+
+def _block_key(block: str) -> tuple[str, int]:
+    cls, blk = block.split(":", 1)
+    return cls, int(blk[3:])
+
+
+def split_groups(
+    items: Sequence[Item],
+    groups: Sequence[str],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> list[str]:
+    """Assign whole groups to splits, stratified per class (a group counts for its majority class).
+
+    Groups are visited largest first (seeded shuffle among equals) and each goes to the split
+    whose fill ratio (images / target) stays lowest, so ratios come close to ``fractions``.
+    """
+    if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {list(fractions)}")
+    total = float(sum(fractions))
+    fractions = [f / total for f in fractions]
+    group_members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        group_members[g].append(i)
+    group_class = {
+        g: Counter(items[k].cls for k in idx).most_common(1)[0][0]
+        for g, idx in group_members.items()
+    }
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for g in sorted(group_members):
+        by_class[group_class[g]].append(g)
+    split_of_group: dict[str, str] = {}
+    for cls in sorted(by_class):
+        class_groups = by_class[cls]
+        random.Random(f"{seed}:{cls}").shuffle(class_groups)
+        n = sum(len(group_members[g]) for g in class_groups)
+        targets = {s: f * n for s, f in zip(SPLITS, fractions)}
+        filled = {s: 0 for s in SPLITS}
+        active = [s for s in SPLITS if targets[s] > 0]
+        if len(class_groups) < len(active):
+            warnings.warn(
+                f"class {cls}: {len(class_groups)} group(s) for {len(active)} splits; "
+                "some splits get none of it (smaller --block-frames or more data helps)",
+                stacklevel=2,
+            )
+        # Biggest groups first (seeded order among equals): big blocks land where they fit,
+        # small ones fine-tune the ratios.
+        class_groups.sort(key=lambda g: -len(group_members[g]))
+        assigned: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for g in class_groups:
+            size = len(group_members[g])
+            best = min(active, key=lambda s: ((filled[s] + size) / targets[s], SPLITS.index(s)))
+            assigned[best].append(g)
+            filled[best] += size
+        for s in active:  # never leave a split without the class when groups allow it
+            donor = max(active, key=lambda d: len(assigned[d]))
+            if not assigned[s] and len(assigned[donor]) > 1:
+                g = min(assigned[donor], key=lambda k: len(group_members[k]))
+                assigned[donor].remove(g)
+                assigned[s].append(g)
+        for s, gs in assigned.items():
+            for g in gs:
+                split_of_group[g] = s
+    return [split_of_group[g] for g in groups]
