@@ -33,7 +33,9 @@ def require_tool(name: str) -> str:
     return found
 
 
-def run_tool(name: str, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_tool(
+    name: str, *args: str | Path, timeout: float = 60, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess:
     """Run a tool, capturing output; the caller checks ``returncode``."""
     cmd = [require_tool(name), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)

@@ -1,0 +1,126 @@
+"""A local Alertmanager webhook receiver: stores every notification; used by the end-to-end test.
+
+``python -m asl_recognition.monitoring.webhook --port 9099`` also prints a one-line summary of
+each notification, handy to watch alerts without Slack/Telegram/SMTP credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+MAX_BODY = 1 << 20
+
+
+class WebhookReceiver:
+    """HTTP server on ``host:port`` (0 = any free port) collecting Alertmanager payloads."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, echo: bool = False) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY:
+                    self.send_error(413)
+                    return
+                try:
+                    payload = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    self.send_error(400, "body is not JSON")
+                    return
+                receiver._add(payload)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.echo = echo
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/alerts"
+
+    def _add(self, payload: dict[str, Any]) -> None:
+        payload = {**payload, "_received": time.time()}
+        with self._cond:
+            self.notifications.append(payload)
+            self._cond.notify_all()
+        if self.echo:
+            print(summarise(payload), flush=True)
+
+    def events(self) -> list[tuple[str, str]]:
+        """(alertname, status) for every alert in every notification so far, in arrival order."""
+        with self._cond:
+            return [
+                (a.get("labels", {}).get("alertname", "?"), a.get("status", "?"))
+                for n in self.notifications
+                for a in n.get("alerts", [])
+            ]
+
+    def wait_for(self, predicate: Callable[[list[tuple[str, str]]], bool], timeout: float) -> bool:
+        """Block until ``predicate(self.events())`` holds or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if predicate(self.events()):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=min(left, 0.5))
+
+    def start(self) -> "WebhookReceiver":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def summarise(payload: dict[str, Any]) -> str:
+    alerts = ", ".join(
+        f"{a.get('labels', {}).get('alertname', '?')}={a.get('status', '?')}"
+        for a in payload.get("alerts", [])
+    )
+    return f"[webhook] {payload.get('status', '?')}: {alerts}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Print Alertmanager webhook notifications.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9099)
+    args = p.parse_args(argv)
+    receiver = WebhookReceiver(args.host, args.port, echo=True)
+    print(f"listening on {receiver.url} (set ALERT_WEBHOOK_URL to it); Ctrl-C stops", flush=True)
+    try:
+        receiver.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Alert rules, Prometheus/Alertmanager configs and thresholds, checked by promtool/amtool."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.monitoring.alertmanager_config import (
+    enabled_receivers,
+    render_alertmanager_config,
+    write_alertmanager_config,
+)
+from asl_recognition.monitoring.baseline import load_baseline, parse_baseline, uniform_baseline
+from asl_recognition.monitoring.prometheus_config import (
+    render_prometheus_config,
+    write_prometheus_config,
+)
+from asl_recognition.monitoring.rules import ALERT_NAMES, baseline_rules, dump_yaml, write_rules
+from asl_recognition.monitoring.settings import AlertThresholds, env_name, load_thresholds
+from asl_recognition.monitoring.tools import find_tool, run_tool
+from asl_recognition.paths import REPO_ROOT
+
+MON = REPO_ROOT / "triton" / "monitoring"
+needs_promtool = pytest.mark.skipif(
+    find_tool("promtool") is None, reason="promtool missing: run scripts/install_system_deps.sh"
+)
+needs_amtool = pytest.mark.skipif(
+    find_tool("amtool") is None, reason="amtool missing: run scripts/install_system_deps.sh"
+)
+
+SECRETS = {
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/sekret-slack-XYZ",
+    "SLACK_CHANNEL": "#asl-alerts",
+    "TELEGRAM_BOT_TOKEN": "123456:sekret-telegram-ABC",
+    "TELEGRAM_CHAT_ID": "-1001234567",
+    "SMTP_SMARTHOST": "smtp.example.com:587",
+    "SMTP_FROM": "asl-alerts@example.com",
+    "SMTP_USERNAME": "asl-alerts@example.com",
+    "SMTP_PASSWORD": "sekret-smtp-PWD",
+    "ALERT_EMAIL_TO": "oncall@example.com",
+}
+
+
+def _ok(res: subprocess.CompletedProcess) -> str:
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    return out
+
+
+# ------------------------------------------------------------------ promtool
+@needs_promtool
+def test_promtool_unit_tests_cover_every_alert_firing_and_silent() -> None:
+    test_file = MON / "tests" / "asl_alerts_test.yml"
+    out = _ok(
+        run_tool("promtool", "test", "rules", test_file.name, timeout=120, cwd=test_file.parent)
+    )
+    assert "SUCCESS" in out
+    spec = yaml.safe_load(test_file.read_text())
+    firing, silent = set(), set()
+    for case in spec["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    assert firing == set(ALERT_NAMES), f"alerts without a firing test: {set(ALERT_NAMES) - firing}"
+    assert silent == set(ALERT_NAMES), f"alerts without a silent test: {set(ALERT_NAMES) - silent}"
+
+
+@needs_promtool
+def test_checked_in_rules_are_the_rendered_defaults_and_pass_promtool(tmp_path: Path) -> None:
+    write_rules(tmp_path, AlertThresholds(), uniform_baseline(list(CLASSES)))
+    for name in ("asl_alerts.yml", "asl_baseline.yml"):
+        checked_in = (MON / "rules" / name).read_text()
+        assert (
+            checked_in == (tmp_path / name).read_text()
+        ), f"triton/monitoring/rules/{name} is stale: python -m asl_recognition.monitoring.render"
+    out = _ok(run_tool("promtool", "check", "rules", *sorted((MON / "rules").glob("*.yml"))))
+    assert "16 rules found" in out and "29 rules found" in out
+    fixture = load_baseline(MON / "tests" / "baseline_fixture.json")
+    rendered = dump_yaml({"groups": [baseline_rules(fixture)]})
+    assert rendered in (MON / "tests" / "asl_baseline_fixture.yml").read_text()
+
+
+@needs_promtool
+def test_docker_prometheus_config_is_valid() -> None:
+    out = _ok(run_tool("promtool", "check", "config", MON / "prometheus.yml"))
+    assert "2 rule files found" in out
+
+
+@needs_promtool
+def test_thresholds_change_what_fires(tmp_path: Path) -> None:
+    """The healthy series (mean confidence 0.9) fire only once the floor is raised above 0.9."""
+    healthy = {
+        "asl_prediction_confidence_sum": "0+540x30",
+        "asl_prediction_confidence_count": "0+600x30",
+    }
+    series = [{"series": f'{k}{{model="asl"}}', "values": v} for k, v in healthy.items()]
+    for floor, expect in (
+        (0.6, []),
+        (0.95, [{"exp_labels": {"severity": "warning", "model": "asl"}}]),
+    ):
+        rules = tmp_path / str(floor)
+        t = load_thresholds(
+            overrides={"min_mean_confidence": floor, "confidence_for": "0s"}, env={}
+        )
+        write_rules(rules, t, None)
+        alert = yaml.safe_load((rules / "asl_alerts.yml").read_text())["groups"][1]["rules"][5]
+        assert alert["alert"] == "AslMeanConfidenceLow" and f"< {floor:g})" in alert["expr"]
+        if expect:
+            expect[0]["exp_annotations"] = {
+                "summary": f"Mean top-1 confidence below {floor:g}",
+                "description": "Mean confidence is 0.90 over the last 5m: inputs may differ "
+                "from the training data.",
+            }
+        test = {
+            "rule_files": ["asl_alerts.yml"],
+            "evaluation_interval": "1m",
+            "tests": [
+                {
+                    "interval": "1m",
+                    "input_series": series,
+                    "alert_rule_test": [
+                        {
+                            "alertname": "AslMeanConfidenceLow",
+                            "eval_time": "20m",
+                            "exp_alerts": expect,
+                        }
+                    ],
+                }
+            ],
+        }
+        (rules / "t.yml").write_text(yaml.safe_dump(test))
+        _ok(run_tool("promtool", "test", "rules", "t.yml", cwd=rules))
+
+
+@needs_promtool
+def test_rendered_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path / "rules", AlertThresholds(), None)
+    cfg = render_prometheus_config(
+        ["127.0.0.1:8002"],
+        ["127.0.0.1:9093"],
+        [str(p) for p in rules],
+        "1s",
+        "1s",
+        "127.0.0.1:9090",
+    )
+    assert cfg["global"]["scrape_timeout"] == "1s"
+    path = write_prometheus_config(tmp_path / "prometheus.yml", cfg)
+    _ok(run_tool("promtool", "check", "config", path))
+
+
+# ------------------------------------------------------------------ thresholds / baseline
+def test_threshold_precedence_defaults_file_env_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "th.yml"
+    f.write_text("thresholds:\n  latency_p95_ms: 400\n  error_ratio: 0.2\n  window: 10m\n")
+    env = {env_name("error_ratio"): "0.1", env_name("window"): "2m"}
+    t = load_thresholds(f, overrides={"window": "30s"}, env=env)
+    assert (t.latency_p95_ms, t.error_ratio, t.window) == (400.0, 0.1, "30s")
+    assert t.drift_max_tvd == AlertThresholds().drift_max_tvd
+    assert env_name("latency_p95_ms") == "ASL_ALERT_LATENCY_P95_MS"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"window": "5 minutes"},
+        {"error_ratio": 2},
+        {"model_name": 'asl"} or vector(1'},
+        {"nope": 1},
+    ],
+)
+def test_bad_thresholds_are_rejected(override: dict) -> None:
+    with pytest.raises((ValueError, KeyError)):
+        load_thresholds(overrides=override, env={})
+
+
+def test_baseline_accepts_counts_shares_and_histograms(tmp_path: Path) -> None:
+    b = parse_baseline({"class_distribution": {"A": 30, "B": 10}})
+    assert b.class_shares == {"A": 0.75, "B": 0.25} and b.confidence_mean is None
+    b = parse_baseline(
+        {
+            "baseline": {
+                "class_counts": {"A": 1},
+                "confidence_histogram": {"buckets": [0.5, 1.0], "counts": [1, 3]},
+            }
+        }
+    )
+    assert b.class_shares == {"A": 1.0}
+    assert b.confidence_mean == pytest.approx((0.25 * 1 + 0.75 * 3) / 4)
+    b = parse_baseline(
+        {"class_distribution": {"A": "x"}, "confidence_histogram": {"buckets": "?"}}
+    )
+    assert b.class_shares == {} and b.confidence_mean is None
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError):
+        load_baseline(path)
+
+
+# ------------------------------------------------------------------ alertmanager
+@needs_amtool
+def test_alertmanager_config_all_receivers_valid_private_and_quiet(tmp_path: Path) -> None:
+    path = write_alertmanager_config(
+        tmp_path / "am.yml", env=SECRETS, webhook_url="http://127.0.0.1:9/hook"
+    )
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    out = _ok(run_tool("amtool", "check-config", path))
+    assert "5 receivers" in out
+    cfg = yaml.safe_load(path.read_text())
+    names = [r["name"] for r in cfg["receivers"]]
+    assert names == ["blackhole", "slack", "telegram", "email", "webhook"]
+    assert cfg["receivers"][1]["slack_configs"][0]["api_url"] == SECRETS["SLACK_WEBHOOK_URL"]
+    assert cfg["receivers"][2]["telegram_configs"][0]["chat_id"] == -1001234567
+    assert cfg["receivers"][3]["email_configs"][0]["auth_password"] == SECRETS["SMTP_PASSWORD"]
+    assert [r["receiver"] for r in cfg["route"]["routes"]] == names[1:]
+    # the CLI (used by the Docker path) prints receiver names, never values
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asl_recognition.monitoring.alertmanager_config",
+            "--out",
+            str(tmp_path / "cli.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **SECRETS},
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "receivers: email, slack, telegram" in res.stdout
+    for key in ("SLACK_WEBHOOK_URL", "TELEGRAM_BOT_TOKEN", "SMTP_PASSWORD"):
+        assert SECRETS[key] not in res.stdout + res.stderr
+        assert SECRETS[key].split("/")[-1] not in res.stdout + res.stderr
+
+
+@needs_amtool
+def test_alertmanager_receivers_omitted_when_unset(tmp_path: Path) -> None:
+    assert enabled_receivers({}) == []
+    partial = {"TELEGRAM_BOT_TOKEN": "1:x", "SMTP_SMARTHOST": "smtp:25"}  # incomplete pairs
+    assert enabled_receivers(partial) == []
+    cfg = render_alertmanager_config(env={"SLACK_WEBHOOK_URL": "https://hooks.slack.com/x"})
+    assert [r["name"] for r in cfg["receivers"]] == ["blackhole", "slack"]
+    path = write_alertmanager_config(tmp_path / "am.yml", env={})
+    out = _ok(run_tool("amtool", "check-config", path))
+    assert "1 receivers" in out
+    with pytest.raises(ValueError):
+        render_alertmanager_config(env={"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_CHAT_ID": "@chan"})
