@@ -1,1 +1,1 @@
-"""Data stage: scan a source, validate it with GX, publish ASL_raw, split without leakage, publish ASL."""
+"""Data stage: scan, validate (GX), publish ASL_raw, split without leakage, publish ASL."""

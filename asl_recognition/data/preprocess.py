@@ -1,4 +1,4 @@
-"""Resize once at publish time: training then reads small RGB JPEGs instead of decoding 200 px ones."""
+"""Resize once at publish time: training reads small RGB JPEGs, not 200 px ones, every epoch."""
 
 from __future__ import annotations
 

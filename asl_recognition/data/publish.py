@@ -1,4 +1,4 @@
-"""Split ``ASL_raw`` without leakage, resize once and publish ``ASL`` (parent = the raw version)."""
+"""Split ``ASL_raw`` without leakage, resize once, publish ``ASL`` (parent = the raw version)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def publish_dataset(
     upload: Uploader | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Publish (or reuse) the processed dataset; returns dataset_id, dataset_version, reused, ..."""
+    """Publish (or reuse) the processed dataset; returns dataset_id, dataset_version, reused."""
     store = store or get_store()
     raw = store.resolve(raw_name, raw_version)
     options = {

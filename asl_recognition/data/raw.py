@@ -132,7 +132,7 @@ def validate_raw(
         store = store or get_store()
         fp = fingerprint(
             {
-                "files": sorted(zip(table["path"], table["sha256"])),
+                "files": sorted(zip(table["path"], table["sha256"].fillna(""))),
                 "params": report["params"],
                 "classes": list(CLASSES),
                 "rules": RULES_VERSION,
@@ -154,7 +154,12 @@ def validate_raw(
                 "quarantined": report["quarantined"],
                 "normalised": report["normalised"],
             }
-            files = {rel: scanned.root / rel for rel in table["path"]}
+            # every file is kept, except links: storing one would copy whatever it points at
+            files = {
+                rel: scanned.root / rel
+                for rel, reason in zip(table["path"], table["reason"])
+                if reason != "symlink"
+            }
             ds = store.create(
                 name,
                 files,

@@ -22,6 +22,8 @@ DECODE_REASONS = (
 
 
 def _reason(row: pd.Series, known: set[str], min_side: int, max_side: int) -> str | None:
+    if row["error"] == "symlink":
+        return "symlink"
     if row["litter"]:
         return "litter"
     if row["class"] is None or pd.isna(row["class"]):

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 
 class UnsafeArchiveError(ValueError):
-    """The archive holds a member that would escape the target or is a link; nothing is extracted."""
+    """A member would escape the target or is a link; nothing is extracted."""
 
 
 def _member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:

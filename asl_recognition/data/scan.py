@@ -58,19 +58,18 @@ def is_litter(relpath: str) -> bool:
 
 
 def list_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` (relative POSIX paths, sorted); symlinks are not followed."""
+    """Every file under ``root`` (relative POSIX, sorted); links are listed, never followed."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in filenames:
+        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
             full = Path(dirpath) / name
-            if full.is_file() and not full.is_symlink():
+            if full.is_symlink() or full.is_file():
                 out.append(full.relative_to(root).as_posix())
     return sorted(out)
 
 
 def find_data_root(files: Sequence[str], classes: Sequence[str] = CLASSES) -> str:
-    """Descend through single wrapper folders (``asl_alphabet_train/A/...``) to the class folders."""
+    """Descend through single wrapper folders (``asl_train/A/...``) to the class folders."""
     prefix = ""
     known = set(classes)
     while True:
@@ -112,8 +111,12 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     root, relpath, cls, litter, max_pixels = args
     path = Path(root) / relpath
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(path=relpath, litter=litter, bytes=path.stat().st_size, sha256=_sha256(path))
+    row.update(path=relpath, litter=litter)
     row["class"] = cls
+    if path.is_symlink():  # never read through a link: it may point anywhere on the machine
+        row.update(error="symlink", error_detail=f"{relpath} is a symbolic link")
+        return row
+    row.update(bytes=path.stat().st_size, sha256=_sha256(path))
     if litter:
         return row  # recorded and kept in the raw version, never decoded
     try:
