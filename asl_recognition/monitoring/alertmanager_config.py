@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-SECRET_VARS = ("SLACK_WEBHOOK_URL", "TELEGRAM_BOT_TOKEN", "SMTP_PASSWORD", "ALERT_WEBHOOK_URL")
+SECRET_VARS = (
+    "SLACK_WEBHOOK_URL",
+    "TELEGRAM_BOT_TOKEN",
+    "SMTP_PASSWORD",
+    "SMTP_USERNAME",
+    "ALERT_WEBHOOK_URL",
+)
 
 _SLACK_TITLE = (
     "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.model }})"

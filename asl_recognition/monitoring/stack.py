@@ -12,14 +12,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .alertmanager_config import enabled_receivers, write_alertmanager_config
+from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config
 from .baseline import Baseline, load_baseline
 from .prometheus_config import render_prometheus_config, write_prometheus_config
 from .rules import write_rules
@@ -53,6 +55,13 @@ def resolve_baseline(spec: str | None) -> Baseline | None:
     return load_baseline(spec)
 
 
+def _redact(line: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in line:
+            line = line.replace(secret, "<redacted>")
+    return line
+
+
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
@@ -81,6 +90,7 @@ class MonitoringStack:
     resolve_timeout: str | None = None
     env: dict[str, str] | None = None
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+    _pumps: dict[str, threading.Thread] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
@@ -127,18 +137,42 @@ class MonitoringStack:
                 )
         return {"prometheus": prom, "alertmanager": am, "rules": rules[0], "baseline": rules[1]}
 
+    def _secrets(self) -> list[str]:
+        env = self.env if self.env is not None else os.environ
+        values = {(env.get(k) or "").strip() for k in SECRET_VARS}
+        values |= {urllib.parse.quote(v, safe="") for v in values}
+        return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
     def _spawn(self, name: str, cmd: list[str]) -> None:
+        """Start a child whose output is copied to logs/NAME.log (mode 600) with secrets masked.
+
+        Alertmanager 0.25 logs the failing URL of a Telegram delivery, bot token included;
+        every line passes through :func:`_redact` before it reaches the disk.
+        """
         log_dir = self.run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "ab") as log:
-            self._procs[name] = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        log = os.fdopen(fd, "w", buffering=1)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+        )
+        secrets = self._secrets()
+
+        def pump() -> None:
+            with log:
+                for line in proc.stdout:
+                    log.write(_redact(line, secrets))
+
+        thread = threading.Thread(target=pump, name=f"{name}-log", daemon=True)
+        thread.start()
+        self._procs[name] = proc
+        self._pumps[name] = thread
 
     def start(self, timeout: float = 30.0) -> "MonitoringStack":
         paths = self.render()
@@ -203,7 +237,10 @@ class MonitoringStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        for thread in self._pumps.values():
+            thread.join(timeout=5)
         self._procs.clear()
+        self._pumps.clear()
 
     def running(self) -> bool:
         return bool(self._procs) and all(p.poll() is None for p in self._procs.values())

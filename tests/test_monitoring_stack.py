@@ -1,0 +1,148 @@
+"""Real Prometheus + Alertmanager on loopback: start, alert delivery to a webhook, clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from asl_recognition.monitoring.settings import load_thresholds
+from asl_recognition.monitoring.stack import MonitoringStack
+from asl_recognition.monitoring.tools import find_tool
+from asl_recognition.monitoring.webhook import WebhookReceiver
+from asl_recognition.paths import REPO_ROOT
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not all(find_tool(t) for t in ("prometheus", "alertmanager", "promtool", "amtool")),
+        reason="prometheus/alertmanager missing: run scripts/install_system_deps.sh",
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path: Path) -> None:
+    """Nothing listens on the Triton port: up==0 must page through Alertmanager to the webhook."""
+    secret_token = "sekret-slack-token-4242"
+    env = {
+        # Slack points at a closed loopback port: delivery fails and Alertmanager logs the failure
+        "SLACK_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/{secret_token}",
+        "TELEGRAM_BOT_TOKEN": "999:sekret-telegram",
+        "TELEGRAM_CHAT_ID": "1",
+        "TELEGRAM_API_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    thresholds = load_thresholds(overrides={"not_ready_for": "0s"}, env={})
+    with WebhookReceiver() as hook:
+        stack = MonitoringStack(
+            run_dir=tmp_path / "run",
+            triton_metrics=f"127.0.0.1:{free_port()}",
+            prometheus_port=free_port(),
+            alertmanager_port=free_port(),
+            thresholds=thresholds,
+            scrape_interval="1s",
+            evaluation_interval="1s",
+            webhook_url=hook.url,
+            group_wait="1s",
+            group_interval="1s",
+            repeat_interval="1m",
+            env=env,
+        )
+        with stack:
+            assert stack.running()
+            fired = hook.wait_for(lambda ev: ("AslTritonDown", "firing") in ev, timeout=40)
+            assert fired, f"no AslTritonDown at the webhook; got {hook.events()}"
+            with urllib.request.urlopen(f"{stack.prometheus_url}/api/v1/rules", timeout=5) as r:
+                groups = json.load(r)["data"]["groups"]
+            assert {g["name"] for g in groups} >= {"asl_alerts", "asl_recording", "asl_baseline"}
+            time.sleep(2)  # let Alertmanager try (and fail) the Slack/Telegram deliveries
+        procs = list(stack._procs.values())
+        assert not procs and not stack.running()
+    logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("*.log"))
+    assert "AslTritonDown" in logs or "notify" in logs.lower(), "expected delivery errors logged"
+    for secret in (secret_token, "sekret-telegram"):
+        assert secret not in logs
+    # Alertmanager 0.25 writes the Telegram URL (bot token inside) when delivery fails: masked
+    assert "<redacted>" in logs
+    cfg = tmp_path / "run" / "alertmanager.yml"
+    assert secret_token in cfg.read_text() and (cfg.stat().st_mode & 0o077) == 0
+
+
+def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    prom, am = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "asl_recognition.monitoring.stack",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--triton-metrics",
+        f"127.0.0.1:{free_port()}",
+        "--prometheus-port",
+        str(prom),
+        "--alertmanager-port",
+        str(am),
+        "--baseline",
+        "none",
+        "--set",
+        "latency_p95_ms=123",
+        "--print-thresholds",
+    ]
+    env = {
+        **os.environ,
+        "ASL_WORKSPACE": str(tmp_path / "ws"),
+        "SMTP_PASSWORD": "sekret-pw",
+        "SMTP_SMARTHOST": "127.0.0.1:25",
+        "SMTP_FROM": "a@b.c",
+        "ALERT_EMAIL_TO": "d@e.f",
+        "SMTP_USERNAME": "u",
+        "ASL_ALERT_ERROR_RATIO": "0.25",
+    }
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        out = "".join(lines)
+        assert "latency_p95_ms=123.0" in out and "error_ratio=0.25" in out, out
+        assert "receivers: email" in out, out
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom}/-/ready", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{am}/-/ready", timeout=5) as r:
+            assert r.status == 200
+        rules = (tmp_path / "run" / "rules" / "asl_alerts.yml").read_text()
+        assert "> 123" in rules and "> 0.25" in rules
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        out += rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "[monitor] stopped" in out
+    assert "sekret-pw" not in out
+    for port in (prom, am):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after stop"
