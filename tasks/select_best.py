@@ -70,6 +70,8 @@ def log_decision(ctx, decision) -> None:
             logger.report_text(f"no confusion matrix found for {label} model {record.id}")
             continue
         labels = class_labels(record)
+        if labels is not None and len(labels) != len(matrix):
+            labels = None
         logger.report_confusion_matrix(
             title="confusion matrix",
             series=f"{label} {record.id}",

@@ -1,0 +1,170 @@
+"""Best-model selection against the real local registry with real records and files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline.selection import confusion_matrix, decide, is_better, select_best
+from asl_recognition.registry import PRODUCTION_TAG
+from asl_recognition.registry.local import LocalModelRegistry
+
+
+def tiny_model(folder: Path) -> tuple[str, str]:
+    """A real (identity) ONNX file and class list, enough for registry records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph), folder / "model.onnx")
+    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return str(folder / "model.onnx"), str(folder / "classes.txt")
+
+
+def register(registry, tmp_path: Path, name: str, **metrics) -> str:
+    onnx_path, classes_path = tiny_model(tmp_path / "runs" / name)
+    cm = [[5, 1], [0, 4]] if name != "no_cm" else None
+    if cm:
+        (tmp_path / "runs" / name / "metrics.json").write_text(
+            json.dumps({"confusion_matrix": {"val": cm}})
+        )
+    record = registry.register(
+        "asl",
+        onnx_path,
+        classes_path,
+        metrics=metrics,
+        params={"run_dir": str(tmp_path / "runs" / name)},
+    )
+    return record.id
+
+
+@pytest.fixture()
+def registry(tmp_path):
+    return LocalModelRegistry(tmp_path / "registry")
+
+
+def test_promote_versus_keep_both_directions(registry, tmp_path):
+    first = register(registry, tmp_path, "m1", val_macro_f1=0.80)
+    decision = select_best(registry, first)
+    assert decision.promoted and decision.reason == "no production model yet"
+    assert registry.production().id == first
+    assert registry.get(first).published is True
+
+    worse = register(registry, tmp_path, "m2", val_macro_f1=0.70)
+    decision = select_best(registry, worse)
+    assert not decision.promoted
+    assert (decision.candidate_value, decision.previous_value) == (0.70, 0.80)
+    assert decision.production_model_id == first
+    assert registry.production().id == first
+    assert PRODUCTION_TAG not in registry.get(worse).tags
+
+    better = register(registry, tmp_path, "m3", val_macro_f1=0.91)
+    decision = select_best(registry, better)
+    assert decision.promoted and decision.production_model_id == better
+    assert registry.production().id == better
+    assert PRODUCTION_TAG not in registry.get(first).tags  # only one production model
+    assert decision.as_dict()["previous_model_id"] == first
+
+    tie = register(registry, tmp_path, "m4", val_macro_f1=0.91)
+    assert not select_best(registry, tie).promoted  # ties keep the serving model
+    assert not select_best(registry, better).promoted  # already production
+
+
+def test_min_mode_and_other_metric(registry, tmp_path):
+    a = register(registry, tmp_path, "a", val_loss=0.5, test_accuracy=0.9)
+    b = register(registry, tmp_path, "b", val_loss=0.7, test_accuracy=0.95)
+    select_best(registry, a, metric="val_loss", mode="min")
+    assert not select_best(registry, b, metric="val_loss", mode="min").promoted
+    assert select_best(registry, b, metric="test_accuracy", mode="max").promoted
+    assert is_better(0.1, 0.2, "min") and not is_better(0.1, 0.2, "max")
+    with pytest.raises(ValueError, match="mode"):
+        decide(registry, a, metric="val_loss", mode="lowest")
+
+
+def test_missing_metric_is_an_error_not_a_promotion(registry, tmp_path):
+    model = register(registry, tmp_path, "m", test_accuracy=0.9)
+    with pytest.raises(ValueError, match="no numeric metric 'val_macro_f1'"):
+        select_best(registry, model)
+    assert registry.production() is None
+
+
+def test_confusion_matrix_read_defensively(registry, tmp_path):
+    with_cm = registry.get(register(registry, tmp_path, "m1", val_macro_f1=0.5))
+    assert confusion_matrix(with_cm) == [[5, 1], [0, 4]]
+    without = registry.get(register(registry, tmp_path, "no_cm", val_macro_f1=0.5))
+    assert confusion_matrix(without) is None
+    inline = registry.get(
+        registry.register(
+            "asl",
+            with_cm.onnx_path,
+            with_cm.classes_path,
+            metrics={"val_macro_f1": 0.1, "test_confusion_matrix": [[1]]},
+            params={},
+        ).id
+    )
+    assert confusion_matrix(inline, "test_accuracy") == [[1]]
+
+
+def run_task(tmp_path: Path, model_id: str) -> tuple[dict, str]:
+    outputs = tmp_path / f"outputs-{model_id}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(tmp_path), ASL_STEP_OUTPUTS=str(outputs), HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "tasks/select_best.py", "--model-id", model_id],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(outputs.read_text()), result.stdout
+
+
+@pytest.mark.slow
+def test_select_best_task_offline_session_logs_decision(tmp_path):
+    registry = LocalModelRegistry(tmp_path / "registry")
+    first = register(registry, tmp_path, "m1", val_macro_f1=0.8)
+    worse = register(registry, tmp_path, "m2", val_macro_f1=0.6)
+    outputs, stdout = run_task(tmp_path, first)
+    assert outputs == {"production_model_id": first, "promoted": True}
+    outputs, stdout = run_task(tmp_path, worse)
+    assert outputs == {"production_model_id": first, "promoted": False}
+    assert "KEPT" in stdout
+    sessions = [
+        json.loads(line) for line in (tmp_path / "offline_sessions.jsonl").read_text().splitlines()
+    ]
+    assert len(sessions) == 2
+    with zipfile.ZipFile(sessions[-1]["zip"]) as zf:
+        names = zf.namelist()
+        task = json.loads(zf.read(next(n for n in names if n.endswith("task.json"))))
+        events = "".join(
+            zf.read(n).decode() for n in names if n.endswith(("metrics.jsonl", "log.jsonl"))
+        )
+        metrics = [
+            event
+            for line in zf.read(next(n for n in names if n.endswith("metrics.jsonl"))).splitlines()
+            for event in json.loads(line)
+        ]
+    hyper = task["hyperparams"]
+    assert hyper["Args"]["model_id"]["value"] == worse
+    assert hyper["Outputs"]["promoted"]["value"] == "False"
+    assert "decision" in json.dumps(task["execution"]["artifacts"])
+    assert "does not beat production" in events
+    plots = {m["variant"] for m in metrics if m.get("metric") == "confusion matrix"}
+    assert plots == {f"candidate {worse}", f"previous production {first}"}  # both matrices
+    values = {m["variant"]: m["value"] for m in metrics if m["type"] == "training_stats_scalar"}
+    assert values == {"val_macro_f1 (candidate)": 0.6, "val_macro_f1 (production)": 0.8}
