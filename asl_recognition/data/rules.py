@@ -22,7 +22,7 @@ DECODE_REASONS = (
 
 
 def _reason(row: pd.Series, known: set[str], min_side: int, max_side: int) -> str | None:
-    if row["error"] == "symlink":
+    if isinstance(row["error"], str) and row["error"] == "symlink":
         return "symlink"
     if row["litter"]:
         return "litter"
@@ -30,7 +30,7 @@ def _reason(row: pd.Series, known: set[str], min_side: int, max_side: int) -> st
         return "no_class_folder"
     if row["class"] not in known:
         return f"unknown_class:{row['class']}"
-    if isinstance(row["error"], str) and row["error"]:
+    if isinstance(row["error"], str) and row["error"]:  # decode failures, see DECODE_REASONS
         return row["error"]
     w, h = int(row["width"]), int(row["height"])
     if not (min_side <= w <= max_side and min_side <= h <= max_side):
@@ -51,18 +51,27 @@ def apply_rules(
     """
     out = table.copy()
     known = set(classes)
-    out["reason"] = [_reason(row, known, min_side, max_side) for _, row in out.iterrows()]
+    reasons: list[str | None] = [
+        _reason(row, known, min_side, max_side) for _, row in out.iterrows()
+    ]
+    paths = list(out["path"])
+    shas = list(out["sha256"])
     first_by_sha: dict[str, str] = {}
-    for idx in out.sort_values("path").index:
-        if out.at[idx, "reason"] is not None:
+    for k in sorted(range(len(paths)), key=lambda i: paths[i]):
+        if reasons[k] is not None:
             continue
-        sha = out.at[idx, "sha256"]
-        if sha in first_by_sha:
-            out.at[idx, "reason"] = f"duplicate_of:{first_by_sha[sha]}"
+        if shas[k] in first_by_sha:
+            reasons[k] = f"duplicate_of:{first_by_sha[shas[k]]}"
         else:
-            first_by_sha[sha] = out.at[idx, "path"]
-    out["status"] = ["quarantined" if r else "valid" for r in out["reason"]]
-    out["facts"] = [_facts(row) if row["status"] == "valid" else [] for _, row in out.iterrows()]
+            first_by_sha[shas[k]] = paths[k]
+    # object dtype: pandas' string dtype would turn None into NaN, which is truthy
+    out["reason"] = pd.Series(reasons, index=out.index, dtype=object)
+    out["status"] = ["quarantined" if r else "valid" for r in reasons]
+    out["facts"] = pd.Series(
+        [_facts(row) if r is None else [] for r, (_, row) in zip(reasons, out.iterrows())],
+        index=out.index,
+        dtype=object,
+    )
     return out
 
 

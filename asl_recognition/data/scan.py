@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -104,6 +105,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _bomb_size(path: Path) -> tuple[int | None, int | None]:
+    """The declared size of a refused image, read from its header only (pixels never decoded)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # header only: Image.open does not decode pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                return img.size
+    except Exception:  # noqa: BLE001 - the size is a courtesy for the report
+        return None, None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     """One row: header facts without decoding, then a bounded full decode for errors and phash."""
     import imagehash
@@ -136,6 +154,8 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
         row["phash"] = str(imagehash.phash(image))
     except ImageDecodeError as exc:
         row.update(error=exc.reason, error_detail=exc.detail[:300])
+        if exc.reason == "decompression_bomb":
+            row["width"], row["height"] = _bomb_size(path)
     except Exception as exc:  # noqa: BLE001 - e.g. a mode Pillow cannot convert: record, go on
         row.update(error="unconvertible", error_detail=f"{type(exc).__name__}: {exc}"[:300])
     return row

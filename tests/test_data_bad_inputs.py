@@ -1,0 +1,230 @@
+"""Every bad-input case ends quarantined with its own reason or normalised with the fact recorded.
+
+The fixtures are made from real Kaggle frames (truncated, converted, rotated, duplicated), plus
+the non-images a real upload carries (zero bytes, text named .jpg, OS litter, a bomb-sized PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.data.raw import validate_raw
+from asl_recognition.data.rules import usability
+from asl_recognition.data.scan import scan_source
+from asl_recognition.store import get_store
+
+
+def bomb_png(path: Path, side: int) -> None:
+    """A valid 1-bit PNG of side x side pixels whose zero rows compress to a few KB."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" * (1 + (side + 7) // 8)
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def build_bad_source(root: Path, sample: Path, per_class: int = 2) -> dict[str, str]:
+    """A Kaggle-layout folder with ``per_class`` clean frames per class plus every bad case.
+
+    Returns {relative path: expected reason} for the quarantined files and
+    {relative path: "fact:<fact>"} for the normalised ones.
+    """
+    firsts: dict[str, Path] = {}
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for src in sorted((sample / cls).glob("*.jpg"))[:per_class]:
+            shutil.copyfile(src, root / cls / src.name)
+            firsts.setdefault(cls, src)
+    expected: dict[str, str] = {}
+
+    data = firsts["A"].read_bytes()
+    (root / "A" / "A_truncated.jpg").write_bytes(data[: len(data) // 2])
+    expected["A/A_truncated.jpg"] = "truncated_or_corrupt"
+    (root / "B" / "B_zero.jpg").write_bytes(b"")
+    expected["B/B_zero.jpg"] = "empty_file"
+    (root / "C" / "C_text.jpg").write_text("this is a text file, not a photograph\n")
+    expected["C/C_text.jpg"] = "not_an_image"
+    (root / "unknown_sign").mkdir()
+    shutil.copyfile(firsts["D"], root / "unknown_sign" / "D_elsewhere.jpg")
+    expected["unknown_sign/D_elsewhere.jpg"] = "unknown_class:unknown_sign"
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 64)
+    (root / "E" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 64)
+    (root / "__MACOSX" / "F").mkdir(parents=True)
+    (root / "__MACOSX" / "F" / "._F1.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    for litter in (".DS_Store", "E/.DS_Store", "__MACOSX/F/._F1.jpg"):
+        expected[litter] = "litter"
+    (root / "notes.txt").write_text("loose file next to the class folders\n")
+    expected["notes.txt"] = "no_class_folder"
+    bomb_png(root / "G" / "G_bomb.png", 8000)  # 64 MP: over the 40 MP bound of imageio
+    expected["G/G_bomb.png"] = "decompression_bomb"
+    bomb_png(root / "G" / "G_bomb_huge.png", 20000)  # 400 MP: Pillow's own bomb error
+    expected["G/G_bomb_huge.png"] = "decompression_bomb"
+    shutil.copyfile(firsts["H"], root / "H" / "H_zcopy.jpg")
+    expected["H/H_zcopy.jpg"] = f"duplicate_of:H/{firsts['H'].name}"
+    with Image.open(firsts["I"]) as img:
+        img.resize((16, 16)).save(root / "I" / "I_tiny.jpg")
+    expected["I/I_tiny.jpg"] = "size_out_of_bounds:16x16"
+    os.symlink(root / "J" / firsts["J"].name, root / "J" / "J_link.jpg")
+    expected["J/J_link.jpg"] = "symlink"
+
+    with Image.open(firsts["K"]) as img:
+        rgba = img.convert("RGBA")
+        rgba.putalpha(200)
+        rgba.save(root / "K" / "K_rgba.png")
+        img.convert("L").save(root / "L" / "L_gray.jpg")
+        img.convert("CMYK").save(root / "M" / "M_cmyk.jpg")
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+        img.crop((0, 0, 200, 120)).save(root / "N" / "N_exif.jpg", exif=exif)
+    expected["K/K_rgba.png"] = "fact:converted_from:RGBA"
+    expected["L/L_gray.jpg"] = "fact:converted_from:L"
+    expected["M/M_cmyk.jpg"] = "fact:converted_from:CMYK"
+    expected["N/N_exif.jpg"] = "fact:exif_transposed:orientation=6"
+    return expected
+
+
+@pytest.fixture(scope="module")
+def bad_source(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("bad") / "upload"
+    return root, build_bad_source(root, sample_dir)
+
+
+def _check_report(report: dict, expected: dict[str, str]) -> None:
+    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    facts = {(n["path"], n["fact"]) for n in report["normalised"]}
+    for rel, want in expected.items():
+        if want.startswith("fact:"):
+            assert (rel, want[5:]) in facts, rel
+            assert rel not in reasons, rel
+        else:
+            assert reasons.get(rel) == want, rel
+    unexpected = set(reasons) - set(expected)
+    assert not unexpected, f"clean real frames quarantined: {unexpected}"
+
+
+def test_every_bad_input_gets_its_own_reason(asl_workspace: Path, bad_source) -> None:
+    root, expected = bad_source
+    out = validate_raw(root, min_per_class=2, report_dir=asl_workspace / "rep", progress=False)
+    report = json.loads(Path(out["report_path"]).read_text())
+    _check_report(report, expected)
+
+    n_files = sum(1 for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    summary = report["summary"]
+    assert summary["total"] == n_files
+    assert summary["valid"] + summary["quarantined"] == n_files
+    assert summary["quarantined"] == sum(not v.startswith("fact:") for v in expected.values())
+    assert summary["per_class"]["K"] == 3  # the RGBA frame is usable after conversion
+    assert report["usable"] is True and out["raw_dataset_id"]
+    assert report["success"] is False  # GX says the raw upload is not clean ...
+    failed = {
+        (f["expectation"], f["column"]) for f in report["gx"]["suites"]["asl_raw_files"]["failed"]
+    }
+    assert ("expect_column_values_to_be_in_set", "class") in failed
+    assert ("expect_column_values_to_be_in_set", "decodes") in failed
+    assert ("expect_column_values_to_be_unique", "sha256") in failed
+    assert ("expect_column_values_to_be_between", "width") in failed
+    assert ("expect_column_values_to_not_be_null", "class") in failed
+    report_dir = asl_workspace / "rep"
+    assert (report_dir / "data_docs" / "index.html").is_file()
+    assert json.loads((report_dir / "gx_results.json").read_text())["asl_raw_files"]["results"]
+
+    # ... and the raw version still keeps every file (a link is recorded, never followed).
+    raw = get_store().get(dataset_id=out["raw_dataset_id"])
+    stored = {f.path for f in raw.files}
+    assert stored == {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+    assert {".DS_Store", "__MACOSX/F/._F1.jpg", "A/A_truncated.jpg", "B/B_zero.jpg"} <= stored
+
+
+def test_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    (tmp_path / "A").mkdir()
+    bomb_png(tmp_path / "A" / "bomb.png", 8000)
+    row = scan_source(tmp_path, workers=1, progress=False).table.iloc[0]
+    assert row["error"] == "decompression_bomb"
+    assert (row["width"], row["height"]) == (8000, 8000)  # read from the header ...
+    assert row["phash"] is None  # ... the pixels were never decoded
+
+
+def test_exif_rotation_is_applied(tmp_path: Path, sample_dir: Path) -> None:
+    from asl_recognition.imageio import load_rgb
+
+    src = sorted((sample_dir / "A").glob("*.jpg"))[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with Image.open(src) as img:
+        img.crop((0, 0, 200, 120)).save(tmp_path / "r.jpg", exif=exif)
+    assert load_rgb(tmp_path / "r.jpg").size == (120, 200)
+
+
+def test_zip_upload_with_wrapper_folder_and_macosx(
+    asl_workspace: Path, bad_source, tmp_path: Path
+) -> None:
+    root, expected = bad_source
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                rel = path.relative_to(root).as_posix()
+                if rel.startswith("__MACOSX/"):
+                    zf.write(path, rel.replace("__MACOSX/", "__MACOSX/asl_upload/"))
+                else:
+                    zf.write(path, f"asl_upload/{rel}")
+    expected = {k: v for k, v in expected.items() if v != "symlink"}
+    expected["__MACOSX/asl_upload/F/._F1.jpg"] = expected.pop("__MACOSX/F/._F1.jpg")
+    out = validate_raw(archive, min_per_class=2, report_dir=tmp_path / "rep", progress=False)
+    report = json.loads(Path(out["report_path"]).read_text())
+    assert report["data_root"] == "asl_upload"
+    prefixed = {
+        (k if k.startswith("__MACOSX") else f"asl_upload/{k}"): v.replace(
+            "duplicate_of:", "duplicate_of:asl_upload/"
+        )
+        for k, v in expected.items()
+    }
+    _check_report(report, prefixed)
+    assert out["usable"] and out["raw_dataset_id"]
+
+
+def test_unusable_when_a_class_is_missing_or_below_minimum(tmp_path: Path, sample_dir) -> None:
+    root = tmp_path / "src"
+    for cls in CLASSES[:-1]:  # no "space"
+        shutil.copytree(sample_dir / cls, root / cls)
+    (root / "B" / "B_zero.jpg").write_bytes(b"")
+    from asl_recognition.data.rules import apply_rules
+
+    table = apply_rules(scan_source(root, workers=1, progress=False).table)
+    ok, reason, per_class = usability(table, CLASSES, 10)
+    assert not ok and reason == "class(es) missing: space"
+    ok, reason, _ = usability(table, CLASSES[:-1], 21)
+    assert not ok and reason.startswith("28 class(es) below --min-per-class 21")
+    ok, reason, _ = usability(table, CLASSES[:-1], 20)
+    assert ok and reason is None and per_class["B"] == 20
+
+
+def test_nothing_readable_is_unusable(tmp_path: Path) -> None:
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "a.jpg").write_text("not an image")
+    from asl_recognition.data.rules import apply_rules
+
+    table = apply_rules(scan_source(tmp_path, workers=1, progress=False).table)
+    ok, reason, _ = usability(table, CLASSES, 1)
+    assert not ok and reason.startswith("nothing readable")
