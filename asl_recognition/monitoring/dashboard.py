@@ -161,7 +161,7 @@ class PromClient:
         result = self._get("/api/v1/query", {"query": expr})["result"]
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
 
-    def series(self, expr: str, minutes: int = 30, points: int = 60) -> list[float | None]:
+    def series(self, expr: str, minutes: int = 15, points: int = 180) -> list[float | None]:
         end = time.time()
         step = max(1, int(minutes * 60 / points))
         data = self._get(
@@ -191,7 +191,7 @@ def live_queries(model: str, window: str) -> dict[str, str]:
         "confidence_mean": f"sum(rate(asl_prediction_confidence_sum[{window}])) / "
         f"sum(rate(asl_prediction_confidence_count[{window}]))",
         "low_confidence_ratio": f"sum(rate(asl_low_confidence_total[{window}])) / "
-        f"sum(rate(asl_predictions_total[{window}]))",
+        f"sum(rate(asl_prediction_confidence_count[{window}]))",
         "drift_tvd": "max(asl:class_drift_tvd)",
     }
 
@@ -264,7 +264,7 @@ def _fmt(value: float | None, unit: str = "", digits: int = 2, pct: bool = False
 def _sparkline(values: list[float | None], width: int = 260, height: int = 40) -> str:
     points = [(i, v) for i, v in enumerate(values) if v is not None]
     if len(points) < 2:
-        return '<svg width="260" height="40"></svg>'
+        return "<small><i>not enough history yet</i></small>"
     hi = max(v for _, v in points) or 1.0
     n = max(len(values) - 1, 1)
     coords = " ".join(
@@ -380,13 +380,18 @@ def _live_html(live: dict[str, Any], window: str) -> str:
     return (
         f'<section id="live"><h2>Live traffic (last {_e(window)})</h2>'
         f'<div class="tiles">{tiles_html}</div>'
-        f"<p><small>requests/s, 30 min</small><br>{_sparkline(live['history']['request_rate'])}"
-        f"<br><small>mean confidence, 30 min</small><br>"
+        "<p><small>requests/s, last 15 min</small><br>"
+        f"{_sparkline(live['history']['request_rate'])}"
+        f"<br><small>mean confidence, last 15 min</small><br>"
         f"{_sparkline(live['history']['confidence_mean'])}</p></section>"
         f'<section id="classes-live"><h2>Predicted classes (top 10)</h2><table>{bars}</table>'
         f"<p>Drift from training distribution (total variation distance): <b>{drift}</b></p>"
         "</section>"
     )
+
+
+def _alert_key(alert: Mapping[str, Any]) -> str:
+    return str(alert.get("labels", {}).get("alertname", ""))
 
 
 def _alerts_html(live: dict[str, Any]) -> str:
@@ -401,7 +406,7 @@ def _alerts_html(live: dict[str, Any]) -> str:
             f' [{_e(a.get("state"))}, {_e(a["labels"].get("severity", ""))}] '
             f'{_e(a.get("annotations", {}).get("summary", ""))}<br><small>'
             f'{_e(a.get("annotations", {}).get("description", ""))}</small></div>'
-            for a in sorted(alerts, key=lambda a: (a.get("state") != "firing", a["labels"]))
+            for a in sorted(alerts, key=lambda a: (a.get("state") != "firing", _alert_key(a)))
         )
     return f'<section id="alerts" class="wide"><h2>Alerts</h2>{body}</section>'
 

@@ -53,7 +53,8 @@ def _exprs(t: AlertThresholds) -> dict[str, str]:
         "confidence_mean": conf_mean,
         "enough_samples": enough,
         "low_conf_ratio": (
-            f"sum(rate(asl_low_confidence_total[{w}])) / sum(rate(asl_predictions_total[{w}]))"
+            f"sum(rate(asl_low_confidence_total[{w}]))"
+            f" / sum(rate(asl_prediction_confidence_count[{w}]))"
         ),
     }
 
