@@ -52,8 +52,13 @@ def client_batch(model, paths) -> np.ndarray:
 
 
 def run_client(*args: str) -> subprocess.CompletedProcess:
+    """Isolated (-I) and from another folder: the client must run without the project package."""
     return subprocess.run(
-        [sys.executable, str(CLIENT), *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-I", str(CLIENT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
     )
 
 
