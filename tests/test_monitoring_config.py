@@ -253,3 +253,80 @@ def test_alertmanager_receivers_omitted_when_unset(tmp_path: Path) -> None:
     assert "1 receivers" in out
     with pytest.raises(ValueError):
         render_alertmanager_config(env={"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_CHAT_ID": "@chan"})
+
+
+# ------------------------------------------------------------------ Grafana (Docker path)
+# Metric names a real tritonserver 2.51 exported on this machine (CPU build, summary_latencies on)
+TRITON_251 = {
+    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+    "nv_inference_exec_count", "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
+    "nv_inference_request_summary_us", "nv_inference_queue_summary_us", "nv_cpu_utilization",
+    "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes", "nv_pinned_memory_pool_total_bytes",
+    "nv_pinned_memory_pool_used_bytes",
+}  # fmt: skip
+METRICS_STEP = {
+    "asl_prediction_confidence_bucket", "asl_prediction_confidence_sum",
+    "asl_prediction_confidence_count", "asl_predictions_total", "asl_low_confidence_total",
+}  # fmt: skip
+PROMETHEUS_BUILTIN = {"up", "ALERTS"}
+
+
+def recorded_names() -> set[str]:
+    """Recording-rule outputs (the fixture baseline adds asl:baseline_confidence_mean)."""
+    names = set()
+    for path in [*(MON / "rules").glob("*.yml"), MON / "tests" / "asl_baseline_fixture.yml"]:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {r["record"] for r in group["rules"] if "record" in r}
+    return names
+
+
+def grafana_exprs() -> list[str]:
+    from asl_recognition.monitoring.grafana import exprs
+
+    return exprs(json.loads((MON / "grafana" / "dashboards" / "asl-serving.json").read_text()))
+
+
+def test_promql_metric_name_extraction() -> None:
+    from asl_recognition.monitoring.grafana import metric_names
+
+    expr = 'sum by (le) (increase(a_b{x="y(z)"}[5m])) / on() group_left() max(c:d) > bool 0'
+    assert metric_names(expr) == {"a_b", "c:d"}
+
+
+def test_grafana_dashboard_is_current_valid_and_queries_only_real_metrics(tmp_path: Path) -> None:
+    from asl_recognition.monitoring import grafana
+    from asl_recognition.monitoring.grafana import metric_names
+
+    path = MON / "grafana" / "dashboards" / "asl-serving.json"
+    dash = json.loads(path.read_text())
+    assert dash == grafana.dashboard(), "stale: python -m asl_recognition.monitoring.grafana"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)) and dash["uid"] == "asl-serving"
+    ds = yaml.safe_load((MON / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = ds["datasources"][0]["uid"]
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+    prov = yaml.safe_load((MON / "grafana/provisioning/dashboards/asl.yml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    known = TRITON_251 | METRICS_STEP | PROMETHEUS_BUILTIN | recorded_names()
+    used: set[str] = set()
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid and panel["targets"], panel["title"]
+        g = panel["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            assert names, target["expr"]
+            used |= names
+    assert used <= known, f"unknown metrics in the dashboard: {used - known}"
+    # and the queries parse: promtool checks them as recording rules
+    rules = {"groups": [{"name": "g", "rules": [
+        {"record": f"grafana:q{i}", "expr": e.replace("$__rate_interval", "1m").replace(
+            "$model", "asl")} for i, e in enumerate(grafana_exprs())]}]}  # fmt: skip
+    (tmp_path / "q.yml").write_text(yaml.safe_dump(rules))
+    if find_tool("promtool"):
+        _ok(run_tool("promtool", "check", "rules", tmp_path / "q.yml"))

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.monitoring.grafana import exprs, metric_names
 from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack
 from asl_recognition.monitoring.tools import find_tool
@@ -41,6 +42,7 @@ pytestmark = [
 
 SIZE = 32
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+GRAFANA = REPO_ROOT / "triton" / "monitoring" / "grafana" / "dashboards"
 
 
 def free_port() -> int:
@@ -319,6 +321,10 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
         ):  # fmt: skip
             assert metric in names, f"{metric} not in Prometheus"
         (ARTIFACTS / "prometheus-metric-names.json").write_text(json.dumps(sorted(names)))
+        # the Grafana dashboard (Docker path) queries only series this live stack has
+        dash = json.loads((GRAFANA / "asl-serving.json").read_text())
+        used = set().union(*(metric_names(e) for e in exprs(dash))) - {"ALERTS"}
+        assert used <= names, f"Grafana queries unknown series: {used - names}"
     finally:
         if dash is not None:
             dash.shutdown()
