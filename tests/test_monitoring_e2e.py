@@ -322,8 +322,8 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
             assert metric in names, f"{metric} not in Prometheus"
         (ARTIFACTS / "prometheus-metric-names.json").write_text(json.dumps(sorted(names)))
         # the Grafana dashboard (Docker path) queries only series this live stack has
-        dash = json.loads((GRAFANA / "asl-serving.json").read_text())
-        used = set().union(*(metric_names(e) for e in exprs(dash))) - {"ALERTS"}
+        grafana_dash = json.loads((GRAFANA / "asl-serving.json").read_text())
+        used = set().union(*(metric_names(e) for e in exprs(grafana_dash))) - {"ALERTS"}
         assert used <= names, f"Grafana queries unknown series: {used - names}"
     finally:
         if dash is not None:
