@@ -330,3 +330,55 @@ def test_grafana_dashboard_is_current_valid_and_queries_only_real_metrics(tmp_pa
     (tmp_path / "q.yml").write_text(yaml.safe_dump(rules))
     if find_tool("promtool"):
         _ok(run_tool("promtool", "check", "rules", tmp_path / "q.yml"))
+
+
+# ------------------------------------------------------------------ Docker path
+@needs_amtool
+def test_alertmanager_config_renders_without_pyyaml_for_the_plain_python_image(
+    tmp_path: Path,
+) -> None:
+    """docker-compose renders in python:3.11-slim (no PyYAML): JSON output, still valid."""
+    out = tmp_path / "am.yml"
+    code = (
+        "import sys; sys.modules['yaml'] = None\n"
+        "from asl_recognition.monitoring.alertmanager_config import main\n"
+        f"sys.exit(main(['--out', {str(out)!r}, '--chown', '{os.getuid()}:{os.getgid()}']))"
+    )
+    env = {**os.environ, **SECRETS}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    assert out.read_text().lstrip().startswith("{")
+    assert json.loads(out.read_text())["receivers"][1]["name"] == "slack"
+    assert "4 receivers" in _ok(run_tool("amtool", "check-config", out))
+    assert SECRETS["SMTP_PASSWORD"] not in res.stdout + res.stderr
+
+
+def test_compose_monitoring_services_mount_existing_files() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "triton" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["prometheus"]["image"] == "prom/prometheus:v2.42.0"
+    assert services["alertmanager"]["image"] == "prom/alertmanager:v0.25.0"
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    for name in ("prometheus", "alertmanager", "grafana", "alertmanager-config"):
+        for vol in services[name]["volumes"]:
+            if isinstance(vol, dict) and vol["type"] == "bind":
+                assert (REPO_ROOT / "triton" / vol["source"]).exists(), vol["source"]
+            else:
+                assert str(vol).split(":")[0] in compose["volumes"], vol
+    targets = {v["target"] for v in services["prometheus"]["volumes"] if isinstance(v, dict)}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/rules"} <= targets
+    env = services["alertmanager-config"]["environment"]
+    assert {"SLACK_WEBHOOK_URL", "TELEGRAM_BOT_TOKEN", "SMTP_PASSWORD", "ALERT_EMAIL_TO"} <= set(
+        env
+    )
+    assert all(str(v).startswith("${") for v in env.values()), "no literal settings in compose"
+    cmd = services["alertmanager-config"]["command"]
+    assert "asl_recognition.monitoring.alertmanager_config" in cmd
+    assert services["alertmanager"]["depends_on"]["alertmanager-config"]["condition"] == (
+        "service_completed_successfully"
+    )
+    prom_cfg = yaml.safe_load((MON / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom_cfg["scrape_configs"]}
+    assert jobs["triton"]["static_configs"][0]["targets"] == ["triton:8002"]
