@@ -1,0 +1,36 @@
+"""Model registry: ``get_registry()`` picks ClearML models with a server, local JSON without."""
+
+from __future__ import annotations
+
+from asl_recognition.paths import workspace
+from asl_recognition.registry.base import (
+    PRODUCTION_TAG,
+    ModelNotFoundError,
+    ModelRecord,
+    ModelRegistry,
+)
+from asl_recognition.tracking import server_configured
+
+
+def get_registry(backend: str = "auto") -> ModelRegistry:
+    """``auto`` follows the same server detection as task tracking and the dataset store."""
+    if backend == "auto":
+        backend = "clearml" if server_configured() else "local"
+    if backend == "clearml":
+        from asl_recognition.registry.clearml_registry import ClearMLModelRegistry
+
+        return ClearMLModelRegistry()
+    if backend == "local":
+        from asl_recognition.registry.local import LocalModelRegistry
+
+        return LocalModelRegistry(workspace() / "registry")
+    raise ValueError(f"unknown model registry backend {backend!r} (auto, clearml, local)")
+
+
+__all__ = [
+    "PRODUCTION_TAG",
+    "ModelNotFoundError",
+    "ModelRecord",
+    "ModelRegistry",
+    "get_registry",
+]

@@ -1,0 +1,1 @@
+"""Training stage: models, augmentation, the resumable loop, evaluation and ONNX export."""

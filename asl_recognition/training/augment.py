@@ -1,0 +1,41 @@
+"""transforms.v2 augmentation presets on uint8 CHW tensors.
+
+No horizontal flip anywhere: ASL handshapes are not mirror-symmetric (a flipped J or Z is another
+sign, and handedness is part of the data).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.transforms import v2
+
+PRESETS = ("none", "light", "strong")
+
+
+def build_augment(preset: str, image_size: int) -> nn.Module | None:
+    """The per-sample train-time transform for ``preset`` (None for ``none``)."""
+    if preset == "none":
+        return None
+    if preset == "light":
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(
+                    image_size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True
+                ),
+                v2.RandomRotation(10),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            ]
+        )
+    if preset == "strong":
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(
+                    image_size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True
+                ),
+                v2.RandomRotation(15),
+                v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
+                v2.RandomGrayscale(p=0.1),
+                v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2),
+            ]
+        )
+    raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")

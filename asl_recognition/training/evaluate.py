@@ -1,0 +1,132 @@
+"""Evaluation: in-distribution test split and an external image folder from another source.
+
+Kaggle test frames come from the same videos as training frames, so their accuracy is inflated;
+the external folder (e.g. Massey hands on black) is the honest generalisation check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from asl_recognition.imageio import ImageDecodeError
+from asl_recognition.training.data import IMAGE_EXTENSIONS, TensorSplit, decode_resized
+from asl_recognition.training.metrics import per_class_table, summarise
+
+
+@dataclass
+class Predictions:
+    probabilities: torch.Tensor  # float32 [N,C]
+    preds: torch.Tensor  # int64 [N]
+    loss: float
+
+
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> Predictions:
+    """Eval-mode forward over all images in batches (no augmentation)."""
+    model.eval()
+    probs, loss_sum = [], 0.0
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].to(device)
+            logits = model(batch)
+            if labels is not None:
+                loss_sum += float(criterion(logits, labels[start : start + batch_size].to(device)))
+            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train()
+    n_classes = getattr(model, "num_classes", None)
+    probabilities = torch.cat(probs) if probs else torch.empty(0, n_classes or 0)
+    return Predictions(probabilities, probabilities.argmax(1), loss_sum / max(1, len(images)))
+
+
+def evaluate_split(
+    model: nn.Module, split: TensorSplit, classes: Sequence[str], device: str = "cpu"
+) -> dict:
+    """Accuracy, macro-F1 and the per-class table of one split."""
+    out = predict(model, split.images, split.labels, device=device)
+    metrics = summarise(out.preds, split.labels, len(classes))
+    table = per_class_table(out.preds, split.labels, classes)
+    return {"metrics": metrics, "table": table, "predictions": out}
+
+
+@dataclass
+class ExternalSet:
+    split: TensorSplit
+    classes_used: list[str] = field(default_factory=list)
+    skipped_folders: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def load_external(folder: str | Path, classes: Sequence[str], image_size: int) -> ExternalSet:
+    """``<CLASS>/*`` images; folder names match classes case-insensitively, others are skipped."""
+    folder = Path(folder)
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    images, labels, paths = [], [], []
+    used, skipped, unreadable = [], [], []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        index = lookup.get(sub.name.lower())
+        if index is None:
+            skipped.append(sub.name)
+            continue
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if files:
+            used.append(classes[index])
+        for path in files:
+            try:
+                images.append(decode_resized(path, image_size))
+            except ImageDecodeError:
+                unreadable.append(str(path))
+                continue
+            labels.append(index)
+            paths.append(path.relative_to(folder).as_posix())
+    array = np.stack(images) if images else np.empty((0, image_size, image_size, 3), np.uint8)
+    split = TensorSplit(
+        torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(),
+        torch.tensor(labels, dtype=torch.int64),
+        paths,
+    )
+    return ExternalSet(split, used, skipped, unreadable)
+
+
+def evaluate_external(
+    model: nn.Module,
+    folder: str | Path | None,
+    classes: Sequence[str],
+    image_size: int,
+    device: str = "cpu",
+) -> dict:
+    """External accuracy over the classes the folder has (None when there is no folder/image)."""
+    if not folder or not Path(folder).is_dir():
+        return {"accuracy": None, "images": 0, "folder": str(folder) if folder else None}
+    ext = load_external(folder, classes, image_size)
+    result = {
+        "folder": str(folder),
+        "images": len(ext.split),
+        "classes": ext.classes_used,
+        "skipped_folders": ext.skipped_folders,
+        "unreadable": ext.unreadable,
+        "accuracy": None,
+        "macro_f1_present_classes": None,
+    }
+    if len(ext.split) == 0:
+        return result
+    out = predict(model, ext.split.images, ext.split.labels, device=device)
+    result["accuracy"] = float(summarise(out.preds, ext.split.labels, len(classes))["accuracy"])
+    present = torch.tensor([classes.index(c) for c in ext.classes_used])
+    table = per_class_table(out.preds, ext.split.labels, classes)
+    result["macro_f1_present_classes"] = float(table["f1"].to_numpy()[present.numpy()].mean())
+    result["per_class_recall"] = {
+        classes[i]: float(table["recall"].iloc[int(i)]) for i in present.tolist()
+    }
+    return result

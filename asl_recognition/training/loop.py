@@ -1,0 +1,360 @@
+"""The training loop: seeded, resumable, early-stopped on val macro-F1, logged per epoch.
+
+Reproducibility does not depend on carrying RNG state across a restart: every epoch re-seeds
+torch (augmentation, dropout) and the shuffle generator from ``(seed, epoch)``, so "2 epochs"
+and "1 epoch, stop, resume 1 epoch" do the same arithmetic. RNG states are still saved in the
+checkpoint for inspection, and restored on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from asl_recognition.training.data import AugmentedImages, TensorSplit
+from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
+from asl_recognition.training.evaluate import predict
+from asl_recognition.training.metrics import confusion_matrix, epoch_metrics, summarise
+from asl_recognition.training.plots import confusion_matrix_figure, sample_grid_figure
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+SAMPLE_IMAGES = 16
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 42
+    patience: int = 5
+    max_steps: int | None = None
+    num_workers: int = 0
+    device: str = "cpu"
+    label_smoothing: float = 0.0
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    best_epoch: int
+    best_val_macro_f1: float
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+    @property
+    def throughput(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; ask torch for deterministic kernels where they exist."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**63)
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    """Atomic: a crash while saving never leaves a half-written checkpoint behind."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Owns model, optimiser, scheduler and the per-epoch logging of one run."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: TensorSplit,
+        val: TensorSplit,
+        classes: Sequence[str],
+        config: LoopConfig,
+        run_dir: str | Path,
+        transform: Callable | None = None,
+        writer: Any = None,
+        clearml_logger: Any = None,
+        meta: dict[str, Any] | None = None,
+        criterion: nn.Module | None = None,
+    ) -> None:
+        if len(train) == 0 or len(val) == 0:
+            raise TrainingInputError("training needs a non-empty train and val split")
+        self.cfg = config
+        self.device = torch.device(config.device)
+        self.model = model.to(self.device)
+        self.train_split, self.val_split = train, val
+        self.classes = list(classes)
+        self.transform = transform
+        self.writer = writer
+        self.clearml_logger = clearml_logger
+        self.meta = dict(meta or {})
+        self.criterion = criterion or nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        # Plateau on val macro-F1: independent of --epochs, so resuming with more epochs is exact.
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=0.5, patience=2
+        )
+        self.ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.start_epoch = 0
+        self.best_f1 = -1.0
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        n = len(val)
+        self.sample_index = torch.linspace(0, n - 1, min(SAMPLE_IMAGES, n)).round().long()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / LAST
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / BEST
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "best_f1": self.best_f1,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "classes": self.classes,
+            "config": asdict(self.cfg),
+            "meta": self.meta,
+        }
+
+    def resume(self) -> int:
+        """Load ``last.pt``; returns the number of epochs already completed."""
+        if not self.last_path.is_file():
+            raise TrainingInputError(f"--resume: no checkpoint at {self.last_path}")
+        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        if state.get("classes") != self.classes:
+            raise TrainingInputError(
+                f"--resume: checkpoint classes differ from the dataset's ({self.last_path})"
+            )
+        for key in ("model_name", "image_size"):
+            if key in self.meta and state.get("meta", {}).get(key) != self.meta[key]:
+                raise TrainingInputError(
+                    f"--resume: checkpoint {key} {state.get('meta', {}).get(key)!r} "
+                    f"differs from this run's {self.meta[key]!r}"
+                )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.start_epoch = int(state["epoch"])
+        self.best_f1 = float(state["best_f1"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.history = list(state["history"])
+        return self.start_epoch
+
+    def load_best(self) -> None:
+        state = torch.load(self.best_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+
+    # -- data ----------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        n, bs = len(self.train_split), self.cfg.batch_size
+        steps = n // bs if n > bs else 1
+        return min(steps, self.cfg.max_steps) if self.cfg.max_steps else steps
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled batches from the in-memory tensors; workers only if asked (augmentation)."""
+        gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
+        split, bs = self.train_split, self.cfg.batch_size
+        if self.cfg.num_workers > 0:
+            loader = DataLoader(
+                AugmentedImages(split, self.transform),
+                batch_size=bs,
+                shuffle=True,
+                drop_last=len(split) > bs,
+                num_workers=self.cfg.num_workers,
+                generator=gen,
+            )
+            yield from loader
+            return
+        perm = torch.randperm(len(split), generator=gen)
+        for step in range(self.steps_per_epoch()):
+            idx = perm[step * bs : (step + 1) * bs]
+            images = split.images[idx]
+            if self.transform is not None:
+                images = torch.stack([self.transform(img) for img in images])
+            yield images, split.labels[idx]
+
+    # -- training ------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
+        self.model.train()
+        metrics = epoch_metrics(len(self.classes)).to(self.device)
+        steps = self.steps_per_epoch()
+        loss_sum, seen = 0.0, 0
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{self.cfg.epochs}",
+            unit="batch",
+            disable=not self.cfg.progress,
+            leave=True,
+        )
+        for step, (images, labels) in enumerate(self.batches(epoch)):
+            if step >= steps:
+                break
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            logits = self.model(images)
+            loss = self.criterion(logits, labels)
+            if not torch.isfinite(loss):
+                bar.close()
+                kept = self.last_path if self.last_path.exists() else "none (first epoch)"
+                raise NonFiniteLossError(
+                    f"loss became {float(loss)} at epoch {epoch} step {step + 1} "
+                    f"(lr {self.optimizer.param_groups[0]['lr']:g}); training stopped, "
+                    f"last good checkpoint: {kept}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            seen += len(labels)
+            metrics.update(logits.detach().argmax(1), labels)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        bar.close()
+        result = {k: float(v) for k, v in metrics.compute().items()}
+        result["loss"] = loss_sum / max(1, seen)
+        result["images"] = seen
+        return result
+
+    def _log_epoch(self, epoch: int, row: dict[str, Any], val_preds: torch.Tensor) -> None:
+        cm = confusion_matrix(val_preds, self.val_split.labels, len(self.classes))
+        if self.writer is not None:
+            for split in ("train", "val"):
+                for key in ("loss", "accuracy", "macro_f1"):
+                    self.writer.add_scalar(f"{key}/{split}", row[f"{split}_{key}"], epoch)
+                self.writer.add_scalar(f"lr/{split}", row["lr"], epoch)
+            idx = self.sample_index
+            self.writer.add_figure(
+                "samples/val",
+                sample_grid_figure(
+                    self.val_split.images[idx],
+                    val_preds[idx].tolist(),
+                    self.val_split.labels[idx].tolist(),
+                    self.classes,
+                ),
+                epoch,
+            )
+            self.writer.add_figure(
+                "confusion_matrix/val",
+                confusion_matrix_figure(cm, self.classes, f"val, epoch {epoch}"),
+                epoch,
+            )
+            self.writer.flush()
+        if self.clearml_logger is not None:
+            self.clearml_logger.report_confusion_matrix(
+                title="confusion matrix",
+                series="val",
+                matrix=cm,
+                iteration=epoch,
+                xaxis="predicted",
+                yaxis="true",
+                xlabels=self.classes,
+                ylabels=self.classes,
+            )
+
+    def fit(self) -> FitResult:
+        """Train until ``epochs`` or early stopping; ``best.pt`` holds the best val macro-F1."""
+        train_seconds, train_images = 0.0, 0
+        stopped_early = False
+        epoch = self.start_epoch
+        if self.cfg.patience and self.bad_epochs >= self.cfg.patience:
+            stopped_early = True
+        while epoch < self.cfg.epochs and not stopped_early:
+            epoch += 1
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            t0 = time.perf_counter()
+            train = self.train_epoch(epoch)
+            train_seconds += time.perf_counter() - t0
+            train_images += int(train["images"])
+            val_out = predict(
+                self.model, self.val_split.images, self.val_split.labels, device=str(self.device)
+            )
+            val = summarise(val_out.preds, self.val_split.labels, len(self.classes))
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": train["loss"],
+                "train_accuracy": train["accuracy"],
+                "train_macro_f1": train["macro_f1"],
+                "val_loss": val_out.loss,
+                "val_accuracy": val["accuracy"],
+                "val_macro_f1": val["macro_f1"],
+            }
+            self.history.append(row)
+            self._log_epoch(epoch, row, val_out.preds)
+            self.scheduler.step(val["macro_f1"])
+            if val["macro_f1"] > self.best_f1 + 1e-6:
+                self.best_f1, self.best_epoch, self.bad_epochs = val["macro_f1"], epoch, 0
+                _save(
+                    {"epoch": epoch, "model": self.model.state_dict(), "row": row, **self.meta},
+                    self.best_path,
+                )
+            else:
+                self.bad_epochs += 1
+            _save(self._state(epoch), self.last_path)
+            print(
+                f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
+                f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
+                f" macro-F1 {row['val_macro_f1']:.3f} | lr {lr:.2e}",
+                flush=True,
+            )
+            if self.cfg.patience and self.bad_epochs >= self.cfg.patience:
+                stopped_early = True
+                print(f"early stopping: no val macro-F1 gain for {self.bad_epochs} epochs")
+        return FitResult(
+            epochs_run=epoch,
+            best_epoch=self.best_epoch,
+            best_val_macro_f1=self.best_f1,
+            stopped_early=stopped_early,
+            history=self.history,
+            train_seconds=train_seconds,
+            train_images=train_images,
+        )

@@ -1,0 +1,155 @@
+"""Model zoo: a small baseline CNN and torchvision backbones, all taking uint8 NCHW images.
+
+Normalisation lives inside the module (``Preprocess``) so the exported ONNX graph, training and
+every client apply exactly the same arithmetic. No weights are ever downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asl_recognition.training.errors import TrainingInputError
+
+MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small")
+# The smallest side each architecture's downsampling (and BatchNorm on 1x1 maps) can take.
+MIN_IMAGE_SIZE = {"cnn": 16, "resnet18": 32, "mobilenet_v3_small": 32}
+MAX_IMAGE_SIZE = 1024
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class Preprocess(nn.Module):
+    """uint8 [N,3,H,W] -> float, scaled to [0,1], normalised with ImageNet statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(torch.float32) / 255.0
+        return (x - self.mean) / self.std
+
+
+class ASLClassifier(nn.Module):
+    """Preprocess + backbone; returns logits (training) - see ``ProbabilityModel`` for export."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.preprocess = Preprocess()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.preprocess(images))
+
+
+class ProbabilityModel(nn.Module):
+    """The exported contract: uint8 images in, softmax probabilities out."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(images), dim=1)
+
+
+def small_cnn(num_classes: int, widths: tuple[int, ...] = (24, 48, 96, 192)) -> nn.Module:
+    """A stride-2 stem then three conv blocks (each halves the side).
+
+    ~225k parameters, ~25 M MACs at 64 px: trains at a few hundred images/s on 2 CPU cores.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
+    cin = widths[0]
+    for cout in widths[1:]:
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+        cin = cout
+    return nn.Sequential(
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(cin, num_classes),
+    )
+
+
+def _backbone(name: str, num_classes: int) -> nn.Module:
+    if name == "cnn":
+        return small_cnn(num_classes)
+    from torchvision import models
+
+    if name == "resnet18":
+        return models.resnet18(weights=None, num_classes=num_classes)
+    if name == "mobilenet_v3_small":
+        return models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    raise TrainingInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """Refuse sizes the architecture cannot take before any data is read."""
+    if name not in MIN_IMAGE_SIZE:
+        raise TrainingInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    low = MIN_IMAGE_SIZE[name]
+    if not low <= int(image_size) <= MAX_IMAGE_SIZE:
+        raise TrainingInputError(
+            f"image size {image_size} is not usable by {name}: "
+            f"it needs {low}..{MAX_IMAGE_SIZE} px (its downsampling reduces smaller inputs to nothing)"
+        )
+
+
+def load_weights(backbone: nn.Module, path: str | Path) -> int:
+    """Load a local state dict (torchvision file or our checkpoint); mismatched heads are skipped.
+
+    Returns the number of tensors loaded; refuses a file that matches none of the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingInputError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise TrainingInputError(f"weights file {path} is not a torch state dict: {exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise TrainingInputError(f"weights file {path} does not hold a state dict")
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise TrainingInputError(f"weights file {path} matches none of the model's parameters")
+    backbone.load_state_dict(usable, strict=False)
+    return len(usable)
+
+
+def build_model(
+    name: str, num_classes: int, image_size: int, weights: str | Path | None = None
+) -> ASLClassifier:
+    """A classifier for ``num_classes`` checked to run at ``image_size``."""
+    check_image_size(name, image_size)
+    backbone = _backbone(name, num_classes)
+    if weights:
+        load_weights(backbone, weights)
+    model = ASLClassifier(backbone)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8))
+    except RuntimeError as exc:
+        raise TrainingInputError(f"{name} cannot run at {image_size} px: {exc}") from exc
+    if tuple(out.shape) != (2, num_classes):
+        raise TrainingInputError(f"{name} produced shape {tuple(out.shape)} at {image_size} px")
+    model.train()
+    return model
