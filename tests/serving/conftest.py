@@ -132,17 +132,30 @@ def serving_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["ASL_WORKSPACE"] = old
 
 
+class LazyModels(dict):
+    """Train each tiny model on first use, so a test run trains only the models it needs."""
+
+    SPECS = {
+        "a": (list(CLASSES), 32, "cnn", 0),  # 29 classes, 32 px CNN
+        "a2": (list(CLASSES), 32, "cnn", 1),  # same signature as a, other weights
+        "b": (SUBSET, 48, "mlp", 2),  # 5 classes, 48 px, another architecture
+    }
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, key: str) -> TinyModel:
+        classes, size, arch, seed = self.SPECS[key]
+        self[key] = train_and_export(self.root / key, classes, size, arch, seed=seed)
+        return self[key]
+
+
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyModel]:
-    """a: 29 classes, 32 px CNN; a2: same signature, other weights; b: 5 classes, 48 px MLP."""
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> LazyModels:
     if not SAMPLE_DATA.is_dir():
         pytest.skip(f"{SAMPLE_DATA} (bundled real images) is missing")
-    root = tmp_path_factory.mktemp("tiny_models")
-    return {
-        "a": train_and_export(root / "a", list(CLASSES), 32, "cnn", seed=0),
-        "a2": train_and_export(root / "a2", list(CLASSES), 32, "cnn", seed=1),
-        "b": train_and_export(root / "b", SUBSET, 48, "mlp", seed=2),
-    }
+    return LazyModels(tmp_path_factory.mktemp("tiny_models"))
 
 
 def start_server(repo: Path, log_dir: Path, **kwargs):
