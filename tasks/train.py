@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --output-dir (or the newest run of --model) from its last checkpoint",
+        help="continue the run in --output-dir (or the newest run of --model) "
+        "from its last checkpoint",
     )
     parser.add_argument(
         "--external",

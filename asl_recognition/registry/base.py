@@ -1,4 +1,4 @@
-"""The model-registry contract: training registers, selection promotes, serving reads production."""
+"""Model-registry contract: training registers, selection promotes, serving reads production."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class ModelNotFoundError(LookupError):
 
 @dataclass
 class ModelRecord:
-    """One registered model version with the files serving needs and the metrics selection needs."""
+    """One registered model version: the files serving needs, the metrics selection needs."""
 
     id: str
     name: str

@@ -24,7 +24,7 @@ MAX_ABS_DIFF = 1e-4
 
 
 def export_onnx(classifier: nn.Module, path: str | Path, image_size: int) -> Path:
-    """Write ``path``: uint8 ``images`` [N,3,H,W] (dynamic N) -> float32 ``probabilities`` [N,C]."""
+    """Write ``path``: uint8 ``images`` [N,3,H,W] (dynamic N) -> float32 ``probabilities``."""
     path = Path(path)
     wrapper = ProbabilityModel(classifier).eval().cpu()
     dummy = torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8)

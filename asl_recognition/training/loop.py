@@ -341,7 +341,8 @@ class Trainer:
                 self.bad_epochs += 1
             _save(self._state(epoch), self.last_path)
             print(
-                f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
+                f"epoch {epoch}: train loss {row['train_loss']:.4f}"
+                f" acc {row['train_accuracy']:.3f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
                 f" macro-F1 {row['val_macro_f1']:.3f} | lr {lr:.2e}",
                 flush=True,

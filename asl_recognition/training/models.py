@@ -105,7 +105,7 @@ def check_image_size(name: str, image_size: int) -> None:
     if not low <= int(image_size) <= MAX_IMAGE_SIZE:
         raise TrainingInputError(
             f"image size {image_size} is not usable by {name}: "
-            f"it needs {low}..{MAX_IMAGE_SIZE} px (its downsampling reduces smaller inputs to nothing)"
+            f"it needs {low}..{MAX_IMAGE_SIZE} px (downsampling reduces smaller inputs to nothing)"
         )
 
 

@@ -257,7 +257,8 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     export_onnx(model, onnx_tmp, image_size)
     parity = check_parity(onnx_tmp, model, splits["test"].images)
     print(
-        f"ONNX parity on {parity['images']} test images: max abs diff {parity['max_abs_diff']:.2e}, "
+        f"ONNX parity on {parity['images']} test images: "
+        f"max abs diff {parity['max_abs_diff']:.2e}, "
         f"{parity['top1_mismatches']} top-1 mismatches"
     )
     onnx_path = run_dir / "model.onnx"

@@ -1,4 +1,4 @@
-"""Training on the real bundled sample: logs, ONNX contract + parity, baseline, registry, resume."""
+"""Training on the real bundled sample: logs, ONNX contract, parity, baseline, registry, resume."""
 
 from __future__ import annotations
 
