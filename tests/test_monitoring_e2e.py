@@ -8,6 +8,7 @@ confident traffic returns. While it fires, the status page is rendered in headle
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -339,10 +340,12 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
         used = set().union(*(metric_names(e) for e in exprs(grafana_dash))) - {"ALERTS"}
         assert used <= names, f"Grafana queries unknown series: {used - names}"
     finally:
-        if dash is not None:
-            dash.shutdown()
-            dash.server_close()
-        stack.stop()
-        triton.stop()
-        hook.stop()
+        # ExitStack runs every stop even when one of them raises
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(hook.stop)
+            cleanup.callback(triton.stop)
+            cleanup.callback(stack.stop)
+            if dash is not None:
+                cleanup.callback(dash.server_close)
+                cleanup.callback(dash.shutdown)
     assert not stack.running() and triton.process is None
