@@ -268,10 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where configs, data and logs go " "(default <workspace>/monitoring)",
     )
     p.add_argument("--host", default="127.0.0.1", help="listen address for both servers")
-    p.add_argument("--prometheus-port", type=int, default=9090)
-    p.add_argument("--alertmanager-port", type=int, default=9093)
-    p.add_argument("--scrape-interval", default="15s")
-    p.add_argument("--evaluation-interval", default="15s")
+    p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus web/API port")
+    p.add_argument("--alertmanager-port", type=int, default=9093, help="Alertmanager port")
+    p.add_argument("--scrape-interval", default="15s", help="how often Triton is scraped")
+    p.add_argument("--evaluation-interval", default="15s", help="how often rules run")
     p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
     p.add_argument(
         "--set",
@@ -286,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="drift baseline: auto (production model in the registry), none, or a path",
     )
     p.add_argument("--webhook-url", default=None, help="extra generic webhook receiver")
-    p.add_argument("--group-wait", default=None)
-    p.add_argument("--group-interval", default=None)
-    p.add_argument("--repeat-interval", default=None)
+    p.add_argument("--group-wait", default=None, help="Alertmanager group_wait (30s)")
+    p.add_argument("--group-interval", default=None, help="Alertmanager group_interval (5m)")
+    p.add_argument("--repeat-interval", default=None, help="Alertmanager repeat_interval (4h)")
     p.add_argument(
         "--render-only", action="store_true", help="render and check configs, then exit"
     )
