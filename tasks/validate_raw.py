@@ -57,18 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ctx = init_task("ASL", "validate_raw", params=vars(args), task_type="data_processing")
     from asl_recognition.data.raw import validate_raw
+    from asl_recognition.data.safe_extract import UnsafeArchiveError
 
     p = ctx.params
-    result = validate_raw(
-        source=p["source"],
-        min_per_class=p["min_per_class"],
-        report_dir=p["report_dir"],
-        name=p["name"],
-        source_name=p["source_name"],
-        workers=p["workers"],
-        logger=ctx.logger,
-        upload=ctx.upload_artifact,
-    )
+    try:
+        result = validate_raw(
+            source=p["source"],
+            min_per_class=p["min_per_class"],
+            report_dir=p["report_dir"],
+            name=p["name"],
+            source_name=p["source_name"],
+            workers=p["workers"],
+            logger=ctx.logger,
+            upload=ctx.upload_artifact,
+        )
+    except (UnsafeArchiveError, FileNotFoundError, ValueError) as exc:
+        ctx.close()
+        print(f"refused source: {exc}", file=sys.stderr)
+        return 2
     ctx.record_outputs(
         raw_dataset_id=result["raw_dataset_id"],
         report_path=result["report_path"],

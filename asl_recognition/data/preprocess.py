@@ -5,28 +5,11 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from tqdm import tqdm
 
 from asl_recognition.data.scan import POOL_MIN_FILES
-from asl_recognition.imageio import load_rgb
-
-JPEG_QUALITY = 95
-
-
-def preprocess_one(job: tuple[str, str, int]) -> str:
-    """Decode (bounded, EXIF-upright, RGB), resize to size x size, save JPEG; return the phash."""
-    import imagehash
-    from PIL import Image
-
-    source, target, size = job
-    image = load_rgb(source)
-    phash = str(imagehash.phash(image))  # of the full image, the same hash validation computed
-    image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, format="JPEG", quality=JPEG_QUALITY)
-    return phash
+from asl_recognition.data.workers import preprocess_one
 
 
 def preprocess_all(

@@ -21,7 +21,7 @@ DECODE_REASONS = (
 )
 
 
-def _reason(row: pd.Series, known: set[str], min_side: int, max_side: int) -> str | None:
+def _reason(row: dict, known: set[str], min_side: int, max_side: int) -> str | None:
     if isinstance(row["error"], str) and row["error"] == "symlink":
         return "symlink"
     if row["litter"]:
@@ -51,9 +51,8 @@ def apply_rules(
     """
     out = table.copy()
     known = set(classes)
-    reasons: list[str | None] = [
-        _reason(row, known, min_side, max_side) for _, row in out.iterrows()
-    ]
+    records = out.to_dict("records")
+    reasons: list[str | None] = [_reason(row, known, min_side, max_side) for row in records]
     paths = list(out["path"])
     shas = list(out["sha256"])
     first_by_sha: dict[str, str] = {}
@@ -68,14 +67,14 @@ def apply_rules(
     out["reason"] = pd.Series(reasons, index=out.index, dtype=object)
     out["status"] = ["quarantined" if r else "valid" for r in reasons]
     out["facts"] = pd.Series(
-        [_facts(row) if r is None else [] for r, (_, row) in zip(reasons, out.iterrows())],
+        [_facts(row) if r is None else [] for r, row in zip(reasons, records)],
         index=out.index,
         dtype=object,
     )
     return out
 
 
-def _facts(row: pd.Series) -> list[str]:
+def _facts(row: dict) -> list[str]:
     """What normalisation did to a usable file (recorded, not hidden)."""
     facts = []
     if row["mode"] != "RGB":

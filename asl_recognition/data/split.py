@@ -27,7 +27,6 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 GROUPINGS = ("frame", "phash", "none")
 _FRAME = re.compile(r"^(?P<prefix>.*?)(?P<frame>\d+)$")
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 @dataclass
@@ -46,19 +45,27 @@ def frame_number(path: str, cls: str) -> int | None:
     return int(m.group("frame"))
 
 
-def _hash_bytes(hashes: Sequence[str]) -> np.ndarray:
-    return np.array([bytes.fromhex(h) for h in hashes], dtype="S8").view(np.uint8).reshape(-1, 8)
+def _hash_words(hashes: Sequence[str]) -> np.ndarray:
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
 
 
-def near_pairs(hashes: Sequence[str], threshold: int, chunk: int = 512) -> list[tuple[int, int]]:
+def _popcount64(x: np.ndarray) -> np.ndarray:
+    """Bits set per uint64 (SWAR; numpy 1.26 has no bitwise_count)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+def near_pairs(hashes: Sequence[str], threshold: int, chunk: int = 256) -> list[tuple[int, int]]:
     """All index pairs (i < j) whose phash Hamming distance is <= threshold (vectorised)."""
     if threshold < 0 or len(hashes) < 2:
         return []
-    data = _hash_bytes(hashes)
+    data = _hash_words(hashes)
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(data), chunk):
         block = data[start : start + chunk]
-        dist = _POPCOUNT[block[:, None, :] ^ data[None, :, :]].sum(axis=2, dtype=np.int32)
+        dist = _popcount64(block[:, None] ^ data[None, :])
         ii, jj = np.nonzero(dist <= threshold)
         ii = ii + start
         keep = ii < jj
