@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from asl_testkit import free_port
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
@@ -54,12 +54,6 @@ def mon_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ASL_WORKSPACE", str(ws))
     monkeypatch.setenv("ASL_OFFLINE", "1")
     return ws
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _load(path: Path) -> np.ndarray:

@@ -198,12 +198,17 @@ PIPELINE_PARAMS: tuple[PipelineParam, ...] = (
     PipelineParam(
         "raw_version", "", "use this existing ASL_raw version/id instead of validating raw_source"
     ),
-    PipelineParam("min_per_class", 10, "fewest valid images a class may have", int),
+    PipelineParam(
+        "min_per_class", None, "fewest valid images per class (empty: the GX suite's value)", int
+    ),
     PipelineParam("image_size", 64, "square side the dataset is resized to and trained at", int),
     PipelineParam("model", "cnn", "architecture: cnn | resnet18 | mobilenet_v3_small"),
     PipelineParam("epochs", 12, "training epochs (early stopping may end sooner)", int),
     PipelineParam(
-        "external", "data/external_sample", "image folder from another source, scored apart"
+        "external",
+        "",
+        "image folder from another source, scored apart (empty: train.py's default, "
+        "../shared/data/asl_external_massey if present, else data/external_sample)",
     ),
     PipelineParam("metric", "val_macro_f1", "registry metric select_best compares"),
     PipelineParam("metric_mode", "max", "max: higher is better; min: lower is better"),

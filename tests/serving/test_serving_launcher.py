@@ -26,7 +26,7 @@ def _ready(port: int) -> bool:
 
 
 def test_cli_serves_until_sigterm_then_stops_cleanly(tiny_models, tmp_path) -> None:
-    from conftest import free_port
+    from asl_testkit import free_port
 
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, tmp_path / "repo")

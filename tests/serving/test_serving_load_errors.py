@@ -58,7 +58,7 @@ BROKEN = {
 
 
 def test_configs_that_disagree_with_the_graph_fail_to_load(tiny_models, tmp_path) -> None:
-    from conftest import start_server
+    from asl_testkit import start_server
 
     repo = tmp_path / "repo"
     for name, (mutate, _) in BROKEN.items():
@@ -82,7 +82,7 @@ def test_configs_that_disagree_with_the_graph_fail_to_load(tiny_models, tmp_path
 
 
 def test_launcher_reports_the_load_error(tiny_models, tmp_path) -> None:
-    from conftest import start_server
+    from asl_testkit import start_server
 
     _variant(tiny_models, tmp_path / "repo", "asl", _wrong_dims)
     with pytest.raises(TritonServerError, match=r"disagrees with .*config dims \[3, 31, 32\]"):

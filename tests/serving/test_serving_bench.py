@@ -1,0 +1,34 @@
+"""bench/bench_triton.py end to end, in a very short run: every cell answered, no errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from asl_recognition.paths import REPO_ROOT
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def test_bench_runs_every_cell(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "bench/bench_triton.py", "--onnx", str(a.onnx), "--classes"]
+    cmd += [str(a.classes), "--seconds", "0.3", "--concurrency", "1", "4", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    cells = {
+        (r["model"].split()[0], r["dynamic_batching"], r["concurrency"]) for r in result["rows"]
+    }
+    assert len(cells) == 6 and {c for _, _, c in cells} == {1, 4}
+    assert {d for _, d, _ in cells} == {True, False}
+    for row in result["rows"]:
+        assert row["errors"] == 0 and row["images"] > 0 and row["ratio_to_ort"] > 0
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+    assert "| concurrency |" in proc.stdout.replace(
+        "| dynamic batching | concurrency |", "| concurrency |"
+    )
