@@ -1,6 +1,7 @@
 """ClearML task: promote the new model only if it beats the production model on a metric.
 
     python tasks/select_best.py --model-id ID [--metric val_macro_f1] [--mode max|min] [--name asl]
+        [--holdout-tolerance X] [--no-holdout-gate]
 
 With a server the registry is ClearML's (tags, ``Model.query_models``, publish); offline it is
 the local registry under ``<workspace>/registry``. The decision, both metrics and both confusion
@@ -38,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="max: a higher metric is better (default); min: lower is better (e.g. a loss)",
     )
     parser.add_argument("--name", default="asl", help="registered model name (default asl)")
+    parser.add_argument(
+        "--holdout-tolerance",
+        type=float,
+        default=0.0,
+        help="quality gate: refuse a model whose accuracy on any held-out group (other signer "
+        "or source) is more than this below production's (default 0.0)",
+    )
+    parser.add_argument(
+        "--no-holdout-gate",
+        action="store_true",
+        help="compare on --metric only, ignoring held-out groups",
+    )
     parser.add_argument(
         "--registry",
         choices=["auto", "local", "clearml"],
@@ -92,8 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
     registry = get_registry(backend=params["registry"])
     try:
+        gate_off = str(params["no_holdout_gate"]).lower() in ("1", "true", "yes")
         decision = select_best(
-            registry, params["model_id"], params["metric"], params["mode"], params["name"]
+            registry,
+            params["model_id"],
+            params["metric"],
+            params["mode"],
+            params["name"],
+            holdout_tolerance=None if gate_off else float(params["holdout_tolerance"]),
         )
     except (LookupError, ValueError) as exc:
         print(f"select_best: {exc}", file=sys.stderr)

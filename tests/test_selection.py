@@ -94,6 +94,30 @@ def test_min_mode_and_other_metric(registry, tmp_path):
         decide(registry, a, metric="val_loss", mode="lowest")
 
 
+def test_quality_gate_refuses_a_regression_on_a_held_out_group(registry, tmp_path):
+    hands = {"massey/hand4": {"accuracy": 0.70}, "massey/hand5": {"accuracy": 0.62}}
+    first = register(registry, tmp_path, "g1", val_macro_f1=0.80, holdout=hands)
+    assert select_best(registry, first).promoted
+
+    # better in distribution, but worse on hand5 by 0.05: kept out of production
+    worse_hand5 = {"massey/hand4": {"accuracy": 0.75}, "massey/hand5": {"accuracy": 0.57}}
+    second = register(registry, tmp_path, "g2", val_macro_f1=0.90, holdout=worse_hand5)
+    decision = select_best(registry, second)
+    assert not decision.promoted
+    assert "massey/hand5 0.5700 < 0.6200" in decision.reason
+    assert "hand4" not in decision.reason.split("groups:")[1]
+    assert registry.production().id == first
+
+    # the same model passes within a tolerance, or with the gate off
+    assert decide(registry, second, holdout_tolerance=0.06).promoted
+    assert decide(registry, second, holdout_tolerance=None).promoted
+
+    # no regression on any group: promoted; a group only one model has is not compared
+    fine = dict(worse_hand5, **{"massey/hand5": {"accuracy": 0.62}, "other/x": {"accuracy": 0.1}})
+    third = register(registry, tmp_path, "g3", val_macro_f1=0.91, holdout=fine)
+    assert select_best(registry, third).promoted
+
+
 def test_missing_metric_is_an_error_not_a_promotion(registry, tmp_path):
     model = register(registry, tmp_path, "m", test_accuracy=0.9)
     with pytest.raises(ValueError, match="no numeric metric 'val_macro_f1'"):

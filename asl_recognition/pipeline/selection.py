@@ -65,14 +65,47 @@ def is_better(candidate: float, current: float, mode: str = "max") -> bool:
     return candidate > current if mode == "max" else candidate < current
 
 
+def holdout_scores(record: Any) -> dict[str, float]:
+    """Held-out group -> accuracy, as training registered it (empty for models without one)."""
+    groups = (getattr(record, "metrics", None) or {}).get("holdout") or {}
+    scores = {}
+    for group, result in groups.items():
+        value = result.get("accuracy") if isinstance(result, dict) else result
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            scores[str(group)] = number
+    return scores
+
+
+def holdout_regressions(candidate: Any, previous: Any, tolerance: float = 0.0) -> list[str]:
+    """Groups both models were scored on where the candidate is worse by more than tolerance.
+
+    The quality gate: a better in-distribution metric must not be bought with a worse score
+    on other signers or sources.
+    """
+    new, old = holdout_scores(candidate), holdout_scores(previous)
+    return [
+        f"{group} {new[group]:.4f} < {old[group]:.4f}"
+        for group in sorted(set(new) & set(old))
+        if new[group] < old[group] - tolerance
+    ]
+
+
 def decide(
     registry: Any,
     model_id: str,
     metric: str = "val_macro_f1",
     mode: str = "max",
     name: str = "asl",
+    holdout_tolerance: float | None = 0.0,
 ) -> Decision:
-    """Compare ``model_id`` with the current production model; no side effects."""
+    """Compare ``model_id`` with the current production model; no side effects.
+
+    ``holdout_tolerance`` None switches the held-out-group gate off.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     candidate = registry.get(model_id)
@@ -96,6 +129,14 @@ def decide(
         return Decision(True, reason, metric, mode, candidate, previous, new_value, None)
     if is_better(new_value, old_value, mode):
         reason = f"{metric} {new_value:.4f} beats production {old_value:.4f} ({mode})"
+        regressions = (
+            holdout_regressions(candidate, previous, holdout_tolerance)
+            if holdout_tolerance is not None
+            else []
+        )
+        if regressions:
+            reason += f", but it regresses on held-out groups: {'; '.join(regressions)}; kept"
+            return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
         return Decision(True, reason, metric, mode, candidate, previous, new_value, old_value)
     reason = f"{metric} {new_value:.4f} does not beat production {old_value:.4f} ({mode}); kept"
     return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
@@ -107,9 +148,10 @@ def select_best(
     metric: str = "val_macro_f1",
     mode: str = "max",
     name: str = "asl",
+    holdout_tolerance: float | None = 0.0,
 ) -> Decision:
     """``decide`` then, if better, ``registry.promote`` (tag ``production`` + publish)."""
-    decision = decide(registry, model_id, metric, mode, name)
+    decision = decide(registry, model_id, metric, mode, name, holdout_tolerance)
     if decision.promoted:
         decision.candidate = registry.promote(decision.candidate.id)
     return decision

@@ -16,7 +16,7 @@ from torch import nn
 
 from asl_recognition.imageio import ImageDecodeError
 from asl_recognition.training.data import IMAGE_EXTENSIONS, TensorSplit, decode_resized
-from asl_recognition.training.metrics import per_class_table, summarise
+from asl_recognition.training.metrics import confusion_matrix, per_class_table, summarise
 
 
 @dataclass
@@ -130,3 +130,52 @@ def evaluate_external(
         classes[i]: float(table["recall"].iloc[int(i)]) for i in present.tolist()
     }
     return result
+
+
+def holdout_groups(manifest: dict, split: TensorSplit) -> list[str]:
+    """The manifest's ``holdout_group`` label of every image of the decoded holdout split."""
+    by_path = {
+        e["path"]: e.get("holdout_group") or e.get("data_source") or "holdout"
+        for e in manifest.get("splits", {}).get("holdout", [])
+    }
+    return [by_path.get(p, "holdout") for p in split.paths]
+
+
+def evaluate_groups(
+    model: nn.Module,
+    split: TensorSplit,
+    groups: Sequence[str],
+    classes: Sequence[str],
+    device: str = "cpu",
+) -> dict[str, dict]:
+    """Accuracy, macro-F1 (over the classes the group has) and confusion matrix per held-out group.
+
+    Each group (another signer or source) is scored on its own, so a model that only
+    learnt one hand's look cannot hide behind a good average.
+    """
+    if len(split) == 0:
+        return {}
+    out = predict(model, split.images, split.labels, device=device)
+    labels = np.asarray(groups)
+    result: dict[str, dict] = {}
+    for group in sorted(set(groups)):
+        mask = torch.from_numpy(labels == group)
+        preds, targets = out.preds[mask], split.labels[mask]
+        present = sorted(set(targets.tolist()))
+        table = per_class_table(preds, targets, classes)
+        result[group] = {
+            "images": int(mask.sum()),
+            "accuracy": float(summarise(preds, targets, len(classes))["accuracy"]),
+            "macro_f1": float(table["f1"].to_numpy()[present].mean()),
+            "classes": [classes[i] for i in present],
+            "confusion_matrix": confusion_matrix(preds, targets, len(classes)).tolist(),
+        }
+    return result
+
+
+def holdout_accuracy(groups: dict[str, dict]) -> float | None:
+    """Accuracy over every held-out image (groups weighted by size); None without a holdout."""
+    images = sum(g["images"] for g in groups.values())
+    if not images:
+        return None
+    return float(sum(g["accuracy"] * g["images"] for g in groups.values()) / images)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from asl_recognition.classes import CLASSES, read_class_file, write_class_file
@@ -22,7 +23,14 @@ from asl_recognition.paths import REPO_ROOT, SHARED_DATA, workspace
 from asl_recognition.training.augment import PRESETS, build_augment
 from asl_recognition.training.data import check_classes, load_split, open_published
 from asl_recognition.training.errors import TrainingInputError
-from asl_recognition.training.evaluate import evaluate_external, evaluate_split, predict
+from asl_recognition.training.evaluate import (
+    evaluate_external,
+    evaluate_groups,
+    evaluate_split,
+    holdout_accuracy,
+    holdout_groups,
+    predict,
+)
 from asl_recognition.training.export import check_parity, export_onnx
 from asl_recognition.training.loop import LAST, LoopConfig, Trainer, seed_everything
 from asl_recognition.training.metrics import confidence_histogram, confusion_matrix
@@ -174,9 +182,13 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     splits = {
         s: load_split(dataset.root, s, classes, image_size) for s in ("train", "val", "test")
     }
+    holdout = None
+    if dataset.manifest.get("splits", {}).get("holdout") and (dataset.root / "holdout").is_dir():
+        holdout = load_split(dataset.root, "holdout", classes, image_size)
     print(
         f"dataset {dataset.version.name} {dataset.version.version} ({dataset.version.id}): "
         + ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+        + (f", holdout {len(holdout)}" if holdout is not None else "")
         + f" images at {image_size}px, decoded in {time.perf_counter() - t0:.1f}s"
     )
 
@@ -221,6 +233,21 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     val_eval = evaluate_split(model, splits["val"], classes)
     test_eval = evaluate_split(model, splits["test"], classes)
     ext = evaluate_external(model, external, classes, image_size)
+    groups = (
+        evaluate_groups(model, holdout, holdout_groups(dataset.manifest, holdout), classes)
+        if holdout is not None
+        else {}
+    )
+    for group, result in groups.items():
+        writer.add_scalar(f"holdout/{group}/accuracy", result["accuracy"], fit.epochs_run)
+        writer.add_scalar(f"holdout/{group}/macro_f1", result["macro_f1"], fit.epochs_run)
+        writer.add_figure(
+            f"confusion_matrix/holdout {group}",
+            confusion_matrix_figure(
+                np.asarray(result["confusion_matrix"]), classes, f"held out: {group}"
+            ),
+            fit.epochs_run,
+        )
     test_cm = confusion_matrix(test_eval["predictions"].preds, splits["test"].labels, len(classes))
     writer.add_figure(
         "confusion_matrix/test", confusion_matrix_figure(test_cm, classes, "test"), fit.epochs_run
@@ -244,6 +271,17 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
             xlabels=classes,
             ylabels=classes,
         )
+        for group, result in groups.items():
+            logger.report_confusion_matrix(
+                title="confusion matrix",
+                series=f"held out {group}",
+                matrix=np.asarray(result["confusion_matrix"]),
+                iteration=fit.epochs_run,
+                xaxis="predicted",
+                yaxis="true",
+                xlabels=classes,
+                ylabels=classes,
+            )
         for split, result in (("val", val_eval), ("test", test_eval)):
             logger.report_table(
                 title="per-class precision/recall/F1",
@@ -288,6 +326,9 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         "test_macro_f1": test_eval["metrics"]["macro_f1"],
         "external_accuracy": ext["accuracy"],
         "external": {k: v for k, v in ext.items() if k != "accuracy"},
+        "holdout": groups,
+        "holdout_accuracy": holdout_accuracy(groups),
+        "holdout_min_group_accuracy": min((g["accuracy"] for g in groups.values()), default=None),
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
         "stopped_early": fit.stopped_early,
@@ -314,10 +355,21 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         f"(in-distribution Kaggle frames: inflated) | external accuracy {ext_txt} | "
         f"{metrics['wall_seconds']}s"
     )
+    for group, result in groups.items():
+        print(
+            f"held-out group {group}: accuracy {result['accuracy']:.3f} "
+            f"macro-F1 {result['macro_f1']:.3f} ({result['images']} images)"
+        )
 
     # -- upload + register ---------------------------------------------------------------------
     if ctx is not None:
-        for key in ("test_accuracy", "test_macro_f1", "val_macro_f1", "external_accuracy"):
+        for key in (
+            "test_accuracy",
+            "test_macro_f1",
+            "val_macro_f1",
+            "external_accuracy",
+            "holdout_accuracy",
+        ):
             if metrics[key] is not None:
                 ctx.logger.report_single_value(key, float(metrics[key]))
         for name, path in (
@@ -332,7 +384,7 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     if p["register"]:
         from asl_recognition.registry import get_registry
 
-        registry_metrics = {
+        registry_metrics: dict[str, Any] = {
             k: metrics[k]
             for k in (
                 "val_accuracy",
@@ -340,10 +392,16 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
                 "test_accuracy",
                 "test_macro_f1",
                 "external_accuracy",
+                "holdout_accuracy",
+                "holdout_min_group_accuracy",
                 "best_epoch",
                 "epochs_run",
                 "image_size",
             )
+        }
+        registry_metrics["holdout"] = {
+            g: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "images": r["images"]}
+            for g, r in groups.items()
         }
         record = get_registry().register(
             "asl",
@@ -368,4 +426,5 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         "test_accuracy": metrics["test_accuracy"],
         "test_macro_f1": metrics["test_macro_f1"],
         "external_accuracy": metrics["external_accuracy"],
+        "holdout_accuracy": metrics["holdout_accuracy"],
     }

@@ -1,0 +1,112 @@
+"""A real published ``ASL`` dataset built from data/sample, for the training tests.
+
+The data helper's publish step is not used on purpose: these tests pin the dataset contract
+(``<split>/<CLASS>/<file>`` + manifest.json, parent = an ASL_raw version) on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
+
+EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"
+
+TEST_SIZE = 32
+
+
+def _frame(path: Path) -> int:
+    match = re.search(r"(\d+)", path.stem)
+    return int(match.group(1)) if match else 0
+
+
+def publish_sample(
+    workdir: Path,
+    image_size: int = TEST_SIZE,
+    classes: list[str] | None = None,
+    manifest_classes: list[str] | None = None,
+    per_class: int = 20,
+    empty: bool = False,
+    holdout_hands: tuple[str, ...] = (),
+) -> str:
+    """Publish ASL_raw + ASL (train 12 / val 4 / test 4 frames per class, frame-ordered).
+
+    ``holdout_hands`` (e.g. ``("hand4", "hand5")``) adds a ``holdout`` split of those Massey
+    signers from data/external_sample, labelled ``massey/<hand>`` as publish_dataset does.
+    """
+    from asl_recognition.store import get_store
+
+    if not SAMPLE_DATA.is_dir():
+        pytest.skip(f"{SAMPLE_DATA} missing (bundled real sample)")
+    classes = list(classes or CLASSES)
+    store = get_store()
+    raw_files = {}
+    for cls in classes:
+        for path in sorted((SAMPLE_DATA / cls).glob("*.jpg"))[:per_class]:
+            raw_files[f"{cls}/{path.name}"] = path
+    raw = store.create("ASL_raw", raw_files, metadata={"validation": {"success": True}})
+    staging = workdir / f"staging-{image_size}"
+    files: dict[str, Path] = {}
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for cls in classes:
+        frames = sorted((SAMPLE_DATA / cls).glob("*.jpg"), key=_frame)[:per_class]
+        n = len(frames)
+        cut1, cut2 = int(n * 0.6), int(n * 0.8)
+        for i, path in enumerate(frames):
+            split = "train" if i < cut1 else "val" if i < cut2 else "test"
+            if empty:
+                continue
+            rel = f"{split}/{cls}/{path.name}"
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Image.open(path).convert("RGB").resize((image_size, image_size)).save(dest, quality=95)
+            files[rel] = dest
+            splits[split].append(
+                {
+                    "path": rel,
+                    "source": f"{cls}/{path.name}",
+                    "group": f"{cls}:{split}",
+                    "class": cls,
+                }
+            )
+    splits["holdout"] = []
+    for path in sorted(EXTERNAL_SAMPLE.glob("*/*")):
+        hand = path.name.split("_", 1)[0]
+        if hand not in holdout_hands or path.parent.name not in classes:
+            continue
+        rel = f"holdout/{path.parent.name}/{path.stem}.jpg"
+        dest = staging / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("RGB").resize((image_size, image_size)).save(dest, quality=95)
+        files[rel] = dest
+        splits["holdout"].append(
+            {
+                "path": rel,
+                "source": f"massey/{path.parent.name}/{path.name}",
+                "class": path.parent.name,
+                "data_source": "massey",
+                "signer": hand,
+                "holdout_group": f"massey/{hand}",
+            }
+        )
+    if not splits["holdout"]:
+        del splits["holdout"]
+    manifest = {
+        "classes": manifest_classes or classes,
+        "image_size": image_size,
+        "grouping": "frame",
+        "leaky": False,
+        "seed": 0,
+        "raw_dataset_id": raw.id,
+        "splits": splits,
+    }
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "manifest.json").write_text(json.dumps(manifest))
+    files["manifest.json"] = staging / "manifest.json"
+    return store.create("ASL", files, parents=[raw.id], metadata={"image_size": image_size}).id
