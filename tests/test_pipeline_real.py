@@ -1,0 +1,72 @@
+"""The real DAG on the bundled images through the local executor, with a real injected failure
+(the Triton repository path is a file, so build_triton_repo cannot write there) and a resume
+that reuses the four completed steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asl_recognition.paths import REPO_ROOT
+
+STEPS = ["validate_raw", "publish_dataset", "train", "select_best", "build_triton_repo"]
+
+
+def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
+    return subprocess.run(
+        [sys.executable, "pipelines/asl_pipeline.py", "--local-executor", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+@pytest.mark.slow
+def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
+    blocked = tmp_path / "triton_repo"
+    blocked.write_text("a file where the repository folder should go")
+    args = ("--epochs", "1", "--triton-repo", str(blocked))
+
+    first = run_pipeline(tmp_path, *args)
+    assert first.returncode != 0
+    assert "asl_pipeline: step build_triton_repo failed (exit code" in first.stderr
+    for n, step in enumerate(STEPS, 1):
+        assert f"==> [{n}/5] {step}" in first.stdout  # every step announced with progress
+    (state_path,) = (tmp_path / "ws" / "pipeline_runs").glob("*/state.json")
+    state = json.loads(state_path.read_text())
+    assert [state["steps"][s]["status"] for s in STEPS] == ["completed"] * 4 + ["failed"]
+    outputs = {s: state["steps"][s].get("outputs", {}) for s in STEPS}
+    # ids flow between steps: each consumer was called with its producer's id
+    assert outputs["validate_raw"]["raw_dataset_id"] in state["steps"]["publish_dataset"]["argv"]
+    assert outputs["publish_dataset"]["dataset_id"] in state["steps"]["train"]["argv"]
+    assert outputs["train"]["model_id"] in state["steps"]["select_best"]["argv"]
+    assert outputs["select_best"] == {
+        "production_model_id": outputs["train"]["model_id"],
+        "promoted": True,
+    }
+    ended = {s: state["steps"][s]["ended"] for s in STEPS[:4]}
+
+    blocked.unlink()
+    second = run_pipeline(tmp_path, *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    for n, step in enumerate(STEPS[:4], 1):
+        assert f"==> [{n}/5] {step}: reused" in second.stdout
+    state = json.loads(state_path.read_text())  # the same run, resumed
+    assert state["status"] == "completed"
+    assert {s: state["steps"][s]["ended"] for s in STEPS[:4]} == ended
+    assert state["steps"]["build_triton_repo"]["attempts"] == 2
+    repo = Path(state["steps"]["build_triton_repo"]["outputs"]["repo"])
+    assert repo == blocked and (repo / "asl" / "config.pbtxt").is_file()
+    sessions = (tmp_path / "ws" / "offline_sessions.jsonl").read_text().splitlines()
+    assert len(sessions) == 6  # one offline session per executed step (build_triton_repo twice)
+    assert all(Path(json.loads(s)["zip"]).is_file() for s in sessions)
