@@ -1,7 +1,12 @@
-"""ClearML task: split ASL_raw without leakage, resize once and publish ASL (parent ASL_raw).
+"""ClearML task: split ASL_raw without leakage, resize once and publish ASL (parents ASL_raw).
 
-Run from the repo root: ``python tasks/publish_dataset.py --raw-version latest``. Re-running
-with unchanged inputs and options reuses the existing version.
+Run from the repo root: ``python tasks/publish_dataset.py --raw-version latest``. Several raw
+versions (``--raw-version ID1 --raw-version ID2`` or ``ID1,ID2``) feed one ASL version that lists
+all of them as parents. ``--group-by signer|source`` keeps every signer/source in one of
+train/val/test; ``--holdout-source NAME`` / ``--holdout-group SOURCE:SIGNER`` move whole
+sources/signers to a fourth split ``holdout/`` that training never sees. Bad holdouts exit 2
+with a one-line reason and publish nothing. Re-running with unchanged inputs and options reuses
+the existing version.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--raw-version", default="latest", help="ASL_raw dataset id, version string or 'latest'"
+        "--raw-version",
+        action="append",
+        default=None,
+        help="ASL_raw dataset id, version string or 'latest' (default); repeat it or give "
+        "ID1,ID2 to merge several raw versions, all recorded as parents",
     )
     parser.add_argument(
         "--image-size", type=int, default=64, help="output side in pixels (square, RGB)"
@@ -35,11 +44,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="train/val/test fractions (normalised to sum 1)",
     )
     parser.add_argument(
+        "--group-by",
         "--grouping",
-        choices=["frame", "phash", "none"],
+        dest="grouping",
+        choices=["frame", "phash", "none", "signer", "source"],
         default="frame",
         help="frame: frame-number blocks (phash clusters for names without frames); "
-        "phash: near-duplicate clusters only; none: per-image random split (leaky)",
+        "phash: near-duplicate clusters only; none: per-image random split (leaky); "
+        "signer: each signer (--signer-pattern) in one split, files naming none fall back to "
+        "frame; source: each source in one split",
+    )
+    parser.add_argument(
+        "--signer-pattern",
+        default=r"(hand\d+)",
+        help="regex finding the signer id in a file name (first group, else the match); "
+        "Massey hand1_a_bot_seg_1_cropped.jpeg -> hand1",
+    )
+    parser.add_argument(
+        "--holdout-source",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="hold out every file of this source in the 'holdout' split (repeatable, or a,b)",
+    )
+    parser.add_argument(
+        "--holdout-group",
+        action="append",
+        default=None,
+        metavar="SOURCE:SIGNER",
+        help="hold out one signer of one source, e.g. massey:hand4 (globs allowed; a bare "
+        "SIGNER means any source; repeatable, or a,b)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the group assignment")
     parser.add_argument(
@@ -67,25 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ctx = init_task("ASL", "publish_dataset", params=vars(args), task_type="data_processing")
+    params = vars(args)
+    # repeatable options become one comma-separated parameter: readable and editable in the UI
+    params["raw_version"] = ",".join(args.raw_version or ["latest"])
+    params["holdout_source"] = ",".join(args.holdout_source or [])
+    params["holdout_group"] = ",".join(args.holdout_group or [])
+    ctx = init_task("ASL", "publish_dataset", params=params, task_type="data_processing")
     from asl_recognition.data.publish import publish_dataset
+    from asl_recognition.data.sources import SourceSpecError
+    from asl_recognition.store import DatasetNotFoundError
 
     p = ctx.params
-    result = publish_dataset(
-        raw_version=p["raw_version"],
-        image_size=int(p["image_size"]),
-        split=[float(f) for f in p["split"]],
-        grouping=p["grouping"],
-        seed=int(p["seed"]),
-        block_frames=int(p["block_frames"]),
-        edge_frames=int(p["edge_frames"]),
-        phash_threshold=int(p["phash_threshold"]),
-        name=p["name"],
-        raw_name=p["raw_name"],
-        workers=p["workers"],
-        logger=ctx.logger,
-        upload=ctx.upload_artifact,
-    )
+    try:  # a holdout that cannot be honoured, an unknown raw version: nothing is published
+        result = publish_dataset(
+            raw_version=p["raw_version"],
+            image_size=int(p["image_size"]),
+            split=[float(f) for f in p["split"]],
+            grouping=p["grouping"],
+            seed=int(p["seed"]),
+            block_frames=int(p["block_frames"]),
+            edge_frames=int(p["edge_frames"]),
+            phash_threshold=int(p["phash_threshold"]),
+            name=p["name"],
+            raw_name=p["raw_name"],
+            workers=p["workers"],
+            logger=ctx.logger,
+            upload=ctx.upload_artifact,
+            holdout_source=p["holdout_source"],
+            holdout_group=p["holdout_group"],
+            signer_pattern=p["signer_pattern"],
+        )
+    except (SourceSpecError, DatasetNotFoundError) as exc:
+        ctx.close()
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     ctx.record_outputs(
         dataset_id=result["dataset_id"],
         dataset_version=result["dataset_version"],

@@ -68,12 +68,23 @@ def test_layout_and_manifest_follow_the_contract(published) -> None:
         False,
     )
     assert set(manifest["splits"]) == {"train", "val", "test"}
+    assert manifest["sources"] == ["kaggle"] and manifest["raw_dataset_ids"] == [ds.parents[0]]
+    assert manifest["holdout"] == {"by": [], "groups": []}
     raw = store.get(dataset_id=published["raw"]["raw_dataset_id"])
     raw_paths = {f.path for f in raw.files}
     listed = set()
     for split, entries in manifest["splits"].items():
         for e in entries:
-            assert set(e) == {"path", "source", "group", "class"}
+            assert set(e) == {
+                "path",
+                "source",
+                "group",
+                "class",
+                "data_source",
+                "signer",
+                "raw_dataset_id",
+            }
+            assert (e["data_source"], e["signer"], e["raw_dataset_id"]) == ("kaggle", None, raw.id)
             assert e["path"].startswith(f"{split}/{e['class']}/")
             assert e["source"] in raw_paths and e["group"].startswith(e["class"] + ":blk")
             listed.add(e["path"])

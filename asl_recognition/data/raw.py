@@ -1,4 +1,10 @@
-"""Validate a source folder/zip and publish it, every file kept, as the ``ASL_raw`` dataset."""
+"""Validate one or several source folders/zips and publish them, every file kept, as ``ASL_raw``.
+
+Several sources merge into ONE raw version: each file is stored under ``<source name>/<path in
+the source>`` and each scan row carries a ``source`` column, so the report, the class histograms
+and later the splits can be broken down per source. A single source keeps the plain layout
+(``<CLASS>/<file>``, no prefix) so existing versions and pipelines read the same.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
 from asl_recognition.data.rules import apply_rules, usability
 from asl_recognition.data.scan import scan_source
+from asl_recognition.data.sources import SourceSpec, SourceSpecError, parse_sources
 from asl_recognition.data.validate import (
     class_counts_frame,
     files_frame,
@@ -34,12 +41,13 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _extract_dir(source: Path) -> Path:
+def _extract_dir(source: Path, name: str = "") -> Path:
     digest = hashlib.sha256()
     with open(source, "rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
-    target = workspace() / "extracted" / digest.hexdigest()[:16]
+    # the source name too: two sources made from the same zip must not share (and wipe) a folder
+    target = workspace() / "extracted" / (digest.hexdigest()[:16] + (f"-{name}" if name else ""))
     shutil.rmtree(target, ignore_errors=True)
     return target
 
@@ -74,8 +82,73 @@ def build_report(table: Any, usable: bool, reason: str | None, per_class: dict, 
     }
 
 
+def _specs(source: Any, source_name: str | None) -> list[SourceSpec]:
+    """``source`` as specs; ``source_name`` renames a single source (the older option)."""
+    specs = parse_sources(str(source) if isinstance(source, Path) else source)
+    if source_name:
+        if len(specs) > 1:
+            raise SourceSpecError("--source-name names a single source; use NAME=PATH for several")
+        specs = parse_sources(f"{source_name}={specs[0].path}")
+    return specs
+
+
+def _scan_all(specs: list[SourceSpec], workers: int | None, progress: bool) -> tuple[Any, list]:
+    """One merged table (paths prefixed with the source name when there are several)."""
+    import pandas as pd
+
+    tables, sources = [], []
+    multi = len(specs) > 1
+    for spec in specs:
+        path = spec.path.resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"source {spec.name}: {path} does not exist")
+        extract_dir = _extract_dir(path, spec.name if multi else "") if path.is_file() else None
+        scanned = scan_source(path, extract_dir, CLASSES, workers=workers, progress=progress)
+        prefix = f"{spec.name}/" if multi else ""
+        table = scanned.table.copy()
+        table["path"] = prefix + table["path"]
+        table.insert(1, "source", spec.name)
+        tables.append(table)
+        data_root = (prefix + scanned.data_root).rstrip("/") if multi else scanned.data_root
+        sources.append(
+            {
+                "name": spec.name,
+                "source": str(path),
+                "prefix": prefix,
+                "data_root": data_root,
+                "root": scanned.root,
+            }
+        )
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    for col in ("width", "height", "bytes", "exif_orientation"):
+        table[col] = table[col].astype("Int64")
+    return table, sources
+
+
+def per_source_summary(table: Any, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """The report's per-source table: files, valid, quarantined and valid images per class."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(table["source"]):
+        rows = table[table["source"] == name]
+        valid = rows[rows["status"] == "valid"]
+        per_class = {c: int((valid["class"] == c).sum()) for c in classes}
+        reasons = Counter(
+            r.split(":", 1)[0] for r in rows.loc[rows["status"] != "valid", "reason"]
+        )
+        out[name] = {
+            "total": int(len(rows)),
+            "valid": int(len(valid)),
+            "quarantined": int((rows["status"] == "quarantined").sum()),
+            "classes_present": sum(1 for n in per_class.values() if n),
+            "classes_missing": [c for c, n in per_class.items() if n == 0],
+            "per_class": per_class,
+            "quarantine_reasons": dict(sorted(reasons.items())),
+        }
+    return out
+
+
 def validate_raw(
-    source: str | Path,
+    source: str | Path | list[str],
     min_per_class: int | None = None,
     report_dir: str | Path | None = None,
     name: str = "ASL_raw",
@@ -86,12 +159,16 @@ def validate_raw(
     upload: Uploader | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Scan, run the GX suites, quarantine, write report.json, publish ``name`` when usable.
+    """Scan every source, run the GX suites, quarantine, write report.json, publish when usable.
+
+    ``source`` is a path, ``NAME=PATH``, or a list of those (a JSON list string too). The
+    minimum per class applies to the merged set: a source may lack classes (Massey has no
+    del/nothing/space). Raises SourceSpecError (a ValueError) for malformed or duplicate names.
 
     Returns the step outputs: raw_dataset_id ("" when unusable), report_path, success, usable,
     unusable_reason, valid, quarantined, reused.
     """
-    source = Path(source).expanduser().resolve()
+    specs = _specs(source, source_name)
     report_dir = Path(report_dir or workspace() / "reports" / name).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, Any] = {"classes": list(CLASSES)}
@@ -99,10 +176,17 @@ def validate_raw(
         overrides["min_per_class"] = int(min_per_class)
     config = load_suite_config(overrides=overrides)
     params = config["params"]
+    names = [s.name for s in specs]
+    config["suites"]["asl_raw_files"]["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "source", "value_set": names},
+            "meta": {"why": "every row is tagged with one of the declared sources"},
+        }
+    )
 
-    extract_dir = _extract_dir(source) if source.is_file() else None
-    scanned = scan_source(source, extract_dir, CLASSES, workers=workers, progress=progress)
-    table = apply_rules(scanned.table, CLASSES, params["min_side"], params["max_side"])
+    scanned, sources = _scan_all(specs, workers, progress)
+    table = apply_rules(scanned, CLASSES, params["min_side"], params["max_side"])
     usable, reason, per_class = usability(table, CLASSES, params["min_per_class"])
 
     docs_dir = report_dir / "data_docs"
@@ -114,10 +198,13 @@ def validate_raw(
     gx_summary, gx_full = run_gx(frames, config, docs_dir)
 
     report = build_report(table, usable, reason, per_class, gx_summary)
+    single = len(specs) == 1
     report.update(
-        source=str(source),
-        source_name=source_name or source.name,
-        data_root=scanned.data_root,
+        source=sources[0]["source"] if single else [s["source"] for s in sources],
+        source_name=names[0] if single else "+".join(names),
+        data_root=sources[0]["data_root"] if single else "",
+        sources=[{k: v for k, v in s.items() if k != "root"} for s in sources],
+        per_source=per_source_summary(table, list(CLASSES)),
         params={k: v for k, v in params.items() if k != "convertible_modes"},
     )
     table_out = table.assign(facts=table["facts"].map(";".join))
@@ -126,6 +213,11 @@ def validate_raw(
     histogram = reporting.class_histogram_png(
         {"valid": per_class}, report_dir / "class_histogram.png", f"{name}: valid images per class"
     )
+    per_source_png = reporting.class_histogram_png(
+        {n: s["per_class"] for n, s in report["per_source"].items()},
+        report_dir / "class_histogram_per_source.png",
+        f"{name}: valid images per class and source",
+    )
 
     dataset_id, version, reused = "", "", False
     if usable:
@@ -133,6 +225,7 @@ def validate_raw(
         fp = fingerprint(
             {
                 "files": sorted(zip(table["path"], table["sha256"].fillna(""))),
+                "sources": [(s["name"], s["prefix"]) for s in sources],
                 "params": report["params"],
                 "classes": list(CLASSES),
                 "rules": RULES_VERSION,
@@ -145,40 +238,47 @@ def validate_raw(
         else:
             metadata = {
                 "fingerprint": fp,
-                "source": str(source),
+                "source": report["source"],
                 "source_name": report["source_name"],
-                "data_root": scanned.data_root,
+                "data_root": report["data_root"],
+                "sources": report["sources"],
                 "classes": list(CLASSES),
                 "summary": report["summary"],
+                "per_source": {
+                    n: {k: v for k, v in s.items() if k != "per_class"}
+                    for n, s in report["per_source"].items()
+                },
                 "success": report["success"],
                 "quarantined": report["quarantined"],
                 "normalised": report["normalised"],
             }
             # every file is kept, except links: storing one would copy whatever it points at
-            files = {
-                rel: scanned.root / rel
-                for rel, reason in zip(table["path"], table["reason"])
-                if reason != "symlink"
-            }
+            roots = {s["name"]: (s["root"], len(s["prefix"])) for s in sources}
+            files = {}
+            for rel, src, why in zip(table["path"], table["source"], table["reason"]):
+                if why != "symlink":
+                    root, cut = roots[src]
+                    files[rel] = root / rel[cut:]
             ds = store.create(
                 name,
                 files,
                 metadata=metadata,
-                tags=[tag, "raw"],
-                description=f"raw images from {report['source_name']}, every file kept",
+                tags=[tag, "raw"] + [f"source:{n}" for n in names],
+                description=f"raw images from {', '.join(names)}, every file kept",
             )
         dataset_id, version = ds.id, ds.version
     report.update(raw_dataset_id=dataset_id, raw_version=version, reused=reused)
     report_path = report_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=1, default=str))
 
-    reporting.log_validation(logger, report, histogram)
+    reporting.log_validation(logger, report, histogram, per_source_png)
     if upload is not None:
         upload("validation_report", report_path)
         upload("gx_results", report_dir / "gx_results.json")
         upload("gx_data_docs", docs_dir)
         upload("scan_table", report_dir / "scan.csv")
         upload("class_histogram", histogram)
+        upload("class_histogram_per_source", per_source_png)
     return {
         "raw_dataset_id": dataset_id,
         "raw_version": version,
@@ -189,4 +289,5 @@ def validate_raw(
         "unusable_reason": reason,
         "valid": report["summary"]["valid"],
         "quarantined": report["summary"]["quarantined"],
+        "sources": names,
     }

@@ -60,10 +60,16 @@ def preview_grid(
     return path
 
 
-def log_validation(logger: Any, report: Mapping[str, Any], histogram_png: Path | None) -> None:
-    """Summary table + class histogram (ClearML histogram and the matplotlib PNG)."""
+def log_validation(
+    logger: Any,
+    report: Mapping[str, Any],
+    histogram_png: Path | None,
+    per_source_png: Path | None = None,
+) -> None:
+    """Summary table + class histogram (ClearML and matplotlib PNG), both per source too."""
     if logger is None:
         return
+    _log_per_source(logger, report.get("per_source") or {}, per_source_png)
     summary = report["summary"]
     rows = [
         ("total", summary["total"]),
@@ -93,12 +99,64 @@ def log_validation(logger: Any, report: Mapping[str, Any], histogram_png: Path |
         )
 
 
-def log_splits(
-    logger: Any, per_split: Mapping[str, Mapping[str, int]], preview_png: Path | None
+def _log_per_source(
+    logger: Any, per_source: Mapping[str, Mapping[str, Any]], png: Path | None
 ) -> None:
-    """One class histogram per split, a split-size table and the preview grid."""
+    """A row per source (files, valid, quarantined, classes) and one histogram series each."""
+    if not per_source:
+        return
+    rows = [
+        (
+            name,
+            s["total"],
+            s["valid"],
+            s["quarantined"],
+            s["classes_present"],
+            " ".join(s["classes_missing"]),
+        )
+        for name, s in per_source.items()
+    ]
+    columns = ["source", "files", "valid", "quarantined", "classes", "classes missing"]
+    logger.report_table(
+        title="validation per source",
+        series="ASL_raw",
+        iteration=0,
+        table_plot=pd.DataFrame(rows, columns=columns).astype({"classes missing": str}),
+    )
+    for name, s in per_source.items():
+        logger.report_histogram(
+            title="class histogram per source",
+            series=name,
+            values=list(s["per_class"].values()),
+            iteration=0,
+            xlabels=list(s["per_class"]),
+            xaxis="class",
+            yaxis="images",
+        )
+    if png is not None:
+        logger.report_image(
+            title="class histogram per source", series="png", iteration=0, local_path=str(png)
+        )
+
+
+def log_splits(
+    logger: Any,
+    per_split: Mapping[str, Mapping[str, int]],
+    preview_png: Path | None,
+    per_source: Mapping[str, Mapping[str, int]] | None = None,
+) -> None:
+    """One class histogram per split, a split-size table (per source too) and the preview."""
     if logger is None:
         return
+    if per_source and len(per_source) > 1:
+        splits = list(per_split)
+        rows = [[src] + [counts.get(s, 0) for s in splits] for src, counts in per_source.items()]
+        logger.report_table(
+            title="split sizes per source",
+            series="ASL",
+            iteration=0,
+            table_plot=pd.DataFrame(rows, columns=["source"] + splits),
+        )
     for split, per_class in per_split.items():
         logger.report_histogram(
             title="class histogram per split",

@@ -35,6 +35,12 @@ class Item:
     cls: str
     phash: str  # 16 hex digits (imagehash.phash)
     frame: int | None = None
+    # the source name when several are merged: frame 12 of A in two sources is not one block
+    domain: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}/{self.cls}" if self.domain else self.cls
 
 
 def frame_number(path: str, cls: str) -> int | None:
@@ -104,13 +110,13 @@ def assign_groups(
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, not {grouping!r}")
     if grouping == "none":
-        return [f"{it.cls}:img:{PurePosixPath(it.source).stem}" for it in items]
+        return [f"{it.key}:img:{PurePosixPath(it.source).stem}" for it in items]
     base: list[str] = []
     for i, it in enumerate(items):
         if grouping == "frame" and it.frame is not None:
-            base.append(f"{it.cls}:blk{it.frame // block_frames}")
+            base.append(f"{it.key}:blk{it.frame // block_frames}")
         else:
-            base.append(f"{it.cls}:ph#{i}")  # a singleton until phash merges it
+            base.append(f"{it.key}:ph#{i}")  # a singleton until phash merges it
     uf = _UnionFind(len(items))
     first_index: dict[str, int] = {}
     for i, key in enumerate(base):
@@ -121,7 +127,7 @@ def assign_groups(
         by_class: dict[str, list[int]] = defaultdict(list)
         for i, it in enumerate(items):
             if it.frame is not None:
-                by_class[it.cls].append(i)
+                by_class[it.key].append(i)
         for members in by_class.values():
             members.sort(key=lambda k: items[k].frame)
             for a, b in zip(members, members[1:]):
@@ -144,7 +150,7 @@ def _name_groups(items: Sequence[Item], base: list[str], uf: _UnionFind) -> list
             rest = [b.split(":", 1)[1] if b.startswith(cls + ":") else b for b in blocks[1:]]
             names[root] = "+".join([blocks[0]] + rest)
         else:
-            cls = Counter(items[k].cls for k in idx).most_common(1)[0][0]
+            cls = Counter(items[k].key for k in idx).most_common(1)[0][0]
             names[root] = f"{cls}:ph{ph_counter[cls]}"
             ph_counter[cls] += 1
     return [names[uf.find(i)] for i in range(len(items))]

@@ -53,9 +53,10 @@ def _expectation(spec: Mapping[str, Any]) -> Any:
 def files_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The columns the file suite checks, one row per non-litter file."""
     rows = table[~table["litter"]]
-    frame = rows[
-        ["path", "class", "width", "height", "mode", "format", "bytes", "sha256", "phash"]
-    ].copy()
+    columns = ["path", "class", "width", "height", "mode", "format", "bytes", "sha256", "phash"]
+    if "source" in rows:  # merged sources: GX sees (and Data Docs show) each row's source
+        columns.insert(1, "source")
+    frame = rows[columns].copy()
     frame["decodes"] = rows["error"].isna() | (rows["error"] == "")
     # GX's pandas backend wants plain object/float columns, not pandas' nullable extension types.
     for col in ("width", "height", "bytes"):
