@@ -28,6 +28,7 @@ import onnxruntime as ort  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from asl_recognition.imageio import load_rgb  # noqa: E402
+from asl_recognition.netutil import free_port  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES  # noqa: E402
 from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.onnx_introspect import read_signature  # noqa: E402
@@ -40,14 +41,6 @@ VARIANTS = {
     "onnx_nobatch": (False, False),
     "asl": (True, True),
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_inputs(onnx_path: Path, folder: Path, limit: int = 64) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,17 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asl_recognition.netutil import free_port  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES, workspace  # noqa: E402
 from asl_recognition.pipeline.local_executor import list_runs  # noqa: E402
 
 CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
 LINE_RE = re.compile(r"^(?P<path>.+?): (?P<label>\S+) (?P<prob>[0-9.]+)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ yet exercise genuinely different models (image size, classes, architecture).
 
 from __future__ import annotations
 
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.netutil import free_port  # noqa: F401 - re-exported for the tests
 from asl_recognition.paths import SAMPLE_DATA
 
 MEAN = (0.5, 0.5, 0.5)
@@ -30,13 +30,6 @@ class TinyModel:
     classes: Path
     image_size: int
     class_names: list[str]
-
-
-def free_port() -> int:
-    """A port nothing listens on now (bind to 0 on loopback, let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_images(classes: list[str], size: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,16 +29,6 @@ from asl_recognition.paths import REPO_ROOT
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
-@pytest.fixture
-def mon_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private ASL_WORKSPACE (local registry) with ClearML forced offline."""
-    ws = tmp_path / "workspace"
-    ws.mkdir()
-    monkeypatch.setenv("ASL_WORKSPACE", str(ws))
-    monkeypatch.setenv("ASL_OFFLINE", "1")
-    return ws
-
-
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,15 +50,15 @@ def _register(ws: Path, metrics: dict, run_dir: Path | None = None):
     return registry.promote(record.id)
 
 
-def test_confusion_matrix_found_in_metrics_run_dir_or_png(mon_workspace: Path) -> None:
+def test_confusion_matrix_found_in_metrics_run_dir_or_png(asl_workspace: Path) -> None:
     cm = [[3, 1], [0, 4]]
-    rec = _register(mon_workspace, {"val_accuracy": 0.9, "confusion_matrices": {"test": cm}})
+    rec = _register(asl_workspace, {"val_accuracy": 0.9, "confusion_matrices": {"test": cm}})
     assert find_confusion(rec)["matrix"] == [[3.0, 1.0], [0.0, 4.0]]
     assert find_confusion(rec)["split"] == "test"
-    run = mon_workspace / "run"
+    run = asl_workspace / "run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"val_confusion_matrix": cm}))
-    rec = _register(mon_workspace, {"val_accuracy": 0.9}, run_dir=run)
+    rec = _register(asl_workspace, {"val_accuracy": 0.9}, run_dir=run)
     found = find_confusion(rec)
     assert found["split"] == "val" and found["matrix"][1][1] == 4.0
     (run / "metrics.json").unlink()
@@ -76,9 +66,9 @@ def test_confusion_matrix_found_in_metrics_run_dir_or_png(mon_workspace: Path) -
     assert find_confusion(rec)["png"] == run / "test_confusion.png"
 
 
-def test_page_shows_model_card_and_escapes_text(mon_workspace: Path) -> None:
+def test_page_shows_model_card_and_escapes_text(asl_workspace: Path) -> None:
     rec = _register(
-        mon_workspace,
+        asl_workspace,
         {"external_accuracy": 0.41, "val_macro_f1": 0.93, "val_accuracy": 0.95, "note": "<b>"},
     )
     summary = model_summary(rec)
@@ -97,7 +87,7 @@ def test_page_shows_model_card_and_escapes_text(mon_workspace: Path) -> None:
     assert "No confusion matrix stored" in page and "&lt;refused&gt;" in page
 
 
-def test_empty_state_in_headless_chromium(mon_workspace: Path, tmp_path: Path) -> None:
+def test_empty_state_in_headless_chromium(asl_workspace: Path, tmp_path: Path) -> None:
     """No production model and no Prometheus: the page says so instead of failing."""
     browser = find_tool("chromium")
     if not browser:
@@ -135,7 +125,7 @@ def test_empty_state_in_headless_chromium(mon_workspace: Path, tmp_path: Path) -
         server.server_close()
 
 
-def test_dashboard_cli_serves_until_interrupted(mon_workspace: Path) -> None:
+def test_dashboard_cli_serves_until_interrupted(asl_workspace: Path) -> None:
     port = _closed_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "asl_recognition.monitoring.dashboard", "--port", str(port),

@@ -46,16 +46,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 GRAFANA = REPO_ROOT / "triton" / "monitoring" / "grafana" / "dashboards"
 
 
-@pytest.fixture
-def mon_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private ASL_WORKSPACE (local registry) with ClearML forced offline."""
-    ws = tmp_path / "workspace"
-    ws.mkdir()
-    monkeypatch.setenv("ASL_WORKSPACE", str(ws))
-    monkeypatch.setenv("ASL_OFFLINE", "1")
-    return ws
-
-
 def _load(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         rgb = img.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
@@ -231,7 +221,7 @@ def chromium_page(url: str, tmp: Path, screenshot: Path | None = None) -> str:
 
 
 def test_low_confidence_alert_fires_and_resolves_end_to_end(
-    tmp_path: Path, mon_workspace: Path
+    tmp_path: Path, asl_workspace: Path
 ) -> None:
     from asl_recognition.monitoring.dashboard import StatusSource, make_server
     from asl_recognition.registry import get_registry

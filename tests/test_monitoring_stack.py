@@ -18,6 +18,7 @@ from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
+from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT
 
 pytestmark = [
@@ -27,12 +28,6 @@ pytestmark = [
         reason="prometheus/alertmanager missing: run scripts/install_system_deps.sh",
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path: Path) -> None:
