@@ -146,6 +146,7 @@ def test_holdout_signers_go_to_their_own_split_only(raw, ws) -> None:
     assert {f.path for f in ds.files} == listed | {MANIFEST_NAME}
     assert ds.metadata["holdout_groups"] == ["massey/hand4", "massey/hand5"]
     assert ds.metadata["counts_per_source"]["massey"]["holdout"] == 26
+    assert ds.metadata["holdout_near_duplicates"] == 0  # no copy of a held-out hand in train
     # the other signers still split without crossing
     assert all(len(s) == 1 for s in _splits_of(manifest, lambda e: e["signer"]).values())
 
@@ -251,3 +252,12 @@ def test_whole_group_split_and_rules_on_their_own() -> None:
     labels = assign_holdout(rules, ["a", "a", "b", "a"], ["p1", "q1", None, None])
     assert labels == ["a/p1", None, "b", None]
     assert HoldoutRule("group", "*", "p1", "p1").label("z", "p1") == "z/p1"
+
+
+def test_near_duplicates_across_the_holdout_are_counted() -> None:
+    from asl_recognition.data.publish import _leaks_into_holdout
+
+    hashes = ["0000000000000000", "0000000000000001", "ffffffffffffffff", "fffffffffffffff0"]
+    assert _leaks_into_holdout(hashes, [True, False, False, False], 2) == 1
+    assert _leaks_into_holdout(hashes, [True, True, False, False], 2) == 0
+    assert _leaks_into_holdout(hashes, [False, False, True, False], 4) == 1

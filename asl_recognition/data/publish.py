@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
+
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
 from asl_recognition.data.groups import (
@@ -43,7 +45,7 @@ from asl_recognition.data.split import (
     Item,
     assign_groups,
     frame_number,
-    near_pairs,
+    popcount64,
     split_groups,
 )
 from asl_recognition.paths import workspace
@@ -191,9 +193,16 @@ def _group_and_split(
 
 def _leaks_into_holdout(hashes: Sequence[str], in_holdout: Sequence[bool], threshold: int) -> int:
     """Near-duplicate pairs between the holdout and the rest (0 for a clean holdout)."""
-    if not any(in_holdout) or all(in_holdout):
+    held = [h for h, x in zip(hashes, in_holdout) if x]
+    rest = [h for h, x in zip(hashes, in_holdout) if not x]
+    if not held or not rest:
         return 0
-    return sum(1 for i, j in near_pairs(hashes, threshold) if in_holdout[i] != in_holdout[j])
+    words = np.array([int(h, 16) for h in rest], dtype=np.uint64)
+    total = 0
+    for start in range(0, len(held), 256):  # holdout x rest only, in blocks
+        block = np.array([int(h, 16) for h in held[start : start + 256]], dtype=np.uint64)
+        total += int((popcount64(block[:, None] ^ words[None, :]) <= threshold).sum())
+    return total
 
 
 def publish_dataset(

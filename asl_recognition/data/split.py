@@ -55,7 +55,7 @@ def _hash_words(hashes: Sequence[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
 
 
-def _popcount64(x: np.ndarray) -> np.ndarray:
+def popcount64(x: np.ndarray) -> np.ndarray:
     """Bits set per uint64 (SWAR; numpy 1.26 has no bitwise_count)."""
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -71,7 +71,7 @@ def near_pairs(hashes: Sequence[str], threshold: int, chunk: int = 256) -> list[
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(data), chunk):
         block = data[start : start + chunk]
-        dist = _popcount64(block[:, None] ^ data[None, :])
+        dist = popcount64(block[:, None] ^ data[None, :])
         ii, jj = np.nonzero(dist <= threshold)
         ii = ii + start
         keep = ii < jj
