@@ -259,11 +259,16 @@ class MockClearMLDataset:
 
     def finalize(self) -> None: ...
 
-    def get_parents(self) -> list[str]:
-        return list(self.kwargs["parent_datasets"] or [])
+    def get_dependency_graph(self) -> dict[str, list[str]]:  # clearml's real accessor
+        parents = list(self.kwargs["parent_datasets"] or [])
+        return {self.id: parents, **{p: [] for p in parents}}
 
 
 def test_clearml_store_passes_every_parent(sample_dir: Path) -> None:
+    from clearml import Dataset
+
+    for method in ("create", "remove_files", "add_files", "get_dependency_graph", "finalize"):
+        assert hasattr(Dataset, method), method  # the mock mirrors the installed clearml API
     store = ClearMLDatasetStore(dataset_cls=MockClearMLDataset)
     frame = sorted((sample_dir / "B").glob("*.jpg"))[0]
     version = store.create("ASL", {"train/B/x.jpg": frame}, parents=["raw1", "raw2"])

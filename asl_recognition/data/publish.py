@@ -334,7 +334,8 @@ def publish_dataset(
         holdout_leaks = _leaks_into_holdout(hashes, in_holdout, phash_threshold)
         if holdout_leaks:
             warnings.warn(
-                f"{holdout_leaks} near-duplicate pair(s) join the holdout and the other splits",
+                f"{holdout_leaks} phash near-duplicate pair(s) (distance <= {phash_threshold}) "
+                "join the holdout and the other splits: check they are different pictures",
                 stacklevel=2,
             )
         split_names = list(SPLITS) + ([HOLDOUT] if rules else [])

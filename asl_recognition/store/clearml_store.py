@@ -27,6 +27,12 @@ from asl_recognition.store.base import (
 RECORD_NAME = "asl_store_record.json"
 
 
+def _direct_parents(ds: Any) -> list[str]:
+    """Every direct parent id, in order (clearml 2.x has no public get_parents(): the dependency
+    graph maps each version id to its direct parents)."""
+    return list((ds.get_dependency_graph() or {}).get(ds.id) or [])
+
+
 class ClearMLDatasetStore(DatasetStore):
     backend = "clearml"
 
@@ -82,7 +88,7 @@ class ClearMLDatasetStore(DatasetStore):
             id=ds.id,
             name=ds.name,
             version=str(ds.version),
-            parents=list(ds.get_parents() or []),
+            parents=_direct_parents(ds),
             files=entries,
             metadata=metadata or {},
             tags=list(ds.tags or []),
