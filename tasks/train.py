@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asl_recognition.training.augment import PRESETS  # noqa: E402
 from asl_recognition.training.errors import TrainingInputError  # noqa: E402
 from asl_recognition.training.models import MODEL_NAMES  # noqa: E402
-from asl_recognition.training.run import DEFAULTS, default_external  # noqa: E402
+from asl_recognition.training.run import BALANCE, DEFAULTS, default_external  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=d["classes"],
         help="expected class list file (default: the project's 29 classes); a dataset "
         "with another list is refused",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d["label_smoothing"],
+        help="cross-entropy label smoothing in [0, 1) (0 = off)",
+    )
+    parser.add_argument(
+        "--balance",
+        choices=BALANCE,
+        default=d["balance"],
+        help="source: draw train images so every (source, class) cell weighs the same",
     )
     parser.add_argument(
         "--no-register",

@@ -151,3 +151,21 @@ class AugmentedImages(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, self.split.labels[index]
+
+
+def source_balanced_weights(manifest: dict[str, Any], split: TensorSplit) -> torch.Tensor:
+    """Draw weights giving every (source, class) cell of the train split the same total mass.
+
+    Without them 5,800 Kaggle frames drown a few hundred photos of other hands, and the model
+    learns the Kaggle look; a dataset with one source gets plain class balance.
+    """
+    source_of = {
+        e["path"]: e.get("data_source") or "" for e in manifest["splits"].get("train", [])
+    }
+    keys = [
+        (source_of.get(path, ""), int(label)) for path, label in zip(split.paths, split.labels)
+    ]
+    counts: dict[tuple[str, int], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return torch.tensor([1.0 / counts[key] for key in keys], dtype=torch.float64)

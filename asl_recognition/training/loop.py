@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from asl_recognition.training.data import AugmentedImages, TensorSplit
@@ -101,6 +101,7 @@ class Trainer:
         clearml_logger: Any = None,
         meta: dict[str, Any] | None = None,
         criterion: nn.Module | None = None,
+        sample_weights: torch.Tensor | None = None,
     ) -> None:
         if len(train) == 0 or len(val) == 0:
             raise TrainingInputError("training needs a non-empty train and val split")
@@ -110,6 +111,8 @@ class Trainer:
         self.train_split, self.val_split = train, val
         self.classes = list(classes)
         self.transform = transform
+        # Per-image draw weights (e.g. balanced across sources); None: a plain shuffle.
+        self.sample_weights = sample_weights
         self.writer = writer
         self.clearml_logger = clearml_logger
         self.meta = dict(meta or {})
@@ -203,17 +206,26 @@ class Trainer:
         gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
         split, bs = self.train_split, self.cfg.batch_size
         if self.cfg.num_workers > 0:
+            sampler = (
+                WeightedRandomSampler(self.sample_weights, len(split), generator=gen)
+                if self.sample_weights is not None
+                else None
+            )
             loader = DataLoader(
                 AugmentedImages(split, self.transform),
                 batch_size=bs,
-                shuffle=True,
+                shuffle=sampler is None,
+                sampler=sampler,
                 drop_last=len(split) > bs,
                 num_workers=self.cfg.num_workers,
-                generator=gen,
+                generator=gen if sampler is None else None,
             )
             yield from loader
             return
-        perm = torch.randperm(len(split), generator=gen)
+        if self.sample_weights is not None:
+            perm = torch.multinomial(self.sample_weights, len(split), True, generator=gen)
+        else:
+            perm = torch.randperm(len(split), generator=gen)
         for step in range(self.steps_per_epoch()):
             idx = perm[step * bs : (step + 1) * bs]
             images = split.images[idx]

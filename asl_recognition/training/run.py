@@ -21,7 +21,12 @@ import torch
 from asl_recognition.classes import CLASSES, read_class_file, write_class_file
 from asl_recognition.paths import REPO_ROOT, SHARED_DATA, workspace
 from asl_recognition.training.augment import PRESETS, build_augment
-from asl_recognition.training.data import check_classes, load_split, open_published
+from asl_recognition.training.data import (
+    check_classes,
+    load_split,
+    open_published,
+    source_balanced_weights,
+)
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import (
     evaluate_external,
@@ -65,7 +70,10 @@ DEFAULTS: dict[str, Any] = {
     "num_workers": 0,
     "classes": None,
     "register": True,
+    "label_smoothing": 0.0,
+    "balance": "none",
 }
+BALANCE = ("none", "source")
 
 
 def _as_bool(value: Any) -> bool:
@@ -82,6 +90,7 @@ def normalise_params(params: dict[str, Any]) -> dict[str, Any]:
             p[key] = int(p[key] or 0)
         p["num_workers"] = int(p["num_workers"] or 0)
         p["lr"] = float(p["lr"])
+        p["label_smoothing"] = float(p["label_smoothing"] or 0.0)
     except (TypeError, ValueError) as exc:
         raise TrainingInputError(f"bad numeric option: {exc}") from exc
     p["resume"] = _as_bool(p["resume"])
@@ -95,6 +104,12 @@ def normalise_params(params: dict[str, Any]) -> dict[str, Any]:
         raise TrainingInputError(f"unknown augment {p['augment']!r}; choose {', '.join(PRESETS)}")
     if p["epochs"] < 1 or p["batch_size"] < 1:
         raise TrainingInputError("--epochs and --batch-size must be at least 1")
+    if p["balance"] not in BALANCE:
+        raise TrainingInputError(f"unknown balance {p['balance']!r}; choose {', '.join(BALANCE)}")
+    if not 0.0 <= p["label_smoothing"] < 1.0:
+        raise TrainingInputError(
+            f"--label-smoothing must be in [0, 1), got {p['label_smoothing']}"
+        )
     if not p["lr"] > 0:
         raise TrainingInputError(f"--lr must be positive, got {p['lr']}")
     return p
@@ -203,6 +218,12 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         max_steps=p["max_steps"] or None,
         num_workers=p["num_workers"],
         device=device,
+        label_smoothing=p["label_smoothing"],
+    )
+    weights = (
+        source_balanced_weights(dataset.manifest, splits["train"])
+        if p["balance"] == "source"
+        else None
     )
     meta = {"model_name": p["model"], "image_size": image_size, "classes": classes}
     logger = ctx.logger if ctx is not None else None
@@ -216,6 +237,7 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         transform=build_augment(p["augment"], image_size),
         clearml_logger=logger,
         meta=meta,
+        sample_weights=weights,
     )
     if p["resume"]:
         done = trainer.resume()
