@@ -59,7 +59,7 @@ def test_make_run_on_fresh_clone(tmp_path):
     # 4. every location printed exists
     for label in ("validation report", "training run", "production model", "triton repository"):
         assert label in out
-    for path in re.findall(r"(/\S+\.(?:zip|json|onnx|txt))", out):
+    for path in re.findall(r"(/\S+\.(?:zip|jsonl?|onnx|txt))(?!\w)", out):
         assert Path(path).exists(), path
     zips = re.findall(r"(/\S+\.zip)", out)
     assert len(zips) >= 5 and all(str(ws) in z for z in zips)
