@@ -103,6 +103,26 @@ def build_parser(dag: Dag = ASL_DAG) -> argparse.ArgumentParser:
     return parser
 
 
+def localise(path: str) -> str:
+    """Paths inside the repo stay relative (an agent's checkout has them too); others absolute."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def source_list(value: str) -> str:
+    """``NAME=PATH,PATH2`` -> one source as is, several as the JSON list validate_raw takes."""
+    specs = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        name, sep, path = part.partition("=")
+        if not sep or "/" in name:
+            name, path = "", part
+        specs.append(f"{name}={localise(path)}" if name else localise(path))
+    return specs[0] if len(specs) == 1 else json.dumps(specs)
+
+
 def pipeline_params(args: argparse.Namespace, dag: Dag = ASL_DAG) -> dict[str, Any]:
     """Parameters given on the command line, with user paths made absolute."""
     values: dict[str, Any] = {}
@@ -112,8 +132,10 @@ def pipeline_params(args: argparse.Namespace, dag: Dag = ASL_DAG) -> dict[str, A
             value = os.environ[RAW_ENV]
         if value is None:
             continue
-        if param.name in PATH_PARAMS and value:
-            value = str(Path(value).expanduser().resolve())
+        if param.name == "raw_source" and value:
+            value = source_list(value)
+        elif param.name in PATH_PARAMS and value and value != "none":
+            value = localise(value)
         values[param.name] = value
     return values
 

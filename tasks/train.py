@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--external",
         default=default_external(),
         help="external image folder <CLASS>/* for the generalisation check "
-        "(default: ../shared/data/asl_external_massey if present, else data/external_sample)",
+        "(default: ../shared/data/asl_external_massey if present, else data/external_sample; "
+        "none: skip it, e.g. when that source is in the training data)",
     )
     parser.add_argument("--seed", type=int, default=d["seed"], help="random seed")
     parser.add_argument(

@@ -6,6 +6,7 @@ SDK objects named as mocks.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -67,7 +68,18 @@ def test_real_sdk_controller_dag_offline(tmp_path):
     assert nodes["publish_dataset"]["parameters"] == {
         "Args/raw_version": "${validate_raw.parameters.Outputs/raw_dataset_id}",
         "Args/image_size": "${pipeline.image_size}",
+        "Args/grouping": "${pipeline.group_by}",
+        "Args/holdout_group": "${pipeline.holdout_group}",
+        "Args/holdout_source": "${pipeline.holdout_source}",
     }
+    # every Args/<name> a step overrides is an option its task script really connects
+    for step in ASL_DAG.steps:
+        spec = importlib.util.spec_from_file_location(f"_{step.name}", REPO_ROOT / step.script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dests = {a.dest for a in module.build_parser()._actions}
+        overridden = {k.split("/", 1)[1] for k in nodes[step.name]["parameters"]}
+        assert overridden <= dests, (step.name, overridden - dests)
     assert (
         nodes["train"]["parameters"]["Args/dataset_version"]
         == "${publish_dataset.parameters.Outputs/dataset_id}"

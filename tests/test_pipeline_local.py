@@ -221,3 +221,22 @@ def test_cli_help_lists_every_pipeline_parameter():
         assert "--" + param.name.replace("_", "-") in result.stdout
     for option in ("--local-executor", "--queue", "--local", "--step-queue", "--run-id"):
         assert option in result.stdout
+
+
+def test_pipeline_paths_stay_portable_and_sources_merge(tmp_path) -> None:
+    """Paths in the repo stay relative (an agent has them); several sources become one list."""
+    from asl_recognition.paths import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "pipelines"))
+    import asl_pipeline
+
+    assert asl_pipeline.localise(str(REPO_ROOT / "data" / "sample")) == "data/sample"
+    assert asl_pipeline.localise(str(tmp_path)) == str(tmp_path)
+    assert asl_pipeline.source_list("data/sample") == "data/sample"
+    merged = json.loads(asl_pipeline.source_list(f"kaggle=data/sample,massey={tmp_path}/m"))
+    assert merged == ["kaggle=data/sample", f"massey={tmp_path}/m"]
+    # the JSON list is exactly what validate_raw's --source accepts
+    from asl_recognition.data.sources import parse_sources
+
+    specs = parse_sources(json.dumps(merged))
+    assert [s.name for s in specs] == ["kaggle", "massey"]

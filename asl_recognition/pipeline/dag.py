@@ -193,7 +193,8 @@ PIPELINE_PARAMS: tuple[PipelineParam, ...] = (
     PipelineParam(
         "raw_source",
         "data/sample",
-        "raw image folder or .zip (<CLASS>/*.jpg), relative to the repo root or absolute",
+        "raw image folder or .zip (<CLASS>/*.jpg), relative to the repo root or absolute; "
+        "several sources merged into one ASL_raw: NAME=PATH,NAME=PATH",
     ),
     PipelineParam(
         "raw_version", "", "use this existing ASL_raw version/id instead of validating raw_source"
@@ -202,13 +203,25 @@ PIPELINE_PARAMS: tuple[PipelineParam, ...] = (
         "min_per_class", None, "fewest valid images per class (empty: the GX suite's value)", int
     ),
     PipelineParam("image_size", 64, "square side the dataset is resized to and trained at", int),
+    PipelineParam("group_by", "", "publish_dataset split grouping (empty: its default, frame)"),
+    PipelineParam(
+        "holdout_group",
+        "",
+        "SOURCE:SIGNER[,..] held out of train/val/test and scored per group, e.g. "
+        "massey:hand4,massey:hand5",
+    ),
+    PipelineParam("holdout_source", "", "SOURCE[,..] held out entirely (scored per group)"),
     PipelineParam("model", "cnn", "architecture: cnn | resnet18 | mobilenet_v3_small"),
     PipelineParam("epochs", 12, "training epochs (early stopping may end sooner)", int),
+    PipelineParam("augment", "", "train.py augmentation preset (empty: its default, light)"),
+    PipelineParam("balance", "", "train.py --balance: none | source (empty: none)"),
+    PipelineParam("label_smoothing", None, "train.py --label-smoothing (empty: 0)", float),
     PipelineParam(
         "external",
         "",
         "image folder from another source, scored apart (empty: train.py's default, "
-        "../shared/data/asl_external_massey if present, else data/external_sample)",
+        "../shared/data/asl_external_massey if present, else data/external_sample; "
+        "none: skip it)",
     ),
     PipelineParam("metric", "val_macro_f1", "registry metric select_best compares"),
     PipelineParam("metric_mode", "max", "max: higher is better; min: lower is better"),
@@ -241,6 +254,9 @@ ASL_DAG = Dag(
             args={
                 "raw_version": "${validate_raw.outputs.raw_dataset_id}",
                 "image_size": "${pipeline.image_size}",
+                "grouping": "${pipeline.group_by}",
+                "holdout_group": "${pipeline.holdout_group}",
+                "holdout_source": "${pipeline.holdout_source}",
             },
             outputs=("dataset_id", "dataset_version", "reused"),
             cache=True,
@@ -256,6 +272,9 @@ ASL_DAG = Dag(
                 "epochs": "${pipeline.epochs}",
                 "image_size": "${pipeline.image_size}",
                 "external": "${pipeline.external}",
+                "augment": "${pipeline.augment}",
+                "balance": "${pipeline.balance}",
+                "label_smoothing": "${pipeline.label_smoothing}",
             },
             outputs=(
                 "model_id",
@@ -266,6 +285,7 @@ ASL_DAG = Dag(
                 "test_accuracy",
                 "test_macro_f1",
                 "external_accuracy",
+                "holdout_accuracy",
             ),
             cache=True,
             task_type="training",

@@ -84,7 +84,9 @@ def _as_bool(value: Any) -> bool:
 
 def normalise_params(params: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and coerce types (values edited in the ClearML UI come back as text)."""
-    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k in DEFAULTS}}
+    # Empty values (a pipeline passing "use the default", a blank UI field) take the default.
+    given = {k: v for k, v in params.items() if v is not None and v != ""}
+    p = {**DEFAULTS, **given}
     try:
         for key in ("epochs", "batch_size", "image_size", "seed", "patience", "max_steps"):
             p[key] = int(p[key] or 0)
@@ -187,7 +189,7 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     check_image_size(p["model"], image_size)
     if p["weights"] and not Path(p["weights"]).is_file():
         raise TrainingInputError(f"weights file {p['weights']} does not exist")
-    external = p["external"] or default_external()
+    external = None if p["external"] == "none" else (p["external"] or default_external())
     run_dir = prepare_run_dir(p["output_dir"], p["model"], p["resume"])
     print(f"run dir: {run_dir}")
 
