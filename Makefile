@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 REQS := requirements.txt requirements-dev.txt
 STAMP := $(VENV)/.installed
 export ASL_WORKSPACE ?= $(CURDIR)/workspace
+SHARED_DATA ?= $(CURDIR)/../shared/data
 
-.PHONY: install system-deps run test test-fast lint format serve monitor dashboard bench clean
+.PHONY: install system-deps run test test-fast lint format serve monitor dashboard bench clean \
+	recipe-generalise
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +62,14 @@ bench: install
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_triton.py
+
+# Issue 7 recipe: Kaggle frames + Massey hands 1-3 in training, Massey hands 4-5 held out and
+# scored per signer. Its own workspace, so its registry does not mix with `make run`'s.
+recipe-generalise: install
+	ASL_WORKSPACE=$(CURDIR)/workspace/generalise $(PY) pipelines/asl_pipeline.py --local-executor \
+		--raw-source kaggle=$(SHARED_DATA)/asl_kaggle_sample,massey=$(SHARED_DATA)/asl_external_massey \
+		--holdout-group massey:hand4,massey:hand5 --external none \
+		--augment generalise --balance source --label-smoothing 0.1 --epochs 20
 
 clean:
 	rm -rf workspace test-artifacts .pytest_cache

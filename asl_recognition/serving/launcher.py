@@ -146,6 +146,8 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
+            # p50/p95/p99 latency summaries: the latency alert reads the p95 (else the mean)
+            "--metrics-config=summary_latencies=true",
             f"--model-control-mode={self.model_control_mode}",
             f"--exit-on-error={'true' if self.exit_on_error else 'false'}",
             f"--exit-timeout-secs={self.exit_timeout_secs}",
