@@ -47,7 +47,8 @@ class ClearMLModelRegistry(ModelRegistry):
             raise RuntimeError("ClearML OutputModel needs a running task (call init_task first)")
         classes = read_class_file(str(classes_path))
         labels = {c: i for i, c in enumerate(classes)}
-        version = len(self.list(name)) + 1
+        # From metadata only: listing records would download every earlier model's weights.
+        version = max((self._version(m) for m in self._query(name)), default=0) + 1
         model = OutputModel(
             task=task,
             name=name,
@@ -85,6 +86,11 @@ class ClearMLModelRegistry(ModelRegistry):
             published=False,
             backend=self.backend,
         )
+
+    @staticmethod
+    def _version(model: Any) -> int:
+        meta = model.get_all_metadata() or {}
+        return int((meta.get("version") or {}).get("value") or 0)
 
     def _record(self, model: Any) -> ModelRecord:
         """Materialise the model's weights, labels and baseline as local files serving can read."""

@@ -258,7 +258,7 @@ class Trainer:
                 bar.close()
                 kept = self.last_path if self.last_path.exists() else "none (first epoch)"
                 raise NonFiniteLossError(
-                    f"loss became {float(loss)} at epoch {epoch} step {step + 1} "
+                    f"loss became {float(loss.detach())} at epoch {epoch} step {step + 1} "
                     f"(lr {self.optimizer.param_groups[0]['lr']:g}); training stopped, "
                     f"last good checkpoint: {kept}"
                 )
