@@ -314,7 +314,7 @@ ASL_DAG = Dag(
             },
             outputs=("repo", "model_name", "version"),
             cache=False,
-            task_type="data_processing",
+            task_type="inference",
             help="regenerate the Triton repository from the production model",
         ),
     ),
