@@ -1,0 +1,274 @@
+"""Bad training input: a clear one-line error, and nothing that existed before is touched.
+
+Every case is a real run on real images (data/sample) against a workspace that already holds a
+finished training run and its registry record; the workspace is fingerprinted (every file's
+size, mtime and sha256) before the bad run and compared after it. Two cases go
+through ``tasks/train.py`` as subprocesses (exit status 1, ``train: error: ...`` on stderr);
+they run side by side because most of their time is ClearML's offline close, not CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from published_sample import publish_sample
+
+from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
+from asl_recognition.training.models import build_model, check_image_size
+from asl_recognition.training.run import run_training
+
+FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": "none", "epochs": 1}
+
+
+@dataclass
+class Prior:
+    """A workspace with a published sample, one finished run and its registry record."""
+
+    root: Path
+    ws: Path
+    dataset_id: str
+    previous: Path
+    model_id: str
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory) -> Prior:
+    root = tmp_path_factory.mktemp("inputs")
+    ws = root / "ws"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASL_WORKSPACE", str(ws))
+        mp.setenv("CLEARML_OFFLINE_MODE", "1")
+        for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
+            mp.delenv(key, raising=False)
+        dataset_id = publish_sample(root)
+        previous = ws / "runs" / "previous"
+        out = run_training({**FAST, "max_steps": 2, "output_dir": str(previous)})
+        yield Prior(root, ws, dataset_id, previous, out["model_id"])
+
+
+def fingerprint(root: Path, skip: tuple[str, ...] = ("clearml_cache",)) -> dict[str, tuple]:
+    """Every file under ``root`` (size, mtime, content hash) except under ``skip``.
+
+    Folders are left out: opening the store creates its empty layout, which overwrites nothing.
+    """
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir.parts and rel_dir.parts[0] in skip:
+            continue
+        for name in filenames:
+            path = Path(dirpath) / name
+            st = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[(rel_dir / name).as_posix()] = (st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+def assert_untouched(root: Path, before: dict[str, tuple]) -> None:
+    """Every earlier file is byte-for-byte unchanged; the only new files are store checkouts.
+
+    Opening a dataset version materialises it under ``datasets/checkouts/`` (a read cache);
+    a refused run must add nothing else: no run folder, no registry record.
+    """
+    after = fingerprint(root)
+    changed = [k for k, v in before.items() if after.get(k) != v]
+    added = [k for k in after if k not in before and not k.startswith("datasets/checkouts/")]
+    assert changed == [] and added == [], (changed, added)
+
+
+def assert_one_line(message: str, *fragments: str) -> None:
+    assert message.strip() and "\n" not in message.strip(), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def refused(prior: Prior, params: dict) -> str:
+    """Train on the good sample unless ``params`` say otherwise; return the refusal message."""
+    with pytest.raises(TrainingInputError) as info:
+        run_training({**FAST, "dataset_version": prior.dataset_id, **params})
+    return str(info.value)
+
+
+def _subprocess_env(ws: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(ws), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    env.pop("ASL_STEP_OUTPUTS", None)
+    return env
+
+
+@pytest.mark.slow
+def test_task_script_errors_are_one_line(prior: Prior, tmp_path) -> None:
+    # (a) no dataset at all: a workspace holding only an earlier run and the registry
+    bare = tmp_path / "bare_ws"
+    for part in ("runs", "registry"):
+        shutil.copytree(prior.ws / part, bare / part, copy_function=shutil.copy2)
+    # (b) the project's class list in another order: same names, different indices
+    swapped = list(CLASSES)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    classes_file = tmp_path / "classes.txt"
+    write_class_file(str(classes_file), swapped)
+    cases = {
+        "missing": (bare, ["--dataset-version", "latest"]),
+        "classes": (
+            prior.ws,
+            ["--classes", str(classes_file), "--dataset-version", prior.dataset_id],
+        ),
+    }
+    before = {name: fingerprint(ws) for name, (ws, _) in cases.items()}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "tasks/train.py", "--epochs", "1", "--external", "none", *argv],
+            cwd=REPO_ROOT,
+            env=_subprocess_env(ws),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (ws, argv) in cases.items()
+    }
+    results = {name: proc.communicate(timeout=300) for name, proc in procs.items()}
+
+    for name, proc in procs.items():
+        stdout, stderr = results[name]
+        assert proc.returncode == 1, (name, stdout[-1000:], stderr[-1000:])
+        assert len(stderr.strip().splitlines()) == 1, stderr
+        assert stderr.startswith("train: error: "), stderr
+        assert_untouched(cases[name][0], before[name])
+    assert_one_line(results["missing"][1], "dataset ASL latest not found", "publish it first")
+    assert_one_line(
+        results["classes"][1], "class list differs from", str(classes_file), "different order"
+    )
+
+
+def test_empty_dataset(prior: Prior, tmp_path) -> None:
+    empty_id = publish_sample(tmp_path, empty=True)
+    before = fingerprint(prior.ws)
+    message = refused(prior, {"dataset_version": empty_id, "output_dir": str(tmp_path / "run")})
+    assert_one_line(message, "is empty", "no images in its train split", empty_id)
+    assert_untouched(prior.ws, before)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "classes, manifest_classes, expected",
+    [
+        # a folder the manifest does not list
+        (CLASSES[:3], CLASSES[:2], f"class folders ['{CLASSES[2]}'] missing from its manifest"),
+        # a consistent dataset of 3 classes is not the project's 29
+        (CLASSES[:3], None, "class list differs from the project's class list: missing ['D'"),
+        # the manifest's index order differs from the project's: labels would be permuted
+        (CLASSES, CLASSES[::-1], "same names, different order"),
+    ],
+    ids=["folder-not-in-manifest", "subset", "order"],
+)
+def test_class_list_mismatch(prior, tmp_path, classes, manifest_classes, expected) -> None:
+    dataset_id = publish_sample(
+        tmp_path, classes=list(classes), manifest_classes=manifest_classes, per_class=5
+    )
+    before = fingerprint(prior.ws)
+    message = refused(prior, {"dataset_version": dataset_id, "output_dir": str(tmp_path / "run")})
+    assert_one_line(message, expected)
+    assert_untouched(prior.ws, before)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "model, size", [("resnet18", 16), ("mobilenet_v3_small", 24), ("cnn", 8), ("cnn", 4096)]
+)
+def test_image_size_the_model_cannot_take(prior: Prior, tmp_path, model, size) -> None:
+    before = fingerprint(prior.ws)
+    message = refused(
+        prior, {"model": model, "image_size": size, "output_dir": str(tmp_path / "run")}
+    )
+    assert_one_line(message, f"image size {size} is not usable by {model}")
+    assert_untouched(prior.ws, before)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TrainingInputError):  # the same check guards build_model
+        check_image_size(model, size)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prior: Prior, tmp_path) -> None:
+    # A real cause: lr 1e20 makes the first AdamW step push every weight to ~1e20, so
+    # epoch 1 (one step) ends with finite weights and epoch 2's first loss is NaN.
+    run_dir = tmp_path / "nan"
+    before = fingerprint(prior.ws)
+    with pytest.raises(NonFiniteLossError) as info:
+        run_training(
+            {**FAST, "dataset_version": prior.dataset_id, "epochs": 3, "max_steps": 1}
+            | {"lr": 1e20, "output_dir": str(run_dir)}
+        )
+    last = run_dir / "checkpoints" / "last.pt"
+    assert_one_line(str(info.value), "loss became nan at epoch 2 step 1", f"{last}")
+    assert_untouched(prior.ws, before)  # earlier run and registry untouched
+
+    # the epoch-1 checkpoints are there, whole and loadable; nothing after them was written
+    state = torch.load(last, weights_only=False)
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)
+    assert state["epoch"] == 1 and best["epoch"] == 1 and len(state["history"]) == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    model = build_model("cnn", len(CLASSES), 32)
+    model.load_state_dict(state["model"])
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert not (run_dir / "model.onnx").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_nan_weights_file_stops_at_the_first_step(prior: Prior, tmp_path) -> None:
+    good = build_model("cnn", len(CLASSES), 32).backbone.state_dict()
+    nan_weights = tmp_path / "nan.pt"
+    nan = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in good.items()
+    }
+    torch.save(nan, nan_weights)
+    before = fingerprint(prior.ws)
+    with pytest.raises(NonFiniteLossError) as info:
+        run_training(
+            {**FAST, "dataset_version": prior.dataset_id, "weights": str(nan_weights)}
+            | {"output_dir": str(tmp_path / "run")}
+        )
+    assert_one_line(
+        str(info.value), "loss became nan at epoch 1 step 1", "last good checkpoint: none"
+    )
+    assert_untouched(prior.ws, before)
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+def test_unwritable_output_dir(prior: Prior, tmp_path) -> None:
+    # Under a regular file no user (root included) can create a folder.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    before = fingerprint(prior.ws)
+    message = refused(prior, {"output_dir": str(blocker / "run")})
+    assert_one_line(message, f"output dir {blocker / 'run'} is not writable")
+    assert blocker.read_text() == "a file, not a folder"
+    assert_untouched(prior.ws, before)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_output_dir(prior: Prior, tmp_path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        message = refused(prior, {"output_dir": str(locked / "run")})
+    finally:
+        locked.chmod(0o700)
+    assert_one_line(message, "is not writable")
+    assert list(locked.iterdir()) == []
+
+
+def test_existing_run_is_never_overwritten(prior: Prior) -> None:
+    before = fingerprint(prior.ws)
+    message = refused(prior, {"output_dir": str(prior.previous)})
+    assert_one_line(message, "already holds files", "nothing was overwritten")
+    assert_untouched(prior.ws, before)
