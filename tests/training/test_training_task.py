@@ -29,7 +29,7 @@ ARGS = {
 }
 
 
-def task_env(workspace: Path) -> dict[str, str]:
+def _subprocess_env(workspace: Path) -> dict[str, str]:
     """The subprocess environment: tmp workspace, offline, no inherited ClearML server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
     env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
@@ -53,7 +53,7 @@ def test_train_task_fills_the_offline_clearml_session(published, workspace_env) 
     proc = subprocess.run(
         [sys.executable, "tasks/train.py", *argv],
         cwd=REPO_ROOT,
-        env=task_env(workspace_env),
+        env=_subprocess_env(workspace_env),
         capture_output=True,
         text=True,
         timeout=300,

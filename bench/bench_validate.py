@@ -1,0 +1,218 @@
+"""Validation scan throughput of the project's scan against a bare Pillow loop, in the same run.
+
+    python bench/bench_validate.py [--source DIR] [--workers N] [--rounds 2] [--no-gx]
+                                   [--out bench/results/bench_validate.json]
+
+The project's ``scan_source`` does per file: sha256, a header read, a bounded full decode
+(EXIF transpose, RGB) and a perceptual hash. The bare loop only opens, loads and converts each
+image to RGB, with the same number of worker processes under the same rule (a pool only from
+``POOL_MIN_FILES`` files on). They alternate (scan, bare, scan, bare) so machine drift hits both;
+the ratio is of the medians. A per-file cost breakdown of the scan's steps and the Great
+Expectations suite time (on the scan table, as ``validate_raw`` runs it) are reported apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image  # noqa: E402
+
+BREAKDOWN_FILES = 300
+
+
+def bare_one(path: str) -> int:
+    """The minimum any image reader does: open, decode, convert to RGB."""
+    with Image.open(path) as img:
+        img.load()
+        return img.convert("RGB").size[0]
+
+
+def bare_scan(paths: list[str], workers: int, pool_min: int) -> None:
+    if workers <= 1 or len(paths) < pool_min:
+        for path in paths:
+            bare_one(path)
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        chunk = max(16, len(paths) // (workers * 8))  # the scan's own chunking
+        list(pool.map(bare_one, paths, chunksize=chunk))
+
+
+def breakdown(paths: list[str]) -> dict[str, float]:
+    """Milliseconds per file of each step the scan takes, measured serially on a subset."""
+    import imagehash
+
+    from asl_recognition.imageio import load_rgb, read_header
+
+    steps = {"sha256": 0.0, "header": 0.0, "decode_rgb": 0.0, "phash": 0.0, "bare_pillow": 0.0}
+    for path in paths:
+        t0 = time.perf_counter()
+        hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        t1 = time.perf_counter()
+        read_header(path).close()
+        t2 = time.perf_counter()
+        image = load_rgb(path)
+        t3 = time.perf_counter()
+        str(imagehash.phash(image))
+        t4 = time.perf_counter()
+        bare_one(path)
+        t5 = time.perf_counter()
+        for key, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            steps[key] += dt
+    return {k: v * 1e3 / max(1, len(paths)) for k, v in steps.items()}
+
+
+def gx_seconds(table) -> dict[str, float]:
+    """GX import and suite run on the scan table, as validate_raw runs them (no Data Docs)."""
+    from asl_recognition.classes import CLASSES
+    from asl_recognition.data.rules import apply_rules
+    from asl_recognition.data.validate import (
+        class_counts_frame,
+        files_frame,
+        load_suite_config,
+        run_gx,
+    )
+
+    t0 = time.perf_counter()
+    import great_expectations  # noqa: F401
+
+    t1 = time.perf_counter()
+    config = load_suite_config(overrides={"classes": list(CLASSES)})
+    params = config["params"]
+    ruled = apply_rules(table, CLASSES, params["min_side"], params["max_side"])
+    frames = {
+        "asl_raw_files": files_frame(ruled),
+        "asl_raw_class_counts": class_counts_frame(ruled),
+    }
+    config["suites"] = {k: v for k, v in config["suites"].items() if k in frames}
+    summary, _ = run_gx(frames, config, None)
+    t2 = time.perf_counter()
+    return {"import_s": t1 - t0, "suites_s": t2 - t1, "success": bool(summary["success"])}
+
+
+def markdown(result: dict) -> str:
+    c, runs = result["config"], result["runs"]
+    lines = [
+        f"{c['files']} files ({c['images']} images) from {c['source_name']}, "
+        f"{c['workers']} worker(s), {c['rounds']} interleaved rounds.",
+        "",
+        "| reader | files/s (median) | rounds |",
+        "|---|---|---|",
+        f"| project scan (sha256 + header + bounded decode + phash) | "
+        f"{result['scan_files_per_s']:.0f} | "
+        + ", ".join(f"{v:.0f}" for v in runs["scan"])
+        + " |",
+        f"| bare Pillow loop (open + load + RGB) | {result['bare_files_per_s']:.0f} | "
+        + ", ".join(f"{v:.0f}" for v in runs["bare"])
+        + " |",
+        "",
+        f"Ratio scan / bare: **{result['ratio']:.2f}**.",
+        "",
+        "| scan step | ms/file (serial, " + f"{result['breakdown_files']} files) |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.2f} |" for k, v in result["breakdown_ms_per_file"].items()]
+    if result.get("gx"):
+        g = result["gx"]
+        lines += [
+            "",
+            f"Great Expectations: import {g['import_s']:.1f} s, suites on the {c['files']}-row "
+            f"table {g['suites_s']:.2f} s (success: {g['success']}).",
+        ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from asl_recognition.data.scan import POOL_MIN_FILES, is_litter, list_files, scan_source
+
+    root = Path(args.source).resolve()
+    if not root.is_dir():
+        raise SystemExit(f"--source {root} is not a folder")
+    files = list_files(root)
+    images = [str(root / f) for f in files if not is_litter(f)]
+    runs: dict[str, list[float]] = {"scan": [], "bare": []}
+    table = None
+    for r in range(args.rounds):
+        t0 = time.perf_counter()
+        table = scan_source(root, workers=args.workers, progress=False).table
+        runs["scan"].append(len(files) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        bare_scan(images, args.workers, POOL_MIN_FILES)
+        runs["bare"].append(len(images) / (time.perf_counter() - t0))
+        print(
+            f"round {r + 1}: scan {runs['scan'][-1]:.0f} files/s, "
+            f"bare {runs['bare'][-1]:.0f} files/s",
+            flush=True,
+        )
+    subset = images[:: max(1, len(images) // BREAKDOWN_FILES)][:BREAKDOWN_FILES]
+    scan = statistics.median(runs["scan"])
+    bare = statistics.median(runs["bare"])
+    return {
+        "config": {
+            "source": str(root),
+            "source_name": root.name,
+            "files": len(files),
+            "images": len(images),
+            "workers": args.workers,
+            "rounds": args.rounds,
+            "pool_min_files": POOL_MIN_FILES,
+        },
+        "runs": runs,
+        "scan_files_per_s": scan,
+        "bare_files_per_s": bare,
+        "ratio": scan / bare,
+        "breakdown_files": len(subset),
+        "breakdown_ms_per_file": breakdown(subset),
+        "gx": None if args.no_gx else gx_seconds(table),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from asl_recognition.data.scan import default_workers
+    from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
+
+    shared = SHARED_DATA / "asl_kaggle_sample"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--source",
+        default=str(shared if shared.is_dir() else SAMPLE_DATA),
+        help="image folder <CLASS>/* (default: ../shared/data/asl_kaggle_sample if present, "
+        "else data/sample)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="worker processes for both readers (default: the scan's own default)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per reader")
+    parser.add_argument("--no-gx", action="store_true", help="skip the GX suite timing")
+    parser.add_argument(
+        "--out",
+        default=str(REPO_ROOT / "bench" / "results" / "bench_validate.json"),
+        help="JSON results file",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.workers < 1:
+        parser.error("--rounds and --workers must be at least 1")
+    result = run(args)
+    print()
+    print(markdown(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

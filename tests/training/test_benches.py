@@ -1,0 +1,77 @@
+"""Smoke runs of the two throughput benches on the bundled real sample (tiny settings).
+
+They run as the Makefile runs them (``python bench/x.py``), so the CLI, the JSON and the
+Markdown table are all exercised; the figures themselves are only checked to be sane.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
+
+
+def _bench(script: str, out: Path, *argv: str) -> tuple[dict, str]:
+    if not any(SAMPLE_DATA.glob("*/*.jpg")):
+        pytest.skip(f"{SAMPLE_DATA} holds no images")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            f"bench/{script}",
+            "--source",
+            str(SAMPLE_DATA),
+            "--out",
+            str(out),
+            *argv,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_bench_train_smoke(tmp_path) -> None:
+    result, stdout = _bench(
+        "bench_train.py",
+        tmp_path / "train.json",
+        *("--image-size", "32", "--batch-size", "32", "--steps", "2", "--rounds", "1"),
+    )
+    assert result["config"]["images"] == 580 and result["config"]["steps"] == 2
+    for key in ("project_images_per_s", "bare_images_per_s", "compute_only_images_per_s"):
+        assert result[key] > 0, key
+    assert result["ratio"] == pytest.approx(
+        result["project_images_per_s"] / result["bare_images_per_s"]
+    )
+    assert result["ratio"] > 0 and len(result["runs"]["project"]) == 1
+    for preset in ("none", "light"):
+        share = result["data_loading"][preset]["share"]
+        assert 0 < share < 1, preset
+    assert "| project `Trainer.train_epoch` |" in stdout and "Ratio project / bare" in stdout
+
+
+def test_bench_validate_smoke(tmp_path) -> None:
+    result, stdout = _bench(
+        "bench_validate.py", tmp_path / "validate.json", "--rounds", "1", "--workers", "1"
+    )
+    files = len([p for p in SAMPLE_DATA.rglob("*") if p.is_file()])
+    assert result["config"]["files"] == files and result["config"]["workers"] == 1
+    assert result["scan_files_per_s"] > 0 and result["bare_files_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["scan_files_per_s"] / result["bare_files_per_s"]
+    )
+    steps = result["breakdown_ms_per_file"]
+    assert set(steps) == {"sha256", "header", "decode_rgb", "phash", "bare_pillow"}
+    assert all(v > 0 for v in steps.values())
+    assert result["gx"]["suites_s"] > 0 and result["gx"]["success"] is True
+    assert "| project scan" in stdout and "Ratio scan / bare" in stdout
