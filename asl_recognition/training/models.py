@@ -14,7 +14,8 @@ from torch import nn
 from asl_recognition.training.errors import TrainingInputError
 
 MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small")
-# The smallest side each architecture's downsampling (and BatchNorm on 1x1 maps) can take.
+# Each architecture's total stride: below it the last feature map is less than one cell (the
+# cnn then fails outright; torchvision backbones run on a 1x1 map made mostly of padding).
 MIN_IMAGE_SIZE = {"cnn": 16, "resnet18": 32, "mobilenet_v3_small": 32}
 MAX_IMAGE_SIZE = 1024
 MEAN = (0.485, 0.456, 0.406)
@@ -102,10 +103,15 @@ def check_image_size(name: str, image_size: int) -> None:
     if name not in MIN_IMAGE_SIZE:
         raise TrainingInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     low = MIN_IMAGE_SIZE[name]
-    if not low <= int(image_size) <= MAX_IMAGE_SIZE:
+    if int(image_size) < low:
         raise TrainingInputError(
-            f"image size {image_size} is not usable by {name}: "
-            f"it needs {low}..{MAX_IMAGE_SIZE} px (downsampling reduces smaller inputs to nothing)"
+            f"image size {image_size} is too small for {name}: it needs at least {low} px "
+            f"(its {low}x downsampling leaves less than one feature cell)"
+        )
+    if int(image_size) > MAX_IMAGE_SIZE:
+        raise TrainingInputError(
+            f"image size {image_size} is too large for {name}: the project's bound is "
+            f"{MAX_IMAGE_SIZE} px"
         )
 
 

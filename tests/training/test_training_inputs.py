@@ -24,7 +24,12 @@ from published_sample import publish_sample
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
-from asl_recognition.training.models import build_model, check_image_size
+from asl_recognition.training.models import (
+    MIN_IMAGE_SIZE,
+    build_model,
+    check_image_size,
+    small_cnn,
+)
 from asl_recognition.training.run import run_training
 
 FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": "none", "epochs": 1}
@@ -190,11 +195,21 @@ def test_image_size_the_model_cannot_take(prior: Prior, tmp_path, model, size) -
     message = refused(
         prior, {"model": model, "image_size": size, "output_dir": str(tmp_path / "run")}
     )
-    assert_one_line(message, f"image size {size} is not usable by {model}")
+    bound = "too large" if size > 1024 else "too small"
+    assert_one_line(message, f"image size {size} is {bound} for {model}")
     assert_untouched(prior.ws, before)
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingInputError):  # the same check guards build_model
         check_image_size(model, size)
+
+
+def test_the_size_bounds_are_real() -> None:
+    # the smallest accepted size builds and runs (build_model does a forward pass) ...
+    for model, low in MIN_IMAGE_SIZE.items():
+        assert build_model(model, len(CLASSES), low) is not None
+    # ... and below its bound the cnn's pooling has nothing left to pool
+    with pytest.raises(RuntimeError, match="Output size is too small|output size"):
+        small_cnn(len(CLASSES))(torch.zeros(2, 3, 8, 8))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prior: Prior, tmp_path) -> None:
