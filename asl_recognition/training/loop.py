@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -72,6 +73,25 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run per-image work on one intra-op thread, then restore the thread count.
+
+    On 64 px images each op is tiny and thread hand-offs dominate: a 64-image batch of the
+    ``light`` preset took 1.7-2.6 s with 2 threads on 2 busy cores and 80-105 ms with one,
+    while the model step (which does use both threads) was unchanged (bench/bench_train.py).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -230,7 +250,8 @@ class Trainer:
             idx = perm[step * bs : (step + 1) * bs]
             images = split.images[idx]
             if self.transform is not None:
-                images = torch.stack([self.transform(img) for img in images])
+                with single_thread():
+                    images = torch.stack([self.transform(img) for img in images])
             yield images, split.labels[idx]
 
     # -- training ------------------------------------------------------------------------------

@@ -75,3 +75,32 @@ def test_bench_validate_smoke(tmp_path) -> None:
     assert all(v > 0 for v in steps.values())
     assert result["gx"]["suites_s"] > 0 and result["gx"]["success"] is True
     assert "| project scan" in stdout and "Ratio scan / bare" in stdout
+
+
+def test_batch_augmentation_runs_on_one_thread_and_restores_the_count(tmp_path) -> None:
+    """The data-loading fix the bench measured: per-image transforms on one intra-op thread."""
+    import torch
+
+    from asl_recognition.training.data import TensorSplit
+    from asl_recognition.training.loop import LoopConfig, Trainer
+    from asl_recognition.training.models import build_model
+
+    seen: list[int] = []
+
+    def recording_transform(image: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return image
+
+    split = TensorSplit(torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.arange(8) % 2)
+    config = LoopConfig(batch_size=4, progress=False)
+    trainer = Trainer(
+        build_model("cnn", 2, 16), split, split, ["a", "b"], config, tmp_path, recording_transform
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batches = list(trainer.batches(1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(batches) == 2 and seen == [1] * 8
