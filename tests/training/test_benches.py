@@ -41,6 +41,7 @@ def _bench(script: str, out: Path, *argv: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_train_smoke(tmp_path) -> None:
     result, stdout = _bench(
         "bench_train.py",

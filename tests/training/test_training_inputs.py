@@ -23,7 +23,9 @@ from published_sample import publish_sample
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.paths import REPO_ROOT
+from asl_recognition.training.data import load_split, open_published
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
+from asl_recognition.training.loop import LoopConfig, Trainer
 from asl_recognition.training.models import (
     MIN_IMAGE_SIZE,
     build_model,
@@ -235,6 +237,30 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prior: Prior, tmp_pat
     model.load_state_dict(state["model"])
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert not (run_dir / "model.onnx").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_nan_after_resume_leaves_the_checkpoints_byte_identical(prior: Prior, tmp_path) -> None:
+    # Resume the finished run's copy, then let the learning rate diverge: the first step of
+    # epoch 2 pushes the weights to ~1e20, the second step's loss is NaN. The checkpoints on
+    # disk must be exactly the ones from before (nothing is saved mid-epoch).
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(prior.previous, run_dir, copy_function=shutil.copy2)
+    before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
+    assert set(before) == {"best.pt", "last.pt"}
+    ds = open_published(prior.dataset_id)  # the module fixture's workspace
+    train, val = (load_split(ds.root, s, ds.classes, 32) for s in ("train", "val"))
+    config = LoopConfig(epochs=2, batch_size=32, max_steps=3, progress=False)
+    meta = {"model_name": "cnn", "image_size": 32, "classes": ds.classes}
+    model = build_model("cnn", len(ds.classes), 32)
+    trainer = Trainer(model, train, val, ds.classes, config, run_dir, meta=meta)
+    assert trainer.resume() == 1
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e20
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    last = run_dir / "checkpoints" / "last.pt"
+    assert_one_line(str(info.value), "at epoch 2 step 2", f"last good checkpoint: {last}")
+    assert {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == before
 
 
 def test_nan_weights_file_stops_at_the_first_step(prior: Prior, tmp_path) -> None:
