@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from bench_report import publish  # noqa: E402
 from torch import nn  # noqa: E402
 
 from asl_recognition.classes import CLASSES  # noqa: E402
@@ -255,12 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
         parser.error("--steps, --rounds and --batch-size must be at least 1")
     result = run(args)
-    print()
-    print(markdown(result))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nresults: {out}")
+    publish(result, markdown(result), args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ perf-analyzer is an empty 0.1.0 on this Python/glibc. Every loop is bounded (sec
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from bench_report import publish  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from asl_recognition.imageio import load_rgb  # noqa: E402
@@ -265,17 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["ratio_to_ort"] = row["throughput"] / baseline["throughput"]
     table = markdown(rows, baseline, batch32)
-    print()
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"onnx": str(onnx_path), "ort_batch1": baseline, "ort_batch32": batch32, "rows": rows},
-            indent=2,
-        )
-    )
-    print(f"\nresults: {out}")
+    result = {"onnx": str(onnx_path), "ort_batch1": baseline, "ort_batch32": batch32, "rows": rows}
+    publish(result, table, args.out)
     return 0
 
 

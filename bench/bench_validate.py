@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -177,6 +176,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_report import publish
+
     from asl_recognition.data.scan import default_workers
     from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
 
@@ -205,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.workers < 1:
         parser.error("--rounds and --workers must be at least 1")
     result = run(args)
-    print()
-    print(markdown(result))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nresults: {out}")
+    publish(result, markdown(result), args.out)
     return 0
 
 
