@@ -12,6 +12,7 @@ import argparse
 import html
 import json
 import math
+import signal
 import sys
 import time
 import urllib.error
@@ -513,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(Prometheus {args.prometheus}); Ctrl-C stops",
         flush=True,
     )
+    stop_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -520,6 +522,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the page cleanly, even when started as a background job.
+
+    A shell starts background jobs with SIGINT ignored, and Python then never turns Ctrl-C into
+    KeyboardInterrupt; container runtimes and process managers stop with SIGTERM.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":
