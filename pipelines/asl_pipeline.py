@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asl_recognition.data.sources import split_list, split_name
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG, Dag
@@ -115,11 +116,9 @@ def localise(path: str) -> str:
 def source_list(value: str) -> str:
     """``NAME=PATH,PATH2`` -> one source as is, several as the JSON list validate_raw takes."""
     specs = []
-    for part in (p.strip() for p in value.split(",") if p.strip()):
-        name, sep, path = part.partition("=")
-        if not sep or "/" in name:
-            name, path = "", part
-        specs.append(f"{name}={localise(path)}" if name else localise(path))
+    for part in split_list(value):
+        named = split_name(part)
+        specs.append(localise(part) if named is None else f"{named[0]}={localise(named[1])}")
     return specs[0] if len(specs) == 1 else json.dumps(specs)
 
 

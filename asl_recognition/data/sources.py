@@ -44,6 +44,14 @@ def _split_specs(value: str | Sequence[str] | None) -> list[str]:
     return [str(v) for v in value]
 
 
+def split_name(spec: str) -> tuple[str, str] | None:
+    """``NAME=PATH`` -> (name, path); None for a bare path (an ``=`` inside a path is no name)."""
+    name, sep, path = spec.partition("=")
+    if not sep or "/" in name or "\\" in name:
+        return None
+    return name, path
+
+
 def parse_sources(value: str | Sequence[str] | None) -> list[SourceSpec]:
     """``NAME=PATH`` or a bare ``PATH`` (named after its folder, or the zip's stem) per source.
 
@@ -51,14 +59,14 @@ def parse_sources(value: str | Sequence[str] | None) -> list[SourceSpec]:
     """
     specs: list[SourceSpec] = []
     for raw in _split_specs(value):
-        name, sep, path = raw.partition("=")
-        if sep and ("/" in name or "\\" in name):  # "=" inside a path, not a name
-            name, sep, path = "", "", raw
-        if not sep:
+        named = split_name(raw)
+        if named is None:
             path = raw
             name = Path(path.rstrip("/\\")).stem or Path(path).resolve().name
+        else:
+            name, path = named
         name, path = name.strip(), path.strip()
-        if sep and (not name or not path):
+        if named is not None and (not name or not path):
             raise SourceSpecError(f"--source {raw!r}: expected NAME=PATH with both parts")
         if not path:
             raise SourceSpecError("--source: empty path")
