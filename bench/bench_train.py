@@ -140,7 +140,6 @@ def markdown(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(SEED)  # as a real run does (deterministic kernels for both loops)
     source = Path(args.source)
     data, decode_s = load_images(source, args.image_size)

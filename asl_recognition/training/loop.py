@@ -8,6 +8,7 @@ checkpoint for inspection, and restored on resume.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -275,22 +276,23 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
             logits = self.model(images)
             loss = self.criterion(logits, labels)
-            if not torch.isfinite(loss):
+            loss_value = float(loss.detach())  # the step's one device-to-host sync
+            if not math.isfinite(loss_value):
                 bar.close()
                 kept = self.last_path if self.last_path.exists() else "none (first epoch)"
                 raise NonFiniteLossError(
-                    f"loss became {float(loss.detach())} at epoch {epoch} step {step + 1} "
+                    f"loss became {loss_value} at epoch {epoch} step {step + 1} "
                     f"(lr {self.optimizer.param_groups[0]['lr']:g}); training stopped, "
                     f"last good checkpoint: {kept}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += float(loss.detach()) * len(labels)
+            loss_sum += loss_value * len(labels)
             seen += len(labels)
             metrics.update(logits.detach().argmax(1), labels)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
         bar.close()
         result = {k: float(v) for k, v in metrics.compute().items()}
         result["loss"] = loss_sum / max(1, seen)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +33,6 @@ from asl_recognition.training.evaluate import (
     evaluate_split,
     holdout_accuracy,
     holdout_groups,
-    predict,
 )
 from asl_recognition.training.export import check_parity, export_onnx
 from asl_recognition.training.loop import LAST, LoopConfig, Trainer, seed_everything
@@ -179,7 +177,6 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     started = time.perf_counter()
     p = normalise_params(params)
     device = resolve_device(p["device"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     dataset = open_published(p["dataset_version"])
     expected = read_class_file(p["classes"]) if p["classes"] else list(CLASSES)
@@ -328,7 +325,7 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     classes_path = run_dir / "classes.txt"
     write_class_file(str(classes_path), classes)
 
-    val_probs = predict(model, splits["val"].images).probabilities
+    val_probs = val_eval["predictions"].probabilities
     train_counts = torch.bincount(splits["train"].labels, minlength=len(classes)).tolist()
     hist = confidence_histogram(val_probs)
     baseline = {
@@ -440,7 +437,6 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         model_id = record.id
         registered_onnx, registered_classes = record.onnx_path, record.classes_path
         print(f"registered model asl v{record.version} ({record.id}, {record.backend})")
-    shutil.rmtree(run_dir / ".tmp", ignore_errors=True)
     return {
         "model_id": model_id,
         "onnx_path": registered_onnx,
