@@ -16,11 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.pipeline.selection import (
-    class_labels,
-    confusion_matrix,
-    select_best,
-)
+from asl_recognition.pipeline.selection import confusion_matrix, select_best
+from asl_recognition.registry.confusion import read_classes
 from asl_recognition.tracking import init_task
 
 
@@ -82,7 +79,7 @@ def log_decision(ctx, decision) -> None:
         if matrix is None:
             logger.report_text(f"no confusion matrix found for {label} model {record.id}")
             continue
-        labels = class_labels(record)
+        labels = read_classes(record) or None
         if labels is not None and len(labels) != len(matrix):
             labels = None
         logger.report_confusion_matrix(

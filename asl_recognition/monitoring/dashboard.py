@@ -23,8 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
 
-CM_KEYS = ("test_confusion_matrix", "val_confusion_matrix", "confusion_matrix")
-CM_SPLITS = ("test", "val", "external")
+from asl_recognition.registry.confusion import find_confusion, read_classes
+
 METRIC_ORDER = (
     "val_accuracy",
     "val_macro_f1",
@@ -48,71 +48,6 @@ def _load_registry_production(backend: str) -> tuple[Any | None, str | None]:
         return None, f"registry error: {type(exc).__name__}: {exc}"
 
 
-def _as_matrix(value: Any) -> list[list[float]] | None:
-    if isinstance(value, Mapping):
-        for key in ("matrix", "values", *CM_SPLITS):
-            if key in value:
-                found = _as_matrix(value[key])
-                if found:
-                    return found
-        return None
-    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
-        try:
-            return [[float(x) for x in row] for row in value]
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def _record_dirs(record: Any) -> list[Path]:
-    dirs: list[Path] = []
-    params = getattr(record, "params", None) or {}
-    for candidate in (params.get("run_dir"), getattr(record, "onnx_path", None)):
-        if candidate:
-            path = Path(str(candidate))
-            dirs.append(path if path.is_dir() else path.parent)
-    return dirs
-
-
-def find_confusion(record: Any) -> dict[str, Any]:
-    """{"matrix": [[...]], "split": str, "png": Path|None} from metrics, metrics.json or a PNG."""
-    found: dict[str, Any] = {"matrix": None, "split": None, "png": None}
-    sources: list[Any] = [getattr(record, "metrics", None) or {}]
-    for folder in _record_dirs(record):
-        for name in ("metrics.json", "summary.json", "confusion_matrix.json"):
-            try:
-                sources.append(json.loads((folder / name).read_text(encoding="utf-8")))
-            except (OSError, json.JSONDecodeError):
-                continue
-        if found["png"] is None:
-            pngs = sorted(folder.glob("*confusion*.png"))
-            found["png"] = next((p for p in pngs if "test" in p.name), pngs[0] if pngs else None)
-    for source in sources:
-        if not isinstance(source, Mapping):
-            continue
-        for key in CM_KEYS + ("confusion_matrices",):
-            if key not in source:
-                continue
-            value = source[key]
-            split = key.split("_")[0] if key.startswith(CM_SPLITS) else None
-            if isinstance(value, Mapping) and split is None:
-                for s in CM_SPLITS:
-                    if s in value and _as_matrix(value[s]):
-                        return {**found, "matrix": _as_matrix(value[s]), "split": s}
-            matrix = _as_matrix(value)
-            if matrix:
-                return {**found, "matrix": matrix, "split": split}
-    return found
-
-
-def _read_classes(record: Any) -> list[str]:
-    try:
-        text = Path(str(record.classes_path)).read_text(encoding="utf-8")
-    except (OSError, TypeError, AttributeError):
-        return []
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def model_summary(record: Any | None) -> dict[str, Any] | None:
     if record is None:
         return None
@@ -130,7 +65,7 @@ def model_summary(record: Any | None) -> dict[str, Any] | None:
         "tags": list(getattr(record, "tags", []) or []),
         "dataset_id": getattr(record, "dataset_id", None),
         "task_id": getattr(record, "task_id", None),
-        "classes": _read_classes(record),
+        "classes": read_classes(record),
         "metrics": ordered,
         "baseline": bool(getattr(record, "baseline_path", None)),
     }

@@ -6,11 +6,11 @@ JSON registry offline, the ClearML model registry (tags, ``Model.query_models``)
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from asl_recognition.registry.confusion import find_confusion
 
 MODES = ("max", "min")
 
@@ -161,51 +161,9 @@ def _split_of(metric: str) -> str:
     return metric.split("_", 1)[0] if metric.startswith(("val_", "test_")) else "val"
 
 
-def _as_matrix(value: Any, split: str) -> list[list[float]] | None:
-    if isinstance(value, dict):
-        for key in (split, "val", "test", "matrix"):
-            if key in value:
-                return _as_matrix(value[key], split)
-        return None
-    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
-        return value
-    return None
-
-
 def confusion_matrix(record: Any, metric: str = "val_macro_f1") -> list[list[float]] | None:
-    """The record's confusion matrix for the metric's split, wherever training left it.
+    """The record's confusion matrix for the metric's split (None when it has none).
 
-    Looked up defensively: in the record's metrics, then ``metrics.json`` in the run directory or
-    next to the ONNX file; None when nothing usable is found (the decision never depends on it).
+    The decision never depends on it; it is logged beside the decision.
     """
-    split = _split_of(metric)
-    keys = (f"{split}_confusion_matrix", "confusion_matrix", "confusion_matrices")
-    sources: list[dict[str, Any]] = [getattr(record, "metrics", None) or {}]
-    folders = []
-    params = getattr(record, "params", None) or {}
-    for candidate in (params.get("run_dir"), getattr(record, "onnx_path", None)):
-        if candidate:
-            path = Path(str(candidate))
-            folders.append(path if path.is_dir() else path.parent)
-    for folder in folders:
-        for name in ("metrics.json", "summary.json"):
-            try:
-                sources.append(json.loads((folder / name).read_text(encoding="utf-8")))
-            except (OSError, json.JSONDecodeError):
-                continue
-    for source in sources:
-        if not isinstance(source, dict):
-            continue
-        for key in keys:
-            matrix = _as_matrix(source.get(key), split)
-            if matrix:
-                return matrix
-    return None
-
-
-def class_labels(record: Any) -> list[str] | None:
-    path = getattr(record, "classes_path", None)
-    try:
-        return [line.strip() for line in Path(str(path)).read_text().splitlines() if line.strip()]
-    except (OSError, TypeError):
-        return None
+    return find_confusion(record, prefer=(_split_of(metric), "val", "test"))["matrix"]

@@ -270,6 +270,7 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
             fit.epochs_run,
         )
     test_cm = confusion_matrix(test_eval["predictions"].preds, splits["test"].labels, len(classes))
+    val_cm = confusion_matrix(val_eval["predictions"].preds, splits["val"].labels, len(classes))
     writer.add_figure(
         "confusion_matrix/test", confusion_matrix_figure(test_cm, classes, "test"), fit.epochs_run
     )
@@ -363,6 +364,8 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         "image_size": image_size,
         "split_sizes": {s: len(v) for s, v in splits.items()},
         "per_class_test": test_eval["table"].to_dict(orient="records"),
+        "val_confusion_matrix": val_cm.tolist(),
+        "test_confusion_matrix": test_cm.tolist(),
         "history": fit.history,
     }
     metrics_path = run_dir / "metrics.json"
@@ -420,6 +423,9 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
                 "image_size",
             )
         }
+        # select_best logs both models' matrices; the status page shows production's
+        for key in ("val_confusion_matrix", "test_confusion_matrix"):
+            registry_metrics[key] = metrics[key]
         registry_metrics["holdout"] = {
             g: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "images": r["images"]}
             for g, r in groups.items()

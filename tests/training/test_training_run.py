@@ -103,6 +103,15 @@ def test_train_logs_exports_and_registers(published, tmp_path) -> None:
 
     record = get_registry().get(out["model_id"])
     assert record.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # both matrices travel with the record: select_best logs val's, the status page test's
+    from asl_recognition.pipeline.selection import confusion_matrix
+    from asl_recognition.registry.confusion import find_confusion
+
+    val_cm = np.asarray(confusion_matrix(record, "val_macro_f1"))
+    assert val_cm.shape == (29, 29) and val_cm.sum() == metrics["split_sizes"]["val"]
+    shown = find_confusion(record)
+    assert shown["split"] == "test"
+    assert np.asarray(shown["matrix"]).sum() == metrics["split_sizes"]["test"]
     assert record.dataset_id == metrics["dataset_id"]
     assert Path(record.onnx_path).read_bytes() == onnx_path.read_bytes()
     assert Path(record.baseline_path).is_file() and out["onnx_path"] == record.onnx_path
