@@ -251,7 +251,6 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
     triton = TritonServer(
         repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
         log_path=tmp_path / "triton.log", exit_timeout_secs=2,
-        extra_args=["--metrics-config", "summary_latencies=true"],
     )  # fmt: skip
     hook = WebhookReceiver().start()
     stack = MonitoringStack(

@@ -29,6 +29,7 @@ from asl_recognition.data.validate import (
 )
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, get_store
+from asl_recognition.store.base import sha256_file
 
 RULES_VERSION = 1
 FINGERPRINT_TAG = "fingerprint:"
@@ -42,12 +43,8 @@ def fingerprint(payload: Any) -> str:
 
 
 def _extract_dir(source: Path, name: str = "") -> Path:
-    digest = hashlib.sha256()
-    with open(source, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
     # the source name too: two sources made from the same zip must not share (and wipe) a folder
-    target = workspace() / "extracted" / (digest.hexdigest()[:16] + (f"-{name}" if name else ""))
+    target = workspace() / "extracted" / (sha256_file(source)[:16] + (f"-{name}" if name else ""))
     shutil.rmtree(target, ignore_errors=True)
     return target
 

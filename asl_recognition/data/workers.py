@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
 
 from asl_recognition.imageio import ImageDecodeError, load_rgb, read_header
+from asl_recognition.store.base import sha256_file
 
 EXIF_ORIENTATION_TAG = 0x0112
 COLUMNS = [
@@ -25,14 +25,6 @@ COLUMNS = [
     "error",
     "error_detail",
 ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _bomb_size(path: Path) -> tuple[int | None, int | None]:
@@ -64,7 +56,7 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     if path.is_symlink():  # never read through a link: it may point anywhere on the machine
         row.update(error="symlink", error_detail=f"{relpath} is a symbolic link")
         return row
-    row.update(bytes=path.stat().st_size, sha256=_sha256(path))
+    row.update(bytes=path.stat().st_size, sha256=sha256_file(path))
     if litter:
         return row  # recorded and kept in the raw version, never decoded
     try:
