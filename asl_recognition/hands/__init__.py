@@ -1,0 +1,19 @@
+"""Hand landmarks (MediaPipe's palm detector + 21-point model via LiteRT) and their features."""
+
+from asl_recognition.hands.landmarker import (
+    HandLandmarker,
+    HandResult,
+    features_from_landmarks,
+    landmark_features,
+)
+from asl_recognition.hands.models import ModelFileError, ensure_models, verify_models
+
+__all__ = [
+    "HandLandmarker",
+    "HandResult",
+    "ModelFileError",
+    "ensure_models",
+    "features_from_landmarks",
+    "landmark_features",
+    "verify_models",
+]

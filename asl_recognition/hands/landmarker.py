@@ -1,0 +1,171 @@
+"""Hand landmarks from a photo: palm detector, then the 21-point landmark model on the hand crop.
+
+Runtime: LiteRT (``ai-edge-litert``) runs MediaPipe's two ``.tflite`` files as they ship. The
+``mediapipe`` package itself is not used: it requires protobuf<5, which this project's onnx,
+tensorboard and tritonclient pins exclude. ONNX is not used yet: tflite2onnx cannot convert the
+palm detector and tf2onnx pulls TensorFlow. LiteRT needs only numpy, has a cp310 wheel for the
+Triton 24.10 image's Python backend (1.4.0), and all pre/post-processing is numpy
+(``geometry``), so a later switch of the two model calls to ONNX on GPU leaves the rest as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asl_recognition.hands import geometry
+from asl_recognition.hands.models import verify_models
+
+HANDEDNESS = ("Left", "Right")  # MediaPipe's label order: the model's score is for index 0
+MIN_SIDE = 16
+
+
+@dataclass(frozen=True)
+class HandResult:
+    """One hand: ``landmarks`` (21, 3) in image pixels (x, y, depth scaled like x) and scores.
+
+    ``handedness`` follows MediaPipe's convention (it assumes a mirrored, selfie-style image).
+    ``box`` (x0, y0, x1, y1) bounds the region the landmark model saw, clipped to the image.
+    """
+
+    landmarks: np.ndarray
+    world_landmarks: np.ndarray
+    handedness: str
+    handedness_score: float
+    presence: float
+    detection_score: float
+    box: tuple[float, float, float, float]
+    palm: geometry.Palm
+    roi: geometry.Roi
+
+
+class TfliteModel:
+    """One ``.tflite`` file behind a plain call: float32 array in, outputs by tensor name.
+
+    An interpreter is not thread safe: use one ``HandLandmarker`` per thread or process.
+    """
+
+    def __init__(self, path: Path, num_threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.interpreter.set_tensor(self.input["index"], batch.astype(np.float32, copy=False))
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(i).copy() for name, i in self.outputs.items()}
+
+
+def check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Refuse anything but an (H, W, 3) uint8 array of a usable size, with a one-line reason."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", type(rgb).__name__)
+        raise ValueError(f"expected an RGB array of shape (H, W, 3), got {shape}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {rgb.dtype}")
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"image {rgb.shape[1]}x{rgb.shape[0]} is under {MIN_SIDE} px a side")
+    return np.ascontiguousarray(rgb)
+
+
+class HandLandmarker:
+    """Finds the most confident hand in an RGB photo and returns its 21 landmarks.
+
+    ``min_detection`` gates the palm detector's score, ``min_presence`` the landmark model's
+    hand-presence score (MediaPipe's ``min_detection_confidence`` / ``min_tracking_confidence``).
+    Model files are verified by sha256 on load (see ``models.ensure_models``).
+    """
+
+    def __init__(
+        self,
+        models_dir: str | Path | None = None,
+        min_detection: float = 0.3,
+        min_presence: float = 0.5,
+        variant: str = "full",
+        num_threads: int = 1,
+    ) -> None:
+        if variant not in ("full", "lite"):
+            raise ValueError(f"variant must be 'full' or 'lite', got {variant!r}")
+        folder = verify_models(models_dir)
+        self.palm_model = TfliteModel(folder / f"palm_detection_{variant}.tflite", num_threads)
+        self.landmark_model = TfliteModel(folder / f"hand_landmark_{variant}.tflite", num_threads)
+        self.anchors = geometry.ssd_anchors()
+        self.min_detection = min_detection
+        self.min_presence = min_presence
+
+    def find_palms(self, rgb: np.ndarray) -> list[geometry.Palm]:
+        """All palms above ``min_detection`` in image pixels, best first."""
+        rgb = check_rgb(rgb)
+        tensor, box = geometry.letterbox(rgb)
+        out = self.palm_model(tensor[None])
+        decoded = geometry.decode_palms(
+            out["Identity"][0], out["Identity_1"][0], self.anchors, self.min_detection
+        )
+        return geometry.palms_in_image(geometry.weighted_nms(*decoded), box)
+
+    def landmarks(self, rgb: np.ndarray, palm: geometry.Palm) -> HandResult | None:
+        """Run the landmark model on the region around ``palm``; None below ``min_presence``."""
+        rgb = check_rgb(rgb)
+        roi = geometry.palm_to_roi(palm)
+        out = self.landmark_model(geometry.crop_roi(rgb, roi)[None])
+        presence = float(out["Identity_1"].reshape(-1)[0])
+        if presence < self.min_presence:
+            return None
+        left = float(out["Identity_2"].reshape(-1)[0])
+        label, score = (HANDEDNESS[0], left) if left >= 0.5 else (HANDEDNESS[1], 1.0 - left)
+        points = geometry.roi_to_image(out["Identity"].reshape(21, 3), roi)
+        world = out["Identity_3"].reshape(21, 3)
+        height, width = rgb.shape[:2]
+        x0, y0, x1, y1 = roi.bounds()
+        box = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
+        return HandResult(
+            landmarks=points.astype(np.float32),
+            world_landmarks=world.astype(np.float32),
+            handedness=label,
+            handedness_score=score,
+            presence=presence,
+            detection_score=palm.score,
+            box=box,
+            palm=palm,
+            roi=roi,
+        )
+
+    def detect(self, rgb: np.ndarray) -> HandResult | None:
+        """The most confident hand in ``rgb`` (H, W, 3 uint8), or None when there is none."""
+        palms = self.find_palms(rgb)
+        return self.landmarks(rgb, palms[0]) if palms else None
+
+    def detect_path(self, path: str | Path) -> HandResult | None:
+        """Decode ``path`` through the project's bounded, EXIF-aware decoder, then ``detect``."""
+        from asl_recognition.imageio import load_rgb
+
+        with load_rgb(path) as img:
+            return self.detect(np.asarray(img))
+
+
+def features_from_landmarks(landmarks: np.ndarray, handedness: str) -> np.ndarray:
+    """63 float32: wrist-relative points over the largest |x|, |y|; x negated for a left hand.
+
+    This removes position and size, and maps left and right hands onto one shape.
+    """
+    points = np.asarray(landmarks, dtype=np.float64).reshape(21, 3)
+    points = points - points[0]
+    scale = np.abs(points[:, :2]).max()
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError("landmarks are degenerate (all points on the wrist)")
+    points = points / scale
+    if handedness == HANDEDNESS[0]:
+        points[:, 0] = -points[:, 0]
+    elif handedness != HANDEDNESS[1]:
+        raise ValueError(f"handedness must be 'Left' or 'Right', got {handedness!r}")
+    return points.astype(np.float32).ravel()
+
+
+def landmark_features(result: HandResult) -> np.ndarray:
+    """The (63,) float32 feature vector of one detected hand (see ``features_from_landmarks``)."""
+    return features_from_landmarks(result.landmarks, result.handedness)
