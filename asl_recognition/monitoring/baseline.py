@@ -22,8 +22,6 @@ class Baseline:
 
     class_shares: dict[str, float] = field(default_factory=dict)
     confidence_mean: float | None = None
-    confidence_buckets: list[float] = field(default_factory=list)
-    confidence_counts: list[float] = field(default_factory=list)
     source: str = ""
 
 
@@ -80,8 +78,6 @@ def parse_baseline(data: Mapping[str, Any], source: str = "") -> Baseline:
     return Baseline(
         class_shares=shares,
         confidence_mean=None if mean is None else float(mean),
-        confidence_buckets=buckets,
-        confidence_counts=counts,
         source=source,
     )
 

@@ -1,4 +1,4 @@
-"""Grafana dashboard for the Docker path, generated so panels stay in step with the rule names.
+"""Grafana dashboard for the Docker path, generated from the same PromQL as the alert rules.
 
 ``python -m asl_recognition.monitoring.grafana`` rewrites
 ``triton/monitoring/grafana/dashboards/asl-serving.json``; a test checks the file is current and
@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import promql
+from .promql import PromQL
+
 OUT = Path(__file__).resolve().parents[2] / "triton" / "monitoring" / "grafana" / "dashboards"
 DS = {"type": "prometheus", "uid": "prometheus"}  # provisioning/datasources/prometheus.yml
-M = 'model="$model"'
-RI = "$__rate_interval"
 
 
 def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -65,67 +66,66 @@ def _row(pid: int, title: str, y: int) -> dict[str, Any]:
     }
 
 
-def dashboard() -> dict[str, Any]:
-    ok = f"sum(rate(nv_inference_request_success{{{M}}}[{RI}]))"
-    fail = f"sum(rate(nv_inference_request_failure{{{M}}}[{RI}]))"
+def _panels(q: PromQL) -> list[dict[str, Any]]:
     # fmt: off
-    panels = [
+    return [
         _row(1, "Serving (Triton)", 0),
-        _panel(2, "Triton up", "stat", (0, 1, 4, 5), [('max(up{job="triton"})', "up")],
+        _panel(2, "Triton up", "stat", (0, 1, 4, 5), [(q.up, "up")],
                thresholds=[("red", None), ("green", 1)],
                desc="1 when Prometheus scrapes Triton's metrics endpoint (alert AslTritonDown)."),
         _panel(3, "Requests / s", "timeseries", (4, 1, 10, 8),
-               [(ok, "success"), (fail, "failure")], unit="reqps",
+               [(q.success_rate, "success"), (q.failure_rate, "failure")], unit="reqps",
                desc="nv_inference_request_success / _failure (alerts AslNoTraffic)."),
         _panel(4, "Error ratio", "timeseries", (14, 1, 10, 8),
-               [(f"{fail} / ({ok} + {fail})", "errors")], unit="percentunit",
+               [(q.error_ratio, "errors")], unit="percentunit",
                thresholds=[("green", None), ("red", 0.05)],
                desc="Failed / all requests (alert AslHighErrorRate)."),
-        _panel(5, "Model loaded", "stat", (0, 6, 4, 3),
-               [(f"count(nv_inference_request_success{{{M}}}) > bool 0", "loaded")],
+        _panel(5, "Model loaded", "stat", (0, 6, 4, 3), [(q.model_loaded, "loaded")],
                thresholds=[("red", None), ("green", 1)],
                desc="Triton exports statistics only for loaded models (alert AslModelNotReady)."),
         _panel(6, "Latency", "timeseries", (0, 9, 12, 8), [
-            (f'max(nv_inference_request_summary_us{{{M},quantile="0.95"}}) / 1000', "p95"),
-            (f"sum(rate(nv_inference_request_duration_us{{{M}}}[{RI}])) / {ok} / 1000", "mean"),
-            (f"sum(rate(nv_inference_queue_duration_us{{{M}}}[{RI}])) / {ok} / 1000",
-             "queue (mean)"),
+            (q.latency_p95_ms, "p95"), (q.latency_mean_ms, "mean"),
+            (q.queue_mean_ms, "queue (mean)"),
         ], unit="ms", desc="p95 needs tritonserver --metrics-config summary_latencies=true "
            "(alert AslHighLatencyP95)."),
         _panel(7, "Dynamic batching: images per execution", "timeseries", (12, 9, 6, 8), [
-            (f"sum(rate(nv_inference_count{{{M}}}[{RI}])) / "
-             f"sum(rate(nv_inference_exec_count{{{M}}}[{RI}]))", "mean batch"),
+            (q.batch_mean, "mean batch"),
         ]),
         _panel(8, "Triton CPU", "timeseries", (18, 9, 6, 8), [
-            ("max(nv_cpu_utilization)", "cpu utilisation"),
+            (q.cpu_utilisation, "cpu utilisation"),
         ], unit="percentunit"),
         _row(9, "Model quality", 17),
         _panel(10, "Mean top-1 confidence", "timeseries", (0, 18, 12, 8), [
-            ("asl:confidence_mean", "live"),
-            ("max(asl:baseline_confidence_mean)", "validation baseline"),
+            (promql.CONFIDENCE_MEAN, "live"),
+            (q.baseline_confidence_mean, "validation baseline"),
         ], unit="percentunit",
            desc="Alerts AslMeanConfidenceLow, AslConfidenceDroppedVsBaseline."),
         _panel(11, "Low-confidence share", "timeseries", (12, 18, 12, 8), [
-            ("asl:low_confidence_ratio", "below serving threshold"),
+            (promql.LOW_CONFIDENCE_RATIO, "below serving threshold"),
         ], unit="percentunit", desc="Alert AslLowConfidenceRateHigh."),
         _panel(12, "Confidence distribution", "heatmap", (0, 26, 12, 9), [
-            (f"sum by (le) (increase(asl_prediction_confidence_bucket[{RI}]))", "{{le}}"),
+            (q.confidence_histogram, "{{le}}"),
         ], extra={"options": {"calculate": False, "yAxis": {"unit": "percentunit"}}}),
         _panel(13, "Class-distribution drift (total variation distance)", "timeseries",
-               (12, 26, 12, 9), [("asl:class_drift_tvd", "TVD vs training")],
+               (12, 26, 12, 9), [(promql.CLASS_DRIFT_TVD, "TVD vs training")],
                thresholds=[("green", None), ("orange", 0.3)],
                desc="0 = same class shares as training, 1 = disjoint "
                "(AslClassDistributionDrift)."),
         _panel(14, "Predicted class share vs training", "barchart", (0, 35, 24, 9), [
-            ("asl:predicted_class_share", "{{class}}"),
-            ("asl:baseline_class_share", "{{class}} (training)"),
+            (promql.PREDICTED_CLASS_SHARE, "{{class}}"),
+            (promql.BASELINE_CLASS_SHARE, "{{class}} (training)"),
         ], unit="percentunit", extra={"options": {"xField": "class"}}),
         _row(15, "Alerts", 44),
         _panel(16, "Firing alerts", "table", (0, 45, 24, 7), [
-            ('ALERTS{alertstate="firing"}', "{{alertname}}"),
+            (q.firing_alerts, "{{alertname}}"),
         ], extra={"options": {"showHeader": True}}),
     ]
     # fmt: on
+
+
+def dashboard() -> dict[str, Any]:
+    """The dashboard JSON; queries come from :class:`PromQL` with Grafana's variables."""
+    panels = _panels(PromQL.for_grafana())
     for panel in panels:
         if panel["type"] in ("barchart", "table"):
             for target in panel["targets"]:

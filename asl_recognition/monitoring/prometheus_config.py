@@ -54,7 +54,7 @@ def _min_duration(a: str, b: str) -> str:
 
 
 def write_prometheus_config(path: str | Path, config: dict[str, Any]) -> Path:
-    from .rules import dump_yaml
+    from .alert_rules import dump_yaml
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

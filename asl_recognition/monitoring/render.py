@@ -13,8 +13,8 @@ from pathlib import Path
 
 from asl_recognition.classes import CLASSES
 
+from .alert_rules import write_rules
 from .baseline import uniform_baseline
-from .rules import write_rules
 from .settings import load_thresholds, parse_overrides
 from .stack import resolve_baseline
 
