@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
+import struct
+import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -58,3 +62,186 @@ def test_validate_raw_refuses_a_zip_slip_upload(asl_workspace: Path, tmp_path: P
     archive = _zip(tmp_path / "evil.zip", [("../x.jpg", b"x")])
     with pytest.raises(UnsafeArchiveError, match=r"refusing evil\.zip: member '\.\./x\.jpg'"):
         validate_raw(archive, report_dir=tmp_path / "rep", progress=False)
+
+
+# --- zip bombs, lying headers, corrupt / encrypted archives, file-folder clashes ---------------
+
+MiB = 1 << 20
+
+
+def _real_members(sample_dir: Path, n: int = 3) -> list[tuple[str, bytes]]:
+    frames = sorted((sample_dir / "A").glob("*.jpg"))[:n]
+    return [(f"A/{p.name}", p.read_bytes()) for p in frames]
+
+
+def _deflated(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def _patch_sizes(archive: Path, member: str, declared: int) -> None:
+    """Rewrite a member's uncompressed size in its local and central headers (a lying zip)."""
+    blob = bytearray(archive.read_bytes())
+    name = member.encode()
+    for sig, offset, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        start = 0
+        while (start := blob.find(sig, start)) >= 0:
+            name_len = struct.unpack_from("<H", blob, start + name_at - 4)[0]
+            if sig == b"PK\x01\x02":
+                name_len = struct.unpack_from("<H", blob, start + 28)[0]
+            if blob[start + name_at : start + name_at + name_len] == name:
+                struct.pack_into("<I", blob, start + offset, declared)
+            start += 4
+    archive.write_bytes(bytes(blob))
+
+
+def _assert_nothing_left(parent: Path, target: Path) -> None:
+    assert not target.exists() or not any(target.iterdir())
+    assert [p.name for p in parent.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture
+def limits_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for var in ("MEMBER_BYTES", "TOTAL_BYTES", "MEMBERS", "RATIO"):
+        monkeypatch.delenv(f"ASL_ZIP_MAX_{var}", raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"ASL_ZIP_MAX_MEMBER_BYTES": str(MiB)}, "over the 1048576 byte member limit"),
+        ({"ASL_ZIP_MAX_RATIO": "200"}, r"compresses \d+:1, over the 200:1 limit"),
+        (
+            {"ASL_ZIP_MAX_TOTAL_BYTES": str(2 * MiB), "ASL_ZIP_MAX_RATIO": "1e6"},
+            "over the 2097152 byte limit",
+        ),
+        ({"ASL_ZIP_MAX_MEMBERS": "3"}, "4 members, over the 3 limit"),
+    ],
+)
+def test_zip_bomb_is_refused_from_the_central_directory(
+    tmp_path: Path, sample_dir: Path, limits_env, env: dict, message: str
+) -> None:
+    for var, value in env.items():
+        limits_env.setenv(var, value)
+    # three real frames and 3 MiB of zeros that deflate to a few KB
+    archive = _deflated(
+        tmp_path / "bomb.zip", _real_members(sample_dir) + [("A/zeros.bmp", bytes(3 * MiB))]
+    )
+    assert archive.stat().st_size < 100_000
+    target = tmp_path / "out" / "target"
+    with pytest.raises(UnsafeArchiveError, match=f"refusing bomb.zip: .*{message}"):
+        safe_extract_zip(archive, target)
+    _assert_nothing_left(target.parent, target)
+
+
+def test_a_declared_3_gib_member_is_refused_without_reading_it(
+    tmp_path: Path, sample_dir: Path, limits_env
+) -> None:
+    members = _real_members(sample_dir)
+    archive = _deflated(tmp_path / "big.zip", members)
+    _patch_sizes(archive, members[1][0], 3 << 30)
+    with pytest.raises(UnsafeArchiveError, match="declares 3221225472 bytes, over the 67108864"):
+        safe_extract_zip(archive, tmp_path / "target")
+    _assert_nothing_left(tmp_path, tmp_path / "target")
+
+
+def test_a_member_lying_about_its_size_is_caught_while_streaming(
+    tmp_path: Path, sample_dir: Path, limits_env
+) -> None:
+    # 8 MiB of zeros declared as 1000 bytes: every central-directory check passes
+    members = _real_members(sample_dir, 1) + [("A/liar.bmp", bytes(8 * MiB))]
+    archive = _deflated(tmp_path / "liar.zip", members + _real_members(sample_dir, 2)[1:])
+    _patch_sizes(archive, "A/liar.bmp", 1000)
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.getinfo("A/liar.bmp").file_size == 1000
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError, match="refusing liar.zip: "):
+        safe_extract_zip(archive, target)
+    _assert_nothing_left(tmp_path, target)
+
+
+def test_a_corrupt_zip_is_refused_and_the_partial_extraction_removed(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    members = _real_members(sample_dir, 3)
+    archive = _deflated(tmp_path / "corrupt.zip", members)
+    blob = bytearray(archive.read_bytes())
+    second = blob.find(members[1][0].encode()) + len(members[1][0]) + 200
+    blob[second : second + 64] = bytes(64)  # the first member is fine, the second is not
+    archive.write_bytes(bytes(blob))
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError, match=r"^refusing corrupt.zip: corrupt or unreadable"):
+        safe_extract_zip(archive, target)
+    _assert_nothing_left(tmp_path, target)
+    (tmp_path / "text.zip").write_text("not a zip at all\n")
+    with pytest.raises(UnsafeArchiveError, match="refusing text.zip: corrupt or unreadable zip"):
+        safe_extract_zip(tmp_path / "text.zip", target)
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="the zip command makes the encrypted zip")
+def test_an_encrypted_zip_is_refused(tmp_path: Path, sample_dir: Path) -> None:
+    folder = tmp_path / "src" / "A"
+    folder.mkdir(parents=True)
+    for name, data in _real_members(sample_dir, 2):
+        (folder.parent / name).write_bytes(data)
+    archive = tmp_path / "locked.zip"
+    subprocess.run(
+        ["zip", "-q", "-r", "-P", "secret", str(archive), "A"], cwd=folder.parent, check=True
+    )
+    with pytest.raises(
+        UnsafeArchiveError, match=r"refusing locked.zip: member 'A/.*' is encrypted"
+    ):
+        safe_extract_zip(archive, tmp_path / "target")
+    _assert_nothing_left(tmp_path, tmp_path / "target")
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["A/ok.jpg", "B", "B/x.jpg"], "'B' is both a file and a folder"),
+        (["A/ok.jpg", "B/x.jpg", "B"], "'B' is both a file and a folder"),
+        (["A/ok.jpg", "A/ok.jpg"], "member 'A/ok.jpg' appears twice"),
+    ],
+)
+def test_file_folder_clash_and_duplicates_are_refused(
+    tmp_path: Path, sample_dir: Path, names: list[str], message: str
+) -> None:
+    data = _real_members(sample_dir, 1)[0][1]
+    archive = tmp_path / "clash.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate
+        _zip(archive, [(n, data) for n in names])
+    with pytest.raises(UnsafeArchiveError, match=f"refusing clash.zip: {message}"):
+        safe_extract_zip(archive, tmp_path / "target")
+    _assert_nothing_left(tmp_path, tmp_path / "target")
+
+
+def test_bad_limit_settings_are_refused(tmp_path: Path, limits_env) -> None:
+    archive = _zip(tmp_path / "ok.zip", [("A/a.jpg", b"a")])
+    for value, why in (("lots", "is not a number"), ("0", "must be positive")):
+        limits_env.setenv("ASL_ZIP_MAX_MEMBERS", value)
+        with pytest.raises(ValueError, match=f"ASL_ZIP_MAX_MEMBERS='{value}' {why}"):
+            safe_extract_zip(archive, tmp_path / "target")
+
+
+def test_stale_staging_of_a_killed_extraction_is_cleaned(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    stale = tmp_path / f".target.part{proc.pid}"
+    (stale / "A").mkdir(parents=True)
+    archive = _zip(tmp_path / "ok.zip", [("A/a.jpg", b"a")])
+    safe_extract_zip(archive, tmp_path / "target")
+    assert not stale.exists() and (tmp_path / "target" / "A" / "a.jpg").read_bytes() == b"a"
+
+
+def test_validate_raw_turns_a_corrupt_zip_into_one_line(
+    asl_workspace: Path, tmp_path: Path, sample_dir: Path
+) -> None:
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(UnsafeArchiveError) as caught:
+        validate_raw(tmp_path / "bad.zip", report_dir=tmp_path / "rep", progress=False)
+    assert "\n" not in str(caught.value) and "corrupt or unreadable zip" in str(caught.value)
+    assert not list((asl_workspace / "extracted").glob("*/*"))

@@ -1,14 +1,70 @@
-"""Zip extraction that cannot write outside its target (zip-slip, absolute paths, links)."""
+"""Zip extraction that cannot write outside its target, fill the disk, or leave half a tree.
+
+Refused: zip-slip and absolute paths, links, encrypted or corrupt archives, a name that is both a
+file and a folder, duplicate names, and archives over the size limits (zip bombs). The limits are
+checked from the central directory first and enforced again on the bytes actually decompressed,
+so a member whose header lies about its size is caught while streaming. Extraction goes to a
+staging folder next to the target that is renamed into place only when every member is written.
+"""
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
 import stat
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from asl_recognition.store.base import remove_stale
+
+MiB = 1 << 20
+CHUNK = MiB
+# Below this uncompressed size a member's ratio is not checked: a 1 MiB member cannot fill a disk
+# however well it compresses (an all-black frame or a text file can exceed any sane ratio).
+RATIO_FLOOR = MiB
+
+
+LIMIT_VARS = {
+    "member_bytes": "ASL_ZIP_MAX_MEMBER_BYTES",
+    "total_bytes": "ASL_ZIP_MAX_TOTAL_BYTES",
+    "members": "ASL_ZIP_MAX_MEMBERS",
+    "ratio": "ASL_ZIP_MAX_RATIO",
+}
 
 
 class UnsafeArchiveError(ValueError):
-    """A member would escape the target or is a link; nothing is extracted."""
+    """A zip that cannot be extracted safely; nothing of it is left behind."""
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Bounds for one archive, sized for image datasets (a phone photo is under 20 MB)."""
+
+    member_bytes: int = 64 * MiB
+    total_bytes: int = 8 * 1024 * MiB
+    members: int = 500_000
+    ratio: float = 200.0
+
+    @classmethod
+    def from_env(cls) -> "ZipLimits":
+        """Defaults, each overridable by its ``ASL_ZIP_MAX_*`` variable (tests lower them)."""
+        values: dict[str, float | int] = {}
+        for field_name, var in LIMIT_VARS.items():
+            text = os.environ.get(var, "").strip()
+            if not text:
+                continue
+            kind = float if field_name == "ratio" else int
+            try:
+                value = kind(text)
+            except ValueError:
+                raise ValueError(f"{var}={text!r} is not a number") from None
+            if not value > 0:
+                raise ValueError(f"{var}={text!r} must be positive")
+            values[field_name] = value
+        return cls(**values)
 
 
 def _member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
@@ -27,22 +83,132 @@ def _member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
     resolved = (target / name).resolve()
     if resolved != target and target not in resolved.parents:
         return f"member {info.filename!r} resolves outside {target}"
+    if info.flag_bits & 0x1:
+        return f"member {info.filename!r} is encrypted"
     return None
 
 
-def safe_extract_zip(archive: str | Path, target: str | Path) -> Path:
-    """Check every member first, then extract; refuse the whole archive on the first bad member.
+def _size_problem(info: zipfile.ZipInfo, limits: ZipLimits) -> str | None:
+    if info.file_size > limits.member_bytes:
+        return (
+            f"member {info.filename!r} declares {info.file_size} bytes, over the "
+            f"{limits.member_bytes} byte member limit (ASL_ZIP_MAX_MEMBER_BYTES)"
+        )
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size >= RATIO_FLOOR and ratio > limits.ratio:
+        return (
+            f"member {info.filename!r} compresses {ratio:.0f}:1, over the {limits.ratio:g}:1 "
+            "limit (ASL_ZIP_MAX_RATIO): a zip bomb, not photographs"
+        )
+    return None
 
-    Checking before writing means a hostile archive leaves nothing half-extracted behind.
+
+def _layout_problem(members: list[zipfile.ZipInfo]) -> str | None:
+    """Duplicate names, and a name that is a file in one member and a folder in another."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for info in members:
+        name = info.filename.replace("\\", "/")
+        parts = PurePosixPath(name).parts
+        dirs.update("/".join(parts[:k]) for k in range(1, len(parts)))
+        if info.is_dir():
+            dirs.add("/".join(parts))
+        elif "/".join(parts) in files:
+            return f"member {info.filename!r} appears twice"
+        else:
+            files.add("/".join(parts))
+    clash = sorted(files & dirs)
+    if clash:
+        return f"{clash[0]!r} is both a file and a folder"
+    return None
+
+
+def check_archive(zf: zipfile.ZipFile, target: Path, limits: ZipLimits) -> None:
+    """Refuse the archive from its central directory alone, before any byte is written."""
+    members = zf.infolist()
+    if len(members) > limits.members:
+        raise UnsafeArchiveError(
+            f"{len(members)} members, over the {limits.members} limit (ASL_ZIP_MAX_MEMBERS)"
+        )
+    total = 0
+    for info in members:
+        problem = _member_problem(info, target) or _size_problem(info, limits)
+        if problem:
+            raise UnsafeArchiveError(problem)
+        total += info.file_size
+    if total > limits.total_bytes:
+        raise UnsafeArchiveError(
+            f"members declare {total} bytes in all, over the {limits.total_bytes} byte limit "
+            "(ASL_ZIP_MAX_TOTAL_BYTES)"
+        )
+    problem = _layout_problem(members)
+    if problem:
+        raise UnsafeArchiveError(problem)
+
+
+def _stream_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget: int, limits: ZipLimits
+) -> int:
+    """Write one member, counting real bytes; returns them. Refuses past any bound."""
+    allowed = min(info.file_size, limits.member_bytes, budget)
+    written = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(info) as src, open(dest, "xb") as out:
+        while block := src.read(CHUNK):
+            written += len(block)
+            if written > allowed:
+                raise UnsafeArchiveError(
+                    f"member {info.filename!r} decompresses past {allowed} bytes "
+                    f"(declared {info.file_size}): its header lies"
+                )
+            out.write(block)
+    return written
+
+
+def _extract_all(zf: zipfile.ZipFile, stage: Path, limits: ZipLimits) -> None:
+    budget = limits.total_bytes
+    for info in zf.infolist():
+        dest = stage / info.filename.replace("\\", "/")
+        if info.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        budget -= _stream_member(zf, info, dest, budget, limits)
+
+
+def safe_extract_zip(
+    archive: str | Path, target: str | Path, limits: ZipLimits | None = None
+) -> Path:
+    """Extract ``archive`` into ``target`` (absent or empty) or refuse it whole, one line why.
+
+    Raises UnsafeArchiveError; on refusal ``target`` holds nothing from the archive.
     """
+    archive = Path(archive)
+    limits = limits or ZipLimits.from_env()
     target = Path(target).resolve()
-    target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        for info in members:
-            problem = _member_problem(info, target)
-            if problem:
-                raise UnsafeArchiveError(f"refusing {Path(archive).name}: {problem}")
-        for info in members:
-            zf.extract(info, target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"extraction target {target} exists and is not an empty folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.part*"), ".part")
+    stage = target.parent / f".{target.name}.part{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            check_archive(zf, stage.resolve(), limits)
+            stage.mkdir()
+            _extract_all(zf, stage, limits)
+    except UnsafeArchiveError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise UnsafeArchiveError(f"refusing {archive.name}: {exc}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnsafeArchiveError(
+            f"refusing {archive.name}: corrupt or unreadable zip ({why})"
+        ) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if target.exists():
+        target.rmdir()
+    os.replace(stage, target)
     return target

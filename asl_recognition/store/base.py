@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,14 +58,77 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def collect_files(source_dir: str | Path) -> dict[str, Path]:
-    """Every regular file under ``source_dir`` keyed by its relative POSIX path (links skipped)."""
-    root = Path(source_dir)
-    return {
-        p.relative_to(root).as_posix(): p
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs now (a permission error means it does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_after(name: str, marker: str) -> int | None:
+    head, sep, tail = name.rpartition(marker)
+    digits = ""
+    for ch in tail:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if sep and digits else None
+
+
+def remove_stale(paths: Iterable[Path], marker: str) -> list[Path]:
+    """Delete leftovers named ``...<marker><pid>...`` whose writer is dead (killed mid-write).
+
+    A live pid (this process or another run) is never touched; returns what was removed.
+    """
+    removed = []
+    for path in paths:
+        pid = _pid_after(path.name, marker)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def temp_name(path: Path) -> Path:
+    """The sibling a writer fills before the rename; the pid lets the next start clean it."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+@contextmanager
+def atomic_output(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling to fill; it replaces ``path`` only if the block succeeds.
+
+    Readers never see half a file, and a failure leaves nothing but the old ``path``.
+    """
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` all at once (temp sibling then rename)."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class DatasetStore(ABC):

@@ -20,6 +20,9 @@ from asl_recognition.store.base import (
     DatasetStore,
     DatasetVersion,
     FileEntry,
+    atomic_output,
+    atomic_write_text,
+    remove_stale,
     sha256_file,
 )
 
@@ -42,6 +45,16 @@ class LocalDatasetStore(DatasetStore):
         self.checkouts = self.root / "checkouts"
         for folder in (self.objects, self.versions, self.checkouts):
             folder.mkdir(parents=True, exist_ok=True)
+        self.remove_stale()
+
+    def remove_stale(self) -> list[Path]:
+        """Temp files and checkouts a killed writer left (its pid is dead); live ones stay."""
+        leftovers = [
+            *self.objects.glob("*/*.tmp*"),
+            *self.versions.glob(".*.tmp*"),
+            *self.checkouts.glob(".*.tmp*"),
+        ]
+        return remove_stale(leftovers, ".tmp")
 
     def _object_path(self, sha: str) -> Path:
         return self.objects / sha[:2] / sha
@@ -51,10 +64,8 @@ class LocalDatasetStore(DatasetStore):
         target = self._object_path(sha)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".tmp{os.getpid()}")
-            shutil.copyfile(source, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
+            with atomic_output(target, mode=0o444) as tmp:
+                shutil.copyfile(source, tmp)
         return FileEntry(path="", sha256=sha, size=target.stat().st_size)
 
     def create(
@@ -85,9 +96,9 @@ class LocalDatasetStore(DatasetStore):
             created=datetime.now(timezone.utc).isoformat(),
             backend=self.backend,
         )
-        tmp = self.versions / f".{record.id}.json.tmp"
-        tmp.write_text(json.dumps(record.to_dict(), indent=1))
-        os.replace(tmp, self.versions / f"{record.id}.json")
+        atomic_write_text(
+            self.versions / f"{record.id}.json", json.dumps(record.to_dict(), indent=1)
+        )
         return record
 
     def _all(self) -> list[DatasetVersion]:
