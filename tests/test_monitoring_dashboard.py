@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import signal
 import socket
@@ -10,12 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.monitoring.alert_rules import alert_rules
 from asl_recognition.monitoring.dashboard import (
     StatusSource,
     find_confusion,
@@ -23,6 +29,7 @@ from asl_recognition.monitoring.dashboard import (
     model_summary,
     render_page,
 )
+from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.paths import REPO_ROOT
 
@@ -152,3 +159,158 @@ def test_dashboard_cli_serves_until_interrupted(asl_workspace: Path) -> None:
             output = proc.communicate()[0]
             pytest.fail(f"dashboard ignored Ctrl-C for 60 s; its output:\n{output[-3000:]}")
     assert proc.returncode == 0
+
+
+def _get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """(status, body) for GET; HTTP errors are answers too, a dropped connection raises."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _serve(source: StatusSource) -> tuple[ThreadingHTTPServer, str]:
+    server = make_server(source, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def test_nan_in_confusion_matrix_renders_as_gap_and_health_stays_honest(
+    asl_workspace: Path,
+) -> None:
+    """A NaN cell (a split with no samples, a bad file) used to drop the connection on ``/``."""
+    run = asl_workspace / "run"
+    run.mkdir()
+    matrix = [[3, float("nan")], [0, 4]]
+    (run / "metrics.json").write_text(json.dumps({"val_confusion_matrix": matrix}))
+    _register(asl_workspace, {"val_accuracy": 0.9}, run_dir=run)
+    source = StatusSource(
+        prometheus=f"http://127.0.0.1:{_closed_port()}", registry_backend="local"
+    )
+    server, url = _serve(source)
+    try:
+        code, page = _get(url)
+        assert code == 200 and "Confusion matrix (val split)" in page
+        assert ">n/a</td>" in page and "1 cell(s) not a number" in page and ">4</td>" in page
+        assert _get(url + "healthz") == (200, "ok\n")
+        code, body = _get(url + "api/status")
+
+        def reject(constant: str) -> None:
+            raise AssertionError(f"/api/status is not strict JSON: {constant}")
+
+        status = json.loads(body, parse_constant=reject)
+        assert status["confusion"]["matrix"] == [[3.0, None], [0.0, 4.0]]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class FailingSourceMock(StatusSource):
+    """Mock: a data source whose collection raises, as a bug in any section would."""
+
+    def collect(self) -> dict:
+        raise RuntimeError("registry record is corrupt")
+
+
+def test_healthz_reports_a_page_that_cannot_render() -> None:
+    server, url = _serve(FailingSourceMock())
+    try:
+        code, body = _get(url + "healthz")
+        assert code == 503 and "registry record is corrupt" in body
+        code, body = _get(url)  # an error answer, not a dropped connection
+        assert code == 500 and body.count("\n") == 1 and "RuntimeError" in body
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class PrometheusStub:
+    """Stub of Prometheus's HTTP API behind basic auth: answers ``up`` with 1, the rest empty."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.queries: list[str] = []
+        self.auth: list[str | None] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                url = urllib.parse.urlparse(self.path)
+                stub.auth.append(self.headers.get("Authorization"))
+                if self.headers.get("Authorization") != stub.expected:
+                    self.send_error(401)
+                    return
+                query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+                stub.queries.append(query)
+                if url.path == "/api/v1/alerts":
+                    data: dict = {"alerts": []}
+                elif url.path == "/api/v1/query" and query.startswith("max(up{"):
+                    data = {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}
+                else:
+                    data = {"resultType": "vector", "result": []}
+                body = json.dumps({"status": "success", "data": data}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_prometheus_password_is_used_but_never_shown(asl_workspace: Path) -> None:
+    """userinfo goes into the Authorization header; page, JSON and startup line mask it."""
+    secret = "s3cret-prom-pw"
+    stub = PrometheusStub("ops", secret)
+    port = _closed_port()
+    env = {**os.environ, "ASL_ALERT_TRITON_JOB": "asl-triton", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asl_recognition.monitoring.dashboard", "--port", str(port),
+         "--registry-backend", "local",
+         "--prometheus", f"http://ops:{secret}@127.0.0.1:{stub.port}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        startup = proc.stdout.readline()
+        assert "status page on" in startup and secret not in startup, startup
+        assert f"***@127.0.0.1:{stub.port}" in startup and "job asl-triton" in startup
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                code, page = _get(url)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "dashboard did not answer"
+                time.sleep(0.3)
+        code, status = _get(url + "api/status")
+        assert code == 200 and secret not in page and secret not in status
+        assert f"Prometheus http://***@127.0.0.1:{stub.port}" in page
+        assert "unreachable" not in page and ">up</div>" in page, page
+        assert set(stub.auth) == {stub.expected}, "credentials not sent (or sent wrong)"
+        # the configured job, not a hard-coded one, and the expressions of the alert rules
+        assert 'max(up{job="asl-triton"})' in stub.queries
+        assert not any('job="triton"' in q for q in stub.queries)
+        rules = alert_rules(load_thresholds(overrides={"triton_job": "asl-triton"}, env={}))
+        error_alert = next(r for r in rules["rules"] if r["alert"] == "AslHighErrorRate")
+        page_error_ratio = next(
+            q for q in stub.queries if q.startswith("sum(rate(nv_inference_request_f")
+        )
+        assert error_alert["expr"].startswith(page_error_ratio + " > ")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            stub.close()

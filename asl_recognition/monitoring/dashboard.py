@@ -1,15 +1,16 @@
-"""Status page for people who run the model (``make dashboard``): stdlib HTTP server, no JS needed.
+"""Status page for people who run the model (``make dashboard``): one autoescaped Jinja2 template
+(``templates/status.html``) served by the stdlib HTTP server; no JS needed.
 
 Shows the production model (version, classes, training/external metrics, confusion matrix) from the
-registry, live request rate / latency / confidence / drift queried from Prometheus's HTTP API, and
-the alerts Prometheus has firing. Every section degrades to a clear message when its source is
+registry, live request rate / latency / confidence / drift queried from Prometheus's HTTP API with
+the expressions the alert rules use (:mod:`.promql`), and the alerts Prometheus has firing. Every section degrades to a clear message when its source is
 missing (no production model yet, Prometheus down, no traffic).
 """
 
 from __future__ import annotations
 
 import argparse
-import html
+import functools
 import json
 import math
 import signal
@@ -23,7 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
 from asl_recognition.registry.confusion import find_confusion, read_classes
+
+from .promql import PromQL
+from .settings import load_thresholds, parse_overrides
+from .urls import mask_url, split_credentials
 
 METRIC_ORDER = (
     "val_accuracy",
@@ -72,30 +80,36 @@ def model_summary(record: Any | None) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------- Prometheus side
-@dataclass
 class PromClient:
-    base_url: str
-    timeout: float = 3.0
+    """Prometheus HTTP API; credentials in the URL go into a header and never onto the page."""
+
+    def __init__(self, base_url: str, timeout: float = 3.0) -> None:
+        bare, self._auth = split_credentials(base_url)
+        self.base_url = bare.rstrip("/")
+        self.display_url = mask_url(base_url)
+        self.timeout = timeout
 
     def _get(self, path: str, params: Mapping[str, Any]) -> Any:
-        url = f"{self.base_url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310
+        url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}"
+        request = urllib.request.Request(url)
+        if self._auth:
+            request.add_header("Authorization", self._auth)
+        with urllib.request.urlopen(request, timeout=self.timeout) as resp:  # noqa: S310
             body = json.loads(resp.read())
         if body.get("status") != "success":
             raise RuntimeError(body.get("error", "query failed"))
         return body["data"]
 
     def scalar(self, expr: str) -> float | None:
-        """First sample's value, or None when the result is empty / NaN."""
+        """First sample's value, or None when the result is empty / NaN / infinite."""
         result = self._get("/api/v1/query", {"query": expr})["result"]
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return None if math.isnan(value) or math.isinf(value) else value
+        return _finite(float(result[0]["value"][1])) if result else None
 
     def vector(self, expr: str, label: str) -> dict[str, float]:
+        """Label value -> sample value, non-finite samples left out."""
         result = self._get("/api/v1/query", {"query": expr})["result"]
-        return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
+        values = {r["metric"].get(label, ""): _finite(float(r["value"][1])) for r in result}
+        return {k: v for k, v in values.items() if v is not None}
 
     def series(self, expr: str, minutes: int = 15, points: int = 180) -> list[float | None]:
         end = time.time()
@@ -104,48 +118,46 @@ class PromClient:
             "/api/v1/query_range",
             {"query": expr, "start": end - minutes * 60, "end": end, "step": step},
         )["result"]
-        if not data:
-            return []
-        values = [float(v) for _, v in data[0]["values"]]
-        return [None if math.isnan(v) else v for v in values]
+        return [_finite(float(v)) for _, v in data[0]["values"]] if data else []
 
     def alerts(self) -> list[dict[str, Any]]:
         return self._get("/api/v1/alerts", {})["alerts"]
 
 
-def live_queries(model: str, window: str) -> dict[str, str]:
-    ok = f'sum(rate(nv_inference_request_success{{model="{model}"}}[{window}]))'
-    fail = f'sum(rate(nv_inference_request_failure{{model="{model}"}}[{window}]))'
+def _finite(value: Any) -> float | None:
+    """``value`` as a float, or None for missing, NaN, infinite or non-numeric values."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def live_queries(q: PromQL) -> dict[str, str]:
+    """The page's figures, from the expressions the alert rules use."""
     return {
-        "up": 'max(up{job="triton"})',
-        "request_rate": f"({ok} + {fail})",
-        "error_ratio": f"{fail} / ({ok} + {fail})",
-        "latency_p95_ms": f'max(nv_inference_request_summary_us{{model="{model}",'
-        f'quantile="0.95"}}) / 1000',
-        "latency_mean_ms": f'sum(rate(nv_inference_request_duration_us{{model="{model}"}}'
-        f"[{window}])) / {ok} / 1000",
-        "confidence_mean": f"sum(rate(asl_prediction_confidence_sum[{window}])) / "
-        f"sum(rate(asl_prediction_confidence_count[{window}]))",
-        "low_confidence_ratio": f"sum(rate(asl_low_confidence_total[{window}])) / "
-        f"sum(rate(asl_prediction_confidence_count[{window}]))",
-        "drift_tvd": "max(asl:class_drift_tvd)",
+        "up": q.up,
+        "request_rate": q.request_rate,
+        "error_ratio": q.error_ratio,
+        "latency_p95_ms": q.latency_p95_ms,
+        "latency_mean_ms": q.latency_mean_ms,
+        "confidence_mean": q.confidence_mean,
+        "low_confidence_ratio": q.low_confidence_ratio,
+        "drift_tvd": q.drift_tvd,
     }
 
 
-def live_status(prom: PromClient, model: str, window: str) -> dict[str, Any]:
-    q = live_queries(model, window)
+def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
+    exprs = live_queries(q)
     try:
-        values = {name: prom.scalar(expr) for name, expr in q.items()}
-        shares = prom.vector(
-            f"sum by (class) (increase(asl_predictions_total[{window}]))", "class"
-        )
+        values = {name: prom.scalar(expr) for name, expr in exprs.items()}
+        shares = prom.vector(q.class_counts(), "class")
         history = {
-            "request_rate": prom.series(q["request_rate"]),
-            "confidence_mean": prom.series(q["confidence_mean"]),
+            "request_rate": prom.series(exprs["request_rate"]),
+            "confidence_mean": prom.series(exprs["confidence_mean"]),
         }
         alerts = prom.alerts()
     except (urllib.error.URLError, OSError, RuntimeError, ValueError, KeyError) as exc:
-        return {"error": f"Prometheus unreachable at {prom.base_url} ({exc})"}
+        reason = str(exc).replace(prom.base_url, prom.display_url)
+        return {"error": f"Prometheus unreachable at {prom.display_url} ({reason})"}
     total = sum(shares.values())
     return {
         "values": values,
@@ -178,217 +190,179 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;text-align:
 .alert{border-left:4px solid #d33;padding:6px 10px;margin:6px 0;background:#fdecec}
 .alert.pending{border-color:#e0a100;background:#fff8e1} .ok{color:#1f7a3a;font-weight:600}
 .cm td{width:15px;height:15px;padding:0;font-size:9px;text-align:center} .cm th{font-size:9px;
-padding:1px}
+padding:1px} .cm td.dark{color:#fff} .cm td.gap{color:#8a6d00;font-size:7px}
 .bar{background:#3b82f6;height:10px;display:inline-block;border-radius:2px}
 .chips span{display:inline-block;background:#e8edf2;border-radius:4px;padding:1px 6px;
 margin:2px;font-size:12px}
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(value: float | None, unit: str = "", digits: int = 2, pct: bool = False) -> str:
+def num(value: Any, digits: int = 2, unit: str = "", pct: bool = False) -> str:
+    """A figure for the page: "—" when missing, "n/a" when not a finite number."""
     if value is None:
         return "—"
-    if pct:
-        return f"{value * 100:.1f}%"
-    return f"{value:.{digits}f}{unit}"
+    number = _finite(value)
+    if number is None:
+        return "n/a"
+    return f"{number * 100:.1f}%" if pct else f"{number:.{digits}f}{unit}"
 
 
-def _sparkline(values: list[float | None], width: int = 260, height: int = 40) -> str:
-    points = [(i, v) for i, v in enumerate(values) if v is not None]
+def sparkline(values: list[float | None], width: int = 260, height: int = 40) -> Markup:
+    """An inline SVG polyline; markup built from numbers only, so it needs no escaping."""
+    points = [(i, v) for i, v in enumerate(values) if _finite(v) is not None]
     if len(points) < 2:
-        return "<small><i>not enough history yet</i></small>"
+        return Markup("<small><i>not enough history yet</i></small>")
     hi = max(v for _, v in points) or 1.0
     n = max(len(values) - 1, 1)
     coords = " ".join(
         f"{i * width / n:.1f},{height - 2 - (v / hi) * (height - 4):.1f}" for i, v in points
     )
-    return (
+    return Markup(
         f'<svg width="{width}" height="{height}"><polyline fill="none" stroke="#3b82f6" '
         f'stroke-width="2" points="{coords}"/></svg>'
     )
 
 
-def _model_html(model: dict[str, Any] | None, reason: str | None) -> str:
-    if model is None:
-        why = f" ({_e(reason)})" if reason else ""
-        return (
-            '<section><h2>Production model</h2><p class="empty" id="no-model">No production '
-            f"model yet{why}. Train and promote one: <code>make run</code>.</p></section>"
-        )
-    rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
-        for k, v in (
-            ("model id", model["id"]),
-            ("registered", model["created"]),
-            ("dataset", model["dataset_id"] or "—"),
-            ("training task", model["task_id"] or "—"),
-            ("tags", ", ".join(model["tags"]) or "—"),
-            ("drift baseline", "stored" if model["baseline"] else "missing"),
-        )
-    )
-    metrics = (
-        "".join(f"<tr><td>{_e(k)}</td><td>{v:.4f}</td></tr>" for k, v in model["metrics"].items())
-        or '<tr><td colspan="2">no metrics recorded</td></tr>'
-    )
-    chips = "".join(f"<span>{_e(c)}</span>" for c in model["classes"])
-    return (
-        f'<section id="model"><h2>Production model</h2><div class="big">{_e(model["name"])} '
-        f'v{_e(model["version"])}</div><table class="kv">{rows}</table>'
-        f'<h2 style="margin-top:12px">Metrics (training / external)</h2>'
-        f'<table class="kv" id="metrics">{metrics}</table>'
-        f'<h2 style="margin-top:12px">Classes ({len(model["classes"])})</h2>'
-        f'<div class="chips" id="classes">{chips}</div></section>'
-    )
+def _cell(j: int, value: float, total: float) -> dict[str, Any]:
+    if _finite(value) is None:
+        return {"text": "n/a", "colour": "#eee", "cls": "gap", "title": f"{j}: not a number"}
+    share = min(max(value / total, 0.0), 1.0)
+    text = "" if not value else str(int(value)) if value == int(value) else f"{value:.2g}"
+    colour = f"rgba(29,78,216,{share:.2f})" if value else "#fff"
+    return {"text": text, "colour": colour, "cls": "dark" if share > 0.5 else "", "title": j}
 
 
-def _confusion_html(conf: dict[str, Any], classes: list[str], has_model: bool) -> str:
-    if not has_model:
-        return ""
+def confusion_view(conf: Mapping[str, Any], classes: list[str]) -> dict[str, Any] | None:
+    """Rows of cells for the template; NaN/inf cells become gaps marked n/a."""
     matrix = conf.get("matrix")
     if not matrix:
-        if conf.get("png"):
-            return (
-                '<section id="confusion"><h2>Confusion matrix</h2>'
-                '<img src="/confusion.png" style="max-width:100%"></section>'
-            )
-        return (
-            '<section id="confusion"><h2>Confusion matrix</h2><p class="empty">No confusion '
-            "matrix stored with this model.</p></section>"
-        )
+        return None
     labels = classes if len(classes) == len(matrix) else [str(i) for i in range(len(matrix))]
-    head = "".join(f"<th>{_e(c)}</th>" for c in labels)
-    rows = []
+    rows, gaps = [], 0
     for name, row in zip(labels, matrix):
-        total = sum(row) or 1.0
-        cells = []
-        for j, value in enumerate(row):
-            share = value / total
-            colour = f"rgba(29,78,216,{share:.2f})" if value else "#fff"
-            text = f"{int(value)}" if value else ""
-            style = "color:#fff" if share > 0.5 else ""
-            cells.append(f'<td style="background:{colour};{style}" title="{j}">{text}</td>')
-        rows.append(f"<tr><th>{_e(name)}</th>{''.join(cells)}</tr>")
-    split = f" ({_e(conf['split'])} split)" if conf.get("split") else ""
-    return (
-        f'<section id="confusion"><h2>Confusion matrix{split}: rows true, columns predicted</h2>'
-        f'<table class="cm"><tr><th></th>{head}</tr>{"".join(rows)}</table></section>'
-    )
+        total = sum(v for v in row if _finite(v) is not None) or 1.0
+        cells = [_cell(j, value, total) for j, value in enumerate(row)]
+        gaps += sum(c["cls"] == "gap" for c in cells)
+        rows.append({"label": name, "cells": cells})
+    return {"split": conf.get("split"), "labels": labels, "rows": rows, "gaps": gaps}
 
 
-def _live_html(live: dict[str, Any], window: str) -> str:
-    if live.get("error"):
-        return (
-            f'<section class="wide"><h2>Live</h2><p class="err">{_e(live["error"])}</p></section>'
+def _alerts_view(live: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Firing alerts first, then pending, each by name; fields the template shows."""
+    shown = []
+    for a in live.get("alerts") or []:
+        if a.get("state") not in ("firing", "pending"):
+            continue
+        labels, notes = a.get("labels") or {}, a.get("annotations") or {}
+        shown.append(
+            {
+                "state": str(a["state"]),
+                "labels": {k: str(labels.get(k, "")) for k in ("alertname", "severity")},
+                "annotations": {k: str(notes.get(k, "")) for k in ("summary", "description")},
+            }
         )
-    v = live["values"]
-    latency = v.get("latency_p95_ms")
-    lat_label = "p95 latency"
+    return sorted(shown, key=lambda a: (a["state"] != "firing", a["labels"]["alertname"]))
+
+
+def _tiles(values: Mapping[str, Any], window: str) -> list[tuple[str, str]]:
+    latency, lat_label = values.get("latency_p95_ms"), "p95 latency"
     if latency is None:
-        latency, lat_label = v.get("latency_mean_ms"), "mean latency"
-    up = v.get("up")
-    server = "up" if up == 1 else ("down" if up == 0 else "not scraped")
-    tiles = [
-        ("Triton", server),
-        (f"requests/s ({window})", _fmt(v.get("request_rate"))),
-        ("error ratio", _fmt(v.get("error_ratio"), pct=True)),
-        (lat_label, _fmt(latency, " ms", 1)),
-        ("mean confidence", _fmt(v.get("confidence_mean"), digits=3)),
-        ("low-confidence share", _fmt(v.get("low_confidence_ratio"), pct=True)),
+        latency, lat_label = values.get("latency_mean_ms"), "mean latency"
+    up = values.get("up")
+    return [
+        ("Triton", "up" if up == 1 else ("down" if up == 0 else "not scraped")),
+        (f"requests/s ({window})", num(values.get("request_rate"))),
+        ("error ratio", num(values.get("error_ratio"), pct=True)),
+        (lat_label, num(latency, 1, " ms")),
+        ("mean confidence", num(values.get("confidence_mean"), 3)),
+        ("low-confidence share", num(values.get("low_confidence_ratio"), pct=True)),
     ]
-    tiles_html = "".join(
-        f'<div class="tile"><small>{_e(k)}</small><div class="big">{_e(val)}</div></div>'
-        for k, val in tiles
+
+
+@functools.lru_cache(maxsize=1)
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("asl_recognition.monitoring", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    shares = sorted(live["class_shares"].items(), key=lambda kv: -kv[1])[:10]
-    bars = (
-        "".join(
-            f'<tr><td>{_e(c)}</td><td><span class="bar" style="width:{s * 200:.0f}px"></span> '
-            f"{s * 100:.1f}%</td></tr>"
-            for c, s in shares
-        )
-        or "<tr><td>no predictions in the window</td></tr>"
-    )
-    drift = _fmt(v.get("drift_tvd"), digits=3)
-    return (
-        f'<section id="live"><h2>Live traffic (last {_e(window)})</h2>'
-        f'<div class="tiles">{tiles_html}</div>'
-        "<p><small>requests/s, last 15 min</small><br>"
-        f"{_sparkline(live['history']['request_rate'])}"
-        f"<br><small>mean confidence, last 15 min</small><br>"
-        f"{_sparkline(live['history']['confidence_mean'])}</p></section>"
-        f'<section id="classes-live"><h2>Predicted classes (top 10)</h2><table>{bars}</table>'
-        f"<p>Drift from training distribution (total variation distance): <b>{drift}</b></p>"
-        "</section>"
-    )
-
-
-def _alert_key(alert: Mapping[str, Any]) -> str:
-    return str(alert.get("labels", {}).get("alertname", ""))
-
-
-def _alerts_html(live: dict[str, Any]) -> str:
-    if live.get("error"):
-        return ""
-    alerts = [a for a in live["alerts"] if a.get("state") in ("firing", "pending")]
-    if not alerts:
-        body = '<p class="ok" id="no-alerts">No alerts firing.</p>'
-    else:
-        body = "".join(
-            f'<div class="alert {_e(a.get("state"))}"><b>{_e(a["labels"].get("alertname"))}</b>'
-            f' [{_e(a.get("state"))}, {_e(a["labels"].get("severity", ""))}] '
-            f'{_e(a.get("annotations", {}).get("summary", ""))}<br><small>'
-            f'{_e(a.get("annotations", {}).get("description", ""))}</small></div>'
-            for a in sorted(alerts, key=lambda a: (a.get("state") != "firing", _alert_key(a)))
-        )
-    return f'<section id="alerts" class="wide"><h2>Alerts</h2>{body}</section>'
+    env.filters.update(num=num, sparkline=sparkline)
+    return env
 
 
 def render_page(status: dict[str, Any], refresh: int = 15) -> str:
-    model = status["model"]
-    classes = model["classes"] if model else []
-    parts = [
-        _alerts_html(status["live"]),
-        _model_html(model, status.get("model_error")),
-        _live_html(status["live"], status["window"]),
-        _confusion_html(status["confusion"], classes, model is not None),
-    ]
+    """The HTML page from :meth:`StatusSource.collect`'s dict (autoescaped template)."""
+    model, live = status["model"], status["live"]
+    shares = sorted((live.get("class_shares") or {}).items(), key=lambda kv: -kv[1])[:10]
     return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<meta http-equiv='refresh' content='{int(refresh)}'>"
-        f"<title>ASL recognition: status</title><style>{CSS}</style></head><body>"
-        "<header><h1>ASL recognition: model status</h1>"
-        f"<span>Prometheus {_e(status['prometheus'])} · updated "
-        f"{_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}</span></header>"
-        f"<main>{''.join(parts)}</main></body></html>"
+        _templates()
+        .get_template("status.html")
+        .render(
+            css=CSS,
+            refresh=int(refresh),
+            prometheus=status["prometheus"],
+            updated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            model=model,
+            model_error=status.get("model_error"),
+            live=live,
+            window=status["window"],
+            alerts=_alerts_view(live),
+            tiles=[] if live.get("error") else _tiles(live["values"], status["window"]),
+            class_shares=shares,
+            confusion=confusion_view(status["confusion"], model["classes"] if model else []),
+            confusion_png=bool(status["confusion"].get("png")),
+        )
     )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf replaced by None, so /api/status is strict JSON."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value if value is None or isinstance(value, (str, int, bool)) else str(value)
 
 
 # ---------------------------------------------------------------- server
 @dataclass
 class StatusSource:
+    """Where the page's data comes from; ``job`` and ``model_name`` as the alert rules use."""
+
     prometheus: str = "http://127.0.0.1:9090"
     model_name: str = "asl"
     window: str = "5m"
     registry_backend: str = "auto"
+    job: str = "triton"
+
+    def queries(self) -> PromQL:
+        return PromQL(model=self.model_name, job=self.job, window=self.window)
 
     def collect(self) -> dict[str, Any]:
         record, error = _load_registry_production(self.registry_backend)
         confusion = find_confusion(record) if record else {"matrix": None, "png": None}
+        prom = PromClient(self.prometheus)
         return {
             "model": model_summary(record),
             "model_error": error,
             "confusion": confusion,
-            "live": live_status(PromClient(self.prometheus), self.model_name, self.window),
+            "live": live_status(prom, self.queries()),
             "window": self.window,
-            "prometheus": self.prometheus,
+            "prometheus": prom.display_url,
         }
 
 
+def _page(source: StatusSource) -> bytes:
+    return render_page(source.collect()).encode()
+
+
 def make_server(source: StatusSource, host: str, port: int) -> ThreadingHTTPServer:
+    """The page on ``/``, ``/api/status`` (JSON), ``/confusion.png``; ``/healthz`` renders."""
+
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, ctype: str) -> None:
             self.send_response(code)
@@ -398,29 +372,34 @@ def make_server(source: StatusSource, host: str, port: int) -> ThreadingHTTPServ
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
-            path = urllib.parse.urlparse(self.path).path
+        def _route(self, path: str) -> tuple[int, bytes, str]:
             if path == "/healthz":
-                self._send(200, b"ok\n", "text/plain")
-            elif path in ("/", "/index.html"):
-                page = render_page(source.collect()).encode()
-                self._send(200, page, "text/html; charset=utf-8")
-            elif path == "/api/status":
-                status = source.collect()
-                status["confusion"] = {
-                    **status["confusion"],
-                    "png": str(status["confusion"].get("png") or "") or None,
-                }
-                self._send(200, json.dumps(status, default=str).encode(), "application/json")
-            elif path == "/confusion.png":
+                try:
+                    _page(source)  # healthy only when the page itself renders
+                except Exception as exc:  # noqa: BLE001 - reported, not raised
+                    return 503, f"not ok: {type(exc).__name__}: {exc}\n".encode(), "text/plain"
+                return 200, b"ok\n", "text/plain"
+            if path in ("/", "/index.html"):
+                return 200, _page(source), "text/html; charset=utf-8"
+            if path == "/api/status":
+                status = json_safe(source.collect())
+                return 200, json.dumps(status, allow_nan=False).encode(), "application/json"
+            if path == "/confusion.png":
                 record, _ = _load_registry_production(source.registry_backend)
                 png = find_confusion(record).get("png") if record else None
                 if png and Path(png).is_file():
-                    self._send(200, Path(png).read_bytes(), "image/png")
-                else:
-                    self._send(404, b"no confusion matrix image\n", "text/plain")
-            else:
-                self._send(404, b"not found\n", "text/plain")
+                    return 200, Path(png).read_bytes(), "image/png"
+                return 404, b"no confusion matrix image\n", "text/plain"
+            return 404, b"not found\n", "text/plain"
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = urllib.parse.urlparse(self.path).path
+            try:
+                code, body, ctype = self._route(path)
+            except Exception as exc:  # noqa: BLE001 - answer with the error, never hang up
+                code, ctype = 500, "text/plain; charset=utf-8"
+                body = f"status page error: {type(exc).__name__}: {exc}\n".encode()
+            self._send(code, body, ctype)
 
         def log_message(self, *args: Any) -> None:
             return
@@ -430,23 +409,43 @@ def make_server(source: StatusSource, host: str, port: int) -> ThreadingHTTPServ
     return server
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m asl_recognition.monitoring.dashboard",
-        description="Serve the ASL model status page.",
+        description="Serve the ASL model status page. Model, Prometheus job and window default "
+        "to the alert thresholds (--thresholds FILE, ASL_ALERT_* env vars, --set NAME=VALUE), "
+        "so the page reads what the alert rules judge.",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus base URL")
-    p.add_argument("--model-name", default="asl", help="Triton model clients call")
-    p.add_argument("--window", default="5m", help="rate window for live figures")
+    p.add_argument(
+        "--prometheus",
+        default="http://127.0.0.1:9090",
+        help="Prometheus base URL; http://USER:PASS@HOST:PORT for basic auth (shown masked)",
+    )
+    p.add_argument("--model-name", default=None, help="Triton model clients call")
+    p.add_argument("--window", default=None, help="rate window for live figures")
     p.add_argument("--registry-backend", default="auto", help="auto | local | clearml")
-    args = p.parse_args(argv)
-    source = StatusSource(args.prometheus, args.model_name, args.window, args.registry_backend)
+    p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = parse_overrides(args.set)
+    for key, value in (("model_name", args.model_name), ("window", args.window)):
+        if value is not None:
+            overrides[key] = value
+    t = load_thresholds(args.thresholds, overrides)
+    source = StatusSource(
+        args.prometheus, t.model_name, t.window, args.registry_backend, t.triton_job
+    )
     server = make_server(source, args.host, args.port)
     print(
         f"status page on http://{args.host}:{server.server_address[1]}/ "
-        f"(Prometheus {args.prometheus}); Ctrl-C stops",
+        f"(Prometheus {mask_url(args.prometheus)}, job {t.triton_job}, model {t.model_name}); "
+        "Ctrl-C stops",
         flush=True,
     )
     stop_on_signals()
