@@ -126,7 +126,7 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def weighted_nms(
     boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU
 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """Blend each cluster of overlapping boxes by score; best first, the cluster keeps its top score.
+    """Blend each cluster of overlapping boxes by score, best first; a cluster keeps its top score.
 
     Averaging the cluster (rather than keeping its best box) steadies the box and keypoints.
     """

@@ -1,0 +1,220 @@
+"""Hand landmarks on real photos: found on most hands, not on empty frames, and the features are
+invariant to what should not matter (mirror, scale, padding, a quarter turn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from asl_recognition.hands import HandLandmarker, HandResult, landmark_features
+from asl_recognition.hands.geometry import ssd_anchors
+from asl_recognition.imageio import ImageDecodeError, load_rgb
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
+
+LETTERS = [chr(ord("A") + i) for i in range(26)]
+EXTERNAL = REPO_ROOT / "data" / "external_sample"
+
+
+def pick(root: Path, per_letter: int, step: int = 1) -> list[Path]:
+    """``per_letter`` files of each letter folder, spread ``step`` apart in name order."""
+    paths = []
+    for letter in LETTERS:
+        files = sorted(p for p in (root / letter).glob("*") if p.is_file())
+        paths += files[::step][:per_letter]
+    return paths
+
+
+def run(landmarker: HandLandmarker, paths: list[Path]) -> list[tuple[np.ndarray, HandResult]]:
+    """Found hands only, with the decoded photo they came from."""
+    found = []
+    for path in paths:
+        rgb = np.asarray(load_rgb(path))
+        result = landmarker.detect(rgb)
+        if result is not None:
+            found.append((rgb, result))
+    return found
+
+
+@pytest.fixture(scope="session")
+def kaggle_found(landmarker: HandLandmarker) -> tuple[int, list[tuple[np.ndarray, HandResult]]]:
+    paths = pick(SAMPLE_DATA, per_letter=2, step=10)
+    return len(paths), run(landmarker, paths)
+
+
+@pytest.fixture(scope="session")
+def massey_found(landmarker: HandLandmarker) -> tuple[int, list[tuple[np.ndarray, HandResult]]]:
+    paths = pick(EXTERNAL, per_letter=2, step=2)
+    return len(paths), run(landmarker, paths)
+
+
+def test_anchor_grid_matches_the_detector_output() -> None:
+    anchors = ssd_anchors()
+    assert anchors.shape == (2016, 2)  # the palm model's 2016 boxes, one per anchor
+    assert np.allclose(anchors[0], [0.5 / 24, 0.5 / 24]) and np.allclose(anchors[-1], 11.5 / 12)
+    assert np.allclose(anchors[1152], [0.5 / 12, 0.5 / 12])  # first anchor of the 12x12 grid
+
+
+def test_a_hand_is_found_on_most_kaggle_and_massey_photos(kaggle_found, massey_found) -> None:
+    for name, (total, found), least in (
+        ("kaggle", kaggle_found, 0.7),
+        ("massey", massey_found, 0.55),
+    ):
+        assert len(found) / total >= least, f"{name}: {len(found)}/{total}"
+        for _rgb, result in found:
+            assert result.detection_score >= 0.3 and result.presence >= 0.5
+            assert result.handedness in ("Left", "Right") and result.handedness_score >= 0.5
+
+
+def test_landmarks_lie_in_the_box_and_the_image(kaggle_found, massey_found) -> None:
+    inside_box = 0
+    found = kaggle_found[1] + massey_found[1]
+    for rgb, result in found:
+        x0, y0, x1, y1 = result.box
+        points = result.landmarks
+        assert points.shape == (21, 3) and points.dtype == np.float32
+        h, w = rgb.shape[:2]
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        margin = 0.05 * max(w, h)
+        assert (points[:, 0] > -margin).all() and (points[:, 0] < w + margin).all()
+        assert (points[:, 1] > -margin).all() and (points[:, 1] < h + margin).all()
+        tol = 2.0
+        inside_box += bool(
+            (points[:, 0] >= x0 - tol).all()
+            and (points[:, 0] <= x1 + tol).all()
+            and (points[:, 1] >= y0 - tol).all()
+            and (points[:, 1] <= y1 + tol).all()
+        )
+        # The hand spans a real part of the photo, not a collapsed point.
+        assert np.ptp(points[:, :2], axis=0).max() > 0.1 * min(w, h)
+    assert inside_box >= 0.95 * len(found)
+
+
+def nearest(query: np.ndarray, bank: np.ndarray) -> int:
+    return int(np.argmin(np.abs(bank - query).mean(axis=1)))
+
+
+def test_mirror_flips_handedness_and_keeps_features(landmarker, kaggle_found, massey_found):
+    """A mirrored photo is the other hand: handedness flips, and the features (x negated for a
+    left hand) match the original's more closely than any other photo's."""
+    found = (kaggle_found[1][::3] + massey_found[1][::3])[:24]
+    bank = np.stack([landmark_features(result) for _rgb, result in found])
+    flipped = matched = 0
+    for index, (rgb, result) in enumerate(found):
+        mirrored = landmarker.detect(np.ascontiguousarray(rgb[:, ::-1]))
+        assert mirrored is not None
+        if mirrored.handedness == result.handedness:
+            continue
+        flipped += 1
+        features = landmark_features(mirrored)
+        matched += nearest(features, bank) == index
+        w = rgb.shape[1]
+        mirrored_x = w - mirrored.landmarks[:, 0]
+        assert np.median(np.abs(mirrored_x - result.landmarks[:, 0])) < 0.05 * w
+    assert flipped >= 0.85 * len(found)
+    assert matched >= 0.85 * flipped
+
+
+def test_features_do_not_depend_on_image_scale(landmarker, kaggle_found, massey_found) -> None:
+    """Features barely move when the photo is enlarged or shrunk (an ambiguous pose may)."""
+    found = (kaggle_found[1][1::4] + massey_found[1][1::4])[:12]
+    changes = []
+    for rgb, result in found:
+        h, w = rgb.shape[:2]
+        for factor in (2.0, 0.6):
+            size = (round(w * factor), round(h * factor))
+            resized = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+            other = landmarker.detect(resized)
+            assert other is not None and other.handedness == result.handedness
+            changes.append(np.abs(landmark_features(other) - landmark_features(result)).mean())
+            moved = np.abs(other.landmarks[:, :2] / factor - result.landmarks[:, :2]).mean()
+            assert moved < 0.05 * w, f"x{factor}: points moved {moved:.1f} px"
+    changes = np.array(changes)
+    assert np.median(changes) < 0.015, changes.round(3)
+    assert (changes < 0.03).mean() >= 0.8, changes.round(3)
+
+
+def test_padding_and_a_quarter_turn_map_landmarks_back(landmarker, kaggle_found, massey_found):
+    """A non-square letterbox and a rotated hand crop: points come back where the hand is."""
+    shifted_err, turned_err = [], []
+    for rgb, result in kaggle_found[1][:3] + massey_found[1][:3]:
+        h, w = rgb.shape[:2]
+        padded = np.zeros((h, 2 * w, 3), dtype=np.uint8)
+        padded[:, w:] = rgb
+        moved = landmarker.detect(padded)
+        assert moved is not None
+        shifted = moved.landmarks[:, :2] - [w, 0]
+        shifted_err.append(np.abs(shifted - result.landmarks[:, :2]).mean() / w)
+        turned = landmarker.detect(np.ascontiguousarray(np.rot90(rgb)))  # counter-clockwise
+        assert turned is not None
+        # A point (x, y) of the original lies at (y, w - x) in the turned photo.
+        back = np.stack([w - turned.landmarks[:, 1], turned.landmarks[:, 0]], axis=1)
+        turned_err.append(np.abs(back - result.landmarks[:, :2]).mean() / w)
+    # The detector sees the hand smaller or turned, so a few per cent of the width may move.
+    for errors in (shifted_err, turned_err):
+        assert np.median(errors) < 0.02 and max(errors) < 0.1, np.round(errors, 3)
+
+
+def test_empty_frames_mostly_give_no_hand(landmarker) -> None:
+    paths = sorted((SAMPLE_DATA / "nothing").glob("*.jpg"))
+    assert paths
+    found = sum(landmarker.detect_path(path) is not None for path in paths)
+    assert found <= 0.2 * len(paths)
+
+
+def test_detection_is_deterministic(landmarker, kaggle_found) -> None:
+    rgb, result = kaggle_found[1][0]
+    again = landmarker.detect(rgb.copy())
+    assert again is not None
+    assert np.array_equal(again.landmarks, result.landmarks)
+    assert np.array_equal(landmark_features(again), landmark_features(result))
+
+
+def test_features_are_normalised_and_mirror_left_hands(kaggle_found) -> None:
+    _rgb, result = kaggle_found[1][0]
+    features = landmark_features(result)
+    assert features.shape == (63,) and features.dtype == np.float32
+    points = features.reshape(21, 3)
+    assert np.array_equal(points[0], np.zeros(3, dtype=np.float32))
+    assert np.isclose(np.abs(points[:, :2]).max(), 1.0)
+    other = HandResult(
+        **{**result.__dict__, "handedness": "Right" if result.handedness == "Left" else "Left"}
+    )
+    flipped = landmark_features(other).reshape(21, 3)
+    assert np.allclose(flipped[:, 0], -points[:, 0]) and np.allclose(flipped[:, 1:], points[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (np.zeros((64, 64), dtype=np.uint8), "shape"),
+        (np.zeros((64, 64, 4), dtype=np.uint8), "shape"),
+        (np.zeros((64, 64, 3), dtype=np.float32), "uint8"),
+        (np.zeros((8, 64, 3), dtype=np.uint8), "under 16 px"),
+        ("photo.jpg", "shape"),
+    ],
+)
+def test_bad_arrays_are_refused_in_one_line(landmarker, bad, reason) -> None:
+    with pytest.raises(ValueError, match=reason) as info:
+        landmarker.detect(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_a_truncated_photo_is_refused_by_the_shared_decoder(landmarker, tmp_path) -> None:
+    source = sorted((SAMPLE_DATA / "A").glob("*.jpg"))[0].read_bytes()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(source[: len(source) // 3])
+    with pytest.raises(ImageDecodeError):
+        landmarker.detect_path(broken)
+
+
+@pytest.mark.parametrize("folder", ["asl_roboflow_letters", "asl_webcam_longhongvo23"])
+def test_hands_found_on_other_peoples_photos(landmarker, folder) -> None:
+    root = SHARED_DATA / folder
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent on this machine")
+    paths = pick(root, per_letter=1, step=7)
+    found = run(landmarker, paths)
+    assert len(found) >= 0.7 * len(paths), f"{folder}: {len(found)}/{len(paths)}"
