@@ -1,7 +1,8 @@
 """The one place that talks to ``clearml.Task``.
 
-Every task script calls :func:`init_task`. With a configured server (``clearml.conf`` or the
-``CLEARML_API_*`` variables) the task is a normal ClearML task; with none it runs in ClearML's
+Every task script calls :func:`init_task`. With a configured server (``clearml.conf``, the
+``CLEARML_API_*`` variables, or an agent's ``CLEARML_TASK_ID``/``CLEARML_AUTH_TOKEN``) the task
+is a normal ClearML task that uploads its models and artifacts; with none it runs in ClearML's
 offline mode and its session zip can later be imported with ``Task.import_offline_session``.
 """
 
@@ -9,30 +10,80 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from asl_recognition.options import OptionError, as_params, from_mapping, missing
 from asl_recognition.paths import REPO_ROOT, workspace
 
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
 OUTPUT_SECTION = "Outputs"
+OPTIONS_SECTION = "Args"
+AGENT_ENV = ("CLEARML_TASK_ID", "CLEARML_AUTH_TOKEN")
+OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
+TRUTHY = ("1", "true", "yes", "on")
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in TRUTHY
 
 
 def server_configured() -> bool:
-    """True when a ClearML server is configured and offline mode is not forced."""
-    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes"):
+    """True when the SDK would talk to a server: the same test as ``clearml.Session``.
+
+    An agent runs a step with ``CLEARML_TASK_ID`` and may authenticate with
+    ``CLEARML_AUTH_TOKEN`` alone (no keys in any file); otherwise credentials come from the
+    ``CLEARML_API_ACCESS_KEY`` variable or ``api.credentials`` of the SDK's own configuration
+    files, read with the SDK's loader. Forced offline mode wins.
+    """
+    if _env_true("CLEARML_OFFLINE_MODE") or _env_true("ASL_OFFLINE"):
         return False
-    if os.environ.get("ASL_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    if os.environ.get("CLEARML_API_HOST") and os.environ.get("CLEARML_API_ACCESS_KEY"):
+    if any(os.environ.get(name) for name in AGENT_ENV):
         return True
-    conf = os.environ.get("CLEARML_CONFIG_FILE") or str(Path.home() / "clearml.conf")
+    from clearml.backend_api.config import load
+    from clearml.backend_api.session.defs import ENV_ACCESS_KEY
+
     try:
-        text = Path(conf).read_text(encoding="utf-8")
-    except OSError:
+        configured = load().get("api.credentials.access_key", None)
+    except Exception:  # an unreadable clearml.conf: the SDK itself would fail on it too
+        configured = None
+    return bool(ENV_ACCESS_KEY.get(default=configured))
+
+
+def output_uri() -> str | bool:
+    """Where models and artifacts are uploaded: ``$ASL_OUTPUT_URI`` or the files server.
+
+    ``True`` is the SDK's way to say "the configured files server"; ``ASL_OUTPUT_URI=none``
+    keeps weights on the machine that trained them (only sensible on one machine).
+    """
+    value = os.environ.get(OUTPUT_URI_ENV, "").strip()
+    if value.lower() in ("none", "false", "off"):
         return False
-    return "access_key" in text and "api_server" in text
+    return value or True
+
+
+def _stop_on_signal(signum: int, _frame: Any) -> None:
+    """SIGTERM/SIGINT end the task like an exception: ``finally`` and ClearML's close run."""
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM and SIGINT stop the process even after ``Task.init``.
+
+    ClearML chains to the handler it finds at ``Task.init`` and treats ``SIG_DFL`` as none
+    (``exit_hooks.signal_handler``: ``if not org_handler``), so with the default in place a
+    SIGTERM is swallowed. A real handler installed first lets ClearML record the abort and then
+    stop the process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler, None):
+            signal.signal(sig, _stop_on_signal)
 
 
 def prepare_environment() -> bool:
@@ -47,30 +98,21 @@ def prepare_environment() -> bool:
     return offline
 
 
-def _restore_types(connected: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """A value edited in the web UI comes back as text when its default was None or a list."""
-    out = dict(connected)
-    for key, default in defaults.items():
-        value = out.get(key, default)
-        if default is None and value in ("", "None", None):
-            out[key] = None
-        elif isinstance(default, (list, tuple)) and isinstance(value, str):
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                parsed = [v for v in value.replace(",", " ").split() if v]
-            out[key] = type(default)(parsed)
-    return out
-
-
 @dataclass
 class TaskContext:
     """A running ClearML task (online or offline) plus the options it ended up with."""
 
     task: Any
-    params: dict[str, Any]
+    options: Any
     offline: bool
     outputs: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, message: str, code: int = 2) -> NoReturn:
+        """Close the task and exit with a one-line reason (the task's log keeps it too)."""
+        print(message, file=sys.stderr)
+        self.task.get_logger().report_text(message)
+        self.close()
+        raise SystemExit(code)
 
     @property
     def logger(self) -> Any:
@@ -123,12 +165,19 @@ class TaskContext:
 def init_task(
     project: str,
     name: str,
-    params: dict[str, Any],
+    options: Any,
     task_type: str = "data_processing",
     tags: list[str] | None = None,
 ) -> TaskContext:
-    """``Task.init`` + ``task.connect(params)``: a web-UI clone runs with its edited values."""
+    """``Task.init`` + ``task.connect`` of the typed options under ``Args``.
+
+    Under an agent (or for a web-UI clone) ``connect`` returns the values stored on the task,
+    as text where the UI edited them; they are typed again from the options class. A value that
+    does not fit, or a required option left empty, ends the task here with one line (exit 2),
+    after ClearML has the task, so the failure shows in the web UI.
+    """
     offline = prepare_environment()
+    install_signal_handlers()
     from clearml import Task
 
     task = Task.init(
@@ -139,6 +188,18 @@ def init_task(
         reuse_last_task_id=False,
         auto_connect_arg_parser=False,
         auto_resource_monitoring=not offline,
+        output_uri=None if offline else output_uri(),
     )
-    connected = task.connect(dict(params), name="Args")
-    return TaskContext(task=task, params=_restore_types(connected, params), offline=offline)
+    connected = task.connect(as_params(options), name=OPTIONS_SECTION)
+    ctx = TaskContext(task=task, options=options, offline=offline)
+    try:
+        ctx.options = from_mapping(type(options), dict(connected), strict=False)
+    except OptionError as exc:
+        ctx.fail(f"{name}: error: {exc}")
+    absent = missing(ctx.options)
+    if absent:
+        ctx.fail(
+            f"{name}: error: missing required option(s) {', '.join(absent)}: give them on the "
+            f"command line or as {OPTIONS_SECTION}/<name> parameters of the task"
+        )
+    return ctx

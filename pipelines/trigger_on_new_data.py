@@ -1,19 +1,17 @@
 """ClearML service: start the ASL pipeline whenever a new ``ASL_raw`` dataset version appears.
 
-    python pipelines/trigger_on_new_data.py [--queue services] [--pipeline-queue services]
-        [--step-queue default] [--dataset-project ASL/datasets] [--dataset-name ASL_raw]
-        [--on-publish] [--poll-minutes 2] [--run-here]
-
-A ``TriggerScheduler`` watches the dataset project. For every new version it launches
-``pipelines/asl_pipeline.py --queue ... --raw-version <new id>``: a fresh controller built from
-the one DAG, which skips ``validate_raw`` (the version already exists) and trains on it. The
-service itself runs on the ``services`` queue (``start_remotely``) or here with ``--run-here``.
-Needs a ClearML server; there is nothing to watch without one.
+A ``TriggerScheduler`` watches every dataset named ``--dataset-name`` (in any project: a project
+filter is resolved once, at registration, and would miss projects created later). For every new
+finalized version it launches ``pipelines/asl_pipeline.py --mode queue raw_version=<id>``: a
+fresh controller built from the one DAG, which skips validate_raw (the version already exists).
+Versions made by the pipeline's own validate_raw carry the tag ``asl-pipeline`` and are
+ignored, so one upload starts one pipeline. The service runs on the ``services`` queue, or here
+with ``--run-here``; under an agent its options are read back from its task. Needs a server.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,103 +20,71 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asl_recognition.options import as_params, from_mapping, parse
 from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, TriggerOptions
 from asl_recognition.tracking import server_configured
 
 PIPELINE_SCRIPT = REPO_ROOT / "pipelines" / "asl_pipeline.py"
+TASK_NAME = "ASL new raw data -> pipeline"
+# ClearML's own LocalClearmlJob drops these before starting a child: a child that inherits them
+# attaches to this service's task (Task.current_task) instead of creating its own controller.
+INHERITED_TASK_ENV = ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID", "CLEARML_TASK_ID")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--queue", default="services", help="agent queue the trigger service runs on"
-    )
-    parser.add_argument(
-        "--pipeline-queue",
-        default="services",
-        help="agent queue each launched pipeline controller runs on (default services)",
-    )
-    parser.add_argument(
-        "--step-queue", default="default", help="agent queue the pipeline steps run on"
-    )
-    parser.add_argument(
-        "--dataset-project",
-        default="ASL/datasets",
-        help="ClearML project the dataset store writes to (default ASL/datasets)",
-    )
-    parser.add_argument(
-        "--dataset-name", default="ASL_raw", help="dataset whose new versions trigger a run"
-    )
-    parser.add_argument(
-        "--on-publish",
-        action="store_true",
-        help="fire only on versions whose status is 'published' (default: every finalized one)",
-    )
-    parser.add_argument(
-        "--poll-minutes", type=float, default=2.0, help="how often the service polls the server"
-    )
-    parser.add_argument(
-        "--run-here",
-        action="store_true",
-        help="run the service loop in this process instead of on --queue",
-    )
-    return parser
+def pipeline_command(dataset_id: str, options: TriggerOptions) -> list[str]:
+    command = [sys.executable, str(PIPELINE_SCRIPT), "--mode", "queue"]
+    command += ["--queue", options.pipeline_queue, "--step-queue", options.step_queue]
+    if options.config:
+        command += ["--config", options.config]
+    return command + [f"raw_version={dataset_id}"]
 
 
-def pipeline_command(dataset_id: str, pipeline_queue: str, step_queue: str) -> list[str]:
-    return [
-        sys.executable,
-        str(PIPELINE_SCRIPT),
-        "--queue",
-        pipeline_queue,
-        "--step-queue",
-        step_queue,
-        "--raw-version",
-        dataset_id,
-    ]
+def child_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the variables that bind a child to our task."""
+    env = dict(os.environ if environ is None else environ)
+    for name in INHERITED_TASK_ENV:
+        env.pop(name, None)
+    return env
 
 
 def make_launcher(
-    pipeline_queue: str,
-    step_queue: str,
-    runner: Callable[..., Any] = subprocess.run,
+    options: TriggerOptions, runner: Callable[..., Any] = subprocess.run
 ) -> Callable[[str], None]:
     """The function the scheduler calls with the new dataset's id."""
 
     def launch_pipeline(dataset_id: str) -> None:
-        command = pipeline_command(dataset_id, pipeline_queue, step_queue)
+        command = pipeline_command(dataset_id, options)
         print(f"new {dataset_id}: {' '.join(command)}", flush=True)
-        runner(command, cwd=REPO_ROOT, check=True)
+        runner(command, cwd=REPO_ROOT, env=child_env(), check=True)
 
     return launch_pipeline
 
 
 def build_scheduler(
-    args: argparse.Namespace,
+    options: TriggerOptions,
     scheduler_cls: Any = None,
     runner: Callable[..., Any] = subprocess.run,
 ) -> Any:
     if scheduler_cls is None:
         from clearml.automation import TriggerScheduler as scheduler_cls
+    # No force_create_*: the scheduler then runs in the current task (main's Task.init).
     scheduler = scheduler_cls(
-        pooling_frequency_minutes=args.poll_minutes,
-        sync_frequency_minutes=15,
-        force_create_task_name="ASL new raw data -> pipeline",
-        force_create_task_project="ASL",
+        pooling_frequency_minutes=options.poll_minutes, sync_frequency_minutes=15
     )
     scheduler.add_dataset_trigger(
-        schedule_function=make_launcher(args.pipeline_queue, args.step_queue, runner),
-        trigger_project=args.dataset_project,
-        trigger_name=args.dataset_name,
-        trigger_on_publish=args.on_publish,
-        name=f"new {args.dataset_name} version",
+        schedule_function=make_launcher(options, runner),
+        trigger_name=options.dataset_name,
+        # a "-tag" excludes: the server skips versions the pipeline made itself
+        trigger_on_tags=[f"-{PIPELINE_RUN_TAG}"],
+        name=f"new {options.dataset_name} version",
         single_instance=False,
     )
     return scheduler
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    options = parse(TriggerOptions, argv, __doc__)
     if not server_configured():
         print(
             "trigger_on_new_data: needs a ClearML server (clearml.conf or CLEARML_API_* "
@@ -126,11 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    scheduler = build_scheduler(args)
-    if args.run_here:
+    from clearml import Task
+
+    # The scheduler runs in this task; connecting the options here is what lets the copy on the
+    # services agent read them back (argv is empty there).
+    task = Task.init(project_name="ASL", task_name=TASK_NAME, task_type=Task.TaskTypes.service)
+    connected = task.connect(as_params(options), name="Args")
+    options = from_mapping(TriggerOptions, dict(connected), strict=False)
+    scheduler = build_scheduler(options)
+    if options.run_here or not Task.running_locally():
         scheduler.start()
     else:
-        scheduler.start_remotely(queue=args.queue)
+        scheduler.start_remotely(queue=options.queue)
     return 0
 
 

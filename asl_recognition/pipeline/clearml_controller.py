@@ -11,6 +11,7 @@ Pipeline parameters are ``add_parameter`` entries, editable in the web UI.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,8 +49,47 @@ def step_parents(dag: Dag, step: Step, params: Mapping[str, Any]) -> list[str]:
     return [p for p in step.parents if p in names]
 
 
-def script_digest(step: Step, repo_root: Path = REPO_ROOT) -> str:
-    return hashlib.sha256((repo_root / step.script).read_bytes()).hexdigest()[:12]
+# What a step runs besides its script: a change to any of these must give a new template (and
+# so a new commit for the agent and a new cache key), or agents run stale code.
+CODE_PATHS = ("asl_recognition", "requirements.txt", "validation", "config")
+
+
+def code_digest(step: Step, repo_root: Path = REPO_ROOT) -> str:
+    """sha256 over the step script, the package, the requirements and the validation suites."""
+    digest = hashlib.sha256()
+    files = [repo_root / step.script]
+    for name in CODE_PATHS:
+        path = repo_root / name
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for path in files:
+        if path.suffix == ".pyc" or "__pycache__" in path.parts or not path.is_file():
+            continue
+        digest.update(path.relative_to(repo_root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def running_as_agent_task() -> bool:
+    """True when an agent (or ClearML's local job runner) started this process for a task."""
+    from asl_recognition.tracking import server_configured
+
+    return bool(os.environ.get("CLEARML_TASK_ID")) and server_configured()
+
+
+def stored_parameters(dag: Dag, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Pipeline parameter values from the controller task's ``Args/*`` (text from the web UI)."""
+    from asl_recognition.options import convert, specs
+
+    values: dict[str, Any] = {}
+    for step in dag.steps:
+        for spec in specs(step.options):
+            key = f"Args/{step.name}/{spec.name}"
+            if key in parameters and spec.name not in step.wired:
+                values[f"{step.name}/{spec.name}"] = convert(spec, parameters[key])
+    for param in dag.params:
+        if "/" not in param.name and f"Args/{param.name}" in parameters:
+            values[param.name] = parameters[f"Args/{param.name}"]
+    return values
 
 
 def git_source(repo_root: Path = REPO_ROOT) -> dict[str, str]:
@@ -80,16 +120,18 @@ def ensure_base_task(
 ) -> str:
     """The id of a draft template task for ``step``'s current script, created if missing.
 
-    Templates are tagged with the script digest, so an edited script gets a new template while
-    an unchanged one is reused (and ClearML step caching keeps working across launches).
+    Templates are tagged with the code digest (script, package, requirements), so changed code
+    gets a new template with the current commit while unchanged code reuses its template (and
+    ClearML step caching keeps working across launches).
     """
     if task_cls is None:
         from clearml import Task as task_cls
-    digest_tag = f"script:{script_digest(step, repo_root)}"
+    digest_tag = f"code:{code_digest(step, repo_root)}"
     existing = task_cls.get_tasks(
         project_name=project,
         task_name=f"^{step.name}$",
-        tags=[TEMPLATE_TAG, digest_tag],
+        # A plain tag list is OR-ed by the server; "__$all" makes it AND (both tags needed).
+        tags=["__$all", TEMPLATE_TAG, digest_tag],
         allow_archived=False,
     )
     if existing:
@@ -139,7 +181,7 @@ def build_controller(
             name=param.name,
             default=values[param.name],
             description=param.help,
-            param_type=param.type.__name__,
+            param_type=f"list[{param.type.__name__}]" if param.is_list else param.type.__name__,
         )
     for step in active_steps(dag, values):
         controller.add_step(
@@ -153,22 +195,10 @@ def build_controller(
     return controller
 
 
-def describe(dag: Dag, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What the controller will hold (``--dry-run``): parameters and steps as plain data."""
-    values = {**dag.param_defaults(), **dict(params)}
-    return {
-        "parameters": values,
-        "steps": [
-            {
-                "name": step.name,
-                "script": step.script,
-                "parents": step_parents(dag, step, values),
-                "parameter_override": step_parameter_overrides(dag, step, values),
-                "cache_executed_step": step.cache,
-            }
-            for step in active_steps(dag, values)
-        ],
-    }
+def template_resolver(dag: Dag) -> BaseTaskResolver:
+    """Step -> template task id in the project's templates folder, created when missing."""
+    project = f"{dag.project}/pipeline step templates"
+    return lambda step: ensure_base_task(step, project)
 
 
 def controller_as_dict(controller: Any) -> dict[str, Any]:

@@ -22,6 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
+from asl_recognition.options import specs
+from asl_recognition.pipeline.options import SelectBestOptions
+from asl_recognition.serving.options import BuildTritonRepoOptions
+from asl_recognition.training.options import TrainOptions
+
 REF_RE = re.compile(r"\$\{([A-Za-z_]\w*)\.(?:(outputs)\.)?([\w/-]+)\}")
 PIPELINE_SCOPE = "pipeline"
 
@@ -32,19 +38,27 @@ class UnresolvedReference(KeyError):
 
 @dataclass(frozen=True)
 class PipelineParam:
-    """A pipeline-level parameter: shown in ``--help`` and in the ClearML web UI."""
+    """A pipeline-level parameter: shown in ``--help`` and in the ClearML web UI.
+
+    Step options become parameters named ``<step>/<option>``, with the type, default and help
+    of the option's one declaration (:func:`step_params`).
+    """
 
     name: str
     default: Any
     help: str
     type: type = str
+    is_list: bool = False
 
 
 @dataclass(frozen=True)
 class Step:
-    """One task script and how its options are filled.
+    """One task script, its options class and which options are wired to other steps.
 
-    ``cache``: reuse a previous execution when the resolved arguments and the script are
+    ``wired`` maps an option to a reference (``${STEP.outputs.KEY}`` or ``${pipeline.NAME}``);
+    every other option is the pipeline parameter ``<step>/<option>``.
+
+    ``cache``: reuse a previous execution when the resolved arguments and the code are
     unchanged. Only safe for steps whose inputs are immutable ids (a dataset id, a model id with
     fixed hyper-parameters); a step reading a folder path or the registry's current state must
     run every time (the folder may change under the same path: clearml#971).
@@ -56,7 +70,8 @@ class Step:
 
     name: str
     script: str
-    args: Mapping[str, Any]
+    options: type
+    wired: Mapping[str, str]
     outputs: tuple[str, ...]
     cache: bool = False
     task_type: str = "data_processing"
@@ -65,13 +80,44 @@ class Step:
     skip_outputs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def args(self) -> dict[str, Any]:
+        """Every option's value: its wiring, or a reference to its pipeline parameter."""
+        return {
+            spec.name: self.wired.get(spec.name, "${pipeline.%s}" % param_name(self, spec.name))
+            for spec in specs(self.options)
+        }
+
+    @property
     def parents(self) -> tuple[str, ...]:
         found: list[str] = []
-        for value in self.args.values():
+        for value in self.wired.values():
             for scope, _key in references(value):
                 if scope != PIPELINE_SCOPE and scope not in found:
                     found.append(scope)
         return tuple(found)
+
+
+def param_name(step: Step, option: str) -> str:
+    """The pipeline parameter of a step option (``train/epochs``; recipes say ``train.epochs``)."""
+    return f"{step.name}/{option}"
+
+
+def step_params(steps: tuple[Step, ...]) -> tuple[PipelineParam, ...]:
+    """A pipeline parameter for every option that is not wired to another step."""
+    out = []
+    for step in steps:
+        for spec in specs(step.options):
+            if spec.name not in step.wired:
+                out.append(
+                    PipelineParam(
+                        param_name(step, spec.name),
+                        spec.default,
+                        spec.help,
+                        spec.base,
+                        spec.is_list,
+                    )
+                )
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -169,154 +215,83 @@ def to_clearml_reference(value: Any) -> Any:
     )
 
 
-def to_cli(args: Mapping[str, Any]) -> list[str]:
-    """``{"image_size": 64, "resume": True, "external": None}`` -> ``--image-size 64 --resume``.
+RAW_VERSION = PipelineParam(
+    "raw_version",
+    "",
+    "use this existing ASL_raw version/id instead of validating validate_raw/source",
+)
 
-    Empty values are left out so the script's own default applies; ``False`` omits a flag.
-    """
-    argv: list[str] = []
-    for key, value in args.items():
-        option = "--" + key.replace("_", "-")
-        if value is None or value == "" or value is False:
-            continue
-        if value is True:
-            argv.append(option)
-        elif isinstance(value, (list, tuple)):
-            argv += [option, *(str(v) for v in value)]
-        else:
-            argv += [option, str(value)]
-    return argv
-
-
-# Defaults sized so that `make run` (580 bundled images, 2 CPU cores) stays well under 10 minutes.
-PIPELINE_PARAMS: tuple[PipelineParam, ...] = (
-    PipelineParam(
-        "raw_source",
-        "data/sample",
-        "raw image folder or .zip (<CLASS>/*.jpg), relative to the repo root or absolute; "
-        "several sources merged into one ASL_raw: NAME=PATH,NAME=PATH",
+STEPS: tuple[Step, ...] = (
+    Step(
+        name="validate_raw",
+        script="tasks/validate_raw.py",
+        options=ValidateRawOptions,
+        wired={},
+        outputs=("raw_dataset_id", "report_path", "success", "valid", "quarantined"),
+        # Reads a folder path whose content may change under the same name: never cached.
+        cache=False,
+        task_type="data_processing",
+        help="scan + Great Expectations, publish every raw file as an ASL_raw version",
+        skip_when="raw_version",
+        skip_outputs={"raw_dataset_id": "${pipeline.raw_version}"},
     ),
-    PipelineParam(
-        "raw_version", "", "use this existing ASL_raw version/id instead of validating raw_source"
+    Step(
+        name="publish_dataset",
+        script="tasks/publish_dataset.py",
+        options=PublishDatasetOptions,
+        wired={"raw_version": "${validate_raw.outputs.raw_dataset_id}"},
+        outputs=("dataset_id", "dataset_version", "reused"),
+        cache=True,
+        task_type="data_processing",
+        help="leakage-safe grouped split, resize once, publish ASL (parent ASL_raw)",
     ),
-    PipelineParam(
-        "min_per_class", None, "fewest valid images per class (empty: the GX suite's value)", int
+    Step(
+        name="train",
+        script="tasks/train.py",
+        options=TrainOptions,
+        wired={"dataset_version": "${publish_dataset.outputs.dataset_id}"},
+        outputs=(
+            "model_id",
+            "onnx_path",
+            "classes_path",
+            "run_dir",
+            "val_macro_f1",
+            "test_accuracy",
+            "test_macro_f1",
+            "external_accuracy",
+            "holdout_accuracy",
+        ),
+        cache=True,
+        task_type="training",
+        help="train, export ONNX with preprocessing inside, register the model",
     ),
-    PipelineParam("image_size", 64, "square side the dataset is resized to and trained at", int),
-    PipelineParam("group_by", "", "publish_dataset split grouping (empty: its default, frame)"),
-    PipelineParam(
-        "holdout_group",
-        "",
-        "SOURCE:SIGNER[,..] held out of train/val/test and scored per group, e.g. "
-        "massey:hand4,massey:hand5",
+    Step(
+        name="select_best",
+        script="tasks/select_best.py",
+        options=SelectBestOptions,
+        wired={"model_id": "${train.outputs.model_id}"},
+        outputs=("production_model_id", "promoted"),
+        # Depends on the registry's current production model, not only on its arguments.
+        cache=False,
+        task_type="qc",
+        help="promote the new model only if it beats production on the metric",
     ),
-    PipelineParam("holdout_source", "", "SOURCE[,..] held out entirely (scored per group)"),
-    PipelineParam("model", "cnn", "architecture: cnn | resnet18 | mobilenet_v3_small"),
-    PipelineParam("epochs", 12, "training epochs (early stopping may end sooner)", int),
-    PipelineParam("augment", "", "train.py augmentation preset (empty: its default, light)"),
-    PipelineParam("balance", "", "train.py --balance: none | source (empty: none)"),
-    PipelineParam("label_smoothing", None, "train.py --label-smoothing (empty: 0)", float),
-    PipelineParam(
-        "external",
-        "",
-        "image folder from another source, scored apart (empty: train.py's default, "
-        "../shared/data/asl_external_massey if present, else data/external_sample; "
-        "none: skip it)",
+    Step(
+        name="build_triton_repo",
+        script="tasks/build_triton_repo.py",
+        options=BuildTritonRepoOptions,
+        wired={"model_id": "${select_best.outputs.production_model_id}"},
+        outputs=("repo", "model_name", "version"),
+        cache=False,
+        task_type="inference",
+        help="regenerate the Triton repository from the production model",
     ),
-    PipelineParam("metric", "val_macro_f1", "registry metric select_best compares"),
-    PipelineParam("metric_mode", "max", "max: higher is better; min: lower is better"),
-    PipelineParam("triton_repo", "", "Triton repository folder (empty: <workspace>/triton_repo)"),
 )
 
 ASL_DAG = Dag(
     name="asl_pipeline",
     project="ASL",
-    params=PIPELINE_PARAMS,
-    steps=(
-        Step(
-            name="validate_raw",
-            script="tasks/validate_raw.py",
-            args={
-                "source": "${pipeline.raw_source}",
-                "min_per_class": "${pipeline.min_per_class}",
-            },
-            outputs=("raw_dataset_id", "report_path", "success", "valid", "quarantined"),
-            # Reads a folder path whose content may change under the same name: never cached.
-            cache=False,
-            task_type="data_processing",
-            help="scan + Great Expectations, publish every raw file as an ASL_raw version",
-            skip_when="raw_version",
-            skip_outputs={"raw_dataset_id": "${pipeline.raw_version}"},
-        ),
-        Step(
-            name="publish_dataset",
-            script="tasks/publish_dataset.py",
-            args={
-                "raw_version": "${validate_raw.outputs.raw_dataset_id}",
-                "image_size": "${pipeline.image_size}",
-                "grouping": "${pipeline.group_by}",
-                "holdout_group": "${pipeline.holdout_group}",
-                "holdout_source": "${pipeline.holdout_source}",
-            },
-            outputs=("dataset_id", "dataset_version", "reused"),
-            cache=True,
-            task_type="data_processing",
-            help="leakage-safe grouped split, resize once, publish ASL (parent ASL_raw)",
-        ),
-        Step(
-            name="train",
-            script="tasks/train.py",
-            args={
-                "dataset_version": "${publish_dataset.outputs.dataset_id}",
-                "model": "${pipeline.model}",
-                "epochs": "${pipeline.epochs}",
-                "image_size": "${pipeline.image_size}",
-                "external": "${pipeline.external}",
-                "augment": "${pipeline.augment}",
-                "balance": "${pipeline.balance}",
-                "label_smoothing": "${pipeline.label_smoothing}",
-            },
-            outputs=(
-                "model_id",
-                "onnx_path",
-                "classes_path",
-                "run_dir",
-                "val_macro_f1",
-                "test_accuracy",
-                "test_macro_f1",
-                "external_accuracy",
-                "holdout_accuracy",
-            ),
-            cache=True,
-            task_type="training",
-            help="train, export ONNX with preprocessing inside, register the model",
-        ),
-        Step(
-            name="select_best",
-            script="tasks/select_best.py",
-            args={
-                "model_id": "${train.outputs.model_id}",
-                "metric": "${pipeline.metric}",
-                "mode": "${pipeline.metric_mode}",
-            },
-            outputs=("production_model_id", "promoted"),
-            # Depends on the registry's current production model, not only on its arguments.
-            cache=False,
-            task_type="qc",
-            help="promote the new model only if it beats production on the metric",
-        ),
-        Step(
-            name="build_triton_repo",
-            script="tasks/build_triton_repo.py",
-            args={
-                "model_id": "${select_best.outputs.production_model_id}",
-                "repo": "${pipeline.triton_repo}",
-            },
-            outputs=("repo", "model_name", "version"),
-            cache=False,
-            task_type="inference",
-            help="regenerate the Triton repository from the production model",
-        ),
-    ),
+    params=(RAW_VERSION, *step_params(STEPS)),
+    steps=STEPS,
 )
 ASL_DAG.validate()

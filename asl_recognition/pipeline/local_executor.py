@@ -33,14 +33,16 @@ from asl_recognition.pipeline.dag import (
     UnresolvedReference,
     references,
     resolve,
-    to_cli,
 )
+from asl_recognition.options import specs, to_argv
+from asl_recognition.pipeline.clearml_controller import code_digest
 from asl_recognition.tracking import OUTPUTS_ENV
 
 STATE_NAME = "state.json"
 CACHE_NAME = "step_cache.json"
 DONE = ("completed", "cached", "skipped")
 TAIL_LINES = 25
+STOP_GRACE_S = 10
 
 
 class StepFailed(RuntimeError):
@@ -53,6 +55,13 @@ class StepFailed(RuntimeError):
         self.tail = tail
         self.log_dir = log_dir
         super().__init__(f"step {step!r} failed (exit code {returncode}): {error}")
+
+
+def step_argv(step: Step, args: Mapping[str, Any]) -> list[str]:
+    """The step's command line: wired values and every value that differs from its default."""
+    defaults = {spec.name: spec.default for spec in specs(step.options)}
+    given = {k: v for k, v in args.items() if k in step.wired or v != defaults[k]}
+    return to_argv(step.options, given)
 
 
 def now() -> str:
@@ -162,13 +171,6 @@ def _last_error_line(text: str) -> str:
     return "no error message on stderr"
 
 
-def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return "missing"
-
-
 def _outputs_still_valid(outputs: Mapping[str, Any]) -> bool:
     """A cached step is reused only if the files it reported (absolute paths) still exist."""
     for value in outputs.values():
@@ -245,7 +247,7 @@ class LocalExecutor:
             {
                 "step": step.name,
                 "script": step.script,
-                "script_sha256": _file_sha256(self.repo_root / step.script),
+                "code": code_digest(step, self.repo_root),
                 "argv": argv,
             },
             sort_keys=True,
@@ -326,7 +328,7 @@ class LocalExecutor:
             args = {k: resolve(v, self.params, self.outputs()) for k, v in step.args.items()}
         except UnresolvedReference as exc:
             raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
-        argv = to_cli(args)
+        argv = step_argv(step, args)
         command = [self.python, step.script, *argv]
         key = self._cache_key(step, argv)
         if step.cache and self.use_cache:
@@ -419,13 +421,25 @@ class LocalExecutor:
             thread.start()
         try:
             returncode = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM via install_signal_handlers
+            self._interrupt(proc, step)
             raise
         for thread in threads:
             thread.join()
         return returncode, err_tail.decode("utf-8", "replace")
+
+    def _interrupt(self, proc: subprocess.Popen, step: Step) -> None:
+        """Stop the running step (SIGTERM, then SIGKILL) and record it as interrupted."""
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.state["steps"][step.name].update(status="interrupted", ended=now())
+        self.state["status"] = "interrupted"
+        self._save()
+        self._print(f"<== {step.name} interrupted; re-run the same command to resume")
 
     @staticmethod
     def _format_outputs(outputs: Mapping[str, Any]) -> str:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from asl_recognition.registry.confusion import find_confusion
+from asl_recognition.registry.confusion import find_confusion, read_classes
 
 MODES = ("max", "min")
 
@@ -167,3 +167,39 @@ def confusion_matrix(record: Any, metric: str = "val_macro_f1") -> list[list[flo
     The decision never depends on it; it is logged beside the decision.
     """
     return find_confusion(record, prefer=(_split_of(metric), "val", "test"))["matrix"]
+
+
+def log_decision(logger: Any, decision: Decision) -> None:
+    """Decision text, both metric values and both confusion matrices in the task's log/plots."""
+    logger.report_text(
+        f"select_best: {'PROMOTED' if decision.promoted else 'KEPT'}: {decision.reason}"
+    )
+    for label, value in (
+        ("candidate", decision.candidate_value),
+        ("production", decision.previous_value),
+    ):
+        if value is not None:
+            logger.report_single_value(f"{decision.metric} ({label})", value)
+    for label, record in (
+        ("candidate", decision.candidate),
+        ("previous production", decision.previous),
+    ):
+        if record is None:
+            continue
+        matrix = confusion_matrix(record, decision.metric)
+        if matrix is None:
+            logger.report_text(f"no confusion matrix found for {label} model {record.id}")
+            continue
+        labels = read_classes(record) or None
+        if labels is not None and len(labels) != len(matrix):
+            labels = None
+        logger.report_confusion_matrix(
+            title="confusion matrix",
+            series=f"{label} {record.id}",
+            matrix=matrix,
+            iteration=0,
+            xaxis="predicted",
+            yaxis="true",
+            xlabels=labels,
+            ylabels=labels,
+        )

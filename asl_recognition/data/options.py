@@ -1,0 +1,89 @@
+"""The options of the data tasks, declared once (see :mod:`asl_recognition.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asl_recognition.options import option
+
+GROUPINGS = ("frame", "phash", "none", "signer", "source")
+# The largest side a published image may have: 1024 px RGB is 3 MB per image decoded, far
+# above anything the models train at (the training stage refuses sizes its architectures cannot
+# use with the architecture's own reason).
+MAX_IMAGE_SIZE = 1024
+
+
+@dataclass
+class ValidateRawOptions:
+    """Validate folders/.zips of ASL images with Great Expectations and publish ASL_raw."""
+
+    source: list[str] = option(
+        [],
+        "folder <root>/<CLASS>/*.jpg or a .zip of it; several merge into one version, "
+        "NAME=PATH names one (empty: $ASL_RAW, else data/sample)",
+        metavar="[NAME=]PATH",
+        path=True,
+    )
+    min_per_class: int | None = option(
+        None,
+        "minimum valid images per class; below it the run fails "
+        "(empty: the value in validation/asl_raw_suite.json)",
+        low=0,
+    )
+    report_dir: str | None = option(
+        None,
+        "where report.json, GX results, Data Docs and plots go (empty: workspace/reports)",
+        path=True,
+    )
+    name: str = option("ASL_raw", "dataset name to publish")
+    source_name: str | None = option(
+        None, "name of a single bare --source PATH (empty: its folder name)"
+    )
+    workers: int | None = option(None, "scan processes (empty: min(2, CPUs))", low=1)
+
+
+@dataclass
+class PublishDatasetOptions:
+    """Split ASL_raw without leakage, resize once and publish ASL (parents ASL_raw)."""
+
+    raw_version: list[str] = option(
+        ["latest"],
+        "ASL_raw dataset id(s), version string or 'latest'; several are merged, all parents",
+    )
+    image_size: int = option(64, "output side in pixels (square, RGB)", low=8, high=MAX_IMAGE_SIZE)
+    split: list[float] = option(
+        [0.7, 0.15, 0.15],
+        "train,val,test fractions (normalised to sum 1; val and test must not be empty)",
+        low=0.0,
+        metavar="TRAIN,VAL,TEST",
+    )
+    group_by: str = option(
+        "frame",
+        "frame: frame-number blocks (phash clusters for names without frames); phash: "
+        "near-duplicate clusters; none: per-image random split (leaky); signer: each signer "
+        "in one split; source: each source in one split",
+        choices=GROUPINGS,
+    )
+    signer_pattern: str = option(
+        r"(hand\d+)", "regex finding the signer id in a file name (first group, else the match)"
+    )
+    holdout_source: list[str] = option(
+        [], "sources held out entirely in the 'holdout' split (scored per group)", metavar="NAME"
+    )
+    holdout_group: list[str] = option(
+        [],
+        "SOURCE:SIGNER held out of train/val/test, e.g. massey:hand4 (globs allowed; a bare "
+        "SIGNER means any source)",
+        metavar="SOURCE:SIGNER",
+    )
+    seed: int = option(0, "seed of the group assignment")
+    block_frames: int = option(150, "frames per block for --group-by frame", low=1)
+    edge_frames: int = option(
+        3, "frames this close across a block edge are kept in one group", low=0
+    )
+    phash_threshold: int = option(
+        2, "perceptual-hash Hamming distance at or below which images are near duplicates", low=0
+    )
+    name: str = option("ASL", "dataset name to publish")
+    raw_name: str = option("ASL_raw", "raw dataset name to read")
+    workers: int | None = option(None, "preprocessing processes (empty: min(2, CPUs))", low=1)

@@ -1,0 +1,296 @@
+"""Typed task options: each option is declared once, as a field of a dataclass.
+
+Everything else is generated from these classes: the argparse command line, the values connected
+to ClearML (``Args/*``, editable in the web UI and typed again on the way back), the pipeline's
+per-step parameters, the local executor's command lines and the README's option tables.
+
+No option is ``required`` on the command line: a ClearML agent runs ``python -u <script>`` with
+no arguments and the values come from the connected parameters. A field declared with
+``required=True`` is checked after ``Task.init`` (:func:`missing`), so the task records a clear
+failure instead of argparse exiting before ClearML sees anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+class OptionError(ValueError):
+    """A value that does not fit its option: wrong type, out of range, not a choice, missing."""
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Iterable[Any] | None = None,
+    required: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+    metavar: str | None = None,
+    path: bool = False,
+) -> Any:
+    """A dataclass field carrying what the CLI, the web UI and the README show for it.
+
+    ``path``: the value names local files (``[NAME=]PATH``), which the pipeline rewrites so that
+    a step run elsewhere finds them (or refuses, when it cannot).
+    """
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "required": required,
+        "low": low,
+        "high": high,
+        "metavar": metavar,
+        "path": path,
+    }
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One declared option, its type taken apart into what a converter needs."""
+
+    name: str
+    base: type
+    is_list: bool
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+    required: bool
+    low: float | None
+    high: float | None
+    metavar: str | None
+    path: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def type_name(self) -> str:
+        name = f"list[{self.base.__name__}]" if self.is_list else self.base.__name__
+        return f"{name} | None" if self.optional else name
+
+
+def _split_type(annotation: Any) -> tuple[type, bool, bool]:
+    """``int | None`` -> (int, False, True); ``list[str]`` -> (str, True, False)."""
+    optional = False
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        optional = len(rest) < len(args)
+        annotation = rest[0]
+    if typing.get_origin(annotation) in (list, tuple, Sequence):
+        return typing.get_args(annotation)[0], True, optional
+    return annotation, False, optional
+
+
+def specs(cls: type) -> list[OptionSpec]:
+    """The options of an options class, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        base, is_list, optional = _split_type(hints[f.name])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        meta = f.metadata
+        out.append(
+            OptionSpec(
+                f.name,
+                base,
+                is_list,
+                optional,
+                default,
+                meta.get("help", ""),
+                meta.get("choices"),
+                meta.get("required", False),
+                meta.get("low"),
+                meta.get("high"),
+                meta.get("metavar"),
+                meta.get("path", False),
+            )
+        )
+    return out
+
+
+def _scalar(spec: OptionSpec, value: Any) -> Any:
+    """One value converted to the option's base type, or a one-line ``OptionError``."""
+    where = f"{spec.flag}: {value!r}"
+    if spec.base is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise OptionError(f"{where} is not a yes/no value (true/false)")
+    if spec.base in (int, float):
+        if isinstance(value, bool):
+            raise OptionError(f"{where} is not a number")
+        try:
+            number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise OptionError(f"{where} is not a number") from None
+        if not math.isfinite(number):
+            raise OptionError(f"{where} is not a finite number")
+        if spec.base is int:
+            if number != int(number):
+                raise OptionError(f"{where} is not a whole number")
+            number = int(number)
+        if spec.low is not None and number < spec.low:
+            raise OptionError(f"{where} is below the smallest allowed value {spec.low:g}")
+        if spec.high is not None and number > spec.high:
+            raise OptionError(f"{where} is above the largest allowed value {spec.high:g}")
+        value = number
+    else:
+        value = str(value)
+    if spec.choices is not None and value not in spec.choices:
+        allowed = ", ".join(repr(c) for c in spec.choices)
+        raise OptionError(f"{where} is not one of {allowed}")
+    return value
+
+
+def _listed(value: Any) -> list[Any]:
+    """A list from the CLI, from JSON/Python-literal text (the web UI) or ``a,b`` text."""
+    if isinstance(value, (list, tuple)):
+        items: list[Any] = []
+        for item in value:
+            items += _listed(item) if isinstance(item, str) and "," in item else [item]
+        return items
+    text = str(value).strip()
+    if text.startswith(("[", "(")):
+        try:
+            parsed = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            raise OptionError(f"{text!r} is not a list") from None
+        return list(parsed)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def convert(spec: OptionSpec, value: Any) -> Any:
+    """The typed value of one option from whatever the CLI, a config file or ClearML gave."""
+    if spec.optional and (value is None or (isinstance(value, str) and value in ("", "None"))):
+        return None
+    if value is None:
+        raise OptionError(f"{spec.flag}: a value is needed")
+    if spec.is_list:
+        return [_scalar(spec, item) for item in _listed(value)]
+    return _scalar(spec, value)
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], strict: bool = True) -> T:
+    """An options object from (possibly text) values; unknown keys are refused when strict."""
+    known = {s.name: s for s in specs(cls)}
+    unknown = sorted(set(values) - set(known))
+    if strict and unknown:
+        raise OptionError(f"unknown option(s): {', '.join(unknown)}")
+    kwargs = {name: convert(known[name], v) for name, v in values.items() if name in known}
+    return cls(**kwargs)
+
+
+def as_params(options: Any) -> dict[str, Any]:
+    """Plain values for ``task.connect`` and JSON (lists stay lists)."""
+    return dataclasses.asdict(options)
+
+
+def missing(options: Any) -> list[str]:
+    """Flags of required options that have no value."""
+    return [
+        s.flag
+        for s in specs(type(options))
+        if s.required and getattr(options, s.name) in (None, "", [])
+    ]
+
+
+def _argparse_type(spec: OptionSpec) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return convert(spec, text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+
+    parse.__name__ = spec.base.__name__
+    return parse
+
+
+def _help(spec: OptionSpec) -> str:
+    shown = "none" if spec.default in (None, "") else spec.default
+    if spec.is_list and spec.default:
+        shown = ",".join(str(v) for v in spec.default)
+    extra = " (required)" if spec.required else f" (default: {shown})"
+    return spec.help + extra
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
+    """Add one ``--flag`` per field; absent flags keep the dataclass default."""
+    target = parser.add_argument_group(group) if group else parser
+    for spec in specs(cls):
+        kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS}
+        kwargs["help"] = _help(spec)
+        if spec.base is bool and not spec.is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = str if spec.is_list else _argparse_type(spec)
+            if spec.metavar:
+                kwargs["metavar"] = spec.metavar
+            elif spec.choices is not None:
+                kwargs["metavar"] = "{" + ",".join(str(c) for c in spec.choices) + "}"
+            if spec.is_list:
+                kwargs["action"] = "extend"
+                kwargs["nargs"] = "+"
+        target.add_argument(spec.flag, **kwargs)
+
+
+def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
+    """The command line of one task, generated from its options class."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_options(parser, cls)
+    return parser
+
+
+def parse(cls: type[T], argv: Sequence[str] | None, description: str = "") -> T:
+    """Options from a command line; nothing is required here (see :func:`missing`)."""
+    parser = build_parser(cls, description)
+    namespace = parser.parse_args(argv)
+    try:
+        return from_mapping(cls, vars(namespace))
+    except OptionError as exc:
+        parser.error(str(exc))
+
+
+def to_argv(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """Command-line arguments that give ``values`` to a task run as a subprocess.
+
+    ``None`` and empty lists are left out, so the task's own default applies.
+    """
+    known = {s.name: s for s in specs(cls)}
+    argv: list[str] = []
+    for name, value in values.items():
+        spec = known[name]
+        value = convert(spec, value)
+        if value is None or value == []:
+            continue
+        if spec.base is bool and not spec.is_list:
+            argv.append(spec.flag if value else "--no-" + spec.flag[2:])
+        elif spec.is_list:
+            argv += [spec.flag, *(str(v) for v in value)]
+        else:
+            argv += [spec.flag, str(value)]
+    return argv

@@ -1,0 +1,93 @@
+"""The options of ``tasks/select_best.py``, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asl_recognition.options import option
+
+
+@dataclass
+class SelectBestOptions:
+    """Promote the new model only if it beats the production model on a metric."""
+
+    model_id: str | None = option(None, "registry id of the newly trained model", required=True)
+    metric: str = option("val_macro_f1", "registry metric to compare (e.g. test_accuracy)")
+    metric_mode: str = option(
+        "max", "max: a higher metric is better; min: lower is better", choices=("max", "min")
+    )
+    name: str = option("asl", "registered model name")
+    holdout_tolerance: float = option(
+        0.0,
+        "quality gate: refuse a model whose accuracy on any held-out group (other signer or "
+        "source) is more than this below production's",
+        low=0.0,
+        high=1.0,
+    )
+    holdout_gate: bool = option(True, "apply the held-out quality gate (off: --metric only)")
+    registry: str = option(
+        "auto",
+        "registry backend (auto: ClearML with a server, local without)",
+        choices=("auto", "local", "clearml"),
+    )
+
+
+MODES = ("auto", "local-executor", "local", "queue", "dry-run")
+
+
+@dataclass
+class PipelineRunOptions:
+    """How ``pipelines/asl_pipeline.py`` runs the DAG (the recipe says what it runs)."""
+
+    config: str | None = option(
+        None, "recipe file (configs/*.yaml) of step options; overrides follow as step.option=value"
+    )
+    mode: str = option(
+        "auto",
+        "local-executor: no server, each step a subprocess with an offline session, resumable; "
+        "queue: the ClearML controller on agent queue --queue; local: the ClearML controller "
+        "here; dry-run: print the controller DAG as JSON; auto: local with a configured "
+        "server, else local-executor",
+        choices=MODES,
+    )
+    queue: str = option("services", "agent queue the controller runs on (mode queue)")
+    step_queue: str | None = option(
+        None,
+        "agent queue the steps run on (ClearML modes; empty: --queue in mode queue, "
+        "this machine in mode local)",
+    )
+    cache: bool = option(True, "reuse cacheable steps (publish_dataset, train) of earlier runs")
+    run_id: str | None = option(
+        None,
+        "local executor: continue (or create) this run; empty: resume the latest unfinished "
+        "run started with the same parameters, else start a new one",
+    )
+    resume: bool = option(
+        False, "local executor: resume the latest unfinished run with its own parameters"
+    )
+    new_run: bool = option(False, "local executor: always start a fresh run")
+    from_step: str | None = option(
+        None, "local executor: re-run this step and everything after it, reusing the ones before"
+    )
+    list_runs: bool = option(False, "local executor: list local runs and exit")
+
+
+# Tag on ASL_raw versions that the pipeline's own validate_raw creates (the trigger skips them).
+PIPELINE_RUN_TAG = "asl-pipeline"
+
+
+@dataclass
+class TriggerOptions:
+    """Start the ASL pipeline whenever a new ASL_raw dataset version appears (needs a server)."""
+
+    queue: str = option("services", "agent queue the trigger service runs on")
+    pipeline_queue: str = option(
+        "services", "agent queue each launched pipeline controller runs on"
+    )
+    step_queue: str = option("default", "agent queue the pipeline steps run on")
+    config: str | None = option(
+        "configs/run.yaml", "recipe the launched pipelines run with (repo-relative)"
+    )
+    dataset_name: str = option("ASL_raw", "dataset whose new versions trigger a run")
+    poll_minutes: float = option(2.0, "how often the service polls the server", low=0.1)
+    run_here: bool = option(False, "run the service loop in this process instead of on --queue")

@@ -1,0 +1,111 @@
+"""Recipes: a YAML file of step options plus ``step.option=value`` overrides.
+
+A recipe names only what differs from the options' declared defaults::
+
+    # configs/run.yaml
+    publish_dataset:
+      image_size: 64
+    train:
+      epochs: 12
+
+``python pipelines/asl_pipeline.py --config configs/run.yaml train.epochs=40`` overrides one
+value. Every value is typed by the option's one declaration (:mod:`asl_recognition.options`),
+so a typo in a name or a value fails before anything runs. A small layer over the typed options
+rather than Hydra/OmegaConf: the options classes already carry types, defaults and help, and
+ClearML needs flat ``<step>/<option>`` parameters, which the recipe maps to one to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asl_recognition.options import OptionError, convert, specs
+from asl_recognition.pipeline.dag import Dag, param_name
+
+
+class RecipeError(ValueError):
+    """A recipe or override names an unknown step/option, or gives a value that does not fit."""
+
+
+def _option_spec(dag: Dag, step_name: str, option: str) -> Any:
+    try:
+        step = dag.step(step_name)
+    except KeyError:
+        raise RecipeError(
+            f"unknown step {step_name!r}; steps: {', '.join(dag.step_names())}"
+        ) from None
+    for spec in specs(step.options):
+        if spec.name == option:
+            if option in step.wired:
+                raise RecipeError(f"{step_name}.{option} is wired to {step.wired[option]}")
+            return step, spec
+    names = ", ".join(s.name for s in specs(step.options) if s.name not in step.wired)
+    raise RecipeError(f"{step_name} has no option {option!r}; options: {names}")
+
+
+def _set(dag: Dag, values: dict[str, Any], key: str, value: Any) -> None:
+    """Type one ``step.option`` (or pipeline-level ``name``) value into ``values``."""
+    if "." not in key:
+        known = {p.name for p in dag.params if "/" not in p.name}
+        if key not in known:
+            raise RecipeError(f"unknown pipeline parameter {key!r}; known: {', '.join(known)}")
+        values[key] = "" if value is None else str(value)
+        return
+    step_name, option = key.split(".", 1)
+    step, spec = _option_spec(dag, step_name, option)
+    try:
+        values[param_name(step, option)] = convert(spec, value)
+    except OptionError as exc:
+        raise RecipeError(f"{key}: {exc}") from None
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The recipe file as ``{"step.option": value}`` (top-level scalars stay as they are)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{path}: expected a mapping of steps to options")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{option}": v for option, v in value.items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"override {text!r}: expected step.option=value")
+    return key.strip(), value.strip()
+
+
+def load_recipe(
+    dag: Dag, path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Pipeline parameter values (``{"train/epochs": 12}``) from a file and overrides."""
+    values: dict[str, Any] = {}
+    pairs = list(read_file(path).items()) if path else []
+    pairs += [parse_override(text) for text in overrides]
+    for key, value in pairs:
+        _set(dag, values, key, value)
+    return values
+
+
+def as_nested(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train/epochs": 12}`` -> ``{"train": {"epochs": 12}}``: the recipe as recorded."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        step, sep, option = key.partition("/")
+        if sep:
+            nested.setdefault(step, {})[option] = value
+        else:
+            nested[key] = value
+    return nested

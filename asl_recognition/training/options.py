@@ -1,0 +1,69 @@
+"""The options of ``tasks/train.py``, declared once (see :mod:`asl_recognition.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asl_recognition.options import option
+from asl_recognition.paths import REPO_ROOT, SHARED_DATA
+
+MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small")
+AUGMENT_PRESETS = ("none", "light", "strong", "generalise")
+BALANCE = ("none", "source")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def default_external() -> str:
+    """The Massey hands when the shared data is present, else the bundled 5-per-letter slice."""
+    shared = SHARED_DATA / "asl_external_massey"
+    return str(shared if shared.is_dir() else REPO_ROOT / "data" / "external_sample")
+
+
+@dataclass
+class TrainOptions:
+    """Train an ASL classifier on a published dataset, export ONNX and register it."""
+
+    dataset_version: str = option("latest", "ASL dataset id, version (e.g. 1.0.2) or 'latest'")
+    model: str = option("cnn", "architecture", choices=MODEL_NAMES)
+    epochs: int = option(30, "maximum epochs (early stopping may end sooner)", low=1)
+    batch_size: int = option(64, "batch size", low=1)
+    lr: float = option(2e-3, "AdamW learning rate", low=1e-9)
+    image_size: int = option(
+        0, "square input side in px (0 = the dataset's published image_size)", low=0
+    )
+    augment: str = option("light", "augmentation preset (no flips)", choices=AUGMENT_PRESETS)
+    weights: str | None = option(None, "optional local state-dict file to start from", path=True)
+    resume: bool = option(
+        False,
+        "continue the run in --output-dir (or the newest run of --model) from its last "
+        "checkpoint; refused when the dataset differs",
+    )
+    external: str | None = option(
+        None,
+        "image folder <CLASS>/* from another source, scored apart (empty: "
+        "../shared/data/asl_external_massey if present, else data/external_sample; none: skip)",
+        path=True,
+    )
+    seed: int = option(42, "random seed")
+    device: str = option("auto", "compute device", choices=DEVICES)
+    patience: int = option(6, "early stopping: epochs without val macro-F1 gain (0 = off)", low=0)
+    max_steps: int = option(0, "cap on batches per epoch (0 = all)", low=0)
+    output_dir: str | None = option(None, "run folder (empty: <workspace>/runs/...)", path=True)
+    num_workers: int = option(
+        0, "DataLoader workers for augmentation (0 = in the main process)", low=0
+    )
+    classes: str | None = option(
+        None,
+        "expected class list file (empty: the project's 29 classes); a dataset with another "
+        "list is refused",
+        path=True,
+    )
+    label_smoothing: float = option(
+        0.0, "cross-entropy label smoothing in [0, 1) (0 = off)", low=0.0, high=0.99
+    )
+    balance: str = option(
+        "none",
+        "source: draw train images so every (source, class) cell weighs the same",
+        choices=BALANCE,
+    )
+    register: bool = option(True, "register the model in the model registry")
