@@ -387,3 +387,37 @@ def test_compose_monitoring_services_mount_existing_files() -> None:
     prom_cfg = yaml.safe_load((MON / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom_cfg["scrape_configs"]}
     assert jobs["triton"]["static_configs"][0]["targets"] == ["triton:8002"]
+
+
+def test_private_write_never_follows_symlinks(tmp_path: Path) -> None:
+    """A symlink planted at ``<out>.tmp`` or at ``<out>`` must not receive the secrets."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "run" / "alertmanager.yml"
+    out.parent.mkdir()
+    planted = out.with_name(out.name + ".tmp")
+    planted.symlink_to(victim)
+    write_alertmanager_config(out, env=SECRETS)
+    assert victim.read_text() == "keep me" and planted.is_symlink()
+    assert SECRETS["SMTP_PASSWORD"] in out.read_text() and not out.is_symlink()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name, planted.name]
+    linked = tmp_path / "linked.yml"
+    linked.symlink_to(victim)
+    with pytest.raises(ValueError, match="symlink"):
+        write_alertmanager_config(linked, env=SECRETS)
+    assert victim.read_text() == "keep me" and linked.is_symlink()
+
+
+def test_url_masking_keeps_host_and_hides_credentials() -> None:
+    from asl_recognition.monitoring.urls import mask_url, mask_webhook, split_credentials
+
+    url = "https://ops:p%40ss@prom.example.com:9443/prefix"
+    assert mask_url(url) == "https://***@prom.example.com:9443/prefix"
+    bare, auth = split_credentials(url)
+    assert bare == "https://prom.example.com:9443/prefix" and auth == "Basic b3BzOnBAc3M="
+    assert split_credentials("http://127.0.0.1:9090") == ("http://127.0.0.1:9090", None)
+    assert mask_webhook("https://u:p@hooks.slack.com/services/T0/B0/x?t=1") == (
+        "https://hooks.slack.com/…"
+    )
+    assert mask_webhook("http://127.0.0.1:9099") == "http://127.0.0.1:9099"

@@ -77,7 +77,8 @@ def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path
 
 
 def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    prom, am = free_port(), free_port()
+    """Thresholds from env and --set, receivers named, secrets (webhook path too) never shown."""
+    prom, am, hook_port = free_port(), free_port(), free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -95,6 +96,17 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         "--set",
         "latency_p95_ms=123",
         "--print-thresholds",
+        # Triton is down: AslTritonDown fires at once and the webhook delivery fails and is logged
+        "--set",
+        "not_ready_for=0s",
+        "--scrape-interval",
+        "1s",
+        "--evaluation-interval",
+        "1s",
+        "--group-wait",
+        "1s",
+        "--webhook-url",
+        f"http://hookuser:hookpw-x@127.0.0.1:{hook_port}/hooks/sekret-hook-path?token=sekret-q",
     ]
     env = {
         **os.environ,
@@ -128,6 +140,12 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert r.status == 200
         rules = (tmp_path / "run" / "rules" / "asl_alerts.yml").read_text()
         assert "> 123" in rules and "> 0.25" in rules
+        assert f"webhook http://127.0.0.1:{hook_port}/…" in out, out
+        am_log = tmp_path / "run" / "logs" / "alertmanager.log"
+        deadline = time.monotonic() + 40
+        while "integration=webhook" not in am_log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "integration=webhook" in am_log.read_text(), "no webhook delivery attempt logged"
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
         out += rest
@@ -137,7 +155,9 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, out
     assert "[monitor] stopped" in out
-    assert "sekret-pw" not in out
+    logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("*.log"))
+    for secret in ("sekret-pw", "hookpw-x", "sekret-hook-path", "sekret-q"):
+        assert secret not in out and secret not in logs, secret
     for port in (prom, am):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after stop"

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -139,15 +140,25 @@ def dumps(config: Mapping[str, Any]) -> str:
 
 
 def write_private(path: str | Path, text: str) -> Path:
-    """Create/replace a file readable by its owner only (it may hold webhook URLs and tokens)."""
+    """Create/replace a file readable by its owner only (it may hold webhook URLs and tokens).
+
+    The temporary file is created exclusively (``O_CREAT|O_EXCL|O_NOFOLLOW``, mode 600) under a
+    fresh random name, so a symlink planted at a predictable ``<out>.tmp`` is never followed;
+    a symlink at the final path is refused rather than replaced.
+    """
     path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symlink; refusing to write secrets through it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    # mkstemp: os.open(O_RDWR|O_CREAT|O_EXCL|O_NOFOLLOW, 0o600) with a random name
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

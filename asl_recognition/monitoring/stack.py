@@ -27,6 +27,7 @@ from .baseline import Baseline, load_baseline
 from .prometheus_config import render_prometheus_config, write_prometheus_config
 from .settings import AlertThresholds, load_thresholds, parse_overrides
 from .tools import require_tool, run_tool
+from .urls import mask_webhook, url_secrets
 
 
 def production_baseline() -> Baseline | None:
@@ -83,12 +84,12 @@ class MonitoringStack:
     baseline: Baseline | None = None
     scrape_interval: str = "15s"
     evaluation_interval: str = "15s"
-    webhook_url: str | None = None
+    webhook_url: str | None = field(default=None, repr=False)  # its path is often the secret
     group_wait: str | None = None
     group_interval: str | None = None
     repeat_interval: str | None = None
     resolve_timeout: str | None = None
-    env: dict[str, str] | None = None
+    env: dict[str, str] | None = field(default=None, repr=False)
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
     _pumps: dict[str, threading.Thread] = field(default_factory=dict, repr=False)
 
@@ -138,9 +139,12 @@ class MonitoringStack:
         return {"prometheus": prom, "alertmanager": am, "rules": rules[0], "baseline": rules[1]}
 
     def _secrets(self) -> list[str]:
+        """Values no log line may show: secret env vars and the webhook URLs' secret parts."""
         env = self.env if self.env is not None else os.environ
         values = {(env.get(k) or "").strip() for k in SECRET_VARS}
         values |= {urllib.parse.quote(v, safe="") for v in values}
+        for url in (self.webhook_url, env.get("ALERT_WEBHOOK_URL"), env.get("SLACK_WEBHOOK_URL")):
+            values.update(url_secrets(url))
         return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
@@ -323,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         group_interval=args.group_interval,
         repeat_interval=args.repeat_interval,
     )
-    receivers = enabled_receivers() + (["webhook"] if args.webhook_url else [])
+    receivers = enabled_receivers()
+    if args.webhook_url:  # where alerts go, without the path or token that authorises them
+        receivers = [r for r in receivers if r != "webhook"]
+        receivers.append(f"webhook {mask_webhook(args.webhook_url)}")
     base_msg = (
         f"baseline {baseline.source}" if baseline else "no drift baseline (drift alert idle)"
     )
