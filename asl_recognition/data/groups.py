@@ -9,14 +9,13 @@ fourth ``holdout`` split that training never sees.
 from __future__ import annotations
 
 import fnmatch
-import random
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from asl_recognition.data.sources import SourceSpecError
-from asl_recognition.data.split import SPLITS
+from asl_recognition.data.split import SPLITS, place_groups
 
 HOLDOUT = "holdout"
 WHOLE_GROUP_BY = ("signer", "source")
@@ -108,35 +107,14 @@ def split_whole_groups(
     """Each group (a signer, a source) to ONE split, across classes; sizes steer the ratios.
 
     Unlike the per-class stratified split, a group here spans every class, so groups are
-    placed globally: largest first, each into the split whose fill ratio stays lowest; a split
-    left empty takes the smallest group of the fullest split when that one holds several.
+    placed globally (:func:`place_groups` over all of them at once).
     """
-    total = float(sum(fractions))
-    if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or total <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers, got {list(fractions)}")
     sizes = Counter(groups)
-    order = sorted(sizes)
-    random.Random(f"{seed}:whole-groups").shuffle(order)
-    order.sort(key=lambda g: -sizes[g])
-    n = sum(sizes.values())
-    targets = {s: f / total * n for s, f in zip(SPLITS, fractions)}
-    active = [s for s in SPLITS if targets[s] > 0]
-    assigned: dict[str, list[str]] = {s: [] for s in SPLITS}
-    filled = {s: 0 for s in SPLITS}
-    for g in order:
-        best = min(active, key=lambda s: ((filled[s] + sizes[g]) / targets[s], SPLITS.index(s)))
-        assigned[best].append(g)
-        filled[best] += sizes[g]
-    for s in active:
-        donor = max(active, key=lambda d: len(assigned[d]))
-        if not assigned[s] and len(assigned[donor]) > 1:
-            g = min(assigned[donor], key=lambda k: sizes[k])
-            assigned[donor].remove(g)
-            assigned[s].append(g)
-    empty = [s for s in active if not assigned[s]]
+    assigned = place_groups(sizes, fractions, f"{seed}:whole-groups")
+    empty = [s for s in SPLITS if not assigned[s]]
     if empty:
         warnings.warn(
-            f"{len(sizes)} whole group(s) for {len(active)} splits: {', '.join(empty)} left empty",
+            f"{len(sizes)} whole group(s) for {len(SPLITS)} splits: {', '.join(empty)} left empty",
             stacklevel=2,
         )
     return {g: s for s, gs in assigned.items() for g in gs}

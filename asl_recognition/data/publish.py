@@ -32,7 +32,7 @@ from asl_recognition.data.groups import (
 )
 from asl_recognition.data.preprocess import preprocess_all
 from asl_recognition.data.raw import FINGERPRINT_TAG, fingerprint
-from asl_recognition.data.scan import class_of, default_workers
+from asl_recognition.data.scan import check_workers, class_of, default_workers
 from asl_recognition.data.sources import (
     DEFAULT_SIGNER_PATTERN,
     SourceSpecError,
@@ -44,10 +44,12 @@ from asl_recognition.data.split import (
     SPLITS,
     Item,
     assign_groups,
+    check_split,
     frame_number,
     popcount64,
     split_groups,
 )
+from asl_recognition.imageio import check_image_size
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
 from asl_recognition.store.base import MANIFEST_NAME
@@ -233,6 +235,9 @@ def publish_dataset(
     Raises SourceSpecError (a ValueError) for holdouts that cannot be honoured; nothing is
     published then.
     """
+    check_split(split)
+    image_size = check_image_size(image_size)
+    check_workers(workers)
     if grouping not in GROUP_BY:
         raise SourceSpecError(f"--group-by must be one of {', '.join(GROUP_BY)}, not {grouping!r}")
     try:

@@ -18,8 +18,8 @@ from typing import Any
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
-from asl_recognition.data.rules import apply_rules, usability
-from asl_recognition.data.scan import scan_source
+from asl_recognition.data.rules import apply_rules, check_min_per_class, usability
+from asl_recognition.data.scan import check_workers, scan_source
 from asl_recognition.data.sources import SourceSpec, SourceSpecError, parse_sources
 from asl_recognition.data.validate import (
     class_counts_frame,
@@ -165,6 +165,8 @@ def validate_raw(
     Returns the step outputs: raw_dataset_id ("" when unusable), report_path, success, usable,
     unusable_reason, valid, quarantined, reused.
     """
+    min_per_class = check_min_per_class(min_per_class)
+    check_workers(workers)
     specs = _specs(source, source_name)
     report_dir = Path(report_dir or workspace() / "reports" / name).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)

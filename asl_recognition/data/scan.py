@@ -7,6 +7,7 @@ recorded, not dropped, so the raw version can keep every file.
 from __future__ import annotations
 
 import multiprocessing as mp
+import operator
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -92,6 +93,19 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> Iterable[dict[str, 
 
 def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
+
+
+def check_workers(workers: int | None) -> int | None:
+    """None (the default: up to 2 processes) or a count of at least 1 (1 = no pool)."""
+    if workers is None:
+        return None
+    try:
+        count = operator.index(workers)
+    except TypeError:
+        count = 0
+    if isinstance(workers, bool) or count < 1:
+        raise ValueError(f"--workers must be a whole number of at least 1, not {workers!r}")
+    return count
 
 
 def scan_source(

@@ -14,11 +14,12 @@ and whole groups are assigned to train/val/test per class, reproducibly from the
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -41,6 +42,37 @@ class Item:
     @property
     def key(self) -> str:
         return f"{self.domain}/{self.cls}" if self.domain else self.cls
+
+
+def check_split(fractions: Sequence[float]) -> list[float]:
+    """The train/val/test fractions normalised to sum 1, or a one-line ValueError.
+
+    Checked before any work: an empty val or test split would publish a dataset on which early
+    stopping, selection or the final score measure nothing.
+    """
+    shown = " ".join(str(f) for f in fractions) if isinstance(fractions, Sequence) else fractions
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence):
+        raise ValueError(f"--split needs three numbers TRAIN VAL TEST, got {fractions!r}")
+    if len(fractions) != len(SPLITS):
+        raise ValueError(f"--split needs three numbers TRAIN VAL TEST, got {shown!r}")
+    try:
+        values = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise ValueError(f"--split {shown}: not numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"--split {shown}: every fraction must be a finite number")
+    if any(v < 0 for v in values):
+        raise ValueError(f"--split {shown}: fractions cannot be negative")
+    if not any(values):
+        raise ValueError(f"--split {shown}: all fractions are 0")
+    empty = [name for name, v in zip(SPLITS, values) if v == 0]
+    if empty:
+        raise ValueError(
+            f"--split {shown}: the {', '.join(empty)} split(s) would be empty; "
+            "every split needs a fraction above 0"
+        )
+    total = sum(values)
+    return [v / total for v in values]
 
 
 def frame_number(path: str, cls: str) -> int | None:
@@ -161,6 +193,36 @@ def _block_key(block: str) -> tuple[str, int]:
     return cls, int(blk[3:])
 
 
+def place_groups(
+    sizes: Mapping[str, int], fractions: Sequence[float], seed_key: str
+) -> dict[str, list[str]]:
+    """Greedy placement of whole groups: split name -> the groups it gets.
+
+    Groups are visited largest first (seeded shuffle among equals) and each goes to the split
+    whose fill ratio (images / target) stays lowest, so ratios come close to ``fractions``; a
+    split left empty then takes the smallest group of the split holding the most groups.
+    """
+    fractions = check_split(fractions)
+    order = sorted(sizes)
+    random.Random(seed_key).shuffle(order)
+    order.sort(key=lambda g: -sizes[g])
+    n = sum(sizes.values())
+    targets = {s: f * n for s, f in zip(SPLITS, fractions)}
+    assigned: dict[str, list[str]] = {s: [] for s in SPLITS}
+    filled = {s: 0 for s in SPLITS}
+    for g in order:
+        best = min(SPLITS, key=lambda s: ((filled[s] + sizes[g]) / targets[s], SPLITS.index(s)))
+        assigned[best].append(g)
+        filled[best] += sizes[g]
+    for s in SPLITS:  # never leave a split empty when the groups allow it
+        donor = max(SPLITS, key=lambda d: len(assigned[d]))
+        if not assigned[s] and len(assigned[donor]) > 1:
+            g = min(assigned[donor], key=lambda k: sizes[k])
+            assigned[donor].remove(g)
+            assigned[s].append(g)
+    return assigned
+
+
 def split_groups(
     items: Sequence[Item],
     groups: Sequence[str],
@@ -169,53 +231,24 @@ def split_groups(
 ) -> list[str]:
     """Assign whole groups to splits, stratified per class (a group counts for its majority class).
 
-    Groups are visited largest first (seeded shuffle among equals) and each goes to the split
-    whose fill ratio (images / target) stays lowest, so ratios come close to ``fractions``.
+    Each class's groups are placed by :func:`place_groups`, seeded per class.
     """
-    if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers, got {list(fractions)}")
-    total = float(sum(fractions))
-    fractions = [f / total for f in fractions]
+    check_split(fractions)
     group_members: dict[str, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         group_members[g].append(i)
-    group_class = {
-        g: Counter(items[k].cls for k in idx).most_common(1)[0][0]
-        for g, idx in group_members.items()
-    }
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for g in sorted(group_members):
-        by_class[group_class[g]].append(g)
+    by_class: dict[str, dict[str, int]] = defaultdict(dict)
+    for g, idx in group_members.items():
+        cls = Counter(items[k].cls for k in idx).most_common(1)[0][0]
+        by_class[cls][g] = len(idx)
     split_of_group: dict[str, str] = {}
     for cls in sorted(by_class):
-        class_groups = by_class[cls]
-        random.Random(f"{seed}:{cls}").shuffle(class_groups)
-        n = sum(len(group_members[g]) for g in class_groups)
-        targets = {s: f * n for s, f in zip(SPLITS, fractions)}
-        filled = {s: 0 for s in SPLITS}
-        active = [s for s in SPLITS if targets[s] > 0]
-        if len(class_groups) < len(active):
+        if len(by_class[cls]) < len(SPLITS):
             warnings.warn(
-                f"class {cls}: {len(class_groups)} group(s) for {len(active)} splits; "
+                f"class {cls}: {len(by_class[cls])} group(s) for {len(SPLITS)} splits; "
                 "some splits get none of it (smaller --block-frames or more data helps)",
                 stacklevel=2,
             )
-        # Biggest groups first (seeded order among equals): big blocks land where they fit,
-        # small ones fine-tune the ratios.
-        class_groups.sort(key=lambda g: -len(group_members[g]))
-        assigned: dict[str, list[str]] = {s: [] for s in SPLITS}
-        for g in class_groups:
-            size = len(group_members[g])
-            best = min(active, key=lambda s: ((filled[s] + size) / targets[s], SPLITS.index(s)))
-            assigned[best].append(g)
-            filled[best] += size
-        for s in active:  # never leave a split without the class when groups allow it
-            donor = max(active, key=lambda d: len(assigned[d]))
-            if not assigned[s] and len(assigned[donor]) > 1:
-                g = min(assigned[donor], key=lambda k: len(group_members[k]))
-                assigned[donor].remove(g)
-                assigned[s].append(g)
-        for s, gs in assigned.items():
-            for g in gs:
-                split_of_group[g] = s
+        for s, gs in place_groups(by_class[cls], fractions, f"{seed}:{cls}").items():
+            split_of_group.update((g, s) for g in gs)
     return [split_of_group[g] for g in groups]
