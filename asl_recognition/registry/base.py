@@ -16,7 +16,12 @@ class ModelNotFoundError(LookupError):
 
 @dataclass
 class ModelRecord:
-    """One registered model version: the files serving needs, the metrics selection needs."""
+    """One registered model version: the files serving needs, the metrics selection needs.
+
+    ``onnx_path``/``classes_path``/``baseline_path`` are files readable on THIS machine (the
+    ClearML backend downloads them through the SDK); what another machine uses is the ``id``
+    and, for the ClearML backend, ``onnx_uri``, the uploaded weights' URL.
+    """
 
     id: str
     name: str
@@ -32,6 +37,7 @@ class ModelRecord:
     created: str = ""
     published: bool = False
     backend: str = "local"
+    onnx_uri: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

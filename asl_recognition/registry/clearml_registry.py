@@ -1,8 +1,15 @@
 """Model registry on a ClearML server: OutputModel + label enumeration, tags, publish.
 
-Metrics, params, the dataset id and the drift baseline travel as model metadata so that the
-selection step and serving can read them without the training task. ``OutputModel`` cannot work
-in offline mode (clearml#1243), which is why the local backend exists.
+What travels, so that select_best, build_triton_repo and serving work on another machine:
+- the ONNX weights are UPLOADED (``OutputModel.update_weights(upload_uri=...)``) to
+  ``ASL_OUTPUT_URI`` when set, else to the training task's ``output_uri``, else to the ClearML
+  files server; without a destination the SDK would only register the local path;
+- the class list is the model's label enumeration (name -> output index), the SDK's field for
+  exactly this, stored on the model entity itself and shown in the UI; ``classes.txt`` is
+  rewritten from it on the reading machine, so the weights stay one plain ``.onnx`` file;
+- metrics, params, the dataset id, the drift baseline and the weights' sha256 are model metadata.
+Readers download the weights with ``Model.get_local_copy()`` and check the sha256.
+``OutputModel`` cannot work in offline mode (clearml#1243), which is why the local backend exists.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from asl_recognition.classes import read_class_file, write_class_file
 from asl_recognition.paths import workspace
@@ -20,6 +28,44 @@ from asl_recognition.registry.base import (
     ModelRecord,
     ModelRegistry,
 )
+from asl_recognition.store.base import sha256_file
+from asl_recognition.store.clearml_store import OUTPUT_URI_ENV, configured_output_uri
+
+
+def upload_destination(task: Any) -> str:
+    """Where the weights go: ``ASL_OUTPUT_URI``, else the task's output_uri, else the files
+    server (what ``Task.init(output_uri=True)`` resolves to)."""
+    chosen = configured_output_uri() or getattr(task, "output_uri", None)
+    if chosen:
+        return str(chosen)
+    from clearml.backend_api import Session
+
+    return Session.get_files_server_host()
+
+
+def _is_local_copy_of(uri: str, path: str | Path) -> bool:
+    """True when ``uri`` names ``path`` itself: the SDK registered it instead of uploading."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return False
+    return Path(parsed.path or uri).resolve() == Path(path).resolve()
+
+
+def set_model_tags(model: Any, tags: list[str]) -> None:
+    """Replace the model's tags. ``Model.tags = []`` is a silent no-op in clearml 2.1 (the
+    backend ``update`` falls back to the stored tags on a falsy list); ``edit`` sends the list
+    as given, an empty one included, and nothing else."""
+    model._get_base_model().edit(tags=list(tags))
+
+
+def _classes_from_labels(model_id: str, labels: Mapping[str, int]) -> list[str]:
+    """Class names in output-index order; refuses an enumeration that is not 0..n-1."""
+    ordered = sorted(labels.items(), key=lambda item: item[1])
+    if not ordered or [i for _, i in ordered] != list(range(len(ordered))):
+        raise ModelNotFoundError(
+            f"model {model_id}: label enumeration is not indices 0..n-1: {dict(labels)}"
+        )
+    return [name for name, _ in ordered]
 
 
 class ClearMLModelRegistry(ModelRegistry):
@@ -46,20 +92,28 @@ class ClearMLModelRegistry(ModelRegistry):
         if task is None:
             raise RuntimeError("ClearML OutputModel needs a running task (call init_task first)")
         classes = read_class_file(str(classes_path))
-        labels = {c: i for i, c in enumerate(classes)}
+        destination = upload_destination(task)
         # From metadata only: listing records would download every earlier model's weights.
         version = max((self._version(m) for m in self._query(name)), default=0) + 1
         model = OutputModel(
             task=task,
             name=name,
-            label_enumeration=labels,
+            label_enumeration={c: i for i, c in enumerate(classes)},
             framework="ONNX",
             tags=[f"v{version}"],
             comment=f"ASL classifier v{version}",
         )
-        model.update_weights(
-            weights_filename=str(onnx_path), auto_delete_file=False, async_enable=False
+        uri = model.update_weights(
+            weights_filename=str(onnx_path),
+            upload_uri=destination,
+            auto_delete_file=False,
+            async_enable=False,
         )
+        if not uri or _is_local_copy_of(uri, onnx_path):
+            raise RuntimeError(
+                f"ClearML registered {onnx_path} without uploading it to {destination} "
+                f"(set {OUTPUT_URI_ENV} or the files server)"
+            )
         baseline = json.loads(Path(baseline_path).read_text()) if baseline_path else None
         model.set_all_metadata(
             {
@@ -68,6 +122,7 @@ class ClearMLModelRegistry(ModelRegistry):
                 "params": {"value": json.dumps(dict(params), default=str), "type": "str"},
                 "dataset_id": {"value": str(dataset_id or ""), "type": "str"},
                 "baseline": {"value": json.dumps(baseline), "type": "str"},
+                "onnx_sha256": {"value": sha256_file(onnx_path), "type": "str"},
             },
             replace=True,
         )
@@ -85,6 +140,7 @@ class ClearMLModelRegistry(ModelRegistry):
             tags=[f"v{version}"],
             published=False,
             backend=self.backend,
+            onnx_uri=uri,
         )
 
     @staticmethod
@@ -92,21 +148,37 @@ class ClearMLModelRegistry(ModelRegistry):
         meta = model.get_all_metadata() or {}
         return int((meta.get("version") or {}).get("value") or 0)
 
+    @staticmethod
+    def _download(model: Any, sha256: str | None) -> Path:
+        """The weights through the SDK (downloaded and cached), never the registered path."""
+        url = model.url
+        try:
+            local = model.get_local_copy(raise_on_error=True)
+        except ValueError as exc:
+            raise ModelNotFoundError(f"model {model.id}: weights at {url} did not download: {exc}")
+        if not local or not Path(local).is_file():
+            raise ModelNotFoundError(
+                f"model {model.id}: weights at {url} are not readable on this machine "
+                f"(a path on the training machine? register with {OUTPUT_URI_ENV} or the files "
+                "server)"
+            )
+        if sha256 and sha256_file(local) != sha256:
+            raise ModelNotFoundError(f"model {model.id}: downloaded weights {local} fail sha256")
+        return Path(local)
+
     def _record(self, model: Any) -> ModelRecord:
         """Materialise the model's weights, labels and baseline as local files serving can read."""
         meta = {k: v.get("value") for k, v in (model.get_all_metadata() or {}).items()}
+        classes = _classes_from_labels(model.id, model.labels or {})
+        onnx_path = self._download(model, meta.get("onnx_sha256"))
         folder = self.cache / model.id
         folder.mkdir(parents=True, exist_ok=True)
-        labels = model.labels or {}
         classes_path = folder / "classes.txt"
-        write_class_file(
-            str(classes_path), [c for c, _ in sorted(labels.items(), key=lambda x: x[1])]
-        )
+        write_class_file(str(classes_path), classes)
         baseline_path = None
         if meta.get("baseline") not in (None, "", "null"):
             baseline_path = folder / "baseline.json"
             baseline_path.write_text(meta["baseline"])
-        onnx_path = model.get_local_copy(raise_on_error=True)
         return ModelRecord(
             id=model.id,
             name=model.name,
@@ -121,9 +193,11 @@ class ClearMLModelRegistry(ModelRegistry):
             tags=list(model.tags or []),
             published=bool(model.published),
             backend=self.backend,
+            onnx_uri=model.url,
         )
 
-    def get(self, model_id: str) -> ModelRecord:
+    @staticmethod
+    def _model(model_id: str) -> Any:
         from clearml import Model
 
         try:
@@ -131,7 +205,10 @@ class ClearMLModelRegistry(ModelRegistry):
             _ = model.name
         except Exception as exc:  # the SDK raises several types for an unknown id
             raise ModelNotFoundError(f"no ClearML model with id {model_id}: {exc}") from exc
-        return self._record(model)
+        return model
+
+    def get(self, model_id: str) -> ModelRecord:
+        return self._record(self._model(model_id))
 
     def _query(self, name: str, tags: list[str] | None = None) -> list[Any]:
         from clearml import Model
@@ -148,14 +225,14 @@ class ClearMLModelRegistry(ModelRegistry):
         return self._record(found[0]) if found else None
 
     def promote(self, model_id: str) -> ModelRecord:
-        from clearml import Model
-
-        chosen = Model(model_id=model_id)
-        for other in self._query(chosen.name, tags=[PRODUCTION_TAG]):
-            if other.id != chosen.id:
-                other.tags = [t for t in other.tags if t != PRODUCTION_TAG]
-        if PRODUCTION_TAG not in chosen.tags:
-            chosen.tags = list(chosen.tags) + [PRODUCTION_TAG]
+        """Publish and tag the chosen model first, then demote the others: a failure in between
+        leaves two production models (the newest wins), never none."""
+        chosen = self._model(model_id)
         if not chosen.published:
             chosen.publish()
+        if PRODUCTION_TAG not in chosen.tags:
+            set_model_tags(chosen, list(chosen.tags) + [PRODUCTION_TAG])
+        for other in self._query(chosen.name, tags=[PRODUCTION_TAG]):
+            if other.id != chosen.id:
+                set_model_tags(other, [t for t in other.tags if t != PRODUCTION_TAG])
         return self._record(chosen)

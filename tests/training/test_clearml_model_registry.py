@@ -1,227 +1,345 @@
-"""The ClearML model registry's exact SDK calls, against mock SDK objects.
+"""The ClearML model registry through clearml 2.1.12's own Model / OutputModel code.
 
-A ClearML server cannot run here and ``OutputModel`` fails in offline mode (clearml#1243), so
-``clearml.OutputModel`` / ``clearml.Model`` / ``clearml.Task`` are replaced by the ``Mock*``
-classes below, which record every call. The files passed in are real.
+No ClearML server can run here, so the lowest SDK layer is replaced: ``MockSession`` is
+``create_autospec`` of clearml's ``Session`` (a wrong call signature fails), answered by
+``MockClearMLServer``, an in-memory model table that understands only the requests the registry
+needs and refuses any other. Everything above it is the real SDK: request building, tag
+handling, the weights upload (to a ``file://`` destination, a real copy) and the download.
+``MockTask`` is ``create_autospec`` of ``clearml.Task``; the files are real.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from clearml import OutputModel, Task
+from clearml.backend_api import Session
+from clearml.backend_api.services import models, tasks
+from clearml.backend_api.session.callresult import CallResult
+from clearml.backend_api.session.response import ResponseMeta
+from clearml.backend_interface.base import InterfaceBase
+from clearml.backend_interface.model import Model as BackendModel
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.registry import PRODUCTION_TAG, ModelNotFoundError, get_registry
+from asl_recognition.registry.clearml_registry import upload_destination
+from asl_recognition.store.base import sha256_file
 
 # Not sorted on purpose: label indices must follow classes.txt order, not alphabetical order.
 ORDERED = list(reversed(CLASSES))
+FILES_HOST = "http://files.mock-server.invalid:8081"
 
 
-class MockTask:
-    """Stands in for ``clearml.Task``: only ``current_task`` and ``id`` are used."""
+class MockClearMLServer:
+    """The ClearML API server's model table, answering requests the SDK sends a MockSession."""
 
-    running: "MockTask | None" = None
+    HANDLED = ("Create", "GetById", "Edit", "GetAll", "SetReady", "AddOrUpdateMetadata")
 
-    def __init__(self, task_id: str = "mock-task-1") -> None:
-        self.id = task_id
+    def __init__(self) -> None:
+        self.models: dict[str, dict[str, Any]] = {}
+        self.sent: list[Any] = []
+        self._ids = itertools.count(1)
+        self._clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.session = mock.create_autospec(Session, instance=True)  # MockSession
+        self.session.send.side_effect = self.answer
 
-    @classmethod
-    def current_task(cls) -> "MockTask | None":
-        return cls.running
+    def add(self, name: str, tags: list[str], uri: str, **fields: Any) -> str:
+        model_id = f"mock-model-{next(self._ids)}"
+        self._clock += timedelta(seconds=1)
+        self.models[model_id] = {
+            "id": model_id,
+            "name": name,
+            "tags": list(tags),
+            "system_tags": [],
+            "labels": {c: i for i, c in enumerate(ORDERED)},
+            "uri": uri,
+            "ready": False,
+            "metadata": {},
+            "task": "mock-task-0",
+            "framework": "ONNX",
+            "comment": "",
+            "created": self._clock,
+            **fields,
+        }
+        return model_id
 
-
-class MockModel:
-    """Stands in for ``clearml.Model``: a stored model the registry queries, tags and publishes."""
-
-    store: dict[str, "MockModel"] = {}
-    query_calls: list[dict[str, Any]] = []
-    downloads = 0
-
-    def __init__(self, model_id: str, **fields: Any) -> None:
-        if fields:  # created by the test
-            self.id = model_id
-            self.name = fields["name"]
-            self.tags = list(fields.get("tags", []))
-            self.labels = dict(fields["labels"])
-            self.metadata = dict(fields["metadata"])
-            self.weights = fields["weights"]
-            self.task = fields.get("task")
-            self.published = bool(fields.get("published", False))
-            self.publish_calls = 0
-            MockModel.store[model_id] = self
-        else:  # ``Model(model_id=...)`` as the registry calls it: the stored model's state
-            if model_id not in MockModel.store:
-                raise ValueError(f"mock: no model {model_id}")
-            self.__dict__ = MockModel.store[model_id].__dict__
-
-    @classmethod
-    def query_models(cls, **kwargs: Any) -> list["MockModel"]:
-        cls.query_calls.append(kwargs)
-        tags = kwargs.get("tags") or []
+    def edits(self, model_id: str) -> list[dict[str, Any]]:
+        """Every models.edit body sent for ``model_id``, as it would go on the wire."""
         return [
-            m
-            for m in cls.store.values()
-            if m.name == kwargs["model_name"] and all(t in m.tags for t in tags)
+            r.to_dict()
+            for r in self.sent
+            if isinstance(r, models.EditRequest) and r.model == model_id
         ]
 
-    def get_all_metadata(self) -> dict[str, dict[str, str]]:
-        return self.metadata
+    @staticmethod
+    def _ok(response: Any) -> CallResult:
+        return CallResult(meta=ResponseMeta.from_raw_data(status_code=200), response=response)
 
-    def get_local_copy(self, raise_on_error: bool = False) -> str:
-        MockModel.downloads += 1
-        return self.weights
+    def answer(self, req: Any, *_args: Any, **_kwargs: Any) -> CallResult:
+        self.sent.append(req)
+        kind = type(req).__name__.removesuffix("Request")
+        if isinstance(req, tasks.AddOrUpdateModelRequest):
+            return self._ok(tasks.AddOrUpdateModelResponse(updated=1))
+        if kind not in self.HANDLED or type(req).__module__ != models.EditRequest.__module__:
+            raise AssertionError(f"MockClearMLServer: unexpected request {type(req)}")
+        if kind == "Create":
+            model_id = self.add(req.name, [], req.uri, labels=req.labels or {})
+            return self._ok(models.CreateResponse(id=model_id, created=True))
+        if kind == "GetAll":
+            return self._ok(models.GetAllResponse(models=self._query(req)))
+        model = self.models.get(req.model)
+        if model is None:
+            meta = ResponseMeta.from_raw_data(
+                status_code=400, text=f"Invalid model id {req.model}"
+            )
+            return CallResult(meta=meta)
+        if kind == "GetById":
+            return self._ok(models.GetByIdResponse(model=models.Model(**model)))
+        if kind == "SetReady":
+            model["ready"] = True
+            return self._ok(models.SetReadyResponse(updated=1))
+        if kind == "AddOrUpdateMetadata":
+            items = {m.key: {"key": m.key, "type": m.type, "value": m.value} for m in req.metadata}
+            model["metadata"] = items if req.replace_metadata else {**model["metadata"], **items}
+            return self._ok(models.AddOrUpdateMetadataResponse(updated=1))
+        for key, value in req.to_dict().items():  # Edit: the fields the request carries
+            if key in model and key != "id":
+                model[key] = value
+        return self._ok(models.EditResponse(updated=1))
 
-    def publish(self) -> None:
-        self.publish_calls += 1
-        self.published = True
-
-
-class MockOutputModel:
-    """Stands in for ``clearml.OutputModel``: records the constructor and every method call."""
-
-    created: list["MockOutputModel"] = []
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.init_kwargs = kwargs
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.id = f"mock-model-{len(MockOutputModel.created) + 1}"
-        MockOutputModel.created.append(self)
-
-    def update_weights(self, **kwargs: Any) -> str:
-        self.calls.append(("update_weights", kwargs))
-        return "file://mock"
-
-    def set_all_metadata(self, metadata: dict[str, Any], replace: bool = True) -> bool:
-        self.calls.append(("set_all_metadata", {"metadata": metadata, "replace": replace}))
-        return True
+    def _query(self, req: Any) -> list[Any]:
+        if req.page:
+            return []
+        wanted = [t for t in req.tags or [] if not t.startswith("-")]
+        found = [
+            m
+            for m in self.models.values()
+            if (req.name is None or re.match(req.name, m["name"]))
+            and (not wanted or set(wanted) & set(m["tags"]))
+            and (not req.ready or m["ready"])
+        ]
+        found.sort(key=lambda m: m["created"], reverse=True)
+        return [models.Model(id=m["id"], created=m["created"], system_tags=[]) for m in found]
 
 
 @pytest.fixture()
-def mock_clearml(monkeypatch, workspace_env):
-    """Patch the three SDK names the registry imports from ``clearml``; reset mock state."""
-    import clearml
+def server(tmp_path, monkeypatch) -> MockClearMLServer:
+    """Online SDK state pointing at a MockClearMLServer; restored after the test."""
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "clearml_cache"))
+    monkeypatch.setenv("CLEARML_FILES_HOST", FILES_HOST)
+    monkeypatch.delenv("ASL_OUTPUT_URI", raising=False)
+    mock_server = MockClearMLServer()
+    monkeypatch.setattr(InterfaceBase, "_offline_mode", False)
+    monkeypatch.setattr(Session, "_offline_mode", False)
+    monkeypatch.setattr(Session, "_sessions_created", 1)  # no real Session is ever built
+    monkeypatch.setattr(Session, "api_version", "2.23")  # what a current server reports
+    monkeypatch.setattr(InterfaceBase, "_default_session", mock_server.session)
+    monkeypatch.setattr(BackendModel, "_local_model_to_id_uri", {})
+    return mock_server
 
-    MockModel.store, MockModel.query_calls, MockModel.downloads = {}, [], 0
-    MockOutputModel.created = []
-    MockTask.running = None
-    monkeypatch.setattr(clearml, "OutputModel", MockOutputModel)
-    monkeypatch.setattr(clearml, "Model", MockModel)
-    monkeypatch.setattr(clearml, "Task", MockTask)
-    return clearml
+
+def make_mock_task(server: MockClearMLServer, tmp_path: Path, output_uri: str | None = None):
+    """MockTask: an autospec of clearml.Task with the state OutputModel reads from its task."""
+    mock_task = mock.create_autospec(Task, instance=True)
+    mock_task.id, mock_task.name, mock_task.project = "mock-task-1", "train", "mock-project"
+    mock_task.output_uri = mock_task.storage_uri = output_uri
+    mock_task.status, mock_task.TaskStatusEnum = "in_progress", Task.TaskStatusEnum
+    mock_task.input_models_id = {}
+    mock_task.is_offline.return_value = False
+    mock_task.get_labels_enumeration.return_value = {}
+    mock_task._get_model_config_text.return_value = ""
+    mock_task.get_last_iteration.return_value = 0
+    mock_task._get_output_model.side_effect = lambda upload_required=True, model_id=None: (
+        BackendModel(
+            upload_storage_uri=output_uri,
+            cache_dir=str(tmp_path / "model_cache"),
+            model_id=model_id,
+            upload_storage_suffix="ASL/train.mock-task-1/models",
+            session=server.session,
+        )
+    )
+    return mock_task
 
 
 @pytest.fixture()
 def model_files(tmp_path) -> dict[str, Path]:
-    onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(b"\x08\x07mock-onnx-bytes")
-    classes = tmp_path / "classes.txt"
+    src = tmp_path / "run"
+    src.mkdir()
+    onnx = src / "model.onnx"
+    onnx.write_bytes(b"\x08\x07mock-onnx-bytes" * 64)
+    classes = src / "classes.txt"
     write_class_file(str(classes), ORDERED)
-    baseline = tmp_path / "baseline.json"
+    baseline = src / "baseline.json"
     baseline.write_text(json.dumps({"mean_confidence": 0.8, "classes": ORDERED}))
     return {"onnx": onnx, "classes": classes, "baseline": baseline}
 
 
-def _stored(model_id: str, name: str, version: int, weights: Path, tags=()) -> MockModel:
-    return MockModel(
-        model_id,
-        name=name,
-        tags=list(tags),
-        labels={c: i for i, c in enumerate(ORDERED)},
-        metadata={
-            "version": {"value": str(version), "type": "int"},
-            "metrics": {"value": json.dumps({"test_accuracy": 0.5 + version / 10}), "type": "str"},
-            "params": {"value": "{}", "type": "str"},
-            "dataset_id": {"value": "ds-1", "type": "str"},
-            "baseline": {"value": "null", "type": "str"},
-        },
-        weights=str(weights),
-        task="mock-task-0",
+def test_register_uploads_the_weights_and_another_machine_downloads_them(
+    server, model_files, tmp_path, monkeypatch
+) -> None:
+    bucket = tmp_path / "bucket"
+    monkeypatch.setenv("ASL_OUTPUT_URI", bucket.as_uri())
+    mock_task = make_mock_task(server, tmp_path)
+    onnx_bytes = model_files["onnx"].read_bytes()
+    with mock.patch.object(
+        OutputModel, "update_weights", autospec=True, side_effect=OutputModel.update_weights
+    ) as spy:
+        record = get_registry("clearml").register(
+            "asl",
+            str(model_files["onnx"]),
+            str(model_files["classes"]),
+            {"test_accuracy": 0.93},
+            {"epochs": 3},
+            task=mock_task,
+            dataset_id="ds-42",
+            baseline_path=str(model_files["baseline"]),
+        )
+    assert spy.call_args.kwargs["upload_uri"] == bucket.as_uri()
+    stored = server.models[record.id]
+    uploaded = bucket / "ASL/train.mock-task-1/models/model.onnx"
+    assert uploaded.read_bytes() == onnx_bytes  # a real copy at the destination
+    assert stored["uri"] == record.onnx_uri and stored["uri"].endswith(str(uploaded))
+    assert stored["labels"] == {c: i for i, c in enumerate(ORDERED)}
+    assert stored["tags"] == ["v1"] and stored["name"] == "asl"
+    assert stored["metadata"]["onnx_sha256"]["value"] == sha256_file(uploaded)
+    assert stored["metadata"]["dataset_id"]["value"] == "ds-42"
+
+    # Another machine: the training run's files are gone, a fresh workspace reads by id.
+    for path in model_files.values():
+        path.unlink()
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "other_machine"))
+    read = get_registry("clearml").get(record.id)
+    assert Path(read.onnx_path).read_bytes() == onnx_bytes
+    assert Path(read.classes_path).read_text().splitlines() == ORDERED
+    assert json.loads(Path(read.baseline_path).read_text())["classes"] == ORDERED
+    assert read.onnx_uri == record.onnx_uri and read.version == 1
+    assert read.metrics == {"test_accuracy": 0.93} and read.dataset_id == "ds-42"
+
+
+def test_register_defaults_to_the_files_server(server, model_files, tmp_path) -> None:
+    """Without ASL_OUTPUT_URI the SDK is told to upload to the files server (an http upload
+    cannot run here: the weights call itself is the autospec MockOutputModel)."""
+    mock_task = make_mock_task(server, tmp_path)
+    assert upload_destination(mock_task) == FILES_HOST
+    mock_task.output_uri = "s3://project-default/models"
+    assert upload_destination(mock_task) == "s3://project-default/models"
+    mock_task.output_uri = None
+    uploaded = f"{FILES_HOST}/ASL/train.mock-task-1/models/model.onnx"
+    with mock.patch("clearml.OutputModel", autospec=True) as mock_output_model:
+        instance = mock_output_model.return_value
+        instance.update_weights.return_value, instance.id = uploaded, "mock-model-9"
+        record = get_registry("clearml").register(
+            "asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {}, task=mock_task
+        )
+    instance.update_weights.assert_called_once_with(
+        weights_filename=str(model_files["onnx"]),
+        upload_uri=FILES_HOST,
+        auto_delete_file=False,
+        async_enable=False,
     )
+    assert record.onnx_uri == uploaded and record.id == "mock-model-9"
 
 
-def test_register_makes_an_output_model_with_label_enumeration(mock_clearml, model_files) -> None:
-    _stored("existing-1", "asl", 1, model_files["onnx"])
-    mock_task = MockTask("mock-task-7")
-    registry = get_registry("clearml")
-    metrics = {"test_accuracy": 0.93, "val_macro_f1": 0.9}
-    record = registry.register(
-        "asl",
-        str(model_files["onnx"]),
-        str(model_files["classes"]),
-        metrics,
-        {"epochs": 3, "weights": None},
-        task=mock_task,
-        dataset_id="ds-42",
-        baseline_path=str(model_files["baseline"]),
-    )
-
-    (mock_output_model,) = MockOutputModel.created
-    kwargs = mock_output_model.init_kwargs
-    assert kwargs["task"] is mock_task
-    assert kwargs["framework"] == "ONNX"
-    assert kwargs["name"] == "asl"
-    assert kwargs["tags"] == ["v2"]  # one model was already there
-    labels = kwargs["label_enumeration"]
-    assert labels == {c: i for i, c in enumerate(ORDERED)}
-    assert list(labels) == ORDERED and labels[ORDERED[0]] == 0 and labels["A"] == 28
-
-    calls = dict(mock_output_model.calls)
-    assert calls["update_weights"]["weights_filename"] == str(model_files["onnx"])
-    assert calls["update_weights"]["auto_delete_file"] is False
-    meta = calls["set_all_metadata"]["metadata"]
-    assert json.loads(meta["metrics"]["value"]) == metrics
-    assert json.loads(meta["params"]["value"]) == {"epochs": 3, "weights": None}
-    assert meta["dataset_id"]["value"] == "ds-42" and meta["version"]["value"] == "2"
-    assert json.loads(meta["baseline"]["value"]) == json.loads(model_files["baseline"].read_text())
-    assert MockModel.query_calls[0]["model_name"] == "asl"
-    assert MockModel.downloads == 0  # the next version number comes from metadata only
-
-    assert record.id == mock_output_model.id and record.version == 2
-    assert record.task_id == "mock-task-7" and record.backend == "clearml"
-    assert record.metrics == metrics and record.dataset_id == "ds-42"
+def test_register_refuses_weights_that_were_only_registered_locally(
+    server, model_files, tmp_path
+) -> None:
+    mock_task = make_mock_task(server, tmp_path)
+    with mock.patch("clearml.OutputModel", autospec=True) as mock_output_model:
+        instance = mock_output_model.return_value
+        instance.update_weights.return_value = str(model_files["onnx"])  # no upload happened
+        with pytest.raises(RuntimeError, match="without uploading"):
+            get_registry("clearml").register(
+                "asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {}, mock_task
+            )
+    instance.set_all_metadata.assert_not_called()
 
 
-def test_register_uses_the_running_task_and_refuses_without_one(mock_clearml, model_files) -> None:
+def test_bad_output_uri_is_a_one_line_error(server, model_files, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ASL_OUTPUT_URI", "relative/models")
+    with pytest.raises(ValueError, match="ASL_OUTPUT_URI='relative/models' must be a URL"):
+        get_registry("clearml").register(
+            "asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {},
+            make_mock_task(server, tmp_path),
+        )  # fmt: skip
+    assert server.sent == []  # refused before anything reached the server
+
+
+def test_register_uses_the_running_task_and_refuses_without_one(
+    server, model_files, tmp_path, monkeypatch
+) -> None:
     registry = get_registry("clearml")
     args = ("asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {})
+    monkeypatch.setattr(Task, "current_task", mock.create_autospec(Task.current_task))
+    Task.current_task.return_value = None
     with pytest.raises(RuntimeError, match="needs a running task"):
         registry.register(*args)
-    assert MockOutputModel.created == []
-    MockTask.running = MockTask("mock-current")
+    assert server.sent == []
+    monkeypatch.setenv("ASL_OUTPUT_URI", (tmp_path / "bucket").as_uri())
+    Task.current_task.return_value = make_mock_task(server, tmp_path)
     record = registry.register(*args)
-    assert MockOutputModel.created[0].init_kwargs["task"] is MockTask.running
-    assert record.task_id == "mock-current" and record.version == 1
+    assert record.task_id == "mock-task-1" and record.version == 1
 
 
-def test_promote_moves_the_production_tag_and_publishes(mock_clearml, model_files) -> None:
-    old = _stored("m-old", "asl", 1, model_files["onnx"], tags=["v1", PRODUCTION_TAG])
-    new = _stored("m-new", "asl", 2, model_files["onnx"], tags=["v2"])
-    _stored("m-other", "other", 1, model_files["onnx"], tags=[PRODUCTION_TAG])
+def test_a_model_registered_as_a_local_path_is_a_clear_error(server, tmp_path) -> None:
+    """What the old registry produced: the training machine's path, unreadable elsewhere."""
+    gone = tmp_path / "training-machine" / "model.onnx"
+    model_id = server.add("asl", ["v1"], str(gone))
+    with pytest.raises(ModelNotFoundError, match=f"model {model_id}: weights at .*model.onnx"):
+        get_registry("clearml").get(model_id)
+
+
+def test_a_download_that_fails_its_sha256_is_refused(server, tmp_path) -> None:
+    weights = tmp_path / "bucket" / "model.onnx"
+    weights.parent.mkdir()
+    weights.write_bytes(b"truncated")
+    meta = {"onnx_sha256": {"key": "onnx_sha256", "type": "str", "value": "0" * 64}}
+    model_id = server.add("asl", ["v1"], weights.as_uri(), metadata=meta)
+    with pytest.raises(ModelNotFoundError, match="fail sha256"):
+        get_registry("clearml").get(model_id)
+
+
+def test_a_label_enumeration_with_gaps_is_refused(server, tmp_path) -> None:
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    model_id = server.add("asl", [], weights.as_uri(), labels={"A": 0, "B": 2})
+    with pytest.raises(ModelNotFoundError, match="not indices 0..n-1"):
+        get_registry("clearml").get(model_id)
+
+
+def test_promote_really_removes_the_old_production_tag(server, tmp_path) -> None:
+    """The old model's ONLY tag is production: ``Model.tags = []`` would send its old tags."""
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    old = server.add("asl", [PRODUCTION_TAG], weights.as_uri(), ready=True)
+    new = server.add("asl", ["v2"], weights.as_uri())
+    other = server.add("other", [PRODUCTION_TAG], weights.as_uri(), ready=True)
     registry = get_registry("clearml")
-    assert registry.production("asl").id == "m-old"
+    assert registry.production("asl").id == old
 
-    record = registry.promote("m-new")
+    record = registry.promote(new)
 
-    assert PRODUCTION_TAG in new.tags and PRODUCTION_TAG not in old.tags
-    assert MockModel.store["m-other"].tags == [PRODUCTION_TAG]  # another name is untouched
-    assert new.publish_calls == 1 and old.publish_calls == 0
-    assert {"model_name": "asl", "tags": [PRODUCTION_TAG], "only_published": False} in (
-        MockModel.query_calls
-    )
-    assert record.id == "m-new" and record.published and PRODUCTION_TAG in record.tags
-    # the record is usable by serving: labels back as classes.txt in index order
-    assert Path(record.classes_path).read_text().splitlines() == ORDERED
-    assert record.onnx_path == str(model_files["onnx"]) and record.version == 2
-    assert registry.production("asl").id == "m-new"
-    assert [r.version for r in registry.list("asl")] == [1, 2]
+    assert [e["tags"] for e in server.edits(old)] == [[]]  # the request that goes out
+    assert server.models[old]["tags"] == []
+    assert server.models[new]["tags"] == ["v2", PRODUCTION_TAG] and server.models[new]["ready"]
+    assert server.models[other]["tags"] == [PRODUCTION_TAG]  # another name is untouched
+    assert record.id == new and record.published and PRODUCTION_TAG in record.tags
+    assert registry.production("asl").id == new
 
-    registry.promote("m-new")  # promoting again: no second publish, one production tag
-    assert new.publish_calls == 1 and new.tags.count(PRODUCTION_TAG) == 1
+    sent = len(server.sent)
+    registry.promote(new)  # again: no second publish, no tag edit
+    repeat = server.sent[sent:]
+    assert not [r for r in repeat if isinstance(r, (models.EditRequest, models.SetReadyRequest))]
+    assert server.models[new]["tags"].count(PRODUCTION_TAG) == 1
 
 
-def test_get_unknown_model_is_a_clear_error(mock_clearml) -> None:
+def test_get_unknown_model_is_a_clear_error(server) -> None:
     with pytest.raises(ModelNotFoundError, match="no ClearML model with id nope"):
         get_registry("clearml").get("nope")
