@@ -64,7 +64,7 @@ def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path
                 groups = json.load(r)["data"]["groups"]
             assert {g["name"] for g in groups} >= {"asl_alerts", "asl_recording", "asl_baseline"}
             time.sleep(2)  # let Alertmanager try (and fail) the Slack/Telegram deliveries
-        procs = list(stack._procs.values())
+        procs = list(stack._executors.values())
         assert not procs and not stack.running()
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("*.log"))
     assert "AslTritonDown" in logs or "notify" in logs.lower(), "expected delivery errors logged"
@@ -161,3 +161,22 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     for port in (prom, am):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after stop"
+
+
+def test_stack_refuses_a_port_already_taken_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """Another server on the Alertmanager port: a clear error, not a half-started stack."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack = MonitoringStack(
+            run_dir=tmp_path / "run",
+            triton_metrics=f"127.0.0.1:{free_port()}",
+            prometheus_port=free_port(),
+            alertmanager_port=taken.getsockname()[1],
+            env={},
+        )
+        with pytest.raises(RuntimeError, match="already answers; pick another port"):
+            stack.start(timeout=20)
+    assert not stack.running() and not stack._executors
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", stack.prometheus_port)) != 0, "prometheus was started"

@@ -8,18 +8,25 @@ the drift baseline of the production model, and receiver settings from the envir
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mirakuru import HTTPExecutor
+from mirakuru.exceptions import (
+    AlreadyRunning,
+    ProcessExitedWithError,
+    ProcessFinishedWithError,
+    TimeoutExpired,
+)
 
 from .alert_rules import write_rules
 from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config
@@ -63,14 +70,6 @@ def _redact(line: str, secrets: list[str]) -> str:
     return line
 
 
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @dataclass
 class MonitoringStack:
     """Prometheus + Alertmanager child processes with rendered configs; a context manager."""
@@ -90,7 +89,7 @@ class MonitoringStack:
     repeat_interval: str | None = None
     resolve_timeout: str | None = None
     env: dict[str, str] | None = field(default=None, repr=False)
-    _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+    _executors: dict[str, HTTPExecutor] = field(default_factory=dict, repr=False)
     _pumps: dict[str, threading.Thread] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -147,107 +146,92 @@ class MonitoringStack:
             values.update(url_secrets(url))
         return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
-        """Start a child whose output is copied to logs/NAME.log (mode 600) with secrets masked.
+    def _spawn(self, name: str, cmd: list[str], ready_url: str, timeout: float) -> None:
+        """Start a child, wait until ``ready_url`` answers 2xx; output to logs/NAME.log (600).
 
-        Alertmanager 0.25 logs the failing URL of a Telegram delivery, bot token included;
-        every line passes through :func:`_redact` before it reaches the disk.
+        mirakuru starts it in its own session, fails fast when it exits or when the port already
+        answers, and kills leftovers at interpreter exit. Output goes through a pipe this process
+        owns: Alertmanager 0.25 logs the failing URL of a Telegram or webhook delivery, token
+        included, so every line passes through :func:`_redact` before it reaches the disk.
         """
-        log_dir = self.run_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        log = os.fdopen(fd, "w", buffering=1)
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            text=True,
-            errors="replace",
-        )
+        log_path = self.run_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "w", 1)
+        read_fd, write_fd = os.pipe()
         secrets = self._secrets()
 
         def pump() -> None:
-            with log:
-                for line in proc.stdout:
+            with log, os.fdopen(read_fd, errors="replace") as output:
+                for line in output:
                     log.write(_redact(line, secrets))
 
-        thread = threading.Thread(target=pump, name=f"{name}-log", daemon=True)
-        thread.start()
-        self._procs[name] = proc
-        self._pumps[name] = thread
+        self._pumps[name] = threading.Thread(target=pump, name=f"{name}-log", daemon=True)
+        self._pumps[name].start()
+        executor = HTTPExecutor(
+            cmd, ready_url, method="GET", timeout=timeout, stdin=subprocess.DEVNULL,
+            stdout=write_fd, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            self._executors[name] = executor.start()
+        except AlreadyRunning as exc:
+            raise RuntimeError(f"{name}: {ready_url} already answers; pick another port") from exc
+        except ProcessExitedWithError as exc:
+            raise RuntimeError(f"{name} exited with {exc.exit_code}; see {log_path}") from exc
+        except TimeoutExpired as exc:
+            raise TimeoutError(f"{name} not ready after {timeout}s; see {log_path}") from exc
+        finally:
+            os.close(write_fd)  # the child holds its copy; EOF reaches the pump when it exits
 
     def start(self, timeout: float = 30.0) -> "MonitoringStack":
+        """Render and check the configs, start both servers and wait until both are ready."""
         paths = self.render()
-        self._spawn(
-            "alertmanager",
-            [
-                require_tool("alertmanager"),
-                f"--config.file={paths['alertmanager']}",
-                f"--storage.path={self.run_dir / 'alertmanager-data'}",
-                f"--web.listen-address={self.host}:{self.alertmanager_port}",
-                "--cluster.listen-address=",  # no gossip port: single instance on loopback
-                "--log.level=warn",
-            ],
-        )
-        self._spawn(
-            "prometheus",
-            [
-                require_tool("prometheus"),
-                f"--config.file={paths['prometheus']}",
-                f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
-                f"--web.listen-address={self.host}:{self.prometheus_port}",
-                "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=15d",
-                "--log.level=warn",
-            ],
-        )
         try:
-            self.wait_ready(timeout)
+            self._spawn(
+                "alertmanager",
+                [
+                    require_tool("alertmanager"),
+                    f"--config.file={paths['alertmanager']}",
+                    f"--storage.path={self.run_dir / 'alertmanager-data'}",
+                    f"--web.listen-address={self.host}:{self.alertmanager_port}",
+                    "--cluster.listen-address=",  # no gossip port: single instance on loopback
+                    "--log.level=warn",
+                ],
+                f"{self.alertmanager_url}/-/ready",
+                timeout,
+            )
+            self._spawn(
+                "prometheus",
+                [
+                    require_tool("prometheus"),
+                    f"--config.file={paths['prometheus']}",
+                    f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
+                    f"--web.listen-address={self.host}:{self.prometheus_port}",
+                    "--web.enable-lifecycle",
+                    "--storage.tsdb.retention.time=15d",
+                    "--log.level=warn",
+                ],
+                f"{self.prometheus_url}/-/ready",
+                timeout,
+            )
         except Exception:
             self.stop()
             raise
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        pending = {
-            "alertmanager": f"{self.alertmanager_url}/-/ready",
-            "prometheus": f"{self.prometheus_url}/-/ready",
-        }
-        while pending and time.monotonic() < deadline:
-            for name, url in list(pending.items()):
-                proc = self._procs[name]
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{name} exited with {proc.returncode}; see {self.run_dir}/logs/{name}.log"
-                    )
-                if _http_ok(url):
-                    pending.pop(name)
-            time.sleep(0.2)
-        if pending:
-            raise TimeoutError(f"not ready after {timeout}s: {', '.join(pending)}")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM each child (Prometheus flushes its head block); SIGKILL what outlives it."""
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self._procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    def stop(self) -> None:
+        """SIGTERM each child's process group (Prometheus flushes its head block); SIGKILL what
+        outlives the start timeout. A child that already died with an error is not re-reported.
+        """
+        for executor in reversed(list(self._executors.values())):
+            with contextlib.suppress(ProcessFinishedWithError):
+                executor.stop()
         for thread in self._pumps.values():
             thread.join(timeout=5)
-        self._procs.clear()
+        self._executors.clear()
         self._pumps.clear()
 
     def running(self) -> bool:
-        return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
+        return bool(self._executors) and all(e.running() for e in self._executors.values())
 
     def __enter__(self) -> "MonitoringStack":
         return self.start()
