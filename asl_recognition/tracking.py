@@ -95,6 +95,12 @@ def prepare_environment() -> bool:
             "CLEARML_CONFIG_FILE", str(REPO_ROOT / "config" / "clearml-offline.conf")
         )
         os.environ.setdefault("CLEARML_CACHE_DIR", str(workspace() / "clearml_cache"))
+        if "clearml" in sys.modules:
+            # server_configured() read the SDK's configuration, which imported clearml; the SDK
+            # froze CLEARML_OFFLINE_MODE at import (class attributes), so tell it again.
+            from clearml import Task
+
+            Task.set_offline(True)
     return offline
 
 
