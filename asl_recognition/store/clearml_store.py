@@ -4,11 +4,17 @@ A child version is created with ``parent_datasets`` for lineage, but ClearML chi
 their parents' files; the processed ``ASL`` dataset must not carry the raw images, so inherited
 files are removed before the new ones are added (raw and processed stay apart, like a feature
 store keeps raw and derived features).
+
+The version's record (file list with hashes, caller metadata) is a small JSON artifact on the
+dataset's task (``Dataset.set_metadata``), so reading a version never downloads its images.
+Where the files go: ``ASL_OUTPUT_URI`` when set, else the SDK default (the ClearML files server).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -24,7 +30,31 @@ from asl_recognition.store.base import (
     sha256_file,
 )
 
+OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
+# The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).
+RECORD_ARTIFACT = "asl_store_record"
+# Versions written before the artifact existed kept the record as a file inside the dataset.
 RECORD_NAME = "asl_store_record.json"
+
+_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def configured_output_uri() -> str | None:
+    """``ASL_OUTPUT_URI`` if set (models and datasets are uploaded there), else None.
+
+    None means the SDK default: the ClearML files server (``api.files_server`` /
+    ``CLEARML_FILES_HOST``), which every machine of the deployment can read. A relative path is
+    refused: it would name a different folder on every machine.
+    """
+    value = os.environ.get(OUTPUT_URI_ENV, "").strip()
+    if not value:
+        return None
+    if not (_URI_SCHEME.match(value) or os.path.isabs(value)):
+        raise ValueError(
+            f"{OUTPUT_URI_ENV}={value!r} must be a URL (https://, s3://, gs://, azure://, "
+            "file://) or an absolute shared path"
+        )
+    return value
 
 
 def _direct_parents(ds: Any) -> list[str]:
@@ -36,11 +66,17 @@ def _direct_parents(ds: Any) -> list[str]:
 class ClearMLDatasetStore(DatasetStore):
     backend = "clearml"
 
-    def __init__(self, project: str = "ASL/datasets", dataset_cls: Any = None) -> None:
+    def __init__(
+        self,
+        project: str = "ASL/datasets",
+        dataset_cls: Any = None,
+        output_uri: str | None = None,
+    ) -> None:
         if dataset_cls is None:
             from clearml import Dataset as dataset_cls  # imported lazily: needs a server
         self.project = project
         self.Dataset = dataset_cls
+        self.output_uri = output_uri
 
     def create(
         self,
@@ -60,6 +96,7 @@ class ClearMLDatasetStore(DatasetStore):
             dataset_project=self.project,
             parent_datasets=list(parents) or None,
             dataset_tags=list(tags) or None,
+            output_uri=self.output_uri,
             description=description,
         )
         if parents:
@@ -69,28 +106,37 @@ class ClearMLDatasetStore(DatasetStore):
                 dest = Path(stage) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest)
-            record = {"files": [e.__dict__ for e in entries], "metadata": dict(metadata or {})}
-            (Path(stage) / RECORD_NAME).write_text(json.dumps(record))
             ds.add_files(path=stage)
             ds.upload(show_progress=True)
-        ds.set_metadata(dict(metadata or {}), metadata_name="asl_metadata", ui_visible=True)
+        record = {"files": [e.__dict__ for e in entries], "metadata": dict(metadata or {})}
+        # ui_visible=True only renders DataFrames; for a dict the SDK prints a "Skipping!" line.
+        ds.set_metadata(record, metadata_name=RECORD_ARTIFACT, ui_visible=False)
         ds.finalize()
-        return self._to_version(ds, entries, dict(metadata or {}))
+        return self._to_version(ds, record)
 
-    def _to_version(
-        self, ds: Any, entries: list[FileEntry] | None = None, metadata: dict | None = None
-    ) -> DatasetVersion:
-        if entries is None:
-            record = json.loads((Path(ds.get_local_copy()) / RECORD_NAME).read_text())
-            entries = [FileEntry(**f) for f in record["files"]]
-            metadata = record["metadata"]
+    def _read_record(self, ds: Any) -> dict[str, Any]:
+        """The version's record from its metadata artifact; older versions: from the one file."""
+        record = ds.get_metadata(metadata_name=RECORD_ARTIFACT)
+        if record is None:
+            folder = Path(ds.get_local_copy(files=[RECORD_NAME]))
+            if not (folder / RECORD_NAME).is_file():
+                raise DatasetNotFoundError(
+                    f"dataset {ds.id} has no {RECORD_ARTIFACT} record: not made by this store"
+                )
+            record = json.loads((folder / RECORD_NAME).read_text())
+        if isinstance(record, str):  # a JSON artifact may come back as its text
+            record = json.loads(record)
+        return record
+
+    def _to_version(self, ds: Any, record: Mapping[str, Any] | None = None) -> DatasetVersion:
+        record = record if record is not None else self._read_record(ds)
         return DatasetVersion(
             id=ds.id,
             name=ds.name,
             version=str(ds.version),
             parents=_direct_parents(ds),
-            files=entries,
-            metadata=metadata or {},
+            files=[FileEntry(**f) for f in record["files"]],
+            metadata=dict(record.get("metadata") or {}),
             tags=list(ds.tags or []),
             backend=self.backend,
         )
@@ -119,7 +165,7 @@ class ClearMLDatasetStore(DatasetStore):
 
     def list_versions(self, name: str) -> list[DatasetVersion]:
         rows = self.Dataset.list_datasets(
-            dataset_project=self.project, partial_name=name, only_completed=True
+            dataset_project=self.project, partial_name=f"^{re.escape(name)}$", only_completed=True
         )
         rows = [r for r in rows if r.get("name") == name]
         return [self.get(dataset_id=r["id"]) for r in sorted(rows, key=lambda r: r["created"])]
@@ -128,4 +174,4 @@ class ClearMLDatasetStore(DatasetStore):
         return Path(self.Dataset.get(dataset_id=dataset.id).get_local_copy())
 
 
-__all__ = ["ClearMLDatasetStore", "MANIFEST_NAME"]
+__all__ = ["ClearMLDatasetStore", "MANIFEST_NAME", "OUTPUT_URI_ENV", "configured_output_uri"]

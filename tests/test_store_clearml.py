@@ -1,0 +1,183 @@
+"""The ClearML dataset store against clearml 2.1.12's real Dataset signatures and metadata code.
+
+No ClearML server can run here: ``MockDataset`` is ``create_autospec`` of ``clearml.Dataset``
+(a wrong keyword or a removed method fails), ``MockTask`` of ``clearml.Task`` and
+``MockArtifact`` of its ``Artifact``. ``set_metadata`` / ``get_metadata`` run the SDK's own
+code on those mocks, so what reaches the dataset's task is what the SDK would send.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from clearml import Dataset, Task
+from clearml.binding.artifacts import Artifact
+
+from asl_recognition.store import DatasetNotFoundError, get_store
+from asl_recognition.store.clearml_store import RECORD_ARTIFACT, RECORD_NAME, ClearMLDatasetStore
+
+UI_SKIP_LINE = "Displaying metadata in the UI is only supported for pandas Dataframes"
+
+
+def make_mock_dataset(dataset_id: str, artifacts: dict[str, Any] | None = None):
+    """A MockDataset instance whose metadata methods are the SDK's, over a MockTask."""
+    mock_ds = mock.create_autospec(Dataset, instance=True)
+    mock_ds.id, mock_ds.name, mock_ds.version, mock_ds.tags = dataset_id, "ASL", "1.0.2", ["t"]
+    mock_ds.get_dependency_graph.return_value = {dataset_id: ["raw-1"], "raw-1": []}
+    mock_ds._Dataset__data_entry_name_prefix = Dataset._Dataset__data_entry_name_prefix
+    mock_ds._task = mock.create_autospec(Task, instance=True)  # MockTask
+    mock_ds._task.artifacts = dict(artifacts or {})
+    mock_ds.set_metadata.side_effect = lambda *a, **k: Dataset.set_metadata(mock_ds, *a, **k)
+    mock_ds.get_metadata.side_effect = lambda *a, **k: Dataset.get_metadata(mock_ds, *a, **k)
+    return mock_ds
+
+
+def mock_artifact(value: Any):
+    artifact = mock.create_autospec(Artifact, instance=True)  # MockArtifact
+    artifact.get.return_value = value
+    return artifact
+
+
+@pytest.fixture()
+def mock_dataset_cls(monkeypatch):
+    """``clearml.Dataset`` replaced by MockDataset (class-level autospec)."""
+    import clearml
+
+    cls = mock.create_autospec(Dataset)
+    monkeypatch.setattr(clearml, "Dataset", cls)
+    monkeypatch.delenv("ASL_OUTPUT_URI", raising=False)
+    return cls
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for rel, data in (("train/A/a.jpg", b"a" * 10), ("test/B/b.jpg", b"b" * 20)):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+        out[rel] = tmp_path / rel
+    return out
+
+
+def test_create_keeps_the_record_as_metadata_without_the_ui_warning(
+    mock_dataset_cls, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("ASL_OUTPUT_URI", "s3://bucket/asl")
+    mock_ds = make_mock_dataset("ds-new")
+    mock_dataset_cls.create.return_value = mock_ds
+    staged: list[str] = []
+    mock_ds.add_files.side_effect = lambda path, **_: staged.extend(
+        p.relative_to(path).as_posix() for p in sorted(Path(path).rglob("*")) if p.is_file()
+    )
+
+    version = get_store("clearml").create(
+        "ASL", _files(tmp_path), parents=["raw-1"], metadata={"k": 1}, tags=["t"], description="d"
+    )
+
+    mock_dataset_cls.create.assert_called_once_with(
+        dataset_name="ASL",
+        dataset_project="ASL/datasets",
+        parent_datasets=["raw-1"],
+        dataset_tags=["t"],
+        output_uri="s3://bucket/asl",
+        description="d",
+    )
+    mock_ds.remove_files.assert_called_once_with(dataset_path="*", recursive=True)
+    assert sorted(staged) == ["test/B/b.jpg", "train/A/a.jpg"]  # the images only, no record
+    record = mock_ds._task.upload_artifact.call_args.kwargs["artifact_object"]
+    mock_ds._task.upload_artifact.assert_called_once_with(
+        name=RECORD_ARTIFACT, artifact_object=record
+    )
+    assert record["metadata"] == {"k": 1}
+    assert {f["path"]: f["size"] for f in record["files"]} == {
+        "train/A/a.jpg": 10,
+        "test/B/b.jpg": 20,
+    }
+    mock_ds._task.get_logger.return_value.report_text.assert_not_called()  # no "Skipping!" line
+    names = [c[0] for c in mock_ds.mock_calls if c[0] in ("upload", "set_metadata", "finalize")]
+    assert names == ["upload", "set_metadata", "finalize"]  # the record lands before finalize
+    assert version.id == "ds-new" and version.parents == ["raw-1"]
+    assert [f.path for f in version.files] == ["test/B/b.jpg", "train/A/a.jpg"]
+
+
+def test_the_sdk_prints_a_skip_line_for_a_dict_shown_in_the_ui() -> None:
+    """Why the store passes ``ui_visible=False``: the SDK's own code, on a MockDataset."""
+    mock_ds = make_mock_dataset("ds-x")
+    Dataset.set_metadata(mock_ds, {"a": 1}, metadata_name="m", ui_visible=True)
+    (call,) = mock_ds._task.get_logger.return_value.report_text.call_args_list
+    assert call.args[0].startswith(UI_SKIP_LINE) and call.kwargs == {"print_console": True}
+
+
+def test_get_reads_the_record_without_downloading_the_dataset(mock_dataset_cls) -> None:
+    record = {"files": [{"path": "train/A/a.jpg", "sha256": "0" * 64, "size": 10}], "metadata": {}}
+    mock_ds = make_mock_dataset("ds-7", {RECORD_ARTIFACT: mock_artifact(record)})
+    mock_dataset_cls.get.return_value = mock_ds
+
+    version = get_store("clearml").get(dataset_id="ds-7")
+
+    mock_dataset_cls.get.assert_called_once_with(dataset_id="ds-7")
+    mock_ds.get_local_copy.assert_not_called()
+    assert [f.path for f in version.files] == ["train/A/a.jpg"]
+    assert (version.version, version.parents, version.tags) == ("1.0.2", ["raw-1"], ["t"])
+
+
+def test_an_older_version_reads_only_its_record_file(mock_dataset_cls, tmp_path) -> None:
+    """Versions written before the metadata artifact kept the record as a dataset file."""
+    record = {"files": [{"path": "x.jpg", "sha256": "1" * 64, "size": 3}], "metadata": {"m": 2}}
+    (tmp_path / RECORD_NAME).write_text(json.dumps(record))
+    mock_ds = make_mock_dataset("ds-old")
+    mock_ds.get_local_copy.return_value = str(tmp_path)
+    mock_dataset_cls.get.return_value = mock_ds
+
+    version = get_store("clearml").get(dataset_id="ds-old")
+
+    mock_ds.get_local_copy.assert_called_once_with(files=[RECORD_NAME])
+    assert version.metadata == {"m": 2} and [f.path for f in version.files] == ["x.jpg"]
+
+
+def test_a_dataset_made_elsewhere_is_a_clear_error(mock_dataset_cls, tmp_path) -> None:
+    mock_ds = make_mock_dataset("ds-foreign")
+    mock_ds.get_local_copy.return_value = str(tmp_path)  # no record file in it
+    mock_dataset_cls.get.return_value = mock_ds
+    with pytest.raises(DatasetNotFoundError, match="ds-foreign has no asl_store_record record"):
+        get_store("clearml").get(dataset_id="ds-foreign")
+
+
+def test_list_versions_asks_for_the_exact_name(mock_dataset_cls) -> None:
+    record = {"files": [], "metadata": {}}
+    mock_dataset_cls.list_datasets.return_value = [
+        {"name": "ASL_raw", "id": "raw-1", "created": "2026-01-01"},
+        {"name": "ASL", "id": "ds-2", "created": "2026-01-03"},
+        {"name": "ASL", "id": "ds-1", "created": "2026-01-02"},
+    ]
+    by_id = {
+        i: make_mock_dataset(i, {RECORD_ARTIFACT: mock_artifact(record)}) for i in ("ds-1", "ds-2")
+    }
+    mock_dataset_cls.get.side_effect = lambda dataset_id: by_id[dataset_id]
+
+    versions = get_store("clearml").list_versions("ASL")
+
+    mock_dataset_cls.list_datasets.assert_called_once_with(
+        dataset_project="ASL/datasets", partial_name="^ASL$", only_completed=True
+    )
+    assert [v.id for v in versions] == ["ds-1", "ds-2"]
+
+
+def test_a_relative_output_uri_is_a_one_line_error(mock_dataset_cls, monkeypatch) -> None:
+    monkeypatch.setenv("ASL_OUTPUT_URI", "datasets")
+    with pytest.raises(ValueError, match="ASL_OUTPUT_URI='datasets' must be a URL"):
+        get_store("clearml")
+    mock_dataset_cls.create.assert_not_called()
+
+
+def test_without_output_uri_the_sdk_default_files_server_is_kept(
+    mock_dataset_cls, tmp_path
+) -> None:
+    mock_dataset_cls.create.return_value = make_mock_dataset("ds-d")
+    ClearMLDatasetStore().create("ASL", _files(tmp_path))
+    assert (
+        mock_dataset_cls.create.call_args.kwargs["output_uri"] is None
+    )  # Dataset.create's default
