@@ -24,7 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,9 +39,8 @@ from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA  # noqa: E
 from asl_recognition.training.augment import build_augment  # noqa: E402
 from asl_recognition.training.data import TensorSplit, load_split  # noqa: E402
 from asl_recognition.training.loop import LoopConfig, Trainer, seed_everything  # noqa: E402
-from asl_recognition.training.models import MODEL_NAMES, build_model  # noqa: E402
-
-LR, WEIGHT_DECAY, SEED = 2e-3, 1e-4, 42
+from asl_recognition.training.models import build_model  # noqa: E402
+from asl_recognition.training.options import MODEL_NAMES, TrainOptions  # noqa: E402
 
 
 def default_source() -> Path:
@@ -70,10 +71,11 @@ def project_round(
 
 
 def bare_round(
-    model: nn.Module, data: TensorSplit, batch_size: int, steps: int, seed: int, fixed: bool
+    model: nn.Module, data: TensorSplit, cfg: LoopConfig, steps: int, seed: int, fixed: bool
 ) -> Timing:
-    """The textbook loop; ``fixed``: one pre-made batch (compute only)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    """The textbook loop with the same settings; ``fixed``: one pre-made batch (compute only)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch_size = cfg.batch_size
     criterion = nn.CrossEntropyLoss()
     model.train()
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
@@ -139,8 +141,59 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def timed_rounds(
+    fresh: Callable[[], nn.Module], data: TensorSplit, cfg: LoopConfig, rounds: int, tmp: Path
+) -> tuple[dict[str, list[float]], dict[str, list[Timing]]]:
+    """Both loops per round, in alternating order, after an untimed warm-up of each."""
+    steps = cfg.max_steps or 1
+    project_round(fresh(), data, replace(cfg, max_steps=2), 1, tmp)
+    bare_round(fresh(), data, cfg, 2, cfg.seed, fixed=False)
+    runs: dict[str, list[float]] = {"project": [], "bare": [], "compute_only": []}
+    timings: dict[str, list[Timing]] = {"project": [], "bare": []}
+    for r in range(rounds):
+        for name in ("project", "bare") if r % 2 == 0 else ("bare", "project"):
+            if name == "project":
+                timing = project_round(fresh(), data, cfg, r + 1, tmp)
+            else:
+                timing = bare_round(fresh(), data, cfg, steps, cfg.seed + r, False)
+            timings[name].append(timing)
+            runs[name].append(timing[0] / timing[1])
+        print(
+            f"round {r + 1}: project {runs['project'][-1]:.0f} img/s, "
+            f"bare {runs['bare'][-1]:.0f} img/s",
+            flush=True,
+        )
+    for r in range(max(1, rounds // 2)):
+        images, wall, _ = bare_round(fresh(), data, cfg, steps, cfg.seed + r, True)
+        runs["compute_only"].append(images / wall)
+    return runs, timings
+
+
+def data_loading(
+    fresh: Callable[[], nn.Module],
+    data: TensorSplit,
+    cfg: LoopConfig,
+    compute_ms: float,
+    tmp: Path,
+) -> dict[str, dict[str, float]]:
+    """Batch preparation per step with no augmentation and with the ``light`` preset."""
+    out = {}
+    for preset in ("none", "light"):
+        transform = build_augment(preset, int(data.images.shape[-1]))
+        trainer = Trainer(fresh(), data, data, CLASSES, cfg, tmp, transform=transform)
+        batch_ms = batch_prep_ms(trainer, cfg.max_steps or 1)
+        out[preset] = {
+            "batch_ms": batch_ms,
+            "compute_ms": compute_ms,
+            "share": batch_ms / (batch_ms + compute_ms),
+        }
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
-    seed_everything(SEED)  # as a real run does (deterministic kernels for both loops)
+    """Decode once, time both loops, check data loading; the figures as a JSON-ready dict."""
+    options = TrainOptions(epochs=1, batch_size=args.batch_size, model=args.model)
+    seed_everything(options.seed)  # as a real run does (deterministic kernels for both loops)
     source = Path(args.source)
     data, decode_s = load_images(source, args.image_size)
     init = build_model(args.model, len(CLASSES), args.image_size).state_dict()
@@ -150,61 +203,16 @@ def run(args: argparse.Namespace) -> dict:
         model.load_state_dict(copy.deepcopy(init))
         return model
 
-    cfg = LoopConfig(
-        epochs=1,
-        batch_size=args.batch_size,
-        lr=LR,
-        weight_decay=WEIGHT_DECAY,
-        seed=SEED,
-        max_steps=args.steps,
-        device="cpu",
-        progress=False,
-    )
     steps = min(args.steps, max(1, len(data) // args.batch_size))
-    runs: dict[str, list[float]] = {"project": [], "bare": [], "compute_only": []}
+    options.max_steps = steps
+    cfg = LoopConfig.from_options(options, device="cpu", progress=False)
     with tempfile.TemporaryDirectory(prefix="asl-bench-train-") as tmp:
-        # warm-up (allocator, kernels) of both, untimed
-        project_round(fresh(), data, LoopConfig(**{**cfg.__dict__, "max_steps": 2}), 1, Path(tmp))
-        bare_round(fresh(), data, args.batch_size, 2, SEED, fixed=False)
-        timings: dict[str, list[Timing]] = {"project": [], "bare": []}
-        for r in range(args.rounds):
-            order = ("project", "bare") if r % 2 == 0 else ("bare", "project")
-            for name in order:
-                if name == "project":
-                    timing = project_round(fresh(), data, cfg, r + 1, Path(tmp))
-                else:
-                    timing = bare_round(fresh(), data, args.batch_size, steps, SEED + r, False)
-                timings[name].append(timing)
-                runs[name].append(timing[0] / timing[1])
-            print(
-                f"round {r + 1}: project {runs['project'][-1]:.0f} img/s, "
-                f"bare {runs['bare'][-1]:.0f} img/s",
-                flush=True,
-            )
-        for r in range(max(1, args.rounds // 2)):
-            images, wall, _ = bare_round(fresh(), data, args.batch_size, steps, SEED + r, True)
-            runs["compute_only"].append(images / wall)
+        runs, timings = timed_rounds(fresh, data, cfg, args.rounds, Path(tmp))
         project = statistics.median(runs["project"])
-        compute_ms = args.batch_size / project * 1e3
-        data_loading = {}
-        for preset in ("none", "light"):
-            trainer = Trainer(
-                fresh(),
-                data,
-                data,
-                CLASSES,
-                cfg,
-                Path(tmp),
-                transform=build_augment(preset, args.image_size),
-            )
-            batch_ms = batch_prep_ms(trainer, steps)
-            data_loading[preset] = {
-                "batch_ms": batch_ms,
-                "compute_ms": compute_ms,
-                "share": batch_ms / (batch_ms + compute_ms),
-            }
+        loading = data_loading(fresh, data, cfg, args.batch_size / project * 1e3, Path(tmp))
     bare = statistics.median(runs["bare"])
     compute_only = statistics.median(runs["compute_only"])
+    cpu_per_image = {k: sum(t[2] for t in v) / sum(t[0] for t in v) for k, v in timings.items()}
     return {
         "config": {
             "model": args.model,
@@ -212,6 +220,8 @@ def run(args: argparse.Namespace) -> dict:
             "batch_size": args.batch_size,
             "steps": steps,
             "rounds": args.rounds,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
             "source": str(source),
             "source_name": source.name,
             "images": len(data),
@@ -225,10 +235,9 @@ def run(args: argparse.Namespace) -> dict:
         "compute_only_images_per_s": compute_only,
         "ratio": statistics.median(p / b for p, b in zip(runs["project"], runs["bare"])),
         "ratio_of_medians": project / bare,
-        "cpu_ratio": (sum(t[2] for t in timings["bare"]) / sum(t[0] for t in timings["bare"]))
-        / (sum(t[2] for t in timings["project"]) / sum(t[0] for t in timings["project"])),
+        "cpu_ratio": cpu_per_image["bare"] / cpu_per_image["project"],
         "ratio_to_compute_only": project / compute_only,
-        "data_loading": data_loading,
+        "data_loading": loading,
     }
 
 

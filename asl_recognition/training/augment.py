@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.transforms import v2
 
-PRESETS = ("none", "light", "strong", "generalise")
+from asl_recognition.training.options import AUGMENT_PRESETS
 
 
 def build_augment(preset: str, image_size: int) -> nn.Module | None:
@@ -56,4 +56,5 @@ def build_augment(preset: str, image_size: int) -> nn.Module | None:
                 v2.RandomErasing(p=0.5, scale=(0.02, 0.15), value=0),
             ]
         )
-    raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    choices = ", ".join(AUGMENT_PRESETS)
+    raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {choices}")

@@ -19,7 +19,12 @@ from torchvision.datasets import ImageFolder
 
 from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.store import DatasetNotFoundError, get_store
-from asl_recognition.store.base import MANIFEST_NAME, DatasetStore, DatasetVersion
+from asl_recognition.store.base import (
+    MANIFEST_NAME,
+    DatasetStore,
+    DatasetVersion,
+    sha256_file,
+)
 from asl_recognition.training.errors import TrainingInputError
 
 DATASET_NAME = "ASL"
@@ -46,6 +51,19 @@ class PublishedDataset:
     manifest: dict[str, Any]
     classes: list[str]
     image_size: int
+    manifest_sha256: str = ""
+
+    def identity(self) -> dict[str, str]:
+        """What a checkpoint records of its data, so that --resume can refuse other data.
+
+        The id names the version; the manifest hash pins its split (the same images split with
+        another seed are another manifest).
+        """
+        return {
+            "dataset_id": self.version.id,
+            "dataset_version": self.version.version,
+            "manifest_sha256": self.manifest_sha256,
+        }
 
 
 def decode_resized(path: str | Path, image_size: int) -> np.ndarray:
@@ -95,7 +113,8 @@ def open_published(ref: str | None, store: DatasetStore | None = None) -> Publis
                 f"manifest class list"
             )
     image_size = int(manifest.get("image_size") or 0)
-    return PublishedDataset(version, root, manifest, classes, image_size)
+    digest = sha256_file(manifest_path)
+    return PublishedDataset(version, root, manifest, classes, image_size, digest)
 
 
 def check_classes(dataset_classes: Sequence[str], expected: Sequence[str], source: str) -> None:

@@ -27,6 +27,7 @@ from asl_recognition.training.data import AugmentedImages, TensorSplit
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
 from asl_recognition.training.evaluate import predict
 from asl_recognition.training.metrics import confusion_matrix, epoch_metrics, summarise
+from asl_recognition.training.options import TrainOptions
 from asl_recognition.training.plots import confusion_matrix_figure, sample_grid_figure
 
 CHECKPOINT_DIR = "checkpoints"
@@ -35,19 +36,45 @@ BEST = "best.pt"
 SAMPLE_IMAGES = 16
 
 
+WEIGHT_DECAY = 1e-4
+# What a checkpoint must share with the run that resumes it: the same architecture at the same
+# size, trained on the same dataset version with the same split.
+RESUME_KEYS = ("model_name", "image_size", "dataset_id", "manifest_sha256")
+
+
 @dataclass
 class LoopConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 42
-    patience: int = 5
-    max_steps: int | None = None
-    num_workers: int = 0
-    device: str = "cpu"
-    label_smoothing: float = 0.0
+    """The loop's settings; the option values come from :class:`TrainOptions` only."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    patience: int
+    max_steps: int | None
+    num_workers: int
+    device: str
+    label_smoothing: float
+    weight_decay: float = WEIGHT_DECAY
     progress: bool = True
+
+    @classmethod
+    def from_options(
+        cls, options: TrainOptions, device: str = "cpu", progress: bool = True
+    ) -> LoopConfig:
+        """The loop settings of a run (``max_steps`` 0 means every batch)."""
+        return cls(
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            lr=options.lr,
+            seed=options.seed,
+            patience=options.patience,
+            max_steps=options.max_steps or None,
+            num_workers=options.num_workers,
+            device=device,
+            label_smoothing=options.label_smoothing,
+            progress=progress,
+        )
 
 
 @dataclass
@@ -97,6 +124,44 @@ def single_thread() -> Iterator[None]:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch)) % (2**63)
+
+
+def _described(meta: dict[str, Any], key: str) -> str:
+    if key == "dataset_id" and meta.get("dataset_id"):
+        return f"dataset {meta.get('dataset_version')} ({meta['dataset_id']})"
+    if key == "manifest_sha256" and meta.get("manifest_sha256"):
+        return f"split manifest sha256 {meta['manifest_sha256'][:12]}"
+    value = meta.get(key)
+    return f"{key} {value!r}" if value is not None else f"no recorded {key}"
+
+
+def check_resumable(path: Path, classes: Sequence[str], meta: dict[str, Any]) -> dict[str, Any]:
+    """Load the checkpoint at ``path``; refuse it unless it was made by a run like this one.
+
+    Resuming on another dataset version (even the same images split with another seed) would
+    train on images the checkpoint had as val or test: silent leakage.
+    """
+    if not path.is_file():
+        raise TrainingInputError(f"--resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise TrainingInputError(f"--resume: {path} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise TrainingInputError(f"--resume: {path} is not a training checkpoint")
+    if state.get("classes") != list(classes):
+        raise TrainingInputError(
+            f"--resume: checkpoint classes differ from the dataset's ({path})"
+        )
+    saved = state.get("meta") or {}
+    for key in RESUME_KEYS:
+        if saved.get(key) != meta.get(key):
+            raise TrainingInputError(
+                f"--resume: {path} was trained with {_described(saved, key)}, this run has "
+                f"{_described(meta, key)}; refused, nothing was changed (start a new run, or "
+                "resume with the checkpoint's own settings)"
+            )
+    return state
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:
@@ -184,21 +249,11 @@ class Trainer:
             "meta": self.meta,
         }
 
-    def resume(self) -> int:
-        """Load ``last.pt``; returns the number of epochs already completed."""
-        if not self.last_path.is_file():
-            raise TrainingInputError(f"--resume: no checkpoint at {self.last_path}")
-        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
-        if state.get("classes") != self.classes:
-            raise TrainingInputError(
-                f"--resume: checkpoint classes differ from the dataset's ({self.last_path})"
-            )
-        for key in ("model_name", "image_size"):
-            if key in self.meta and state.get("meta", {}).get(key) != self.meta[key]:
-                raise TrainingInputError(
-                    f"--resume: checkpoint {key} {state.get('meta', {}).get(key)!r} "
-                    f"differs from this run's {self.meta[key]!r}"
-                )
+    def resume(self, state: dict[str, Any] | None = None) -> int:
+        """Continue from ``last.pt`` (or its ``state`` already checked by
+        :func:`check_resumable`); returns the number of epochs already completed."""
+        if state is None:
+            state = check_resumable(self.last_path, self.classes, self.meta)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from asl_recognition.training.errors import TrainingInputError
+from asl_recognition.training.options import MODEL_NAMES
 
-MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small")
 # Each architecture's total stride: below it the last feature map is less than one cell (the
 # cnn then fails outright; torchvision backbones run on a 1x1 map made mostly of padding).
 MIN_IMAGE_SIZE = {"cnn": 16, "resnet18": 32, "mobilenet_v3_small": 32}
@@ -115,29 +115,62 @@ def check_image_size(name: str, image_size: int) -> None:
         )
 
 
-def load_weights(backbone: nn.Module, path: str | Path) -> int:
-    """Load a local state dict (torchvision file or our checkpoint); mismatched heads are skipped.
-
-    Returns the number of tensors loaded; refuses a file that matches none of the model.
-    """
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a torchvision-style state dict or of one of our checkpoints."""
     path = Path(path)
     if not path.is_file():
         raise TrainingInputError(f"weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise TrainingInputError(f"weights file {path} is not a torch state dict: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingInputError(
+            f"weights file {path} is not a torch state dict: {reason}"
+        ) from exc
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict):
-        raise TrainingInputError(f"weights file {path} does not hold a state dict")
-    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TrainingInputError(f"weights file {path} does not hold a state dict of tensors")
+    # our checkpoints hold the whole classifier: its fixed preprocessing, then the backbone
+    return {
+        k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("preprocess.")
+    }
+
+
+def head_keys(backbone: nn.Module) -> set[str]:
+    """State-dict keys of the last linear layer: the class head, sized by the class count."""
+    linear = [name for name, m in backbone.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        return set()
+    return {f"{linear[-1]}.{key}" for key in backbone.get_submodule(linear[-1]).state_dict()}
+
+
+def load_weights(backbone: nn.Module, path: str | Path, name: str = "the model") -> int:
+    """Load a local state dict made for this architecture; returns the tensors loaded.
+
+    Only the class head may differ (a file trained on another class count starts every other
+    layer); a file with any other missing, unknown or differently shaped tensor is refused, so
+    weights of another architecture never half-load silently.
+    """
+    state = read_state_dict(path)
     own = backbone.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise TrainingInputError(f"weights file {path} matches none of the model's parameters")
-    backbone.load_state_dict(usable, strict=False)
-    return len(usable)
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in fits and k not in head_keys(backbone)]
+    unknown = [k for k in state if k not in own]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(
+                f"{len(missing)} of its {len(own)} tensors missing or shaped differently "
+                f"(first: {missing[0]})"
+            )
+        if unknown:
+            problems.append(f"{len(unknown)} tensors it does not have (first: {unknown[0]})")
+        raise TrainingInputError(
+            f"weights file {path} does not match the {name} architecture: " + ", ".join(problems)
+        )
+    backbone.load_state_dict(fits, strict=False)
+    return len(fits)
 
 
 def build_model(
@@ -147,7 +180,7 @@ def build_model(
     check_image_size(name, image_size)
     backbone = _backbone(name, num_classes)
     if weights:
-        load_weights(backbone, weights)
+        load_weights(backbone, weights, name)
     model = ASLClassifier(backbone)
     model.eval()
     try:

@@ -1,7 +1,9 @@
 """The training task's one entry point: dataset -> model -> checkpoints -> ONNX -> registry.
 
-Validates every input before writing anything, so a bad option costs no files; outputs are
-written to temporary names and renamed only after the ONNX parity gate passes.
+:func:`run_training` wires named stages (prepare, load data, train, evaluate, log, export,
+register), each a function of its own. Every input is checked before anything is written, so a
+bad option, dataset, weights file or resume costs no files; outputs are written to temporary
+names and renamed only after the ONNX parity gate passes.
 """
 
 from __future__ import annotations
@@ -10,17 +12,22 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from asl_recognition.classes import CLASSES, read_class_file, write_class_file
-from asl_recognition.paths import REPO_ROOT, SHARED_DATA, workspace
-from asl_recognition.training.augment import PRESETS, build_augment
+from asl_recognition.options import as_params
+from asl_recognition.paths import workspace
+from asl_recognition.training.augment import build_augment
 from asl_recognition.training.data import (
+    PublishedDataset,
+    TensorSplit,
     check_classes,
     load_split,
     open_published,
@@ -35,106 +42,196 @@ from asl_recognition.training.evaluate import (
     holdout_groups,
 )
 from asl_recognition.training.export import check_parity, export_onnx
-from asl_recognition.training.loop import LAST, LoopConfig, Trainer, seed_everything
+from asl_recognition.training.loop import (
+    CHECKPOINT_DIR,
+    LAST,
+    FitResult,
+    LoopConfig,
+    Trainer,
+    check_resumable,
+    seed_everything,
+)
 from asl_recognition.training.metrics import confidence_histogram, confusion_matrix
-from asl_recognition.training.models import MODEL_NAMES, build_model, check_image_size
+from asl_recognition.training.models import ASLClassifier, build_model, check_image_size
+from asl_recognition.training.options import TrainOptions, default_external
 from asl_recognition.training.plots import confusion_matrix_figure
 
+if TYPE_CHECKING:
+    from asl_recognition.registry.base import ModelRecord
+    from asl_recognition.tracking import TaskContext
+
 RUNS = "runs"
+FALLBACK_IMAGE_SIZE = 64  # a dataset that does not say its size
+# The registry keeps these run metrics (select_best compares them, the status page shows them).
+REGISTRY_METRICS = (
+    "val_accuracy",
+    "val_macro_f1",
+    "test_accuracy",
+    "test_macro_f1",
+    "external_accuracy",
+    "holdout_accuracy",
+    "holdout_min_group_accuracy",
+    "best_epoch",
+    "epochs_run",
+    "image_size",
+    "val_confusion_matrix",
+    "test_confusion_matrix",
+)
+SINGLE_VALUES = (
+    "test_accuracy",
+    "test_macro_f1",
+    "val_macro_f1",
+    "external_accuracy",
+    "holdout_accuracy",
+)
+OUTPUT_METRICS = (
+    "val_macro_f1",
+    "test_accuracy",
+    "test_macro_f1",
+    "external_accuracy",
+    "holdout_accuracy",
+)
 
 
-def default_external() -> str:
-    """The Massey hands when the shared data is present, else the bundled 5-per-letter slice."""
-    shared = SHARED_DATA / "asl_external_massey"
-    return str(shared if shared.is_dir() else REPO_ROOT / "data" / "external_sample")
+@dataclass
+class Plan:
+    """A run's checked inputs: nothing has been written when one exists."""
+
+    options: TrainOptions
+    device: str
+    dataset: PublishedDataset
+    image_size: int
+    external: str | None
+    model: ASLClassifier
+    run_dir: Path
+    meta: dict[str, Any]  # kept in every checkpoint: architecture, size, classes, dataset
+    checkpoint: dict[str, Any] | None  # --resume: the checked last.pt
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    @property
+    def start_epoch(self) -> int:
+        return int(self.checkpoint["epoch"]) if self.checkpoint else 0
 
 
-DEFAULTS: dict[str, Any] = {
-    "dataset_version": "latest",
-    "model": "cnn",
-    "epochs": 30,
-    "batch_size": 64,
-    "lr": 2e-3,
-    "image_size": 0,
-    "augment": "light",
-    "weights": None,
-    "resume": False,
-    "external": None,
-    "seed": 42,
-    "device": "auto",
-    "patience": 6,
-    "max_steps": 0,
-    "output_dir": None,
-    "num_workers": 0,
-    "classes": None,
-    "register": True,
-    "label_smoothing": 0.0,
-    "balance": "none",
-}
-BALANCE = ("none", "source")
+@dataclass
+class RunData:
+    """The decoded splits of the dataset version (holdout only when it has one)."""
+
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    holdout: TensorSplit | None
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+@dataclass
+class Evaluation:
+    """The best checkpoint's scores: val, test, the external folder and each held-out group."""
+
+    val: dict[str, Any]
+    test: dict[str, Any]
+    external: dict[str, Any]
+    groups: dict[str, dict[str, Any]]
+    val_confusion: np.ndarray
+    test_confusion: np.ndarray
 
 
-def normalise_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and coerce types (values edited in the ClearML UI come back as text)."""
-    # Empty values (a pipeline passing "use the default", a blank UI field) take the default.
-    given = {k: v for k, v in params.items() if v is not None and v != ""}
-    p = {**DEFAULTS, **given}
-    try:
-        for key in ("epochs", "batch_size", "image_size", "seed", "patience", "max_steps"):
-            p[key] = int(p[key] or 0)
-        p["num_workers"] = int(p["num_workers"] or 0)
-        p["lr"] = float(p["lr"])
-        p["label_smoothing"] = float(p["label_smoothing"] or 0.0)
-    except (TypeError, ValueError) as exc:
-        raise TrainingInputError(f"bad numeric option: {exc}") from exc
-    p["resume"] = _as_bool(p["resume"])
-    p["register"] = _as_bool(p["register"])
-    for key in ("weights", "output_dir", "external", "classes"):
-        if p[key] in ("", "None"):
-            p[key] = None
-    if p["model"] not in MODEL_NAMES:
-        raise TrainingInputError(f"unknown model {p['model']!r}; choose {', '.join(MODEL_NAMES)}")
-    if p["augment"] not in PRESETS:
-        raise TrainingInputError(f"unknown augment {p['augment']!r}; choose {', '.join(PRESETS)}")
-    if p["epochs"] < 1 or p["batch_size"] < 1:
-        raise TrainingInputError("--epochs and --batch-size must be at least 1")
-    if p["balance"] not in BALANCE:
-        raise TrainingInputError(f"unknown balance {p['balance']!r}; choose {', '.join(BALANCE)}")
-    if not 0.0 <= p["label_smoothing"] < 1.0:
-        raise TrainingInputError(
-            f"--label-smoothing must be in [0, 1), got {p['label_smoothing']}"
-        )
-    if not p["lr"] > 0:
-        raise TrainingInputError(f"--lr must be positive, got {p['lr']}")
-    return p
+@dataclass
+class Exported:
+    """The files a run hands on, and the parity figures of its ONNX graph."""
+
+    onnx: Path
+    classes: Path
+    baseline: Path
+    metrics: Path
+    parity: dict[str, Any]
+
+
+def run_training(options: TrainOptions, ctx: TaskContext | None = None) -> dict[str, Any]:
+    """Train, evaluate, export and register; returns the outputs the next pipeline step reads."""
+    started = time.perf_counter()
+    plan = prepare(options)
+    data = load_data(plan)
+    create_run_dir(plan.run_dir)
+    print(f"run dir: {plan.run_dir}")
+    logger = ctx.logger if ctx is not None else None
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step: a resumed run drops the events logged after its checkpoint
+    tensorboard = str(plan.run_dir / "tensorboard")
+    with SummaryWriter(tensorboard, purge_step=plan.start_epoch + 1) as writer:
+        fit, model = train(plan, data, writer, logger)
+        evaluation = evaluate(plan, data, model)
+        log_evaluation(plan.classes, evaluation, fit.epochs_run, writer, logger)
+    exported = export(plan, data, model, evaluation)
+    metrics = record_run(plan, data, fit, evaluation, exported, time.perf_counter() - started)
+    print_summary(metrics)
+    if ctx is not None:
+        report_to_clearml(ctx, metrics, exported)
+    record = register(plan, metrics, exported, ctx) if options.register else None
+    return step_outputs(plan, metrics, exported, record)
+
+
+# -- prepare: every check, nothing written ----------------------------------------------------
+def prepare(options: TrainOptions) -> Plan:
+    """Check the options against the machine, the dataset, the weights and the run folder."""
+    device = resolve_device(options.device)
+    dataset = open_published(options.dataset_version)
+    source = options.classes or "the project's class list"
+    check_classes(dataset.classes, expected_classes(options.classes), source)
+    image_size = options.image_size or dataset.image_size or FALLBACK_IMAGE_SIZE
+    check_image_size(options.model, image_size)
+    seed_everything(options.seed)  # before the model's random initialisation
+    model = build_model(options.model, len(dataset.classes), image_size, options.weights)
+    run_dir = choose_run_dir(options.output_dir, options.model, options.resume)
+    meta = {
+        "model_name": options.model,
+        "image_size": image_size,
+        "classes": dataset.classes,
+        **dataset.identity(),
+    }
+    checkpoint = None
+    if options.resume:
+        checkpoint = check_resumable(run_dir / CHECKPOINT_DIR / LAST, dataset.classes, meta)
+    external = None if options.external == "none" else (options.external or default_external())
+    return Plan(options, device, dataset, image_size, external, model, run_dir, meta, checkpoint)
 
 
 def resolve_device(name: str) -> str:
+    """``auto`` picks CUDA when present; asking for CUDA without one is refused."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingInputError("--device cuda asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise TrainingInputError(f"unknown device {name!r} (auto, cpu, cuda)")
     return name
+
+
+def expected_classes(path: str | None) -> list[str]:
+    """The class list a dataset must have: the ``--classes`` file, else the project's."""
+    if not path:
+        return list(CLASSES)
+    try:
+        return read_class_file(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise TrainingInputError(f"--classes {path}: {reason}") from exc
 
 
 def _latest_run(model: str) -> Path | None:
     runs = sorted(
-        (workspace() / RUNS).glob(f"train-{model}-*/checkpoints/{LAST}"),
+        (workspace() / RUNS).glob(f"train-{model}-*/{CHECKPOINT_DIR}/{LAST}"),
         key=lambda p: p.stat().st_mtime,
     )
     return runs[-1].parents[1] if runs else None
 
 
-def prepare_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
-    """Pick and probe the run folder; refuse to overwrite a finished or foreign run."""
+def choose_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
+    """The run folder; a finished or foreign run is never overwritten (nothing is created)."""
     if output_dir:
         run_dir = Path(output_dir).expanduser().resolve()
     elif resume:
@@ -147,13 +244,16 @@ def prepare_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = workspace() / RUNS / f"train-{model}-{stamp}-{secrets.token_hex(2)}"
-    if resume and not (run_dir / "checkpoints" / LAST).is_file():
-        raise TrainingInputError(f"--resume: no checkpoint at {run_dir / 'checkpoints' / LAST}")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
         raise TrainingInputError(
             f"output dir {run_dir} already holds files; pass --resume to continue that run "
             "or choose another --output-dir (nothing was overwritten)"
         )
+    return run_dir
+
+
+def create_run_dir(run_dir: Path) -> None:
+    """Create the run folder and prove it is writable (the first write of a run)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{os.getpid()}"
@@ -163,159 +263,134 @@ def prepare_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
         raise TrainingInputError(
             f"output dir {run_dir} is not writable: {exc.strerror or exc}"
         ) from exc
-    return run_dir
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
-
-
-def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
-    """Train, evaluate, export and register; returns the step outputs (see the brief)."""
+# -- load data --------------------------------------------------------------------------------
+def load_data(plan: Plan) -> RunData:
+    """Decode every split once at the run's image size (holdout when the version has one)."""
     started = time.perf_counter()
-    p = normalise_params(params)
-    device = resolve_device(p["device"])
-
-    dataset = open_published(p["dataset_version"])
-    expected = read_class_file(p["classes"]) if p["classes"] else list(CLASSES)
-    check_classes(dataset.classes, expected, p["classes"] or "the project's class list")
-    classes = dataset.classes
-    image_size = p["image_size"] or dataset.image_size or 64
-    check_image_size(p["model"], image_size)
-    if p["weights"] and not Path(p["weights"]).is_file():
-        raise TrainingInputError(f"weights file {p['weights']} does not exist")
-    external = None if p["external"] == "none" else (p["external"] or default_external())
-    run_dir = prepare_run_dir(p["output_dir"], p["model"], p["resume"])
-    print(f"run dir: {run_dir}")
-
-    seed_everything(p["seed"])
-    model = build_model(p["model"], len(classes), image_size, p["weights"])
-    t0 = time.perf_counter()
-    splits = {
-        s: load_split(dataset.root, s, classes, image_size) for s in ("train", "val", "test")
-    }
+    root, classes, size = plan.dataset.root, plan.classes, plan.image_size
+    train, val, test = (load_split(root, s, classes, size) for s in ("train", "val", "test"))
     holdout = None
-    if dataset.manifest.get("splits", {}).get("holdout") and (dataset.root / "holdout").is_dir():
-        holdout = load_split(dataset.root, "holdout", classes, image_size)
+    if plan.dataset.manifest.get("splits", {}).get("holdout") and (root / "holdout").is_dir():
+        holdout = load_split(root, "holdout", classes, size)
+    data = RunData(train, val, test, holdout)
+    version = plan.dataset.version
     print(
-        f"dataset {dataset.version.name} {dataset.version.version} ({dataset.version.id}): "
-        + ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+        f"dataset {version.name} {version.version} ({version.id}): "
+        + ", ".join(f"{s} {n}" for s, n in data.sizes().items())
         + (f", holdout {len(holdout)}" if holdout is not None else "")
-        + f" images at {image_size}px, decoded in {time.perf_counter() - t0:.1f}s"
+        + f" images at {size}px, decoded in {time.perf_counter() - started:.1f}s"
     )
+    return data
 
-    from torch.utils.tensorboard import SummaryWriter
 
-    config = LoopConfig(
-        epochs=p["epochs"],
-        batch_size=p["batch_size"],
-        lr=p["lr"],
-        seed=p["seed"],
-        patience=p["patience"],
-        max_steps=p["max_steps"] or None,
-        num_workers=p["num_workers"],
-        device=device,
-        label_smoothing=p["label_smoothing"],
-    )
-    weights = (
-        source_balanced_weights(dataset.manifest, splits["train"])
-        if p["balance"] == "source"
-        else None
-    )
-    meta = {"model_name": p["model"], "image_size": image_size, "classes": classes}
-    logger = ctx.logger if ctx is not None else None
+# -- train ------------------------------------------------------------------------------------
+def train(plan: Plan, data: RunData, writer: Any, logger: Any) -> tuple[FitResult, nn.Module]:
+    """Fit (resuming when asked) and return the best checkpoint's model on the CPU."""
+    options = plan.options
+    weights = None
+    if options.balance == "source":
+        weights = source_balanced_weights(plan.dataset.manifest, data.train)
     trainer = Trainer(
-        model,
-        splits["train"],
-        splits["val"],
-        classes,
-        config,
-        run_dir,
-        transform=build_augment(p["augment"], image_size),
+        plan.model,
+        data.train,
+        data.val,
+        plan.classes,
+        LoopConfig.from_options(options, plan.device),
+        plan.run_dir,
+        transform=build_augment(options.augment, plan.image_size),
+        writer=writer,
         clearml_logger=logger,
-        meta=meta,
+        meta=plan.meta,
         sample_weights=weights,
     )
-    if p["resume"]:
-        done = trainer.resume()
-        print(f"resuming {run_dir} after epoch {done}")
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=trainer.start_epoch + 1)
-    trainer.writer = writer
-    try:
-        fit = trainer.fit()
-    finally:
-        writer.flush()
+    if plan.checkpoint is not None:
+        print(f"resuming {plan.run_dir} after epoch {trainer.resume(plan.checkpoint)}")
+    fit = trainer.fit()
     trainer.load_best()
-    model = trainer.model.cpu()
+    return fit, trainer.model.cpu()
 
-    # -- evaluation --------------------------------------------------------------------------
-    val_eval = evaluate_split(model, splits["val"], classes)
-    test_eval = evaluate_split(model, splits["test"], classes)
-    ext = evaluate_external(model, external, classes, image_size)
-    groups = (
-        evaluate_groups(model, holdout, holdout_groups(dataset.manifest, holdout), classes)
-        if holdout is not None
-        else {}
+
+# -- evaluate ---------------------------------------------------------------------------------
+def evaluate(plan: Plan, data: RunData, model: nn.Module) -> Evaluation:
+    """Score the model on val, test, the external folder and every held-out group."""
+    classes = plan.classes
+    val = evaluate_split(model, data.val, classes)
+    test = evaluate_split(model, data.test, classes)
+    external = evaluate_external(model, plan.external, classes, plan.image_size)
+    groups = {}
+    if data.holdout is not None:
+        labels = holdout_groups(plan.dataset.manifest, data.holdout)
+        groups = evaluate_groups(model, data.holdout, labels, classes)
+    n = len(classes)
+    return Evaluation(
+        val,
+        test,
+        external,
+        groups,
+        confusion_matrix(val["predictions"].preds, data.val.labels, n),
+        confusion_matrix(test["predictions"].preds, data.test.labels, n),
     )
-    for group, result in groups.items():
-        writer.add_scalar(f"holdout/{group}/accuracy", result["accuracy"], fit.epochs_run)
-        writer.add_scalar(f"holdout/{group}/macro_f1", result["macro_f1"], fit.epochs_run)
-        writer.add_figure(
-            f"confusion_matrix/holdout {group}",
-            confusion_matrix_figure(
-                np.asarray(result["confusion_matrix"]), classes, f"held out: {group}"
-            ),
-            fit.epochs_run,
-        )
-    test_cm = confusion_matrix(test_eval["predictions"].preds, splits["test"].labels, len(classes))
-    val_cm = confusion_matrix(val_eval["predictions"].preds, splits["val"].labels, len(classes))
-    writer.add_figure(
-        "confusion_matrix/test", confusion_matrix_figure(test_cm, classes, "test"), fit.epochs_run
-    )
-    for key, value in (
-        ("test/accuracy", test_eval["metrics"]["accuracy"]),
-        ("test/macro_f1", test_eval["metrics"]["macro_f1"]),
-    ):
-        writer.add_scalar(key, value, fit.epochs_run)
-    if ext["accuracy"] is not None:
-        writer.add_scalar("external/accuracy", ext["accuracy"], fit.epochs_run)
-    writer.close()
+
+
+# -- log --------------------------------------------------------------------------------------
+def log_evaluation(
+    classes: list[str], evaluation: Evaluation, step: int, writer: Any, logger: Any
+) -> None:
+    """TensorBoard scalars and figures, and ClearML matrices and tables, at the last epoch."""
+    log_tensorboard(writer, classes, evaluation, step)
     if logger is not None:
+        log_clearml(logger, classes, evaluation, step)
+
+
+def log_tensorboard(writer: Any, classes: list[str], evaluation: Evaluation, step: int) -> None:
+    for group, result in evaluation.groups.items():
+        writer.add_scalar(f"holdout/{group}/accuracy", result["accuracy"], step)
+        writer.add_scalar(f"holdout/{group}/macro_f1", result["macro_f1"], step)
+        matrix = np.asarray(result["confusion_matrix"])
+        figure = confusion_matrix_figure(matrix, classes, f"held out: {group}")
+        writer.add_figure(f"confusion_matrix/holdout {group}", figure, step)
+    figure = confusion_matrix_figure(evaluation.test_confusion, classes, "test")
+    writer.add_figure("confusion_matrix/test", figure, step)
+    writer.add_scalar("test/accuracy", evaluation.test["metrics"]["accuracy"], step)
+    writer.add_scalar("test/macro_f1", evaluation.test["metrics"]["macro_f1"], step)
+    if evaluation.external["accuracy"] is not None:
+        writer.add_scalar("external/accuracy", evaluation.external["accuracy"], step)
+
+
+def log_clearml(logger: Any, classes: list[str], evaluation: Evaluation, step: int) -> None:
+    matrices = [("test", evaluation.test_confusion)] + [
+        (f"held out {group}", np.asarray(result["confusion_matrix"]))
+        for group, result in evaluation.groups.items()
+    ]
+    for series, matrix in matrices:
         logger.report_confusion_matrix(
             title="confusion matrix",
-            series="test",
-            matrix=test_cm,
-            iteration=fit.epochs_run,
+            series=series,
+            matrix=matrix,
+            iteration=step,
             xaxis="predicted",
             yaxis="true",
             xlabels=classes,
             ylabels=classes,
         )
-        for group, result in groups.items():
-            logger.report_confusion_matrix(
-                title="confusion matrix",
-                series=f"held out {group}",
-                matrix=np.asarray(result["confusion_matrix"]),
-                iteration=fit.epochs_run,
-                xaxis="predicted",
-                yaxis="true",
-                xlabels=classes,
-                ylabels=classes,
-            )
-        for split, result in (("val", val_eval), ("test", test_eval)):
-            logger.report_table(
-                title="per-class precision/recall/F1",
-                series=split,
-                iteration=fit.epochs_run,
-                table_plot=result["table"],
-            )
+    for split, result in (("val", evaluation.val), ("test", evaluation.test)):
+        logger.report_table(
+            title="per-class precision/recall/F1",
+            series=split,
+            iteration=step,
+            table_plot=result["table"],
+        )
 
-    # -- export + parity gate ------------------------------------------------------------------
+
+# -- export -----------------------------------------------------------------------------------
+def export(plan: Plan, data: RunData, model: nn.Module, evaluation: Evaluation) -> Exported:
+    """ONNX (kept only when it matches torch on every test image), class list and baseline."""
+    run_dir = plan.run_dir
     onnx_tmp = run_dir / ".model.onnx.tmp"
-    export_onnx(model, onnx_tmp, image_size)
-    parity = check_parity(onnx_tmp, model, splits["test"].images)
+    export_onnx(model, onnx_tmp, plan.image_size)
+    parity = check_parity(onnx_tmp, model, data.test.images)
     print(
         f"ONNX parity on {parity['images']} test images: "
         f"max abs diff {parity['max_abs_diff']:.2e}, "
@@ -324,30 +399,51 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     onnx_path = run_dir / "model.onnx"
     os.replace(onnx_tmp, onnx_path)
     classes_path = run_dir / "classes.txt"
-    write_class_file(str(classes_path), classes)
+    write_class_file(str(classes_path), plan.classes)
+    baseline_path = run_dir / "baseline.json"
+    _write_json(baseline_path, drift_baseline(plan, data, evaluation))
+    return Exported(onnx_path, classes_path, baseline_path, run_dir / "metrics.json", parity)
 
-    val_probs = val_eval["predictions"].probabilities
-    train_counts = torch.bincount(splits["train"].labels, minlength=len(classes)).tolist()
-    hist = confidence_histogram(val_probs)
-    baseline = {
-        "model": p["model"],
-        "image_size": image_size,
-        "classes": classes,
-        "class_distribution": {c: int(n) for c, n in zip(classes, train_counts)},
-        "confidence_histogram": hist,
-        "mean_confidence": float(val_probs.max(1).values.mean()),
+
+def drift_baseline(plan: Plan, data: RunData, evaluation: Evaluation) -> dict[str, Any]:
+    """What monitoring compares live traffic with: class shares and val confidence."""
+    probabilities = evaluation.val["predictions"].probabilities
+    counts = torch.bincount(data.train.labels, minlength=len(plan.classes)).tolist()
+    return {
+        "model": plan.options.model,
+        "image_size": plan.image_size,
+        "classes": plan.classes,
+        "class_distribution": {c: int(n) for c, n in zip(plan.classes, counts)},
+        "confidence_histogram": confidence_histogram(probabilities),
+        "mean_confidence": float(probabilities.max(1).values.mean()),
         "source": "top-1 softmax confidence of the best checkpoint on the val split",
     }
-    baseline_path = run_dir / "baseline.json"
-    _write_json(baseline_path, baseline)
 
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def record_run(
+    plan: Plan,
+    data: RunData,
+    fit: FitResult,
+    evaluation: Evaluation,
+    exported: Exported,
+    seconds: float,
+) -> dict[str, Any]:
+    """Write ``metrics.json``, the run record: scores, training course and data identity."""
+    groups, external = evaluation.groups, evaluation.external
+    manifest = plan.dataset.manifest
     metrics = {
-        "val_accuracy": val_eval["metrics"]["accuracy"],
-        "val_macro_f1": val_eval["metrics"]["macro_f1"],
-        "test_accuracy": test_eval["metrics"]["accuracy"],
-        "test_macro_f1": test_eval["metrics"]["macro_f1"],
-        "external_accuracy": ext["accuracy"],
-        "external": {k: v for k, v in ext.items() if k != "accuracy"},
+        "val_accuracy": evaluation.val["metrics"]["accuracy"],
+        "val_macro_f1": evaluation.val["metrics"]["macro_f1"],
+        "test_accuracy": evaluation.test["metrics"]["accuracy"],
+        "test_macro_f1": evaluation.test["metrics"]["macro_f1"],
+        "external_accuracy": external["accuracy"],
+        "external": {k: v for k, v in external.items() if k != "accuracy"},
         "holdout": groups,
         "holdout_accuracy": holdout_accuracy(groups),
         "holdout_min_group_accuracy": min((g["accuracy"] for g in groups.values()), default=None),
@@ -355,102 +451,85 @@ def run_training(params: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         "epochs_run": fit.epochs_run,
         "stopped_early": fit.stopped_early,
         "train_images_per_second": round(fit.throughput, 1),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "parity": parity,
-        "dataset_id": dataset.version.id,
-        "dataset_version": dataset.version.version,
-        "dataset_leaky": dataset.manifest.get("leaky"),
-        "dataset_grouping": dataset.manifest.get("grouping"),
-        "image_size": image_size,
-        "split_sizes": {s: len(v) for s, v in splits.items()},
-        "per_class_test": test_eval["table"].to_dict(orient="records"),
-        "val_confusion_matrix": val_cm.tolist(),
-        "test_confusion_matrix": test_cm.tolist(),
+        "wall_seconds": round(seconds, 1),
+        "parity": exported.parity,
+        "dataset_id": plan.dataset.version.id,
+        "dataset_version": plan.dataset.version.version,
+        "dataset_manifest_sha256": plan.dataset.manifest_sha256,
+        "dataset_leaky": manifest.get("leaky"),
+        "dataset_grouping": manifest.get("grouping"),
+        "image_size": plan.image_size,
+        "split_sizes": data.sizes(),
+        "per_class_test": evaluation.test["table"].to_dict(orient="records"),
+        "val_confusion_matrix": evaluation.val_confusion.tolist(),
+        "test_confusion_matrix": evaluation.test_confusion.tolist(),
         "history": fit.history,
     }
-    metrics_path = run_dir / "metrics.json"
-    _write_json(metrics_path, metrics)
-    ext_txt = (
-        "n/a" if ext["accuracy"] is None else f"{ext['accuracy']:.3f} ({ext['images']} images)"
-    )
+    _write_json(exported.metrics, metrics)
+    return metrics
+
+
+def print_summary(metrics: dict[str, Any]) -> None:
+    external = metrics["external"]
+    accuracy = metrics["external_accuracy"]
+    ext = "n/a" if accuracy is None else f"{accuracy:.3f} ({external['images']} images)"
     print(
         f"summary: val macro-F1 {metrics['val_macro_f1']:.3f} | test accuracy "
         f"{metrics['test_accuracy']:.3f} macro-F1 {metrics['test_macro_f1']:.3f} "
-        f"(in-distribution Kaggle frames: inflated) | external accuracy {ext_txt} | "
+        f"(in-distribution Kaggle frames: inflated) | external accuracy {ext} | "
         f"{metrics['wall_seconds']}s"
     )
-    for group, result in groups.items():
+    for group, result in metrics["holdout"].items():
         print(
             f"held-out group {group}: accuracy {result['accuracy']:.3f} "
             f"macro-F1 {result['macro_f1']:.3f} ({result['images']} images)"
         )
 
-    # -- upload + register ---------------------------------------------------------------------
-    if ctx is not None:
-        for key in (
-            "test_accuracy",
-            "test_macro_f1",
-            "val_macro_f1",
-            "external_accuracy",
-            "holdout_accuracy",
-        ):
-            if metrics[key] is not None:
-                ctx.logger.report_single_value(key, float(metrics[key]))
-        for name, path in (
-            ("model.onnx", onnx_path),
-            ("classes.txt", classes_path),
-            ("baseline.json", baseline_path),
-            ("metrics.json", metrics_path),
-        ):
-            ctx.upload_artifact(name, str(path))
-    model_id = None
-    registered_onnx, registered_classes = str(onnx_path), str(classes_path)
-    if p["register"]:
-        from asl_recognition.registry import get_registry
 
-        registry_metrics: dict[str, Any] = {
-            k: metrics[k]
-            for k in (
-                "val_accuracy",
-                "val_macro_f1",
-                "test_accuracy",
-                "test_macro_f1",
-                "external_accuracy",
-                "holdout_accuracy",
-                "holdout_min_group_accuracy",
-                "best_epoch",
-                "epochs_run",
-                "image_size",
-            )
-        }
-        # select_best logs both models' matrices; the status page shows production's
-        for key in ("val_confusion_matrix", "test_confusion_matrix"):
-            registry_metrics[key] = metrics[key]
-        registry_metrics["holdout"] = {
-            g: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "images": r["images"]}
-            for g, r in groups.items()
-        }
-        record = get_registry().register(
-            "asl",
-            str(onnx_path),
-            str(classes_path),
-            registry_metrics,
-            {k: v for k, v in p.items() if k != "register"},
-            task=ctx.task if ctx is not None else None,
-            dataset_id=dataset.version.id,
-            baseline_path=str(baseline_path),
-        )
-        model_id = record.id
-        registered_onnx, registered_classes = record.onnx_path, record.classes_path
-        print(f"registered model asl v{record.version} ({record.id}, {record.backend})")
+# -- register ---------------------------------------------------------------------------------
+def report_to_clearml(ctx: TaskContext, metrics: dict[str, Any], exported: Exported) -> None:
+    """Summary values and the run's files as task artifacts."""
+    for key in SINGLE_VALUES:
+        if metrics[key] is not None:
+            ctx.logger.report_single_value(key, float(metrics[key]))
+    for path in (exported.onnx, exported.classes, exported.baseline, exported.metrics):
+        ctx.upload_artifact(path.name, str(path))
+
+
+def register(
+    plan: Plan, metrics: dict[str, Any], exported: Exported, ctx: TaskContext | None
+) -> ModelRecord:
+    """A new version of the ``asl`` model: files, scores, options and dataset id."""
+    from asl_recognition.registry import get_registry
+
+    registry_metrics: dict[str, Any] = {k: metrics[k] for k in REGISTRY_METRICS}
+    registry_metrics["holdout"] = {
+        group: {k: result[k] for k in ("accuracy", "macro_f1", "images")}
+        for group, result in metrics["holdout"].items()
+    }
+    params = {k: v for k, v in as_params(plan.options).items() if k != "register"}
+    record = get_registry().register(
+        "asl",
+        str(exported.onnx),
+        str(exported.classes),
+        registry_metrics,
+        params,
+        task=ctx.task if ctx is not None else None,
+        dataset_id=plan.dataset.version.id,
+        baseline_path=str(exported.baseline),
+    )
+    print(f"registered model asl v{record.version} ({record.id}, {record.backend})")
+    return record
+
+
+def step_outputs(
+    plan: Plan, metrics: dict[str, Any], exported: Exported, record: ModelRecord | None
+) -> dict[str, Any]:
+    """The registered model (or the run's own files when not registered) and its scores."""
     return {
-        "model_id": model_id,
-        "onnx_path": registered_onnx,
-        "classes_path": registered_classes,
-        "run_dir": str(run_dir),
-        "val_macro_f1": metrics["val_macro_f1"],
-        "test_accuracy": metrics["test_accuracy"],
-        "test_macro_f1": metrics["test_macro_f1"],
-        "external_accuracy": metrics["external_accuracy"],
-        "holdout_accuracy": metrics["holdout_accuracy"],
+        "model_id": record.id if record is not None else None,
+        "onnx_path": record.onnx_path if record is not None else str(exported.onnx),
+        "classes_path": record.classes_path if record is not None else str(exported.classes),
+        "run_dir": str(plan.run_dir),
+        **{key: metrics[key] for key in OUTPUT_METRICS},
     }

@@ -7,18 +7,27 @@ The data helper's publish step is not used on purpose: these tests pin the datas
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
+from asl_recognition.training.options import TrainOptions
 
 EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"
 
 TEST_SIZE = 32
+
+
+def train_options(**values: Any) -> TrainOptions:
+    """Typed train options, converted and range-checked as the command line does."""
+    return from_mapping(TrainOptions, values)
 
 
 def _frame(path: Path) -> int:
@@ -34,11 +43,13 @@ def publish_sample(
     per_class: int = 20,
     empty: bool = False,
     holdout_hands: tuple[str, ...] = (),
+    split_seed: int | None = None,
 ) -> str:
     """Publish ASL_raw + ASL (train 12 / val 4 / test 4 frames per class, frame-ordered).
 
     ``holdout_hands`` (e.g. ``("hand4", "hand5")``) adds a ``holdout`` split of those Massey
     signers from data/external_sample, labelled ``massey/<hand>`` as publish_dataset does.
+    ``split_seed`` shuffles each class's frames before the cut: the same images, split anew.
     """
     from asl_recognition.store import get_store
 
@@ -56,6 +67,8 @@ def publish_sample(
     splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for cls in classes:
         frames = sorted((SAMPLE_DATA / cls).glob("*.jpg"), key=_frame)[:per_class]
+        if split_seed is not None:
+            random.Random(f"{split_seed}:{cls}").shuffle(frames)
         n = len(frames)
         cut1, cut2 = int(n * 0.6), int(n * 0.8)
         for i, path in enumerate(frames):
@@ -102,7 +115,7 @@ def publish_sample(
         "image_size": image_size,
         "grouping": "frame",
         "leaky": False,
-        "seed": 0,
+        "seed": 0 if split_seed is None else split_seed,
         "raw_dataset_id": raw.id,
         "splits": splits,
     }

@@ -82,6 +82,7 @@ def test_bench_validate_smoke(tmp_path) -> None:
 def test_batch_augmentation_runs_on_one_thread_and_restores_the_count(tmp_path) -> None:
     """The data-loading fix the bench measured: per-image transforms on one intra-op thread."""
     import torch
+    from published_sample import train_options
 
     from asl_recognition.training.data import TensorSplit
     from asl_recognition.training.loop import LoopConfig, Trainer
@@ -94,7 +95,7 @@ def test_batch_augmentation_runs_on_one_thread_and_restores_the_count(tmp_path) 
         return image
 
     split = TensorSplit(torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.arange(8) % 2)
-    config = LoopConfig(batch_size=4, progress=False)
+    config = LoopConfig.from_options(train_options(batch_size=4), progress=False)
     trainer = Trainer(
         build_model("cnn", 2, 16), split, split, ["a", "b"], config, tmp_path, recording_transform
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from published_sample import train_options
 
 from asl_recognition.training.augment import build_augment
 from asl_recognition.training.data import TensorSplit, source_balanced_weights
@@ -50,7 +51,7 @@ def test_balanced_draws_reach_the_small_source(tmp_path) -> None:
             split,
             val,
             ["a", "b"],
-            LoopConfig(epochs=1, batch_size=50, progress=False),
+            LoopConfig.from_options(train_options(epochs=1, batch_size=50), progress=False),
             tmp_path / str(weights is None),
             sample_weights=weights,
         )

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from published_sample import publish_sample
+from published_sample import publish_sample, train_options
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.training.run import run_training
@@ -17,7 +17,7 @@ def test_each_held_out_signer_is_scored_separately(workspace_env, tmp_path, caps
     run_dir = tmp_path / "run"
     params = {"model": "cnn", "batch_size": 32, "augment": "none", "epochs": 1}
     params.update(output_dir=str(run_dir), external=str(REPO_ROOT / "data" / "external_sample"))
-    out = run_training(params)
+    out = run_training(train_options(**params))
     metrics = json.loads((run_dir / "metrics.json").read_text())
 
     expected = {
@@ -65,13 +65,7 @@ def test_no_holdout_split_means_no_group_metrics(workspace_env, tmp_path) -> Non
     publish_sample(tmp_path, per_class=10)
     run_dir = tmp_path / "run"
     run_training(
-        {
-            "model": "cnn",
-            "epochs": 1,
-            "augment": "none",
-            "output_dir": str(run_dir),
-            "external": "",
-        }
+        train_options(model="cnn", epochs=1, augment="none", output_dir=str(run_dir), external="")
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["holdout"] == {} and metrics["holdout_accuracy"] is None

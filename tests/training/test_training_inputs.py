@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from published_sample import publish_sample
+from published_sample import publish_sample, train_options
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.paths import REPO_ROOT
@@ -59,7 +59,7 @@ def prior(tmp_path_factory) -> Prior:
             mp.delenv(key, raising=False)
         dataset_id = publish_sample(root)
         previous = ws / "runs" / "previous"
-        out = run_training({**FAST, "max_steps": 2, "output_dir": str(previous)})
+        out = run_training(train_options(**FAST, max_steps=2, output_dir=str(previous)))
         yield Prior(root, ws, dataset_id, previous, out["model_id"])
 
 
@@ -102,7 +102,7 @@ def assert_one_line(message: str, *fragments: str) -> None:
 def refused(prior: Prior, params: dict) -> str:
     """Train on the good sample unless ``params`` say otherwise; return the refusal message."""
     with pytest.raises(TrainingInputError) as info:
-        run_training({**FAST, "dataset_version": prior.dataset_id, **params})
+        run_training(train_options(**{**FAST, "dataset_version": prior.dataset_id, **params}))
     return str(info.value)
 
 
@@ -221,8 +221,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prior: Prior, tmp_pat
     before = fingerprint(prior.ws)
     with pytest.raises(NonFiniteLossError) as info:
         run_training(
-            {**FAST, "dataset_version": prior.dataset_id, "epochs": 3, "max_steps": 1}
-            | {"lr": 1e20, "output_dir": str(run_dir)}
+            train_options(
+                **{**FAST, "dataset_version": prior.dataset_id, "epochs": 3, "max_steps": 1},
+                lr=1e20,
+                output_dir=str(run_dir),
+            )
         )
     last = run_dir / "checkpoints" / "last.pt"
     assert_one_line(str(info.value), "loss became nan at epoch 2 step 1", f"{last}")
@@ -249,8 +252,9 @@ def test_nan_after_resume_leaves_the_checkpoints_byte_identical(prior: Prior, tm
     assert set(before) == {"best.pt", "last.pt"}
     ds = open_published(prior.dataset_id)  # the module fixture's workspace
     train, val = (load_split(ds.root, s, ds.classes, 32) for s in ("train", "val"))
-    config = LoopConfig(epochs=2, batch_size=32, max_steps=3, progress=False)
-    meta = {"model_name": "cnn", "image_size": 32, "classes": ds.classes}
+    options = train_options(epochs=2, batch_size=32, max_steps=3)
+    config = LoopConfig.from_options(options, progress=False)
+    meta = {"model_name": "cnn", "image_size": 32, "classes": ds.classes, **ds.identity()}
     model = build_model("cnn", len(ds.classes), 32)
     trainer = Trainer(model, train, val, ds.classes, config, run_dir, meta=meta)
     assert trainer.resume() == 1
@@ -274,8 +278,10 @@ def test_nan_weights_file_stops_at_the_first_step(prior: Prior, tmp_path) -> Non
     before = fingerprint(prior.ws)
     with pytest.raises(NonFiniteLossError) as info:
         run_training(
-            {**FAST, "dataset_version": prior.dataset_id, "weights": str(nan_weights)}
-            | {"output_dir": str(tmp_path / "run")}
+            train_options(
+                **{**FAST, "dataset_version": prior.dataset_id, "weights": str(nan_weights)},
+                output_dir=str(tmp_path / "run"),
+            )
         )
     assert_one_line(
         str(info.value), "loss became nan at epoch 1 step 1", "last good checkpoint: none"

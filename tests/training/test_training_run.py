@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from published_sample import train_options
 
 from asl_recognition.classes import CLASSES, read_class_file
 from asl_recognition.paths import REPO_ROOT
@@ -22,7 +23,9 @@ FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": str(EXT
 
 def test_train_logs_exports_and_registers(published, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    out = run_training({**FAST, "epochs": 3, "augment": "light", "output_dir": str(run_dir)})
+    out = run_training(
+        train_options(**{**FAST, "augment": "light"}, epochs=3, output_dir=str(run_dir))
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = metrics["history"]
 
@@ -120,12 +123,12 @@ def test_train_logs_exports_and_registers(published, tmp_path) -> None:
 def test_resume_gives_the_uninterrupted_result(published, tmp_path) -> None:
     params = {**FAST, "augment": "light", "max_steps": 4, "register": False, "seed": 3}
     straight = tmp_path / "straight"
-    run_training({**params, "epochs": 2, "output_dir": str(straight)})
+    run_training(train_options(**params, epochs=2, output_dir=str(straight)))
     split = tmp_path / "split"
-    run_training({**params, "epochs": 1, "output_dir": str(split)})
+    run_training(train_options(**params, epochs=1, output_dir=str(split)))
     first = torch.load(split / "checkpoints" / "last.pt", weights_only=False)
     assert first["epoch"] == 1
-    run_training({**params, "epochs": 2, "output_dir": str(split), "resume": True})
+    run_training(train_options(**params, epochs=2, output_dir=str(split), resume=True))
 
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(split / "checkpoints" / "last.pt", weights_only=False)
