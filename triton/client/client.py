@@ -181,7 +181,9 @@ def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: 
         result = client.infer(model, [inp], outputs=[out])
     except InferenceServerException as exc:
         raise ClientError(f"inference failed: {_short(exc)}", EXIT_INFER) from None
-    rows = result.as_numpy(spec.output_name).reshape(len(batch), -1)
+    # A model without batching (max_batch_size 0) takes one image with no batch axis.
+    images = len(batch) if spec.max_batch_size > 0 else 1
+    rows = result.as_numpy(spec.output_name).reshape(images, -1)
     parsed = []
     for row in rows:
         items = []
