@@ -188,38 +188,40 @@ def roi_to_image(points: np.ndarray, roi: Roi, size: int = LANDMARK_SIZE) -> np.
 def crop_roi(rgb: np.ndarray, roi: Roi, size: int = LANDMARK_SIZE) -> np.ndarray:
     """Sample the rotated square into ``size`` x ``size`` float32 in [0, 1], border replicated.
 
-    A region much larger than the output is first box-averaged by an integer factor, so a big
-    photo is not aliased by point sampling.
+    Only the part of the photo under the square is touched: it is box-averaged by an integer
+    factor when much larger than the output (no aliasing on big photos), edge-padded to cover the
+    square (the replicated border), then resampled by one bilinear affine warp.
     """
     height, width = rgb.shape[:2]
-    bx0, by0, bx1, by1 = roi.bounds()
-    x0, y0 = max(0, math.floor(bx0) - 1), max(0, math.floor(by0) - 1)
-    x1, y1 = min(width, math.ceil(bx1) + 1), min(height, math.ceil(by1) + 1)
-    if x1 <= x0 or y1 <= y0:  # the region lies wholly outside: clamp to the nearest edge
-        x0, y0 = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
-        x1, y1 = x0 + 1, y0 + 1
-    region = rgb[y0:y1, x0:x1]
     factor = max(1, int(roi.side / size))
+    bx0, by0, bx1, by1 = roi.bounds()
+    x0 = min(max(0, math.floor(bx0)), width - 1)
+    y0 = min(max(0, math.floor(by0)), height - 1)
+    x1, y1 = max(min(width, math.ceil(bx1)), x0 + 1), max(min(height, math.ceil(by1)), y0 + 1)
+    region = Image.fromarray(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
     if factor > 1:
-        region = np.asarray(Image.fromarray(np.ascontiguousarray(region)).reduce(factor))
-    centres = (np.arange(size, dtype=np.float64) + 0.5)[None, :].repeat(size, 0)
-    grid = np.stack([centres.ravel(), centres.T.ravel()], axis=1)
-    src = roi_to_image(grid, roi, size)
-    # Continuous image coordinates -> index coordinates of the (reduced) region.
-    sx = (src[:, 0] - x0) / factor - 0.5
-    sy = (src[:, 1] - y0) / factor - 0.5
-    return _bilinear(region, sx, sy).reshape(size, size, 3)
-
-
-def _bilinear(image: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
-    """Bilinear samples (n, 3) float32 in [0, 1] at index coordinates, edges replicated."""
-    h, w = image.shape[:2]
-    sx, sy = np.clip(sx, 0, w - 1), np.clip(sy, 0, h - 1)
-    ix = np.clip(np.floor(sx).astype(np.int64), 0, max(w - 2, 0))
-    iy = np.clip(np.floor(sy).astype(np.int64), 0, max(h - 2, 0))
-    fx, fy = (sx - ix)[:, None], (sy - iy)[:, None]
-    ix1, iy1 = np.minimum(ix + 1, w - 1), np.minimum(iy + 1, h - 1)
-    img = image.astype(np.float32) / 255.0
-    top = img[iy, ix] * (1 - fx) + img[iy, ix1] * fx
-    bottom = img[iy1, ix] * (1 - fx) + img[iy1, ix1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+        region = region.reduce(factor)
+    array = np.asarray(region)
+    # Reduced pixels needed beyond each side of the region (+2 for the bilinear neighbours).
+    left, top = (
+        max(0, math.ceil((x0 - bx0) / factor)) + 2,
+        max(0, math.ceil((y0 - by0) / factor)) + 2,
+    )
+    right = max(0, math.ceil((bx1 - x0) / factor) - array.shape[1]) + 2
+    bottom = max(0, math.ceil((by1 - y0) / factor) - array.shape[0]) + 2
+    padded = np.pad(array, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    origin_x, origin_y = x0 - left * factor, y0 - top * factor
+    # Output pixel centre (j + .5, i + .5) -> padded-region coordinates, linear in both.
+    cos, sin, step = math.cos(roi.rotation), math.sin(roi.rotation), roi.side / size
+    corner_x = roi.cx - (cos - sin) * roi.side / 2
+    corner_y = roi.cy - (sin + cos) * roi.side / 2
+    coeffs = (
+        cos * step / factor,
+        -sin * step / factor,
+        (corner_x - origin_x) / factor,
+        sin * step / factor,
+        cos * step / factor,
+        (corner_y - origin_y) / factor,
+    )
+    warped = Image.fromarray(padded).transform((size, size), Image.AFFINE, coeffs, Image.BILINEAR)
+    return np.asarray(warped, dtype=np.float32) / 255.0

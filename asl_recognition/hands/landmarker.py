@@ -22,7 +22,7 @@ HANDEDNESS = ("Left", "Right")  # MediaPipe's label order: the model's score is 
 MIN_SIDE = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
 class HandResult:
     """One hand: ``landmarks`` (21, 3) in image pixels (x, y, depth scaled like x) and scores.
 

@@ -18,4 +18,5 @@ def hand_models() -> Path:
 @pytest.fixture(scope="session")
 def landmarker(hand_models: Path) -> HandLandmarker:
     """One landmarker for the whole session; loading both models takes a fraction of a second."""
+    pytest.importorskip("ai_edge_litert", reason="the runtime pin ai-edge-litert==2.3.0 is absent")
     return HandLandmarker(hand_models)
