@@ -226,7 +226,7 @@ class ClearMLModelRegistry(ModelRegistry):
 
     def promote(self, model_id: str) -> ModelRecord:
         """Publish and tag the chosen model first, then demote the others: a failure in between
-        leaves two production models (the newest wins), never none."""
+        leaves two production-tagged models for a moment, never none."""
         chosen = self._model(model_id)
         if not chosen.published:
             chosen.publish()
