@@ -67,8 +67,13 @@ def read_file(path: str | Path) -> dict[str, Any]:
     """The recipe file as ``{"step.option": value}`` (top-level scalars stay as they are)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc}") from None
+    except yaml.YAMLError as exc:  # its text spans several lines (snippet and caret)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"cannot read recipe {path}: {problem}{where}") from None
     if not isinstance(data, Mapping):
         raise RecipeError(f"{path}: expected a mapping of steps to options")
     flat: dict[str, Any] = {}

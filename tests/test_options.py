@@ -1,0 +1,201 @@
+"""Typed options: one declaration per option gives the CLI, the web-UI round trip and the DAG.
+
+Every check runs over every options class, so an option added later is covered too.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from unittest import mock
+
+import pytest
+from clearml import PipelineController
+
+from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
+from asl_recognition.options import (
+    OptionError,
+    as_params,
+    build_parser,
+    convert,
+    from_mapping,
+    missing,
+    parse,
+    specs,
+    to_argv,
+)
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline import clearml_controller
+from asl_recognition.pipeline.dag import ASL_DAG, param_name
+from asl_recognition.pipeline.options import PipelineRunOptions, SelectBestOptions, TriggerOptions
+from asl_recognition.serving.options import BuildTritonRepoOptions
+from asl_recognition.training.options import TrainOptions
+
+OPTION_CLASSES = [
+    ValidateRawOptions,
+    PublishDatasetOptions,
+    TrainOptions,
+    SelectBestOptions,
+    BuildTritonRepoOptions,
+    PipelineRunOptions,
+    TriggerOptions,
+]
+ENTRY_SCRIPTS = sorted(REPO_ROOT.glob("tasks/*.py")) + sorted(REPO_ROOT.glob("pipelines/*.py"))
+
+
+def spec_of(cls: type, name: str):
+    return next(s for s in specs(cls) if s.name == name)
+
+
+def test_generated_cli_defaults_flags_and_lists() -> None:
+    assert parse(TrainOptions, []) == TrainOptions()
+    opts = parse(TrainOptions, ["--epochs", "3", "--no-register", "--lr", "1e-4", "--resume"])
+    assert (opts.epochs, opts.register, opts.lr, opts.resume) == (3, False, 1e-4, True)
+    flags = {a.option_strings[0] for a in build_parser(TrainOptions, "")._actions}
+    assert {"--register", "--no-register"} <= {
+        s for a in build_parser(TrainOptions, "")._actions for s in a.option_strings
+    }
+    assert {s.flag for s in specs(TrainOptions)} <= flags
+    # lists: repeated flags extend, commas split, numbers are typed
+    pub = parse(PublishDatasetOptions, ["--raw-version", "a", "b", "--raw-version", "c,d"])
+    assert pub.raw_version == ["a", "b", "c", "d"]
+    assert parse(PublishDatasetOptions, ["--split", "0.6,0.2,0.2"]).split == [0.6, 0.2, 0.2]
+    assert parse(PublishDatasetOptions, ["--split", "0.6", "0.2", "0.2"]).split == [0.6, 0.2, 0.2]
+
+
+def test_nothing_is_required_on_the_command_line_only_after_task_init() -> None:
+    """An agent runs scripts with no arguments: parsing succeeds, ``missing`` names the gap."""
+    for cls in OPTION_CLASSES:
+        assert parse(cls, []) == cls()
+    assert missing(SelectBestOptions()) == ["--model-id"]
+    assert missing(parse(SelectBestOptions, ["--model-id", "m1"])) == []
+
+
+@pytest.mark.parametrize("cls", OPTION_CLASSES, ids=lambda c: c.__name__)
+def test_web_ui_text_round_trip_of_every_default(cls) -> None:
+    """What the web UI shows (``str(value)``) comes back as the declared value and type."""
+    shown = {name: str(value) for name, value in as_params(cls()).items()}
+    assert from_mapping(cls, shown) == cls()
+    # and the generated command line of the defaults parses back to the defaults
+    assert parse(cls, to_argv(cls, as_params(cls()))) == cls()
+
+
+def test_web_ui_edits_are_typed_again() -> None:
+    train = from_mapping(
+        TrainOptions, {"epochs": "40", "register": "False", "weights": "", "lr": "5e-4"}
+    )
+    assert (train.epochs, train.register, train.weights, train.lr) == (40, False, None, 5e-4)
+    assert type(train.epochs) is int and type(train.lr) is float
+    pub = from_mapping(
+        PublishDatasetOptions,
+        {"holdout_source": "['a', 'b']", "split": "[0.6, 0.2, 0.2]", "raw_version": "x,y"},
+    )
+    assert (pub.holdout_source, pub.split, pub.raw_version) == (
+        ["a", "b"],
+        [0.6, 0.2, 0.2],
+        ["x", "y"],
+    )
+    raw = from_mapping(ValidateRawOptions, {"min_per_class": "", "workers": "None"})
+    assert (raw.min_per_class, raw.workers) == (None, None)
+    assert from_mapping(ValidateRawOptions, {"min_per_class": "5"}).min_per_class == 5
+    for word, value in (("true", True), ("0", False), ("off", False), ("Yes", True)):
+        assert convert(spec_of(TrainOptions, "register"), word) is value
+
+
+@pytest.mark.parametrize(
+    "cls, values, message",
+    [
+        (TrainOptions, {"epochs": "forty"}, "--epochs: 'forty' is not a number"),
+        (TrainOptions, {"epochs": "1.5"}, "--epochs: '1.5' is not a whole number"),
+        (TrainOptions, {"epochs": "0"}, "--epochs: '0' is below the smallest allowed value 1"),
+        (TrainOptions, {"lr": "nan"}, "--lr: 'nan' is not a finite number"),
+        (TrainOptions, {"model": "vgg"}, "--model: 'vgg' is not one of 'cnn'"),
+        (TrainOptions, {"register": "maybe"}, "--register: 'maybe' is not a yes/no value"),
+        (TrainOptions, {"epochs": True}, "--epochs: True is not a number"),
+        (PublishDatasetOptions, {"split": "[0.6,"}, "'[0.6,' is not a list"),
+        (PublishDatasetOptions, {"image_size": "4096"}, "above the largest allowed value 1024"),
+        (SelectBestOptions, {"model_idd": "m"}, "unknown option(s): model_idd"),
+        (SelectBestOptions, {"metric": None}, "--metric: a value is needed"),
+    ],
+)
+def test_bad_values_give_one_line_errors(cls, values, message) -> None:
+    with pytest.raises(OptionError) as exc:
+        from_mapping(cls, values)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_cli_value_exits_2_with_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse(TrainOptions, ["--epochs", "forty"])
+    assert exc.value.code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert (
+        len(error_lines) == 1 and "--epochs" in error_lines[0] and "not a number" in error_lines[0]
+    )
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "attr", None) == name or getattr(node.func, "id", None) == name)
+    ]
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS, ids=lambda p: p.name)
+def test_no_entry_script_declares_its_own_option(script) -> None:
+    """Options come only from the dataclasses: no ``add_argument("--x")`` in a script."""
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    for call in _calls(tree, "add_argument"):
+        flags = [a.value for a in call.args if isinstance(a, ast.Constant)]
+        assert not any(str(f).startswith("-") for f in flags), (script.name, flags)
+
+
+def test_every_step_script_parses_and_connects_its_dag_options_class() -> None:
+    """The class the DAG overrides is the class the script parses and hands to init_task."""
+    for step in ASL_DAG.steps:
+        tree = ast.parse((REPO_ROOT / step.script).read_text(encoding="utf-8"))
+        parsed = {c.args[0].id for c in _calls(tree, "parse") if isinstance(c.args[0], ast.Name)}
+        assert parsed == {step.options.__name__}, step.script
+        (init,) = _calls(tree, "init_task")
+        assert isinstance(init.args[2], ast.Name) and init.args[2].id == "options", step.script
+
+
+def test_cli_dag_and_connected_defaults_agree_for_every_step_option() -> None:
+    """For every step and option: CLI default == as_params(Options()) == DAG parameter default,
+    and the type the real PipelineController is given is the option's type."""
+    mock_controller_cls = mock.create_autospec(PipelineController)
+    clearml_controller.build_controller(
+        ASL_DAG, {}, base_task_id=lambda s: "t", controller_cls=mock_controller_cls
+    )
+    added = {
+        c.kwargs["name"]: c.kwargs
+        for c in mock_controller_cls.return_value.add_parameter.call_args_list
+    }
+    params = {p.name: p for p in ASL_DAG.params}
+    for step in ASL_DAG.steps:
+        cli = as_params(parse(step.options, []))
+        connected = as_params(step.options())
+        assert cli == connected, step.name
+        for spec in specs(step.options):
+            if spec.name in step.wired:
+                assert param_name(step, spec.name) not in params
+                continue
+            key = param_name(step, spec.name)
+            assert params[key].default == connected[spec.name], key
+            assert (params[key].type, params[key].is_list) == (spec.base, spec.is_list), key
+            assert added[key]["default"] == connected[spec.name], key
+            expected_type = f"list[{spec.base.__name__}]" if spec.is_list else spec.base.__name__
+            assert added[key]["param_type"] == expected_type, key
+            assert added[key]["description"] == spec.help, key
+    # every parameter is either a step option or the one pipeline-level raw_version
+    assert set(added) == set(params)
+    assert [k for k in params if "/" not in k] == ["raw_version"]
+
+
+def test_option_declarations_are_dataclass_fields_with_help() -> None:
+    for cls in OPTION_CLASSES:
+        for field in dataclasses.fields(cls):
+            assert field.metadata.get("help"), (cls.__name__, field.name)

@@ -1,0 +1,101 @@
+"""Recipes: configs/*.yaml plus ``step.option=value`` overrides, typed by the options classes."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline.dag import ASL_DAG
+from asl_recognition.pipeline.recipe import RecipeError, as_nested, load_recipe, read_file
+
+sys.path.insert(0, str(REPO_ROOT / "pipelines"))
+import asl_pipeline  # noqa: E402
+
+
+def test_run_recipe_and_typed_overrides() -> None:
+    values = load_recipe(ASL_DAG, REPO_ROOT / "configs" / "run.yaml")
+    assert values == {
+        "validate_raw/source": ["data/sample"],
+        "publish_dataset/image_size": 64,
+        "train/epochs": 12,
+    }
+    values = load_recipe(
+        ASL_DAG,
+        REPO_ROOT / "configs" / "run.yaml",
+        [
+            "train.epochs=3",
+            "train.register=false",
+            "publish_dataset.split=[0.6, 0.2, 0.2]",
+            "publish_dataset.holdout_source=a,b",
+            "train.weights=",
+            "raw_version=abc123",
+        ],
+    )
+    assert values["train/epochs"] == 3 and type(values["train/epochs"]) is int
+    assert values["train/register"] is False
+    assert values["publish_dataset/split"] == [0.6, 0.2, 0.2]
+    assert values["publish_dataset/holdout_source"] == ["a", "b"]
+    assert values["train/weights"] is None
+    assert values["raw_version"] == "abc123"
+    assert as_nested(values)["train"] == {"epochs": 3, "register": False, "weights": None}
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=str)
+def test_every_bundled_recipe_loads(recipe) -> None:
+    values = load_recipe(ASL_DAG, recipe)
+    assert values and set(values) <= {p.name for p in ASL_DAG.params}
+    assert len(values) == len(read_file(recipe))  # every entry became one parameter
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trian.epochs=3"], "unknown step 'trian'; steps: validate_raw, publish_dataset"),
+        (["train.epoch=3"], "train has no option 'epoch'; options: model, epochs"),
+        (["train.dataset_version=1"], "train.dataset_version is wired to"),
+        (["train.epochs=x"], "train.epochs: --epochs: 'x' is not a number"),
+        (["train.model=vgg"], "train.model: --model: 'vgg' is not one of"),
+        (["epochs"], "override 'epochs': expected step.option=value"),
+        (["=3"], "expected step.option=value"),
+        (["image_size=64"], "unknown pipeline parameter 'image_size'"),
+    ],
+)
+def test_bad_overrides_fail_with_one_line(overrides, message) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(ASL_DAG, None, overrides)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_recipe_files(tmp_path) -> None:
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- train\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {epochs: [\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  epochs: twelve\n")
+    for path, message in (
+        (listed, "expected a mapping of steps to options"),
+        (broken, "cannot read recipe"),
+        (tmp_path / "absent.yaml", "cannot read recipe"),
+        (typo, "train.epochs: --epochs: 'twelve' is not a number"),
+    ):
+        with pytest.raises(RecipeError) as exc:
+            load_recipe(ASL_DAG, path)
+        assert message in str(exc.value), path
+        assert "\n" not in str(exc.value), path
+
+
+def test_pipeline_cli_refuses_a_bad_override_before_running_anything(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    recipe = str(REPO_ROOT / "configs" / "run.yaml")
+    with pytest.raises(SystemExit) as exc:
+        asl_pipeline.main(["--mode", "dry-run", "--config", recipe, "train.epochs=x"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith("error: train.epochs: --epochs: 'x' is not a number")
+    assert not (tmp_path / "ws").exists()  # nothing was started
