@@ -89,7 +89,8 @@ def letterbox(rgb: np.ndarray, size: int = PALM_SIZE) -> tuple[np.ndarray, Lette
     scale = size / max(width, height)
     new_w = max(1, min(size, round(width * scale)))
     new_h = max(1, min(size, round(height * scale)))
-    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    image = Image.fromarray(rgb)
+    resized = np.asarray(image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0))
     canvas = np.zeros((size, size, 3), dtype=np.float32)
     left, top = (size - new_w) // 2, (size - new_h) // 2
     canvas[top : top + new_h, left : left + new_w] = resized.astype(np.float32) / 255.0

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from asl_recognition.hands import HandLandmarker, HandResult, landmark_features
-from asl_recognition.hands.geometry import ssd_anchors
 from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
 
@@ -48,13 +47,6 @@ def kaggle_found(landmarker: HandLandmarker) -> tuple[int, list[tuple[np.ndarray
 def massey_found(landmarker: HandLandmarker) -> tuple[int, list[tuple[np.ndarray, HandResult]]]:
     paths = pick(EXTERNAL, per_letter=2, step=2)
     return len(paths), run(landmarker, paths)
-
-
-def test_anchor_grid_matches_the_detector_output() -> None:
-    anchors = ssd_anchors()
-    assert anchors.shape == (2016, 2)  # the palm model's 2016 boxes, one per anchor
-    assert np.allclose(anchors[0], [0.5 / 24, 0.5 / 24]) and np.allclose(anchors[-1], 11.5 / 12)
-    assert np.allclose(anchors[1152], [0.5 / 12, 0.5 / 12])  # first anchor of the 12x12 grid
 
 
 def test_a_hand_is_found_on_most_kaggle_and_massey_photos(kaggle_found, massey_found) -> None:
