@@ -3,8 +3,9 @@
 
 Shows the production model (version, classes, training/external metrics, confusion matrix) from the
 registry, live request rate / latency / confidence / drift queried from Prometheus's HTTP API with
-the expressions the alert rules use (:mod:`.promql`), and the alerts Prometheus has firing. Every section degrades to a clear message when its source is
-missing (no production model yet, Prometheus down, no traffic).
+the expressions the alert rules use (:mod:`.promql`), and the alerts Prometheus has firing. Every
+section degrades to a clear message when its source is missing (no production model yet,
+Prometheus down, no traffic) or holds NaN ("n/a").
 """
 
 from __future__ import annotations
@@ -423,11 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://127.0.0.1:9090",
         help="Prometheus base URL; http://USER:PASS@HOST:PORT for basic auth (shown masked)",
     )
-    p.add_argument("--model-name", default=None, help="Triton model clients call")
-    p.add_argument("--window", default=None, help="rate window for live figures")
+    p.add_argument(
+        "--model-name", default=None, help="Triton model clients call (default: model_name, asl)"
+    )
+    p.add_argument(
+        "--window", default=None, help="rate window for live figures (default: window, 5m)"
+    )
     p.add_argument("--registry-backend", default="auto", help="auto | local | clearml")
     p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one threshold, e.g. --set triton_job=triton (repeatable)",
+    )
     return p
 
 
