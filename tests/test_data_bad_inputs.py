@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
+from asl_testkit import bomb_png
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
@@ -22,22 +21,6 @@ from asl_recognition.data.raw import validate_raw
 from asl_recognition.data.rules import usability
 from asl_recognition.data.scan import scan_source
 from asl_recognition.store import get_store
-
-
-def bomb_png(path: Path, side: int) -> None:
-    """A valid 1-bit PNG of side x side pixels whose zero rows compress to a few KB."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    row = b"\x00" * (1 + (side + 7) // 8)
-    comp = zlib.compressobj(9)
-    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
 
 
 def build_bad_source(root: Path, sample: Path, per_class: int = 2) -> dict[str, str]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-from asl_recognition.imageio import ImageDecodeError, load_rgb, read_header
+from asl_recognition.imageio import (
+    ImageDecodeError,
+    declared_size,
+    decode_rgb,
+    load_rgb,
+    read_header,
+)
 from asl_recognition.store.base import sha256_file
 
 EXIF_ORIENTATION_TAG = 0x0112
@@ -27,21 +32,11 @@ COLUMNS = [
 ]
 
 
-def _bomb_size(path: Path) -> tuple[int | None, int | None]:
-    """The declared size of a refused image, read from its header only (pixels never decoded)."""
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # header only: Image.open does not decode pixels
+def _orientation(header: Any) -> int:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                return img.size
-    except Exception:  # noqa: BLE001 - the size is a courtesy for the report
-        return None, None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+        return int(header.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
+        return 1
 
 
 def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
@@ -60,24 +55,20 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     if litter:
         return row  # recorded and kept in the raw version, never decoded
     try:
-        header = read_header(path, max_pixels)
-        row.update(
-            width=header.size[0],
-            height=header.size[1],
-            mode=header.mode,
-            format=header.format,
-        )
-        try:
-            row["exif_orientation"] = int(header.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
-        except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
-            row["exif_orientation"] = 1
-        header.close()
-        image = load_rgb(path, max_pixels)
+        with read_header(path, max_pixels) as header:
+            row.update(
+                width=header.size[0],
+                height=header.size[1],
+                mode=header.mode,
+                format=header.format,
+                exif_orientation=_orientation(header),
+            )
+            image = decode_rgb(header, max_pixels)
         row["phash"] = str(imagehash.phash(image))
     except ImageDecodeError as exc:
         row.update(error=exc.reason, error_detail=exc.detail[:300])
         if exc.reason == "decompression_bomb":
-            row["width"], row["height"] = _bomb_size(path)
+            row["width"], row["height"] = declared_size(path) or (None, None)
     except Exception as exc:  # noqa: BLE001 - e.g. a mode Pillow cannot convert: record, go on
         row.update(error="unconvertible", error_detail=f"{type(exc).__name__}: {exc}"[:300])
     return row
