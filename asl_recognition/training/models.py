@@ -123,9 +123,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own text suggests weights_only=False, which would run pickled code: not here
         raise TrainingInputError(
-            f"weights file {path} is not a torch state dict: {reason}"
+            f"weights file {path} is not a torch state dict ({type(exc).__name__}: it must "
+            "hold tensors only, loaded with torch.load(weights_only=True))"
         ) from exc
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]

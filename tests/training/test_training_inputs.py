@@ -10,6 +10,7 @@ they run side by side because most of their time is ClearML's offline close, not
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -22,14 +23,16 @@ import torch
 from published_sample import publish_sample, train_options
 
 from asl_recognition.classes import CLASSES, write_class_file
-from asl_recognition.paths import REPO_ROOT
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 from asl_recognition.training.data import load_split, open_published
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
-from asl_recognition.training.loop import LoopConfig, Trainer
+from asl_recognition.training.loop import LoopConfig, Trainer, check_resumable
 from asl_recognition.training.models import (
     MIN_IMAGE_SIZE,
     build_model,
     check_image_size,
+    head_keys,
+    load_weights,
     small_cnn,
 )
 from asl_recognition.training.run import run_training
@@ -319,3 +322,84 @@ def test_existing_run_is_never_overwritten(prior: Prior) -> None:
     message = refused(prior, {"output_dir": str(prior.previous)})
     assert_one_line(message, "already holds files", "nothing was overwritten")
     assert_untouched(prior.ws, before)
+
+
+def test_resume_on_another_dataset_version_is_refused(prior: Prior, tmp_path) -> None:
+    # The same images split again with another seed: a second real published version. Resuming
+    # the first version's run on it would train on images that run used for val and test.
+    other_id = publish_sample(tmp_path, split_seed=1)
+    manifests = [
+        json.loads((open_published(i).root / "manifest.json").read_text())
+        for i in (prior.dataset_id, other_id)
+    ]
+    images = [sorted(e["source"] for s in m["splits"].values() for e in s) for m in manifests]
+    train = [{e["source"] for e in m["splits"]["train"]} for m in manifests]
+    assert images[0] == images[1] and train[0] != train[1]
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(prior.previous, run_dir, copy_function=shutil.copy2)
+    before, before_run = fingerprint(prior.ws), fingerprint(run_dir)
+    message = refused(
+        prior,
+        {"dataset_version": other_id, "resume": True, "epochs": 2, "output_dir": str(run_dir)},
+    )
+    assert_one_line(message, "--resume:", f"({prior.dataset_id})", f"({other_id})", "refused")
+    assert fingerprint(run_dir) == before_run  # checkpoints, logs, ONNX: all as they were
+    assert_untouched(prior.ws, before)  # no registry record either
+
+    # the run record names its data, and the same version still resumes
+    recorded = json.loads((prior.previous / "metrics.json").read_text())
+    assert recorded["dataset_id"] == prior.dataset_id
+    assert recorded["dataset_manifest_sha256"] == open_published(prior.dataset_id).manifest_sha256
+
+
+def test_resume_refuses_a_checkpoint_with_another_split_manifest(prior: Prior) -> None:
+    # the same dataset id with another manifest hash (a version rewritten in place)
+    last = prior.previous / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    meta = dict(state["meta"], manifest_sha256="0" * 64)
+    with pytest.raises(TrainingInputError) as info:
+        check_resumable(last, state["classes"], meta)
+    assert_one_line(str(info.value), "split manifest sha256", "refused")
+    assert check_resumable(last, state["classes"], state["meta"])["epoch"] == 1
+
+
+def _weights_file(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A weights file that cannot start a cnn, and the refusal it must get."""
+    path = tmp_path / f"{kind}.pt"
+    if kind == "missing":
+        return path, "does not exist"
+    if kind == "not-torch":
+        shutil.copy(sorted((SAMPLE_DATA / "A").glob("*.jpg"))[0], path)  # a real photo
+        return path, "is not a torch state dict"
+    # a real resnet18 state dict: another architecture, nothing of the cnn fits
+    torch.save(build_model("resnet18", len(CLASSES), 32).backbone.state_dict(), path)
+    return path, "does not match the cnn architecture"
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-torch", "other-architecture"])
+def test_bad_weights_leave_no_run_folder(prior: Prior, tmp_path, kind) -> None:
+    weights, expected = _weights_file(tmp_path, kind)
+    before = fingerprint(prior.ws)
+    message = refused(prior, {"weights": str(weights), "output_dir": str(tmp_path / "run")})
+    assert_one_line(message, f"weights file {weights}", expected)
+    assert not (tmp_path / "run").exists()
+    assert_untouched(prior.ws, before)
+
+
+def test_weights_may_differ_only_in_the_class_head(tmp_path) -> None:
+    # a cnn trained on 5 classes starts a 29-class cnn: every layer but the head is loaded
+    five = build_model("cnn", 5, 32).backbone
+    torch.save(five.state_dict(), tmp_path / "five.pt")
+    target = build_model("cnn", len(CLASSES), 32).backbone
+    loaded = load_weights(target, tmp_path / "five.pt", "cnn")
+    assert (
+        loaded == len(target.state_dict()) - len(head_keys(target)) == len(five.state_dict()) - 2
+    )
+    for key, tensor in five.state_dict().items():
+        if key not in head_keys(target):
+            assert torch.equal(target.state_dict()[key], tensor), key
+    # a cnn of other widths shares only shapeless counters with it: refused, not half-loaded
+    torch.save(small_cnn(len(CLASSES), (8, 16, 32, 64)).state_dict(), tmp_path / "narrow.pt")
+    with pytest.raises(TrainingInputError, match="does not match the cnn architecture"):
+        load_weights(target, tmp_path / "narrow.pt", "cnn")
