@@ -13,11 +13,21 @@ written with ``text_format``, so a typo is a Python error, not a server-side sur
 Files are written so that a server polling the repository never sees half a model: a version
 directory is staged under a hidden name and renamed into place, and a config is only rewritten
 when its content changes (a rewrite makes Triton reload the model).
+
+Model names are checked against what Triton accepts before any path is built, and every path
+written or deleted is resolved and must lie inside the repository, so no name or symlink can
+make the generator touch files elsewhere.
+
+Versions: ``keep_versions`` directories stay on disk (a rollback is deleting the newest one).
+Triton serves only the newest of them when the ensemble routes to it (the ensemble calls version
+-1, "latest") or when TensorRT is on (ONNX Runtime keys its engine cache by graph, not weights,
+so two versions of one graph must not share a cache); a plain model serves all kept versions.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +49,29 @@ LABELS_FILE = "labels.txt"
 MODEL_FILE = "model.onnx"
 VERSION_CLASSES_FILE = "classes.txt"
 DEFAULT_MAX_QUEUE_DELAY_US = 500
+# Where the GPU image keeps TensorRT engines (a writable volume; the repository is read-only).
+DEFAULT_TRT_CACHE_DIR = "/trt_cache"
+# Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
+# short enough for the '_metrics' suffix. No separator can appear, so no path can escape.
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_model_name(name: str) -> str:
+    """Refuse a model name Triton would not serve or that is not one plain folder name."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` itself if it resolves (symlinks followed) strictly inside ``root``, else refuse."""
+    resolved = path.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise ValueError(f"{path} resolves to {resolved}, outside the repository {root}")
+    return path
 
 
 def load_config(path: str | Path) -> mc.ModelConfig:
@@ -50,8 +83,9 @@ def config_text(config: mc.ModelConfig) -> str:
     return text_format.MessageToString(config)
 
 
-def _atomic_write(path: Path, data: bytes) -> bool:
+def _atomic_write(root: Path, path: Path, data: bytes) -> bool:
     """Write only when the content differs; returns whether the file changed."""
+    _inside(root, path)
     if path.exists() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +123,76 @@ def _label_outputs(signature: OnnxSignature, classes: list[str], onnx_path: Path
     return labelled
 
 
+def check_batching(max_batch_size: int) -> int:
+    """Refuse ``max_batch_size`` < 1: the graph always has a batch axis (onnx_introspect).
+
+    With 0, every dims list, the ensemble, the metrics step and the client would have to carry
+    the batch axis themselves; nothing is gained, since the exported graph batches anyway.
+    """
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
+        raise ValueError(f"max_batch_size must be an integer, not {max_batch_size!r}")
+    if max_batch_size < 1:
+        raise ValueError(
+            f"max_batch_size must be >= 1 (got {max_batch_size}): the exported model has a "
+            "dynamic batch axis, and 0 (no batching) is not supported by this generator"
+        )
+    return max_batch_size
+
+
+def _shape_string(spec: OnnxSignature, batch: int) -> str:
+    return ",".join(f"{t.name}:" + "x".join(str(d) for d in (batch, *t.dims)) for t in spec.inputs)
+
+
+def tensorrt_accelerator(
+    signature: OnnxSignature, max_batch_size: int, cache_path: str
+) -> mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator:
+    """TensorRT via ONNX Runtime, with an engine cache and one explicit shape profile.
+
+    The profile covers every batch size Triton can form (1 .. max_batch_size, tuned for the
+    largest preferred size), so ONNX Runtime never rebuilds the engine for a new batch size, and
+    the cache (keyed by graph and profile) lets a reload or restart reuse the built engine.
+    """
+    dynamic = [t.name for t in signature.inputs if -1 in t.dims]
+    if dynamic:
+        raise ValueError(
+            f"TensorRT shape profiles need fixed non-batch dims; inputs {dynamic} have "
+            "dynamic ones"
+        )
+    opt = (preferred_batch_sizes(max_batch_size) or [max_batch_size])[-1]
+    return mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(
+        name="tensorrt",
+        parameters={
+            "precision_mode": "FP16",
+            "max_workspace_size_bytes": "1073741824",
+            "trt_engine_cache_enable": "true",
+            "trt_engine_cache_path": cache_path,
+            "trt_timing_cache_enable": "true",
+            "trt_timing_cache_path": cache_path,
+            "trt_profile_min_shapes": _shape_string(signature, 1),
+            "trt_profile_opt_shapes": _shape_string(signature, opt),
+            "trt_profile_max_shapes": _shape_string(signature, max_batch_size),
+        },
+    )
+
+
+def warmup_requests(signature: OnnxSignature, max_batch_size: int) -> list[mc.ModelWarmup]:
+    """Zero-filled requests at batch 1 and at the maximum, run by Triton before READY."""
+    sizes = sorted({1, max_batch_size})
+    return [
+        mc.ModelWarmup(
+            name=f"zeros_batch_{size}",
+            batch_size=size,
+            inputs={
+                t.name: mc.ModelWarmup.Input(
+                    data_type=mc.DataType.Value(t.data_type), dims=t.dims, zero_data=True
+                )
+                for t in signature.inputs
+            },
+        )
+        for size in sizes
+    ]
+
+
 def onnx_model_config(
     name: str,
     signature: OnnxSignature,
@@ -100,14 +204,19 @@ def onnx_model_config(
     keep_versions: int = 2,
     dynamic_batching: bool = True,
     max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+    trt_cache_path: str = DEFAULT_TRT_CACHE_DIR,
 ) -> mc.ModelConfig:
-    """The ONNX model's config, every tensor field taken from the graph signature."""
+    """The ONNX model's config, every tensor field taken from the graph signature.
+
+    ``keep_versions`` is how many versions Triton serves (version_policy latest N).
+    """
     if kind not in ("cpu", "gpu"):
         raise ValueError(f"kind must be 'cpu' or 'gpu', not {kind!r}")
     if tensorrt and kind != "gpu":
         raise ValueError("the TensorRT execution accelerator needs GPU instances (kind='gpu')")
-    if max_batch_size < 0 or instances < 1 or keep_versions < 1:
-        raise ValueError("max_batch_size >= 0, instances >= 1 and keep_versions >= 1 required")
+    check_batching(max_batch_size)
+    if instances < 1 or keep_versions < 1:
+        raise ValueError("instances >= 1 and keep_versions >= 1 required")
     config = mc.ModelConfig(
         name=name,
         platform="onnxruntime_onnx",
@@ -136,11 +245,9 @@ def onnx_model_config(
     config.instance_group.append(mc.ModelInstanceGroup(count=instances, kind=group_kind))
     if tensorrt:
         config.optimization.execution_accelerators.gpu_execution_accelerator.append(
-            mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(
-                name="tensorrt",
-                parameters={"precision_mode": "FP16", "max_workspace_size_bytes": "1073741824"},
-            )
+            tensorrt_accelerator(signature, max_batch_size, trt_cache_path)
         )
+        config.model_warmup.extend(warmup_requests(signature, max_batch_size))
     return config
 
 
@@ -222,12 +329,22 @@ def _compatible(version_dir: Path, signature: OnnxSignature, classes: list[str])
         return False
 
 
-def _publish_version(model_dir: Path, version: int, onnx_path: Path, classes: list[str]) -> None:
-    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".staging-{version}-"))
+def _publish_version(
+    root: Path, model_dir: Path, version: int, onnx_path: Path, classes: list[str]
+) -> None:
+    target = _inside(root, model_dir / str(version))
+    staging = Path(tempfile.mkdtemp(dir=_inside(root, model_dir), prefix=f".staging-{version}-"))
     shutil.copyfile(onnx_path, staging / MODEL_FILE)
     (staging / VERSION_CLASSES_FILE).write_bytes(_labels_bytes(classes))
     os.chmod(staging, 0o755)
-    os.rename(staging, model_dir / str(version))
+    os.rename(staging, target)
+
+
+def _remove_version(root: Path, model_dir: Path, version: int) -> None:
+    path = _inside(root, model_dir / str(version))
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symlink; refusing to delete through it")
+    shutil.rmtree(path)
 
 
 def _check_kind(model_dir: Path, expected_platform: str) -> None:
@@ -239,6 +356,74 @@ def _check_kind(model_dir: Path, expected_platform: str) -> None:
                 f"{model_dir} already holds a '{current.platform or current.backend}' model; "
                 f"use another --model-name or a fresh --repo"
             )
+
+
+def _model_dirs(root: Path, model_name: str, ensemble: bool) -> dict[str, Path]:
+    """Every folder the build may touch, each checked to resolve inside the repository."""
+    check_model_name(model_name)
+    names = {"onnx": f"{model_name}_onnx" if ensemble else model_name}
+    if ensemble:
+        names.update(metrics=f"{model_name}_metrics", ensemble=model_name)
+    dirs = {key: _inside(root, root / name) for key, name in names.items()}
+    for version in _versions(dirs["onnx"]):
+        _inside(root, dirs["onnx"] / str(version))
+    return dirs
+
+
+def _update_versions(
+    root: Path,
+    model_dir: Path,
+    onnx_path: Path,
+    signature: OnnxSignature,
+    classes: list[str],
+    keep_versions: int,
+) -> tuple[int, bool, list[int]]:
+    """Publish ``onnx_path`` as the newest version (or reuse it); prune what cannot stay."""
+    sha = file_sha256(onnx_path)
+    existing = _versions(model_dir)
+    reused = bool(existing) and _version_matches(model_dir / str(existing[-1]), sha, classes)
+    version = existing[-1] if reused else (existing[-1] + 1 if existing else 1)
+    if not reused:
+        _publish_version(root, model_dir, version, onnx_path, classes)
+    pruned = []
+    for old in existing:
+        if old != version and not _compatible(model_dir / str(old), signature, classes):
+            _remove_version(root, model_dir, old)
+            pruned.append(old)
+    for old in _versions(model_dir)[:-keep_versions]:
+        _remove_version(root, model_dir, old)
+        pruned.append(old)
+    return version, reused, sorted(pruned)
+
+
+def _write_ensemble(
+    root: Path,
+    dirs: dict[str, Path],
+    signature: OnnxSignature,
+    classes: list[str],
+    max_batch_size: int,
+    threshold: float,
+) -> None:
+    """The metrics step and the ensemble clients call."""
+    (probs,) = signature.outputs
+    model_name, metrics_dir, ensemble_dir = (
+        dirs["ensemble"].name,
+        dirs["metrics"],
+        dirs["ensemble"],
+    )
+    metrics_cfg = metrics_model_config(
+        metrics_dir.name, model_name, probs.dims, max_batch_size, threshold
+    )
+    _atomic_write(root, metrics_dir / LABELS_FILE, _labels_bytes(classes))
+    _atomic_write(root, metrics_dir / "1" / "model.py", METRICS_MODEL_SOURCE.read_bytes())
+    _atomic_write(root, metrics_dir / "config.pbtxt", config_text(metrics_cfg).encode())
+    _check_kind(ensemble_dir, "ensemble")
+    _inside(root, ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
+    _atomic_write(root, ensemble_dir / LABELS_FILE, _labels_bytes(classes))
+    ens_cfg = ensemble_config(
+        model_name, dirs["onnx"].name, metrics_dir.name, signature, max_batch_size
+    )
+    _atomic_write(root, ensemble_dir / "config.pbtxt", config_text(ens_cfg).encode())
 
 
 def build_repository(
@@ -255,14 +440,21 @@ def build_repository(
     low_confidence_threshold: float = 0.5,
     dynamic_batching: bool = True,
     max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+    trt_cache_dir: str = DEFAULT_TRT_CACHE_DIR,
 ) -> dict[str, Any]:
     """Add ``onnx_path`` as the newest version of ``model_name`` in ``repo_dir``.
 
     The same model twice is a no-op (same version). A model whose signature or classes differ
     from the versions already there replaces them: the regenerated config would not describe
-    them, and Triton would refuse to load them.
+    them, and Triton would refuse to load them. Bad names and options raise ``ValueError``
+    before anything is written.
     """
-    onnx_path, repo = Path(onnx_path), Path(repo_dir)
+    onnx_path = Path(onnx_path)
+    root = Path(repo_dir).resolve()
+    dirs = _model_dirs(root, model_name, ensemble)
+    check_batching(max_batch_size)
+    if keep_versions < 1:
+        raise ValueError(f"keep_versions must be >= 1 (got {keep_versions})")
     signature = read_signature(onnx_path)
     classes = read_class_file(str(classes_path))
     labelled = _label_outputs(signature, classes, onnx_path)
@@ -271,73 +463,43 @@ def build_repository(
             f"{onnx_path}: the ensemble needs one input and one output "
             f"(got {len(signature.inputs)} and {len(signature.outputs)}); use ensemble=False"
         )
-    onnx_name = f"{model_name}_onnx" if ensemble else model_name
+    model_dir = dirs["onnx"]
     config = onnx_model_config(
-        onnx_name,
+        model_dir.name,
         signature,
         labelled,
         max_batch_size=max_batch_size,
         instances=instances,
         kind=kind,
         tensorrt=tensorrt,
-        keep_versions=keep_versions,
+        # Serve only the newest version when the ensemble routes to "latest" anyway, or when
+        # TensorRT engines are cached per graph (see the module docstring).
+        keep_versions=1 if (ensemble or tensorrt) else keep_versions,
         dynamic_batching=dynamic_batching,
         max_queue_delay_us=max_queue_delay_us,
+        trt_cache_path=f"{trt_cache_dir.rstrip('/')}/{model_dir.name}/"
+        f"{file_sha256(onnx_path)[:16]}",
     )
-    model_dir = repo / onnx_name
     _check_kind(model_dir, "onnxruntime_onnx")
     model_dir.mkdir(parents=True, exist_ok=True)
-
-    sha = file_sha256(onnx_path)
-    existing = _versions(model_dir)
-    reused = bool(existing) and _version_matches(model_dir / str(existing[-1]), sha, classes)
-    version = existing[-1] if reused else (existing[-1] + 1 if existing else 1)
-    if not reused:
-        _publish_version(model_dir, version, onnx_path, classes)
-    _atomic_write(model_dir / LABELS_FILE, _labels_bytes(classes))
-    _atomic_write(model_dir / "config.pbtxt", config_text(config).encode())
-
-    pruned = []
-    for old in existing:
-        if old == version:
-            continue
-        old_dir = model_dir / str(old)
-        if not _compatible(old_dir, signature, classes):
-            shutil.rmtree(old_dir)
-            pruned.append(old)
-    kept = [v for v in _versions(model_dir)]
-    for old in kept[:-keep_versions]:
-        shutil.rmtree(model_dir / str(old))
-        pruned.append(old)
-    kept = _versions(model_dir)
-
+    version, reused, pruned = _update_versions(
+        root, model_dir, onnx_path, signature, classes, keep_versions
+    )
+    _atomic_write(root, model_dir / LABELS_FILE, _labels_bytes(classes))
+    _atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())
     result: dict[str, Any] = {
-        "repo": str(repo.resolve()),
+        "repo": str(root),
         "model_name": model_name,
         "version": version,
-        "onnx_model": onnx_name,
-        "versions": kept,
-        "pruned": sorted(pruned),
+        "onnx_model": model_dir.name,
+        "versions": _versions(model_dir),
+        "pruned": pruned,
         "reused": reused,
         "ensemble": ensemble,
         "classes": len(classes),
         "input_dims": {s.name: list(s.dims) for s in signature.inputs},
     }
     if ensemble:
-        (probs,) = signature.outputs
-        metrics_name = f"{model_name}_metrics"
-        metrics_dir = repo / metrics_name
-        metrics_cfg = metrics_model_config(
-            metrics_name, model_name, probs.dims, max_batch_size, low_confidence_threshold
-        )
-        _atomic_write(metrics_dir / LABELS_FILE, _labels_bytes(classes))
-        _atomic_write(metrics_dir / "1" / "model.py", METRICS_MODEL_SOURCE.read_bytes())
-        _atomic_write(metrics_dir / "config.pbtxt", config_text(metrics_cfg).encode())
-        ensemble_dir = repo / model_name
-        _check_kind(ensemble_dir, "ensemble")
-        (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
-        _atomic_write(ensemble_dir / LABELS_FILE, _labels_bytes(classes))
-        ens_cfg = ensemble_config(model_name, onnx_name, metrics_name, signature, max_batch_size)
-        _atomic_write(ensemble_dir / "config.pbtxt", config_text(ens_cfg).encode())
-        result["metrics_model"] = metrics_name
+        _write_ensemble(root, dirs, signature, classes, max_batch_size, low_confidence_threshold)
+        result["metrics_model"] = dirs["metrics"].name
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.classes import read_class_file, write_class_file
@@ -49,7 +50,8 @@ def test_every_config_field_comes_from_the_model(tiny_models, tmp_path) -> None:
     assert cfg.dynamic_batching.max_queue_delay_microseconds > 0
     assert cfg.instance_group[0].count == 2
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    assert cfg.version_policy.latest.num_versions == 3
+    # The ensemble routes to the latest version only, so Triton loads only that one.
+    assert cfg.version_policy.latest.num_versions == 1
     assert (tmp_path / "asl_onnx" / "1" / "model.onnx").read_bytes() == a.onnx.read_bytes()
     # The ensemble clients call, and the metrics step after the ONNX model.
     ens = load_config(tmp_path / "asl" / "config.pbtxt")
@@ -103,24 +105,135 @@ def test_versions_new_model_new_dir_same_model_reused_latest_n_kept(tiny_models,
     assert not [p for p in (tmp_path / "asl_onnx").iterdir() if p.name.startswith(".")]
 
 
+def _load_standin():
+    """The stand-in backend's config checks (it imports Triton's utils only when they exist)."""
+    import importlib.util
+
+    path = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
+    spec = importlib.util.spec_from_file_location("asl_standin_backend", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
-    a = tiny_models["a"]
+    a, b = tiny_models["a"], tiny_models["b"]
     build_repository(a.onnx, a.classes, tmp_path, kind="gpu", tensorrt=True, instances=3)
-    cfg = load_config(tmp_path / "asl_onnx" / "config.pbtxt")
+    path = tmp_path / "asl_onnx" / "config.pbtxt"
+    cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert cfg.instance_group[0].count == 3
     (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel.name == "tensorrt"
+    params = dict(accel.parameters)
+    # Engine cache per model content: ONNX Runtime keys engines by graph, not by weights.
+    sha = hashlib.sha256(a.onnx.read_bytes()).hexdigest()[:16]
+    assert params["trt_engine_cache_enable"] == "true"
+    assert params["trt_engine_cache_path"] == f"/trt_cache/asl_onnx/{sha}"
+    # One explicit profile spanning every batch size Triton forms (1 .. max_batch_size).
+    assert params["trt_profile_min_shapes"] == "images:1x3x32x32"
+    assert params["trt_profile_max_shapes"] == f"images:{cfg.max_batch_size}x3x32x32"
+    opt = int(params["trt_profile_opt_shapes"].split(":")[1].split("x")[0])
+    assert opt in cfg.dynamic_batching.preferred_batch_size
+    warm = sorted((w.batch_size, list(w.inputs["images"].dims)) for w in cfg.model_warmup)
+    assert warm == [(1, [3, 32, 32]), (cfg.max_batch_size, [3, 32, 32])]
+    assert all(w.inputs["images"].zero_data for w in cfg.model_warmup)
+    assert cfg.version_policy.latest.num_versions == 1
+    # Every key and value is one the real onnxruntime backend accepts (mirrored by the stand-in).
+    standin = _load_standin()
+    as_json = json.loads(json_format.MessageToJson(cfg, preserving_proto_field_name=True))
+    assert standin.check_options(as_json) == []
+    accel.parameters["trt_engine_cache"] = "true"  # a typo the real backend refuses
+    assert standin.check_options(
+        json.loads(json_format.MessageToJson(cfg, preserving_proto_field_name=True))
+    ) == ["unknown parameter 'trt_engine_cache' for the TensorRT accelerator"]
+    # Same model again: config untouched (no reload, the cached engine stays valid) ...
+    before = path.read_bytes()
+    build_repository(a.onnx, a.classes, tmp_path, kind="gpu", tensorrt=True, instances=3)
+    assert path.read_bytes() == before
+    # ... another model: another cache folder and profile.
+    build_repository(b.onnx, b.classes, tmp_path, kind="gpu", tensorrt=True, max_batch_size=8)
+    params = dict(
+        load_config(path)
+        .optimization.execution_accelerators.gpu_execution_accelerator[0]
+        .parameters
+    )
+    assert params["trt_engine_cache_path"] != f"/trt_cache/asl_onnx/{sha}"
+    assert params["trt_profile_max_shapes"] == "images:8x3x48x48"
     with pytest.raises(ValueError, match="GPU"):
         build_repository(a.onnx, a.classes, tmp_path / "x", kind="cpu", tensorrt=True)
 
 
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _victim(folder: Path) -> dict[str, bytes]:
+    """Version folders of some other model repository, with files that are not ONNX."""
+    for version in (1, 2, 3):
+        (folder / str(version)).mkdir(parents=True)
+        (folder / str(version) / "model.onnx").write_bytes(b"someone else's model %d" % version)
+    return _snapshot(folder)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../victim", "../victim", "..", ".", "a/b", "<abs>/victim", "", ".hidden", "x" * 65],
+)
+def test_model_names_that_are_not_one_plain_folder_are_refused(
+    tiny_models, tmp_path, name
+) -> None:
+    a = tiny_models["a"]
+    repo = tmp_path / "ws" / "triton_repo"
+    before = _victim(tmp_path / "victim_onnx")
+    name = name.replace("<abs>", str(tmp_path))  # an absolute path, kept inside tmp_path
+    with pytest.raises(ValueError, match="invalid model name"):
+        build_repository(a.onnx, a.classes, repo, model_name=name)
+    assert _snapshot(tmp_path / "victim_onnx") == before
+    assert not repo.exists()
+
+
+def test_symlinks_out_of_the_repository_are_refused(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    repo = tmp_path / "repo"
+    before = _victim(tmp_path / "elsewhere")
+    repo.mkdir()
+    (repo / "asl_onnx").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="outside the repository"):
+        build_repository(a.onnx, a.classes, repo)
+    assert _snapshot(tmp_path / "elsewhere") == before
+    # A version folder linked elsewhere: pruning would delete through it.
+    (repo / "asl_onnx").unlink()
+    build_repository(a.onnx, a.classes, repo)
+    (repo / "asl_onnx" / "7").symlink_to(tmp_path / "elsewhere" / "1")
+    with pytest.raises(ValueError, match="outside the repository"):
+        build_repository(tiny_models["b"].onnx, tiny_models["b"].classes, repo)
+    assert _snapshot(tmp_path / "elsewhere") == before
+    assert (repo / "asl_onnx" / "1" / "model.onnx").read_bytes() == a.onnx.read_bytes()
+
+
+@pytest.mark.parametrize("max_batch_size", [0, -1])
+def test_max_batch_size_below_one_is_refused_before_writing(tiny_models, tmp_path, max_batch_size):
+    a = tiny_models["a"]
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
+        build_repository(a.onnx, a.classes, tmp_path / "repo", max_batch_size=max_batch_size)
+    assert not (tmp_path / "repo").exists()
+
+
 def test_no_ensemble_serves_the_onnx_model_under_the_model_name(tiny_models, tmp_path) -> None:
     a = tiny_models["a"]
-    info = build_repository(a.onnx, a.classes, tmp_path, ensemble=False, model_name="plain")
+    info = build_repository(
+        a.onnx, a.classes, tmp_path, ensemble=False, model_name="plain", keep_versions=3
+    )
     assert info["onnx_model"] == "plain"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
-    assert load_config(tmp_path / "plain" / "config.pbtxt").platform == "onnxruntime_onnx"
+    cfg = load_config(tmp_path / "plain" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx"
+    # Without the ensemble, clients can ask for any kept version: all of them are served.
+    assert cfg.version_policy.latest.num_versions == 3
 
 
 def test_class_list_that_does_not_match_the_model_is_refused(tiny_models, tmp_path) -> None:
