@@ -6,31 +6,58 @@ outputs through ``$ASL_STEP_OUTPUTS`` as the task scripts do, and fail on reques
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
 
-from asl_recognition.pipeline.dag import Dag, PipelineParam, Step, to_cli
+from asl_recognition.options import specs
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline.dag import ASL_DAG, Dag, PipelineParam, Step, step_params
 from asl_recognition.pipeline.local_executor import (
     STATE_NAME,
     LocalExecutor,
     StepFailed,
     choose_run,
+    step_argv,
 )
+from asl_recognition.pipeline.options import PipelineRunOptions
+
+# The steps' options, declared once as the real tasks declare theirs: the executor builds the
+# command line from these classes and the step scripts parse it with them.
+OPTIONS_MODULE = textwrap.dedent("""
+    from dataclasses import dataclass
+    from asl_recognition.options import option
+
+    @dataclass
+    class AOptions:
+        value: str = option("src0", "input")
+        size: int = option(8, "a size", low=1)
+
+    @dataclass
+    class BOptions:
+        value: str | None = option(None, "step_a's id")
+        size: int = option(8, "a size", low=1)
+        flag: bool = option(False, "a switch")
+
+    @dataclass
+    class COptions:
+        value: str | None = option(None, "step_b's id")
+""")
 
 STEP_SCRIPT = textwrap.dedent("""
-    import argparse, json, os, sys, time
+    import json, os, sys, time
     from pathlib import Path
+    sys.path[:0] = [str(Path(__file__).parent), REPO]
+    from asl_recognition.options import parse
+    import tiny_options
     name = Path(__file__).stem
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--value")
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--flag", action="store_true")
-    args = parser.parse_args()
+    args = parse(getattr(tiny_options, name[-1].upper() + "Options"), None)
     with open(os.environ["CALL_LOG"], "a") as fh:
         fh.write(json.dumps({"step": name, "argv": sys.argv[1:], "t": time.time()}) + "\\n")
     print(f"{name}: working on {args.value}", flush=True)
@@ -40,51 +67,67 @@ STEP_SCRIPT = textwrap.dedent("""
         sys.exit(3)
     if os.environ.get("NO_OUTPUT_STEP") == name:
         sys.exit(0)
-    out = {"id": f"{name}-{args.value}-{args.size}", "flag": args.flag}
+    out = {"id": f"{name}-{args.value}-{getattr(args, 'size', None)}"}
+    out["flag"] = getattr(args, "flag", None)
     Path(os.environ["ASL_STEP_OUTPUTS"]).write_text(json.dumps(out))
-""")
+""").replace("REPO", repr(str(REPO_ROOT)))
 
 
-def tiny_dag() -> Dag:
-    return Dag(
-        name="tiny",
-        project="T",
-        params=(
-            PipelineParam("source", "src0", "input"),
-            PipelineParam("size", 8, "a size", int),
-            PipelineParam("skip_a_with", "", "skip step a, using this id"),
+def load_options(repo: Path) -> types.ModuleType:
+    """The options module the step scripts import, imported here too (one declaration)."""
+    spec = importlib.util.spec_from_file_location(
+        "tiny_options", repo / "steps" / "tiny_options.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_options"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_dag(repo: Path) -> Dag:
+    opts = load_options(repo)
+    steps = (
+        Step(
+            "step_a",
+            "steps/step_a.py",
+            opts.AOptions,
+            wired={},
+            outputs=("id",),
+            skip_when="skip_a_with",
+            skip_outputs={"id": "${pipeline.skip_a_with}"},
         ),
-        steps=(
-            Step(
-                "step_a",
-                "steps/step_a.py",
-                {"value": "${pipeline.source}", "size": "${pipeline.size}"},
-                outputs=("id",),
-                skip_when="skip_a_with",
-                skip_outputs={"id": "${pipeline.skip_a_with}"},
-            ),
-            Step(
-                "step_b",
-                "steps/step_b.py",
-                {"value": "${step_a.outputs.id}", "size": "${pipeline.size}", "flag": True},
-                outputs=("id", "flag"),
-                cache=True,
-            ),
-            Step("step_c", "steps/step_c.py", {"value": "${step_b.outputs.id}"}, outputs=("id",)),
+        Step(
+            "step_b",
+            "steps/step_b.py",
+            opts.BOptions,
+            wired={"value": "${step_a.outputs.id}"},
+            outputs=("id", "flag"),
+            cache=True,
+        ),
+        Step(
+            "step_c",
+            "steps/step_c.py",
+            opts.COptions,
+            wired={"value": "${step_b.outputs.id}"},
+            outputs=("id",),
         ),
     )
+    skip = PipelineParam("skip_a_with", "", "skip step a, using this id")
+    return Dag(name="tiny", project="T", params=(skip, *step_params(steps)), steps=steps)
 
 
 @pytest.fixture()
 def repo(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     (root / "steps").mkdir(parents=True)
+    (root / "steps" / "tiny_options.py").write_text(OPTIONS_MODULE)
     for name in ("step_a", "step_b", "step_c"):
         (root / "steps" / f"{name}.py").write_text(STEP_SCRIPT)
     monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("CALL_LOG", str(tmp_path / "calls.jsonl"))
     monkeypatch.delenv("FAIL_STEP", raising=False)
-    return root
+    yield root
+    sys.modules.pop("tiny_options", None)
 
 
 def calls(tmp_path: Path) -> list[dict]:
@@ -98,35 +141,55 @@ def make(repo: Path, tmp_path: Path, **kwargs) -> LocalExecutor:
     kwargs.setdefault("out", io.StringIO())
     kwargs.setdefault("err", io.StringIO())
     return LocalExecutor(
-        tiny_dag(), kwargs.pop("params", {}), root=tmp_path / "runs", repo_root=repo, **kwargs
+        tiny_dag(repo), kwargs.pop("params", {}), root=tmp_path / "runs", repo_root=repo, **kwargs
     )
 
 
-def test_dag_refs_parents_and_cli():
-    dag = tiny_dag()
+def test_dag_params_refs_parents_and_argv(repo):
+    dag = tiny_dag(repo)
     dag.validate()
+    assert [p.name for p in dag.params] == [
+        "skip_a_with",
+        "step_a/value",
+        "step_a/size",
+        "step_b/size",
+        "step_b/flag",
+    ]  # wired options (step_b/value, step_c/value) are not parameters
     assert dag.step("step_b").parents == ("step_a",)
     assert dag.descendants("step_b") == ["step_b", "step_c"]
-    assert to_cli({"image_size": 64, "flag": True, "off": False, "none": None, "e": ""}) == [
-        "--image-size",
-        "64",
+    step_b = dag.step("step_b")
+    # wired values always, others only when they differ from the declared default
+    assert step_argv(step_b, {"value": "x", "size": 8, "flag": False}) == ["--value", "x"]
+    assert step_argv(step_b, {"value": "x", "size": "16", "flag": "True"}) == [
+        "--value",
+        "x",
+        "--size",
+        "16",
         "--flag",
     ]
-    bad = Dag("x", "p", (), (Step("s", "s.py", {"v": "${nope.outputs.id}"}, ("id",)),))
+    opts = load_options(repo)
+    bad = Dag(
+        "x", "p", (), (Step("s", "s.py", opts.COptions, {"value": "${nope.outputs.id}"}, ("id",)),)
+    )
     with pytest.raises(ValueError, match="not an earlier step"):
         bad.validate()
+    with pytest.raises(ValueError, match="unknown pipeline parameter 'step_a/value'"):
+        Dag("x", "p", (), dag.steps).validate()
 
 
 def test_run_passes_outputs_by_id_and_streams_progress(repo, tmp_path):
     out, err = io.StringIO(), io.StringIO()
-    executor = make(repo, tmp_path, params={"source": "raw1"}, out=out, err=err)
+    params = {"step_a/value": "raw1", "step_b/flag": True, "step_b/size": 16}
+    executor = make(repo, tmp_path, params=params, out=out, err=err)
     state = executor.run()
     assert state["status"] == "completed"
     seen = calls(tmp_path)
     assert [c["step"] for c in seen] == ["step_a", "step_b", "step_c"]
-    assert seen[1]["argv"] == ["--value", "step_a-raw1-8", "--size", "8", "--flag"]
-    assert seen[2]["argv"] == ["--value", "step_b-step_a-raw1-8-8"]
-    assert state["steps"]["step_c"]["outputs"]["id"] == "step_c-step_b-step_a-raw1-8-8-None"
+    assert seen[0]["argv"] == ["--value", "raw1"]
+    assert seen[1]["argv"] == ["--value", "step_a-raw1-8", "--size", "16", "--flag"]
+    assert seen[2]["argv"] == ["--value", "step_b-step_a-raw1-8-16"]
+    assert state["steps"]["step_b"]["outputs"]["flag"] is True  # typed by the script's parse
+    assert state["steps"]["step_c"]["outputs"]["id"] == "step_c-step_b-step_a-raw1-8-16-None"
     text = out.getvalue()
     for n, name in enumerate(["step_a", "step_b", "step_c"], 1):
         assert f"==> [{n}/3] {name}" in text
@@ -137,11 +200,16 @@ def test_run_passes_outputs_by_id_and_streams_progress(repo, tmp_path):
     assert (executor.run_dir / "step_b" / "stdout.log").read_text().startswith("step_b: working")
 
 
+def test_unknown_parameter_is_refused(repo, tmp_path):
+    with pytest.raises(ValueError, match="unknown pipeline parameters: step_c/value"):
+        make(repo, tmp_path, params={"step_c/value": "x"})
+
+
 def test_failed_step_stops_with_its_own_error_then_resume_reuses_completed(
     repo, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FAIL_STEP", "step_b")
-    first = make(repo, tmp_path, params={"source": "raw1"})
+    first = make(repo, tmp_path, params={"step_a/value": "raw1"})
     with pytest.raises(StepFailed) as failure:
         first.run()
     assert failure.value.step == "step_b"
@@ -158,7 +226,7 @@ def test_failed_step_stops_with_its_own_error_then_resume_reuses_completed(
 
     # Re-running with the same parameters picks the unfinished run and resumes at step_b.
     monkeypatch.delenv("FAIL_STEP")
-    run_id, params, resuming = choose_run(tiny_dag(), first.params, root=tmp_path / "runs")
+    run_id, params, resuming = choose_run(tiny_dag(repo), first.params, root=tmp_path / "runs")
     assert (run_id, resuming) == (first.run_id, True)
     out = io.StringIO()
     second = make(repo, tmp_path, params=params, run_id=run_id, out=out)
@@ -170,7 +238,7 @@ def test_failed_step_stops_with_its_own_error_then_resume_reuses_completed(
     assert "==> [1/3] step_a: reused" in out.getvalue()
 
     # A finished run is not resumed: the next invocation starts a new run id.
-    run_id2, _, resuming2 = choose_run(tiny_dag(), first.params, root=tmp_path / "runs")
+    run_id2, _, resuming2 = choose_run(tiny_dag(repo), first.params, root=tmp_path / "runs")
     assert run_id2 != first.run_id and not resuming2
 
 
@@ -181,17 +249,20 @@ def test_missing_required_output_fails_the_producing_step(repo, tmp_path, monkey
 
 
 def test_cacheable_step_reused_across_runs_until_script_or_args_change(repo, tmp_path):
-    make(repo, tmp_path, params={"source": "raw1"}).run()
+    make(repo, tmp_path, params={"step_a/value": "raw1"}).run()
     out = io.StringIO()
-    state = make(repo, tmp_path, params={"source": "raw1"}, out=out).run()
+    state = make(repo, tmp_path, params={"step_a/value": "raw1"}, out=out).run()
     assert state["steps"]["step_b"]["status"] == "cached"
     assert [c["step"] for c in calls(tmp_path)].count("step_b") == 1
     assert [c["step"] for c in calls(tmp_path)].count("step_a") == 2  # not cacheable
     (repo / "steps" / "step_b.py").write_text(STEP_SCRIPT + "\n# edited\n")
-    state = make(repo, tmp_path, params={"source": "raw1"}).run()
+    state = make(repo, tmp_path, params={"step_a/value": "raw1"}).run()
     assert state["steps"]["step_b"]["status"] == "completed"
-    state = make(repo, tmp_path, params={"source": "raw1"}, use_cache=False).run()
+    state = make(repo, tmp_path, params={"step_a/value": "raw1"}, use_cache=False).run()
     assert [c["step"] for c in calls(tmp_path)].count("step_b") == 3
+    # another option value of the cached step itself is another cache entry
+    make(repo, tmp_path, params={"step_a/value": "raw1", "step_b/size": 9}).run()
+    assert [c["step"] for c in calls(tmp_path)].count("step_b") == 4
 
 
 def test_skip_when_and_from_step(repo, tmp_path):
@@ -204,11 +275,8 @@ def test_skip_when_and_from_step(repo, tmp_path):
     assert [c["step"] for c in calls(tmp_path)] == ["step_b", "step_c", "step_c"]
 
 
-def test_cli_help_lists_every_pipeline_parameter():
+def test_cli_help_lists_the_run_options_and_overrides():
     import subprocess
-
-    from asl_recognition.paths import REPO_ROOT
-    from asl_recognition.pipeline.dag import ASL_DAG
 
     result = subprocess.run(
         [sys.executable, "pipelines/asl_pipeline.py", "--help"],
@@ -216,27 +284,39 @@ def test_cli_help_lists_every_pipeline_parameter():
         capture_output=True,
         text=True,
         check=True,
+        timeout=120,
     )
-    for param in ASL_DAG.params:
-        assert "--" + param.name.replace("_", "-") in result.stdout
-    for option in ("--local-executor", "--queue", "--local", "--step-queue", "--run-id"):
-        assert option in result.stdout
+    for spec in specs(PipelineRunOptions):
+        assert spec.flag in result.stdout
+    assert "{auto,local-executor,local,queue,dry-run}" in result.stdout
+    assert "step.option=value" in result.stdout
 
 
-def test_pipeline_paths_stay_portable_and_sources_merge(tmp_path) -> None:
-    """Paths in the repo stay relative (an agent has them); several sources become one list."""
-    from asl_recognition.paths import REPO_ROOT
-
+def test_pipeline_paths_stay_portable(tmp_path) -> None:
+    """Paths in the repo stay relative (an agent has them); others are refused for an agent."""
     sys.path.insert(0, str(REPO_ROOT / "pipelines"))
     import asl_pipeline
 
-    assert asl_pipeline.localise(str(REPO_ROOT / "data" / "sample")) == "data/sample"
-    assert asl_pipeline.localise(str(tmp_path)) == str(tmp_path)
-    assert asl_pipeline.source_list("data/sample") == "data/sample"
-    merged = json.loads(asl_pipeline.source_list(f"kaggle=data/sample,massey={tmp_path}/m"))
-    assert merged == ["kaggle=data/sample", f"massey={tmp_path}/m"]
-    # the JSON list is exactly what validate_raw's --source accepts
+    sample = str(REPO_ROOT / "data" / "sample")
+    assert asl_pipeline.localise(sample, remote=False) == "data/sample"
+    assert asl_pipeline.localise(sample, remote=True) == "data/sample"
+    assert asl_pipeline.localise(str(tmp_path), remote=False) == str(tmp_path)
+    assert asl_pipeline.localise(f"kaggle={sample}", remote=True) == "kaggle=data/sample"
+    assert asl_pipeline.localise("s3://bucket/raw", remote=True) == "s3://bucket/raw"
+    with pytest.raises(asl_pipeline.PathError, match="outside the repository"):
+        asl_pipeline.localise(f"massey={tmp_path}", remote=True)
+    values = {
+        "validate_raw/source": [f"kaggle={sample}", f"massey={tmp_path}/m"],
+        "train/epochs": 3,
+        "train/external": "none",
+    }
+    assert asl_pipeline.localise_paths(values, ASL_DAG, remote=False) == {
+        "validate_raw/source": ["kaggle=data/sample", f"massey={tmp_path}/m"],
+        "train/epochs": 3,
+        "train/external": "none",
+    }
+    # the list is exactly what validate_raw's --source accepts
     from asl_recognition.data.sources import parse_sources
 
-    specs = parse_sources(json.dumps(merged))
-    assert [s.name for s in specs] == ["kaggle", "massey"]
+    merged = asl_pipeline.localise_paths(values, ASL_DAG, remote=False)["validate_raw/source"]
+    assert [s.name for s in parse_sources(merged)] == ["kaggle", "massey"]
