@@ -26,7 +26,7 @@ system-deps:
 	bash scripts/install_system_deps.sh
 
 run: install
-	$(PY) pipelines/asl_pipeline.py --local-executor
+	$(PY) pipelines/asl_pipeline.py --mode local-executor --config configs/run.yaml
 	$(PY) scripts/demo_serve.py
 
 lint: install
@@ -63,14 +63,12 @@ bench: install
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_triton.py
 
-# Issue 7 recipe: Kaggle frames + Massey hands 1-3 in training, Massey hands 4-5 held out and
-# scored per signer. Its own workspace, so its registry does not mix with `make run`'s.
-# Settings chosen by the README's ablation table (light augmentation held out best).
+# The generalisation recipe (configs/generalise.yaml): Kaggle frames + Massey hands 1-3 in
+# training, Massey hands 4-5 held out and scored per signer. Its own workspace, so its registry
+# does not mix with `make run`'s.
 recipe-generalise: install
-	ASL_WORKSPACE=$(CURDIR)/workspace/generalise $(PY) pipelines/asl_pipeline.py --local-executor \
-		--raw-source kaggle=$(SHARED_DATA)/asl_kaggle_sample,massey=$(SHARED_DATA)/asl_external_massey \
-		--holdout-group massey:hand4,massey:hand5 --external none \
-		--augment light --epochs 20
+	ASL_WORKSPACE=$(CURDIR)/workspace/generalise $(PY) pipelines/asl_pipeline.py \
+		--mode local-executor --config configs/generalise.yaml
 
 clean:
 	rm -rf workspace test-artifacts .pytest_cache
