@@ -8,6 +8,7 @@ hold out whole sources/signers in a fourth ``holdout`` split that never reaches 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -52,7 +53,7 @@ from asl_recognition.data.split import (
 from asl_recognition.imageio import check_image_size
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
-from asl_recognition.store.base import MANIFEST_NAME
+from asl_recognition.store.base import MANIFEST_NAME, remove_stale
 
 PUBLISH_VERSION = 2  # 2: data_source/signer per entry, holdout split, several raw parents
 GROUP_BY = GROUPINGS + WHOLE_GROUP_BY
@@ -193,6 +194,18 @@ def _group_and_split(
     return groups, splits
 
 
+STAGE_PREFIX = "asl_publish_"
+
+
+def staging_dir() -> tempfile.TemporaryDirectory:
+    """A scratch folder under the workspace, named with this pid; leftovers of killed runs
+    (their pid no longer runs) are removed first."""
+    parent = workspace() / "tmp"
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(parent.glob(STAGE_PREFIX + "*"), STAGE_PREFIX)
+    return tempfile.TemporaryDirectory(prefix=f"{STAGE_PREFIX}{os.getpid()}_", dir=parent)
+
+
 def _leaks_into_holdout(hashes: Sequence[str], in_holdout: Sequence[bool], threshold: int) -> int:
     """Near-duplicate pairs between the holdout and the rest (0 for a clean holdout)."""
     held = [h for h, x in zip(hashes, in_holdout) if x]
@@ -297,9 +310,7 @@ def publish_dataset(
 
     raw_dirs = {r.id: store.local_copy(r) for r in raws}
     multi = len(known_sources) > 1
-    stage_parent = workspace() / "tmp"
-    stage_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="asl_publish_", dir=stage_parent) as tmp:
+    with staging_dir() as tmp:
         stage = Path(tmp)
         jobs = [
             (

@@ -18,7 +18,12 @@ from typing import Any
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
-from asl_recognition.data.rules import apply_rules, check_min_per_class, usability
+from asl_recognition.data.rules import (
+    UNSTORABLE,
+    apply_rules,
+    check_min_per_class,
+    usability,
+)
 from asl_recognition.data.scan import check_workers, scan_source
 from asl_recognition.data.sources import SourceSpec, SourceSpecError, parse_sources
 from asl_recognition.data.validate import (
@@ -251,11 +256,11 @@ def validate_raw(
                 "quarantined": report["quarantined"],
                 "normalised": report["normalised"],
             }
-            # every file is kept, except links: storing one would copy whatever it points at
+            # every file is kept, except links and special files (rules.UNSTORABLE)
             roots = {s["name"]: (s["root"], len(s["prefix"])) for s in sources}
             files = {}
             for rel, src, why in zip(table["path"], table["source"], table["reason"]):
-                if why != "symlink":
+                if why not in UNSTORABLE:
                     root, cut = roots[src]
                     files[rel] = root / rel[cut:]
             ds = store.create(

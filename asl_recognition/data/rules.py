@@ -13,25 +13,21 @@ import pandas as pd
 
 from asl_recognition.classes import CLASSES
 
-DECODE_REASONS = (
-    "empty_file",
-    "not_an_image",
-    "decompression_bomb",
-    "truncated_or_corrupt",
-    "unconvertible",
-)
+# Entries recorded but never stored in the raw version: a link would copy whatever it points
+# at, and a FIFO, socket or device has no content to copy.
+UNSTORABLE = ("symlink", "not_a_regular_file")
 
 
 def _reason(row: dict, known: set[str], min_side: int, max_side: int) -> str | None:
-    if isinstance(row["error"], str) and row["error"] == "symlink":
-        return "symlink"
+    if row["error"] in UNSTORABLE:  # before litter: a FIFO named .DS_Store is still a FIFO
+        return row["error"]
     if row["litter"]:
         return "litter"
     if row["class"] is None or pd.isna(row["class"]):
         return "no_class_folder"
     if row["class"] not in known:
         return f"unknown_class:{row['class']}"
-    if isinstance(row["error"], str) and row["error"]:  # decode failures, see DECODE_REASONS
+    if isinstance(row["error"], str) and row["error"]:  # a decode failure (imageio's reasons)
         return row["error"]
     w, h = int(row["width"]), int(row["height"])
     if not (min_side <= w <= max_side and min_side <= h <= max_side):

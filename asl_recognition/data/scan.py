@@ -43,13 +43,12 @@ def is_litter(relpath: str) -> bool:
 
 
 def list_files(root: Path) -> list[str]:
-    """Every file under ``root`` (relative POSIX, sorted); links are listed, never followed."""
+    """Every non-folder entry under ``root`` (relative POSIX, sorted): links are listed, never
+    followed; FIFOs, sockets and devices are listed too, so the scan reports them."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
-            full = Path(dirpath) / name
-            if full.is_symlink() or full.is_file():
-                out.append(full.relative_to(root).as_posix())
+            out.append((Path(dirpath) / name).relative_to(root).as_posix())
     return sorted(out)
 
 

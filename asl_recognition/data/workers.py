@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,18 @@ COLUMNS = [
 ]
 
 
+def _special_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 def _orientation(header: Any) -> int:
     try:
         return int(header.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
@@ -48,8 +61,13 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(path=relpath, litter=litter)
     row["class"] = cls
-    if path.is_symlink():  # never read through a link: it may point anywhere on the machine
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):  # never read through a link: it may point anywhere
         row.update(error="symlink", error_detail=f"{relpath} is a symbolic link")
+        return row
+    if not stat.S_ISREG(info.st_mode):  # opening a FIFO would block the scan forever
+        kind = _special_kind(info.st_mode)
+        row.update(error="not_a_regular_file", error_detail=f"{relpath} is a {kind}")
         return row
     row.update(bytes=path.stat().st_size, sha256=sha256_file(path))
     if litter:

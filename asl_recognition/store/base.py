@@ -70,13 +70,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def _pid_after(name: str, marker: str) -> int | None:
-    head, sep, tail = name.rpartition(marker)
-    digits = ""
-    for ch in tail:
-        if not ch.isdigit():
-            break
-        digits += ch
-    return int(digits) if sep and digits else None
+    """The pid written right after ``marker`` (ending the name or followed by ``_``)."""
+    _, sep, tail = name.rpartition(marker)
+    digits = tail.partition("_")[0]
+    if not sep or not digits.isdigit():
+        return None
+    return int(digits)
 
 
 def remove_stale(paths: Iterable[Path], marker: str) -> list[Path]:

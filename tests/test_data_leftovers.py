@@ -1,0 +1,110 @@
+"""A writer killed with SIGKILL leaves temp files; the next start removes them, and only them.
+
+The writers here are real processes that kill themselves (SIGKILL) mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.data.publish import STAGE_PREFIX, staging_dir
+from asl_recognition.data.raw import validate_raw
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.store import get_store
+from asl_recognition.store.local import LocalDatasetStore
+
+
+def _killed(code: str, env: dict[str, str] | None = None) -> int:
+    """Run ``code`` in a fresh interpreter that SIGKILLs itself; returns its pid."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
+def test_store_removes_temp_objects_of_a_killed_writer(tmp_path: Path, sample_dir: Path) -> None:
+    root, image = tmp_path / "datasets", sorted((sample_dir / "A").glob("*.jpg"))[0]
+    pid = _killed(f"""
+        import os, shutil, signal
+        from asl_recognition.store.local import LocalDatasetStore
+        store = LocalDatasetStore({str(root)!r})
+        copy = shutil.copyfile
+        def copy_then_die(src, dst):
+            copy(src, dst)
+            print(os.getpid(), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        shutil.copyfile = copy_then_die
+        store.create("ASL_raw", {{"A/a.jpg": {str(image)!r}}})
+        """)
+    (left,) = root.glob("objects/*/*")
+    assert left.name.endswith(f".tmp{pid}") and left.read_bytes() == image.read_bytes()
+    alive = left.with_name(f".other.tmp{os.getpid()}")  # a writer still running: untouched
+    alive.write_bytes(b"in progress")
+    store = LocalDatasetStore(root)
+    assert not left.exists() and alive.exists()
+    version = store.create("ASL_raw", {"A/a.jpg": image})  # and the store still works
+    assert store.local_copy(version).joinpath("A/a.jpg").read_bytes() == image.read_bytes()
+
+
+def test_publish_removes_staging_folders_of_a_killed_run(asl_workspace: Path) -> None:
+    pid = _killed(
+        """
+        import os, signal
+        from asl_recognition.data.publish import staging_dir
+        with staging_dir() as stage:
+            open(os.path.join(stage, "half.jpg"), "wb").write(b"x")
+            print(os.getpid(), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        env={"ASL_WORKSPACE": str(asl_workspace)},
+    )
+    (left,) = (asl_workspace / "tmp").glob(STAGE_PREFIX + "*")
+    assert left.name.startswith(f"{STAGE_PREFIX}{pid}_") and (left / "half.jpg").exists()
+    with staging_dir() as stage:
+        assert not left.exists() and Path(stage).is_dir()
+        with staging_dir() as second:  # this run's own folder is not stale
+            assert Path(stage).is_dir() and Path(second).is_dir()
+
+
+def test_a_fifo_in_a_class_folder_is_quarantined_not_skipped(
+    asl_workspace: Path, tmp_path: Path, sample_dir: Path
+) -> None:
+    root = tmp_path / "src"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        shutil.copyfile(sorted((sample_dir / cls).glob("*.jpg"))[0], root / cls / "first.jpg")
+    os.mkfifo(root / "A" / "pipe.jpg")
+    os.mkfifo(root / "B" / ".hidden_pipe")  # hidden (litter) but still not a file to store
+    out = validate_raw(root, min_per_class=1, report_dir=tmp_path / "rep", progress=False)
+    report = json.loads(Path(out["report_path"]).read_text())
+    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    assert reasons == {"A/pipe.jpg": "not_a_regular_file", "B/.hidden_pipe": "not_a_regular_file"}
+    assert report["summary"]["total"] == len(CLASSES) + 2
+    scan = (tmp_path / "rep" / "scan.csv").read_text()
+    assert "A/pipe.jpg is a named pipe (FIFO)" in scan
+    stored = {f.path for f in get_store().get(dataset_id=out["raw_dataset_id"]).files}
+    assert stored == {f"{cls}/first.jpg" for cls in CLASSES}
+
+
+@pytest.mark.parametrize("marker_name", [".x.json.tmp", "asl_publish_3kd8x", "a.tmp12b"])
+def test_names_without_a_pid_are_left_alone(tmp_path: Path, marker_name: str) -> None:
+    from asl_recognition.store.base import remove_stale
+
+    (tmp_path / marker_name).write_text("x")
+    marker = STAGE_PREFIX if marker_name.startswith(STAGE_PREFIX) else ".tmp"
+    assert remove_stale(tmp_path.iterdir(), marker) == []
