@@ -109,22 +109,22 @@ def evaluate_external(
     """External accuracy over the classes the folder has (None when there is no folder/image)."""
     if not folder or not Path(folder).is_dir():
         return {"accuracy": None, "images": 0, "folder": str(folder) if folder else None}
-    ext = load_external(folder, classes, image_size)
+    found = load_external(folder, classes, image_size)
     result = {
         "folder": str(folder),
-        "images": len(ext.split),
-        "classes": ext.classes_used,
-        "skipped_folders": ext.skipped_folders,
-        "unreadable": ext.unreadable,
+        "images": len(found.split),
+        "classes": found.classes_used,
+        "skipped_folders": found.skipped_folders,
+        "unreadable": found.unreadable,
         "accuracy": None,
         "macro_f1_present_classes": None,
     }
-    if len(ext.split) == 0:
+    if len(found.split) == 0:
         return result
-    out = predict(model, ext.split.images, ext.split.labels, device=device)
-    result["accuracy"] = float(summarise(out.preds, ext.split.labels, len(classes))["accuracy"])
-    present = torch.tensor([classes.index(c) for c in ext.classes_used])
-    table = per_class_table(out.preds, ext.split.labels, classes)
+    out = predict(model, found.split.images, found.split.labels, device=device)
+    result["accuracy"] = float(summarise(out.preds, found.split.labels, len(classes))["accuracy"])
+    present = torch.tensor([classes.index(c) for c in found.classes_used])
+    table = per_class_table(out.preds, found.split.labels, classes)
     result["macro_f1_present_classes"] = float(table["f1"].to_numpy()[present.numpy()].mean())
     result["per_class_recall"] = {
         classes[i]: float(table["recall"].iloc[int(i)]) for i in present.tolist()

@@ -217,8 +217,8 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
-        n = len(val)
-        self.sample_index = torch.linspace(0, n - 1, min(SAMPLE_IMAGES, n)).round().long()
+        shown = min(SAMPLE_IMAGES, len(val))
+        self.sample_index = torch.linspace(0, len(val) - 1, shown).round().long()
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -273,42 +273,42 @@ class Trainer:
 
     # -- data ----------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
-        n, bs = len(self.train_split), self.cfg.batch_size
-        steps = n // bs if n > bs else 1
+        images, batch_size = len(self.train_split), self.cfg.batch_size
+        steps = images // batch_size if images > batch_size else 1
         return min(steps, self.cfg.max_steps) if self.cfg.max_steps else steps
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled batches from the in-memory tensors; workers only if asked (augmentation)."""
-        gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
-        split, bs = self.train_split, self.cfg.batch_size
+        generator = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
+        split, batch_size = self.train_split, self.cfg.batch_size
         if self.cfg.num_workers > 0:
             sampler = (
-                WeightedRandomSampler(self.sample_weights, len(split), generator=gen)
+                WeightedRandomSampler(self.sample_weights, len(split), generator=generator)
                 if self.sample_weights is not None
                 else None
             )
             loader = DataLoader(
                 AugmentedImages(split, self.transform),
-                batch_size=bs,
+                batch_size=batch_size,
                 shuffle=sampler is None,
                 sampler=sampler,
-                drop_last=len(split) > bs,
+                drop_last=len(split) > batch_size,
                 num_workers=self.cfg.num_workers,
-                generator=gen if sampler is None else None,
+                generator=generator if sampler is None else None,
             )
             yield from loader
             return
         if self.sample_weights is not None:
-            perm = torch.multinomial(self.sample_weights, len(split), True, generator=gen)
+            order = torch.multinomial(self.sample_weights, len(split), True, generator=generator)
         else:
-            perm = torch.randperm(len(split), generator=gen)
+            order = torch.randperm(len(split), generator=generator)
         for step in range(self.steps_per_epoch()):
-            idx = perm[step * bs : (step + 1) * bs]
-            images = split.images[idx]
+            picked = order[step * batch_size : (step + 1) * batch_size]
+            images = split.images[picked]
             if self.transform is not None:
                 with single_thread():
-                    images = torch.stack([self.transform(img) for img in images])
-            yield images, split.labels[idx]
+                    images = torch.stack([self.transform(image) for image in images])
+            yield images, split.labels[picked]
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -355,26 +355,26 @@ class Trainer:
         return result
 
     def _log_epoch(self, epoch: int, row: dict[str, Any], val_preds: torch.Tensor) -> None:
-        cm = confusion_matrix(val_preds, self.val_split.labels, len(self.classes))
+        matrix = confusion_matrix(val_preds, self.val_split.labels, len(self.classes))
         if self.writer is not None:
             for split in ("train", "val"):
                 for key in ("loss", "accuracy", "macro_f1"):
                     self.writer.add_scalar(f"{key}/{split}", row[f"{split}_{key}"], epoch)
                 self.writer.add_scalar(f"lr/{split}", row["lr"], epoch)
-            idx = self.sample_index
+            shown = self.sample_index
             self.writer.add_figure(
                 "samples/val",
                 sample_grid_figure(
-                    self.val_split.images[idx],
-                    val_preds[idx].tolist(),
-                    self.val_split.labels[idx].tolist(),
+                    self.val_split.images[shown],
+                    val_preds[shown].tolist(),
+                    self.val_split.labels[shown].tolist(),
                     self.classes,
                 ),
                 epoch,
             )
             self.writer.add_figure(
                 "confusion_matrix/val",
-                confusion_matrix_figure(cm, self.classes, f"val, epoch {epoch}"),
+                confusion_matrix_figure(matrix, self.classes, f"val, epoch {epoch}"),
                 epoch,
             )
             self.writer.flush()
@@ -382,7 +382,7 @@ class Trainer:
             self.clearml_logger.report_confusion_matrix(
                 title="confusion matrix",
                 series="val",
-                matrix=cm,
+                matrix=matrix,
                 iteration=epoch,
                 xaxis="predicted",
                 yaxis="true",

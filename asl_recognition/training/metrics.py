@@ -40,8 +40,8 @@ def summarise(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> d
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
     """Rows = true class, columns = predicted class (counts)."""
-    cm = MulticlassConfusionMatrix(num_classes=num_classes)
-    return cm(preds, targets).cpu().numpy().astype(np.int64)
+    metric = MulticlassConfusionMatrix(num_classes=num_classes)
+    return metric(preds, targets).cpu().numpy().astype(np.int64)
 
 
 def per_class_table(

@@ -12,17 +12,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def confusion_matrix_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> plt.Figure:
+def confusion_matrix_figure(matrix: np.ndarray, classes: Sequence[str], title: str) -> plt.Figure:
     """Row-normalised so that rare classes are as readable as common ones; counts in the title."""
-    totals = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, np.maximum(totals, 1), dtype=np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, np.maximum(totals, 1), dtype=np.float64)
     fig, ax = plt.subplots(figsize=(7, 6), dpi=80)
     image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(classes)), labels=list(classes), rotation=90, fontsize=6)
     ax.set_yticks(range(len(classes)), labels=list(classes), fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title} ({int(cm.sum())} images, {int(np.trace(cm))} correct)")
+    ax.set_title(f"{title} ({int(matrix.sum())} images, {int(np.trace(matrix))} correct)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig

@@ -323,14 +323,13 @@ def evaluate(plan: Plan, data: RunData, model: nn.Module) -> Evaluation:
     if data.holdout is not None:
         labels = holdout_groups(plan.dataset.manifest, data.holdout)
         groups = evaluate_groups(model, data.holdout, labels, classes)
-    n = len(classes)
     return Evaluation(
         val,
         test,
         external,
         groups,
-        confusion_matrix(val["predictions"].preds, data.val.labels, n),
-        confusion_matrix(test["predictions"].preds, data.test.labels, n),
+        confusion_matrix(val["predictions"].preds, data.val.labels, len(classes)),
+        confusion_matrix(test["predictions"].preds, data.test.labels, len(classes)),
     )
 
 
@@ -472,11 +471,11 @@ def record_run(
 def print_summary(metrics: dict[str, Any]) -> None:
     external = metrics["external"]
     accuracy = metrics["external_accuracy"]
-    ext = "n/a" if accuracy is None else f"{accuracy:.3f} ({external['images']} images)"
+    shown = "n/a" if accuracy is None else f"{accuracy:.3f} ({external['images']} images)"
     print(
         f"summary: val macro-F1 {metrics['val_macro_f1']:.3f} | test accuracy "
         f"{metrics['test_accuracy']:.3f} macro-F1 {metrics['test_macro_f1']:.3f} "
-        f"(in-distribution Kaggle frames: inflated) | external accuracy {ext} | "
+        f"(in-distribution Kaggle frames: inflated) | external accuracy {shown} | "
         f"{metrics['wall_seconds']}s"
     )
     for group, result in metrics["holdout"].items():
