@@ -10,7 +10,13 @@ Metrics (names fixed by the monitoring contract):
   counters ``asl_prediction_confidence_bucket{le=...}`` + ``_count``/``_sum`` if this Triton
   build has no HISTOGRAM metric kind;
 - ``asl_predictions_total``: counter of predicted classes (labels ``model``, ``class``);
-- ``asl_low_confidence_total``: counter of predictions under the configured threshold.
+- ``asl_low_confidence_total``: counter of predictions under the configured threshold;
+- ``asl_nonfinite_predictions_total``: rows holding NaN or +-Inf, passed through but left out
+  of every other metric (one NaN in a Prometheus sum would make it NaN for good).
+
+Triton cannot hide an ensemble's steps: any client that reaches the server can call
+``<name>_metrics`` directly with made-up probabilities. Such calls can skew these metrics but
+never poison them (non-finite rows are only counted); keep the ports on a trusted network.
 """
 
 import json
@@ -90,6 +96,12 @@ class TritonPythonModel:
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self.low_confidence = self.low_confidence_family.Metric(labels=labels)
+        self.nonfinite_family = pb_utils.MetricFamily(
+            name="asl_nonfinite_predictions_total",
+            description="Served prediction rows holding NaN or Inf (left out of other metrics)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.nonfinite = self.nonfinite_family.Metric(labels=labels)
 
     def _class_counter(self, index):
         metric = self.per_class.get(index)
@@ -99,19 +111,31 @@ class TritonPythonModel:
             self.per_class[index] = metric
         return metric
 
+    def _record(self, probs):
+        """Update the metrics for one request: one increment per class seen, not per image."""
+        flat = np.asarray(probs, dtype=np.float64).reshape(-1, probs.shape[-1])
+        finite = np.isfinite(flat).all(axis=1)
+        bad = int(flat.shape[0] - np.count_nonzero(finite))
+        if bad:
+            self.nonfinite.increment(bad)
+        flat = flat[finite]
+        if not flat.shape[0] or not flat.shape[1]:
+            return
+        top = flat.max(axis=1)
+        for conf in top.tolist():
+            self.confidence.observe(conf)
+        counts = np.bincount(flat.argmax(axis=1), minlength=flat.shape[1])
+        for index in np.flatnonzero(counts).tolist():
+            self._class_counter(index).increment(int(counts[index]))
+        low = int(np.count_nonzero(top < self.threshold))
+        if low:
+            self.low_confidence.increment(low)
+
     def execute(self, requests):
         responses = []
         for request in requests:
             probs = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            flat = probs.reshape(-1, probs.shape[-1])
-            top = flat.max(axis=1)
-            best = flat.argmax(axis=1)
-            for conf, index in zip(top.tolist(), best.tolist()):
-                self.confidence.observe(conf)
-                self._class_counter(index).increment(1)
-            low = int(np.count_nonzero(top < self.threshold))
-            if low:
-                self.low_confidence.increment(low)
+            self._record(probs)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(self.output_name, probs)]

@@ -396,6 +396,20 @@ def _update_versions(
     return version, reused, sorted(pruned)
 
 
+def _block_bytecode_cache(root: Path, version_dir: Path) -> None:
+    """Keep Python from writing ``__pycache__`` next to the step's model.py.
+
+    The backend stub imports model.py with an isolated interpreter (PYTHONDONTWRITEBYTECODE is
+    ignored, and the file cannot switch caching off before it is compiled). A new
+    ``__pycache__`` folder changes the model folder, and a polling server then reloads the
+    model after every start. A plain file of that name makes Python skip the cache silently.
+    """
+    blocker = _inside(root, version_dir / "__pycache__")
+    if blocker.is_dir() and not blocker.is_symlink():
+        shutil.rmtree(blocker)
+    _atomic_write(root, blocker, b"")
+
+
 def _write_ensemble(
     root: Path,
     dirs: dict[str, Path],
@@ -416,6 +430,7 @@ def _write_ensemble(
     )
     _atomic_write(root, metrics_dir / LABELS_FILE, _labels_bytes(classes))
     _atomic_write(root, metrics_dir / "1" / "model.py", METRICS_MODEL_SOURCE.read_bytes())
+    _block_bytecode_cache(root, metrics_dir / "1")
     _atomic_write(root, metrics_dir / "config.pbtxt", config_text(metrics_cfg).encode())
     _check_kind(ensemble_dir, "ensemble")
     _inside(root, ensemble_dir / "1").mkdir(parents=True, exist_ok=True)

@@ -271,3 +271,47 @@ def test_model_metrics_are_exported(served_a, tiny_models) -> None:
         np.bincount(probs.argmax(axis=1)).max()
     )
     assert delta("asl_low_confidence_total", model="asl") == int((probs.max(axis=1) < 0.5).sum())
+
+
+def test_nonfinite_probabilities_cannot_blind_the_metrics(served_a, tiny_models) -> None:
+    """Anyone can call the ensemble's internal step directly; NaN rows are counted, not summed."""
+    before = urllib.request.urlopen(served_a.metrics_url).read().decode()
+    poison = np.full((2, 29), np.nan, np.float32)
+    poison[1, 3] = np.inf
+    client = thttp.InferenceServerClient(served_a.http_url)
+    try:
+        inp = thttp.InferInput("probabilities", list(poison.shape), "FP32")
+        inp.set_data_from_numpy(poison)
+        client.infer("asl_metrics", [inp])
+    finally:
+        client.close()
+    middle = urllib.request.urlopen(served_a.metrics_url).read().decode()
+    assert _metric(middle, "asl_nonfinite_predictions_total", model="asl") - _metric(
+        before, "asl_nonfinite_predictions_total", model="asl"
+    ) == pytest.approx(2)
+    for name in ("asl_prediction_confidence_sum", "asl_prediction_confidence_count"):
+        assert _metric(middle, name, model="asl") == _metric(before, name, model="asl"), name
+    # Real predictions still move the sum by exactly their confidences.
+    model = tiny_models["a"]
+    batch = client_batch(model, real_images()[:4])
+    probs = ort.InferenceSession(str(model.onnx)).run(["probabilities"], {"images": batch})[0]
+    infer(thttp, served_a.http_url, "asl", batch)
+    after = urllib.request.urlopen(served_a.metrics_url).read().decode()
+    delta = _metric(after, "asl_prediction_confidence_sum", model="asl") - _metric(
+        middle, "asl_prediction_confidence_sum", model="asl"
+    )
+    assert np.isfinite(delta) and delta == pytest.approx(float(probs.max(axis=1).sum()), rel=1e-5)
+
+
+def test_server_start_leaves_the_repository_unchanged(served_a) -> None:
+    """No __pycache__ from the Python step, so the polling server does not reload it."""
+    import time
+
+    deadline = time.monotonic() + 3 * served_a.poll_secs + 1
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in served_a.repo.rglob("*") if p.is_dir() and p.name == "__pycache__"]
+    assert not list(served_a.repo.rglob("*.pyc"))
+    log = served_a.log_path.read_text()
+    assert log.count("successfully loaded 'asl_metrics'") == 1, log[-2000:]
+    assert log.count("successfully loaded 'asl_onnx'") == 1
