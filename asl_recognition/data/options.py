@@ -87,3 +87,18 @@ class PublishDatasetOptions:
     name: str = option("ASL", "dataset name to publish")
     raw_name: str = option("ASL_raw", "raw dataset name to read")
     workers: int | None = option(None, "preprocessing processes (empty: min(2, CPUs))", low=1)
+
+
+@dataclass
+class PublishLandmarksOptions:
+    """Measure hand landmarks on every image of an ASL version and publish ASL_landmarks."""
+
+    dataset_version: str = option("latest", "ASL dataset id, version or 'latest'")
+    name: str = option("ASL_landmarks", "dataset name to publish")
+    asl_name: str = option("ASL", "ASL dataset name to read")
+    min_detection: float = option(
+        0.3, "palm detector score below which no hand is found", low=0.0, high=1.0
+    )
+    min_presence: float = option(
+        0.5, "landmark model hand-presence score below which no hand is found", low=0.0, high=1.0
+    )

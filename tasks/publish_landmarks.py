@@ -1,0 +1,52 @@
+"""ClearML task: measure hand landmarks on an ASL version and publish ASL_landmarks.
+
+One row per image (file, source, signer/group, split, class, 21x3 landmarks, handedness,
+presence, hand box), the splits of the ASL version it reads, parents ASL and ASL_raw. Images with
+no hand found stay in the table with the reason. Re-running on the same ASL version, model files
+and thresholds reuses the existing version. Outputs: landmarks_id, landmarks_version,
+hand_found_rate, reused.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asl_recognition.data.options import PublishLandmarksOptions
+from asl_recognition.options import parse
+from asl_recognition.tracking import init_task
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(PublishLandmarksOptions, argv, __doc__)
+    ctx = init_task("ASL", "publish_landmarks", options, task_type="data_processing")
+    opts: PublishLandmarksOptions = ctx.options
+    from asl_recognition.data.landmarks import publish_landmarks
+    from asl_recognition.hands import ModelFileError
+    from asl_recognition.store import DatasetNotFoundError
+
+    try:
+        result = publish_landmarks(
+            dataset_version=opts.dataset_version,
+            name=opts.name,
+            asl_name=opts.asl_name,
+            min_detection=opts.min_detection,
+            min_presence=opts.min_presence,
+            logger=ctx.logger,
+            upload=ctx.upload_artifact,
+        )
+    except (DatasetNotFoundError, ModelFileError) as exc:
+        ctx.fail(f"publish_landmarks: {exc}")
+    ctx.record_outputs(**result)
+    ctx.close()
+    print(
+        f"{opts.name} {result['landmarks_id']} v{result['landmarks_version']} "
+        f"reused={result['reused']} hand found in {result['hand_found_rate']:.1%} of images"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
