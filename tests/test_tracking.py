@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 
 from asl_recognition import tracking
+from asl_recognition.data.options import PublishDatasetOptions
+from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT
 
-
-def test_restore_types_undoes_web_ui_text_values() -> None:
-    defaults = {"split": [0.7, 0.15, 0.15], "weights": None, "epochs": 3}
-    connected = {"split": "[0.6, 0.2, 0.2]", "weights": "", "epochs": 5}
-    assert tracking._restore_types(connected, defaults) == {
-        "split": [0.6, 0.2, 0.2],
-        "weights": None,
-        "epochs": 5,
-    }
+SERVER_ENV = (
+    "CLEARML_API_HOST",
+    "CLEARML_API_ACCESS_KEY",
+    "CLEARML_TASK_ID",
+    "CLEARML_AUTH_TOKEN",
+    "ASL_OFFLINE",
+    "CLEARML_OFFLINE_MODE",
+)
 
 
 @pytest.mark.parametrize(
@@ -39,15 +40,14 @@ def test_restore_types_undoes_web_ui_text_values() -> None:
             },
             False,
         ),
+        # an agent authenticates with its task id / token, no keys in any file
+        ({"CLEARML_TASK_ID": "abc"}, True),
+        ({"CLEARML_AUTH_TOKEN": "t"}, True),
+        ({"CLEARML_TASK_ID": "abc", "CLEARML_OFFLINE_MODE": "1"}, False),
     ],
 )
 def test_server_detection(monkeypatch, tmp_path, env, expected) -> None:
-    for key in (
-        "CLEARML_API_HOST",
-        "CLEARML_API_ACCESS_KEY",
-        "ASL_OFFLINE",
-        "CLEARML_OFFLINE_MODE",
-    ):
+    for key in SERVER_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CLEARML_CONFIG_FILE", str(tmp_path / "absent.conf"))
     for key, value in env.items():
@@ -56,12 +56,7 @@ def test_server_detection(monkeypatch, tmp_path, env, expected) -> None:
 
 
 def test_config_file_with_credentials_counts_as_server(monkeypatch, tmp_path) -> None:
-    for key in (
-        "CLEARML_API_HOST",
-        "CLEARML_API_ACCESS_KEY",
-        "ASL_OFFLINE",
-        "CLEARML_OFFLINE_MODE",
-    ):
+    for key in SERVER_ENV:
         monkeypatch.delenv(key, raising=False)
     conf = tmp_path / "clearml.conf"
     conf.write_text('api { api_server: "http://h:8008"\n credentials { access_key: "x" } }')
@@ -73,16 +68,33 @@ def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> No
     script = tmp_path / "step.py"
     script.write_text(textwrap.dedent("""
         import sys
+        from dataclasses import dataclass
         sys.path.insert(0, sys.argv[1])
+        from asl_recognition.options import option
         from asl_recognition.tracking import init_task
-        ctx = init_task("ASL/tests", "tracking-smoke", {"epochs": 2, "source": None})
+
+        @dataclass
+        class SmokeOptions:
+            epochs: int = option(2, "epochs")
+            source: list[str] = option([], "sources")
+            weights: str | None = option(None, "weights")
+
+        ctx = init_task("ASL/tests", "tracking-smoke", SmokeOptions(source=["a", "b"]))
         assert ctx.offline
+        assert ctx.options == SmokeOptions(source=["a", "b"]), ctx.options
         ctx.upload_artifact("summary", {"ok": True})
         ctx.record_outputs(dataset_id="abc123", success=True)
         print("ZIP", ctx.close())
     """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
-    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), ASL_STEP_OUTPUTS=str(tmp_path / "out.json"))
+    # No CLEARML_* and a clearml.conf without credentials: the SDK's config loader (imported by
+    # server_configured) must not leave the SDK thinking it is online.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    (tmp_path / "clearml.conf").write_text("sdk { }\n")
+    env.update(
+        ASL_WORKSPACE=str(tmp_path / "ws"),
+        ASL_STEP_OUTPUTS=str(tmp_path / "out.json"),
+        HOME=str(tmp_path),
+    )
     proc = subprocess.run(
         [sys.executable, str(script), str(REPO_ROOT)],
         env=env,
@@ -97,6 +109,12 @@ def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> No
         task = json.loads(zf.read("task.json"))
     params = task["hyperparams"]
     assert params["Args"]["epochs"]["value"] == "2"
+    # the text the web UI shows for a list (JSON) is what from_mapping types back
+    stored = params["Args"]["source"]["value"]
+    assert from_mapping(PublishDatasetOptions, {"holdout_source": stored}).holdout_source == [
+        "a",
+        "b",
+    ]
     assert params["Outputs"]["dataset_id"]["value"] == "abc123"
     assert [a["key"] for a in task["execution"]["artifacts"]] == ["summary"]
     assert json.loads((tmp_path / "out.json").read_text()) == {
