@@ -8,11 +8,18 @@ so the generated ``platform: "onnxruntime_onnx"`` configs load unchanged.
 CLI (used by ``make serve``)::
 
     python -m asl_recognition.serving.launcher --repo workspace/triton_repo [--http-port 8000]
+
+The CLI supervises the server: Triton 2.51 can be killed by a single bad HTTP request (a deeply
+nested JSON body overflows the parser's stack: SIGSEGV) and has no option to cap request sizes or
+JSON depth, so a server that dies is restarted with exponential backoff, a bounded number of
+times in a row, each restart logged. Bind to loopback (the default) and put anything public
+behind a proxy that limits body size.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -23,14 +30,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Callable
 
 from asl_recognition.paths import REPO_ROOT, workspace
 
 # Log errors every CPU-only run prints; they say nothing about the models.
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
 STANDIN_BACKEND = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
+LOG = logging.getLogger(__name__)
 
 
 class TritonServerError(RuntimeError):
@@ -118,6 +128,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._backend_dir: Path | None = None
         self._log_handle = None
+        self.starts = 0
 
     @property
     def http_url(self) -> str:
@@ -170,7 +181,9 @@ class TritonServer:
             logs.mkdir(parents=True, exist_ok=True)
             self.log_path = logs / f"tritonserver-{self.http_port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_handle = open(self.log_path, "wb")
+        # A restart appends, so the log keeps what the previous process said before it died.
+        self._log_handle = open(self.log_path, "ab" if self.starts else "wb")
+        self.starts += 1
         self.process = subprocess.Popen(
             self.command(),
             env=server_environment(),
@@ -201,10 +214,12 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def wait_ready(self, timeout: float = 60.0) -> "TritonServer":
+    def wait_ready(
+        self, timeout: float = 60.0, should_stop: Callable[[], bool] = lambda: False
+    ) -> "TritonServer":
         """Block until /v2/health/ready answers 200; raise with the log tail if it dies."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not should_stop():
             if self.process is None:
                 raise TritonServerError("server not started")
             if self.process.poll() is not None:
@@ -258,6 +273,88 @@ class TritonServer:
         self.stop()
 
 
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+@dataclass
+class RestartPolicy:
+    """Restart a dead server after 1, 2, 4 ... s (capped), at most ``max_restarts`` in a row.
+
+    A server that then stays up for ``stable_after`` seconds has recovered: the count restarts.
+    """
+
+    max_restarts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    stable_after: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+
+
+def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+def supervise(
+    server: TritonServer,
+    should_stop: Callable[[], bool],
+    policy: RestartPolicy | None = None,
+    ready_timeout: float = 120.0,
+) -> int:
+    """Keep a started, ready server running until ``should_stop()``; 1 once restarts run out."""
+    policy = policy or RestartPolicy()
+    attempt, up_since = 0, time.monotonic()
+    while not should_stop():
+        if server.process is not None and server.process.poll() is None:
+            time.sleep(0.2)
+            continue
+        code = server.process.returncode if server.process is not None else None
+        if time.monotonic() - up_since >= policy.stable_after:
+            attempt = 0
+        attempt += 1
+        if attempt > policy.max_restarts:
+            LOG.error(
+                "error: tritonserver exited with %s after %d restarts in a row; giving up; log %s",
+                _describe_exit(code),
+                policy.max_restarts,
+                server.log_path,
+            )
+            return 1
+        delay = policy.delay(attempt)
+        LOG.warning(
+            "tritonserver exited with %s; restart %d/%d in %.1f s (log %s)",
+            _describe_exit(code),
+            attempt,
+            policy.max_restarts,
+            delay,
+            server.log_path,
+        )
+        server.stop()
+        _sleep(delay, should_stop)
+        if should_stop():
+            break
+        up_since = time.monotonic()
+        try:
+            server.start().wait_ready(ready_timeout, should_stop)
+        except TritonServerError as exc:
+            LOG.warning("restart %d failed: %s", attempt, str(exc).splitlines()[0])
+            if server.process is not None and server.process.poll() is None:
+                server.process.kill()
+                server.process.wait()
+            continue
+        LOG.warning("tritonserver is ready again (restart %d)", attempt)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run the real tritonserver (nvidia-pytriton wheel) on a model repository."
@@ -281,11 +378,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-timeout", type=int, default=10, help="seconds to drain requests on stop"
     )
     parser.add_argument("--ready-timeout", type=float, default=120, help="seconds to wait")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restarts in a row after the server dies before giving up (0: never restart)",
+    )
+    parser.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=1.0,
+        help="first restart delay in seconds, doubled per failed restart (max 30 s)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     server = TritonServer(
         args.repo,
         http_port=args.http_port,
@@ -316,16 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         f"metrics {server.metrics_url} (log {server.log_path}); Ctrl-C or SIGTERM stops it",
         flush=True,
     )
-    while not stopping["flag"] and server.process is not None and server.process.poll() is None:
-        time.sleep(0.5)
-    died = server.process is not None and server.process.poll() is not None
-    code = server.stop()
-    if died:
-        print(
-            f"error: tritonserver exited with code {code}; log {server.log_path}", file=sys.stderr
-        )
-        return 1
-    return 0
+    policy = RestartPolicy(max_restarts=max(0, args.max_restarts), base_delay=args.restart_backoff)
+    code = supervise(server, lambda: stopping["flag"], policy, args.ready_timeout)
+    server.stop()
+    return code
 
 
 if __name__ == "__main__":

@@ -74,3 +74,114 @@ def test_cli_reports_a_missing_repository(tmp_path) -> None:
         proc.stderr.strip().startswith("error: model repository")
         and "Traceback" not in proc.stderr
     )
+
+
+def _infer_ok(port: int, batch) -> bool:
+    import tritonclient.http as thttp
+
+    client = thttp.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        inp = thttp.InferInput("images", list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        return client.infer("asl", [inp]).as_numpy("probabilities").shape == (len(batch), 29)
+    except Exception:  # refused, reset or not ready while the server restarts
+        return False
+    finally:
+        client.close()
+
+
+def _post(port: int, body: bytes) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/v2/models/asl/infer", body=body)
+        return str(conn.getresponse().status)
+    except OSError as exc:  # the server died while answering
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -> None:
+    """Triton 2.51 dies (SIGSEGV) on a deeply nested JSON body; the launcher brings it back."""
+    import numpy as np
+    from asl_testkit import free_port, load_images
+
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    cmd = [sys.executable, "-m", "asl_recognition.serving.launcher"]
+    cmd += ["--repo", str(tmp_path / "repo"), "--http-port", str(http)]
+    cmd += ["--grpc-port", str(grpc), "--metrics-port", str(metrics), "--exit-timeout", "2"]
+    cmd += ["--log-path", str(tmp_path / "triton.log"), "--restart-backoff", "0.2"]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=2)[0])
+    try:
+        assert proc.stdout.readline().startswith("tritonserver ready")
+        assert _infer_ok(http, batch)
+        answers = [_post(http, b"x" * (8 << 20)), _post(http, b"[" * 400_000)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _infer_ok(http, batch):
+            time.sleep(0.5)
+        assert _infer_ok(http, batch), answers
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()
+    if answers[1] != "500":  # this build crashed on the nested body: the restart is logged
+        assert "exited with signal SIGSEGV; restart 1/5" in stderr, stderr
+        assert "ready again (restart 1)" in stderr, stderr
+    # One log across restarts: the crashed process's lines are kept.
+    assert (tmp_path / "triton.log").read_text().count("Started HTTPService") == 1 + (
+        answers[1] != "500"
+    )
+
+
+def test_supervise_gives_up_after_bounded_restarts(tiny_models, tmp_path, caplog) -> None:
+    """A server that keeps dying is restarted max_restarts times, with growing delays."""
+    import threading
+
+    from asl_testkit import start_server
+
+    from asl_recognition.serving.launcher import RestartPolicy, supervise
+
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    server = start_server(tmp_path / "repo", tmp_path, exit_timeout_secs=1)
+    policy = RestartPolicy(max_restarts=2, base_delay=0.1)
+    assert [policy.delay(n) for n in (1, 2, 3, 9)] == [0.1, 0.2, 0.4, 25.6]
+    assert RestartPolicy().delay(20) == RestartPolicy().max_delay
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        while not done.is_set() and len(kills) < 3:
+            process = server.process
+            if process is not None and process.poll() is None and server.is_ready():
+                process.kill()
+                kills.append(process.pid)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with caplog.at_level("WARNING", logger="asl_recognition.serving.launcher"):
+            assert supervise(server, lambda: time.monotonic() - started > 120, policy, 60) == 1
+    finally:
+        done.set()
+        thread.join(5)
+        server.stop()
+    assert len(kills) == 3 and len(set(kills)) == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("restart 1/2 in 0.1 s" in m for m in messages) == 1, messages
+    assert sum("restart 2/2 in 0.2 s" in m for m in messages) == 1, messages
+    assert "after 2 restarts in a row; giving up" in messages[-1], messages
