@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +42,71 @@ def test_compose_file_follows_the_compose_spec() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert services["triton"]["build"]["context"] == "./server"
     assert services["client"]["build"]["context"] == "./client"
-    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(services["triton"]["ports"])
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR:-default} substitution, enough for the port strings checked here."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), text)
+
+
+def _server_command() -> list[str]:
+    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
+    (cmd,) = [line for line in text.splitlines() if line.startswith("CMD ")]
+    return json.loads(cmd[4:])
+
+
+def test_compose_publishes_triton_on_loopback_unless_told_otherwise() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("triton", "triton-gpu"):
+        ports = services[name]["ports"]
+        assert [interpolate(p, {}) for p in ports] == [
+            "127.0.0.1:8000:8000",
+            "127.0.0.1:8001:8001",
+            "127.0.0.1:8002:8002",
+        ]
+        env = {"ASL_TRITON_BIND": "0.0.0.0", "ASL_TRITON_HTTP_PORT": "18000"}
+        assert interpolate(ports[0], env) == "0.0.0.0:18000:8000"
+
+
+def test_compose_gives_triton_time_to_drain() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("triton", "triton-gpu"):
+        (flag,) = [a for a in services[name]["command"] if a.startswith("--exit-timeout-secs=")]
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s") and int(grace[:-1]) > int(flag.split("=")[1]) + 5
+    assert "--exit-timeout-secs=30" in _server_command()
+
+
+def test_gpu_profile_reserves_the_gpu_and_keeps_tensorrt_engines() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert "profiles" not in services["triton"] and "deploy" not in services["triton"]
+    gpu = services["triton-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert gpu["command"] == services["triton"]["command"]
+    # The repository generator's default engine cache folder, on a writable volume.
+    from asl_recognition.serving.repository import DEFAULT_TRT_CACHE_DIR
+
+    assert (
+        f"trt-cache:{DEFAULT_TRT_CACHE_DIR}" in gpu["volumes"]
+        and "trt-cache" in compose["volumes"]
+    )
+    assert "triton" in gpu["networks"]["default"]["aliases"]
+    assert (
+        "--gpus" in COMPOSE.read_text()
+        and "--stop-timeout" in (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
+    )
+
+
+def test_server_image_keeps_nvidias_entrypoint() -> None:
+    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
+    (entry,) = [line for line in text.splitlines() if line.startswith("ENTRYPOINT ")]
+    assert json.loads(entry[len("ENTRYPOINT ") :]) == [
+        "/opt/nvidia/nvidia_entrypoint.sh",
+        "tritonserver",
+    ]
 
 
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path) -> None:
