@@ -432,13 +432,27 @@ def _write_ensemble(
     _atomic_write(root, metrics_dir / "1" / "model.py", METRICS_MODEL_SOURCE.read_bytes())
     _block_bytecode_cache(root, metrics_dir / "1")
     _atomic_write(root, metrics_dir / "config.pbtxt", config_text(metrics_cfg).encode())
-    _check_kind(ensemble_dir, "ensemble")
     _inside(root, ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
     _atomic_write(root, ensemble_dir / LABELS_FILE, _labels_bytes(classes))
     ens_cfg = ensemble_config(
         model_name, dirs["onnx"].name, metrics_dir.name, signature, max_batch_size
     )
     _atomic_write(root, ensemble_dir / "config.pbtxt", config_text(ens_cfg).encode())
+
+
+def _read_model(
+    onnx_path: Path, classes_path: str | Path, ensemble: bool
+) -> tuple[OnnxSignature, list[str], set[str]]:
+    """Signature, class names and labelled outputs; refuse what cannot be served."""
+    signature = read_signature(onnx_path)
+    classes = read_class_file(str(classes_path))
+    labelled = _label_outputs(signature, classes, onnx_path)
+    if ensemble and (len(signature.inputs) != 1 or len(signature.outputs) != 1):
+        raise OnnxSignatureError(
+            f"{onnx_path}: the ensemble needs one input and one output "
+            f"(got {len(signature.inputs)} and {len(signature.outputs)}); use ensemble=False"
+        )
+    return signature, classes, labelled
 
 
 def build_repository(
@@ -470,14 +484,7 @@ def build_repository(
     check_batching(max_batch_size)
     if keep_versions < 1:
         raise ValueError(f"keep_versions must be >= 1 (got {keep_versions})")
-    signature = read_signature(onnx_path)
-    classes = read_class_file(str(classes_path))
-    labelled = _label_outputs(signature, classes, onnx_path)
-    if ensemble and (len(signature.inputs) != 1 or len(signature.outputs) != 1):
-        raise OnnxSignatureError(
-            f"{onnx_path}: the ensemble needs one input and one output "
-            f"(got {len(signature.inputs)} and {len(signature.outputs)}); use ensemble=False"
-        )
+    signature, classes, labelled = _read_model(onnx_path, classes_path, ensemble)
     model_dir = dirs["onnx"]
     config = onnx_model_config(
         model_dir.name,
@@ -492,10 +499,15 @@ def build_repository(
         keep_versions=1 if (ensemble or tensorrt) else keep_versions,
         dynamic_batching=dynamic_batching,
         max_queue_delay_us=max_queue_delay_us,
-        trt_cache_path=f"{trt_cache_dir.rstrip('/')}/{model_dir.name}/"
-        f"{file_sha256(onnx_path)[:16]}",
+        trt_cache_path=(
+            f"{trt_cache_dir.rstrip('/')}/{model_dir.name}/{file_sha256(onnx_path)[:16]}"
+            if tensorrt
+            else trt_cache_dir
+        ),
     )
     _check_kind(model_dir, "onnxruntime_onnx")
+    if ensemble:
+        _check_kind(dirs["ensemble"], "ensemble")
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = _update_versions(
         root, model_dir, onnx_path, signature, classes, keep_versions
