@@ -27,7 +27,12 @@ class BuildTritonRepoOptions:
     instances: int = option(1, "model instances (instance_group)", low=1)
     kind: str = option("cpu", "instance kind", choices=("cpu", "gpu"))
     tensorrt: bool = option(False, "add the TensorRT GPU accelerator (needs --kind gpu)")
-    keep_versions: int = option(2, "version_policy: serve the latest N", low=1)
+    keep_versions: int = option(
+        2,
+        "versions kept on disk (rollback = delete the newest); behind the ensemble or with "
+        "--tensorrt Triton serves only the newest, without the ensemble all of them",
+        low=1,
+    )
     ensemble: bool = option(
         True, "serve the ONNX model behind an ensemble with the model-metrics step"
     )

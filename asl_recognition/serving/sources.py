@@ -78,27 +78,29 @@ def resolve_model(
     return Path(onnx), Path(classes)
 
 
-def build_from_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The ``build_triton_repo`` task body: resolve the model, then write the repository."""
+def build_from_options(options: Any) -> dict[str, Any]:
+    """The ``build_triton_repo`` task body: resolve the model, then write the repository.
+
+    ``options`` is a :class:`asl_recognition.serving.options.BuildTritonRepoOptions`.
+    """
     onnx_path, classes_path = resolve_model(
-        train_task=params.get("train_task"),
-        model_id=params.get("model_id"),
-        onnx=params.get("onnx"),
-        classes=params.get("classes"),
+        train_task=options.train_task,
+        model_id=options.model_id,
+        onnx=options.onnx,
+        classes=options.classes,
     )
-    repo = params.get("repo") or str(workspace() / "triton_repo")
     return build_repository(
         onnx_path,
         classes_path,
-        repo,
-        model_name=params.get("model_name") or "asl",
-        max_batch_size=int(params.get("max_batch_size", 32)),
-        instances=int(params.get("instances", 1)),
-        kind=params.get("kind") or "cpu",
-        tensorrt=bool(params.get("tensorrt", False)),
-        keep_versions=int(params.get("keep_versions", 2)),
-        ensemble=not bool(params.get("no_ensemble", False)),
-        low_confidence_threshold=float(params.get("low_confidence_threshold", 0.5)),
-        dynamic_batching=not bool(params.get("no_dynamic_batching", False)),
-        max_queue_delay_us=int(params.get("max_queue_delay_us", 500)),
+        options.repo or str(workspace() / "triton_repo"),
+        model_name=options.model_name,
+        max_batch_size=options.max_batch_size,
+        instances=options.instances,
+        kind=options.kind,
+        tensorrt=options.tensorrt,
+        keep_versions=options.keep_versions,
+        ensemble=options.ensemble,
+        low_confidence_threshold=options.low_confidence_threshold,
+        dynamic_batching=options.dynamic_batching,
+        max_queue_delay_us=options.max_queue_delay_us,
     )
