@@ -15,7 +15,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from asl_recognition.options import OptionError, as_params, from_mapping, missing
 from asl_recognition.paths import REPO_ROOT, workspace
@@ -26,6 +26,7 @@ OPTIONS_SECTION = "Args"
 AGENT_ENV = ("CLEARML_TASK_ID", "CLEARML_AUTH_TOKEN")
 OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
 TRUTHY = ("1", "true", "yes", "on")
+T = TypeVar("T")
 
 
 def _env_true(name: str) -> bool:
@@ -168,6 +169,32 @@ class TaskContext:
         return zipped
 
 
+def options_as_text(options: Any) -> dict[str, str]:
+    """The values as the web UI shows them, as text that ``from_mapping`` reads back."""
+    text = {}
+    for name, value in as_params(options).items():
+        if value is None:
+            text[name] = ""
+        elif isinstance(value, (list, tuple)):
+            text[name] = json.dumps(list(value))
+        else:
+            text[name] = str(value)
+    return text
+
+
+def connect_options(task: Any, options: T, section: str = OPTIONS_SECTION) -> T:
+    """``task.connect`` the options under ``section``; the values the task holds, typed.
+
+    Connected as text, the SDK's remote branch (an agent, a web-UI clone) hands back exactly
+    what the task holds, and the options class alone types it. Connected typed, the SDK re-casts
+    an edit by the default's type first: ``"abc"`` for a list option becomes ``list("abc")``
+    (its characters), and ``"forty"`` or ``"32.0"`` for an int is replaced by the default with
+    only a log warning, so the task would run with values nobody chose.
+    """
+    connected = task.connect(options_as_text(options), name=section)
+    return from_mapping(type(options), dict(connected), strict=False)
+
+
 def init_task(
     project: str,
     name: str,
@@ -196,10 +223,9 @@ def init_task(
         auto_resource_monitoring=not offline,
         output_uri=None if offline else output_uri(),
     )
-    connected = task.connect(as_params(options), name=OPTIONS_SECTION)
     ctx = TaskContext(task=task, options=options, offline=offline)
     try:
-        ctx.options = from_mapping(type(options), dict(connected), strict=False)
+        ctx.options = connect_options(task, options)
     except OptionError as exc:
         ctx.fail(f"{name}: error: {exc}")
     absent = missing(ctx.options)

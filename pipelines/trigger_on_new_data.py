@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.options import as_params, from_mapping, parse
+from asl_recognition.options import parse
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, TriggerOptions
-from asl_recognition.tracking import server_configured
+from asl_recognition.tracking import connect_options, server_configured
 
 PIPELINE_SCRIPT = REPO_ROOT / "pipelines" / "asl_pipeline.py"
 TASK_NAME = "ASL new raw data -> pipeline"
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # The scheduler runs in this task; connecting the options here is what lets the copy on the
     # services agent read them back (argv is empty there).
     task = Task.init(project_name="ASL", task_name=TASK_NAME, task_type=Task.TaskTypes.service)
-    connected = task.connect(as_params(options), name="Args")
-    options = from_mapping(TriggerOptions, dict(connected), strict=False)
+    options = connect_options(task, options)
     scheduler = build_scheduler(options)
     if options.run_here or not Task.running_locally():
         scheduler.start()
