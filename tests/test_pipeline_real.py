@@ -22,7 +22,15 @@ def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
     env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
     return subprocess.run(
-        [sys.executable, "pipelines/asl_pipeline.py", "--local-executor", *args],
+        [
+            sys.executable,
+            "pipelines/asl_pipeline.py",
+            "--mode",
+            "local-executor",
+            "--config",
+            "configs/run.yaml",
+            *args,
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -35,7 +43,7 @@ def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
     blocked = tmp_path / "triton_repo"
     blocked.write_text("a file where the repository folder should go")
-    args = ("--epochs", "1", "--triton-repo", str(blocked))
+    args = ("train.epochs=1", f"build_triton_repo.repo={blocked}")
 
     first = run_pipeline(tmp_path, *args)
     assert first.returncode != 0
