@@ -156,10 +156,13 @@ def check_resumable(path: Path, classes: Sequence[str], meta: dict[str, Any]) ->
     saved = state.get("meta") or {}
     for key in RESUME_KEYS:
         if saved.get(key) != meta.get(key):
+            own = "the checkpoint's own settings"
+            if key in ("dataset_id", "manifest_sha256") and saved.get("dataset_id"):
+                own = f"--dataset-version {saved['dataset_id']}"
             raise TrainingInputError(
                 f"--resume: {path} was trained with {_described(saved, key)}, this run has "
                 f"{_described(meta, key)}; refused, nothing was changed (start a new run, or "
-                "resume with the checkpoint's own settings)"
+                f"resume with {own})"
             )
     return state
 

@@ -343,7 +343,8 @@ def test_resume_on_another_dataset_version_is_refused(prior: Prior, tmp_path) ->
         prior,
         {"dataset_version": other_id, "resume": True, "epochs": 2, "output_dir": str(run_dir)},
     )
-    assert_one_line(message, "--resume:", f"({prior.dataset_id})", f"({other_id})", "refused")
+    assert_one_line(message, f"({prior.dataset_id}), this run has dataset", f"({other_id})")
+    assert message.endswith(f"resume with --dataset-version {prior.dataset_id})")
     assert fingerprint(run_dir) == before_run  # checkpoints, logs, ONNX: all as they were
     assert_untouched(prior.ws, before)  # no registry record either
 
