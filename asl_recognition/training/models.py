@@ -11,13 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asl_recognition.imageio import check_image_size
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.options import MODEL_NAMES
 
-# Each architecture's total stride: below it the last feature map is less than one cell (the
-# cnn then fails outright; torchvision backbones run on a 1x1 map made mostly of padding).
-MIN_IMAGE_SIZE = {"cnn": 16, "resnet18": 32, "mobilenet_v3_small": 32}
-MAX_IMAGE_SIZE = 1024
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -98,23 +95,6 @@ def _backbone(name: str, num_classes: int) -> nn.Module:
     raise TrainingInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
-def check_image_size(name: str, image_size: int) -> None:
-    """Refuse sizes the architecture cannot take before any data is read."""
-    if name not in MIN_IMAGE_SIZE:
-        raise TrainingInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    low = MIN_IMAGE_SIZE[name]
-    if int(image_size) < low:
-        raise TrainingInputError(
-            f"image size {image_size} is too small for {name}: it needs at least {low} px "
-            f"(its {low}x downsampling leaves less than one feature cell)"
-        )
-    if int(image_size) > MAX_IMAGE_SIZE:
-        raise TrainingInputError(
-            f"image size {image_size} is too large for {name}: the project's bound is "
-            f"{MAX_IMAGE_SIZE} px"
-        )
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a torchvision-style state dict or of one of our checkpoints."""
     path = Path(path)
@@ -178,7 +158,7 @@ def build_model(
     name: str, num_classes: int, image_size: int, weights: str | Path | None = None
 ) -> ASLClassifier:
     """A classifier for ``num_classes`` checked to run at ``image_size``."""
-    check_image_size(name, image_size)
+    check_image_size(image_size, name, error=TrainingInputError)
     backbone = _backbone(name, num_classes)
     if weights:
         load_weights(backbone, weights, name)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from asl_recognition.classes import CLASSES, read_class_file, write_class_file
+from asl_recognition.imageio import check_image_size
 from asl_recognition.options import as_params
 from asl_recognition.paths import workspace
 from asl_recognition.training.augment import build_augment
@@ -52,7 +53,7 @@ from asl_recognition.training.loop import (
     seed_everything,
 )
 from asl_recognition.training.metrics import confidence_histogram, confusion_matrix
-from asl_recognition.training.models import ASLClassifier, build_model, check_image_size
+from asl_recognition.training.models import ASLClassifier, build_model
 from asl_recognition.training.options import TrainOptions, default_external
 from asl_recognition.training.plots import confusion_matrix_figure
 
@@ -185,7 +186,7 @@ def prepare(options: TrainOptions) -> Plan:
     source = options.classes or "the project's class list"
     check_classes(dataset.classes, expected_classes(options.classes), source)
     image_size = options.image_size or dataset.image_size or FALLBACK_IMAGE_SIZE
-    check_image_size(options.model, image_size)
+    check_image_size(image_size, options.model, error=TrainingInputError)
     seed_everything(options.seed)  # before the model's random initialisation
     model = build_model(options.model, len(dataset.classes), image_size, options.weights)
     run_dir = choose_run_dir(options.output_dir, options.model, options.resume)

@@ -23,18 +23,18 @@ import torch
 from published_sample import publish_sample, train_options
 
 from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.imageio import MIN_IMAGE_SIZE, check_image_size
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 from asl_recognition.training.data import load_split, open_published
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
 from asl_recognition.training.loop import LoopConfig, Trainer, check_resumable
 from asl_recognition.training.models import (
-    MIN_IMAGE_SIZE,
     build_model,
-    check_image_size,
     head_keys,
     load_weights,
     small_cnn,
 )
+from asl_recognition.training.options import MODEL_NAMES
 from asl_recognition.training.run import run_training
 
 FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": "none", "epochs": 1}
@@ -205,11 +205,13 @@ def test_image_size_the_model_cannot_take(prior: Prior, tmp_path, model, size) -
     assert_untouched(prior.ws, before)
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingInputError):  # the same check guards build_model
-        check_image_size(model, size)
+        check_image_size(size, model, error=TrainingInputError)
 
 
 def test_the_size_bounds_are_real() -> None:
-    # the smallest accepted size builds and runs (build_model does a forward pass) ...
+    # every architecture has a bound (the shared check holds its own list of them) ...
+    assert set(MIN_IMAGE_SIZE) == set(MODEL_NAMES)
+    # ... the smallest accepted size builds and runs (build_model does a forward pass) ...
     for model, low in MIN_IMAGE_SIZE.items():
         assert build_model(model, len(CLASSES), low) is not None
     # ... and below its bound the cnn's pooling has nothing left to pool
