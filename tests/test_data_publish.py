@@ -176,3 +176,39 @@ def test_split_histograms_and_preview_go_to_the_logger(published, monkeypatch) -
     table = mock_logger.report_table.call_args.kwargs["table_plot"]
     assert dict(zip(table["split"], table["images"])) == out["counts"]
     assert [c.args[0] for c in mock_upload.call_args_list] == ["manifest", "split_histogram"]
+
+
+def test_publish_reuses_the_scan_phash_and_computes_it_for_older_versions(
+    tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imagehash
+
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    raw = validate_raw(
+        source, min_per_class=PER_CLASS, report_dir=tmp_path / "rep", progress=False
+    )
+    store = get_store()
+    version = store.get(dataset_id=raw["raw_dataset_id"])
+    scan = pd.read_csv(tmp_path / "rep" / "scan.csv")
+    assert version.metadata["phash"] == dict(zip(scan["path"], scan["phash"]))
+
+    counting_phash = Mock(name="counting_phash", side_effect=imagehash.phash)
+    monkeypatch.setattr(imagehash, "phash", counting_phash)
+    first = publish_dataset(raw_version=version.id, workers=1, progress=False)
+    assert counting_phash.call_count == 0  # every hash came from the scan
+
+    # a raw version made before the scan recorded hashes: publish computes them itself
+    meta = {k: v for k, v in version.metadata.items() if k not in ("phash", "description")}
+    folder = store.local_copy(version)
+    older = store.create(
+        "ASL_raw", {f.path: folder / f.path for f in version.files}, metadata=meta
+    )
+    second = publish_dataset(raw_version=older.id, workers=1, progress=False)
+    assert counting_phash.call_count == N_IMAGES
+
+    def groups(out: dict) -> dict[str, tuple[str, str]]:
+        ds = store.get(dataset_id=out["dataset_id"])
+        manifest = json.loads((store.local_copy(ds) / MANIFEST_NAME).read_text())
+        return {e["source"]: (s, e["group"]) for s, es in manifest["splits"].items() for e in es}
+
+    assert groups(first) == groups(second)  # the same hashes, so the same groups and splits

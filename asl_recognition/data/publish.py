@@ -19,21 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
 from asl_recognition.data.groups import (
     HOLDOUT,
     WHOLE_GROUP_BY,
+    HoldoutRule,
     assign_holdout,
     parse_holdouts,
     split_whole_groups,
     whole_group_key,
 )
-from asl_recognition.data.preprocess import preprocess_all
+from asl_recognition.data.per_file import check_workers, preprocess_one, run_pool
 from asl_recognition.data.raw import FINGERPRINT_TAG, fingerprint
-from asl_recognition.data.scan import check_workers, class_of, default_workers
+from asl_recognition.data.scan import class_of
 from asl_recognition.data.sources import (
     DEFAULT_SIGNER_PATTERN,
     SourceSpecError,
@@ -47,7 +46,7 @@ from asl_recognition.data.split import (
     assign_groups,
     check_split,
     frame_number,
-    popcount64,
+    near_pairs,
     split_groups,
 )
 from asl_recognition.imageio import check_image_size
@@ -105,6 +104,7 @@ class _Candidate:
     cls: str
     data_source: str
     signer: str | None
+    phash: str | None = None  # from the raw version's scan; None for versions made before
 
 
 def _raw_sources(raw: DatasetVersion, raw_name: str) -> list[dict[str, str]]:
@@ -122,6 +122,7 @@ def _candidates(
     out = []
     for raw in raws:
         quarantined = {q["path"] for q in raw.metadata.get("quarantined", [])}
+        hashes = raw.metadata.get("phash") or {}
         # longest prefix first: "" (a single source) must not swallow "massey/..."
         sources = sorted(_raw_sources(raw, raw_name), key=lambda s: -len(s["prefix"]))
         for f in raw.files:
@@ -131,7 +132,7 @@ def _candidates(
             if src is None or (cls := class_of(f.path, src["data_root"])) not in classes:
                 continue
             signer = signer_of(f.path, signer_re)
-            out.append(_Candidate(raw, f.path, cls, src["name"], signer))
+            out.append(_Candidate(raw, f.path, cls, src["name"], signer, hashes.get(f.path)))
     return out
 
 
@@ -206,18 +207,278 @@ def staging_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"{STAGE_PREFIX}{os.getpid()}_", dir=parent)
 
 
-def _leaks_into_holdout(hashes: Sequence[str], in_holdout: Sequence[bool], threshold: int) -> int:
-    """Near-duplicate pairs between the holdout and the rest (0 for a clean holdout)."""
-    held = [h for h, x in zip(hashes, in_holdout) if x]
-    rest = [h for h, x in zip(hashes, in_holdout) if not x]
-    if not held or not rest:
-        return 0
-    words = np.array([int(h, 16) for h in rest], dtype=np.uint64)
-    total = 0
-    for start in range(0, len(held), 256):  # holdout x rest only, in blocks
-        block = np.array([int(h, 16) for h in held[start : start + 256]], dtype=np.uint64)
-        total += int((popcount64(block[:, None] ^ words[None, :]) <= threshold).sum())
-    return total
+def check_arguments(
+    split: Sequence[float], image_size: int, grouping: str, signer_pattern: str, workers: Any
+) -> re.Pattern:
+    """Refuse bad options in one line before anything is read; returns the signer regex."""
+    check_split(split)
+    check_image_size(image_size)
+    check_workers(workers)
+    if grouping not in GROUP_BY:
+        raise SourceSpecError(f"--group-by must be one of {', '.join(GROUP_BY)}, not {grouping!r}")
+    try:
+        return re.compile(signer_pattern)
+    except re.error as exc:
+        raise SourceSpecError(f"--signer-pattern {signer_pattern!r}: {exc}") from exc
+
+
+def _common_classes(raws: Sequence[DatasetVersion], raw_name: str) -> list[str]:
+    classes = list(raws[0].metadata.get("classes", CLASSES))
+    for other in raws[1:]:
+        if list(other.metadata.get("classes", CLASSES)) != classes:
+            raise SourceSpecError(
+                f"{raw_name} {other.id} has another class list than {raws[0].id}"
+            )
+    return classes
+
+
+@dataclass
+class _Plan:
+    """What is published, from which raw versions, how: all decided before any image is read."""
+
+    store: DatasetStore
+    name: str
+    raws: list[DatasetVersion]
+    classes: list[str]
+    sources: list[str]
+    rules: list[HoldoutRule]
+    options: dict[str, Any]
+
+    @property
+    def raw_ids(self) -> list[str]:
+        return [r.id for r in self.raws]
+
+    @property
+    def leaky(self) -> bool:
+        return self.options["grouping"] == "none"
+
+    @property
+    def fingerprint(self) -> str:
+        ids = self.raw_ids
+        raw = ids[0] if len(ids) == 1 else ids
+        return fingerprint({"raw": raw, "options": self.options, "version": PUBLISH_VERSION})
+
+
+def _resize(
+    cands: Sequence[_Candidate],
+    raw_dirs: dict[str, Path],
+    stage: Path,
+    image_size: int,
+    workers: int | None,
+    progress: bool,
+) -> tuple[list[Path], list[str]]:
+    """Every candidate resized once into ``stage/_resized``; returns (files, phashes)."""
+    jobs = [
+        (
+            str(raw_dirs[c.raw.id] / c.rel),
+            str(stage / "_resized" / f"{i}.jpg"),
+            image_size,
+            c.phash,
+        )
+        for i, c in enumerate(cands)
+    ]
+    hashes = run_pool(preprocess_one, jobs, workers, "preprocess", progress)
+    return [Path(j[1]) for j in jobs], hashes
+
+
+def _assign_splits(
+    items: Sequence[Item],
+    cands: Sequence[_Candidate],
+    labels: Sequence[str | None],
+    options: dict[str, Any],
+) -> tuple[list[str], list[str]]:
+    """(group, split) per item: holdout labels first, the rest split by ``options``."""
+    groups: list[str] = [lab or "" for lab in labels]
+    splits: list[str] = [HOLDOUT if lab else "" for lab in labels]
+    kept = [i for i, lab in enumerate(labels) if lab is None]
+    kept_groups, kept_splits = _group_and_split(
+        [items[i] for i in kept],
+        [cands[i] for i in kept],
+        options["grouping"],
+        options["split"],
+        options["seed"],
+        options["block_frames"],
+        options["edge_frames"],
+        options["phash_threshold"],
+    )
+    for k, i in enumerate(kept):
+        groups[i], splits[i] = kept_groups[k], kept_splits[k]
+    return groups, splits
+
+
+def _holdout_leaks(hashes: Sequence[str], labels: Sequence[str | None], threshold: int) -> int:
+    """Near-duplicate pairs between the holdout and the rest (0 for a clean holdout); warns."""
+    held = [h for h, lab in zip(hashes, labels) if lab is not None]
+    rest = [h for h, lab in zip(hashes, labels) if lab is None]
+    leaks = len(near_pairs(held, threshold, others=rest))
+    if leaks:
+        warnings.warn(
+            f"{leaks} phash near-duplicate pair(s) (distance <= {threshold}) join the holdout "
+            "and the other splits: check they are different pictures",
+            stacklevel=3,
+        )
+    return leaks
+
+
+def _manifest(plan: _Plan, labels: Sequence[str | None]) -> dict[str, Any]:
+    split_names = list(SPLITS) + ([HOLDOUT] if plan.rules else [])
+    return {
+        "classes": plan.classes,
+        "image_size": plan.options["image_size"],
+        "grouping": plan.options["grouping"],
+        "leaky": plan.leaky,
+        "seed": plan.options["seed"],
+        "raw_dataset_id": plan.raw_ids[0],
+        "raw_dataset_ids": plan.raw_ids,
+        "sources": plan.sources,
+        "holdout": {
+            "by": [r.describe() for r in plan.rules],
+            "groups": sorted({lab for lab in labels if lab}),
+        },
+        "options": plan.options,
+        "splits": {s: [] for s in split_names},
+    }
+
+
+def _lay_out(
+    manifest: dict[str, Any],
+    items: Sequence[Item],
+    cands: Sequence[_Candidate],
+    labels: Sequence[str | None],
+    assigned: tuple[list[str], list[str]],
+    resized: Sequence[Path],
+    stage: Path,
+) -> dict[str, Path]:
+    """Move each resized image to ``<split>/<class>/`` and list it in the manifest."""
+    groups, splits = assigned
+    split_names = list(manifest["splits"])
+    files: dict[str, Path] = {}
+    taken: set[str] = set()
+    order = sorted(
+        range(len(items)),
+        key=lambda k: (split_names.index(splits[k]), items[k].cls, cands[k].rel, cands[k].raw.id),
+    )
+    for k in order:
+        it, cand = items[k], cands[k]
+        rel = _target_name(splits[k], it.cls, it.source, taken)
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(resized[k], stage / rel)
+        files[rel] = stage / rel
+        entry = {
+            "path": rel,
+            "source": it.source,
+            "group": groups[k],
+            "class": it.cls,
+            "data_source": cand.data_source,
+            "signer": cand.signer,
+            "raw_dataset_id": cand.raw.id,
+        }
+        if labels[k]:
+            entry["holdout_group"] = labels[k]
+        manifest["splits"][splits[k]].append(entry)
+    (stage / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+    files[MANIFEST_NAME] = stage / MANIFEST_NAME
+    return files
+
+
+def _classes_without_train(manifest: dict[str, Any], emptied: Sequence[str]) -> list[str]:
+    """Classes with no train image; warns unless the holdout already said so."""
+    classes = manifest["classes"]
+    in_train = {e["class"] for e in manifest["splits"]["train"]}
+    no_train = [c for c in classes if c not in in_train]
+    if no_train and set(no_train) != set(emptied):
+        warnings.warn(
+            f"no train image for class(es) {', '.join(no_train)} after the split", stacklevel=3
+        )
+    return no_train
+
+
+def _create(
+    plan: _Plan, manifest: dict[str, Any], files: dict[str, Path], facts: dict[str, Any]
+) -> DatasetVersion:
+    """The new ``ASL`` version, its raw versions as parents."""
+    o = plan.options
+    rules_text = ", ".join(manifest["holdout"]["groups"])
+    return plan.store.create(
+        plan.name,
+        files,
+        parents=plan.raw_ids,
+        metadata={
+            "fingerprint": plan.fingerprint,
+            "options": o,
+            "leaky": plan.leaky,
+            "raw_dataset_id": plan.raw_ids[0],
+            "raw_dataset_ids": plan.raw_ids,
+            "sources": plan.sources,
+            "counts": {s: len(v) for s, v in manifest["splits"].items()},
+            "counts_per_source": _per_source_counts(manifest),
+            "holdout_groups": manifest["holdout"]["groups"],
+            **facts,
+        },
+        tags=[FINGERPRINT_TAG + plan.fingerprint, f"grouping:{o['grouping']}"]
+        + (["leaky"] if plan.leaky else [])
+        + (["holdout"] if plan.rules else []),
+        description=(
+            f"{o['image_size']}px RGB, {o['grouping']} grouping, seed {o['seed']}, from "
+            f"{', '.join(plan.raw_ids)}" + (f", holdout {rules_text}" if plan.rules else "")
+        ),
+    )
+
+
+def _options(
+    image_size: int,
+    split: Sequence[float],
+    grouping: str,
+    seed: int,
+    block_frames: int,
+    edge_frames: int,
+    phash_threshold: int,
+) -> dict[str, Any]:
+    """The options as recorded (and fingerprinted): changing any makes a new version."""
+    return {
+        "image_size": int(image_size),
+        "split": [float(f) for f in split],
+        "grouping": grouping,
+        "seed": int(seed),
+        "block_frames": int(block_frames),
+        "edge_frames": int(edge_frames),
+        "phash_threshold": int(phash_threshold),
+    }
+
+
+def _plan(
+    store: DatasetStore,
+    name: str,
+    raw_name: str,
+    raw_version: Any,
+    holdouts: tuple[Any, Any],
+    options: dict[str, Any],
+) -> _Plan:
+    """Resolve the raw versions and the holdout rules (unknown sources are refused here)."""
+    raws = _resolve_raws(store, raw_name, raw_version)
+    sources = list(dict.fromkeys(s["name"] for r in raws for s in _raw_sources(r, raw_name)))
+    rules = parse_holdouts(split_list(holdouts[0]), split_list(holdouts[1]), sources)
+    options = {**options, "holdout": [r.describe() for r in rules]}
+    return _Plan(store, name, raws, _common_classes(raws, raw_name), sources, rules, options)
+
+
+def _reuse(
+    plan: _Plan, existing: DatasetVersion, logger: Any, upload: Uploader | None, out: Path
+) -> dict[str, Any]:
+    """Unchanged inputs and options: the existing version, logged again for this run."""
+    folder = plan.store.local_copy(existing)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    _log(logger, upload, manifest, folder, out)
+    return _outputs(existing, plan.raws, manifest, reused=True)
+
+
+def _select(plan: _Plan, raw_name: str, signer_re: re.Pattern) -> tuple[list, list, list]:
+    """(candidates, holdout labels, classes the holdout empties); refuses an empty selection."""
+    cands = _candidates(plan.raws, raw_name, plan.classes, signer_re)
+    if not cands:
+        raise ValueError(f"{raw_name} {', '.join(plan.raw_ids)} has no valid images to publish")
+    labels = assign_holdout(plan.rules, [c.data_source for c in cands], [c.signer for c in cands])
+    return cands, labels, _check_classes_left(cands, labels, plan.classes)
 
 
 def publish_dataset(
@@ -245,202 +506,60 @@ def publish_dataset(
     ``raw_version``: one ref or several (list or ``a,b``); all become parents. ``grouping``
     (``--group-by``): frame | phash | none | signer | source. ``holdout_source`` /
     ``holdout_group`` (``SOURCE:SIGNER``, globs allowed): files that go to ``holdout/`` only.
-    Raises SourceSpecError (a ValueError) for holdouts that cannot be honoured; nothing is
-    published then.
+    Raises ValueError (SourceSpecError for sources and holdouts) in one line for options that
+    cannot be honoured, before any work; nothing is published then.
     """
-    check_split(split)
-    image_size = check_image_size(image_size)
-    check_workers(workers)
-    if grouping not in GROUP_BY:
-        raise SourceSpecError(f"--group-by must be one of {', '.join(GROUP_BY)}, not {grouping!r}")
-    try:
-        signer_re = re.compile(signer_pattern)
-    except re.error as exc:
-        raise SourceSpecError(f"--signer-pattern {signer_pattern!r}: {exc}") from exc
-    store = store or get_store()
-    raws = _resolve_raws(store, raw_name, raw_version)
-    raw = raws[0]
-    classes = list(raw.metadata.get("classes", CLASSES))
-    for other in raws[1:]:
-        if list(other.metadata.get("classes", CLASSES)) != classes:
-            raise SourceSpecError(f"{raw_name} {other.id} has another class list than {raw.id}")
-    known_sources = list(dict.fromkeys(s["name"] for r in raws for s in _raw_sources(r, raw_name)))
-    rules = parse_holdouts(split_list(holdout_source), split_list(holdout_group), known_sources)
-    options = {
-        "image_size": int(image_size),
-        "split": [float(f) for f in split],
-        "grouping": grouping,
-        "seed": int(seed),
-        "block_frames": int(block_frames),
-        "edge_frames": int(edge_frames),
-        "phash_threshold": int(phash_threshold),
-        "signer_pattern": signer_pattern,
-        "holdout": [r.describe() for r in rules],
-    }
-    raw_ids = [r.id for r in raws]
-    fp = fingerprint(
-        {
-            "raw": raw_ids[0] if len(raw_ids) == 1 else raw_ids,
-            "options": options,
-            "version": PUBLISH_VERSION,
-        }
+    signer_re = check_arguments(split, image_size, grouping, signer_pattern, workers)
+    options = _options(
+        image_size, split, grouping, seed, block_frames, edge_frames, phash_threshold
     )
-    tag = FINGERPRINT_TAG + fp
+    options["signer_pattern"] = signer_pattern
+    holdouts = (holdout_source, holdout_group)
+    plan = _plan(store or get_store(), name, raw_name, raw_version, holdouts, options)
     report_dir = workspace() / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
-    leaky = grouping == "none"
-
-    cands = _candidates(raws, raw_name, classes, signer_re)
-    if not cands:
-        raise ValueError(f"{raw_name} {', '.join(raw_ids)} has no valid images to publish")
-    labels = assign_holdout(rules, [c.data_source for c in cands], [c.signer for c in cands])
-    emptied = _check_classes_left(cands, labels, classes)
-    if leaky:
+    cands, labels, emptied = _select(plan, raw_name, signer_re)
+    if plan.leaky:
         warnings.warn(
             "--grouping none: per-image random split; near-identical video frames cross "
             "train/val/test and inflate accuracy (manifest leaky=true)",
             stacklevel=2,
         )
-    existing = store.find(name, [tag])
+    existing = plan.store.find(name, [FINGERPRINT_TAG + plan.fingerprint])
     if existing is not None:
-        folder = store.local_copy(existing)
-        manifest = json.loads((folder / MANIFEST_NAME).read_text())
-        _log(logger, upload, manifest, folder, report_dir)
-        return _outputs(existing, raws, manifest, reused=True)
-
-    raw_dirs = {r.id: store.local_copy(r) for r in raws}
-    multi = len(known_sources) > 1
+        return _reuse(plan, existing, logger, upload, report_dir)
+    raw_dirs = {r.id: plan.store.local_copy(r) for r in plan.raws}
     with staging_dir() as tmp:
         stage = Path(tmp)
-        jobs = [
-            (
-                str(raw_dirs[c.raw.id] / c.rel),
-                str(stage / "_resized" / f"{i}.jpg"),
-                int(image_size),
-            )
-            for i, c in enumerate(cands)
-        ]
-        hashes = preprocess_all(jobs, default_workers() if workers is None else workers, progress)
-        items = [
-            Item(
-                source=c.rel,
-                cls=c.cls,
-                phash=h,
-                frame=frame_number(c.rel, c.cls),
-                domain=c.data_source if multi else "",
-            )
-            for c, h in zip(cands, hashes)
-        ]
-        kept = [i for i, lab in enumerate(labels) if lab is None]
-        groups: list[str] = [lab or "" for lab in labels]
-        splits: list[str] = [HOLDOUT if lab else "" for lab in labels]
-        kept_groups, kept_splits = _group_and_split(
-            [items[i] for i in kept],
-            [cands[i] for i in kept],
-            grouping,
-            split,
-            seed,
-            block_frames,
-            edge_frames,
-            phash_threshold,
+        resized, hashes = _resize(
+            cands, raw_dirs, stage, plan.options["image_size"], workers, progress
         )
-        for k, i in enumerate(kept):
-            groups[i], splits[i] = kept_groups[k], kept_splits[k]
-        in_holdout = [lab is not None for lab in labels]
-        holdout_leaks = _leaks_into_holdout(hashes, in_holdout, phash_threshold)
-        if holdout_leaks:
-            warnings.warn(
-                f"{holdout_leaks} phash near-duplicate pair(s) (distance <= {phash_threshold}) "
-                "join the holdout and the other splits: check they are different pictures",
-                stacklevel=2,
-            )
-        split_names = list(SPLITS) + ([HOLDOUT] if rules else [])
-        manifest: dict[str, Any] = {
-            "classes": classes,
-            "image_size": int(image_size),
-            "grouping": grouping,
-            "leaky": leaky,
-            "seed": int(seed),
-            "raw_dataset_id": raw.id,
-            "raw_dataset_ids": raw_ids,
-            "sources": known_sources,
-            "holdout": {
-                "by": [r.describe() for r in rules],
-                "groups": sorted({lab for lab in labels if lab}),
-            },
-            "options": options,
-            "splits": {s: [] for s in split_names},
+        items = _items(cands, hashes, multi=len(plan.sources) > 1)
+        assigned = _assign_splits(items, cands, labels, plan.options)
+        leaks = _holdout_leaks(hashes, labels, phash_threshold)
+        manifest = _manifest(plan, labels)
+        files = _lay_out(manifest, items, cands, labels, assigned, resized, stage)
+        facts = {
+            "groups": len(set(assigned[0])),
+            "classes_without_train": _classes_without_train(manifest, emptied),
+            "holdout_near_duplicates": leaks,
         }
-        files: dict[str, Path] = {}
-        taken: set[str] = set()
-        order = sorted(
-            range(len(items)),
-            key=lambda k: (
-                split_names.index(splits[k]),
-                items[k].cls,
-                cands[k].rel,
-                cands[k].raw.id,
-            ),
-        )
-        for k in order:
-            it, cand = items[k], cands[k]
-            rel = _target_name(splits[k], it.cls, it.source, taken)
-            dest = stage / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(jobs[k][1], dest)
-            files[rel] = dest
-            entry = {
-                "path": rel,
-                "source": it.source,
-                "group": groups[k],
-                "class": it.cls,
-                "data_source": cand.data_source,
-                "signer": cand.signer,
-                "raw_dataset_id": cand.raw.id,
-            }
-            if labels[k]:
-                entry["holdout_group"] = labels[k]
-            manifest["splits"][splits[k]].append(entry)
-        no_train = sorted(
-            set(classes) - {e["class"] for e in manifest["splits"]["train"]},
-            key=classes.index,
-        )
-        if no_train and set(no_train) != set(emptied):
-            warnings.warn(
-                f"no train image for class(es) {', '.join(no_train)} after the split",
-                stacklevel=2,
-            )
-        (stage / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
-        files[MANIFEST_NAME] = stage / MANIFEST_NAME
-        counts = {s: len(v) for s, v in manifest["splits"].items()}
-        ds = store.create(
-            name,
-            files,
-            parents=raw_ids,
-            metadata={
-                "fingerprint": fp,
-                "options": options,
-                "leaky": leaky,
-                "raw_dataset_id": raw.id,
-                "raw_dataset_ids": raw_ids,
-                "sources": known_sources,
-                "counts": counts,
-                "counts_per_source": _per_source_counts(manifest),
-                "groups": len(set(groups)),
-                "holdout_groups": manifest["holdout"]["groups"],
-                "classes_without_train": no_train,
-                "holdout_near_duplicates": holdout_leaks,
-            },
-            tags=[tag, f"grouping:{grouping}"]
-            + (["leaky"] if leaky else [])
-            + (["holdout"] if rules else []),
-            description=(
-                f"{image_size}px RGB, {grouping} grouping, seed {seed}, from {', '.join(raw_ids)}"
-                + (f", holdout {', '.join(manifest['holdout']['groups'])}" if rules else "")
-            ),
-        )
+        ds = _create(plan, manifest, files, facts)
         _log(logger, upload, manifest, stage, report_dir)
-    return _outputs(ds, raws, manifest, reused=False)
+    return _outputs(ds, plan.raws, manifest, reused=False)
+
+
+def _items(cands: Sequence[_Candidate], hashes: Sequence[str], multi: bool) -> list[Item]:
+    return [
+        Item(
+            source=c.rel,
+            cls=c.cls,
+            phash=h,
+            frame=frame_number(c.rel, c.cls),
+            domain=c.data_source if multi else "",
+        )
+        for c, h in zip(cands, hashes)
+    ]
 
 
 def _per_source_counts(manifest: dict[str, Any]) -> dict[str, dict[str, int]]:

@@ -12,19 +12,20 @@ import hashlib
 import json
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
+from asl_recognition.data.per_file import check_workers
 from asl_recognition.data.rules import (
     UNSTORABLE,
     apply_rules,
     check_min_per_class,
     usability,
 )
-from asl_recognition.data.scan import check_workers, scan_source
+from asl_recognition.data.scan import scan_source
 from asl_recognition.data.sources import SourceSpec, SourceSpecError, parse_sources
 from asl_recognition.data.validate import (
     class_counts_frame,
@@ -33,8 +34,8 @@ from asl_recognition.data.validate import (
     run_gx,
 )
 from asl_recognition.paths import workspace
-from asl_recognition.store import DatasetStore, get_store
-from asl_recognition.store.base import sha256_file
+from asl_recognition.store import DatasetStore, DatasetVersion, get_store
+from asl_recognition.store.base import atomic_output, atomic_write_text, sha256_file
 
 RULES_VERSION = 1
 FINGERPRINT_TAG = "fingerprint:"
@@ -149,6 +150,140 @@ def per_source_summary(table: Any, classes: list[str]) -> dict[str, dict[str, An
     return out
 
 
+def suite_config(min_per_class: int | None, source_names: Sequence[str]) -> dict[str, Any]:
+    """The GX suites with this run's classes, minimum, and the declared source names."""
+    overrides: dict[str, Any] = {"classes": list(CLASSES)}
+    if min_per_class is not None:
+        overrides["min_per_class"] = int(min_per_class)
+    config = load_suite_config(overrides=overrides)
+    config["suites"]["asl_raw_files"]["expectations"].append(
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "source", "value_set": list(source_names)},
+            "meta": {"why": "every row is tagged with one of the declared sources"},
+        }
+    )
+    return config
+
+
+def run_suites(table: Any, config: dict[str, Any], docs_dir: Path) -> tuple[dict, dict]:
+    """GX on the file table and the class counts; Data Docs rebuilt in ``docs_dir``."""
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    frames = {
+        "asl_raw_files": files_frame(table),
+        "asl_raw_class_counts": class_counts_frame(table),
+    }
+    return run_gx(frames, config, docs_dir)
+
+
+def full_report(
+    table: Any, sources: list[dict], verdict: tuple, gx: dict, params: dict[str, Any]
+) -> dict[str, Any]:
+    """report.json's content: the summary, then where the files came from and the params."""
+    report = build_report(table, *verdict, gx)
+    single = len(sources) == 1
+    report.update(
+        source=sources[0]["source"] if single else [s["source"] for s in sources],
+        source_name=sources[0]["name"] if single else "+".join(s["name"] for s in sources),
+        data_root=sources[0]["data_root"] if single else "",
+        sources=[{k: v for k, v in s.items() if k != "root"} for s in sources],
+        per_source=per_source_summary(table, list(CLASSES)),
+        params={k: v for k, v in params.items() if k != "convertible_modes"},
+    )
+    return report
+
+
+def write_artifacts(
+    report_dir: Path, table: Any, gx_full: dict, report: dict, name: str
+) -> tuple[Path, Path]:
+    """scan.csv, gx_results.json and the two class histograms; returns the histogram paths."""
+    with atomic_output(report_dir / "scan.csv") as tmp:
+        table.assign(facts=table["facts"].map(";".join)).to_csv(tmp, index=False)
+    atomic_write_text(report_dir / "gx_results.json", json.dumps(gx_full, indent=1, default=str))
+    histogram = reporting.class_histogram_png(
+        {"valid": report["summary"]["per_class"]},
+        report_dir / "class_histogram.png",
+        f"{name}: valid images per class",
+    )
+    per_source_png = reporting.class_histogram_png(
+        {n: s["per_class"] for n, s in report["per_source"].items()},
+        report_dir / "class_histogram_per_source.png",
+        f"{name}: valid images per class and source",
+    )
+    return histogram, per_source_png
+
+
+def _raw_metadata(fp: str, report: dict[str, Any], table: Any) -> dict[str, Any]:
+    valid = table[table["status"] == "valid"]
+    return {
+        "fingerprint": fp,
+        **{k: report[k] for k in ("source", "source_name", "data_root", "sources")},
+        "classes": list(CLASSES),
+        "summary": report["summary"],
+        "per_source": {
+            n: {k: v for k, v in s.items() if k != "per_class"}
+            for n, s in report["per_source"].items()
+        },
+        **{k: report[k] for k in ("success", "quarantined", "normalised")},
+        # computed once by the scan; publishing reads it instead of hashing every image again
+        "phash": dict(zip(valid["path"], valid["phash"])),
+    }
+
+
+def publish_raw(
+    store: DatasetStore, name: str, table: Any, sources: list[dict], report: dict[str, Any]
+) -> tuple[DatasetVersion, bool]:
+    """The raw version holding every file (links and special files excepted); (version, reused).
+
+    Unchanged files, sources, params and rules reuse the version tagged with their fingerprint.
+    """
+    fp = fingerprint(
+        {
+            "files": sorted(zip(table["path"], table["sha256"].fillna(""))),
+            "sources": [(s["name"], s["prefix"]) for s in sources],
+            "params": report["params"],
+            "classes": list(CLASSES),
+            "rules": RULES_VERSION,
+        }
+    )
+    existing = store.find(name, [FINGERPRINT_TAG + fp])
+    if existing is not None:
+        return existing, True
+    roots = {s["name"]: (s["root"], len(s["prefix"])) for s in sources}
+    files = {}
+    for rel, src, why in zip(table["path"], table["source"], table["reason"]):
+        if why not in UNSTORABLE:
+            root, cut = roots[src]
+            files[rel] = root / rel[cut:]
+    names = [s["name"] for s in sources]
+    ds = store.create(
+        name,
+        files,
+        metadata=_raw_metadata(fp, report, table),
+        tags=[FINGERPRINT_TAG + fp, "raw"] + [f"source:{n}" for n in names],
+        description=f"raw images from {', '.join(names)}, every file kept",
+    )
+    return ds, False
+
+
+def _deliver(
+    report_dir: Path, report: dict, pngs: tuple[Path, Path], logger: Any, upload: Uploader | None
+) -> Path:
+    """Write report.json, log the summary and upload every artifact."""
+    report_path = atomic_write_text(
+        report_dir / "report.json", json.dumps(report, indent=1, default=str)
+    )
+    reporting.log_validation(logger, report, *pngs)
+    if upload is not None:
+        upload("validation_report", report_path)
+        upload("gx_results", report_dir / "gx_results.json")
+        upload("gx_data_docs", report_dir / "data_docs")
+        upload("scan_table", report_dir / "scan.csv")
+        upload("class_histogram", pngs[0])
+        upload("class_histogram_per_source", pngs[1])
+    return report_path
+
+
 def validate_raw(
     source: str | Path | list[str],
     min_per_class: int | None = None,
@@ -175,117 +310,25 @@ def validate_raw(
     specs = _specs(source, source_name)
     report_dir = Path(report_dir or workspace() / "reports" / name).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    overrides: dict[str, Any] = {"classes": list(CLASSES)}
-    if min_per_class is not None:
-        overrides["min_per_class"] = int(min_per_class)
-    config = load_suite_config(overrides=overrides)
+    config = suite_config(min_per_class, [s.name for s in specs])
     params = config["params"]
-    names = [s.name for s in specs]
-    config["suites"]["asl_raw_files"]["expectations"].append(
-        {
-            "type": "expect_column_values_to_be_in_set",
-            "kwargs": {"column": "source", "value_set": names},
-            "meta": {"why": "every row is tagged with one of the declared sources"},
-        }
-    )
 
     scanned, sources = _scan_all(specs, workers, progress)
     table = apply_rules(scanned, CLASSES, params["min_side"], params["max_side"])
     usable, reason, per_class = usability(table, CLASSES, params["min_per_class"])
+    gx_summary, gx_full = run_suites(table, config, report_dir / "data_docs")
+    report = full_report(table, sources, (usable, reason, per_class), gx_summary, params)
+    pngs = write_artifacts(report_dir, table, gx_full, report, name)
 
-    docs_dir = report_dir / "data_docs"
-    shutil.rmtree(docs_dir, ignore_errors=True)
-    frames = {
-        "asl_raw_files": files_frame(table),
-        "asl_raw_class_counts": class_counts_frame(table),
-    }
-    gx_summary, gx_full = run_gx(frames, config, docs_dir)
-
-    report = build_report(table, usable, reason, per_class, gx_summary)
-    single = len(specs) == 1
-    report.update(
-        source=sources[0]["source"] if single else [s["source"] for s in sources],
-        source_name=names[0] if single else "+".join(names),
-        data_root=sources[0]["data_root"] if single else "",
-        sources=[{k: v for k, v in s.items() if k != "root"} for s in sources],
-        per_source=per_source_summary(table, list(CLASSES)),
-        params={k: v for k, v in params.items() if k != "convertible_modes"},
-    )
-    table_out = table.assign(facts=table["facts"].map(";".join))
-    table_out.to_csv(report_dir / "scan.csv", index=False)
-    (report_dir / "gx_results.json").write_text(json.dumps(gx_full, indent=1, default=str))
-    histogram = reporting.class_histogram_png(
-        {"valid": per_class}, report_dir / "class_histogram.png", f"{name}: valid images per class"
-    )
-    per_source_png = reporting.class_histogram_png(
-        {n: s["per_class"] for n, s in report["per_source"].items()},
-        report_dir / "class_histogram_per_source.png",
-        f"{name}: valid images per class and source",
-    )
-
-    dataset_id, version, reused = "", "", False
+    ds, reused = None, False
     if usable:
-        store = store or get_store()
-        fp = fingerprint(
-            {
-                "files": sorted(zip(table["path"], table["sha256"].fillna(""))),
-                "sources": [(s["name"], s["prefix"]) for s in sources],
-                "params": report["params"],
-                "classes": list(CLASSES),
-                "rules": RULES_VERSION,
-            }
-        )
-        tag = FINGERPRINT_TAG + fp
-        existing = store.find(name, [tag])
-        if existing is not None:
-            ds, reused = existing, True
-        else:
-            metadata = {
-                "fingerprint": fp,
-                "source": report["source"],
-                "source_name": report["source_name"],
-                "data_root": report["data_root"],
-                "sources": report["sources"],
-                "classes": list(CLASSES),
-                "summary": report["summary"],
-                "per_source": {
-                    n: {k: v for k, v in s.items() if k != "per_class"}
-                    for n, s in report["per_source"].items()
-                },
-                "success": report["success"],
-                "quarantined": report["quarantined"],
-                "normalised": report["normalised"],
-            }
-            # every file is kept, except links and special files (rules.UNSTORABLE)
-            roots = {s["name"]: (s["root"], len(s["prefix"])) for s in sources}
-            files = {}
-            for rel, src, why in zip(table["path"], table["source"], table["reason"]):
-                if why not in UNSTORABLE:
-                    root, cut = roots[src]
-                    files[rel] = root / rel[cut:]
-            ds = store.create(
-                name,
-                files,
-                metadata=metadata,
-                tags=[tag, "raw"] + [f"source:{n}" for n in names],
-                description=f"raw images from {', '.join(names)}, every file kept",
-            )
-        dataset_id, version = ds.id, ds.version
-    report.update(raw_dataset_id=dataset_id, raw_version=version, reused=reused)
-    report_path = report_dir / "report.json"
-    report_path.write_text(json.dumps(report, indent=1, default=str))
-
-    reporting.log_validation(logger, report, histogram, per_source_png)
-    if upload is not None:
-        upload("validation_report", report_path)
-        upload("gx_results", report_dir / "gx_results.json")
-        upload("gx_data_docs", docs_dir)
-        upload("scan_table", report_dir / "scan.csv")
-        upload("class_histogram", histogram)
-        upload("class_histogram_per_source", per_source_png)
+        ds, reused = publish_raw(store or get_store(), name, table, sources, report)
+    report.update(raw_dataset_id=ds.id if ds else "", raw_version=ds.version if ds else "")
+    report.update(reused=reused)
+    report_path = _deliver(report_dir, report, pngs, logger, upload)
     return {
-        "raw_dataset_id": dataset_id,
-        "raw_version": version,
+        "raw_dataset_id": report["raw_dataset_id"],
+        "raw_version": report["raw_version"],
         "reused": reused,
         "report_path": str(report_path),
         "success": report["success"],
@@ -293,5 +336,5 @@ def validate_raw(
         "unusable_reason": reason,
         "valid": report["summary"]["valid"],
         "quarantined": report["summary"]["quarantined"],
-        "sources": names,
+        "sources": [s.name for s in specs],
     }

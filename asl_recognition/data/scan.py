@@ -6,26 +6,25 @@ recorded, not dropped, so the raw version can keep every file.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import operator
 import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.data.per_file import (  # noqa: F401 - bench_validate reads the 2 constants
+    COLUMNS,
+    POOL_MIN_FILES,
+    default_workers,
+    run_pool,
+    scan_file,
+)
 from asl_recognition.data.safe_extract import safe_extract_zip
-from asl_recognition.data.workers import COLUMNS, scan_file
 from asl_recognition.imageio import MAX_PIXELS
 
 LITTER_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX"}
-# Below this many files a spawn pool costs more to start (imports in each worker) than it saves.
-POOL_MIN_FILES = 1500
 
 
 @dataclass
@@ -80,33 +79,6 @@ def class_of(relpath: str, data_root: str) -> str | None:
     return path.parts[0] if len(path.parts) > 1 else None
 
 
-def _run(jobs: list[tuple], workers: int, progress: bool) -> Iterable[dict[str, Any]]:
-    bar = dict(total=len(jobs), desc="scan", unit="file", disable=not progress, mininterval=1.0)
-    if workers <= 1 or len(jobs) < POOL_MIN_FILES:
-        return [scan_file(j) for j in tqdm(jobs, **bar)]
-    # spawn, not fork: the parent holds ClearML threads, and forking a threaded process can hang.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        chunk = max(16, len(jobs) // (workers * 8))
-        return list(tqdm(pool.map(scan_file, jobs, chunksize=chunk), **bar))
-
-
-def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def check_workers(workers: int | None) -> int | None:
-    """None (the default: up to 2 processes) or a count of at least 1 (1 = no pool)."""
-    if workers is None:
-        return None
-    try:
-        count = operator.index(workers)
-    except TypeError:
-        count = 0
-    if isinstance(workers, bool) or count < 1:
-        raise ValueError(f"--workers must be a whole number of at least 1, not {workers!r}")
-    return count
-
-
 def scan_source(
     source: str | Path,
     extract_dir: str | Path | None = None,
@@ -132,7 +104,7 @@ def scan_source(
     jobs = [
         (str(root), rel, class_of(rel, data_root), is_litter(rel), max_pixels) for rel in files
     ]
-    rows = list(_run(jobs, default_workers() if workers is None else workers, progress))
+    rows = run_pool(scan_file, jobs, workers, "scan", progress)
     table = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("width", "height", "bytes", "exif_orientation"):
         table[col] = table[col].astype("Int64")

@@ -95,18 +95,26 @@ def popcount64(x: np.ndarray) -> np.ndarray:
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-def near_pairs(hashes: Sequence[str], threshold: int, chunk: int = 256) -> list[tuple[int, int]]:
-    """All index pairs (i < j) whose phash Hamming distance is <= threshold (vectorised)."""
-    if threshold < 0 or len(hashes) < 2:
+def near_pairs(
+    hashes: Sequence[str],
+    threshold: int,
+    chunk: int = 256,
+    others: Sequence[str] | None = None,
+) -> list[tuple[int, int]]:
+    """Index pairs whose phash Hamming distance is <= threshold (vectorised, in blocks).
+
+    Within ``hashes`` (pairs i < j), or across: i into ``hashes``, j into ``others``.
+    """
+    if threshold < 0 or not len(hashes) or (others is not None and not len(others)):
         return []
     data = _hash_words(hashes)
+    against = data if others is None else _hash_words(others)
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(data), chunk):
         block = data[start : start + chunk]
-        dist = popcount64(block[:, None] ^ data[None, :])
-        ii, jj = np.nonzero(dist <= threshold)
+        ii, jj = np.nonzero(popcount64(block[:, None] ^ against[None, :]) <= threshold)
         ii = ii + start
-        keep = ii < jj
+        keep = ii < jj if others is None else slice(None)
         pairs.extend(zip(ii[keep].tolist(), jj[keep].tolist()))
     return pairs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,3 @@ def run_gx(
         summary["suites"][suite_name] = _summarise(result)
         summary["success"] = summary["success"] and bool(result.success)
     return summary, full
-
-
-def suite_names(config: Mapping[str, Any]) -> Sequence[str]:
-    return list(config["suites"])

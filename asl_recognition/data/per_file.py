@@ -1,10 +1,18 @@
-"""Per-file work run in pool processes: kept free of pandas/GX imports so workers start fast."""
+"""Per-file work (scan one file, resize one image) and the pool that runs it over many.
+
+Kept free of pandas/GX imports so spawned pool processes start fast.
+"""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import operator
+import os
 import stat
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from asl_recognition.imageio import (
     ImageDecodeError,
@@ -15,6 +23,10 @@ from asl_recognition.imageio import (
 )
 from asl_recognition.store.base import sha256_file
 
+J = TypeVar("J")
+R = TypeVar("R")
+# Below this many files a spawn pool costs more to start (imports in each worker) than it saves.
+POOL_MIN_FILES = 1500
 EXIF_ORIENTATION_TAG = 0x0112
 COLUMNS = [
     "path",
@@ -95,15 +107,56 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
 JPEG_QUALITY = 95
 
 
-def preprocess_one(job: tuple[str, str, int]) -> str:
-    """Decode (bounded, EXIF-upright, RGB), resize to size x size, save JPEG; return the phash."""
+def preprocess_one(job: tuple[str, str, int, str | None]) -> str:
+    """Decode (bounded, EXIF-upright, RGB), resize to size x size, save JPEG; return the phash.
+
+    The phash comes from the scan when the raw version recorded it; else it is computed here,
+    of the full decoded image, exactly as the scan does.
+    """
     import imagehash
     from PIL import Image
 
-    source, target, size = job
+    source, target, size, phash = job
     image = load_rgb(source)
-    phash = str(imagehash.phash(image))  # of the full image, the same hash validation computed
+    phash = phash or str(imagehash.phash(image))
     image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     image.save(target, format="JPEG", quality=JPEG_QUALITY)
     return phash
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def check_workers(workers: int | None) -> int | None:
+    """None (the default: up to 2 processes) or a count of at least 1 (1 = no pool)."""
+    if workers is None:
+        return None
+    try:
+        count = operator.index(workers)
+    except TypeError:
+        count = 0
+    if isinstance(workers, bool) or count < 1:
+        raise ValueError(f"--workers must be a whole number of at least 1, not {workers!r}")
+    return count
+
+
+def run_pool(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int | None = None,
+    desc: str = "files",
+    progress: bool = True,
+) -> list[R]:
+    """``[fn(job) for job in jobs]``, in a spawn pool when there are enough jobs to pay off."""
+    from tqdm import tqdm
+
+    workers = default_workers() if workers is None else workers
+    bar = dict(total=len(jobs), desc=desc, unit="file", disable=not progress, mininterval=1.0)
+    if workers <= 1 or len(jobs) < POOL_MIN_FILES:
+        return [fn(j) for j in tqdm(jobs, **bar)]
+    # spawn, not fork: the parent holds ClearML threads, and forking a threaded process can hang.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        chunk = max(16, len(jobs) // (workers * 8))
+        return list(tqdm(pool.map(fn, jobs, chunksize=chunk), **bar))
