@@ -32,11 +32,17 @@ class TrainOptions:
         0, "square input side in px (0 = the dataset's published image_size)", low=0
     )
     augment: str = option("light", "augmentation preset (no flips)", choices=AUGMENT_PRESETS)
-    weights: str | None = option(None, "optional local state-dict file to start from", path=True)
+    weights: str | None = option(
+        None,
+        "optional local state-dict file of the same --model to start from (only the class "
+        "head may differ)",
+        path=True,
+    )
     resume: bool = option(
         False,
         "continue the run in --output-dir (or the newest run of --model) from its last "
-        "checkpoint; refused when the dataset differs",
+        "checkpoint; refused when the dataset version, its split, the model or the image size "
+        "differs",
     )
     external: str | None = option(
         None,
