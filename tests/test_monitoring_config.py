@@ -86,7 +86,7 @@ def test_checked_in_rules_are_the_rendered_defaults_and_pass_promtool(tmp_path: 
             checked_in == (tmp_path / name).read_text()
         ), f"triton/monitoring/rules/{name} is stale: python -m asl_recognition.monitoring.render"
     out = _ok(run_tool("promtool", "check", "rules", *sorted((MON / "rules").glob("*.yml"))))
-    assert "13 rules found" in out and "29 rules found" in out
+    assert "16 rules found" in out and "29 rules found" in out
     fixture = load_baseline(MON / "tests" / "baseline_fixture.json")
     rendered = dump_yaml({"groups": [baseline_rules(fixture)]})
     assert rendered in (MON / "tests" / "asl_baseline_fixture.yml").read_text()
@@ -176,6 +176,8 @@ def test_threshold_precedence_defaults_file_env_overrides(tmp_path: Path) -> Non
     [
         {"window": "5 minutes"},
         {"error_ratio": 2},
+        {"min_hand_found_ratio": 1.5},
+        {"hand_window": "half an hour"},
         {"model_name": 'asl"} or vector(1'},
         {"nope": 1},
     ],
@@ -275,6 +277,7 @@ TRITON_251 = {
 METRICS_STEP = {
     "asl_prediction_confidence_bucket", "asl_prediction_confidence_sum",
     "asl_prediction_confidence_count", "asl_predictions_total", "asl_low_confidence_total",
+    "asl_nonfinite_predictions_total", "asl_hand_checked_total", "asl_hand_found_total",
 }  # fmt: skip
 PROMETHEUS_BUILTIN = {"up", "ALERTS"}
 

@@ -23,6 +23,8 @@ ALERT_NAMES = (
     "AslLowConfidenceRateHigh",
     "AslConfidenceDroppedVsBaseline",
     "AslClassDistributionDrift",
+    "AslHandFoundRatioLow",
+    "AslNonFinitePredictions",
 )
 
 
@@ -36,6 +38,7 @@ def recording_rules(t: AlertThresholds) -> dict[str, Any]:
             {"record": promql.LOW_CONFIDENCE_RATIO, "expr": q.low_confidence_ratio},
             {"record": promql.PREDICTED_CLASS_SHARE, "expr": q.predicted_class_share},
             {"record": promql.CLASS_DRIFT_TVD, "expr": q.class_drift_tvd},
+            {"record": promql.HAND_FOUND_RATIO, "expr": q.hand_found_ratio},
         ],
     }
 
@@ -130,10 +133,35 @@ def _quality_alerts(t: AlertThresholds, q: PromQL) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _input_alerts(t: AlertThresholds, q: PromQL) -> list[dict[str, Any]]:
+    """What reaches the classifier: hands found in the photos, finite probabilities."""
+    return [
+        _alert(
+            t, "AslHandFoundRatioLow",
+            f"({q.hand_found_ratio} < {num(t.min_hand_found_ratio)}) and on()"
+            f" ({q.hands_checked()} >= {num(t.hand_min_checked)})",
+            t.hand_for, "warning",
+            f"Hands found in fewer than {t.min_hand_found_ratio:.0%} of checked images",
+            "A hand was found in {{ $value | humanizePercentage }} of the images checked over "
+            f"the last {t.hand_window}: the camera, framing or lighting may have changed.",
+        ),
+        _alert(
+            t, "AslNonFinitePredictions",
+            f"{q.nonfinite_predictions()} > {num(t.max_nonfinite_predictions)}",
+            t.nonfinite_for, "critical",
+            "Predictions with NaN or Inf probabilities",
+            'About {{ $value | printf "%.0f" }} prediction rows held NaN or Inf in the last '
+            f"{t.nonfinite_window}: clients got unusable probabilities (a broken model or a "
+            "direct call to the metrics step); they are left out of the other metrics.",
+        ),
+    ]  # fmt: skip
+
+
 def alert_rules(t: AlertThresholds) -> dict[str, Any]:
     """The alert group; every threshold comes from ``t``."""
     q = PromQL.from_thresholds(t)
-    return {"name": "asl_alerts", "rules": [*_serving_alerts(t, q), *_quality_alerts(t, q)]}
+    rules = [*_serving_alerts(t, q), *_quality_alerts(t, q), *_input_alerts(t, q)]
+    return {"name": "asl_alerts", "rules": rules}
 
 
 def baseline_rules(baseline: Baseline | None) -> dict[str, Any]:

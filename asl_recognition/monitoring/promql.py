@@ -9,7 +9,10 @@ Metrics used (checked against a real tritonserver 2.51 on this machine):
   ``nv_inference_request_summary_us{quantile}`` that exists only with
   ``--metrics-config summary_latencies=true``; a model's series disappear when it is unloaded.
 - The ensemble's metrics step: ``asl_prediction_confidence`` (histogram),
-  ``asl_predictions_total{class}``, ``asl_low_confidence_total``.
+  ``asl_predictions_total{class}``, ``asl_low_confidence_total``,
+  ``asl_nonfinite_predictions_total`` (NaN/Inf rows, kept out of the others) and, for the
+  landmark ensemble, ``asl_hand_checked_total`` / ``asl_hand_found_total`` (images the hand
+  pipeline looked at / found a hand in); all labelled ``model`` (the ensemble's name).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ PREDICTED_CLASS_SHARE = "asl:predicted_class_share"
 CLASS_DRIFT_TVD = "asl:class_drift_tvd"
 BASELINE_CLASS_SHARE = "asl:baseline_class_share"
 BASELINE_CONFIDENCE_MEAN = "asl:baseline_confidence_mean"
+HAND_FOUND_RATIO = "asl:hand_found_ratio"  # over the hand window
 
 GRAFANA_MODEL = "$model"  # the dashboard's model variable
 GRAFANA_WINDOW = "$__rate_interval"
@@ -43,17 +47,28 @@ class PromQL:
     job: str = "triton"
     window: str = "5m"
     drift_window: str = "1h"
+    hand_window: str = "30m"
+    nonfinite_window: str = "15m"
 
     @classmethod
     def from_thresholds(cls, t: AlertThresholds) -> "PromQL":
         """The expressions the alert rules evaluate with thresholds ``t``."""
-        return cls(t.model_name, t.triton_job, t.window, t.drift_window)
+        return cls(
+            t.model_name, t.triton_job, t.window, t.drift_window, t.hand_window, t.nonfinite_window
+        )
 
     @classmethod
     def for_grafana(cls) -> "PromQL":
         """Grafana's model variable and rate interval; the default job of the Docker path."""
         defaults = AlertThresholds()
-        return cls(GRAFANA_MODEL, defaults.triton_job, GRAFANA_WINDOW, defaults.drift_window)
+        return cls(
+            GRAFANA_MODEL,
+            defaults.triton_job,
+            GRAFANA_WINDOW,
+            defaults.drift_window,
+            defaults.hand_window,
+            defaults.nonfinite_window,
+        )
 
     # ------------------------------------------------------------ Triton
     def _sel(self, metric: str, extra: str = "") -> str:
@@ -157,6 +172,27 @@ class PromQL:
     @property
     def drift_window_predictions(self) -> str:
         return f"sum(increase(asl_predictions_total[{self.drift_window}]))"
+
+    # ------------------------------------------------------------ hand pipeline, non-finite rows
+    def _increase(self, metric: str, window: str) -> str:
+        return f"sum(increase({self._sel(metric)}[{window}]))"
+
+    def hands_checked(self, window: str | None = None) -> str:
+        """Images the hand pipeline looked at over ``window`` (default: the hand window)."""
+        return self._increase("asl_hand_checked_total", window or self.hand_window)
+
+    def hand_found_ratio_in(self, window: str | None = None) -> str:
+        """Share of checked images with a hand found; NaN (never below a floor) if none were."""
+        w = window or self.hand_window
+        return f"{self._increase('asl_hand_found_total', w)} / {self.hands_checked(w)}"
+
+    @property
+    def hand_found_ratio(self) -> str:
+        return self.hand_found_ratio_in()
+
+    def nonfinite_predictions(self, window: str | None = None) -> str:
+        """Prediction rows holding NaN/Inf over ``window`` (default: the non-finite window)."""
+        return self._increase("asl_nonfinite_predictions_total", window or self.nonfinite_window)
 
     # ------------------------------------------------------------ drift (recording rules)
     @property

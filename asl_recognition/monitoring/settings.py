@@ -42,6 +42,15 @@ class AlertThresholds:
     drift_max_tvd: float = 0.3  # total variation distance, 0 (same) .. 1 (disjoint)
     drift_min_predictions: float = 200.0
     drift_for: str = "15m"
+    # hand pipeline: share of checked images where a hand was found (camera/lighting drift)
+    hand_window: str = "30m"
+    min_hand_found_ratio: float = 0.6
+    hand_min_checked: float = 100.0  # checked images in hand_window before the ratio is judged
+    hand_for: str = "10m"
+    # prediction rows holding NaN/Inf (the metrics step leaves them out of every other metric)
+    nonfinite_window: str = "15m"
+    max_nonfinite_predictions: float = 0.0  # rows tolerated per nonfinite_window
+    nonfinite_for: str = "0s"
 
     def validate(self) -> "AlertThresholds":
         """Reject values Prometheus would reject later with a less helpful message."""
@@ -55,7 +64,13 @@ class AlertThresholds:
             raise ValueError(f"model_name={self.model_name!r} has characters unsafe in PromQL")
         if not re.match(r"^[A-Za-z0-9_.-]+$", self.triton_job):
             raise ValueError(f"triton_job={self.triton_job!r} has characters unsafe in PromQL")
-        for name in ("error_ratio", "max_low_confidence_ratio", "drift_max_tvd"):
+        ratios = (
+            "error_ratio",
+            "max_low_confidence_ratio",
+            "drift_max_tvd",
+            "min_hand_found_ratio",
+        )
+        for name in ratios:
             if float(getattr(self, name)) > 1:
                 raise ValueError(f"{name} is a ratio and must be <= 1")
         return self
