@@ -61,7 +61,8 @@ def pytriton_root() -> Path:
 
 
 def server_environment() -> dict[str, str]:
-    """LD_LIBRARY_PATH: the interpreter's LIBDIR first, else the stub links the wrong libpython."""
+    """LD_LIBRARY_PATH: the interpreter's LIBDIR first, else the stub links the wrong libpython;
+    ASL_PACKAGE_ROOT: where the hand pipeline model finds ``asl_recognition``."""
     root = pytriton_root()
     libs = root.parents[1] / "nvidia_pytriton.libs"
     libdir = sysconfig.get_config_var("LIBDIR") or ""
@@ -70,6 +71,9 @@ def server_environment() -> dict[str, str]:
         p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p
     )
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    # The hand pipeline's model.py imports this package; the stub's isolated interpreter
+    # ignores PYTHONPATH, so the model reads the package root from here (Docker installs it).
+    env.setdefault("ASL_PACKAGE_ROOT", str(REPO_ROOT))
     return env
 
 

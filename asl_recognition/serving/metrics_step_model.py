@@ -12,7 +12,11 @@ Metrics (names fixed by the monitoring contract):
 - ``asl_predictions_total``: counter of predicted classes (labels ``model``, ``class``);
 - ``asl_low_confidence_total``: counter of predictions under the configured threshold;
 - ``asl_nonfinite_predictions_total``: rows holding NaN or +-Inf, passed through but left out
-  of every other metric (one NaN in a Prometheus sum would make it NaN for good).
+  of every other metric (one NaN in a Prometheus sum would make it NaN for good);
+- ``asl_hand_checked_total`` and ``asl_hand_found_total`` (label ``model``), only in the
+  ensemble of a landmark classifier, whose config gives this step a second input ``hand_found``:
+  images the hand pipeline looked at, and those where it found a hand (their ratio falls when the
+  camera or the lighting drifts).
 
 Triton cannot hide an ensemble's steps: any client that reaches the server can call
 ``<name>_metrics`` directly with made-up probabilities. Such calls can skew these metrics but
@@ -25,6 +29,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+HAND_FOUND_INPUT = "hand_found"
 BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
@@ -102,6 +107,31 @@ class TritonPythonModel:
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self.nonfinite = self.nonfinite_family.Metric(labels=labels)
+        self.hand_input = next(
+            (i["name"] for i in config["input"] if i["name"] == HAND_FOUND_INPUT), None
+        )
+        if self.hand_input:
+            self.hand_families = [
+                pb_utils.MetricFamily(
+                    name=name, description=text, kind=pb_utils.MetricFamily.COUNTER
+                )
+                for name, text in (
+                    ("asl_hand_checked_total", "Images the hand pipeline looked at"),
+                    ("asl_hand_found_total", "Images in which the hand pipeline found a hand"),
+                )
+            ]
+            self.hand_checked, self.hand_found = (
+                f.Metric(labels=labels) for f in self.hand_families
+            )
+
+    def _record_hands(self, request):
+        """Count the request's images and those with a hand (flag > 0.5)."""
+        flags = pb_utils.get_input_tensor_by_name(request, self.hand_input).as_numpy()
+        flags = np.asarray(flags, dtype=np.float64).reshape(-1)
+        self.hand_checked.increment(int(flags.size))
+        found = int(np.count_nonzero(flags > 0.5))
+        if found:
+            self.hand_found.increment(found)
 
     def _class_counter(self, index):
         metric = self.per_class.get(index)
@@ -136,6 +166,8 @@ class TritonPythonModel:
         for request in requests:
             probs = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             self._record(probs)
+            if self.hand_input:
+                self._record_hands(request)
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(self.output_name, probs)]

@@ -55,6 +55,17 @@ class OnnxSignature:
         return (self.inputs, self.outputs)
 
 
+# A landmark classifier takes the hand pipeline's outputs instead of pixels.
+LANDMARK_INPUTS = ("FEATURES", "HAND_FOUND")
+
+
+def model_kind(signature: OnnxSignature) -> str:
+    """``"landmarks"`` for a graph fed by the hand pipeline (inputs FEATURES, HAND_FOUND), else
+    ``"image"`` (a CNN on pixels): the repository generator lays out each kind its own way."""
+    names = sorted(t.name for t in signature.inputs)
+    return "landmarks" if names == sorted(LANDMARK_INPUTS) else "image"
+
+
 def _dims(value_info: onnx.ValueInfoProto) -> list[int]:
     shape = value_info.type.tensor_type.shape
     return [d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim]

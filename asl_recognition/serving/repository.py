@@ -6,6 +6,11 @@ Layout (``ensemble=True``, the default)::
     <repo>/<name>_onnx/config.pbtxt, labels.txt, <v>/model.onnx (+ <v>/classes.txt)
     <repo>/<name>_metrics/config.pbtxt, labels.txt, 1/model.py   records model-level metrics
 
+A landmark classifier (graph inputs FEATURES and HAND_FOUND, see ``onnx_introspect.model_kind``)
+gets the same three models, the ensemble taking photo bytes, plus ``<name>_hands`` (the hand
+pipeline; layout in ``hands_repository``). Both kinds can live in one repository under different
+names; the kind is read from the ONNX graph, never chosen by hand.
+
 Every config field comes from the model: tensor names, data types and dims from the ONNX graph,
 labels from the class list. Configs are built as ``model_config_pb2.ModelConfig`` messages and
 written with ``text_format``, so a typo is a Python error, not a server-side surprise.
@@ -37,10 +42,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.classes import read_class_file
+from asl_recognition.serving import hands_repository
 from asl_recognition.serving.onnx_introspect import (
     OnnxSignature,
     OnnxSignatureError,
     file_sha256,
+    model_kind,
     read_signature,
 )
 
@@ -252,11 +259,21 @@ def onnx_model_config(
 
 
 def metrics_model_config(
-    name: str, model_label: str, probs_dims: tuple[int, ...], max_batch_size: int, threshold: float
+    name: str,
+    model_label: str,
+    probs_dims: tuple[int, ...],
+    max_batch_size: int,
+    threshold: float,
+    hand_found: bool = False,
 ) -> mc.ModelConfig:
-    """The Python-backend pass-through step that exports model-level metrics."""
+    """The Python-backend pass-through step that exports model-level metrics.
+
+    ``hand_found``: a second input with the hand pipeline's flag, counted by the step.
+    """
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.input.append(_tensor(mc.ModelInput, "probabilities", "TYPE_FP32", probs_dims))
+    if hand_found:
+        config.input.append(_tensor(mc.ModelInput, "hand_found", "TYPE_FP32", (1,)))
     config.output.append(_tensor(mc.ModelOutput, "probabilities_out", "TYPE_FP32", probs_dims))
     config.instance_group.append(
         mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
@@ -358,15 +375,18 @@ def _check_kind(model_dir: Path, expected_platform: str) -> None:
             )
 
 
-def _model_dirs(root: Path, model_name: str, ensemble: bool) -> dict[str, Path]:
+def _model_dirs(root: Path, model_name: str, ensemble: bool, kind: str) -> dict[str, Path]:
     """Every folder the build may touch, each checked to resolve inside the repository."""
     check_model_name(model_name)
     names = {"onnx": f"{model_name}_onnx" if ensemble else model_name}
     if ensemble:
         names.update(metrics=f"{model_name}_metrics", ensemble=model_name)
+    if ensemble and kind == "landmarks":
+        names["hands"] = f"{model_name}_hands"
     dirs = {key: _inside(root, root / name) for key, name in names.items()}
-    for version in _versions(dirs["onnx"]):
-        _inside(root, dirs["onnx"] / str(version))
+    for key in ("onnx", "hands"):
+        for version in _versions(dirs[key]) if key in dirs else []:
+            _inside(root, dirs[key] / str(version))
     return dirs
 
 
@@ -418,15 +438,16 @@ def _write_ensemble(
     max_batch_size: int,
     threshold: float,
 ) -> None:
-    """The metrics step and the ensemble clients call."""
+    """The metrics step and the ensemble clients call (and, for landmarks, the hand model)."""
     (probs,) = signature.outputs
     model_name, metrics_dir, ensemble_dir = (
         dirs["ensemble"].name,
         dirs["metrics"],
         dirs["ensemble"],
     )
+    hands = "hands" in dirs
     metrics_cfg = metrics_model_config(
-        metrics_dir.name, model_name, probs.dims, max_batch_size, threshold
+        metrics_dir.name, model_name, probs.dims, max_batch_size, threshold, hand_found=hands
     )
     _atomic_write(root, metrics_dir / LABELS_FILE, _labels_bytes(classes))
     _atomic_write(root, metrics_dir / "1" / "model.py", METRICS_MODEL_SOURCE.read_bytes())
@@ -434,25 +455,50 @@ def _write_ensemble(
     _atomic_write(root, metrics_dir / "config.pbtxt", config_text(metrics_cfg).encode())
     _inside(root, ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
     _atomic_write(root, ensemble_dir / LABELS_FILE, _labels_bytes(classes))
-    ens_cfg = ensemble_config(
-        model_name, dirs["onnx"].name, metrics_dir.name, signature, max_batch_size
-    )
+    if hands:
+        ens_cfg = hands_repository.hands_ensemble_config(
+            model_name,
+            dirs["hands"].name,
+            dirs["onnx"].name,
+            metrics_dir.name,
+            probs,
+            max_batch_size,
+            LABELS_FILE,
+        )
+    else:
+        ens_cfg = ensemble_config(
+            model_name, dirs["onnx"].name, metrics_dir.name, signature, max_batch_size
+        )
     _atomic_write(root, ensemble_dir / "config.pbtxt", config_text(ens_cfg).encode())
 
 
 def _read_model(
     onnx_path: Path, classes_path: str | Path, ensemble: bool
-) -> tuple[OnnxSignature, list[str], set[str]]:
-    """Signature, class names and labelled outputs; refuse what cannot be served."""
+) -> tuple[OnnxSignature, list[str], set[str], str]:
+    """Signature, class names, labelled outputs and model kind; refuse what cannot be served."""
     signature = read_signature(onnx_path)
     classes = read_class_file(str(classes_path))
     labelled = _label_outputs(signature, classes, onnx_path)
-    if ensemble and (len(signature.inputs) != 1 or len(signature.outputs) != 1):
+    kind = model_kind(signature)
+    if kind == "landmarks":
+        hands_repository.check_landmark_classifier(signature, classes, onnx_path)
+    elif ensemble and (len(signature.inputs) != 1 or len(signature.outputs) != 1):
         raise OnnxSignatureError(
             f"{onnx_path}: the ensemble needs one input and one output "
             f"(got {len(signature.inputs)} and {len(signature.outputs)}); use ensemble=False"
         )
-    return signature, classes, labelled
+    return signature, classes, labelled, kind
+
+
+def _write_hands(root: Path, hands_dir: Path, config: mc.ModelConfig) -> int:
+    """The hand pipeline model: its verified version folder, then its config."""
+    version, removed = hands_repository.publish_hands_version(
+        _inside(root, hands_dir), _versions(hands_dir)
+    )
+    for old in removed:
+        _remove_version(root, hands_dir, old)
+    _atomic_write(root, hands_dir / "config.pbtxt", config_text(config).encode())
+    return version
 
 
 def build_repository(
@@ -470,8 +516,12 @@ def build_repository(
     dynamic_batching: bool = True,
     max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
     trt_cache_dir: str = DEFAULT_TRT_CACHE_DIR,
+    hand_instances: int = 1,
 ) -> dict[str, Any]:
     """Add ``onnx_path`` as the newest version of ``model_name`` in ``repo_dir``.
+
+    A landmark classifier (inputs FEATURES, HAND_FOUND) also gets ``<name>_hands`` with
+    ``hand_instances`` CPU instances, and an ensemble that takes photo bytes.
 
     The same model twice is a no-op (same version). A model whose signature or classes differ
     from the versions already there replaces them: the regenerated config would not describe
@@ -480,11 +530,24 @@ def build_repository(
     """
     onnx_path = Path(onnx_path)
     root = Path(repo_dir).resolve()
-    dirs = _model_dirs(root, model_name, ensemble)
+    check_model_name(model_name)
     check_batching(max_batch_size)
     if keep_versions < 1:
         raise ValueError(f"keep_versions must be >= 1 (got {keep_versions})")
-    signature, classes, labelled = _read_model(onnx_path, classes_path, ensemble)
+    signature, classes, labelled, graph_kind = _read_model(onnx_path, classes_path, ensemble)
+    dirs = _model_dirs(root, model_name, ensemble, graph_kind)
+    hands_cfg = (
+        hands_repository.hands_model_config(
+            dirs["hands"].name,
+            max_batch_size,
+            hand_instances,
+            dynamic_batching,
+            preferred_batch_sizes(max_batch_size),
+            max_queue_delay_us,
+        )
+        if "hands" in dirs
+        else None
+    )
     model_dir = dirs["onnx"]
     config = onnx_model_config(
         model_dir.name,
@@ -508,6 +571,8 @@ def build_repository(
     _check_kind(model_dir, "onnxruntime_onnx")
     if ensemble:
         _check_kind(dirs["ensemble"], "ensemble")
+    if hands_cfg is not None:
+        _check_kind(dirs["hands"], "python")
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = _update_versions(
         root, model_dir, onnx_path, signature, classes, keep_versions
@@ -526,6 +591,10 @@ def build_repository(
         "classes": len(classes),
         "input_dims": {s.name: list(s.dims) for s in signature.inputs},
     }
+    result["graph_kind"] = graph_kind
+    if hands_cfg is not None:
+        result["hands_model"] = dirs["hands"].name
+        result["hands_version"] = _write_hands(root, dirs["hands"], hands_cfg)
     if ensemble:
         _write_ensemble(root, dirs, signature, classes, max_batch_size, low_confidence_threshold)
         result["metrics_model"] = dirs["metrics"].name
