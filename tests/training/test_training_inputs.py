@@ -84,15 +84,17 @@ def fingerprint(root: Path, skip: tuple[str, ...] = ("clearml_cache",)) -> dict[
     return out
 
 
-def assert_untouched(root: Path, before: dict[str, tuple]) -> None:
+def assert_untouched(root: Path, before: dict[str, tuple], also_new: tuple[str, ...] = ()) -> None:
     """Every earlier file is byte-for-byte unchanged; the only new files are store checkouts.
 
     Opening a dataset version materialises it under ``datasets/checkouts/`` (a read cache);
-    a refused run must add nothing else: no run folder, no registry record.
+    a refused run must add nothing else: no run folder, no registry record (``also_new``: other
+    files the caller expects, such as a failed task's ClearML session record).
     """
     after = fingerprint(root)
     changed = [k for k, v in before.items() if after.get(k) != v]
-    added = [k for k in after if k not in before and not k.startswith("datasets/checkouts/")]
+    expected = ("datasets/checkouts/", *also_new)
+    added = [k for k in after if k not in before and not k.startswith(expected)]
     assert changed == [] and added == [], (changed, added)
 
 
@@ -153,7 +155,11 @@ def test_task_script_errors_are_one_line(prior: Prior, tmp_path) -> None:
         assert proc.returncode == 1, (name, stdout[-1000:], stderr[-1000:])
         assert len(stderr.strip().splitlines()) == 1, stderr
         assert stderr.startswith("train: error: "), stderr
-        assert_untouched(cases[name][0], before[name])
+        # the failed task is kept for ClearML (its offline session), and nothing else
+        ws = cases[name][0]
+        sessions = (ws / "offline_sessions.jsonl").read_text().splitlines()
+        assert [json.loads(line)["task"] for line in sessions] == ["train cnn"], sessions
+        assert_untouched(ws, before[name], also_new=("offline_sessions.jsonl",))
     assert_one_line(results["missing"][1], "dataset ASL latest not found", "publish it first")
     assert_one_line(
         results["classes"][1], "class list differs from", str(classes_file), "different order"
