@@ -2,7 +2,8 @@
 (``templates/status.html``) served by the stdlib HTTP server; no JS needed.
 
 Shows the production model (version, classes, training/external metrics, confusion matrix) from the
-registry, live request rate / latency / confidence / drift queried from Prometheus's HTTP API with
+registry, live request rate / latency / confidence / drift / hands found / non-finite prediction
+rows queried from Prometheus's HTTP API with
 the expressions the alert rules use (:mod:`.promql`), and the alerts Prometheus has firing. Every
 section degrades to a clear message when its source is missing (no production model yet,
 Prometheus down, no traffic) or holds NaN ("n/a").
@@ -31,7 +32,7 @@ from markupsafe import Markup
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 from .promql import PromQL
-from .settings import load_thresholds, parse_overrides
+from .settings import AlertThresholds, load_thresholds, parse_overrides
 from .urls import mask_url, split_credentials
 
 METRIC_ORDER = (
@@ -143,6 +144,9 @@ def live_queries(q: PromQL) -> dict[str, str]:
         "confidence_mean": q.confidence_mean,
         "low_confidence_ratio": q.low_confidence_ratio,
         "drift_tvd": q.drift_tvd,
+        "hand_found_ratio": q.hand_found_ratio,
+        "hands_checked": q.hands_checked(),
+        "nonfinite_predictions": q.nonfinite_predictions(),
     }
 
 
@@ -165,6 +169,7 @@ def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
         "class_shares": {k: v / total for k, v in shares.items()} if total > 0 else {},
         "history": history,
         "alerts": alerts,
+        "windows": {"hands": q.hand_window, "nonfinite": q.nonfinite_window},
         "error": None,
     }
 
@@ -265,7 +270,10 @@ def _alerts_view(live: Mapping[str, Any]) -> list[dict[str, str]]:
     return sorted(shown, key=lambda a: (a["state"] != "firing", a["labels"]["alertname"]))
 
 
-def _tiles(values: Mapping[str, Any], window: str) -> list[tuple[str, str]]:
+def _tiles(live: Mapping[str, Any], window: str) -> list[tuple[str, str]]:
+    """(label, figure) per tile; hand figures stay "—" for a model without a hand pipeline."""
+    values, windows = live["values"], live.get("windows") or {}
+    hands, nonfinite = windows.get("hands", "?"), windows.get("nonfinite", "?")
     latency, lat_label = values.get("latency_p95_ms"), "p95 latency"
     if latency is None:
         latency, lat_label = values.get("latency_mean_ms"), "mean latency"
@@ -277,6 +285,9 @@ def _tiles(values: Mapping[str, Any], window: str) -> list[tuple[str, str]]:
         (lat_label, num(latency, 1, " ms")),
         ("mean confidence", num(values.get("confidence_mean"), 3)),
         ("low-confidence share", num(values.get("low_confidence_ratio"), pct=True)),
+        (f"hands found ({hands})", num(values.get("hand_found_ratio"), pct=True)),
+        (f"images checked for hands ({hands})", num(values.get("hands_checked"), 0)),
+        (f"NaN/Inf prediction rows ({nonfinite})", num(values.get("nonfinite_predictions"), 0)),
     ]
 
 
@@ -310,7 +321,7 @@ def render_page(status: dict[str, Any], refresh: int = 15) -> str:
             live=live,
             window=status["window"],
             alerts=_alerts_view(live),
-            tiles=[] if live.get("error") else _tiles(live["values"], status["window"]),
+            tiles=[] if live.get("error") else _tiles(live, status["window"]),
             class_shares=shares,
             confusion=confusion_view(status["confusion"], model["classes"] if model else []),
             confusion_png=bool(status["confusion"].get("png")),
@@ -339,9 +350,17 @@ class StatusSource:
     window: str = "5m"
     registry_backend: str = "auto"
     job: str = "triton"
+    hand_window: str = AlertThresholds.hand_window
+    nonfinite_window: str = AlertThresholds.nonfinite_window
 
     def queries(self) -> PromQL:
-        return PromQL(model=self.model_name, job=self.job, window=self.window)
+        return PromQL(
+            model=self.model_name,
+            job=self.job,
+            window=self.window,
+            hand_window=self.hand_window,
+            nonfinite_window=self.nonfinite_window,
+        )
 
     def collect(self) -> dict[str, Any]:
         record, error = _load_registry_production(self.registry_backend)
@@ -450,7 +469,13 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = value
     t = load_thresholds(args.thresholds, overrides)
     source = StatusSource(
-        args.prometheus, t.model_name, t.window, args.registry_backend, t.triton_job
+        args.prometheus,
+        t.model_name,
+        t.window,
+        args.registry_backend,
+        t.triton_job,
+        t.hand_window,
+        t.nonfinite_window,
     )
     server = make_server(source, args.host, args.port)
     print(

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import promql
 from .promql import PromQL
+from .settings import AlertThresholds
 
 OUT = Path(__file__).resolve().parents[2] / "triton" / "monitoring" / "grafana" / "dashboards"
 DS = {"type": "prometheus", "uid": "prometheus"}  # provisioning/datasources/prometheus.yml
@@ -67,6 +68,7 @@ def _row(pid: int, title: str, y: int) -> dict[str, Any]:
 
 
 def _panels(q: PromQL) -> list[dict[str, Any]]:
+    defaults = AlertThresholds()
     # fmt: off
     return [
         _row(1, "Serving (Triton)", 0),
@@ -115,8 +117,21 @@ def _panels(q: PromQL) -> list[dict[str, Any]]:
             (promql.PREDICTED_CLASS_SHARE, "{{class}}"),
             (promql.BASELINE_CLASS_SHARE, "{{class}} (training)"),
         ], unit="percentunit", extra={"options": {"xField": "class"}}),
-        _row(15, "Alerts", 44),
-        _panel(16, "Firing alerts", "table", (0, 45, 24, 7), [
+        _panel(17, "Hands found", "timeseries", (0, 44, 12, 8), [
+            (promql.HAND_FOUND_RATIO, f"alert window ({defaults.hand_window})"),
+            (q.hand_found_ratio_in(q.window), "live"),
+        ], unit="percentunit",
+           thresholds=[("red", None), ("green", defaults.min_hand_found_ratio)],
+           desc="Share of images the hand pipeline checked in which it found a hand; falls when "
+           "the camera, framing or lighting drifts. Empty for a model without a hand pipeline "
+           "(alert AslHandFoundRatioLow)."),
+        _panel(18, "NaN/Inf prediction rows", "timeseries", (12, 44, 12, 8), [
+            (q.nonfinite_predictions(q.window), "rows"),
+        ], thresholds=[("green", None), ("red", defaults.max_nonfinite_predictions + 1)],
+           desc="Prediction rows with NaN or Inf probabilities, left out of the other quality "
+           "metrics (alert AslNonFinitePredictions)."),
+        _row(15, "Alerts", 52),
+        _panel(16, "Firing alerts", "table", (0, 53, 24, 7), [
             (q.firing_alerts, "{{alertname}}"),
         ], extra={"options": {"showHeader": True}}),
     ]
