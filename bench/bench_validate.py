@@ -131,7 +131,8 @@ def markdown(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from asl_recognition.data.scan import POOL_MIN_FILES, is_litter, list_files, scan_source
+    from asl_recognition.data.per_file import POOL_MIN_FILES
+    from asl_recognition.data.scan import is_litter, list_files, scan_source
 
     root = Path(args.source).resolve()
     if not root.is_dir():
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from bench_report import publish
 
-    from asl_recognition.data.scan import default_workers
+    from asl_recognition.data.per_file import default_workers
     from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
 
     shared = SHARED_DATA / "asl_kaggle_sample"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asl_recognition.imageio import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from asl_recognition.options import option
 
 GROUPINGS = ("frame", "phash", "none", "signer", "source")
-# The largest side a published image may have: 1024 px RGB is 3 MB per image decoded, far
-# above anything the models train at (the training stage refuses sizes its architectures cannot
-# use with the architecture's own reason).
-MAX_IMAGE_SIZE = 1024
 
 
 @dataclass
@@ -50,7 +47,12 @@ class PublishDatasetOptions:
         ["latest"],
         "ASL_raw dataset id(s), version string or 'latest'; several are merged, all parents",
     )
-    image_size: int = option(64, "output side in pixels (square, RGB)", low=8, high=MAX_IMAGE_SIZE)
+    image_size: int = option(
+        64,
+        "output side in pixels (square, RGB)",
+        low=min(MIN_IMAGE_SIZE.values()),
+        high=MAX_IMAGE_SIZE,
+    )
     split: list[float] = option(
         [0.7, 0.15, 0.15],
         "train,val,test fractions (normalised to sum 1; val and test must not be empty)",
