@@ -228,12 +228,24 @@ def _argparse_type(spec: OptionSpec) -> Any:
     return parse
 
 
-def _help(spec: OptionSpec) -> str:
-    shown = "none" if spec.default in (None, "") else spec.default
-    if spec.is_list and spec.default:
-        shown = ",".join(str(v) for v in spec.default)
-    extra = " (required)" if spec.required else f" (default: {shown})"
-    return spec.help + extra
+def shown_default(spec: OptionSpec) -> str:
+    """The default as a person reads it: lists comma-joined, an empty value as 'none'."""
+    if spec.required:
+        return "required"
+    if spec.default in (None, "", []):
+        return "none"
+    if spec.is_list:
+        return ",".join(str(v) for v in spec.default)
+    return str(spec.default)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows each option's declared default (argparse only sees SUPPRESS)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        spec = getattr(action, "option_spec", None)
+        text = action.help or ""
+        return f"{text} (default: {shown_default(spec)})" if spec is not None else text
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, group: str | None = None) -> None:
@@ -241,7 +253,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, group: str | None = 
     target = parser.add_argument_group(group) if group else parser
     for spec in specs(cls):
         kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS}
-        kwargs["help"] = _help(spec)
+        kwargs["help"] = spec.help
         if spec.base is bool and not spec.is_list:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -253,14 +265,13 @@ def add_options(parser: argparse.ArgumentParser, cls: type, group: str | None = 
             if spec.is_list:
                 kwargs["action"] = "extend"
                 kwargs["nargs"] = "+"
-        target.add_argument(spec.flag, **kwargs)
+        action = target.add_argument(spec.flag, **kwargs)
+        action.option_spec = spec  # type: ignore[attr-defined]
 
 
 def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
     """The command line of one task, generated from its options class."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     add_options(parser, cls)
     return parser
 

@@ -29,7 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.options import OptionError, add_options, as_params, from_mapping, specs
+from asl_recognition.options import (
+    HelpFormatter,
+    OptionError,
+    add_options,
+    as_params,
+    from_mapping,
+    specs,
+)
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG, Dag
@@ -57,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "overrides",

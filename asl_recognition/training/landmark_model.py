@@ -1,0 +1,97 @@
+"""The landmark classifier: an MLP on the 63 hand-landmark features, and its served graph.
+
+The features (``hands.features_from_landmarks``) are wrist-relative, scale-normalised and
+mirrored for left hands, so the model sees the hand's shape, not the camera, the background or
+the skin. Augmentation happens in that space (:class:`LandmarkAugment`). The exported graph takes
+the features plus a ``hand_found`` flag and answers ``nothing`` with certainty when no hand was
+found, so the served ensemble needs no branch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+FEATURES = 63
+
+
+class LandmarkMLP(nn.Module):
+    """63 -> 256 -> 128 -> classes, with LayerNorm and dropout (small data, small model)."""
+
+    def __init__(self, num_classes: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.2):
+        super().__init__()
+        first, second = hidden
+        self.net = nn.Sequential(
+            nn.Linear(FEATURES, first),
+            nn.LayerNorm(first),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(first, second),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(second, num_classes),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def renormalise(points: torch.Tensor) -> torch.Tensor:
+    """(N, 21, 3) wrist-relative points divided again by their largest |x|, |y|."""
+    points = points - points[:, :1]
+    scale = points[:, :, :2].abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    return points / scale
+
+
+class LandmarkAugment(nn.Module):
+    """Random in-plane rotation, anisotropic scale, jitter and a rare mirror, then renormalise.
+
+    Rotation and x/y scale stand for other camera angles and distances; jitter for landmark
+    noise; the mirror (x negated, as a wrong handedness would do) for the detector's handedness
+    errors. Applied to training batches only.
+    """
+
+    def __init__(
+        self,
+        degrees: float = 15.0,
+        stretch: float = 0.1,
+        jitter: float = 0.02,
+        mirror_p: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.degrees, self.stretch, self.jitter, self.mirror_p = degrees, stretch, jitter, mirror_p
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        n = features.shape[0]
+        points = features.reshape(n, 21, 3).clone()
+        angle = (torch.rand(n, device=points.device) * 2 - 1) * math.radians(self.degrees)
+        cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+        x, y = points[:, :, 0].clone(), points[:, :, 1].clone()
+        points[:, :, 0], points[:, :, 1] = cos * x - sin * y, sin * x + cos * y
+        stretch = 1 + (torch.rand(n, 1, 2, device=points.device) * 2 - 1) * self.stretch
+        points[:, :, :2] = points[:, :, :2] * stretch
+        points = points + torch.randn_like(points) * self.jitter
+        mirror = torch.rand(n, device=points.device) < self.mirror_p
+        points[mirror, :, 0] = -points[mirror, :, 0]
+        return renormalise(points).reshape(n, FEATURES)
+
+
+class ServedLandmarkModel(nn.Module):
+    """The exported contract: (features [N, 63], hand_found [N, 1]) -> probabilities [N, C].
+
+    Rows without a hand get probability 1 for ``nothing``: no guess is made from zeros.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, nothing_index: int) -> None:
+        super().__init__()
+        self.model = model
+        nothing = torch.zeros(1, num_classes)
+        nothing[0, nothing_index] = 1.0
+        self.register_buffer("nothing", nothing)
+
+    def forward(self, features: torch.Tensor, hand_found: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.model(features), dim=1)
+        found = hand_found.to(probs.dtype).reshape(-1, 1)
+        return found * probs + (1 - found) * self.nothing
