@@ -35,7 +35,7 @@ from asl_recognition.training.models import (
     small_cnn,
 )
 from asl_recognition.training.options import MODEL_NAMES
-from asl_recognition.training.run import run_training
+from asl_recognition.training.run import prepare, run_training
 
 FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": "none", "epochs": 1}
 
@@ -412,3 +412,22 @@ def test_weights_may_differ_only_in_the_class_head(tmp_path) -> None:
     torch.save(small_cnn(len(CLASSES), (8, 16, 32, 64)).state_dict(), tmp_path / "narrow.pt")
     with pytest.raises(TrainingInputError, match="does not match the cnn architecture"):
         load_weights(target, tmp_path / "narrow.pt", "cnn")
+
+
+def test_prepare_checks_every_input_and_writes_nothing(prior: Prior, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    before = fingerprint(prior.ws)
+    plan = prepare(
+        train_options(**FAST, dataset_version=prior.dataset_id, output_dir=str(run_dir))
+    )
+    assert not run_dir.exists() and plan.run_dir == run_dir.resolve()
+    assert_untouched(prior.ws, before)
+    manifest = open_published(prior.dataset_id).root / "manifest.json"
+    assert plan.meta["dataset_id"] == prior.dataset_id
+    assert plan.meta["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert (plan.image_size, plan.external, plan.checkpoint, plan.start_epoch) == (
+        32,
+        None,
+        None,
+        0,
+    )
