@@ -28,7 +28,17 @@ TABLE = "landmarks.csv"
 SUMMARY = "summary.json"
 POINT_COLUMNS = [f"lm{i}_{axis}" for i in range(21) for axis in "xyz"]
 BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
-INFO_COLUMNS = ["file", "split", "class", "source", "signer", "group", "raw_dataset_id"]
+INFO_COLUMNS = [
+    "file",
+    "path",
+    "split",
+    "class",
+    "source",
+    "signer",
+    "group",
+    "holdout_group",
+    "raw_dataset_id",
+]
 RESULT_COLUMNS = [
     "hand_found",
     "reason",
@@ -84,11 +94,13 @@ def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         for item in items:
             yield {
                 "file": item["source"],
+                "path": item["path"],
                 "split": split,
                 "class": item["class"],
                 "source": item.get("data_source") or "",
                 "signer": item.get("signer") or "",
                 "group": item.get("group") or "",
+                "holdout_group": item.get("holdout_group") or "",
                 "raw_dataset_id": item["raw_dataset_id"],
             }
 

@@ -20,7 +20,9 @@ FEATURES = 63
 class LandmarkMLP(nn.Module):
     """63 -> 256 -> 128 -> classes, with LayerNorm and dropout (small data, small model)."""
 
-    def __init__(self, num_classes: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.2):
+    def __init__(
+        self, num_classes: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.2
+    ):
         super().__init__()
         first, second = hidden
         self.net = nn.Sequential(
@@ -95,3 +97,42 @@ class ServedLandmarkModel(nn.Module):
         probs = torch.softmax(self.model(features), dim=1)
         found = hand_found.to(probs.dtype).reshape(-1, 1)
         return found * probs + (1 - found) * self.nothing
+
+
+class LandmarkNet(nn.Module):
+    """Training/evaluation view: rows of [63 features, hand_found] -> logits.
+
+    Rows without a hand get a fixed, certain ``nothing`` (as the served graph answers), so
+    every evaluation counts a missed hand exactly as serving would; those rows carry no
+    gradient and are left out of the train split.
+    """
+
+    num_classes: int
+
+    def __init__(self, num_classes: int, nothing_index: int, mlp: nn.Module | None = None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.mlp = mlp if mlp is not None else LandmarkMLP(num_classes)
+        nothing = torch.full((1, num_classes), -30.0)
+        nothing[0, nothing_index] = 30.0
+        self.register_buffer("nothing_logits", nothing)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        features, found = rows[:, :FEATURES], rows[:, FEATURES:].clamp(0, 1)
+        return found * self.mlp(features) + (1 - found) * self.nothing_logits
+
+    def served(self) -> ServedLandmarkModel:
+        index = int(self.nothing_logits.argmax())
+        return ServedLandmarkModel(self.mlp, self.num_classes, index)
+
+
+class RowAugment(nn.Module):
+    """:class:`LandmarkAugment` on one row of [features, hand_found] (the per-item hook)."""
+
+    def __init__(self, augment: LandmarkAugment | None = None) -> None:
+        super().__init__()
+        self.augment = augment or LandmarkAugment()
+
+    def forward(self, row: torch.Tensor) -> torch.Tensor:
+        features = self.augment(row[None, :FEATURES])[0]
+        return torch.cat([features, row[FEATURES:]])
