@@ -287,7 +287,8 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
             shot = ARTIFACTS / "status-page.png"
             dom = chromium_page(page_url, tmp_path, screenshot=shot)
             expected = (name, "asl v1", "val_accuracy", "external_accuracy", "Confusion matrix",
-                        "requests/s", "mean confidence", "p95 latency", "Triton")  # fmt: skip
+                        "requests/s", "mean confidence", "p95 latency", "Triton",
+                        "hands found", "NaN/Inf prediction rows")  # fmt: skip
             for text in expected:
                 assert text in dom, f"{text!r} missing from the status page"
             assert "No production model yet" not in dom and "unreachable" not in dom
@@ -314,13 +315,16 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
             "nv_inference_request_duration_us", "nv_inference_request_summary_us",
             "asl_prediction_confidence_sum", "asl_prediction_confidence_count",
             "asl_prediction_confidence_bucket", "asl_predictions_total",
-            "asl_low_confidence_total", "asl:class_drift_tvd", "asl:baseline_class_share",
+            "asl_low_confidence_total", "asl_nonfinite_predictions_total",
+            "asl:class_drift_tvd", "asl:baseline_class_share",
         ):  # fmt: skip
             assert metric in names, f"{metric} not in Prometheus"
         (ARTIFACTS / "prometheus-metric-names.json").write_text(json.dumps(sorted(names)))
-        # the Grafana dashboard (Docker path) queries only series this live stack has
+        # the Grafana dashboard (Docker path) queries only series this live stack has; the hand
+        # counters come from a landmark ensemble only (tests/test_monitoring_hands.py)
         grafana_dash = json.loads((GRAFANA / "asl-serving.json").read_text())
         used = set().union(*(metric_names(e) for e in exprs(grafana_dash))) - {"ALERTS"}
+        used -= {"asl_hand_checked_total", "asl_hand_found_total", "asl:hand_found_ratio"}
         assert used <= names, f"Grafana queries unknown series: {used - names}"
     finally:
         # ExitStack runs every stop even when one of them raises
