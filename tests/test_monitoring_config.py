@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -295,6 +296,23 @@ def grafana_exprs() -> list[str]:
     from asl_recognition.monitoring.grafana import exprs
 
     return exprs(json.loads((MON / "grafana" / "dashboards" / "asl-serving.json").read_text()))
+
+
+def test_every_metric_the_rules_read_is_exported_by_the_metrics_step_or_triton() -> None:
+    """The step's own source declares the asl_* names (a histogram adds _bucket/_sum/_count)."""
+    from asl_recognition.monitoring.grafana import metric_names
+    from asl_recognition.serving.repository import METRICS_MODEL_SOURCE
+
+    declared = set(re.findall(r'"(asl_[a-z_]+)"', Path(METRICS_MODEL_SOURCE).read_text()))
+    parts = {f"{name}_{part}" for name in declared for part in ("bucket", "sum", "count")}
+    assert METRICS_STEP <= declared | parts, f"not in the metrics step: {METRICS_STEP - declared}"
+    used: set[str] = set()
+    for group in yaml.safe_load((MON / "rules" / "asl_alerts.yml").read_text())["groups"]:
+        for rule in group["rules"]:
+            used |= metric_names(rule["expr"])
+    known = TRITON_251 | METRICS_STEP | PROMETHEUS_BUILTIN | recorded_names()
+    assert used <= known, f"rules read unknown metrics: {used - known}"
+    assert {"asl_hand_checked_total", "asl_hand_found_total"} <= used
 
 
 def test_promql_metric_name_extraction() -> None:
