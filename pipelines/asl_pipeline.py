@@ -33,7 +33,6 @@ from asl_recognition.options import (
     HelpFormatter,
     OptionError,
     add_options,
-    as_params,
     from_mapping,
     specs,
 )
@@ -48,8 +47,12 @@ from asl_recognition.pipeline.local_executor import (
 )
 from asl_recognition.pipeline.options import PipelineRunOptions
 from asl_recognition.pipeline.recipe import RecipeError, as_nested, load_recipe
-from asl_recognition.tracking import install_signal_handlers, prepare_environment
-from asl_recognition.tracking import server_configured
+from asl_recognition.tracking import (
+    connect_options,
+    install_signal_handlers,
+    prepare_environment,
+    server_configured,
+)
 
 RUN_SECTION = "Run"
 RECIPE_CONFIGURATION = "recipe"
@@ -180,7 +183,7 @@ def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
         use_cache=run.cache,
     )
     # The agent re-runs this script with no arguments: it reads these back (remote_controller).
-    controller.task.connect(as_params(run), name=RUN_SECTION)
+    connect_options(controller.task, run, RUN_SECTION)
     controller.task.connect_configuration(as_nested(values), name=RECIPE_CONFIGURATION)
     if run.mode == "queue":
         print(f"pipeline controller enqueued on {run.queue!r}; steps on {step_queue!r}")
@@ -202,11 +205,7 @@ def remote_controller() -> int:
         auto_connect_arg_parser=False,
         reuse_last_task_id=False,
     )
-    run = from_mapping(
-        PipelineRunOptions,
-        dict(task.connect(as_params(PipelineRunOptions()), name=RUN_SECTION)),
-        strict=False,
-    )
+    run = connect_options(task, PipelineRunOptions(), RUN_SECTION)
     values = clearml_controller.stored_parameters(ASL_DAG, task.get_parameters())
     step_queue = run.step_queue or run.queue
     controller = clearml_controller.build_controller(

@@ -57,6 +57,7 @@ class Entry:
 ENTRIES: tuple[Entry, ...] = (
     Entry("python tasks/validate_raw.py", file="tasks/validate_raw.py"),
     Entry("python tasks/publish_dataset.py", file="tasks/publish_dataset.py"),
+    Entry("python tasks/publish_landmarks.py", file="tasks/publish_landmarks.py"),
     Entry("python tasks/train.py", file="tasks/train.py"),
     Entry("python tasks/select_best.py", file="tasks/select_best.py"),
     Entry("python tasks/build_triton_repo.py", file="tasks/build_triton_repo.py"),
@@ -160,7 +161,7 @@ def render_default(action: argparse.Action) -> str:
     if spec is not None:  # declared in an options class (asl_recognition.options)
         shown = shown_default(spec)
         return "" if shown == "none" else "`" + _cell(_path_text(shown)) + "`"
-    if action.required:
+    if action.required and action.nargs not in ("*", "?"):
         return "required"
     if action.nargs == 0:  # store_true / store_false / store_const / count
         return "flag"

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=opts.workers,
             logger=ctx.logger,
             upload=ctx.upload_artifact,
+            tags=opts.tags,
         )
     except (SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError) as exc:
         ctx.fail(f"refused source: {exc}")

@@ -17,12 +17,13 @@ from unittest import mock
 import pytest
 from clearml import PipelineController, Task
 
-from asl_recognition.options import as_params, from_mapping, specs
+from asl_recognition.options import from_mapping, specs
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG
 from asl_recognition.pipeline.options import PipelineRunOptions
 from asl_recognition.pipeline.recipe import as_nested, load_recipe
+from asl_recognition.tracking import options_as_text
 
 sys.path.insert(0, str(REPO_ROOT / "pipelines"))
 import asl_pipeline  # noqa: E402
@@ -208,7 +209,9 @@ def test_queue_mode_records_run_options_and_starts_controller_on_the_queue(mock_
     assert mock_controller["use_cache"] is False
     assert mock_controller["params"]["train/epochs"] == 4
     # what the agent reads back (remote_controller): the run options and the recipe
-    controller.task.connect.assert_called_once_with(as_params(run), name=asl_pipeline.RUN_SECTION)
+    controller.task.connect.assert_called_once_with(
+        options_as_text(run), name=asl_pipeline.RUN_SECTION
+    )
     controller.task.connect_configuration.assert_called_once_with(
         as_nested(values), name=asl_pipeline.RECIPE_CONFIGURATION
     )

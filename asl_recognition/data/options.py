@@ -37,6 +37,9 @@ class ValidateRawOptions:
         None, "name of a single bare --source PATH (empty: its folder name)"
     )
     workers: int | None = option(None, "scan processes (empty: min(2, CPUs))", low=1)
+    tags: list[str] = option(
+        [], "extra tags on a new ASL_raw version (the pipeline adds asl-pipeline)"
+    )
 
 
 @dataclass

@@ -231,7 +231,12 @@ def _raw_metadata(fp: str, report: dict[str, Any], table: Any) -> dict[str, Any]
 
 
 def publish_raw(
-    store: DatasetStore, name: str, table: Any, sources: list[dict], report: dict[str, Any]
+    store: DatasetStore,
+    name: str,
+    table: Any,
+    sources: list[dict],
+    report: dict[str, Any],
+    extra_tags: Sequence[str] = (),
 ) -> tuple[DatasetVersion, bool]:
     """The raw version holding every file (links and special files excepted); (version, reused).
 
@@ -260,7 +265,7 @@ def publish_raw(
         name,
         files,
         metadata=_raw_metadata(fp, report, table),
-        tags=[FINGERPRINT_TAG + fp, "raw"] + [f"source:{n}" for n in names],
+        tags=[FINGERPRINT_TAG + fp, "raw", *extra_tags] + [f"source:{n}" for n in names],
         description=f"raw images from {', '.join(names)}, every file kept",
     )
     return ds, False
@@ -295,6 +300,7 @@ def validate_raw(
     logger: Any = None,
     upload: Uploader | None = None,
     progress: bool = True,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Scan every source, run the GX suites, quarantine, write report.json, publish when usable.
 
@@ -322,7 +328,7 @@ def validate_raw(
 
     ds, reused = None, False
     if usable:
-        ds, reused = publish_raw(store or get_store(), name, table, sources, report)
+        ds, reused = publish_raw(store or get_store(), name, table, sources, report, tags)
     report.update(raw_dataset_id=ds.id if ds else "", raw_version=ds.version if ds else "")
     report.update(reused=reused)
     report_path = _deliver(report_dir, report, pngs, logger, upload)

@@ -24,7 +24,7 @@ from typing import Any
 
 from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
 from asl_recognition.options import specs
-from asl_recognition.pipeline.options import SelectBestOptions
+from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, SelectBestOptions
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.training.options import TrainOptions
 
@@ -226,7 +226,8 @@ STEPS: tuple[Step, ...] = (
         name="validate_raw",
         script="tasks/validate_raw.py",
         options=ValidateRawOptions,
-        wired={},
+        # the new-data trigger skips versions carrying this tag: they are this pipeline's own
+        wired={"tags": PIPELINE_RUN_TAG},
         outputs=("raw_dataset_id", "report_path", "success", "valid", "quarantined"),
         # Reads a folder path whose content may change under the same name: never cached.
         cache=False,
