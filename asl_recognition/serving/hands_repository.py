@@ -131,19 +131,33 @@ def hands_ensemble_config(
                 model_name=hands_name,
                 model_version=-1,
                 input_map={IMAGE_INPUT: IMAGE_INPUT},
-                output_map={features: "hand_features", found: found, "HAND_BOX": "HAND_BOX"},
+                output_map={
+                    features: "hand_features",
+                    found: "hand_found",
+                    "HAND_BOX": "hand_box",
+                },
             ),
             step(
                 model_name=onnx_name,
                 model_version=-1,
-                input_map={features: "hand_features", found: found},
+                input_map={features: "hand_features", found: "hand_found"},
                 output_map={probs.name: "onnx_probabilities"},
             ),
+            # Every ensemble output comes out of the metrics step, so it runs (and counts) for
+            # any set of requested outputs.
             step(
                 model_name=metrics_name,
                 model_version=-1,
-                input_map={"probabilities": "onnx_probabilities", "hand_found": found},
-                output_map={"probabilities_out": probs.name},
+                input_map={
+                    "probabilities": "onnx_probabilities",
+                    "hand_found": "hand_found",
+                    "hand_box": "hand_box",
+                },
+                output_map={
+                    "probabilities_out": probs.name,
+                    "hand_found_out": found,
+                    "hand_box_out": "HAND_BOX",
+                },
             ),
         ]
     )

@@ -14,9 +14,11 @@ Metrics (names fixed by the monitoring contract):
 - ``asl_nonfinite_predictions_total``: rows holding NaN or +-Inf, passed through but left out
   of every other metric (one NaN in a Prometheus sum would make it NaN for good);
 - ``asl_hand_checked_total`` and ``asl_hand_found_total`` (label ``model``), only in the
-  ensemble of a landmark classifier, whose config gives this step a second input ``hand_found``:
-  images the hand pipeline looked at, and those where it found a hand (their ratio falls when the
-  camera or the lighting drifts).
+  ensemble of a landmark classifier, whose config gives this step the inputs ``hand_found`` and
+  ``hand_box``: images the hand pipeline looked at, and those where it found a hand (their ratio
+  falls when the camera or the lighting drifts). Both are passed through as ``<input>_out``, so
+  every output of that ensemble comes from this step and no request skips the counting (Triton
+  runs only the steps a request's outputs need).
 
 Triton cannot hide an ensemble's steps: any client that reaches the server can call
 ``<name>_metrics`` directly with made-up probabilities. Such calls can skew these metrics but
@@ -110,6 +112,12 @@ class TritonPythonModel:
         self.hand_input = next(
             (i["name"] for i in config["input"] if i["name"] == HAND_FOUND_INPUT), None
         )
+        outputs = {o["name"] for o in config["output"]}
+        self.passthrough = [
+            (i["name"], i["name"] + "_out")
+            for i in config["input"][1:]
+            if i["name"] + "_out" in outputs
+        ]
         if self.hand_input:
             self.hand_families = [
                 pb_utils.MetricFamily(
@@ -168,9 +176,9 @@ class TritonPythonModel:
             self._record(probs)
             if self.hand_input:
                 self._record_hands(request)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(self.output_name, probs)]
-                )
-            )
+            tensors = [pb_utils.Tensor(self.output_name, probs)]
+            for name, out in self.passthrough:
+                value = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                tensors.append(pb_utils.Tensor(out, value))
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

@@ -268,13 +268,14 @@ def metrics_model_config(
 ) -> mc.ModelConfig:
     """The Python-backend pass-through step that exports model-level metrics.
 
-    ``hand_found``: a second input with the hand pipeline's flag, counted by the step.
+    ``hand_found``: the hand pipeline's flag (counted) and box, passed through as well.
     """
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.input.append(_tensor(mc.ModelInput, "probabilities", "TYPE_FP32", probs_dims))
-    if hand_found:
-        config.input.append(_tensor(mc.ModelInput, "hand_found", "TYPE_FP32", (1,)))
     config.output.append(_tensor(mc.ModelOutput, "probabilities_out", "TYPE_FP32", probs_dims))
+    for extra, dims in (("hand_found", (1,)), ("hand_box", (4,))) if hand_found else ():
+        config.input.append(_tensor(mc.ModelInput, extra, "TYPE_FP32", dims))
+        config.output.append(_tensor(mc.ModelOutput, f"{extra}_out", "TYPE_FP32", dims))
     config.instance_group.append(
         mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from asl_recognition.classes import read_class_file, write_class_file
+from asl_recognition.classes import CLASSES, read_class_file, write_class_file
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.onnx_introspect import OnnxSignatureError, read_signature
 from asl_recognition.serving.repository import build_repository, load_config
@@ -303,3 +304,63 @@ def test_task_script_records_outputs(tiny_models, tmp_path) -> None:
     assert Path(recorded["repo"]) == tmp_path / "ws" / "triton_repo"
     cfg = load_config(Path(recorded["repo"]) / "asl_onnx" / "config.pbtxt")
     assert cfg.max_batch_size == 8
+
+
+def _landmark_model(tmp_path, dtype=None, dims=None, classes=None):
+    """A real exported landmark classifier, optionally with one input altered in the graph."""
+    import onnx
+    from conftest import export_landmark_classifier
+
+    path = export_landmark_classifier(tmp_path / "lm")
+    if dtype is not None or dims is not None:
+        model = onnx.load(str(path))
+        (found,) = [i for i in model.graph.input if i.name == "HAND_FOUND"]
+        if dtype is not None:
+            found.type.tensor_type.elem_type = dtype
+        if dims is not None:
+            found.type.tensor_type.shape.dim[1].dim_value = dims
+        onnx.save(model, str(path))
+    if classes is not None:
+        write_class_file(str(tmp_path / "lm" / "classes.txt"), classes)
+    return path, tmp_path / "lm" / "classes.txt"
+
+
+def test_landmark_classifier_gets_the_hand_pipeline(tmp_path) -> None:
+    onnx_path, classes = _landmark_model(tmp_path)
+    repo = tmp_path / "repo"
+    info = build_repository(onnx_path, classes, repo, model_name="signs", hand_instances=2)
+    assert info["graph_kind"] == "landmarks" and info["hands_version"] == 1
+    hands = load_config(repo / "signs_hands" / "config.pbtxt")
+    assert hands.instance_group[0].count == 2 and hands.input[0].data_type == mc.TYPE_STRING
+    files = sorted(p.name for p in (repo / "signs_hands" / "1").iterdir())
+    assert "model.py" in files and "palm_detection_full.tflite" in files
+    # same build again: nothing rewritten; an altered model file: a fresh verified version
+    assert build_repository(onnx_path, classes, repo, model_name="signs")["hands_version"] == 1
+    (repo / "signs_hands" / "1" / "hand_landmark_full.tflite").write_bytes(b"altered")
+    info = build_repository(onnx_path, classes, repo, model_name="signs")
+    assert info["hands_version"] == 2 and not (repo / "signs_hands" / "1").exists()
+    from asl_recognition.hands import verify_models
+
+    verify_models(repo / "signs_hands" / "2")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"dtype": 9}, "input 'HAND_FOUND' is TYPE_BOOL [1]"),
+        ({"dims": 2}, "input 'HAND_FOUND' is TYPE_FP32 [2]"),
+        ({"classes": [c for c in CLASSES if c != "nothing"] + ["blank"]}, "has no 'nothing'"),
+    ],
+)
+def test_landmark_classifier_the_pipeline_cannot_feed_is_refused(tmp_path, change, message):
+    onnx_path, classes = _landmark_model(tmp_path, **change)
+    with pytest.raises(OnnxSignatureError, match=re.escape(message)):
+        build_repository(onnx_path, classes, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_hand_instances_below_one_is_refused_before_writing(tmp_path) -> None:
+    onnx_path, classes = _landmark_model(tmp_path)
+    with pytest.raises(ValueError, match="hand_instances must be >= 1"):
+        build_repository(onnx_path, classes, tmp_path / "repo", hand_instances=0)
+    assert not (tmp_path / "repo").exists()

@@ -9,8 +9,13 @@ tritonclient. The input size, layout and dtype come from the server's model meta
 config, so a model trained at another size needs no client change. Images are sent in batches
 of up to the model's max_batch_size.
 
-Exit codes: 0 all classified; 1 some files were not images; 3 server unreachable;
-4 model unknown or not ready; 5 inference failed.
+A model whose input is TYPE_STRING (the hand-landmark pipeline) gets each file's bytes as they
+are on disk, one file per request (the server decodes, finds the hand and batches requests
+itself); files over MAX_FILE_BYTES are refused before sending. When the model answers
+HAND_FOUND 0 the line says "no hand found" (JSON: ``"hand_found": false``).
+
+Exit codes: 0 all classified; 1 some files were not images (or the server refused them);
+3 server unreachable; 4 model unknown or not ready; 5 inference failed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 40_000_000
+# The server's hand pipeline refuses more (hands_repository.MAX_IMAGE_BYTES); no photo needs it.
+MAX_FILE_BYTES = 25 * 1024 * 1024
+HAND_FOUND = "HAND_FOUND"
 EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
 
 
@@ -74,6 +82,12 @@ class InputSpec:
     width: int
     channels_first: bool
     max_batch_size: int
+    hand_output: str | None = None
+
+    @property
+    def encoded(self) -> bool:
+        """The model takes the encoded file (TYPE_STRING), not decoded pixels."""
+        return self.datatype == "BYTES"
 
 
 def to_array(img: Image.Image, spec: InputSpec) -> np.ndarray:
@@ -102,6 +116,18 @@ def read_spec(metadata, config) -> InputSpec:
     shape = [int(d) for d in _field(inputs[0], "shape")]
     if max_batch > 0:
         shape = shape[1:]
+    if _field(inputs[0], "datatype") == "BYTES":
+        names = [_field(o, "name") for o in outputs]
+        return InputSpec(
+            input_name=_field(inputs[0], "name"),
+            output_name=names[0],
+            datatype="BYTES",
+            height=0,
+            width=0,
+            channels_first=False,
+            max_batch_size=max_batch,
+            hand_output=HAND_FOUND if HAND_FOUND in names else None,
+        )
     if len(shape) != 3 or -1 in shape:
         raise ClientError(
             f"unsupported model input shape {shape} (want C,H,W or H,W,C)", EXIT_NO_MODEL
@@ -170,29 +196,87 @@ def _short(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: int) -> list:
-    """One request; returns [[(label, index, probability), ...] per image] via classification."""
-    from tritonclient.utils import InferenceServerException
-
+def _infer(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: int):
     inp = tc.InferInput(spec.input_name, list(batch.shape), spec.datatype)
     inp.set_data_from_numpy(batch)
-    out = tc.InferRequestedOutput(spec.output_name, class_count=top_k)
+    outputs = [tc.InferRequestedOutput(spec.output_name, class_count=top_k)]
+    if spec.hand_output:
+        outputs.append(tc.InferRequestedOutput(spec.hand_output))
+    return client.infer(model, [inp], outputs=outputs)
+
+
+def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: int) -> list:
+    """One request; returns [([(label, index, probability), ...], hand_found) per image].
+
+    ``hand_found`` is None when the model has no HAND_FOUND output.
+    """
+    from tritonclient.utils import InferenceServerException
+
     try:
-        result = client.infer(model, [inp], outputs=[out])
+        result = _infer(tc, client, spec, model, batch, top_k)
     except InferenceServerException as exc:
         raise ClientError(f"inference failed: {_short(exc)}", EXIT_INFER) from None
     # A model without batching (max_batch_size 0) takes one image with no batch axis.
     images = len(batch) if spec.max_batch_size > 0 else 1
     rows = result.as_numpy(spec.output_name).reshape(images, -1)
+    found = [None] * images
+    if spec.hand_output:
+        found = [bool(f > 0.5) for f in result.as_numpy(spec.hand_output).reshape(-1)]
     parsed = []
-    for row in rows:
+    for row, hand in zip(rows, found):
         items = []
         for entry in row:
             text = entry.decode() if isinstance(entry, bytes) else str(entry)
             prob, index, *label = text.split(":", 2)
             items.append((label[0] if label else index, int(index), float(prob)))
-        parsed.append(items)
+        parsed.append((items, hand))
     return parsed
+
+
+def read_encoded(path: Path, limit: int = MAX_FILE_BYTES) -> np.ndarray:
+    """The file's bytes as a [1, 1] BYTES tensor; refuse a file over ``limit`` unread."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"{size} bytes is over the {limit // (1024 * 1024)} MB limit; not sent")
+    if size == 0:
+        raise ValueError("empty file")
+    return np.array([[path.read_bytes()]], dtype=np.object_)
+
+
+def _result_item(path: Path, items: list, hand: bool | None) -> dict:
+    item = {
+        "image": str(path),
+        "predictions": [
+            {"label": label, "index": index, "probability": prob} for label, index, prob in items
+        ],
+    }
+    if hand is not None:
+        item["hand_found"] = hand
+    return item
+
+
+def classify_encoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tuple[list, int]:
+    """Send each file's bytes, one per request, so that one bad file fails alone."""
+    results, failed = [], 0
+    for path in paths:
+        try:
+            batch = read_encoded(path)
+        except FileNotFoundError:
+            failed += 1
+            print(f"error: {path}: no such file", file=sys.stderr)
+            continue
+        except (ValueError, OSError) as exc:
+            failed += 1
+            print(f"error: {path}: {_short(exc)}", file=sys.stderr)
+            continue
+        try:
+            ((items, hand),) = classify(tc, client, spec, args.model, batch, args.top_k)
+        except ClientError as exc:
+            failed += 1
+            print(f"error: {path}: refused by the server ({exc})", file=sys.stderr)
+            continue
+        results.append(_result_item(path, items, hand))
+    return results, failed
 
 
 def collect_paths(images: list[str], dirs: list[str]) -> list[Path]:
@@ -209,10 +293,8 @@ def collect_paths(images: list[str], dirs: list[str]) -> list[Path]:
     return paths
 
 
-def run(args: argparse.Namespace) -> int:
-    paths = collect_paths(args.image or [], args.dir or [])
-    url = args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000")
-    tc, client, spec = connect(url, args.protocol, args.model)
+def classify_decoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tuple[list, int]:
+    """Decode and resize here, send batches of up to max_batch_size images."""
     results, failed = [], 0
     arrays: list[tuple[Path, np.ndarray]] = []
     for path in paths:
@@ -228,29 +310,37 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(arrays), step):
         chunk = arrays[start : start + step]
         batch = np.stack([a for _, a in chunk]) if spec.max_batch_size > 0 else chunk[0][1]
-        for (path, _), items in zip(
+        for (path, _), (items, hand) in zip(
             chunk, classify(tc, client, spec, args.model, batch, args.top_k)
         ):
-            results.append(
-                {
-                    "image": str(path),
-                    "predictions": [
-                        {"label": label, "index": index, "probability": prob}
-                        for label, index, prob in items
-                    ],
-                }
-            )
-    client.close()
-    if args.json:
+            results.append(_result_item(path, items, hand))
+    return results, failed
+
+
+def print_results(results: list, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(results, indent=2))
-    else:
-        for item in results:
-            best = item["predictions"][0]
-            others = ", ".join(
-                f"{p['label']} {p['probability']:.4f}" for p in item["predictions"][1:]
-            )
-            line = f"{item['image']}: {best['label']} {best['probability']:.4f}"
-            print(line + (f"  (then {others})" if others else ""))
+        return
+    for item in results:
+        if item.get("hand_found") is False:
+            print(f"{item['image']}: no hand found")
+            continue
+        best = item["predictions"][0]
+        others = ", ".join(f"{p['label']} {p['probability']:.4f}" for p in item["predictions"][1:])
+        line = f"{item['image']}: {best['label']} {best['probability']:.4f}"
+        print(line + (f"  (then {others})" if others else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = collect_paths(args.image or [], args.dir or [])
+    url = args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000")
+    tc, client, spec = connect(url, args.protocol, args.model)
+    try:
+        send = classify_encoded if spec.encoded else classify_decoded
+        results, failed = send(tc, client, spec, args, paths)
+    finally:
+        client.close()
+    print_results(results, args.json)
     return EXIT_BAD_IMAGE if failed else 0
 
 
