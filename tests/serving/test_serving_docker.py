@@ -40,7 +40,10 @@ def test_compose_file_follows_the_compose_spec() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    assert services["triton"]["build"]["context"] == "./server"
+    assert services["triton"]["build"] == {
+        "context": "..",
+        "dockerfile": "triton/server/Dockerfile",
+    }
     assert services["client"]["build"]["context"] == "./client"
 
 
@@ -114,3 +117,16 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path) -> None:
     bad.write_text("FROM python:latest\nRUN pip install numpy\n")
     proc = subprocess.run([str(BIN / "hadolint"), str(bad)], capture_output=True, text=True)
     assert proc.returncode != 0 and "DL3007" in proc.stdout
+
+
+def test_server_image_carries_the_hand_pipeline_package() -> None:
+    """The <model>_hands step imports asl_recognition: copied in, found via ASL_PACKAGE_ROOT,
+    with cp310 pins; the context sends nothing else (no .venv, no data)."""
+    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
+    assert "COPY asl_recognition /opt/asl/asl_recognition" in text
+    assert "ENV ASL_PACKAGE_ROOT=/opt/asl" in text
+    assert "ai-edge-litert==1.4.0" in text and "pillow==12.0.0" in text
+    ignore = (REPO_ROOT / "triton" / "server" / "Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :] == ["*", "!asl_recognition", "**/__pycache__"]
+    source = (REPO_ROOT / "asl_recognition" / "serving" / "hands_model.py").read_text()
+    assert 'os.environ.get("ASL_PACKAGE_ROOT"' in source
