@@ -25,6 +25,12 @@ class BuildTritonRepoOptions:
     model_name: str = option("asl", "name clients call")
     max_batch_size: int = option(32, "largest batch Triton forms", low=1)
     instances: int = option(1, "model instances (instance_group)", low=1)
+    hand_instances: int = option(
+        1,
+        "CPU instances of the hand pipeline step (<name>_hands) of a landmark classifier; one "
+        "image at a time each, so about one per core for throughput",
+        low=1,
+    )
     kind: str = option("cpu", "instance kind", choices=("cpu", "gpu"))
     tensorrt: bool = option(False, "add the TensorRT GPU accelerator (needs --kind gpu)")
     keep_versions: int = option(

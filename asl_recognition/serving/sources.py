@@ -103,4 +103,5 @@ def build_from_options(options: Any) -> dict[str, Any]:
         low_confidence_threshold=options.low_confidence_threshold,
         dynamic_batching=options.dynamic_batching,
         max_queue_delay_us=options.max_queue_delay_us,
+        hand_instances=options.hand_instances,
     )
