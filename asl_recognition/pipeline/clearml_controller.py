@@ -25,10 +25,8 @@ BaseTaskResolver = Callable[[Step], str]
 
 
 def active_steps(dag: Dag, params: Mapping[str, Any]) -> list[Step]:
-    """The steps that run with these parameters (a set ``skip_when`` param drops its step)."""
-    return [
-        s for s in dag.steps if not (s.skip_when and params.get(s.skip_when) not in (None, ""))
-    ]
+    """The steps that run with these parameters (see ``Step.skip_reason``)."""
+    return [s for s in dag.steps if not s.skip_reason(params)]
 
 
 def step_parameter_overrides(dag: Dag, step: Step, params: Mapping[str, Any]) -> dict[str, Any]:

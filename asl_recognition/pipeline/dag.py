@@ -22,7 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
+from asl_recognition.data.options import (
+    PublishDatasetOptions,
+    PublishLandmarksOptions,
+    ValidateRawOptions,
+)
 from asl_recognition.options import specs
 from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, SelectBestOptions
 from asl_recognition.serving.options import BuildTritonRepoOptions
@@ -65,7 +69,8 @@ class Step:
 
     ``skip_when``: name of a pipeline parameter; when it is set, the step is not run and its
     outputs are taken from ``skip_outputs`` (e.g. an existing ``ASL_raw`` version is given, so
-    the raw folder is not validated again).
+    the raw folder is not validated again). ``only_when=(param, value)``: the step runs only
+    when the parameter has that value (landmarks are measured only for the landmark model).
     """
 
     name: str
@@ -78,6 +83,16 @@ class Step:
     help: str = ""
     skip_when: str | None = None
     skip_outputs: Mapping[str, Any] = field(default_factory=dict)
+    only_when: tuple[str, Any] | None = None
+
+    def skip_reason(self, params: Mapping[str, Any]) -> str | None:
+        """Why the step does not run with ``params`` (``skip_when`` set, ``only_when`` unmet)."""
+        if self.skip_when and params.get(self.skip_when) not in (None, ""):
+            return f"{self.skip_when}={params[self.skip_when]!r}"
+        if self.only_when and params.get(self.only_when[0]) != self.only_when[1]:
+            name, wanted = self.only_when
+            return f"{name}={params.get(name)!r}; it runs only for {wanted!r}"
+        return None
 
     @property
     def args(self) -> dict[str, Any]:
@@ -166,8 +181,9 @@ class Dag:
                         raise ValueError(f"{where}: {scope!r} is not an earlier step")
                     elif key not in seen[scope].outputs:
                         raise ValueError(f"{where}: step {scope!r} has no output {key!r}")
-            if step.skip_when and step.skip_when not in params:
-                raise ValueError(f"step {step.name!r}: unknown skip_when {step.skip_when!r}")
+            for name in (step.skip_when, step.only_when[0] if step.only_when else None):
+                if name and name not in params:
+                    raise ValueError(f"step {step.name!r}: unknown parameter {name!r}")
             seen[step.name] = step
 
 
@@ -247,10 +263,25 @@ STEPS: tuple[Step, ...] = (
         help="leakage-safe grouped split, resize once, publish ASL (parent ASL_raw)",
     ),
     Step(
+        name="publish_landmarks",
+        script="tasks/publish_landmarks.py",
+        options=PublishLandmarksOptions,
+        wired={"dataset_version": "${publish_dataset.outputs.dataset_id}"},
+        outputs=("landmarks_id", "landmarks_version", "hand_found_rate", "reused"),
+        cache=True,
+        task_type="data_processing",
+        help="hand landmarks of every ASL image as ASL_landmarks (parents ASL, ASL_raw)",
+        only_when=("train/model", "landmarks"),
+        skip_outputs={"landmarks_id": "latest"},
+    ),
+    Step(
         name="train",
         script="tasks/train.py",
         options=TrainOptions,
-        wired={"dataset_version": "${publish_dataset.outputs.dataset_id}"},
+        wired={
+            "dataset_version": "${publish_dataset.outputs.dataset_id}",
+            "landmarks_version": "${publish_landmarks.outputs.landmarks_id}",
+        },
         outputs=(
             "model_id",
             "onnx_path",

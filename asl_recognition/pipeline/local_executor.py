@@ -318,11 +318,12 @@ class LocalExecutor:
             how = "cached" if info["status"] == "cached" else info["status"]
             self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
             return
-        if step.skip_when and self.params.get(step.skip_when) not in (None, ""):
+        reason = step.skip_reason(self.params)
+        if reason:
             outputs = {k: resolve(v, self.params, {}) for k, v in step.skip_outputs.items()}
             info.update(status="skipped", outputs=outputs, ended=now())
             self._save()
-            self._print(f"{header}: skipped ({step.skip_when}={self.params[step.skip_when]!r})")
+            self._print(f"{header}: skipped ({reason})")
             return
         try:
             args = {k: resolve(v, self.params, self.outputs()) for k, v in step.args.items()}

@@ -6,9 +6,9 @@ the external folder (e.g. Massey hands on black) is the honest generalisation ch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -105,11 +105,16 @@ def evaluate_external(
     classes: Sequence[str],
     image_size: int,
     device: str = "cpu",
+    measure: Callable[[str | Path, Sequence[str]], ExternalSet] | None = None,
 ) -> dict:
-    """External accuracy over the classes the folder has (None when there is no folder/image)."""
+    """External accuracy over the classes the folder has (None when there is no folder/image).
+
+    ``measure`` turns the folder into model inputs (default: images decoded at ``image_size``;
+    the landmark model passes the serving landmarker).
+    """
     if not folder or not Path(folder).is_dir():
         return {"accuracy": None, "images": 0, "folder": str(folder) if folder else None}
-    found = load_external(folder, classes, image_size)
+    found = measure(folder, classes) if measure else load_external(folder, classes, image_size)
     result = {
         "folder": str(folder),
         "images": len(found.split),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,34 +17,85 @@ import torch
 from torch import nn
 
 from asl_recognition.training.errors import ParityError
+from asl_recognition.training.landmark_model import FEATURES, LandmarkNet
 from asl_recognition.training.models import ProbabilityModel
 
 OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+# The landmark classifier's contract, which the Triton repository generator recognises.
+LANDMARK_INPUTS = ("FEATURES", "HAND_FOUND")
+LANDMARK_OUTPUT = "PROBS"
 MAX_ABS_DIFF = 1e-4
 
 
-def export_onnx(classifier: nn.Module, path: str | Path, image_size: int) -> Path:
-    """Write ``path``: uint8 ``images`` [N,3,H,W] (dynamic N) -> float32 ``probabilities``."""
+@dataclass
+class Contract:
+    """The torch side of an exported graph: module, how a batch becomes its inputs, names."""
+
+    module: nn.Module
+    split: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    inputs: tuple[str, ...]
+    output: str
+
+    def feeds(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        return {name: t.numpy() for name, t in zip(self.inputs, self.split(batch))}
+
+
+def contract(classifier: nn.Module) -> Contract:
+    """CNN: uint8 images -> probabilities; landmarks: rows -> (FEATURES, HAND_FOUND) -> PROBS."""
+    if isinstance(classifier, LandmarkNet):
+        return Contract(
+            classifier.served().eval().cpu(),
+            lambda rows: (rows[:, :FEATURES].contiguous(), rows[:, FEATURES:].contiguous()),
+            LANDMARK_INPUTS,
+            LANDMARK_OUTPUT,
+        )
+    return Contract(
+        ProbabilityModel(classifier).eval().cpu(),
+        lambda images: (images,),
+        (INPUT_NAME,),
+        OUTPUT_NAME,
+    )
+
+
+def export_onnx(
+    classifier: nn.Module, path: str | Path, image_size: int, num_classes: int | None = None
+) -> Path:
+    """Write ``path`` with a dynamic batch axis on every input and the output.
+
+    CNN: uint8 ``images`` [N,3,H,W] -> float32 ``probabilities``; landmark net: float32
+    ``FEATURES`` [N,63] and ``HAND_FOUND`` [N,1] -> ``PROBS`` [N,C] (its class axis fixed, as
+    Triton's configs need).
+    """
     path = Path(path)
-    wrapper = ProbabilityModel(classifier).eval().cpu()
-    dummy = torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8)
+    spec = contract(classifier)
+    if isinstance(classifier, LandmarkNet):
+        dummy = torch.zeros(2, FEATURES + 1)
+    else:
+        dummy = torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8)
+    names = (*spec.inputs, spec.output)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the classic exporter's DeprecationWarning
         torch.onnx.export(
-            wrapper,
-            (dummy,),
+            spec.module,
+            spec.split(dummy),
             str(path),
             dynamo=False,
             opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=list(spec.inputs),
+            output_names=[spec.output],
+            dynamic_axes={name: {0: "batch"} for name in names},
             do_constant_folding=True,
         )
     import onnx
 
+    graph = onnx.load(str(path))
+    class_axis = graph.graph.output[0].type.tensor_type.shape.dim[1]
+    if num_classes and not class_axis.HasField("dim_value"):
+        class_axis.Clear()
+        class_axis.dim_value = num_classes
+        onnx.save(graph, str(path))
     onnx.checker.check_model(str(path))
     return path
 
@@ -66,13 +119,13 @@ def check_parity(
     if len(images) == 0:
         raise ParityError("parity check needs at least one image")
     session = onnx_session(onnx_path)
-    wrapper = ProbabilityModel(classifier).eval().cpu()
+    spec = contract(classifier)
     max_diff, mismatched = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].cpu()
-            expected = wrapper(batch).numpy()
-            got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+            expected = spec.module(*spec.split(batch)).numpy()
+            got = session.run([spec.output], spec.feeds(batch))[0]
             if got.dtype != np.float32 or got.shape != expected.shape:
                 raise ParityError(f"ONNX output {got.dtype} {got.shape}, torch {expected.shape}")
             max_diff = max(max_diff, float(np.abs(got - expected).max()))

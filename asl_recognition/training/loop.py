@@ -365,16 +365,17 @@ class Trainer:
                     self.writer.add_scalar(f"{key}/{split}", row[f"{split}_{key}"], epoch)
                 self.writer.add_scalar(f"lr/{split}", row["lr"], epoch)
             shown = self.sample_index
-            self.writer.add_figure(
-                "samples/val",
-                sample_grid_figure(
-                    self.val_split.images[shown],
-                    val_preds[shown].tolist(),
-                    self.val_split.labels[shown].tolist(),
-                    self.classes,
-                ),
-                epoch,
-            )
+            if self.val_split.images.dim() == 4:  # pictures; landmark rows have none to show
+                self.writer.add_figure(
+                    "samples/val",
+                    sample_grid_figure(
+                        self.val_split.images[shown],
+                        val_preds[shown].tolist(),
+                        self.val_split.labels[shown].tolist(),
+                        self.classes,
+                    ),
+                    epoch,
+                )
             self.writer.add_figure(
                 "confusion_matrix/val",
                 confusion_matrix_figure(matrix, self.classes, f"val, epoch {epoch}"),

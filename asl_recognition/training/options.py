@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from asl_recognition.options import option
 from asl_recognition.paths import REPO_ROOT, SHARED_DATA
 
-MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small")
+# landmarks: an MLP on hand landmarks (ASL_landmarks); the others are CNNs on pixels.
+MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small", "landmarks")
+IMAGE_MODELS = MODEL_NAMES[:3]
 AUGMENT_PRESETS = ("none", "light", "strong", "generalise")
 BALANCE = ("none", "source")
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,6 +27,11 @@ class TrainOptions:
 
     dataset_version: str = option("latest", "ASL dataset id, version (e.g. 1.0.2) or 'latest'")
     model: str = option("cnn", "architecture", choices=MODEL_NAMES)
+    landmarks_version: str = option(
+        "latest",
+        "ASL_landmarks id, version or 'latest' (--model landmarks; must be measured on "
+        "--dataset-version)",
+    )
     epochs: int = option(30, "maximum epochs (early stopping may end sooner)", low=1)
     batch_size: int = option(64, "batch size", low=1)
     lr: float = option(2e-3, "AdamW learning rate", low=1e-9)

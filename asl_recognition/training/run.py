@@ -43,6 +43,14 @@ from asl_recognition.training.evaluate import (
     holdout_groups,
 )
 from asl_recognition.training.export import check_parity, export_onnx
+from asl_recognition.training.landmark_run import (
+    LANDMARK_MODEL,
+    build_landmark_net,
+    landmark_augment,
+    landmark_splits,
+    measure_external,
+    open_landmarks,
+)
 from asl_recognition.training.loop import (
     CHECKPOINT_DIR,
     LAST,
@@ -53,7 +61,7 @@ from asl_recognition.training.loop import (
     seed_everything,
 )
 from asl_recognition.training.metrics import confidence_histogram, confusion_matrix
-from asl_recognition.training.models import ASLClassifier, build_model
+from asl_recognition.training.models import build_model
 from asl_recognition.training.options import TrainOptions, default_external
 from asl_recognition.training.plots import confusion_matrix_figure
 
@@ -103,10 +111,11 @@ class Plan:
     dataset: PublishedDataset
     image_size: int
     external: str | None
-    model: ASLClassifier
+    model: nn.Module  # ASLClassifier, or LandmarkNet for --model landmarks
     run_dir: Path
     meta: dict[str, Any]  # kept in every checkpoint: architecture, size, classes, dataset
     checkpoint: dict[str, Any] | None  # --resume: the checked last.pt
+    landmarks: Any = None  # --model landmarks: the ASL_landmarks table of ``dataset``
 
     @property
     def classes(self) -> list[str]:
@@ -185,22 +194,31 @@ def prepare(options: TrainOptions) -> Plan:
     dataset = open_published(options.dataset_version)
     source = options.classes or "the project's class list"
     check_classes(dataset.classes, expected_classes(options.classes), source)
-    image_size = options.image_size or dataset.image_size or FALLBACK_IMAGE_SIZE
-    check_image_size(image_size, options.model, error=TrainingInputError)
     seed_everything(options.seed)  # before the model's random initialisation
-    model = build_model(options.model, len(dataset.classes), image_size, options.weights)
+    landmarks, identity = None, dataset.identity()
+    if options.model == LANDMARK_MODEL:
+        image_size = 0  # the model reads landmarks, not pixels
+        landmarks, landmark_meta = open_landmarks(options.landmarks_version, dataset.version.id)
+        identity["landmarks_id"] = landmark_meta["id"]
+        model = build_landmark_net(dataset.classes, options.weights)
+    else:
+        image_size = options.image_size or dataset.image_size or FALLBACK_IMAGE_SIZE
+        check_image_size(image_size, options.model, error=TrainingInputError)
+        model = build_model(options.model, len(dataset.classes), image_size, options.weights)
     run_dir = choose_run_dir(options.output_dir, options.model, options.resume)
     meta = {
         "model_name": options.model,
         "image_size": image_size,
         "classes": dataset.classes,
-        **dataset.identity(),
+        **identity,
     }
     checkpoint = None
     if options.resume:
         checkpoint = check_resumable(run_dir / CHECKPOINT_DIR / LAST, dataset.classes, meta)
     external = None if options.external == "none" else (options.external or default_external())
-    return Plan(options, device, dataset, image_size, external, model, run_dir, meta, checkpoint)
+    return Plan(
+        options, device, dataset, image_size, external, model, run_dir, meta, checkpoint, landmarks
+    )
 
 
 def resolve_device(name: str) -> str:
@@ -271,16 +289,20 @@ def load_data(plan: Plan) -> RunData:
     """Decode every split once at the run's image size (holdout when the version has one)."""
     started = time.perf_counter()
     root, classes, size = plan.dataset.root, plan.classes, plan.image_size
-    train, val, test = (load_split(root, s, classes, size) for s in ("train", "val", "test"))
-    holdout = None
-    if plan.dataset.manifest.get("splits", {}).get("holdout") and (root / "holdout").is_dir():
-        holdout = load_split(root, "holdout", classes, size)
-    data = RunData(train, val, test, holdout)
+    has_holdout = bool(plan.dataset.manifest.get("splits", {}).get("holdout"))
+    if plan.landmarks is not None:
+        data = RunData(*landmark_splits(plan.landmarks, classes, has_holdout))
+    else:
+        train, val, test = (load_split(root, s, classes, size) for s in ("train", "val", "test"))
+        holdout = None
+        if has_holdout and (root / "holdout").is_dir():
+            holdout = load_split(root, "holdout", classes, size)
+        data = RunData(train, val, test, holdout)
     version = plan.dataset.version
     print(
         f"dataset {version.name} {version.version} ({version.id}): "
         + ", ".join(f"{s} {n}" for s, n in data.sizes().items())
-        + (f", holdout {len(holdout)}" if holdout is not None else "")
+        + (f", holdout {len(data.holdout)}" if data.holdout is not None else "")
         + f" images at {size}px, decoded in {time.perf_counter() - started:.1f}s"
     )
     return data
@@ -300,7 +322,11 @@ def train(plan: Plan, data: RunData, writer: Any, logger: Any) -> tuple[FitResul
         plan.classes,
         LoopConfig.from_options(options, plan.device),
         plan.run_dir,
-        transform=build_augment(options.augment, plan.image_size),
+        transform=(
+            landmark_augment(options.augment)
+            if plan.landmarks is not None
+            else build_augment(options.augment, plan.image_size)
+        ),
         writer=writer,
         clearml_logger=logger,
         meta=plan.meta,
@@ -319,7 +345,8 @@ def evaluate(plan: Plan, data: RunData, model: nn.Module) -> Evaluation:
     classes = plan.classes
     val = evaluate_split(model, data.val, classes)
     test = evaluate_split(model, data.test, classes)
-    external = evaluate_external(model, plan.external, classes, plan.image_size)
+    measure = measure_external if plan.landmarks is not None else None
+    external = evaluate_external(model, plan.external, classes, plan.image_size, measure=measure)
     groups = {}
     if data.holdout is not None:
         labels = holdout_groups(plan.dataset.manifest, data.holdout)
@@ -389,7 +416,7 @@ def export(plan: Plan, data: RunData, model: nn.Module, evaluation: Evaluation) 
     """ONNX (kept only when it matches torch on every test image), class list and baseline."""
     run_dir = plan.run_dir
     onnx_tmp = run_dir / ".model.onnx.tmp"
-    export_onnx(model, onnx_tmp, plan.image_size)
+    export_onnx(model, onnx_tmp, plan.image_size, num_classes=len(plan.classes))
     parity = check_parity(onnx_tmp, model, data.test.images)
     print(
         f"ONNX parity on {parity['images']} test images: "

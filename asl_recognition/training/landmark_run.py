@@ -1,0 +1,74 @@
+"""The landmark model's steps of a training run (``--model landmarks``).
+
+``run.py`` wires the same stages for every model; these are the ones that differ: the data
+(ASL_landmarks rows of the ASL version being trained on), the external check (photos measured by
+the serving landmarker) and the augmentation (landmark space).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.training.errors import TrainingInputError
+from asl_recognition.training.landmark_model import LandmarkAugment, LandmarkNet, RowAugment
+
+LANDMARK_MODEL = "landmarks"
+
+
+def build_landmark_net(classes: list[str], weights: str | None) -> LandmarkNet:
+    """A fresh (or ``--weights``-initialised) landmark net answering ``nothing`` without a hand."""
+    import torch
+
+    if "nothing" not in classes:
+        raise TrainingInputError("the landmark model needs a 'nothing' class (for no hand)")
+    net = LandmarkNet(len(classes), classes.index("nothing"))
+    if weights:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise TrainingInputError(f"--weights {weights}: {exc}".splitlines()[0]) from exc
+    return net
+
+
+def open_landmarks(ref: str, dataset_id: str) -> tuple[Any, dict[str, Any]]:
+    """The ASL_landmarks table measured on ``dataset_id``; another ASL version is refused."""
+    from asl_recognition.data.landmarks import load_table
+    from asl_recognition.store import DatasetNotFoundError
+
+    try:
+        table, meta = load_table(ref)
+    except DatasetNotFoundError as exc:
+        raise TrainingInputError(
+            f"--landmarks-version {ref}: {exc} (run tasks/publish_landmarks.py first)"
+        ) from exc
+    if meta.get("asl_dataset_id") != dataset_id:
+        raise TrainingInputError(
+            f"ASL_landmarks {meta['id']} was measured on ASL {meta.get('asl_dataset_id')}, not "
+            f"on the training dataset {dataset_id}: pass the matching --landmarks-version"
+        )
+    return table, meta
+
+
+def landmark_splits(table: Any, classes: list[str], with_holdout: bool) -> tuple[Any, ...]:
+    """train (hands only: no-hand rows carry no gradient), val, test, holdout (all rows)."""
+    from asl_recognition.training.landmark_data import landmark_split
+
+    train = landmark_split(table, "train", classes, hands_only=True)
+    val, test = (landmark_split(table, s, classes) for s in ("val", "test"))
+    holdout = landmark_split(table, "holdout", classes) if with_holdout else None
+    return train, val, test, holdout
+
+
+def landmark_augment(preset: str) -> RowAugment | None:
+    """``none`` switches augmentation off; every other preset is landmark-space augmentation."""
+    return None if preset == "none" else RowAugment(LandmarkAugment())
+
+
+def measure_external(folder: str, classes: list[str] = list(CLASSES)) -> Any:
+    """The external folder's photos measured like served ones (see ``landmark_data``)."""
+    from asl_recognition.hands import HandLandmarker
+    from asl_recognition.training.landmark_data import measure_folder
+
+    return measure_folder(folder, classes, HandLandmarker())
