@@ -285,6 +285,7 @@ STEPS: tuple[Step, ...] = (
         outputs=(
             "model_id",
             "onnx_path",
+            "onnx_uri",
             "classes_path",
             "run_dir",
             "val_macro_f1",

@@ -557,6 +557,8 @@ def step_outputs(
         "model_id": record.id if record is not None else None,
         "onnx_path": record.onnx_path if record is not None else str(exported.onnx),
         "classes_path": record.classes_path if record is not None else str(exported.classes),
+        # the uploaded weights (ClearML registry): what another machine downloads
+        "onnx_uri": record.onnx_uri if record is not None else None,
         "run_dir": str(plan.run_dir),
         **{key: metrics[key] for key in OUTPUT_METRICS},
     }
