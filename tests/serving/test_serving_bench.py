@@ -32,3 +32,21 @@ def test_bench_runs_every_cell(tiny_models, tmp_path) -> None:
     assert "| concurrency |" in proc.stdout.replace(
         "| dynamic batching | concurrency |", "| concurrency |"
     )
+
+
+def test_hands_bench_compares_triton_with_in_process(tmp_path) -> None:
+    """bench/bench_hands_triton.py in a tiny run: both sides answer every photo, ratio printed."""
+    out = tmp_path / "hands.json"
+    cmd = [sys.executable, "bench/bench_hands_triton.py", "--seconds", "0.5", "--rounds", "1"]
+    cmd += ["--per-class", "1", "--concurrency", "1", "2", "--hand-instances", "1"]
+    proc = subprocess.run(
+        cmd + ["--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["concurrency"] for r in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        for side in ("triton", "in-process"):
+            assert row[side]["errors"] == 0 and row[side]["images"] > 0
+        assert row["ratio"] == row["triton"]["throughput"] / row["in-process"]["throughput"]
+    assert "| concurrency | Triton img/s | in-process img/s | ratio |" in proc.stdout
