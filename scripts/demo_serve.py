@@ -28,6 +28,8 @@ from asl_recognition.pipeline.local_executor import list_runs  # noqa: E402
 
 CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
 LINE_RE = re.compile(r"^(?P<path>.+?): (?P<label>\S+) (?P<prob>[0-9.]+)")
+# A landmark classifier's client line when the photo has no hand: the answer is "nothing".
+NO_HAND_RE = re.compile(r"^(?P<path>.+?): (?P<label>no hand found)$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,11 +79,12 @@ def classify(images: str, http_url: str) -> tuple[int, list[str]]:
 def accuracy_line(lines: list[str]) -> str:
     scored = correct = 0
     for line in lines:
-        match = LINE_RE.match(line)
+        match = LINE_RE.match(line) or NO_HAND_RE.match(line)
         truth = true_label(match.group("path")) if match else None
         if truth:
+            label = match.group("label")
             scored += 1
-            correct += match.group("label") == truth
+            correct += ("nothing" if label == "no hand found" else label) == truth
     if not scored:
         return "no labelled test images (names like A_test.jpg) to score"
     return (
