@@ -491,6 +491,26 @@ def _read_model(
     return signature, classes, labelled, kind
 
 
+def _hands_config(
+    dirs: dict[str, Path],
+    max_batch_size: int,
+    hand_instances: int,
+    dynamic_batching: bool,
+    max_queue_delay_us: int,
+) -> mc.ModelConfig | None:
+    """The hand pipeline's config when the build has one (a landmark classifier's ensemble)."""
+    if "hands" not in dirs:
+        return None
+    return hands_repository.hands_model_config(
+        dirs["hands"].name,
+        max_batch_size,
+        hand_instances,
+        dynamic_batching,
+        preferred_batch_sizes(max_batch_size),
+        max_queue_delay_us,
+    )
+
+
 def _write_hands(root: Path, hands_dir: Path, config: mc.ModelConfig) -> int:
     """The hand pipeline model: its verified version folder, then its config."""
     version, removed = hands_repository.publish_hands_version(
@@ -537,17 +557,8 @@ def build_repository(
         raise ValueError(f"keep_versions must be >= 1 (got {keep_versions})")
     signature, classes, labelled, graph_kind = _read_model(onnx_path, classes_path, ensemble)
     dirs = _model_dirs(root, model_name, ensemble, graph_kind)
-    hands_cfg = (
-        hands_repository.hands_model_config(
-            dirs["hands"].name,
-            max_batch_size,
-            hand_instances,
-            dynamic_batching,
-            preferred_batch_sizes(max_batch_size),
-            max_queue_delay_us,
-        )
-        if "hands" in dirs
-        else None
+    hands_cfg = _hands_config(
+        dirs, max_batch_size, hand_instances, dynamic_batching, max_queue_delay_us
     )
     model_dir = dirs["onnx"]
     config = onnx_model_config(
@@ -569,11 +580,13 @@ def build_repository(
             else trt_cache_dir
         ),
     )
-    _check_kind(model_dir, "onnxruntime_onnx")
-    if ensemble:
-        _check_kind(dirs["ensemble"], "ensemble")
-    if hands_cfg is not None:
-        _check_kind(dirs["hands"], "python")
+    for key, platform in (
+        ("onnx", "onnxruntime_onnx"),
+        ("ensemble", "ensemble"),
+        ("hands", "python"),
+    ):
+        if key in dirs:
+            _check_kind(dirs[key], platform)
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = _update_versions(
         root, model_dir, onnx_path, signature, classes, keep_versions
@@ -591,8 +604,8 @@ def build_repository(
         "ensemble": ensemble,
         "classes": len(classes),
         "input_dims": {s.name: list(s.dims) for s in signature.inputs},
+        "graph_kind": graph_kind,
     }
-    result["graph_kind"] = graph_kind
     if hands_cfg is not None:
         result["hands_model"] = dirs["hands"].name
         result["hands_version"] = _write_hands(root, dirs["hands"], hands_cfg)
