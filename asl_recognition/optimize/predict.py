@@ -1,0 +1,192 @@
+"""One answer format for three runtimes: the training checkpoint in torch, the registered ONNX
+in onnxruntime, and the served model through Triton.
+
+The answer is the Triton client's JSON: ``[{image, predictions: [{label, index, probability}]}]``
+with the most likely class first. Every runtime decodes and resizes the same way (the bounded
+project decoder, bilinear to the model's side), so differences come from the runtime alone.
+The registry keeps ONNX only, so torch rebuilds the network from the training run's
+``checkpoints/best.pt``; the run is found by the registered ONNX file's hash.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from asl_recognition.classes import read_class_file
+from asl_recognition.imageio import ImageDecodeError
+from asl_recognition.optimize.variants import OptimizeError, image_input_size
+from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.registry.base import ModelRecord
+
+CLIENT_PATH = REPO_ROOT / "triton" / "client" / "client.py"
+BEST = Path("checkpoints") / "best.pt"
+
+
+class PredictError(OptimizeError):
+    """Nothing could be answered (no model, no checkpoint, no server): one line, exit 2+."""
+
+
+def answers(
+    paths: Sequence[Path], probabilities: np.ndarray, classes: Sequence[str], top_k: int
+) -> list[dict]:
+    """Each image's ``top_k`` classes, most likely first, in the Triton client's shape."""
+    out = []
+    for path, row in zip(paths, probabilities):
+        order = np.argsort(-row, kind="stable")[:top_k]
+        out.append(
+            {
+                "image": str(path),
+                "predictions": [
+                    {"label": classes[i], "index": int(i), "probability": float(row[i])}
+                    for i in order
+                ],
+            }
+        )
+    return out
+
+
+def decode(paths: Sequence[Path], size: int) -> tuple[list[Path], np.ndarray, list[str]]:
+    """uint8 [N,3,S,S] of the readable images, and one line per file that is not one."""
+    from asl_recognition.training.data import decode_resized
+
+    kept, arrays, errors = [], [], []
+    for path in paths:
+        try:
+            arrays.append(decode_resized(path, size).transpose(2, 0, 1))
+            kept.append(path)
+        except FileNotFoundError:
+            errors.append(f"error: {path}: no such file")
+        except (ImageDecodeError, OSError) as exc:
+            errors.append(f"error: {path}: not an image ({exc})")
+    batch = np.stack(arrays) if arrays else np.empty((0, 3, size, size), np.uint8)
+    return kept, np.ascontiguousarray(batch), errors
+
+
+def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tuple[list, list]:
+    """The registered ONNX file in onnxruntime (CPU)."""
+    from asl_recognition.optimize.measure import open_session, run_probabilities
+
+    kept, images, errors = decode(paths, image_input_size(record.onnx_path))
+    if not kept:
+        return [], errors
+    session, _ = open_session(record.onnx_path)
+    classes = read_class_file(record.classes_path)
+    return answers(kept, run_probabilities(session, images), classes, top_k), errors
+
+
+def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
+    """The ``best.pt`` of the run whose ``model.onnx`` is the registered file (same sha256)."""
+    from asl_recognition.store.base import sha256_file
+
+    wanted = sha256_file(record.onnx_path)
+    runs = runs or workspace() / "runs"
+    chosen = record.params.get("output_dir")
+    candidates = [Path(chosen) / "model.onnx"] if chosen else []
+    candidates += sorted(runs.glob("*/model.onnx"))
+    for onnx in candidates:
+        if onnx.is_file() and (onnx.parent / BEST).is_file() and sha256_file(onnx) == wanted:
+            return onnx.parent / BEST
+    raise PredictError(
+        f"no training run under {runs} holds model {record.id}'s ONNX with a {BEST} "
+        "(pass --checkpoint)"
+    )
+
+
+def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
+    """The exported contract (uint8 images -> probabilities) rebuilt from a best checkpoint."""
+    import torch
+
+    from asl_recognition.training.models import ProbabilityModel, build_model
+    from asl_recognition.training.options import IMAGE_MODELS
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise PredictError(f"{checkpoint} is not a training checkpoint ({type(exc).__name__})")
+    if not isinstance(state, dict) or "model" not in state:
+        raise PredictError(f"{checkpoint} is not a training checkpoint (no 'model' state)")
+    name, classes, size = state.get("model_name"), state.get("classes"), state.get("image_size")
+    if name not in IMAGE_MODELS or not classes or not size:
+        raise PredictError(f"{checkpoint}: model {name!r} is not an image classifier checkpoint")
+    model = build_model(name, len(classes), int(size))
+    model.load_state_dict(state["model"])
+    return ProbabilityModel(model).eval(), list(classes), int(size)
+
+
+def predict_torch(
+    record: ModelRecord, paths: Sequence[Path], top_k: int, checkpoint: Path | None = None
+) -> tuple[list, list]:
+    """The training checkpoint in torch (CPU, eval mode, no gradients)."""
+    import torch
+
+    model, classes, size = torch_model(checkpoint or find_checkpoint(record))
+    kept, images, errors = decode(paths, size)
+    if not kept:
+        return [], errors
+    with torch.inference_mode():
+        probabilities = model(torch.from_numpy(images)).numpy()
+    return answers(kept, probabilities, classes, top_k), errors
+
+
+def triton_client() -> ModuleType:
+    """triton/client/client.py, imported by path (it is a standalone script, not a package)."""
+    spec = importlib.util.spec_from_file_location("asl_triton_client", CLIENT_PATH)
+    if spec is None or spec.loader is None:
+        raise PredictError(f"cannot load the Triton client from {CLIENT_PATH}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def predict_triton(
+    paths: Sequence[Path], url: str | None, protocol: str, model: str, top_k: int
+) -> tuple[list, list]:
+    """The served model, through the project's Triton client functions."""
+    client_module = triton_client()
+    url = url or ("localhost:8001" if protocol == "grpc" else "localhost:8000")
+    try:
+        tc, client, spec = client_module.connect(url, protocol, model)
+    except client_module.ClientError as exc:
+        raise PredictError(str(exc)) from None
+    args = SimpleNamespace(model=model, top_k=top_k)
+    try:
+        send = client_module.classify_encoded if spec.encoded else client_module.classify_decoded
+        results, _failed = send(tc, client, spec, args, list(paths))
+    except client_module.ClientError as exc:
+        raise PredictError(str(exc)) from None
+    finally:
+        client.close()
+    return results, []  # the client has printed a line for each file it could not answer
+
+
+def run_predict(opts: Any) -> int:
+    """Print the JSON answer; 0 when every image was answered, 1 when some were not."""
+    import json
+
+    from asl_recognition.optimize.variants import resolve_model
+    from asl_recognition.registry import get_registry
+
+    paths = [Path(p) for p in opts.image]
+    if opts.runtime == "triton":
+        results, errors = predict_triton(
+            paths, opts.url, opts.protocol, opts.served_model, opts.top_k
+        )
+    else:
+        record = resolve_model(get_registry(backend=opts.registry), opts.model_id, opts.name)
+        if opts.runtime == "torch":
+            checkpoint = Path(opts.checkpoint) if opts.checkpoint else None
+            results, errors = predict_torch(record, paths, opts.top_k, checkpoint)
+        else:
+            results, errors = predict_onnx(record, paths, opts.top_k)
+    for line in errors:
+        print(line, file=sys.stderr)
+    print(json.dumps(results, indent=2))
+    return 0 if len(results) == len(paths) else 1

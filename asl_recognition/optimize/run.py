@@ -1,0 +1,239 @@
+"""The optimize task's stages: check inputs, build variants, measure, profile, report, register.
+
+Every input (model, dataset, class list, output folder) is checked before anything is written;
+variants are registered only after they loaded and were scored.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asl_recognition.classes import read_class_file
+from asl_recognition.optimize import measure, profiling, report
+from asl_recognition.optimize.options import OptimizeOptions
+from asl_recognition.optimize.variants import (
+    VARIANT_FILES,
+    OptimizeError,
+    image_input_size,
+    optimize_graph,
+    quantize_int8,
+    register_variant,
+    resolve_model,
+    sample_calibration,
+)
+from asl_recognition.paths import workspace
+from asl_recognition.registry.base import ModelRecord, ModelRegistry
+from asl_recognition.training.data import PublishedDataset, TensorSplit
+from asl_recognition.training.errors import TrainingInputError
+
+PROFILE_BATCH = 32
+
+
+@dataclass
+class Inputs:
+    """The checked inputs: the fp32 record, its dataset's decoded splits, the output folder."""
+
+    record: ModelRecord
+    image_size: int
+    dataset: PublishedDataset
+    splits: dict[str, TensorSplit]
+    groups: list[str]
+    out_dir: Path
+
+
+def load_inputs(registry: ModelRegistry, opts: OptimizeOptions) -> Inputs:
+    """Resolve the model and its dataset; decode train/val/test (and holdout when present)."""
+    from asl_recognition.training.data import load_split, open_published
+    from asl_recognition.training.evaluate import holdout_groups
+
+    record = resolve_model(registry, opts.model_id or "", opts.name)
+    size = image_input_size(record.onnx_path)
+    if not record.dataset_id:
+        raise OptimizeError(f"model {record.id} records no dataset to calibrate and score on")
+    try:
+        dataset = open_published(record.dataset_id)
+    except TrainingInputError as exc:
+        raise OptimizeError(str(exc)) from None
+    classes = read_class_file(record.classes_path)
+    if classes != dataset.classes:
+        raise OptimizeError(
+            f"model {record.id}'s classes differ from dataset {record.dataset_id}'s"
+        )
+    out_dir = _out_dir(opts.output_dir, record)
+    names = ["train", "val", "test"]
+    if dataset.manifest.get("splits", {}).get("holdout") and (dataset.root / "holdout").is_dir():
+        names.append("holdout")
+    splits = {s: load_split(dataset.root, s, classes, size) for s in names}
+    groups = holdout_groups(dataset.manifest, splits["holdout"]) if "holdout" in splits else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Inputs(record, size, dataset, splits, groups, out_dir)
+
+
+def _out_dir(chosen: str | None, record: ModelRecord) -> Path:
+    if chosen:
+        path = Path(chosen).expanduser().resolve()
+        if path.is_dir() and any(path.iterdir()):
+            raise OptimizeError(f"output dir {path} already holds files (nothing was overwritten)")
+        return path
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return workspace() / "optimize" / f"{record.id[:12]}-{stamp}-{secrets.token_hex(2)}"
+
+
+def build_variants(inputs: Inputs, opts: OptimizeOptions) -> tuple[dict[str, Path], dict]:
+    """fp32 (as registered), INT8 and optimised files, and how each was made."""
+    train = inputs.splits["train"]
+    calibration = sample_calibration(
+        train.images.numpy(), train.paths, opts.calibration_images, opts.seed
+    )
+    paths = {"fp32": Path(inputs.record.onnx_path)}
+    details: dict[str, dict[str, Any]] = {"fp32": {}}
+    paths["int8"] = inputs.out_dir / VARIANT_FILES["int8"]
+    details["int8"] = {
+        "quantization": quantize_int8(paths["fp32"], paths["int8"], calibration, opts.per_channel),
+        "calibration": calibration.as_dict(),
+    }
+    paths["optimized"] = inputs.out_dir / VARIANT_FILES["optimized"]
+    details["optimized"] = optimize_graph(paths["fp32"], paths["optimized"], opts.graph_level)
+    return paths, details
+
+
+def evaluate_variant(session: Any, inputs: Inputs, reference: np.ndarray | None) -> dict:
+    """val/test/held-out scores of one session, and its test answers' distance from fp32's."""
+    classes = len(inputs.dataset.classes)
+    out: dict[str, Any] = {}
+    probabilities = {}
+    for split in ("val", "test"):
+        data = inputs.splits[split]
+        probabilities[split] = measure.run_probabilities(session, data.images.numpy())
+        out[split] = measure.score(probabilities[split], data.labels, classes)
+    out["holdout"], out["holdout_accuracy"] = {}, None
+    if "holdout" in inputs.splits:
+        held = inputs.splits["holdout"]
+        probs = measure.run_probabilities(session, held.images.numpy())
+        out["holdout"] = measure.score_groups(probs, held.labels, inputs.groups, classes)
+        out["holdout_accuracy"] = measure.score(probs, held.labels, classes)["accuracy"]
+    base = probabilities["test"] if reference is None else reference
+    out["agreement"] = measure.agreement(base, probabilities["test"])
+    out["_test_probabilities"] = probabilities["test"]
+    return out
+
+
+def profiles(inputs: Inputs, fp32: Path) -> dict[str, Any]:
+    """A training step of the model's architecture and one served fp32 request, profiled."""
+    import torch
+
+    from asl_recognition.training.models import build_model
+    from asl_recognition.training.options import IMAGE_MODELS
+
+    train = inputs.splits["train"]
+    batch = train.images[:PROFILE_BATCH]
+    result: dict[str, Any] = {
+        "request_profile": profiling.profile_request(fp32, batch.numpy(), inputs.out_dir)
+    }
+    arch = inputs.record.params.get("model", "cnn")
+    if arch in IMAGE_MODELS:
+        torch.manual_seed(0)  # the weights do not change the step's cost
+        model = build_model(arch, len(inputs.dataset.classes), inputs.image_size)
+        result["train_profile"] = profiling.profile_training_step(
+            model, batch, train.labels[:PROFILE_BATCH], inputs.out_dir
+        )
+    return result
+
+
+def variant_metrics(variant: dict[str, Any], latency: dict[str, Any], size: int) -> dict:
+    """What the registry keeps for a variant: the scores select_best compares, and its speed."""
+    groups = variant["holdout"]
+    return {
+        "val_accuracy": variant["val"]["accuracy"],
+        "val_macro_f1": variant["val"]["macro_f1"],
+        "test_accuracy": variant["test"]["accuracy"],
+        "test_macro_f1": variant["test"]["macro_f1"],
+        "holdout": groups,
+        "holdout_accuracy": variant["holdout_accuracy"],
+        "holdout_min_group_accuracy": min((g["accuracy"] for g in groups.values()), default=None),
+        "test_confusion_matrix": variant["test"]["confusion_matrix"],
+        "val_confusion_matrix": variant["val"]["confusion_matrix"],
+        "ms_per_image": {b: v["ms_per_image"] for b, v in latency.items()},
+        "size_bytes": size,
+    }
+
+
+def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
+    """Build, measure, profile, report and (optionally) register; returns the step outputs."""
+    import onnxruntime as ort
+
+    from asl_recognition.registry import get_registry
+
+    registry = get_registry(backend=opts.registry)
+    inputs = load_inputs(registry, opts)
+    print(f"optimize: model {inputs.record.id} ({inputs.image_size}px) -> {inputs.out_dir}")
+    paths, details = build_variants(inputs, opts)
+    sessions, variants, reference = {}, {}, None
+    for name, path in paths.items():
+        sessions[name], load_ms = measure.open_session(path, opts.threads)
+        variants[name] = evaluate_variant(sessions[name], inputs, reference)
+        reference = variants["fp32"]["_test_probabilities"]
+        variants[name].update(
+            load_ms=load_ms, size_bytes=path.stat().st_size, path=str(path), details=details[name]
+        )
+    test_images = inputs.splits["test"].images.numpy()
+    latency = measure.time_interleaved(sessions, test_images, opts.batch_sizes, opts.rounds)
+    for variant in variants.values():
+        variant.pop("_test_probabilities")
+    result = {
+        "model": {
+            "id": inputs.record.id,
+            "name": inputs.record.name,
+            "version": inputs.record.version,
+        },
+        "dataset_id": inputs.record.dataset_id,
+        "image_size": inputs.image_size,
+        "test_images": len(test_images),
+        "calibration": details["int8"]["calibration"],
+        "batch_sizes": list(opts.batch_sizes),
+        "rounds": opts.rounds,
+        "onnxruntime": ort.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "gpu": False,
+        "variants": variants,
+        "latency": latency,
+        "latency_ratio": measure.ratios(latency),
+    }
+    if opts.profile:
+        result.update(profiles(inputs, paths["fp32"]))
+    if opts.register:
+        task = ctx.task if ctx is not None else None
+        for name in ("int8", "optimized"):
+            metrics = variant_metrics(variants[name], latency[name], variants[name]["size_bytes"])
+            record = register_variant(
+                registry, inputs.record, name, paths[name], metrics, details[name], task=task
+            )
+            variants[name]["model_id"] = record.id
+            print(f"registered {name} variant as {record.name} v{record.version} ({record.id})")
+    variants["fp32"]["model_id"] = inputs.record.id
+    files = report.write(result, inputs.out_dir)
+    print(report.markdown(result))
+    if ctx is not None:
+        report.log_clearml(ctx.logger, result)
+        for key, path in files.items():
+            ctx.upload_artifact(path.name, str(path))
+        for key in ("train_profile", "request_profile"):
+            if key in result:
+                ctx.upload_artifact(Path(result[key]["trace"]).name, result[key]["trace"])
+    return {
+        "report": str(files["json"]),
+        "int8_model_id": variants["int8"].get("model_id"),
+        "optimized_model_id": variants["optimized"].get("model_id"),
+        "int8_latency_ratio_b1": result["latency_ratio"]["int8"].get("1"),
+        "int8_test_accuracy_delta": variants["int8"]["test"]["accuracy"]
+        - variants["fp32"]["test"]["accuracy"],
+    }

@@ -1,0 +1,214 @@
+"""Build the faster variants of an fp32 ONNX classifier and register them beside it.
+
+INT8 is onnxruntime's static QDQ quantisation calibrated on a seeded sample of the model's own
+TRAIN split (never val/test, which score it). "optimized" is the graph onnxruntime would build
+at session start, saved once (``SessionOptions.optimized_model_filepath``) so that a server
+loads it without re-optimising; ``extended`` is the default level because ``all`` adds
+layout fusions specific to this CPU, which onnxruntime's docs warn may not run elsewhere.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from asl_recognition.registry.base import ModelNotFoundError, ModelRecord, ModelRegistry
+
+INPUT_NAME = "images"
+CALIBRATION_BATCH = 32
+VARIANT_FILES = {"int8": "model.int8.onnx", "optimized": "model.optimized.onnx"}
+
+
+class OptimizeError(ValueError):
+    """A model or dataset this step cannot work on; the message is one line."""
+
+
+@dataclass
+class Calibration:
+    """The TRAIN images INT8 calibration read, recorded with the variant."""
+
+    images: np.ndarray  # uint8 [N,3,S,S]
+    paths: list[str] = field(default_factory=list)
+    split: str = "train"
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "count": len(self.paths),
+            "seed": self.seed,
+            "paths": self.paths,
+        }
+
+
+def resolve_model(registry: ModelRegistry, model_id: str, name: str = "asl") -> ModelRecord:
+    """The record of ``model_id``; ``production`` is the model tagged production in ``name``."""
+    if model_id == "production":
+        record = registry.production(name)
+        if record is None:
+            raise OptimizeError(f"no production model of {name!r} in the registry yet")
+        return record
+    try:
+        return registry.get(model_id)
+    except ModelNotFoundError as exc:
+        raise OptimizeError(str(exc)) from None
+
+
+def image_input_size(onnx_path: str | Path) -> int:
+    """The square side of a CNN's ``images`` input; refuses the landmark contract and others."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    inputs = {i.name: i for i in graph.input}
+    if INPUT_NAME not in inputs:
+        names = ", ".join(inputs) or "none"
+        raise OptimizeError(
+            f"{onnx_path}: inputs {names}; only image classifiers (input {INPUT_NAME!r} uint8 "
+            "[N,3,S,S]) are supported, not the landmark classifier"
+        )
+    dims = [d.dim_value for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] != 3 or not dims[2] or dims[2] != dims[3]:
+        raise OptimizeError(f"{onnx_path}: input {INPUT_NAME} has shape {dims}, not [N,3,S,S]")
+    return int(dims[2])
+
+
+def sample_calibration(
+    images: np.ndarray, paths: Sequence[str], count: int, seed: int
+) -> Calibration:
+    """A seeded sample of ``count`` train images (all of them when there are fewer)."""
+    if len(images) == 0:
+        raise OptimizeError("the train split holds no images to calibrate INT8 with")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+    return Calibration(images[chosen], [paths[i] for i in chosen], seed=seed)
+
+
+class BatchReader(CalibrationDataReader):
+    """onnxruntime's ``CalibrationDataReader`` protocol over in-memory uint8 batches."""
+
+    def __init__(self, images: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
+        self.images = images
+        self.batch = batch
+        self._batches: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _iterate(self) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self.images), self.batch):
+            yield {INPUT_NAME: np.ascontiguousarray(self.images[start : start + self.batch])}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:
+            self._batches = self._iterate()
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = None
+
+
+def quantize_int8(
+    source: str | Path, target: str | Path, calibration: Calibration, per_channel: bool = True
+) -> dict[str, Any]:
+    """Static QDQ INT8 (activations uint8, weights int8), after onnxruntime's pre-processing.
+
+    Returns the settings, kept with the variant so the quantisation can be repeated.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    settings = {
+        "format": "QDQ",
+        "activation_type": "QUInt8",
+        "weight_type": "QInt8",
+        "per_channel": per_channel,
+        "calibrate_method": "MinMax",
+        "pre_processed": True,
+    }
+    with tempfile.TemporaryDirectory(prefix="asl-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # shape inference and constant folding first: the quantiser needs every tensor's shape
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        import onnx
+
+        # the output stays float: a quantised Softmax would round probabilities to 1/255 steps
+        softmax = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Softmax"]
+        settings["nodes_excluded"] = softmax
+        quantize_static(
+            str(prepared),
+            str(target),
+            BatchReader(calibration.images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=softmax,
+        )
+    return settings
+
+
+GRAPH_LEVEL_NAMES = {
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def optimize_graph(
+    source: str | Path, target: str | Path, level: str = "extended"
+) -> dict[str, Any]:
+    """Save the graph onnxruntime builds at ``level`` to ``target`` (CPU provider)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_LEVEL_NAMES[level])
+    opts.optimized_model_filepath = str(target)
+    ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+    if not Path(target).is_file():
+        raise OptimizeError(f"onnxruntime wrote no optimised model to {target}")
+    return {
+        "graph_optimization_level": GRAPH_LEVEL_NAMES[level],
+        "provider": "CPUExecutionProvider",
+    }
+
+
+def register_variant(
+    registry: ModelRegistry,
+    parent: ModelRecord,
+    variant: str,
+    onnx_path: str | Path,
+    metrics: dict[str, Any],
+    details: dict[str, Any],
+    task: Any = None,
+) -> ModelRecord:
+    """A new version of the parent's model name; ``variant`` and ``parent`` live in its params.
+
+    ``register()`` takes no tags or parent, so both are kept under ``params`` (which every
+    backend stores), next to how the variant was made.
+    """
+    params = {
+        **parent.params,
+        "variant": variant,
+        "parent": parent.id,
+        "parent_version": parent.version,
+        "optimization": details,
+    }
+    return registry.register(
+        parent.name,
+        str(onnx_path),
+        parent.classes_path,
+        metrics,
+        params,
+        task=task,
+        dataset_id=parent.dataset_id,
+        baseline_path=parent.baseline_path,
+    )

@@ -1,0 +1,202 @@
+"""INT8 and graph-optimised variants of a real (briefly trained) CNN, and the optimize task.
+
+The model is trained here on the bundled real frames (data/sample) through the training code
+itself, registered in a temporary local registry, then quantised, optimised, scored, timed and
+registered again by ``tasks/optimize_model.py`` run as a subprocess with ``--model-id`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asl_recognition.options import from_mapping
+from asl_recognition.paths import REPO_ROOT
+
+sys.path.insert(0, str(Path(__file__).parent / "training"))
+
+from published_sample import publish_sample, train_options  # noqa: E402
+
+HOLDOUT_HANDS = ("hand4",)
+
+
+_TRAINED: dict[str, object] = {}
+
+
+def trained_model(tmp_path_factory: pytest.TempPathFactory):
+    """A 32 px CNN trained for six steps on a published sample with a held-out group.
+
+    Trained once per test session (test_predict.py shares it): (workspace, registry record).
+    """
+    if "model" not in _TRAINED:
+        root = tmp_path_factory.mktemp("optimize")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ASL_WORKSPACE", str(root / "ws"))
+            mp.setenv("ASL_OFFLINE", "1")
+            from asl_recognition.registry import get_registry
+            from asl_recognition.training.run import run_training
+
+            dataset_id = publish_sample(root, holdout_hands=HOLDOUT_HANDS)
+            options = train_options(
+                dataset_version=dataset_id,
+                epochs=1,
+                max_steps=6,
+                lr=0.01,
+                batch_size=32,
+                augment="none",
+                external="none",
+                seed=3,
+            )
+            outputs = run_training(options)
+            _TRAINED["model"] = (root / "ws", get_registry("local").get(outputs["model_id"]))
+    return _TRAINED["model"]
+
+
+@pytest.fixture()
+def trained(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The shared trained model, with ASL_WORKSPACE pointing at its workspace."""
+    workspace, record = trained_model(tmp_path_factory)
+    monkeypatch.setenv("ASL_WORKSPACE", str(workspace))
+    monkeypatch.setenv("ASL_OFFLINE", "1")
+    return workspace, record
+
+
+def _test_images(record, count: int = 64) -> np.ndarray:
+    from asl_recognition.training.data import load_split, open_published
+
+    dataset = open_published(record.dataset_id)
+    split = load_split(dataset.root, "test", dataset.classes, 32)
+    return split.images.numpy()[:count], split
+
+
+def test_int8_variant_is_quantised_and_answers_like_fp32(trained, tmp_path) -> None:
+    import onnx
+
+    from asl_recognition.optimize.measure import open_session, run_probabilities
+    from asl_recognition.optimize.variants import quantize_int8, sample_calibration
+
+    workspace, record = trained
+    images, _ = _test_images(record)
+    calibration = sample_calibration(images, [f"img{i}" for i in range(len(images))], 40, seed=1)
+    assert len(calibration.paths) == 40 and calibration.as_dict()["split"] == "train"
+    target = tmp_path / "model.int8.onnx"
+    settings = quantize_int8(record.onnx_path, target, calibration)
+    assert settings["format"] == "QDQ" and settings["per_channel"] is True
+
+    graph = onnx.load(str(target)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8_weights, "no int8 weight tensors in the quantised graph"
+
+    fp32 = run_probabilities(open_session(record.onnx_path)[0], images)
+    int8 = run_probabilities(open_session(target)[0], images)
+    assert int8.shape == fp32.shape == (len(images), 29)
+    np.testing.assert_allclose(int8.sum(1), 1.0, atol=1e-3)
+    diff = np.abs(int8 - fp32).max()
+    agree = (int8.argmax(1) == fp32.argmax(1)).mean()
+    assert len(set(fp32.argmax(1))) >= 2  # the model does tell images apart
+    assert diff < 0.2  # quantised, so not equal, yet close
+    assert agree >= 0.8
+
+
+def test_optimized_graph_loads_without_reoptimising_and_matches(trained, tmp_path) -> None:
+    import onnxruntime as ort
+
+    from asl_recognition.optimize.measure import open_session, run_probabilities
+    from asl_recognition.optimize.variants import optimize_graph
+
+    workspace, record = trained
+    images, _ = _test_images(record, 16)
+    target = tmp_path / "model.optimized.onnx"
+    optimize_graph(record.onnx_path, target, "extended")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(target), opts, providers=["CPUExecutionProvider"])
+    fp32 = run_probabilities(open_session(record.onnx_path)[0], images)
+    np.testing.assert_allclose(run_probabilities(plain, images), fp32, atol=1e-5)
+
+
+def test_bad_model_ids_are_refused_with_one_line(trained) -> None:
+    from asl_recognition.optimize.options import OptimizeOptions
+    from asl_recognition.optimize.run import run_optimize
+    from asl_recognition.optimize.variants import OptimizeError
+    from asl_recognition.registry import get_registry
+
+    workspace, _ = trained
+    before = len(get_registry("local").list("asl"))
+    for model_id, expected in (("0" * 32, "no model with id"), ("production", "no production")):
+        opts = from_mapping(OptimizeOptions, {"model_id": model_id, "registry": "local"})
+        with pytest.raises(OptimizeError, match=expected) as info:
+            run_optimize(opts)
+        assert "\n" not in str(info.value)
+    assert len(get_registry("local").list("asl")) == before
+    assert not (workspace / "optimize").exists()
+
+
+def _session_events(workspace: Path) -> tuple[dict, list[dict]]:
+    line = (workspace / "offline_sessions.jsonl").read_text().splitlines()[-1]
+    with zipfile.ZipFile(json.loads(line)["zip"]) as zf:
+        task = json.loads(zf.read("task.json"))
+        events = []
+        for text in zf.read("metrics.jsonl").decode().splitlines():
+            if text.strip():
+                item = json.loads(text)
+                events.extend(item if isinstance(item, list) else [item])
+    return task, events
+
+
+def test_optimize_task_reports_registers_and_logs(trained) -> None:
+    from asl_recognition.registry.local import LocalModelRegistry
+
+    workspace, record = trained
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    env.pop("ASL_STEP_OUTPUTS", None)
+    proc = subprocess.run(
+        [sys.executable, "tasks/optimize_model.py", "--model-id", record.id],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report_path = next((workspace / "optimize").glob("*/report.json"))
+    report = json.loads(report_path.read_text())
+    assert set(report["variants"]) == {"fp32", "int8", "optimized"}
+    int8 = report["variants"]["int8"]
+    assert int8["size_bytes"] < report["variants"]["fp32"]["size_bytes"]
+    assert 0.0 <= int8["test"]["accuracy"] <= 1.0
+    assert set(int8["holdout"]) == {"massey/hand4"}
+    assert int8["details"]["calibration"]["count"] == len(int8["details"]["calibration"]["paths"])
+    assert all(p.startswith("train/") for p in int8["details"]["calibration"]["paths"])
+    for name in report["variants"]:
+        for batch in ("1", "32"):
+            assert report["latency"][name][batch]["ms_per_image"] > 0
+    assert report["latency_ratio"]["fp32"] == {"1": 1.0, "32": 1.0}
+    markdown = (report_path.parent / "report.md").read_text()
+    assert "| int8 |" in markdown and "training step" in markdown and "served request" in markdown
+    for trace in (report["train_profile"]["trace"], report["request_profile"]["trace"]):
+        assert json.loads(Path(trace).read_text())  # Chrome trace JSON
+
+    registry = LocalModelRegistry(workspace / "registry")
+    for name in ("int8", "optimized"):
+        variant = registry.get(report["variants"][name]["model_id"])
+        assert variant.params["variant"] == name and variant.params["parent"] == record.id
+        assert variant.metrics["test_accuracy"] == report["variants"][name]["test"]["accuracy"]
+        assert Path(variant.onnx_path).is_file() and variant.dataset_id == record.dataset_id
+
+    task, events = _session_events(workspace)
+    outputs = task["hyperparams"]["Outputs"]
+    assert outputs["int8_model_id"]["value"] == report["variants"]["int8"]["model_id"]
+    titles = {(e.get("type"), e.get("metric")) for e in events}
+    assert ("plot", "fp32 vs int8 vs optimized") in titles  # the table
+    assert ("training_debug_image", "fp32 vs int8 vs optimized") in titles  # the bar plot

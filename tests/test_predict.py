@@ -1,0 +1,131 @@
+"""``tasks/predict.py``: torch, onnxruntime and Triton give one answer format and agree.
+
+The model is the briefly trained CNN of test_optimize.py (trained once per session), so its
+torch checkpoint and its registered ONNX come from the real training code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_optimize import trained_model
+
+from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture()
+def trained(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    workspace, record = trained_model(tmp_path_factory)
+    monkeypatch.setenv("ASL_WORKSPACE", str(workspace))
+    monkeypatch.setenv("ASL_OFFLINE", "1")
+    return workspace, record
+
+
+def _images() -> list[Path]:
+    paths = sorted(SAMPLE_TEST_IMAGES.glob("*.jpg"))
+    if not paths:
+        pytest.skip(f"{SAMPLE_TEST_IMAGES} holds no images")
+    return paths
+
+
+def _by_index(item: dict) -> dict[int, float]:
+    return {p["index"]: p["probability"] for p in item["predictions"]}
+
+
+def _assert_agree(left: list[dict], right: list[dict], tolerance: float) -> None:
+    assert [a["image"] for a in left] == [b["image"] for b in right]
+    for a, b in zip(left, right):
+        assert a["predictions"][0]["index"] == b["predictions"][0]["index"], a["image"]
+        probs_a, probs_b = _by_index(a), _by_index(b)
+        for index in set(probs_a) & set(probs_b):
+            assert abs(probs_a[index] - probs_b[index]) <= tolerance, (a["image"], index)
+
+
+def test_torch_and_onnx_agree_on_the_bundled_test_images(trained) -> None:
+    from asl_recognition.optimize.predict import predict_onnx, predict_torch
+
+    _, record = trained
+    paths = _images()
+    torch_answers, torch_errors = predict_torch(record, paths, top_k=29)
+    onnx_answers, onnx_errors = predict_onnx(record, paths, top_k=29)
+    assert not torch_errors and not onnx_errors
+    assert len(onnx_answers) == len(paths)
+    first = onnx_answers[0]["predictions"]
+    assert set(first[0]) == {"label", "index", "probability"}
+    assert [p["probability"] for p in first] == sorted(
+        (p["probability"] for p in first), reverse=True
+    )
+    assert sum(p["probability"] for p in first) == pytest.approx(1.0, abs=1e-4)
+    _assert_agree(torch_answers, onnx_answers, TOLERANCE)
+
+
+def test_predict_command_answers_good_files_and_names_bad_ones(trained, tmp_path) -> None:
+    workspace, record = trained
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    image = str(_images()[0])
+    command = [sys.executable, "tasks/predict.py", "--model-id", record.id, "--top-k", "2"]
+    proc = subprocess.run(
+        [*command, "--runtime", "torch", "--image", image, "--image", str(broken)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout)
+    assert [a["image"] for a in answer] == [image] and len(answer[0]["predictions"]) == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert str(broken) in proc.stderr
+
+
+def test_torch_without_a_checkpoint_is_refused(trained, tmp_path) -> None:
+    from asl_recognition.optimize.predict import PredictError, find_checkpoint
+
+    _, record = trained
+    with pytest.raises(PredictError, match="pass --checkpoint"):
+        find_checkpoint(record, runs=tmp_path)
+
+
+@pytest.mark.server
+def test_triton_agrees_with_onnx_and_serves_the_int8_variant(trained, tmp_path) -> None:
+    """One real tritonserver holding the fp32 model and its INT8 variant."""
+    from asl_testkit import start_server
+
+    from asl_recognition.optimize.measure import open_session, run_probabilities
+    from asl_recognition.optimize.predict import decode, predict_onnx, predict_triton
+    from asl_recognition.optimize.variants import quantize_int8, sample_calibration
+    from asl_recognition.serving.repository import build_repository
+
+    _, record = trained
+    paths = _images()
+    _, images, _ = decode(paths, 32)
+    int8 = tmp_path / "model.int8.onnx"
+    calibration = sample_calibration(images, [p.name for p in paths], 28, seed=0)
+    quantize_int8(record.onnx_path, int8, calibration)
+    repo = tmp_path / "repo"
+    build_repository(record.onnx_path, record.classes_path, repo, ensemble=False)
+    build_repository(int8, record.classes_path, repo, model_name="asl_int8", ensemble=False)
+    server = start_server(repo, tmp_path, exit_timeout_secs=3)
+    try:
+        served, errors = predict_triton(paths, server.http_url, "http", "asl", top_k=3)
+        served_int8, _ = predict_triton(paths, server.http_url, "http", "asl_int8", top_k=3)
+    finally:
+        server.stop()
+    local, _ = predict_onnx(record, paths, top_k=3)
+    assert not errors and len(served) == len(paths)
+    _assert_agree(served, local, TOLERANCE)
+    int8_local = run_probabilities(open_session(int8)[0], images)
+    for item, row in zip(served_int8, int8_local):
+        assert item["predictions"][0]["index"] == int(row.argmax())
+        assert abs(item["predictions"][0]["probability"] - float(row.max())) <= TOLERANCE
