@@ -200,3 +200,20 @@ def test_optimize_task_reports_registers_and_logs(trained) -> None:
     titles = {(e.get("type"), e.get("metric")) for e in events}
     assert ("plot", "fp32 vs int8 vs optimized") in titles  # the table
     assert ("training_debug_image", "fp32 vs int8 vs optimized") in titles  # the bar plot
+
+
+def test_int8_bench_measures_both_side_by_side(trained, tmp_path, monkeypatch) -> None:
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    bench = importlib.import_module("bench_int8")
+    _, record = trained
+    out = tmp_path / "bench_int8.json"
+    argv = ["--model-id", record.id, "--rounds", "3", "--registry", "local", "--out", str(out)]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["ratio"]) == {"1", "32"} and all(r > 0 for r in result["ratio"].values())
+    assert result["latency"]["int8"]["1"]["rounds"] == 3
+    assert set(result["goal_met"]) == {"latency", "accuracy"}
+    assert "| 32 |" in result["markdown"]
+    assert bench.main(["--model-id", "production", "--registry", "local", "--out", str(out)]) == 2
