@@ -31,7 +31,7 @@ class OptimizeOptions:
     rounds: int = option(
         20, "timing rounds; each runs every variant once per batch size, in turn", low=1
     )
-    batch_sizes: list[int] = option([1, 32], "batch sizes timed (ms/image)")
+    batch_sizes: list[int] = option([1, 32], "batch sizes timed (ms/image)", low=1)
     threads: int = option(
         0, "onnxruntime intra-op threads for timing (0 = onnxruntime's default)", low=0
     )

@@ -81,6 +81,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         _markdown(comparison_table(report)),
         "",
+        "ratio: median ms/image over fp32's at the same batch size. Every variant is loaded with "
+        "onnxruntime's default optimisation, so `optimized` saves the optimisation work at load "
+        "time rather than per image; load_ms is one load each (a few ms here: noise-level).",
+        "",
     ]
     if groups:
         lines += ["Held-out groups (accuracy):", ""]

@@ -172,6 +172,8 @@ def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
 
     from asl_recognition.registry import get_registry
 
+    if not opts.batch_sizes:
+        raise OptimizeError("--batch-sizes: give at least one batch size to time")
     registry = get_registry(backend=opts.registry)
     inputs = load_inputs(registry, opts)
     print(f"optimize: model {inputs.record.id} ({inputs.image_size}px) -> {inputs.out_dir}")
