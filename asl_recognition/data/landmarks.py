@@ -89,7 +89,12 @@ def measure(landmarker: HandLandmarker, path: Path) -> dict[str, Any]:
 
 
 def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every image of an ASL manifest with its split (train/val/test/holdout)."""
+    """Every image of an ASL manifest with its split (train/val/test/holdout).
+
+    Manifests written before several raw parents existed name their one raw version only at the
+    top level; their items come from it.
+    """
+    single_raw = manifest.get("raw_dataset_id")
     for split, items in manifest["splits"].items():
         for item in items:
             yield {
@@ -101,7 +106,7 @@ def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
                 "signer": item.get("signer") or "",
                 "group": item.get("group") or "",
                 "holdout_group": item.get("holdout_group") or "",
-                "raw_dataset_id": item["raw_dataset_id"],
+                "raw_dataset_id": item.get("raw_dataset_id") or single_raw,
             }
 
 
