@@ -58,8 +58,8 @@ def publish_sample(
     classes = list(classes or CLASSES)
     store = get_store()
     raw_files = {}
-    for cls in classes:
-        for path in sorted((SAMPLE_DATA / cls).glob("*.jpg"))[:per_class]:
+    for cls in classes:  # the same frames as the ASL version below: each image's raw photo
+        for path in sorted((SAMPLE_DATA / cls).glob("*.jpg"), key=_frame)[:per_class]:
             raw_files[f"{cls}/{path.name}"] = path
     raw = store.create("ASL_raw", raw_files, metadata={"validation": {"success": True}})
     staging = workdir / f"staging-{image_size}"

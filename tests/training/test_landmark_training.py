@@ -1,0 +1,220 @@
+"""The landmark model's training run on a real published sample and its measured ASL_landmarks.
+
+ONNX contract (FEATURES [N,63] + HAND_FOUND [N,1] -> PROBS [N,29]), the parity gate, the
+certain 'nothing' for a missed hand, the external photos measured by the serving landmarker,
+and the refusals of a landmark table measured on another ASL version or not published at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from published_sample import EXTERNAL_SAMPLE, publish_sample, train_options
+from test_training_inputs import assert_one_line, assert_untouched, fingerprint
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.training.errors import TrainingInputError
+from asl_recognition.training.export import LANDMARK_INPUTS, LANDMARK_OUTPUT, onnx_session
+from asl_recognition.training.landmark_model import FEATURES, LandmarkNet
+from asl_recognition.training.run import run_training
+
+NOTHING = CLASSES.index("nothing")
+PER_CLASS = 8  # train 4 / val 2 / test 2 frames per class: 232 photos to measure
+
+
+@dataclass
+class Landmarked:
+    """A workspace with a published sample, its ASL_landmarks, and a second ASL version."""
+
+    ws: Path
+    dataset_id: str
+    landmarks_id: str
+    other_id: str
+
+
+@pytest.fixture(scope="module")
+def landmarked(tmp_path_factory) -> Landmarked:
+    pytest.importorskip("ai_edge_litert", reason="the hand landmark runtime is absent")
+    from asl_recognition.data.landmarks import publish_landmarks
+    from asl_recognition.hands import ensure_models
+
+    ensure_models()
+    root = tmp_path_factory.mktemp("landmarks")
+    ws = root / "ws"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASL_WORKSPACE", str(ws))
+        mp.setenv("CLEARML_OFFLINE_MODE", "1")
+        for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
+            mp.delenv(key, raising=False)
+        dataset_id = publish_sample(root / "a", per_class=PER_CLASS)
+        landmarks = publish_landmarks(dataset_id, progress=False)
+        other_id = publish_sample(root / "b", per_class=PER_CLASS, split_seed=1)
+        yield Landmarked(ws, dataset_id, landmarks["landmarks_id"], other_id)
+
+
+def landmark_options(landmarked: Landmarked, **values):
+    """Train options of the landmark model on the sample and its table (``values`` override)."""
+    defaults = {
+        "model": "landmarks",
+        "dataset_version": landmarked.dataset_id,
+        "landmarks_version": landmarked.landmarks_id,
+        "batch_size": 32,
+    }
+    return train_options(**{**defaults, **values})
+
+
+def _served(run_dir: Path) -> LandmarkNet:
+    net = LandmarkNet(len(CLASSES), NOTHING)
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)
+    net.load_state_dict(best["model"])
+    return net.eval()
+
+
+def _feeds(rows: np.ndarray) -> dict[str, np.ndarray]:
+    return dict(zip(LANDMARK_INPUTS, (rows[:, :FEATURES], rows[:, FEATURES:])))
+
+
+def test_landmark_model_trains_exports_and_registers(landmarked, tmp_path) -> None:
+    from asl_recognition.data.landmarks import load_table
+    from asl_recognition.training.landmark_data import landmark_split
+
+    run_dir = tmp_path / "run"
+    out = run_training(
+        landmark_options(landmarked, epochs=3, external="none", output_dir=str(run_dir))
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = metrics["history"]
+    assert len(history) == 3 and all(np.isfinite(h["train_loss"]) for h in history)
+    assert metrics["dataset_id"] == landmarked.dataset_id and metrics["image_size"] == 0
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)
+    assert best["landmarks_id"] == landmarked.landmarks_id  # the run's data identity
+
+    # the table's rows by split: train keeps hand rows only, val/test keep every image
+    table, _ = load_table(landmarked.landmarks_id)
+    sizes = metrics["split_sizes"]
+    found = table["hand_found"].astype(bool)
+    assert sizes["train"] == int((found & (table["split"] == "train")).sum())
+    assert sizes["test"] == int((table["split"] == "test").sum()) == 2 * len(CLASSES)
+
+    # ONNX contract: float FEATURES [N,63] and HAND_FOUND [N,1] -> PROBS [N,29]
+    graph = onnx.load(str(run_dir / "model.onnx")).graph
+    assert [i.name for i in graph.input] == list(LANDMARK_INPUTS)
+    assert [o.name for o in graph.output] == [LANDMARK_OUTPUT]
+    for value, width in zip((*graph.input, *graph.output), (FEATURES, 1, len(CLASSES))):
+        dims = value.type.tensor_type.shape.dim
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert dims[0].dim_param and not dims[0].HasField("dim_value")  # dynamic batch
+        assert dims[1].dim_value == width  # the class axis is fixed for Triton
+
+    # the parity gate ran on the whole test split; onnxruntime equals torch here too
+    assert metrics["parity"]["images"] == sizes["test"]
+    assert metrics["parity"]["max_abs_diff"] <= 1e-4 and metrics["parity"]["top1_mismatches"] == 0
+    session = onnx_session(run_dir / "model.onnx")
+    rows = landmark_split(table, "test", list(CLASSES)).images
+    (probs,) = session.run([LANDMARK_OUTPUT], _feeds(rows.numpy()))
+    with torch.inference_mode():
+        expected = _served(run_dir).served()(rows[:, :FEATURES], rows[:, FEATURES:]).numpy()
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-4)
+
+    # no hand: probability 1 for 'nothing', whatever the features say
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(6, FEATURES + 1)).astype(np.float32)
+    noise[:, FEATURES] = [0, 0, 0, 1, 1, 1]
+    (probs,) = session.run([LANDMARK_OUTPUT], _feeds(noise))
+    one_hot = np.eye(len(CLASSES), dtype=np.float32)[NOTHING]
+    np.testing.assert_array_equal(probs[:3], np.tile(one_hot, (3, 1)))
+    np.testing.assert_allclose(probs[3:].sum(1), 1.0, atol=1e-5)
+    assert (probs[3:].max(1) < 1).all()  # a found hand gets the classifier's own answer
+    test_rows = table[table["split"] == "test"]
+    missed = ~test_rows["hand_found"].astype(bool).to_numpy()
+    assert missed.any()  # the 'nothing' photos at least
+    assert (expected[missed].argmax(1) == NOTHING).all()
+
+    # registry record with the run's files
+    from asl_recognition.registry import get_registry
+
+    record = get_registry().get(out["model_id"])
+    assert Path(record.onnx_path).read_bytes() == (run_dir / "model.onnx").read_bytes()
+    assert record.dataset_id == landmarked.dataset_id
+    assert record.params["model"] == "landmarks"
+    assert record.params["landmarks_version"] == landmarked.landmarks_id
+    assert record.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_the_external_check_measures_the_photos_with_the_landmarker(landmarked, tmp_path) -> None:
+    from asl_recognition.hands import HandLandmarker, landmark_features
+
+    run_dir = tmp_path / "run"
+    options = dict(epochs=1, register=False, output_dir=str(run_dir))
+    out = run_training(landmark_options(landmarked, external=str(EXTERNAL_SAMPLE), **options))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    external = metrics["external"]
+    assert external["images"] == 130 and len(external["classes"]) == 26
+    assert external["unreadable"] == [] and 0.0 <= out["external_accuracy"] <= 1.0
+
+    # the same photos measured here, scored by the exported graph: the same accuracy
+    landmarker, rows, labels = HandLandmarker(), [], []
+    for path in sorted(EXTERNAL_SAMPLE.glob("*/*")):
+        result = landmarker.detect_path(path)
+        row = np.zeros(FEATURES + 1, np.float32)
+        if result is not None:
+            row[:FEATURES], row[FEATURES] = landmark_features(result), 1.0
+        rows.append(row)
+        labels.append(CLASSES.index(path.parent.name))
+    rows_array = np.stack(rows)
+    assert 0 < rows_array[:, FEATURES].sum() < len(rows)  # hands found, and some missed
+    (probs,) = onnx_session(run_dir / "model.onnx").run([LANDMARK_OUTPUT], _feeds(rows_array))
+    accuracy = float((probs.argmax(1) == np.array(labels)).mean())
+    assert metrics["external_accuracy"] == pytest.approx(accuracy, abs=1e-6)  # float32 count
+
+
+def test_landmarks_of_another_asl_version_are_refused(landmarked, tmp_path) -> None:
+    before = fingerprint(landmarked.ws)
+    with pytest.raises(TrainingInputError) as info:
+        run_training(
+            landmark_options(
+                landmarked,
+                dataset_version=landmarked.other_id,
+                epochs=1,
+                output_dir=str(tmp_path / "run"),
+            )
+        )
+    assert_one_line(
+        str(info.value),
+        f"ASL_landmarks {landmarked.landmarks_id} was measured on ASL {landmarked.dataset_id}",
+        f"not on the training dataset {landmarked.other_id}",
+        "--landmarks-version",
+    )
+    assert not (tmp_path / "run").exists()
+    assert_untouched(landmarked.ws, before)
+
+
+def test_an_unknown_landmarks_version_is_refused(landmarked, tmp_path) -> None:
+    before = fingerprint(landmarked.ws)
+    with pytest.raises(TrainingInputError) as info:
+        run_training(
+            landmark_options(
+                landmarked, landmarks_version="9.9.9", epochs=1, output_dir=str(tmp_path / "run")
+            )
+        )
+    assert_one_line(str(info.value), "--landmarks-version 9.9.9", "publish_landmarks.py first")
+    assert not (tmp_path / "run").exists()
+    assert_untouched(landmarked.ws, before)
+
+
+def test_no_landmarks_published_is_refused(workspace_env, tmp_path) -> None:
+    """A workspace whose ASL version was never measured: 'latest' finds no ASL_landmarks."""
+    dataset_id = publish_sample(tmp_path, per_class=5)
+    before = fingerprint(workspace_env)
+    options = dict(model="landmarks", dataset_version=dataset_id, epochs=1)
+    with pytest.raises(TrainingInputError) as info:
+        run_training(train_options(**options, output_dir=str(tmp_path / "run")))
+    assert_one_line(str(info.value), "--landmarks-version latest", "publish_landmarks.py first")
+    assert not (tmp_path / "run").exists()
+    assert_untouched(workspace_env, before)
