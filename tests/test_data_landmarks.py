@@ -53,10 +53,11 @@ class Published:
     seconds: float
 
 
-def _copy(files: list[Path], root: Path, folder_of: Any = lambda p: p.parent.name) -> Path:
+def _copy(files: list[Path], root: Path) -> Path:
+    """A source folder ``root/<CLASS>/<file>`` holding copies of ``files``."""
     for src in files:
-        (root / folder_of(src)).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, root / folder_of(src) / src.name)
+        (root / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, root / src.parent.name / src.name)
     return root
 
 
