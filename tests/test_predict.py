@@ -6,6 +6,7 @@ torch checkpoint and its registered ONNX come from the real training code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -95,6 +96,9 @@ def test_torch_without_a_checkpoint_is_refused(trained, tmp_path) -> None:
     _, record = trained
     with pytest.raises(PredictError, match="pass --checkpoint"):
         find_checkpoint(record, runs=tmp_path)
+    variant = dataclasses.replace(record, params={"variant": "int8", "parent": record.id})
+    with pytest.raises(PredictError, match=f"int8 variant of {record.id}"):
+        find_checkpoint(variant)
 
 
 @pytest.mark.server

@@ -85,6 +85,12 @@ def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
     """The ``best.pt`` of the run whose ``model.onnx`` is the registered file (same sha256)."""
     from asl_recognition.store.base import sha256_file
 
+    variant = record.params.get("variant")
+    if variant:
+        raise PredictError(
+            f"model {record.id} is the {variant} variant of {record.params.get('parent')}: "
+            "torch runs the fp32 training checkpoint only (give the parent's --model-id)"
+        )
     wanted = sha256_file(record.onnx_path)
     runs = runs or workspace() / "runs"
     chosen = record.params.get("output_dir")
