@@ -178,6 +178,10 @@ def test_optimize_task_reports_registers_and_logs(trained) -> None:
     assert set(int8["holdout"]) == {"massey/hand4"}
     assert int8["details"]["calibration"]["count"] == len(int8["details"]["calibration"]["paths"])
     assert all(p.startswith("train/") for p in int8["details"]["calibration"]["paths"])
+    choice = int8["details"]["quantization"]["per_channel_choice"]
+    kept_per_channel = choice["val_accuracy_per_channel"] >= choice["val_accuracy_per_tensor"]
+    assert int8["details"]["quantization"]["per_channel"] is kept_per_channel
+    assert not list(report_path.parent.glob(".int8-*"))  # the trial that lost is gone
     for name in report["variants"]:
         for batch in ("1", "32"):
             assert report["latency"][name][batch]["ms_per_image"] > 0

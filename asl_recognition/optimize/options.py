@@ -21,7 +21,12 @@ class OptimizeOptions:
     calibration_images: int = option(
         200, "TRAIN-split images the INT8 calibration reads (a seeded sample)", low=1
     )
-    per_channel: bool = option(True, "INT8: per-channel weight scales (better conv accuracy)")
+    per_channel: str = option(
+        "auto",
+        "INT8 weight scales: on (one per output channel), off (one per tensor), auto (both "
+        "built, per-channel kept unless per-tensor scores higher on the val split)",
+        choices=("auto", "on", "off"),
+    )
     graph_level: str = option(
         "extended",
         "ORT optimisation level saved to disk (all adds CPU-specific layout fusions that may not "

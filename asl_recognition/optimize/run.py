@@ -97,12 +97,39 @@ def build_variants(inputs: Inputs, opts: OptimizeOptions) -> tuple[dict[str, Pat
     details: dict[str, dict[str, Any]] = {"fp32": {}}
     paths["int8"] = inputs.out_dir / VARIANT_FILES["int8"]
     details["int8"] = {
-        "quantization": quantize_int8(paths["fp32"], paths["int8"], calibration, opts.per_channel),
+        "quantization": choose_int8(inputs, paths["fp32"], paths["int8"], calibration, opts),
         "calibration": calibration.as_dict(),
     }
     paths["optimized"] = inputs.out_dir / VARIANT_FILES["optimized"]
     details["optimized"] = optimize_graph(paths["fp32"], paths["optimized"], opts.graph_level)
     return paths, details
+
+
+def choose_int8(
+    inputs: Inputs, source: Path, target: Path, calibration: Any, opts: OptimizeOptions
+) -> dict[str, Any]:
+    """Quantise per channel, per tensor, or both and keep the better on val (never test)."""
+    if opts.per_channel != "auto":
+        return quantize_int8(source, target, calibration, per_channel=opts.per_channel == "on")
+    val = inputs.splits["val"]
+    trials = {}
+    for per_channel in (True, False):
+        path = inputs.out_dir / f".int8-per-{'channel' if per_channel else 'tensor'}.onnx"
+        settings = quantize_int8(source, path, calibration, per_channel)
+        session, _ = measure.open_session(path, opts.threads)
+        probabilities = measure.run_probabilities(session, val.images.numpy())
+        accuracy = measure.score(probabilities, val.labels, len(inputs.dataset.classes))
+        trials[per_channel] = (path, settings, accuracy["accuracy"])
+    keep = trials[True][2] >= trials[False][2]
+    os.replace(trials[keep][0], target)
+    trials[not keep][0].unlink()
+    settings = trials[keep][1]
+    settings["per_channel_choice"] = {
+        "val_accuracy_per_channel": trials[True][2],
+        "val_accuracy_per_tensor": trials[False][2],
+        "rule": "per-channel unless per-tensor scores higher on the val split",
+    }
+    return settings
 
 
 def evaluate_variant(session: Any, inputs: Inputs, reference: np.ndarray | None) -> dict:
