@@ -63,6 +63,7 @@ bench: install
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_triton.py
+	$(PY) bench/bench_hands_triton.py
 
 # The generalisation recipe (configs/generalise.yaml): Kaggle frames + Massey hands 1-3 in
 # training, Massey hands 4-5 held out and scored per signer. Its own workspace, so its registry

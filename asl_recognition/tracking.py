@@ -221,6 +221,8 @@ def init_task(
         reuse_last_task_id=False,
         auto_connect_arg_parser=False,
         auto_resource_monitoring=not offline,
+        # plots are reported explicitly; the savefig hook would upload every figure twice
+        auto_connect_frameworks={"matplotlib": False},
         output_uri=None if offline else output_uri(),
     )
     ctx = TaskContext(task=task, options=options, offline=offline)

@@ -79,4 +79,10 @@ class TrainOptions:
         "source: draw train images so every (source, class) cell weighs the same",
         choices=BALANCE,
     )
+    keep: str = option(
+        "best",
+        "the weights that become the model: best (highest val macro-F1) or last (the final "
+        "epoch; for small in-distribution val sets whose best epoch comes early)",
+        choices=("best", "last"),
+    )
     register: bool = option(True, "register the model in the model registry")

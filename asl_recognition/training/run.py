@@ -303,7 +303,8 @@ def load_data(plan: Plan) -> RunData:
         f"dataset {version.name} {version.version} ({version.id}): "
         + ", ".join(f"{s} {n}" for s, n in data.sizes().items())
         + (f", holdout {len(data.holdout)}" if data.holdout is not None else "")
-        + f" images at {size}px, decoded in {time.perf_counter() - started:.1f}s"
+        + (f" images at {size}px" if size else " landmark rows")
+        + f", loaded in {time.perf_counter() - started:.1f}s"
     )
     return data
 
@@ -335,7 +336,8 @@ def train(plan: Plan, data: RunData, writer: Any, logger: Any) -> tuple[FitResul
     if plan.checkpoint is not None:
         print(f"resuming {plan.run_dir} after epoch {trainer.resume(plan.checkpoint)}")
     fit = trainer.fit()
-    trainer.load_best()
+    if options.keep == "best":
+        trainer.load_best()
     return fit, trainer.model.cpu()
 
 
@@ -483,6 +485,7 @@ def record_run(
         "dataset_id": plan.dataset.version.id,
         "dataset_version": plan.dataset.version.version,
         "dataset_manifest_sha256": plan.dataset.manifest_sha256,
+        "landmarks_id": plan.meta.get("landmarks_id"),
         "dataset_leaky": manifest.get("leaky"),
         "dataset_grouping": manifest.get("grouping"),
         "image_size": plan.image_size,
