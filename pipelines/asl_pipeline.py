@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 def localise(path: str, remote: bool) -> str:
     """Paths inside the repo stay relative (an agent's checkout has them too); others absolute.
 
+    A relative path is read from the repository root, where ``make`` and agents run, whatever
+    the current folder.
+
     A step on an agent cannot read a folder of this machine: ``remote`` refuses such a path.
     """
     if path in ("", "none") or "://" in path:
@@ -90,7 +93,7 @@ def localise(path: str, remote: bool) -> str:
     name, sep, rest = path.partition("=")
     if sep and "/" not in name:
         return f"{name}={localise(rest, remote)}"
-    resolved = Path(path).expanduser().resolve()
+    resolved = (REPO_ROOT / Path(path).expanduser()).resolve()  # relative: to the repo root
     try:
         return resolved.relative_to(REPO_ROOT).as_posix()
     except ValueError:
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             raise OptionError(f"--from-step: choose one of {', '.join(ASL_DAG.step_names())}")
         mode = choose_mode(run)
         run.mode = mode
-        values = load_recipe(ASL_DAG, run.config, overrides)
+        config = run.config and str(REPO_ROOT / Path(run.config).expanduser())
+        values = load_recipe(ASL_DAG, config, overrides)
         elsewhere = mode == "queue" or (mode == "local" and run.step_queue)
         values = localise_paths(values, ASL_DAG, remote=bool(elsewhere))
     except (OptionError, RecipeError, PathError) as exc:

@@ -3,8 +3,9 @@ say where everything the pipeline produced lives.
 
     python scripts/demo_serve.py [--images DIR] [--keep-serving] [--http-port N ...]
 
-Runs after ``pipelines/asl_pipeline.py --local-executor``. Starts the real local ``tritonserver``
-on the Triton repository the pipeline built from the production model, runs
+Runs after ``pipelines/asl_pipeline.py --mode local-executor --config configs/run.yaml``.
+Starts the real local ``tritonserver`` on the Triton repository the pipeline built from the
+production model, runs
 ``triton/client/client.py`` on ``data/test_images``, stops the server, then prints the locations
 of every artifact, report, ClearML offline session and model, and how to import the sessions
 into a ClearML server.
@@ -184,7 +185,8 @@ def print_locations(run: dict[str, Any] | None, production: Any, repo: Path, log
         f"  {import_command(ws)}",
         "Each import prints the new task id; the tasks then show their parameters, scalars,",
         "plots and artifacts in the web UI. With a server configured, the pipeline itself runs",
-        "as a ClearML PipelineController: python pipelines/asl_pipeline.py --queue services",
+        "as a ClearML PipelineController: python pipelines/asl_pipeline.py --mode queue "
+        "--config configs/run.yaml",
     ]
     print("\n".join(lines), flush=True)
 

@@ -12,7 +12,12 @@ from unittest import mock
 import pytest
 from clearml import PipelineController
 
-from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
+from asl_recognition.data.options import (
+    PublishDatasetOptions,
+    PublishLandmarksOptions,
+    ValidateRawOptions,
+)
+from asl_recognition.optimize.options import OptimizeOptions, PredictOptions
 from asl_recognition.options import (
     OptionError,
     as_params,
@@ -39,6 +44,9 @@ OPTION_CLASSES = [
     BuildTritonRepoOptions,
     PipelineRunOptions,
     TriggerOptions,
+    PublishLandmarksOptions,
+    OptimizeOptions,
+    PredictOptions,
 ]
 ENTRY_SCRIPTS = sorted(REPO_ROOT.glob("tasks/*.py")) + sorted(REPO_ROOT.glob("pipelines/*.py"))
 

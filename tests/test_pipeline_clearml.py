@@ -15,6 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import yaml
 from clearml import PipelineController, Task
 
 from asl_recognition.options import from_mapping, specs
@@ -79,7 +80,7 @@ def test_real_sdk_controller_dag_offline(tmp_path):
     }
     # Every option of every step is overridden, under the name its task connects (Args/<option>
     # of the options class the script parses), either wired to a producer or to its parameter.
-    for step in ASL_DAG.steps:
+    for step in (ASL_DAG.step(name) for name in nodes):
         spec = importlib.util.spec_from_file_location(f"_{step.name}", REPO_ROOT / step.script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -107,8 +108,9 @@ def test_real_sdk_controller_dag_offline(tmp_path):
     assert set(params) == {p.name for p in ASL_DAG.params}
     # the recipe, then the overrides, then every other option's declared default
     assert params["train/epochs"] == 3 and params["train/model"] == "resnet18"
-    assert params["validate_raw/source"] == ["data/sample"]
-    assert params["publish_dataset/image_size"] == 64
+    recipe = yaml.safe_load((REPO_ROOT / RUN_RECIPE).read_text())
+    assert params["validate_raw/source"] == recipe["validate_raw"]["source"]
+    assert params["publish_dataset/image_size"] == recipe["publish_dataset"]["image_size"]
     assert params["train/lr"] == ASL_DAG.param_defaults()["train/lr"]
 
     # An existing raw version: validate_raw drops out and publish_dataset reads the parameter.
@@ -269,3 +271,15 @@ def test_pipeline_workflow_enqueues_with_secrets():
     load_recipe(ASL_DAG, run.config and REPO_ROOT / run.config, overrides)
     for key in ("CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "CLEARML_API_HOST"):
         assert enqueue["env"][key] == "${{ secrets.%s }}" % key
+
+
+def test_landmark_model_adds_the_landmark_step(tmp_path):
+    """publish_landmarks runs only for the landmark model, between publish_dataset and train."""
+    nodes = dry_run(tmp_path, "--config", RUN_RECIPE, "train.model=landmarks")["nodes"]
+    assert list(nodes) == [*STEPS[:2], "publish_landmarks", *STEPS[2:]]
+    assert nodes["publish_landmarks"]["parents"] == ["publish_dataset"]
+    assert nodes["train"]["parents"] == ["publish_dataset", "publish_landmarks"]
+    assert nodes["train"]["parameters"]["Args/landmarks_version"] == (
+        "${publish_landmarks.parameters.Outputs/landmarks_id}"
+    )
+    assert nodes["publish_landmarks"]["cache_executed_step"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import yaml
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.dag import ASL_DAG
@@ -16,11 +17,13 @@ import asl_pipeline  # noqa: E402
 
 def test_run_recipe_and_typed_overrides() -> None:
     values = load_recipe(ASL_DAG, REPO_ROOT / "configs" / "run.yaml")
+    recipe = yaml.safe_load((REPO_ROOT / "configs" / "run.yaml").read_text())
     assert values == {
-        "validate_raw/source": ["data/sample"],
-        "publish_dataset/image_size": 64,
-        "train/epochs": 12,
+        f"{step}/{option}": value
+        for step, options in recipe.items()
+        for option, value in options.items()
     }
+    assert type(values["train/epochs"]) is int and values["train/model"] == "landmarks"
     values = load_recipe(
         ASL_DAG,
         REPO_ROOT / "configs" / "run.yaml",
