@@ -36,33 +36,12 @@ from asl_recognition.serving.repository import build_repository  # noqa: E402
 
 def random_classifier(folder: Path) -> tuple[Path, Path]:
     """The training contract with random weights: FEATURES, HAND_FOUND -> PROBS [N, 29]."""
-    import warnings
-
-    import onnx
-    import torch
-
     from asl_recognition.classes import CLASSES, write_class_file
-    from asl_recognition.training.landmark_model import LandmarkMLP, ServedLandmarkModel
+    from asl_recognition.training.export import export_onnx
+    from asl_recognition.training.landmark_model import LandmarkNet
 
-    served = ServedLandmarkModel(LandmarkMLP(len(CLASSES)), len(CLASSES), CLASSES.index("nothing"))
-    path = folder / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            served.eval(),
-            (torch.zeros(2, 63), torch.ones(2, 1)),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["FEATURES", "HAND_FOUND"],
-            output_names=["PROBS"],
-            dynamic_axes={n: {0: "batch"} for n in ("FEATURES", "HAND_FOUND", "PROBS")},
-        )
-    model = onnx.load(str(path))  # the class dim, left symbolic by the exporter
-    dim = model.graph.output[0].type.tensor_type.shape.dim[1]
-    dim.Clear()
-    dim.dim_value = len(CLASSES)
-    onnx.save(model, str(path))
+    net = LandmarkNet(len(CLASSES), CLASSES.index("nothing")).eval()
+    path = export_onnx(net, folder / "model.onnx", 0, num_classes=len(CLASSES))
     write_class_file(str(folder / "classes.txt"), CLASSES)
     return path, folder / "classes.txt"
 

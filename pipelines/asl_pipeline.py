@@ -175,16 +175,21 @@ def dry_run(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     return 0
 
 
-def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
-    """Build the PipelineController from the DAG, record how it runs, and start it."""
-    step_queue = run.step_queue or (run.queue if run.mode == "queue" else None)
-    controller = clearml_controller.build_controller(
+def server_controller(values: dict[str, Any], step_queue: str | None, cache: bool) -> Any:
+    """The PipelineController with step templates on the server (created when missing)."""
+    return clearml_controller.build_controller(
         ASL_DAG,
         values,
         base_task_id=clearml_controller.template_resolver(ASL_DAG),
         step_queue=step_queue,
-        use_cache=run.cache,
+        use_cache=cache,
     )
+
+
+def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
+    """Build the PipelineController from the DAG, record how it runs, and start it."""
+    step_queue = run.step_queue or (run.queue if run.mode == "queue" else None)
+    controller = server_controller(values, step_queue, run.cache)
     # The agent re-runs this script with no arguments: it reads these back (remote_controller).
     connect_options(controller.task, run, RUN_SECTION)
     controller.task.connect_configuration(as_nested(values), name=RECIPE_CONFIGURATION)
@@ -211,13 +216,7 @@ def remote_controller() -> int:
     run = connect_options(task, PipelineRunOptions(), RUN_SECTION)
     values = clearml_controller.stored_parameters(ASL_DAG, task.get_parameters())
     step_queue = run.step_queue or run.queue
-    controller = clearml_controller.build_controller(
-        ASL_DAG,
-        values,
-        base_task_id=clearml_controller.template_resolver(ASL_DAG),
-        step_queue=step_queue,
-        use_cache=run.cache,
-    )
+    controller = server_controller(values, step_queue, run.cache)
     print(f"pipeline controller on the agent; steps on {step_queue!r}", flush=True)
     controller.start()  # running remotely: runs the DAG here, no second enqueue
     return 0

@@ -68,28 +68,37 @@ class ExternalSet:
     unreadable: list[str] = field(default_factory=list)
 
 
-def load_external(folder: str | Path, classes: Sequence[str], image_size: int) -> ExternalSet:
-    """``<CLASS>/*`` images; folder names match classes case-insensitively, others are skipped."""
-    folder = Path(folder)
+def class_folder(
+    folder: Path, classes: Sequence[str]
+) -> tuple[list[tuple[Path, int]], list, list]:
+    """``<CLASS>/*`` images with their class index; folder names match classes
+    case-insensitively. Returns (files, classes used, skipped folder names)."""
     lookup = {c.lower(): i for i, c in enumerate(classes)}
-    images, labels, paths = [], [], []
-    used, skipped, unreadable = [], [], []
+    files, used, skipped = [], [], []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         index = lookup.get(sub.name.lower())
         if index is None:
             skipped.append(sub.name)
             continue
-        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if files:
-            used.append(classes[index])
-        for path in files:
-            try:
-                images.append(decode_resized(path, image_size))
-            except ImageDecodeError:
-                unreadable.append(str(path))
-                continue
-            labels.append(index)
-            paths.append(path.relative_to(folder).as_posix())
+        found = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        used += [classes[index]] if found else []
+        files += [(path, index) for path in found]
+    return files, used, skipped
+
+
+def load_external(folder: str | Path, classes: Sequence[str], image_size: int) -> ExternalSet:
+    """The folder's images decoded at ``image_size``; unreadable ones are listed, not fatal."""
+    folder = Path(folder)
+    files, used, skipped = class_folder(folder, classes)
+    images, labels, paths, unreadable = [], [], [], []
+    for path, index in files:
+        try:
+            images.append(decode_resized(path, image_size))
+        except ImageDecodeError:
+            unreadable.append(str(path))
+            continue
+        labels.append(index)
+        paths.append(path.relative_to(folder).as_posix())
     array = np.stack(images) if images else np.empty((0, image_size, image_size, 3), np.uint8)
     split = TensorSplit(
         torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(),

@@ -15,8 +15,8 @@ import torch
 from asl_recognition.data.landmarks import POINT_COLUMNS
 from asl_recognition.hands import HandLandmarker, features_from_landmarks, landmark_features
 from asl_recognition.imageio import ImageDecodeError
-from asl_recognition.training.data import IMAGE_EXTENSIONS, TensorSplit
-from asl_recognition.training.evaluate import ExternalSet
+from asl_recognition.training.data import TensorSplit
+from asl_recognition.training.evaluate import ExternalSet, class_folder
 from asl_recognition.training.landmark_model import FEATURES
 
 ROW = FEATURES + 1
@@ -48,27 +48,20 @@ def measure_folder(
 ) -> ExternalSet:
     """``<CLASS>/*`` photos of another source, measured by the same landmarker as serving."""
     folder = Path(folder)
-    lookup = {c.lower(): i for i, c in enumerate(classes)}
-    rows, labels, paths, used, skipped, unreadable = [], [], [], [], [], []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        index = lookup.get(sub.name.lower())
-        if index is None:
-            skipped.append(sub.name)
+    files, used, skipped = class_folder(folder, classes)
+    rows, labels, paths, unreadable = [], [], [], []
+    for path, index in files:
+        try:
+            result = landmarker.detect_path(path)
+        except (ImageDecodeError, OSError):
+            unreadable.append(str(path))
             continue
-        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        used += [classes[index]] if files else []
-        for path in files:
-            try:
-                result = landmarker.detect_path(path)
-            except (ImageDecodeError, OSError):
-                unreadable.append(str(path))
-                continue
-            row = np.zeros(ROW, dtype=np.float32)
-            if result is not None:
-                row[:FEATURES], row[FEATURES] = landmark_features(result), 1.0
-            rows.append(row)
-            labels.append(index)
-            paths.append(path.relative_to(folder).as_posix())
+        row = np.zeros(ROW, dtype=np.float32)
+        if result is not None:
+            row[:FEATURES], row[FEATURES] = landmark_features(result), 1.0
+        rows.append(row)
+        labels.append(index)
+        paths.append(path.relative_to(folder).as_posix())
     array = np.stack(rows) if rows else np.zeros((0, ROW), np.float32)
     split = TensorSplit(torch.from_numpy(array), torch.tensor(labels, dtype=torch.int64), paths)
     return ExternalSet(split, used, skipped, unreadable)

@@ -51,45 +51,24 @@ def export_landmark_classifier(out_dir: Path, features=None, labels=None, seed: 
     """A real landmark classifier ONNX (the training contract: FEATURES, HAND_FOUND -> PROBS).
 
     ``features``/``labels`` given: the MLP is fitted on them for a few hundred steps, so the
-    served answer for those photos is known. The class dim of PROBS is pinned to 29: the
-    classic exporter leaves it symbolic after ServedLandmarkModel's reshape of hand_found.
+    served answer for those photos is known. Exported by the training stage's own export.
     """
-    import warnings
-
-    import onnx
     import torch
 
     from asl_recognition.classes import CLASSES, write_class_file
-    from asl_recognition.training.landmark_model import LandmarkMLP, ServedLandmarkModel
+    from asl_recognition.training.export import export_onnx
+    from asl_recognition.training.landmark_model import LandmarkNet
 
     torch.manual_seed(seed)
-    mlp = LandmarkMLP(len(CLASSES))
+    net = LandmarkNet(len(CLASSES), CLASSES.index("nothing"))
     if features is not None:
         x, y = torch.as_tensor(features), torch.as_tensor(labels)
-        optimiser = torch.optim.Adam(mlp.parameters(), lr=1e-2)
+        optimiser = torch.optim.Adam(net.mlp.parameters(), lr=1e-2)
         for _ in range(200):
             optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(mlp(x), y).backward()
+            torch.nn.functional.cross_entropy(net.mlp(x), y).backward()
             optimiser.step()
-    served = ServedLandmarkModel(mlp, len(CLASSES), CLASSES.index("nothing")).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            served,
-            (torch.zeros(2, 63), torch.ones(2, 1)),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["FEATURES", "HAND_FOUND"],
-            output_names=["PROBS"],
-            dynamic_axes={n: {0: "batch"} for n in ("FEATURES", "HAND_FOUND", "PROBS")},
-        )
-    model = onnx.load(str(path))
-    dim = model.graph.output[0].type.tensor_type.shape.dim[1]
-    dim.Clear()
-    dim.dim_value = len(CLASSES)
-    onnx.save(model, str(path))
+    path = export_onnx(net.eval(), out_dir / "model.onnx", 0, num_classes=len(CLASSES))
     write_class_file(str(out_dir / "classes.txt"), CLASSES)
     return path
