@@ -194,3 +194,30 @@ def png16(path: Path, pixels: np.ndarray) -> Path:
         + _png_chunk(b"IEND", b"")
     )
     return path
+
+
+def export_landmark_classifier(out_dir: Path, features=None, labels=None, seed: int = 0) -> Path:
+    """A real landmark classifier ONNX (the training contract: FEATURES, HAND_FOUND -> PROBS).
+
+    ``features``/``labels`` given: the MLP is fitted on them for a few hundred steps, so the
+    served answer for those photos is known. Exported by the training stage's own export.
+    """
+    import torch
+
+    from asl_recognition.classes import CLASSES, write_class_file
+    from asl_recognition.training.export import export_onnx
+    from asl_recognition.training.landmark_model import LandmarkNet
+
+    torch.manual_seed(seed)
+    net = LandmarkNet(len(CLASSES), CLASSES.index("nothing"))
+    if features is not None:
+        x, y = torch.as_tensor(features), torch.as_tensor(labels)
+        optimiser = torch.optim.Adam(net.mlp.parameters(), lr=1e-2)
+        for _ in range(200):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(net.mlp(x), y).backward()
+            optimiser.step()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = export_onnx(net.eval(), out_dir / "model.onnx", 0, num_classes=len(CLASSES))
+    write_class_file(str(out_dir / "classes.txt"), CLASSES)
+    return path

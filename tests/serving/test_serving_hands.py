@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as thttp
-from conftest import export_landmark_classifier
+from asl_testkit import export_landmark_classifier
 from PIL import Image
 from test_serving_server import load_client_module, run_client
 from tritonclient.utils import InferenceServerException

@@ -1,0 +1,74 @@
+"""Score a running server on labelled photos through the user's own command, ``client.py --dir``.
+
+    python scripts/score_served.py ../shared/data/asl_roboflow_letters [--url localhost:8000]
+
+The folder holds ``<CLASS>/*`` photos. Every class folder goes through ``triton/client/client.py
+--dir FOLDER/<CLASS> --json``, exactly as a user would classify them; a photo with no hand found
+counts as wrong (unless its class is ``nothing``). Prints accuracy, the hand-found rate and the
+weakest classes, and writes the JSON answers beside the summary with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
+
+
+def classify_folder(folder: Path, url: str, model: str) -> list[dict]:
+    """The client's JSON answers for one class folder (one item per photo)."""
+    command = [sys.executable, str(CLIENT), "--dir", str(folder), "--url", url]
+    done = subprocess.run(
+        [*command, "--model", model, "--json"], capture_output=True, text=True, check=False
+    )
+    if done.returncode not in (0, 1):  # 1: some photo was refused, the rest are answered
+        raise SystemExit(f"client.py failed on {folder}: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout or "[]")
+
+
+def score(answers: dict[str, list[dict]]) -> dict:
+    """Accuracy (no hand = wrong), hand-found rate and per-class accuracy."""
+    total = right = hands = 0
+    per_class = {}
+    for label, items in answers.items():
+        hits = sum(1 for item in items if item["predictions"][0]["label"] == label)
+        per_class[label] = hits / len(items) if items else None
+        total += len(items)
+        right += hits
+        hands += sum(1 for item in items if item.get("hand_found", True))
+    return {
+        "images": total,
+        "accuracy": right / total if total else None,
+        "hand_found_rate": hands / total if total else None,
+        "per_class": per_class,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", help="labelled photos: <folder>/<CLASS>/*")
+    parser.add_argument("--url", default="localhost:8000", help="Triton HTTP address")
+    parser.add_argument("--model", default="asl", help="served model name")
+    parser.add_argument("--out", help="write the summary and every answer to this JSON file")
+    args = parser.parse_args(argv)
+    folders = sorted(p for p in Path(args.folder).iterdir() if p.is_dir())
+    answers = {f.name: classify_folder(f, args.url, args.model) for f in folders}
+    summary = score(answers)
+    weakest = sorted((v, k) for k, v in summary["per_class"].items() if v is not None)[:5]
+    print(
+        f"{args.folder}: accuracy {summary['accuracy']:.3f} on {summary['images']} photos, "
+        f"hand found in {summary['hand_found_rate']:.1%}; weakest: "
+        + ", ".join(f"{k} {v:.2f}" for v, k in weakest)
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps({**summary, "answers": answers}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
