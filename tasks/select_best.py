@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             opts.metric_mode,
             opts.name,
             holdout_tolerance=opts.holdout_tolerance if opts.holdout_gate else None,
+            int8_tolerance=opts.int8_tolerance if opts.prefer_int8 else None,
         )
     except (LookupError, ValueError) as exc:
         ctx.fail(f"select_best: {exc}")

@@ -192,3 +192,32 @@ def test_select_best_task_offline_session_logs_decision(tmp_path):
     assert plots == {f"candidate {worse}", f"previous production {first}"}  # both matrices
     values = {m["variant"]: m["value"] for m in metrics if m["type"] == "training_stats_scalar"}
     assert values == {"val_macro_f1 (candidate)": 0.6, "val_macro_f1 (production)": 0.8}
+
+
+def register_int8(registry, tmp_path: Path, parent_id: str, name: str, **metrics) -> str:
+    """A variant record as tasks/optimize_model.py registers it (variant/parent in params)."""
+    onnx_path, classes_path = tiny_model(tmp_path / "runs" / name)
+    params = {"variant": "int8", "parent": parent_id}
+    return registry.register("asl", onnx_path, classes_path, metrics=metrics, params=params).id
+
+
+def test_prefer_int8_serves_a_variant_only_within_tolerance(registry, tmp_path):
+    fp32 = register(registry, tmp_path, "fp32", val_macro_f1=0.8, holdout_accuracy=0.70)
+    lossy = register_int8(
+        registry, tmp_path, fp32, "lossy", val_macro_f1=0.8, holdout_accuracy=0.6
+    )
+    # too lossy: the fp32 model itself is promoted
+    decision = select_best(registry, fp32, int8_tolerance=0.01)
+    assert decision.production_model_id == fp32 and registry.production().id == fp32
+    assert lossy != fp32
+    close = register(registry, tmp_path, "fp32b", val_macro_f1=0.9, holdout_accuracy=0.72)
+    good = register_int8(
+        registry, tmp_path, close, "good", val_macro_f1=0.9, holdout_accuracy=0.715
+    )
+    decision = select_best(registry, close, int8_tolerance=0.01)
+    assert decision.promoted and "INT8 variant" in decision.reason
+    assert decision.production_model_id == good and registry.production().id == good
+    # the flag off (None): the fp32 model, even with a good variant
+    third = register(registry, tmp_path, "fp32c", val_macro_f1=0.95, holdout_accuracy=0.75)
+    register_int8(registry, tmp_path, third, "good2", val_macro_f1=0.95, holdout_accuracy=0.75)
+    assert select_best(registry, third).production_model_id == third

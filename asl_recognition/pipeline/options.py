@@ -25,6 +25,14 @@ class SelectBestOptions:
         high=1.0,
     )
     holdout_gate: bool = option(True, "apply the held-out quality gate (off: --metric only)")
+    prefer_int8: bool = option(
+        False,
+        "serve the promoted model's INT8 variant (tasks/optimize_model.py) when its held-out "
+        "(else test) accuracy is within --int8-tolerance of the fp32 model's",
+    )
+    int8_tolerance: float = option(
+        0.01, "largest accuracy loss accepted for the INT8 variant", low=0.0, high=1.0
+    )
     registry: str = option(
         "auto",
         "registry backend (auto: ClearML with a server, local without)",

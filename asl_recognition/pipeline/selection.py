@@ -149,12 +149,44 @@ def select_best(
     mode: str = "max",
     name: str = "asl",
     holdout_tolerance: float | None = 0.0,
+    int8_tolerance: float | None = None,
 ) -> Decision:
-    """``decide`` then, if better, ``registry.promote`` (tag ``production`` + publish)."""
+    """``decide`` then, if better, ``registry.promote`` (tag ``production`` + publish).
+
+    ``int8_tolerance`` set: the promoted model's INT8 variant (``tasks/optimize_model.py``) is
+    served instead when its accuracy stays within that many points of the fp32 model's.
+    """
     decision = decide(registry, model_id, metric, mode, name, holdout_tolerance)
     if decision.promoted:
-        decision.candidate = registry.promote(decision.candidate.id)
+        variant = None
+        if int8_tolerance is not None:
+            variant = int8_variant(registry, decision.candidate, int8_tolerance)
+        if variant is not None:
+            decision.reason += f"; serving its INT8 variant {variant.id} (within {int8_tolerance})"
+        decision.candidate = registry.promote((variant or decision.candidate).id)
     return decision
+
+
+def variant_accuracy(record: Any) -> float | None:
+    """Held-out accuracy when the record has one (other people), else test accuracy."""
+    metrics = record.metrics or {}
+    value = metrics.get("holdout_accuracy")
+    return metric_value(record, "test_accuracy") if value is None else float(value)
+
+
+def int8_variant(registry: Any, parent: Any, tolerance: float) -> Any | None:
+    """The newest INT8 variant of ``parent`` whose accuracy is within ``tolerance`` of it."""
+    base = variant_accuracy(parent)
+    if base is None:
+        return None
+    for record in reversed(registry.list(parent.name)):
+        params = record.params or {}
+        if params.get("variant") != "int8" or params.get("parent") != parent.id:
+            continue
+        accuracy = variant_accuracy(record)
+        if accuracy is not None and accuracy >= base - tolerance:
+            return record
+    return None
 
 
 def _split_of(metric: str) -> str:
