@@ -30,7 +30,14 @@ from asl_recognition.pipeline.dag import ASL_DAG
 sys.path.insert(0, str(REPO_ROOT / "pipelines"))
 import asl_pipeline  # noqa: E402
 
-TASK_SCRIPTS = sorted(p.relative_to(REPO_ROOT).as_posix() for p in REPO_ROOT.glob("tasks/*.py"))
+# tasks/predict.py answers one photo for a user at the terminal; it is not a ClearML task (no
+# agent runs it), so it is the one script here that may refuse before Task.init.
+USER_COMMANDS = {"tasks/predict.py"}
+TASK_SCRIPTS = sorted(
+    p.relative_to(REPO_ROOT).as_posix()
+    for p in REPO_ROOT.glob("tasks/*.py")
+    if p.relative_to(REPO_ROOT).as_posix() not in USER_COMMANDS
+)
 NO_ARG_SCRIPTS = [*TASK_SCRIPTS, "pipelines/asl_pipeline.py"]
 DEADLINE_S = 240
 

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
+from asl_recognition.options import build_parser
 from asl_recognition.paths import REPO_ROOT
 
-TASKS = ["validate_raw", "publish_dataset"]
+OPTIONS = {"validate_raw": ValidateRawOptions, "publish_dataset": PublishDatasetOptions}
+TASKS = list(OPTIONS)
 
 
 def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 240):
@@ -48,7 +51,9 @@ def test_help_documents_every_option(script: str, task_env: dict[str, str]) -> N
     spec = importlib.util.spec_from_file_location(script, REPO_ROOT / "tasks" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    parser = module.build_parser()
+    options_class = OPTIONS[script]
+    assert getattr(module, options_class.__name__) is options_class  # the script parses it
+    parser = build_parser(options_class, "")
     result = _run(script, ["--help"], task_env, timeout=60)
     assert result.returncode == 0, result.stderr
     for action in parser._actions:
@@ -89,7 +94,9 @@ def test_tasks_record_params_artifacts_outputs_and_lineage(
 
     task, members = _session(asl_workspace, "validate_raw")
     args = task["hyperparams"]["Args"]
-    assert args["source"]["value"] == str(source) and args["min_per_class"]["value"] == "5"
+    # list options are connected as JSON text (typed again by the options class on the way back)
+    assert json.loads(args["source"]["value"]) == [str(source)]
+    assert args["min_per_class"]["value"] == "5"
     assert args["source_name"]["value"] == "kaggle-slice"
     assert task["hyperparams"]["Outputs"]["raw_dataset_id"]["value"] == recorded["raw_dataset_id"]
     artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
@@ -127,7 +134,7 @@ def test_tasks_record_params_artifacts_outputs_and_lineage(
     assert published["reused"] is False and published["dataset_version"] == "1.0.0"
     task, members = _session(asl_workspace, "publish_dataset")
     args = task["hyperparams"]["Args"]
-    assert args["seed"]["value"] == "3" and args["grouping"]["value"] == "frame"
+    assert args["seed"]["value"] == "3" and args["group_by"]["value"] == "frame"
     assert json.loads(args["split"]["value"]) == [0.6, 0.2, 0.2]
     assert task["hyperparams"]["Outputs"]["dataset_id"]["value"] == published["dataset_id"]
     assert "manifest" in {a["key"] for a in task["execution"]["artifacts"]}

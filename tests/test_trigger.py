@@ -26,7 +26,15 @@ sys.path.insert(0, str(REPO_ROOT / "pipelines"))
 import asl_pipeline  # noqa: E402
 import trigger_on_new_data  # noqa: E402
 
-STEPS = ["validate_raw", "publish_dataset", "train", "select_best", "build_triton_repo"]
+# the make-run recipe trains the landmark model, so its landmark step runs too
+STEPS = [
+    "validate_raw",
+    "publish_dataset",
+    "publish_landmarks",
+    "train",
+    "select_best",
+    "build_triton_repo",
+]
 
 
 class OfflineTriggerScheduler(TriggerScheduler):

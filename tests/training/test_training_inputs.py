@@ -34,7 +34,7 @@ from asl_recognition.training.models import (
     load_weights,
     small_cnn,
 )
-from asl_recognition.training.options import MODEL_NAMES
+from asl_recognition.training.options import IMAGE_MODELS
 from asl_recognition.training.run import prepare, run_training
 
 FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": "none", "epochs": 1}
@@ -216,7 +216,7 @@ def test_image_size_the_model_cannot_take(prior: Prior, tmp_path, model, size) -
 
 def test_the_size_bounds_are_real() -> None:
     # every architecture has a bound (the shared check holds its own list of them) ...
-    assert set(MIN_IMAGE_SIZE) == set(MODEL_NAMES)
+    assert set(MIN_IMAGE_SIZE) == set(IMAGE_MODELS)  # the landmark model reads no pixels
     # ... the smallest accepted size builds and runs (build_model does a forward pass) ...
     for model, low in MIN_IMAGE_SIZE.items():
         assert build_model(model, len(CLASSES), low) is not None
