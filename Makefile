@@ -10,23 +10,26 @@ STAMP := $(VENV)/.installed
 export ASL_WORKSPACE ?= $(CURDIR)/workspace
 SHARED_DATA ?= $(CURDIR)/../shared/data
 
-.PHONY: install system-deps run test test-fast lint format serve monitor dashboard bench clean \
+.PHONY: install hand-models system-deps run test test-fast lint format serve monitor dashboard bench clean \
 	recipe-generalise
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(PY) scripts/fetch_hand_models.py
 	@touch $@
 
 install: $(STAMP)
+
+# The sha256-pinned hand models (from the mediapipe wheel on PyPI); a no-op once verified.
+hand-models: install
+	$(PY) scripts/fetch_hand_models.py
 
 # Debian packages the tests and `make monitor` need (prometheus, alertmanager, chromium).
 system-deps:
 	bash scripts/install_system_deps.sh
 
-run: install
+run: install hand-models
 	$(PY) pipelines/asl_pipeline.py --mode local-executor --config configs/run.yaml
 	$(PY) scripts/demo_serve.py
 
@@ -43,13 +46,13 @@ format: install
 	$(BIN)/isort .
 	$(BIN)/black .
 
-test: install system-deps lint
+test: install hand-models system-deps lint
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: install hand-models
 	$(PY) -m pytest -m "not slow"
 
-serve: install
+serve: install hand-models
 	$(PY) tasks/build_triton_repo.py --model-id production
 	$(PY) -m asl_recognition.serving.launcher --repo $(ASL_WORKSPACE)/triton_repo
 
@@ -68,7 +71,7 @@ bench: install
 # The generalisation recipe (configs/generalise.yaml): Kaggle frames + Massey hands 1-3 in
 # training, Massey hands 4-5 held out and scored per signer. Its own workspace, so its registry
 # does not mix with `make run`'s.
-recipe-generalise: install
+recipe-generalise: install hand-models
 	ASL_WORKSPACE=$(CURDIR)/workspace/generalise $(PY) pipelines/asl_pipeline.py \
 		--mode local-executor --config configs/generalise.yaml
 

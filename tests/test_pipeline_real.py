@@ -15,7 +15,16 @@ import pytest
 
 from asl_recognition.paths import REPO_ROOT
 
-STEPS = ["validate_raw", "publish_dataset", "train", "select_best", "build_triton_repo"]
+# the make-run recipe trains the landmark model: its landmark step runs between publish and train
+STEPS = [
+    "validate_raw",
+    "publish_dataset",
+    "publish_landmarks",
+    "train",
+    "select_best",
+    "build_triton_repo",
+]
+DONE = len(STEPS) - 1  # every step before the blocked build_triton_repo
 
 
 def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -49,10 +58,12 @@ def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
     assert first.returncode != 0
     assert "asl_pipeline: step build_triton_repo failed (exit code" in first.stderr
     for n, step in enumerate(STEPS, 1):
-        assert f"==> [{n}/5] {step}" in first.stdout  # every step announced with progress
+        assert (
+            f"==> [{n}/{len(STEPS)}] {step}" in first.stdout
+        )  # every step announced with progress
     (state_path,) = (tmp_path / "ws" / "pipeline_runs").glob("*/state.json")
     state = json.loads(state_path.read_text())
-    assert [state["steps"][s]["status"] for s in STEPS] == ["completed"] * 4 + ["failed"]
+    assert [state["steps"][s]["status"] for s in STEPS] == ["completed"] * DONE + ["failed"]
     outputs = {s: state["steps"][s].get("outputs", {}) for s in STEPS}
     # ids flow between steps: each consumer was called with its producer's id
     assert outputs["validate_raw"]["raw_dataset_id"] in state["steps"]["publish_dataset"]["argv"]
@@ -62,16 +73,16 @@ def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
         "production_model_id": outputs["train"]["model_id"],
         "promoted": True,
     }
-    ended = {s: state["steps"][s]["ended"] for s in STEPS[:4]}
+    ended = {s: state["steps"][s]["ended"] for s in STEPS[:DONE]}
 
     blocked.unlink()
     second = run_pipeline(tmp_path, *args)
     assert second.returncode == 0, second.stderr[-3000:]
-    for n, step in enumerate(STEPS[:4], 1):
-        assert f"==> [{n}/5] {step}: reused" in second.stdout
+    for n, step in enumerate(STEPS[:DONE], 1):
+        assert f"==> [{n}/{len(STEPS)}] {step}: reused" in second.stdout
     state = json.loads(state_path.read_text())  # the same run, resumed
     assert state["status"] == "completed"
-    assert {s: state["steps"][s]["ended"] for s in STEPS[:4]} == ended
+    assert {s: state["steps"][s]["ended"] for s in STEPS[:DONE]} == ended
     assert state["steps"]["build_triton_repo"]["attempts"] == 2
     repo = Path(state["steps"]["build_triton_repo"]["outputs"]["repo"])
     assert repo == blocked and (repo / "asl" / "config.pbtxt").is_file()
