@@ -26,7 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from asl_recognition.options import specs, to_argv
 from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.pipeline.clearml_controller import code_digest
 from asl_recognition.pipeline.dag import (
     Dag,
     Step,
@@ -34,8 +36,6 @@ from asl_recognition.pipeline.dag import (
     references,
     resolve,
 )
-from asl_recognition.options import specs, to_argv
-from asl_recognition.pipeline.clearml_controller import code_digest
 from asl_recognition.tracking import OUTPUTS_ENV
 
 STATE_NAME = "state.json"
