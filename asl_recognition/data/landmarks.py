@@ -330,4 +330,6 @@ def load_table(dataset_version: str = "latest", name: str = "ASL_landmarks") -> 
 
     store = get_store()
     version = store.resolve(name, dataset_version)
-    return pd.read_csv(store.local_copy(version) / TABLE), {"id": version.id, **version.metadata}
+    text = {name: str for name in (*INFO_COLUMNS, "reason", "handedness")}
+    table = pd.read_csv(store.local_copy(version) / TABLE, dtype=text)
+    return table, {"id": version.id, **version.metadata}
