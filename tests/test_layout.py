@@ -33,3 +33,17 @@ def test_requirements_are_pinned() -> None:
             line = line.split("#")[0].strip()
             if line:
                 assert "==" in line, f"{req}: unpinned {line}"
+
+
+def test_no_function_in_the_package_is_over_80_lines() -> None:
+    """Stage functions wire named steps; a long function is a sign a step hides inside it."""
+    import ast
+
+    long = []
+    for path in sorted((REPO_ROOT / "asl_recognition").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} {lines}")
+    assert not long, long

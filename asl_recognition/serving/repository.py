@@ -522,6 +522,32 @@ def _write_hands(root: Path, hands_dir: Path, config: mc.ModelConfig) -> int:
     return version
 
 
+def _graph_summary(signature: Any, classes: list[str], graph_kind: str) -> dict[str, Any]:
+    return {
+        "classes": len(classes),
+        "input_dims": {t.name: list(t.dims) for t in signature.inputs},
+        "graph_kind": graph_kind,
+    }
+
+
+def _trt_cache_path(base: str, model_dir: Path, onnx_path: Path, tensorrt: bool) -> str:
+    """TensorRT engines are keyed by graph, not weights: one cache folder per model file."""
+    if not tensorrt:
+        return base
+    return f"{base.rstrip('/')}/{model_dir.name}/{file_sha256(onnx_path)[:16]}"
+
+
+def _check_kinds(dirs: dict[str, Path]) -> None:
+    """An existing folder of another kind (platform) under a name we would write is refused."""
+    for key, platform in (
+        ("onnx", "onnxruntime_onnx"),
+        ("ensemble", "ensemble"),
+        ("hands", "python"),
+    ):
+        if key in dirs:
+            _check_kind(dirs[key], platform)
+
+
 def build_repository(
     onnx_path: str | Path,
     classes_path: str | Path,
@@ -574,26 +600,16 @@ def build_repository(
         keep_versions=1 if (ensemble or tensorrt) else keep_versions,
         dynamic_batching=dynamic_batching,
         max_queue_delay_us=max_queue_delay_us,
-        trt_cache_path=(
-            f"{trt_cache_dir.rstrip('/')}/{model_dir.name}/{file_sha256(onnx_path)[:16]}"
-            if tensorrt
-            else trt_cache_dir
-        ),
+        trt_cache_path=_trt_cache_path(trt_cache_dir, model_dir, onnx_path, tensorrt),
     )
-    for key, platform in (
-        ("onnx", "onnxruntime_onnx"),
-        ("ensemble", "ensemble"),
-        ("hands", "python"),
-    ):
-        if key in dirs:
-            _check_kind(dirs[key], platform)
+    _check_kinds(dirs)
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = _update_versions(
         root, model_dir, onnx_path, signature, classes, keep_versions
     )
     _atomic_write(root, model_dir / LABELS_FILE, _labels_bytes(classes))
     _atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())
-    result: dict[str, Any] = {
+    result = {
         "repo": str(root),
         "model_name": model_name,
         "version": version,
@@ -602,9 +618,7 @@ def build_repository(
         "pruned": pruned,
         "reused": reused,
         "ensemble": ensemble,
-        "classes": len(classes),
-        "input_dims": {s.name: list(s.dims) for s in signature.inputs},
-        "graph_kind": graph_kind,
+        **_graph_summary(signature, classes, graph_kind),
     }
     if hands_cfg is not None:
         result["hands_model"] = dirs["hands"].name
