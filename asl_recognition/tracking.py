@@ -26,6 +26,7 @@ OPTIONS_SECTION = "Args"
 AGENT_ENV = ("CLEARML_TASK_ID", "CLEARML_AUTH_TOKEN")
 OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
 TRUTHY = ("1", "true", "yes", "on")
+STOP_DEADLINE_S = 8.0  # SIGTERM to exit, at most (a supervisor's usual grace is 10 s)
 T = TypeVar("T")
 
 
@@ -85,6 +86,28 @@ def install_signal_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler, None):
             signal.signal(sig, _stop_on_signal)
+
+
+def arm_stop_deadline(seconds: float = STOP_DEADLINE_S) -> None:
+    """After ``Task.init``: a SIGTERM ends the process within ``seconds`` whatever happens.
+
+    ClearML's hook first closes the task (flushing logs and events), which can take longer
+    than a supervisor waits on a busy machine; past the deadline the process exits with the
+    signal's code, the task's record written as far as it got.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    hook = signal.getsignal(signal.SIGTERM)
+
+    def deadline_then_hook(signum: int, frame: Any) -> None:
+        timer = threading.Timer(seconds, os._exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
+        if callable(hook):
+            hook(signum, frame)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, deadline_then_hook)
 
 
 def prepare_environment() -> bool:
@@ -225,6 +248,7 @@ def init_task(
         auto_connect_frameworks={"matplotlib": False},
         output_uri=None if offline else output_uri(),
     )
+    arm_stop_deadline()
     ctx = TaskContext(task=task, options=options, offline=offline)
     try:
         ctx.options = connect_options(task, options)

@@ -375,8 +375,8 @@ def test_sigterm_stops_a_task_after_task_init(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    wait_for(lambda: any((s / "task.json").is_file() for s in sessions(ws)), DEADLINE_S, proc)
-    time.sleep(0.5)  # into ClearML's own handler chain, past Task.init
+    # validate_raw creates its report folder once Task.init has returned: the task is running
+    wait_for(lambda: (ws / "reports" / "ASL_raw").is_dir(), DEADLINE_S, proc)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
