@@ -221,3 +221,24 @@ def export_landmark_classifier(out_dir: Path, features=None, labels=None, seed: 
     path = export_onnx(net.eval(), out_dir / "model.onnx", 0, num_classes=len(CLASSES))
     write_class_file(str(out_dir / "classes.txt"), CLASSES)
     return path
+
+
+# `make run`'s pipeline command (after the interpreter), run from the repository root.
+RUN_PIPELINE = [
+    "pipelines/asl_pipeline.py",
+    "--mode",
+    "local-executor",
+    "--config",
+    "configs/run.yaml",
+]
+
+
+def recipe_steps(recipe: str = "configs/run.yaml") -> list[str]:
+    """The steps a recipe's pipeline runs, in order (read from the DAG and the recipe)."""
+    from asl_recognition.paths import REPO_ROOT
+    from asl_recognition.pipeline.clearml_controller import active_steps
+    from asl_recognition.pipeline.dag import ASL_DAG
+    from asl_recognition.pipeline.recipe import load_recipe
+
+    values = {**ASL_DAG.param_defaults(), **load_recipe(ASL_DAG, REPO_ROOT / recipe)}
+    return [step.name for step in active_steps(ASL_DAG, values)]

@@ -22,6 +22,7 @@ from unittest import mock
 
 import clearml
 import pytest
+from asl_testkit import RUN_PIPELINE
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller
@@ -393,15 +394,7 @@ def test_sigterm_stops_the_local_executor_and_its_running_step(tmp_path):
     env.pop("CLEARML_OFFLINE_MODE")  # as `make run` starts it
     ws = Path(env["ASL_WORKSPACE"])
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-u",
-            "pipelines/asl_pipeline.py",
-            "--mode",
-            "local-executor",
-            "--config",
-            "configs/run.yaml",
-        ],
+        [sys.executable, "-u", *RUN_PIPELINE],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,

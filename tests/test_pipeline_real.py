@@ -12,18 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from asl_testkit import RUN_PIPELINE, recipe_steps
 
 from asl_recognition.paths import REPO_ROOT
 
-# the make-run recipe trains the landmark model: its landmark step runs between publish and train
-STEPS = [
-    "validate_raw",
-    "publish_dataset",
-    "publish_landmarks",
-    "train",
-    "select_best",
-    "build_triton_repo",
-]
+# the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
+STEPS = recipe_steps()
 DONE = len(STEPS) - 1  # every step before the blocked build_triton_repo
 
 
@@ -31,15 +25,7 @@ def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
     env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
     return subprocess.run(
-        [
-            sys.executable,
-            "pipelines/asl_pipeline.py",
-            "--mode",
-            "local-executor",
-            "--config",
-            "configs/run.yaml",
-            *args,
-        ],
+        [sys.executable, *RUN_PIPELINE, *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

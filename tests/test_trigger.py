@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from unittest import mock
 
 import pytest
+from asl_testkit import recipe_steps
 from clearml.automation import TriggerScheduler
 
 from asl_recognition.options import from_mapping, parse
@@ -26,15 +27,8 @@ sys.path.insert(0, str(REPO_ROOT / "pipelines"))
 import asl_pipeline  # noqa: E402
 import trigger_on_new_data  # noqa: E402
 
-# the make-run recipe trains the landmark model, so its landmark step runs too
-STEPS = [
-    "validate_raw",
-    "publish_dataset",
-    "publish_landmarks",
-    "train",
-    "select_best",
-    "build_triton_repo",
-]
+# the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
+STEPS = recipe_steps()
 
 
 class OfflineTriggerScheduler(TriggerScheduler):
