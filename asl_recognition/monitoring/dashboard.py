@@ -32,7 +32,7 @@ from markupsafe import Markup
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 from .promql import PromQL
-from .settings import AlertThresholds, load_thresholds, parse_overrides
+from .settings import AlertThresholds, add_threshold_options, load_thresholds, parse_overrides
 from .urls import mask_url, split_credentials
 
 METRIC_ORDER = (
@@ -450,14 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", default=None, help="rate window for live figures (default: window, 5m)"
     )
     p.add_argument("--registry-backend", default="auto", help="auto | local | clearml")
-    p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override one threshold, e.g. --set triton_job=triton (repeatable)",
-    )
+    add_threshold_options(p, example="triton_job=triton")
     return p
 
 

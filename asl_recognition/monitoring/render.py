@@ -15,7 +15,7 @@ from asl_recognition.classes import CLASSES
 
 from .alert_rules import write_rules
 from .baseline import uniform_baseline
-from .settings import load_thresholds, parse_overrides
+from .settings import add_threshold_options, load_thresholds, parse_overrides
 from .stack import resolve_baseline
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "triton" / "monitoring"
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         default="uniform",
         help="uniform (balanced classes), auto (registry production model), or a path",
     )
-    p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    add_threshold_options(p)
     args = p.parse_args(argv)
     thresholds = load_thresholds(args.thresholds, parse_overrides(args.set))
     if args.baseline == "uniform":

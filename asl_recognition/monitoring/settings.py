@@ -118,6 +118,18 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def add_threshold_options(parser: Any, example: str = "latency_p95_ms=300") -> None:
+    """``--thresholds FILE`` and repeatable ``--set NAME=VALUE``, read by every monitoring CLI."""
+    parser.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"override one threshold, e.g. --set {example} (repeatable)",
+    )
+
+
 def load_thresholds(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,

@@ -32,7 +32,7 @@ from .alert_rules import write_rules
 from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config
 from .baseline import Baseline, load_baseline
 from .prometheus_config import render_prometheus_config, write_prometheus_config
-from .settings import AlertThresholds, load_thresholds, parse_overrides
+from .settings import AlertThresholds, add_threshold_options, load_thresholds, parse_overrides
 from .tools import require_tool, run_tool
 from .urls import mask_webhook, url_secrets
 
@@ -260,14 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alertmanager-port", type=int, default=9093, help="Alertmanager port")
     p.add_argument("--scrape-interval", default="15s", help="how often Triton is scraped")
     p.add_argument("--evaluation-interval", default="15s", help="how often rules run")
-    p.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override one threshold, e.g. --set latency_p95_ms=300 (repeatable)",
-    )
+    add_threshold_options(p)
     p.add_argument(
         "--baseline",
         default="auto",
