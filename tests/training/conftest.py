@@ -1,11 +1,11 @@
-"""Fixtures for the training tests (the dataset builder is in published_sample.py)."""
+"""Fixtures for the training tests (the dataset builder is in asl_testkit/published.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from published_sample import publish_sample
+from asl_testkit.published import publish_sample
 
 
 @pytest.fixture()

@@ -82,7 +82,7 @@ def test_bench_validate_smoke(tmp_path) -> None:
 def test_batch_augmentation_runs_on_one_thread_and_restores_the_count(tmp_path) -> None:
     """The data-loading fix the bench measured: per-image transforms on one intra-op thread."""
     import torch
-    from published_sample import train_options
+    from asl_testkit.published import train_options
 
     from asl_recognition.training.data import TensorSplit
     from asl_recognition.training.loop import LoopConfig, Trainer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from published_sample import train_options
+from asl_testkit.published import train_options
 
 from asl_recognition.training.augment import build_augment
 from asl_recognition.training.data import TensorSplit, source_balanced_weights

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from published_sample import EXTERNAL_SAMPLE, publish_sample, train_options
-from test_training_inputs import assert_one_line, assert_untouched, fingerprint
+from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
+from asl_testkit.published import EXTERNAL_SAMPLE, publish_sample, train_options
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.training.errors import TrainingInputError

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from published_sample import publish_sample, train_options
+from asl_testkit.published import publish_sample, train_options
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.training.run import run_training

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from published_sample import publish_sample, train_options
+from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
+from asl_testkit.published import publish_sample, train_options
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.imageio import MIN_IMAGE_SIZE, check_image_size
@@ -64,44 +65,6 @@ def prior(tmp_path_factory) -> Prior:
         previous = ws / "runs" / "previous"
         out = run_training(train_options(**FAST, max_steps=2, output_dir=str(previous)))
         yield Prior(root, ws, dataset_id, previous, out["model_id"])
-
-
-def fingerprint(root: Path, skip: tuple[str, ...] = ("clearml_cache",)) -> dict[str, tuple]:
-    """Every file under ``root`` (size, mtime, content hash) except under ``skip``.
-
-    Folders are left out: opening the store creates its empty layout, which overwrites nothing.
-    """
-    out: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root)
-        if rel_dir.parts and rel_dir.parts[0] in skip:
-            continue
-        for name in filenames:
-            path = Path(dirpath) / name
-            st = path.stat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            out[(rel_dir / name).as_posix()] = (st.st_size, st.st_mtime_ns, digest)
-    return out
-
-
-def assert_untouched(root: Path, before: dict[str, tuple], also_new: tuple[str, ...] = ()) -> None:
-    """Every earlier file is byte-for-byte unchanged; the only new files are store checkouts.
-
-    Opening a dataset version materialises it under ``datasets/checkouts/`` (a read cache);
-    a refused run must add nothing else: no run folder, no registry record (``also_new``: other
-    files the caller expects, such as a failed task's ClearML session record).
-    """
-    after = fingerprint(root)
-    changed = [k for k, v in before.items() if after.get(k) != v]
-    expected = ("datasets/checkouts/", *also_new)
-    added = [k for k in after if k not in before and not k.startswith(expected)]
-    assert changed == [] and added == [], (changed, added)
-
-
-def assert_one_line(message: str, *fragments: str) -> None:
-    assert message.strip() and "\n" not in message.strip(), message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
 
 
 def refused(prior: Prior, params: dict) -> str:

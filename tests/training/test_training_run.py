@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from published_sample import train_options
+from asl_testkit.published import train_options
 
 from asl_recognition.classes import CLASSES, read_class_file
 from asl_recognition.paths import REPO_ROOT

@@ -321,7 +321,7 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
             assert metric in names, f"{metric} not in Prometheus"
         (ARTIFACTS / "prometheus-metric-names.json").write_text(json.dumps(sorted(names)))
         # the Grafana dashboard (Docker path) queries only series this live stack has; the hand
-        # counters come from a landmark ensemble only (tests/test_monitoring_hands.py)
+        # counters come from a landmark ensemble only (tests/monitoring/test_monitoring_hands.py)
         grafana_dash = json.loads((GRAFANA / "asl-serving.json").read_text())
         used = set().union(*(metric_names(e) for e in exprs(grafana_dash))) - {"ALERTS"}
         used -= {"asl_hand_checked_total", "asl_hand_found_total", "asl:hand_found_ratio"}

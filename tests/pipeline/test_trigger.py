@@ -12,7 +12,9 @@ import sys
 from datetime import datetime, timezone
 from unittest import mock
 
+import asl_pipeline
 import pytest
+import trigger_on_new_data
 from asl_testkit import recipe_steps
 from clearml.automation import TriggerScheduler
 
@@ -22,10 +24,6 @@ from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG
 from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, PipelineRunOptions, TriggerOptions
 from asl_recognition.pipeline.recipe import load_recipe
-
-sys.path.insert(0, str(REPO_ROOT / "pipelines"))
-import asl_pipeline  # noqa: E402
-import trigger_on_new_data  # noqa: E402
 
 # the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
 STEPS = recipe_steps()

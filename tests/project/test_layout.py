@@ -47,3 +47,19 @@ def test_no_function_in_the_package_is_over_80_lines() -> None:
                 if lines > 80:
                     long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} {lines}")
     assert not long, long
+
+
+def test_tests_live_in_one_folder_per_stage() -> None:
+    """A newcomer finds a stage's tests beside each other; shared helpers live in asl_testkit."""
+    tests = REPO_ROOT / "tests"
+    stages = {
+        p.name for p in (REPO_ROOT / "asl_recognition").iterdir() if (p / "__init__.py").exists()
+    }
+    stray = sorted(p.name for p in tests.glob("test_*.py"))
+    assert not stray, f"tests at the top of tests/: {stray}"
+    folders = {p.parent.name for p in tests.rglob("test_*.py")}
+    assert folders <= stages | {"project"}, folders - stages
+    helpers = [p for p in tests.rglob("*.py") if not p.name.startswith(("test_", "conftest"))]
+    assert all(
+        "asl_testkit" in p.parts or p.name == "make_mediapipe_reference.py" for p in helpers
+    ), helpers

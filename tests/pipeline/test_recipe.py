@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
+import asl_pipeline
 import pytest
 import yaml
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.dag import ASL_DAG
 from asl_recognition.pipeline.recipe import RecipeError, as_nested, load_recipe, read_file
-
-sys.path.insert(0, str(REPO_ROOT / "pipelines"))
-import asl_pipeline  # noqa: E402
 
 
 def test_run_recipe_and_typed_overrides() -> None:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import asl_pipeline
 import pytest
 import yaml
 from clearml import PipelineController, Task
@@ -25,9 +26,6 @@ from asl_recognition.pipeline.dag import ASL_DAG
 from asl_recognition.pipeline.options import PipelineRunOptions
 from asl_recognition.pipeline.recipe import as_nested, load_recipe
 from asl_recognition.tracking import options_as_text
-
-sys.path.insert(0, str(REPO_ROOT / "pipelines"))
-import asl_pipeline  # noqa: E402
 
 STEPS = ["validate_raw", "publish_dataset", "train", "select_best", "build_triton_repo"]
 RUN_RECIPE = "configs/run.yaml"

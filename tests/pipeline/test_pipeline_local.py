@@ -294,7 +294,6 @@ def test_cli_help_lists_the_run_options_and_overrides():
 
 def test_pipeline_paths_stay_portable(tmp_path) -> None:
     """Paths in the repo stay relative (an agent has them); others are refused for an agent."""
-    sys.path.insert(0, str(REPO_ROOT / "pipelines"))
     import asl_pipeline
 
     sample = str(REPO_ROOT / "data" / "sample")

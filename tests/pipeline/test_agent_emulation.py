@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import asl_pipeline
 import clearml
 import pytest
 from asl_testkit import RUN_PIPELINE
@@ -27,9 +28,6 @@ from asl_testkit import RUN_PIPELINE
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG
-
-sys.path.insert(0, str(REPO_ROOT / "pipelines"))
-import asl_pipeline  # noqa: E402
 
 # tasks/predict.py answers one photo for a user at the terminal; it is not a ClearML task (no
 # agent runs it), so it is the one script here that may refuse before Task.init.

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_optimize import trained_model
+from asl_testkit.published import trained_model
 
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES
 

@@ -16,47 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from asl_testkit.published import trained_model
 
 from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT
-
-sys.path.insert(0, str(Path(__file__).parent / "training"))
-
-from published_sample import publish_sample, train_options  # noqa: E402
-
-HOLDOUT_HANDS = ("hand4",)
-
-
-_TRAINED: dict[str, object] = {}
-
-
-def trained_model(tmp_path_factory: pytest.TempPathFactory):
-    """A 32 px CNN trained for six steps on a published sample with a held-out group.
-
-    Trained once per test session (test_predict.py shares it): (workspace, registry record).
-    """
-    if "model" not in _TRAINED:
-        root = tmp_path_factory.mktemp("optimize")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("ASL_WORKSPACE", str(root / "ws"))
-            mp.setenv("ASL_OFFLINE", "1")
-            from asl_recognition.registry import get_registry
-            from asl_recognition.training.run import run_training
-
-            dataset_id = publish_sample(root, holdout_hands=HOLDOUT_HANDS)
-            options = train_options(
-                dataset_version=dataset_id,
-                epochs=1,
-                max_steps=6,
-                lr=0.01,
-                batch_size=32,
-                augment="none",
-                external="none",
-                seed=3,
-            )
-            outputs = run_training(options)
-            _TRAINED["model"] = (root / "ws", get_registry("local").get(outputs["model_id"]))
-    return _TRAINED["model"]
 
 
 @pytest.fixture()
