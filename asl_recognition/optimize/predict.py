@@ -4,8 +4,8 @@ in onnxruntime, and the served model through Triton.
 The answer is the Triton client's JSON: ``[{image, predictions: [{label, index, probability}]}]``
 with the most likely class first. Every runtime decodes and resizes the same way (the bounded
 project decoder, bilinear to the model's side), so differences come from the runtime alone.
-The registry keeps ONNX only, so torch rebuilds the network from the training run's
-``checkpoints/best.pt``; the run is found by the registered ONNX file's hash.
+Torch rebuilds the network from the training checkpoint the record names; a record made before
+records named one is matched to its run's ``checkpoints/best.pt`` by the ONNX file's hash.
 """
 
 from __future__ import annotations
@@ -82,15 +82,19 @@ def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tupl
 
 
 def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
-    """The ``best.pt`` of the run whose ``model.onnx`` is the registered file (same sha256)."""
+    """The checkpoint the record names; for records made before it named one, the ``best.pt``
+    of the run whose ``model.onnx`` is the registered file (same sha256)."""
     from asl_recognition.store.base import sha256_file
 
     variant = record.params.get("variant")
     if variant:
+        parent = record.parent_id or record.params.get("parent")
         raise PredictError(
-            f"model {record.id} is the {variant} variant of {record.params.get('parent')}: "
+            f"model {record.id} is the {variant} variant of {parent}: "
             "torch runs the fp32 training checkpoint only (give the parent's --model-id)"
         )
+    if record.checkpoint_path and Path(record.checkpoint_path).is_file():
+        return Path(record.checkpoint_path)
     wanted = sha256_file(record.onnx_path)
     runs = runs or workspace() / "runs"
     chosen = record.params.get("output_dir")

@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from asl_recognition.registry.base import ModelNotFoundError, ModelRecord, ModelRegistry
+from asl_recognition.registry.base import (
+    ModelNotFoundError,
+    ModelRecord,
+    ModelRegistry,
+    NewModel,
+)
 
 INPUT_NAME = "images"
 CALIBRATION_BATCH = 32
@@ -190,11 +195,8 @@ def register_variant(
     details: dict[str, Any],
     task: Any = None,
 ) -> ModelRecord:
-    """A new version of the parent's model name; ``variant`` and ``parent`` live in its params.
-
-    ``register()`` takes no tags or parent, so both are kept under ``params`` (which every
-    backend stores), next to how the variant was made.
-    """
+    """A new version of the parent's model name, its parent the fp32 model (natively in the
+    registry; ``parent`` in params too, for readers of records made before ``parent_id``)."""
     params = {
         **parent.params,
         "variant": variant,
@@ -202,13 +204,15 @@ def register_variant(
         "parent_version": parent.version,
         "optimization": details,
     }
-    return registry.register(
-        parent.name,
-        str(onnx_path),
-        parent.classes_path,
-        metrics,
-        params,
-        task=task,
+    model = NewModel(
+        name=parent.name,
+        onnx_path=str(onnx_path),
+        classes_path=parent.classes_path,
+        metrics=metrics,
+        params=params,
         dataset_id=parent.dataset_id,
         baseline_path=parent.baseline_path,
+        parent_id=parent.id,
+        tags=(variant,),
     )
+    return registry.register(model, task=task)

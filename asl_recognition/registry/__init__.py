@@ -8,6 +8,7 @@ from asl_recognition.registry.base import (
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
+    NewModel,
 )
 from asl_recognition.tracking import server_configured
 
@@ -32,5 +33,6 @@ __all__ = [
     "ModelNotFoundError",
     "ModelRecord",
     "ModelRegistry",
+    "NewModel",
     "get_registry",
 ]

@@ -14,6 +14,25 @@ class ModelNotFoundError(LookupError):
     """No registered model matches the id or name asked for."""
 
 
+@dataclass(frozen=True)
+class NewModel:
+    """What a caller registers: the files serving needs, the scores selection needs, and where
+    the model came from (``parent_id``: the registered model it was derived from, e.g. the fp32
+    model of an INT8 variant; ``checkpoint_path``: the training checkpoint it was exported from).
+    """
+
+    name: str
+    onnx_path: str
+    classes_path: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    dataset_id: str | None = None
+    baseline_path: str | None = None
+    parent_id: str | None = None
+    checkpoint_path: str | None = None
+    tags: tuple[str, ...] = ()
+
+
 @dataclass
 class ModelRecord:
     """One registered model version: the files serving needs, the metrics selection needs.
@@ -38,6 +57,8 @@ class ModelRecord:
     published: bool = False
     backend: str = "local"
     onnx_uri: str | None = None
+    parent_id: str | None = None
+    checkpoint_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,18 +75,9 @@ class ModelRegistry(ABC):
     backend = "abstract"
 
     @abstractmethod
-    def register(
-        self,
-        name: str,
-        onnx_path: str,
-        classes_path: str,
-        metrics: Mapping[str, Any],
-        params: Mapping[str, Any],
-        task: Any = None,
-        dataset_id: str | None = None,
-        baseline_path: str | None = None,
-    ) -> ModelRecord:
-        """Store a new model version (files copied or uploaded) and return its record."""
+    def register(self, model: NewModel, task: Any = None) -> ModelRecord:
+        """Store a new version of ``model.name`` (files copied or uploaded), its parent linked
+        natively; raises :class:`ModelNotFoundError` for an unknown ``parent_id``."""
 
     @abstractmethod
     def get(self, model_id: str) -> ModelRecord:

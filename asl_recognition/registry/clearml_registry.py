@@ -27,6 +27,7 @@ from asl_recognition.registry.base import (
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
+    NewModel,
 )
 from asl_recognition.store.base import sha256_file
 from asl_recognition.store.clearml_store import OUTPUT_URI_ENV, configured_output_uri
@@ -58,6 +59,33 @@ def set_model_tags(model: Any, tags: list[str]) -> None:
     model._get_base_model().edit(tags=list(tags))
 
 
+def set_model_parent(model: Any, parent_id: str) -> None:
+    """The model entity's own ``parent`` field (the UI's lineage), through a ``models.edit``
+    request carrying only that field. ``OutputModel`` sets a parent only from its task's input
+    model, and the backend ``update(parent_id=...)`` would resend every other field."""
+    from clearml.backend_api.services import models
+
+    base = model._get_base_model()
+    base.send(models.EditRequest(model=model.id, parent=parent_id))
+    base.reload()
+
+
+def _metadata(model: NewModel, version: int) -> dict[str, dict[str, str]]:
+    """Everything ``_record`` reads back besides the weights, labels, tags and parent."""
+    baseline = json.loads(Path(model.baseline_path).read_text()) if model.baseline_path else None
+    values = {
+        "version": (str(version), "int"),
+        "metrics": (json.dumps(dict(model.metrics)), "str"),
+        "params": (json.dumps(dict(model.params), default=str), "str"),
+        "dataset_id": (str(model.dataset_id or ""), "str"),
+        "baseline": (json.dumps(baseline), "str"),
+        "onnx_sha256": (sha256_file(model.onnx_path), "str"),
+        # a path on the training machine: predict falls back to a search where it is absent
+        "checkpoint_path": (str(model.checkpoint_path or ""), "str"),
+    }
+    return {key: {"value": value, "type": kind} for key, (value, kind) in values.items()}
+
+
 def _classes_from_labels(model_id: str, labels: Mapping[str, int]) -> list[str]:
     """Class names in output-index order; refuses an enumeration that is not 0..n-1."""
     ordered = sorted(labels.items(), key=lambda item: item[1])
@@ -75,72 +103,58 @@ class ClearMLModelRegistry(ModelRegistry):
         self.project = project
         self.cache = workspace() / "registry_cache"
 
-    def register(
-        self,
-        name: str,
-        onnx_path: str,
-        classes_path: str,
-        metrics: Mapping[str, Any],
-        params: Mapping[str, Any],
-        task: Any = None,
-        dataset_id: str | None = None,
-        baseline_path: str | None = None,
-    ) -> ModelRecord:
+    def register(self, model: NewModel, task: Any = None) -> ModelRecord:
         from clearml import OutputModel, Task
 
         task = task if task is not None else Task.current_task()
         if task is None:
             raise RuntimeError("ClearML OutputModel needs a running task (call init_task first)")
-        classes = read_class_file(str(classes_path))
+        classes = read_class_file(str(model.classes_path))
         destination = upload_destination(task)
+        if model.parent_id is not None:
+            self._model(model.parent_id)  # an unknown parent is refused before any upload
         # From metadata only: listing records would download every earlier model's weights.
-        version = max((self._version(m) for m in self._query(name)), default=0) + 1
-        model = OutputModel(
+        version = max((self._version(m) for m in self._query(model.name)), default=0) + 1
+        tags = [f"v{version}", *model.tags]
+        output = OutputModel(
             task=task,
-            name=name,
+            name=model.name,
             label_enumeration={c: i for i, c in enumerate(classes)},
             framework="ONNX",
-            tags=[f"v{version}"],
+            tags=tags,
             comment=f"ASL classifier v{version}",
         )
-        uri = model.update_weights(
-            weights_filename=str(onnx_path),
+        uri = output.update_weights(
+            weights_filename=str(model.onnx_path),
             upload_uri=destination,
             auto_delete_file=False,
             async_enable=False,
         )
-        if not uri or _is_local_copy_of(uri, onnx_path):
+        if not uri or _is_local_copy_of(uri, model.onnx_path):
             raise RuntimeError(
-                f"ClearML registered {onnx_path} without uploading it to {destination} "
+                f"ClearML registered {model.onnx_path} without uploading it to {destination} "
                 f"(set {OUTPUT_URI_ENV} or the files server)"
             )
-        baseline = json.loads(Path(baseline_path).read_text()) if baseline_path else None
-        model.set_all_metadata(
-            {
-                "version": {"value": str(version), "type": "int"},
-                "metrics": {"value": json.dumps(dict(metrics)), "type": "str"},
-                "params": {"value": json.dumps(dict(params), default=str), "type": "str"},
-                "dataset_id": {"value": str(dataset_id or ""), "type": "str"},
-                "baseline": {"value": json.dumps(baseline), "type": "str"},
-                "onnx_sha256": {"value": sha256_file(onnx_path), "type": "str"},
-            },
-            replace=True,
-        )
+        if model.parent_id is not None:
+            set_model_parent(output, model.parent_id)
+        output.set_all_metadata(_metadata(model, version), replace=True)
         return ModelRecord(
-            id=model.id,
-            name=name,
+            id=output.id,
+            name=model.name,
             version=version,
             task_id=getattr(task, "id", None),
-            onnx_path=str(onnx_path),
-            classes_path=str(classes_path),
-            baseline_path=str(baseline_path) if baseline_path else None,
-            metrics=dict(metrics),
-            params=json.loads(json.dumps(dict(params), default=str)),
-            dataset_id=dataset_id,
-            tags=[f"v{version}"],
+            onnx_path=str(model.onnx_path),
+            classes_path=str(model.classes_path),
+            baseline_path=str(model.baseline_path) if model.baseline_path else None,
+            metrics=dict(model.metrics),
+            params=json.loads(json.dumps(dict(model.params), default=str)),
+            dataset_id=model.dataset_id,
+            tags=tags,
             published=False,
             backend=self.backend,
             onnx_uri=uri,
+            parent_id=model.parent_id,
+            checkpoint_path=model.checkpoint_path,
         )
 
     @staticmethod
@@ -194,6 +208,8 @@ class ClearMLModelRegistry(ModelRegistry):
             published=bool(model.published),
             backend=self.backend,
             onnx_uri=model.url,
+            parent_id=getattr(model._get_model_data(), "parent", None) or None,
+            checkpoint_path=meta.get("checkpoint_path") or None,
         )
 
     @staticmethod

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from asl_recognition.registry.base import (
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
+    NewModel,
 )
 
 
@@ -37,41 +37,39 @@ class LocalModelRegistry(ModelRegistry):
         tmp.write_text(json.dumps(record.to_dict(), indent=1, default=str))
         os.replace(tmp, self.records / f"{record.id}.json")
 
-    def register(
-        self,
-        name: str,
-        onnx_path: str,
-        classes_path: str,
-        metrics: Mapping[str, Any],
-        params: Mapping[str, Any],
-        task: Any = None,
-        dataset_id: str | None = None,
-        baseline_path: str | None = None,
-    ) -> ModelRecord:
+    def register(self, model: NewModel, task: Any = None) -> ModelRecord:
+        if model.parent_id is not None:
+            self.get(model.parent_id)  # an unknown parent is refused before anything is copied
         model_id = uuid.uuid4().hex
         target = self.files / model_id
         target.mkdir(parents=True)
-        onnx_copy = shutil.copy2(onnx_path, target / "model.onnx")
-        classes_copy = shutil.copy2(classes_path, target / "classes.txt")
-        baseline_copy = (
-            shutil.copy2(baseline_path, target / "baseline.json") if baseline_path else None
-        )
-        versions = [r.version for r in self.list(name)]
+        copies = {
+            "onnx": shutil.copy2(model.onnx_path, target / "model.onnx"),
+            "classes": shutil.copy2(model.classes_path, target / "classes.txt"),
+        }
+        for key, source, name in (
+            ("baseline", model.baseline_path, "baseline.json"),
+            ("checkpoint", model.checkpoint_path, "checkpoint.pt"),
+        ):
+            copies[key] = shutil.copy2(source, target / name) if source else None
+        versions = [r.version for r in self.list(model.name)]
         record = ModelRecord(
             id=model_id,
-            name=name,
+            name=model.name,
             version=max(versions, default=0) + 1,
             task_id=getattr(task, "id", None) if task is not None else None,
-            onnx_path=str(onnx_copy),
-            classes_path=str(classes_copy),
-            baseline_path=str(baseline_copy) if baseline_copy else None,
-            metrics=dict(metrics),
-            params=json.loads(json.dumps(dict(params), default=str)),
-            dataset_id=dataset_id,
-            tags=[],
+            onnx_path=str(copies["onnx"]),
+            classes_path=str(copies["classes"]),
+            baseline_path=str(copies["baseline"]) if copies["baseline"] else None,
+            metrics=dict(model.metrics),
+            params=json.loads(json.dumps(dict(model.params), default=str)),
+            dataset_id=model.dataset_id,
+            tags=list(model.tags),
             created=datetime.now(timezone.utc).isoformat(),
             published=False,
             backend=self.backend,
+            parent_id=model.parent_id,
+            checkpoint_path=str(copies["checkpoint"]) if copies["checkpoint"] else None,
         )
         self._write(record)
         return record

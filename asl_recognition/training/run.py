@@ -530,7 +530,8 @@ def register(
     plan: Plan, metrics: dict[str, Any], exported: Exported, ctx: TaskContext | None
 ) -> ModelRecord:
     """A new version of the ``asl`` model: files, scores, options and dataset id."""
-    from asl_recognition.registry import get_registry
+    from asl_recognition.registry import NewModel, get_registry
+    from asl_recognition.training.loop import BEST
 
     registry_metrics: dict[str, Any] = {k: metrics[k] for k in REGISTRY_METRICS}
     registry_metrics["holdout"] = {
@@ -538,16 +539,21 @@ def register(
         for group, result in metrics["holdout"].items()
     }
     params = {k: v for k, v in as_params(plan.options).items() if k != "register"}
-    record = get_registry().register(
-        "asl",
-        str(exported.onnx),
-        str(exported.classes),
-        registry_metrics,
-        params,
-        task=ctx.task if ctx is not None else None,
+    if plan.meta.get("landmarks_id"):  # the exact ASL_landmarks version, not "latest"
+        params["landmarks_id"] = plan.meta["landmarks_id"]
+    # the checkpoint the exported graph was built from (--keep best or last)
+    checkpoint = plan.run_dir / CHECKPOINT_DIR / (BEST if plan.options.keep == "best" else LAST)
+    model = NewModel(
+        name="asl",
+        onnx_path=str(exported.onnx),
+        classes_path=str(exported.classes),
+        metrics=registry_metrics,
+        params=params,
         dataset_id=plan.dataset.version.id,
         baseline_path=str(exported.baseline),
+        checkpoint_path=str(checkpoint) if checkpoint.is_file() else None,
     )
+    record = get_registry().register(model, task=ctx.task if ctx is not None else None)
     print(f"registered model asl v{record.version} ({record.id}, {record.backend})")
     return record
 

@@ -90,13 +90,21 @@ def test_predict_command_answers_good_files_and_names_bad_ones(trained, tmp_path
     assert str(broken) in proc.stderr
 
 
-def test_torch_without_a_checkpoint_is_refused(trained, tmp_path) -> None:
+def test_torch_checkpoint_is_the_records_then_found_by_hash(trained, tmp_path) -> None:
+    """A new record names its checkpoint (a copy in the registry); a record made before that
+    field existed is matched to its run by the ONNX hash; neither found is refused."""
     from asl_recognition.optimize.predict import PredictError, find_checkpoint
 
-    _, record = trained
+    workspace, record = trained
+    assert record.checkpoint_path and Path(record.checkpoint_path).is_relative_to(workspace)
+    assert find_checkpoint(record, runs=tmp_path) == Path(record.checkpoint_path)
+    old = dataclasses.replace(record, checkpoint_path=None)
+    found = find_checkpoint(old)
+    assert found.name == "best.pt" and (found.parents[1] / "model.onnx").is_file()
+    assert found.read_bytes() == Path(record.checkpoint_path).read_bytes()
     with pytest.raises(PredictError, match="pass --checkpoint"):
-        find_checkpoint(record, runs=tmp_path)
-    variant = dataclasses.replace(record, params={"variant": "int8", "parent": record.id})
+        find_checkpoint(old, runs=tmp_path)
+    variant = dataclasses.replace(record, params={"variant": "int8"}, parent_id=record.id)
     with pytest.raises(PredictError, match=f"int8 variant of {record.id}"):
         find_checkpoint(variant)
 

@@ -28,7 +28,7 @@ from clearml.backend_interface.base import InterfaceBase
 from clearml.backend_interface.model import Model as BackendModel
 
 from asl_recognition.classes import CLASSES, write_class_file
-from asl_recognition.registry import PRODUCTION_TAG, ModelNotFoundError, get_registry
+from asl_recognition.registry import PRODUCTION_TAG, ModelNotFoundError, NewModel, get_registry
 from asl_recognition.registry.clearml_registry import upload_destination
 from asl_recognition.store.base import sha256_file
 
@@ -66,6 +66,7 @@ class MockClearMLServer:
             "framework": "ONNX",
             "comment": "",
             "created": self._clock,
+            "parent": None,
             **fields,
         }
         return model_id
@@ -169,6 +170,13 @@ def make_mock_task(server: MockClearMLServer, tmp_path: Path, output_uri: str | 
     return mock_task
 
 
+def new_model(files: dict[str, Path], **fields: Any) -> NewModel:
+    """What training registers, from the ``model_files`` fixture (``fields`` override)."""
+    return NewModel(
+        name="asl", onnx_path=str(files["onnx"]), classes_path=str(files["classes"]), **fields
+    )
+
+
 @pytest.fixture()
 def model_files(tmp_path) -> dict[str, Path]:
     src = tmp_path / "run"
@@ -193,14 +201,14 @@ def test_register_uploads_the_weights_and_another_machine_downloads_them(
         OutputModel, "update_weights", autospec=True, side_effect=OutputModel.update_weights
     ) as spy:
         record = get_registry("clearml").register(
-            "asl",
-            str(model_files["onnx"]),
-            str(model_files["classes"]),
-            {"test_accuracy": 0.93},
-            {"epochs": 3},
+            new_model(
+                model_files,
+                metrics={"test_accuracy": 0.93},
+                params={"epochs": 3},
+                dataset_id="ds-42",
+                baseline_path=str(model_files["baseline"]),
+            ),
             task=mock_task,
-            dataset_id="ds-42",
-            baseline_path=str(model_files["baseline"]),
         )
     assert spy.call_args.kwargs["upload_uri"] == bucket.as_uri()
     stored = server.models[record.id]
@@ -236,9 +244,7 @@ def test_register_defaults_to_the_files_server(server, model_files, tmp_path) ->
     with mock.patch("clearml.OutputModel", autospec=True) as mock_output_model:
         instance = mock_output_model.return_value
         instance.update_weights.return_value, instance.id = uploaded, "mock-model-9"
-        record = get_registry("clearml").register(
-            "asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {}, task=mock_task
-        )
+        record = get_registry("clearml").register(new_model(model_files), task=mock_task)
     instance.update_weights.assert_called_once_with(
         weights_filename=str(model_files["onnx"]),
         upload_uri=FILES_HOST,
@@ -256,19 +262,14 @@ def test_register_refuses_weights_that_were_only_registered_locally(
         instance = mock_output_model.return_value
         instance.update_weights.return_value = str(model_files["onnx"])  # no upload happened
         with pytest.raises(RuntimeError, match="without uploading"):
-            get_registry("clearml").register(
-                "asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {}, mock_task
-            )
+            get_registry("clearml").register(new_model(model_files), mock_task)
     instance.set_all_metadata.assert_not_called()
 
 
 def test_bad_output_uri_is_a_one_line_error(server, model_files, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ASL_OUTPUT_URI", "relative/models")
     with pytest.raises(ValueError, match="ASL_OUTPUT_URI='relative/models' must be a URL"):
-        get_registry("clearml").register(
-            "asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {},
-            make_mock_task(server, tmp_path),
-        )  # fmt: skip
+        get_registry("clearml").register(new_model(model_files), make_mock_task(server, tmp_path))
     assert server.sent == []  # refused before anything reached the server
 
 
@@ -276,7 +277,7 @@ def test_register_uses_the_running_task_and_refuses_without_one(
     server, model_files, tmp_path, monkeypatch
 ) -> None:
     registry = get_registry("clearml")
-    args = ("asl", str(model_files["onnx"]), str(model_files["classes"]), {}, {})
+    args = (new_model(model_files),)
     monkeypatch.setattr(Task, "current_task", mock.create_autospec(Task.current_task))
     Task.current_task.return_value = None
     with pytest.raises(RuntimeError, match="needs a running task"):
@@ -343,3 +344,34 @@ def test_promote_really_removes_the_old_production_tag(server, tmp_path) -> None
 def test_get_unknown_model_is_a_clear_error(server) -> None:
     with pytest.raises(ModelNotFoundError, match="no ClearML model with id nope"):
         get_registry("clearml").get("nope")
+
+
+def test_a_variant_records_its_parent_natively(server, model_files, tmp_path, monkeypatch) -> None:
+    """The fp32 model becomes the variant's ClearML parent through one models.edit carrying
+    only ``parent``; another machine reads it back; an unknown parent is refused first."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", (tmp_path / "bucket").as_uri())
+    registry = get_registry("clearml")
+    checkpoint = tmp_path / "best.pt"
+    parent = registry.register(
+        new_model(model_files, checkpoint_path=str(checkpoint)), make_mock_task(server, tmp_path)
+    )
+    assert [e for e in server.edits(parent.id) if "parent" in e] == []
+    child = registry.register(
+        new_model(model_files, parent_id=parent.id, tags=("int8",)),
+        make_mock_task(server, tmp_path),
+    )
+    sent_edit = models.EditRequest(model=child.id, parent=parent.id).to_dict()
+    assert sent_edit in server.edits(child.id)  # exactly the request, no other field
+    assert server.models[child.id]["parent"] == parent.id
+    assert server.models[child.id]["tags"] == ["v2", "int8"]
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "other_machine"))
+    assert registry.get(child.id).parent_id == parent.id
+    assert registry.get(parent.id).parent_id is None
+    assert registry.get(parent.id).checkpoint_path == str(checkpoint)
+
+    sent = len(server.sent)
+    with pytest.raises(ModelNotFoundError, match="no ClearML model with id mock-model-404"):
+        registry.register(
+            new_model(model_files, parent_id="mock-model-404"), make_mock_task(server, tmp_path)
+        )
+    assert not [r for r in server.sent[sent:] if not isinstance(r, models.GetByIdRequest)]
