@@ -1,0 +1,413 @@
+"""Child processes (Triton, Prometheus, Alertmanager, pipeline steps), started and stopped one way.
+
+mirakuru does the process work: it starts each child in its own session, marks it and whatever
+it spawns with an environment variable, stops it with a signal to its process group and SIGKILL
+after a grace period, and kills marked leftovers when this interpreter exits. This module adds
+what mirakuru does not do:
+
+- output read from a pipe and written to a log file as it arrives (optionally also to a console
+  stream, optionally line by line through a redaction filter), keeping the end in memory;
+- a readiness wait on an HTTP URL that notices an early exit, can be cancelled, and fails with
+  one line naming the command and the log tail; or a wait for the child to run to completion;
+- an exit described as a code or a signal name;
+- a supervisor that restarts a dead service with exponential backoff, a bounded number of times;
+- SIGTERM/SIGINT handlers that set a flag a CLI's loop polls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Protocol
+
+from mirakuru import SimpleExecutor
+from mirakuru.exceptions import ProcessFinishedWithError
+
+TAIL_BYTES = 65536
+LOG = logging.getLogger(__name__)
+
+
+def never() -> bool:
+    """The default ``should_stop``: nothing cancels the wait."""
+    return False
+
+
+class ChildError(RuntimeError):
+    """A child could not start, exited before it was ready, or was not ready in time."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def describe_exit(code: int | None) -> str:
+    """``code 3`` or ``signal SIGSEGV`` (Popen reports death by a signal as minus its number)."""
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def http_ready(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers a GET with a 2xx status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Output:
+    """Where one of a child's streams goes: a log file (mode 600), optionally a console stream.
+
+    ``redact`` filters each complete line before it is written anywhere; without it bytes are
+    copied as they arrive, so progress bars that redraw with ``\\r`` stay live.
+    """
+
+    log: Path
+    console: IO[str] | None = None
+    append: bool = False
+    redact: Callable[[str], str] | None = None
+
+
+class _Pump(threading.Thread):
+    """Copies a pipe to an :class:`Output` until every writer has closed it."""
+
+    def __init__(self, fd: int, output: Output, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.fd, self.output = fd, output
+        self.tail = bytearray()
+
+    def run(self) -> None:
+        out = self.output
+        out.log.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if out.append else os.O_TRUNC)
+        pending = b""
+        with open(os.open(out.log, flags, 0o600), "wb", buffering=0) as log:
+            while chunk := os.read(self.fd, 65536):
+                if out.redact is not None:
+                    lines = (pending + chunk).split(b"\n")
+                    pending = lines.pop()
+                    chunk = b"".join(self._redact(line + b"\n") for line in lines)
+                self._write(log, chunk)
+            if pending:
+                self._write(log, self._redact(pending))
+        os.close(self.fd)
+
+    def _redact(self, line: bytes) -> bytes:
+        assert self.output.redact is not None
+        return self.output.redact(line.decode("utf-8", "replace")).encode("utf-8")
+
+    def _write(self, log: IO[bytes], chunk: bytes) -> None:
+        log.write(chunk)
+        self.tail.extend(chunk)
+        del self.tail[: max(0, len(self.tail) - TAIL_BYTES)]
+        console = self.output.console
+        if console is None or not chunk:
+            return
+        binary = getattr(console, "buffer", None)
+        if binary is not None:
+            console.flush()  # what was written as text first stays first
+            binary.write(chunk)
+            binary.flush()
+        else:
+            console.write(chunk.decode("utf-8", "replace"))
+
+
+class _Executor(SimpleExecutor):
+    """mirakuru's executor. :class:`Child` waits for readiness itself (cancellable, with the log
+    tail in its error), so mirakuru's ``timeout`` only sets how long a stop waits before SIGKILL.
+    """
+
+    def stop_within(self, grace: float) -> None:
+        """Signal the process group, wait ``grace`` s, SIGKILL what is left; reap the child."""
+        self._timeout = grace  # mirakuru's stop waits its `timeout` before it kills
+        with contextlib.suppress(ProcessFinishedWithError):  # the caller reads the exit code
+            self.stop()
+
+
+def _answers(url: str) -> bool:
+    """Something already accepts connections on the URL's port (another server, a stale one)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Child:
+    """One child process: started in its own session with its output pumped to log files,
+    waited for (ready URL, or exit), stopped as a process group; ``returncode`` once it ended.
+
+    ``stderr=None`` sends stderr to the stdout log. ``grace`` is how long :meth:`stop` waits
+    after SIGTERM before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str | Path],
+        stdout: Output,
+        stderr: Output | None = None,
+        *,
+        name: str | None = None,
+        ready_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        grace: float = 10.0,
+    ) -> None:
+        self.command = [str(part) for part in command]
+        self.name = name or Path(self.command[0]).name
+        self.outputs = [stdout] + ([stderr] if stderr is not None else [])
+        self.ready_url = ready_url
+        self.env = dict(env) if env is not None else None
+        self.cwd = str(cwd) if cwd is not None else None
+        self.grace = grace
+        self.returncode: int | None = None
+        self._executor: _Executor | None = None
+        self._pumps: list[_Pump] = []
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The running (or exited, not yet stopped) process; None before start and after stop."""
+        return self._executor.process if self._executor is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        """The log its errors go to (stderr's when it has its own)."""
+        return self.outputs[-1].log
+
+    def start(self) -> "Child":
+        """Start the child (not waiting for it); refuse when its ready URL already answers."""
+        if self._executor is not None:
+            return self
+        if self.ready_url and _answers(self.ready_url):
+            raise ChildError(f"{self.name}: {self.ready_url} already answers; pick another port")
+        pipes = [os.pipe() for _ in self.outputs]
+        executor = _Executor(
+            self.command,
+            cwd=self.cwd,
+            timeout=self.grace,
+            envvars=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=pipes[0][1],
+            stderr=pipes[1][1] if len(pipes) > 1 else subprocess.STDOUT,
+        )
+        try:
+            executor.start()
+        except BaseException:
+            for read_fd, _ in pipes:
+                os.close(read_fd)
+            raise
+        finally:
+            for _, write_fd in pipes:  # the child holds its copies: EOF comes when it exits
+                os.close(write_fd)
+        self._executor, self.returncode = executor, None
+        self._pumps = [
+            _Pump(read_fd, output, f"{self.name}-output")
+            for (read_fd, _), output in zip(pipes, self.outputs)
+        ]
+        for pump in self._pumps:
+            pump.start()
+        return self
+
+    def poll(self) -> int | None:
+        """The exit code once the child has exited, else None."""
+        process = self.process
+        if process is not None and process.poll() is not None:
+            self.returncode = process.returncode
+        return self.returncode
+
+    def running(self) -> bool:
+        return self.process is not None and self.poll() is None
+
+    def tail(self, lines: int = 3) -> str:
+        """The last non-empty lines the child wrote (stderr when it has its own log)."""
+        if not self._pumps:
+            return ""
+        text = self._pumps[-1].tail.decode("utf-8", "replace").replace("\r", "\n")
+        return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+
+    def failure(self, what: str) -> str:
+        """One line: the child's name, what happened, its command, its log and the log's end."""
+        return (
+            f"{self.name} {what}: {shlex.join(self.command)}; "
+            f"log {self.log_path} ends: {self.tail() or '(empty)'}"
+        )
+
+    def wait_ready(self, timeout: float, should_stop: Callable[[], bool] = never) -> "Child":
+        """Block until ``ready_url`` answers 2xx (or, without one, return while it runs).
+
+        Raises :class:`ChildError` (one line) when the child exits first, when ``timeout``
+        passes, or when ``should_stop()`` turns true; the child is left to the caller to stop.
+        """
+        if self._executor is None:
+            raise ChildError(f"{self.name} not started")
+        deadline = time.monotonic() + timeout
+        while not should_stop():
+            code = self.poll()
+            if code is not None:
+                raise ChildError(self.failure(f"exited with {describe_exit(code)}"), code)
+            if self.ready_url is None or http_ready(self.ready_url):
+                return self
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        raise ChildError(self.failure(f"not ready after {timeout:g} s"))
+
+    def wait(self, drain: float = 30.0) -> int:
+        """Block until the child exits and its output is written (a leftover grandchild that
+        keeps the pipe open gets ``drain`` seconds, then is stopped); return the exit code."""
+        process = self.process
+        if process is None:
+            raise ChildError(f"{self.name} not started")
+        process.wait()
+        for pump in self._pumps:
+            pump.join(timeout=drain)
+        code = self.stop()
+        assert code is not None
+        return code
+
+    def stop(self, grace: float | None = None) -> int | None:
+        """SIGTERM to the child's process group, SIGKILL after ``grace`` s (default
+        ``self.grace``), reaped; return its exit code (the last one if it was stopped already)."""
+        executor, process = self._executor, self.process
+        if executor is not None and process is not None:
+            executor.stop_within(self.grace if grace is None else grace)
+            self.returncode = process.returncode
+        self._executor = None
+        for pump in self._pumps:
+            pump.join(timeout=5)
+        self._pumps = []
+        return self.returncode
+
+
+def sleep_unless(seconds: float, should_stop: Callable[[], bool]) -> bool:
+    """Sleep up to ``seconds``, waking early when ``should_stop()``; return ``should_stop()``."""
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    return should_stop()
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT once installed, so a CLI's loop ends and stops its children
+    in order; calling the flag says whether a stop was asked for."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def install(self) -> "StopFlag":
+        handle_stop_signals(self._set)
+        return self
+
+    def _set(self, signum: int, _frame: FrameType | None) -> None:
+        self.signal = signum
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+def handle_stop_signals(handler: Callable[[int, FrameType | None], object]) -> None:
+    """Install ``handler`` for SIGTERM (process managers, containers) and SIGINT (Ctrl-C)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def stop_on_signals() -> StopFlag:
+    """A :class:`StopFlag` installed for SIGTERM and SIGINT: how the CLIs wait to be stopped."""
+    return StopFlag().install()
+
+
+@dataclass
+class RestartPolicy:
+    """Restart a dead service after 1, 2, 4 ... s (capped), at most ``max_restarts`` in a row.
+
+    A service that then stays up for ``stable_after`` seconds has recovered: the count restarts.
+    """
+
+    max_restarts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    stable_after: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+
+
+class Restartable(Protocol):
+    """What :func:`supervise` needs of a service (a :class:`Child` or a wrapper of one)."""
+
+    @property
+    def log_path(self) -> Path | None: ...
+
+    def start(self) -> object: ...
+
+    def wait_ready(self, timeout: float, should_stop: Callable[[], bool]) -> object: ...
+
+    def running(self) -> bool: ...
+
+    def stop(self, timeout: float | None = None) -> int | None: ...
+
+
+def supervise(
+    service: Restartable,
+    should_stop: Callable[[], bool],
+    policy: RestartPolicy,
+    ready_timeout: float,
+    name: str,
+    log: logging.Logger = LOG,
+) -> int:
+    """Keep a started, ready service running until ``should_stop()``; 1 once restarts run out.
+
+    Each death and restart is logged with the exit (code or signal) and the service's log path.
+    """
+    attempt, up_since = 0, time.monotonic()
+    while not should_stop():
+        if service.running():
+            time.sleep(0.2)
+            continue
+        how = describe_exit(service.stop())  # reaps it (and what it left) and says how it ended
+        if time.monotonic() - up_since >= policy.stable_after:
+            attempt = 0
+        attempt += 1
+        if attempt > policy.max_restarts:
+            log.error(
+                "error: %s exited with %s after %d restarts in a row; giving up; log %s",
+                name, how, policy.max_restarts, service.log_path,
+            )  # fmt: skip
+            return 1
+        delay = policy.delay(attempt)
+        log.warning(
+            "%s exited with %s; restart %d/%d in %.1f s (log %s)",
+            name, how, attempt, policy.max_restarts, delay, service.log_path,
+        )  # fmt: skip
+        if sleep_unless(delay, should_stop):
+            break
+        up_since = time.monotonic()
+        try:
+            service.start()
+            service.wait_ready(ready_timeout, should_stop)
+        except ChildError as exc:
+            log.warning("restart %d failed: %s", attempt, str(exc).splitlines()[0])
+            service.stop(0)  # its code is read again at the top of the loop
+            continue
+        log.warning("%s is ready again (restart %d)", name, attempt)
+    return 0

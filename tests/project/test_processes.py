@@ -1,0 +1,192 @@
+"""The one way children are started, waited for and stopped (asl_recognition.processes).
+
+Every case runs real child processes (this interpreter with a small script) on loopback.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from asl_recognition.netutil import free_port
+from asl_recognition.processes import (
+    Child,
+    ChildError,
+    Output,
+    RestartPolicy,
+    StopFlag,
+    describe_exit,
+    supervise,
+)
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for its new parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    log = tmp_path / "stubborn.log"
+    child = Child(
+        python("""
+            import signal, time
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("ignoring SIGTERM", flush=True)
+            time.sleep(60)
+        """),
+        Output(log),
+        name="stubborn",
+        grace=0.5,
+    ).start()
+    wait_for_log(log, "ignoring SIGTERM")
+    pid = child.process.pid
+    started = time.monotonic()
+    assert child.stop() == -signal.SIGKILL
+    took = time.monotonic() - started
+    assert 0.5 <= took < 5, took
+    assert gone(pid) and child.process is None and not child.running()
+    assert describe_exit(child.returncode) == "signal SIGKILL"
+    assert child.stop() == -signal.SIGKILL  # stopping again reports the same end
+
+
+def test_stop_reaches_a_grandchild_in_the_process_group(tmp_path: Path) -> None:
+    log = tmp_path / "parent.log"
+    child = Child(
+        python("""
+            import subprocess, sys, time
+            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            print(f"grandchild {grandchild.pid}", flush=True)
+            time.sleep(60)
+        """),
+        Output(log),
+    ).start()
+    grandchild = int(wait_for_log(log, "grandchild ").split()[1])
+    assert not gone(grandchild)
+    assert child.stop() == -signal.SIGTERM
+    deadline = time.monotonic() + 5
+    while not gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(grandchild), "the grandchild outlived its group's stop"
+
+
+def test_readiness_timeout_and_early_exit_are_one_line_errors(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/ready"
+    command = python("print('binding soon', flush=True); import time; time.sleep(60)")
+    child = Child(command, Output(tmp_path / "slow.log"), name="slow", ready_url=url).start()
+    try:
+        with pytest.raises(ChildError) as timeout:
+            child.wait_ready(1.0)
+    finally:
+        child.stop(grace=1)
+    message = str(timeout.value)
+    assert "\n" not in message and message.startswith("slow not ready after 1 s: ")
+    assert sys.executable in message and "binding soon" in message, message
+
+    failing = Child(
+        python("import sys; print('bad option --x', file=sys.stderr); sys.exit(2)"),
+        Output(tmp_path / "out.log"),
+        Output(tmp_path / "err.log"),
+        ready_url=url,
+    ).start()
+    with pytest.raises(ChildError, match=r"exited with code 2: .*bad option --x$") as exited:
+        failing.wait_ready(20)
+    assert exited.value.code == 2 and failing.stop() == 2
+    assert (tmp_path / "err.log").read_text() == "bad option --x\n"
+
+
+def test_ready_on_http_then_refused_on_a_taken_port(tmp_path: Path) -> None:
+    port = free_port()
+    server = Child(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        Output(tmp_path / "http.log"),
+        name="http.server",
+        ready_url=f"http://127.0.0.1:{port}/",
+        cwd=tmp_path,
+    )
+    try:
+        assert server.start().wait_ready(20).running()
+        second = Child(["true"], Output(tmp_path / "second.log"), ready_url=server.ready_url)
+        with pytest.raises(ChildError, match="already answers; pick another port"):
+            second.start()
+        assert second.process is None
+    finally:
+        code = server.stop()
+    assert describe_exit(code) == "signal SIGTERM"
+    assert "GET / HTTP/1.1" in (tmp_path / "http.log").read_text()
+
+
+def test_output_streams_as_it_arrives_and_redacts_whole_lines(tmp_path: Path) -> None:
+    script = python("""
+        import sys, time
+        sys.stdout.write("50%\\r"); sys.stdout.flush(); time.sleep(0.2)
+        sys.stdout.write("token=sek"); sys.stdout.flush(); time.sleep(0.2)
+        sys.stdout.write("ret-9\\n100%\\n")
+    """)
+    console = io.StringIO()
+    assert Child(script, Output(tmp_path / "raw.log", console)).start().wait() == 0
+    assert (tmp_path / "raw.log").read_bytes().decode() == console.getvalue()
+    assert console.getvalue() == "50%\rtoken=sekret-9\n100%\n"
+
+    redacted = Output(tmp_path / "red.log", redact=lambda line: line.replace("sekret", "<x>"))
+    child = Child(script, redacted).start()
+    assert child.wait() == 0
+    assert (tmp_path / "red.log").read_bytes() == b"50%\rtoken=<x>-9\n100%\n"
+    assert (tmp_path / "red.log").stat().st_mode & 0o077 == 0
+
+
+def test_supervise_restarts_with_backoff_then_gives_up(tmp_path: Path, caplog) -> None:
+    child = Child(python("import time; time.sleep(0.3)"), Output(tmp_path / "svc.log"), name="svc")
+    policy = RestartPolicy(max_restarts=2, base_delay=0.1)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="asl_recognition.processes"):
+        code = supervise(child.start(), lambda: time.monotonic() - started > 20, policy, 5, "svc")
+    assert code == 1 and time.monotonic() - started < 10
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(";")[1].strip() for m in messages[:-1] if "ready" not in m] == [
+        "restart 1/2 in 0.1 s (log " + str(tmp_path / "svc.log") + ")",
+        "restart 2/2 in 0.2 s (log " + str(tmp_path / "svc.log") + ")",
+    ], messages
+    assert messages[-1].startswith("error: svc exited with code 0 after 2 restarts in a row")
+    assert not child.running()
+
+
+def test_stop_flag_is_set_by_sigterm_and_sigint() -> None:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            flag = StopFlag().install()
+            assert not flag()
+            os.kill(os.getpid(), sig)
+            deadline = time.monotonic() + 5
+            while not flag() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert flag() and flag.signal == sig
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
