@@ -94,29 +94,28 @@ class _Pump(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.fd, self.output = fd, output
         self.tail = bytearray()
+        output.log.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if output.append else os.O_TRUNC)
+        self.log = open(os.open(output.log, flags, 0o600), "wb", buffering=0)
 
     def run(self) -> None:
-        out = self.output
-        out.log.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if out.append else os.O_TRUNC)
         pending = b""
-        with open(os.open(out.log, flags, 0o600), "wb", buffering=0) as log:
+        with self.log, open(self.fd, "rb", buffering=0, closefd=True):
             while chunk := os.read(self.fd, 65536):
-                if out.redact is not None:
+                if self.output.redact is not None:
                     lines = (pending + chunk).split(b"\n")
                     pending = lines.pop()
                     chunk = b"".join(self._redact(line + b"\n") for line in lines)
-                self._write(log, chunk)
+                self._write(chunk)
             if pending:
-                self._write(log, self._redact(pending))
-        os.close(self.fd)
+                self._write(self._redact(pending))
 
     def _redact(self, line: bytes) -> bytes:
         assert self.output.redact is not None
         return self.output.redact(line.decode("utf-8", "replace")).encode("utf-8")
 
-    def _write(self, log: IO[bytes], chunk: bytes) -> None:
-        log.write(chunk)
+    def _write(self, chunk: bytes) -> None:
+        self.log.write(chunk)
         self.tail.extend(chunk)
         del self.tail[: max(0, len(self.tail) - TAIL_BYTES)]
         console = self.output.console
@@ -201,32 +200,36 @@ class Child:
         if self.ready_url and _answers(self.ready_url):
             raise ChildError(f"{self.name}: {self.ready_url} already answers; pick another port")
         pipes = [os.pipe() for _ in self.outputs]
-        executor = _Executor(
-            self.command,
-            cwd=self.cwd,
-            timeout=self.grace,
-            envvars=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=pipes[0][1],
-            stderr=pipes[1][1] if len(pipes) > 1 else subprocess.STDOUT,
-        )
+        pumps: list[_Pump] = []
         try:
-            executor.start()
+            for (read_fd, _), output in zip(pipes, self.outputs):
+                pumps.append(_Pump(read_fd, output, f"{self.name}-output"))
+            executor = self._spawn(pipes[0][1], pipes[1][1] if len(pipes) > 1 else None)
         except BaseException:
+            for pump in pumps:
+                pump.log.close()
             for read_fd, _ in pipes:
                 os.close(read_fd)
             raise
         finally:
             for _, write_fd in pipes:  # the child holds its copies: EOF comes when it exits
                 os.close(write_fd)
-        self._executor, self.returncode = executor, None
-        self._pumps = [
-            _Pump(read_fd, output, f"{self.name}-output")
-            for (read_fd, _), output in zip(pipes, self.outputs)
-        ]
-        for pump in self._pumps:
+        self._executor, self._pumps, self.returncode = executor, pumps, None
+        for pump in pumps:
             pump.start()
         return self
+
+    def _spawn(self, stdout: int, stderr: int | None) -> _Executor:
+        executor = _Executor(
+            self.command,
+            cwd=self.cwd,
+            timeout=self.grace,
+            envvars=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stderr is None else stderr,
+        )
+        return executor.start()
 
     def poll(self) -> int | None:
         """The exit code once the child has exited, else None."""
@@ -264,6 +267,7 @@ class Child:
         while not should_stop():
             code = self.poll()
             if code is not None:
+                self._drain(5.0)  # the error and the caller's log reader see its last words
                 raise ChildError(self.failure(f"exited with {describe_exit(code)}"), code)
             if self.ready_url is None or http_ready(self.ready_url):
                 return self
@@ -279,8 +283,7 @@ class Child:
         if process is None:
             raise ChildError(f"{self.name} not started")
         process.wait()
-        for pump in self._pumps:
-            pump.join(timeout=drain)
+        self._drain(drain)
         code = self.stop()
         assert code is not None
         return code
@@ -293,10 +296,14 @@ class Child:
             executor.stop_within(self.grace if grace is None else grace)
             self.returncode = process.returncode
         self._executor = None
-        for pump in self._pumps:
-            pump.join(timeout=5)
-        self._pumps = []
+        self._drain(5.0)
         return self.returncode
+
+    def _drain(self, timeout: float) -> None:
+        """Wait (bounded) until the output pumps have written everything the child said."""
+        deadline = time.monotonic() + timeout
+        for pump in self._pumps:
+            pump.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def sleep_unless(seconds: float, should_stop: Callable[[], bool]) -> bool:
@@ -379,12 +386,14 @@ def supervise(
 
     Each death and restart is logged with the exit (code or signal) and the service's log path.
     """
-    attempt, up_since = 0, time.monotonic()
+    attempt, up_since, failed = 0, time.monotonic(), None
     while not should_stop():
         if service.running():
             time.sleep(0.2)
             continue
-        how = describe_exit(service.stop())  # reaps it (and what it left) and says how it ended
+        # stop() reaps the dead service (and what it left) and says how it ended
+        how = describe_exit(service.stop() if failed is None else failed)
+        failed = None
         if time.monotonic() - up_since >= policy.stable_after:
             attempt = 0
         attempt += 1
@@ -407,7 +416,7 @@ def supervise(
             service.wait_ready(ready_timeout, should_stop)
         except ChildError as exc:
             log.warning("restart %d failed: %s", attempt, str(exc).splitlines()[0])
-            service.stop(0)  # its code is read again at the top of the loop
+            failed = service.stop(0)
             continue
         log.warning("%s is ready again (restart %d)", name, attempt)
     return 0

@@ -22,20 +22,25 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Callable
 
+from asl_recognition import processes
 from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.processes import (
+    Child,
+    ChildError,
+    Output,
+    RestartPolicy,
+    describe_exit,
+    http_ready,
+    never,
+    stop_on_signals,
+)
 
 # Log errors every CPU-only run prints; they say nothing about the models.
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
@@ -43,7 +48,7 @@ STANDIN_BACKEND = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
 LOG = logging.getLogger(__name__)
 
 
-class TritonServerError(RuntimeError):
+class TritonServerError(ChildError):
     """The server could not start, or died; the message carries the end of its log."""
 
 
@@ -129,10 +134,14 @@ class TritonServer:
         self.exit_timeout_secs = exit_timeout_secs
         self.extra_args = list(extra_args or [])
         self.log_path = Path(log_path) if log_path else None
-        self.process: subprocess.Popen | None = None
+        self._child: Child | None = None
         self._backend_dir: Path | None = None
-        self._log_handle = None
         self.starts = 0
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The server process from start() until stop(), even after it died."""
+        return self._child.process if self._child is not None else None
 
     @property
     def http_url(self) -> str:
@@ -173,6 +182,7 @@ class TritonServer:
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
+        """Start tritonserver in its own process group, its output appended to ``log_path``."""
         if self.process is not None:
             return self
         if not self.repo.is_dir():
@@ -181,20 +191,22 @@ class TritonServer:
             Path(tempfile.mkdtemp(prefix="asl-triton-backends-"))
         )
         if self.log_path is None:
-            logs = workspace() / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
-            self.log_path = logs / f"tritonserver-{self.http_port}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # A restart appends, so the log keeps what the previous process said before it died.
-        self._log_handle = open(self.log_path, "ab" if self.starts else "wb")
-        self.starts += 1
-        self.process = subprocess.Popen(
+            self.log_path = workspace() / "logs" / f"tritonserver-{self.http_port}.log"
+        self._child = Child(
             self.command(),
+            # A restart appends, so the log keeps what the previous process said before it died.
+            Output(self.log_path, append=self.starts > 0),
+            name="tritonserver",
+            ready_url=f"http://{self.http_url}/v2/health/ready",
             env=server_environment(),
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            grace=self.exit_timeout_secs + 15,
         )
+        self.starts += 1
+        try:
+            self._child.start()
+        except ChildError as exc:  # the HTTP port already answers
+            self.stop()
+            raise TritonServerError(str(exc)) from exc
         return self
 
     def log_tail(self, lines: int = 8) -> str:
@@ -211,54 +223,40 @@ class TritonServer:
         return "\n".join(errors[-15:] + ["..."] + text[-lines:])
 
     def is_ready(self) -> bool:
-        try:
-            url = f"http://{self.http_url}/v2/health/ready"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ready(f"http://{self.http_url}/v2/health/ready")
+
+    def running(self) -> bool:
+        return self._child is not None and self._child.running()
 
     def wait_ready(
-        self, timeout: float = 60.0, should_stop: Callable[[], bool] = lambda: False
+        self, timeout: float = 60.0, should_stop: Callable[[], bool] = never
     ) -> "TritonServer":
         """Block until /v2/health/ready answers 200; raise with the log tail if it dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not should_stop():
-            if self.process is None:
-                raise TritonServerError("server not started")
-            if self.process.poll() is not None:
-                raise TritonServerError(
-                    f"tritonserver exited with code {self.process.returncode}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            if self.is_ready():
-                return self
-            time.sleep(0.2)
-        raise TritonServerError(
-            f"tritonserver not ready after {timeout:.0f} s; "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
+        if self._child is None or self.process is None:
+            raise TritonServerError("server not started")
+        try:
+            self._child.wait_ready(timeout, should_stop)
+        except ChildError as exc:
+            what = (
+                f"not ready after {timeout:.0f} s"
+                if exc.code is None
+                else f"exited with {describe_exit(exc.code)}"
+            )
+            raise TritonServerError(
+                f"tritonserver {what}; log {self.log_path}:\n{self.log_tail()}", exc.code
+            ) from exc
+        return self
 
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM (Triton drains in-flight requests), SIGKILL only if it hangs.
 
         Triton also waits up to ``exit_timeout_secs`` for idle keep-alive client connections.
+        Returns the exit code, or None when no server was started since the last stop.
         """
-        timeout = self.exit_timeout_secs + 15 if timeout is None else timeout
         code = None
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            code = self.process.returncode
-            self.process = None
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
+        if self._child is not None:
+            code = self._child.stop(timeout)
+            self._child = None
         if self._backend_dir is not None:
             shutil.rmtree(self._backend_dir, ignore_errors=True)
             self._backend_dir = None
@@ -277,37 +275,6 @@ class TritonServer:
         self.stop()
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"code {code}"
-
-
-@dataclass
-class RestartPolicy:
-    """Restart a dead server after 1, 2, 4 ... s (capped), at most ``max_restarts`` in a row.
-
-    A server that then stays up for ``stable_after`` seconds has recovered: the count restarts.
-    """
-
-    max_restarts: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 30.0
-    stable_after: float = 120.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
-
-
-def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + seconds
-    while not should_stop() and time.monotonic() < deadline:
-        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-
-
 def supervise(
     server: TritonServer,
     should_stop: Callable[[], bool],
@@ -315,48 +282,9 @@ def supervise(
     ready_timeout: float = 120.0,
 ) -> int:
     """Keep a started, ready server running until ``should_stop()``; 1 once restarts run out."""
-    policy = policy or RestartPolicy()
-    attempt, up_since = 0, time.monotonic()
-    while not should_stop():
-        if server.process is not None and server.process.poll() is None:
-            time.sleep(0.2)
-            continue
-        code = server.process.returncode if server.process is not None else None
-        if time.monotonic() - up_since >= policy.stable_after:
-            attempt = 0
-        attempt += 1
-        if attempt > policy.max_restarts:
-            LOG.error(
-                "error: tritonserver exited with %s after %d restarts in a row; giving up; log %s",
-                _describe_exit(code),
-                policy.max_restarts,
-                server.log_path,
-            )
-            return 1
-        delay = policy.delay(attempt)
-        LOG.warning(
-            "tritonserver exited with %s; restart %d/%d in %.1f s (log %s)",
-            _describe_exit(code),
-            attempt,
-            policy.max_restarts,
-            delay,
-            server.log_path,
-        )
-        server.stop()
-        _sleep(delay, should_stop)
-        if should_stop():
-            break
-        up_since = time.monotonic()
-        try:
-            server.start().wait_ready(ready_timeout, should_stop)
-        except TritonServerError as exc:
-            LOG.warning("restart %d failed: %s", attempt, str(exc).splitlines()[0])
-            if server.process is not None and server.process.poll() is None:
-                server.process.kill()
-                server.process.wait()
-            continue
-        LOG.warning("tritonserver is ready again (restart %d)", attempt)
-    return 0
+    return processes.supervise(
+        server, should_stop, policy or RestartPolicy(), ready_timeout, "tritonserver", LOG
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,13 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path=args.log_path,
         exit_timeout_secs=args.exit_timeout,
     )
-    stopping = {"flag": False}
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stopping["flag"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stopping = stop_on_signals()
     try:
         server.start()
         server.wait_ready(args.ready_timeout)
@@ -432,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     policy = RestartPolicy(max_restarts=max(0, args.max_restarts), base_delay=args.restart_backoff)
-    code = supervise(server, lambda: stopping["flag"], policy, args.ready_timeout)
+    code = supervise(server, stopping, policy, args.ready_timeout)
     server.stop()
     return code
 
