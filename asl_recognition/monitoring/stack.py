@@ -8,25 +8,14 @@ the drift baseline of the production model, and receiver settings from the envir
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import subprocess
 import sys
-import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirakuru import HTTPExecutor
-from mirakuru.exceptions import (
-    AlreadyRunning,
-    ProcessExitedWithError,
-    ProcessFinishedWithError,
-    TimeoutExpired,
-)
+from asl_recognition.processes import Child, Output, sleep_unless, stop_on_signals
 
 from .alert_rules import write_rules
 from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config
@@ -89,8 +78,7 @@ class MonitoringStack:
     repeat_interval: str | None = None
     resolve_timeout: str | None = None
     env: dict[str, str] | None = field(default=None, repr=False)
-    _executors: dict[str, HTTPExecutor] = field(default_factory=dict, repr=False)
-    _pumps: dict[str, threading.Thread] = field(default_factory=dict, repr=False)
+    _children: dict[str, Child] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
@@ -149,38 +137,20 @@ class MonitoringStack:
     def _spawn(self, name: str, cmd: list[str], ready_url: str, timeout: float) -> None:
         """Start a child, wait until ``ready_url`` answers 2xx; output to logs/NAME.log (600).
 
-        mirakuru starts it in its own session, fails fast when it exits or when the port already
-        answers, and kills leftovers at interpreter exit. Output goes through a pipe this process
-        owns: Alertmanager 0.25 logs the failing URL of a Telegram or webhook delivery, token
-        included, so every line passes through :func:`_redact` before it reaches the disk.
+        It fails fast when the port already answers or the child exits, with one line naming
+        the command and its log's end. Alertmanager 0.25 logs the failing URL of a Telegram or
+        webhook delivery, token included, so every line passes through :func:`_redact` before
+        it reaches the disk. A stop waits up to ``timeout`` before SIGKILL.
         """
-        log_path = self.run_dir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "w", 1)
-        read_fd, write_fd = os.pipe()
         secrets = self._secrets()
-
-        def pump() -> None:
-            with log, os.fdopen(read_fd, errors="replace") as output:
-                for line in output:
-                    log.write(_redact(line, secrets))
-
-        self._pumps[name] = threading.Thread(target=pump, name=f"{name}-log", daemon=True)
-        self._pumps[name].start()
-        executor = HTTPExecutor(
-            cmd, ready_url, method="GET", timeout=timeout, stdin=subprocess.DEVNULL,
-            stdout=write_fd, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            self._executors[name] = executor.start()
-        except AlreadyRunning as exc:
-            raise RuntimeError(f"{name}: {ready_url} already answers; pick another port") from exc
-        except ProcessExitedWithError as exc:
-            raise RuntimeError(f"{name} exited with {exc.exit_code}; see {log_path}") from exc
-        except TimeoutExpired as exc:
-            raise TimeoutError(f"{name} not ready after {timeout}s; see {log_path}") from exc
-        finally:
-            os.close(write_fd)  # the child holds its copy; EOF reaches the pump when it exits
+        log = Output(
+            self.run_dir / "logs" / f"{name}.log",
+            append=True,
+            redact=lambda line: _redact(line, secrets),
+        )
+        child = Child(cmd, log, name=name, ready_url=ready_url, grace=timeout)
+        self._children[name] = child.start()
+        child.wait_ready(timeout)
 
     def start(self, timeout: float = 30.0) -> "MonitoringStack":
         """Render and check the configs, start both servers and wait until both are ready."""
@@ -222,16 +192,12 @@ class MonitoringStack:
         """SIGTERM each child's process group (Prometheus flushes its head block); SIGKILL what
         outlives the start timeout. A child that already died with an error is not re-reported.
         """
-        for executor in reversed(list(self._executors.values())):
-            with contextlib.suppress(ProcessFinishedWithError):
-                executor.stop()
-        for thread in self._pumps.values():
-            thread.join(timeout=5)
-        self._executors.clear()
-        self._pumps.clear()
+        for child in reversed(list(self._children.values())):
+            child.stop()
+        self._children.clear()
 
     def running(self) -> bool:
-        return bool(self._executors) and all(e.running() for e in self._executors.values())
+        return bool(self._children) and all(c.running() for c in self._children.values())
 
     def __enter__(self) -> "MonitoringStack":
         return self.start()
@@ -315,13 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = stack.render()
         print(f"[monitor] rendered {', '.join(str(p) for p in paths.values())}; {base_msg}")
         return 0
-    stopping = {"flag": False}
-
-    def _stop(signum: int, _frame: Any) -> None:
-        stopping["flag"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stopping = stop_on_signals()
     stack.start()
     print(
         f"[monitor] Prometheus {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}  "
@@ -330,11 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        while not stopping["flag"]:
+        while not sleep_unless(0.5, stopping):
             if not stack.running():
                 print("[monitor] a child exited; see logs in " + str(run_dir / "logs"))
                 return 1
-            time.sleep(0.5)
     finally:
         stack.stop()
         print("[monitor] stopped", flush=True)

@@ -64,7 +64,7 @@ def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path
                 groups = json.load(r)["data"]["groups"]
             assert {g["name"] for g in groups} >= {"asl_alerts", "asl_recording", "asl_baseline"}
             time.sleep(2)  # let Alertmanager try (and fail) the Slack/Telegram deliveries
-        procs = list(stack._executors.values())
+        procs = list(stack._children.values())
         assert not procs and not stack.running()
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("*.log"))
     assert "AslTritonDown" in logs or "notify" in logs.lower(), "expected delivery errors logged"
@@ -177,6 +177,6 @@ def test_stack_refuses_a_port_already_taken_and_leaves_nothing_running(tmp_path:
         )
         with pytest.raises(RuntimeError, match="already answers; pick another port"):
             stack.start(timeout=20)
-    assert not stack.running() and not stack._executors
+    assert not stack.running() and not stack._children
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", stack.prometheus_port)) != 0, "prometheus was started"
