@@ -241,11 +241,13 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.poll() is None
 
+    def last_output(self) -> str:
+        """The end (64 KiB) of what the child wrote to its last stream (stderr if separate)."""
+        return self._pumps[-1].tail.decode("utf-8", "replace") if self._pumps else ""
+
     def tail(self, lines: int = 3) -> str:
-        """The last non-empty lines the child wrote (stderr when it has its own log)."""
-        if not self._pumps:
-            return ""
-        text = self._pumps[-1].tail.decode("utf-8", "replace").replace("\r", "\n")
+        """Its last non-empty lines on one line (progress bars' redraws split into lines)."""
+        text = self.last_output().replace("\r", "\n")
         return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
 
     def failure(self, what: str) -> str:

@@ -15,13 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +33,7 @@ from asl_recognition.pipeline.dag import (
     references,
     resolve,
 )
+from asl_recognition.processes import Child, Output
 from asl_recognition.tracking import OUTPUTS_ENV
 
 STATE_NAME = "state.json"
@@ -135,30 +133,6 @@ def choose_run(
             if resume or state.get("params") == _normalise(params):
                 return state["run_id"], state["params"], True
     return new_run_id(), dict(params), False
-
-
-@dataclass
-class _Stream:
-    """Copies a child's pipe to our stream and a log file as bytes arrive (progress bars live)."""
-
-    source: IO[bytes]
-    sink: IO[str]
-    log: Path
-    tail: bytearray
-
-    def pump(self) -> None:
-        target = getattr(self.sink, "buffer", None)
-        with open(self.log, "wb") as log:
-            while chunk := os.read(self.source.fileno(), 65536):
-                log.write(chunk)
-                self.tail.extend(chunk)
-                del self.tail[: max(0, len(self.tail) - 65536)]
-                if target is not None:
-                    self.sink.flush()
-                    target.write(chunk)
-                    target.flush()
-                else:
-                    self.sink.write(chunk.decode("utf-8", "replace"))
 
 
 def _last_error_line(text: str) -> str:
@@ -403,40 +377,26 @@ class LocalExecutor:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        proc = subprocess.Popen(
+        step_child = Child(
             command,
-            cwd=self.repo_root,
+            Output(step_dir / "stdout.log", self.out),
+            Output(step_dir / "stderr.log", self.err),
+            name=step.name,
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        err_tail = bytearray()
-        pumps = [
-            _Stream(proc.stdout, self.out, step_dir / "stdout.log", bytearray()),
-            _Stream(proc.stderr, self.err, step_dir / "stderr.log", err_tail),
-        ]
-        threads = [threading.Thread(target=p.pump, daemon=True) for p in pumps]
-        for thread in threads:
-            thread.start()
+            cwd=self.repo_root,
+            grace=STOP_GRACE_S,
+        ).start()
         try:
-            returncode = proc.wait()
+            returncode = step_child.wait()
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM via install_signal_handlers
-            self._interrupt(proc, step)
+            self._interrupt(step_child, step)
             raise
-        for thread in threads:
-            thread.join()
-        return returncode, err_tail.decode("utf-8", "replace")
+        return returncode, step_child.last_output()
 
-    def _interrupt(self, proc: subprocess.Popen, step: Step) -> None:
-        """Stop the running step (SIGTERM, then SIGKILL) and record it as interrupted."""
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def _interrupt(self, step_child: Child, step: Step) -> None:
+        """Stop the running step (SIGTERM to its process group, SIGKILL after the grace) and
+        record it as interrupted."""
+        step_child.stop()
         self.state["steps"][step.name].update(status="interrupted", ended=now())
         self.state["status"] = "interrupted"
         self._save()
