@@ -1,4 +1,5 @@
-"""INT8 vs fp32 latency of the CNN as a ratio measured side by side, and the accuracy delta.
+"""INT8 vs fp32 latency of a registered classifier (the CNN or the landmark MLP) as a ratio
+measured side by side, and the accuracy delta.
 
     python bench/bench_int8.py [--model-id production] [--rounds 30] [--batch-sizes 1 32]
 
@@ -48,7 +49,7 @@ def measure_pair(args: argparse.Namespace, tmp: Path) -> dict:
         train.images.numpy(), train.paths, args.calibration_images, seed=0
     )
     int8_path = tmp / "model.int8.onnx"
-    settings = quantize_int8(inputs.record.onnx_path, int8_path, calibration)
+    settings = quantize_int8(inputs.record.onnx_path, int8_path, calibration, True, inputs.graph)
     sessions = {
         "fp32": measure.open_session(inputs.record.onnx_path, args.threads)[0],
         "int8": measure.open_session(int8_path, args.threads)[0],
@@ -56,10 +57,14 @@ def measure_pair(args: argparse.Namespace, tmp: Path) -> dict:
     classes = len(inputs.dataset.classes)
     images = test.images.numpy()
     accuracy = {
-        name: measure.score(measure.run_probabilities(s, images), test.labels, classes)["accuracy"]
+        name: measure.score(
+            measure.run_probabilities(s, images, inputs.graph.feeds), test.labels, classes
+        )["accuracy"]
         for name, s in sessions.items()
     }
-    latency = measure.time_interleaved(sessions, images, args.batch_sizes, args.rounds)
+    latency = measure.time_interleaved(
+        sessions, images, args.batch_sizes, args.rounds, inputs.graph.feeds
+    )
     return {
         "model_id": inputs.record.id,
         "image_size": inputs.image_size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,14 @@ from asl_recognition.training.metrics import confusion_matrix, summarise
 
 INPUT_NAME = "images"
 EVAL_BATCH = 64
+Feeds = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def image_feeds(batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The CNN's feeds: the batch itself as ``images``."""
+    return {INPUT_NAME: np.ascontiguousarray(batch)}
+
+
 SAMPLE_SECONDS = 0.005
 MAX_REPEATS = 200
 
@@ -37,11 +45,13 @@ def open_session(path: str | Path, threads: int = 0) -> tuple[Any, float]:
     return session, (time.perf_counter() - started) * 1000.0
 
 
-def run_probabilities(session: Any, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """The model's output over all ``images`` (uint8 [N,3,S,S]), in batches."""
+def run_probabilities(
+    session: Any, images: np.ndarray, feeds: Feeds = image_feeds, batch: int = EVAL_BATCH
+) -> np.ndarray:
+    """The model's output over all samples (``feeds`` makes a batch the graph's inputs)."""
     output = session.get_outputs()[0].name
     parts = [
-        session.run([output], {INPUT_NAME: np.ascontiguousarray(images[i : i + batch])})[0]
+        session.run([output], feeds(images[i : i + batch]))[0]
         for i in range(0, len(images), batch)
     ]
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
@@ -97,12 +107,16 @@ def _repeats(session: Any, feed: dict[str, np.ndarray]) -> int:
 
 
 def time_interleaved(
-    sessions: Mapping[str, Any], images: np.ndarray, batch_sizes: Sequence[int], rounds: int
+    sessions: Mapping[str, Any],
+    images: np.ndarray,
+    batch_sizes: Sequence[int],
+    rounds: int,
+    make_feeds: Feeds = image_feeds,
 ) -> dict[str, dict[str, Any]]:
     """Median ms/image of every variant at every batch size, measured in interleaved rounds."""
     names = list(sessions)
     outputs = {name: sessions[name].get_outputs()[0].name for name in names}
-    feeds = {b: {INPUT_NAME: _batch(images, b)} for b in batch_sizes}
+    feeds = {b: make_feeds(_batch(images, b)) for b in batch_sizes}
     repeats = {}
     for b in batch_sizes:
         for name in names:

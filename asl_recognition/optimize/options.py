@@ -41,6 +41,13 @@ class OptimizeOptions:
         0, "onnxruntime intra-op threads for timing (0 = onnxruntime's default)", low=0
     )
     seed: int = option(0, "seed of the calibration sample")
+    triton_requests: int = option(
+        200,
+        "one-sample requests sent to each variant served by the local Triton, for images/s "
+        "(0 = skip; the report says it was skipped)",
+        low=0,
+    )
+    triton_concurrency: int = option(8, "Triton requests in flight at once", low=1)
     profile: bool = option(
         True, "save a torch.profiler trace of one training step and an ORT request profile"
     )

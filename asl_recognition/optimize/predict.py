@@ -21,7 +21,7 @@ import numpy as np
 
 from asl_recognition.classes import read_class_file
 from asl_recognition.imageio import ImageDecodeError
-from asl_recognition.optimize.variants import OptimizeError, image_input_size
+from asl_recognition.optimize.variants import IMAGES, OptimizeError, graph_inputs
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.registry.base import ModelRecord
 
@@ -73,7 +73,13 @@ def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tupl
     """The registered ONNX file in onnxruntime (CPU)."""
     from asl_recognition.optimize.measure import open_session, run_probabilities
 
-    kept, images, errors = decode(paths, image_input_size(record.onnx_path))
+    inputs = graph_inputs(record.onnx_path)
+    if inputs.kind != IMAGES:
+        raise PredictError(
+            f"model {record.id} is a landmark classifier (landmark rows in, not photos): "
+            "serve it with its hand pipeline and use --runtime triton"
+        )
+    kept, images, errors = decode(paths, inputs.image_size)
     if not kept:
         return [], errors
     session, _ = open_session(record.onnx_path)

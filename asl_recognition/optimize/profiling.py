@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,14 @@ def _node_costs(events: list[dict[str, Any]]) -> tuple[dict[str, float], float]:
     return costs, run_us
 
 
-def profile_request(onnx_path: str | Path, images: np.ndarray, out_dir: Path) -> dict[str, Any]:
-    """onnxruntime's own profile of one request of ``images`` after a warm-up request."""
+def profile_request(
+    onnx_path: str | Path,
+    images: np.ndarray,
+    out_dir: Path,
+    feeds: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """onnxruntime's own profile of one request of ``images`` (samples made the graph's inputs
+    by ``feeds``; default: the first input) after a warm-up request."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -78,7 +85,10 @@ def profile_request(onnx_path: str | Path, images: np.ndarray, out_dir: Path) ->
     opts.profile_file_prefix = str(out_dir / "ort_request")
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(images)}
+    if feeds is not None:
+        feed = feeds(images)
+    else:
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(images)}
     session.run([output], feed)
     session.run([output], feed)
     written = Path(session.end_profiling())

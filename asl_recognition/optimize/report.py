@@ -12,8 +12,55 @@ import pandas as pd
 VARIANT_ORDER = ("fp32", "int8", "optimized")
 
 
+def _samples(report: dict[str, Any]) -> str:
+    return "landmark rows" if report.get("contract") == "landmarks" else "images"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100.0 * value:.1f}%"
+
+
+def triton_column(report: dict[str, Any]) -> str:
+    served = report.get("triton", {}).get("variants") or {}
+    concurrency = next(iter(served.values()), {}).get("concurrency", "")
+    return f"triton_images_per_s_c{concurrency}" if concurrency else "triton_images_per_s"
+
+
+def triton_images_per_second(report: dict[str, Any], name: str) -> float | str:
+    """The served figure, or why there is none (skipped)."""
+    triton = report.get("triton") or {"skipped": "not measured"}
+    if "skipped" in triton:
+        return "skipped"
+    return triton["variants"][name]["images_per_second"]
+
+
+def _contract_lines(report: dict[str, Any]) -> list[str]:
+    """What was fed, what Triton served, and what was not quantised."""
+    triton = report.get("triton") or {"skipped": "not measured"}
+    if "skipped" in triton:
+        served = f"Triton images/s: skipped ({triton['skipped']})."
+    else:
+        first = next(iter(triton["variants"].values()))
+        served = (
+            f"Triton images/s: the {triton['model']} served by the local tritonserver (CPU), "
+            f"{first['requests']} one-sample requests per variant from the test split, "
+            f"{first['concurrency']} in flight; top-1 agreement with onnxruntime per variant: "
+            + ", ".join(
+                f"{n} {_pct(v['top1_agreement_onnxruntime'])}"
+                for n, v in triton["variants"].items()
+            )
+            + "."
+        )
+    lines = [served, ""]
+    if report.get("contract") == "landmarks":
+        lines += [
+            "Landmark classifier: samples are ASL_landmarks rows (63 features + hand_found), "
+            "INT8 calibrated on TRAIN rows with a hand. Only this classifier is quantised: the "
+            "hand-landmark network in front of it is a TFLite model run by LiteRT, to which "
+            "onnxruntime's static quantisation does not apply.",
+            "",
+        ]
+    return lines
 
 
 def comparison_table(report: dict[str, Any]) -> pd.DataFrame:
@@ -41,6 +88,7 @@ def comparison_table(report: dict[str, Any]) -> pd.DataFrame:
         for b in batches:
             row[f"ms_per_image_b{b}"] = round(report["latency"][name][b]["ms_per_image"], 4)
             row[f"ratio_b{b}"] = report["latency_ratio"][name][b]
+        row[triton_column(report)] = triton_images_per_second(report, name)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -74,8 +122,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Optimised variants of {parent['name']} v{parent['version']} ({parent['id']})",
         "",
-        f"Dataset {report['dataset_id']}; test split {report['test_images']} images; "
-        f"INT8 calibrated on {calibration['count']} TRAIN images (seed {calibration['seed']}). "
+        f"Dataset {report['dataset_id']}; test split {report['test_images']} {_samples(report)}; "
+        f"INT8 calibrated on {calibration['count']} TRAIN {_samples(report)} "
+        f"(seed {calibration['seed']}, from {calibration.get('source') or report['dataset_id']}). "
         f"Latency: onnxruntime {report['onnxruntime']} CPU, {report['cpu_count']} cores visible, "
         f"median of {report['rounds']} interleaved rounds; no GPU was used.",
         "",
@@ -85,6 +134,7 @@ def markdown(report: dict[str, Any]) -> str:
         "onnxruntime's default optimisation, so `optimized` saves the optimisation work at load "
         "time rather than per image; load_ms is one load each (a few ms here: noise-level).",
         "",
+        *_contract_lines(report),
     ]
     if groups:
         lines += ["Held-out groups (accuracy):", ""]
@@ -106,7 +156,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def figure(report: dict[str, Any]) -> Any:
-    """Bars: ms/image per batch size and test accuracy, one colour per variant."""
+    """Bars: ms/image per batch size, test accuracy and Triton images/s, one colour each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +164,7 @@ def figure(report: dict[str, Any]) -> Any:
 
     names = [n for n in VARIANT_ORDER if n in report["variants"]]
     batches = [str(b) for b in report["batch_sizes"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right, served) = plt.subplots(1, 3, figsize=(14, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(batches))]
@@ -122,6 +172,8 @@ def figure(report: dict[str, Any]) -> Any:
             xs, [report["latency"][name][b]["ms_per_image"] for b in batches], width, label=name
         )
         right.bar(i, report["variants"][name]["test"]["accuracy"], 0.6, label=name)
+        rate = triton_images_per_second(report, name)
+        served.bar(i, 0.0 if rate == "skipped" else rate, 0.6, label=name)
     left.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(batches))])
     left.set_xticklabels([f"batch {b}" for b in batches])
     left.set_ylabel("ms / image (median)")
@@ -130,6 +182,11 @@ def figure(report: dict[str, Any]) -> Any:
     right.set_xticklabels(names)
     right.set_ylabel("test accuracy")
     right.set_ylim(0, 1)
+    served.set_xticks(range(len(names)))
+    served.set_xticklabels(names)
+    served.set_ylabel(triton_column(report).replace("_", " "))
+    if "skipped" in (report.get("triton") or {"skipped": ""}):
+        served.set_title("Triton: skipped")
     fig.tight_layout()
     return fig
 
@@ -177,3 +234,7 @@ def log_clearml(logger: Any, report: dict[str, Any]) -> None:
         for batch, ratio in per_batch.items():
             if name != "fp32":
                 logger.report_single_value(f"{name}_latency_ratio_b{batch}", float(ratio))
+    for name in report["variants"]:
+        rate = triton_images_per_second(report, name)
+        if rate != "skipped":
+            logger.report_single_value(f"{name}_triton_images_per_second", float(rate))

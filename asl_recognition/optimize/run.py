@@ -19,10 +19,13 @@ import numpy as np
 from asl_recognition.classes import read_class_file
 from asl_recognition.optimize import measure, profiling, report
 from asl_recognition.optimize.options import OptimizeOptions
+from asl_recognition.optimize.served import serve_and_drive
 from asl_recognition.optimize.variants import (
+    LANDMARKS,
     VARIANT_FILES,
+    GraphInputs,
     OptimizeError,
-    image_input_size,
+    graph_inputs,
     optimize_graph,
     quantize_int8,
     register_variant,
@@ -31,6 +34,7 @@ from asl_recognition.optimize.variants import (
 )
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import ModelRecord, ModelRegistry
+from asl_recognition.serving.launcher import TritonServerError
 from asl_recognition.training.data import PublishedDataset, TensorSplit
 from asl_recognition.training.errors import TrainingInputError
 
@@ -39,23 +43,28 @@ PROFILE_BATCH = 32
 
 @dataclass
 class Inputs:
-    """The checked inputs: the fp32 record, its dataset's decoded splits, the output folder."""
+    """The checked inputs: the fp32 record, its graph's contract, its dataset's splits (images
+    decoded, or landmark rows), the held-out groups, the output folder."""
 
     record: ModelRecord
-    image_size: int
+    graph: GraphInputs
     dataset: PublishedDataset
     splits: dict[str, TensorSplit]
     groups: list[str]
     out_dir: Path
+    source_id: str  # the dataset version the samples come from (ASL, or ASL_landmarks)
+
+    @property
+    def image_size(self) -> int:
+        return self.graph.image_size
 
 
 def load_inputs(registry: ModelRegistry, opts: OptimizeOptions) -> Inputs:
-    """Resolve the model and its dataset; decode train/val/test (and holdout when present)."""
-    from asl_recognition.training.data import load_split, open_published
-    from asl_recognition.training.evaluate import holdout_groups
+    """Resolve the model and its dataset; read train/val/test (and holdout when present)."""
+    from asl_recognition.training.data import open_published
 
     record = resolve_model(registry, opts.model_id or "", opts.name)
-    size = image_input_size(record.onnx_path)
+    graph = graph_inputs(record.onnx_path)
     if not record.dataset_id:
         raise OptimizeError(f"model {record.id} records no dataset to calibrate and score on")
     try:
@@ -68,13 +77,49 @@ def load_inputs(registry: ModelRegistry, opts: OptimizeOptions) -> Inputs:
             f"model {record.id}'s classes differ from dataset {record.dataset_id}'s"
         )
     out_dir = _out_dir(opts.output_dir, record)
+    if graph.kind == LANDMARKS:
+        source_id, splits, groups = landmark_splits(record, classes)
+    else:
+        source_id, (splits, groups) = dataset.version.id, image_splits(dataset, graph.image_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Inputs(record, graph, dataset, splits, groups, out_dir, source_id)
+
+
+def image_splits(dataset: PublishedDataset, size: int) -> tuple[dict[str, TensorSplit], list]:
+    """The published images decoded at the CNN's side, and each held-out image's group."""
+    from asl_recognition.training.data import load_split
+    from asl_recognition.training.evaluate import holdout_groups
+
     names = ["train", "val", "test"]
     if dataset.manifest.get("splits", {}).get("holdout") and (dataset.root / "holdout").is_dir():
         names.append("holdout")
-    splits = {s: load_split(dataset.root, s, classes, size) for s in names}
+    splits = {s: load_split(dataset.root, s, dataset.classes, size) for s in names}
     groups = holdout_groups(dataset.manifest, splits["holdout"]) if "holdout" in splits else []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return Inputs(record, size, dataset, splits, groups, out_dir)
+    return splits, groups
+
+
+def landmark_splits(
+    record: ModelRecord, classes: list[str]
+) -> tuple[str, dict[str, TensorSplit], list[str]]:
+    """The ASL_landmarks rows the model was trained on: train keeps hand rows only (what the
+    model learnt from, so what INT8 calibrates on), val/test/holdout keep every photo."""
+    from asl_recognition.training.landmark_data import landmark_split
+    from asl_recognition.training.landmark_run import open_landmarks
+
+    # the exact version training read; a record made before it was kept names the option
+    ref = record.params.get("landmarks_id") or record.params.get("landmarks_version") or "latest"
+    try:
+        table, meta = open_landmarks(str(ref), str(record.dataset_id))
+    except TrainingInputError as exc:
+        raise OptimizeError(f"model {record.id}: {exc}") from None
+    splits = {"train": landmark_split(table, "train", classes, hands_only=True)}
+    names = ["val", "test"] + (["holdout"] if (table["split"] == "holdout").any() else [])
+    splits.update({name: landmark_split(table, name, classes) for name in names})
+    groups = []
+    if "holdout" in splits:
+        held = table[table["split"] == "holdout"]
+        groups = [str(g) for g in held["holdout_group"].fillna("holdout")]
+    return meta["id"], splits, groups
 
 
 def _out_dir(chosen: str | None, record: ModelRecord) -> Path:
@@ -93,6 +138,7 @@ def build_variants(inputs: Inputs, opts: OptimizeOptions) -> tuple[dict[str, Pat
     calibration = sample_calibration(
         train.images.numpy(), train.paths, opts.calibration_images, opts.seed
     )
+    calibration.source = inputs.source_id
     paths = {"fp32": Path(inputs.record.onnx_path)}
     details: dict[str, dict[str, Any]] = {"fp32": {}}
     paths["int8"] = inputs.out_dir / VARIANT_FILES["int8"]
@@ -109,15 +155,16 @@ def choose_int8(
     inputs: Inputs, source: Path, target: Path, calibration: Any, opts: OptimizeOptions
 ) -> dict[str, Any]:
     """Quantise per channel, per tensor, or both and keep the better on val (never test)."""
+    graph = inputs.graph
     if opts.per_channel != "auto":
-        return quantize_int8(source, target, calibration, per_channel=opts.per_channel == "on")
+        return quantize_int8(source, target, calibration, opts.per_channel == "on", graph)
     val = inputs.splits["val"]
     trials = {}
     for per_channel in (True, False):
         path = inputs.out_dir / f".int8-per-{'channel' if per_channel else 'tensor'}.onnx"
-        settings = quantize_int8(source, path, calibration, per_channel)
+        settings = quantize_int8(source, path, calibration, per_channel, graph)
         session, _ = measure.open_session(path, opts.threads)
-        probabilities = measure.run_probabilities(session, val.images.numpy())
+        probabilities = measure.run_probabilities(session, val.images.numpy(), graph.feeds)
         accuracy = measure.score(probabilities, val.labels, len(inputs.dataset.classes))
         trials[per_channel] = (path, settings, accuracy["accuracy"])
     keep = trials[True][2] >= trials[False][2]
@@ -139,12 +186,14 @@ def evaluate_variant(session: Any, inputs: Inputs, reference: np.ndarray | None)
     probabilities = {}
     for split in ("val", "test"):
         data = inputs.splits[split]
-        probabilities[split] = measure.run_probabilities(session, data.images.numpy())
+        probabilities[split] = measure.run_probabilities(
+            session, data.images.numpy(), inputs.graph.feeds
+        )
         out[split] = measure.score(probabilities[split], data.labels, classes)
     out["holdout"], out["holdout_accuracy"] = {}, None
     if "holdout" in inputs.splits:
         held = inputs.splits["holdout"]
-        probs = measure.run_probabilities(session, held.images.numpy())
+        probs = measure.run_probabilities(session, held.images.numpy(), inputs.graph.feeds)
         out["holdout"] = measure.score_groups(probs, held.labels, inputs.groups, classes)
         out["holdout_accuracy"] = measure.score(probs, held.labels, classes)["accuracy"]
     base = probabilities["test"] if reference is None else reference
@@ -157,21 +206,29 @@ def profiles(inputs: Inputs, fp32: Path) -> dict[str, Any]:
     """A training step of the model's architecture and one served fp32 request, profiled."""
     import torch
 
+    from asl_recognition.training.landmark_run import build_landmark_net
     from asl_recognition.training.models import build_model
     from asl_recognition.training.options import IMAGE_MODELS
 
     train = inputs.splits["train"]
     batch = train.images[:PROFILE_BATCH]
     result: dict[str, Any] = {
-        "request_profile": profiling.profile_request(fp32, batch.numpy(), inputs.out_dir)
+        "request_profile": profiling.profile_request(
+            fp32, batch.numpy(), inputs.out_dir, inputs.graph.feeds
+        )
     }
     arch = inputs.record.params.get("model", "cnn")
-    if arch in IMAGE_MODELS:
-        torch.manual_seed(0)  # the weights do not change the step's cost
-        model = build_model(arch, len(inputs.dataset.classes), inputs.image_size)
-        result["train_profile"] = profiling.profile_training_step(
-            model, batch, train.labels[:PROFILE_BATCH], inputs.out_dir
-        )
+    classes = list(inputs.dataset.classes)
+    torch.manual_seed(0)  # the weights do not change the step's cost
+    if inputs.graph.kind == LANDMARKS:
+        model = build_landmark_net(classes, None)
+    elif arch in IMAGE_MODELS:
+        model = build_model(arch, len(classes), inputs.image_size)
+    else:
+        return result
+    result["train_profile"] = profiling.profile_training_step(
+        model, batch, train.labels[:PROFILE_BATCH], inputs.out_dir
+    )
     return result
 
 
@@ -193,6 +250,79 @@ def variant_metrics(variant: dict[str, Any], latency: dict[str, Any], size: int)
     }
 
 
+def score_variants(inputs: Inputs, paths: dict[str, Path], details: dict, opts: Any) -> tuple:
+    """Every variant loaded, scored against fp32's answers and timed side by side."""
+    sessions, variants, reference = {}, {}, None
+    for name, path in paths.items():
+        sessions[name], load_ms = measure.open_session(path, opts.threads)
+        variants[name] = evaluate_variant(sessions[name], inputs, reference)
+        reference = variants["fp32"]["_test_probabilities"]
+        variants[name].update(
+            load_ms=load_ms, size_bytes=path.stat().st_size, path=str(path), details=details[name]
+        )
+    test = inputs.splits["test"].images.numpy()
+    latency = measure.time_interleaved(
+        sessions, test, opts.batch_sizes, opts.rounds, inputs.graph.feeds
+    )
+    return variants, latency
+
+
+def served_throughput(
+    inputs: Inputs, paths: dict[str, Path], variants: dict[str, Any], opts: OptimizeOptions
+) -> dict[str, Any]:
+    """Images/s of each variant served by the local Triton (skipped, and said so, at 0)."""
+    if opts.triton_requests == 0:
+        return {"skipped": "--triton-requests 0"}
+    test = inputs.splits["test"].images.numpy()
+    try:
+        served = serve_and_drive(
+            paths,
+            inputs.record.classes_path,
+            test,
+            inputs.graph.feeds,
+            opts.triton_requests,
+            opts.triton_concurrency,
+            inputs.out_dir,
+            name=inputs.record.name,
+        )
+    except TritonServerError as exc:
+        raise OptimizeError(f"Triton throughput: {str(exc).splitlines()[0]}") from None
+    for name, figures in served.items():
+        local = variants[name]["_test_probabilities"].argmax(1)
+        answers = figures.pop("_answers")
+        expected = local[np.arange(len(answers)) % len(local)]
+        figures["top1_agreement_onnxruntime"] = float((answers == expected).mean())
+    return {
+        "variants": served,
+        "model": (
+            "classifier only (landmark rows in)"
+            if inputs.graph.kind == LANDMARKS
+            else "classifier (uint8 images in)"
+        ),
+    }
+
+
+def register_variants(
+    registry: ModelRegistry, inputs: Inputs, result: dict[str, Any], paths: dict, task: Any
+) -> None:
+    """Each variant a new version whose parent is the fp32 model."""
+    variants, details = result["variants"], {
+        n: v["details"] for n, v in result["variants"].items()
+    }
+    for name in ("int8", "optimized"):
+        metrics = variant_metrics(
+            variants[name], result["latency"][name], variants[name]["size_bytes"]
+        )
+        served = result["triton"].get("variants", {}).get(name)
+        if served:
+            metrics["triton_images_per_second"] = served["images_per_second"]
+        record = register_variant(
+            registry, inputs.record, name, paths[name], metrics, details[name], task=task
+        )
+        variants[name]["model_id"] = record.id
+        print(f"registered {name} variant as {record.name} v{record.version} ({record.id})")
+
+
 def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
     """Build, measure, profile, report and (optionally) register; returns the step outputs."""
     import onnxruntime as ort
@@ -203,18 +333,11 @@ def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
         raise OptimizeError("--batch-sizes: give at least one batch size to time")
     registry = get_registry(backend=opts.registry)
     inputs = load_inputs(registry, opts)
-    print(f"optimize: model {inputs.record.id} ({inputs.image_size}px) -> {inputs.out_dir}")
+    shown = f"{inputs.image_size}px" if inputs.image_size else "landmark classifier"
+    print(f"optimize: model {inputs.record.id} ({shown}) -> {inputs.out_dir}")
     paths, details = build_variants(inputs, opts)
-    sessions, variants, reference = {}, {}, None
-    for name, path in paths.items():
-        sessions[name], load_ms = measure.open_session(path, opts.threads)
-        variants[name] = evaluate_variant(sessions[name], inputs, reference)
-        reference = variants["fp32"]["_test_probabilities"]
-        variants[name].update(
-            load_ms=load_ms, size_bytes=path.stat().st_size, path=str(path), details=details[name]
-        )
-    test_images = inputs.splits["test"].images.numpy()
-    latency = measure.time_interleaved(sessions, test_images, opts.batch_sizes, opts.rounds)
+    variants, latency = score_variants(inputs, paths, details, opts)
+    triton = served_throughput(inputs, paths, variants, opts)
     for variant in variants.values():
         variant.pop("_test_probabilities")
     result = {
@@ -224,8 +347,9 @@ def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
             "version": inputs.record.version,
         },
         "dataset_id": inputs.record.dataset_id,
+        "contract": inputs.graph.kind,
         "image_size": inputs.image_size,
-        "test_images": len(test_images),
+        "test_images": len(inputs.splits["test"]),
         "calibration": details["int8"]["calibration"],
         "batch_sizes": list(opts.batch_sizes),
         "rounds": opts.rounds,
@@ -236,33 +360,33 @@ def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
         "variants": variants,
         "latency": latency,
         "latency_ratio": measure.ratios(latency),
+        "triton": triton,
     }
     if opts.profile:
         result.update(profiles(inputs, paths["fp32"]))
     if opts.register:
-        task = ctx.task if ctx is not None else None
-        for name in ("int8", "optimized"):
-            metrics = variant_metrics(variants[name], latency[name], variants[name]["size_bytes"])
-            record = register_variant(
-                registry, inputs.record, name, paths[name], metrics, details[name], task=task
-            )
-            variants[name]["model_id"] = record.id
-            print(f"registered {name} variant as {record.name} v{record.version} ({record.id})")
+        register_variants(registry, inputs, result, paths, ctx.task if ctx is not None else None)
     variants["fp32"]["model_id"] = inputs.record.id
-    files = report.write(result, inputs.out_dir)
-    print(report.markdown(result))
-    if ctx is not None:
-        report.log_clearml(ctx.logger, result)
-        for key, path in files.items():
-            ctx.upload_artifact(path.name, str(path))
-        for key in ("train_profile", "request_profile"):
-            if key in result:
-                ctx.upload_artifact(Path(result[key]["trace"]).name, result[key]["trace"])
+    publish(result, inputs.out_dir, ctx)
     return {
-        "report": str(files["json"]),
+        "report": str(inputs.out_dir / "report.json"),
         "int8_model_id": variants["int8"].get("model_id"),
         "optimized_model_id": variants["optimized"].get("model_id"),
         "int8_latency_ratio_b1": result["latency_ratio"]["int8"].get("1"),
         "int8_test_accuracy_delta": variants["int8"]["test"]["accuracy"]
         - variants["fp32"]["test"]["accuracy"],
     }
+
+
+def publish(result: dict[str, Any], out_dir: Path, ctx: Any) -> None:
+    """report.json/.md/.png on disk and printed; the table, plot and files on the task."""
+    files = report.write(result, out_dir)
+    print(report.markdown(result))
+    if ctx is None:
+        return
+    report.log_clearml(ctx.logger, result)
+    for path in files.values():
+        ctx.upload_artifact(path.name, str(path))
+    for key in ("train_profile", "request_profile"):
+        if key in result:
+            ctx.upload_artifact(Path(result[key]["trace"]).name, result[key]["trace"])

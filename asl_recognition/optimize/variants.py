@@ -1,5 +1,10 @@
 """Build the faster variants of an fp32 ONNX classifier and register them beside it.
 
+Both exported contracts are handled: the CNN (uint8 ``images`` [N,3,S,S]) and the landmark
+classifier (float ``FEATURES`` [N,63] + ``HAND_FOUND`` [N,1], fed by the hand pipeline). A
+sample is one array row either way (an image, or a landmark row of 64 values) and
+:class:`GraphInputs` turns a batch of them into the graph's feeds.
+
 INT8 is onnxruntime's static QDQ quantisation calibrated on a seeded sample of the model's own
 TRAIN split (never val/test, which score it). "optimized" is the graph onnxruntime would build
 at session start, saved once (``SessionOptions.optimized_model_filepath``) so that a server
@@ -24,8 +29,11 @@ from asl_recognition.registry.base import (
     ModelRegistry,
     NewModel,
 )
+from asl_recognition.training.export import LANDMARK_INPUTS
+from asl_recognition.training.landmark_model import FEATURES as LANDMARK_FEATURES
 
 INPUT_NAME = "images"
+IMAGES, LANDMARKS = "images", "landmarks"
 CALIBRATION_BATCH = 32
 VARIANT_FILES = {"int8": "model.int8.onnx", "optimized": "model.optimized.onnx"}
 
@@ -36,18 +44,21 @@ class OptimizeError(ValueError):
 
 @dataclass
 class Calibration:
-    """The TRAIN images INT8 calibration read, recorded with the variant."""
+    """The TRAIN samples INT8 calibration read (images, or landmark rows), recorded with the
+    variant: ``paths`` name them (the image's path in the dataset, the landmark row's photo)."""
 
-    images: np.ndarray  # uint8 [N,3,S,S]
+    images: np.ndarray  # uint8 [N,3,S,S] images or float32 [N,64] landmark rows
     paths: list[str] = field(default_factory=list)
     split: str = "train"
     seed: int = 0
+    source: str | None = None  # the dataset version the samples were read from
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "split": self.split,
             "count": len(self.paths),
             "seed": self.seed,
+            "source": self.source,
             "paths": self.paths,
         }
 
@@ -65,46 +76,78 @@ def resolve_model(registry: ModelRegistry, model_id: str, name: str = "asl") -> 
         raise OptimizeError(str(exc)) from None
 
 
-def image_input_size(onnx_path: str | Path) -> int:
-    """The square side of a CNN's ``images`` input; refuses the landmark contract and others."""
+@dataclass(frozen=True)
+class GraphInputs:
+    """Which contract a graph has, and how a batch of samples becomes its feeds."""
+
+    kind: str  # IMAGES or LANDMARKS
+    image_size: int = 0  # the CNN's square side; 0 for the landmark classifier
+
+    def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self.kind == LANDMARKS:
+            features, found = LANDMARK_INPUTS
+            return {
+                features: np.ascontiguousarray(batch[:, :LANDMARK_FEATURES], dtype=np.float32),
+                found: np.ascontiguousarray(batch[:, LANDMARK_FEATURES:], dtype=np.float32),
+            }
+        return {INPUT_NAME: np.ascontiguousarray(batch)}
+
+
+def _dims(value: Any) -> list[int]:
+    return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def graph_inputs(onnx_path: str | Path) -> GraphInputs:
+    """The contract of ``onnx_path``'s inputs; refuses a graph that has neither."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     inputs = {i.name: i for i in graph.input}
+    if set(inputs) == set(LANDMARK_INPUTS):
+        features, found = (_dims(inputs[name])[1:] for name in LANDMARK_INPUTS)
+        if features != [LANDMARK_FEATURES] or found != [1]:
+            raise OptimizeError(
+                f"{onnx_path}: landmark inputs {features}/{found}, not "
+                f"[N,{LANDMARK_FEATURES}]/[N,1]"
+            )
+        return GraphInputs(LANDMARKS)
     if INPUT_NAME not in inputs:
         names = ", ".join(inputs) or "none"
         raise OptimizeError(
-            f"{onnx_path}: inputs {names}; only image classifiers (input {INPUT_NAME!r} uint8 "
-            "[N,3,S,S]) are supported, not the landmark classifier"
+            f"{onnx_path}: inputs {names}; neither an image classifier (input {INPUT_NAME!r} "
+            f"uint8 [N,3,S,S]) nor the landmark classifier ({', '.join(LANDMARK_INPUTS)})"
         )
-    dims = [d.dim_value for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
+    dims = _dims(inputs[INPUT_NAME])
     if len(dims) != 4 or dims[1] != 3 or not dims[2] or dims[2] != dims[3]:
         raise OptimizeError(f"{onnx_path}: input {INPUT_NAME} has shape {dims}, not [N,3,S,S]")
-    return int(dims[2])
+    return GraphInputs(IMAGES, int(dims[2]))
 
 
 def sample_calibration(
     images: np.ndarray, paths: Sequence[str], count: int, seed: int
 ) -> Calibration:
-    """A seeded sample of ``count`` train images (all of them when there are fewer)."""
+    """A seeded sample of ``count`` train samples (all of them when there are fewer)."""
     if len(images) == 0:
-        raise OptimizeError("the train split holds no images to calibrate INT8 with")
+        raise OptimizeError("the train split holds no samples to calibrate INT8 with")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
     return Calibration(images[chosen], [paths[i] for i in chosen], seed=seed)
 
 
 class BatchReader(CalibrationDataReader):
-    """onnxruntime's ``CalibrationDataReader`` protocol over in-memory uint8 batches."""
+    """onnxruntime's ``CalibrationDataReader`` protocol over in-memory batches of samples."""
 
-    def __init__(self, images: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
+    def __init__(
+        self, images: np.ndarray, inputs: GraphInputs, batch: int = CALIBRATION_BATCH
+    ) -> None:
         self.images = images
+        self.inputs = inputs
         self.batch = batch
         self._batches: Iterator[dict[str, np.ndarray]] | None = None
 
     def _iterate(self) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self.images), self.batch):
-            yield {INPUT_NAME: np.ascontiguousarray(self.images[start : start + self.batch])}
+            yield self.inputs.feeds(self.images[start : start + self.batch])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._batches is None:
@@ -116,7 +159,11 @@ class BatchReader(CalibrationDataReader):
 
 
 def quantize_int8(
-    source: str | Path, target: str | Path, calibration: Calibration, per_channel: bool = True
+    source: str | Path,
+    target: str | Path,
+    calibration: Calibration,
+    per_channel: bool = True,
+    inputs: GraphInputs | None = None,
 ) -> dict[str, Any]:
     """Static QDQ INT8 (activations uint8, weights int8), after onnxruntime's pre-processing.
 
@@ -150,7 +197,7 @@ def quantize_int8(
         quantize_static(
             str(prepared),
             str(target),
-            BatchReader(calibration.images),
+            BatchReader(calibration.images, inputs or graph_inputs(source)),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
