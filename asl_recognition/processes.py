@@ -220,14 +220,11 @@ class Child:
         return self
 
     def _spawn(self, stdout: int, stderr: int | None) -> _Executor:
+        """mirakuru starts it in a new session, marked so that leftovers die at our exit."""
+        streams = {"stdin": subprocess.DEVNULL, "stdout": stdout}
+        streams["stderr"] = subprocess.STDOUT if stderr is None else stderr
         executor = _Executor(
-            self.command,
-            cwd=self.cwd,
-            timeout=self.grace,
-            envvars=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT if stderr is None else stderr,
+            self.command, cwd=self.cwd, timeout=self.grace, envvars=self.env, **streams
         )
         return executor.start()
 

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from asl_testkit.cli import cli_process
 
 from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
 from asl_recognition.netutil import free_port
-from asl_recognition.paths import REPO_ROOT
 
 pytestmark = [
     pytest.mark.server,
@@ -79,18 +77,15 @@ def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path
 def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     """Thresholds from env and --set, receivers named, secrets (webhook path too) never shown."""
     prom, am, hook_port = free_port(), free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "asl_recognition.monitoring.stack",
+    args = [
         "--run-dir",
-        str(tmp_path / "run"),
+        tmp_path / "run",
         "--triton-metrics",
         f"127.0.0.1:{free_port()}",
         "--prometheus-port",
-        str(prom),
+        prom,
         "--alertmanager-port",
-        str(am),
+        am,
         "--baseline",
         "none",
         "--set",
@@ -109,7 +104,6 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         f"http://hookuser:hookpw-x@127.0.0.1:{hook_port}/hooks/sekret-hook-path?token=sekret-q",
     ]
     env = {
-        **os.environ,
         "ASL_WORKSPACE": str(tmp_path / "ws"),
         "SMTP_PASSWORD": "sekret-pw",
         "SMTP_SMARTHOST": "127.0.0.1:25",
@@ -118,10 +112,9 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         "SMTP_USERNAME": "u",
         "ASL_ALERT_ERROR_RATIO": "0.25",
     }
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+    with cli_process(
+        "asl_recognition.monitoring.stack", *args, env=env, stderr=subprocess.STDOUT
+    ) as proc:
         lines = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -149,10 +142,6 @@ def test_stack_cli_renders_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
         out += rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, out
     assert "[monitor] stopped" in out
     logs = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("*.log"))

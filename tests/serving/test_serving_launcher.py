@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from asl_testkit import free_port
+from asl_testkit.cli import cli_process
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.repository import build_repository
 
 pytestmark = pytest.mark.server
+
+
+@contextmanager
+def serving_cli(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The CLI on ``tmp_path/repo`` with free ports, logging to ``tmp_path/triton.log``."""
+    http = free_port()
+    ports = ("--http-port", http, "--grpc-port", free_port(), "--metrics-port", free_port())
+    log = ("--log-path", tmp_path / "triton.log")
+    repo = ("--repo", tmp_path / "repo")
+    with cli_process("asl_recognition.serving.launcher", *repo, *ports, *log, *options) as proc:
+        yield proc, http
 
 
 def _ready(port: int) -> bool:
@@ -26,34 +41,14 @@ def _ready(port: int) -> bool:
 
 
 def test_cli_serves_until_sigterm_then_stops_cleanly(tiny_models, tmp_path) -> None:
-    from asl_testkit import free_port
-
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, tmp_path / "repo")
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "asl_recognition.serving.launcher",
-        "--repo",
-        str(tmp_path / "repo"),
-    ]
-    cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    cmd += ["--log-path", str(tmp_path / "triton.log"), "--exit-timeout", "3"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    with serving_cli(tmp_path, "--exit-timeout", "3") as (proc, http):
         line = proc.stdout.readline()  # printed once the server is ready
         assert line.startswith("tritonserver ready"), line + proc.stderr.read()
         assert _ready(http)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and _ready(http):
         time.sleep(0.2)
@@ -106,21 +101,13 @@ def _post(port: int, body: bytes) -> str:
 def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -> None:
     """Triton 2.51 dies (SIGSEGV) on a deeply nested JSON body; the launcher brings it back."""
     import numpy as np
-    from asl_testkit import free_port, load_images
+    from asl_testkit import load_images
 
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, tmp_path / "repo")
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [sys.executable, "-m", "asl_recognition.serving.launcher"]
-    cmd += ["--repo", str(tmp_path / "repo"), "--http-port", str(http)]
-    cmd += ["--grpc-port", str(grpc), "--metrics-port", str(metrics), "--exit-timeout", "2"]
-    cmd += ["--log-path", str(tmp_path / "triton.log"), "--restart-backoff", "0.2"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
     batch = np.ascontiguousarray(load_images(["A"], 32, per_class=2)[0])
-    try:
+    options = ("--exit-timeout", "2", "--restart-backoff", "0.2")
+    with serving_cli(tmp_path, *options) as (proc, http):
         assert proc.stdout.readline().startswith("tritonserver ready")
         assert _infer_ok(http, batch)
         answers = [_post(http, b"x" * (8 << 20)), _post(http, b"[" * 400_000)]
@@ -131,10 +118,6 @@ def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = proc.stderr.read()
     if answers[1] != "500":  # this build crashed on the nested body: the restart is logged
         assert "exited with signal SIGSEGV; restart 1/5" in stderr, stderr
