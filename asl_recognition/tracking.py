@@ -15,9 +15,9 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Callable, Mapping, NoReturn, TypeVar
 
-from asl_recognition.options import OptionError, as_params, from_mapping, missing
+from asl_recognition.options import OptionError, as_params, from_mapping, missing, parse
 from asl_recognition.paths import REPO_ROOT, workspace
 
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
@@ -136,6 +136,7 @@ class TaskContext:
     options: Any
     offline: bool
     outputs: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0  # set by a task whose outputs are recorded but whose result is unusable
 
     def fail(self, message: str, code: int = 2) -> NoReturn:
         """Close the task and exit with a one-line reason (the task's log keeps it too)."""
@@ -261,3 +262,37 @@ def init_task(
             f"command line or as {OPTIONS_SECTION}/<name> parameters of the task"
         )
     return ctx
+
+
+def run_task(
+    options_cls: type[T],
+    argv: list[str] | None,
+    doc: str | None,
+    work: Callable[[TaskContext], Mapping[str, Any]],
+    *,
+    name: str | Callable[[T], str],
+    task_type: str,
+    refused: tuple[type[BaseException], ...],
+    refusal: str,
+    refusal_code: int = 2,
+    project: str = "ASL",
+    resolve: Callable[[T], None] | None = None,
+) -> int:
+    """Every task's life in one place: parse, ``Task.init``, work, record outputs, close.
+
+    ``work`` gets the context with the typed options and returns the step's outputs. One of the
+    ``refused`` errors ends the task with the one line ``<refusal>: <error>`` and
+    ``refusal_code``, after ClearML has the task, so the reason shows in the web UI too.
+    ``resolve`` fills environment-dependent values before they are connected (and recorded).
+    """
+    options = parse(options_cls, argv, doc)
+    if resolve is not None:
+        resolve(options)
+    ctx = init_task(project, name(options) if callable(name) else name, options, task_type)
+    try:
+        outputs = work(ctx)
+    except refused as exc:
+        ctx.fail(f"{refusal}: {exc}", refusal_code)
+    ctx.record_outputs(**outputs)
+    ctx.close()
+    return ctx.exit_code

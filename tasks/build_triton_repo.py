@@ -16,20 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.options import parse
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.sources import ModelSourceError, build_from_options
-from asl_recognition.tracking import init_task
+from asl_recognition.tracking import TaskContext, run_task
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(BuildTritonRepoOptions, argv, __doc__)
-    ctx = init_task("ASL", "build_triton_repo", options, task_type="inference")
+def build(ctx: TaskContext) -> dict:
     opts: BuildTritonRepoOptions = ctx.options
-    try:
-        result = build_from_options(opts)
-    except (ModelSourceError, ValueError, OSError) as exc:
-        ctx.fail(f"build_triton_repo: error: {exc}", code=1)
+    result = build_from_options(opts)
     print(
         f"Triton repository {result['repo']}: model '{result['model_name']}' "
         f"version {result['version']} (versions {result['versions']}, pruned {result['pruned']})"
@@ -38,11 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     ctx.upload_artifact("config.pbtxt", str(repo / result["onnx_model"] / "config.pbtxt"))
     if opts.upload and not ctx.offline:
         ctx.upload_artifact("triton_repo", repo)  # the SDK zips a folder before upload
-    ctx.record_outputs(
-        repo=result["repo"], model_name=result["model_name"], version=result["version"]
+    return {key: result[key] for key in ("repo", "model_name", "version")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_task(
+        BuildTritonRepoOptions,
+        argv,
+        __doc__,
+        build,
+        name="build_triton_repo",
+        task_type="inference",
+        refused=(ModelSourceError, ValueError, OSError),
+        refusal="build_triton_repo: error",
+        refusal_code=1,
     )
-    ctx.close()
-    return 0
 
 
 if __name__ == "__main__":

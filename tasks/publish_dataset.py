@@ -16,51 +16,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.data.options import PublishDatasetOptions
-from asl_recognition.options import parse
-from asl_recognition.tracking import init_task
+from asl_recognition.data.sources import SourceSpecError
+from asl_recognition.store import DatasetNotFoundError
+from asl_recognition.tracking import TaskContext, run_task
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(PublishDatasetOptions, argv, __doc__)
-    ctx = init_task("ASL", "publish_dataset", options, task_type="data_processing")
-    opts: PublishDatasetOptions = ctx.options
+def publish(ctx: TaskContext) -> dict:
     from asl_recognition.data.publish import publish_dataset
-    from asl_recognition.data.sources import SourceSpecError
-    from asl_recognition.store import DatasetNotFoundError
 
-    try:  # a holdout that cannot be honoured, an unknown raw version: nothing is published
-        result = publish_dataset(
-            raw_version=",".join(opts.raw_version),
-            image_size=opts.image_size,
-            split=opts.split,
-            grouping=opts.group_by,
-            seed=opts.seed,
-            block_frames=opts.block_frames,
-            edge_frames=opts.edge_frames,
-            phash_threshold=opts.phash_threshold,
-            name=opts.name,
-            raw_name=opts.raw_name,
-            workers=opts.workers,
-            logger=ctx.logger,
-            upload=ctx.upload_artifact,
-            holdout_source=",".join(opts.holdout_source),
-            holdout_group=",".join(opts.holdout_group),
-            signer_pattern=opts.signer_pattern,
-        )
-    except (SourceSpecError, DatasetNotFoundError, ValueError) as exc:
-        ctx.fail(f"refused: {exc}")
-    ctx.record_outputs(
-        dataset_id=result["dataset_id"],
-        dataset_version=result["dataset_version"],
-        reused=result["reused"],
+    opts: PublishDatasetOptions = ctx.options
+    result = publish_dataset(
+        raw_version=",".join(opts.raw_version),
+        image_size=opts.image_size,
+        split=opts.split,
+        grouping=opts.group_by,
+        seed=opts.seed,
+        block_frames=opts.block_frames,
+        edge_frames=opts.edge_frames,
+        phash_threshold=opts.phash_threshold,
+        name=opts.name,
+        raw_name=opts.raw_name,
+        workers=opts.workers,
+        logger=ctx.logger,
+        upload=ctx.upload_artifact,
+        holdout_source=",".join(opts.holdout_source),
+        holdout_group=",".join(opts.holdout_group),
+        signer_pattern=opts.signer_pattern,
     )
-    ctx.close()
     leaky = " (LEAKY split: near-duplicates cross splits)" if result["leaky"] else ""
     print(
         f"{opts.name} {result['dataset_id']} v{result['dataset_version']} "
         f"reused={result['reused']} counts={result['counts']}{leaky}"
     )
-    return 0
+    return {key: result[key] for key in ("dataset_id", "dataset_version", "reused")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    # a holdout that cannot be honoured, an unknown raw version: nothing is published
+    return run_task(
+        PublishDatasetOptions,
+        argv,
+        __doc__,
+        publish,
+        name="publish_dataset",
+        task_type="data_processing",
+        refused=(SourceSpecError, DatasetNotFoundError, ValueError),
+        refusal="refused",
+    )
 
 
 if __name__ == "__main__":

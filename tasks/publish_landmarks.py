@@ -15,37 +15,42 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.data.options import PublishLandmarksOptions
-from asl_recognition.options import parse
-from asl_recognition.tracking import init_task
+from asl_recognition.hands import ModelFileError
+from asl_recognition.store import DatasetNotFoundError
+from asl_recognition.tracking import TaskContext, run_task
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(PublishLandmarksOptions, argv, __doc__)
-    ctx = init_task("ASL", "publish_landmarks", options, task_type="data_processing")
-    opts: PublishLandmarksOptions = ctx.options
+def publish(ctx: TaskContext) -> dict:
     from asl_recognition.data.landmarks import publish_landmarks
-    from asl_recognition.hands import ModelFileError
-    from asl_recognition.store import DatasetNotFoundError
 
-    try:
-        result = publish_landmarks(
-            dataset_version=opts.dataset_version,
-            name=opts.name,
-            asl_name=opts.asl_name,
-            min_detection=opts.min_detection,
-            min_presence=opts.min_presence,
-            logger=ctx.logger,
-            upload=ctx.upload_artifact,
-        )
-    except (DatasetNotFoundError, ModelFileError) as exc:
-        ctx.fail(f"publish_landmarks: {exc}")
-    ctx.record_outputs(**result)
-    ctx.close()
+    opts: PublishLandmarksOptions = ctx.options
+    result = publish_landmarks(
+        dataset_version=opts.dataset_version,
+        name=opts.name,
+        asl_name=opts.asl_name,
+        min_detection=opts.min_detection,
+        min_presence=opts.min_presence,
+        logger=ctx.logger,
+        upload=ctx.upload_artifact,
+    )
     print(
         f"{opts.name} {result['landmarks_id']} v{result['landmarks_version']} "
         f"reused={result['reused']} hand found in {result['hand_found_rate']:.1%} of images"
     )
-    return 0
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_task(
+        PublishLandmarksOptions,
+        argv,
+        __doc__,
+        publish,
+        name="publish_landmarks",
+        task_type="data_processing",
+        refused=(DatasetNotFoundError, ModelFileError),
+        refusal="publish_landmarks",
+    )
 
 
 if __name__ == "__main__":

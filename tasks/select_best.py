@@ -12,40 +12,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.options import parse
 from asl_recognition.pipeline.options import SelectBestOptions
-from asl_recognition.pipeline.selection import Decision, log_decision, select_best
-from asl_recognition.tracking import init_task
+from asl_recognition.pipeline.selection import log_decision, select_best
+from asl_recognition.tracking import TaskContext, run_task
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(SelectBestOptions, argv, __doc__)
-    ctx = init_task("ASL", "select_best", options, task_type="qc")
-    opts: SelectBestOptions = ctx.options
+def select(ctx: TaskContext) -> dict:
     from asl_recognition.registry import get_registry
 
-    registry = get_registry(backend=opts.registry)
-    try:
-        decision: Decision = select_best(
-            registry,
-            opts.model_id,
-            opts.metric,
-            opts.metric_mode,
-            opts.name,
-            holdout_tolerance=opts.holdout_tolerance if opts.holdout_gate else None,
-            int8_tolerance=opts.int8_tolerance if opts.prefer_int8 else None,
-        )
-    except (LookupError, ValueError) as exc:
-        ctx.fail(f"select_best: {exc}")
+    opts: SelectBestOptions = ctx.options
+    decision = select_best(
+        get_registry(backend=opts.registry),
+        opts.model_id,
+        opts.metric,
+        opts.metric_mode,
+        opts.name,
+        holdout_tolerance=opts.holdout_tolerance if opts.holdout_gate else None,
+        int8_tolerance=opts.int8_tolerance if opts.prefer_int8 else None,
+    )
     print(f"select_best: {'PROMOTED' if decision.promoted else 'KEPT'}: {decision.reason}")
     print(f"production model: {decision.production_model_id}")
     log_decision(ctx.logger, decision)
     ctx.upload_artifact("decision", decision.as_dict())
-    ctx.record_outputs(
-        production_model_id=decision.production_model_id, promoted=decision.promoted
+    return {"production_model_id": decision.production_model_id, "promoted": decision.promoted}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_task(
+        SelectBestOptions,
+        argv,
+        __doc__,
+        select,
+        name="select_best",
+        task_type="qc",
+        refused=(LookupError, ValueError),
+        refusal="select_best",
     )
-    ctx.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,24 +11,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.options import parse
-from asl_recognition.tracking import init_task
+from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.options import TrainOptions
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(TrainOptions, argv, __doc__)
-    ctx = init_task("ASL", f"train {options.model}", options, task_type="training")
-    from asl_recognition.training.errors import TrainingInputError
+def train(ctx: TaskContext) -> dict:
     from asl_recognition.training.run import run_training
 
-    try:
-        outputs = run_training(ctx.options, ctx=ctx)
-    except TrainingInputError as exc:
-        ctx.fail(f"train: error: {exc}", code=1)
-    ctx.record_outputs(**outputs)
-    ctx.close()
-    return 0
+    return run_training(ctx.options, ctx=ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_task(
+        TrainOptions,
+        argv,
+        __doc__,
+        train,
+        name=lambda options: f"train {options.model}",
+        task_type="training",
+        refused=(TrainingInputError,),
+        refusal="train: error",
+        refusal_code=1,
+    )
 
 
 if __name__ == "__main__":

@@ -18,57 +18,59 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.data.options import ValidateRawOptions
-from asl_recognition.options import parse
+from asl_recognition.data.safe_extract import UnsafeArchiveError
+from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.paths import SAMPLE_DATA
-from asl_recognition.tracking import init_task
+from asl_recognition.tracking import TaskContext, run_task
 
 RAW_ENV = "ASL_RAW"
 
 
-def default_sources() -> list[str]:
-    """``$ASL_RAW`` (one spec or several, comma-separated), else the bundled sample."""
-    return [s for s in os.environ.get(RAW_ENV, str(SAMPLE_DATA)).split(",") if s]
+def default_sources(options: ValidateRawOptions) -> None:
+    """No ``--source``: ``$ASL_RAW`` (one spec or several, comma-separated), else the sample."""
+    env = os.environ.get(RAW_ENV, str(SAMPLE_DATA))
+    options.source = options.source or [s for s in env.split(",") if s]
+
+
+def validate(ctx: TaskContext) -> dict:
+    from asl_recognition.data.raw import validate_raw
+
+    opts: ValidateRawOptions = ctx.options
+    result = validate_raw(
+        source=opts.source,
+        min_per_class=opts.min_per_class,
+        report_dir=opts.report_dir,
+        name=opts.name,
+        source_name=opts.source_name,
+        workers=opts.workers,
+        logger=ctx.logger,
+        upload=ctx.upload_artifact,
+        tags=opts.tags,
+    )
+    if result["usable"]:
+        print(
+            f"{opts.name} {result['raw_dataset_id']}: {result['valid']} valid, "
+            f"{result['quarantined']} quarantined, report {result['report_path']}"
+        )
+    else:
+        print(f"unusable dataset: {result['unusable_reason']}", file=sys.stderr)
+        ctx.exit_code = 2
+    keys = ("raw_dataset_id", "report_path", "success", "valid", "quarantined")
+    return {key: result[key] for key in keys}
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse(ValidateRawOptions, argv, __doc__)
-    options.source = options.source or default_sources()
-    ctx = init_task("ASL", "validate_raw", options, task_type="data_processing")
-    opts: ValidateRawOptions = ctx.options
-    from asl_recognition.data.raw import validate_raw
-    from asl_recognition.data.safe_extract import UnsafeArchiveError
-    from asl_recognition.data.sources import SourceSpecError
-
-    try:
-        result = validate_raw(
-            source=opts.source,
-            min_per_class=opts.min_per_class,
-            report_dir=opts.report_dir,
-            name=opts.name,
-            source_name=opts.source_name,
-            workers=opts.workers,
-            logger=ctx.logger,
-            upload=ctx.upload_artifact,
-            tags=opts.tags,
-        )
-    except (SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError) as exc:
-        ctx.fail(f"refused source: {exc}")
-    ctx.record_outputs(
-        raw_dataset_id=result["raw_dataset_id"],
-        report_path=result["report_path"],
-        success=result["success"],
-        valid=result["valid"],
-        quarantined=result["quarantined"],
+    return run_task(
+        ValidateRawOptions,
+        argv,
+        __doc__,
+        validate,
+        name="validate_raw",
+        task_type="data_processing",
+        refused=(SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
+        refusal="refused source",
+        resolve=default_sources,
     )
-    ctx.close()
-    if not result["usable"]:
-        print(f"unusable dataset: {result['unusable_reason']}", file=sys.stderr)
-        return 2
-    print(
-        f"{opts.name} {result['raw_dataset_id']}: {result['valid']} valid, "
-        f"{result['quarantined']} quarantined, report {result['report_path']}"
-    )
-    return 0
 
 
 if __name__ == "__main__":

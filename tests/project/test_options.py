@@ -162,13 +162,14 @@ def test_no_entry_script_declares_its_own_option(script) -> None:
 
 
 def test_every_step_script_parses_and_connects_its_dag_options_class() -> None:
-    """The class the DAG overrides is the class the script parses and hands to init_task."""
+    """The class the DAG overrides is the class the script hands to run_task (which parses it,
+    connects it in init_task and gives the work the connected, typed object)."""
     for step in ASL_DAG.steps:
         tree = ast.parse((REPO_ROOT / step.script).read_text(encoding="utf-8"))
-        parsed = {c.args[0].id for c in _calls(tree, "parse") if isinstance(c.args[0], ast.Name)}
-        assert parsed == {step.options.__name__}, step.script
-        (init,) = _calls(tree, "init_task")
-        assert isinstance(init.args[2], ast.Name) and init.args[2].id == "options", step.script
+        (run,) = _calls(tree, "run_task")
+        assert isinstance(run.args[0], ast.Name), step.script
+        assert run.args[0].id == step.options.__name__, step.script
+        assert not _calls(tree, "parse") and not _calls(tree, "init_task"), step.script
 
 
 def test_cli_dag_and_connected_defaults_agree_for_every_step_option() -> None:
