@@ -1,11 +1,14 @@
 """ClearML task: INT8 and graph-optimised variants of a registered model, compared with fp32.
 
-INT8 is calibrated on a sample of the model's own TRAIN split; both variants are registered as
-new versions whose params name the parent fp32 model. The comparison (test and held-out
-accuracy, ms/image at each batch size measured in interleaved rounds, file size) is written as
-report.json + report.md and logged as a table and a bar plot; a profile of one training step
-and of one served request are kept as artifacts. Outputs: ``report``, ``int8_model_id``,
-``optimized_model_id``, ``int8_latency_ratio_b1``, ``int8_test_accuracy_delta``.
+Works on both exported classifiers: the CNN (images) and the landmark classifier (landmark rows;
+the LiteRT hand-landmark network in front of it is not an ONNX graph and is not quantised).
+INT8 is calibrated on a seeded sample of the model's own TRAIN split; both variants are
+registered as new versions whose parent is the fp32 model. The comparison (test and held-out
+accuracy, ms/image at each batch size measured in interleaved rounds, images/s served by the
+local Triton at concurrency 8, file size) is written as report.json + report.md and logged as a
+table and a bar plot; a profile of one training step and of one served request are kept as
+artifacts. Outputs: ``report``, ``int8_model_id``, ``optimized_model_id``,
+``int8_latency_ratio_b1``, ``int8_test_accuracy_delta``.
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ def _contract_lines(report: dict[str, Any]) -> list[str]:
         served = (
             f"Triton images/s: the {triton['model']} served by the local tritonserver (CPU), "
             f"{first['requests']} one-sample requests per variant from the test split, "
-            f"{first['concurrency']} in flight; top-1 agreement with onnxruntime per variant: "
+            f"{first['concurrency']} in flight. Served top-1 agreeing with the same variant in "
+            "onnxruntime / with fp32 in onnxruntime: "
             + ", ".join(
-                f"{n} {_pct(v['top1_agreement_onnxruntime'])}"
+                f"{n} {_pct(v['top1_agreement_onnxruntime'])} / {_pct(v['top1_agreement_fp32'])}"
                 for n, v in triton["variants"].items()
             )
             + "."

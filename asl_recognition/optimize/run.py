@@ -288,10 +288,11 @@ def served_throughput(
     except TritonServerError as exc:
         raise OptimizeError(f"Triton throughput: {str(exc).splitlines()[0]}") from None
     for name, figures in served.items():
-        local = variants[name]["_test_probabilities"].argmax(1)
         answers = figures.pop("_answers")
-        expected = local[np.arange(len(answers)) % len(local)]
-        figures["top1_agreement_onnxruntime"] = float((answers == expected).mean())
+        sent = np.arange(len(answers)) % len(test)  # the test sample each request carried
+        for key, local in (("onnxruntime", name), ("fp32", "fp32")):
+            expected = variants[local]["_test_probabilities"].argmax(1)[sent]
+            figures[f"top1_agreement_{key}"] = float((answers == expected).mean())
     return {
         "variants": served,
         "model": (

@@ -104,6 +104,9 @@ def test_bad_model_ids_are_refused_with_one_line(trained) -> None:
     assert not (workspace / "optimize").exists()
 
 
+TASK = [sys.executable, "tasks/optimize_model.py"]
+
+
 def _session_events(workspace: Path) -> tuple[dict, list[dict]]:
     line = (workspace / "offline_sessions.jsonl").read_text().splitlines()[-1]
     with zipfile.ZipFile(json.loads(line)["zip"]) as zf:
@@ -116,6 +119,7 @@ def _session_events(workspace: Path) -> tuple[dict, list[dict]]:
     return task, events
 
 
+@pytest.mark.server
 def test_optimize_task_reports_registers_and_logs(trained) -> None:
     from asl_recognition.registry.local import LocalModelRegistry
 
@@ -124,7 +128,7 @@ def test_optimize_task_reports_registers_and_logs(trained) -> None:
     env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
     env.pop("ASL_STEP_OUTPUTS", None)
     proc = subprocess.run(
-        [sys.executable, "tasks/optimize_model.py", "--model-id", record.id],
+        [*TASK, "--model-id", record.id, "--triton-requests", "16", "--rounds", "5"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -149,15 +153,26 @@ def test_optimize_task_reports_registers_and_logs(trained) -> None:
         for batch in ("1", "32"):
             assert report["latency"][name][batch]["ms_per_image"] > 0
     assert report["latency_ratio"]["fp32"] == {"1": 1.0, "32": 1.0}
+    served = report["triton"]["variants"]
+    for name in report["variants"]:  # served by tritonserver, answering as onnxruntime does
+        assert served[name]["images_per_second"] > 0 and served[name]["requests"] == 16
+        assert served[name]["concurrency"] == 8
+        assert served[name]["top1_agreement_onnxruntime"] == 1.0
     markdown = (report_path.parent / "report.md").read_text()
     assert "| int8 |" in markdown and "training step" in markdown and "served request" in markdown
+    header = next(line for line in markdown.splitlines() if line.startswith("| variant"))
+    assert header.rstrip(" |").endswith("triton_images_per_s_c8")
+    int8_row = next(line for line in markdown.splitlines() if line.startswith("| int8 |"))
+    assert float(int8_row.rstrip(" |").rsplit("|", 1)[1]) == served["int8"]["images_per_second"]
     for trace in (report["train_profile"]["trace"], report["request_profile"]["trace"]):
         assert json.loads(Path(trace).read_text())  # Chrome trace JSON
 
     registry = LocalModelRegistry(workspace / "registry")
     for name in ("int8", "optimized"):
         variant = registry.get(report["variants"][name]["model_id"])
+        assert variant.parent_id == record.id and variant.tags == [name]  # native lineage
         assert variant.params["variant"] == name and variant.params["parent"] == record.id
+        assert variant.metrics["triton_images_per_second"] == served[name]["images_per_second"]
         assert variant.metrics["test_accuracy"] == report["variants"][name]["test"]["accuracy"]
         assert Path(variant.onnx_path).is_file() and variant.dataset_id == record.dataset_id
 
