@@ -207,6 +207,9 @@ class TritonServer:
         except ChildError as exc:  # the HTTP port already answers
             self.stop()
             raise TritonServerError(str(exc)) from exc
+        except BaseException:  # no binary, no log folder: nothing may be left behind
+            self.stop()
+            raise
         return self
 
     def log_tail(self, lines: int = 8) -> str:

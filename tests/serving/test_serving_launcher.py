@@ -168,3 +168,25 @@ def test_supervise_gives_up_after_bounded_restarts(tiny_models, tmp_path, caplog
     assert sum("restart 1/2 in 0.1 s" in m for m in messages) == 1, messages
     assert sum("restart 2/2 in 0.2 s" in m for m in messages) == 1, messages
     assert "after 2 restarts in a row; giving up" in messages[-1], messages
+
+
+def test_a_taken_http_port_is_refused_before_anything_starts(tmp_path, monkeypatch) -> None:
+    """Another server on the HTTP port: a clear error, no process, no backend copy left."""
+    import socket
+    import tempfile
+
+    from asl_recognition.serving.launcher import TritonServer, TritonServerError
+
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # backend copies go here
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = TritonServer(
+            tmp_path / "repo", http_port=taken.getsockname()[1], log_path=tmp_path / "t.log"
+        )
+        with pytest.raises(TritonServerError, match="already answers; pick another port"):
+            server.start()
+    assert server.process is None and not server.running()
+    assert not list((tmp_path / "tmp").iterdir())
