@@ -95,6 +95,28 @@ def test_stop_reaches_a_grandchild_in_the_process_group(tmp_path: Path) -> None:
     assert gone(grandchild), "the grandchild outlived its group's stop"
 
 
+def test_a_finished_step_is_not_held_up_by_a_grandchild_keeping_its_output_open(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "step.log"
+    step = Child(
+        python("""
+            import subprocess, sys
+            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            print(f"grandchild {grandchild.pid}; step done", flush=True)
+        """),
+        Output(log),
+    ).start()
+    started = time.monotonic()
+    assert step.wait(drain=0.5) == 0
+    assert time.monotonic() - started < 10
+    grandchild = int(log.read_text().split()[1].rstrip(";"))
+    deadline = time.monotonic() + 5
+    while not gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(grandchild), "the step's leftover outlived the wait"
+
+
 def test_readiness_timeout_and_early_exit_are_one_line_errors(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/ready"
     command = python("print('binding soon', flush=True); import time; time.sleep(60)")
