@@ -103,15 +103,9 @@ def serve_and_drive(
                 path, classes_path, repo, model_name=f"{name}_{variant}", ensemble=False
             )
             served[variant] = (built["onnx_model"], read_signature(path).outputs[0].name)
-        server = TritonServer(
-            repo,
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            model_control_mode="none",
-            log_path=log_dir / "triton_throughput.log",
-            exit_timeout_secs=3,
-        )
+        ports = {key: free_port() for key in ("http_port", "grpc_port", "metrics_port")}
+        log = log_dir / "triton_throughput.log"
+        server = TritonServer(repo, model_control_mode="none", log_path=log, **ports)
         server.start()
         try:
             server.wait_ready(READY_SECONDS)
