@@ -331,10 +331,20 @@ class StopFlag:
         return self.signal is not None
 
 
-def handle_stop_signals(handler: Callable[[int, FrameType | None], object]) -> None:
-    """Install ``handler`` for SIGTERM (process managers, containers) and SIGINT (Ctrl-C)."""
+def handle_stop_signals(
+    handler: Callable[[int, FrameType | None], object], keep_installed: bool = False
+) -> None:
+    """Install ``handler`` for SIGTERM (process managers, containers) and SIGINT (Ctrl-C).
+
+    Only the main thread can install handlers; elsewhere this does nothing. ``keep_installed``
+    leaves a handler someone else already installed in place (only defaults are replaced).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
+        default = signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler, None)
+        if default or not keep_installed:
+            signal.signal(sig, handler)
 
 
 def stop_on_signals() -> StopFlag:

@@ -24,6 +24,7 @@ from asl_recognition.processes import (
     RestartPolicy,
     StopFlag,
     describe_exit,
+    handle_stop_signals,
     supervise,
 )
 
@@ -209,6 +210,9 @@ def test_stop_flag_is_set_by_sigterm_and_sigint() -> None:
             while not flag() and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert flag() and flag.signal == sig
+        mine = StopFlag().install()  # a handler already installed stays with keep_installed
+        handle_stop_signals(lambda signum, frame: None, keep_installed=True)
+        assert signal.getsignal(signal.SIGTERM) == mine._set
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
