@@ -83,20 +83,28 @@ def log_validation(
     logger.report_table(
         title="validation summary", series="ASL_raw", iteration=0, table_plot=table
     )
-    per_class = summary["per_class"]
-    logger.report_histogram(
-        title="class histogram",
-        series="valid images",
-        values=[per_class[c] for c in per_class],
-        iteration=0,
-        xlabels=list(per_class),
-        xaxis="class",
-        yaxis="images",
-    )
-    if histogram_png is not None:
-        logger.report_image(
-            title="class histogram", series="png", iteration=0, local_path=str(histogram_png)
+    _log_class_histogram(logger, "class histogram", {"valid images": summary["per_class"]})
+    _log_png(logger, "class histogram", histogram_png)
+
+
+def _log_class_histogram(logger: Any, title: str, series: Mapping[str, Mapping[str, int]]) -> None:
+    """One histogram per series (images per class) under ``title``."""
+    for name, per_class in series.items():
+        logger.report_histogram(
+            title=title,
+            series=name,
+            values=list(per_class.values()),
+            iteration=0,
+            xlabels=list(per_class),
+            xaxis="class",
+            yaxis="images",
         )
+
+
+def _log_png(logger: Any, title: str, png: Path | None) -> None:
+    """The matplotlib rendering of the same plot, for people reading the task's debug samples."""
+    if png is not None:
+        logger.report_image(title=title, series="png", iteration=0, local_path=str(png))
 
 
 def _log_per_source(
@@ -123,20 +131,9 @@ def _log_per_source(
         iteration=0,
         table_plot=pd.DataFrame(rows, columns=columns).astype({"classes missing": str}),
     )
-    for name, s in per_source.items():
-        logger.report_histogram(
-            title="class histogram per source",
-            series=name,
-            values=list(s["per_class"].values()),
-            iteration=0,
-            xlabels=list(s["per_class"]),
-            xaxis="class",
-            yaxis="images",
-        )
-    if png is not None:
-        logger.report_image(
-            title="class histogram per source", series="png", iteration=0, local_path=str(png)
-        )
+    per_class = {name: s["per_class"] for name, s in per_source.items()}
+    _log_class_histogram(logger, "class histogram per source", per_class)
+    _log_png(logger, "class histogram per source", png)
 
 
 def log_splits(

@@ -28,20 +28,23 @@ class SourceSpec:
     path: Path
 
 
-def _split_specs(value: str | Sequence[str] | None) -> list[str]:
-    """A list of specs, a JSON list (as a ClearML web-UI edit stores it) or one spec."""
+def _items(value: str | Sequence[str] | None, strict: bool) -> list[str]:
+    """None, one string, a JSON list (as a ClearML web-UI edit stores it) or a sequence.
+
+    ``strict``: text that starts like a JSON list but is not one is refused, not taken as text.
+    """
     if value is None:
         return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:
+    if not isinstance(value, str):
+        return [str(v) for v in value]
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return [str(v).strip() for v in json.loads(text)]
+        except json.JSONDecodeError as exc:
+            if strict:
                 raise SourceSpecError(f"--source: not a JSON list: {text!r}") from exc
-            return [str(v) for v in parsed]
-        return [text] if text else []
-    return [str(v) for v in value]
+    return [text] if text else []
 
 
 def split_name(spec: str) -> tuple[str, str] | None:
@@ -58,7 +61,7 @@ def parse_sources(value: str | Sequence[str] | None) -> list[SourceSpec]:
     Refuses malformed specs and duplicate names: the name is the key files are tagged with.
     """
     specs: list[SourceSpec] = []
-    for raw in _split_specs(value):
+    for raw in _items(value, strict=True):
         named = split_name(raw)
         if named is None:
             path = raw
@@ -104,16 +107,5 @@ def signer_of(path: str, pattern: str | re.Pattern[str] = DEFAULT_SIGNER_PATTERN
 
 def split_list(value: str | Sequence[str] | None) -> list[str]:
     """Repeatable options that may also arrive comma-separated (``a,b``) or as a JSON list."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return [str(v).strip() for v in json.loads(text) if str(v).strip()]
-            except json.JSONDecodeError:
-                pass
-        items: list[str] = [text]
-    else:
-        items = [str(v) for v in value]
+    items = _items(value, strict=False)
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
