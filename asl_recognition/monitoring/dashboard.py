@@ -15,13 +15,12 @@ import argparse
 import functools
 import json
 import math
-import signal
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,10 +28,11 @@ from typing import Any, Mapping
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from asl_recognition.processes import handle_stop_signals
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 from .promql import PromQL
-from .settings import AlertThresholds, add_threshold_options, load_thresholds, parse_overrides
+from .settings import add_threshold_options, load_thresholds, parse_overrides
 from .urls import mask_url, split_credentials
 
 METRIC_ORDER = (
@@ -343,24 +343,11 @@ def json_safe(value: Any) -> Any:
 # ---------------------------------------------------------------- server
 @dataclass
 class StatusSource:
-    """Where the page's data comes from; ``job`` and ``model_name`` as the alert rules use."""
+    """Where the page's data comes from; the queries are the alert rules' (same job, model)."""
 
     prometheus: str = "http://127.0.0.1:9090"
-    model_name: str = "asl"
-    window: str = "5m"
     registry_backend: str = "auto"
-    job: str = "triton"
-    hand_window: str = AlertThresholds.hand_window
-    nonfinite_window: str = AlertThresholds.nonfinite_window
-
-    def queries(self) -> PromQL:
-        return PromQL(
-            model=self.model_name,
-            job=self.job,
-            window=self.window,
-            hand_window=self.hand_window,
-            nonfinite_window=self.nonfinite_window,
-        )
+    queries: PromQL = field(default_factory=PromQL)
 
     def collect(self) -> dict[str, Any]:
         record, error = _load_registry_production(self.registry_backend)
@@ -370,8 +357,8 @@ class StatusSource:
             "model": model_summary(record),
             "model_error": error,
             "confusion": confusion,
-            "live": live_status(prom, self.queries()),
-            "window": self.window,
+            "live": live_status(prom, self.queries),
+            "window": self.queries.window,
             "prometheus": prom.display_url,
         }
 
@@ -461,15 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides[key] = value
     t = load_thresholds(args.thresholds, overrides)
-    source = StatusSource(
-        args.prometheus,
-        t.model_name,
-        t.window,
-        args.registry_backend,
-        t.triton_job,
-        t.hand_window,
-        t.nonfinite_window,
-    )
+    source = StatusSource(args.prometheus, args.registry_backend, PromQL.from_thresholds(t))
     server = make_server(source, args.host, args.port)
     print(
         f"status page on http://{args.host}:{server.server_address[1]}/ "
@@ -497,8 +476,7 @@ def stop_on_signals() -> None:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    handle_stop_signals(interrupt)
 
 
 if __name__ == "__main__":

@@ -41,14 +41,14 @@ def num(value: float) -> str:
 
 @dataclass(frozen=True)
 class PromQL:
-    """Expressions for one Triton model scraped by one Prometheus job."""
+    """Expressions for one Triton model scraped by one Prometheus job (defaults: the alerts')."""
 
-    model: str = "asl"
-    job: str = "triton"
-    window: str = "5m"
-    drift_window: str = "1h"
-    hand_window: str = "30m"
-    nonfinite_window: str = "15m"
+    model: str = AlertThresholds.model_name
+    job: str = AlertThresholds.triton_job
+    window: str = AlertThresholds.window
+    drift_window: str = AlertThresholds.drift_window
+    hand_window: str = AlertThresholds.hand_window
+    nonfinite_window: str = AlertThresholds.nonfinite_window
 
     @classmethod
     def from_thresholds(cls, t: AlertThresholds) -> "PromQL":
@@ -60,15 +60,7 @@ class PromQL:
     @classmethod
     def for_grafana(cls) -> "PromQL":
         """Grafana's model variable and rate interval; the default job of the Docker path."""
-        defaults = AlertThresholds()
-        return cls(
-            GRAFANA_MODEL,
-            defaults.triton_job,
-            GRAFANA_WINDOW,
-            defaults.drift_window,
-            defaults.hand_window,
-            defaults.nonfinite_window,
-        )
+        return cls(model=GRAFANA_MODEL, window=GRAFANA_WINDOW)
 
     # ------------------------------------------------------------ Triton
     def _sel(self, metric: str, extra: str = "") -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import free_port
+from asl_testkit import export_images_model, fit, free_port
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
@@ -86,21 +86,10 @@ def train_tiny_model(out: Path, steps: int = 120) -> dict:
             return torch.softmax(self.body(scaled), dim=1)
 
     net = Net()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,))
-        loss = nn.functional.nll_loss(torch.log(net(x[idx]) + 1e-8), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
+    fit(net, x, y, steps, batch=64)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
-    torch.onnx.export(
-        net, (x[:1],), str(onnx_path), input_names=["images"], output_names=["probabilities"],
-        dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )  # fmt: skip
+    export_images_model(net, x.shape[-1], onnx_path)
     classes_path = out / "classes.txt"
     write_class_file(classes_path, list(CLASSES))
     with torch.no_grad():
@@ -224,6 +213,7 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
     tmp_path: Path, asl_workspace: Path
 ) -> None:
     from asl_recognition.monitoring.dashboard import StatusSource, make_server
+    from asl_recognition.monitoring.promql import PromQL
     from asl_recognition.registry import get_registry
     from asl_recognition.serving.launcher import TritonServer
     from asl_recognition.serving.repository import build_repository
@@ -280,7 +270,9 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
 
             # status page while the alert fires: model from the registry, live data, the alert
             dash = make_server(
-                StatusSource(prometheus=stack.prometheus_url, window="30s"), "127.0.0.1", 0
+                StatusSource(prometheus=stack.prometheus_url, queries=PromQL(window="30s")),
+                "127.0.0.1",
+                0,
             )
             threading.Thread(target=dash.serve_forever, daemon=True).start()
             page_url = f"http://127.0.0.1:{dash.server_address[1]}/"

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
+from asl_recognition.monitoring.promql import PromQL
 from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack
 from asl_recognition.monitoring.tools import find_tool
@@ -227,7 +228,7 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
         group_wait="1s", group_interval="1s", repeat_interval="10m", env={},
     )  # fmt: skip
     dash = make_server(
-        StatusSource(prometheus=stack.prometheus_url, registry_backend="local", **windows),
+        StatusSource(stack.prometheus_url, "local", PromQL(**windows)),
         "127.0.0.1",
         0,
     )
