@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, NoReturn, TypeVar
 
 from asl_recognition.options import OptionError, as_params, from_mapping, missing, parse
 from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.processes import handle_stop_signals
 
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
 OUTPUT_SECTION = "Outputs"
@@ -81,11 +82,7 @@ def install_signal_handlers() -> None:
     SIGTERM is swallowed. A real handler installed first lets ClearML record the abort and then
     stop the process.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler, None):
-            signal.signal(sig, _stop_on_signal)
+    handle_stop_signals(_stop_on_signal, keep_installed=True)
 
 
 def arm_stop_deadline(seconds: float = STOP_DEADLINE_S) -> None:
