@@ -8,18 +8,22 @@ yet exercise genuinely different models (image size, classes, architecture).
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.netutil import free_port  # noqa: F401 - re-exported for the tests
-from asl_recognition.paths import SAMPLE_DATA
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -34,6 +38,20 @@ class TinyModel:
     class_names: list[str]
 
 
+def run_script(
+    *argv: str | os.PathLike, env: Mapping[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGV...`` from the repository root, as an agent runs a task; output as text."""
+    return subprocess.run(
+        [sys.executable, *map(str, argv)],
+        cwd=REPO_ROOT,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def load_images(classes: list[str], size: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for index, name in enumerate(classes):
@@ -43,6 +61,38 @@ def load_images(classes: list[str], size: int, per_class: int) -> tuple[np.ndarr
             xs.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             ys.append(index)
     return np.stack(xs), np.asarray(ys)
+
+
+def fit(model, x, y, steps: int, batch: int, lr: float = 3e-3) -> None:
+    """Adam on random batches of (x, y); the model outputs probabilities. Leaves it in eval."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,))
+        loss = torch.nn.functional.nll_loss(torch.log(model(x[idx]) + 1e-8), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def export_images_model(model, image_size: int, onnx_path: Path) -> None:
+    """The serving contract: uint8 NCHW ``images`` -> ``probabilities``, dynamic batch."""
+    import torch
+
+    with warnings.catch_warnings():  # dynamo=False is the documented one-file exporter here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8),),
+            str(onnx_path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+        )
 
 
 def train_and_export(
@@ -86,29 +136,10 @@ def train_and_export(
 
     model = Served()
     xs, ys = load_images(classes, image_size, per_class=8)
-    x_all, y_all = torch.from_numpy(xs), torch.from_numpy(ys)
-    opt = torch.optim.Adam(model.body.parameters(), lr=3e-3)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x_all), (32,))
-        loss = nn.functional.nll_loss(torch.log(model(x_all[idx]) + 1e-8), y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit(model, torch.from_numpy(xs), torch.from_numpy(ys), steps, batch=32)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, classes_path = out_dir / "model.onnx", out_dir / "classes.txt"
-    with warnings.catch_warnings():  # dynamo=False is the documented one-file exporter here
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8),),
-            str(onnx_path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["images"],
-            output_names=["probabilities"],
-            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-        )
+    export_images_model(model, image_size, onnx_path)
     write_class_file(str(classes_path), classes)
     return TinyModel(onnx_path, classes_path, image_size, list(classes))
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from asl_testkit import run_script
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
@@ -217,21 +216,15 @@ def test_publish_task_exits_2_with_one_line(raw, ws) -> None:
     }
     env.pop("CLEARML_CACHE_DIR", None)
     before = [v.id for v in get_store().list_versions("ASL")]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tasks/publish_dataset.py",
-            "--raw-version",
-            raw["id"],
-            "--holdout-group",
-            "massey:hand4",
-            "--holdout-group",
-            "massey:hand7",
-        ],
-        cwd=REPO_ROOT,
+    result = run_script(
+        "tasks/publish_dataset.py",
+        "--raw-version",
+        raw["id"],
+        "--holdout-group",
+        "massey:hand4",
+        "--holdout-group",
+        "massey:hand7",
         env=env,
-        capture_output=True,
-        text=True,
         timeout=180,
     )
     assert result.returncode == 2, result.stderr[-2000:]

@@ -11,8 +11,6 @@ import dataclasses
 import json
 import re
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from asl_testkit import run_script
 from test_store_clearml import make_mock_dataset, mock_artifact, mock_dataset_cls  # noqa: F401
 
 from asl_recognition.classes import CLASSES
@@ -310,12 +309,9 @@ def test_task_script_publishes_the_only_asl_version(
     validate_raw(str(source), 2, tmp_path / "rep", progress=False)
     asl = publish_dataset(image_size=16, progress=False)
     outputs = asl_workspace / "outputs.json"
-    result = subprocess.run(
-        [sys.executable, "tasks/publish_landmarks.py"],
-        cwd=REPO_ROOT,
+    result = run_script(
+        "tasks/publish_landmarks.py",
         env={**task_env, "ASL_STEP_OUTPUTS": str(outputs)},
-        capture_output=True,
-        text=True,
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from asl_testkit import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data.publish import STAGE_PREFIX, staging_dir
@@ -25,12 +24,10 @@ from asl_recognition.store.local import LocalDatasetStore
 
 def _killed(code: str, env: dict[str, str] | None = None) -> int:
     """Run ``code`` in a fresh interpreter that SIGKILLs itself; returns its pid."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO_ROOT,
+    proc = run_script(
+        "-c",
+        textwrap.dedent(code),
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert proc.returncode == -9, proc.stderr

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from unittest.mock import Mock
 
 import pandas as pd
 import pytest
+from asl_testkit import run_script
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
@@ -176,14 +175,7 @@ def test_source_specs_are_parsed_and_refused_clearly() -> None:
     ],
 )
 def test_validate_task_refuses_malformed_sources(args, message, task_env, asl_workspace) -> None:
-    result = subprocess.run(
-        [sys.executable, "tasks/validate_raw.py", *args],
-        cwd=REPO_ROOT,
-        env=task_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("tasks/validate_raw.py", *args, env=task_env, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
     assert not (asl_workspace / "datasets").exists()  # nothing published

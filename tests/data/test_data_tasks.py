@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from asl_testkit import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
@@ -22,14 +21,7 @@ TASKS = list(OPTIONS)
 
 
 def _run(script: str, args: list[str], env: dict[str, str], timeout: int = 240):
-    return subprocess.run(
-        [sys.executable, f"tasks/{script}.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_script(f"tasks/{script}.py", *args, env=env, timeout=timeout)
 
 
 def _session(workspace: Path, task: str) -> tuple[dict, dict[str, bytes]]:

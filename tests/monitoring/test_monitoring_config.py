@@ -7,11 +7,11 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from asl_testkit import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.monitoring.alert_rules import (
@@ -228,18 +228,12 @@ def test_alertmanager_config_all_receivers_valid_private_and_quiet(tmp_path: Pat
     assert cfg["receivers"][3]["email_configs"][0]["auth_password"] == SECRETS["SMTP_PASSWORD"]
     assert [r["receiver"] for r in cfg["route"]["routes"]] == names[1:]
     # the CLI (used by the Docker path) prints receiver names, never values
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "asl_recognition.monitoring.alertmanager_config",
-            "--out",
-            str(tmp_path / "cli.yml"),
-        ],
-        capture_output=True,
-        text=True,
+    res = run_script(
+        "-m",
+        "asl_recognition.monitoring.alertmanager_config",
+        "--out",
+        str(tmp_path / "cli.yml"),
         env={**os.environ, **SECRETS},
-        cwd=REPO_ROOT,
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
@@ -371,9 +365,7 @@ def test_alertmanager_config_renders_without_pyyaml_for_the_plain_python_image(
         f"sys.exit(main(['--out', {str(out)!r}, '--chown', '{os.getuid()}:{os.getgid()}']))"
     )
     env = {**os.environ, **SECRETS}
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT
-    )
+    res = run_script("-c", code, env=env)
     assert res.returncode == 0, res.stderr
     assert out.read_text().lstrip().startswith("{")
     assert json.loads(out.read_text())["receivers"][1]["name"] == "slack"

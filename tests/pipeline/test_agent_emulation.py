@@ -23,7 +23,7 @@ from unittest import mock
 import asl_pipeline
 import clearml
 import pytest
-from asl_testkit import RUN_PIPELINE
+from asl_testkit import RUN_PIPELINE, run_script
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller
@@ -185,12 +185,11 @@ WEB_UI_EDITS = {
 def test_web_ui_edits_come_back_typed_through_the_sdk_remote_branch(tmp_path):
     script = tmp_path / "remote_connect.py"
     script.write_text(REMOTE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(REPO_ROOT), json.dumps(WEB_UI_EDITS)],
-        cwd=REPO_ROOT,
+    proc = run_script(
+        str(script),
+        str(REPO_ROOT),
+        json.dumps(WEB_UI_EDITS),
         env=agent_env(tmp_path, "remote"),
-        capture_output=True,
-        text=True,
         timeout=DEADLINE_S,
     )
     assert "RESULT " in proc.stdout, proc.stderr[-3000:]

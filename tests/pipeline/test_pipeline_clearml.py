@@ -9,14 +9,13 @@ import importlib.util
 import json
 import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from unittest import mock
 
 import asl_pipeline
 import pytest
 import yaml
+from asl_testkit import run_script
 from clearml import PipelineController, Task
 
 from asl_recognition.options import from_mapping, specs
@@ -35,13 +34,8 @@ def dry_run(tmp_path: Path, *args: str) -> dict:
     """Build the real PipelineController offline in its own process (one Task.init per process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
     env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
-    result = subprocess.run(
-        [sys.executable, "pipelines/asl_pipeline.py", "--mode", "dry-run", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    result = run_script(
+        "pipelines/asl_pipeline.py", "--mode", "dry-run", *args, env=env, timeout=240
     )
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout.split(asl_pipeline.DRY_RUN_MARKER, 1)[1]

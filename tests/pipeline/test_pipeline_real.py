@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from asl_testkit import RUN_PIPELINE, recipe_steps
-
-from asl_recognition.paths import REPO_ROOT
+from asl_testkit import RUN_PIPELINE, recipe_steps, run_script
 
 # the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
 STEPS = recipe_steps()
@@ -24,14 +21,7 @@ DONE = len(STEPS) - 1  # every step before the blocked build_triton_repo
 def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
     env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
-    return subprocess.run(
-        [sys.executable, *RUN_PIPELINE, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    return run_script(*RUN_PIPELINE, *args, env=env, timeout=1200)
 
 
 @pytest.mark.slow

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import onnx
 import pytest
+from asl_testkit import run_script
 from onnx import TensorProto, helper
 
 from asl_recognition.classes import CLASSES
-from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.selection import confusion_matrix, decide, is_better, select_best
 from asl_recognition.registry import PRODUCTION_TAG
 from asl_recognition.registry.local import LocalModelRegistry
@@ -146,14 +144,7 @@ def run_task(tmp_path: Path, model_id: str) -> tuple[dict, str]:
     outputs = tmp_path / f"outputs-{model_id}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
     env.update(ASL_WORKSPACE=str(tmp_path), ASL_STEP_OUTPUTS=str(outputs), HOME=str(tmp_path))
-    result = subprocess.run(
-        [sys.executable, "tasks/select_best.py", "--model-id", model_id],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_script("tasks/select_best.py", "--model-id", model_id, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(outputs.read_text()), result.stdout
 

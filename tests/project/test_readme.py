@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
+
+from asl_testkit import run_script
 
 from asl_recognition.paths import REPO_ROOT
 
@@ -20,13 +21,7 @@ LINK_RE = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def run_generator(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(GENERATOR), *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(str(GENERATOR), *args, timeout=300)
 
 
 def section(text: str, title: str) -> str:

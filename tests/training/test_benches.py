@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from asl_testkit import run_script
 
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
@@ -21,20 +20,14 @@ def _bench(script: str, out: Path, *argv: str) -> tuple[dict, str]:
     if not any(SAMPLE_DATA.glob("*/*.jpg")):
         pytest.skip(f"{SAMPLE_DATA} holds no images")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            f"bench/{script}",
-            "--source",
-            str(SAMPLE_DATA),
-            "--out",
-            str(out),
-            *argv,
-        ],
-        cwd=REPO_ROOT,
+    proc = run_script(
+        f"bench/{script}",
+        "--source",
+        str(SAMPLE_DATA),
+        "--out",
+        str(out),
+        *argv,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from asl_testkit import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.paths import REPO_ROOT
@@ -50,14 +49,7 @@ def _events(text: str) -> list[dict]:
 @pytest.mark.slow
 def test_train_task_fills_the_offline_clearml_session(published, workspace_env) -> None:
     argv = [x for pair in ARGS.items() for x in pair]
-    proc = subprocess.run(
-        [sys.executable, "tasks/train.py", *argv],
-        cwd=REPO_ROOT,
-        env=_subprocess_env(workspace_env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_script("tasks/train.py", *argv, env=_subprocess_env(workspace_env), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     sessions = [
