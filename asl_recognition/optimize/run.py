@@ -307,20 +307,16 @@ def register_variants(
     registry: ModelRegistry, inputs: Inputs, result: dict[str, Any], paths: dict, task: Any
 ) -> None:
     """Each variant a new version whose parent is the fp32 model."""
-    variants, details = result["variants"], {
-        n: v["details"] for n, v in result["variants"].items()
-    }
     for name in ("int8", "optimized"):
-        metrics = variant_metrics(
-            variants[name], result["latency"][name], variants[name]["size_bytes"]
-        )
+        variant = result["variants"][name]
+        metrics = variant_metrics(variant, result["latency"][name], variant["size_bytes"])
         served = result["triton"].get("variants", {}).get(name)
         if served:
             metrics["triton_images_per_second"] = served["images_per_second"]
         record = register_variant(
-            registry, inputs.record, name, paths[name], metrics, details[name], task=task
+            registry, inputs.record, name, paths[name], metrics, variant["details"], task=task
         )
-        variants[name]["model_id"] = record.id
+        variant["model_id"] = record.id
         print(f"registered {name} variant as {record.name} v{record.version} ({record.id})")
 
 
