@@ -4,8 +4,9 @@ The variants go into a temporary model repository made by the project's own gene
 plain model per variant, ``<name>_<variant>``, as any other served version would be), the local
 ``tritonserver`` is started on free loopback ports, and each model is sent a bounded number of
 one-sample requests from real test-split inputs, ``concurrency`` of them in flight at any time
-(tritonclient's HTTP ``async_infer``). Models are driven one after another, so they do not
-compete for the CPU. Served answers are checked against onnxruntime's in this process.
+(tritonclient's HTTP ``async_infer``). One model is driven at a time, so they do not compete for
+the CPU, in interleaved rounds (the order rotated each round). Served answers are checked against
+onnxruntime's in this process.
 
 For the landmark classifier the figure is the classifier alone (landmark rows in), not the hand
 pipeline in front of it: the variants differ only in the classifier.
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-WARMUP_REQUESTS = 4
+WARMUP_REQUESTS = 8
+ROUNDS = 4
 READY_SECONDS = 120.0
 
 Feeds = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -40,41 +42,74 @@ def _inputs(tc: Any, feeds: dict[str, np.ndarray]) -> list[Any]:
 
 
 def drive(
-    url: str,
+    client: Any,
     model: str,
     output: str,
     samples: np.ndarray,
     feeds: Feeds,
-    requests: int,
-    concurrency: int,
-) -> dict[str, Any]:
-    """Send ``requests`` one-sample requests, ``concurrency`` in flight; images/s and answers."""
+    first: int,
+    count: int,
+    in_flight: int,
+) -> tuple[np.ndarray, float]:
+    """Requests ``first .. first+count-1`` (sample ``i % len(samples)`` each), ``in_flight`` at
+    once; their top-1 answers and the seconds they took."""
     import tritonclient.http as tc
 
-    client = tc.InferenceServerClient(url, concurrency=concurrency)
     wanted = [tc.InferRequestedOutput(output)]
+    pending: collections.deque = collections.deque()
+    answers = np.zeros(count, dtype=np.int64)
+    started = time.perf_counter()
+    for i in range(count + in_flight):
+        if i < count:
+            sample = _inputs(tc, feeds(samples[(first + i) % len(samples)][None]))
+            pending.append((i, client.async_infer(model, sample, outputs=wanted)))
+        if len(pending) == in_flight or (i >= count and pending):
+            index, request = pending.popleft()
+            answers[index] = int(request.get_result().as_numpy(output)[0].argmax())
+    return answers, time.perf_counter() - started
+
+
+def drive_interleaved(
+    url: str,
+    served: Mapping[str, tuple[str, str]],
+    samples: np.ndarray,
+    feeds: Feeds,
+    requests: int,
+    concurrency: int,
+) -> dict[str, dict[str, Any]]:
+    """Every variant driven in ``ROUNDS`` slices, the order rotated each round (as the
+    in-process timing does), so a burst of load from other processes hits all alike."""
+    import tritonclient.http as tc
+
+    names = list(served)
+    cuts = np.linspace(0, requests, min(ROUNDS, requests) + 1).astype(int)
+    answers = {name: [] for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    client = tc.InferenceServerClient(url, concurrency=concurrency)
     try:
-        for i in range(WARMUP_REQUESTS):
-            client.infer(model, _inputs(tc, feeds(samples[i % len(samples)][None])))
-        pending: collections.deque = collections.deque()
-        answers = np.zeros(requests, dtype=np.int64)
-        started = time.perf_counter()
-        for i in range(requests + concurrency):
-            if i < requests:
-                sample = _inputs(tc, feeds(samples[i % len(samples)][None]))
-                pending.append((i, client.async_infer(model, sample, outputs=wanted)))
-            if len(pending) == concurrency or (i >= requests and pending):
-                index, request = pending.popleft()
-                answers[index] = int(request.get_result().as_numpy(output)[0].argmax())
-        elapsed = time.perf_counter() - started
+        for name, (model, _) in served.items():
+            for i in range(WARMUP_REQUESTS):
+                client.infer(model, _inputs(tc, feeds(samples[i % len(samples)][None])))
+        for r, (first, last) in enumerate(zip(cuts[:-1], cuts[1:])):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                model, output = served[name]
+                part, took = drive(
+                    client, model, output, samples, feeds, first, last - first, concurrency
+                )
+                answers[name].append(part)
+                seconds[name] += took
     finally:
         client.close()
     return {
-        "images_per_second": round(requests / elapsed, 1),
-        "requests": requests,
-        "concurrency": concurrency,
-        "seconds": round(elapsed, 3),
-        "_answers": answers,
+        name: {
+            "images_per_second": round(requests / seconds[name], 1),
+            "requests": requests,
+            "concurrency": concurrency,
+            "rounds": len(cuts) - 1,
+            "seconds": round(seconds[name], 3),
+            "_answers": np.concatenate(answers[name]),
+        }
+        for name in names
     }
 
 
@@ -94,7 +129,6 @@ def serve_and_drive(
     from asl_recognition.serving.onnx_introspect import read_signature
     from asl_recognition.serving.repository import build_repository
 
-    result: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="asl-optimize-triton-") as tmp:
         repo = Path(tmp) / "repo"
         served = {}
@@ -109,10 +143,8 @@ def serve_and_drive(
         server.start()
         try:
             server.wait_ready(READY_SECONDS)
-            for variant, (model, output) in served.items():
-                result[variant] = drive(
-                    server.http_url, model, output, samples, feeds, requests, concurrency
-                )
+            return drive_interleaved(
+                server.http_url, served, samples, feeds, requests, concurrency
+            )
         finally:
             server.stop()
-    return result
