@@ -134,6 +134,7 @@ class TaskContext:
     offline: bool
     outputs: dict[str, Any] = field(default_factory=dict)
     exit_code: int = 0  # set by a task whose outputs are recorded but whose result is unusable
+    summary: str = ""  # the task's last line on stdout, printed after ClearML's close
 
     def fail(self, message: str, code: int = 2) -> NoReturn:
         """Close the task and exit with a one-line reason (the task's log keeps it too)."""
@@ -261,35 +262,46 @@ def init_task(
     return ctx
 
 
-def run_task(
-    options_cls: type[T],
-    argv: list[str] | None,
-    doc: str | None,
-    work: Callable[[TaskContext], Mapping[str, Any]],
-    *,
-    name: str | Callable[[T], str],
-    task_type: str,
-    refused: tuple[type[BaseException], ...],
-    refusal: str,
-    refusal_code: int = 2,
-    project: str = "ASL",
-    resolve: Callable[[T], None] | None = None,
-) -> int:
-    """Every task's life in one place: parse, ``Task.init``, work, record outputs, close.
+Work = Callable[[TaskContext], Mapping[str, Any]]
 
-    ``work`` gets the context with the typed options and returns the step's outputs. One of the
-    ``refused`` errors ends the task with the one line ``<refusal>: <error>`` and
+
+def task_entry(
+    options_cls: type[T],
+    task_type: str,
+    refused: tuple[type[BaseException], ...] = (),
+    refusal_code: int = 2,
+    name: Callable[[T], str] | None = None,
+    resolve: Callable[[T], None] | None = None,
+) -> Callable[[Work], Callable[[list[str] | None], int]]:
+    """Turn a task script's work function into its ``main(argv=None) -> int``.
+
+    Every task lives the same way: parse the options (the script's docstring is the help),
+    ``Task.init`` and connect them, run ``work(ctx)``, record the outputs it returns, close. One
+    of the ``refused`` errors ends the task with the one line ``<script>: error: <reason>`` and
     ``refusal_code``, after ClearML has the task, so the reason shows in the web UI too.
-    ``resolve`` fills environment-dependent values before they are connected (and recorded).
+    ``name`` names the ClearML task (default: the script's name); ``resolve`` fills
+    environment-dependent defaults before they are connected, so the task records them.
     """
-    options = parse(options_cls, argv, doc)
-    if resolve is not None:
-        resolve(options)
-    ctx = init_task(project, name(options) if callable(name) else name, options, task_type)
-    try:
-        outputs = work(ctx)
-    except refused as exc:
-        ctx.fail(f"{refusal}: {exc}", refusal_code)
-    ctx.record_outputs(**outputs)
-    ctx.close()
-    return ctx.exit_code
+
+    def wrap(work: Work) -> Callable[[list[str] | None], int]:
+        script = Path(work.__globals__.get("__file__") or work.__module__).stem
+        doc = work.__globals__.get("__doc__")
+
+        def main(argv: list[str] | None = None) -> int:
+            options = parse(options_cls, argv, doc)
+            if resolve is not None:
+                resolve(options)
+            ctx = init_task("ASL", name(options) if name else script, options, task_type)
+            try:
+                outputs = work(ctx)
+            except refused as exc:
+                ctx.fail(f"{script}: error: {exc}", refusal_code)
+            ctx.record_outputs(**outputs)
+            ctx.close()
+            if ctx.summary:
+                print(ctx.summary)
+            return ctx.exit_code
+
+        return main
+
+    return wrap

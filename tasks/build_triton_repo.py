@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.sources import ModelSourceError, build_from_options
-from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.tracking import TaskContext, task_entry
 
 
-def build(ctx: TaskContext) -> dict:
+@task_entry(BuildTritonRepoOptions, "inference", (ModelSourceError, ValueError, OSError), 1)
+def main(ctx: TaskContext) -> dict:
     opts: BuildTritonRepoOptions = ctx.options
     result = build_from_options(opts)
     print(
@@ -33,20 +34,6 @@ def build(ctx: TaskContext) -> dict:
     if opts.upload and not ctx.offline:
         ctx.upload_artifact("triton_repo", repo)  # the SDK zips a folder before upload
     return {key: result[key] for key in ("repo", "model_name", "version")}
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_task(
-        BuildTritonRepoOptions,
-        argv,
-        __doc__,
-        build,
-        name="build_triton_repo",
-        task_type="inference",
-        refused=(ModelSourceError, ValueError, OSError),
-        refusal="build_triton_repo: error",
-        refusal_code=1,
-    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.store import DatasetNotFoundError
-from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.tracking import TaskContext, task_entry
 
 
-def publish(ctx: TaskContext) -> dict:
+# a holdout that cannot be honoured, an unknown raw version: nothing is published
+@task_entry(
+    PublishDatasetOptions, "data_processing", (SourceSpecError, DatasetNotFoundError, ValueError)
+)
+def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.publish import publish_dataset
 
     opts: PublishDatasetOptions = ctx.options
@@ -44,25 +48,11 @@ def publish(ctx: TaskContext) -> dict:
         signer_pattern=opts.signer_pattern,
     )
     leaky = " (LEAKY split: near-duplicates cross splits)" if result["leaky"] else ""
-    print(
+    ctx.summary = (
         f"{opts.name} {result['dataset_id']} v{result['dataset_version']} "
         f"reused={result['reused']} counts={result['counts']}{leaky}"
     )
     return {key: result[key] for key in ("dataset_id", "dataset_version", "reused")}
-
-
-def main(argv: list[str] | None = None) -> int:
-    # a holdout that cannot be honoured, an unknown raw version: nothing is published
-    return run_task(
-        PublishDatasetOptions,
-        argv,
-        __doc__,
-        publish,
-        name="publish_dataset",
-        task_type="data_processing",
-        refused=(SourceSpecError, DatasetNotFoundError, ValueError),
-        refusal="refused",
-    )
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asl_recognition.data.options import PublishLandmarksOptions
 from asl_recognition.hands import ModelFileError
 from asl_recognition.store import DatasetNotFoundError
-from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.tracking import TaskContext, task_entry
 
 
-def publish(ctx: TaskContext) -> dict:
+@task_entry(PublishLandmarksOptions, "data_processing", (DatasetNotFoundError, ModelFileError))
+def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.landmarks import publish_landmarks
 
     opts: PublishLandmarksOptions = ctx.options
@@ -33,24 +34,11 @@ def publish(ctx: TaskContext) -> dict:
         logger=ctx.logger,
         upload=ctx.upload_artifact,
     )
-    print(
+    ctx.summary = (
         f"{opts.name} {result['landmarks_id']} v{result['landmarks_version']} "
         f"reused={result['reused']} hand found in {result['hand_found_rate']:.1%} of images"
     )
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_task(
-        PublishLandmarksOptions,
-        argv,
-        __doc__,
-        publish,
-        name="publish_landmarks",
-        task_type="data_processing",
-        refused=(DatasetNotFoundError, ModelFileError),
-        refusal="publish_landmarks",
-    )
 
 
 if __name__ == "__main__":

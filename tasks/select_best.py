@@ -14,10 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.pipeline.selection import log_decision, select_best
-from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.tracking import TaskContext, task_entry
 
 
-def select(ctx: TaskContext) -> dict:
+@task_entry(SelectBestOptions, "qc", (LookupError, ValueError))
+def main(ctx: TaskContext) -> dict:
     from asl_recognition.registry import get_registry
 
     opts: SelectBestOptions = ctx.options
@@ -35,19 +36,6 @@ def select(ctx: TaskContext) -> dict:
     log_decision(ctx.logger, decision)
     ctx.upload_artifact("decision", decision.as_dict())
     return {"production_model_id": decision.production_model_id, "promoted": decision.promoted}
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_task(
-        SelectBestOptions,
-        argv,
-        __doc__,
-        select,
-        name="select_best",
-        task_type="qc",
-        refused=(LookupError, ValueError),
-        refusal="select_best",
-    )
 
 
 if __name__ == "__main__":

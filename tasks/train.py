@@ -11,29 +11,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.tracking import TaskContext, task_entry
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.options import TrainOptions
 
 
-def train(ctx: TaskContext) -> dict:
+@task_entry(
+    TrainOptions,
+    "training",
+    (TrainingInputError,),
+    1,
+    name=lambda options: f"train {options.model}",
+)
+def main(ctx: TaskContext) -> dict:
     from asl_recognition.training.run import run_training
 
     return run_training(ctx.options, ctx=ctx)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_task(
-        TrainOptions,
-        argv,
-        __doc__,
-        train,
-        name=lambda options: f"train {options.model}",
-        task_type="training",
-        refused=(TrainingInputError,),
-        refusal="train: error",
-        refusal_code=1,
-    )
 
 
 if __name__ == "__main__":

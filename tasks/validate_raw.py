@@ -21,7 +21,7 @@ from asl_recognition.data.options import ValidateRawOptions
 from asl_recognition.data.safe_extract import UnsafeArchiveError
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.paths import SAMPLE_DATA
-from asl_recognition.tracking import TaskContext, run_task
+from asl_recognition.tracking import TaskContext, task_entry
 
 RAW_ENV = "ASL_RAW"
 
@@ -32,7 +32,13 @@ def default_sources(options: ValidateRawOptions) -> None:
     options.source = options.source or [s for s in env.split(",") if s]
 
 
-def validate(ctx: TaskContext) -> dict:
+@task_entry(
+    ValidateRawOptions,
+    "data_processing",
+    (SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
+    resolve=default_sources,
+)
+def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.raw import validate_raw
 
     opts: ValidateRawOptions = ctx.options
@@ -48,7 +54,7 @@ def validate(ctx: TaskContext) -> dict:
         tags=opts.tags,
     )
     if result["usable"]:
-        print(
+        ctx.summary = (
             f"{opts.name} {result['raw_dataset_id']}: {result['valid']} valid, "
             f"{result['quarantined']} quarantined, report {result['report_path']}"
         )
@@ -57,20 +63,6 @@ def validate(ctx: TaskContext) -> dict:
         ctx.exit_code = 2
     keys = ("raw_dataset_id", "report_path", "success", "valid", "quarantined")
     return {key: result[key] for key in keys}
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_task(
-        ValidateRawOptions,
-        argv,
-        __doc__,
-        validate,
-        name="validate_raw",
-        task_type="data_processing",
-        refused=(SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
-        refusal="refused source",
-        resolve=default_sources,
-    )
 
 
 if __name__ == "__main__":

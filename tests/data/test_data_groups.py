@@ -230,7 +230,7 @@ def test_publish_task_exits_2_with_one_line(raw, ws) -> None:
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "refused: --holdout-group 'massey:hand7' matches no file (signers seen:"
+        "publish_dataset: error: --holdout-group 'massey:hand7' matches no file (signers seen:"
     )
     assert [v.id for v in get_store().list_versions("ASL")] == before
 

@@ -167,10 +167,10 @@ def test_source_specs_are_parsed_and_refused_clearly() -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--source", "kaggle="], "refused source: --source 'kaggle=': expected NAME=PATH"),
+        (["--source", "kaggle="], "validate_raw: error: --source 'kaggle=': expected NAME=PATH"),
         (
             ["--source", "a=data/sample", "--source", "a=data/external_sample"],
-            "refused source: duplicate source name 'a'",
+            "validate_raw: error: duplicate source name 'a'",
         ),
     ],
 )

@@ -162,13 +162,13 @@ def test_no_entry_script_declares_its_own_option(script) -> None:
 
 
 def test_every_step_script_parses_and_connects_its_dag_options_class() -> None:
-    """The class the DAG overrides is the class the script hands to run_task (which parses it,
+    """The class the DAG overrides is the class the script hands to task_entry (which parses it,
     connects it in init_task and gives the work the connected, typed object)."""
     for step in ASL_DAG.steps:
         tree = ast.parse((REPO_ROOT / step.script).read_text(encoding="utf-8"))
-        (run,) = _calls(tree, "run_task")
-        assert isinstance(run.args[0], ast.Name), step.script
-        assert run.args[0].id == step.options.__name__, step.script
+        (entry,) = _calls(tree, "task_entry")
+        assert isinstance(entry.args[0], ast.Name), step.script
+        assert entry.args[0].id == step.options.__name__, step.script
         assert not _calls(tree, "parse") and not _calls(tree, "init_task"), step.script
 
 
