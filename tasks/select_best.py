@@ -22,15 +22,7 @@ def main(ctx: TaskContext) -> dict:
     from asl_recognition.registry import get_registry
 
     opts: SelectBestOptions = ctx.options
-    decision = select_best(
-        get_registry(backend=opts.registry),
-        opts.model_id,
-        opts.metric,
-        opts.metric_mode,
-        opts.name,
-        holdout_tolerance=opts.holdout_tolerance if opts.holdout_gate else None,
-        int8_tolerance=opts.int8_tolerance if opts.prefer_int8 else None,
-    )
+    decision = select_best(get_registry(backend=opts.registry), opts)
     print(f"select_best: {'PROMOTED' if decision.promoted else 'KEPT'}: {decision.reason}")
     print(f"production model: {decision.production_model_id}")
     log_decision(ctx.logger, decision)

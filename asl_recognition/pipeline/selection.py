@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 MODES = ("max", "min")
@@ -94,18 +95,13 @@ def holdout_regressions(candidate: Any, previous: Any, tolerance: float = 0.0) -
     ]
 
 
-def decide(
-    registry: Any,
-    model_id: str,
-    metric: str = "val_macro_f1",
-    mode: str = "max",
-    name: str = "asl",
-    holdout_tolerance: float | None = 0.0,
-) -> Decision:
-    """Compare ``model_id`` with the current production model; no side effects.
+def decide(registry: Any, opts: SelectBestOptions) -> Decision:
+    """Compare ``opts.model_id`` with the current production model; no side effects.
 
-    ``holdout_tolerance`` None switches the held-out-group gate off.
+    ``opts.holdout_gate`` off switches the held-out-group gate off.
     """
+    model_id, metric, mode, name = opts.model_id, opts.metric, opts.metric_mode, opts.name
+    holdout_tolerance = opts.holdout_tolerance if opts.holdout_gate else None
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     candidate = registry.get(model_id)
@@ -142,27 +138,20 @@ def decide(
     return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
 
 
-def select_best(
-    registry: Any,
-    model_id: str,
-    metric: str = "val_macro_f1",
-    mode: str = "max",
-    name: str = "asl",
-    holdout_tolerance: float | None = 0.0,
-    int8_tolerance: float | None = None,
-) -> Decision:
+def select_best(registry: Any, opts: SelectBestOptions) -> Decision:
     """``decide`` then, if better, ``registry.promote`` (tag ``production`` + publish).
 
-    ``int8_tolerance`` set: the promoted model's INT8 variant (``tasks/optimize_model.py``) is
-    served instead when its accuracy stays within that many points of the fp32 model's.
+    ``opts.prefer_int8``: the promoted model's INT8 variant (``tasks/optimize_model.py``) is
+    served instead when its accuracy stays within ``opts.int8_tolerance`` of the fp32 model's.
     """
-    decision = decide(registry, model_id, metric, mode, name, holdout_tolerance)
+    decision = decide(registry, opts)
     if decision.promoted:
         variant = None
-        if int8_tolerance is not None:
-            variant = int8_variant(registry, decision.candidate, int8_tolerance)
+        if opts.prefer_int8:
+            variant = int8_variant(registry, decision.candidate, opts.int8_tolerance)
         if variant is not None:
-            decision.reason += f"; serving its INT8 variant {variant.id} (within {int8_tolerance})"
+            within = opts.int8_tolerance
+            decision.reason += f"; serving its INT8 variant {variant.id} (within {within})"
         decision.candidate = registry.promote((variant or decision.candidate).id)
     return decision
 

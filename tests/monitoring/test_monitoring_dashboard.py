@@ -44,6 +44,7 @@ def _closed_port() -> int:
 
 def _register(ws: Path, metrics: dict, run_dir: Path | None = None):
     from asl_recognition.registry import get_registry
+    from asl_recognition.registry.base import NewModel
 
     files = ws / "files"
     files.mkdir(exist_ok=True)
@@ -53,7 +54,7 @@ def _register(ws: Path, metrics: dict, run_dir: Path | None = None):
     write_class_file(classes, list(CLASSES))
     registry = get_registry("local")
     params = {"run_dir": str(run_dir)} if run_dir else {}
-    record = registry.register("asl", str(onnx), str(classes), metrics, params)
+    record = registry.register(NewModel("asl", str(onnx), str(classes), metrics, params))
     return registry.promote(record.id)
 
 

@@ -215,16 +215,19 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
     from asl_recognition.monitoring.dashboard import StatusSource, make_server
     from asl_recognition.monitoring.promql import PromQL
     from asl_recognition.registry import get_registry
+    from asl_recognition.registry.base import NewModel
     from asl_recognition.serving.launcher import TritonServer
     from asl_recognition.serving.repository import build_repository
 
     model = train_tiny_model(tmp_path / "run")
     sure, unsure, threshold = split_by_confidence(model["onnx"])
     registry = get_registry("local")
+    params = {"run_dir": str(model["run_dir"]), "arch": "tiny-cnn", "image_size": SIZE}
     record = registry.register(
-        "asl", str(model["onnx"]), str(model["classes"]), model["metrics"],
-        {"run_dir": str(model["run_dir"]), "arch": "tiny-cnn", "image_size": SIZE},
-        baseline_path=str(model["baseline"]),
+        NewModel(
+            "asl", str(model["onnx"]), str(model["classes"]), model["metrics"], params,
+            baseline_path=str(model["baseline"]),
+        )
     )  # fmt: skip
     registry.promote(record.id)
     repo = tmp_path / "triton_repo"

@@ -13,9 +13,22 @@ from asl_testkit import run_script
 from onnx import TensorProto, helper
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.pipeline.selection import confusion_matrix, decide, is_better, select_best
 from asl_recognition.registry import PRODUCTION_TAG
+from asl_recognition.registry.base import NewModel
 from asl_recognition.registry.local import LocalModelRegistry
+
+
+def criteria(model_id: str, mode: str = "max", holdout_tolerance: float | None = 0.0, **kw):
+    """select_best's options as the task builds them (None tolerance: the holdout gate off)."""
+    if "int8_tolerance" in kw:
+        kw["prefer_int8"] = True
+    gate = {
+        "holdout_gate": holdout_tolerance is not None,
+        "holdout_tolerance": holdout_tolerance or 0.0,
+    }
+    return SelectBestOptions(model_id=model_id, metric_mode=mode, **gate, **kw)
 
 
 def tiny_model(folder: Path) -> tuple[str, str]:
@@ -39,13 +52,8 @@ def register(registry, tmp_path: Path, name: str, **metrics) -> str:
         (tmp_path / "runs" / name / "metrics.json").write_text(
             json.dumps({"confusion_matrix": {"val": cm}})
         )
-    record = registry.register(
-        "asl",
-        onnx_path,
-        classes_path,
-        metrics=metrics,
-        params={"run_dir": str(tmp_path / "runs" / name)},
-    )
+    params = {"run_dir": str(tmp_path / "runs" / name)}
+    record = registry.register(NewModel("asl", onnx_path, classes_path, metrics, params))
     return record.id
 
 
@@ -56,13 +64,13 @@ def registry(tmp_path):
 
 def test_promote_versus_keep_both_directions(registry, tmp_path):
     first = register(registry, tmp_path, "m1", val_macro_f1=0.80)
-    decision = select_best(registry, first)
+    decision = select_best(registry, criteria(first))
     assert decision.promoted and decision.reason == "no production model yet"
     assert registry.production().id == first
     assert registry.get(first).published is True
 
     worse = register(registry, tmp_path, "m2", val_macro_f1=0.70)
-    decision = select_best(registry, worse)
+    decision = select_best(registry, criteria(worse))
     assert not decision.promoted
     assert (decision.candidate_value, decision.previous_value) == (0.70, 0.80)
     assert decision.production_model_id == first
@@ -70,56 +78,56 @@ def test_promote_versus_keep_both_directions(registry, tmp_path):
     assert PRODUCTION_TAG not in registry.get(worse).tags
 
     better = register(registry, tmp_path, "m3", val_macro_f1=0.91)
-    decision = select_best(registry, better)
+    decision = select_best(registry, criteria(better))
     assert decision.promoted and decision.production_model_id == better
     assert registry.production().id == better
     assert PRODUCTION_TAG not in registry.get(first).tags  # only one production model
     assert decision.as_dict()["previous_model_id"] == first
 
     tie = register(registry, tmp_path, "m4", val_macro_f1=0.91)
-    assert not select_best(registry, tie).promoted  # ties keep the serving model
-    assert not select_best(registry, better).promoted  # already production
+    assert not select_best(registry, criteria(tie)).promoted  # ties keep the serving model
+    assert not select_best(registry, criteria(better)).promoted  # already production
 
 
 def test_min_mode_and_other_metric(registry, tmp_path):
     a = register(registry, tmp_path, "a", val_loss=0.5, test_accuracy=0.9)
     b = register(registry, tmp_path, "b", val_loss=0.7, test_accuracy=0.95)
-    select_best(registry, a, metric="val_loss", mode="min")
-    assert not select_best(registry, b, metric="val_loss", mode="min").promoted
-    assert select_best(registry, b, metric="test_accuracy", mode="max").promoted
+    select_best(registry, criteria(a, metric="val_loss", mode="min"))
+    assert not select_best(registry, criteria(b, metric="val_loss", mode="min")).promoted
+    assert select_best(registry, criteria(b, metric="test_accuracy", mode="max")).promoted
     assert is_better(0.1, 0.2, "min") and not is_better(0.1, 0.2, "max")
     with pytest.raises(ValueError, match="mode"):
-        decide(registry, a, metric="val_loss", mode="lowest")
+        decide(registry, criteria(a, metric="val_loss", mode="lowest"))
 
 
 def test_quality_gate_refuses_a_regression_on_a_held_out_group(registry, tmp_path):
     hands = {"massey/hand4": {"accuracy": 0.70}, "massey/hand5": {"accuracy": 0.62}}
     first = register(registry, tmp_path, "g1", val_macro_f1=0.80, holdout=hands)
-    assert select_best(registry, first).promoted
+    assert select_best(registry, criteria(first)).promoted
 
     # better in distribution, but worse on hand5 by 0.05: kept out of production
     worse_hand5 = {"massey/hand4": {"accuracy": 0.75}, "massey/hand5": {"accuracy": 0.57}}
     second = register(registry, tmp_path, "g2", val_macro_f1=0.90, holdout=worse_hand5)
-    decision = select_best(registry, second)
+    decision = select_best(registry, criteria(second))
     assert not decision.promoted
     assert "massey/hand5 0.5700 < 0.6200" in decision.reason
     assert "hand4" not in decision.reason.split("groups:")[1]
     assert registry.production().id == first
 
     # the same model passes within a tolerance, or with the gate off
-    assert decide(registry, second, holdout_tolerance=0.06).promoted
-    assert decide(registry, second, holdout_tolerance=None).promoted
+    assert decide(registry, criteria(second, holdout_tolerance=0.06)).promoted
+    assert decide(registry, criteria(second, holdout_tolerance=None)).promoted
 
     # no regression on any group: promoted; a group only one model has is not compared
     fine = dict(worse_hand5, **{"massey/hand5": {"accuracy": 0.62}, "other/x": {"accuracy": 0.1}})
     third = register(registry, tmp_path, "g3", val_macro_f1=0.91, holdout=fine)
-    assert select_best(registry, third).promoted
+    assert select_best(registry, criteria(third)).promoted
 
 
 def test_missing_metric_is_an_error_not_a_promotion(registry, tmp_path):
     model = register(registry, tmp_path, "m", test_accuracy=0.9)
     with pytest.raises(ValueError, match="no numeric metric 'val_macro_f1'"):
-        select_best(registry, model)
+        select_best(registry, criteria(model))
     assert registry.production() is None
 
 
@@ -130,11 +138,12 @@ def test_confusion_matrix_read_defensively(registry, tmp_path):
     assert confusion_matrix(without) is None
     inline = registry.get(
         registry.register(
-            "asl",
-            with_cm.onnx_path,
-            with_cm.classes_path,
-            metrics={"val_macro_f1": 0.1, "test_confusion_matrix": [[1]]},
-            params={},
+            NewModel(
+                "asl",
+                with_cm.onnx_path,
+                with_cm.classes_path,
+                metrics={"val_macro_f1": 0.1, "test_confusion_matrix": [[1]]},
+            )
         ).id
     )
     assert confusion_matrix(inline, "test_accuracy") == [[1]]
@@ -189,7 +198,8 @@ def register_int8(registry, tmp_path: Path, parent_id: str, name: str, **metrics
     """A variant record as tasks/optimize_model.py registers it (variant/parent in params)."""
     onnx_path, classes_path = tiny_model(tmp_path / "runs" / name)
     params = {"variant": "int8", "parent": parent_id}
-    return registry.register("asl", onnx_path, classes_path, metrics=metrics, params=params).id
+    model = NewModel("asl", onnx_path, classes_path, metrics, params, parent_id=parent_id)
+    return registry.register(model).id
 
 
 def test_prefer_int8_serves_a_variant_only_within_tolerance(registry, tmp_path):
@@ -198,17 +208,17 @@ def test_prefer_int8_serves_a_variant_only_within_tolerance(registry, tmp_path):
         registry, tmp_path, fp32, "lossy", val_macro_f1=0.8, holdout_accuracy=0.6
     )
     # too lossy: the fp32 model itself is promoted
-    decision = select_best(registry, fp32, int8_tolerance=0.01)
+    decision = select_best(registry, criteria(fp32, int8_tolerance=0.01))
     assert decision.production_model_id == fp32 and registry.production().id == fp32
     assert lossy != fp32
     close = register(registry, tmp_path, "fp32b", val_macro_f1=0.9, holdout_accuracy=0.72)
     good = register_int8(
         registry, tmp_path, close, "good", val_macro_f1=0.9, holdout_accuracy=0.715
     )
-    decision = select_best(registry, close, int8_tolerance=0.01)
+    decision = select_best(registry, criteria(close, int8_tolerance=0.01))
     assert decision.promoted and "INT8 variant" in decision.reason
     assert decision.production_model_id == good and registry.production().id == good
     # the flag off (None): the fp32 model, even with a good variant
     third = register(registry, tmp_path, "fp32c", val_macro_f1=0.95, holdout_accuracy=0.75)
     register_int8(registry, tmp_path, third, "good2", val_macro_f1=0.95, holdout_accuracy=0.75)
-    assert select_best(registry, third).production_model_id == third
+    assert select_best(registry, criteria(third)).production_model_id == third

@@ -275,6 +275,7 @@ def test_source_training_task_fetches_artifacts_by_id(tiny_models) -> None:
 def test_source_registry_production_model(tiny_models, tmp_path, monkeypatch) -> None:
     """The real local registry: register, promote, then resolve 'production' and the id."""
     from asl_recognition.registry import get_registry
+    from asl_recognition.registry.base import NewModel
 
     monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path))
     monkeypatch.setenv("ASL_OFFLINE", "1")
@@ -282,7 +283,7 @@ def test_source_registry_production_model(tiny_models, tmp_path, monkeypatch) ->
     with pytest.raises(ModelSourceError, match="production"):
         resolve_model(model_id="production", registry=registry)
     a = tiny_models["a"]
-    record = registry.register("asl", str(a.onnx), str(a.classes), metrics={}, params={})
+    record = registry.register(NewModel("asl", str(a.onnx), str(a.classes)))
     registry.promote(record.id)
     onnx, classes = resolve_model(model_id="production", registry=registry)
     assert onnx.read_bytes() == a.onnx.read_bytes() and read_class_file(str(classes))
