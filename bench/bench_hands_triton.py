@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 from bench_report import publish  # noqa: E402
 from bench_triton import summarise  # noqa: E402
 
-from asl_recognition.netutil import free_port  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA  # noqa: E402
 from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.repository import build_repository  # noqa: E402
@@ -154,15 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def start_server(repo: Path, work: Path) -> TritonServer:
-    ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
-    server = TritonServer(repo, model_control_mode="none", log_path=work / "triton.log", **ports)
-    server.start()
-    try:
-        server.wait_ready(120)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    log = work / "triton.log"
+    return TritonServer.on_free_ports(repo, model_control_mode="none", log_path=log).start_ready(
+        120
+    )
 
 
 def measure(args, onnx_path: Path, photos: list[Path], server: TritonServer) -> list[dict]:

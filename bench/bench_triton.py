@@ -28,7 +28,6 @@ from bench_report import publish  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from asl_recognition.imageio import load_rgb  # noqa: E402
-from asl_recognition.netutil import free_port  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES  # noqa: E402
 from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.onnx_introspect import read_signature  # noqa: E402
@@ -210,11 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="asl-bench-") as tmp:
         repo = Path(tmp) / "repo"
         build_bench_repo(onnx_path, classes_path, repo)
-        server = TritonServer(
+        server = TritonServer.on_free_ports(
             repo,
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
             model_control_mode="none",
             log_path=Path(tmp) / "triton.log",
             exit_timeout_secs=3,

@@ -19,23 +19,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.optimize.options import OptimizeOptions
-from asl_recognition.options import parse
-from asl_recognition.tracking import init_task
+from asl_recognition.optimize.variants import OptimizeError
+from asl_recognition.tracking import TaskContext, task_entry
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse(OptimizeOptions, argv, __doc__)
-    ctx = init_task("ASL", "optimize_model", options, task_type="custom")
+@task_entry(OptimizeOptions, "custom", (OptimizeError,), refusal_code=1)
+def main(ctx: TaskContext) -> dict:
     from asl_recognition.optimize.run import run_optimize
-    from asl_recognition.optimize.variants import OptimizeError
 
-    try:
-        outputs = run_optimize(ctx.options, ctx=ctx)
-    except OptimizeError as exc:
-        ctx.fail(f"optimize_model: error: {exc}", code=1)
-    ctx.record_outputs(**outputs)
-    ctx.close()
-    return 0
+    return run_optimize(ctx.options, ctx=ctx)
 
 
 if __name__ == "__main__":

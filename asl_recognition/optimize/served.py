@@ -124,7 +124,6 @@ def serve_and_drive(
     name: str = "asl",
 ) -> dict[str, dict[str, Any]]:
     """Each variant served by one local Triton and driven in turn (see the module docstring)."""
-    from asl_recognition.netutil import free_port
     from asl_recognition.serving.launcher import TritonServer
     from asl_recognition.serving.onnx_introspect import read_signature
     from asl_recognition.serving.repository import build_repository
@@ -137,14 +136,9 @@ def serve_and_drive(
                 path, classes_path, repo, model_name=f"{name}_{variant}", ensemble=False
             )
             served[variant] = (built["onnx_model"], read_signature(path).outputs[0].name)
-        ports = {key: free_port() for key in ("http_port", "grpc_port", "metrics_port")}
         log = log_dir / "triton_throughput.log"
-        server = TritonServer(repo, model_control_mode="none", log_path=log, **ports)
-        server.start()
-        try:
-            server.wait_ready(READY_SECONDS)
+        server = TritonServer.on_free_ports(repo, model_control_mode="none", log_path=log)
+        with server.start_ready(READY_SECONDS):
             return drive_interleaved(
                 server.http_url, served, samples, feeds, requests, concurrency
             )
-        finally:
-            server.stop()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from asl_recognition import processes
+from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import (
     Child,
@@ -265,14 +266,24 @@ class TritonServer:
             self._backend_dir = None
         return code
 
-    def __enter__(self) -> "TritonServer":
+    @classmethod
+    def on_free_ports(cls, repo: str | Path, **kwargs: object) -> "TritonServer":
+        """A server (not started) on three free loopback ports: tests, benches, measurements."""
+        ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
+        return cls(repo, **ports, **kwargs)  # type: ignore[arg-type]
+
+    def start_ready(self, timeout: float = 60.0) -> "TritonServer":
+        """Start and wait until ready; a server that never gets ready is stopped, not leaked."""
         self.start()
         try:
-            self.wait_ready()
+            self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def __enter__(self) -> "TritonServer":
+        return self.start_ready()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

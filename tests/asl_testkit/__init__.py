@@ -164,19 +164,14 @@ class LazyModels(dict):
 
 
 def start_server(repo: Path, log_dir: Path, **kwargs):
+    """A real local tritonserver on free ports, ready; its own log file under ``log_dir``."""
+    import tempfile
+
     from asl_recognition.serving.launcher import TritonServer
 
-    ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
-    server = TritonServer(
-        repo, log_path=log_dir / f"triton-{ports['http_port']}.log", **ports, **kwargs
-    )
-    server.start()
-    try:
-        server.wait_ready(90)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = Path(tempfile.mkstemp(prefix="triton-", suffix=".log", dir=log_dir)[1])
+    return TritonServer.on_free_ports(repo, log_path=log, **kwargs).start_ready(90)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
