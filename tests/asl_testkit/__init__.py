@@ -9,9 +9,11 @@ yet exercise genuinely different models (image size, classes, architecture).
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 SUBSET = ["A", "B", "C", "L", "Y"]
+MERGED_PER_CLASS = 4  # Kaggle frames per class beside the Massey crops in the data tests
 
 
 @dataclass
@@ -50,6 +53,17 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+def kaggle_slice(
+    sample_dir: Path, target: Path, start: int, per_class: int = MERGED_PER_CLASS
+) -> Path:
+    """Frames ``start``..``start+per_class`` of every class, copied as a Kaggle-style folder."""
+    for cls in CLASSES:
+        (target / cls).mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[start : start + per_class]:
+            shutil.copyfile(src, target / cls / src.name)
+    return target
 
 
 def load_images(classes: list[str], size: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,3 +282,32 @@ def recipe_steps(recipe: str = "configs/run.yaml") -> list[str]:
 
     values = {**ASL_DAG.param_defaults(), **load_recipe(ASL_DAG, REPO_ROOT / recipe)}
     return [step.name for step in active_steps(ASL_DAG, values)]
+
+
+class BackgroundLoop:
+    """``tick()`` every ``period`` seconds in a daemon thread while inside ``with``: traffic."""
+
+    period = 0.1
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the loop used (a client), after the thread ended."""
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.tick()
+
+    def __enter__(self) -> "BackgroundLoop":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.close()

@@ -35,6 +35,13 @@ def _frame(path: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _stage(source: Path, dest: Path, image_size: int) -> Path:
+    """``source`` resized as the data stage stores images (RGB JPEG, quality 95)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(source).convert("RGB").resize((image_size, image_size)).save(dest, quality=95)
+    return dest
+
+
 def publish_sample(
     workdir: Path,
     image_size: int = TEST_SIZE,
@@ -76,10 +83,7 @@ def publish_sample(
             if empty:
                 continue
             rel = f"{split}/{cls}/{path.name}"
-            dest = staging / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            Image.open(path).convert("RGB").resize((image_size, image_size)).save(dest, quality=95)
-            files[rel] = dest
+            files[rel] = _stage(path, staging / rel, image_size)
             splits[split].append(
                 {
                     "path": rel,
@@ -94,10 +98,7 @@ def publish_sample(
         if hand not in holdout_hands or path.parent.name not in classes:
             continue
         rel = f"holdout/{path.parent.name}/{path.stem}.jpg"
-        dest = staging / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(path).convert("RGB").resize((image_size, image_size)).save(dest, quality=95)
-        files[rel] = dest
+        files[rel] = _stage(path, staging / rel, image_size)
         splits["holdout"].append(
             {
                 "path": rel,

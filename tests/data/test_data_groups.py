@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -25,38 +24,18 @@ from asl_recognition.data.groups import (
     split_whole_groups,
 )
 from asl_recognition.data.publish import publish_dataset
-from asl_recognition.data.raw import validate_raw
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.store import get_store
 from asl_recognition.store.base import MANIFEST_NAME
 
-EXTERNAL = REPO_ROOT / "data" / "external_sample"
-PER_CLASS = 4
 SIZE = 16  # small: these tests are about where files go, not pixels
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path):
-    """One merged raw version (kaggle + massey) in a workspace shared by this module."""
-    if not any(EXTERNAL.glob("*/*.jpeg")):
-        pytest.skip(f"{EXTERNAL} holds no images")
-    ws = tmp_path_factory.mktemp("ws")
-    kaggle = tmp_path_factory.mktemp("k") / "frames"
-    for cls in CLASSES:
-        (kaggle / cls).mkdir(parents=True)
-        for src in sorted((sample_dir / cls).glob("*.jpg"))[:PER_CLASS]:
-            shutil.copyfile(src, kaggle / cls / src.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("ASL_OFFLINE", "1")
-        out = validate_raw(
-            [f"kaggle={kaggle}", f"massey={EXTERNAL}"],
-            min_per_class=PER_CLASS,
-            report_dir=ws / "rep",
-            progress=False,
-        )
-        yield {"ws": ws, "id": out["raw_dataset_id"]}
+def raw(merged: dict) -> dict:
+    """The merged raw version (kaggle + massey) of this module's workspace."""
+    return {"ws": merged["ws"], "id": merged["out"]["raw_dataset_id"]}
 
 
 @pytest.fixture

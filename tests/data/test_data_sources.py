@@ -7,13 +7,12 @@ data/external_sample (which has no del/nothing/space: fine, the minimum applies 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from unittest.mock import Mock
 
 import pandas as pd
 import pytest
-from asl_testkit import run_script
+from asl_testkit import MERGED_PER_CLASS, kaggle_slice, run_script
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
@@ -27,47 +26,13 @@ from asl_recognition.data.sources import (
     signer_of,
     split_list,
 )
-from asl_recognition.paths import REPO_ROOT
 from asl_recognition.store import get_store
 from asl_recognition.store.base import MANIFEST_NAME
 from asl_recognition.store.clearml_store import ClearMLDatasetStore
 from asl_recognition.store.local import LocalDatasetStore
 
-EXTERNAL = REPO_ROOT / "data" / "external_sample"
-PER_CLASS = 4
+PER_CLASS = MERGED_PER_CLASS
 LETTERS_ONLY = ["del", "nothing", "space"]
-
-
-def kaggle_slice(sample_dir: Path, target: Path, start: int, per_class: int = PER_CLASS) -> Path:
-    for cls in CLASSES:
-        (target / cls).mkdir(parents=True)
-        for src in sorted((sample_dir / cls).glob("*.jpg"))[start : start + per_class]:
-            shutil.copyfile(src, target / cls / src.name)
-    return target
-
-
-@pytest.fixture(scope="module")
-def external_dir() -> Path:
-    if not any(EXTERNAL.glob("*/*.jpeg")):
-        pytest.skip(f"{EXTERNAL} holds no images")
-    return EXTERNAL
-
-
-@pytest.fixture(scope="module")
-def merged(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, external_dir: Path):
-    """Kaggle slice + Massey sample validated into ONE raw version (module workspace)."""
-    ws = tmp_path_factory.mktemp("ws")
-    kaggle = kaggle_slice(sample_dir, tmp_path_factory.mktemp("k") / "frames", 0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("ASL_OFFLINE", "1")
-        out = validate_raw(
-            [f"kaggle={kaggle}", f"massey={external_dir}"],
-            min_per_class=PER_CLASS,
-            report_dir=ws / "rep",
-            progress=False,
-        )
-        yield {"ws": ws, "out": out, "kaggle": kaggle, "store": get_store()}
 
 
 def test_merged_version_keeps_every_file_under_its_source(merged, external_dir: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import export_images_model, fit, free_port
+from asl_testkit import BackgroundLoop, export_images_model, fit, free_port
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
@@ -144,40 +144,33 @@ def split_by_confidence(onnx_path: Path, k: int = 40) -> tuple[np.ndarray, np.nd
     return images[sure], images[unsure], (lo + hi) / 2
 
 
-class Traffic:
+class Traffic(BackgroundLoop):
     """Batch-1 HTTP inference in a background thread; ``mode`` switches the image set."""
+
+    period = 0.04
 
     def __init__(self, url: str, sets: dict[str, np.ndarray]) -> None:
         import tritonclient.http as http
 
+        super().__init__()
         self.http = http
         self.client = http.InferenceServerClient(url)
         self.sets, self.mode, self.sent, self.errors = sets, "sure", 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._next = 0
 
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            images = self.sets[self.mode]
-            batch = images[i % len(images)][None]
-            inp = self.http.InferInput("images", list(batch.shape), "UINT8")
-            inp.set_data_from_numpy(batch)
-            try:
-                self.client.infer("asl", [inp])
-                self.sent += 1
-            except Exception as exc:  # noqa: BLE001 - recorded and asserted on
-                self.errors.append(repr(exc))
-            i += 1
-            time.sleep(0.04)
+    def tick(self) -> None:
+        images = self.sets[self.mode]
+        batch = images[self._next % len(images)][None]
+        self._next += 1
+        inp = self.http.InferInput("images", list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        try:
+            self.client.infer("asl", [inp])
+            self.sent += 1
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted on
+            self.errors.append(repr(exc))
 
-    def __enter__(self) -> "Traffic":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def close(self) -> None:
         self.client.close()
 
 

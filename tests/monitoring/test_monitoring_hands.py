@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from asl_testkit import BackgroundLoop
 
 from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
 from asl_recognition.monitoring.promql import PromQL
@@ -140,12 +141,12 @@ def load_step(endpoint: MockMetricsEndpoint, monkeypatch, tmp_path: Path) -> Any
     return step
 
 
-class Traffic:
+class Traffic(BackgroundLoop):
     """Batches of 10 images through the step every 0.1 s; ``mode`` picks healthy or drifted."""
 
     def __init__(self, step: Any) -> None:
-        self.step, self.mode, self._stop = step, "healthy", threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.step, self.mode = step, "healthy"
 
     def batch(self) -> dict[str, np.ndarray]:
         probs = np.full((10, CLASSES), 0.1 / (CLASSES - 1), np.float32)
@@ -156,17 +157,8 @@ class Traffic:
             probs[0] = np.nan
         return {"probabilities": probs, self.step.hand_input_name: found}
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.step.execute([self.batch()])
-
-    def __enter__(self) -> "Traffic":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def tick(self) -> None:
+        self.step.execute([self.batch()])
 
 
 def chromium_dom(url: str, tmp: Path) -> str:

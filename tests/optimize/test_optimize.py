@@ -16,19 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit.published import trained_model
 
 from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT
-
-
-@pytest.fixture()
-def trained(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """The shared trained model, with ASL_WORKSPACE pointing at its workspace."""
-    workspace, record = trained_model(tmp_path_factory)
-    monkeypatch.setenv("ASL_WORKSPACE", str(workspace))
-    monkeypatch.setenv("ASL_OFFLINE", "1")
-    return workspace, record
 
 
 def _test_images(record, count: int = 64) -> np.ndarray:

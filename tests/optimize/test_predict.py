@@ -14,19 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from asl_testkit.published import trained_model
 
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture()
-def trained(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    workspace, record = trained_model(tmp_path_factory)
-    monkeypatch.setenv("ASL_WORKSPACE", str(workspace))
-    monkeypatch.setenv("ASL_OFFLINE", "1")
-    return workspace, record
 
 
 def _images() -> list[Path]:

@@ -362,6 +362,18 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
+def sigterm_within(proc: subprocess.Popen, seconds: float, what: str) -> None:
+    """SIGTERM ``proc``; it must have exited within ``seconds`` (else it is killed, and fails)."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"{what} ignored SIGTERM for {seconds} s")
+    assert time.monotonic() - sent < seconds
+
+
 def test_sigterm_stops_a_task_after_task_init(tmp_path):
     env = agent_env(tmp_path, "sigterm")
     ws = Path(env["ASL_WORKSPACE"])
@@ -375,15 +387,8 @@ def test_sigterm_stops_a_task_after_task_init(tmp_path):
     )
     # validate_raw creates its report folder once Task.init has returned: the task is running
     wait_for(lambda: (ws / "reports" / "ASL_raw").is_dir(), DEADLINE_S, proc)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("validate_raw ignored SIGTERM for 10 s")
+    sigterm_within(proc, 10, "validate_raw")
     assert proc.returncode == 128 + signal.SIGTERM, proc.stdout.read()[-2000:]
-    assert time.monotonic() - sent < 10
 
 
 def test_sigterm_stops_the_local_executor_and_its_running_step(tmp_path):
@@ -405,14 +410,7 @@ def test_sigterm_stops_the_local_executor_and_its_running_step(tmp_path):
         return bool(steps) and any((s / "task.json").is_file() for s in sessions(ws))
 
     wait_for(step_running, DEADLINE_S, proc)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("the local executor ignored SIGTERM for 15 s")
-    assert time.monotonic() - sent < 15
+    sigterm_within(proc, 15, "the local executor")
     assert proc.returncode != 0
     assert not [pid for pid in steps if alive(pid)], "the step process outlived the executor"
     (state_path,) = (ws / "pipeline_runs").glob("*/state.json")
