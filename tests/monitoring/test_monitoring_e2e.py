@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import BackgroundLoop, export_images_model, fit, free_port
+from asl_testkit import BackgroundLoop, chromium_page, export_images_model, fit, free_port
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
@@ -178,28 +177,6 @@ def prom_query(base: str, expr: str) -> list:
     url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.load(resp)["data"]["result"]
-
-
-def chromium_page(url: str, tmp: Path, screenshot: Path | None = None) -> str:
-    """Headless Debian chromium: the rendered DOM, and optionally a PNG screenshot."""
-    browser = find_tool("chromium") or shutil.which("chromium-browser")
-    if not browser:
-        pytest.skip("chromium missing: run scripts/install_system_deps.sh")
-    base = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp / 'chromium-profile'}",
-    ]  # fmt: skip
-    if screenshot is not None:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(
-            [*base, f"--screenshot={screenshot}", "--window-size=1400,1500", url],
-            capture_output=True, text=True, timeout=90,
-        )  # fmt: skip
-        assert screenshot.is_file() and screenshot.stat().st_size > 10_000, res.stderr[-2000:]
-    res = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return res.stdout
 
 
 def test_low_confidence_alert_fires_and_resolves_end_to_end(

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from asl_testkit import BackgroundLoop
+from asl_testkit import BackgroundLoop, chromium_page
 
 from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
 from asl_recognition.monitoring.promql import PromQL
@@ -161,20 +159,6 @@ class Traffic(BackgroundLoop):
         self.step.execute([self.batch()])
 
 
-def chromium_dom(url: str, tmp: Path) -> str:
-    browser = find_tool("chromium") or shutil.which("chromium-browser")
-    if not browser:
-        pytest.skip("chromium missing: run scripts/install_system_deps.sh")
-    cmd = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp / 'chromium-profile'}", "--dump-dom", url,
-    ]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return res.stdout
-
-
 def api_status(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url + "api/status", timeout=10) as resp:
         return json.load(resp)
@@ -240,7 +224,7 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
             assert fired, f"alerts did not fire; events {hook.events()}"
             values = api_status(page_url)["live"]["values"]
             assert values["hand_found_ratio"] < 0.6 and values["nonfinite_predictions"] > 0
-            dom = chromium_dom(page_url, tmp_path)
+            dom = chromium_page(page_url, tmp_path)
             for text in (*ALERTS, "hands found (10s)", "NaN/Inf prediction rows (10s)"):
                 assert text in dom, f"{text!r} missing from the status page"
 
