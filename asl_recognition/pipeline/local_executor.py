@@ -286,43 +286,67 @@ class LocalExecutor:
         return self.state
 
     def _run_step(self, step: Step, index: int, total: int) -> None:
+        """Reuse, skip, take from the cache, or run one step; record what happened."""
         info = self.state["steps"][step.name]
         header = f"==> [{index}/{total}] {step.name}"
-        if info.get("status") in DONE:
-            how = "cached" if info["status"] == "cached" else info["status"]
-            self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
-            return
-        reason = step.skip_reason(self.params)
-        if reason:
-            outputs = {k: resolve(v, self.params, {}) for k, v in step.skip_outputs.items()}
-            info.update(status="skipped", outputs=outputs, ended=now())
-            self._save()
-            self._print(f"{header}: skipped ({reason})")
+        if self._reused_or_skipped(step, info, header):
             return
         try:
             args = {k: resolve(v, self.params, self.outputs()) for k, v in step.args.items()}
         except UnresolvedReference as exc:
             raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
         argv = step_argv(step, args)
-        command = [self.python, step.script, *argv]
         key = self._cache_key(step, argv)
-        if step.cache and self.use_cache:
-            hit = self._cache_lookup(key)
-            if hit:
-                info.update(
-                    status="cached",
-                    argv=argv,
-                    outputs=hit["outputs"],
-                    cached_from=hit["run_id"],
-                    ended=now(),
-                )
-                self._save()
-                self._print(
-                    f"{header}: cached (same script and arguments as run {hit['run_id']}) "
-                    + self._format_outputs(hit["outputs"])
-                )
-                return
-        self._print(f"{header}: {' '.join(command[1:])}")
+        if step.cache and self.use_cache and self._cached(key, info, argv, header):
+            return
+        outputs, duration = self._execute(step, info, argv, f"[{index}/{total}] {step.name}")
+        if step.cache:
+            self._cache_store(key, step, outputs)
+        self._print(
+            f"<== [{index}/{total}] {step.name} done in {duration:.0f} s "
+            + self._format_outputs(outputs)
+        )
+
+    def _reused_or_skipped(self, step: Step, info: dict[str, Any], header: str) -> bool:
+        """Done earlier in this run (a resume), or skipped by the recipe (a given raw_version)."""
+        if info.get("status") in DONE:
+            how = "cached" if info["status"] == "cached" else info["status"]
+            self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
+            return True
+        reason = step.skip_reason(self.params)
+        if not reason:
+            return False
+        outputs = {k: resolve(v, self.params, {}) for k, v in step.skip_outputs.items()}
+        info.update(status="skipped", outputs=outputs, ended=now())
+        self._save()
+        self._print(f"{header}: skipped ({reason})")
+        return True
+
+    def _cached(self, key: str, info: dict[str, Any], argv: list[str], header: str) -> bool:
+        """Outputs of an earlier run with the same script digest and arguments, when valid."""
+        hit = self._cache_lookup(key)
+        if not hit:
+            return False
+        info.update(
+            status="cached",
+            argv=argv,
+            outputs=hit["outputs"],
+            cached_from=hit["run_id"],
+            ended=now(),
+        )
+        self._save()
+        self._print(
+            f"{header}: cached (same script and arguments as run {hit['run_id']}) "
+            + self._format_outputs(hit["outputs"])
+        )
+        return True
+
+    def _execute(
+        self, step: Step, info: dict[str, Any], argv: list[str], label: str
+    ) -> tuple[dict[str, Any], float]:
+        """Run the step's script as a child; its outputs, or StepFailed with the error line."""
+        command = [self.python, step.script, *argv]
+        self._print(f"==> {label}: {' '.join(command[1:])}")
         step_dir = self.run_dir / step.name
         step_dir.mkdir(parents=True, exist_ok=True)
         outputs_file = step_dir / "outputs.json"
@@ -334,18 +358,15 @@ class LocalExecutor:
         )
         self._save()
         returncode, stderr_tail = self._spawn(command, step, outputs_file, step_dir)
-        info["ended"] = now()
-        info["returncode"] = returncode
-        duration = (
-            datetime.fromisoformat(info["ended"]) - datetime.fromisoformat(info["started"])
-        ).total_seconds()
-        info["duration_s"] = duration
+        info.update(ended=now(), returncode=returncode)
+        started, ended = (datetime.fromisoformat(info[k]) for k in ("started", "ended"))
+        info["duration_s"] = duration = (ended - started).total_seconds()
         if returncode != 0:
             error = _last_error_line(stderr_tail)
             tail = "\n".join(stderr_tail.replace("\r", "\n").splitlines()[-TAIL_LINES:])
             info.update(status="failed", error=error, stderr_tail=tail)
             self._save()
-            self._print(f"<== [{index}/{total}] {step.name} FAILED (exit code {returncode})")
+            self._print(f"<== {label} FAILED (exit code {returncode})")
             raise StepFailed(step.name, returncode, error, tail, step_dir)
         outputs = _read_json(outputs_file, {})
         missing = sorted(self._required_outputs(step) - set(outputs))
@@ -356,12 +377,7 @@ class LocalExecutor:
             raise StepFailed(step.name, 0, error, "", step_dir)
         info.update(status="completed", outputs=outputs)
         self._save()
-        if step.cache:
-            self._cache_store(key, step, outputs)
-        self._print(
-            f"<== [{index}/{total}] {step.name} done in {duration:.0f} s "
-            + self._format_outputs(outputs)
-        )
+        return outputs, duration
 
     def _spawn(
         self, command: list[str], step: Step, outputs_file: Path, step_dir: Path
