@@ -8,6 +8,7 @@ yet exercise genuinely different models (image size, classes, architecture).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -18,7 +19,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,20 @@ class TinyModel:
     classes: Path
     image_size: int
     class_names: list[str]
+
+
+@contextlib.contextmanager
+def offline_workspace(ws: Path) -> Iterator[None]:
+    """``ASL_WORKSPACE=ws`` with ClearML offline and no server configured, for a fixture wider
+    than one test (the ``monkeypatch`` fixture is per test)."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASL_WORKSPACE", str(ws))
+        mp.setenv("ASL_OFFLINE", "1")
+        for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
+            mp.delenv(key, raising=False)
+        yield
 
 
 def run_script(

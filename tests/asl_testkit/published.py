@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asl_testkit import offline_workspace
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
@@ -137,9 +138,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory):
     """
     if "model" not in _TRAINED:
         root = tmp_path_factory.mktemp("optimize")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("ASL_WORKSPACE", str(root / "ws"))
-            mp.setenv("ASL_OFFLINE", "1")
+        with offline_workspace(root / "ws"):
             from asl_recognition.registry import get_registry
             from asl_recognition.training.run import run_training
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from asl_testkit import MERGED_PER_CLASS, kaggle_slice
+from asl_testkit import MERGED_PER_CLASS, kaggle_slice, offline_workspace
 
 from asl_recognition.data.raw import validate_raw
 from asl_recognition.paths import REPO_ROOT
@@ -27,9 +27,7 @@ def merged(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, external_
     """Kaggle slice + Massey sample validated into ONE raw version (a workspace per module)."""
     ws = tmp_path_factory.mktemp("ws")
     kaggle = kaggle_slice(sample_dir, tmp_path_factory.mktemp("k") / "frames", 0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("ASL_OFFLINE", "1")
+    with offline_workspace(ws):
         out = validate_raw(
             [f"kaggle={kaggle}", f"massey={external_dir}"],
             min_per_class=MERGED_PER_CLASS,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from asl_testkit import run_script
+from asl_testkit import offline_workspace, run_script
 from test_store_clearml import make_mock_dataset, mock_artifact, mock_dataset_cls  # noqa: F401
 
 from asl_recognition.classes import CLASSES
@@ -72,9 +72,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Pub
     first = _copy([p for cls in CLASSES for p in frames[cls][:3]], src / "kaggle")
     second = _copy([p for cls in CLASSES for p in frames[cls][3:5]], src / "kaggle2")
     massey = _copy(sorted(EXTERNAL_SAMPLE.glob("*/hand4_*")), src / "massey")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("ASL_OFFLINE", "1")
+    with offline_workspace(ws):
         raw1 = validate_raw(
             [f"kaggle={first}", f"massey={massey}"], 3, ws / "rep1", progress=False
         )

@@ -11,6 +11,7 @@ from unittest.mock import Mock
 
 import pandas as pd
 import pytest
+from asl_testkit import offline_workspace
 from PIL import Image
 
 from asl_recognition.classes import CLASSES
@@ -39,9 +40,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
 def published(tmp_path_factory: pytest.TempPathFactory, source: Path):
     """The source validated and published once, in a workspace shared by this module."""
     ws = tmp_path_factory.mktemp("ws")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("ASL_OFFLINE", "1")
+    with offline_workspace(ws):
         raw = validate_raw(source, min_per_class=PER_CLASS, report_dir=ws / "rep", progress=False)
         out = publish_dataset(progress=False)
         yield {"ws": ws, "raw": raw, "out": out, "store": get_store()}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from asl_testkit import offline_workspace
 from asl_testkit.published import HOLDOUT_HANDS, publish_sample, train_options
 
 from asl_recognition.options import from_mapping
@@ -33,9 +34,7 @@ def landmark_model(tmp_path_factory):
 
     ensure_models()
     root = tmp_path_factory.mktemp("landmarks")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(root / "ws"))
-        mp.setenv("ASL_OFFLINE", "1")
+    with offline_workspace(root / "ws"):
         dataset_id = publish_sample(root, per_class=5, holdout_hands=HOLDOUT_HANDS)
         landmarks_id = publish_landmarks(dataset_id, progress=False)["landmarks_id"]
         options = train_options(

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from asl_testkit import offline_workspace
 from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
 from asl_testkit.published import EXTERNAL_SAMPLE, publish_sample, train_options
 
@@ -47,11 +48,7 @@ def landmarked(tmp_path_factory) -> Landmarked:
     ensure_models()
     root = tmp_path_factory.mktemp("landmarks")
     ws = root / "ws"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("CLEARML_OFFLINE_MODE", "1")
-        for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
-            mp.delenv(key, raising=False)
+    with offline_workspace(ws):
         dataset_id = publish_sample(root / "a", per_class=PER_CLASS)
         landmarks = publish_landmarks(dataset_id, progress=False)
         other_id = publish_sample(root / "b", per_class=PER_CLASS, split_seed=1)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from asl_testkit import offline_workspace
 from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
 from asl_testkit.published import publish_sample, train_options
 
@@ -56,11 +57,7 @@ class Prior:
 def prior(tmp_path_factory) -> Prior:
     root = tmp_path_factory.mktemp("inputs")
     ws = root / "ws"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ASL_WORKSPACE", str(ws))
-        mp.setenv("CLEARML_OFFLINE_MODE", "1")
-        for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
-            mp.delenv(key, raising=False)
+    with offline_workspace(ws):
         dataset_id = publish_sample(root)
         previous = ws / "runs" / "previous"
         out = run_training(train_options(**FAST, max_steps=2, output_dir=str(previous)))
