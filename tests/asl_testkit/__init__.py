@@ -18,8 +18,9 @@ import threading
 import warnings
 import zlib
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image
@@ -352,3 +353,33 @@ def chromium_page(url: str, tmp: Path, screenshot: Path | None = None) -> str:
     res = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
+
+
+Respond = Callable[[BaseHTTPRequestHandler], tuple[int, str, bytes]]
+
+
+class LoopbackServer:
+    """A real HTTP server on a free loopback port; ``respond(request)`` answers every GET with
+    (status, content type, body). Stubs of Prometheus's API and Triton's metrics are built on it.
+    """
+
+    def __init__(self, respond: Respond) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                status, content_type, body = respond(self)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from asl_testkit import LoopbackServer
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.monitoring.alert_rules import alert_rules
@@ -233,39 +234,27 @@ class PrometheusStub:
         self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.queries: list[str] = []
         self.auth: list[str | None] = []
-        stub = self
+        self.server = LoopbackServer(self.respond)
+        self.port = self.server.port
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                url = urllib.parse.urlparse(self.path)
-                stub.auth.append(self.headers.get("Authorization"))
-                if self.headers.get("Authorization") != stub.expected:
-                    self.send_error(401)
-                    return
-                query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
-                stub.queries.append(query)
-                if url.path == "/api/v1/alerts":
-                    data: dict = {"alerts": []}
-                elif url.path == "/api/v1/query" and query.startswith("max(up{"):
-                    data = {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}
-                else:
-                    data = {"resultType": "vector", "result": []}
-                body = json.dumps({"status": "success", "data": data}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.port = self.server.server_address[1]
+    def respond(self, request: BaseHTTPRequestHandler) -> tuple[int, str, bytes]:
+        url = urllib.parse.urlparse(request.path)
+        self.auth.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != self.expected:
+            return 401, "text/plain", b"unauthorised"
+        query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+        self.queries.append(query)
+        if url.path == "/api/v1/alerts":
+            data: dict = {"alerts": []}
+        elif url.path == "/api/v1/query" and query.startswith("max(up{"):
+            data = {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}
+        else:
+            data = {"resultType": "vector", "result": []}
+        body = json.dumps({"status": "success", "data": data}).encode()
+        return 200, "application/json", body
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 def test_prometheus_password_is_used_but_never_shown(asl_workspace: Path) -> None:

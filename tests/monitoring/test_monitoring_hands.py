@@ -18,13 +18,12 @@ import threading
 import time
 import types
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from asl_testkit import BackgroundLoop, chromium_page
+from asl_testkit import BackgroundLoop, LoopbackServer, chromium_page
 
 from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
 from asl_recognition.monitoring.promql import PromQL
@@ -82,7 +81,7 @@ class MockMetricsEndpoint:
         )
         self.module.Tensor = lambda name, array: (name, array)
         self.module.InferenceResponse = lambda output_tensors: output_tensors
-        self.server: ThreadingHTTPServer | None = None
+        self.server: LoopbackServer | None = None
 
     def text(self) -> str:
         """Prometheus text exposition of every family the step created."""
@@ -97,28 +96,13 @@ class MockMetricsEndpoint:
 
     def start(self) -> str:
         """Serve ``/metrics`` on loopback; returns ``host:port`` for Prometheus."""
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                body = endpoint.text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        exposition = "text/plain; version=0.0.4"
+        self.server = LoopbackServer(lambda request: (200, exposition, self.text().encode()))
+        return f"127.0.0.1:{self.server.port}"
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
 
 
 def load_step(endpoint: MockMetricsEndpoint, monkeypatch, tmp_path: Path) -> Any:
