@@ -31,6 +31,7 @@ so two versions of one graph must not share a cache); a plain model serves all k
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -50,12 +51,13 @@ from asl_recognition.serving.onnx_introspect import (
     model_kind,
     read_signature,
 )
+from asl_recognition.serving.options import BuildTritonRepoOptions
 
 METRICS_MODEL_SOURCE = Path(__file__).with_name("metrics_step_model.py")
 LABELS_FILE = "labels.txt"
 MODEL_FILE = "model.onnx"
 VERSION_CLASSES_FILE = "classes.txt"
-DEFAULT_MAX_QUEUE_DELAY_US = 500
+DEFAULT_MAX_QUEUE_DELAY_US = BuildTritonRepoOptions.max_queue_delay_us
 # Where the GPU image keeps TensorRT engines (a writable volume; the repository is read-only).
 DEFAULT_TRT_CACHE_DIR = "/trt_cache"
 # Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
@@ -552,21 +554,14 @@ def build_repository(
     onnx_path: str | Path,
     classes_path: str | Path,
     repo_dir: str | Path,
-    model_name: str = "asl",
-    max_batch_size: int = 32,
-    instances: int = 1,
-    kind: str = "cpu",
-    tensorrt: bool = False,
-    keep_versions: int = 2,
-    ensemble: bool = True,
-    low_confidence_threshold: float = 0.5,
-    dynamic_batching: bool = True,
-    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
+    settings: BuildTritonRepoOptions | None = None,
     trt_cache_dir: str = DEFAULT_TRT_CACHE_DIR,
-    hand_instances: int = 1,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Add ``onnx_path`` as the newest version of ``model_name`` in ``repo_dir``.
+    """Add ``onnx_path`` as the newest version of ``settings.model_name`` in ``repo_dir``.
 
+    ``settings`` are the build_triton_repo task's options (their defaults when None); ``changes``
+    replace single fields by name (``ensemble=False``), so every default is declared once.
     A landmark classifier (inputs FEATURES, HAND_FOUND) also gets ``<name>_hands`` with
     ``hand_instances`` CPU instances, and an ensemble that takes photo bytes.
 
@@ -575,55 +570,61 @@ def build_repository(
     them, and Triton would refuse to load them. Bad names and options raise ``ValueError``
     before anything is written.
     """
+    opts = dataclasses.replace(settings or BuildTritonRepoOptions(), **changes)
     onnx_path = Path(onnx_path)
     root = Path(repo_dir).resolve()
-    check_model_name(model_name)
-    check_batching(max_batch_size)
-    if keep_versions < 1:
-        raise ValueError(f"keep_versions must be >= 1 (got {keep_versions})")
-    signature, classes, labelled, graph_kind = _read_model(onnx_path, classes_path, ensemble)
-    dirs = _model_dirs(root, model_name, ensemble, graph_kind)
+    check_model_name(opts.model_name)
+    check_batching(opts.max_batch_size)
+    if opts.keep_versions < 1:
+        raise ValueError(f"keep_versions must be >= 1 (got {opts.keep_versions})")
+    signature, classes, labelled, graph_kind = _read_model(onnx_path, classes_path, opts.ensemble)
+    dirs = _model_dirs(root, opts.model_name, opts.ensemble, graph_kind)
     hands_cfg = _hands_config(
-        dirs, max_batch_size, hand_instances, dynamic_batching, max_queue_delay_us
+        dirs,
+        opts.max_batch_size,
+        opts.hand_instances,
+        opts.dynamic_batching,
+        opts.max_queue_delay_us,
     )
     model_dir = dirs["onnx"]
     config = onnx_model_config(
         model_dir.name,
         signature,
         labelled,
-        max_batch_size=max_batch_size,
-        instances=instances,
-        kind=kind,
-        tensorrt=tensorrt,
+        max_batch_size=opts.max_batch_size,
+        instances=opts.instances,
+        kind=opts.kind,
+        tensorrt=opts.tensorrt,
         # Serve only the newest version when the ensemble routes to "latest" anyway, or when
         # TensorRT engines are cached per graph (see the module docstring).
-        keep_versions=1 if (ensemble or tensorrt) else keep_versions,
-        dynamic_batching=dynamic_batching,
-        max_queue_delay_us=max_queue_delay_us,
-        trt_cache_path=_trt_cache_path(trt_cache_dir, model_dir, onnx_path, tensorrt),
+        keep_versions=1 if (opts.ensemble or opts.tensorrt) else opts.keep_versions,
+        dynamic_batching=opts.dynamic_batching,
+        max_queue_delay_us=opts.max_queue_delay_us,
+        trt_cache_path=_trt_cache_path(trt_cache_dir, model_dir, onnx_path, opts.tensorrt),
     )
     _check_kinds(dirs)
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = _update_versions(
-        root, model_dir, onnx_path, signature, classes, keep_versions
+        root, model_dir, onnx_path, signature, classes, opts.keep_versions
     )
     _atomic_write(root, model_dir / LABELS_FILE, _labels_bytes(classes))
     _atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())
     result = {
         "repo": str(root),
-        "model_name": model_name,
+        "model_name": opts.model_name,
         "version": version,
         "onnx_model": model_dir.name,
         "versions": _versions(model_dir),
         "pruned": pruned,
         "reused": reused,
-        "ensemble": ensemble,
+        "ensemble": opts.ensemble,
         **_graph_summary(signature, classes, graph_kind),
     }
     if hands_cfg is not None:
         result["hands_model"] = dirs["hands"].name
         result["hands_version"] = _write_hands(root, dirs["hands"], hands_cfg)
-    if ensemble:
-        _write_ensemble(root, dirs, signature, classes, max_batch_size, low_confidence_threshold)
+    if opts.ensemble:
+        threshold = opts.low_confidence_threshold
+        _write_ensemble(root, dirs, signature, classes, opts.max_batch_size, threshold)
         result["metrics_model"] = dirs["metrics"].name
     return result

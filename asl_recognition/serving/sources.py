@@ -89,19 +89,5 @@ def build_from_options(options: Any) -> dict[str, Any]:
         onnx=options.onnx,
         classes=options.classes,
     )
-    return build_repository(
-        onnx_path,
-        classes_path,
-        options.repo or str(workspace() / "triton_repo"),
-        model_name=options.model_name,
-        max_batch_size=options.max_batch_size,
-        instances=options.instances,
-        kind=options.kind,
-        tensorrt=options.tensorrt,
-        keep_versions=options.keep_versions,
-        ensemble=options.ensemble,
-        low_confidence_threshold=options.low_confidence_threshold,
-        dynamic_batching=options.dynamic_batching,
-        max_queue_delay_us=options.max_queue_delay_us,
-        hand_instances=options.hand_instances,
-    )
+    repo = options.repo or str(workspace() / "triton_repo")
+    return build_repository(onnx_path, classes_path, repo, options)
