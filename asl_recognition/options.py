@@ -305,3 +305,12 @@ def to_argv(cls: type, values: Mapping[str, Any]) -> list[str]:
         else:
             argv += [spec.flag, str(value)]
     return argv
+
+
+def settle(cls: type[T], settings: T | None = None, **changes: Any) -> T:
+    """``settings`` (else the declared defaults) with single fields replaced by name.
+
+    How a stage function takes its task's options without restating their defaults: the task
+    hands over its typed options, a test or a bench changes only what it needs.
+    """
+    return dataclasses.replace(settings if settings is not None else cls(), **changes)

@@ -29,24 +29,7 @@ def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.publish import publish_dataset
 
     opts: PublishDatasetOptions = ctx.options
-    result = publish_dataset(
-        raw_version=",".join(opts.raw_version),
-        image_size=opts.image_size,
-        split=opts.split,
-        grouping=opts.group_by,
-        seed=opts.seed,
-        block_frames=opts.block_frames,
-        edge_frames=opts.edge_frames,
-        phash_threshold=opts.phash_threshold,
-        name=opts.name,
-        raw_name=opts.raw_name,
-        workers=opts.workers,
-        logger=ctx.logger,
-        upload=ctx.upload_artifact,
-        holdout_source=",".join(opts.holdout_source),
-        holdout_group=",".join(opts.holdout_group),
-        signer_pattern=opts.signer_pattern,
-    )
+    result = publish_dataset(opts, logger=ctx.logger, upload=ctx.upload_artifact)
     leaky = " (LEAKY split: near-duplicates cross splits)" if result["leaky"] else ""
     ctx.summary = (
         f"{opts.name} {result['dataset_id']} v{result['dataset_version']} "

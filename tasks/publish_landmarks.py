@@ -25,15 +25,7 @@ def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.landmarks import publish_landmarks
 
     opts: PublishLandmarksOptions = ctx.options
-    result = publish_landmarks(
-        dataset_version=opts.dataset_version,
-        name=opts.name,
-        asl_name=opts.asl_name,
-        min_detection=opts.min_detection,
-        min_presence=opts.min_presence,
-        logger=ctx.logger,
-        upload=ctx.upload_artifact,
-    )
+    result = publish_landmarks(settings=opts, logger=ctx.logger, upload=ctx.upload_artifact)
     ctx.summary = (
         f"{opts.name} {result['landmarks_id']} v{result['landmarks_version']} "
         f"reused={result['reused']} hand found in {result['hand_found_rate']:.1%} of images"

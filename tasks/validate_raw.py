@@ -42,17 +42,7 @@ def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.raw import validate_raw
 
     opts: ValidateRawOptions = ctx.options
-    result = validate_raw(
-        source=opts.source,
-        min_per_class=opts.min_per_class,
-        report_dir=opts.report_dir,
-        name=opts.name,
-        source_name=opts.source_name,
-        workers=opts.workers,
-        logger=ctx.logger,
-        upload=ctx.upload_artifact,
-        tags=opts.tags,
-    )
+    result = validate_raw(settings=opts, logger=ctx.logger, upload=ctx.upload_artifact)
     if result["usable"]:
         ctx.summary = (
             f"{opts.name} {result['raw_dataset_id']}: {result['valid']} valid, "

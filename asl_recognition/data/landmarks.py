@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from asl_recognition.data.options import PublishLandmarksOptions
 from asl_recognition.hands import HandLandmarker, HandResult
 from asl_recognition.hands.models import verify_models
 from asl_recognition.imageio import ImageDecodeError
+from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 
 TABLE = "landmarks.csv"
@@ -246,20 +248,27 @@ def plot_preview(table: Any, raw_roots: Mapping[str, Path], out: Path, per_class
 
 
 def publish_landmarks(
-    dataset_version: str = "latest",
-    name: str = "ASL_landmarks",
-    asl_name: str = "ASL",
-    min_detection: float = 0.3,
-    min_presence: float = 0.5,
+    dataset_version: str | None = None,
+    settings: PublishLandmarksOptions | None = None,
     logger: Logger | None = None,
     upload: Uploader | None = None,
     progress: bool = True,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Measure every image of an ASL version and publish the table (parents: ASL, ASL_raw)."""
+    """Measure every image of an ASL version and publish the table (parents: ASL, ASL_raw).
+
+    ``settings``: the publish_landmarks task's options (their defaults when None), with
+    ``dataset_version`` and ``changes`` replacing single fields.
+    """
     from asl_recognition.store import get_store
 
+    if dataset_version is not None:
+        changes["dataset_version"] = dataset_version
+    opts = settle(PublishLandmarksOptions, settings, **changes)
+    name, asl_name = opts.name, opts.asl_name
+    min_detection, min_presence = opts.min_detection, opts.min_presence
     store = get_store()
-    asl = store.resolve(asl_name, dataset_version)
+    asl = store.resolve(asl_name, opts.dataset_version)
     manifest = json.loads((store.local_copy(asl) / "manifest.json").read_text())
     fp = fingerprint(asl.id, verify_models(), min_detection, min_presence)
     existing = store.find(name, tags=[f"fingerprint:{fp}"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asl_recognition.data.sources import DEFAULT_SIGNER_PATTERN
 from asl_recognition.imageio import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from asl_recognition.options import option
 
@@ -70,7 +71,8 @@ class PublishDatasetOptions:
         choices=GROUPINGS,
     )
     signer_pattern: str = option(
-        r"(hand\d+)", "regex finding the signer id in a file name (first group, else the match)"
+        DEFAULT_SIGNER_PATTERN,
+        "regex finding the signer id in a file name (first group, else the match)",
     )
     holdout_source: list[str] = option(
         [], "sources held out entirely in the 'holdout' split (scored per group)", metavar="NAME"

@@ -30,11 +30,11 @@ from asl_recognition.data.groups import (
     split_whole_groups,
     whole_group_key,
 )
+from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.data.per_file import check_workers, preprocess_one, run_pool
 from asl_recognition.data.raw import FINGERPRINT_TAG, fingerprint
 from asl_recognition.data.scan import class_of
 from asl_recognition.data.sources import (
-    DEFAULT_SIGNER_PATTERN,
     SourceSpecError,
     signer_of,
     split_list,
@@ -50,6 +50,7 @@ from asl_recognition.data.split import (
     split_groups,
 )
 from asl_recognition.imageio import check_image_size
+from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
 from asl_recognition.store.base import MANIFEST_NAME, remove_stale
@@ -482,40 +483,38 @@ def _select(plan: _Plan, raw_name: str, signer_re: re.Pattern) -> tuple[list, li
 
 
 def publish_dataset(
-    raw_version: str | Sequence[str] | None = "latest",
-    image_size: int = 64,
-    split: Sequence[float] = (0.7, 0.15, 0.15),
-    grouping: str = "frame",
-    seed: int = 0,
-    block_frames: int = 150,
-    edge_frames: int = 3,
-    phash_threshold: int = 2,
-    name: str = "ASL",
-    raw_name: str = "ASL_raw",
-    workers: int | None = None,
+    settings: PublishDatasetOptions | None = None,
     store: DatasetStore | None = None,
     logger: Any = None,
     upload: Uploader | None = None,
     progress: bool = True,
-    holdout_source: str | Sequence[str] | None = None,
-    holdout_group: str | Sequence[str] | None = None,
-    signer_pattern: str = DEFAULT_SIGNER_PATTERN,
+    **changes: Any,
 ) -> dict[str, Any]:
     """Publish (or reuse) the processed dataset; returns dataset_id, dataset_version, reused.
 
-    ``raw_version``: one ref or several (list or ``a,b``); all become parents. ``grouping``
-    (``--group-by``): frame | phash | none | signer | source. ``holdout_source`` /
-    ``holdout_group`` (``SOURCE:SIGNER``, globs allowed): files that go to ``holdout/`` only.
-    Raises ValueError (SourceSpecError for sources and holdouts) in one line for options that
-    cannot be honoured, before any work; nothing is published then.
+    ``settings``: the publish_dataset task's options (their defaults when None), ``changes``
+    replacing single fields by name. ``raw_version``: one ref or several (list or ``a,b``); all
+    become parents. ``holdout_source`` / ``holdout_group`` (``SOURCE:SIGNER``, globs allowed):
+    files that go to ``holdout/`` only. Raises ValueError (SourceSpecError for sources and
+    holdouts) in one line for options that cannot be honoured, before any work; nothing is
+    published then.
     """
-    signer_re = check_arguments(split, image_size, grouping, signer_pattern, workers)
+    opts = settle(PublishDatasetOptions, settings, **changes)
+    name, raw_name, workers = opts.name, opts.raw_name, opts.workers
+    split, image_size, grouping = opts.split, opts.image_size, opts.group_by
+    signer_re = check_arguments(split, image_size, grouping, opts.signer_pattern, workers)
     options = _options(
-        image_size, split, grouping, seed, block_frames, edge_frames, phash_threshold
+        image_size,
+        split,
+        grouping,
+        opts.seed,
+        opts.block_frames,
+        opts.edge_frames,
+        opts.phash_threshold,
     )
-    options["signer_pattern"] = signer_pattern
-    holdouts = (holdout_source, holdout_group)
-    plan = _plan(store or get_store(), name, raw_name, raw_version, holdouts, options)
+    options["signer_pattern"] = opts.signer_pattern
+    holdouts = (opts.holdout_source, opts.holdout_group)
+    plan = _plan(store or get_store(), name, raw_name, opts.raw_version, holdouts, options)
     report_dir = workspace() / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
     cands, labels, emptied = _select(plan, raw_name, signer_re)
@@ -536,7 +535,7 @@ def publish_dataset(
         )
         items = _items(cands, hashes, multi=len(plan.sources) > 1)
         assigned = _assign_splits(items, cands, labels, plan.options)
-        leaks = _holdout_leaks(hashes, labels, phash_threshold)
+        leaks = _holdout_leaks(hashes, labels, opts.phash_threshold)
         manifest = _manifest(plan, labels)
         files = _lay_out(manifest, items, cands, labels, assigned, resized, stage)
         facts = {

@@ -18,6 +18,7 @@ from typing import Any
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
+from asl_recognition.data.options import ValidateRawOptions
 from asl_recognition.data.per_file import check_workers
 from asl_recognition.data.rules import (
     UNSTORABLE,
@@ -33,6 +34,7 @@ from asl_recognition.data.validate import (
     load_suite_config,
     run_gx,
 )
+from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
 from asl_recognition.store.base import atomic_output, atomic_write_text, sha256_file
@@ -290,31 +292,33 @@ def _deliver(
 
 
 def validate_raw(
-    source: str | Path | list[str],
-    min_per_class: int | None = None,
-    report_dir: str | Path | None = None,
-    name: str = "ASL_raw",
-    source_name: str | None = None,
-    workers: int | None = None,
+    source: str | Path | Sequence[str] | None = None,
+    settings: ValidateRawOptions | None = None,
     store: DatasetStore | None = None,
     logger: Any = None,
     upload: Uploader | None = None,
     progress: bool = True,
-    tags: Sequence[str] = (),
+    **changes: Any,
 ) -> dict[str, Any]:
     """Scan every source, run the GX suites, quarantine, write report.json, publish when usable.
 
-    ``source`` is a path, ``NAME=PATH``, or a list of those (a JSON list string too). The
-    minimum per class applies to the merged set: a source may lack classes (Massey has no
-    del/nothing/space). Raises SourceSpecError (a ValueError) for malformed or duplicate names.
+    ``settings``: the validate_raw task's options (their defaults when None), with ``source``
+    and ``changes`` replacing single fields. A source is a path, ``NAME=PATH``, or a list of those
+    (a JSON list string too). The minimum per class applies to the merged set: a source may lack
+    classes (Massey has no del/nothing/space). Raises SourceSpecError (a ValueError) for
+    malformed or duplicate names.
 
     Returns the step outputs: raw_dataset_id ("" when unusable), report_path, success, usable,
     unusable_reason, valid, quarantined, reused.
     """
-    min_per_class = check_min_per_class(min_per_class)
+    if source is not None:
+        changes["source"] = source
+    opts = settle(ValidateRawOptions, settings, **changes)
+    name, workers, tags = opts.name, opts.workers, opts.tags
+    min_per_class = check_min_per_class(opts.min_per_class)
     check_workers(workers)
-    specs = _specs(source, source_name)
-    report_dir = Path(report_dir or workspace() / "reports" / name).resolve()
+    specs = _specs(opts.source, opts.source_name)
+    report_dir = Path(opts.report_dir or workspace() / "reports" / name).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
     config = suite_config(min_per_class, [s.name for s in specs])
     params = config["params"]

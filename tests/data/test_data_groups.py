@@ -62,7 +62,7 @@ def _splits_of(manifest: dict, key) -> dict[str, set[str]]:
 
 def test_group_by_signer_keeps_each_signer_in_one_split(raw, ws) -> None:
     out = publish_dataset(
-        raw_version=raw["id"], grouping="signer", image_size=SIZE, progress=False
+        raw_version=raw["id"], group_by="signer", image_size=SIZE, progress=False
     )
     manifest, _ = _manifest(out["dataset_id"])
     assert manifest["grouping"] == "signer" and set(manifest["splits"]) == {"train", "val", "test"}
@@ -82,7 +82,7 @@ def test_group_by_source_keeps_each_source_in_one_split(raw, ws) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = publish_dataset(
-            raw_version=raw["id"], grouping="source", image_size=SIZE, progress=False
+            raw_version=raw["id"], group_by="source", image_size=SIZE, progress=False
         )
     manifest, _ = _manifest(out["dataset_id"])
     sources = _splits_of(manifest, lambda e: e["data_source"])
@@ -95,7 +95,7 @@ def test_group_by_source_keeps_each_source_in_one_split(raw, ws) -> None:
 def test_holdout_signers_go_to_their_own_split_only(raw, ws) -> None:
     out = publish_dataset(
         raw_version=raw["id"],
-        grouping="signer",
+        group_by="signer",
         holdout_group=["massey:hand4", "massey:hand5"],
         image_size=SIZE,
         progress=False,
@@ -175,7 +175,7 @@ def test_holdout_emptying_some_classes_warns_but_publishes(raw, ws) -> None:
         ({"holdout_group": "massey:"}, "expected SOURCE:SIGNER"),
         ({"holdout_source": "kaggle,massey"}, "nothing left for train/val/test"),
         ({"signer_pattern": "(hand"}, "--signer-pattern '(hand'"),
-        ({"grouping": "session"}, "--group-by must be one of"),
+        ({"group_by": "session"}, "--group-by must be one of"),
     ],
 )
 def test_bad_holdouts_are_refused_and_publish_nothing(raw, ws, kwargs, message) -> None:

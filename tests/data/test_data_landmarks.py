@@ -74,9 +74,14 @@ def published(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Pub
     massey = _copy(sorted(EXTERNAL_SAMPLE.glob("*/hand4_*")), src / "massey")
     with offline_workspace(ws):
         raw1 = validate_raw(
-            [f"kaggle={first}", f"massey={massey}"], 3, ws / "rep1", progress=False
+            [f"kaggle={first}", f"massey={massey}"],
+            min_per_class=3,
+            report_dir=ws / "rep1",
+            progress=False,
         )
-        raw2 = validate_raw([f"kaggle2={second}"], 2, ws / "rep2", progress=False)
+        raw2 = validate_raw(
+            [f"kaggle2={second}"], min_per_class=2, report_dir=ws / "rep2", progress=False
+        )
         raw_ids = [raw1["raw_dataset_id"], raw2["raw_dataset_id"]]
         asl = publish_dataset(raw_version=raw_ids, image_size=32, progress=False)
         started = time.perf_counter()
@@ -304,7 +309,7 @@ def test_task_script_publishes_the_only_asl_version(
         [p for cls in CLASSES for p in sorted((sample_dir / cls).glob("*.jpg"))[:2]],
         tmp_path / "kaggle",
     )
-    validate_raw(str(source), 2, tmp_path / "rep", progress=False)
+    validate_raw(str(source), min_per_class=2, report_dir=tmp_path / "rep", progress=False)
     asl = publish_dataset(image_size=16, progress=False)
     outputs = asl_workspace / "outputs.json"
     result = run_script(

@@ -148,7 +148,7 @@ def test_random_split_is_published_as_leaky(published, monkeypatch) -> None:
     monkeypatch.setenv("ASL_WORKSPACE", str(published["ws"]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = publish_dataset(grouping="none", image_size=16, progress=False)
+        out = publish_dataset(group_by="none", image_size=16, progress=False)
     assert any("leak" in str(w.message) for w in caught)
     store = get_store()
     ds = store.get(dataset_id=out["dataset_id"])

@@ -208,3 +208,34 @@ def test_option_declarations_are_dataclass_fields_with_help() -> None:
     for cls in OPTION_CLASSES:
         for field in dataclasses.fields(cls):
             assert field.metadata.get("help"), (cls.__name__, field.name)
+
+
+def test_stage_functions_take_their_tasks_options_instead_of_restating_defaults() -> None:
+    """A stage function gets the typed options (``settings``, changes by field name); none of its
+    own parameters may repeat an option with a default of its own (the positional shortcut
+    named here excepted)."""
+    import inspect
+
+    from asl_recognition.data.landmarks import publish_landmarks
+    from asl_recognition.data.options import (
+        PublishDatasetOptions,
+        PublishLandmarksOptions,
+        ValidateRawOptions,
+    )
+    from asl_recognition.data.publish import publish_dataset
+    from asl_recognition.data.raw import validate_raw
+    from asl_recognition.serving.options import BuildTritonRepoOptions
+    from asl_recognition.serving.repository import build_repository
+
+    for function, options, shortcut in (
+        (validate_raw, ValidateRawOptions, {"source"}),
+        (publish_dataset, PublishDatasetOptions, set()),
+        (publish_landmarks, PublishLandmarksOptions, {"dataset_version"}),
+        (build_repository, BuildTritonRepoOptions, set()),
+    ):
+        params = inspect.signature(function).parameters
+        restated = {spec.name for spec in specs(options)} & set(params) - shortcut
+        assert not restated, (function.__name__, restated)
+        assert params["settings"].default is None and "changes" in params, function.__name__
+        for name in shortcut:
+            assert params[name].default is None, (function.__name__, name)
