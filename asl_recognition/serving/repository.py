@@ -57,7 +57,6 @@ METRICS_MODEL_SOURCE = Path(__file__).with_name("metrics_step_model.py")
 LABELS_FILE = "labels.txt"
 MODEL_FILE = "model.onnx"
 VERSION_CLASSES_FILE = "classes.txt"
-DEFAULT_MAX_QUEUE_DELAY_US = BuildTritonRepoOptions.max_queue_delay_us
 # Where the GPU image keeps TensorRT engines (a writable volume; the repository is read-only).
 DEFAULT_TRT_CACHE_DIR = "/trt_cache"
 # Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
@@ -206,14 +205,15 @@ def onnx_model_config(
     name: str,
     signature: OnnxSignature,
     labelled_outputs: set[str],
-    max_batch_size: int = 32,
-    instances: int = 1,
-    kind: str = "cpu",
-    tensorrt: bool = False,
-    keep_versions: int = 2,
-    dynamic_batching: bool = True,
-    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
-    trt_cache_path: str = DEFAULT_TRT_CACHE_DIR,
+    *,
+    max_batch_size: int,
+    instances: int,
+    kind: str,
+    tensorrt: bool,
+    keep_versions: int,
+    dynamic_batching: bool,
+    max_queue_delay_us: int,
+    trt_cache_path: str,
 ) -> mc.ModelConfig:
     """The ONNX model's config, every tensor field taken from the graph signature.
 
@@ -550,6 +550,31 @@ def _check_kinds(dirs: dict[str, Path]) -> None:
             _check_kind(dirs[key], platform)
 
 
+def _onnx_config(
+    opts: BuildTritonRepoOptions,
+    name: str,
+    signature: OnnxSignature,
+    labelled: set[str],
+    trt_cache_path: str,
+) -> mc.ModelConfig:
+    """The ONNX model's config from the task's options."""
+    return onnx_model_config(
+        name,
+        signature,
+        labelled,
+        max_batch_size=opts.max_batch_size,
+        instances=opts.instances,
+        kind=opts.kind,
+        tensorrt=opts.tensorrt,
+        # Serve only the newest version when the ensemble routes to "latest" anyway, or when
+        # TensorRT engines are cached per graph (see the module docstring).
+        keep_versions=1 if (opts.ensemble or opts.tensorrt) else opts.keep_versions,
+        dynamic_batching=opts.dynamic_batching,
+        max_queue_delay_us=opts.max_queue_delay_us,
+        trt_cache_path=trt_cache_path,
+    )
+
+
 def build_repository(
     onnx_path: str | Path,
     classes_path: str | Path,
@@ -587,21 +612,8 @@ def build_repository(
         opts.max_queue_delay_us,
     )
     model_dir = dirs["onnx"]
-    config = onnx_model_config(
-        model_dir.name,
-        signature,
-        labelled,
-        max_batch_size=opts.max_batch_size,
-        instances=opts.instances,
-        kind=opts.kind,
-        tensorrt=opts.tensorrt,
-        # Serve only the newest version when the ensemble routes to "latest" anyway, or when
-        # TensorRT engines are cached per graph (see the module docstring).
-        keep_versions=1 if (opts.ensemble or opts.tensorrt) else opts.keep_versions,
-        dynamic_batching=opts.dynamic_batching,
-        max_queue_delay_us=opts.max_queue_delay_us,
-        trt_cache_path=_trt_cache_path(trt_cache_dir, model_dir, onnx_path, opts.tensorrt),
-    )
+    trt_cache = _trt_cache_path(trt_cache_dir, model_dir, onnx_path, opts.tensorrt)
+    config = _onnx_config(opts, model_dir.name, signature, labelled, trt_cache)
     _check_kinds(dirs)
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = _update_versions(
