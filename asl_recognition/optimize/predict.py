@@ -94,9 +94,8 @@ def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
 
     variant = record.params.get("variant")
     if variant:
-        parent = record.parent_id or record.params.get("parent")
         raise PredictError(
-            f"model {record.id} is the {variant} variant of {parent}: "
+            f"model {record.id} is the {variant} variant of {record.derived_from()}: "
             "torch runs the fp32 training checkpoint only (give the parent's --model-id)"
         )
     if record.checkpoint_path and Path(record.checkpoint_path).is_file():

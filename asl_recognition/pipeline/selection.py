@@ -170,7 +170,7 @@ def int8_variant(registry: Any, parent: Any, tolerance: float) -> Any | None:
         return None
     for record in reversed(registry.list(parent.name)):
         params = record.params or {}
-        if params.get("variant") != "int8" or params.get("parent") != parent.id:
+        if params.get("variant") != "int8" or record.derived_from() != parent.id:
             continue
         accuracy = variant_accuracy(record)
         if accuracy is not None and accuracy >= base - tolerance:

@@ -60,6 +60,11 @@ class ModelRecord:
     parent_id: str | None = None
     checkpoint_path: str | None = None
 
+    def derived_from(self) -> str | None:
+        """The registered model this one was made from: the native ``parent_id``, or for
+        records made before it existed, the ``parent`` their params named."""
+        return self.parent_id or (self.params or {}).get("parent")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
