@@ -426,24 +426,17 @@ def _create(
     )
 
 
-def _options(
-    image_size: int,
-    split: Sequence[float],
-    grouping: str,
-    seed: int,
-    block_frames: int,
-    edge_frames: int,
-    phash_threshold: int,
-) -> dict[str, Any]:
+def _options(opts: PublishDatasetOptions) -> dict[str, Any]:
     """The options as recorded (and fingerprinted): changing any makes a new version."""
     return {
-        "image_size": int(image_size),
-        "split": [float(f) for f in split],
-        "grouping": grouping,
-        "seed": int(seed),
-        "block_frames": int(block_frames),
-        "edge_frames": int(edge_frames),
-        "phash_threshold": int(phash_threshold),
+        "image_size": int(opts.image_size),
+        "split": [float(f) for f in opts.split],
+        "grouping": opts.group_by,
+        "seed": int(opts.seed),
+        "block_frames": int(opts.block_frames),
+        "edge_frames": int(opts.edge_frames),
+        "phash_threshold": int(opts.phash_threshold),
+        "signer_pattern": opts.signer_pattern,
     }
 
 
@@ -501,18 +494,10 @@ def publish_dataset(
     """
     opts = settle(PublishDatasetOptions, settings, **changes)
     name, raw_name, workers = opts.name, opts.raw_name, opts.workers
-    split, image_size, grouping = opts.split, opts.image_size, opts.group_by
-    signer_re = check_arguments(split, image_size, grouping, opts.signer_pattern, workers)
-    options = _options(
-        image_size,
-        split,
-        grouping,
-        opts.seed,
-        opts.block_frames,
-        opts.edge_frames,
-        opts.phash_threshold,
+    signer_re = check_arguments(
+        opts.split, opts.image_size, opts.group_by, opts.signer_pattern, workers
     )
-    options["signer_pattern"] = opts.signer_pattern
+    options = _options(opts)
     holdouts = (opts.holdout_source, opts.holdout_group)
     plan = _plan(store or get_store(), name, raw_name, opts.raw_version, holdouts, options)
     report_dir = workspace() / "reports" / name
