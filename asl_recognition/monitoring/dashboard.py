@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "Ctrl-C stops",
         flush=True,
     )
-    stop_on_signals()
+    interrupt_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def stop_on_signals() -> None:
+def interrupt_on_signals() -> None:
     """Ctrl-C and SIGTERM stop the page cleanly, even when started as a background job.
 
     A shell starts background jobs with SIGINT ignored, and Python then never turns Ctrl-C into
