@@ -90,10 +90,9 @@ def image_splits(dataset: PublishedDataset, size: int) -> tuple[dict[str, Tensor
     from asl_recognition.training.data import load_split
     from asl_recognition.training.evaluate import holdout_groups
 
-    names = ["train", "val", "test"]
-    if dataset.manifest.get("splits", {}).get("holdout") and (dataset.root / "holdout").is_dir():
-        names.append("holdout")
-    splits = {s: load_split(dataset.root, s, dataset.classes, size) for s in names}
+    splits = {
+        s: load_split(dataset.root, s, dataset.classes, size) for s in dataset.image_splits()
+    }
     groups = holdout_groups(dataset.manifest, splits["holdout"]) if "holdout" in splits else []
     return splits, groups
 

@@ -53,6 +53,15 @@ class PublishedDataset:
     image_size: int
     manifest_sha256: str = ""
 
+    def lists_holdout(self) -> bool:
+        """The manifest lists a held-out split (other signers or sources, never trained on)."""
+        return bool(self.manifest.get("splits", {}).get("holdout"))
+
+    def image_splits(self) -> list[str]:
+        """The image folders to decode: train, val, test, and holdout when it is there."""
+        held = self.lists_holdout() and (self.root / "holdout").is_dir()
+        return ["train", "val", "test"] + (["holdout"] if held else [])
+
     def identity(self) -> dict[str, str]:
         """What a checkpoint records of its data, so that --resume can refuse other data.
 

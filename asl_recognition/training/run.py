@@ -289,15 +289,11 @@ def load_data(plan: Plan) -> RunData:
     """Decode every split once at the run's image size (holdout when the version has one)."""
     started = time.perf_counter()
     root, classes, size = plan.dataset.root, plan.classes, plan.image_size
-    has_holdout = bool(plan.dataset.manifest.get("splits", {}).get("holdout"))
     if plan.landmarks is not None:
-        data = RunData(*landmark_splits(plan.landmarks, classes, has_holdout))
+        data = RunData(*landmark_splits(plan.landmarks, classes, plan.dataset.lists_holdout()))
     else:
-        train, val, test = (load_split(root, s, classes, size) for s in ("train", "val", "test"))
-        holdout = None
-        if has_holdout and (root / "holdout").is_dir():
-            holdout = load_split(root, "holdout", classes, size)
-        data = RunData(train, val, test, holdout)
+        splits = {s: load_split(root, s, classes, size) for s in plan.dataset.image_splits()}
+        data = RunData(splits["train"], splits["val"], splits["test"], splits.get("holdout"))
     version = plan.dataset.version
     print(
         f"dataset {version.name} {version.version} ({version.id}): "
