@@ -37,6 +37,7 @@ from asl_recognition.registry.base import ModelRecord, ModelRegistry
 from asl_recognition.serving.launcher import TritonServerError
 from asl_recognition.training.data import PublishedDataset, TensorSplit
 from asl_recognition.training.errors import TrainingInputError
+from asl_recognition.training.evaluate import holdout_accuracy, holdout_groups
 
 PROFILE_BATCH = 32
 
@@ -88,7 +89,6 @@ def load_inputs(registry: ModelRegistry, opts: OptimizeOptions) -> Inputs:
 def image_splits(dataset: PublishedDataset, size: int) -> tuple[dict[str, TensorSplit], list]:
     """The published images decoded at the CNN's side, and each held-out image's group."""
     from asl_recognition.training.data import load_split
-    from asl_recognition.training.evaluate import holdout_groups
 
     splits = {
         s: load_split(dataset.root, s, dataset.classes, size) for s in dataset.image_splits()
@@ -193,8 +193,10 @@ def evaluate_variant(session: Any, inputs: Inputs, reference: np.ndarray | None)
     if "holdout" in inputs.splits:
         held = inputs.splits["holdout"]
         probs = measure.run_probabilities(session, held.images.numpy(), inputs.graph.feeds)
-        out["holdout"] = measure.score_groups(probs, held.labels, inputs.groups, classes)
-        out["holdout_accuracy"] = measure.score(probs, held.labels, classes)["accuracy"]
+        out["holdout"] = measure.score_groups(
+            probs, held.labels, inputs.groups, inputs.dataset.classes
+        )
+        out["holdout_accuracy"] = holdout_accuracy(out["holdout"])
     base = probabilities["test"] if reference is None else reference
     out["agreement"] = measure.agreement(base, probabilities["test"])
     out["_test_probabilities"] = probabilities["test"]

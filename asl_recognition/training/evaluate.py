@@ -170,19 +170,26 @@ def evaluate_groups(
     if len(split) == 0:
         return {}
     out = predict(model, split.images, split.labels, device=device)
-    labels = np.asarray(groups)
+    return score_groups(out.preds, split.labels, groups, classes)
+
+
+def score_groups(
+    preds: torch.Tensor, labels: torch.Tensor, groups: Sequence[str], classes: Sequence[str]
+) -> dict[str, dict]:
+    """Each held-out group's scores from top-1 answers (training's and the optimize task's)."""
+    names = np.asarray(groups)
     result: dict[str, dict] = {}
     for group in sorted(set(groups)):
-        mask = torch.from_numpy(labels == group)
-        preds, targets = out.preds[mask], split.labels[mask]
+        mask = torch.from_numpy(names == group)
+        preds_in, targets = preds[mask], labels[mask]
         present = sorted(set(targets.tolist()))
-        table = per_class_table(preds, targets, classes)
+        table = per_class_table(preds_in, targets, classes)
         result[group] = {
             "images": int(mask.sum()),
-            "accuracy": float(summarise(preds, targets, len(classes))["accuracy"]),
+            "accuracy": float(summarise(preds_in, targets, len(classes))["accuracy"]),
             "macro_f1": float(table["f1"].to_numpy()[present].mean()),
             "classes": [classes[i] for i in present],
-            "confusion_matrix": confusion_matrix(preds, targets, len(classes)).tolist(),
+            "confusion_matrix": confusion_matrix(preds_in, targets, len(classes)).tolist(),
         }
     return result
 
