@@ -39,12 +39,6 @@ from asl_recognition.options import (
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG, Dag
-from asl_recognition.pipeline.local_executor import (
-    LocalExecutor,
-    StepFailed,
-    choose_run,
-    list_runs,
-)
 from asl_recognition.pipeline.options import PipelineRunOptions
 from asl_recognition.pipeline.recipe import RecipeError, as_nested, load_recipe
 from asl_recognition.tracking import (
@@ -123,6 +117,14 @@ def localise_paths(values: dict[str, Any], dag: Dag, remote: bool) -> dict[str, 
 
 
 def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
+    # Imported here: the enqueue path (CI's workflow installs only the SDK) never needs it.
+    from asl_recognition.pipeline.local_executor import (
+        LocalExecutor,
+        StepFailed,
+        choose_run,
+        list_runs,
+    )
+
     prepare_environment()
     install_signal_handlers()
     if run.list_runs:
