@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -40,11 +41,14 @@ def option(
     high: float | None = None,
     metavar: str | None = None,
     path: bool = False,
+    remote_fallback: str | None = None,
 ) -> Any:
     """A dataclass field carrying what the CLI, the web UI and the README show for it.
 
     ``path``: the value names local files (``[NAME=]PATH``), which the pipeline rewrites so that
-    a step run elsewhere finds them (or refuses, when it cannot).
+    a step run elsewhere finds them (or refuses, when it cannot). ``remote_fallback``: for a path
+    the run can do without (an extra evaluation folder), the value a step on an agent gets
+    instead of a refusal when the path cannot travel.
     """
     metadata = {
         "help": help,
@@ -54,6 +58,7 @@ def option(
         "high": high,
         "metavar": metavar,
         "path": path,
+        "remote_fallback": remote_fallback,
     }
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
@@ -76,6 +81,7 @@ class OptionSpec:
     high: float | None
     metavar: str | None
     path: bool = False
+    remote_fallback: str | None = None
 
     @property
     def flag(self) -> str:
@@ -122,6 +128,7 @@ def specs(cls: type) -> list[OptionSpec]:
                 meta.get("high"),
                 meta.get("metavar"),
                 meta.get("path", False),
+                meta.get("remote_fallback"),
             )
         )
     return out
@@ -191,6 +198,15 @@ def convert(spec: OptionSpec, value: Any) -> Any:
     if spec.is_list:
         return [_scalar(spec, item) for item in _listed(value)]
     return _scalar(spec, value)
+
+
+def value_as_text(value: Any) -> str:
+    """One value as the web UI shows it and :func:`convert` reads it back (lists as JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any], strict: bool = True) -> T:

@@ -21,6 +21,8 @@ every pipeline parameter are read back from the controller task, as edited in th
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -35,6 +37,7 @@ from asl_recognition.options import (
     add_options,
     from_mapping,
     specs,
+    value_as_text,
 )
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline import clearml_controller
@@ -50,6 +53,8 @@ from asl_recognition.tracking import (
 
 RUN_SECTION = "Run"
 RECIPE_CONFIGURATION = "recipe"
+RECIPE_DIGEST_KEY = "_launched_sha256"  # leave it: it tells an edited recipe from the launched one
+REMOTE_STEP_QUEUE = "default"  # steps of a controller on an agent, when none was named
 DRY_RUN_MARKER = "=== PipelineController DAG ==="
 
 
@@ -101,19 +106,35 @@ def localise(path: str, remote: bool) -> str:
 
 
 def localise_paths(values: dict[str, Any], dag: Dag, remote: bool) -> dict[str, Any]:
-    """Rewrite every path-typed step option of the recipe (see ``option(path=True)``)."""
+    """Rewrite every path-typed step option of the recipe (see ``option(path=True)``).
+
+    A path that cannot travel to an agent is refused, except for an option the run can do
+    without (``remote_fallback``, e.g. train's extra evaluation folder): that one is replaced
+    by its fallback with a one-line warning, so the shipped recipe still starts a server run.
+    """
     out = dict(values)
     for step in dag.steps:
         for spec in specs(step.options):
             key = f"{step.name}/{spec.name}"
             if spec.path and out.get(key) not in (None, "", []):
-                value = out[key]
-                out[key] = (
-                    [localise(v, remote) for v in value]
-                    if isinstance(value, list)
-                    else localise(value, remote)
-                )
+                try:
+                    out[key] = _localise_value(out[key], remote)
+                except PathError as exc:
+                    if spec.remote_fallback is None:
+                        raise
+                    print(
+                        f"warning: {step.name}.{spec.name}: {exc.args[0].split(':')[0]}; "
+                        f"running it with {step.name}.{spec.name}={spec.remote_fallback}",
+                        file=sys.stderr,
+                    )
+                    out[key] = spec.remote_fallback
     return out
+
+
+def _localise_value(value: Any, remote: bool) -> Any:
+    if isinstance(value, list):
+        return [localise(v, remote) for v in value]
+    return localise(value, remote)
 
 
 def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
@@ -177,30 +198,71 @@ def dry_run(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     return 0
 
 
-def server_controller(values: dict[str, Any], step_queue: str | None, cache: bool) -> Any:
+def server_controller(run: PipelineRunOptions, values: dict[str, Any], step_queue: str) -> Any:
     """The PipelineController with step templates on the server (created when missing)."""
+    image = run.docker_image or None
     return clearml_controller.build_controller(
         ASL_DAG,
         values,
-        base_task_id=clearml_controller.template_resolver(ASL_DAG),
+        base_task_id=clearml_controller.template_resolver(ASL_DAG, image),
         step_queue=step_queue,
-        use_cache=cache,
+        use_cache=run.cache,
+        docker_image=image,
     )
 
 
 def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     """Build the PipelineController from the DAG, record how it runs, and start it."""
     step_queue = run.step_queue or (run.queue if run.mode == "queue" else None)
-    controller = server_controller(values, step_queue, run.cache)
+    if step_queue:
+        try:
+            clearml_controller.check_code_travels()
+        except clearml_controller.CodeNotOnRemote as exc:
+            print(f"asl_pipeline: error: {exc}", file=sys.stderr)
+            return 2
+    controller = server_controller(run, values, step_queue)
     # The agent re-runs this script with no arguments: it reads these back (remote_controller).
-    connect_options(controller.task, run, RUN_SECTION)
-    controller.task.connect_configuration(as_nested(values), name=RECIPE_CONFIGURATION)
+    # A "New Run" from the web UI runs the controller on an agent, so steps that ran here go
+    # to the step queue an agent serves, not to the controller's own queue.
+    recorded = dataclasses.replace(run, step_queue=step_queue or REMOTE_STEP_QUEUE)
+    connect_options(controller.task, recorded, RUN_SECTION)
+    controller.task.connect_configuration(recipe_record(values), name=RECIPE_CONFIGURATION)
     if run.mode == "queue":
         print(f"pipeline controller enqueued on {run.queue!r}; steps on {step_queue!r}")
         controller.start(queue=run.queue)  # exits this process once enqueued
         return 0
     controller.start_locally(run_pipeline_steps_locally=step_queue is None)
     return 0 if controller.is_successful() else 1
+
+
+def recipe_record(values: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as a configuration object, with a digest of itself as launched.
+
+    On the agent a recipe whose content no longer matches its digest was edited in the web UI,
+    and its values then win over the pipeline parameters (see ``edited_recipe``).
+    """
+    nested = as_nested(values)
+    return {**nested, RECIPE_DIGEST_KEY: recipe_digest(nested)}
+
+
+def recipe_digest(nested: dict[str, Any]) -> str:
+    text = json.dumps(nested, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def edited_recipe(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """Step values of a recipe edited in the web UI; nothing when it is as launched."""
+    nested = dict(recorded or {})
+    digest = nested.pop(RECIPE_DIGEST_KEY, None)
+    if not nested or digest == recipe_digest(nested):
+        return {}
+    flat = [
+        f"{step}.{option}={value_as_text(value)}"
+        for step, options in nested.items()
+        if isinstance(options, dict)
+        for option, value in options.items()
+    ]
+    return load_recipe(ASL_DAG, None, flat)
 
 
 def remote_controller() -> int:
@@ -215,10 +277,18 @@ def remote_controller() -> int:
         auto_connect_arg_parser=False,
         reuse_last_task_id=False,
     )
-    run = connect_options(task, PipelineRunOptions(), RUN_SECTION)
-    values = clearml_controller.stored_parameters(ASL_DAG, task.get_parameters())
-    step_queue = run.step_queue or run.queue
-    controller = server_controller(values, step_queue, run.cache)
+    try:
+        run = connect_options(task, PipelineRunOptions(), RUN_SECTION)
+        values = clearml_controller.stored_parameters(ASL_DAG, task.get_parameters())
+        recipe = task.get_configuration_object_as_dict(RECIPE_CONFIGURATION)
+        values.update(edited_recipe(recipe))
+    except (OptionError, RecipeError) as exc:
+        message = f"asl_pipeline: error: {exc}"
+        print(message, file=sys.stderr)
+        task.get_logger().report_text(message)
+        return 2  # the agent marks the task failed
+    step_queue = run.step_queue or REMOTE_STEP_QUEUE
+    controller = server_controller(run, values, step_queue)
     print(f"pipeline controller on the agent; steps on {step_queue!r}", flush=True)
     controller.start()  # running remotely: runs the DAG here, no second enqueue
     return 0

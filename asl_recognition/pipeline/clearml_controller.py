@@ -68,10 +68,15 @@ def code_digest(step: Step, repo_root: Path = REPO_ROOT) -> str:
 
 
 def running_as_agent_task() -> bool:
-    """True when an agent (or ClearML's local job runner) started this process for a task."""
+    """True when an agent (or ClearML's local job runner) started this process for a task.
+
+    The SDK reads either name (``clearml/config/defs.py`` ``TASK_ID_ENV_VAR``), and
+    clearml-agent sets both (``clearml_agent/definitions.py``).
+    """
     from asl_recognition.tracking import server_configured
 
-    return bool(os.environ.get("CLEARML_TASK_ID")) and server_configured()
+    task_id = os.environ.get("CLEARML_TASK_ID") or os.environ.get("TRAINS_TASK_ID")
+    return bool(task_id) and server_configured()
 
 
 def stored_parameters(dag: Dag, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,23 +95,72 @@ def stored_parameters(dag: Dag, parameters: Mapping[str, Any]) -> dict[str, Any]
     return values
 
 
+def _git(repo_root: Path, *args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=repo_root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def git_source(repo_root: Path = REPO_ROOT) -> dict[str, str]:
     """Remote URL, branch and commit for ``Task.create`` so an agent clones the same code."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=repo_root, capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
     source = {
-        "repo": git("config", "--get", "remote.origin.url"),
-        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "commit": git("rev-parse", "HEAD"),
+        "repo": _git(repo_root, "config", "--get", "remote.origin.url"),
+        "branch": _git(repo_root, "rev-parse", "--abbrev-ref", "HEAD"),
+        "commit": _git(repo_root, "rev-parse", "HEAD"),
     }
     return {k: v for k, v in source.items() if v and v != "HEAD"}
+
+
+class CodeNotOnRemote(RuntimeError):
+    """The code an agent would clone is not the code here: uncommitted or unpushed."""
+
+
+def check_code_travels(repo_root: Path = REPO_ROOT) -> None:
+    """Refuse to send steps to agents unless the tree is clean and HEAD is on a remote branch.
+
+    An agent clones the template's commit and nothing else (``Task.create`` records no diff),
+    so an uncommitted edit or an unpushed commit would run as different code than the one
+    tagged here.
+    """
+    paths = [p.name for p in (repo_root / "tasks", repo_root / "pipelines")] + list(CODE_PATHS)
+    dirty = _git(repo_root, "status", "--porcelain", "--", *paths)
+    if dirty:
+        first = dirty.splitlines()[0][3:]
+        raise CodeNotOnRemote(
+            f"uncommitted changes ({first} ...): an agent clones the commit without them; "
+            "commit and push first"
+        )
+    if not _git(repo_root, "config", "--get", "remote.origin.url"):
+        raise CodeNotOnRemote("the repository has no remote 'origin' for an agent to clone")
+    if not _git(repo_root, "branch", "-r", "--contains", "HEAD"):
+        head = _git(repo_root, "rev-parse", "--short=12", "HEAD")
+        raise CodeNotOnRemote(f"commit {head} is on no remote branch: push it first")
+
+
+def template_tags(
+    step: Step, source: Mapping[str, str], docker_image: str | None, repo_root: Path = REPO_ROOT
+) -> list[str]:
+    """What a reusable template must match: the code, the commit it pins, the image."""
+    tags = [TEMPLATE_TAG, f"code:{code_digest(step, repo_root)}"]
+    if source.get("commit"):
+        tags.append(f"commit:{source['commit'][:12]}")
+    return tags + ([f"docker:{docker_image}"] if docker_image else [])
+
+
+def describe_arguments(task: Any, step: Step) -> None:
+    """Give the template's ``Args`` the options' help and type, which clones and the UI keep."""
+    from asl_recognition.options import specs, value_as_text
+
+    for spec in specs(step.options):
+        task.set_parameter(
+            f"Args/{spec.name}",
+            value_as_text(spec.default),
+            description=spec.help,
+            value_type=spec.type_name,
+        )
 
 
 def ensure_base_task(
@@ -115,26 +169,27 @@ def ensure_base_task(
     task_cls: Any = None,
     repo_root: Path = REPO_ROOT,
     source: Mapping[str, str] | None = None,
+    docker_image: str | None = None,
 ) -> str:
     """The id of a draft template task for ``step``'s current script, created if missing.
 
-    Templates are tagged with the code digest (script, package, requirements), so changed code
-    gets a new template with the current commit while unchanged code reuses its template (and
-    ClearML step caching keeps working across launches).
+    Templates are tagged with the code digest (script, package, requirements), the commit they
+    pin and their docker image, so changed code gets a new template with the current commit
+    while unchanged code reuses its template (and ClearML step caching keeps working).
     """
     if task_cls is None:
         from clearml import Task as task_cls
-    digest_tag = f"code:{code_digest(step, repo_root)}"
+    source = git_source(repo_root) if source is None else source
+    tags = template_tags(step, source, docker_image, repo_root)
     existing = task_cls.get_tasks(
         project_name=project,
         task_name=f"^{step.name}$",
-        # A plain tag list is OR-ed by the server; "__$all" makes it AND (both tags needed).
-        tags=["__$all", TEMPLATE_TAG, digest_tag],
+        # A plain tag list is OR-ed by the server; "__$all" makes it AND (all tags needed).
+        tags=["__$all", *tags],
         allow_archived=False,
     )
     if existing:
         return existing[-1].id
-    source = git_source(repo_root) if source is None else source
     task = task_cls.create(
         project_name=project,
         task_name=step.name,
@@ -142,10 +197,12 @@ def ensure_base_task(
         script=step.script,
         working_directory=".",
         requirements_file=str(repo_root / "requirements.txt"),
+        docker=docker_image,
         add_task_init_call=False,
         **{k: v for k, v in source.items() if k in ("repo", "branch", "commit")},
     )
-    task.add_tags([TEMPLATE_TAG, digest_tag])
+    describe_arguments(task, step)
+    task.add_tags(tags)
     return task.id
 
 
@@ -157,11 +214,18 @@ def build_controller(
     version: str | None = None,
     use_cache: bool = True,
     controller_cls: Any = None,
+    docker_image: str | None = None,
 ) -> Any:
     """A ``PipelineController`` holding the DAG; nothing runs until ``start``/``start_locally``.
 
     ``base_task_id`` maps a step to its template task id (``ensure_base_task`` with a server).
+    Parameters are declared as text: the SDK re-types a web-UI edit by its default's type
+    (``clearml/automation/controller.py`` ``_start`` -> ``task.connect`` of the typed
+    defaults), turning ``a,b`` for a list into its characters and ``yes`` for a bool into
+    False; the steps' options classes type the text instead.
     """
+    from asl_recognition.options import value_as_text
+
     if controller_cls is None:
         from clearml import PipelineController as controller_cls
     values = {**dag.param_defaults(), **dict(params)}
@@ -171,15 +235,16 @@ def build_controller(
         version=version,
         add_pipeline_tags=True,
         abort_on_failure=True,
+        docker=docker_image,
     )
     if step_queue:
         controller.set_default_execution_queue(step_queue)
     for param in dag.params:
         controller.add_parameter(
             name=param.name,
-            default=values[param.name],
-            description=param.help,
-            param_type=f"list[{param.type.__name__}]" if param.is_list else param.type.__name__,
+            default=value_as_text(values[param.name]),
+            description=f"{param.help} ({param_type(param)})",
+            param_type="str",
         )
     for step in active_steps(dag, values):
         controller.add_step(
@@ -193,10 +258,15 @@ def build_controller(
     return controller
 
 
-def template_resolver(dag: Dag) -> BaseTaskResolver:
+def param_type(param: Any) -> str:
+    """The type a pipeline parameter's text is read as, shown beside its help."""
+    return f"list[{param.type.__name__}]" if param.is_list else param.type.__name__
+
+
+def template_resolver(dag: Dag, docker_image: str | None = None) -> BaseTaskResolver:
     """Step -> template task id in the project's templates folder, created when missing."""
     project = f"{dag.project}/pipeline step templates"
-    return lambda step: ensure_base_task(step, project)
+    return lambda step: ensure_base_task(step, project, docker_image=docker_image)
 
 
 def controller_as_dict(controller: Any) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class SelectBestOptions:
     )
 
 
+# Debian bookworm: glibc 2.36 and Python 3.11, which every pin of requirements.txt needs (the
+# agent's own default image, Ubuntu 20.04 with Python 3.8, installs none of them).
+DEFAULT_DOCKER_IMAGE = "python:3.11-slim-bookworm"
 MODES = ("auto", "local-executor", "local", "queue", "dry-run")
 
 
@@ -78,6 +81,11 @@ class PipelineRunOptions:
         None, "local executor: re-run this step and everything after it, reusing the ones before"
     )
     list_runs: bool = option(False, "local executor: list local runs and exit")
+    docker_image: str = option(
+        DEFAULT_DOCKER_IMAGE,
+        "ClearML modes: docker image of the controller and every step on a docker-mode agent "
+        "(Python >= 3.11 and glibc >= 2.35 for requirements.txt; empty: the agent's default)",
+    )
 
 
 # Tag on ASL_raw versions that the pipeline's own validate_raw creates (the trigger skips them).

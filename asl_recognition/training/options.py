@@ -54,8 +54,10 @@ class TrainOptions:
     external: str | None = option(
         None,
         "image folder <CLASS>/* from another source, scored apart (empty: "
-        "../shared/data/asl_external_massey if present, else data/external_sample; none: skip)",
+        "../shared/data/asl_external_massey if present, else data/external_sample; none: skip; "
+        "a folder outside the repository is dropped, with a warning, for a step on an agent)",
         path=True,
+        remote_fallback="none",
     )
     seed: int = option(42, "random seed")
     device: str = option("auto", "compute device", choices=DEVICES)

@@ -240,11 +240,14 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     mock_task = mock.create_autospec(clearml.Task, instance=True)
     mock_task.connect.side_effect = lambda mutable, name=None: {**mutable, **stored_run}
     mock_task.get_parameters.return_value = stored_params
+    mock_task.get_configuration_object_as_dict.return_value = None  # no recipe recorded
     mock_task_init = mock.Mock(name="mock Task.init", return_value=mock_task)
     monkeypatch.setattr(clearml.Task, "init", mock_task_init)
     built = {}
 
-    def mock_build_controller(dag, params, base_task_id, step_queue=None, use_cache=True):
+    def mock_build_controller(
+        dag, params, base_task_id, step_queue=None, use_cache=True, docker_image=None
+    ):
         built.update(params=dict(params), step_queue=step_queue, use_cache=use_cache)
         built["controller"] = mock.create_autospec(clearml.PipelineController, instance=True)
         return built["controller"]
@@ -272,6 +275,30 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     # the same values give the controller without validate_raw (raw_version is set)
     steps = clearml_controller.active_steps(ASL_DAG, built["params"])
     assert steps[0].name == "publish_dataset"
+
+
+def test_remote_controller_refuses_a_bad_web_ui_value_in_one_line(monkeypatch, capsys):
+    """A pipeline parameter edited to a value its option cannot take: one line, exit 2 (the
+    agent marks the task failed), nothing built."""
+    for name in ("CLEARML_OFFLINE_MODE", "ASL_OFFLINE", "CLEARML_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRAINS_TASK_ID", "controller-task")  # the older name alone is enough
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    mock_task = mock.create_autospec(clearml.Task, instance=True)
+    mock_task.connect.side_effect = lambda mutable, name=None: dict(mutable)
+    mock_task.get_parameters.return_value = {"Args/train/epochs": "forty"}
+    monkeypatch.setattr(clearml.Task, "init", mock.Mock(return_value=mock_task))
+    mock_build = mock.Mock(name="mock build_controller")
+    monkeypatch.setattr(clearml_controller, "build_controller", mock_build)
+    try:
+        assert asl_pipeline.main(None) == 2
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asl_pipeline: error: --epochs: 'forty'") and "\n" not in err
+    mock_build.assert_not_called()
+    mock_task.get_logger.return_value.report_text.assert_called_once_with(err)
 
 
 def test_agent_branch_needs_a_task_id_and_no_forced_offline_mode(monkeypatch):

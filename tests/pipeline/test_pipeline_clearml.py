@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shlex
+import subprocess
 from pathlib import Path
 from unittest import mock
 
@@ -98,12 +99,13 @@ def test_real_sdk_controller_dag_offline(tmp_path):
     )
     params = dag["parameters"]
     assert set(params) == {p.name for p in ASL_DAG.params}
-    # the recipe, then the overrides, then every other option's declared default
-    assert params["train/epochs"] == 3 and params["train/model"] == "resnet18"
+    # Declared as text (the SDK would re-type UI edits by a typed default); the options type it.
+    assert all(isinstance(v, str) for v in params.values())
+    assert params["train/epochs"] == "3" and params["train/model"] == "resnet18"
     recipe = yaml.safe_load((REPO_ROOT / RUN_RECIPE).read_text())
-    assert params["validate_raw/source"] == recipe["validate_raw"]["source"]
-    assert params["publish_dataset/image_size"] == recipe["publish_dataset"]["image_size"]
-    assert params["train/lr"] == ASL_DAG.param_defaults()["train/lr"]
+    assert json.loads(params["validate_raw/source"]) == recipe["validate_raw"]["source"]
+    assert params["publish_dataset/image_size"] == str(recipe["publish_dataset"]["image_size"])
+    assert float(params["train/lr"]) == ASL_DAG.param_defaults()["train/lr"]
 
     # An existing raw version: validate_raw drops out and publish_dataset reads the parameter.
     dag = dry_run(tmp_path, "raw_version=abc123")
@@ -129,9 +131,13 @@ def test_build_controller_exact_sdk_calls():
     assert (init["name"], init["project"]) == ("asl_pipeline", "ASL")
     controller.set_default_execution_queue.assert_called_once_with("gpu")
     params = {c.kwargs["name"]: c.kwargs for c in controller.add_parameter.call_args_list}
-    assert params["train/epochs"]["default"] == 2 and params["train/epochs"]["param_type"] == "int"
-    assert params["publish_dataset/image_size"]["default"] == 64
-    assert params["publish_dataset/split"]["param_type"] == "list[float]"
+    assert (
+        params["train/epochs"]["default"] == "2" and params["train/epochs"]["param_type"] == "str"
+    )
+    assert params["publish_dataset/image_size"]["default"] == "64"
+    assert params["publish_dataset/split"]["description"].endswith("(list[float])")
+    assert json.loads(params["publish_dataset/split"]["default"]) == [0.7, 0.15, 0.15]
+    assert init["docker"] is None
     steps = [c.kwargs for c in controller.add_step.call_args_list]
     assert [s["name"] for s in steps] == STEPS
     assert all(s["execution_queue"] == "gpu" for s in steps)
@@ -151,9 +157,11 @@ def test_ensure_base_task_creates_template_from_script_once():
     mock_task_cls.create.return_value.id = "new-template"
     step = ASL_DAG.step("select_best")
     source = {"repo": "https://example.org/asl.git", "branch": "develop", "commit": "abc"}
-    assert clearml_controller.ensure_base_task(step, "ASL/t", mock_task_cls, source=source) == (
-        "new-template"
+    image = "python:3.11-slim-bookworm"
+    made = clearml_controller.ensure_base_task(
+        step, "ASL/t", mock_task_cls, source=source, docker_image=image
     )
+    assert made == "new-template"
     created = mock_task_cls.create.call_args.kwargs
     assert created["script"] == "tasks/select_best.py"
     assert created["working_directory"] == "."
@@ -165,13 +173,26 @@ def test_ensure_base_task_creates_template_from_script_once():
         "develop",
         "abc",
     )
+    assert created["docker"] == image  # the agent's default image cannot install the pins
     digest = clearml_controller.code_digest(step)
-    tags = [clearml_controller.TEMPLATE_TAG, f"code:{digest}"]
+    # the commit is in the tags: a template is reused only by the commit it pins
+    tags = [clearml_controller.TEMPLATE_TAG, f"code:{digest}", "commit:abc", f"docker:{image}"]
     mock_task_cls.create.return_value.add_tags.assert_called_once_with(tags)
     assert mock_task_cls.get_tasks.call_args.kwargs["tags"] == ["__$all", *tags]
+    # the UI shows each Args entry with the option's help and type
+    described = {
+        c.args[0]: c.kwargs for c in mock_task_cls.create.return_value.set_parameter.call_args_list
+    }
+    assert described["Args/metric_mode"]["description"].startswith("max: a higher metric")
+    assert described["Args/holdout_tolerance"]["value_type"] == "float"
     # Same code: the existing template is reused, nothing created.
     mock_task_cls.get_tasks.return_value = [mock.Mock(id="old-template")]
-    assert clearml_controller.ensure_base_task(step, "ASL/t", mock_task_cls) == "old-template"
+    assert (
+        clearml_controller.ensure_base_task(
+            step, "ASL/t", mock_task_cls, source=source, docker_image=image
+        )
+        == "old-template"
+    )
     assert mock_task_cls.create.call_count == 1
 
 
@@ -180,15 +201,18 @@ def mock_controller(monkeypatch):
     """``build_controller`` replaced: records its arguments, returns a strict mock controller."""
     made = {}
 
-    def mock_build_controller(dag, params, base_task_id, step_queue=None, use_cache=True):
+    def mock_build_controller(
+        dag, params, base_task_id, step_queue=None, use_cache=True, docker_image=None
+    ):
         controller = mock.create_autospec(PipelineController, instance=True)
         controller.task = mock.create_autospec(Task, instance=True)
         controller.is_successful.return_value = True
         made.update(params=params, step_queue=step_queue, use_cache=use_cache)
-        made["controller"] = controller
+        made.update(docker_image=docker_image, controller=controller)
         return controller
 
     monkeypatch.setattr(clearml_controller, "build_controller", mock_build_controller)
+    monkeypatch.setattr(clearml_controller, "check_code_travels", lambda: None)
     return made
 
 
@@ -202,12 +226,16 @@ def test_queue_mode_records_run_options_and_starts_controller_on_the_queue(mock_
     assert mock_controller["step_queue"] == "default"
     assert mock_controller["use_cache"] is False
     assert mock_controller["params"]["train/epochs"] == 4
+    assert mock_controller["docker_image"] == "python:3.11-slim-bookworm"
     # what the agent reads back (remote_controller): the run options and the recipe
     controller.task.connect.assert_called_once_with(
         options_as_text(run), name=asl_pipeline.RUN_SECTION
     )
-    controller.task.connect_configuration.assert_called_once_with(
-        as_nested(values), name=asl_pipeline.RECIPE_CONFIGURATION
+    recorded = controller.task.connect_configuration.call_args
+    assert recorded.kwargs["name"] == asl_pipeline.RECIPE_CONFIGURATION
+    assert asl_pipeline.edited_recipe(recorded.args[0]) == {}  # as launched: Args hold it
+    assert {k: v for k, v in recorded.args[0].items() if not k.startswith("_")} == as_nested(
+        values
     )
     # no --step-queue: the steps go to the controller's queue
     asl_pipeline.run_clearml(PipelineRunOptions(mode="queue", queue="q1"), {})
@@ -275,3 +303,100 @@ def test_landmark_model_adds_the_landmark_step(tmp_path):
         "${publish_landmarks.parameters.Outputs/landmarks_id}"
     )
     assert nodes["publish_landmarks"]["cache_executed_step"] is True
+
+
+def test_the_shipped_recipe_is_enqueued_with_its_outside_folder_dropped(
+    mock_controller, monkeypatch, capsys, tmp_path
+):
+    """configs/run.yaml names an evaluation folder outside the repo (train.external): an agent
+    cannot read it, so it is dropped with one warning instead of refusing the whole run."""
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(asl_pipeline, "server_configured", lambda: True)
+    assert asl_pipeline.main(["--mode", "queue", "--config", RUN_RECIPE]) == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert warning.startswith("warning: train.external: ") and "train.external=none" in warning
+    assert mock_controller["params"]["train/external"] == "none"
+    mock_controller["controller"].start.assert_called_once_with(queue="services")
+    # a required input that cannot travel is still refused (no fallback declared)
+    with pytest.raises(SystemExit):
+        asl_pipeline.main(["--mode", "queue", f"validate_raw.source={tmp_path}"])
+
+
+def test_a_run_started_here_records_an_agent_queue_for_its_steps(mock_controller):
+    """ "New Run" in the web UI runs the controller on an agent: its steps must go to a step
+    queue, not follow the controller to `services`."""
+    asl_pipeline.run_clearml(PipelineRunOptions(mode="local"), {})
+    recorded = mock_controller["controller"].task.connect.call_args.args[0]
+    assert recorded["step_queue"] == asl_pipeline.REMOTE_STEP_QUEUE == "default"
+    assert recorded["queue"] == "services"
+
+
+def test_steps_for_agents_are_refused_from_code_an_agent_cannot_clone(
+    mock_controller, monkeypatch, capsys
+):
+    def mock_unpushed() -> None:
+        raise clearml_controller.CodeNotOnRemote("commit abc is on no remote branch: push it")
+
+    monkeypatch.setattr(clearml_controller, "check_code_travels", mock_unpushed)
+    assert asl_pipeline.run_clearml(PipelineRunOptions(mode="queue"), {}) == 2
+    assert capsys.readouterr().err.strip() == (
+        "asl_pipeline: error: commit abc is on no remote branch: push it"
+    )
+    assert "controller" not in mock_controller  # nothing built, nothing enqueued
+    # steps run here (mode local, no step queue): the working tree is what runs
+    assert asl_pipeline.run_clearml(PipelineRunOptions(mode="local"), {}) == 0
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_check_code_travels_on_real_git_repositories(tmp_path):
+    """Dirty tree, no remote, unpushed commit: each refused; a pushed clean HEAD passes."""
+    origin, repo = tmp_path / "origin.git", tmp_path / "repo"
+    git(tmp_path, "init", "--quiet", "--bare", str(origin))
+    git(tmp_path, "init", "--quiet", str(repo))
+    (repo / "tasks").mkdir()
+    (repo / "tasks" / "train.py").write_text("print(1)\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "one")
+    check = clearml_controller.check_code_travels
+    with pytest.raises(clearml_controller.CodeNotOnRemote, match="no remote 'origin'"):
+        check(repo)
+    git(repo, "remote", "add", "origin", str(origin))
+    with pytest.raises(clearml_controller.CodeNotOnRemote, match="on no remote branch"):
+        check(repo)
+    git(repo, "push", "--quiet", "origin", "HEAD:refs/heads/main")
+    git(repo, "fetch", "--quiet", "origin")
+    check(repo)
+    (repo / "tasks" / "train.py").write_text("print(2)\n")
+    with pytest.raises(clearml_controller.CodeNotOnRemote, match="uncommitted changes"):
+        check(repo)
+
+
+def test_a_recipe_edited_in_the_web_ui_wins_over_the_parameters():
+    values = load_recipe(ASL_DAG, REPO_ROOT / RUN_RECIPE, ["train.epochs=4"])
+    record = asl_pipeline.recipe_record(values)
+    assert asl_pipeline.edited_recipe(record) == {}
+    record["train"] = {**record["train"], "epochs": 9}
+    edited = asl_pipeline.edited_recipe(record)
+    assert edited["train/epochs"] == 9
+    assert edited["validate_raw/source"] == values["validate_raw/source"]
+    record["train"]["epochs"] = "nine"
+    with pytest.raises(asl_pipeline.RecipeError, match="train.epochs"):
+        asl_pipeline.edited_recipe(record)
+
+
+def test_web_ui_text_for_pipeline_parameters_is_typed_by_the_options():
+    stored = {
+        "Args/train/register": "yes",
+        "Args/validate_raw/source": "kaggle=data/sample,massey=data/external_sample",
+        "Args/train/epochs": "40",
+    }
+    values = clearml_controller.stored_parameters(ASL_DAG, stored)
+    assert values["train/register"] is True
+    assert values["validate_raw/source"] == ["kaggle=data/sample", "massey=data/external_sample"]
+    assert values["train/epochs"] == 40
