@@ -533,10 +533,15 @@ def _graph_summary(signature: Any, classes: list[str], graph_kind: str) -> dict[
 
 
 def _trt_cache_path(base: str, model_dir: Path, onnx_path: Path, tensorrt: bool) -> str:
-    """TensorRT engines are keyed by graph, not weights: one cache folder per model file."""
+    """TensorRT engines are keyed by graph, not weights: one cache folder per model file.
+
+    One level below ``base`` (the mounted volume): ONNX Runtime's TensorRT provider creates
+    only the last folder of the path and fails with "Failed to create directory" on a fresh
+    volume when two are missing.
+    """
     if not tensorrt:
         return base
-    return f"{base.rstrip('/')}/{model_dir.name}/{file_sha256(onnx_path)[:16]}"
+    return f"{base.rstrip('/')}/{model_dir.name}-{file_sha256(onnx_path)[:16]}"
 
 
 def _check_kinds(dirs: dict[str, Path]) -> None:

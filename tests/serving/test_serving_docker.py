@@ -97,6 +97,10 @@ def test_gpu_profile_reserves_the_gpu_and_keeps_tensorrt_engines() -> None:
         and "trt-cache" in compose["volumes"]
     )
     assert "triton" in gpu["networks"]["default"]["aliases"]
+    # the gpu profile's client waits for the GPU server and starts no CPU server
+    client_gpu = services["client-gpu"]
+    assert client_gpu["profiles"] == ["gpu"] and set(client_gpu["depends_on"]) == {"triton-gpu"}
+    assert client_gpu["command"] == services["client"]["command"]
     assert (
         "--gpus" in COMPOSE.read_text()
         and "--stop-timeout" in (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()

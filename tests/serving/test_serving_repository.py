@@ -130,7 +130,9 @@ def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
     # Engine cache per model content: ONNX Runtime keys engines by graph, not by weights.
     sha = hashlib.sha256(a.onnx.read_bytes()).hexdigest()[:16]
     assert params["trt_engine_cache_enable"] == "true"
-    assert params["trt_engine_cache_path"] == f"/trt_cache/asl_onnx/{sha}"
+    assert params["trt_engine_cache_path"] == f"/trt_cache/asl_onnx-{sha}"
+    # one folder below the volume: the TensorRT provider creates only the last one
+    assert Path(params["trt_engine_cache_path"]).parent == Path("/trt_cache")
     # One explicit profile spanning every batch size Triton forms (1 .. max_batch_size).
     assert params["trt_profile_min_shapes"] == "images:1x3x32x32"
     assert params["trt_profile_max_shapes"] == f"images:{cfg.max_batch_size}x3x32x32"
@@ -159,7 +161,7 @@ def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
         .optimization.execution_accelerators.gpu_execution_accelerator[0]
         .parameters
     )
-    assert params["trt_engine_cache_path"] != f"/trt_cache/asl_onnx/{sha}"
+    assert params["trt_engine_cache_path"] != f"/trt_cache/asl_onnx-{sha}"
     assert params["trt_profile_max_shapes"] == "images:8x3x48x48"
     with pytest.raises(ValueError, match="GPU"):
         build_repository(a.onnx, a.classes, tmp_path / "x", kind="cpu", tensorrt=True)
