@@ -63,12 +63,56 @@ def _set(dag: Dag, values: dict[str, Any], key: str, value: Any) -> None:
         raise RecipeError(f"{key}: {exc}") from None
 
 
+MAX_RECIPE_BYTES = 64 * 1024  # a recipe is a screenful of options; anything larger is not one
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (a few nested ones expand to gigabytes) or duplicate keys."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(
+                problem="aliases (*name) are not allowed", problem_mark=mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _recipe_text(path: Path) -> str:
+    """The file's text: a regular file of at most ``MAX_RECIPE_BYTES``, in UTF-8."""
+    try:
+        if not path.is_file():
+            raise RecipeError(f"cannot read recipe {path}: not a regular file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"cannot read recipe {path}: larger than {MAX_RECIPE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"cannot read recipe {path}: not UTF-8 text (byte {exc.start})"
+        ) from None
+
+
 def read_file(path: str | Path) -> dict[str, Any]:
     """The recipe file as ``{"step.option": value}`` (top-level scalars stay as they are)."""
+    text = _recipe_text(Path(path))
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc}") from None
+        data = yaml.load(text, Loader=_RecipeLoader) or {}
     except yaml.YAMLError as exc:  # its text spans several lines (snippet and caret)
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

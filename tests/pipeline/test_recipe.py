@@ -103,3 +103,47 @@ def test_pipeline_cli_refuses_a_bad_override_before_running_anything(
     err = capsys.readouterr().err
     assert err.splitlines()[-1].endswith("error: train.epochs: --epochs: 'x' is not a number")
     assert not (tmp_path / "ws").exists()  # nothing was started
+
+
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    + ["train: {epochs: *i}"]
+)
+
+
+def test_hostile_recipe_files_are_refused_in_bounded_time(tmp_path) -> None:
+    """Nested aliases (a few hundred bytes that expand to gigabytes), duplicate keys, bytes
+    that are not UTF-8, a device and an oversized file: each one line, nothing expanded."""
+    cases = {
+        "laughs.yaml": (BILLION_LAUGHS.encode(), "aliases (*name) are not allowed at line 2"),
+        "twice.yaml": (b"train:\n  epochs: 3\n  epochs: 40\n", "duplicate key 'epochs' at line 3"),
+        "steps.yaml": (b"train: {epochs: 3}\ntrain: {lr: 1}\n", "duplicate key 'train'"),
+        "latin1.yaml": ("train:\n  model: caf\u00e9\n".encode("latin-1"), "not UTF-8 text"),
+        "huge.yaml": (b"#" * (70 * 1024), "larger than 65536 bytes"),
+    }
+    assert len(BILLION_LAUGHS) < 600
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+    paths = {name: tmp_path / name for name in cases}
+    paths["/dev/zero"] = "/dev/zero"
+    cases["/dev/zero"] = (b"", "not a regular file")
+    paths["folder"] = tmp_path
+    cases["folder"] = (b"", "not a regular file")
+    for name, path in paths.items():
+        with pytest.raises(RecipeError) as exc:
+            read_file(path)
+        assert cases[name][1] in str(exc.value), name
+        assert "\n" not in str(exc.value), name
+    # an anchor that is never referenced is plain YAML, and still reads
+    (tmp_path / "anchor.yaml").write_text("train: &t {epochs: 3}\n")
+    assert read_file(tmp_path / "anchor.yaml") == {"train.epochs": 3}
+
+
+def test_pipeline_cli_refuses_a_device_as_recipe_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    with pytest.raises(SystemExit) as exc:
+        asl_pipeline.main(["--mode", "dry-run", "--config", "/dev/zero"])
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.endswith("error: cannot read recipe /dev/zero: not a regular file")
