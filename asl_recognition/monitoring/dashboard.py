@@ -32,7 +32,7 @@ from asl_recognition.processes import handle_stop_signals
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 from .promql import PromQL
-from .settings import add_threshold_options, load_thresholds, parse_overrides
+from .settings import add_threshold_options, thresholds_from_cli
 from .urls import mask_url, split_credentials
 
 METRIC_ORDER = (
@@ -442,12 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    overrides = parse_overrides(args.set)
-    for key, value in (("model_name", args.model_name), ("window", args.window)):
-        if value is not None:
-            overrides[key] = value
-    t = load_thresholds(args.thresholds, overrides)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    chosen = {"model_name": args.model_name, "window": args.window}
+    t = thresholds_from_cli(parser, args, {k: v for k, v in chosen.items() if v is not None})
     source = StatusSource(args.prometheus, args.registry_backend, PromQL.from_thresholds(t))
     server = make_server(source, args.host, args.port)
     print(

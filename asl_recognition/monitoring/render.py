@@ -15,7 +15,7 @@ from asl_recognition.classes import CLASSES
 
 from .alert_rules import write_rules
 from .baseline import uniform_baseline
-from .settings import add_threshold_options, load_thresholds, parse_overrides
+from .settings import add_threshold_options, thresholds_from_cli
 from .stack import resolve_baseline
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "triton" / "monitoring"
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_threshold_options(p)
     args = p.parse_args(argv)
-    thresholds = load_thresholds(args.thresholds, parse_overrides(args.set))
+    thresholds = thresholds_from_cli(p, args)
     if args.baseline == "uniform":
         baseline = uniform_baseline(list(CLASSES))
     else:

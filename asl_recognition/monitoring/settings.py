@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -58,6 +59,9 @@ class AlertThresholds:
             value = getattr(self, f.name)
             if f.name.endswith(("_for", "window")) and not _DURATION.match(str(value)):
                 raise ValueError(f"{f.name}={value!r} is not a Prometheus duration (e.g. 30s, 5m)")
+            if f.type == "float" and not math.isfinite(float(value)):
+                # NaN compares false with everything: the alert would silently never fire
+                raise ValueError(f"{f.name}={value!r} must be a finite number")
             if f.type == "float" and float(value) < 0:
                 raise ValueError(f"{f.name}={value!r} must be >= 0")
         if not re.match(r"^[A-Za-z0-9_.-]+$", self.model_name):
@@ -90,7 +94,10 @@ def _coerce(field_name: str, value: Any) -> Any:
         known = ", ".join(sorted(types))
         raise KeyError(f"unknown threshold {field_name!r}; known: {known}")
     if types[field_name] == "float":
-        return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{field_name}={value!r} is not a number") from None
     return str(value)
 
 
@@ -128,6 +135,19 @@ def add_threshold_options(parser: Any, example: str = "latency_p95_ms=300") -> N
         metavar="NAME=VALUE",
         help=f"override one threshold, e.g. --set {example} (repeatable)",
     )
+
+
+def thresholds_from_cli(
+    parser: Any, args: Any, overrides: Mapping[str, Any] | None = None
+) -> AlertThresholds:
+    """The thresholds a monitoring CLI was given; a bad one ends it with one usage line."""
+    try:
+        values = {**parse_overrides(args.set), **(overrides or {})}
+        return load_thresholds(args.thresholds, values)
+    except KeyError as exc:
+        parser.error(exc.args[0])
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
 
 
 def load_thresholds(

@@ -21,7 +21,7 @@ from .alert_rules import write_rules
 from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config
 from .baseline import Baseline, load_baseline
 from .prometheus_config import render_prometheus_config, write_prometheus_config
-from .settings import AlertThresholds, add_threshold_options, load_thresholds, parse_overrides
+from .settings import AlertThresholds, add_threshold_options, thresholds_from_cli
 from .tools import require_tool, run_tool
 from .urls import mask_webhook, url_secrets
 
@@ -246,10 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from asl_recognition.paths import workspace
 
-    thresholds = load_thresholds(args.thresholds, parse_overrides(args.set))
+    thresholds = thresholds_from_cli(parser, args)
     if args.print_thresholds:
         for key, value in thresholds.as_dict().items():
             print(f"{key}={value}")

@@ -188,6 +188,33 @@ def test_bad_thresholds_are_rejected(override: dict) -> None:
         load_thresholds(overrides=override, env={})
 
 
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_non_finite_thresholds_are_refused_not_silently_off(text: str) -> None:
+    """NaN compares false with everything: an alert with it would never fire."""
+    with pytest.raises(ValueError, match="latency_p95_ms=.* must be a finite number"):
+        load_thresholds(overrides={"latency_p95_ms": text}, env={})
+    variable = env_name("max_nonfinite_predictions")
+    with pytest.raises(ValueError, match="max_nonfinite_predictions=.* must be a finite number"):
+        load_thresholds(env={variable: text})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "latency_p95_ms=nan"], "latency_p95_ms=nan must be a finite number"),
+        (["--set", "latency_p95_ms=fast"], "latency_p95_ms='fast' is not a number"),
+        (["--set", "latency"], "--set expects NAME=VALUE, got 'latency'"),
+        (["--set", "nope=1"], "unknown threshold 'nope'"),
+    ],
+)
+def test_monitoring_clis_refuse_bad_thresholds_in_one_line(args, message, tmp_path) -> None:
+    for module in ("render", "dashboard", "stack"):
+        result = run_script("-m", f"asl_recognition.monitoring.{module}", *args, timeout=60)
+        assert result.returncode == 2, (module, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, (module, result.stderr[-2000:])
+        assert message in result.stderr.strip().splitlines()[-1], module
+
+
 def test_baseline_accepts_counts_shares_and_histograms(tmp_path: Path) -> None:
     b = parse_baseline({"class_distribution": {"A": 30, "B": 10}})
     assert b.class_shares == {"A": 0.75, "B": 0.25} and b.confidence_mean is None
