@@ -65,14 +65,17 @@ def check_split(fractions: Sequence[float]) -> list[float]:
         raise ValueError(f"--split {shown}: fractions cannot be negative")
     if not any(values):
         raise ValueError(f"--split {shown}: all fractions are 0")
-    empty = [name for name, v in zip(SPLITS, values) if v == 0]
+    # Scaled by the largest first: three values near 1e308 would sum to inf (and give 0s).
+    largest = max(values)
+    scaled = [v / largest for v in values]
+    shares = [v / sum(scaled) for v in scaled]
+    empty = [name for name, v in zip(SPLITS, shares) if not v > 0]
     if empty:
         raise ValueError(
             f"--split {shown}: the {', '.join(empty)} split(s) would be empty; "
             "every split needs a fraction above 0"
         )
-    total = sum(values)
-    return [v / total for v in values]
+    return shares
 
 
 def frame_number(path: str, cls: str) -> int | None:

@@ -44,6 +44,13 @@ def test_bad_split_is_refused_first(asl_workspace: Path, split, match: str) -> N
     _refused(lambda: publish_dataset(split=split, progress=False), match, asl_workspace)
 
 
+def test_check_split_survives_fractions_whose_sum_overflows() -> None:
+    """1e308 x 3 sums to inf: the shares must still be a third each, not 0/0 downstream."""
+    assert check_split(["1e308", "1e308", "1e308"]) == pytest.approx([1 / 3] * 3)
+    with pytest.raises(ValueError, match="the val split.* would be empty"):
+        check_split([1e308, 5e-324, 1e308])
+
+
 def test_check_split_normalises_good_fractions() -> None:
     assert check_split((7, 1.5, 1.5)) == pytest.approx([0.7, 0.15, 0.15])
     assert check_split([0.7, 0.15, 0.15]) == pytest.approx([0.7, 0.15, 0.15])
