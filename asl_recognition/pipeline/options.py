@@ -104,6 +104,16 @@ class TriggerOptions:
     config: str | None = option(
         "configs/run.yaml", "recipe the launched pipelines run with (repo-relative)"
     )
-    dataset_name: str = option("ASL_raw", "dataset whose new versions trigger a run")
+    dataset_name: str = option("ASL_raw", "dataset (exact name) whose new versions trigger a run")
     poll_minutes: float = option(2.0, "how often the service polls the server", low=0.1)
+    max_tries: int = option(
+        3,
+        "launches per version before giving up (a failed one is retried at the next poll)",
+        low=1,
+    )
     run_here: bool = option(False, "run the service loop in this process instead of on --queue")
+    replace: bool = option(
+        False,
+        "stop the queued or running service of the same name and start this one (restart path; "
+        "without it a second start is refused)",
+    )

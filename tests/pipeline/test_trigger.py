@@ -1,88 +1,152 @@
 """The new-data trigger: registered with the SDK's real signature, turned into the SDK's real
-server query, and launching a pipeline process that is not bound to the service's own task.
+server query, launching a pipeline process that is not bound to the service's own task,
+recording a failed launch as failed and retrying it, keeping its watermark across a reset, and
+running one instance at a time.
 
-No server can run here: the scheduler class is either ``create_autospec(TriggerScheduler)``
-(a strict mock: a wrong keyword fails) or the real class with only its server-side constructor
-replaced (``OfflineTriggerScheduler``, an emulation), so the SDK's own trigger code runs.
+No server can run here: the SDK classes are ``create_autospec`` mocks (a wrong keyword fails)
+or the service's real scheduler class with only its server-side constructor replaced
+(``OfflineScheduler``, an emulation), so the SDK's own ``TriggerScheduler._step`` runs.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import re
+import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from unittest import mock
 
 import asl_pipeline
+import clearml
 import pytest
 import trigger_on_new_data
 from asl_testkit import recipe_steps
-from clearml.automation import TriggerScheduler
+from clearml import Task
+from clearml.automation.controller import PipelineDecorator
+from clearml.automation.job import LocalClearmlJob
+from clearml.backend_api import services
+from clearml.backend_api.session import Session
+from clearml.backend_api.session.client.client import APIClient, make_service_class
+from clearml.config import defs
 
 from asl_recognition.options import from_mapping, parse
 from asl_recognition.paths import REPO_ROOT
-from asl_recognition.pipeline import clearml_controller
+from asl_recognition.pipeline import clearml_controller, trigger
 from asl_recognition.pipeline.dag import ASL_DAG
 from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, PipelineRunOptions, TriggerOptions
 from asl_recognition.pipeline.recipe import load_recipe
 
 # the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
 STEPS = recipe_steps()
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+# what clearml-agent 3.0.3 sets for the task it runs (clearml_agent/definitions.py, worker.py)
+AGENT_TASK_ENV = {
+    "CLEARML_TASK_ID": "service-task",
+    "TRAINS_TASK_ID": "service-task",
+    "CLEARML_PROC_MASTER_ID": "4242:service-task",
+    "TRAINS_PROC_MASTER_ID": "4242:service-task",
+    "CLEARML_LOG_TASK_TO_BACKEND": "1",
+    "TRAINS_LOG_TASK_TO_BACKEND": "1",
+}
 
 
-class OfflineTriggerScheduler(TriggerScheduler):
-    """Emulation: the real TriggerScheduler minus the constructor that needs a server."""
+class OfflineScheduler(trigger.PipelineTriggerScheduler):
+    """Emulation: the service's scheduler minus the SDK constructor that needs a server."""
 
-    def __init__(self, pooling_frequency_minutes: float = 3.0, sync_frequency_minutes: float = 15):
-        self._dataset_triggers = []
-        self.pooling_frequency_minutes = pooling_frequency_minutes
+    def __init__(
+        self,
+        pooling_frequency_minutes: float = 3.0,
+        sync_frequency_minutes: float = 15,
+        max_tries: int = 3,
+    ):
+        self._dataset_triggers, self._model_triggers, self._task_triggers = [], [], []
+        self._executed_triggers = []
+        self._task = None  # _log prints
+        self.max_tries = max_tries
+        self._retries = {}
+        self._saved_watermark = None
+        self._client = mock_api_client()
+
+
+def mock_api_client() -> mock.Mock:
+    """``APIClient`` with the real ``tasks`` service's methods; an older server (no ``_or_``)."""
+    mock_client = mock.create_autospec(APIClient, instance=True)
+    mock_client.session = mock.create_autospec(Session, instance=True)
+    mock_client.session.feature_set = "basic"
+    mock_client.session.check_min_server_version.return_value = False
+    mock_client.tasks = mock.create_autospec(make_service_class(services.tasks), instance=True)
+    mock_client.tasks.get_all.return_value = []
+    return mock_client
+
+
+def version(dataset_id: str, when: datetime) -> SimpleNamespace:
+    """A dataset task as the server answers the trigger's ``only_fields``."""
+    return SimpleNamespace(id=dataset_id, name="ASL_raw", last_update=when, last_change=when)
+
+
+def failing_runner(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Runs a real process that fails as a refused pipeline launch does (exit status 3)."""
+    return subprocess.run([sys.executable, "-c", "raise SystemExit(3)"], **kwargs)
+
+
+def offline(options: TriggerOptions, runner) -> OfflineScheduler:
+    return trigger.build_scheduler(options, OfflineScheduler, runner)
 
 
 def test_trigger_registered_with_the_real_signature_and_no_project_filter():
-    mock_scheduler_cls = mock.create_autospec(TriggerScheduler)
-    options = parse(TriggerOptions, ["--poll-minutes", "0.5"])
-    scheduler = trigger_on_new_data.build_scheduler(
-        options, mock_scheduler_cls, runner=mock.Mock()
-    )
+    mock_scheduler_cls = mock.create_autospec(trigger.PipelineTriggerScheduler)
+    options = parse(TriggerOptions, ["--poll-minutes", "0.5", "--max-tries", "5"])
+    scheduler = trigger.build_scheduler(options, mock_scheduler_cls, runner=mock.Mock())
     assert scheduler is mock_scheduler_cls.return_value
     assert mock_scheduler_cls.call_args.kwargs["pooling_frequency_minutes"] == 0.5
+    assert mock_scheduler_cls.call_args.kwargs["max_tries"] == 5
     (call,) = scheduler.add_dataset_trigger.call_args_list
     assert "trigger_project" not in call.kwargs  # resolved once by the SDK: misses new projects
-    assert call.kwargs["trigger_name"] == "ASL_raw"
+    assert call.kwargs["trigger_name"] == "^ASL_raw$"
     assert call.kwargs["trigger_on_tags"] == [f"-{PIPELINE_RUN_TAG}"]
     assert callable(call.kwargs["schedule_function"])
 
 
 def test_sdk_query_watches_every_asl_raw_version_except_the_pipelines_own():
-    options = TriggerOptions()
-    scheduler = trigger_on_new_data.build_scheduler(
-        options, OfflineTriggerScheduler, runner=mock.Mock()
-    )
-    (trigger,) = scheduler._dataset_triggers
-    query = trigger.build_query(datetime.now(timezone.utc), client=None)
-    assert query["name"] == "ASL_raw"
+    scheduler = offline(TriggerOptions(), runner=mock.Mock())
+    (trigger_,) = scheduler._dataset_triggers
+    query = trigger_.build_query(datetime.now(timezone.utc), client=None)
     assert query["project"] is None
     assert query["tags"] == ["-asl-pipeline"]  # the server's "exclude this tag" form
     assert query["system_tags"] == ["dataset"] and query["status"] == ["completed"]
 
 
+@pytest.mark.parametrize(
+    "name, fires",
+    [("ASL_raw", True), ("ASL_raw_old", False), ("my_ASL_raw", False), ("ASLxraw", False)],
+)
+def test_trigger_name_matches_the_dataset_name_only(name, fires):
+    """The SDK sends ``match_name`` as the server's ``name`` regex (``BaseTrigger.build_query``,
+    clearml/automation/trigger.py): a bare ``ASL_raw`` also matched ``my_ASL_raw_old``."""
+    scheduler = offline(TriggerOptions(), runner=mock.Mock())
+    (trigger_,) = scheduler._dataset_triggers
+    pattern = trigger_.build_query(T0, client=None)["name"]
+    assert bool(re.search(pattern, name)) is fires
+
+
 def test_launcher_starts_a_queue_pipeline_for_the_new_version_with_a_clean_env(monkeypatch):
-    monkeypatch.setenv("CLEARML_PROC_MASTER_ID", "4242:service-task")
-    monkeypatch.setenv("TRAINS_PROC_MASTER_ID", "4242:service-task")
-    monkeypatch.setenv("CLEARML_TASK_ID", "service-task")
+    for name, value in AGENT_TASK_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("CLEARML_API_HOST", "http://127.0.0.1:8008")
     mock_runner = mock.Mock()
     options = parse(TriggerOptions, ["--step-queue", "cpu", "--pipeline-queue", "ctl"])
-    scheduler = trigger_on_new_data.build_scheduler(options, OfflineTriggerScheduler, mock_runner)
-    (trigger,) = scheduler._dataset_triggers
-    trigger.base_function("dataset-42")  # what the SDK calls with the new version's id
+    scheduler = offline(options, mock_runner)
+    (trigger_,) = scheduler._dataset_triggers
+    trigger_.base_function("dataset-42")  # what the SDK calls with the new version's id
 
     (command,), kwargs = mock_runner.call_args
     assert command[:2] == [sys.executable, str(REPO_ROOT / "pipelines" / "asl_pipeline.py")]
-    assert kwargs["cwd"] == REPO_ROOT and kwargs["check"] is True
-    env = kwargs["env"]
-    for name in ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID", "CLEARML_TASK_ID"):
-        assert name not in env  # else the child attaches to the service's task
-    assert env["CLEARML_API_HOST"] == "http://127.0.0.1:8008"  # the server stays configured
+    assert kwargs["cwd"] == REPO_ROOT and kwargs["check"] is True and kwargs["timeout"] > 0
+    assert not set(AGENT_TASK_ENV) & set(kwargs["env"])  # else the child attaches to our task
+    assert kwargs["env"]["CLEARML_API_HOST"] == "http://127.0.0.1:8008"  # server stays set
 
     # The launched command is a valid pipeline invocation that skips validate_raw.
     args = vars(asl_pipeline.build_parser().parse_args(command[2:]))
@@ -95,9 +159,182 @@ def test_launcher_starts_a_queue_pipeline_for_the_new_version_with_a_clean_env(m
 
 
 def test_child_env_keeps_everything_but_the_task_binding():
-    env = {"CLEARML_PROC_MASTER_ID": "1:x", "CLEARML_TASK_ID": "x", "PATH": "/bin", "A": "b"}
-    assert trigger_on_new_data.child_env(env) == {"PATH": "/bin", "A": "b"}
-    assert env["CLEARML_TASK_ID"] == "x"  # the caller's mapping is not changed
+    env = {**AGENT_TASK_ENV, "PATH": "/bin", "A": "b"}
+    assert trigger.child_env(env) == {"PATH": "/bin", "A": "b"}
+    assert env["CLEARML_TASK_ID"] == "service-task"  # the caller's mapping is not changed
+
+
+def test_dropped_names_are_the_sdk_sanitisers_names():
+    """The SDK exposes no list: its sanitisers name the variables in code
+    (``PipelineDecorator.pipeline``'s ``sanitized_env``, clearml/automation/controller.py;
+    ``LocalClearmlJob.launch``, clearml/automation/job.py) and clearml/config/defs.py reads
+    each under both prefixes. A name added there must be added to ``SDK_TASK_ENV``."""
+    named = r"\b(?:CLEARML|TRAINS)_[A-Z_]+\b"
+    sources = inspect.getsource(PipelineDecorator.pipeline) + inspect.getsource(
+        LocalClearmlJob.launch
+    )
+    in_sanitisers = set(re.findall(named, sources))
+    entries = (
+        defs.TASK_ID_ENV_VAR,
+        defs.PROC_MASTER_ID_ENV_VAR,
+        defs.LOG_TO_BACKEND_ENV_VAR,
+        defs.DEBUG_SIMULATE_REMOTE_TASK,
+    )
+    read_by_sdk = {key for entry in entries for key in entry.keys}
+    assert in_sanitisers <= read_by_sdk
+    assert set(trigger.SDK_TASK_ENV) == read_by_sdk
+    assert len(trigger.SDK_TASK_ENV) == len(set(trigger.SDK_TASK_ENV))
+
+
+def test_child_process_holds_no_task_variable_the_sdk_reads():
+    """A real child started with ``child_env`` from an agent's environment: the SDK in it sees
+    no task to attach to (``clearml/config/remote.py``, ``clearml/config/defs.py``)."""
+    probe = (
+        "import json\n"
+        "from clearml.config import running_remotely, get_remote_task_id\n"
+        "from clearml.config import defs\n"
+        "print(json.dumps([running_remotely(), get_remote_task_id(),"
+        " defs.PROC_MASTER_ID_ENV_VAR.get(), defs.LOG_TO_BACKEND_ENV_VAR.get(),"
+        " defs.DEBUG_SIMULATE_REMOTE_TASK.get()]))\n"
+    )
+    agent_env = {**trigger.child_env(), **AGENT_TASK_ENV, "CLEARML_SIMULATE_REMOTE_TASK": "1"}
+    seen = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=trigger.child_env(agent_env),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(seen.stdout.strip().splitlines()[-1]) == [False, None, None, None, None]
+
+
+def test_failed_launch_is_logged_retried_and_given_up_not_listed_as_executed(capsys):
+    """A real failing child (exit status 3), through the SDK's own ``TriggerScheduler._step``."""
+    runner = mock.Mock(side_effect=failing_runner)
+    scheduler = offline(parse(TriggerOptions, ["--max-tries", "2"]), runner)
+    scheduler._client.tasks.get_all.return_value = [version("ds-1", T0)]
+    scheduler._step()  # the version appears: try 1 fails
+    scheduler._client.tasks.get_all.return_value = []
+    scheduler._step()  # the next poll: try 2 fails, given up
+    scheduler._step()  # nothing more
+    assert runner.call_count == 2
+    assert scheduler._executed_triggers == []
+    out, err = capsys.readouterr()
+    failures = [line for line in out.splitlines() if "failed" in line]
+    assert failures == [
+        "launch for ds-1 failed (try 1/2): asl_pipeline.py exited with status 3; "
+        "retrying at the next poll",
+        "launch for ds-1 failed (try 2/2): asl_pipeline.py exited with status 3; giving up",
+    ]
+    assert "Traceback" not in out + err
+
+
+def test_launch_that_fails_once_runs_at_the_next_poll_and_is_listed_once(capsys):
+    outcomes = iter([failing_runner, mock.Mock()])
+    runner = mock.Mock(side_effect=lambda command, **kw: next(outcomes)(command, **kw))
+    scheduler = offline(TriggerOptions(), runner)
+    scheduler._client.tasks.get_all.return_value = [version("ds-2", T0)]
+    assert scheduler._step() is True
+    assert scheduler._executed_triggers == []
+    scheduler._client.tasks.get_all.return_value = []
+    assert scheduler._step() is True  # the retry launched it: the table is redrawn
+    (executed,) = scheduler._executed_triggers
+    assert executed.name == "new ASL_raw version: ds-2" and executed.finished
+    scheduler._step()
+    assert runner.call_count == 2
+    assert "try 1/3" in capsys.readouterr().out
+
+
+def test_watermark_is_stored_where_a_reset_keeps_it_and_restored_after_one():
+    """A reset keeps user properties but deletes output artifacts (clearml-server
+    ``reset_task``), where the SDK keeps the trigger's state (``_serialize_state``)."""
+    scheduler = offline(TriggerOptions(), runner=mock.Mock())
+    scheduler._task = mock.create_autospec(Task, instance=True)
+    scheduler._client.tasks.get_all.return_value = [version("ds-3", T0)]
+    scheduler._step()
+    scheduler._task.set_user_properties.assert_called_once_with(
+        {"name": trigger.WATERMARK_PROPERTY, "value": T0.isoformat()}
+    )
+
+    after_reset = offline(TriggerOptions(), runner=mock.Mock())
+    after_reset._task = mock.create_autospec(Task, instance=True)
+    after_reset._task.artifacts = {}  # the SDK's "state" artifact: gone
+    after_reset._task.get_user_properties.return_value = {
+        trigger.WATERMARK_PROPERTY: T0.isoformat()
+    }
+    after_reset._deserialize_state()  # what BaseScheduler.start does on the agent
+    after_reset._step()
+    query = after_reset._client.tasks.get_all.call_args.kwargs
+    assert query["last_update"] == f">{T0.isoformat()}"  # versions since the last one seen
+
+
+def test_configuration_reread_does_not_rewind_the_watermark():
+    scheduler = offline(TriggerOptions(), runner=mock.Mock())
+    scheduler._task = mock.create_autospec(Task, instance=True)
+    scheduler.restore_watermark(T0.isoformat())
+    (trigger_,) = scheduler._dataset_triggers
+    old = dict(trigger_.to_dict(), last_update=(T0 - timedelta(days=9)).isoformat())
+    scheduler._task._get_configuration_text.side_effect = lambda name: json.dumps(
+        [old] if name == "datasets" else []
+    )
+    scheduler._deserialize()
+    assert scheduler.watermark() == T0
+
+
+def mock_running(task_id: str, status: str, watermark: datetime | None) -> mock.Mock:
+    mock_task = mock.create_autospec(Task, instance=True)
+    mock_task.id, mock_task.status = task_id, status
+    props = {trigger.WATERMARK_PROPERTY: watermark.isoformat()} if watermark else {}
+    mock_task.get_user_properties.return_value = props
+    return mock_task
+
+
+def test_second_instance_is_refused_in_one_line(monkeypatch, capsys):
+    mock_task_cls = mock.create_autospec(Task)
+    mock_task_cls.running_locally.return_value = True
+    mock_task_cls.get_tasks.return_value = [mock_running("svc-1", "in_progress", T0)]
+    monkeypatch.setattr(clearml, "Task", mock_task_cls)
+    monkeypatch.setattr(trigger_on_new_data, "server_configured", lambda: True)
+    monkeypatch.setattr(trigger, "check_code_travels", lambda: None)  # this tree may be dirty
+    assert trigger_on_new_data.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("trigger_on_new_data: error: ")
+    assert "svc-1 (in_progress)" in err and "--replace" in err
+    mock_task_cls.init.assert_not_called()
+    kwargs = mock_task_cls.get_tasks.call_args.kwargs
+    assert kwargs["project_name"] == "ASL"
+    assert re.fullmatch(kwargs["task_name"], trigger.TASK_NAME)
+    assert not re.search(kwargs["task_name"], trigger.TASK_NAME + " (old)")
+    assert kwargs["task_filter"] == {"status": ["queued", "in_progress"]}
+
+
+def test_service_refuses_code_an_agent_cannot_clone_in_one_line(monkeypatch, capsys):
+    """Each launch is a queue-mode pipeline, which refuses such code: every one would fail."""
+    mock_task_cls = mock.create_autospec(Task)
+    monkeypatch.setattr(clearml, "Task", mock_task_cls)
+    monkeypatch.setattr(trigger_on_new_data, "server_configured", lambda: True)
+
+    def unpushed() -> None:
+        raise clearml_controller.CodeNotOnRemote("commit abc is on no remote branch: push it")
+
+    monkeypatch.setattr(trigger, "check_code_travels", unpushed)
+    assert trigger_on_new_data.main(["--replace"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "trigger_on_new_data: error: commit abc is on no remote branch: push it"
+    mock_task_cls.get_tasks.assert_not_called()  # nothing is stopped for a start that fails
+    mock_task_cls.init.assert_not_called()
+
+
+def test_replace_stops_the_running_instances_and_carries_their_watermark():
+    mock_task_cls = mock.create_autospec(Task)
+    old = [mock_running("a", "queued", None), mock_running("b", "in_progress", T0)]
+    mock_task_cls.get_tasks.return_value = old
+    assert trigger.take_over(mock_task_cls, replace=True) == T0.isoformat()
+    for mock_task in old:
+        assert mock_task.mark_stopped.call_args.kwargs["force"] is True
+    mock_task_cls.get_tasks.return_value = []
+    assert trigger.take_over(mock_task_cls, replace=False) is None
 
 
 def test_trigger_refuses_without_server(monkeypatch, capsys):
@@ -106,7 +343,9 @@ def test_trigger_refuses_without_server(monkeypatch, capsys):
     assert "needs a ClearML server" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--poll-minutes", "0"], ["--poll-minutes", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["--poll-minutes", "0"], ["--poll-minutes", "x"], ["--max-tries", "0"]]
+)
 def test_trigger_bad_option_is_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         trigger_on_new_data.main(argv)

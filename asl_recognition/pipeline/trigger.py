@@ -1,0 +1,306 @@
+"""The new-data trigger service: one ``TriggerScheduler`` that launches the pipeline per version.
+
+What it does, exactly (each point read in clearml 2.1.12 or clearml-server, file named):
+
+- **Launch.** For each new finalized version of the dataset named exactly ``--dataset-name``
+  (the SDK sends ``trigger_name`` to the server as a regex, ``DatasetTrigger.build_query`` in
+  ``clearml/automation/trigger.py``: the name is escaped and anchored), it runs
+  ``pipelines/asl_pipeline.py --mode queue ... raw_version=<id>`` in the loop, not in the SDK's
+  thread, without the task variables an agent set for the service (:data:`SDK_TASK_ENV`).
+- **Failure.** A launch that fails is logged in one line, kept off the "Triggers Executed" table
+  and retried at each later poll, up to ``--max-tries`` tries per version, then given up in one
+  line. Pending retries live in this process only.
+- **One instance.** A second start refuses while a task of the same name in project ``ASL`` is
+  queued or running; ``--replace`` stops that one and starts anew, carrying its watermark over
+  (the restart path). A running one ends when its agent sees the stop request, so the two may
+  overlap for one poll.
+- **State.** The SDK keeps the trigger's definition in the configuration object ``datasets``
+  and its state (last poll time, versions seen) in the output artifact ``state``
+  (``TriggerScheduler._serialize``/``_serialize_state``). A reset keeps configuration objects
+  but deletes output artifacts (clearml-server ``reset_task``), so the state was lost and a
+  reset service watched only from the moment it restarted. The service also stores the newest
+  change time it has seen as the user property :data:`WATERMARK_PROPERTY` (editable in any
+  status, clearml-server ``HyperParams.edit_params``), which a reset keeps:
+  after a reset (or ``--replace``) it launches the versions that appeared while it was down,
+  and none it saw before unless changed since (a tag edit moves a version's change time). A
+  version still failing when the service stops is not retried: launch it by hand with
+  ``asl_pipeline.py --mode queue raw_version=<id>``.
+- **Code.** The launched pipelines are built from this service's checkout: on an agent, the
+  commit the service task was started from (``--run-here``: this working tree). They do not
+  follow the branch; to run newer code, restart the service with ``--replace`` from an
+  up-to-date checkout. The commit is logged at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from clearml.automation.trigger import BaseTrigger, ExecutedTrigger, TriggerScheduler
+from clearml.backend_interface.util import exact_match_regex
+
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.pipeline.clearml_controller import CodeNotOnRemote, check_code_travels
+from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, TriggerOptions
+from asl_recognition.tracking import connect_options
+
+PROJECT = "ASL"
+TASK_NAME = "ASL new raw data -> pipeline"
+PIPELINE_SCRIPT = REPO_ROOT / "pipelines" / "asl_pipeline.py"
+LAUNCH_TIMEOUT_S = 1800  # a controller only builds templates and enqueues itself
+ACTIVE_STATUSES = ["queued", "in_progress"]
+WATERMARK_PROPERTY = "trigger_last_change"
+# Every task variable the SDK reads to attach to an existing task. The SDK's sanitisers drop
+# them before starting a child (``PipelineDecorator.pipeline``'s ``sanitized_env`` in
+# clearml/automation/controller.py; ``LocalClearmlJob.launch`` in clearml/automation/job.py),
+# each read under both prefixes (``clearml/config/defs.py``); clearml-agent sets the CLEARML_
+# and TRAINS_ pairs side by side (``clearml_agent/definitions.py``).
+SDK_TASK_ENV = (
+    "CLEARML_TASK_ID",
+    "TRAINS_TASK_ID",
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_LOG_TASK_TO_BACKEND",
+    "TRAINS_LOG_TASK_TO_BACKEND",
+    "CLEARML_SIMULATE_REMOTE_TASK",
+)
+
+
+class LaunchFailed(RuntimeError):
+    """The pipeline process for a new version did not start or did not finish cleanly."""
+
+
+class AlreadyRunning(RuntimeError):
+    """Another instance of the service is queued or running."""
+
+
+def pipeline_command(dataset_id: str, options: TriggerOptions) -> list[str]:
+    """The queue-mode pipeline run for one new version (validate_raw is skipped)."""
+    command = [sys.executable, str(PIPELINE_SCRIPT), "--mode", "queue"]
+    command += ["--queue", options.pipeline_queue, "--step-queue", options.step_queue]
+    if options.config:
+        command += ["--config", options.config]
+    return command + [f"raw_version={dataset_id}"]
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment without the variables that would bind a child to the service's task."""
+    env = dict(os.environ if environ is None else environ)
+    for name in SDK_TASK_ENV:
+        env.pop(name, None)
+    return env
+
+
+def make_launcher(
+    options: TriggerOptions, runner: Callable[..., Any] = subprocess.run
+) -> Callable[[str], None]:
+    """The function the scheduler calls with the new version's id; raises :class:`LaunchFailed`."""
+
+    def launch_pipeline(dataset_id: str) -> None:
+        command = pipeline_command(dataset_id, options)
+        print(f"new {dataset_id}: {' '.join(command)}", flush=True)
+        try:
+            runner(command, cwd=REPO_ROOT, env=child_env(), check=True, timeout=LAUNCH_TIMEOUT_S)
+        except subprocess.CalledProcessError as exc:
+            raise LaunchFailed(
+                f"{PIPELINE_SCRIPT.name} exited with status {exc.returncode}"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise LaunchFailed(f"{PIPELINE_SCRIPT.name} ran past {LAUNCH_TIMEOUT_S} s") from None
+        except OSError as exc:
+            raise LaunchFailed(f"cannot start {command[0]}: {exc.strerror or exc}") from None
+
+    return launch_pipeline
+
+
+def _utc(value: Any) -> datetime | None:
+    """A time from the server or a property as aware UTC (the server's times are UTC)."""
+    try:
+        value = datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:  # a property edited by hand: watch from now, as the SDK does
+        return None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value if isinstance(value, datetime) else None
+
+
+class PipelineTriggerScheduler(TriggerScheduler):
+    """``TriggerScheduler`` whose function launches run in the loop, retried when they fail.
+
+    The SDK starts a function in a thread, marks the version as seen before it runs and lists
+    it as executed whatever happens (``TriggerScheduler._step``/``_launch_job``), so a failed
+    launch was a traceback in a thread, never retried, shown as run.
+    """
+
+    def __init__(self, *args: Any, max_tries: int = 3, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_tries = max_tries
+        self._retries: dict[str, tuple[BaseTrigger, int]] = {}
+        self._saved_watermark: datetime | None = None
+
+    def _step(self) -> bool:
+        due = dict(self._retries)  # failed at an earlier poll; a new failure waits for the next
+        executed = super()._step()
+        for dataset_id, (job, tries) in due.items():
+            executed |= self._try_launch(job, dataset_id, tries + 1)
+        self._save_watermark()
+        return executed
+
+    def _launch_job(self, job: BaseTrigger, trigger_id: str) -> None:
+        if job.base_task_id or not job.base_function:
+            super()._launch_job(job, trigger_id)
+        else:
+            self._try_launch(job, trigger_id, 1)
+
+    def _try_launch(self, job: BaseTrigger, dataset_id: str, attempt: int) -> bool:
+        started = datetime.now(timezone.utc)
+        self._retries.pop(dataset_id, None)
+        try:
+            job.base_function(dataset_id)
+        except Exception as exc:  # any failure is one line in the log, never a traceback
+            self._launch_failed(job, dataset_id, attempt, exc)
+            return False
+        self._executed_triggers.append(
+            ExecutedTrigger(
+                name=f"{job.name}: {dataset_id}",
+                started=started,
+                finished=datetime.now(timezone.utc),
+                trigger=type(job).__name__,
+            )
+        )
+        return True
+
+    def _launch_failed(
+        self, job: BaseTrigger, dataset_id: str, attempt: int, exc: Exception
+    ) -> None:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        retry = attempt < self.max_tries
+        if retry:
+            self._retries[dataset_id] = (job, attempt)
+        self._log(
+            f"launch for {dataset_id} failed (try {attempt}/{self.max_tries}): {reason}; "
+            + ("retrying at the next poll" if retry else "giving up"),
+            level=logging.WARNING if retry else logging.ERROR,
+        )
+
+    def watermark(self) -> datetime | None:
+        """The newest change time of the versions the dataset triggers have seen."""
+        marks = [_utc(t.last_update) for t in self._dataset_triggers]
+        return max((m for m in marks if m), default=None)
+
+    def _save_watermark(self) -> None:
+        mark = self.watermark()
+        if self._task is not None and mark and mark != self._saved_watermark:
+            self._task.set_user_properties({"name": WATERMARK_PROPERTY, "value": mark.isoformat()})
+            self._saved_watermark = mark
+
+    def _deserialize_state(self) -> None:
+        """The SDK's ``state`` artifact (gone after a reset), then the user-property watermark."""
+        super()._deserialize_state()
+        stored = self._task.get_user_properties(value_only=True).get(WATERMARK_PROPERTY)
+        self.restore_watermark(stored)
+
+    def _deserialize(self) -> None:
+        """The SDK's periodic re-read of the configuration object, which must not rewind."""
+        mark = self.watermark()
+        super()._deserialize()
+        self.restore_watermark(mark)
+
+    def restore_watermark(self, stored: str | datetime | None) -> None:
+        """Watch from ``stored`` on where the triggers know of nothing later."""
+        mark = _utc(stored) if stored else None
+        for trigger in self._dataset_triggers if mark else ():
+            if not _utc(trigger.last_update) or _utc(trigger.last_update) < mark:
+                trigger.last_update = mark
+
+
+def build_scheduler(
+    options: TriggerOptions,
+    scheduler_cls: Any = PipelineTriggerScheduler,
+    runner: Callable[..., Any] = subprocess.run,
+) -> Any:
+    """The scheduler with its one dataset trigger (in the current task: no force_create_*)."""
+    scheduler = scheduler_cls(
+        pooling_frequency_minutes=options.poll_minutes,
+        sync_frequency_minutes=15,
+        max_tries=options.max_tries,
+    )
+    scheduler.add_dataset_trigger(
+        schedule_function=make_launcher(options, runner),
+        trigger_name=exact_match_regex(options.dataset_name),
+        # a "-tag" excludes: the server skips versions the pipeline made itself
+        trigger_on_tags=[f"-{PIPELINE_RUN_TAG}"],
+        name=f"new {options.dataset_name} version",
+        single_instance=False,
+    )
+    return scheduler
+
+
+def take_over(task_cls: Any, replace: bool) -> str | None:
+    """Refuse while another instance is queued or running; with ``replace``, stop it.
+
+    Returns the newest watermark of the stopped instances, for the new one to start from.
+    """
+    running = task_cls.get_tasks(
+        project_name=PROJECT,
+        task_name=exact_match_regex(TASK_NAME),
+        allow_archived=False,
+        task_filter={"status": list(ACTIVE_STATUSES)},
+    )
+    if running and not replace:
+        ids = ", ".join(f"{t.id} ({t.status})" for t in running)
+        raise AlreadyRunning(
+            f"'{TASK_NAME}' already runs as task {ids}; pass --replace to stop it and start anew"
+        )
+    marks = []
+    for task in running:
+        print(f"stopping the running trigger service {task.id} ({task.status})", flush=True)
+        task.mark_stopped(force=True, status_message="replaced by a new trigger service")
+        marks.append(_utc(task.get_user_properties(value_only=True).get(WATERMARK_PROPERTY)))
+    newest = max((m for m in marks if m), default=None)
+    return newest.isoformat() if newest else None
+
+
+def checkout_commit() -> str:
+    """The commit of this checkout, which every launched pipeline is built from."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown (no git)"
+    return done.stdout.strip() or "unknown (not a git checkout)"
+
+
+def serve(options: TriggerOptions) -> int:
+    """Start the service: here (``--run-here``, or on the agent) or on ``--queue``."""
+    from clearml import Task
+
+    carried = None
+    try:
+        # every launch is a queue-mode pipeline, which refuses code an agent cannot clone
+        check_code_travels()
+        if Task.running_locally():  # on the agent, the queued/running instance is this one
+            carried = take_over(Task, options.replace)
+    except (CodeNotOnRemote, AlreadyRunning) as exc:
+        print(f"trigger_on_new_data: error: {exc}", file=sys.stderr)
+        return 2
+    # The scheduler runs in this task; connecting the options here is what lets the copy on the
+    # services agent read them back (argv is empty there).
+    task = Task.init(project_name=PROJECT, task_name=TASK_NAME, task_type=Task.TaskTypes.service)
+    options = connect_options(task, options)
+    if carried:
+        task.set_user_properties({"name": WATERMARK_PROPERTY, "value": carried})
+    print(f"launched pipelines are built from commit {checkout_commit()}", flush=True)
+    scheduler = build_scheduler(options)
+    scheduler.restore_watermark(carried)
+    if options.run_here or not Task.running_locally():
+        scheduler.start()
+    else:
+        scheduler.start_remotely(queue=options.queue)
+    return 0
