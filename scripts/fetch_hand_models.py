@@ -5,8 +5,10 @@
 Downloads the pinned ``mediapipe==0.10.21`` wheel with pip, checks its sha256, extracts the
 four ``.tflite`` files (and the licence) into DIR (default: env ``ASL_HAND_MODELS``, else
 ``.cache/hand_models``) and checks each file's sha256. Verified files already there mean no
-network at all. ``--wheel`` uses a local copy of the wheel on an offline machine. Exit status 1
-with a one-line reason when the files cannot be had.
+network at all; a damaged file is fetched again. ``--wheel`` uses a local copy of the wheel on
+an offline machine. Exit status 1 with a one-line reason when the files cannot be had. Tasks fetch
+missing files into the same folder themselves (``hands.models.hand_models``); this script is for
+machines that must work offline later, and for repairing an altered file.
 """
 
 from __future__ import annotations

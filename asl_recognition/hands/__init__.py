@@ -6,7 +6,12 @@ from asl_recognition.hands.landmarker import (
     features_from_landmarks,
     landmark_features,
 )
-from asl_recognition.hands.models import ModelFileError, ensure_models, verify_models
+from asl_recognition.hands.models import (
+    ModelFileError,
+    ensure_models,
+    hand_models,
+    verify_models,
+)
 
 __all__ = [
     "HandLandmarker",
@@ -14,6 +19,7 @@ __all__ = [
     "ModelFileError",
     "ensure_models",
     "features_from_landmarks",
+    "hand_models",
     "landmark_features",
     "verify_models",
 ]

@@ -5,10 +5,17 @@ with pip (never from a model hub at run time). The wheel and every extracted fil
 against the hashes recorded here, so a partial download or an altered file is refused before an
 interpreter ever reads it. Fetching is idempotent: verified files already in the folder mean no
 network at all.
+
+Every task gets its folder from :func:`hand_models` (what ``verify_models()`` with no folder
+means): the project's cache, fetched on first use, so a fresh agent needs no ``make hand-models``.
+A folder given explicitly (a Triton model version) is only verified. Fetches into one folder are
+serialised with a file lock, so two steps on one agent never interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -16,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from asl_recognition.paths import REPO_ROOT
@@ -61,10 +69,16 @@ MODEL_FILES: dict[str, tuple[str, str]] = {
 ENV_VAR = "ASL_HAND_MODELS"
 DEFAULT_DIR = REPO_ROOT / ".cache" / "hand_models"
 PIP_TIMEOUT_S = 600
+LOCK_NAME = ".fetch.lock"  # beside the model files; held while one process fetches
+HOW_TO_FETCH = f"run `make hand-models` or set {ENV_VAR} to a folder holding the verified files"
 
 
 class ModelFileError(RuntimeError):
     """A model file that is missing, altered or cannot be fetched; the message says what to do."""
+
+
+class ModelFileMissing(ModelFileError):
+    """A model file is absent (as in an empty cache): fetching it is safe."""
 
 
 def models_dir(path: str | Path | None = None) -> Path:
@@ -83,23 +97,43 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_models(folder: str | Path | None = None) -> Path:
-    """Check every model file in ``folder`` against its recorded sha256; raise on the first bad."""
-    folder = models_dir(folder)
+def _check(folder: Path) -> Path:
+    """Every model file present with its recorded sha256; an altered file is named before a
+    missing one, so fetching (which only fills missing files) never hides a tampered cache."""
+    missing = []
     for name, (_member, expected) in MODEL_FILES.items():
         path = folder / name
         if not path.is_file():
-            raise ModelFileError(
-                f"{path} is missing; run `python scripts/fetch_hand_models.py` "
-                f"(or set {ENV_VAR} to a folder holding the verified files)"
-            )
+            missing.append(path)
+            continue
         actual = sha256_of(path) if expected else ""
         if actual != expected:
             raise ModelFileError(
                 f"{path} has sha256 {actual[:16]}..., expected {expected[:16]}... "
-                "(altered or partial); delete it and run `python scripts/fetch_hand_models.py`"
+                f"(altered or partial); delete it and {HOW_TO_FETCH}"
             )
+    if missing:
+        raise ModelFileMissing(f"{missing[0]} is missing; {HOW_TO_FETCH}")
     return folder
+
+
+def verify_models(folder: str | Path | None = None) -> Path:
+    """Check every model file in ``folder`` against its recorded sha256; raise on a bad one.
+
+    No ``folder`` means the project's cache, fetched when files are missing (:func:`hand_models`).
+    """
+    if folder is None:
+        return hand_models()
+    return _check(Path(folder))
+
+
+def hand_models() -> Path:
+    """The verified model folder every task uses: env ``ASL_HAND_MODELS``, else .cache.
+
+    Missing files are fetched (pinned wheel, sha256-checked); an altered file is refused, not
+    silently replaced (``make hand-models`` repairs on purpose).
+    """
+    return ensure_models(repair=False)
 
 
 def _download_wheel(dest: Path) -> Path:
@@ -123,8 +157,9 @@ def _download_wheel(dest: Path) -> Path:
         lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         raise ModelFileError(
-            f"cannot download {WHEEL_SPEC} (offline?): {last}; pass a copy of {WHEEL_NAME} "
-            f"with --wheel, or set {ENV_VAR} to a folder holding the verified model files"
+            f"cannot download {WHEEL_SPEC} (offline?): {last}; run `make hand-models` where pip "
+            f"reaches the index (or scripts/fetch_hand_models.py --wheel <a copy of {WHEEL_NAME}>)"
+            f", or set {ENV_VAR} to a folder holding the verified model files"
         )
     return wheel
 
@@ -144,29 +179,64 @@ def _extract(wheel: Path, folder: Path) -> None:
             os.replace(partial, folder / name)
 
 
-def ensure_models(folder: str | Path | None = None, wheel: str | Path | None = None) -> Path:
+@contextlib.contextmanager
+def _fetch_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder/.fetch.lock`` (released when the process dies)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+b")
+    except OSError as exc:
+        raise ModelFileError(
+            f"cannot write the hand models to {folder}: {exc.strerror or exc}; {HOW_TO_FETCH}"
+        ) from None
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_models(
+    folder: str | Path | None = None, wheel: str | Path | None = None, repair: bool = True
+) -> Path:
     """Make ``folder`` hold the verified model files and return it (no network if already so).
 
     ``wheel`` is a local copy of the pinned wheel for offline machines; otherwise pip fetches it.
+    ``repair=False`` fetches only missing files and refuses an altered one.
     """
     folder = models_dir(folder)
     try:
-        return verify_models(folder)
-    except ModelFileError:
+        return _check(folder)
+    except ModelFileMissing:
         pass
-    if wheel is not None:
-        _extract(Path(wheel), folder)
-    else:
-        with tempfile.TemporaryDirectory(prefix="hand_models_") as tmp:
-            _extract(_download_wheel(Path(tmp)), folder)
+    except ModelFileError:
+        if not repair:
+            raise
+    with _fetch_lock(folder):
+        try:  # another process may have fetched while this one waited for the lock
+            return _check(folder)
+        except ModelFileMissing:
+            pass
+        except ModelFileError:
+            if not repair:
+                raise
+        if wheel is not None:
+            _extract(Path(wheel), folder)
+        else:
+            with tempfile.TemporaryDirectory(prefix="hand_models_") as tmp:
+                _extract(_download_wheel(Path(tmp)), folder)
     if folder.resolve() == DEFAULT_DIR.resolve():
         # Downloaded artefacts never belong in the repository's history.
         (DEFAULT_DIR.parent / ".gitignore").write_text("*\n")
-    return verify_models(folder)
+    return _check(folder)
 
 
 def copy_models(dest: Path, source: str | Path | None = None) -> Path:
-    """Copy the verified model files into ``dest`` (e.g. a Triton model version folder)."""
+    """Copy the verified model files into ``dest`` (e.g. a Triton model version folder).
+
+    No ``source``: the project's cache, fetched when empty (:func:`hand_models`).
+    """
     source = verify_models(source)
     dest.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
