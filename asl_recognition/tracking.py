@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -26,7 +27,15 @@ OUTPUT_SECTION = "Outputs"
 OPTIONS_SECTION = "Args"
 AGENT_ENV = ("CLEARML_TASK_ID", "CLEARML_AUTH_TOKEN")
 OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
+KEEP_LOCAL = ("none", "false", "off")  # ASL_OUTPUT_URI values that mean "upload no weights"
+_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_said_local = False
 TRUTHY = ("1", "true", "yes", "on")
+# Plots are reported explicitly (the savefig hook would upload every figure twice); models are
+# registered explicitly (the registry): the PyTorch binding would make every torch.save (each
+# epoch's checkpoint) an output model, a file:// path to a temp file under an agent. Keys as
+# Task.init's should_connect reads them (clearml/task.py, Task.init).
+FRAMEWORK_BINDINGS = {"matplotlib": False, "pytorch": False}
 STOP_DEADLINE_S = 8.0  # SIGTERM to exit, at most (a supervisor's usual grace is 10 s)
 T = TypeVar("T")
 
@@ -57,16 +66,54 @@ def server_configured() -> bool:
     return bool(ENV_ACCESS_KEY.get(default=configured))
 
 
-def output_uri() -> str | bool:
-    """Where models and artifacts are uploaded: ``$ASL_OUTPUT_URI`` or the files server.
+def weights_stay_local() -> bool:
+    """``ASL_OUTPUT_URI=none``: model weights are registered where they are, not uploaded.
 
-    ``True`` is the SDK's way to say "the configured files server"; ``ASL_OUTPUT_URI=none``
-    keeps weights on the machine that trained them (only sensible on one machine).
+    Only sensible on one machine; dataset files and task artifacts still go to the files
+    server (a ClearML dataset cannot be finalized without storage). Said once per process.
+    """
+    value = os.environ.get(OUTPUT_URI_ENV, "").strip().lower()
+    local = value in KEEP_LOCAL
+    global _said_local
+    if local and not _said_local:
+        _said_local = True
+        print(
+            f"{OUTPUT_URI_ENV}={value}: model weights stay on this machine (registered as local "
+            "paths); datasets and artifacts still go to the files server",
+            file=sys.stderr,
+        )
+    return local
+
+
+def configured_output_uri() -> str | None:
+    """``ASL_OUTPUT_URI`` if set to a destination (models and datasets are uploaded there).
+
+    None means the SDK default: the ClearML files server (``api.files_server`` /
+    ``CLEARML_FILES_HOST``), which every machine of the deployment can read; ``none`` (see
+    :func:`weights_stay_local`) gives None too. A relative path is refused: it would name a
+    different folder on every machine.
     """
     value = os.environ.get(OUTPUT_URI_ENV, "").strip()
-    if value.lower() in ("none", "false", "off"):
+    if not value or weights_stay_local():
+        return None
+    if not (_URI_SCHEME.match(value) or os.path.isabs(value)):
+        raise ValueError(
+            f"{OUTPUT_URI_ENV}={value!r} must be a URL (https://, s3://, gs://, azure://, "
+            "file://) or an absolute shared path"
+        )
+    return value
+
+
+def output_uri() -> str | bool:
+    """``Task.init``'s ``output_uri``: ``$ASL_OUTPUT_URI`` or the files server.
+
+    ``True`` is the SDK's way to say "the configured files server"; ``False`` (for
+    ``ASL_OUTPUT_URI=none``) sets no destination (``clearml/task.py``, the ``output_uri``
+    setter: False becomes None).
+    """
+    if weights_stay_local():
         return False
-    return value or True
+    return os.environ.get(OUTPUT_URI_ENV, "").strip() or True
 
 
 def _stop_on_signal(signum: int, _frame: Any) -> None:
@@ -137,21 +184,40 @@ class TaskContext:
     summary: str = ""  # the task's last line on stdout, printed after ClearML's close
 
     def fail(self, message: str, code: int = 2) -> NoReturn:
-        """Close the task and exit with a one-line reason (the task's log keeps it too)."""
+        """Mark the task failed with the reason, close it and exit with that one line.
+
+        Outside an agent ``task.close()`` marks the task completed (``clearml/task.py``,
+        ``Task.__shutdown``: ``mark_completed()`` unless an exception or signal ended it), so a
+        refused run would show "Completed". Marked failed first, the completion that ``close``
+        then asks for is refused by the server (failed -> completed is no allowed change:
+        ``state_machine`` in clearml-server ``apiserver/bll/task/utils.py``; the SDK sends it
+        with ``ignore_errors=True``). Under an agent the agent marks it failed again from the
+        exit code. Offline the SDK sends nothing (``InterfaceBase._send`` returns None) and an
+        import marks the session completed, so the session record keeps the reason instead.
+        """
         print(message, file=sys.stderr)
         self.task.get_logger().report_text(message)
-        self.close()
+        self.task.mark_failed(status_reason=message, status_message=message, force=True)
+        self.close(failed=message)
         raise SystemExit(code)
 
     @property
     def logger(self) -> Any:
         return self.task.get_logger()
 
-    def upload_artifact(self, name: str, artifact: Any, **kwargs: Any) -> None:
-        """Files and dicts become task artifacts; offline they are copied into the session."""
+    def upload_artifact(self, name: str, artifact: Any, **kwargs: Any) -> str | None:
+        """Files and dicts become task artifacts; offline they are copied into the session.
+
+        Returns the uploaded artifact's URL (what another machine downloads); None offline or
+        where the SDK reports none.
+        """
         self.task.upload_artifact(
             name=name, artifact_object=artifact, wait_on_upload=True, **kwargs
         )
+        if self.offline:  # a copy inside the session, not a URL another machine reads
+            return None
+        uploaded = (self.task.artifacts or {}).get(name)
+        return getattr(uploaded, "url", None) or None
 
     def record_outputs(self, **values: Any) -> None:
         """Publish step outputs (ids, paths, metrics) for the next pipeline step.
@@ -173,8 +239,11 @@ class TaskContext:
             return None
         return Path(self.task.get_offline_mode_folder())
 
-    def close(self) -> Path | None:
-        """Close the task; offline, return the session zip to import into a server later."""
+    def close(self, failed: str | None = None) -> Path | None:
+        """Close the task; offline, return the session zip to import into a server later.
+
+        ``failed``: the reason a refused run gives, kept in the offline session's record.
+        """
         folder = self.session_folder()
         self.task.close()
         if folder is None:
@@ -184,7 +253,10 @@ class TaskContext:
             "task": self.task.name,
             "project": self.task.get_project_name(),
             "zip": str(zipped),
+            "status": "failed" if failed else "completed",
         }
+        if failed:
+            record["status_reason"] = failed
         with open(workspace() / "offline_sessions.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         print(f"ClearML offline session: {zipped}")
@@ -243,8 +315,7 @@ def init_task(
         reuse_last_task_id=False,
         auto_connect_arg_parser=False,
         auto_resource_monitoring=not offline,
-        # plots are reported explicitly; the savefig hook would upload every figure twice
-        auto_connect_frameworks={"matplotlib": False},
+        auto_connect_frameworks=FRAMEWORK_BINDINGS,
         output_uri=None if offline else output_uri(),
     )
     arm_stop_deadline()
@@ -279,8 +350,10 @@ def task_entry(
     ``Task.init`` and connect them, run ``work(ctx)``, record the outputs it returns, close. One
     of the ``refused`` errors ends the task with the one line ``<script>: error: <reason>`` and
     ``refusal_code``, after ClearML has the task, so the reason shows in the web UI too.
-    ``name`` names the ClearML task (default: the script's name); ``resolve`` fills
-    environment-dependent defaults before they are connected, so the task records them.
+    ``name`` names the ClearML task (default: the script's name); ``resolve`` fills defaults
+    that depend on the machine the task runs on, after ``connect``: the task records what was
+    given (empty for "the default"), never a path of the machine that launched it, and an
+    empty value a controller or the web UI stored still gets the default where it runs.
     """
 
     def wrap(work: Work) -> Callable[[list[str] | None], int]:
@@ -289,10 +362,10 @@ def task_entry(
 
         def main(argv: list[str] | None = None) -> int:
             options = parse(options_cls, argv, doc)
-            if resolve is not None:
-                resolve(options)
             ctx = init_task("ASL", name(options) if name else script, options, task_type)
             try:
+                if resolve is not None:
+                    resolve(ctx.options)
                 outputs = work(ctx)
             except refused as exc:
                 ctx.fail(f"{script}: error: {exc}", refusal_code)

@@ -4,9 +4,9 @@
     python tasks/build_triton_repo.py --train-task <training task id>
     python tasks/build_triton_repo.py --onnx model.onnx --classes classes.txt --repo DIR
 
-Outputs: repo, model_name, version. With a ClearML server the repository is also uploaded as
-the artifact ``triton_repo``, so a serving machine can fetch it instead of reading this
-machine's folder.
+Outputs: repo, model_name, version. With a ClearML server the repository is uploaded as the
+artifact ``triton_repo`` and ``repo`` is that artifact's URL: the folder is in the agent's
+throw-away checkout, which is gone when the step ends. Without one ``repo`` is the folder.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.sources import ModelSourceError, build_from_options
 from asl_recognition.tracking import TaskContext, task_entry
 
+TRITON_ARTIFACT = "triton_repo"
+
 
 @task_entry(BuildTritonRepoOptions, "inference", (ModelSourceError, ValueError, OSError), 1)
 def main(ctx: TaskContext) -> dict:
@@ -31,9 +33,11 @@ def main(ctx: TaskContext) -> dict:
     )
     repo = Path(result["repo"])
     ctx.upload_artifact("config.pbtxt", str(repo / result["onnx_model"] / "config.pbtxt"))
+    outputs = {key: result[key] for key in ("repo", "model_name", "version")}
     if opts.upload and not ctx.offline:
-        ctx.upload_artifact("triton_repo", repo)  # the SDK zips a folder before upload
-    return {key: result[key] for key in ("repo", "model_name", "version")}
+        # the SDK zips a folder before upload; its URL is what outlives this machine's folder
+        outputs["repo"] = ctx.upload_artifact(TRITON_ARTIFACT, repo) or TRITON_ARTIFACT
+    return outputs
 
 
 if __name__ == "__main__":

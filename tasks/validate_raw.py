@@ -27,9 +27,17 @@ RAW_ENV = "ASL_RAW"
 
 
 def default_sources(options: ValidateRawOptions) -> None:
-    """No ``--source``: ``$ASL_RAW`` (one spec or several, comma-separated), else the sample."""
-    env = os.environ.get(RAW_ENV, str(SAMPLE_DATA))
-    options.source = options.source or [s for s in env.split(",") if s]
+    """No ``--source``: ``$ASL_RAW`` (one spec or several, comma-separated), else the sample.
+
+    Applied after ``connect`` (``task_entry``'s ``resolve``) where the task runs: the task
+    records the empty value, not the launching machine's path, and an empty ``Args/source``
+    a controller passes gets the default instead of "no --source given".
+    """
+    if options.source:
+        return
+    env = os.environ.get(RAW_ENV, "")
+    options.source = [s for s in env.split(",") if s] or [str(SAMPLE_DATA)]
+    print(f"validate_raw: no --source given, using {', '.join(options.source)}")
 
 
 @task_entry(

@@ -261,6 +261,7 @@ def publish_landmarks(
     ``dataset_version`` and ``changes`` replacing single fields.
     """
     from asl_recognition.store import get_store
+    from asl_recognition.store.base import MANIFEST_NAME
 
     if dataset_version is not None:
         changes["dataset_version"] = dataset_version
@@ -269,7 +270,8 @@ def publish_landmarks(
     min_detection, min_presence = opts.min_detection, opts.min_presence
     store = get_store()
     asl = store.resolve(asl_name, opts.dataset_version)
-    manifest = json.loads((store.local_copy(asl) / "manifest.json").read_text())
+    # The manifest alone: the table is measured on the raw images, never on ASL's copies.
+    manifest = json.loads(store.local_file(asl, MANIFEST_NAME).read_text())
     fp = fingerprint(asl.id, verify_models(), min_detection, min_presence)
     existing = store.find(name, tags=[f"fingerprint:{fp}"])
     if existing is not None:

@@ -168,10 +168,7 @@ def int8_variant(registry: Any, parent: Any, tolerance: float) -> Any | None:
     base = variant_accuracy(parent)
     if base is None:
         return None
-    for record in reversed(registry.list(parent.name)):
-        params = record.params or {}
-        if params.get("variant") != "int8" or record.derived_from() != parent.id:
-            continue
+    for record in reversed(registry.variants(parent, "int8")):
         accuracy = variant_accuracy(record)
         if accuracy is not None and accuracy >= base - tolerance:
             return record

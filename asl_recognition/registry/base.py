@@ -96,6 +96,15 @@ class ModelRegistry(ABC):
     def promote(self, model_id: str) -> ModelRecord:
         """Tag ``model_id`` production (only one at a time) and publish it."""
 
+    def variants(self, parent: ModelRecord, kind: str) -> list[ModelRecord]:
+        """The ``kind`` variants (``params.variant``, e.g. ``int8``) derived from ``parent``,
+        oldest first. A backend whose ``list`` is costly (downloads) filters before reading."""
+        return [
+            r
+            for r in self.list(parent.name)
+            if (r.params or {}).get("variant") == kind and r.derived_from() == parent.id
+        ]
+
     def production(self, name: str = "asl") -> ModelRecord | None:
         """The model serving should run, or None before the first promotion."""
         tagged = [r for r in self.list(name) if PRODUCTION_TAG in r.tags]

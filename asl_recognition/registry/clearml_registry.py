@@ -3,12 +3,16 @@
 What travels, so that select_best, build_triton_repo and serving work on another machine:
 - the ONNX weights are UPLOADED (``OutputModel.update_weights(upload_uri=...)``) to
   ``ASL_OUTPUT_URI`` when set, else to the training task's ``output_uri``, else to the ClearML
-  files server; without a destination the SDK would only register the local path;
+  files server; without a destination the SDK would only register the local path, which is
+  what ``ASL_OUTPUT_URI=none`` asks for (one machine only: ``register_uri`` of the file);
 - the class list is the model's label enumeration (name -> output index), the SDK's field for
   exactly this, stored on the model entity itself and shown in the UI; ``classes.txt`` is
   rewritten from it on the reading machine, so the weights stay one plain ``.onnx`` file;
 - metrics, params, the dataset id, the drift baseline and the weights' sha256 are model metadata.
 Readers download the weights with ``Model.get_local_copy()`` and check the sha256.
+Every query names the registry's project: ``Model.query_models`` without ``project_name``
+searches every project of the server (``clearml/model.py``, ``Model.query_models``), so version
+numbers, ``production`` and demotion would act on any model called ``asl``.
 ``OutputModel`` cannot work in offline mode (clearml#1243), which is why the local backend exists.
 """
 
@@ -30,12 +34,15 @@ from asl_recognition.registry.base import (
     NewModel,
 )
 from asl_recognition.store.base import sha256_file
-from asl_recognition.store.clearml_store import OUTPUT_URI_ENV, configured_output_uri
+from asl_recognition.tracking import OUTPUT_URI_ENV, configured_output_uri, weights_stay_local
 
 
-def upload_destination(task: Any) -> str:
+def upload_destination(task: Any) -> str | None:
     """Where the weights go: ``ASL_OUTPUT_URI``, else the task's output_uri, else the files
-    server (what ``Task.init(output_uri=True)`` resolves to)."""
+    server (what ``Task.init(output_uri=True)`` resolves to); None for ``ASL_OUTPUT_URI=none``
+    (the weights stay where they are)."""
+    if weights_stay_local():
+        return None
     chosen = configured_output_uri() or getattr(task, "output_uri", None)
     if chosen:
         return str(chosen)
@@ -50,6 +57,20 @@ def _is_local_copy_of(uri: str, path: str | Path) -> bool:
     if parsed.scheme not in ("", "file"):
         return False
     return Path(parsed.path or uri).resolve() == Path(path).resolve()
+
+
+def _store_weights(output: Any, onnx_path: Path, destination: str | None) -> str:
+    """Upload to ``destination``; without one register the file where it is (``register_uri``:
+    no upload, whatever default destination the task or the SDK configuration has)."""
+    if destination is None:
+        # the SDK returns None for a registered uri (backend ``Model.update`` returns nothing)
+        return output.update_weights(register_uri=onnx_path.resolve().as_uri()) or output.url
+    return output.update_weights(
+        weights_filename=str(onnx_path),
+        upload_uri=destination,
+        auto_delete_file=False,
+        async_enable=False,
+    )
 
 
 def set_model_tags(model: Any, tags: list[str]) -> None:
@@ -124,13 +145,8 @@ class ClearMLModelRegistry(ModelRegistry):
             tags=tags,
             comment=f"ASL classifier v{version}",
         )
-        uri = output.update_weights(
-            weights_filename=str(model.onnx_path),
-            upload_uri=destination,
-            auto_delete_file=False,
-            async_enable=False,
-        )
-        if not uri or _is_local_copy_of(uri, model.onnx_path):
+        uri = _store_weights(output, Path(model.onnx_path), destination)
+        if not uri or (destination and _is_local_copy_of(uri, model.onnx_path)):
             raise RuntimeError(
                 f"ClearML registered {model.onnx_path} without uploading it to {destination} "
                 f"(set {OUTPUT_URI_ENV} or the files server)"
@@ -227,10 +243,25 @@ class ClearMLModelRegistry(ModelRegistry):
         return self._record(self._model(model_id))
 
     def _query(self, name: str, tags: list[str] | None = None) -> list[Any]:
+        """Models called ``name`` in this registry's project only (never the whole server)."""
         from clearml import Model
 
-        found = Model.query_models(model_name=name, tags=tags, only_published=False)
+        found = Model.query_models(
+            project_name=self.project, model_name=name, tags=tags, only_published=False
+        )
         return [m for m in found if m.name == name]
+
+    def variants(self, parent: ModelRecord, kind: str) -> list[ModelRecord]:
+        """Read from metadata: only the variants' own weights are downloaded, not every
+        model's (``_record`` downloads)."""
+        found = []
+        for model in self._query(parent.name):
+            meta = model.get_all_metadata() or {}
+            params = json.loads((meta.get("params") or {}).get("value") or "{}")
+            native = getattr(model._get_model_data(), "parent", None)
+            if params.get("variant") == kind and (native or params.get("parent")) == parent.id:
+                found.append(model)
+        return sorted((self._record(m) for m in found), key=lambda r: r.version)
 
     def list(self, name: str = "asl") -> list[ModelRecord]:
         records = [self._record(m) for m in self._query(name)]

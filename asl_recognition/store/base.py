@@ -165,6 +165,18 @@ class DatasetStore(ABC):
     def local_copy(self, dataset: DatasetVersion) -> Path:
         """A read-only folder holding the version's files at their relative paths."""
 
+    def _entry(self, dataset: DatasetVersion, path: str) -> FileEntry:
+        for entry in dataset.files:
+            if entry.path == path:
+                return entry
+        raise DatasetNotFoundError(f"dataset {dataset.id} ({dataset.name}) has no file {path}")
+
+    def local_file(self, dataset: DatasetVersion, path: str) -> Path:
+        """One file of the version (e.g. its manifest) without fetching the others where the
+        backend can; here through the whole local copy."""
+        self._entry(dataset, path)
+        return self.local_copy(dataset) / path
+
     def find(self, name: str, tags: Sequence[str]) -> DatasetVersion | None:
         """The newest version of ``name`` carrying all ``tags`` (used to reuse unchanged work)."""
         try:

@@ -7,13 +7,13 @@ store keeps raw and derived features).
 
 The version's record (file list with hashes, caller metadata) is a small JSON artifact on the
 dataset's task (``Dataset.set_metadata``), so reading a version never downloads its images.
-Where the files go: ``ASL_OUTPUT_URI`` when set, else the SDK default (the ClearML files server).
+Where the files go: ``ASL_OUTPUT_URI`` when set, else the SDK default (the ClearML files server);
+``ASL_OUTPUT_URI=none`` (weights stay local) also leaves datasets to the SDK default.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -29,32 +29,18 @@ from asl_recognition.store.base import (
     FileEntry,
     sha256_file,
 )
+from asl_recognition.tracking import OUTPUT_URI_ENV, configured_output_uri
 
-OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
 # The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).
 RECORD_ARTIFACT = "asl_store_record"
 # Versions written before the artifact existed kept the record as a file inside the dataset.
 RECORD_NAME = "asl_store_record.json"
 
-_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
-
-def configured_output_uri() -> str | None:
-    """``ASL_OUTPUT_URI`` if set (models and datasets are uploaded there), else None.
-
-    None means the SDK default: the ClearML files server (``api.files_server`` /
-    ``CLEARML_FILES_HOST``), which every machine of the deployment can read. A relative path is
-    refused: it would name a different folder on every machine.
-    """
-    value = os.environ.get(OUTPUT_URI_ENV, "").strip()
-    if not value:
-        return None
-    if not (_URI_SCHEME.match(value) or os.path.isabs(value)):
-        raise ValueError(
-            f"{OUTPUT_URI_ENV}={value!r} must be a URL (https://, s3://, gs://, azure://, "
-            "file://) or an absolute shared path"
-        )
-    return value
+def dataset_alias(dataset: DatasetVersion) -> str:
+    """The name a consuming task lists a version under: name and version, so that a task
+    merging several versions of one dataset (publish_dataset's raw versions) lists each."""
+    return f"{dataset.name} {dataset.version}"
 
 
 def _direct_parents(ds: Any) -> list[str]:
@@ -148,9 +134,10 @@ class ClearMLDatasetStore(DatasetStore):
         dataset_id: str | None = None,
         tags: Sequence[str] = (),
     ) -> DatasetVersion:
+        # A lookup reads the record only; the task that USES a version names it (local_copy).
         try:
             if dataset_id:
-                ds = self.Dataset.get(dataset_id=dataset_id)
+                ds = self.Dataset.get(dataset_id=dataset_id, silence_alias_warnings=True)
             else:
                 ds = self.Dataset.get(
                     dataset_project=self.project,
@@ -158,6 +145,7 @@ class ClearMLDatasetStore(DatasetStore):
                     dataset_version=None if version in (None, "", "latest") else version,
                     dataset_tags=list(tags) or None,
                     only_completed=True,
+                    silence_alias_warnings=True,
                 )
         except ValueError as exc:
             raise DatasetNotFoundError(str(exc)) from exc
@@ -170,8 +158,21 @@ class ClearMLDatasetStore(DatasetStore):
         rows = [r for r in rows if r.get("name") == name]
         return [self.get(dataset_id=r["id"]) for r in sorted(rows, key=lambda r: r["created"])]
 
+    def _used(self, dataset: DatasetVersion) -> Any:
+        """The version as the running task consumes it: ``alias`` records its id as the task
+        parameter ``Datasets/<alias>``, the web UI's "Datasets" section; without it the SDK
+        records nothing (``clearml/datasets/dataset.py``, ``Dataset.get``)."""
+        return self.Dataset.get(dataset_id=dataset.id, alias=dataset_alias(dataset))
+
     def local_copy(self, dataset: DatasetVersion) -> Path:
-        return Path(self.Dataset.get(dataset_id=dataset.id).get_local_copy())
+        return Path(self._used(dataset).get_local_copy())
+
+    def local_file(self, dataset: DatasetVersion, path: str) -> Path:
+        """Only the chunk holding ``path``: ``get_local_copy(files=[path])`` fetches the chunks
+        that contain those files (``clearml/datasets/dataset.py``, ``Dataset.get_local_copy``),
+        not every image of the version."""
+        self._entry(dataset, path)
+        return Path(self._used(dataset).get_local_copy(files=[path])) / path
 
 
 __all__ = ["ClearMLDatasetStore", "MANIFEST_NAME", "OUTPUT_URI_ENV", "configured_output_uri"]

@@ -138,6 +138,10 @@ class LocalDatasetStore(DatasetStore):
             raise DatasetNotFoundError(f"no dataset {wanted} in {self.root}")
         return matches[-1]
 
+    def local_file(self, dataset: DatasetVersion, path: str) -> Path:
+        """The stored object itself (read it, never write it): no checkout of the version."""
+        return self._object_path(self._entry(dataset, path).sha256)
+
     def local_copy(self, dataset: DatasetVersion) -> Path:
         target = self.checkouts / dataset.id
         if (target / ".complete").exists():

@@ -278,7 +278,10 @@ def test_clearml_store_creates_the_version_with_asl_and_raw_parents(
         dataset_version=None,
         dataset_tags=[tag],
         only_completed=True,
+        silence_alias_warnings=True,
     )  # the reuse lookup asked the server for the same fingerprint as the local store's
+    # the ASL version's manifest alone, not its images (those are measured from the raw copies)
+    by_id[asl.id].get_local_copy.assert_called_once_with(files=["manifest.json"])
     mock_dataset_cls.create.assert_called_once_with(
         dataset_name="ASL_landmarks",
         dataset_project="ASL/datasets",

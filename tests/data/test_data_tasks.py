@@ -7,14 +7,21 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from asl_testkit import run_script
+from asl_testkit.task_harness import (
+    load_task_module,
+    make_mock_task,
+    patch_task_init,
+    recorded_outputs,
+)
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data.options import PublishDatasetOptions, ValidateRawOptions
 from asl_recognition.options import build_parser
-from asl_recognition.paths import REPO_ROOT
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
 OPTIONS = {"validate_raw": ValidateRawOptions, "publish_dataset": PublishDatasetOptions}
 TASKS = list(OPTIONS)
@@ -148,3 +155,54 @@ def test_unusable_source_exits_non_zero_with_one_line_reason(
     result = _run("validate_raw", ["--source", str(source), "--min-per-class", "2"], task_env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "unusable dataset: class(es) missing: space"
+
+
+def _stored_empty_source(mapping, name=None):
+    """An agent's ``connect``: the task's stored Args, where the controller left source empty."""
+    return {**mapping, "source": ""}
+
+
+@pytest.mark.parametrize(
+    "connect", [None, _stored_empty_source], ids=["standalone", "under-the-controller"]
+)
+def test_validate_raw_defaults_its_source_where_it_runs(
+    connect, tmp_path: Path, monkeypatch
+) -> None:
+    """The default source (``$ASL_RAW``, else data/sample) is applied after ``connect``: the task
+    records the empty value, never this machine's absolute path, and an empty ``Args/source``
+    from the controller gets the default instead of "no --source given"."""
+    import asl_recognition.data.raw as raw
+
+    module = load_task_module("validate_raw")
+    seen = []
+
+    def validated(settings, logger, upload):
+        seen.append(list(settings.source))
+        return {
+            "usable": True,
+            "raw_dataset_id": "raw-1",
+            "report_path": str(tmp_path / "report.json"),
+            "success": True,
+            "valid": 1,
+            "quarantined": 0,
+        }
+
+    # the real signature, no scan: what the task hands over is the point here
+    mock_validate_raw = mock.create_autospec(raw.validate_raw, side_effect=validated)
+    monkeypatch.setattr(raw, "validate_raw", mock_validate_raw)
+    monkeypatch.delenv("ASL_RAW", raising=False)
+    mock_task = make_mock_task(tmp_path, connect)
+    patch_task_init(monkeypatch, mock_task, tmp_path, offline=False)
+
+    assert module.main([]) == 0
+
+    connected = mock_task.connect.call_args.args[0]
+    assert mock_task.connect.call_args.kwargs == {"name": "Args"}
+    assert connected["source"] == "[]"  # recorded: "the default", whatever runs it
+    assert str(REPO_ROOT) not in json.dumps(connected)
+    assert seen == [[str(SAMPLE_DATA)]]  # resolved where it runs
+    assert recorded_outputs(mock_task)["raw_dataset_id"] == "raw-1"
+
+    monkeypatch.setenv("ASL_RAW", f"kaggle={tmp_path / 'k'},massey={tmp_path / 'm'}")
+    assert module.main([]) == 0
+    assert seen[-1] == [f"kaggle={tmp_path / 'k'}", f"massey={tmp_path / 'm'}"]

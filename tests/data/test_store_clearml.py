@@ -118,7 +118,8 @@ def test_get_reads_the_record_without_downloading_the_dataset(mock_dataset_cls) 
 
     version = get_store("clearml").get(dataset_id="ds-7")
 
-    mock_dataset_cls.get.assert_called_once_with(dataset_id="ds-7")
+    # a lookup is not a use: no alias, and the SDK's "no alias" line silenced
+    mock_dataset_cls.get.assert_called_once_with(dataset_id="ds-7", silence_alias_warnings=True)
     mock_ds.get_local_copy.assert_not_called()
     assert [f.path for f in version.files] == ["train/A/a.jpg"]
     assert (version.version, version.parents, version.tags) == ("1.0.2", ["raw-1"], ["t"])
@@ -156,7 +157,7 @@ def test_list_versions_asks_for_the_exact_name(mock_dataset_cls) -> None:
     by_id = {
         i: make_mock_dataset(i, {RECORD_ARTIFACT: mock_artifact(record)}) for i in ("ds-1", "ds-2")
     }
-    mock_dataset_cls.get.side_effect = lambda dataset_id: by_id[dataset_id]
+    mock_dataset_cls.get.side_effect = lambda dataset_id, **_: by_id[dataset_id]
 
     versions = get_store("clearml").list_versions("ASL")
 
@@ -181,3 +182,57 @@ def test_without_output_uri_the_sdk_default_files_server_is_kept(
     assert (
         mock_dataset_cls.create.call_args.kwargs["output_uri"] is None
     )  # Dataset.create's default
+
+
+def _version(mock_dataset_cls, tmp_path: Path):
+    """A stored version (its record read through MockDataset) with files in ``tmp_path``."""
+    record = {
+        "files": [
+            {"path": "manifest.json", "sha256": "2" * 64, "size": 2},
+            {"path": "train/A/a.jpg", "sha256": "3" * 64, "size": 10},
+        ],
+        "metadata": {},
+    }
+    mock_ds = make_mock_dataset("ds-9", {RECORD_ARTIFACT: mock_artifact(record)})
+    (tmp_path / "manifest.json").write_text("{}")
+    mock_ds.get_local_copy.return_value = str(tmp_path)
+    mock_dataset_cls.get.return_value = mock_ds
+    return mock_ds, get_store("clearml").get(dataset_id="ds-9")
+
+
+def test_a_task_that_uses_a_version_names_it(mock_dataset_cls, tmp_path) -> None:
+    """``Dataset.get`` without ``alias`` records nothing on the consuming task; with it the SDK
+    sets the task parameter ``Datasets/<alias>`` to the version id (clearml/datasets/
+    dataset.py, ``Dataset.get`` -> ``finish_dataset_get``), the web UI's "Datasets" section."""
+    mock_ds, version = _version(mock_dataset_cls, tmp_path)
+    mock_dataset_cls.get.reset_mock()
+
+    assert get_store("clearml").local_copy(version) == tmp_path
+
+    mock_dataset_cls.get.assert_called_once_with(dataset_id="ds-9", alias="ASL 1.0.2")
+    mock_ds.get_local_copy.assert_called_once_with()
+
+
+def test_one_file_of_a_version_fetches_only_its_chunks(mock_dataset_cls, tmp_path) -> None:
+    """publish_landmarks reads the ASL manifest: ``get_local_copy(files=[...])`` fetches only
+    the chunks holding those files (clearml/datasets/dataset.py, ``Dataset.get_local_copy``)."""
+    mock_ds, version = _version(mock_dataset_cls, tmp_path)
+    store = get_store("clearml")
+
+    assert store.local_file(version, "manifest.json") == tmp_path / "manifest.json"
+
+    mock_ds.get_local_copy.assert_called_once_with(files=["manifest.json"])
+    assert mock_dataset_cls.get.call_args.kwargs == {"dataset_id": "ds-9", "alias": "ASL 1.0.2"}
+    with pytest.raises(DatasetNotFoundError, match="ds-9 \\(ASL\\) has no file nope.json"):
+        store.local_file(version, "nope.json")
+
+
+def test_output_uri_none_leaves_datasets_to_the_files_server(
+    mock_dataset_cls, tmp_path, monkeypatch
+) -> None:
+    """``ASL_OUTPUT_URI=none`` (the README: model weights stay local) made every store call
+    raise "must be a URL"; datasets keep the SDK default destination instead."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", "none")
+    mock_dataset_cls.create.return_value = make_mock_dataset("ds-n")
+    get_store("clearml").create("ASL", _files(tmp_path))
+    assert mock_dataset_cls.create.call_args.kwargs["output_uri"] is None

@@ -9,8 +9,17 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from asl_testkit.task_harness import (
+    load_task_module,
+    make_mock_task,
+    patch_task_init,
+    recorded_outputs,
+)
+from clearml import Task
+from clearml.binding.artifacts import Artifact
 
 from asl_recognition import tracking
 from asl_recognition.data.options import PublishDatasetOptions
@@ -123,3 +132,136 @@ def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> No
     }
     sessions = (tmp_path / "ws" / "offline_sessions.jsonl").read_text().splitlines()
     assert json.loads(sessions[-1])["zip"] == str(zip_path)
+
+
+def test_a_refused_run_is_marked_failed_with_its_reason_before_it_is_closed() -> None:
+    """Outside an agent ``task.close()`` marks a task completed (clearml/task.py,
+    ``Task.__shutdown``). Marked failed first, the server refuses that completion (failed ->
+    completed is not in clearml-server's ``state_machine``, apiserver/bll/task/utils.py)."""
+    mock_task = mock.create_autospec(Task, instance=True)
+    ctx = tracking.TaskContext(task=mock_task, options=None, offline=False)
+    with pytest.raises(SystemExit) as stop:
+        ctx.fail("train: error: no such dataset", 2)
+    assert stop.value.code == 2
+    reason = "train: error: no such dataset"
+    mock_task.mark_failed.assert_called_once_with(
+        status_reason=reason, status_message=reason, force=True
+    )
+    order = [c[0] for c in mock_task.mock_calls if c[0] in ("mark_failed", "close")]
+    assert order == ["mark_failed", "close"]
+
+
+def test_offline_a_refused_run_records_its_reason_and_torch_save_makes_no_model(
+    tmp_path,
+) -> None:
+    """One offline task, as a script runs it: a ``torch.save`` of a checkpoint reaches no
+    output model (the SDK's PyTorch binding, ``PatchPyTorchModelIO._save`` ->
+    ``WeightsFileHandler.create_output_model``, is off), and a refusal exits 2 with its line,
+    the session record saying failed and why (offline the SDK sends no status at all)."""
+    script = tmp_path / "step.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from dataclasses import dataclass
+        sys.path.insert(0, sys.argv[1])
+        import torch
+        from clearml.binding.frameworks import WeightsFileHandler
+        from asl_recognition.options import option
+        from asl_recognition.tracking import init_task
+
+        made = []
+        original = WeightsFileHandler.create_output_model
+        def counting(*args, **kwargs):
+            made.append(args[1])
+            return original(*args, **kwargs)
+        WeightsFileHandler.create_output_model = staticmethod(counting)
+
+        @dataclass
+        class SmokeOptions:
+            epochs: int = option(1, "epochs")
+
+        ctx = init_task("ASL/tests", "refused-smoke", SmokeOptions(), "training")
+        torch.save({"weights": torch.zeros(3)}, sys.argv[2])
+        print("MODELS", made, flush=True)
+        ctx.fail("refused-smoke: error: nothing to train on")
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    (tmp_path / "clearml.conf").write_text("sdk { }\n")
+    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(REPO_ROOT), str(tmp_path / "epoch1.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == "refused-smoke: error: nothing to train on"
+    assert "MODELS []" in proc.stdout and (tmp_path / "epoch1.pt").is_file()
+    sessions = (tmp_path / "ws" / "offline_sessions.jsonl").read_text().splitlines()
+    record = json.loads(sessions[-1])
+    assert record["status"] == "failed"
+    assert record["status_reason"] == "refused-smoke: error: nothing to train on"
+    assert Path(record["zip"]).is_file()
+
+
+def test_output_uri_none_sets_no_destination_and_says_so_once(monkeypatch, capsys) -> None:
+    """``Task.init(output_uri=False)`` sets no destination (clearml/task.py, the ``output_uri``
+    setter: False becomes None); the store and registry get None too instead of an error."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", "none")
+    monkeypatch.setattr(tracking, "_said_local", False)
+    assert tracking.output_uri() is False
+    assert tracking.configured_output_uri() is None
+    assert tracking.weights_stay_local() is True
+    notices = [line for line in capsys.readouterr().err.splitlines() if "ASL_OUTPUT_URI" in line]
+    assert len(notices) == 1 and notices[0].startswith("ASL_OUTPUT_URI=none: model weights stay")
+    monkeypatch.setenv("ASL_OUTPUT_URI", "s3://bucket/asl")
+    assert tracking.output_uri() == "s3://bucket/asl" and not tracking.weights_stay_local()
+
+
+def _fake_build(repo: Path):
+    """What ``build_from_options`` returns, over a real folder (no model needed)."""
+
+    def build(options):
+        (repo / "asl_onnx").mkdir(parents=True, exist_ok=True)
+        (repo / "asl_onnx" / "config.pbtxt").write_text('name: "asl_onnx"\n')
+        return {
+            "repo": str(repo),
+            "model_name": "asl",
+            "version": 1,
+            "onnx_model": "asl_onnx",
+            "versions": [1],
+            "pruned": [],
+        }
+
+    return build
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["server", "local"])
+def test_build_triton_repo_outputs_the_uploaded_repository_under_a_server(
+    offline, tmp_path, monkeypatch
+) -> None:
+    """Under an agent the repository folder is in the agent's throw-away checkout: the step's
+    ``repo`` output is the uploaded artifact's URL; a local run keeps the folder."""
+    module = load_task_module("build_triton_repo")
+    repo = tmp_path / "agent-checkout" / "workspace" / "triton_repo"
+    monkeypatch.setattr(module, "build_from_options", _fake_build(repo))
+    url = "http://files.mock-server.invalid/ASL/build_triton_repo.1/artifacts/triton_repo.zip"
+
+    def upload(name, artifact_object, **_):
+        mock_artifact = mock.create_autospec(Artifact, instance=True)
+        mock_artifact.url = url if name == "triton_repo" else f"http://files/{name}"
+        mock_task.artifacts[name] = mock_artifact
+
+    mock_task = make_mock_task(tmp_path)
+    mock_task.upload_artifact.side_effect = upload
+    patch_task_init(monkeypatch, mock_task, tmp_path, offline=offline)
+
+    assert module.main(["--onnx", "m.onnx", "--classes", "c.txt"]) == 0
+
+    uploaded = [c.kwargs["name"] for c in mock_task.upload_artifact.call_args_list]
+    outputs = recorded_outputs(mock_task)
+    assert (outputs["model_name"], outputs["version"]) == ("asl", 1)
+    if offline:
+        assert uploaded == ["config.pbtxt"] and outputs["repo"] == str(repo)
+    else:
+        assert uploaded == ["config.pbtxt", "triton_repo"] and outputs["repo"] == url

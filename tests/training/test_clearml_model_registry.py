@@ -21,7 +21,7 @@ from unittest import mock
 import pytest
 from clearml import OutputModel, Task
 from clearml.backend_api import Session
-from clearml.backend_api.services import models, tasks
+from clearml.backend_api.services import models, projects, tasks
 from clearml.backend_api.session.callresult import CallResult
 from clearml.backend_api.session.response import ResponseMeta
 from clearml.backend_interface.base import InterfaceBase
@@ -35,10 +35,15 @@ from asl_recognition.store.base import sha256_file
 # Not sorted on purpose: label indices must follow classes.txt order, not alphabetical order.
 ORDERED = list(reversed(CLASSES))
 FILES_HOST = "http://files.mock-server.invalid:8081"
+PROJECTS = {"ASL": "mock-project-asl", "Someone else": "mock-project-other"}
 
 
 class MockClearMLServer:
-    """The ClearML API server's model table, answering requests the SDK sends a MockSession."""
+    """The ClearML API server's model table, answering requests the SDK sends a MockSession.
+
+    Models live in projects (``PROJECTS``); ``models.get_all`` filters by the ``project`` ids it
+    is given, as the server does, and a ``projects.get_all`` by name finds the id.
+    """
 
     HANDLED = ("Create", "GetById", "Edit", "GetAll", "SetReady", "AddOrUpdateMetadata")
 
@@ -67,6 +72,7 @@ class MockClearMLServer:
             "comment": "",
             "created": self._clock,
             "parent": None,
+            "project": PROJECTS["ASL"],
             **fields,
         }
         return model_id
@@ -88,10 +94,19 @@ class MockClearMLServer:
         kind = type(req).__name__.removesuffix("Request")
         if isinstance(req, tasks.AddOrUpdateModelRequest):
             return self._ok(tasks.AddOrUpdateModelResponse(updated=1))
+        if isinstance(req, projects.GetAllRequest):
+            found = [
+                projects.ProjectsGetAllResponseSingle(id=pid, name=name)
+                for name, pid in PROJECTS.items()
+                if re.match(req.name, name)
+            ]
+            return self._ok(projects.GetAllResponse(projects=found))
         if kind not in self.HANDLED or type(req).__module__ != models.EditRequest.__module__:
             raise AssertionError(f"MockClearMLServer: unexpected request {type(req)}")
         if kind == "Create":
-            model_id = self.add(req.name, [], req.uri, labels=req.labels or {})
+            model_id = self.add(
+                req.name, [], req.uri, labels=req.labels or {}, project=req.project
+            )
             return self._ok(models.CreateResponse(id=model_id, created=True))
         if kind == "GetAll":
             return self._ok(models.GetAllResponse(models=self._query(req)))
@@ -125,6 +140,7 @@ class MockClearMLServer:
             if (req.name is None or re.match(req.name, m["name"]))
             and (not wanted or set(wanted) & set(m["tags"]))
             and (not req.ready or m["ready"])
+            and (not req.project or m["project"] in req.project)
         ]
         found.sort(key=lambda m: m["created"], reverse=True)
         return [models.Model(id=m["id"], created=m["created"], system_tags=[]) for m in found]
@@ -150,7 +166,7 @@ def server(tmp_path, monkeypatch) -> MockClearMLServer:
 def make_mock_task(server: MockClearMLServer, tmp_path: Path, output_uri: str | None = None):
     """MockTask: an autospec of clearml.Task with the state OutputModel reads from its task."""
     mock_task = mock.create_autospec(Task, instance=True)
-    mock_task.id, mock_task.name, mock_task.project = "mock-task-1", "train", "mock-project"
+    mock_task.id, mock_task.name, mock_task.project = "mock-task-1", "train", PROJECTS["ASL"]
     mock_task.output_uri = mock_task.storage_uri = output_uri
     mock_task.status, mock_task.TaskStatusEnum = "in_progress", Task.TaskStatusEnum
     mock_task.input_models_id = {}
@@ -375,3 +391,106 @@ def test_a_variant_records_its_parent_natively(server, model_files, tmp_path, mo
             new_model(model_files, parent_id="mock-model-404"), make_mock_task(server, tmp_path)
         )
     assert not [r for r in server.sent[sent:] if not isinstance(r, models.GetByIdRequest)]
+
+
+def _meta(**values: Any) -> dict[str, dict[str, str]]:
+    """Model metadata as the registry writes it (``_metadata``): text values by key."""
+    return {k: {"key": k, "type": "str", "value": v} for k, v in values.items()}
+
+
+def test_the_registry_never_reads_or_edits_another_projects_models(
+    server, model_files, tmp_path, monkeypatch
+) -> None:
+    """``Model.query_models`` without ``project_name`` searches every project
+    (clearml/model.py, ``Model.query_models``): another project's ``asl`` v7 in production
+    would set the next version, be the production model and lose its tag on a promotion."""
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    foreign = server.add(
+        "asl",
+        ["v7", PRODUCTION_TAG],
+        weights.as_uri(),
+        ready=True,
+        metadata=_meta(version="7"),
+        project=PROJECTS["Someone else"],
+    )
+    registry = get_registry("clearml")
+    assert registry.production("asl") is None and registry.list("asl") == []
+
+    monkeypatch.setenv("ASL_OUTPUT_URI", (tmp_path / "bucket").as_uri())
+    record = registry.register(new_model(model_files), make_mock_task(server, tmp_path))
+    assert record.version == 1 and server.models[record.id]["project"] == PROJECTS["ASL"]
+    registry.promote(record.id)
+
+    assert registry.production("asl").id == record.id
+    assert server.models[foreign]["tags"] == ["v7", PRODUCTION_TAG]  # not demoted
+    assert server.edits(foreign) == []
+    queries = [r for r in server.sent if isinstance(r, models.GetAllRequest) and not r.page]
+    assert queries and all(r.project == [PROJECTS["ASL"]] for r in queries)
+
+
+def test_output_uri_none_registers_the_weights_where_they_are(
+    server, model_files, tmp_path, monkeypatch, capsys
+) -> None:
+    """``ASL_OUTPUT_URI=none`` (the README: weights stay local, one machine) used to raise
+    "must be a URL" on every registry call; now nothing is uploaded and it is said once."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", "none")
+    monkeypatch.setattr("asl_recognition.tracking._said_local", False)
+    mock_task = make_mock_task(server, tmp_path, output_uri=(tmp_path / "bucket").as_uri())
+    assert upload_destination(mock_task) is None
+    registry = get_registry("clearml")
+    with mock.patch.object(
+        OutputModel, "update_weights", autospec=True, side_effect=OutputModel.update_weights
+    ) as spy:
+        first = registry.register(new_model(model_files), mock_task)
+        second = registry.register(new_model(model_files), mock_task)
+    local = model_files["onnx"].resolve().as_uri()
+    assert spy.call_args.kwargs == {"register_uri": local}
+    assert server.models[first.id]["uri"] == local and first.onnx_uri == local
+    assert (first.version, second.version) == (1, 2)
+    assert not (tmp_path / "bucket").exists()  # nothing was uploaded, even to the task's uri
+    assert Path(registry.get(first.id).onnx_path) == model_files["onnx"].resolve()
+    notices = [line for line in capsys.readouterr().err.splitlines() if "ASL_OUTPUT_URI" in line]
+    assert notices == [
+        "ASL_OUTPUT_URI=none: model weights stay on this machine (registered as local paths); "
+        "datasets and artifacts still go to the files server"
+    ]
+
+
+def test_int8_variant_downloads_only_the_variants_weights(server, tmp_path) -> None:
+    """select_best's INT8 lookup read every ``asl`` model through ``registry.list``, which
+    downloads each one's weights; it now reads metadata and downloads only the variant."""
+    from clearml import Model
+
+    from asl_recognition.pipeline.selection import int8_variant
+
+    def weights(name: str) -> str:
+        path = tmp_path / "bucket" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(name.encode())
+        return path.as_uri()
+
+    gone = (tmp_path / "deleted-run" / "model.onnx").as_uri()  # an old model, weights gone
+    scores = json.dumps({"test_accuracy": 0.9})
+    parent = server.add("asl", ["v2"], weights("fp32.onnx"), metadata=_meta(metrics=scores))
+    for version in range(3, 9):
+        server.add("asl", [f"v{version}"], gone, metadata=_meta(version=str(version)))
+    int8 = json.dumps({"variant": "int8"})
+    variant = server.add(
+        "asl",
+        ["v9", "int8"],
+        weights("int8.onnx"),
+        parent=parent,
+        metadata=_meta(version="9", params=int8, metrics=scores),
+    )
+    server.add("asl", ["v10", "int8"], gone, parent="another-fp32", metadata=_meta(params=int8))
+    registry = get_registry("clearml")
+    parent_record = registry.get(parent)
+
+    with mock.patch.object(
+        Model, "get_local_copy", autospec=True, side_effect=Model.get_local_copy
+    ) as spy:
+        found = int8_variant(registry, parent_record, tolerance=0.01)
+
+    assert found is not None and found.id == variant
+    assert [c.args[0].id for c in spy.call_args_list] == [variant]
