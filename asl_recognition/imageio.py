@@ -6,6 +6,7 @@ same way everywhere, and an EXIF-rotated phone photo is upright everywhere.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -13,13 +14,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# 40 MP: the most a decoded image may hold; bigger photos are decoded reduced to fit.
+# 40 MP: the most pixels one decode may allocate. A header is refused before any pixel is decoded
+# when a side is over MAX_SIDE, or when its pixels are over MAX_PIXELS (formats decoded whole) or
+# over JPEG_REDUCTION**2 x MAX_PIXELS (JPEG, which libjpeg reads at 1/2 scale through ``draft``).
+# A bound on the decoded size, not on a pixels-per-byte ratio: padding a bomb with junk bytes
+# moves a ratio, never the pixels it decodes to.
 MAX_PIXELS = 40_000_000
-# A header declaring more than 4 x MAX_PIXELS (160 MP, above the largest camera sensors), or more
-# than MAX_PIXELS at over 1000 pixels per file byte (photos need far more than a byte per 1000
-# pixels; a bomb's blank rows need almost none), is a decompression bomb: refused undecoded.
-BOMB_FACTOR = 4
-BOMB_PIXELS_PER_BYTE = 1000
+MAX_SIDE = 20_000
+JPEG_REDUCTION = 2
+JPEG_FORMATS = ("JPEG", "MPO")
+# The most pixels the images of one served request may decode to, all together (two images of
+# MAX_PIXELS, or eight 10 MP photos): one request holds the hand step for at most a few seconds.
+MAX_REQUEST_PIXELS = 2 * MAX_PIXELS
+# Rows converted per step by the 16/32-bit grey scaling, so its wide temporaries stay small.
+_BLOCK_VALUES = 1 << 20
 # Each architecture's total stride: below it the last feature map is less than one cell (the
 # cnn then fails outright; torchvision backbones run on a 1x1 map made mostly of padding).
 MIN_IMAGE_SIZE = {"cnn": 16, "resnet18": 32, "mobilenet_v3_small": 32}
@@ -74,16 +82,39 @@ def check_image_size(
     return size
 
 
-def _bomb_problem(w: int, h: int, nbytes: int, max_pixels: int) -> str | None:
-    """Why a declared size is a decompression bomb rather than a big photo (None: it is not)."""
-    pixels = w * h
-    if pixels > BOMB_FACTOR * max_pixels:
-        return f"{w}x{h} = {pixels} pixels, over {BOMB_FACTOR * max_pixels}"
-    if pixels > max_pixels and pixels > BOMB_PIXELS_PER_BYTE * nbytes:
-        return (
-            f"{w}x{h} = {pixels} pixels from {nbytes} bytes: over {max_pixels} pixels and "
-            f"over {BOMB_PIXELS_PER_BYTE} pixels per byte, no photograph compresses so well"
-        )
+def _is_jpeg(img: Image.Image) -> bool:
+    return img.format in JPEG_FORMATS
+
+
+def _jpeg_scale(size: tuple[int, int], max_pixels: int) -> int:
+    """The smallest libjpeg scale (1, 2, 4, 8) that decodes to at most ``max_pixels``."""
+    w, h = size
+    for scale in (1, 2, 4, 8):
+        if math.ceil(w / scale) * math.ceil(h / scale) <= max_pixels:
+            return scale
+    return 8
+
+
+def decode_pixels(img: Image.Image, max_pixels: int = MAX_PIXELS) -> int:
+    """The pixels :func:`decode_rgb` will allocate for an opened header (JPEG: read reduced)."""
+    w, h = img.size
+    if _is_jpeg(img):
+        scale = _jpeg_scale(img.size, max_pixels)
+        return math.ceil(w / scale) * math.ceil(h / scale)
+    return w * h
+
+
+def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
+    """Why a declared size may not be decoded (None: it may), from the header alone."""
+    w, h = img.size
+    if max(w, h) > MAX_SIDE:
+        return f"{w}x{h} pixels: a side over the bound of {MAX_SIDE}"
+    if _is_jpeg(img):
+        limit, how = JPEG_REDUCTION**2 * max_pixels, f"a JPEG is read at 1/{JPEG_REDUCTION} scale"
+    else:
+        limit, how = max_pixels, f"a {img.format or 'non-JPEG'} image is decoded whole"
+    if w * h > limit:
+        return f"{w}x{h} = {w * h} pixels, over the bound of {limit} ({how})"
     return None
 
 
@@ -102,37 +133,34 @@ def declared_size(path: str | Path) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def read_header(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open lazily (header only) and refuse decompression bombs before any pixel is decoded.
+def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open lazily (header only) and refuse what decodes too big before any pixel is decoded.
 
-    A photo over ``max_pixels`` passes here: :func:`decode_rgb` reads it reduced.
+    ``source`` is a file or the file's bytes (the hand step's request). Refused, with reason
+    ``decompression_bomb``: a side over :data:`MAX_SIDE`, or over :data:`MAX_PIXELS` pixels
+    (JPEG: over ``JPEG_REDUCTION**2`` times that, read reduced by :func:`decode_rgb`).
     """
-    path = Path(path)
-    nbytes = path.stat().st_size
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, nbytes, stream = "the image", len(source), io.BytesIO(source)
+    else:
+        name = str(source)
+        nbytes, stream = Path(source).stat().st_size, source
     if nbytes == 0:
-        raise ImageDecodeError("empty_file", f"{path} has zero bytes")
+        raise ImageDecodeError("empty_file", f"{name} has zero bytes")
     try:
         with warnings.catch_warnings():
             # Pillow warns from 89 MP; the bound that matters is checked just below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(stream)
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("decompression_bomb", f"{path}: {exc}") from exc
+        raise ImageDecodeError("decompression_bomb", f"{name}: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not_an_image", f"{path} is not a readable image") from exc
-    problem = _bomb_problem(*img.size, nbytes, max_pixels)
+        raise ImageDecodeError("not_an_image", f"{name} is not a readable image") from exc
+    problem = _header_problem(img, max_pixels)
     if problem:
         img.close()
-        raise ImageDecodeError("decompression_bomb", f"{path} is {problem}")
+        raise ImageDecodeError("decompression_bomb", f"{name} is {problem}; refused undecoded")
     return img
-
-
-def _reduce_factor(size: tuple[int, int], max_pixels: int) -> int:
-    w, h = size
-    factor = max(1, math.isqrt(max(0, w * h - 1) // max_pixels))
-    while math.ceil(w / factor) * math.ceil(h / factor) > max_pixels:
-        factor += 1
-    return factor
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -143,21 +171,31 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return out
 
 
+def _row_blocks(values: np.ndarray):
+    step = max(1, _BLOCK_VALUES // max(1, values.shape[1]))
+    return (slice(top, top + step) for top in range(0, values.shape[0], step))
+
+
 def _scaled_grey(img: Image.Image) -> Image.Image:
+    """Wide grey to 8 bits, a block of rows at a time (the same values as whole-array maths)."""
+    if not (img.mode.startswith("I;16") or img.mode in ("I", "F")):
+        return img
+    values = np.asarray(img)
+    out = np.empty(values.shape, np.uint8)
     if img.mode.startswith("I;16"):
-        wide = np.asarray(img).astype(np.uint32)
-        return Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L")
-    if img.mode == "I":
-        wide = np.asarray(img).astype(np.int64)
-        if wide.max(initial=0) > 255:  # 16-bit data in a 32-bit mode
-            wide = (wide + 128) // 257
-        return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        if values.max(initial=0.0) <= 1.0:  # floats in 0..1
-            values = values * 255.0
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    return img
+        for rows in _row_blocks(values):
+            out[rows] = (values[rows].astype(np.uint32) + 128) // 257
+    elif img.mode == "I":
+        wide = values.max(initial=0) > 255  # 16-bit data in a 32-bit mode
+        for rows in _row_blocks(values):
+            block = values[rows].astype(np.int64)
+            out[rows] = np.clip((block + 128) // 257 if wide else block, 0, 255)
+    else:
+        unit = values.max(initial=0.0) <= 1.0  # floats in 0..1
+        for rows in _row_blocks(values):
+            block = values[rows].astype(np.float64) * (255.0 if unit else 1.0)
+            out[rows] = np.clip(np.rint(block), 0, 255)
+    return Image.fromarray(out, "L")
 
 
 def _composite_rgb(img: Image.Image) -> Image.Image:
@@ -167,7 +205,7 @@ def _composite_rgb(img: Image.Image) -> Image.Image:
         img.mode == "P" and "transparency" in img.info
     ):
         # Composite on black like the backgrounds in the external set, not an arbitrary colour.
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (0, 0, 0))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
@@ -175,24 +213,28 @@ def _composite_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_rgb(img: Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an opened header: at most ``max_pixels`` (reduced, JPEG via ``draft``), 16-bit
-    scaled to 8, EXIF-upright, alpha composited on black, RGB."""
-    name = getattr(img, "filename", "") or "image"
-    factor = _reduce_factor(img.size, max_pixels)
+    """Decode an opened header: at most ``max_pixels`` (JPEG read reduced via ``draft``), 16-bit
+    scaled to 8, EXIF-upright, alpha composited on black, RGB.
+
+    Nothing over ``max_pixels`` is ever decoded: a header that would be (a JPEG ``draft`` cannot
+    reduce, a header :func:`read_header` did not check) is refused first.
+    """
+    name = getattr(img, "filename", "") or "the image"
+    if _is_jpeg(img) and img.size[0] * img.size[1] > max_pixels:
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale: the full image never exists in memory.
+        # draft picks the largest scale s with size // request >= s, so ask for size // s.
+        scale = _jpeg_scale(img.size, max_pixels)
+        img.draft(img.mode, (max(1, img.size[0] // scale), max(1, img.size[1] // scale)))
+    if img.size[0] * img.size[1] > max_pixels:
+        w, h = img.size
+        raise ImageDecodeError(
+            "decompression_bomb", f"{name} would decode to {w}x{h} pixels, over {max_pixels}"
+        )
     try:
-        if factor > 1 and img.format == "JPEG":
-            # libjpeg decodes at 1/2, 1/4 or 1/8 scale: the full image never exists in memory
-            img.draft(img.mode, (math.ceil(img.size[0] / factor), math.ceil(img.size[1] / factor)))
         img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError("truncated_or_corrupt", f"{name}: {exc}") from exc
-    img = _to_8bit(img)
-    factor = _reduce_factor(img.size, max_pixels)
-    if factor > 1:
-        if img.mode in ("1", "P"):  # modes Image.reduce cannot average
-            img = img.convert("L" if img.mode == "1" else "RGBA")
-        img = img.reduce(factor)  # keeps info, so the EXIF orientation survives
-    return _composite_rgb(ImageOps.exif_transpose(img))
+    return _composite_rgb(ImageOps.exif_transpose(_to_8bit(img)))
 
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:

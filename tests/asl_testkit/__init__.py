@@ -223,6 +223,35 @@ def bomb_png(path: Path, side: int) -> None:
     )
 
 
+def padded_bomb_png(path: Path, width: int, height: int, pad: int = 0) -> Path:
+    """A valid 8-bit RGB PNG of black rows (a few hundred KB for 160 MP), with ``pad`` junk
+    bytes in an ancillary chunk before IDAT: the padding moves any pixels-per-byte ratio."""
+    row = b"\x00" * (1 + 3 * width)
+    per_block = max(1, (1 << 20) // len(row))
+    blocks, last = divmod(height, per_block)
+    # A full flush empties the window: every full block then deflates to the same bytes, so
+    # 160 MP is built from one compressed block (zlib header + raw deflate + adler32 by hand).
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block, adler = row * per_block, 1
+    comp.compress(block)
+    comp.flush(zlib.Z_FULL_FLUSH)
+    repeat = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)
+    for _ in range(blocks):
+        adler = zlib.adler32(block, adler)
+    adler = zlib.adler32(row * last, adler)
+    tail = comp.compress(row * last) + comp.flush()
+    idat = b"\x78\xda" + repeat * blocks + tail + struct.pack(">I", adler)
+    junk = _png_chunk(b"juNK", b"\x00" * pad) if pad else b""
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + junk
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+    return path
+
+
 def png16(path: Path, pixels: np.ndarray) -> Path:
     """Write a 16-bit-per-channel PNG (grey, grey+alpha, RGB or RGBA from the last axis).
 

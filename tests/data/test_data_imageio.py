@@ -6,15 +6,21 @@ upscaling); no pixel is invented.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import bomb_png, png16
-from PIL import Image
+from asl_testkit import bomb_png, padded_bomb_png, png16
+from PIL import Image, ImageOps
 
 from asl_recognition.data.scan import scan_source
-from asl_recognition.imageio import ImageDecodeError, load_rgb
+from asl_recognition.imageio import ImageDecodeError, decode_rgb, load_rgb, read_header
+from asl_recognition.paths import REPO_ROOT
+
+TEST_IMAGES = REPO_ROOT / "data" / "test_images"
 
 # How a camera stores an upright picture for each EXIF orientation (6: "turn 90 degrees
 # clockwise to view", so it is stored turned 90 degrees counter-clockwise).
@@ -79,37 +85,131 @@ def test_exif_orientation_is_honoured(tmp_path: Path, frame: np.ndarray, orienta
     assert np.array_equal(_rgb(tmp_path / "r.png"), np.asarray(upright))
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_a_photo_over_the_pixel_limit_is_read_reduced(
-    tmp_path: Path, frame: np.ndarray, fmt: str
+@pytest.mark.parametrize("side", [1200, 1201])
+def test_a_jpeg_over_the_pixel_limit_is_read_reduced(
+    tmp_path: Path, frame: np.ndarray, side: int
 ) -> None:
-    # a real frame upscaled to 1.44 MP against a 1 MP limit (the 40 MP case, scaled down)
-    big = Image.fromarray(frame).resize((1200, 1200), Image.Resampling.BICUBIC)
+    # a real frame upscaled to 1.44 MP against a 1 MP limit (the 40 MP case, scaled down); an
+    # odd side too, which libjpeg's draft would otherwise decode whole (1201 // 601 == 1)
+    big = Image.fromarray(frame).resize((side, side), Image.Resampling.BICUBIC)
     exif = Image.Exif()
     exif[0x0112] = 3  # stored upside down
-    path = tmp_path / f"big.{fmt.lower()}"
-    big.transpose(Image.Transpose.ROTATE_180).save(path, format=fmt, exif=exif, quality=95)
+    path = tmp_path / "big.jpg"
+    big.transpose(Image.Transpose.ROTATE_180).save(path, format="JPEG", exif=exif, quality=95)
     out = load_rgb(path, max_pixels=1_000_000)
-    assert out.size[0] * out.size[1] <= 1_000_000 and out.size == (600, 600)
-    small = np.asarray(out.resize((50, 50), Image.Resampling.BOX)).astype(int)
-    reference = np.asarray(big.resize((50, 50), Image.Resampling.BOX)).astype(int)
-    assert np.abs(small - reference).mean() < 3  # the same picture, upright
+    half = (side + 1) // 2
+    assert out.size == (half, half)  # decoded at 1/2 by libjpeg, never whole
+    with Image.open(path) as reference:
+        reference.draft("RGB", (side // 2, side // 2))
+        assert reference.size == (half, half)
+        upright = np.asarray(reference.convert("RGB").transpose(Image.Transpose.ROTATE_180))
+    assert np.array_equal(np.asarray(out), upright)
 
     (tmp_path / "src" / "B").mkdir(parents=True)
     path.rename(tmp_path / "src" / "B" / path.name)
     row = scan_source(tmp_path / "src", workers=1, max_pixels=1_000_000, progress=False)
     row = row.table.iloc[0]
-    assert row["error"] is None and (row["width"], row["height"]) == (1200, 1200)
+    assert row["error"] is None and (row["width"], row["height"]) == (side, side)
     assert isinstance(row["phash"], str)
 
 
-def test_bombs_far_past_a_photo_are_still_refused(tmp_path: Path) -> None:
-    # 1.44 MP of blank rows in a few hundred bytes: the same pixel count as the photo above
-    bomb_png(tmp_path / "blank.png", 1200)
-    assert (tmp_path / "blank.png").stat().st_size < 2000
-    with pytest.raises(ImageDecodeError, match="pixels per byte") as caught:
-        load_rgb(tmp_path / "blank.png", max_pixels=1_000_000)
+def test_a_png_over_the_pixel_limit_is_refused_undecoded(
+    tmp_path: Path, frame: np.ndarray
+) -> None:
+    # PNG has no reduced decode: 1.44 MP would be decoded whole against a 1 MP bound
+    Image.fromarray(frame).resize((1200, 1200)).save(tmp_path / "big.png")
+    with pytest.raises(
+        ImageDecodeError,
+        match=r"1200x1200 = 1440000 pixels, over the bound of "
+        r"1000000 \(a PNG image is decoded whole\)",
+    ) as caught:
+        load_rgb(tmp_path / "big.png", max_pixels=1_000_000)
     assert caught.value.reason == "decompression_bomb"
-    bomb_png(tmp_path / "huge.png", 2100)  # 4.4 MP: over 4 x the limit, whatever its bytes
-    with pytest.raises(ImageDecodeError, match="over 4000000"):
+    bomb_png(tmp_path / "huge.png", 2100)
+    with pytest.raises(ImageDecodeError, match="over the bound of 1000000"):
         load_rgb(tmp_path / "huge.png", max_pixels=1_000_000)
+
+
+DECODE_ALL = """
+import json, resource, sys, time
+from asl_recognition.imageio import ImageDecodeError, load_rgb
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+out = []
+for path in sys.argv[1:]:
+    try:
+        out.append(list(load_rgb(path).size))
+    except ImageDecodeError as exc:
+        out.append([exc.reason, exc.detail])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"out": out, "seconds": time.perf_counter() - start,
+                  "grew_mb": (peak - before) / 1024}))
+"""
+
+
+def decode_in_subprocess(paths: list[Path]) -> dict:
+    """Decode with the real bounds (40 MP) in a fresh process: its peak RSS is the decode's."""
+    proc = subprocess.run(
+        [sys.executable, "-c", DECODE_ALL, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real files: a 12,600 x 12,600 RGB PNG padded past the old 1,000-pixels-per-byte rule,
+    and 1 x 30,000,000 / 30,000,000 x 1 strips (about 100 KB each)."""
+    root = tmp_path_factory.mktemp("bombs")
+    side = 12_600
+    return {
+        "padded": padded_bomb_png(root / "padded.png", side, side, pad=side * side // 1000 + 1),
+        "tall": padded_bomb_png(root / "tall.png", 1, 30_000_000),
+        "wide": padded_bomb_png(root / "wide.png", 30_000_000, 1),
+    }
+
+
+def test_bombs_are_refused_from_the_header_in_bounded_time_and_memory(bombs) -> None:
+    assert bombs["padded"].stat().st_size > 12_600**2 // 1000  # passed the old ratio rule
+    paths = [bombs["padded"], bombs["tall"], bombs["wide"]] + [bombs["padded"]] * 8
+    result = decode_in_subprocess(paths)
+    reasons = [row[0] for row in result["out"]]
+    assert reasons == ["decompression_bomb"] * len(paths)
+    assert "12600x12600 = 158760000 pixels, over the bound of 40000000" in result["out"][0][1]
+    assert "1x30000000 pixels: a side over the bound of 20000" in result["out"][1][1]
+    assert "30000000x1 pixels: a side over the bound of 20000" in result["out"][2][1]
+    # before: 1.8 GB / 2-5 s for the padded PNG, 0.9 GB / 3 s for the tall strip
+    assert result["grew_mb"] < 30, result
+    assert result["seconds"] < 2, result
+
+
+def test_normal_photos_decode_exactly_as_pillow_reads_them() -> None:
+    photos = sorted(TEST_IMAGES.glob("*.jpg"))
+    assert len(photos) >= 20
+    for path in photos:
+        with Image.open(path) as img:
+            reference = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        assert np.array_equal(np.asarray(load_rgb(path)), reference), path
+        with read_header(path.read_bytes()) as header:  # the hand step's bytes, same pixels
+            assert np.array_equal(np.asarray(decode_rgb(header)), reference), path
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_32_bit_grey_is_scaled_like_whole_array_maths(
+    tmp_path: Path, frame: np.ndarray, mode: str
+) -> None:
+    grey = np.asarray(Image.fromarray(frame).convert("L")).astype(np.int64)
+    big = np.tile(grey, (12, 30))  # 2400 x 6000: several row blocks of the scaler
+    if mode == "I":
+        values = (big * 257 + np.arange(big.size).reshape(big.shape) % 97).astype(np.int32)
+        expected = np.clip((values.astype(np.int64) + 128) // 257, 0, 255)
+    else:
+        values = (big / 255.0).astype(np.float32)
+        expected = np.clip(np.rint(values.astype(np.float64) * 255.0), 0, 255)
+    Image.fromarray(values, mode).save(tmp_path / "grey.tif")
+    out = np.asarray(load_rgb(tmp_path / "grey.tif"))
+    assert np.array_equal(out, np.repeat(expected.astype(np.uint8)[:, :, None], 3, axis=2))
