@@ -73,7 +73,11 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(path=relpath, litter=litter)
     row["class"] = cls
-    info = path.lstat()
+    try:
+        info = path.lstat()
+    except OSError as exc:  # vanished since it was listed (/proc, a folder being written)
+        row.update(error="unreadable", error_detail=f"{relpath}: {exc.strerror or exc}"[:300])
+        return row
     if stat.S_ISLNK(info.st_mode):  # never read through a link: it may point anywhere
         row.update(error="symlink", error_detail=f"{relpath} is a symbolic link")
         return row
@@ -81,7 +85,11 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
         kind = _special_kind(info.st_mode)
         row.update(error="not_a_regular_file", error_detail=f"{relpath} is a {kind}")
         return row
-    row.update(bytes=path.stat().st_size, sha256=sha256_file(path))
+    try:
+        row.update(bytes=path.stat().st_size, sha256=sha256_file(path))
+    except OSError as exc:  # e.g. /proc or a file that vanished: recorded, the scan goes on
+        row.update(error="unreadable", error_detail=f"{relpath}: {exc.strerror or exc}"[:300])
+        return row
     if litter:
         return row  # recorded and kept in the raw version, never decoded
     try:

@@ -14,8 +14,8 @@ import pandas as pd
 from asl_recognition.classes import CLASSES
 
 # Entries recorded but never stored in the raw version: a link would copy whatever it points
-# at, and a FIFO, socket or device has no content to copy.
-UNSTORABLE = ("symlink", "not_a_regular_file")
+# at, a FIFO, socket or device has no content to copy, and an unreadable file none to read.
+UNSTORABLE = ("symlink", "not_a_regular_file", "unreadable")
 
 
 def _reason(row: dict, known: set[str], min_side: int, max_side: int) -> str | None:

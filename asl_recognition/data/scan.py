@@ -79,6 +79,16 @@ def class_of(relpath: str, data_root: str) -> str | None:
     return path.parts[0] if len(path.parts) > 1 else None
 
 
+# Pseudo-file systems: their files change while read, and some are endless (/proc/self/pagemap).
+KERNEL_FOLDERS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _refuse_kernel_folder(source: Path, root: Path) -> None:
+    for folder in KERNEL_FOLDERS:
+        if root == folder or folder in root.parents:
+            raise ValueError(f"source {source} is inside {folder}, a kernel folder, not images")
+
+
 def scan_source(
     source: str | Path,
     extract_dir: str | Path | None = None,
@@ -99,6 +109,7 @@ def scan_source(
         root = safe_extract_zip(source, extract_dir)
     else:
         root = source.resolve()
+        _refuse_kernel_folder(source, root)
     files = list_files(root)
     data_root = find_data_root(files, classes)
     jobs = [

@@ -211,3 +211,19 @@ def test_nothing_readable_is_unusable(tmp_path: Path) -> None:
     table = apply_rules(scan_source(tmp_path, workers=1, progress=False).table)
     ok, reason, _ = usability(table, CLASSES, 1)
     assert not ok and reason.startswith("nothing readable")
+
+
+def test_kernel_folders_are_refused_and_unreadable_files_recorded(tmp_path: Path) -> None:
+    """/proc holds files that vanish or never end: refused as a source before any read; a
+    file that cannot be read (or vanished) is one recorded row, not a crash of the scan."""
+    from asl_recognition.data.per_file import scan_file
+    from asl_recognition.data.rules import UNSTORABLE
+    from asl_recognition.data.scan import scan_source
+
+    for folder in ("/proc/self", "/sys", "/dev"):
+        with pytest.raises(ValueError, match="a kernel folder, not images"):
+            scan_source(folder, progress=False)
+    for root, name in (("/proc/self", "mem"), (str(tmp_path), "A/gone.jpg")):
+        row = scan_file((root, name, "A", False, 10**6))
+        assert row["error"] == "unreadable" and name in row["error_detail"], row
+    assert "unreadable" in UNSTORABLE
