@@ -25,7 +25,7 @@ from asl_recognition.processes import handle_stop_signals
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
 OUTPUT_SECTION = "Outputs"
 OPTIONS_SECTION = "Args"
-AGENT_ENV = ("CLEARML_TASK_ID", "CLEARML_AUTH_TOKEN")
+AGENT_ENV = ("CLEARML_TASK_ID", "TRAINS_TASK_ID", "CLEARML_AUTH_TOKEN")  # SDK: either id
 OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
 KEEP_LOCAL = ("none", "false", "off")  # ASL_OUTPUT_URI values that mean "upload no weights"
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
