@@ -9,6 +9,8 @@ what mirakuru does not do:
   stream, optionally line by line through a redaction filter), keeping the end in memory;
 - a readiness wait on an HTTP URL that notices an early exit, can be cancelled, and fails with
   one line naming the command and the log tail; or a wait for the child to run to completion;
+- a child that dies with this process, its own children included, even on ``kill -9``
+  (``die_with_parent``: see :mod:`asl_recognition.reaper`);
 - an exit described as a code or a signal name;
 - a supervisor that restarts a dead service with exponential backoff, a bounded number of times;
 - SIGTERM/SIGINT handlers that set a flag a CLI's loop polls.
@@ -23,6 +25,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -38,6 +41,7 @@ from mirakuru import SimpleExecutor
 from mirakuru.exceptions import ProcessFinishedWithError
 
 TAIL_BYTES = 65536
+REAPER = Path(__file__).with_name("reaper.py")
 LOG = logging.getLogger(__name__)
 
 
@@ -157,7 +161,10 @@ class Child:
     waited for (ready URL, or exit), stopped as a process group; ``returncode`` once it ended.
 
     ``stderr=None`` sends stderr to the stdout log. ``grace`` is how long :meth:`stop` waits
-    after SIGTERM before SIGKILL.
+    after SIGTERM before SIGKILL. ``die_with_parent`` (Linux) runs the command under
+    :mod:`asl_recognition.reaper`, so that it and its whole tree are killed when this process
+    dies, however it dies; start such a child from the main thread (the kernel watches the
+    thread that forked it). ``pass_fds`` stay open in the child (a lock it must hold too).
     """
 
     def __init__(
@@ -171,6 +178,8 @@ class Child:
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         grace: float = 10.0,
+        die_with_parent: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.command = [str(part) for part in command]
         self.name = name or Path(self.command[0]).name
@@ -179,6 +188,8 @@ class Child:
         self.env = dict(env) if env is not None else None
         self.cwd = str(cwd) if cwd is not None else None
         self.grace = grace
+        self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
+        self.pass_fds = tuple(pass_fds)
         self.returncode: int | None = None
         self._executor: _Executor | None = None
         self._pumps: list[_Pump] = []
@@ -223,8 +234,16 @@ class Child:
         """mirakuru starts it in a new session, marked so that leftovers die at our exit."""
         streams = {"stdin": subprocess.DEVNULL, "stdout": stdout}
         streams["stderr"] = subprocess.STDOUT if stderr is None else stderr
+        command = self.command
+        if self.die_with_parent:
+            command = [sys.executable, "-I", "-S", str(REAPER), str(os.getpid()), *command]
         executor = _Executor(
-            self.command, cwd=self.cwd, timeout=self.grace, envvars=self.env, **streams
+            command,
+            cwd=self.cwd,
+            timeout=self.grace,
+            envvars=self.env,
+            popen_kwargs={"pass_fds": self.pass_fds},
+            **streams,
         )
         return executor.start()
 

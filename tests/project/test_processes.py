@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from asl_recognition.locks import FileLock, LockTimeout, exclusive
 from asl_recognition.netutil import free_port
 from asl_recognition.processes import (
     Child,
@@ -94,6 +96,99 @@ def test_stop_reaches_a_grandchild_in_the_process_group(tmp_path: Path) -> None:
     while not gone(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(grandchild), "the grandchild outlived its group's stop"
+
+
+REPO = str(Path(__file__).resolve().parents[2])
+
+# A runner starts a step (die_with_parent) that starts a grandchild in a session of its own,
+# then waits; the test kills the runner with SIGKILL. Issue #19.6: the step lived on.
+STEP = """
+import os, subprocess, sys, time
+sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+grandchild = subprocess.Popen(sleeper, start_new_session=True)
+print(f"pids {os.getpid()} {grandchild.pid}", flush=True)
+time.sleep(60)
+"""
+RUNNER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, REPO)
+from asl_recognition.processes import Child, Output
+step, log = Path(sys.argv[1]).read_text(), Path(sys.argv[2])
+child = Child([sys.executable, "-c", step], Output(log), die_with_parent=True).start()
+time.sleep(60)
+"""
+
+
+def test_a_child_and_its_whole_tree_die_with_a_parent_killed_by_sigkill(tmp_path: Path) -> None:
+    log, step, script = tmp_path / "step.log", tmp_path / "step.py", tmp_path / "runner.py"
+    step.write_text(STEP)
+    script.write_text(RUNNER.replace("REPO", repr(REPO)))
+    runner = subprocess.Popen([sys.executable, str(script), str(step), str(log)])
+    pids: list[int] = []
+    try:
+        pids = [int(p) for p in wait_for_log(log, "pids ").split()[1:3]]
+        assert not any(gone(pid) for pid in pids)
+        runner.kill()
+        runner.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(gone(pid) for pid in pids), "the step or its grandchild outlived the runner"
+    finally:
+        runner.kill()
+        for pid in pids:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_guarded_child_exits_as_its_command_did_and_holds_passed_locks(tmp_path: Path) -> None:
+    """Under the reaper an exit code, a death by signal and a stop read as they do without it;
+    a lock passed to the child stays held while it lives, and is free once it is stopped."""
+    out = Output(tmp_path / "out.log")
+    assert Child(python("import sys; sys.exit(3)"), out, die_with_parent=True).start().wait() == 3
+    suicide = python("import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
+    assert Child(suicide, out, die_with_parent=True).start().wait() == -signal.SIGTERM
+    missing = Child(["/no/such/program"], out, die_with_parent=True).start()
+    assert missing.wait() == 127 and "/no/such/program" in missing.last_output()
+
+    lock = FileLock(tmp_path / "run.lock")
+    assert lock.acquire()
+    sleeper = python("print('up', flush=True); import time; time.sleep(60)")
+    child = Child(
+        sleeper, Output(tmp_path / "s.log"), die_with_parent=True, pass_fds=(lock.fileno(),)
+    ).start()
+    wait_for_log(tmp_path / "s.log", "up")
+    lock.release()
+    assert not FileLock(lock.path).acquire(timeout=0.2)  # the child holds it
+    assert child.stop() == -signal.SIGTERM  # SIGTERM reached the command itself
+    assert FileLock(lock.path).acquire(timeout=2)
+
+
+def test_a_file_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    holder = subprocess.Popen(
+        python(f"""
+            import sys, time
+            sys.path.insert(0, {REPO!r})
+            from asl_recognition.locks import FileLock
+            assert FileLock({str(path)!r}).acquire()
+            print("held", flush=True)
+            time.sleep(60)
+        """),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(LockTimeout, match=f"held by pid {holder.pid}"):
+            with exclusive(path, timeout=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(path, timeout=2) as lock:
+        assert lock.held
 
 
 def test_a_finished_step_is_not_held_up_by_a_grandchild_keeping_its_output_open(
