@@ -153,16 +153,16 @@ def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
             print(f"{state['run_id']}  {state.get('status', '?'):<10} {state.get('updated', '')}")
         return 0
     requested = {**ASL_DAG.param_defaults(), **values}
-    try:
-        run_id, run_params, resuming = choose_run(
+    try:  # a malformed --run-id, or a run in progress elsewhere (locked): refused in one line
+        run_id, run_params, resuming, lock = choose_run(
             ASL_DAG, requested, run_id=run.run_id, resume=run.resume, new=run.new_run
         )
     except LookupError as exc:
-        print(f"asl_pipeline: {exc}", file=sys.stderr)
+        print(f"asl_pipeline: error: {exc}", file=sys.stderr)
         return 2
     if resuming and values and {**run_params, **values} != run_params:
         print(f"note: run {run_id} keeps its own parameters; use --new-run to run with new ones")
-    executor = LocalExecutor(ASL_DAG, run_params, run_id=run_id, use_cache=run.cache)
+    executor = LocalExecutor(ASL_DAG, run_params, run_id=run_id, use_cache=run.cache, lock=lock)
     try:
         executor.run(from_step=run.from_step)
     except StepFailed as exc:

@@ -8,6 +8,11 @@ state into another (one ``Task.init`` per process). Steps pass ids through
 Run state lives in ``<workspace>/pipeline_runs/<run_id>/state.json``: re-running the same run
 skips completed steps and starts again at the failed one. Steps marked ``cache`` are also reused
 across runs when their script and resolved arguments are unchanged.
+
+A run in progress is locked (``<run_id>/run.lock``, an flock that dies with its holders): the
+runner holds it and hands it to the running step, so neither a second command nor a resume can
+join a run while its runner or a step of it is alive. Steps die with the runner, even on
+``kill -9`` (:mod:`asl_recognition.reaper`).
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
+from asl_recognition.locks import FileLock, exclusive, holder
 from asl_recognition.options import specs, to_argv
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline.clearml_controller import code_digest
@@ -33,14 +40,22 @@ from asl_recognition.pipeline.dag import (
     references,
     resolve,
 )
-from asl_recognition.processes import Child, Output
+from asl_recognition.processes import Child, Output, describe_exit
 from asl_recognition.tracking import OUTPUTS_ENV
 
 STATE_NAME = "state.json"
 CACHE_NAME = "step_cache.json"
+LOCK_NAME = "run.lock"
+RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what new_run_id makes
+# a progress bar's redraw (tqdm: "42%|####  | 21/50 [00:03<00:04, 6.1batch/s]")
+PROGRESS_BAR = re.compile(r"\d+%\||(?:[\d.]+|\?)\s*(?:\w+/s|s/\w+)\]\s*$")
 DONE = ("completed", "cached", "skipped")
 TAIL_LINES = 25
 STOP_GRACE_S = 10
+
+
+class RunUnavailable(LookupError):
+    """This run cannot be (re)started: a malformed id, or it is in progress elsewhere."""
 
 
 class StepFailed(RuntimeError):
@@ -74,6 +89,33 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+def check_run_id(run_id: str) -> str:
+    """Refuse an id that is not one :func:`new_run_id` makes: it names a folder under the runs."""
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise RunUnavailable(
+            f"--run-id {run_id!r} is not a run id (YYYYMMDD-HHMMSS-xxxxxx, as --list-runs shows)"
+        )
+    return run_id
+
+
+def claim_run(run_dir: Path) -> FileLock | None:
+    """The run's lock, taken now; None while another runner or a step of the run holds it."""
+    lock = FileLock(run_dir / LOCK_NAME)
+    return lock if lock.acquire(timeout=0) else None
+
+
+def in_progress(run_dir: Path) -> RunUnavailable:
+    """The one-line refusal for a locked run: who holds it, and what to do instead."""
+    state = _read_json(run_dir / STATE_NAME, {}) or {}
+    running = [n for n, s in state.get("steps", {}).items() if s.get("status") == "running"]
+    doing = f"step {running[0]} running, " if running else ""
+    pid = holder(run_dir / LOCK_NAME)
+    return RunUnavailable(
+        f"run {run_dir.name} is in progress ({doing}started by pid {pid}); "
+        "wait for it to end, or pass --new-run to start another run beside it"
+    )
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write via a temporary file so an interrupted run never leaves half a state file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +143,15 @@ def _normalise(params: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(params), default=str))
 
 
+class RunChoice(NamedTuple):
+    """The run a command executes, with its lock already held (pass it to the executor)."""
+
+    run_id: str
+    params: dict[str, Any]
+    resuming: bool
+    lock: FileLock
+
+
 def choose_run(
     dag: Dag,
     params: Mapping[str, Any],
@@ -108,41 +159,73 @@ def choose_run(
     resume: bool = False,
     new: bool = False,
     root: Path | None = None,
-) -> tuple[str, dict[str, Any], bool]:
-    """Pick the run to (continue to) execute: ``(run_id, params, resuming)``.
+) -> RunChoice:
+    """Pick and lock the run to (continue to) execute.
 
     ``run_id`` given: that run (created if new; an existing run keeps its own parameters).
     Otherwise the latest unfinished run is resumed when its parameters equal ``params`` (or
-    always with ``resume``); ``new`` forces a fresh run.
+    always with ``resume``); ``new`` forces a fresh run. A run that is locked (its runner or one
+    of its steps is alive) is never joined: :class:`RunUnavailable` says so in one line.
     """
     root = root or runs_dir()
     if run_id:
+        lock = claim_run(root / check_run_id(run_id))
+        if lock is None:
+            raise in_progress(root / run_id)
         state = _read_json(root / run_id / STATE_NAME)
         if state:
-            return run_id, state["params"], True
-        return run_id, dict(params), False
+            return RunChoice(run_id, state["params"], True, lock)
+        return RunChoice(run_id, dict(params), False, lock)
     if not new:
-        unfinished = [
-            s
-            for s in list_runs(root)
-            if s.get("dag") == dag.name and s.get("status") != "completed"
-        ]
-        if resume and not unfinished:
-            raise LookupError(f"no unfinished {dag.name} run to resume under {root}")
-        for state in reversed(unfinished):
-            if resume or state.get("params") == _normalise(params):
-                return state["run_id"], state["params"], True
-    return new_run_id(), dict(params), False
+        choice = _resume_unfinished(dag, params, resume, root)
+        if choice is not None:
+            return choice
+    run_id = new_run_id()
+    lock = claim_run(root / run_id)
+    assert lock is not None, "a new run id is unique"
+    return RunChoice(run_id, dict(params), False, lock)
 
 
-def _last_error_line(text: str) -> str:
-    """The step's own one-line reason: its last non-empty stderr line, progress bars aside."""
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "it/s]" in line or "s/it]" in line or line.startswith("ClearML"):
-            continue
-        return line
-    return "no error message on stderr"
+def _resume_unfinished(
+    dag: Dag, params: Mapping[str, Any], resume: bool, root: Path
+) -> RunChoice | None:
+    """The latest unfinished run to resume, locked; None when there is none."""
+    candidates = [
+        s
+        for s in reversed(list_runs(root))
+        if s.get("dag") == dag.name
+        and s.get("status") != "completed"
+        and (resume or s.get("params") == _normalise(params))
+    ]
+    for state in candidates:
+        run_dir = root / state["run_id"]
+        lock = claim_run(run_dir)
+        if lock is None:
+            raise in_progress(run_dir)
+        state = _read_json(run_dir / STATE_NAME, {})  # as its last runner left it
+        if state.get("status") != "completed":
+            return RunChoice(state["run_id"], state["params"], True, lock)
+        lock.release()  # it ended while we looked: look further
+    if resume:
+        raise LookupError(f"no unfinished {dag.name} run to resume under {root}")
+    return None
+
+
+def _last_error_line(text: str, returncode: int = 1) -> str:
+    """The step's own one-line reason: its last stderr line that is not a progress bar nor a
+    ClearML notice. A bar redraws itself with ``\\r``, so of such a line only its last drawing
+    counts, and it is skipped when it looks like one (tqdm's ``[..., 6.1batch/s]``). A step
+    ended by a signal says which, with its last words."""
+    said = ""
+    for line in reversed(text.split("\n")):
+        drawn = [part.strip() for part in line.split("\r") if part.strip()]
+        last = drawn[-1] if drawn else ""
+        if last and not PROGRESS_BAR.search(last) and not last.startswith("ClearML"):
+            said = last
+            break
+    if returncode < 0:
+        return f"killed by {describe_exit(returncode)}" + (f" after: {said}" if said else "")
+    return said or "no error message on stderr"
 
 
 def _outputs_still_valid(outputs: Mapping[str, Any]) -> bool:
@@ -154,7 +237,11 @@ def _outputs_still_valid(outputs: Mapping[str, Any]) -> bool:
 
 
 class LocalExecutor:
-    """Runs ``dag`` step by step as subprocesses, persisting state for resume."""
+    """Runs ``dag`` step by step as subprocesses, persisting state for resume.
+
+    ``lock``: the run's lock from :func:`choose_run`; without one, :meth:`run` takes it (and
+    refuses a run in progress). It is released when :meth:`run` ends.
+    """
 
     def __init__(
         self,
@@ -168,10 +255,12 @@ class LocalExecutor:
         out: IO[str] | None = None,
         err: IO[str] | None = None,
         env: Mapping[str, str] | None = None,
+        lock: FileLock | None = None,
     ):
         self.dag = dag
         self.root = Path(root or runs_dir())
-        self.run_id = run_id or new_run_id()
+        self.run_id = check_run_id(run_id) if run_id else new_run_id()
+        self.lock = lock
         self.run_dir = self.root / self.run_id
         self.repo_root = Path(repo_root)
         self.python = python
@@ -235,9 +324,11 @@ class LocalExecutor:
         return None
 
     def _cache_store(self, key: str, step: Step, outputs: Mapping[str, Any]) -> None:
-        cache = _read_json(self.root / CACHE_NAME, {})
-        cache[key] = {"step": step.name, "run_id": self.run_id, "outputs": dict(outputs)}
-        _write_json(self.root / CACHE_NAME, cache)
+        """Add one entry; runs of other parameters may write theirs at the same time."""
+        with exclusive(self.root / (CACHE_NAME + ".lock")):
+            cache = _read_json(self.root / CACHE_NAME, {})
+            cache[key] = {"step": step.name, "run_id": self.run_id, "outputs": dict(outputs)}
+            _write_json(self.root / CACHE_NAME, cache)
 
     # ----- running -------------------------------------------------------------------------
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -258,7 +349,20 @@ class LocalExecutor:
         return needed
 
     def run(self, from_step: str | None = None) -> dict[str, Any]:
-        """Run (or resume) every step; raise :class:`StepFailed` with the step's own error."""
+        """Run (or resume) every step; raise :class:`StepFailed` with the step's own error, or
+        :class:`RunUnavailable` when another process holds the run."""
+        if self.lock is None:
+            self.lock = claim_run(self.run_dir)
+            if self.lock is None:
+                raise in_progress(self.run_dir)
+            self.state = self._load_state()  # as the last holder left it
+        try:
+            return self._run_locked(from_step)
+        finally:
+            self.lock.release()
+            self.lock = None
+
+    def _run_locked(self, from_step: str | None) -> dict[str, Any]:
         if from_step:
             for name in self.dag.descendants(self.dag.step(from_step).name):
                 self.state["steps"][name] = {"status": "pending"}
@@ -362,7 +466,7 @@ class LocalExecutor:
         started, ended = (datetime.fromisoformat(info[k]) for k in ("started", "ended"))
         info["duration_s"] = duration = (ended - started).total_seconds()
         if returncode != 0:
-            error = _last_error_line(stderr_tail)
+            error = _last_error_line(stderr_tail, returncode)
             tail = "\n".join(stderr_tail.replace("\r", "\n").splitlines()[-TAIL_LINES:])
             info.update(status="failed", error=error, stderr_tail=tail)
             self._save()
@@ -401,6 +505,8 @@ class LocalExecutor:
             env=env,
             cwd=self.repo_root,
             grace=STOP_GRACE_S,
+            die_with_parent=True,  # a kill -9 of this runner takes the step's tree with it
+            pass_fds=(self.lock.fileno(),) if self.lock else (),  # the run stays locked meanwhile
         ).start()
         try:
             returncode = step_child.wait()

@@ -226,10 +226,12 @@ def test_failed_step_stops_with_its_own_error_then_resume_reuses_completed(
 
     # Re-running with the same parameters picks the unfinished run and resumes at step_b.
     monkeypatch.delenv("FAIL_STEP")
-    run_id, params, resuming = choose_run(tiny_dag(repo), first.params, root=tmp_path / "runs")
+    run_id, params, resuming, lock = choose_run(
+        tiny_dag(repo), first.params, root=tmp_path / "runs"
+    )
     assert (run_id, resuming) == (first.run_id, True)
     out = io.StringIO()
-    second = make(repo, tmp_path, params=params, run_id=run_id, out=out)
+    second = make(repo, tmp_path, params=params, run_id=run_id, out=out, lock=lock)
     state = second.run()
     assert state["status"] == "completed"
     assert [c["step"] for c in calls(tmp_path)] == ["step_a", "step_b", "step_b", "step_c"]
@@ -238,7 +240,7 @@ def test_failed_step_stops_with_its_own_error_then_resume_reuses_completed(
     assert "==> [1/3] step_a: reused" in out.getvalue()
 
     # A finished run is not resumed: the next invocation starts a new run id.
-    run_id2, _, resuming2 = choose_run(tiny_dag(repo), first.params, root=tmp_path / "runs")
+    run_id2, _, resuming2, _ = choose_run(tiny_dag(repo), first.params, root=tmp_path / "runs")
     assert run_id2 != first.run_id and not resuming2
 
 
