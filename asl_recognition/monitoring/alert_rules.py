@@ -13,6 +13,9 @@ from .baseline import Baseline
 from .promql import PromQL, num
 from .settings import AlertThresholds
 
+# Exported by the launcher's front (asl_recognition.serving.front.metrics_text).
+GAVE_UP = "asl_server_gave_up"
+
 ALERT_NAMES = (
     "AslTritonDown",
     "AslModelNotReady",
@@ -25,6 +28,7 @@ ALERT_NAMES = (
     "AslClassDistributionDrift",
     "AslHandFoundRatioLow",
     "AslNonFinitePredictions",
+    "AslServerGaveUp",
 )
 
 
@@ -157,10 +161,22 @@ def _input_alerts(t: AlertThresholds, q: PromQL) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _launcher_alert(t: AlertThresholds) -> dict[str, Any]:
+    """The local launcher stopped restarting a crashing server (its front exports the flag)."""
+    return _alert(
+        t, "AslServerGaveUp", f"max({GAVE_UP}) > 0", "0m", "critical",
+        "The launcher gave up restarting tritonserver",
+        "tritonserver kept dying (6 times in a row with the default restart policy) and the "
+        "launcher stopped restarting it; its front answers 503 with the reason. Read the "
+        "server log, fix the cause, then restart the launcher (make serve).",
+    )  # fmt: skip
+
+
 def alert_rules(t: AlertThresholds) -> dict[str, Any]:
     """The alert group; every threshold comes from ``t``."""
     q = PromQL.from_thresholds(t)
     rules = [*_serving_alerts(t, q), *_quality_alerts(t, q), *_input_alerts(t, q)]
+    rules.append(_launcher_alert(t))
     return {"name": "asl_alerts", "rules": rules}
 
 

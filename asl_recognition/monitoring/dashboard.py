@@ -31,6 +31,7 @@ from markupsafe import Markup
 from asl_recognition.processes import handle_stop_signals
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
+from .alert_rules import GAVE_UP
 from .promql import PromQL
 from .settings import add_threshold_options, thresholds_from_cli
 from .urls import mask_url, split_credentials
@@ -147,6 +148,7 @@ def live_queries(q: PromQL) -> dict[str, str]:
         "hand_found_ratio": q.hand_found_ratio,
         "hands_checked": q.hands_checked(),
         "nonfinite_predictions": q.nonfinite_predictions(),
+        "server_gave_up": f"max({GAVE_UP})",
     }
 
 
@@ -277,9 +279,17 @@ def _tiles(live: Mapping[str, Any], window: str) -> list[tuple[str, str]]:
     latency, lat_label = values.get("latency_p95_ms"), "p95 latency"
     if latency is None:
         latency, lat_label = values.get("latency_mean_ms"), "mean latency"
-    up = values.get("up")
+    up, gave_up = values.get("up"), values.get("server_gave_up")
     return [
         ("Triton", "up" if up == 1 else ("down" if up == 0 else "not scraped")),
+        (
+            "launcher",
+            (
+                "GAVE UP restarting tritonserver: restart it"
+                if gave_up == 1
+                else ("restarts on crashes" if gave_up == 0 else "not scraped")
+            ),
+        ),
         (f"requests/s ({window})", num(values.get("request_rate"))),
         ("error ratio", num(values.get("error_ratio"), pct=True)),
         (lat_label, num(latency, 1, " ms")),

@@ -14,11 +14,16 @@ def render_prometheus_config(
     evaluation_interval: str = "15s",
     self_target: str | None = None,
     triton_job: str = "triton",
+    launcher_targets: list[str] | None = None,
 ) -> dict[str, Any]:
     """The config dict; job ``triton_job`` must match the alert rules' ``up{job=...}``."""
     scrape: list[dict[str, Any]] = [
         {"job_name": triton_job, "static_configs": [{"targets": list(triton_targets)}]},
     ]
+    if launcher_targets:  # the launcher's front: asl_server_gave_up (alert AslServerGaveUp)
+        scrape.append(
+            {"job_name": "asl_launcher", "static_configs": [{"targets": list(launcher_targets)}]}
+        )
     if self_target:
         scrape.append({"job_name": "prometheus", "static_configs": [{"targets": [self_target]}]})
     if alertmanager_targets:

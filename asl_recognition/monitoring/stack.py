@@ -65,6 +65,7 @@ class MonitoringStack:
 
     run_dir: Path
     triton_metrics: str = "127.0.0.1:8002"
+    launcher_metrics: str | None = None  # the launcher's front (make serve: 127.0.0.1:8000)
     host: str = "127.0.0.1"
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
@@ -102,6 +103,7 @@ class MonitoringStack:
             evaluation_interval=self.evaluation_interval,
             self_target=f"{self.host}:{self.prometheus_port}",
             triton_job=self.thresholds.triton_job,
+            launcher_targets=[self.launcher_metrics] if self.launcher_metrics else None,
         )
         prom = write_prometheus_config(self.run_dir / "prometheus.yml", prom_cfg)
         am = write_alertmanager_config(
@@ -217,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--triton-metrics", default="127.0.0.1:8002", help="Triton metrics HOST:PORT")
     p.add_argument(
+        "--launcher-metrics",
+        default="127.0.0.1:8000",
+        help="the launcher's front HOST:PORT (/metrics: gave-up flag); empty: not scraped",
+    )
+    p.add_argument(
         "--run-dir",
         default=None,
         help="where configs, data and logs go " "(default <workspace>/monitoring)",
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = MonitoringStack(
         run_dir=run_dir,
         triton_metrics=args.triton_metrics,
+        launcher_metrics=args.launcher_metrics or None,
         host=args.host,
         prometheus_port=args.prometheus_port,
         alertmanager_port=args.alertmanager_port,

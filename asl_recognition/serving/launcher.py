@@ -12,8 +12,19 @@ CLI (used by ``make serve``)::
 The CLI supervises the server: Triton 2.51 can be killed by a single bad HTTP request (a deeply
 nested JSON body overflows the parser's stack: SIGSEGV) and has no option to cap request sizes or
 JSON depth, so a server that dies is restarted with exponential backoff, a bounded number of
-times in a row, each restart logged. Bind to loopback (the default) and put anything public
-behind a proxy that limits body size.
+times in a row, each restart logged.
+
+Triton's HTTP and gRPC listen on loopback only; the public HTTP port (``--host``,
+``--http-port``) is the front (:mod:`.front`: body cap, per-client rate, bounded time). gRPC is
+not published: tritonserver 2.51 has no flag for its gRPC message size (``tritonserver --help``
+lists none; its gRPC server is built with a 2 GiB maximum), so only local clients reach it.
+
+Each server's Python-backend stubs name their ``/dev/shm`` regions with a prefix of this server
+alone (``shm-region-prefix-name``); a server that died (SIGKILL, SIGSEGV) leaves them behind, and
+:meth:`TritonServer.stop` (run before every restart) removes exactly those. Once the restarts run
+out the launcher keeps the front up, answering 503 with the reason, and exports
+``asl_server_gave_up 1`` on the front's ``/metrics`` (the ``AslServerGaveUp`` alert, the status
+page) until it is stopped.
 """
 
 from __future__ import annotations
@@ -21,16 +32,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
 from asl_recognition import processes
 from asl_recognition.netutil import free_port
+from asl_recognition.options import OptionError, add_options, from_mapping, specs
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import (
     Child,
@@ -42,11 +56,39 @@ from asl_recognition.processes import (
     never,
     stop_on_signals,
 )
+from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
 
 # Log errors every CPU-only run prints; they say nothing about the models.
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
 STANDIN_BACKEND = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
 LOG = logging.getLogger(__name__)
+SHM_DIR = Path("/dev/shm")
+# The Python backend's shared memory per model instance: the first size, and each growth step.
+# A region grows while a request needs more and never shrinks until the stub exits, so the front's
+# body cap is what bounds it; small steps keep a region close to what requests really needed.
+SHM_DEFAULT_BYTES = 4 * 1024 * 1024
+SHM_GROWTH_BYTES = 4 * 1024 * 1024
+
+
+def shm_backend_config(prefix: str) -> list[str]:
+    """``--backend-config`` flags of the Python backend (the onnxruntime stand-in reads them)."""
+    return [
+        f"--backend-config=python,shm-region-prefix-name={prefix}",
+        f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+        f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+    ]
+
+
+def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
+    """Delete the regions named with ``prefix`` (one server's, see :class:`TritonServer`)."""
+    removed = []
+    for path in shm_dir.glob(f"{prefix}*"):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path.name)
+    return sorted(removed)
 
 
 class TritonServerError(ChildError):
@@ -118,6 +160,7 @@ class TritonServer:
         poll_secs: int = 1,
         host: str = "127.0.0.1",
         log_path: str | Path | None = None,
+        metrics_host: str | None = None,
         exit_on_error: bool = True,
         exit_timeout_secs: int = 10,
         extra_args: list[str] | None = None,
@@ -131,6 +174,7 @@ class TritonServer:
         self.model_control_mode = model_control_mode
         self.poll_secs = poll_secs
         self.host = host
+        self.metrics_host = metrics_host or host
         self.exit_on_error = exit_on_error
         self.exit_timeout_secs = exit_timeout_secs
         self.extra_args = list(extra_args or [])
@@ -138,6 +182,8 @@ class TritonServer:
         self._child: Child | None = None
         self._backend_dir: Path | None = None
         self.starts = 0
+        # Names this server's /dev/shm regions: this process, this object, nobody else.
+        self.shm_prefix = f"asl_triton_{os.getpid()}_{secrets.token_hex(4)}_"
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -154,7 +200,7 @@ class TritonServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
+        return f"http://{self.metrics_host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         root = pytriton_root()
@@ -168,7 +214,7 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={self.metrics_host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             # p50/p95/p99 latency summaries: the latency alert reads the p95 (else the mean)
@@ -180,7 +226,7 @@ class TritonServer:
         ]
         if self.model_control_mode == "poll":
             cmd.append(f"--repository-poll-secs={self.poll_secs}")
-        return cmd + self.extra_args
+        return cmd + shm_backend_config(self.shm_prefix) + self.extra_args
 
     def start(self) -> "TritonServer":
         """Start tritonserver in its own process group, its output appended to ``log_path``."""
@@ -261,6 +307,13 @@ class TritonServer:
         if self._child is not None:
             code = self._child.stop(timeout)
             self._child = None
+            # A clean exit removes its regions; a killed server (and its stubs) cannot.
+            removed = remove_shm_regions(self.shm_prefix)
+            if removed:
+                LOG.warning(
+                    "removed %d shared-memory region(s) the dead server left: %s",
+                    len(removed), ", ".join(removed),
+                )  # fmt: skip
         if self._backend_dir is not None:
             shutil.rmtree(self._backend_dir, ignore_errors=True)
             self._backend_dir = None
@@ -303,15 +356,26 @@ def supervise(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Run the real tritonserver (nvidia-pytriton wheel) on a model repository."
+        description="Run the real tritonserver (nvidia-pytriton wheel) on a model repository, "
+        "behind the front (body cap, per-client rate, bounded time) on the public HTTP port."
     )
     parser.add_argument(
         "--repo", required=True, help="model repository (tasks/build_triton_repo.py)"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address of the front and the metrics (loopback)"
+    )
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (the front)")
+    parser.add_argument(
+        "--grpc-port", type=int, default=8001, help="gRPC port, on 127.0.0.1 only (no size cap)"
+    )
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    parser.add_argument(
+        "--triton-http-port",
+        type=int,
+        default=0,
+        help="Triton's own HTTP port on 127.0.0.1, behind the front (0: a free port)",
+    )
     parser.add_argument(
         "--model-control-mode",
         choices=("poll", "none", "explicit"),
@@ -336,41 +400,89 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="first restart delay in seconds, doubled per failed restart (max 30 s)",
     )
+    add_options(parser, FrontLimits, "front")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    server = TritonServer(
-        args.repo,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        model_control_mode=args.model_control_mode,
-        poll_secs=args.poll_secs,
-        host=args.host,
-        log_path=args.log_path,
-        exit_timeout_secs=args.exit_timeout,
+def front_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> FrontLimits:
+    """The front's options (declared once in :class:`FrontLimits`); bad values: one usage line."""
+    names = {spec.name for spec in specs(FrontLimits)}
+    try:
+        return from_mapping(FrontLimits, {k: v for k, v in vars(args).items() if k in names})
+    except OptionError as exc:
+        parser.error(str(exc))
+
+
+def start_front(
+    server: TritonServer, host: str, port: int, limits: FrontLimits, state: ServerState
+) -> FrontServer:
+    """The public HTTP port: the front app forwarding to the server's loopback HTTP port."""
+    app = create_app(f"http://{server.http_url}", limits, state)
+    return FrontServer(app, host, port, limits).start()
+
+
+def give_up_message(server: TritonServer, policy: RestartPolicy, seconds: float) -> str:
+    crashes = policy.max_restarts + 1
+    times = "once" if crashes == 1 else f"{crashes} times"
+    return (
+        f"tritonserver died {times} in a row within {seconds:.0f} s and the launcher "
+        f"stopped restarting it; see {server.log_path}, fix the cause, then restart the launcher"
     )
+
+
+def serve(server: TritonServer, args: argparse.Namespace, limits: FrontLimits) -> int:
+    """Start Triton and its front, supervise; after giving up keep the front saying so."""
+    state = ServerState(restarts=lambda: max(0, server.starts - 1))
     stopping = stop_on_signals()
     try:
         server.start()
         server.wait_ready(args.ready_timeout)
-    except TritonServerError as exc:
+        front = start_front(server, args.host, args.http_port, limits, state)
+    except (TritonServerError, OSError) as exc:
         server.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"tritonserver ready: http://{server.http_url} grpc {server.grpc_url} "
-        f"metrics {server.metrics_url} (log {server.log_path}); Ctrl-C or SIGTERM stops it",
+        f"tritonserver ready: http://{args.host}:{args.http_port} (front; Triton "
+        f"http://{server.http_url}) grpc {server.grpc_url} metrics {server.metrics_url} "
+        f"(log {server.log_path}); Ctrl-C or SIGTERM stops it",
         flush=True,
     )
     policy = RestartPolicy(max_restarts=max(0, args.max_restarts), base_delay=args.restart_backoff)
-    code = supervise(server, stopping, policy, args.ready_timeout)
-    server.stop()
+    started = time.monotonic()
+    try:
+        code = supervise(server, stopping, policy, args.ready_timeout)
+        server.stop()
+        if code:
+            state.gave_up = give_up_message(server, policy, time.monotonic() - started)
+            LOG.error("error: %s; the front answers 503 until stopped", state.gave_up)
+            while not processes.sleep_unless(1.0, stopping):
+                pass
+    finally:
+        front.stop()
+        server.stop()
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    limits = front_limits(parser, args)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    server = TritonServer(
+        args.repo,
+        http_port=args.triton_http_port or free_port(),
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        model_control_mode=args.model_control_mode,
+        poll_secs=args.poll_secs,
+        host="127.0.0.1",
+        log_path=args.log_path or workspace() / "logs" / f"tritonserver-{args.http_port}.log",
+        metrics_host=args.host,
+        exit_timeout_secs=args.exit_timeout,
+    )
+    return serve(server, args, limits)
 
 
 if __name__ == "__main__":

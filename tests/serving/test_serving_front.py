@@ -1,0 +1,226 @@
+"""The launcher's public HTTP front (issue 19.2) and its crash clean-up (19.18), real processes.
+
+One launcher CLI (``python -m asl_recognition.serving.launcher``) per test module serves model
+a on free loopback ports; Triton's own HTTP port is behind the front. Clients use their own
+loopback source addresses (127.0.0.x) so each test has its own rate bucket.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asl_testkit import free_port, load_images
+from asl_testkit.cli import cli_process
+
+from asl_recognition.serving.front import MIB, TokenBuckets
+from asl_recognition.serving.launcher import remove_shm_regions
+from asl_recognition.serving.repository import build_repository
+
+pytestmark = pytest.mark.server
+CAP = 4 * MIB
+SHM = Path("/dev/shm")
+
+
+class Served:
+    def __init__(self, proc, http: int, triton_http: int) -> None:
+        self.proc, self.http, self.triton_http = proc, http, triton_http
+
+    def regions(self) -> set[str]:
+        """This launcher's Python-backend regions (its prefix carries the launcher's pid)."""
+        return {p.name for p in SHM.glob(f"asl_triton_{self.proc.pid}_*")}
+
+    def triton_pid(self) -> int:
+        """The tritonserver child of the launcher (read from /proc)."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid and name == "tritonserver":
+                return int(stat.parent.name)
+        raise AssertionError("no tritonserver under the launcher")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", source: str = "127.0.0.1"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request(method, path, body=body or None)
+        answer = conn.getresponse()
+        return answer.status, answer.read(), {k.lower(): v for k, v in answer.getheaders()}
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if request(port, "GET", "/v2/health/ready", source="127.0.0.9")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"not ready on {port}")
+
+
+def launch(tmp_path: Path, tiny_models, *options: str):
+    a = tiny_models["a"]
+    if not (tmp_path / "repo").is_dir():
+        build_repository(a.onnx, a.classes, tmp_path / "repo")
+    http, triton_http = free_port(), free_port()
+    args = ["--repo", tmp_path / "repo", "--http-port", http, "--grpc-port", free_port()]
+    args += ["--metrics-port", free_port(), "--triton-http-port", triton_http]
+    args += ["--log-path", tmp_path / "triton.log", "--exit-timeout", "2", *options]
+    return cli_process("asl_recognition.serving.launcher", *args), http, triton_http
+
+
+@pytest.fixture(scope="module")
+def served(tiny_models, tmp_path_factory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("front")
+    options = ("--max-body-bytes", str(CAP), "--rate", "5", "--burst", "5")
+    options += ("--restart-backoff", "0.2")
+    context, http, triton_http = launch(tmp, tiny_models, *options)
+    with context as proc:
+        line = proc.stdout.readline()
+        assert line.startswith("tritonserver ready"), line + proc.stderr.read()
+        yield Served(proc, http, triton_http)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 0
+
+
+def infer_body(batch: np.ndarray) -> bytes:
+    """A JSON infer request for model a (pixels in)."""
+    inputs = [{"name": "images", "shape": list(batch.shape), "datatype": "UINT8"}]
+    inputs[0]["data"] = batch.flatten().tolist()
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def test_triton_itself_listens_on_loopback_only_behind_the_front(served) -> None:
+    status, body, _ = request(served.http, "GET", "/healthz", source="127.0.0.2")
+    assert status == 200 and body == b"ok\n"
+    with socket.socket() as probe:  # Triton's own port: no address but 127.0.0.1
+        assert probe.connect_ex(("127.0.0.2", served.triton_http)) != 0
+
+
+def test_a_normal_request_gets_its_answer_through_the_front(served) -> None:
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=2)[0])
+    status, body, _ = request(
+        served.http, "POST", "/v2/models/asl/infer", infer_body(batch), "127.0.0.3"
+    )
+    assert status == 200, body
+    outputs = {o["name"]: o for o in json.loads(body)["outputs"]}
+    assert outputs["probabilities"]["shape"] == [2, 29]
+
+
+def test_a_body_over_the_cap_gets_413_and_tritonserver_does_not_grow(served) -> None:
+    """1 GiB declared, 8 MiB sent: refused by Content-Length; then a chunked body past the cap."""
+    pid = served.triton_pid()
+    before = rss_kib(pid)
+    conn = http.client.HTTPConnection("127.0.0.1", served.http, timeout=30)
+    conn.putrequest("POST", "/v2/models/asl/infer")
+    conn.putheader("Content-Length", str(1 << 30))
+    conn.endheaders()
+    try:
+        conn.send(b"x" * (8 * MIB))
+    except OSError:  # the front may close before all of it is taken
+        pass
+    answer = conn.getresponse()
+    assert answer.status == 413
+    assert f"the limit is {CAP} bytes" in json.loads(answer.read())["error"]
+    conn.close()
+    chunked = socket.create_connection(("127.0.0.1", served.http), timeout=30)
+    chunked.sendall(b"POST /v2/models/asl/infer HTTP/1.1\r\nHost: x\r\n")
+    chunked.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n" % MIB + b"y" * MIB + b"\r\n"
+    try:
+        for _ in range(CAP // MIB + 2):
+            chunked.sendall(chunk)
+    except OSError:
+        pass
+    head = chunked.recv(4096)
+    chunked.close()
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    assert rss_kib(pid) - before < 20 * 1024, (before, rss_kib(pid))
+
+
+def test_a_flood_from_one_client_gets_429s_and_others_are_still_served(served) -> None:
+    answers = [
+        request(served.http, "GET", "/v2/health/ready", source="127.0.0.4") for _ in range(30)
+    ]
+    codes = [status for status, _, _ in answers]
+    assert codes[:5] == [200] * 5 and codes.count(429) >= 20, codes
+    refused = next(a for a in answers if a[0] == 429)
+    assert int(refused[2]["retry-after"]) >= 1
+    assert "too many requests from 127.0.0.4" in json.loads(refused[1])["error"]
+    assert request(served.http, "GET", "/v2/health/ready", source="127.0.0.5")[0] == 200
+
+
+def test_token_buckets_refill_at_the_rate() -> None:
+    buckets = TokenBuckets(rate=2.0, burst=2)
+    assert [buckets.take("c", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert buckets.take("c", now=0.5) == 0.0 and buckets.take("other", now=0.5) == 0.0
+
+
+def test_a_killed_server_leaves_no_shared_memory_after_the_restart(served) -> None:
+    """kill -9 of tritonserver: its stubs' regions are removed before the new server starts."""
+    old = served.regions()
+    assert old, "the server's Python-backend regions carry the launcher's prefix"
+    served.triton_pid()  # it is there
+    import os
+
+    os.kill(served.triton_pid(), signal.SIGKILL)
+    time.sleep(1.0)
+    wait_ready(served.http)
+    assert not old & served.regions(), sorted(old & served.regions())
+    assert served.regions(), "the new server has its own regions"
+
+
+def test_remove_shm_regions_touches_only_its_prefix(tmp_path) -> None:
+    for name in ("asl_triton_1_aa_x", "asl_triton_1_aa_y", "asl_triton_1_ab_x", "other"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_shm_regions("asl_triton_1_aa_", tmp_path) == [
+        "asl_triton_1_aa_x",
+        "asl_triton_1_aa_y",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["asl_triton_1_ab_x", "other"]
+
+
+def test_giving_up_is_said_by_the_front_and_its_metrics(tiny_models, tmp_path) -> None:
+    """No restart allowed: after one crash the front answers 503 with the reason until stopped."""
+    context, http, _ = launch(tmp_path, tiny_models, "--max-restarts", "0")
+    with context as proc:
+        assert proc.stdout.readline().startswith("tritonserver ready")
+        served = Served(proc, http, 0)
+        import os
+
+        os.kill(served.triton_pid(), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        status, body = 0, b""
+        while time.monotonic() < deadline and b"stopped restarting it" not in body:
+            status, body, _ = request(http, "GET", "/healthz")
+            time.sleep(0.3)
+        assert status == 503 and b"stopped restarting it" in body, body
+        status, body, _ = request(http, "POST", "/v2/models/asl/infer", b"{}")
+        assert status == 503 and "died once in a row" in json.loads(body)["error"]
+        metrics = request(http, "GET", "/metrics")[1].decode()
+        assert "asl_server_gave_up 1" in metrics
+        assert proc.poll() is None and not served.regions()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 1
+    assert "the front answers 503 until stopped" in proc.stderr.read()
