@@ -268,9 +268,11 @@ def test_resume_refuses_while_a_step_of_the_run_is_alive(tiny: Path) -> None:
     assert [c["step"] for c in calls(tiny)] == ["first"]
 
 
-@pytest.mark.parametrize("bad", ["../../etc", "..", "/tmp/x", "20240101-000000-abcdef/../x", "x"])
+@pytest.mark.parametrize("bad", ["../../x", "..", "ABS", "20240101-000000-abcdef/../x", "x"])
 def test_run_ids_must_have_their_format(tiny: Path, bad: str) -> None:
-    """Defect 17: --run-id named any folder (``../``); it must look like a new run's id."""
+    """Defect 17: --run-id named any folder (``../``, an absolute path); it must look like a
+    new run's id. (ABS: an absolute folder in this test's tmp, which the old code wrote to.)"""
+    bad = bad.replace("ABS", str(tiny.parent / "elsewhere"))
     code, _, err = finish(start(tiny, "--run-id", bad), timeout=20)
     assert code == 2
     assert f"--run-id {bad!r} is not a run id" in one_line_error(err)
