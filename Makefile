@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-REQS := requirements.txt requirements-dev.txt
+REQS := requirements.txt requirements-serving.txt requirements-dev.txt
 STAMP := $(VENV)/.installed
 export ASL_WORKSPACE ?= $(CURDIR)/workspace
 SHARED_DATA ?= $(CURDIR)/../shared/data
@@ -16,7 +16,7 @@ SHARED_DATA ?= $(CURDIR)/../shared/data
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
 	@touch $@
 
 install: $(STAMP)

@@ -28,8 +28,11 @@ def test_top_level_layout() -> None:
 
 
 def test_requirements_are_pinned() -> None:
-    for req in ("requirements.txt", "requirements-dev.txt"):
-        for line in (REPO_ROOT / req).read_text().splitlines():
+    files = sorted(REPO_ROOT.glob("requirements*.txt"))
+    assert len(files) >= 4, files  # steps, serving, dev, enqueue
+    for path in files:
+        req = path.name
+        for line in path.read_text().splitlines():
             line = line.split("#")[0].strip()
             if line:
                 assert "==" in line, f"{req}: unpinned {line}"
