@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asl_recognition.hands.models import ModelFileError
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.sources import ModelSourceError, build_from_options
 from asl_recognition.tracking import TaskContext, task_entry
@@ -23,7 +24,9 @@ from asl_recognition.tracking import TaskContext, task_entry
 TRITON_ARTIFACT = "triton_repo"
 
 
-@task_entry(BuildTritonRepoOptions, "inference", (ModelSourceError, ValueError, OSError), 1)
+@task_entry(
+    BuildTritonRepoOptions, "inference", (ModelSourceError, ModelFileError, ValueError, OSError), 1
+)
 def main(ctx: TaskContext) -> dict:
     opts: BuildTritonRepoOptions = ctx.options
     result = build_from_options(opts)

@@ -28,6 +28,7 @@ from asl_recognition.options import (
     parse,
     specs,
     to_argv,
+    value_as_text,
 )
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller
@@ -174,7 +175,7 @@ def test_every_step_script_parses_and_connects_its_dag_options_class() -> None:
 
 def test_cli_dag_and_connected_defaults_agree_for_every_step_option() -> None:
     """For every step and option: CLI default == as_params(Options()) == DAG parameter default,
-    and the type the real PipelineController is given is the option's type."""
+    and the real PipelineController is given it as text its option reads back."""
     mock_controller_cls = mock.create_autospec(PipelineController)
     clearml_controller.build_controller(
         ASL_DAG, {}, base_task_id=lambda s: "t", controller_cls=mock_controller_cls
@@ -195,10 +196,13 @@ def test_cli_dag_and_connected_defaults_agree_for_every_step_option() -> None:
             key = param_name(step, spec.name)
             assert params[key].default == connected[spec.name], key
             assert (params[key].type, params[key].is_list) == (spec.base, spec.is_list), key
-            assert added[key]["default"] == connected[spec.name], key
-            expected_type = f"list[{spec.base.__name__}]" if spec.is_list else spec.base.__name__
-            assert added[key]["param_type"] == expected_type, key
-            assert added[key]["description"] == spec.help, key
+            # declared as text, typed by the option (the SDK would re-type edits by the default)
+            assert added[key]["default"] == value_as_text(connected[spec.name]), key
+            assert convert(spec, added[key]["default"]) == connected[spec.name], key
+            assert added[key]["param_type"] == "str", key
+            assert (
+                added[key]["description"] == f"{spec.help} ({spec.type_name.split(' ')[0]})"
+            ), key
     # every parameter is either a step option or the one pipeline-level raw_version
     assert set(added) == set(params)
     assert [k for k in params if "/" not in k] == ["raw_version"]
