@@ -40,7 +40,7 @@ class SelectBestOptions:
     )
 
 
-# Debian bookworm: glibc 2.36 and Python 3.11, which every pin of requirements.txt needs (the
+# Debian bookworm: Python 3.11 and glibc 2.36, which every pin of requirements.txt needs (the
 # agent's own default image, Ubuntu 20.04 with Python 3.8, installs none of them).
 DEFAULT_DOCKER_IMAGE = "python:3.11-slim-bookworm"
 MODES = ("auto", "local-executor", "local", "queue", "dry-run")
@@ -84,7 +84,7 @@ class PipelineRunOptions:
     docker_image: str = option(
         DEFAULT_DOCKER_IMAGE,
         "ClearML modes: docker image of the controller and every step on a docker-mode agent "
-        "(Python >= 3.11 and glibc >= 2.35 for requirements.txt; empty: the agent's default)",
+        "(Python >= 3.11 and glibc >= 2.28 for requirements.txt; empty: the agent's default)",
     )
 
 
