@@ -20,7 +20,6 @@ from typing import Any, Callable, Mapping, NoReturn, TypeVar
 
 from asl_recognition.options import OptionError, as_params, from_mapping, missing, parse
 from asl_recognition.paths import REPO_ROOT, workspace
-from asl_recognition.processes import handle_stop_signals
 
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
 OUTPUT_SECTION = "Outputs"
@@ -129,6 +128,10 @@ def install_signal_handlers() -> None:
     SIGTERM is swallowed. A real handler installed first lets ClearML record the abort and then
     stop the process.
     """
+    # Imported here: the CI enqueue job installs only what the pipeline script imports, and
+    # the child-process layer (mirakuru) is not part of that.
+    from asl_recognition.processes import handle_stop_signals
+
     handle_stop_signals(_stop_on_signal, keep_installed=True)
 
 
