@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -39,6 +40,8 @@ from starlette.routing import Route
 from asl_recognition.options import option
 
 MIB = 1024 * 1024
+# httpx logs every forwarded request at INFO; the launcher's log is for the server's life.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 # Headers that describe one hop, not the message (RFC 9110 7.6.1), plus those httpx sets itself.
 HOP_HEADERS = frozenset(
     (
@@ -331,4 +334,30 @@ class FrontServer:
             self._thread = None
 
 
+@dataclass
+class FrontCommand(FrontLimits):
+    """Serve the front alone, before a Triton HTTP endpoint (the compose ``front`` service)."""
+
+    upstream: str = option("http://127.0.0.1:8000", "Triton's HTTP endpoint (loopback or private)")
+    host: str = option("127.0.0.1", "address the front listens on")
+    port: int = option(8000, "port the front listens on", low=1, high=65535)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asl_recognition.serving.front``: until SIGTERM/Ctrl-C (uvicorn handles both)."""
+    from dataclasses import asdict
+
+    from asl_recognition.options import parse
+
+    command = parse(FrontCommand, argv, FrontCommand.__doc__ or "")
+    limits = FrontLimits(**{k: v for k, v in asdict(command).items() if hasattr(FrontLimits, k)})
+    front = FrontServer(create_app(command.upstream, limits), command.host, command.port, limits)
+    print(f"front on http://{command.host}:{command.port} -> {command.upstream}", flush=True)
+    front.server.run()  # main thread: uvicorn installs its own signal handlers
+    return 0
+
+
 __all__ = ["FrontLimits", "FrontServer", "ServerState", "TokenBuckets", "create_app"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

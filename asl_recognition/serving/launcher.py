@@ -452,14 +452,14 @@ def serve(server: TritonServer, args: argparse.Namespace, limits: FrontLimits) -
     started = time.monotonic()
     try:
         code = supervise(server, stopping, policy, args.ready_timeout)
-        server.stop()
         if code:
+            server.stop()
             state.gave_up = give_up_message(server, policy, time.monotonic() - started)
             LOG.error("error: %s; the front answers 503 until stopped", state.gave_up)
             while not processes.sleep_unless(1.0, stopping):
                 pass
     finally:
-        front.stop()
+        front.stop()  # first: its keep-alive connections would hold Triton's drain open
         server.stop()
     return code
 

@@ -58,17 +58,20 @@ def _server_command() -> list[str]:
     return json.loads(cmd[4:])
 
 
-def test_compose_publishes_triton_on_loopback_unless_told_otherwise() -> None:
+def test_compose_publishes_inference_only_through_the_front() -> None:
+    """Triton's HTTP and gRPC are not published (no size cap in 2.51): the front is, on loopback
+    unless told otherwise; Triton's metrics stay on loopback."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     for name in ("triton", "triton-gpu"):
-        ports = services[name]["ports"]
-        assert [interpolate(p, {}) for p in ports] == [
-            "127.0.0.1:8000:8000",
-            "127.0.0.1:8001:8001",
-            "127.0.0.1:8002:8002",
-        ]
-        env = {"ASL_TRITON_BIND": "0.0.0.0", "ASL_TRITON_HTTP_PORT": "18000"}
-        assert interpolate(ports[0], env) == "0.0.0.0:18000:8000"
+        assert [interpolate(p, {}) for p in services[name]["ports"]] == ["127.0.0.1:8002:8002"]
+        assert "--backend-config=python,shm-growth-byte-size=4194304" in services[name]["command"]
+    front = services["front"]
+    assert front["build"] == {"context": "..", "dockerfile": "triton/front/Dockerfile"}
+    assert front["command"][:2] == ["--upstream", "http://triton:8000"]
+    (port,) = front["ports"]
+    assert interpolate(port, {}) == "127.0.0.1:8000:8000"
+    env = {"ASL_FRONT_BIND": "0.0.0.0", "ASL_TRITON_HTTP_PORT": "18000"}
+    assert interpolate(port, env) == "0.0.0.0:18000:8000"
 
 
 def test_compose_gives_triton_time_to_drain() -> None:
