@@ -7,23 +7,27 @@ model.py`` beside the verified hand model files. It decodes with the project's o
 data stage uses, so served features equal the training table's.
 
 Input ``IMAGE`` (TYPE_STRING [1]): the photo file's bytes as the client read them (any format
-Pillow reads, any size: photos over the decoder's pixel bound are decoded reduced).
+Pillow reads, within the decoder's bounds: ``imageio.read_header`` refuses, from the header
+alone, a side over 20,000 px or more than 40 MP (JPEG: 160 MP, read at 1/2 scale)).
 Outputs: ``FEATURES`` fp32 [63] (zeros when no hand), ``HAND_FOUND`` fp32 [1] (1 or 0),
 ``HAND_BOX`` fp32 [4]: (x0, y0, x1, y1) of the region the landmark model saw, as fractions of
 the upright image's width and height (zeros when no hand).
 
 A request whose bytes are empty, too large, or not a decodable image fails alone with a one-line
-reason; the other requests of the same dynamic batch are answered normally.
+reason; the other requests of the same dynamic batch are answered normally. Every header of a
+request is read before any pixel is decoded, and a request whose images would decode to more
+than ``max_request_pixels`` (default ``imageio.MAX_REQUEST_PIXELS``, 80 MP) in all is refused
+undecoded: the cost of one request is bounded in time and memory, whatever its batch holds.
 
 The package must be importable: installed in the image (Docker), or found through the
 ``ASL_PACKAGE_ROOT`` environment variable the local launcher sets (the backend stub runs an
 isolated interpreter, which ignores PYTHONPATH).
 """
 
+import contextlib
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -55,6 +59,15 @@ class RequestError(ValueError):
     """One request cannot be answered; the message is sent back to that client only."""
 
 
+def _numbered(index, count, step, arg):
+    """``step(arg)``; a refusal names the image when the request holds several."""
+    try:
+        return step(arg)
+    except RequestError as exc:
+        where = f"image {index} of {count}: " if count > 1 else ""
+        raise RequestError(where + str(exc)) from None
+
+
 class TritonPythonModel:
     def initialize(self, args):
         self.hands, self.imageio = _import_package()
@@ -68,32 +81,38 @@ class TritonPythonModel:
             num_threads=int(_parameter(config, "num_threads", "1")),
         )
         self.max_bytes = int(_parameter(config, "max_image_bytes", str(DEFAULT_MAX_IMAGE_BYTES)))
-        shm = "/dev/shm"
-        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-        self.scratch = tempfile.mkdtemp(prefix="asl-hands-", dir=base)
+        default_pixels = str(self.imageio.MAX_REQUEST_PIXELS)
+        self.max_request_pixels = int(_parameter(config, "max_request_pixels", default_pixels))
 
-    def _decode(self, blob):
-        """Upright RGB array through the shared decoder (it reads files: one scratch file)."""
+    def _header(self, blob):
+        """The opened header of one photo's bytes, refused on bytes or declared size."""
         if len(blob) == 0:
             raise RequestError("IMAGE is empty (0 bytes)")
         if len(blob) > self.max_bytes:
             raise RequestError(f"IMAGE is {len(blob)} bytes, over the limit of {self.max_bytes}")
-        fd, path = tempfile.mkstemp(dir=self.scratch)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-            with self.imageio.load_rgb(path) as img:
+            return self.imageio.read_header(blob)
+        except self.imageio.ImageDecodeError as exc:
+            raise RequestError(f"IMAGE {exc.reason}: {exc.detail}")
+        except (OSError, ValueError) as exc:
+            raise RequestError(f"IMAGE cannot be decoded: {exc}")
+
+    def _decode(self, header):
+        """Upright RGB array through the shared decoder (the data stage's very function)."""
+        try:
+            with self.imageio.decode_rgb(header) as img:
                 return np.asarray(img)
         except self.imageio.ImageDecodeError as exc:
-            raise RequestError(f"IMAGE {exc.reason}: {exc.detail.replace(path, 'the image')}")
+            raise RequestError(f"IMAGE {exc.reason}: {exc.detail}")
         except (OSError, ValueError) as exc:
-            raise RequestError(f"IMAGE cannot be decoded: {str(exc).replace(path, 'the image')}")
-        finally:
-            os.unlink(path)
+            raise RequestError(f"IMAGE cannot be decoded: {exc}")
 
-    def _measure(self, blob):
-        """(features, found, box) of one photo."""
-        rgb = self._decode(blob)
+    def _measure(self, header):
+        """(features, found, box) of one photo; its header is closed (its pixels freed) here."""
+        try:
+            rgb = self._decode(header)
+        finally:
+            header.close()
         try:
             result = self.landmarker.detect(rgb)
         except ValueError as exc:  # too small to search (check_rgb)
@@ -107,13 +126,22 @@ class TritonPythonModel:
 
     def _answer(self, request):
         blobs = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
-        rows = []
-        for index, blob in enumerate(blobs):
-            try:
-                rows.append(self._measure(bytes(blob)))
-            except RequestError as exc:
-                where = f"image {index} of {len(blobs)}: " if len(blobs) > 1 else ""
-                raise RequestError(where + str(exc)) from None
+        with contextlib.ExitStack() as stack:
+            headers = [
+                stack.enter_context(_numbered(index, len(blobs), self._header, bytes(blob)))
+                for index, blob in enumerate(blobs)
+            ]
+            pixels = sum(self.imageio.decode_pixels(h) for h in headers)
+            if pixels > self.max_request_pixels:
+                raise RequestError(
+                    f"IMAGE: the request's {len(blobs)} image(s) would decode to {pixels} "
+                    f"pixels, over the limit of {self.max_request_pixels} per request; "
+                    "send fewer or smaller images per request"
+                )
+            rows = [
+                _numbered(index, len(headers), self._measure, header)
+                for index, header in enumerate(headers)
+            ]
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("FEATURES", np.stack([r[0] for r in rows]).astype(np.float32)),
@@ -131,8 +159,3 @@ class TritonPythonModel:
                 message = str(exc) if isinstance(exc, RequestError) else f"hand pipeline: {exc!r}"
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
         return responses
-
-    def finalize(self):
-        import shutil
-
-        shutil.rmtree(self.scratch, ignore_errors=True)

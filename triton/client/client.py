@@ -14,14 +14,26 @@ are on disk, one file per request (the server decodes, finds the hand and batche
 itself); files over MAX_FILE_BYTES are refused before sending. When the model answers
 HAND_FOUND 0 the line says "no hand found" (JSON: ``"hand_found": false``).
 
+Images the client decodes itself (models that take pixels) are decoded exactly as training
+decodes them: the decoder below is a copy of ``asl_recognition/imageio.py`` (this file cannot
+import the package), with the same bounds; a test compares the two on awkward files.
+
+Only a model whose output has class labels in its config is asked: any other (``asl_hands``,
+whose FEATURES are hand landmarks) is refused with one line.
+
+If the server stops answering mid-run (over HTTP or gRPC), the answers already received are
+printed, then one line says how many images were not classified (exit code 3).
+
 Exit codes: 0 all classified; 1 some files were not images (or the server refused them);
-3 server unreachable; 4 model unknown or not ready; 5 inference failed.
+3 server unreachable, or lost mid-run; 4 model unknown, not ready, or not a classifier;
+5 inference failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -31,11 +43,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 40_000_000
 # The server's hand pipeline refuses more (hands_repository.MAX_IMAGE_BYTES); no photo needs it.
 MAX_FILE_BYTES = 25 * 1024 * 1024
 HAND_FOUND = "HAND_FOUND"
 EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
+
+# --- The training decoder, copied from asl_recognition/imageio.py (this file runs alone, so it
+# cannot import it). tests/serving/test_client_decode.py checks that both give equal arrays. ---
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 20_000
+JPEG_REDUCTION = 2
+JPEG_FORMATS = ("JPEG", "MPO")
+_BLOCK_VALUES = 1 << 20
 
 
 class ClientError(Exception):
@@ -46,29 +65,121 @@ class ClientError(Exception):
         self.code = code
 
 
-def decode_rgb(path: Path) -> Image.Image:
-    """Bounded, EXIF-aware decode; shares the project's decoder when it is importable."""
-    try:
-        from asl_recognition.imageio import load_rgb
-    except ImportError:
-        load_rgb = None
-    if load_rgb is not None:
-        return load_rgb(path, MAX_PIXELS)
+def _jpeg_scale(size: tuple[int, int], max_pixels: int) -> int:
+    w, h = size
+    for scale in (1, 2, 4, 8):
+        if math.ceil(w / scale) * math.ceil(h / scale) <= max_pixels:
+            return scale
+    return 8
+
+
+def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
+    w, h = img.size
+    if max(w, h) > MAX_SIDE:
+        return f"{w}x{h} pixels: a side over the bound of {MAX_SIDE}"
+    if img.format in JPEG_FORMATS:
+        limit, how = JPEG_REDUCTION**2 * max_pixels, f"a JPEG is read at 1/{JPEG_REDUCTION} scale"
+    else:
+        limit, how = max_pixels, f"a {img.format or 'non-JPEG'} image is decoded whole"
+    if w * h > limit:
+        return f"{w}x{h} = {w * h} pixels, over the bound of {limit} ({how})"
+    return None
+
+
+def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open lazily (header only); refuse what would decode too big before decoding a pixel."""
     if path.stat().st_size == 0:
         raise ValueError("empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-        if img.size[0] * img.size[1] > MAX_PIXELS:
-            raise ValueError(f"{img.size[0]}x{img.size[1]} pixels is over {MAX_PIXELS}")
-        img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
         raise ValueError("not a readable image") from None
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"truncated or corrupt image ({exc})") from None
-    img = ImageOps.exif_transpose(img)
-    return img if img.mode == "RGB" else img.convert("RGB")
+    problem = _header_problem(img, max_pixels)
+    if problem:
+        img.close()
+        raise ValueError(f"decompression bomb: {problem}; refused undecoded")
+    return img
+
+
+def _row_blocks(values: np.ndarray):
+    step = max(1, _BLOCK_VALUES // max(1, values.shape[1]))
+    return (slice(top, top + step) for top in range(0, values.shape[0], step))
+
+
+def _scaled_grey(img: Image.Image) -> Image.Image:
+    """16- and 32-bit grey scaled to 0..255 (Pillow's convert would clip them to white)."""
+    if not (img.mode.startswith("I;16") or img.mode in ("I", "F")):
+        return img
+    values = np.asarray(img)
+    out = np.empty(values.shape, np.uint8)
+    if img.mode.startswith("I;16"):
+        for rows in _row_blocks(values):
+            out[rows] = (values[rows].astype(np.uint32) + 128) // 257
+    elif img.mode == "I":
+        wide = values.max(initial=0) > 255
+        for rows in _row_blocks(values):
+            block = values[rows].astype(np.int64)
+            out[rows] = np.clip((block + 128) // 257 if wide else block, 0, 255)
+    else:
+        unit = values.max(initial=0.0) <= 1.0
+        for rows in _row_blocks(values):
+            block = values[rows].astype(np.float64) * (255.0 if unit else 1.0)
+            out[rows] = np.clip(np.rint(block), 0, 255)
+    grey = Image.fromarray(out, "L")
+    grey.info = dict(img.info)  # the EXIF orientation goes along
+    return grey
+
+
+def _composite_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (0, 0, 0))  # on black, as training does
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def decode_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Bounded decode exactly as training does: JPEG read reduced past ``max_pixels``, wide grey
+    scaled to 8 bits, EXIF-upright, alpha composited on black, RGB."""
+    with read_header(path, max_pixels) as img:
+        if img.format in JPEG_FORMATS and img.size[0] * img.size[1] > max_pixels:
+            scale = _jpeg_scale(img.size, max_pixels)
+            img.draft(img.mode, (max(1, img.size[0] // scale), max(1, img.size[1] // scale)))
+        if img.size[0] * img.size[1] > max_pixels:
+            raise ValueError(f"would decode to {img.size[0]}x{img.size[1]} pixels")
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"truncated or corrupt image ({exc})") from None
+        return _composite_rgb(ImageOps.exif_transpose(_scaled_grey(img)))
+
+
+# --- end of the copy ---
+
+
+class ServerLost(ClientError):
+    """The server stopped answering mid-run; what it answered before is kept for printing."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, EXIT_UNREACHABLE)
+        self.results: list = []
+        self.unanswered = 0
+
+
+def _server_live(client) -> bool:
+    try:
+        return bool(client.is_server_live())
+    except Exception:  # a dead server fails differently per protocol and transport
+        return False
 
 
 @dataclass
@@ -107,12 +218,39 @@ def _field(obj, name):
     return obj[name] if isinstance(obj, dict) else getattr(obj, name)
 
 
-def read_spec(metadata, config) -> InputSpec:
+def _labelled_output(metadata, config, model: str, max_batch: int) -> str:
+    """The first output whose config names a labels file: the class probabilities.
+
+    Any other output (the hand step's FEATURES, say) would print as if it were classes.
+    """
+    labelled = {
+        _field(o, "name")
+        for o in (_field(config, "output") or [])
+        if (o.get("label_filename") if isinstance(o, dict) else o.label_filename)
+    }
+    outputs = list(_field(metadata, "outputs"))
+    for output in outputs:
+        if _field(output, "name") in labelled:
+            return _field(output, "name")
+    described = ", ".join(
+        f"{_field(o, 'name')} {[int(d) for d in _field(o, 'shape')][1 if max_batch > 0 else 0:]}"
+        for o in outputs
+    )
+    raise ClientError(
+        f"model '{model}' does not output class probabilities: none of its outputs "
+        f"({described}) has class labels in its config; ask the model that classifies "
+        "(such as 'asl')",
+        EXIT_NO_MODEL,
+    )
+
+
+def read_spec(metadata, config, model: str = "the model") -> InputSpec:
     """Parse HTTP (dict) or gRPC (protobuf) metadata/config into an InputSpec."""
     inputs, outputs = list(_field(metadata, "inputs")), list(_field(metadata, "outputs"))
     if len(inputs) != 1 or not outputs:
         raise ClientError("the model must have exactly one image input", EXIT_NO_MODEL)
     max_batch = int(_field(config, "max_batch_size") or 0)
+    output_name = _labelled_output(metadata, config, model, max_batch)
     shape = [int(d) for d in _field(inputs[0], "shape")]
     if max_batch > 0:
         shape = shape[1:]
@@ -120,7 +258,7 @@ def read_spec(metadata, config) -> InputSpec:
         names = [_field(o, "name") for o in outputs]
         return InputSpec(
             input_name=_field(inputs[0], "name"),
-            output_name=names[0],
+            output_name=output_name,
             datatype="BYTES",
             height=0,
             width=0,
@@ -138,7 +276,7 @@ def read_spec(metadata, config) -> InputSpec:
     height, width = (shape[1], shape[2]) if channels_first else (shape[0], shape[1])
     return InputSpec(
         input_name=_field(inputs[0], "name"),
-        output_name=_field(outputs[0], "name"),
+        output_name=output_name,
         datatype=_field(inputs[0], "datatype"),
         height=height,
         width=width,
@@ -178,7 +316,7 @@ def connect(url: str, protocol: str, model: str):
         raise ClientError(f"model '{model}' on {url}: {_short(exc)}", EXIT_NO_MODEL) from None
     if protocol == "grpc":
         config = config.config
-    return tc, client, read_spec(metadata, config)
+    return tc, client, read_spec(metadata, config, model)
 
 
 def _model_names(client) -> str:
@@ -214,8 +352,11 @@ def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: 
 
     try:
         result = _infer(tc, client, spec, model, batch, top_k)
-    except InferenceServerException as exc:
-        raise ClientError(f"inference failed: {_short(exc)}", EXIT_INFER) from None
+    except Exception as exc:  # HTTP raises socket errors, gRPC InferenceServerException
+        if not _server_live(client):
+            raise ServerLost(_short(exc)) from None
+        text = _short(exc) if isinstance(exc, InferenceServerException) else repr(exc)
+        raise ClientError(f"inference failed: {text}", EXIT_INFER) from None
     # A model without batching (max_batch_size 0) takes one image with no batch axis.
     images = len(batch) if spec.max_batch_size > 0 else 1
     rows = result.as_numpy(spec.output_name).reshape(images, -1)
@@ -258,7 +399,7 @@ def _result_item(path: Path, items: list, hand: bool | None) -> dict:
 def classify_encoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tuple[list, int]:
     """Send each file's bytes, one per request, so that one bad file fails alone."""
     results, failed = [], 0
-    for path in paths:
+    for done, path in enumerate(paths):
         try:
             batch = read_encoded(path)
         except FileNotFoundError:
@@ -271,6 +412,9 @@ def classify_encoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tu
             continue
         try:
             ((items, hand),) = classify(tc, client, spec, args.model, batch, args.top_k)
+        except ServerLost as lost:
+            lost.results, lost.unanswered = results, len(paths) - done
+            raise
         except ClientError as exc:
             failed += 1
             print(f"error: {path}: refused by the server ({exc})", file=sys.stderr)
@@ -310,9 +454,12 @@ def classify_decoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tu
     for start in range(0, len(arrays), step):
         chunk = arrays[start : start + step]
         batch = np.stack([a for _, a in chunk]) if spec.max_batch_size > 0 else chunk[0][1]
-        for (path, _), (items, hand) in zip(
-            chunk, classify(tc, client, spec, args.model, batch, args.top_k)
-        ):
+        try:
+            answers = classify(tc, client, spec, args.model, batch, args.top_k)
+        except ServerLost as lost:
+            lost.results, lost.unanswered = results, len(arrays) - start
+            raise
+        for (path, _), (items, hand) in zip(chunk, answers):
             results.append(_result_item(path, items, hand))
     return results, failed
 
@@ -338,6 +485,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         send = classify_encoded if spec.encoded else classify_decoded
         results, failed = send(tc, client, spec, args, paths)
+    except ServerLost as lost:
+        print_results(lost.results, args.json)  # what was answered before, then one line
+        raise ClientError(
+            f"Triton at {url} ({args.protocol}) stopped answering after {len(lost.results)} of "
+            f"{len(paths)} images ({lost}); {lost.unanswered} not classified",
+            EXIT_UNREACHABLE,
+        ) from None
     finally:
         client.close()
     print_results(results, args.json)

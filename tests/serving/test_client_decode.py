@@ -1,0 +1,145 @@
+"""client.py decodes exactly as training does, run as the README shows it: alone, outside the
+package's path (``python -I``, from ``/``), where ``asl_recognition`` cannot be imported.
+
+Every file is made at test time from a real bundled frame (bit depth, alpha, palette, EXIF
+orientation, CMYK, size); the client's arrays must equal ``asl_recognition.imageio``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asl_testkit import padded_bomb_png, png16
+from PIL import Image
+from test_serving_server import CLIENT, load_client_module
+
+from asl_recognition import imageio
+from asl_recognition.imageio import ImageDecodeError, load_rgb
+from asl_recognition.paths import SAMPLE_DATA
+
+ISOLATED_DECODE = """
+import importlib.util, json, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("client", sys.argv[1])
+client = importlib.util.module_from_spec(spec)
+sys.modules["client"] = client
+spec.loader.exec_module(client)
+out = {}
+for item in json.loads(sys.argv[3]):
+    name, path, max_pixels = item
+    try:
+        path = __import__("pathlib").Path(path)
+        bounded = () if max_pixels is None else (max_pixels,)
+        img = client.decode_rgb(path, *bounded)
+        np.save(f"{sys.argv[2]}/{name}.npy", np.asarray(img))
+        out[name] = "ok"
+    except (ValueError, TypeError) as exc:
+        out[name] = "error: " + str(exc)
+out["imported_package"] = "asl_recognition" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int]]:
+    """name -> (file, max_pixels): what phones, scanners and editors write."""
+    root = tmp_path_factory.mktemp("awkward")
+    with Image.open(sorted((SAMPLE_DATA / "B").glob("*.jpg"))[0]) as img:
+        frame = img.convert("RGB")
+    pixels = np.asarray(frame)
+    grey = np.asarray(frame.convert("L")).astype(np.uint16)
+    alpha = np.tile(np.linspace(0, 255, 200).astype(np.uint8), (200, 1))
+    files = {
+        "grey16": png16(
+            root / "grey16.png", grey * 257 + np.arange(grey.size).reshape(200, 200) % 97
+        ),
+        "rgb48": png16(root / "rgb48.png", pixels.astype(np.uint16) * 257),
+        "rgba64": png16(root / "rgba64.png", np.dstack([pixels, alpha]).astype(np.uint16) * 257),
+    }
+    Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(root / "rgba.png")
+    frame.convert("LA").save(root / "la.png")
+    palette = frame.quantize(64)
+    palette.save(root / "palette.png")
+    palette.save(root / "palette_transparent.png", transparency=0)
+    frame.convert("1").save(root / "bilevel.png")
+    frame.crop((0, 0, 200, 120)).transpose(Image.Transpose.ROTATE_90).save(
+        root / "rotated.jpg", exif=_exif(6), quality=90
+    )
+    frame.convert("CMYK").save(root / "cmyk.jpg", quality=90)
+    frame.convert("L").transpose(Image.Transpose.ROTATE_180).save(
+        root / "grey_rotated.png", exif=_exif(3)
+    )
+    frame.resize((1201, 1201), Image.Resampling.BICUBIC).save(root / "big.jpg", quality=90)
+    Image.fromarray((grey.astype(np.int32) * 257), "I").save(root / "grey32.tif")
+    Image.fromarray((grey / 255.0).astype(np.float32), "F").save(root / "float.tif")
+    for name in ("rgba", "la", "palette", "palette_transparent", "bilevel", "grey_rotated"):
+        files[name] = root / f"{name}.png"
+    files.update(rotated=root / "rotated.jpg", cmyk=root / "cmyk.jpg", big=root / "big.jpg")
+    files.update(grey32=root / "grey32.tif", float=root / "float.tif")
+    bounds = {name: (path, imageio.MAX_PIXELS) for name, path in files.items()}
+    bounds["big"] = (files["big"], 1_000_000)  # read at 1/2 scale by libjpeg, as training does
+    bounds["padded_bomb"] = (
+        padded_bomb_png(root / "bomb.png", 12_600, 12_600, 160_000),
+        imageio.MAX_PIXELS,
+    )
+    bounds["tall"] = (padded_bomb_png(root / "tall.png", 1, 30_000_000), imageio.MAX_PIXELS)
+    return bounds
+
+
+def test_the_client_decodes_like_training_without_the_package(awkward, tmp_path) -> None:
+    items = [
+        [name, str(path), None if limit == imageio.MAX_PIXELS else limit]
+        for name, (path, limit) in awkward.items()
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            ISOLATED_DECODE,
+            str(CLIENT),
+            str(tmp_path),
+            json.dumps(items),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    answers = json.loads(proc.stdout)
+    assert answers.pop("imported_package") is False
+    for name, (path, limit) in awkward.items():
+        try:
+            expected = np.asarray(load_rgb(path, limit))
+        except ImageDecodeError as exc:
+            assert exc.reason == "decompression_bomb"
+            assert answers[name].startswith("error: decompression bomb: "), name
+            assert answers[name].split(": ", 2)[2] in exc.detail, name
+            continue
+        assert answers[name] == "ok", (name, answers[name])
+        got = np.load(tmp_path / f"{name}.npy")
+        assert got.dtype == np.uint8 and got.shape == expected.shape, name
+        assert np.array_equal(got, expected), name
+    # the awkward cases are really awkward: no plain convert("RGB") gives these pixels
+    white = np.load(tmp_path / "grey16.npy")
+    assert white.min() < 100 < 200 < white.max()
+    assert np.load(tmp_path / "rotated.npy").shape == (120, 200, 3)
+    assert np.load(tmp_path / "big.npy").shape == (601, 601, 3)
+
+
+def test_the_client_copy_keeps_the_training_bounds() -> None:
+    client = load_client_module()
+    for name in ("MAX_PIXELS", "MAX_SIDE", "JPEG_REDUCTION", "JPEG_FORMATS", "_BLOCK_VALUES"):
+        assert getattr(client, name) == getattr(imageio, name), name
