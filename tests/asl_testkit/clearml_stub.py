@@ -699,7 +699,7 @@ def agent_env(
     daemon's children; ``CLEARML_AUTH_TOKEN`` only with ``--impersonate``-style task-owner
     tokens or in docker mode, so not here. ``CLEARML_PROC_MASTER_ID`` is not set by the agent: the
     SDK sets it itself in ``Task.init`` (``clearml/backend_interface/task/task.py``,
-    ``_set_main_process``-style ``PROC_MASTER_ID_ENV_VAR.set``), for the task's children.
+    ``Task.__update_master_pid_task``), for the task's children.
     ``PYTHONPATH`` is the script's folder added by ``get_python_path`` (here: none set, the
     scripts add the repository root themselves).
     """
