@@ -24,10 +24,12 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from asl_recognition.registry.base import (
+    MODEL_KEYWORDS,
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
     NewModel,
+    check_model_id,
 )
 from asl_recognition.training.export import LANDMARK_INPUTS
 from asl_recognition.training.landmark_model import FEATURES as LANDMARK_FEATURES
@@ -65,15 +67,15 @@ class Calibration:
 
 def resolve_model(registry: ModelRegistry, model_id: str, name: str = "asl") -> ModelRecord:
     """The record of ``model_id``; ``production`` is the model tagged production in ``name``."""
-    if model_id == "production":
-        record = registry.production(name)
-        if record is None:
-            raise OptimizeError(f"no production model of {name!r} in the registry yet")
-        return record
     try:
-        return registry.get(model_id)
-    except ModelNotFoundError as exc:
+        if model_id != "production":
+            return registry.get(check_model_id(model_id, MODEL_KEYWORDS))
+        record = registry.production(name)
+    except ModelNotFoundError as exc:  # unknown, not an id, or its files fail their sha256
         raise OptimizeError(str(exc)) from None
+    if record is None:
+        raise OptimizeError(f"no production model of {name!r} in the registry yet")
+    return record
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,9 @@ def _dims(value: Any) -> list[int]:
 
 def graph_inputs(onnx_path: str | Path) -> GraphInputs:
     """The contract of ``onnx_path``'s inputs; refuses a graph that has neither."""
-    import onnx
+    from asl_recognition.serving.onnx_introspect import load_model
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = load_model(onnx_path, error=OptimizeError).graph
     inputs = {i.name: i for i in graph.input}
     if set(inputs) == set(LANDMARK_INPUTS):
         features, found = (_dims(inputs[name])[1:] for name in LANDMARK_INPUTS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import (
     PRODUCTION_TAG,
+    ModelIdError,
+    ModelIntegrityError,
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
@@ -30,6 +32,8 @@ def get_registry(backend: str = "auto") -> ModelRegistry:
 
 __all__ = [
     "PRODUCTION_TAG",
+    "ModelIdError",
+    "ModelIntegrityError",
     "ModelNotFoundError",
     "ModelRecord",
     "ModelRegistry",

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PRODUCTION_TAG = "production"
+# Both backends issue 32 lowercase hex digits: the local registry uuid4().hex, ClearML its ids.
+MODEL_ID = re.compile(r"[0-9a-f]{32}")
+MODEL_KEYWORDS = ("production",)
 
 
 class ModelNotFoundError(LookupError):
     """No registered model matches the id or name asked for."""
+
+
+class ModelIdError(ModelNotFoundError, ValueError):
+    """Not a model id at all (``../../x``): refused before it reaches a path or a server."""
+
+
+class ModelIntegrityError(ModelNotFoundError, ValueError):
+    """A registered file is missing or no longer matches the sha256 recorded at registration."""
+
+
+def check_model_id(model_id: Any, keywords: tuple[str, ...] = ()) -> str:
+    """``model_id`` when it has the registry's id format (or is one of ``keywords``)."""
+    if isinstance(model_id, str) and (model_id in keywords or MODEL_ID.fullmatch(model_id)):
+        return model_id
+    allowed = " or ".join([*(repr(k) for k in keywords), "32 lowercase hex digits"])
+    raise ModelIdError(f"model id {str(model_id)[:80]!r} is not a model id ({allowed})")
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,18 @@ class ModelRecord:
     onnx_uri: str | None = None
     parent_id: str | None = None
     checkpoint_path: str | None = None
+    # role (onnx, classes, baseline, checkpoint) -> sha256 at registration (local backend)
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    def files(self) -> dict[str, str]:
+        """role -> path of every file the record names."""
+        paths = {
+            "onnx": self.onnx_path,
+            "classes": self.classes_path,
+            "baseline": self.baseline_path,
+            "checkpoint": self.checkpoint_path,
+        }
+        return {role: path for role, path in paths.items() if path}
 
     def derived_from(self) -> str | None:
         """The registered model this one was made from: the native ``parent_id``, or for

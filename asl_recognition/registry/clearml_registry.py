@@ -28,10 +28,12 @@ from asl_recognition.classes import read_class_file, write_class_file
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import (
     PRODUCTION_TAG,
+    ModelIntegrityError,
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
     NewModel,
+    check_model_id,
 )
 from asl_recognition.store.base import sha256_file
 from asl_recognition.tracking import OUTPUT_URI_ENV, configured_output_uri, weights_stay_local
@@ -193,7 +195,10 @@ class ClearMLModelRegistry(ModelRegistry):
                 "server)"
             )
         if sha256 and sha256_file(local) != sha256:
-            raise ModelNotFoundError(f"model {model.id}: downloaded weights {local} fail sha256")
+            raise ModelIntegrityError(
+                f"model {model.id}: downloaded weights {local} fail sha256 (altered since "
+                "registration)"
+            )
         return Path(local)
 
     def _record(self, model: Any) -> ModelRecord:
@@ -232,6 +237,7 @@ class ClearMLModelRegistry(ModelRegistry):
     def _model(model_id: str) -> Any:
         from clearml import Model
 
+        check_model_id(model_id)
         try:
             model = Model(model_id=model_id)
             _ = model.name

@@ -1,6 +1,11 @@
 """Offline model registry: JSON records plus copied files under ``<workspace>/registry``.
 
 Files are copied (not referenced) so a record stays valid after its training run dir is deleted.
+A record names its files relative to the registry (``files/<id>/model.onnx``), so moving or
+copying the workspace moves them too, and holds each file's sha256: reading a record
+(``get``, ``production``) checks them and refuses a file altered since registration. Versions
+are numbered and production is moved under one OS file lock (``<root>/.lock``), so writers in
+several processes never share a version number nor leave two production models.
 """
 
 from __future__ import annotations
@@ -13,13 +18,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.locks import exclusive
 from asl_recognition.registry.base import (
     PRODUCTION_TAG,
+    ModelIntegrityError,
     ModelNotFoundError,
     ModelRecord,
     ModelRegistry,
     NewModel,
+    check_model_id,
 )
+from asl_recognition.store.base import sha256_file
+
+PATH_FIELDS = ("onnx_path", "classes_path", "baseline_path", "checkpoint_path")
+FILE_NAMES = {
+    "onnx": "model.onnx",
+    "classes": "classes.txt",
+    "baseline": "baseline.json",
+    "checkpoint": "checkpoint.pt",
+}
+LOCK_NAME = ".lock"
 
 
 class LocalModelRegistry(ModelRegistry):
@@ -29,71 +47,127 @@ class LocalModelRegistry(ModelRegistry):
         self.root = Path(root)
         self.records = self.root / "records"
         self.files = self.root / "files"
+        self.lock = self.root / LOCK_NAME
         self.records.mkdir(parents=True, exist_ok=True)
         self.files.mkdir(parents=True, exist_ok=True)
 
+    # -- records on disk: paths relative to the registry, made absolute when read ------------
     def _write(self, record: ModelRecord) -> None:
+        data = record.to_dict()
+        for key in PATH_FIELDS:
+            if data[key]:
+                data[key] = Path(data[key]).relative_to(self.root).as_posix()
         tmp = self.records / f".{record.id}.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(record.to_dict(), indent=1, default=str))
+        tmp.write_text(json.dumps(data, indent=1, default=str))
         os.replace(tmp, self.records / f"{record.id}.json")
+
+    def _read(self, path: Path) -> ModelRecord:
+        try:
+            record = ModelRecord.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ModelIntegrityError(f"model record {path} is not a readable record: {exc}")
+        for key in PATH_FIELDS:
+            value = getattr(record, key)
+            if value:  # its own copy, wherever the workspace is now (old records: absolute)
+                setattr(record, key, str(self.files / record.id / Path(value).name))
+        return record
+
+    def verify(self, record: ModelRecord) -> ModelRecord:
+        """``record`` when every file it names still has the sha256 recorded at registration."""
+        if not record.sha256:
+            raise ModelIntegrityError(
+                f"model {record.id}: its record holds no sha256 of its files (registered before "
+                "they were recorded), so they cannot be checked: register the model again"
+            )
+        for role, path in record.files().items():
+            try:
+                actual = sha256_file(path)
+            except OSError as exc:
+                raise ModelIntegrityError(
+                    f"model {record.id}: its {role} file {path} cannot be read "
+                    f"({exc.strerror or exc})"
+                ) from None
+            if actual != record.sha256.get(role):
+                raise ModelIntegrityError(
+                    f"model {record.id}: {path} does not match the sha256 recorded at "
+                    "registration (altered or corrupted since); refused"
+                )
+        return record
+
+    # -- the registry contract ---------------------------------------------------------------
+    def _copy(self, model: NewModel, model_id: str) -> dict[str, Path | None]:
+        target = self.files / model_id
+        target.mkdir(parents=True)
+        sources = {
+            "onnx": model.onnx_path,
+            "classes": model.classes_path,
+            "baseline": model.baseline_path,
+            "checkpoint": model.checkpoint_path,
+        }
+        return {
+            role: Path(shutil.copy2(source, target / FILE_NAMES[role])) if source else None
+            for role, source in sources.items()
+        }
 
     def register(self, model: NewModel, task: Any = None) -> ModelRecord:
         if model.parent_id is not None:
             self.get(model.parent_id)  # an unknown parent is refused before anything is copied
         model_id = uuid.uuid4().hex
-        target = self.files / model_id
-        target.mkdir(parents=True)
-        copies = {
-            "onnx": shutil.copy2(model.onnx_path, target / "model.onnx"),
-            "classes": shutil.copy2(model.classes_path, target / "classes.txt"),
-        }
-        for key, source, name in (
-            ("baseline", model.baseline_path, "baseline.json"),
-            ("checkpoint", model.checkpoint_path, "checkpoint.pt"),
-        ):
-            copies[key] = shutil.copy2(source, target / name) if source else None
-        versions = [r.version for r in self.list(model.name)]
-        record = ModelRecord(
-            id=model_id,
-            name=model.name,
-            version=max(versions, default=0) + 1,
-            task_id=getattr(task, "id", None) if task is not None else None,
-            onnx_path=str(copies["onnx"]),
-            classes_path=str(copies["classes"]),
-            baseline_path=str(copies["baseline"]) if copies["baseline"] else None,
-            metrics=dict(model.metrics),
-            params=json.loads(json.dumps(dict(model.params), default=str)),
-            dataset_id=model.dataset_id,
-            tags=list(model.tags),
-            created=datetime.now(timezone.utc).isoformat(),
-            published=False,
-            backend=self.backend,
-            parent_id=model.parent_id,
-            checkpoint_path=str(copies["checkpoint"]) if copies["checkpoint"] else None,
-        )
-        self._write(record)
+        copies = self._copy(model, model_id)
+        # hashed from the copies: what the registry holds is what later reads are checked on
+        hashes = {role: sha256_file(path) for role, path in copies.items() if path}
+        with exclusive(self.lock):
+            versions = [r.version for r in self.list(model.name)]
+            record = ModelRecord(
+                id=model_id,
+                name=model.name,
+                version=max(versions, default=0) + 1,
+                task_id=getattr(task, "id", None) if task is not None else None,
+                onnx_path=str(copies["onnx"]),
+                classes_path=str(copies["classes"]),
+                baseline_path=str(copies["baseline"]) if copies["baseline"] else None,
+                metrics=dict(model.metrics),
+                params=json.loads(json.dumps(dict(model.params), default=str)),
+                dataset_id=model.dataset_id,
+                tags=list(model.tags),
+                created=datetime.now(timezone.utc).isoformat(),
+                published=False,
+                backend=self.backend,
+                parent_id=model.parent_id,
+                checkpoint_path=str(copies["checkpoint"]) if copies["checkpoint"] else None,
+                sha256=hashes,
+            )
+            self._write(record)
         return record
 
-    def get(self, model_id: str) -> ModelRecord:
-        path = self.records / f"{model_id}.json"
+    def _record(self, model_id: str) -> ModelRecord:
+        """The record as stored (files not checked); the id must have the registry's format."""
+        path = self.records / f"{check_model_id(model_id)}.json"
         if not path.is_file():
             raise ModelNotFoundError(f"no model with id {model_id} in {self.root}")
-        return ModelRecord.from_dict(json.loads(path.read_text()))
+        return self._read(path)
+
+    def get(self, model_id: str) -> ModelRecord:
+        return self.verify(self._record(model_id))
 
     def list(self, name: str = "asl") -> list[ModelRecord]:
-        records = [
-            ModelRecord.from_dict(json.loads(p.read_text())) for p in self.records.glob("*.json")
-        ]
+        """Records only: their files are checked when one is read with ``get``/``production``."""
+        records = [self._read(p) for p in self.records.glob("*.json")]
         return sorted((r for r in records if r.name == name), key=lambda r: (r.version, r.created))
 
+    def production(self, name: str = "asl") -> ModelRecord | None:
+        record = super().production(name)
+        return self.verify(record) if record is not None else None
+
     def promote(self, model_id: str) -> ModelRecord:
-        chosen = self.get(model_id)
-        for other in self.list(chosen.name):
-            if other.id != chosen.id and PRODUCTION_TAG in other.tags:
-                other.tags = [t for t in other.tags if t != PRODUCTION_TAG]
-                self._write(other)
-        if PRODUCTION_TAG not in chosen.tags:
-            chosen.tags.append(PRODUCTION_TAG)
-        chosen.published = True
-        self._write(chosen)
+        with exclusive(self.lock):
+            chosen = self.get(model_id)
+            for other in self.list(chosen.name):
+                if other.id != chosen.id and PRODUCTION_TAG in other.tags:
+                    other.tags = [t for t in other.tags if t != PRODUCTION_TAG]
+                    self._write(other)
+            if PRODUCTION_TAG not in chosen.tags:
+                chosen.tags.append(PRODUCTION_TAG)
+            chosen.published = True
+            self._write(chosen)
         return chosen

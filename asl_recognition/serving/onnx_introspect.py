@@ -89,10 +89,26 @@ def _spec(value_info: onnx.ValueInfoProto, path: Path) -> TensorSpec:
     return TensorSpec(value_info.name, ONNX_TO_TRITON[elem], tuple(dims[1:]))
 
 
+def load_model(
+    onnx_path: str | Path, error: type[Exception] = OnnxSignatureError
+) -> onnx.ModelProto:
+    """The graph of ``onnx_path``; a truncated or corrupted file raises ``error`` in one line
+    (onnx lets protobuf's ``DecodeError`` through, a traceback for the user)."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(onnx_path), load_external_data=False)
+    except (DecodeError, onnx.checker.ValidationError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"{onnx_path}: not a readable ONNX model, truncated or corrupted ({reason})")
+    except OSError as exc:
+        raise error(f"{onnx_path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def read_signature(onnx_path: str | Path) -> OnnxSignature:
     """Inputs/outputs of the graph, with the (required dynamic) batch dimension removed."""
     path = Path(onnx_path)
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_model(path)
     initializers = {init.name for init in model.graph.initializer}
     inputs = tuple(_spec(v, path) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_spec(v, path) for v in model.graph.output)

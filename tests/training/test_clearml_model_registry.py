@@ -28,7 +28,13 @@ from clearml.backend_interface.base import InterfaceBase
 from clearml.backend_interface.model import Model as BackendModel
 
 from asl_recognition.classes import CLASSES, write_class_file
-from asl_recognition.registry import PRODUCTION_TAG, ModelNotFoundError, NewModel, get_registry
+from asl_recognition.registry import (
+    PRODUCTION_TAG,
+    ModelIdError,
+    ModelNotFoundError,
+    NewModel,
+    get_registry,
+)
 from asl_recognition.registry.clearml_registry import upload_destination
 from asl_recognition.store.base import sha256_file
 
@@ -36,6 +42,7 @@ from asl_recognition.store.base import sha256_file
 ORDERED = list(reversed(CLASSES))
 FILES_HOST = "http://files.mock-server.invalid:8081"
 PROJECTS = {"ASL": "mock-project-asl", "Someone else": "mock-project-other"}
+UNKNOWN = "404" * 10 + "40"  # 32 hex digits no mock model has
 
 
 class MockClearMLServer:
@@ -56,7 +63,7 @@ class MockClearMLServer:
         self.session.send.side_effect = self.answer
 
     def add(self, name: str, tags: list[str], uri: str, **fields: Any) -> str:
-        model_id = f"mock-model-{next(self._ids)}"
+        model_id = f"{next(self._ids):032x}"  # ClearML ids: 32 hex digits
         self._clock += timedelta(seconds=1)
         self.models[model_id] = {
             "id": model_id,
@@ -358,8 +365,16 @@ def test_promote_really_removes_the_old_production_tag(server, tmp_path) -> None
 
 
 def test_get_unknown_model_is_a_clear_error(server) -> None:
-    with pytest.raises(ModelNotFoundError, match="no ClearML model with id nope"):
-        get_registry("clearml").get("nope")
+    with pytest.raises(ModelNotFoundError, match=f"no ClearML model with id {UNKNOWN}"):
+        get_registry("clearml").get(UNKNOWN)
+
+
+def test_a_model_id_that_is_not_an_id_never_reaches_the_server(server) -> None:
+    """#19.17: ``../../x`` is refused by its format, before any request."""
+    for bad in ("nope", "../../x", "ABCDEF01" * 4, UNKNOWN + "0"):
+        with pytest.raises(ModelIdError, match="is not a model id"):
+            get_registry("clearml").get(bad)
+    assert server.sent == []
 
 
 def test_a_variant_records_its_parent_natively(server, model_files, tmp_path, monkeypatch) -> None:
@@ -386,9 +401,9 @@ def test_a_variant_records_its_parent_natively(server, model_files, tmp_path, mo
     assert registry.get(parent.id).checkpoint_path == str(checkpoint)
 
     sent = len(server.sent)
-    with pytest.raises(ModelNotFoundError, match="no ClearML model with id mock-model-404"):
+    with pytest.raises(ModelNotFoundError, match=f"no ClearML model with id {UNKNOWN}"):
         registry.register(
-            new_model(model_files, parent_id="mock-model-404"), make_mock_task(server, tmp_path)
+            new_model(model_files, parent_id=UNKNOWN), make_mock_task(server, tmp_path)
         )
     assert not [r for r in server.sent[sent:] if not isinstance(r, models.GetByIdRequest)]
 

@@ -1,0 +1,152 @@
+"""The local registry's files: hashed at registration and checked on every read (#19.4), named
+relative to the workspace so it moves and copies whole (#19.5), ids checked by format (#19.17).
+
+The moved workspace is the session's briefly trained CNN (asl_testkit.published), copied twice:
+its registry, datasets and runs are the real ones training wrote.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from asl_testkit.files import assert_one_line
+from asl_testkit.published import trained_model
+
+from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.registry import ModelIdError, ModelIntegrityError, NewModel, get_registry
+from asl_recognition.registry.local import LocalModelRegistry
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.onnx").write_bytes(b"onnx bytes " * 100)
+    write_class_file(str(run / "classes.txt"), list(CLASSES))
+    (run / "baseline.json").write_text("{}")
+    (run / "best.pt").write_bytes(b"checkpoint bytes")
+    return {p.name: p for p in run.iterdir()}
+
+
+def _new(files: dict[str, Path]) -> NewModel:
+    return NewModel(
+        "asl",
+        str(files["model.onnx"]),
+        str(files["classes.txt"]),
+        baseline_path=str(files["baseline.json"]),
+        checkpoint_path=str(files["best.pt"]),
+    )
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "classes.txt", "baseline.json", "checkpoint.pt"])
+def test_a_file_altered_after_registration_is_refused_on_every_read(files, tmp_path, name):
+    registry = LocalModelRegistry(tmp_path / "registry")
+    record = registry.promote(registry.register(_new(files)).id)
+    assert registry.get(record.id).sha256.keys() == {"onnx", "classes", "baseline", "checkpoint"}
+    assert registry.production().id == record.id
+    altered = tmp_path / "registry" / "files" / record.id / name
+    altered.chmod(0o644)
+    altered.write_bytes(altered.read_bytes()[:-1] + b"!")  # same size, other bytes
+    for read in (lambda: registry.get(record.id), registry.production):
+        with pytest.raises(ModelIntegrityError) as info:
+            read()
+        assert_one_line(str(info.value), str(altered), "sha256 recorded at registration")
+    altered.unlink()
+    with pytest.raises(ModelIntegrityError, match=f"{name} cannot be read"):
+        registry.get(record.id)
+
+
+def test_a_record_without_hashes_is_refused(files, tmp_path) -> None:
+    """Made before hashes were recorded: nothing to check its files against."""
+    registry = LocalModelRegistry(tmp_path / "registry")
+    record = registry.register(_new(files))
+    path = tmp_path / "registry" / "records" / f"{record.id}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sha256": {}}))
+    with pytest.raises(ModelIntegrityError, match="register the model again"):
+        registry.get(record.id)
+
+
+def test_records_name_their_files_relative_to_the_registry(files, tmp_path) -> None:
+    registry = LocalModelRegistry(tmp_path / "registry")
+    record = registry.register(_new(files))
+    stored = json.loads((tmp_path / "registry" / "records" / f"{record.id}.json").read_text())
+    for key, name in (("onnx_path", "model.onnx"), ("checkpoint_path", "checkpoint.pt")):
+        assert stored[key] == f"files/{record.id}/{name}"
+        assert getattr(record, key) == str(tmp_path / "registry" / "files" / record.id / name)
+
+
+@pytest.mark.parametrize("bad", ["../../x", "../records/x", "/etc/passwd", "x" * 32, "A" * 32])
+def test_an_id_that_is_not_one_never_reaches_a_path(files, tmp_path, bad) -> None:
+    registry = LocalModelRegistry(tmp_path / "ws" / "registry")
+    planted = registry.register(_new(files)).to_dict()
+    (tmp_path / "ws" / "x.json").write_text(json.dumps(planted))  # what ../../x would read
+    with pytest.raises(ModelIdError) as info:
+        registry.get(bad)
+    assert_one_line(str(info.value), "is not a model id", "32 lowercase hex digits")
+
+
+def _task_main(script: str):
+    """A task script's ``main`` imported by path (one process: no 10 s interpreter start)."""
+    spec = importlib.util.spec_from_file_location(f"task_{script}", REPO_ROOT / "tasks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_predict_refuses_a_path_as_model_id_and_a_tampered_model(
+    tmp_path_factory, tmp_path, monkeypatch, capsys
+) -> None:
+    """``predict --model-id ../../x`` read any JSON file; a tampered model was run."""
+    workspace, record = trained_model(tmp_path_factory)
+    capsys.readouterr()  # the session's model may have been trained just now
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    monkeypatch.setenv("ASL_WORKSPACE", str(ws))
+    monkeypatch.setenv("ASL_OFFLINE", "1")
+    planted = json.loads((ws / "registry" / "records" / f"{record.id}.json").read_text())
+    (ws / "x.json").write_text(json.dumps({**planted, "id": "../../x"}))
+    image = str(sorted((REPO_ROOT / "data" / "test_images").glob("*.jpg"))[0])
+    predict = _task_main("predict.py")
+    assert predict(["--image", image, "--model-id", "../../x", "--registry", "local"]) == 2
+    assert_one_line(capsys.readouterr().err, "predict: error:", "is not a model id")
+
+    onnx = ws / "registry" / "files" / record.id / "model.onnx"
+    onnx.chmod(0o644)
+    data = bytearray(onnx.read_bytes())
+    data[-200] ^= 0xFF  # one weight byte
+    onnx.write_bytes(bytes(data))
+    assert predict(["--image", image, "--model-id", record.id, "--registry", "local"]) == 2
+    assert_one_line(capsys.readouterr().err, "predict: error:", str(onnx), "sha256")
+
+
+def test_a_moved_or_copied_workspace_reads_and_serves_its_own_files(
+    tmp_path_factory, tmp_path, monkeypatch
+) -> None:
+    from asl_recognition.serving.repository import build_repository
+    from asl_recognition.serving.sources import resolve_model
+
+    workspace, record = trained_model(tmp_path_factory)
+    first, copy, moved = tmp_path / "first", tmp_path / "copy", tmp_path / "elsewhere" / "ws"
+    shutil.copytree(workspace, first)
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)  # the copy must not need the workspace it was copied from
+    monkeypatch.setenv("ASL_OFFLINE", "1")
+    for ws in (copy, moved):
+        if ws == moved:
+            moved.parent.mkdir()
+            os.rename(copy, moved)
+        monkeypatch.setenv("ASL_WORKSPACE", str(ws))
+        registry = get_registry("local")
+        registry.promote(record.id)
+        onnx, classes = resolve_model(model_id="production", registry=registry)
+        assert onnx == ws / "registry" / "files" / record.id / "model.onnx"
+        assert Path(registry.get(record.id).checkpoint_path).is_relative_to(ws)
+        info = build_repository(onnx, classes, ws / "triton_repo")
+        assert info["model_name"] == "asl"
+        assert (ws / "triton_repo" / "asl_onnx").is_dir()
