@@ -2,12 +2,16 @@
 
 Layout under ``<workspace>/datasets``: ``objects/<sha[:2]>/<sha>`` holds each distinct file once,
 ``versions/<id>.json`` the version records, ``checkouts/<id>/`` a hard-linked read-only tree.
+Records name files by hash only, so the store moves with its workspace. A version is numbered
+under one OS file lock (``<root>/.lock``): two writers never share a version number, and two that
+publish the same inputs (the same ``fingerprint:`` tag) at once get one version, not two.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.locks import exclusive
 from asl_recognition.store.base import (
     DatasetNotFoundError,
     DatasetStore,
@@ -25,6 +30,9 @@ from asl_recognition.store.base import (
     remove_stale,
     sha256_file,
 )
+
+DATASET_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, like ClearML's dataset ids
+FINGERPRINT_PREFIX = "fingerprint:"
 
 
 def _next_version(existing: list[DatasetVersion]) -> str:
@@ -43,6 +51,7 @@ class LocalDatasetStore(DatasetStore):
         self.objects = self.root / "objects"
         self.versions = self.root / "versions"
         self.checkouts = self.root / "checkouts"
+        self.lock = self.root / ".lock"
         for folder in (self.objects, self.versions, self.checkouts):
             folder.mkdir(parents=True, exist_ok=True)
         self.remove_stale()
@@ -85,21 +94,31 @@ class LocalDatasetStore(DatasetStore):
                 raise ValueError(f"dataset path escapes the dataset root: {rel!r}")
             stored = self._put(Path(files[rel]))
             entries.append(FileEntry(path=rel, sha256=stored.sha256, size=stored.size))
-        record = DatasetVersion(
-            id=uuid.uuid4().hex,
-            name=name,
-            version=_next_version(self.list_versions(name)),
-            parents=list(parents),
-            files=entries,
-            metadata={"description": description, **dict(metadata or {})},
-            tags=list(tags),
-            created=datetime.now(timezone.utc).isoformat(),
-            backend=self.backend,
-        )
-        atomic_write_text(
-            self.versions / f"{record.id}.json", json.dumps(record.to_dict(), indent=1)
-        )
+        with exclusive(self.lock):
+            same = self._same_inputs(name, tags)
+            if same is not None:
+                return same
+            record = DatasetVersion(
+                id=uuid.uuid4().hex,
+                name=name,
+                version=_next_version(self.list_versions(name)),
+                parents=list(parents),
+                files=entries,
+                metadata={"description": description, **dict(metadata or {})},
+                tags=list(tags),
+                created=datetime.now(timezone.utc).isoformat(),
+                backend=self.backend,
+            )
+            atomic_write_text(
+                self.versions / f"{record.id}.json", json.dumps(record.to_dict(), indent=1)
+            )
         return record
+
+    def _same_inputs(self, name: str, tags: Sequence[str]) -> DatasetVersion | None:
+        """A version of ``name`` another writer published from the same inputs (its
+        ``fingerprint:`` tag) since this one looked: reused, never published twice."""
+        prints = [t for t in tags if t.startswith(FINGERPRINT_PREFIX)]
+        return self.find(name, prints) if prints else None
 
     def _all(self) -> list[DatasetVersion]:
         records = [
@@ -119,6 +138,8 @@ class LocalDatasetStore(DatasetStore):
         tags: Sequence[str] = (),
     ) -> DatasetVersion:
         if dataset_id:
+            if not DATASET_ID.fullmatch(dataset_id):  # never a path: ``../../x`` is no id
+                raise DatasetNotFoundError(f"{dataset_id[:80]!r} is not a dataset id")
             path = self.versions / f"{dataset_id}.json"
             if not path.is_file():
                 raise DatasetNotFoundError(f"no dataset with id {dataset_id} in {self.root}")

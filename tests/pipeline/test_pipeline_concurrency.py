@@ -346,17 +346,6 @@ def run_writers(tmp_path: Path, what: str) -> Path:
     return root
 
 
-# Not this module's files (asl_recognition/store/local.py, asl_recognition/registry/local.py):
-# both number a new version as "the highest + 1" without a lock, and promote reads, untags and
-# tags without one. asl_recognition.locks.exclusive(<root>/.lock) around those read-modify-writes
-# is the fix; remove the markers then (strict: a fix that lands makes them fail until removed).
-TWO_WRITERS = pytest.mark.xfail(
-    strict=True,
-    reason="issue #19.1: the local store and registry number versions and promote without a lock",
-)
-
-
-@TWO_WRITERS
 def test_two_writers_keep_dataset_versions_unique(tmp_path: Path) -> None:
     from asl_recognition.store.local import LocalDatasetStore
 
@@ -365,7 +354,6 @@ def test_two_writers_keep_dataset_versions_unique(tmp_path: Path) -> None:
     assert len(set(versions)) == len(versions), Counter(versions).most_common(3)
 
 
-@TWO_WRITERS
 def test_two_writers_keep_model_versions_unique_and_one_production(tmp_path: Path) -> None:
     from asl_recognition.registry.base import PRODUCTION_TAG
     from asl_recognition.registry.local import LocalModelRegistry
