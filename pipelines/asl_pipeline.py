@@ -290,8 +290,9 @@ def remote_controller() -> int:
     step_queue = run.step_queue or REMOTE_STEP_QUEUE
     controller = server_controller(run, values, step_queue)
     print(f"pipeline controller on the agent; steps on {step_queue!r}", flush=True)
-    controller.start()  # running remotely: runs the DAG here, no second enqueue
-    return 0
+    controller.start()  # running remotely: runs the DAG here (waits), no second enqueue
+    # the SDK marks the task failed after a failed step, but the process would still exit 0
+    return 0 if controller.is_successful() else 1
 
 
 def choose_mode(run: PipelineRunOptions) -> str:

@@ -94,6 +94,9 @@ class ClearMLDatasetStore(DatasetStore):
                 shutil.copyfile(src, dest)
             ds.add_files(path=stage)
             ds.upload(show_progress=True)
+            # The preview images are uploaded in the background from the staged files: wait,
+            # or the folder is gone first ("Skipping upload, could not find object file").
+            ds.get_logger().flush(wait=True)
         record = {"files": [e.__dict__ for e in entries], "metadata": dict(metadata or {})}
         # ui_visible=True only renders DataFrames; for a dict the SDK prints a "Skipping!" line.
         ds.set_metadata(record, metadata_name=RECORD_ARTIFACT, ui_visible=False)

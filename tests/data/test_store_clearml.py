@@ -69,8 +69,19 @@ def test_create_keeps_the_record_as_metadata_without_the_ui_warning(
     mock_ds = make_mock_dataset("ds-new")
     mock_dataset_cls.create.return_value = mock_ds
     staged: list[str] = []
-    mock_ds.add_files.side_effect = lambda path, **_: staged.extend(
-        p.relative_to(path).as_posix() for p in sorted(Path(path).rglob("*")) if p.is_file()
+    stage: list[Path] = []
+
+    def mock_add_files(path, **_):
+        stage.append(Path(path))
+        staged.extend(
+            p.relative_to(path).as_posix() for p in sorted(Path(path).rglob("*")) if p.is_file()
+        )
+
+    mock_ds.add_files.side_effect = mock_add_files
+    # the SDK uploads the preview images from the staged files in the background
+    flushed_while_staged: list[bool] = []
+    mock_ds.get_logger.return_value.flush.side_effect = lambda wait=False: (
+        flushed_while_staged.append(wait and stage[0].is_dir())
     )
 
     version = get_store("clearml").create(
@@ -99,6 +110,8 @@ def test_create_keeps_the_record_as_metadata_without_the_ui_warning(
     mock_ds._task.get_logger.return_value.report_text.assert_not_called()  # no "Skipping!" line
     names = [c[0] for c in mock_ds.mock_calls if c[0] in ("upload", "set_metadata", "finalize")]
     assert names == ["upload", "set_metadata", "finalize"]  # the record lands before finalize
+    assert flushed_while_staged == [True]  # the staging folder outlives the preview uploads
+    assert not stage[0].exists()
     assert version.id == "ds-new" and version.parents == ["raw-1"]
     assert [f.path for f in version.files] == ["test/B/b.jpg", "train/A/a.jpg"]
 
