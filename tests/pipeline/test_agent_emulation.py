@@ -250,6 +250,7 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     ):
         built.update(params=dict(params), step_queue=step_queue, use_cache=use_cache)
         built["controller"] = mock.create_autospec(clearml.PipelineController, instance=True)
+        built["controller"].is_successful.return_value = built.get("succeeds", True)
         return built["controller"]
 
     monkeypatch.setattr(clearml_controller, "build_controller", mock_build_controller)
@@ -272,9 +273,17 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     }
     assert built["step_queue"] == "gpu" and built["use_cache"] is False
     built["controller"].start.assert_called_once_with()  # runs here: no second enqueue
+    built["controller"].is_successful.assert_called_once_with()
     # the same values give the controller without validate_raw (raw_version is set)
     steps = clearml_controller.active_steps(ASL_DAG, built["params"])
     assert steps[0].name == "publish_dataset"
+    # a failed pipeline: the SDK marks the task failed, and the process says so too
+    built["succeeds"] = False
+    try:
+        assert asl_pipeline.main(None) == 1
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def test_remote_controller_refuses_a_bad_web_ui_value_in_one_line(monkeypatch, capsys):
