@@ -69,16 +69,21 @@ def decode(paths: Sequence[Path], size: int) -> tuple[list[Path], np.ndarray, li
     return kept, np.ascontiguousarray(batch), errors
 
 
+def refuse_landmarks(record: ModelRecord, kind: str) -> None:
+    """Photos in, answers out: the landmark classifier needs the hand pipeline in front."""
+    if kind != IMAGES:
+        raise PredictError(
+            f"model {record.id} is a landmark classifier (landmark rows in, not photos): "
+            "serve it with its hand pipeline and use --runtime triton"
+        )
+
+
 def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tuple[list, list]:
     """The registered ONNX file in onnxruntime (CPU)."""
     from asl_recognition.optimize.measure import open_session, run_probabilities
 
     inputs = graph_inputs(record.onnx_path)
-    if inputs.kind != IMAGES:
-        raise PredictError(
-            f"model {record.id} is a landmark classifier (landmark rows in, not photos): "
-            "serve it with its hand pipeline and use --runtime triton"
-        )
+    refuse_landmarks(record, inputs.kind)
     kept, images, errors = decode(paths, inputs.image_size)
     if not kept:
         return [], errors
@@ -118,6 +123,7 @@ def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
     """The exported contract (uint8 images -> probabilities) rebuilt from a best checkpoint."""
     import torch
 
+    from asl_recognition.training.landmark_run import LANDMARK_MODEL
     from asl_recognition.training.models import ProbabilityModel, build_model
     from asl_recognition.training.options import IMAGE_MODELS
 
@@ -128,6 +134,11 @@ def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
     if not isinstance(state, dict) or "model" not in state:
         raise PredictError(f"{checkpoint} is not a training checkpoint (no 'model' state)")
     name, classes, size = state.get("model_name"), state.get("classes"), state.get("image_size")
+    if name == LANDMARK_MODEL:
+        raise PredictError(
+            f"{checkpoint} is the landmark classifier's (landmark rows in, not photos): "
+            "serve it with its hand pipeline and use --runtime triton"
+        )
     if name not in IMAGE_MODELS or not classes or not size:
         raise PredictError(f"{checkpoint}: model {name!r} is not an image classifier checkpoint")
     model = build_model(name, len(classes), int(size))
@@ -141,6 +152,8 @@ def predict_torch(
     """The training checkpoint in torch (CPU, eval mode, no gradients)."""
     import torch
 
+    if checkpoint is None:  # the landmark net's checkpoint is no image classifier's
+        refuse_landmarks(record, graph_inputs(record.onnx_path).kind)
     model, classes, size = torch_model(checkpoint or find_checkpoint(record))
     kept, images, errors = decode(paths, size)
     if not kept:

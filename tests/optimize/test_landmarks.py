@@ -161,3 +161,27 @@ def test_a_landmark_record_without_its_table_is_one_line(workspace) -> None:
         load_inputs(registry, opts)
     assert "\n" not in str(info.value)
     assert sorted(ws.glob("optimize/*")) == before
+
+
+def test_torch_runtime_on_the_landmark_model_is_one_line(workspace, capsys) -> None:
+    """#19.16: ``predict --runtime torch`` said the landmark checkpoint was "not a training
+    checkpoint" (a traceback's worth of confusion); it is the landmark classifier."""
+    import importlib.util
+
+    from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES
+
+    _, record, _ = workspace
+    spec = importlib.util.spec_from_file_location("predict_task", REPO_ROOT / "tasks/predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    image = str(sorted(SAMPLE_TEST_IMAGES.glob("*.jpg"))[0])
+    capsys.readouterr()
+    argv = ["--image", image, "--runtime", "torch", "--model-id", record.id, "--registry", "local"]
+    assert module.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("predict: error: ")
+    assert "landmark classifier" in err and "--runtime triton" in err
+    checkpoint = ["--checkpoint", record.checkpoint_path]
+    assert module.main(argv + checkpoint) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "landmark classifier" in err

@@ -132,3 +132,32 @@ def test_triton_agrees_with_onnx_and_serves_the_int8_variant(trained, tmp_path) 
     for item, row in zip(served_int8, int8_local):
         assert item["predictions"][0]["index"] == int(row.argmax())
         assert abs(item["predictions"][0]["probability"] - float(row.max())) <= TOLERANCE
+
+
+def test_a_truncated_registered_model_is_one_line_in_optimize_and_predict(
+    trained, tmp_path, monkeypatch
+) -> None:
+    """#19.4: onnx let protobuf's DecodeError through optimize_model as a traceback. Registered
+    truncated (its sha256 is the truncated file's), so only the ONNX reader can refuse it."""
+    from asl_testkit.files import assert_one_line
+
+    from asl_recognition.optimize.options import OptimizeOptions
+    from asl_recognition.optimize.predict import predict_onnx
+    from asl_recognition.optimize.run import run_optimize
+    from asl_recognition.optimize.variants import OptimizeError
+    from asl_recognition.options import from_mapping
+    from asl_recognition.registry import NewModel, get_registry
+
+    _, record = trained
+    truncated = tmp_path / "model.onnx"
+    truncated.write_bytes(Path(record.onnx_path).read_bytes()[:5000])
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    model = NewModel("asl", str(truncated), record.classes_path, dataset_id=record.dataset_id)
+    broken = get_registry("local").register(model)
+    options = {"model_id": broken.id, "registry": "local", "profile": False}
+    with pytest.raises(OptimizeError) as info:
+        run_optimize(from_mapping(OptimizeOptions, options))
+    assert_one_line(str(info.value), "not a readable ONNX model, truncated or corrupted")
+    with pytest.raises(OptimizeError) as info:
+        predict_onnx(broken, _images()[:1], top_k=1)
+    assert_one_line(str(info.value), str(broken.onnx_path), "truncated or corrupted")

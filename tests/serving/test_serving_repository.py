@@ -239,6 +239,18 @@ def test_no_ensemble_serves_the_onnx_model_under_the_model_name(tiny_models, tmp
     assert cfg.version_policy.latest.num_versions == 3
 
 
+def test_a_truncated_onnx_is_one_line_not_a_protobuf_traceback(tiny_models, tmp_path) -> None:
+    """#19.4: build_triton_repo printed protobuf's DecodeError traceback for a cut file."""
+    a = tiny_models["a"]
+    cut = tmp_path / "model.onnx"
+    cut.write_bytes(a.onnx.read_bytes()[: a.onnx.stat().st_size // 2])
+    with pytest.raises(OnnxSignatureError) as info:
+        build_repository(cut, a.classes, tmp_path / "repo")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{cut}: not a readable ONNX model")
+    assert not (tmp_path / "repo" / "asl_onnx" / "1").exists()
+
+
 def test_class_list_that_does_not_match_the_model_is_refused(tiny_models, tmp_path) -> None:
     wrong = tmp_path / "classes.txt"
     write_class_file(str(wrong), ["A", "B", "C"])
