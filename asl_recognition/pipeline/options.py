@@ -117,3 +117,8 @@ class TriggerOptions:
         "stop the queued or running service of the same name and start this one (restart path; "
         "without it a second start is refused)",
     )
+    docker_image: str = option(
+        DEFAULT_DOCKER_IMAGE,
+        "docker image of the service and of the pipelines it launches, on docker-mode agents "
+        "(empty: the agent's default)",
+    )

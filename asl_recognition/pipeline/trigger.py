@@ -85,6 +85,7 @@ def pipeline_command(dataset_id: str, options: TriggerOptions) -> list[str]:
     command += ["--queue", options.pipeline_queue, "--step-queue", options.step_queue]
     if options.config:
         command += ["--config", options.config]
+    command += ["--docker-image", options.docker_image]
     return command + [f"raw_version={dataset_id}"]
 
 
@@ -302,5 +303,7 @@ def serve(options: TriggerOptions) -> int:
     if options.run_here or not Task.running_locally():
         scheduler.start()
     else:
+        if options.docker_image:  # the agent's default image cannot install requirements.txt
+            task.set_base_docker(docker_image=options.docker_image)
         scheduler.start_remotely(queue=options.queue)
     return 0

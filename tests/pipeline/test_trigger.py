@@ -153,6 +153,7 @@ def test_launcher_starts_a_queue_pipeline_for_the_new_version_with_a_clean_env(m
     overrides = args.pop("overrides")
     run = from_mapping(PipelineRunOptions, args)
     assert (run.mode, run.queue, run.step_queue) == ("queue", "ctl", "cpu")
+    assert run.docker_image == options.docker_image == "python:3.11-slim-bookworm"
     values = load_recipe(ASL_DAG, REPO_ROOT / run.config, overrides)
     assert values["raw_version"] == "dataset-42"
     assert [s.name for s in clearml_controller.active_steps(ASL_DAG, values)] == STEPS[1:]
