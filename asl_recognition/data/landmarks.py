@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ RESULT_COLUMNS = [
     "height",
 ]
 COLUMNS = INFO_COLUMNS + RESULT_COLUMNS + BOX_COLUMNS + POINT_COLUMNS
+# A class with fewer train photos with a hand than this cannot be learned from landmarks.
+MIN_TRAIN_HANDS = 2
+NO_HAND_CLASS = "nothing"  # answered from the hand-found flag: it needs no hand
 Logger = Any
 Uploader = Callable[..., None]
 
@@ -145,6 +149,25 @@ def summarise(table: Any) -> dict[str, Any]:
             str(k): int(v) for k, v in table.loc[~found, "reason"].value_counts().items()
         },
     }
+
+
+def few_hands(table: Any, classes: list[str], minimum: int = MIN_TRAIN_HANDS) -> dict[str, int]:
+    """Class -> train photos with a hand, for every class (but ``nothing``) below ``minimum``."""
+    train = table[(table["split"] == "train") & table["hand_found"].astype(bool)]
+    found = train["class"].value_counts()
+    counts = {c: int(found.get(c, 0)) for c in classes if c != NO_HAND_CLASS}
+    return {c: n for c, n in counts.items() if n < minimum}
+
+
+def warn_few_hands(few: dict[str, int], where: str) -> None:
+    """One warning line naming the classes the landmark model cannot learn."""
+    if few:
+        listed = ", ".join(f"{c} ({n})" for c, n in few.items())
+        warnings.warn(
+            f"{where}: class(es) with fewer than {MIN_TRAIN_HANDS} train photos with a hand "
+            f"found: {listed}; a landmark model cannot learn them (see hand_found_rate.png)",
+            stacklevel=3,
+        )
 
 
 def extract_table(
@@ -281,6 +304,8 @@ def publish_landmarks(
     landmarker = HandLandmarker(min_detection=min_detection, min_presence=min_presence)
     table = extract_table(manifest, raw_roots, landmarker, progress)
     summary = summarise(table)
+    summary["few_hands"] = few_hands(table, list(manifest["classes"]))
+    warn_few_hands(summary["few_hands"], f"{name} of {asl_name} {asl.version}")
     # The report folder outlives the task: ClearML uploads logged images after this returns.
     stage = workspace() / "reports" / name / fp
     stage.mkdir(parents=True, exist_ok=True)
@@ -302,6 +327,8 @@ def publish_landmarks(
             "min_detection": min_detection,
             "min_presence": min_presence,
             "hand_found_rate": summary["hand_found_rate"],
+            "few_hands": summary["few_hands"],
+            "report": f"reports/{name}/{fp}",
         },
         tags=[f"fingerprint:{fp}", "landmarks"],
         description=f"hand landmarks of {asl_name} {asl.version} ({asl.id})",
@@ -316,6 +343,13 @@ def _log(logger: Logger | None, upload: Uploader | None, summary: dict, plots: l
         for split, counts in summary["per_split"].items():
             rate = counts["found"] / max(1, counts["images"])
             logger.report_single_value(f"hand_found_rate {split}", rate)
+        few = summary.get("few_hands", {})
+        logger.report_single_value("classes with too few hands", len(few))
+        if few:
+            rows = [["class", "train photos with a hand"], *([c, n] for c, n in few.items())]
+            logger.report_table(
+                title="classes with too few hands", series="train", iteration=0, table_plot=rows
+            )
         for plot in plots:
             logger.report_image(title="landmarks", series=plot.stem, local_path=str(plot))
     if upload is not None:

@@ -382,6 +382,20 @@ def _lay_out(
     return files
 
 
+def _check_splits_filled(splits: Sequence[str], fractions: Sequence[float]) -> None:
+    """Refuse a version no later step can use: training needs train and val, scoring test."""
+    counts = Counter(splits)
+    empty = [s for s in SPLITS if not counts[s]]
+    if empty:
+        kept = sum(counts[s] for s in SPLITS)
+        raise SourceSpecError(
+            f"the split leaves {' and '.join(empty)} empty ({kept} image(s) to split "
+            f"{'/'.join(f'{f:g}' for f in fractions)}, whole groups per split): training needs "
+            "train and val, scoring needs test; add images and publish again (nothing was "
+            "published)"
+        )
+
+
 def _classes_without_train(manifest: dict[str, Any], emptied: Sequence[str]) -> list[str]:
     """Classes with no train image; warns unless the holdout already said so."""
     classes = manifest["classes"]
@@ -520,6 +534,7 @@ def publish_dataset(
         )
         items = _items(cands, hashes, multi=len(plan.sources) > 1)
         assigned = _assign_splits(items, cands, labels, plan.options)
+        _check_splits_filled(assigned[1], plan.options["split"])
         leaks = _holdout_leaks(hashes, labels, opts.phash_threshold)
         manifest = _manifest(plan, labels)
         files = _lay_out(manifest, items, cands, labels, assigned, resized, stage)

@@ -95,6 +95,17 @@ def holdout_regressions(candidate: Any, previous: Any, tolerance: float = 0.0) -
     ]
 
 
+def check_answers_its_classes(record: Any) -> None:
+    """Refuse a model with classes it never saw a train row of (training records them)."""
+    untrained = (getattr(record, "metrics", None) or {}).get("untrained_classes") or []
+    if untrained:
+        raise ValueError(
+            f"model {record.id} cannot answer class(es) {', '.join(map(str, untrained))} it "
+            "claims: it had no train rows of them (for the landmark model: no hand found; see "
+            "the ASL_landmarks hand-found report); not promoted"
+        )
+
+
 def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     """Compare ``opts.model_id`` with the current production model; no side effects.
 
@@ -105,6 +116,7 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     candidate = registry.get(model_id)
+    check_answers_its_classes(candidate)
     previous = registry.production(name)
     new_value = metric_value(candidate, metric)
     if new_value is None:

@@ -51,11 +51,21 @@ def open_landmarks(ref: str, dataset_id: str) -> tuple[Any, dict[str, Any]]:
     return table, meta
 
 
-def landmark_splits(table: Any, classes: list[str], with_holdout: bool) -> tuple[Any, ...]:
+def landmark_splits(
+    table: Any, classes: list[str], with_holdout: bool, landmarks_id: str | None = None
+) -> tuple[Any, ...]:
     """train (hands only: no-hand rows carry no gradient), val, test, holdout (all rows)."""
     from asl_recognition.training.landmark_data import landmark_split
 
     train = landmark_split(table, "train", classes, hands_only=True)
+    if len(train) == 0:
+        photos = int((table["split"] == "train").sum())
+        raise TrainingInputError(
+            f"no hand was found in any of the {photos} train photo(s) of ASL_landmarks "
+            f"{landmarks_id or ''}: nothing to train the landmark model on; see that version's "
+            "hand-found report (summary.json and hand_found_rate.png, also under "
+            "<workspace>/reports/ASL_landmarks/)"
+        )
     val, test = (landmark_split(table, s, classes) for s in ("val", "test"))
     holdout = landmark_split(table, "holdout", classes) if with_holdout else None
     return train, val, test, holdout

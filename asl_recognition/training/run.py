@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,6 +86,7 @@ REGISTRY_METRICS = (
     "image_size",
     "val_confusion_matrix",
     "test_confusion_matrix",
+    "untrained_classes",
 )
 SINGLE_VALUES = (
     "test_accuracy",
@@ -290,7 +292,9 @@ def load_data(plan: Plan) -> RunData:
     started = time.perf_counter()
     root, classes, size = plan.dataset.root, plan.classes, plan.image_size
     if plan.landmarks is not None:
-        data = RunData(*landmark_splits(plan.landmarks, classes, plan.dataset.lists_holdout()))
+        with_holdout = plan.dataset.lists_holdout()
+        landmarks_id = plan.meta.get("landmarks_id")
+        data = RunData(*landmark_splits(plan.landmarks, classes, with_holdout, landmarks_id))
     else:
         splits = {s: load_split(root, s, classes, size) for s in plan.dataset.image_splits()}
         data = RunData(splits["train"], splits["val"], splits["test"], splits.get("holdout"))
@@ -302,7 +306,23 @@ def load_data(plan: Plan) -> RunData:
         + (f" images at {size}px" if size else " landmark rows")
         + f", loaded in {time.perf_counter() - started:.1f}s"
     )
+    untrained = untrained_classes(plan, data)
+    if untrained:
+        rows = "photos with a hand" if plan.landmarks is not None else "images"
+        warnings.warn(
+            f"no train {rows} for class(es) {', '.join(untrained)}: the model cannot answer "
+            "them; the registry records it and select_best will not promote this model",
+            stacklevel=2,
+        )
     return data
+
+
+def untrained_classes(plan: Plan, data: RunData) -> list[str]:
+    """Classes the model claims but has no train row of (the landmark model answers
+    ``nothing`` from the hand-found flag, so it needs none of those)."""
+    counts = torch.bincount(data.train.labels, minlength=len(plan.classes)).tolist()
+    answered = {"nothing"} if plan.landmarks is not None else set()
+    return [c for c, n in zip(plan.classes, counts) if n == 0 and c not in answered]
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -486,6 +506,7 @@ def record_run(
         "dataset_grouping": manifest.get("grouping"),
         "image_size": plan.image_size,
         "split_sizes": data.sizes(),
+        "untrained_classes": untrained_classes(plan, data),
         "per_class_test": evaluation.test["table"].to_dict(orient="records"),
         "val_confusion_matrix": evaluation.val_confusion.tolist(),
         "test_confusion_matrix": evaluation.test_confusion.tolist(),
@@ -518,6 +539,13 @@ def report_to_clearml(ctx: TaskContext, metrics: dict[str, Any], exported: Expor
     for key in SINGLE_VALUES:
         if metrics[key] is not None:
             ctx.logger.report_single_value(key, float(metrics[key]))
+    untrained = metrics["untrained_classes"]
+    ctx.logger.report_single_value("classes without train rows", len(untrained))
+    if untrained:
+        rows = [["class without train rows"], *([c] for c in untrained)]
+        ctx.logger.report_table(
+            title="classes without train rows", series="train", iteration=0, table_plot=rows
+        )
     for path in (exported.onnx, exported.classes, exported.baseline, exported.metrics):
         ctx.upload_artifact(path.name, str(path))
 

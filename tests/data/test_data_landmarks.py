@@ -345,3 +345,36 @@ def test_task_script_publishes_the_only_asl_version(
     assert artifacts == {"landmark_summary", *PLOTS}
     rates = {e["variant"]: e["value"] for e in events if e.get("metric") == "Summary"}
     assert rates["hand_found_rate"] == pytest.approx(version.metadata["hand_found_rate"])
+
+
+def test_classes_with_too_few_hands_are_named_recorded_and_logged(published) -> None:
+    """#19.12: a class no train photo had a hand of went on without a word."""
+    from unittest.mock import create_autospec
+
+    from clearml import Logger
+
+    from asl_recognition.data.landmarks import MIN_TRAIN_HANDS, _log, few_hands, warn_few_hands
+
+    store = get_store()
+    version = store.get(dataset_id=published.out["landmarks_id"])
+    table, _ = load_table(version.id)
+    few = few_hands(table, list(CLASSES))
+    train = table[(table["split"] == "train") & table["hand_found"].astype(bool)]
+    for cls in CLASSES:
+        hands = int((train["class"] == cls).sum())
+        assert (cls in few) == (hands < MIN_TRAIN_HANDS and cls != "nothing"), cls
+    assert version.metadata["few_hands"] == few  # kept with the version and its summary
+    summary = json.loads((store.local_copy(version) / SUMMARY).read_text())
+    assert summary["few_hands"] == few
+
+    with pytest.warns(UserWarning, match=r"fewer than 2 train photos with a hand found: J \(0\)"):
+        warn_few_hands({"J": 0}, "ASL_landmarks 1.0.3")
+    mock_logger = create_autospec(Logger, instance=True)
+    _log(mock_logger, None, {"hand_found_rate": 0.5, "per_split": {}, "few_hands": {"J": 0}}, [])
+    mock_logger.report_single_value.assert_any_call("classes with too few hands", 1)
+    mock_logger.report_table.assert_called_once_with(
+        title="classes with too few hands",
+        series="train",
+        iteration=0,
+        table_plot=[["class", "train photos with a hand"], ["J", 0]],
+    )

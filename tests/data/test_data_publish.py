@@ -211,3 +211,21 @@ def test_publish_reuses_the_scan_phash_and_computes_it_for_older_versions(
         return {e["source"]: (s, e["group"]) for s, es in manifest["splits"].items() for e in es}
 
     assert groups(first) == groups(second)  # the same hashes, so the same groups and splits
+
+
+def test_one_image_per_class_is_refused_at_publish(asl_workspace, sample_dir, tmp_path) -> None:
+    """#19.14: ``--min-per-class 0`` let one image per class through and publish made a version
+    with empty val and test splits that no later step can use."""
+    root = tmp_path / "one"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        first = sorted((sample_dir / cls).glob("*.jpg"))[0]
+        shutil.copyfile(first, root / cls / first.name)
+    raw = validate_raw(str(root), min_per_class=0, report_dir=tmp_path / "rep", progress=False)
+    assert raw["raw_dataset_id"]
+    with pytest.raises(ValueError) as info:
+        publish_dataset(image_size=16, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "the split leaves" in message and "empty" in message
+    assert "nothing was published" in message
+    assert get_store().list_versions("ASL") == []

@@ -215,3 +215,66 @@ def test_no_landmarks_published_is_refused(workspace_env, tmp_path) -> None:
     assert_one_line(str(info.value), "--landmarks-version latest", "publish_landmarks.py first")
     assert not (tmp_path / "run").exists()
     assert_untouched(workspace_env, before)
+
+
+def _republished(landmarked: Landmarked, tmp_path: Path, change) -> str:
+    """A new ASL_landmarks version of the same ASL version, its table altered by ``change``."""
+    from asl_recognition.data.landmarks import TABLE, load_table
+    from asl_recognition.store import get_store
+
+    table, meta = load_table(landmarked.landmarks_id)
+    change(table)
+    table.to_csv(tmp_path / TABLE, index=False)
+    version = get_store().create(
+        "ASL_landmarks",
+        {TABLE: tmp_path / TABLE},
+        parents=[landmarked.dataset_id],
+        metadata={"asl_dataset_id": landmarked.dataset_id, "classes": meta["classes"]},
+        tags=["landmarks"],
+    )
+    return version.id
+
+
+def test_no_hand_in_any_photo_says_so_and_where_to_look(landmarked, tmp_path) -> None:
+    """#19.13: it said "needs a non-empty train and val split"."""
+
+    def no_hands(table) -> None:
+        table["hand_found"] = False
+
+    landmarks_id = _republished(landmarked, tmp_path, no_hands)
+    before = fingerprint(landmarked.ws)
+    options = dict(landmarks_version=landmarks_id, epochs=1, output_dir=str(tmp_path / "run"))
+    with pytest.raises(TrainingInputError) as info:
+        run_training(landmark_options(landmarked, **options))
+    assert_one_line(
+        str(info.value), "no hand was found", f"ASL_landmarks {landmarks_id}", "hand-found report"
+    )
+    assert not (tmp_path / "run").exists()
+    assert_untouched(landmarked.ws, before)
+
+
+def test_a_class_without_a_hand_is_reported_and_never_promoted(landmarked, tmp_path) -> None:
+    """#19.12: a class no train photo has a hand of was trained and promoted without a word."""
+    from asl_recognition.options import from_mapping
+    from asl_recognition.pipeline.options import SelectBestOptions
+    from asl_recognition.pipeline.selection import select_best
+    from asl_recognition.registry import get_registry
+
+    def no_j_hands(table) -> None:
+        table.loc[(table["class"] == "J") & (table["split"] == "train"), "hand_found"] = False
+
+    landmarks_id = _republished(landmarked, tmp_path, no_j_hands)
+    options = dict(landmarks_version=landmarks_id, epochs=1, external="none")
+    with pytest.warns(UserWarning, match=r"no train photos with a hand for class\(es\) J:"):
+        out = run_training(
+            landmark_options(landmarked, output_dir=str(tmp_path / "run"), **options)
+        )
+    registry = get_registry("local")
+    record = registry.get(out["model_id"])
+    assert record.metrics["untrained_classes"] == ["J"]  # 'nothing' needs no hand
+    before = registry.production()
+    criteria = from_mapping(SelectBestOptions, {"model_id": record.id, "registry": "local"})
+    with pytest.raises(ValueError) as info:
+        select_best(registry, criteria)
+    assert_one_line(str(info.value), f"model {record.id} cannot answer class(es) J", "promoted")
+    assert registry.production() == before
