@@ -383,17 +383,19 @@ def _lay_out(
 
 
 def _check_splits_filled(splits: Sequence[str], fractions: Sequence[float]) -> None:
-    """Refuse a version no later step can use: training needs train and val, scoring test."""
+    """Refuse a version no later step can use (training needs train and val); an empty test
+    split is said in one warning (nothing to score on)."""
     counts = Counter(splits)
+    kept = sum(counts[s] for s in SPLITS)
+    cut = f"{kept} image(s) split {'/'.join(f'{f:g}' for f in fractions)}, whole groups per split"
     empty = [s for s in SPLITS if not counts[s]]
-    if empty:
-        kept = sum(counts[s] for s in SPLITS)
+    if set(empty) & {"train", "val"}:
         raise SourceSpecError(
-            f"the split leaves {' and '.join(empty)} empty ({kept} image(s) to split "
-            f"{'/'.join(f'{f:g}' for f in fractions)}, whole groups per split): training needs "
-            "train and val, scoring needs test; add images and publish again (nothing was "
-            "published)"
+            f"the split leaves {' and '.join(empty)} empty ({cut}): training needs train and "
+            "val; add images and publish again (nothing was published)"
         )
+    if empty:
+        warnings.warn(f"the split leaves test empty ({cut}): nothing to score on", stacklevel=3)
 
 
 def _classes_without_train(manifest: dict[str, Any], emptied: Sequence[str]) -> list[str]:
