@@ -8,6 +8,8 @@ offline mode and its session zip can later be imported with ``Task.import_offlin
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -16,7 +18,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, NoReturn, TypeVar
+from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
 
 from asl_recognition.options import OptionError, as_params, from_mapping, missing, parse
 from asl_recognition.paths import REPO_ROOT, workspace
@@ -337,6 +339,25 @@ def init_task(
 
 
 Work = Callable[[TaskContext], Mapping[str, Any]]
+# A full disk, a read-only or over-quota file system: the machine's state, not a bug to trace.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def storage_errors_in_one_line(program: str) -> Iterator[None]:
+    """End ``program`` with one line naming the file and the workspace when storage fails."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else " to the workspace"
+        print(
+            f"{program}: error: cannot write{where}: {exc.strerror} (workspace {workspace()}); "
+            "free space there or point ASL_WORKSPACE at a writable folder",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 def task_entry(
@@ -365,15 +386,16 @@ def task_entry(
 
         def main(argv: list[str] | None = None) -> int:
             options = parse(options_cls, argv, doc)
-            ctx = init_task("ASL", name(options) if name else script, options, task_type)
-            try:
-                if resolve is not None:
-                    resolve(ctx.options)
-                outputs = work(ctx)
-            except refused as exc:
-                ctx.fail(f"{script}: error: {exc}", refusal_code)
-            ctx.record_outputs(**outputs)
-            ctx.close()
+            with storage_errors_in_one_line(script):
+                ctx = init_task("ASL", name(options) if name else script, options, task_type)
+                try:
+                    if resolve is not None:
+                        resolve(ctx.options)
+                    outputs = work(ctx)
+                except refused as exc:
+                    ctx.fail(f"{script}: error: {exc}", refusal_code)
+                ctx.record_outputs(**outputs)
+                ctx.close()
             if ctx.summary:
                 print(ctx.summary)
             return ctx.exit_code

@@ -49,6 +49,7 @@ from asl_recognition.tracking import (
     install_signal_handlers,
     prepare_environment,
     server_configured,
+    storage_errors_in_one_line,
 )
 
 RUN_SECTION = "Run"
@@ -325,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     # Steps run from the repo root (as an agent runs them); pin the workspace before moving there.
     os.environ["ASL_WORKSPACE"] = str(workspace())
     os.chdir(REPO_ROOT)
+    with storage_errors_in_one_line("asl_pipeline"):
+        return run_mode(mode, run, values)
+
+
+def run_mode(mode: str, run: PipelineRunOptions, values: dict[str, Any]) -> int:
     if mode == "dry-run":
         return dry_run(run, values)
     if mode in ("queue", "local"):
