@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.hands.models import ModelFileError
+from asl_recognition.registry.base import ModelNotFoundError
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.sources import ModelSourceError, build_from_options
 from asl_recognition.tracking import TaskContext, task_entry
@@ -25,7 +26,10 @@ TRITON_ARTIFACT = "triton_repo"
 
 
 @task_entry(
-    BuildTritonRepoOptions, "inference", (ModelSourceError, ModelFileError, ValueError, OSError), 1
+    BuildTritonRepoOptions,
+    "inference",
+    (ModelSourceError, ModelNotFoundError, ModelFileError, ValueError, OSError),
+    1,
 )
 def main(ctx: TaskContext) -> dict:
     opts: BuildTritonRepoOptions = ctx.options

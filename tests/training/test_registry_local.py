@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from asl_testkit import run_script
 from asl_testkit.files import assert_one_line
 from asl_testkit.published import trained_model
 
@@ -150,3 +151,18 @@ def test_a_moved_or_copied_workspace_reads_and_serves_its_own_files(
         info = build_repository(onnx, classes, ws / "triton_repo")
         assert info["model_name"] == "asl"
         assert (ws / "triton_repo" / "asl_onnx").is_dir()
+
+
+@pytest.mark.parametrize(
+    "script", ["tasks/build_triton_repo.py", "tasks/optimize_model.py", "tasks/select_best.py"]
+)
+def test_an_unknown_model_id_is_one_line_in_every_task_that_takes_one(script, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
+    unknown = "0123456789abcdef0123456789abcdef"
+    result = run_script(script, "--model-id", unknown, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last == f"{Path(script).stem}: error: no model with id {unknown} in {tmp_path}/ws/registry"
+    )
