@@ -30,6 +30,7 @@ page) until it is stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -89,6 +90,49 @@ def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
             continue
         removed.append(path.name)
     return sorted(removed)
+
+
+def remove_orphaned_regions(shm_dir: Path = SHM_DIR) -> list[str]:
+    """Delete regions of servers whose launcher is gone (killed with ``kill -9``, say).
+
+    The prefix names the launcher's pid; a region is removed only when that pid is dead and no
+    process still maps it (a server that outlived its launcher keeps its regions).
+    """
+    candidates = [
+        path
+        for path in shm_dir.glob("asl_triton_*_*_*")
+        if path.name.split("_")[2].isdigit() and not _alive(int(path.name.split("_")[2]))
+    ]
+    mapped = _mapped_files() if candidates else set()
+    removed = []
+    for path in candidates:
+        if str(path) not in mapped:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path.name)
+    return sorted(removed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mapped_files() -> set[str]:
+    """Every file some process maps (``/proc/*/maps``), as its path."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            for line in maps.read_text().splitlines():
+                parts = line.split(None, 5)
+                if len(parts) == 6:
+                    mapped.add(parts[5].removesuffix(" (deleted)"))
+    return mapped
 
 
 class TritonServerError(ChildError):
@@ -234,6 +278,7 @@ class TritonServer:
             return self
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
+        remove_orphaned_regions()
         self._backend_dir = assemble_backends(
             Path(tempfile.mkdtemp(prefix="asl-triton-backends-"))
         )

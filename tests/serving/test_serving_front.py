@@ -21,7 +21,7 @@ from asl_testkit import free_port, load_images
 from asl_testkit.cli import cli_process
 
 from asl_recognition.serving.front import MIB, TokenBuckets
-from asl_recognition.serving.launcher import remove_shm_regions
+from asl_recognition.serving.launcher import remove_orphaned_regions, remove_shm_regions
 from asl_recognition.serving.repository import build_repository
 
 pytestmark = pytest.mark.server
@@ -199,6 +199,28 @@ def test_remove_shm_regions_touches_only_its_prefix(tmp_path) -> None:
         "asl_triton_1_aa_y",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["asl_triton_1_ab_x", "other"]
+
+
+def test_regions_of_a_launcher_killed_with_sigkill_are_swept_unless_mapped(tmp_path) -> None:
+    """A launcher killed with -9 cannot clean up: the next one removes regions whose launcher
+    pid is dead and that no process maps; a live launcher's and a mapped one stay."""
+    import mmap
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead = int(gone.stdout)
+    names = [f"asl_triton_{dead}_aa_x", f"asl_triton_{dead}_aa_mapped", "asl_triton_1_bb_x"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"\0" * 4096)
+    with open(tmp_path / names[1], "r+b") as handle, mmap.mmap(handle.fileno(), 4096):
+        assert remove_orphaned_regions(tmp_path) == [names[0]]  # pid 1 lives; one is mapped
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
 
 
 def test_giving_up_is_said_by_the_front_and_its_metrics(tiny_models, tmp_path) -> None:
