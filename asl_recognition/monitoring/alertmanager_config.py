@@ -19,8 +19,13 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+from asl_recognition.options import OptionError
+from asl_recognition.options import build_parser as build_options_parser
+from asl_recognition.options import from_mapping, missing, option
 
 SECRET_VARS = (
     "SLACK_WEBHOOK_URL",
@@ -166,26 +171,44 @@ def write_alertmanager_config(path: str | Path, **kwargs: Any) -> Path:
     return write_private(path, dumps(render_alertmanager_config(**kwargs)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Write alertmanager.yml (mode 600) from SLACK_*/TELEGRAM_*/SMTP_*/ALERT_* "
-        "environment variables. Prints only which receivers are enabled."
-    )
-    parser.add_argument("--out", required=True, help="output file, e.g. /etc/alertmanager/a.yml")
-    parser.add_argument("--webhook-url", default=None, help="extra generic webhook receiver")
-    parser.add_argument(
-        "--chown",
-        default=None,
+DESCRIPTION = (
+    "Write alertmanager.yml (mode 600) from SLACK_*/TELEGRAM_*/SMTP_*/ALERT_* environment "
+    "variables. Prints only which receivers are enabled."
+)
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfigOptions:
+    """Where the file goes, an extra receiver, and who owns it."""
+
+    out: str = option("", "output file, e.g. /etc/alertmanager/a.yml", required=True)
+    webhook_url: str | None = option(None, "extra generic webhook receiver")
+    chown: str | None = option(
+        None,
+        "owner of the written file (the alertmanager image runs as 65534:65534)",
         metavar="UID:GID",
-        help="owner of the written file (the alertmanager image runs as 65534:65534)",
     )
-    args = parser.parse_args(argv)
-    path = write_alertmanager_config(args.out, webhook_url=args.webhook_url)
-    if args.chown:
-        uid, _, gid = args.chown.partition(":")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`AlertmanagerConfigOptions`."""
+    return build_options_parser(AlertmanagerConfigOptions, DESCRIPTION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        options = from_mapping(AlertmanagerConfigOptions, vars(parser.parse_args(argv)))
+    except OptionError as exc:
+        parser.error(str(exc))
+    if missing(options):
+        parser.error(f"the following arguments are required: {', '.join(missing(options))}")
+    path = write_alertmanager_config(options.out, webhook_url=options.webhook_url)
+    if options.chown:
+        uid, _, gid = options.chown.partition(":")
         os.chown(path, int(uid), int(gid or uid))
-    names = enabled_receivers() + (["webhook"] if args.webhook_url else [])
-    print(f"wrote {args.out}; receivers: {', '.join(sorted(set(names))) or 'none (blackhole)'}")
+    names = enabled_receivers() + (["webhook"] if options.webhook_url else [])
+    print(f"wrote {options.out}; receivers: {', '.join(sorted(set(names))) or 'none (blackhole)'}")
     return 0
 
 

@@ -28,12 +28,14 @@ from typing import Any, Mapping
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from asl_recognition.options import build_parser as build_options_parser
+from asl_recognition.options import option
 from asl_recognition.processes import handle_stop_signals
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 from .alert_rules import GAVE_UP
 from .promql import PromQL
-from .settings import add_threshold_options, thresholds_from_cli
+from .settings import ThresholdOptions, parse_cli
 from .urls import mask_url, split_credentials
 
 METRIC_ORDER = (
@@ -426,41 +428,50 @@ def make_server(source: StatusSource, host: str, port: int) -> ThreadingHTTPServ
     return server
 
 
+PROG = "python -m asl_recognition.monitoring.dashboard"
+DESCRIPTION = (
+    "Serve the ASL model status page. Model, Prometheus job and window default to the alert "
+    "thresholds (--thresholds FILE, ASL_ALERT_* env vars, --set NAME=VALUE), so the page reads "
+    "what the alert rules judge."
+)
+
+
+@dataclass(frozen=True)
+class DashboardOptions(ThresholdOptions):
+    """The status page's command line; ``--model-name``/``--window`` override thresholds."""
+
+    host: str = option("127.0.0.1", "listen address")
+    port: int = option(8080, "listen port (0: any free port)", low=0, high=65535)
+    prometheus: str = option(
+        "http://127.0.0.1:9090",
+        "Prometheus base URL; http://USER:PASS@HOST:PORT for basic auth (shown masked)",
+    )
+    model_name: str | None = option(None, "Triton model clients call (default: model_name, asl)")
+    window: str | None = option(None, "rate window for live figures (default: window, 5m)")
+    registry_backend: str = option(
+        "auto", "where the production model is read", choices=("auto", "local", "clearml")
+    )
+
+    def threshold_overrides(self) -> dict[str, Any]:
+        chosen = {"model_name": self.model_name, "window": self.window}
+        own = {name: value for name, value in chosen.items() if value is not None}
+        return {**super().threshold_overrides(), **own}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m asl_recognition.monitoring.dashboard",
-        description="Serve the ASL model status page. Model, Prometheus job and window default "
-        "to the alert thresholds (--thresholds FILE, ASL_ALERT_* env vars, --set NAME=VALUE), "
-        "so the page reads what the alert rules judge.",
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument(
-        "--prometheus",
-        default="http://127.0.0.1:9090",
-        help="Prometheus base URL; http://USER:PASS@HOST:PORT for basic auth (shown masked)",
-    )
-    p.add_argument(
-        "--model-name", default=None, help="Triton model clients call (default: model_name, asl)"
-    )
-    p.add_argument(
-        "--window", default=None, help="rate window for live figures (default: window, 5m)"
-    )
-    p.add_argument("--registry-backend", default="auto", help="auto | local | clearml")
-    add_threshold_options(p, example="triton_job=triton")
-    return p
+    """The command line, generated from :class:`DashboardOptions` (also for the README table)."""
+    parser = build_options_parser(DashboardOptions, DESCRIPTION)
+    parser.prog = PROG
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    chosen = {"model_name": args.model_name, "window": args.window}
-    t = thresholds_from_cli(parser, args, {k: v for k, v in chosen.items() if v is not None})
-    source = StatusSource(args.prometheus, args.registry_backend, PromQL.from_thresholds(t))
-    server = make_server(source, args.host, args.port)
+    options, t = parse_cli(DashboardOptions, argv, PROG, DESCRIPTION)
+    source = StatusSource(options.prometheus, options.registry_backend, PromQL.from_thresholds(t))
+    server = make_server(source, options.host, options.port)
     print(
-        f"status page on http://{args.host}:{server.server_address[1]}/ "
-        f"(Prometheus {mask_url(args.prometheus)}, job {t.triton_job}, model {t.model_name}); "
+        f"status page on http://{options.host}:{server.server_address[1]}/ "
+        f"(Prometheus {mask_url(options.prometheus)}, job {t.triton_job}, model {t.model_name}); "
         "Ctrl-C stops",
         flush=True,
     )

@@ -13,7 +13,9 @@ import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, TypeVar
+
+from asl_recognition.options import build_parser, from_mapping, option
 
 ENV_PREFIX = "ASL_ALERT_"
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
@@ -125,28 +127,41 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def add_threshold_options(parser: Any, example: str = "latency_p95_ms=300") -> None:
-    """``--thresholds FILE`` and repeatable ``--set NAME=VALUE``, read by every monitoring CLI."""
-    parser.add_argument("--thresholds", default=None, help="YAML/JSON file of threshold overrides")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
+@dataclass(frozen=True)
+class ThresholdOptions:
+    """``--thresholds FILE`` and repeatable ``--set NAME=VALUE``: every monitoring CLI's base."""
+
+    thresholds: str | None = option(None, "YAML/JSON file of threshold overrides", metavar="FILE")
+    set: list[str] = option(
+        [],
+        "override one threshold, e.g. --set latency_p95_ms=300 (repeatable)",
         metavar="NAME=VALUE",
-        help=f"override one threshold, e.g. --set {example} (repeatable)",
     )
 
+    def threshold_overrides(self) -> dict[str, Any]:
+        """The ``--set`` values by name; a CLI with its own threshold flags adds them here."""
+        return dict(parse_overrides(self.set))
 
-def thresholds_from_cli(
-    parser: Any, args: Any, overrides: Mapping[str, Any] | None = None
-) -> AlertThresholds:
-    """The thresholds a monitoring CLI was given; a bad one ends it with one usage line."""
+    def alert_thresholds(self) -> AlertThresholds:
+        """Defaults < ``--thresholds`` file < ``ASL_ALERT_*`` env < ``--set`` (and own flags)."""
+        return load_thresholds(self.thresholds, self.threshold_overrides())
+
+
+O = TypeVar("O", bound=ThresholdOptions)
+
+
+def parse_cli(
+    cls: type[O], argv: Sequence[str] | None, prog: str, description: str
+) -> tuple[O, AlertThresholds]:
+    """A monitoring CLI's options and thresholds; a bad value ends it with one usage line."""
+    parser = build_parser(cls, description)
+    parser.prog = prog
     try:
-        values = {**parse_overrides(args.set), **(overrides or {})}
-        return load_thresholds(args.thresholds, values)
+        options = from_mapping(cls, vars(parser.parse_args(argv)))
+        return options, options.alert_thresholds()
     except KeyError as exc:
         parser.error(exc.args[0])
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # OptionError is a ValueError
         parser.error(str(exc))
 
 

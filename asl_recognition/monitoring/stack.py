@@ -15,15 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.options import build_parser as build_options_parser
+from asl_recognition.options import option
 from asl_recognition.processes import Child, Output, sleep_unless, stop_on_signals
 
 from .alert_rules import write_rules
 from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config
 from .baseline import Baseline, load_baseline
 from .prometheus_config import render_prometheus_config, write_prometheus_config
-from .settings import AlertThresholds, add_threshold_options, thresholds_from_cli
+from .settings import AlertThresholds, ThresholdOptions, parse_cli
 from .tools import require_tool, run_tool
 from .urls import mask_webhook, url_secrets
+
+PROG = "python -m asl_recognition.monitoring.stack"
 
 
 def production_baseline() -> Baseline | None:
@@ -59,61 +63,92 @@ def _redact(line: str, secrets: list[str]) -> str:
     return line
 
 
+DESCRIPTION = (
+    "Run Prometheus and Alertmanager on loopback against Triton's metrics. "
+    "Receivers come from SLACK_WEBHOOK_URL, TELEGRAM_BOT_TOKEN/TELEGRAM_CHAT_ID, "
+    "SMTP_SMARTHOST/SMTP_FROM/ALERT_EMAIL_TO[/SMTP_USERNAME/SMTP_PASSWORD], ALERT_WEBHOOK_URL; "
+    "thresholds from --thresholds FILE, ASL_ALERT_<NAME> env vars and --set NAME=VALUE."
+)
+
+
+@dataclass(frozen=True)
+class StackOptions(ThresholdOptions):
+    """The monitoring stack's command line (``make monitor``), declared once."""
+
+    triton_metrics: str = option("127.0.0.1:8002", "Triton metrics HOST:PORT")
+    launcher_metrics: str = option(
+        "127.0.0.1:8000",
+        "the launcher's front HOST:PORT (/metrics: gave-up flag); empty: not scraped",
+    )
+    run_dir: str | None = option(
+        None, "where configs, data and logs go (default <workspace>/monitoring)"
+    )
+    host: str = option("127.0.0.1", "listen address for both servers")
+    prometheus_port: int = option(9090, "Prometheus web/API port", low=0, high=65535)
+    alertmanager_port: int = option(9093, "Alertmanager port", low=0, high=65535)
+    scrape_interval: str = option("15s", "how often Triton is scraped")
+    evaluation_interval: str = option("15s", "how often rules run")
+    baseline: str = option(
+        "auto", "drift baseline: auto (production model in the registry), none, or a path"
+    )
+    webhook_url: str | None = option(None, "extra generic webhook receiver")
+    group_wait: str | None = option(None, "Alertmanager group_wait (30s)")
+    group_interval: str | None = option(None, "Alertmanager group_interval (5m)")
+    repeat_interval: str | None = option(None, "Alertmanager repeat_interval (4h)")
+    render_only: bool = option(False, "render and check configs, then exit")
+    print_thresholds: bool = option(False, "print the effective thresholds")
+
+
 @dataclass
 class MonitoringStack:
     """Prometheus + Alertmanager child processes with rendered configs; a context manager."""
 
-    run_dir: Path
-    triton_metrics: str = "127.0.0.1:8002"
-    launcher_metrics: str | None = None  # the launcher's front (make serve: 127.0.0.1:8000)
-    host: str = "127.0.0.1"
-    prometheus_port: int = 9090
-    alertmanager_port: int = 9093
+    options: StackOptions = field(default_factory=StackOptions, repr=False)  # webhook: secret
     thresholds: AlertThresholds = field(default_factory=AlertThresholds)
     baseline: Baseline | None = None
-    scrape_interval: str = "15s"
-    evaluation_interval: str = "15s"
-    webhook_url: str | None = field(default=None, repr=False)  # its path is often the secret
-    group_wait: str | None = None
-    group_interval: str | None = None
-    repeat_interval: str | None = None
-    resolve_timeout: str | None = None
     env: dict[str, str] | None = field(default=None, repr=False)
+    run_dir: Path = field(init=False)
     _children: dict[str, Child] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.run_dir = Path(self.run_dir).resolve()
+        from asl_recognition.paths import workspace
+
+        chosen = self.options.run_dir
+        self.run_dir = (Path(chosen) if chosen else workspace() / "monitoring").resolve()
+
+    @property
+    def host(self) -> str:
+        return self.options.host
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{self.host}:{self.prometheus_port}"
+        return f"http://{self.host}:{self.options.prometheus_port}"
 
     @property
     def alertmanager_url(self) -> str:
-        return f"http://{self.host}:{self.alertmanager_port}"
+        return f"http://{self.host}:{self.options.alertmanager_port}"
 
     def render(self) -> dict[str, Path]:
         """Write rules, prometheus.yml and alertmanager.yml (mode 600) and check them."""
         rules = write_rules(self.run_dir / "rules", self.thresholds, self.baseline)
         prom_cfg = render_prometheus_config(
-            triton_targets=[self.triton_metrics],
-            alertmanager_targets=[f"{self.host}:{self.alertmanager_port}"],
+            triton_targets=[self.options.triton_metrics],
+            alertmanager_targets=[f"{self.host}:{self.options.alertmanager_port}"],
             rule_files=[str(p) for p in rules],
-            scrape_interval=self.scrape_interval,
-            evaluation_interval=self.evaluation_interval,
-            self_target=f"{self.host}:{self.prometheus_port}",
+            scrape_interval=self.options.scrape_interval,
+            evaluation_interval=self.options.evaluation_interval,
+            self_target=f"{self.host}:{self.options.prometheus_port}",
             triton_job=self.thresholds.triton_job,
-            launcher_targets=[self.launcher_metrics] if self.launcher_metrics else None,
+            launcher_targets=[launcher] if (launcher := self.options.launcher_metrics) else None,
         )
         prom = write_prometheus_config(self.run_dir / "prometheus.yml", prom_cfg)
         am = write_alertmanager_config(
             self.run_dir / "alertmanager.yml",
             env=self.env if self.env is not None else os.environ,
-            webhook_url=self.webhook_url,
-            group_wait=self.group_wait,
-            group_interval=self.group_interval,
-            repeat_interval=self.repeat_interval,
-            resolve_timeout=self.resolve_timeout,
+            webhook_url=self.options.webhook_url,
+            group_wait=self.options.group_wait,
+            group_interval=self.options.group_interval,
+            repeat_interval=self.options.repeat_interval,
         )
         for tool, args in (
             ("promtool", ("check", "config", prom)),
@@ -132,7 +167,11 @@ class MonitoringStack:
         env = self.env if self.env is not None else os.environ
         values = {(env.get(k) or "").strip() for k in SECRET_VARS}
         values |= {urllib.parse.quote(v, safe="") for v in values}
-        for url in (self.webhook_url, env.get("ALERT_WEBHOOK_URL"), env.get("SLACK_WEBHOOK_URL")):
+        for url in (
+            self.options.webhook_url,
+            env.get("ALERT_WEBHOOK_URL"),
+            env.get("SLACK_WEBHOOK_URL"),
+        ):
             values.update(url_secrets(url))
         return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
@@ -164,7 +203,7 @@ class MonitoringStack:
                     require_tool("alertmanager"),
                     f"--config.file={paths['alertmanager']}",
                     f"--storage.path={self.run_dir / 'alertmanager-data'}",
-                    f"--web.listen-address={self.host}:{self.alertmanager_port}",
+                    f"--web.listen-address={self.host}:{self.options.alertmanager_port}",
                     "--cluster.listen-address=",  # no gossip port: single instance on loopback
                     "--log.level=warn",
                 ],
@@ -177,7 +216,7 @@ class MonitoringStack:
                     require_tool("prometheus"),
                     f"--config.file={paths['prometheus']}",
                     f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
-                    f"--web.listen-address={self.host}:{self.prometheus_port}",
+                    f"--web.listen-address={self.host}:{self.options.prometheus_port}",
                     "--web.enable-lifecycle",
                     "--storage.tsdb.retention.time=15d",
                     "--log.level=warn",
@@ -209,84 +248,32 @@ class MonitoringStack:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m asl_recognition.monitoring.stack",
-        description="Run Prometheus and Alertmanager on loopback against Triton's metrics. "
-        "Receivers come from SLACK_WEBHOOK_URL, TELEGRAM_BOT_TOKEN/TELEGRAM_CHAT_ID, "
-        "SMTP_SMARTHOST/SMTP_FROM/ALERT_EMAIL_TO[/SMTP_USERNAME/SMTP_PASSWORD], "
-        "ALERT_WEBHOOK_URL; "
-        "thresholds from --thresholds FILE, ASL_ALERT_<NAME> env vars and --set NAME=VALUE.",
-    )
-    p.add_argument("--triton-metrics", default="127.0.0.1:8002", help="Triton metrics HOST:PORT")
-    p.add_argument(
-        "--launcher-metrics",
-        default="127.0.0.1:8000",
-        help="the launcher's front HOST:PORT (/metrics: gave-up flag); empty: not scraped",
-    )
-    p.add_argument(
-        "--run-dir",
-        default=None,
-        help="where configs, data and logs go " "(default <workspace>/monitoring)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="listen address for both servers")
-    p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus web/API port")
-    p.add_argument("--alertmanager-port", type=int, default=9093, help="Alertmanager port")
-    p.add_argument("--scrape-interval", default="15s", help="how often Triton is scraped")
-    p.add_argument("--evaluation-interval", default="15s", help="how often rules run")
-    add_threshold_options(p)
-    p.add_argument(
-        "--baseline",
-        default="auto",
-        help="drift baseline: auto (production model in the registry), none, or a path",
-    )
-    p.add_argument("--webhook-url", default=None, help="extra generic webhook receiver")
-    p.add_argument("--group-wait", default=None, help="Alertmanager group_wait (30s)")
-    p.add_argument("--group-interval", default=None, help="Alertmanager group_interval (5m)")
-    p.add_argument("--repeat-interval", default=None, help="Alertmanager repeat_interval (4h)")
-    p.add_argument(
-        "--render-only", action="store_true", help="render and check configs, then exit"
-    )
-    p.add_argument(
-        "--print-thresholds", action="store_true", help="print the effective thresholds"
-    )
-    return p
+    """The command line, generated from :class:`StackOptions` (also for the README table)."""
+    parser = build_options_parser(StackOptions, DESCRIPTION)
+    parser.prog = PROG
+    return parser
+
+
+def receivers_line(options: StackOptions) -> str:
+    """Where alerts go, without the path or token that authorises them."""
+    receivers = enabled_receivers()
+    if options.webhook_url:
+        receivers = [r for r in receivers if r != "webhook"]
+        receivers.append(f"webhook {mask_webhook(options.webhook_url)}")
+    return ", ".join(sorted(set(receivers))) or "none (blackhole)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from asl_recognition.paths import workspace
-
-    thresholds = thresholds_from_cli(parser, args)
-    if args.print_thresholds:
+    options, thresholds = parse_cli(StackOptions, argv, PROG, DESCRIPTION)
+    if options.print_thresholds:
         for key, value in thresholds.as_dict().items():
             print(f"{key}={value}")
-    baseline = resolve_baseline(args.baseline)
-    run_dir = Path(args.run_dir) if args.run_dir else workspace() / "monitoring"
-    stack = MonitoringStack(
-        run_dir=run_dir,
-        triton_metrics=args.triton_metrics,
-        launcher_metrics=args.launcher_metrics or None,
-        host=args.host,
-        prometheus_port=args.prometheus_port,
-        alertmanager_port=args.alertmanager_port,
-        thresholds=thresholds,
-        baseline=baseline,
-        scrape_interval=args.scrape_interval,
-        evaluation_interval=args.evaluation_interval,
-        webhook_url=args.webhook_url,
-        group_wait=args.group_wait,
-        group_interval=args.group_interval,
-        repeat_interval=args.repeat_interval,
-    )
-    receivers = enabled_receivers()
-    if args.webhook_url:  # where alerts go, without the path or token that authorises them
-        receivers = [r for r in receivers if r != "webhook"]
-        receivers.append(f"webhook {mask_webhook(args.webhook_url)}")
+    baseline = resolve_baseline(options.baseline)
+    stack = MonitoringStack(options, thresholds, baseline)
     base_msg = (
         f"baseline {baseline.source}" if baseline else "no drift baseline (drift alert idle)"
     )
-    if args.render_only:
+    if options.render_only:
         paths = stack.render()
         print(f"[monitor] rendered {', '.join(str(p) for p in paths.values())}; {base_msg}")
         return 0
@@ -294,14 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     stack.start()
     print(
         f"[monitor] Prometheus {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}  "
-        f"scraping Triton {args.triton_metrics}; receivers: "
-        f"{', '.join(sorted(set(receivers))) or 'none (blackhole)'}; {base_msg}; Ctrl-C stops",
+        f"scraping Triton {options.triton_metrics}; receivers: {receivers_line(options)}; "
+        f"{base_msg}; Ctrl-C stops",
         flush=True,
     )
     try:
         while not sleep_unless(0.5, stopping):
             if not stack.running():
-                print("[monitor] a child exited; see logs in " + str(run_dir / "logs"))
+                print("[monitor] a child exited; see logs in " + str(stack.run_dir / "logs"))
                 return 1
     finally:
         stack.stop()

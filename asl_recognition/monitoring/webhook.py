@@ -11,16 +11,30 @@ import json
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from asl_recognition.options import build_parser as build_options_parser
+from asl_recognition.options import option, parse
+
 MAX_BODY = 1 << 20
+DESCRIPTION = "Print Alertmanager webhook notifications."
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """Where the printing receiver listens."""
+
+    host: str = option("127.0.0.1", "listen address")
+    port: int = option(9099, "listen port (0: any free port)", low=0, high=65535)
 
 
 class WebhookReceiver:
-    """HTTP server on ``host:port`` (0 = any free port) collecting Alertmanager payloads."""
+    """HTTP server collecting Alertmanager payloads; on any free loopback port by default."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, echo: bool = False) -> None:
+    def __init__(self, options: WebhookOptions | None = None, echo: bool = False) -> None:
+        listen = options or WebhookOptions(port=0)
         self.notifications: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         receiver = self
@@ -45,7 +59,7 @@ class WebhookReceiver:
                 return
 
         self.echo = echo
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = ThreadingHTTPServer((listen.host, listen.port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -106,12 +120,14 @@ def summarise(payload: dict[str, Any]) -> str:
     return f"[webhook] {payload.get('status', '?')}: {alerts}"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`WebhookOptions` (also for the README table)."""
+    return build_options_parser(WebhookOptions, DESCRIPTION)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Print Alertmanager webhook notifications.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9099)
-    args = p.parse_args(argv)
-    receiver = WebhookReceiver(args.host, args.port, echo=True)
+    options = parse(WebhookOptions, argv, DESCRIPTION)
+    receiver = WebhookReceiver(options, echo=True)
     print(f"listening on {receiver.url} (set ALERT_WEBHOOK_URL to it); Ctrl-C stops", flush=True)
     try:
         receiver.server.serve_forever()

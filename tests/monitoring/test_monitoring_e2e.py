@@ -26,7 +26,7 @@ from PIL import Image
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.monitoring.grafana import exprs, metric_names
 from asl_recognition.monitoring.settings import load_thresholds
-from asl_recognition.monitoring.stack import MonitoringStack
+from asl_recognition.monitoring.stack import MonitoringStack, StackOptions
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SAMPLE_TEST_IMAGES
@@ -216,14 +216,14 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
         log_path=tmp_path / "triton.log", exit_timeout_secs=2,
     )  # fmt: skip
     hook = WebhookReceiver().start()
-    stack = MonitoringStack(
-        run_dir=tmp_path / "monitoring",
+    options = StackOptions(
+        run_dir=str(tmp_path / "monitoring"),
         triton_metrics=f"127.0.0.1:{triton.metrics_port}",
         prometheus_port=free_port(), alertmanager_port=free_port(),
-        thresholds=thresholds, baseline=None, scrape_interval="1s", evaluation_interval="1s",
+        scrape_interval="1s", evaluation_interval="1s",
         webhook_url=hook.url, group_wait="1s", group_interval="1s", repeat_interval="10m",
-        env={},
     )  # fmt: skip
+    stack = MonitoringStack(options, thresholds, baseline=None, env={})
     from asl_recognition.monitoring.baseline import load_baseline
 
     stack.baseline = load_baseline(record.baseline_path)

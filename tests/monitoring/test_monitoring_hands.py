@@ -28,7 +28,7 @@ from asl_testkit import BackgroundLoop, LoopbackServer, chromium_page
 from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
 from asl_recognition.monitoring.promql import PromQL
 from asl_recognition.monitoring.settings import load_thresholds
-from asl_recognition.monitoring.stack import MonitoringStack
+from asl_recognition.monitoring.stack import MonitoringStack, StackOptions
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
 from asl_recognition.netutil import free_port
@@ -181,12 +181,13 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
         overrides={**windows, "hand_for": "0s", "hand_min_checked": 20}, env={}
     )
     hook = WebhookReceiver().start()
-    stack = MonitoringStack(
-        run_dir=tmp_path / "monitoring", triton_metrics=endpoint.start(),
-        prometheus_port=free_port(), alertmanager_port=free_port(), thresholds=thresholds,
+    options = StackOptions(
+        run_dir=str(tmp_path / "monitoring"), triton_metrics=endpoint.start(),
+        prometheus_port=free_port(), alertmanager_port=free_port(),
         scrape_interval="1s", evaluation_interval="1s", webhook_url=hook.url,
-        group_wait="1s", group_interval="1s", repeat_interval="10m", env={},
+        group_wait="1s", group_interval="1s", repeat_interval="10m",
     )  # fmt: skip
+    stack = MonitoringStack(options, thresholds, env={})
     dash = make_server(
         StatusSource(stack.prometheus_url, "local", PromQL(**windows)),
         "127.0.0.1",

@@ -14,7 +14,7 @@ import pytest
 from asl_testkit.cli import cli_process
 
 from asl_recognition.monitoring.settings import load_thresholds
-from asl_recognition.monitoring.stack import MonitoringStack
+from asl_recognition.monitoring.stack import MonitoringStack, StackOptions
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
 from asl_recognition.netutil import free_port
@@ -40,20 +40,19 @@ def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path
     }
     thresholds = load_thresholds(overrides={"not_ready_for": "0s"}, env={})
     with WebhookReceiver() as hook:
-        stack = MonitoringStack(
-            run_dir=tmp_path / "run",
+        options = StackOptions(
+            run_dir=str(tmp_path / "run"),
             triton_metrics=f"127.0.0.1:{free_port()}",
             prometheus_port=free_port(),
             alertmanager_port=free_port(),
-            thresholds=thresholds,
             scrape_interval="1s",
             evaluation_interval="1s",
             webhook_url=hook.url,
             group_wait="1s",
             group_interval="1s",
             repeat_interval="1m",
-            env=env,
         )
+        stack = MonitoringStack(options, thresholds, env=env)
         with stack:
             assert stack.running()
             fired = hook.wait_for(lambda ev: ("AslTritonDown", "firing") in ev, timeout=40)
@@ -157,15 +156,16 @@ def test_stack_refuses_a_port_already_taken_and_leaves_nothing_running(tmp_path:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        stack = MonitoringStack(
-            run_dir=tmp_path / "run",
+        options = StackOptions(
+            run_dir=str(tmp_path / "run"),
             triton_metrics=f"127.0.0.1:{free_port()}",
             prometheus_port=free_port(),
             alertmanager_port=taken.getsockname()[1],
-            env={},
         )
+        stack = MonitoringStack(options, env={})
         with pytest.raises(RuntimeError, match="already answers; pick another port"):
             stack.start(timeout=20)
     assert not stack.running() and not stack._children
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", stack.prometheus_port)) != 0, "prometheus was started"
+        prometheus = ("127.0.0.1", stack.options.prometheus_port)
+        assert s.connect_ex(prometheus) != 0, "prometheus was started"
