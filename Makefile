@@ -68,12 +68,15 @@ bench: install
 	$(PY) bench/bench_triton.py
 	$(PY) bench/bench_hands_triton.py
 
-# The generalisation recipe (configs/generalise.yaml): Kaggle frames + Massey hands 1-3 in
-# training, Massey hands 4-5 held out and scored per signer. Its own workspace, so its registry
-# does not mix with `make run`'s.
+# The generalisation recipe (configs/generalise.yaml): every shared source, Massey hands 4-5
+# held out and scored per signer; then its report, leave-one-source-out on the ASL_landmarks
+# version the pipeline just published (train on all sources but one, score on that one). Its
+# own workspace, so its registry does not mix with `make run`'s.
+GENERALISE_WS := $(CURDIR)/workspace/generalise
 recipe-generalise: install hand-models
-	ASL_WORKSPACE=$(CURDIR)/workspace/generalise $(PY) pipelines/asl_pipeline.py \
+	ASL_WORKSPACE=$(GENERALISE_WS) $(PY) pipelines/asl_pipeline.py \
 		--mode local-executor --config configs/generalise.yaml
+	ASL_WORKSPACE=$(GENERALISE_WS) $(PY) tasks/loso_report.py --recipe configs/generalise.yaml
 
 clean:
 	rm -rf workspace test-artifacts .pytest_cache

@@ -64,6 +64,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("python tasks/build_triton_repo.py", file="tasks/build_triton_repo.py"),
     Entry("python tasks/optimize_model.py", file="tasks/optimize_model.py"),
     Entry("python tasks/predict.py", file="tasks/predict.py"),
+    Entry("python tasks/loso_report.py", file="tasks/loso_report.py"),
     Entry("python pipelines/asl_pipeline.py", file="pipelines/asl_pipeline.py"),
     Entry("python pipelines/trigger_on_new_data.py", file="pipelines/trigger_on_new_data.py"),
     Entry("python scripts/demo_serve.py", file="scripts/demo_serve.py"),

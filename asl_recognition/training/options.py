@@ -88,3 +88,29 @@ class TrainOptions:
         choices=("best", "last"),
     )
     register: bool = option(True, "register the model in the model registry")
+
+
+@dataclass
+class LosoOptions:
+    """Leave-one-source-out: train the landmark MLP without one source (or signer), score it."""
+
+    landmarks_version: str = option(
+        "latest", "ASL_landmarks id, version or 'latest' whose rows the folds use"
+    )
+    recipe: str = option(
+        "configs/generalise.yaml",
+        "recipe whose train step's options every fold trains with (epochs, label smoothing, "
+        "keep, ...); repo-relative or absolute",
+        path=True,
+    )
+    epochs: int = option(0, "epochs of each fold (0 = the recipe's)", low=0)
+    by_signer: list[str] = option(
+        ["massey"], "sources left out one signer at a time (the others: one source at a time)"
+    )
+    groups: list[str] = option(
+        [], "leave out only these groups (e.g. webcam massey/hand1; empty: every group)"
+    )
+    threads: int = option(1, "torch intra-op threads while the folds train", low=1)
+    output_dir: str | None = option(
+        None, "report folder (empty: <workspace>/reports/loso/<landmarks id>)", path=True
+    )

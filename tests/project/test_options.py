@@ -35,7 +35,7 @@ from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG, param_name
 from asl_recognition.pipeline.options import PipelineRunOptions, SelectBestOptions, TriggerOptions
 from asl_recognition.serving.options import BuildTritonRepoOptions
-from asl_recognition.training.options import TrainOptions
+from asl_recognition.training.options import LosoOptions, TrainOptions
 
 OPTION_CLASSES = [
     ValidateRawOptions,
@@ -48,6 +48,7 @@ OPTION_CLASSES = [
     PublishLandmarksOptions,
     OptimizeOptions,
     PredictOptions,
+    LosoOptions,
 ]
 ENTRY_SCRIPTS = sorted(REPO_ROOT.glob("tasks/*.py")) + sorted(REPO_ROOT.glob("pipelines/*.py"))
 

@@ -1,0 +1,413 @@
+"""Leave-one-source-out: how the recipe's landmark model does on people and cameras it never saw.
+
+The in-distribution test split shares signers, cameras and rooms with training, so it flatters
+every change. Here each group of one ASL_landmarks version (a source: Kaggle frames, Roboflow
+phone photos, the webcam set; for ``--by-signer`` sources, each signer: Massey hand1..hand5) is
+left out in turn: the landmark MLP is trained on the train split of every OTHER group (their val
+split drives the scheduler, as in the recipe) with the recipe's own train options, and scored on
+EVERY row of the left-out group (train/val/test/holdout alike) through the shared per-group
+scorer (``evaluate.score_groups``). A missed hand counts as wrong, as serving would answer it.
+
+The training is the recipe's: ``run.train`` on a :class:`run.Plan`, so a change to the loop, the
+augmentation or the model reaches the folds without a copy here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from asl_recognition.options import from_mapping
+from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.training.errors import TrainingInputError
+from asl_recognition.training.evaluate import predict, score_groups
+from asl_recognition.training.options import LosoOptions, TrainOptions
+
+REPORT = "loso"
+WORST_CLASSES = 3
+TrainedFold = Callable[[TrainOptions, Any, Any, Path], nn.Module]
+
+
+# -- groups -----------------------------------------------------------------------------------
+def row_groups(table: Any, by_signer: Sequence[str]) -> np.ndarray:
+    """Each row's group: ``source/signer`` for ``by_signer`` sources, else ``source``."""
+    sources = table["source"].fillna("").astype(str).replace("", "unlabelled")
+    signers = table["signer"].fillna("").astype(str)
+    split = sources.isin(list(by_signer)) & (signers != "")
+    return np.where(split, sources + "/" + signers, sources).astype(str)
+
+
+def chosen_groups(groups: np.ndarray, wanted: Sequence[str]) -> list[str]:
+    """The groups to leave out (all when ``wanted`` is empty); an unknown name is refused."""
+    present = sorted(set(groups.tolist()))
+    unknown = sorted(set(wanted) - set(present))
+    if unknown:
+        raise TrainingInputError(
+            f"--groups: no rows of {', '.join(unknown)}; groups: {', '.join(present)}"
+        )
+    if len(present) < 2:
+        raise TrainingInputError(
+            f"leave-one-source-out needs two groups or more; the table has {present}"
+        )
+    return [g for g in present if not wanted or g in wanted]
+
+
+# -- the recipe's training --------------------------------------------------------------------
+def recipe_train_options(opts: LosoOptions, dataset_id: str, landmarks_id: str) -> TrainOptions:
+    """The recipe's train step options, on this ASL version and table, registering nothing."""
+    from asl_recognition.pipeline.dag import ASL_DAG
+    from asl_recognition.pipeline.recipe import RecipeError, load_recipe
+
+    path = Path(opts.recipe)
+    path = path if path.is_absolute() else REPO_ROOT / path
+    try:
+        values = load_recipe(ASL_DAG, path)
+    except RecipeError as exc:
+        raise TrainingInputError(f"--recipe: {exc}") from exc
+    train = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("train/")}
+    options = from_mapping(TrainOptions, train)
+    if options.model != "landmarks":
+        raise TrainingInputError(
+            f"--recipe {opts.recipe}: its train step is not --model landmarks"
+        )
+    return replace(
+        options,
+        dataset_version=dataset_id,
+        landmarks_version=landmarks_id,
+        epochs=opts.epochs or options.epochs,
+        external="none",
+        register=False,
+        resume=False,
+        weights=None,
+    )
+
+
+def fit_fold(options: TrainOptions, dataset: Any, data: Any, run_dir: Path) -> nn.Module:
+    """``run.train`` on the fold's rows, exactly as the train step runs it (no logging)."""
+    from asl_recognition.training.landmark_run import build_landmark_net
+    from asl_recognition.training.loop import seed_everything
+    from asl_recognition.training.run import Plan, resolve_device, train
+
+    seed_everything(options.seed)  # the same initial weights in every fold
+    model = build_landmark_net(dataset.classes, None)
+    meta = {"model_name": options.model, "image_size": 0, "classes": dataset.classes}
+    device = resolve_device(options.device)
+    # landmarks: not None selects the landmark path of every stage (augmentation included)
+    plan = Plan(options, device, dataset, 0, None, model, run_dir, meta, None, landmarks=data)
+    _fit, trained = train(plan, data, writer=None, logger=None)
+    return trained.eval()
+
+
+def fold_data(table: Any, classes: list[str]) -> Any:
+    """The recipe's splits (train: rows with a hand) of the rows the fold may see."""
+    from asl_recognition.training.landmark_run import landmark_splits
+    from asl_recognition.training.run import RunData
+
+    return RunData(*landmark_splits(table, classes, with_holdout=False))
+
+
+# -- scoring ----------------------------------------------------------------------------------
+def worst_classes(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> list[dict]:
+    """The lowest per-class accuracies (ties: the larger class first), with their counts."""
+    matrix = np.asarray(matrix)
+    rows = [
+        {"class": classes[i], "correct": int(matrix[i, i]), "images": int(matrix[i].sum())}
+        for i in range(len(classes))
+        if matrix[i].sum()
+    ]
+    rows.sort(key=lambda r: (r["correct"] / r["images"], -r["images"], r["class"]))
+    return rows[:WORST_CLASSES]
+
+
+def score_fold(model: nn.Module, table: Any, group: str, classes: list[str]) -> dict[str, Any]:
+    """Every row of the left-out group through the shared scorer; again for rows with a hand."""
+    from asl_recognition.training.landmark_data import table_rows
+
+    rows, labels = table_rows(table, classes)
+    rows, labels = torch.from_numpy(rows), torch.from_numpy(labels)
+    preds = predict(model, rows, labels).preds
+    found = table["hand_found"].astype(bool).to_numpy()
+    scores = score_groups(preds, labels, [group] * len(labels), classes)[group]
+    hand = (
+        score_groups(preds[found], labels[found], [group] * int(found.sum()), classes)[group]
+        if found.any()
+        else None
+    )
+    return {
+        "group": group,
+        "images": scores["images"],
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+        "hand_found_rate": float(found.mean()),
+        "accuracy_given_hand": hand["accuracy"] if hand else None,
+        "worst_classes": worst_classes(scores["confusion_matrix"], classes),
+        "confusion_matrix": scores["confusion_matrix"],
+    }
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Train the folds on ``threads`` intra-op threads (one fits a model this small)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_fold(
+    options: TrainOptions,
+    dataset: Any,
+    table: Any,
+    groups: np.ndarray,
+    group: str,
+    work: Path,
+    fit: TrainedFold = fit_fold,
+) -> dict[str, Any]:
+    """Train without ``group``'s rows, score on all of them; the fold's log goes to a file."""
+    started = time.perf_counter()
+    seen, left_out = table[groups != group], table[groups == group]
+    data = fold_data(seen, dataset.classes)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
+    log = work / f"fold-{slug}.log"
+    with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with tempfile.TemporaryDirectory(dir=work) as run_dir:
+            model = fit(options, dataset, data, Path(run_dir))
+    result = score_fold(model, left_out, group, dataset.classes)
+    result.update(
+        train_rows=len(data.train),
+        val_rows=len(data.val),
+        seconds=round(time.perf_counter() - started, 1),
+        log=log.name,
+    )
+    return result
+
+
+# -- the report -------------------------------------------------------------------------------
+def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over groups (each weighs the same), pooled over rows, and the worst group."""
+    images = sum(f["images"] for f in folds)
+    worst = min(folds, key=lambda f: f["accuracy"])
+    given = [f["accuracy_given_hand"] for f in folds if f["accuracy_given_hand"] is not None]
+    return {
+        "groups": len(folds),
+        "mean_accuracy": float(np.mean([f["accuracy"] for f in folds])),
+        "pooled_accuracy": sum(f["accuracy"] * f["images"] for f in folds) / max(1, images),
+        "mean_hand_found_rate": float(np.mean([f["hand_found_rate"] for f in folds])),
+        "mean_accuracy_given_hand": float(np.mean(given)) if given else None,
+        "worst_group": worst["group"],
+        "worst_accuracy": worst["accuracy"],
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The table the README and the model card show: one row per group, then mean and worst."""
+    lines = [
+        "| left out | images | accuracy | hand found | accuracy given a hand | worst classes "
+        "(correct/images) | trained on rows |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for f in report["folds"]:
+        worst = ", ".join(f"{w['class']} {w['correct']}/{w['images']}" for w in f["worst_classes"])
+        lines.append(
+            f"| {f['group']} | {f['images']} | {_pct(f['accuracy'])} | "
+            f"{_pct(f['hand_found_rate'])} | {_pct(f['accuracy_given_hand'])} | {worst} | "
+            f"{f['train_rows']} |"
+        )
+    s = report["summary"]
+    lines.append(
+        f"| **mean of {s['groups']} groups** | | **{_pct(s['mean_accuracy'])}** | "
+        f"{_pct(s['mean_hand_found_rate'])} | {_pct(s['mean_accuracy_given_hand'])} | | |"
+    )
+    lines.append(f"| **worst: {s['worst_group']}** | | **{_pct(s['worst_accuracy'])}** | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report file (the recipe's model card for generalisation): what was run, the table."""
+    t = report["train_options"]
+    return (
+        f"# Leave-one-source-out: ASL_landmarks {report['landmarks_version']} "
+        f"({report['landmarks_id']})\n\n"
+        f"Each row: the landmark MLP trained with the train step of `{report['recipe']}` "
+        f"({t['epochs']} epochs, label smoothing {t['label_smoothing']}, keep {t['keep']}, "
+        f"augment {t['augment']}, seed {t['seed']}) on the train split of every other group, "
+        "scored on every row of the left-out group (a missed hand counts as wrong). Pooled "
+        f"accuracy over all {sum(f['images'] for f in report['folds'])} rows: "
+        f"{_pct(report['summary']['pooled_accuracy'])}; {report['seconds']} s in all, "
+        f"{report['threads']} torch thread(s).\n\n" + markdown_table(report)
+    )
+
+
+def plot_accuracy(report: dict[str, Any], out: Path) -> Path:
+    """Bars of accuracy (and accuracy given a hand) per left-out group, the mean as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = report["folds"]
+    names = [f["group"] for f in folds]
+    x = np.arange(len(folds))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(folds) + 2), 4))
+    ax.bar(x - 0.2, [f["accuracy"] for f in folds], 0.4, label="accuracy")
+    given = [f["accuracy_given_hand"] or 0.0 for f in folds]
+    ax.bar(x + 0.2, given, 0.4, label="accuracy given a hand", color="tab:green")
+    ax.axhline(report["summary"]["mean_accuracy"], color="black", linestyle="--", label="mean")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share correct")
+    ax.set_title("leave-one-source-out: accuracy on the left-out group")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def plot_confusions(report: dict[str, Any], classes: list[str], out_dir: Path) -> list[Path]:
+    """One row-normalised confusion matrix per fold (the matrices are already counted)."""
+    import matplotlib.pyplot as plt
+
+    from asl_recognition.training.plots import confusion_matrix_figure
+
+    paths = []
+    for fold in report["folds"]:
+        matrix = np.asarray(fold["confusion_matrix"])
+        figure = confusion_matrix_figure(matrix, classes, f"left out: {fold['group']}")
+        path = out_dir / f"confusion-{fold['log'][len('fold-') : -len('.log')]}.png"
+        figure.savefig(path)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def write_report(report: dict[str, Any], classes: list[str], out_dir: Path) -> list[Path]:
+    """loso.json, loso.md, the bar chart and the confusion matrices, written atomically."""
+    files = []
+    for name, text in (
+        (f"{REPORT}.json", json.dumps(report, indent=1)),
+        (f"{REPORT}.md", markdown_report(report)),
+    ):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out_dir / name)
+        files.append(out_dir / name)
+    files.append(plot_accuracy(report, out_dir / f"{REPORT}_accuracy.png"))
+    return files + plot_confusions(report, classes, out_dir)
+
+
+def log_report(ctx: Any, report: dict[str, Any], files: list[Path]) -> None:
+    """Single values, the table, the bar chart and each fold's confusion matrix in ClearML."""
+    logger, summary = ctx.logger, report["summary"]
+    for key in ("mean_accuracy", "worst_accuracy", "pooled_accuracy", "mean_hand_found_rate"):
+        logger.report_single_value(f"loso {key}", float(summary[key]))
+    for fold in report["folds"]:
+        for key in ("accuracy", "hand_found_rate", "accuracy_given_hand"):
+            if fold[key] is not None:
+                logger.report_scalar(f"loso {key}", fold["group"], float(fold[key]), 0)
+    header = ["left out", "images", "accuracy", "hand found", "accuracy given a hand", "worst"]
+    rows = [header] + [
+        [
+            f["group"],
+            f["images"],
+            _pct(f["accuracy"]),
+            _pct(f["hand_found_rate"]),
+            _pct(f["accuracy_given_hand"]),
+            ", ".join(f"{w['class']} {w['correct']}/{w['images']}" for w in f["worst_classes"]),
+        ]
+        for f in report["folds"]
+    ]
+    logger.report_table(title="leave-one-source-out", series="folds", iteration=0, table_plot=rows)
+    for path in files:
+        if path.suffix == ".png":
+            logger.report_image(
+                title="leave-one-source-out", series=path.stem, local_path=str(path)
+            )
+        else:
+            ctx.upload_artifact(path.name, str(path))
+
+
+# -- the task ---------------------------------------------------------------------------------
+def run_loso(opts: LosoOptions, ctx: Any = None, fit: TrainedFold = fit_fold) -> dict[str, Any]:
+    """Every fold of one ASL_landmarks version, the report files and the task's outputs."""
+    from asl_recognition.training.data import open_published
+
+    started = time.perf_counter()
+    table, meta = _table(opts.landmarks_version)
+    dataset = open_published(meta["asl_dataset_id"])
+    options = recipe_train_options(opts, dataset.version.id, meta["id"])
+    groups = row_groups(table, opts.by_signer)
+    chosen = chosen_groups(groups, opts.groups)
+    out_dir = Path(opts.output_dir or workspace() / "reports" / REPORT / meta["id"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folds = []
+    with torch_threads(opts.threads):
+        for group in chosen:
+            folds.append(run_fold(options, dataset, table, groups, group, out_dir, fit))
+            f = folds[-1]
+            print(
+                f"left out {group}: accuracy {f['accuracy']:.3f} on {f['images']} rows, "
+                f"hand found {f['hand_found_rate']:.3f}, trained on {f['train_rows']} rows "
+                f"({f['seconds']} s)",
+                flush=True,
+            )
+    report = {
+        "landmarks_id": meta["id"],
+        "landmarks_version": meta.get("version", ""),
+        "asl_dataset_id": dataset.version.id,
+        "recipe": opts.recipe,
+        "train_options": {k: getattr(options, k) for k in _SHOWN_OPTIONS},
+        "threads": opts.threads,
+        "by_signer": list(opts.by_signer),
+        "folds": folds,
+        "summary": summarise(folds),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    files = write_report(report, dataset.classes, out_dir)
+    print(markdown_table(report), end="")
+    if ctx is not None:
+        log_report(ctx, report, files)
+    summary = report["summary"]
+    return {
+        "report": str(out_dir / f"{REPORT}.md"),
+        "landmarks_id": meta["id"],
+        "mean_accuracy": summary["mean_accuracy"],
+        "worst_group": summary["worst_group"],
+        "worst_accuracy": summary["worst_accuracy"],
+    }
+
+
+_SHOWN_OPTIONS = ("epochs", "batch_size", "lr", "label_smoothing", "keep", "augment", "seed")
+
+
+def _table(ref: str) -> tuple[Any, dict[str, Any]]:
+    """The ASL_landmarks version ``ref`` (one line when it does not exist)."""
+    from asl_recognition.data.landmarks import load_table
+    from asl_recognition.store import DatasetNotFoundError, get_store
+
+    try:
+        version = get_store().resolve("ASL_landmarks", ref)
+    except DatasetNotFoundError as exc:
+        raise TrainingInputError(
+            f"--landmarks-version {ref}: {exc} (run the recipe's pipeline first)"
+        ) from exc
+    table, meta = load_table(version.id)
+    return table, {**meta, "version": version.version}

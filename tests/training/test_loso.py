@@ -1,0 +1,184 @@
+"""Leave-one-source-out on a real published table: folds, the table, the scorer, the task.
+
+The ASL_landmarks version is made by the package's own validate_raw + publish_dataset +
+publish_landmarks from bundled photos (4 Kaggle frames per class from data/sample; the Massey
+crops of data/external_sample, signers hand1, hand2, hand4 (held out) and hand5), so the groups
+come from a manifest the data stage really writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from asl_testkit import kaggle_slice, offline_workspace, run_script
+from asl_testkit.files import assert_one_line
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.training import loso
+from asl_recognition.training.evaluate import evaluate_groups
+from asl_recognition.training.landmark_data import landmark_split
+from asl_recognition.training.options import LosoOptions
+
+EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"
+GROUPS = ["kaggle", "massey/hand1", "massey/hand2", "massey/hand4", "massey/hand5"]
+
+
+@dataclass
+class Table:
+    ws: Path
+    landmarks_id: str
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Table:
+    pytest.importorskip("ai_edge_litert", reason="the hand landmark runtime is absent")
+    from asl_recognition.data.landmarks import publish_landmarks
+    from asl_recognition.data.publish import publish_dataset
+    from asl_recognition.data.raw import validate_raw
+    from asl_recognition.hands import ensure_models
+
+    ensure_models()
+    ws, src = tmp_path_factory.mktemp("ws"), tmp_path_factory.mktemp("src")
+    kaggle = kaggle_slice(sample_dir, src / "kaggle", 0)
+    with offline_workspace(ws):
+        raw = validate_raw(
+            [f"kaggle={kaggle}", f"massey={EXTERNAL_SAMPLE}"],
+            min_per_class=1,
+            report_dir=ws / "rep",
+            progress=False,
+        )
+        publish_dataset(
+            raw_version=[raw["raw_dataset_id"]],
+            image_size=32,
+            holdout_group=["massey:hand4"],
+            progress=False,
+        )
+        yield Table(ws, publish_landmarks(progress=False)["landmarks_id"])
+
+
+def options(tmp_path: Path, **values) -> LosoOptions:
+    return LosoOptions(**{"epochs": 2, "output_dir": str(tmp_path / "report"), **values})
+
+
+class Spy:
+    """The real fold training, recording what each fold was given and the model it made."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, options, dataset, data, run_dir):
+        model = loso.fit_fold(options, dataset, data, run_dir)
+        self.calls.append(
+            {"options": options, "train": list(data.train.paths), "val": list(data.val.paths)}
+        )
+        self.calls[-1]["model"] = model
+        return model
+
+
+def test_folds_never_see_the_left_out_group_and_train_as_the_recipe(table, tmp_path) -> None:
+    from asl_recognition.data.landmarks import load_table
+
+    spy = Spy()
+    with offline_workspace(table.ws):
+        out = loso.run_loso(options(tmp_path), fit=spy)
+        rows, _ = load_table(table.landmarks_id)
+    groups = loso.row_groups(rows, ["massey"])
+    assert sorted(set(groups)) == GROUPS
+    assert len(spy.calls) == len(GROUPS)
+    report = json.loads((tmp_path / "report" / "loso.json").read_text())
+    found = rows["hand_found"].astype(bool).to_numpy()
+    for fold, call in zip(report["folds"], spy.calls):
+        left_out = set(rows["path"][groups == fold["group"]])
+        seen = set(call["train"]) | set(call["val"])
+        assert not seen & left_out, fold["group"]
+        # exactly the recipe's train rows of every other group: train split, hand found
+        others = (groups != fold["group"]) & (rows["split"] == "train").to_numpy() & found
+        assert sorted(call["train"]) == sorted(rows["path"][others])
+        assert fold["images"] == len(left_out) and fold["train_rows"] == len(call["train"])
+    # held-out rows (massey/hand4) are scored in their own fold and trained on in none
+    holdout = set(rows["path"][rows["split"] == "holdout"])
+    assert holdout and not any(holdout & set(c["train"]) for c in spy.calls)
+    # the recipe's train step options, with --epochs over the recipe's 150
+    trained = spy.calls[0]["options"]
+    assert (trained.epochs, trained.label_smoothing, trained.keep, trained.patience) == (
+        2,
+        0.1,
+        "last",
+        0,
+    )
+    assert trained.model == "landmarks" and not trained.register
+    assert out["worst_group"] in GROUPS and out["landmarks_id"] == table.landmarks_id
+
+
+def test_table_has_one_row_per_group_then_mean_and_worst(table, tmp_path) -> None:
+    with offline_workspace(table.ws):
+        loso.run_loso(options(tmp_path, groups=["massey/hand5", "kaggle"]), fit=Spy())
+    out = tmp_path / "report"
+    report = json.loads((out / "loso.json").read_text())
+    assert [f["group"] for f in report["folds"]] == ["kaggle", "massey/hand5"]
+    for fold in report["folds"]:
+        assert 0 <= fold["accuracy"] <= 1 and 0 <= fold["hand_found_rate"] <= 1
+        assert len(fold["worst_classes"]) <= 3
+        rates = [w["correct"] / w["images"] for w in fold["worst_classes"]]
+        assert rates == sorted(rates)
+    summary = report["summary"]
+    accuracies = [f["accuracy"] for f in report["folds"]]
+    assert summary["mean_accuracy"] == pytest.approx(np.mean(accuracies))
+    assert summary["worst_accuracy"] == min(accuracies)
+    lines = [line for line in (out / "loso.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + 2 + 2  # header, one row per group, mean, worst
+    assert lines[-2].startswith("| **mean of 2 groups**")
+    assert lines[-1].startswith(f"| **worst: {summary['worst_group']}**")
+    for name in ("loso_accuracy.png", "confusion-kaggle.png", "confusion-massey_hand5.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_scores_are_the_shared_per_group_scorer(table, tmp_path) -> None:
+    """The fold's figures equal ``evaluate_groups`` (training's held-out scorer) on its rows."""
+    from asl_recognition.data.landmarks import load_table
+
+    spy = Spy()
+    with offline_workspace(table.ws):
+        loso.run_loso(options(tmp_path, groups=["massey/hand1"]), fit=spy)
+        rows, _ = load_table(table.landmarks_id)
+    (fold,) = json.loads((tmp_path / "report" / "loso.json").read_text())["folds"]
+    part = rows[loso.row_groups(rows, ["massey"]) == "massey/hand1"].assign(split="all")
+    split = landmark_split(part, "all", list(CLASSES))
+    expected = evaluate_groups(spy.calls[0]["model"], split, ["g"] * len(split), list(CLASSES))
+    assert fold["accuracy"] == expected["g"]["accuracy"]
+    assert fold["confusion_matrix"] == expected["g"]["confusion_matrix"]
+    hands = part["hand_found"].astype(bool)
+    assert fold["hand_found_rate"] == pytest.approx(hands.mean())
+    matrix = np.asarray(fold["confusion_matrix"])
+    assert int(np.trace(matrix)) == round(fold["accuracy"] * len(part))
+
+
+def test_one_torch_thread_while_folds_train_then_restored() -> None:
+    before = torch.get_num_threads()
+    with loso.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_task_writes_the_report_and_refuses_an_unknown_group(table, tmp_path) -> None:
+    env = {**os.environ, "ASL_WORKSPACE": str(table.ws), "ASL_OFFLINE": "1"}
+    for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
+        env.pop(key, None)
+    task = REPO_ROOT / "tasks" / "loso_report.py"
+    proc = run_script(
+        task, "--epochs", "1", "--groups", "massey/hand5", "--output-dir", tmp_path, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| **worst: massey/hand5**" in proc.stdout
+    assert (tmp_path / "loso.md").is_file() and (tmp_path / "fold-massey_hand5.log").is_file()
+    proc = run_script(task, "--groups", "webcam", "--output-dir", tmp_path / "x", env=env)
+    assert proc.returncode == 1
+    assert_one_line(proc.stderr.strip().splitlines()[-1], "loso_report: error:", "webcam")
+    assert not (tmp_path / "x").exists()
