@@ -345,13 +345,10 @@ class FrontCommand(FrontLimits):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m asl_recognition.serving.front``: until SIGTERM/Ctrl-C (uvicorn handles both)."""
-    from dataclasses import asdict
-
     from asl_recognition.options import parse
 
-    command = parse(FrontCommand, argv, FrontCommand.__doc__ or "")
-    limits = FrontLimits(**{k: v for k, v in asdict(command).items() if hasattr(FrontLimits, k)})
-    front = FrontServer(create_app(command.upstream, limits), command.host, command.port, limits)
+    command = parse(FrontCommand, argv, FrontCommand.__doc__ or "")  # its limits are FrontLimits
+    front = FrontServer(create_app(command.upstream, command), command.host, command.port, command)
     print(f"front on http://{command.host}:{command.port} -> {command.upstream}", flush=True)
     front.server.run()  # main thread: uvicorn installs its own signal handlers
     return 0

@@ -40,12 +40,18 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from asl_recognition import processes
 from asl_recognition.netutil import free_port
-from asl_recognition.options import OptionError, add_options, from_mapping, specs
+from asl_recognition.options import (
+    OptionError,
+    add_options,
+)
+from asl_recognition.options import build_parser as build_options_parser
+from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import (
     Child,
@@ -63,6 +69,7 @@ from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState,
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
 STANDIN_BACKEND = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 SHM_DIR = Path("/dev/shm")
 # The Python backend's shared memory per model instance: the first size, and each growth step.
 # A region grows while a request needs more and never shrinks until the stub exits, so the front's
@@ -399,63 +406,86 @@ def supervise(
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Run the real tritonserver (nvidia-pytriton wheel) on a model repository, "
-        "behind the front (body cap, per-client rate, bounded time) on the public HTTP port."
+DESCRIPTION = (
+    "Run the real tritonserver (nvidia-pytriton wheel) on a model repository, "
+    "behind the front (body cap, per-client rate, bounded time) on the public HTTP port."
+)
+
+
+@dataclass(frozen=True)
+class LauncherOptions:
+    """The launcher's command line (``make serve``); the front's limits: :class:`FrontLimits`."""
+
+    repo: str = option("", "model repository (tasks/build_triton_repo.py)", required=True)
+    host: str = option("127.0.0.1", "address of the front and the metrics (loopback)")
+    http_port: int = option(8000, "HTTP/REST port (the front)", low=0, high=65535)
+    grpc_port: int = option(8001, "gRPC port, on 127.0.0.1 only (no size cap)", low=0, high=65535)
+    metrics_port: int = option(8002, "Prometheus metrics port", low=0, high=65535)
+    triton_http_port: int = option(
+        0,
+        "Triton's own HTTP port on 127.0.0.1, behind the front (0: a free port)",
+        low=0,
+        high=65535,
     )
-    parser.add_argument(
-        "--repo", required=True, help="model repository (tasks/build_triton_repo.py)"
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address of the front and the metrics (loopback)"
-    )
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (the front)")
-    parser.add_argument(
-        "--grpc-port", type=int, default=8001, help="gRPC port, on 127.0.0.1 only (no size cap)"
-    )
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
-    parser.add_argument(
-        "--triton-http-port",
-        type=int,
-        default=0,
-        help="Triton's own HTTP port on 127.0.0.1, behind the front (0: a free port)",
-    )
-    parser.add_argument(
-        "--model-control-mode",
+    model_control_mode: str = option(
+        "poll",
+        "poll: new versions written to the repository go live without a restart",
         choices=("poll", "none", "explicit"),
-        default="poll",
-        help="poll: new versions written to the repository go live without a restart",
     )
-    parser.add_argument("--poll-secs", type=int, default=2, help="repository poll interval")
-    parser.add_argument("--log-path", default=None, help="server log (default <workspace>/logs)")
-    parser.add_argument(
-        "--exit-timeout", type=int, default=10, help="seconds to drain requests on stop"
+    poll_secs: int = option(2, "repository poll interval")
+    log_path: str | None = option(None, "server log (default <workspace>/logs)")
+    exit_timeout: int = option(10, "seconds to drain requests on stop")
+    ready_timeout: float = option(120.0, "seconds to wait", low=0)
+    max_restarts: int = option(
+        5, "restarts in a row after the server dies before giving up (0: never restart)"
     )
-    parser.add_argument("--ready-timeout", type=float, default=120, help="seconds to wait")
-    parser.add_argument(
-        "--max-restarts",
-        type=int,
-        default=5,
-        help="restarts in a row after the server dies before giving up (0: never restart)",
+    restart_backoff: float = option(
+        1.0, "first restart delay in seconds, doubled per failed restart (max 30 s)", low=0
     )
-    parser.add_argument(
-        "--restart-backoff",
-        type=float,
-        default=1.0,
-        help="first restart delay in seconds, doubled per failed restart (max 30 s)",
-    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`LauncherOptions` and :class:`FrontLimits`."""
+    parser = build_options_parser(LauncherOptions, DESCRIPTION)
     add_options(parser, FrontLimits, "front")
     return parser
 
 
-def front_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> FrontLimits:
-    """The front's options (declared once in :class:`FrontLimits`); bad values: one usage line."""
-    names = {spec.name for spec in specs(FrontLimits)}
+def _options_of(cls: type[T], values: dict[str, Any]) -> T:
+    """The fields of ``cls`` among the values of a parser that holds several options classes."""
+    names = {spec.name for spec in specs(cls)}
+    return from_mapping(cls, {k: v for k, v in values.items() if k in names})
+
+
+def parse_command(argv: list[str] | None) -> tuple[LauncherOptions, FrontLimits]:
+    """The launcher's and the front's options; a bad or missing value ends with one usage line."""
+    parser = build_parser()
+    values = vars(parser.parse_args(argv))
     try:
-        return from_mapping(FrontLimits, {k: v for k, v in vars(args).items() if k in names})
+        launcher = _options_of(LauncherOptions, values)
+        limits = _options_of(FrontLimits, values)
     except OptionError as exc:
         parser.error(str(exc))
+    if missing(launcher):
+        parser.error(f"the following arguments are required: {', '.join(missing(launcher))}")
+    return launcher, limits
+
+
+def launched_server(options: LauncherOptions) -> TritonServer:
+    """The server the CLI supervises: Triton on loopback, its metrics on ``--host``."""
+    return TritonServer(
+        options.repo,
+        http_port=options.triton_http_port or free_port(),
+        grpc_port=options.grpc_port,
+        metrics_port=options.metrics_port,
+        model_control_mode=options.model_control_mode,
+        poll_secs=options.poll_secs,
+        host="127.0.0.1",
+        log_path=options.log_path
+        or workspace() / "logs" / f"tritonserver-{options.http_port}.log",
+        metrics_host=options.host,
+        exit_timeout_secs=options.exit_timeout,
+    )
 
 
 def start_front(
@@ -475,28 +505,30 @@ def give_up_message(server: TritonServer, policy: RestartPolicy, seconds: float)
     )
 
 
-def serve(server: TritonServer, args: argparse.Namespace, limits: FrontLimits) -> int:
+def serve(server: TritonServer, options: LauncherOptions, limits: FrontLimits) -> int:
     """Start Triton and its front, supervise; after giving up keep the front saying so."""
     state = ServerState(restarts=lambda: max(0, server.starts - 1))
     stopping = stop_on_signals()
     try:
         server.start()
-        server.wait_ready(args.ready_timeout)
-        front = start_front(server, args.host, args.http_port, limits, state)
+        server.wait_ready(options.ready_timeout)
+        front = start_front(server, options.host, options.http_port, limits, state)
     except (TritonServerError, OSError) as exc:
         server.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"tritonserver ready: http://{args.host}:{args.http_port} (front; Triton "
+        f"tritonserver ready: http://{options.host}:{options.http_port} (front; Triton "
         f"http://{server.http_url}) grpc {server.grpc_url} metrics {server.metrics_url} "
         f"(log {server.log_path}); Ctrl-C or SIGTERM stops it",
         flush=True,
     )
-    policy = RestartPolicy(max_restarts=max(0, args.max_restarts), base_delay=args.restart_backoff)
+    policy = RestartPolicy(
+        max_restarts=max(0, options.max_restarts), base_delay=options.restart_backoff
+    )
     started = time.monotonic()
     try:
-        code = supervise(server, stopping, policy, args.ready_timeout)
+        code = supervise(server, stopping, policy, options.ready_timeout)
         if code:
             server.stop()
             state.gave_up = give_up_message(server, policy, time.monotonic() - started)
@@ -510,24 +542,10 @@ def serve(server: TritonServer, args: argparse.Namespace, limits: FrontLimits) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    limits = front_limits(parser, args)
+    options, limits = parse_command(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    server = TritonServer(
-        args.repo,
-        http_port=args.triton_http_port or free_port(),
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        model_control_mode=args.model_control_mode,
-        poll_secs=args.poll_secs,
-        host="127.0.0.1",
-        log_path=args.log_path or workspace() / "logs" / f"tritonserver-{args.http_port}.log",
-        metrics_host=args.host,
-        exit_timeout_secs=args.exit_timeout,
-    )
-    return serve(server, args, limits)
+    return serve(launched_server(options), options, limits)
 
 
 if __name__ == "__main__":
