@@ -18,12 +18,15 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.netutil import free_port  # noqa: E402
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES, workspace  # noqa: E402
 from asl_recognition.pipeline.local_executor import list_runs  # noqa: E402
 
@@ -31,23 +34,26 @@ CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
 LINE_RE = re.compile(r"^(?P<path>.+?): (?P<label>\S+) (?P<prob>[0-9.]+)")
 # A landmark classifier's client line when the photo has no hand: the answer is "nothing".
 NO_HAND_RE = re.compile(r"^(?P<path>.+?): (?P<label>no hand found)$")
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``make run`` serves and classifies."""
+
+    images: str = option(str(SAMPLE_TEST_IMAGES), "folder of images to classify")
+    repo: str | None = option(None, "Triton repository (default: the pipeline's)")
+    http_port: int = option(0, "0: any free port", low=0, high=65535)
+    grpc_port: int = option(0, "0: any free port", low=0, high=65535)
+    metrics_port: int = option(0, "0: any free port", low=0, high=65535)
+    keep_serving: bool = option(
+        False, "leave the server running after classifying (Ctrl-C stops it)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--images", default=str(SAMPLE_TEST_IMAGES), help="folder of images to classify"
-    )
-    parser.add_argument("--repo", default=None, help="Triton repository (default: the pipeline's)")
-    parser.add_argument("--http-port", type=int, default=0, help="0: any free port")
-    parser.add_argument("--grpc-port", type=int, default=0, help="0: any free port")
-    parser.add_argument("--metrics-port", type=int, default=0, help="0: any free port")
-    parser.add_argument(
-        "--keep-serving",
-        action="store_true",
-        help="leave the server running after classifying (Ctrl-C stops it)",
-    )
-    return parser
+    """The command line, generated from :class:`DemoOptions` (also for the README table)."""
+    return build_options_parser(DemoOptions, DESCRIPTION)
 
 
 def last_completed_run() -> dict[str, Any] | None:
@@ -192,7 +198,7 @@ def print_locations(run: dict[str, Any] | None, production: Any, repo: Path, log
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    options = parse(DemoOptions, argv, DESCRIPTION)
     from asl_recognition.registry import get_registry
     from asl_recognition.serving.launcher import TritonServer, TritonServerError
 
@@ -206,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     repo = Path(
-        args.repo
+        options.repo
         or step_outputs(run, "build_triton_repo").get("repo")
         or workspace() / "triton_repo"
     )
     if not (repo / "asl").is_dir() and not any(repo.glob("*/config.pbtxt")):
         print(f"demo_serve: no Triton repository at {repo}", file=sys.stderr)
         return 2
-    ports = [p or free_port() for p in (args.http_port, args.grpc_port, args.metrics_port)]
+    ports = [
+        p or free_port() for p in (options.http_port, options.grpc_port, options.metrics_port)
+    ]
     log = workspace() / "triton_demo.log"
     server = TritonServer(
         repo,
@@ -229,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         server.wait_ready(timeout=120)
         print(f"Triton ready: production model {production.id} (v{production.version})")
-        code, lines = classify(args.images, server.http_url)
+        code, lines = classify(options.images, server.http_url)
         print(accuracy_line(lines))
-        if args.keep_serving:
+        if options.keep_serving:
             print(f"Serving on {server.http_url}; Ctrl-C stops it", flush=True)
             server.process.wait()
     except TritonServerError as exc:

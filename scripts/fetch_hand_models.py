@@ -15,20 +15,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.hands.models import ModelFileError, ensure_models  # noqa: E402
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """Where the hand models go, and an offline copy of the wheel they come from."""
+
+    dest: str | None = option(None, "folder for the model files")
+    wheel: str | None = option(None, "local copy of the wheel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`FetchOptions` (also for the README table)."""
+    return build_options_parser(FetchOptions, DESCRIPTION)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=None, help="folder for the model files")
-    parser.add_argument("--wheel", type=Path, default=None, help="local copy of the wheel")
-    args = parser.parse_args(argv)
+    options = parse(FetchOptions, argv, DESCRIPTION)
     try:
-        folder = ensure_models(args.dest, wheel=args.wheel)
+        folder = ensure_models(options.dest, wheel=options.wheel)
     except (ModelFileError, OSError) as exc:
         print(f"fetch_hand_models: {exc}", file=sys.stderr)
         return 1

@@ -14,17 +14,32 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from asl_recognition.options import HelpFormatter, add_options, from_mapping, option  # noqa: E402
+
 CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
-def classify_folder(folder: Path, url: str, model: str) -> list[dict]:
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Which server and model answer; where the answers go."""
+
+    url: str = option("localhost:8000", "Triton HTTP address")
+    model: str = option("asl", "served model name")
+    out: str | None = option(None, "write the summary and every answer to this JSON file")
+
+
+def classify_folder(folder: Path, options: ScoreOptions) -> list[dict]:
     """The client's JSON answers for one class folder (one item per photo)."""
-    command = [sys.executable, str(CLIENT), "--dir", str(folder), "--url", url]
+    command = [sys.executable, str(CLIENT), "--dir", str(folder), "--url", options.url]
     done = subprocess.run(
-        [*command, "--model", model, "--json"], capture_output=True, text=True, check=False
+        [*command, "--model", options.model, "--json"], capture_output=True, text=True, check=False
     )
     if done.returncode not in (0, 1):  # 1: some photo was refused, the rest are answered
         raise SystemExit(f"client.py failed on {folder}: {done.stderr.strip()[-500:]}")
@@ -49,24 +64,34 @@ def score(answers: dict[str, list[dict]]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The folder (positional), then the flags generated from :class:`ScoreOptions`."""
+    parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("folder", help="labelled photos: <folder>/<CLASS>/*")
-    parser.add_argument("--url", default="localhost:8000", help="Triton HTTP address")
-    parser.add_argument("--model", default="asl", help="served model name")
-    parser.add_argument("--out", help="write the summary and every answer to this JSON file")
-    args = parser.parse_args(argv)
-    folders = sorted(p for p in Path(args.folder).iterdir() if p.is_dir())
-    answers = {f.name: classify_folder(f, args.url, args.model) for f in folders}
+    add_options(parser, ScoreOptions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    values = vars(parser.parse_args(argv))
+    folder = Path(values.pop("folder"))
+    options = from_mapping(ScoreOptions, values)  # each value was typed by its flag already
+    if not folder.is_dir():
+        parser.error(f"{folder} is not a folder of <CLASS>/ photo folders")
+    folders = sorted(p for p in folder.iterdir() if p.is_dir())
+    answers = {f.name: classify_folder(f, options) for f in folders}
     summary = score(answers)
+    if not summary["images"]:
+        parser.error(f"{folder} has no photo in a <CLASS>/ folder")
     weakest = sorted((v, k) for k, v in summary["per_class"].items() if v is not None)[:5]
     print(
-        f"{args.folder}: accuracy {summary['accuracy']:.3f} on {summary['images']} photos, "
+        f"{folder}: accuracy {summary['accuracy']:.3f} on {summary['images']} photos, "
         f"hand found in {summary['hand_found_rate']:.1%}; weakest: "
         + ", ".join(f"{k} {v:.2f}" for v, k in weakest)
     )
-    if args.out:
-        Path(args.out).write_text(json.dumps({**summary, "answers": answers}, indent=1))
+    if options.out:
+        Path(options.out).write_text(json.dumps({**summary, "answers": answers}, indent=1))
     return 0
 
 
