@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,7 +26,11 @@ from bench_report import publish  # noqa: E402
 
 from asl_recognition.hands import HandLandmarker, ensure_models  # noqa: E402
 from asl_recognition.imageio import load_rgb  # noqa: E402
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import SHARED_DATA  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
 
 SOURCES = ("asl_kaggle_sample", "asl_external_massey", "asl_roboflow_letters",
            "asl_webcam_longhongvo23")  # fmt: skip
@@ -91,13 +96,23 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kaggle-per-class", type=int, default=10)
-    parser.add_argument("--per-letter", type=int, default=0, help="0: every file")
-    parser.add_argument("--variant", choices=("full", "lite"), default="full")
-    parser.add_argument("--out", default="bench/results/bench_hands.json")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class BenchHandsOptions:
+    """How many photos of each source, which landmark model, where the results go."""
+
+    kaggle_per_class: int = option(10, "Kaggle sample frames per class", low=0)
+    per_letter: int = option(0, "files per letter of the other sources (0: every file)", low=0)
+    variant: str = option("full", "hand landmark model", choices=("full", "lite"))
+    out: str = option("bench/results/bench_hands.json", "JSON results file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`BenchHandsOptions`."""
+    return build_options_parser(BenchHandsOptions, DESCRIPTION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(BenchHandsOptions, argv, DESCRIPTION)
     landmarker = HandLandmarker(ensure_models(), variant=args.variant)
     rows = {}
     for name in SOURCES:

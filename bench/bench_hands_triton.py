@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,9 +29,13 @@ import numpy as np  # noqa: E402
 from bench_report import publish  # noqa: E402
 from bench_triton import summarise  # noqa: E402
 
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA  # noqa: E402
 from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.repository import build_repository  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
 
 
 def random_classifier(folder: Path) -> tuple[Path, Path]:
@@ -133,23 +138,27 @@ def triton_worker(url: str, model: str):
     return work
 
 
+@dataclass(frozen=True)
+class BenchHandsTritonOptions:
+    """The classifier, the photos, and the cells (seconds, concurrency, rounds) measured."""
+
+    onnx: str | None = option(None, "landmark classifier ONNX (default: random weights)")
+    classes: str | None = option(None, "its classes.txt (with --onnx)")
+    photos: str = option(str(SAMPLE_DATA), "folder of class folders")
+    per_class: int = option(4, "photos per class folder", low=1)
+    seconds: float = option(5.0, "seconds per cell", low=0)
+    max_images: int = option(5000, "photo cap per cell", low=1)
+    concurrency: list[int] = option([1, 8], "client threads of each cell", low=1)
+    rounds: int = option(2, "interleaved rounds per cell", low=1)
+    hand_instances: int | None = option(
+        None, "Triton hand instances (default: one per CPU)", low=1
+    )
+    out: str = option(str(REPO_ROOT / "bench" / "results" / "hands_triton.json"), "JSON results")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", help="landmark classifier ONNX (default: random weights)")
-    parser.add_argument("--classes", help="its classes.txt (with --onnx)")
-    parser.add_argument("--photos", default=str(SAMPLE_DATA), help="folder of class folders")
-    parser.add_argument("--per-class", type=int, default=4, help="photos per class folder")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per cell")
-    parser.add_argument("--max-images", type=int, default=5000, help="photo cap per cell")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per cell")
-    parser.add_argument(
-        "--hand-instances", type=int, default=os.cpu_count() or 1, help="Triton hand instances"
-    )
-    parser.add_argument(
-        "--out", default=str(REPO_ROOT / "bench" / "results" / "hands_triton.json")
-    )
-    return parser
+    """The command line, generated from :class:`BenchHandsTritonOptions`."""
+    return build_options_parser(BenchHandsTritonOptions, DESCRIPTION)
 
 
 def start_server(repo: Path, work: Path) -> TritonServer:
@@ -159,7 +168,9 @@ def start_server(repo: Path, work: Path) -> TritonServer:
     )
 
 
-def measure(args, onnx_path: Path, photos: list[Path], server: TritonServer) -> list[dict]:
+def measure(
+    args: BenchHandsTritonOptions, onnx_path: Path, photos: list[Path], server: TritonServer
+) -> list[dict]:
     """Interleaved cells: per round, per concurrency, Triton then in-process."""
     import onnxruntime as ort
 
@@ -208,9 +219,10 @@ def table(rows: list[dict], instances: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(BenchHandsTritonOptions, argv, DESCRIPTION)
     if bool(args.onnx) != bool(args.classes):
         raise SystemExit("--onnx and --classes go together")
+    instances = args.hand_instances or os.cpu_count() or 1
     photos = sample_photos(Path(args.photos), args.per_class)
     with tempfile.TemporaryDirectory(prefix="bench-hands-") as tmp:
         work = Path(tmp)
@@ -218,15 +230,15 @@ def main(argv: list[str] | None = None) -> int:
             (Path(args.onnx), Path(args.classes)) if args.onnx else random_classifier(work)
         )
         build_repository(
-            onnx_path, classes, work / "repo", max_batch_size=8, hand_instances=args.hand_instances
+            onnx_path, classes, work / "repo", max_batch_size=8, hand_instances=instances
         )
         server = start_server(work / "repo", work)
         try:
             rows = measure(args, onnx_path, photos, server)
         finally:
             server.stop()
-    result = {"photos": len(photos), "hand_instances": args.hand_instances, "rows": rows}
-    publish(result, table(rows, args.hand_instances), args.out)
+    result = {"photos": len(photos), "hand_instances": instances, "rows": rows}
+    publish(result, table(rows, instances), args.out)
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,13 +30,28 @@ from asl_recognition.optimize.variants import (  # noqa: E402
     quantize_int8,
     sample_calibration,
 )
-from asl_recognition.options import from_mapping  # noqa: E402
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import from_mapping, option, parse  # noqa: E402
 
 GOAL_RATIO = 0.6
 GOAL_ACCURACY_POINTS = 1.0
+DESCRIPTION = __doc__.splitlines()[0]
 
 
-def measure_pair(args: argparse.Namespace, tmp: Path) -> dict:
+@dataclass(frozen=True)
+class BenchInt8Options:
+    """Which model, how many rounds and batch sizes, where the results go."""
+
+    model_id: str = option("production", "registry id or 'production'")
+    rounds: int = option(30, "interleaved timing rounds", low=1)
+    batch_sizes: list[int] = option([1, 32], "batch sizes timed", low=1)
+    calibration_images: int = option(200, "training images the int8 scales come from", low=1)
+    threads: int = option(0, "0: onnxruntime's default", low=0)
+    registry: str = option("auto", "model registry", choices=("auto", "local", "clearml"))
+    out: str = option("bench/results/bench_int8.json", "JSON results file")
+
+
+def measure_pair(args: BenchInt8Options, tmp: Path) -> dict:
     """Quantise, score both on the test split, time both interleaved; the raw figures."""
     from asl_recognition.registry import get_registry
 
@@ -102,16 +118,13 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`BenchInt8Options`."""
+    return build_options_parser(BenchInt8Options, DESCRIPTION)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-id", default="production", help="registry id or 'production'")
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--calibration-images", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=0, help="0: onnxruntime's default")
-    parser.add_argument("--registry", choices=("auto", "local", "clearml"), default="auto")
-    parser.add_argument("--out", default="bench/results/bench_int8.json")
-    args = parser.parse_args(argv)
+    args = parse(BenchInt8Options, argv, DESCRIPTION)
     import os
     import platform
 

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,11 +29,15 @@ from bench_report import publish  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from asl_recognition.imageio import load_rgb  # noqa: E402
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES  # noqa: E402
 from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.onnx_introspect import read_signature  # noqa: E402
 from asl_recognition.serving.repository import build_repository  # noqa: E402
 from asl_recognition.serving.sources import resolve_model  # noqa: E402
+
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 VARIANTS = {
     # name in the bench repository: (ensemble with metrics step?, dynamic batching?)
@@ -184,18 +189,28 @@ def markdown(rows: list[dict], baseline: dict, batch32: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class BenchTritonOptions:
+    """The model, the images, and the cells (seconds, concurrency, protocol) measured."""
+
+    model_id: str | None = option(None, "registry id or 'production' (default)")
+    onnx: str | None = option(None, "ONNX file (with --classes) instead")
+    classes: str | None = option(None, "class list for --onnx")
+    images: str = option(str(SAMPLE_TEST_IMAGES), "folder of real .jpg")
+    seconds: float = option(3.0, "duration of each cell", low=0)
+    max_requests: int = option(20000, "cap per cell", low=1)
+    concurrency: list[int] = option([1, 4, 16], "client threads of each cell", low=1)
+    protocol: str = option("http", "Triton protocol", choices=("http", "grpc"))
+    out: str = option(str(REPO_ROOT / "bench" / "results" / "triton.json"), "JSON results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`BenchTritonOptions`."""
+    return build_options_parser(BenchTritonOptions, DESCRIPTION)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-id", default=None, help="registry id or 'production' (default)")
-    parser.add_argument("--onnx", default=None, help="ONNX file (with --classes) instead")
-    parser.add_argument("--classes", default=None, help="class list for --onnx")
-    parser.add_argument("--images", default=str(SAMPLE_TEST_IMAGES), help="folder of real .jpg")
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
-    parser.add_argument("--max-requests", type=int, default=20000, help="cap per cell")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "triton.json"))
-    args = parser.parse_args(argv)
+    args = parse(BenchTritonOptions, argv, DESCRIPTION)
     model_id = None if args.onnx else (args.model_id or "production")
     onnx_path, classes_path = resolve_model(
         model_id=model_id, onnx=args.onnx, classes=args.classes

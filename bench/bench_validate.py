@@ -20,13 +20,19 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
+
 BREAKDOWN_FILES = 300
+RESULTS = Path(__file__).resolve().parent / "results"
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
 def bare_one(path: str) -> int:
@@ -130,11 +136,42 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> dict:
-    from asl_recognition.data.per_file import POOL_MIN_FILES
+@dataclass(frozen=True)
+class BenchValidateOptions:
+    """The image folder, the readers' workers and rounds, where the results go."""
+
+    source: str | None = option(
+        None,
+        "image folder <CLASS>/* (default: ../shared/data/asl_kaggle_sample if present, "
+        "else data/sample)",
+    )
+    workers: int | None = option(
+        None, "worker processes for both readers (default: the scan's own default)", low=1
+    )
+    rounds: int = option(2, "interleaved rounds per reader", low=1)
+    gx: bool = option(True, "time the GX suite too (--no-gx skips it)")
+    out: str = option(str(RESULTS / "bench_validate.json"), "JSON results file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`BenchValidateOptions`."""
+    return build_options_parser(BenchValidateOptions, DESCRIPTION)
+
+
+def default_source() -> Path:
+    """The Kaggle sample in ``../shared/data`` when present, else the bundled sample."""
+    from asl_recognition.paths import SAMPLE_DATA, SHARED_DATA
+
+    shared = SHARED_DATA / "asl_kaggle_sample"
+    return shared if shared.is_dir() else SAMPLE_DATA
+
+
+def run(args: BenchValidateOptions) -> dict:
+    from asl_recognition.data.per_file import POOL_MIN_FILES, default_workers
     from asl_recognition.data.scan import is_litter, list_files, scan_source
 
-    root = Path(args.source).resolve()
+    root = Path(args.source or default_source()).resolve()
+    workers = args.workers or default_workers()
     if not root.is_dir():
         raise SystemExit(f"--source {root} is not a folder")
     files = list_files(root)
@@ -143,10 +180,10 @@ def run(args: argparse.Namespace) -> dict:
     table = None
     for r in range(args.rounds):
         t0 = time.perf_counter()
-        table = scan_source(root, workers=args.workers, progress=False).table
+        table = scan_source(root, workers=workers, progress=False).table
         runs["scan"].append(len(files) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        bare_scan(images, args.workers, POOL_MIN_FILES)
+        bare_scan(images, workers, POOL_MIN_FILES)
         runs["bare"].append(len(images) / (time.perf_counter() - t0))
         print(
             f"round {r + 1}: scan {runs['scan'][-1]:.0f} files/s, "
@@ -162,7 +199,7 @@ def run(args: argparse.Namespace) -> dict:
             "source_name": root.name,
             "files": len(files),
             "images": len(images),
-            "workers": args.workers,
+            "workers": workers,
             "rounds": args.rounds,
             "pool_min_files": POOL_MIN_FILES,
         },
@@ -172,40 +209,14 @@ def run(args: argparse.Namespace) -> dict:
         "ratio": scan / bare,
         "breakdown_files": len(subset),
         "breakdown_ms_per_file": breakdown(subset),
-        "gx": None if args.no_gx else gx_seconds(table),
+        "gx": gx_seconds(table) if args.gx else None,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     from bench_report import publish
 
-    from asl_recognition.data.per_file import default_workers
-    from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
-
-    shared = SHARED_DATA / "asl_kaggle_sample"
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--source",
-        default=str(shared if shared.is_dir() else SAMPLE_DATA),
-        help="image folder <CLASS>/* (default: ../shared/data/asl_kaggle_sample if present, "
-        "else data/sample)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="worker processes for both readers (default: the scan's own default)",
-    )
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per reader")
-    parser.add_argument("--no-gx", action="store_true", help="skip the GX suite timing")
-    parser.add_argument(
-        "--out",
-        default=str(REPO_ROOT / "bench" / "results" / "bench_validate.json"),
-        help="JSON results file",
-    )
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.workers < 1:
-        parser.error("--rounds and --workers must be at least 1")
+    args = parse(BenchValidateOptions, argv, DESCRIPTION)
     result = run(args)
     publish(result, markdown(result), args.out)
     return 0
