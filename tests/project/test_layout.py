@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from asl_recognition.paths import REPO_ROOT
 
 
@@ -66,3 +68,52 @@ def test_tests_live_in_one_folder_per_stage() -> None:
     assert all(
         "asl_testkit" in p.parts or p.name == "make_mediapipe_reference.py" for p in helpers
     ), helpers
+
+
+# Entry points whose flags are still declared by hand, each with who finishes it.
+PENDING_FLAGS = {
+    "bench/bench_train.py",  # pending: another change is rewriting this bench (issue 21.1)
+    "bench/bench_hands_recall.py",  # pending: new bench, not yet committed by its author
+}
+# Must stay deployable alone, without the package: its own argparse, one declaration per flag.
+STANDALONE = "triton/client/"
+SKIPPED_DIRS = {".venv", ".git", ".cache", "workspace", "node_modules", "__pycache__"}
+
+
+def hand_written_flags(root: Path) -> dict[str, list[str]]:
+    """``add_argument("--flag")`` calls per file (relative path) under ``root``."""
+    import ast
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if SKIPPED_DIRS & set(rel.parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                flags = [a.value for a in node.args if isinstance(a, ast.Constant)]
+                found.setdefault(rel.as_posix(), []).extend(
+                    str(f) for f in flags if str(f).startswith("-")
+                )
+    return {name: flags for name, flags in found.items() if flags}
+
+
+def test_flags_are_declared_only_as_options() -> None:
+    """Every command line is generated from an ``option()`` dataclass (asl_recognition.options):
+    one declaration feeds the CLI, the constructors and the README tables. Positional arguments
+    (a folder, ``step.option=value`` overrides) have no option form and are allowed."""
+    flags = hand_written_flags(REPO_ROOT)
+    client = {name: f for name, f in flags.items() if name.startswith(STANDALONE)}
+    for name, declared in client.items():
+        assert len(declared) == len(set(declared)), f"{name} declares a flag twice: {declared}"
+    stray = {n: f for n, f in flags.items() if n not in client and n not in PENDING_FLAGS}
+    assert not stray, f"flags declared by hand instead of in an options dataclass: {stray}"
+
+
+def test_the_flag_rule_sees_a_hand_written_flag(tmp_path: Path) -> None:
+    """The rule above can fail: a script with ``add_argument("--x")`` is reported."""
+    (tmp_path / "tool.py").write_text(
+        "import argparse\np = argparse.ArgumentParser()\np.add_argument('--x')\n"
+        "p.add_argument('folder')\n"
+    )
+    assert hand_written_flags(tmp_path) == {"tool.py": ["--x"]}
