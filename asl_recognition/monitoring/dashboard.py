@@ -31,6 +31,7 @@ from markupsafe import Markup
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option
 from asl_recognition.processes import handle_stop_signals
+from asl_recognition.registry.base import ModelRecord
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 from .alert_rules import GAVE_UP
@@ -61,10 +62,10 @@ def _load_registry_production(backend: str) -> tuple[Any | None, str | None]:
         return None, f"registry error: {type(exc).__name__}: {exc}"
 
 
-def model_summary(record: Any | None) -> dict[str, Any] | None:
+def model_summary(record: ModelRecord | None) -> dict[str, Any] | None:
     if record is None:
         return None
-    metrics = dict(getattr(record, "metrics", None) or {})
+    metrics = dict(record.metrics)
     scalar = {
         k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }

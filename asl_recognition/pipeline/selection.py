@@ -51,7 +51,7 @@ class Decision:
 
 def metric_value(record: Any, metric: str) -> float | None:
     """The record's metric as a finite float, or None when absent or not a number."""
-    value = (getattr(record, "metrics", None) or {}).get(metric)
+    value = record.metrics.get(metric)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -68,7 +68,7 @@ def is_better(candidate: float, current: float, mode: str = "max") -> bool:
 
 def holdout_scores(record: Any) -> dict[str, float]:
     """Held-out group -> accuracy, as training registered it (empty for models without one)."""
-    groups = (getattr(record, "metrics", None) or {}).get("holdout") or {}
+    groups = record.metrics.get("holdout") or {}
     scores = {}
     for group, result in groups.items():
         value = result.get("accuracy") if isinstance(result, dict) else result
@@ -97,7 +97,7 @@ def holdout_regressions(candidate: Any, previous: Any, tolerance: float = 0.0) -
 
 def check_answers_its_classes(record: Any) -> None:
     """Refuse a model with classes it never saw a train row of (training records them)."""
-    untrained = (getattr(record, "metrics", None) or {}).get("untrained_classes") or []
+    untrained = record.metrics.get("untrained_classes") or []
     if untrained:
         raise ValueError(
             f"model {record.id} cannot answer class(es) {', '.join(map(str, untrained))} it "
