@@ -126,13 +126,21 @@ class LandmarkNet(nn.Module):
         return ServedLandmarkModel(self.mlp, self.num_classes, index)
 
 
-class RowAugment(nn.Module):
-    """:class:`LandmarkAugment` on one row of [features, hand_found] (the per-item hook)."""
+class RowsAugment(nn.Module):
+    """:class:`LandmarkAugment` on a batch of rows [N, 63 features + hand_found], in one call.
+
+    Rows without a hand keep their zeros (renormalising zeros would blow the jitter up), and
+    their flag column is never touched. The whole batch is one set of tensor ops: applied row
+    by row it cost more than the MLP's own step.
+    """
 
     def __init__(self, augment: LandmarkAugment | None = None) -> None:
         super().__init__()
         self.augment = augment or LandmarkAugment()
 
-    def forward(self, row: torch.Tensor) -> torch.Tensor:
-        features = self.augment(row[None, :FEATURES])[0]
-        return torch.cat([features, row[FEATURES:]])
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        found = rows[:, FEATURES] > 0
+        out = rows.clone()
+        if bool(found.any()):
+            out[found, :FEATURES] = self.augment(rows[found, :FEATURES])
+        return out

@@ -11,9 +11,12 @@ from typing import Any
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.training.errors import TrainingInputError
-from asl_recognition.training.landmark_model import LandmarkAugment, LandmarkNet, RowAugment
+from asl_recognition.training.landmark_model import LandmarkAugment, LandmarkNet, RowsAugment
 
 LANDMARK_MODEL = "landmarks"
+# torch intra-op threads while the landmark MLP trains: its 64-row steps are too small to share
+# between threads (bench/bench_train.py --model landmarks times both).
+LANDMARK_THREADS = 1
 
 
 def build_landmark_net(classes: list[str], weights: str | None) -> LandmarkNet:
@@ -71,9 +74,10 @@ def landmark_splits(
     return train, val, test, holdout
 
 
-def landmark_augment(preset: str) -> RowAugment | None:
-    """``none`` switches augmentation off; every other preset is landmark-space augmentation."""
-    return None if preset == "none" else RowAugment(LandmarkAugment())
+def landmark_augment(preset: str) -> RowsAugment | None:
+    """The per-batch hook: ``none`` switches augmentation off; every other preset is
+    landmark-space augmentation of the rows that have a hand."""
+    return None if preset == "none" else RowsAugment(LandmarkAugment())
 
 
 def measure_external(folder: str, classes: list[str] = list(CLASSES)) -> Any:

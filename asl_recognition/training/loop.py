@@ -8,6 +8,7 @@ checkpoint for inspection, and restored on resume.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -34,6 +35,13 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 SAMPLE_IMAGES = 16
+# The val figures (confusion matrix, sample grid) are drawn at most this often, and at the last
+# epoch: each costs ~1 s of matplotlib, more than a whole epoch of the landmark MLP.
+FIGURE_SECONDS = 60.0
+# Checkpoints are written after the first epoch, then at most this often, and after the last
+# epoch: a crash loses at most this much training. An image model's epoch is longer, so it saves
+# every epoch; the landmark MLP runs ~10 epochs a second and spent a third of its fit saving.
+CHECKPOINT_SECONDS = 10.0
 
 
 WEIGHT_DECAY = 1e-4
@@ -57,6 +65,9 @@ class LoopConfig:
     label_smoothing: float
     weight_decay: float = WEIGHT_DECAY
     progress: bool = True
+    # torch intra-op threads while fitting (0: leave torch's count); a small MLP runs fastest
+    # on one, as thread hand-offs cost more than its matrix products (bench/bench_train.py).
+    threads: int = 0
 
     @classmethod
     def from_options(
@@ -104,22 +115,27 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def single_thread() -> Iterator[None]:
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """Run a block on ``threads`` torch intra-op threads (0: unchanged), then restore the count."""
+    before = torch.get_num_threads()
+    if threads <= 0 or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
     """Run per-image work on one intra-op thread, then restore the thread count.
 
     On 64 px images each op is tiny and thread hand-offs dominate: a 64-image batch of the
     ``light`` preset took 1.7-2.6 s with 2 threads on 2 busy cores and 80-105 ms with one,
     while the model step (which does use both threads) was unchanged (bench/bench_train.py).
     """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return intra_op_threads(1)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -191,6 +207,7 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         criterion: nn.Module | None = None,
         sample_weights: torch.Tensor | None = None,
+        batch_augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if len(train) == 0 or len(val) == 0:
             raise TrainingInputError("training needs a non-empty train and val split")
@@ -199,7 +216,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_split, self.val_split = train, val
         self.classes = list(classes)
-        self.transform = transform
+        self.transform = transform  # per item (images): one call per picture
+        # Per batch (landmark rows): one call on the whole [B, ...] input tensor.
+        self.batch_augment = batch_augment
         # Per-image draw weights (e.g. balanced across sources); None: a plain shuffle.
         self.sample_weights = sample_weights
         self.writer = writer
@@ -221,6 +240,8 @@ class Trainer:
         self.best_f1 = -1.0
         self.best_epoch = 0
         self.bad_epochs = 0
+        self.metrics = epoch_metrics(len(self.classes))
+        self.unsaved_best: dict[str, Any] | None = None  # best.pt's content until it is saved
         self.history: list[dict[str, Any]] = []
         shown = min(SAMPLE_IMAGES, len(val))
         self.sample_index = torch.linspace(0, len(val) - 1, shown).round().long()
@@ -283,6 +304,13 @@ class Trainer:
         return min(steps, self.cfg.max_steps) if self.cfg.max_steps else steps
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled batches, each through ``batch_augment`` when there is one."""
+        for inputs, labels in self._drawn(epoch):
+            if self.batch_augment is not None:
+                inputs = self.batch_augment(inputs)
+            yield inputs, labels
+
+    def _drawn(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled batches from the in-memory tensors; workers only if asked (augmentation)."""
         generator = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
         split, batch_size = self.train_split, self.cfg.batch_size
@@ -315,11 +343,21 @@ class Trainer:
                     images = torch.stack([self.transform(image) for image in images])
             yield images, split.labels[picked]
 
+    def _scores(self, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Accuracy and macro-F1 (as :func:`summarise`) from one collection made once: building
+        it took half of the ~10 ms each epoch's two scorings cost."""
+        if labels.numel() == 0:
+            return summarise(preds, labels, len(self.classes))
+        self.metrics.reset()
+        self.metrics.update(preds, labels)
+        return {k: float(v) for k, v in self.metrics.compute().items()}
+
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
         self.model.train()
-        metrics = epoch_metrics(len(self.classes)).to(self.device)
+        predicted: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         steps = self.steps_per_epoch()
         loss_sum, seen = 0.0, 0
         bar = tqdm(
@@ -350,22 +388,34 @@ class Trainer:
             self.optimizer.step()
             loss_sum += loss_value * len(labels)
             seen += len(labels)
-            metrics.update(logits.detach().argmax(1), labels)
+            predicted.append(logits.detach().argmax(1))
+            targets.append(labels)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
         bar.close()
-        result = {k: float(v) for k, v in metrics.compute().items()}
+        # one metric computation per epoch (per step it cost a fifth of a small model's step)
+        preds = torch.cat(predicted).cpu() if predicted else torch.zeros(0, dtype=torch.long)
+        labels = torch.cat(targets).cpu() if targets else torch.zeros(0, dtype=torch.long)
+        result = self._scores(preds, labels)
         result["loss"] = loss_sum / max(1, seen)
         result["images"] = seen
         return result
 
-    def _log_epoch(self, epoch: int, row: dict[str, Any], val_preds: torch.Tensor) -> None:
+    def _log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        """The epoch's scalars (cheap: every epoch)."""
+        if self.writer is None:
+            return
+        for split in ("train", "val"):
+            for key in ("loss", "accuracy", "macro_f1"):
+                self.writer.add_scalar(f"{key}/{split}", row[f"{split}_{key}"], epoch)
+            self.writer.add_scalar(f"lr/{split}", row["lr"], epoch)
+
+    def _log_figures(self, epoch: int, val_preds: torch.Tensor) -> None:
+        """The val confusion matrix and sample grid: ~1 s of matplotlib each time, so drawn at
+        most once a :data:`FIGURE_SECONDS` and at the last epoch (per epoch they were 90% of a
+        landmark run's fit)."""
         matrix = confusion_matrix(val_preds, self.val_split.labels, len(self.classes))
         if self.writer is not None:
-            for split in ("train", "val"):
-                for key in ("loss", "accuracy", "macro_f1"):
-                    self.writer.add_scalar(f"{key}/{split}", row[f"{split}_{key}"], epoch)
-                self.writer.add_scalar(f"lr/{split}", row["lr"], epoch)
             shown = self.sample_index
             if self.val_split.images.dim() == 4:  # pictures; landmark rows have none to show
                 self.writer.add_figure(
@@ -397,55 +447,37 @@ class Trainer:
             )
 
     def fit(self) -> FitResult:
-        """Train until ``epochs`` or early stopping; ``best.pt`` holds the best val macro-F1."""
+        """Train until ``epochs`` or early stopping; ``best.pt`` holds the best val macro-F1.
+
+        Runs on ``threads`` intra-op threads when the config names a count, restored after."""
+        with intra_op_threads(self.cfg.threads):
+            return self._fit()
+
+    def _fit(self) -> FitResult:
         train_seconds, train_images = 0.0, 0
-        stopped_early = False
+        stopped_early = bool(self.cfg.patience and self.bad_epochs >= self.cfg.patience)
         epoch = self.start_epoch
-        if self.cfg.patience and self.bad_epochs >= self.cfg.patience:
-            stopped_early = True
+        figures_due = time.perf_counter() + FIGURE_SECONDS
+        saves_due = time.perf_counter() + CHECKPOINT_SECONDS
         while epoch < self.cfg.epochs and not stopped_early:
             epoch += 1
-            lr = float(self.optimizer.param_groups[0]["lr"])
             t0 = time.perf_counter()
-            train = self.train_epoch(epoch)
+            row, val_preds = self._run_epoch(epoch)
             train_seconds += time.perf_counter() - t0
-            train_images += int(train["images"])
-            val_out = predict(
-                self.model, self.val_split.images, self.val_split.labels, device=str(self.device)
-            )
-            val = summarise(val_out.preds, self.val_split.labels, len(self.classes))
-            row = {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": train["loss"],
-                "train_accuracy": train["accuracy"],
-                "train_macro_f1": train["macro_f1"],
-                "val_loss": val_out.loss,
-                "val_accuracy": val["accuracy"],
-                "val_macro_f1": val["macro_f1"],
-            }
+            train_images += int(row.pop("images"))
             self.history.append(row)
-            self._log_epoch(epoch, row, val_out.preds)
-            self.scheduler.step(val["macro_f1"])
-            if val["macro_f1"] > self.best_f1 + 1e-6:
-                self.best_f1, self.best_epoch, self.bad_epochs = val["macro_f1"], epoch, 0
-                _save(
-                    {"epoch": epoch, "model": self.model.state_dict(), "row": row, **self.meta},
-                    self.best_path,
-                )
-            else:
-                self.bad_epochs += 1
-            _save(self._state(epoch), self.last_path)
-            print(
-                f"epoch {epoch}: train loss {row['train_loss']:.4f}"
-                f" acc {row['train_accuracy']:.3f}"
-                f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
-                f" macro-F1 {row['val_macro_f1']:.3f} | lr {lr:.2e}",
-                flush=True,
-            )
+            self._log_epoch(epoch, row)
+            self._keep(epoch, row)
             if self.cfg.patience and self.bad_epochs >= self.cfg.patience:
                 stopped_early = True
                 print(f"early stopping: no val macro-F1 gain for {self.bad_epochs} epochs")
+            final = stopped_early or epoch >= self.cfg.epochs
+            if final or epoch == self.start_epoch + 1 or time.perf_counter() >= saves_due:
+                self._checkpoint(epoch)
+                saves_due = time.perf_counter() + CHECKPOINT_SECONDS
+            if final or time.perf_counter() >= figures_due:
+                self._log_figures(epoch, val_preds)
+                figures_due = time.perf_counter() + FIGURE_SECONDS
         return FitResult(
             epochs_run=epoch,
             best_epoch=self.best_epoch,
@@ -455,3 +487,51 @@ class Trainer:
             train_seconds=train_seconds,
             train_images=train_images,
         )
+
+    def _run_epoch(self, epoch: int) -> tuple[dict[str, Any], torch.Tensor]:
+        """One epoch of training, then val only (what early stopping and ``keep`` need): its
+        history row (with the images trained on) and the val predictions."""
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        train = self.train_epoch(epoch)
+        val_out = predict(
+            self.model, self.val_split.images, self.val_split.labels, device=str(self.device)
+        )
+        val = self._scores(val_out.preds, self.val_split.labels)
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "train_macro_f1": train["macro_f1"],
+            "val_loss": val_out.loss,
+            "val_accuracy": val["accuracy"],
+            "val_macro_f1": val["macro_f1"],
+            "images": train["images"],
+        }
+        return row, val_out.preds
+
+    def _keep(self, epoch: int, row: dict[str, Any]) -> None:
+        """Step the scheduler and hold the weights of a val macro-F1 gain for ``best.pt``."""
+        f1 = row["val_macro_f1"]
+        self.scheduler.step(f1)
+        if f1 > self.best_f1 + 1e-6:
+            self.best_f1, self.best_epoch, self.bad_epochs = f1, epoch, 0
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.unsaved_best = {"epoch": epoch, "model": weights, "row": row, **self.meta}
+        else:
+            self.bad_epochs += 1
+        print(
+            f"epoch {epoch}: train loss {row['train_loss']:.4f}"
+            f" acc {row['train_accuracy']:.3f}"
+            f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
+            f" macro-F1 {f1:.3f} | lr {row['lr']:.2e}",
+            flush=True,
+        )
+
+    def _checkpoint(self, epoch: int) -> None:
+        """``best.pt`` (when a gain is unsaved), then ``last.pt``: a ``last.pt`` on disk never
+        names a best epoch whose weights are not."""
+        if self.unsaved_best is not None:
+            _save(self.unsaved_best, self.best_path)
+            self.unsaved_best = None
+        _save(self._state(epoch), self.last_path)

@@ -46,6 +46,7 @@ from asl_recognition.training.evaluate import (
 from asl_recognition.training.export import check_parity, export_onnx
 from asl_recognition.training.landmark_run import (
     LANDMARK_MODEL,
+    LANDMARK_THREADS,
     build_landmark_net,
     landmark_augment,
     landmark_splits,
@@ -332,22 +333,23 @@ def train(plan: Plan, data: RunData, writer: Any, logger: Any) -> tuple[FitResul
     weights = None
     if options.balance == "source":
         weights = source_balanced_weights(plan.dataset.manifest, data.train)
+    config = LoopConfig.from_options(options, plan.device)
+    landmarks = plan.landmarks is not None
+    if landmarks:
+        config.threads = LANDMARK_THREADS
     trainer = Trainer(
         plan.model,
         data.train,
         data.val,
         plan.classes,
-        LoopConfig.from_options(options, plan.device),
+        config,
         plan.run_dir,
-        transform=(
-            landmark_augment(options.augment)
-            if plan.landmarks is not None
-            else build_augment(options.augment, plan.image_size)
-        ),
+        transform=None if landmarks else build_augment(options.augment, plan.image_size),
         writer=writer,
         clearml_logger=logger,
         meta=plan.meta,
         sample_weights=weights,
+        batch_augment=landmark_augment(options.augment) if landmarks else None,
     )
     if plan.checkpoint is not None:
         print(f"resuming {plan.run_dir} after epoch {trainer.resume(plan.checkpoint)}")

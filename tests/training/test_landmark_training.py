@@ -278,3 +278,35 @@ def test_a_class_without_a_hand_is_reported_and_never_promoted(landmarked, tmp_p
         select_best(registry, criteria)
     assert_one_line(str(info.value), f"model {record.id} cannot answer class(es) J", "promoted")
     assert registry.production() == before
+
+
+def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
+    landmarked, tmp_path, monkeypatch
+) -> None:
+    """Issue 20.1: the MLP trained on torch's default threads (two, oversubscribing two busy
+    cores) with its augmentation applied row by row through the image path's per-item hook."""
+    from asl_recognition.training import run
+
+    calls: list[tuple[int, tuple[int, ...]]] = []
+    real = run.landmark_augment
+
+    def recording(preset: str):
+        augment = real(preset)
+
+        def hook(batch: torch.Tensor) -> torch.Tensor:
+            calls.append((torch.get_num_threads(), tuple(batch.shape)))
+            return augment(batch)
+
+        return hook
+
+    monkeypatch.setattr(run, "landmark_augment", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        options = dict(epochs=2, external="none", register=False)
+        run_training(landmark_options(landmarked, output_dir=str(tmp_path / "run"), **options))
+        assert torch.get_num_threads() == 2  # restored after training
+    finally:
+        torch.set_num_threads(before)
+    assert calls and {threads for threads, _ in calls} == {1}
+    assert {shape for _, shape in calls} == {(32, FEATURES + 1)}  # whole batches of rows
