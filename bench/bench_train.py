@@ -2,6 +2,9 @@
 
     python bench/bench_train.py [--source DIR] [--image-size 64] [--batch-size 64] [--model cnn]
                                 [--steps 5] [--rounds 6] [--out bench/results/bench_train.json]
+    python bench/bench_train.py --model landmarks [--landmarks-version ID | --source DIR ...]
+                                [--epochs 150] [--rounds 3]
+                                [--out bench/results/bench_train_landmarks.json]
 
 Both loops train the same architecture from the same initial weights on the same in-memory
 uint8 tensors (decoded once by the training data loader, as a real run does), with the same
@@ -14,12 +17,23 @@ comparison least moved by other processes.
 Data loading is checked two ways: the time the Trainer spends producing batches (indexing, and
 the ``light`` augmentation preset a real run uses) against its compute per step, and a bare
 loop on one pre-made batch (no data work at all) as the compute-only ceiling.
+
+``--model landmarks`` times what ``make run`` trains: the whole ``Trainer.fit`` (every epoch's
+val evaluation, checkpoints and TensorBoard logging included, configured as ``run.py``
+configures it: batch augmentation in landmark space, one intra-op thread) against a bare loop
+with the same model, initial weights, batch augmentation, thread count, optimiser, loss and
+epochs, on the same real landmark rows: an ASL_landmarks version of the workspace
+(``--landmarks-version``), else the bundled photos (data/sample and data/external_sample)
+measured here by the serving landmarker. The ratio is Trainer speed / bare speed (goal >= 0.5);
+the Trainer on torch's default thread count is timed once beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import statistics
 import sys
 import tempfile
@@ -41,6 +55,8 @@ from asl_recognition.training.data import TensorSplit, load_split  # noqa: E402
 from asl_recognition.training.loop import LoopConfig, Trainer, seed_everything  # noqa: E402
 from asl_recognition.training.models import build_model  # noqa: E402
 from asl_recognition.training.options import MODEL_NAMES, TrainOptions  # noqa: E402
+
+EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"  # Massey, 5 photos per letter
 
 
 def default_source() -> Path:
@@ -241,29 +257,231 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+# -- the landmark model -------------------------------------------------------------------------
+def measured_rows(folders: list[Path]) -> tuple[TensorSplit, TensorSplit, str]:
+    """The photos of ``folders`` measured by the serving landmarker: every 4th photo is val
+    (hand or not, as a run's val split), the other photos with a hand are train."""
+    from asl_recognition.hands import HandLandmarker
+    from asl_recognition.training.landmark_data import measure_folder
+
+    landmarker = HandLandmarker()
+    parts = [measure_folder(folder, CLASSES, landmarker).split for folder in folders]
+    rows = torch.cat([p.images for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    index = torch.arange(len(rows))
+    val = index % 4 == 3
+    train = ~val & (rows[:, -1] > 0)
+    names = " + ".join(f.name for f in folders)
+    return TensorSplit(rows[train], labels[train]), TensorSplit(rows[val], labels[val]), names
+
+
+def landmark_rows(args: argparse.Namespace) -> tuple[TensorSplit, TensorSplit, str]:
+    """(train hand rows, val rows, where they come from)."""
+    if args.landmarks_version:
+        from asl_recognition.data.landmarks import load_table
+        from asl_recognition.training.landmark_run import landmark_splits
+
+        table, meta = load_table(args.landmarks_version)
+        train, val, _, _ = landmark_splits(table, list(CLASSES), False, meta["id"])
+        return train, val, f"ASL_landmarks {meta['id']} of the workspace"
+    folders = [Path(args.source)] if args.source else [SAMPLE_DATA, EXTERNAL_SAMPLE]
+    return measured_rows(folders)
+
+
+def landmark_fit(
+    model: nn.Module,
+    train: TensorSplit,
+    val: TensorSplit,
+    cfg: LoopConfig,
+    run_dir: Path,
+) -> Timing:
+    """``Trainer.fit`` as ``run.py`` sets it up for the landmark model, TensorBoard included."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from asl_recognition.training.landmark_run import landmark_augment
+
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+        trainer = Trainer(
+            model,
+            train,
+            val,
+            CLASSES,
+            cfg,
+            run_dir,
+            writer=writer,
+            batch_augment=landmark_augment("light"),
+        )
+        t0, c0 = time.perf_counter(), time.process_time()
+        with contextlib.redirect_stdout(io.StringIO()):  # the per-epoch lines
+            out = trainer.fit()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out.train_images, wall, cpu
+
+
+def landmark_bare(model: nn.Module, train: TensorSplit, cfg: LoopConfig, seed: int) -> Timing:
+    """The textbook loop: same model, batches, batch augmentation, threads, optimiser and loss."""
+    from asl_recognition.training.landmark_model import LandmarkAugment, RowsAugment
+    from asl_recognition.training.loop import intra_op_threads
+
+    augment = RowsAugment(LandmarkAugment())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    generator = torch.Generator().manual_seed(seed)
+    n, batch_size = len(train), cfg.batch_size
+    steps = n // batch_size if n > batch_size else 1
+    seen = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    with intra_op_threads(cfg.threads):
+        model.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n, generator=generator)
+            for step in range(steps):
+                picked = order[step * batch_size : (step + 1) * batch_size]
+                x, y = augment(train.images[picked]), train.labels[picked]
+                loss = criterion(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(y)
+    return seen, time.perf_counter() - t0, time.process_time() - c0
+
+
+def run_landmarks(args: argparse.Namespace) -> dict:
+    """Measure (or load) the rows once, then ``rounds`` of Trainer and bare loop, alternating."""
+    from asl_recognition.training.landmark_run import LANDMARK_THREADS, build_landmark_net
+
+    t0 = time.perf_counter()
+    train, val, rows_from = landmark_rows(args)
+    measure_s = time.perf_counter() - t0
+    if len(train) == 0 or len(val) == 0:
+        raise SystemExit(f"bench_train: error: no train rows with a hand in {rows_from}")
+    options = TrainOptions(
+        model="landmarks",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=0,
+        label_smoothing=0.1,
+    )
+    seed_everything(options.seed)
+    cfg = replace(LoopConfig.from_options(options, progress=False), threads=LANDMARK_THREADS)
+    init = build_landmark_net(list(CLASSES), None).state_dict()
+
+    def fresh() -> nn.Module:
+        model = build_landmark_net(list(CLASSES), None)
+        model.load_state_dict(copy.deepcopy(init))
+        return model
+
+    runs: dict[str, list[Timing]] = {"project": [], "bare": []}
+    with tempfile.TemporaryDirectory(prefix="asl-bench-train-") as tmp:
+        for r in range(args.rounds):
+            for name in ("project", "bare") if r % 2 == 0 else ("bare", "project"):
+                if name == "project":
+                    timing = landmark_fit(fresh(), train, val, cfg, Path(tmp) / f"p{r}")
+                else:
+                    timing = landmark_bare(fresh(), train, cfg, options.seed + r)
+                runs[name].append(timing)
+            print(
+                f"round {r + 1}: Trainer.fit {runs['project'][-1][1]:.1f} s, "
+                f"bare loop {runs['bare'][-1][1]:.1f} s ({args.epochs} epochs)",
+                flush=True,
+            )
+        default = replace(cfg, threads=0)
+        default_threads = landmark_fit(fresh(), train, val, default, Path(tmp) / "default")
+    seconds = {k: [t[1] for t in v] for k, v in runs.items()}
+    cpu = {k: sum(t[2] for t in v) for k, v in runs.items()}
+    return {
+        "config": {
+            "model": "landmarks",
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "rows_from": rows_from,
+            "train_rows": len(train),
+            "val_rows": len(val),
+            "threads": LANDMARK_THREADS,
+            "default_threads": torch.get_num_threads(),
+            "lr": cfg.lr,
+            "label_smoothing": cfg.label_smoothing,
+            "torch": torch.__version__,
+        },
+        "rows_seconds": measure_s,
+        "seconds": seconds,
+        "project_seconds": statistics.median(seconds["project"]),
+        "bare_seconds": statistics.median(seconds["bare"]),
+        "ratio": statistics.median(b / p for p, b in zip(seconds["project"], seconds["bare"])),
+        "cpu_ratio": cpu["bare"] / cpu["project"],
+        "default_threads_seconds": default_threads[1],
+    }
+
+
+def landmark_markdown(result: dict) -> str:
+    c, seconds = result["config"], result["seconds"]
+
+    def cell(values: list[float]) -> str:
+        return ", ".join(f"{v:.1f}" for v in values)
+
+    return "\n".join(
+        [
+            f"landmark MLP, {c['epochs']} epochs of {c['train_rows']} train rows (val "
+            f"{c['val_rows']} rows) from {c['rows_from']}, batch {c['batch_size']}, "
+            f"{c['rounds']} rounds in alternating order.",
+            "",
+            "| loop | seconds (median) | rounds |",
+            "|---|---|---|",
+            f"| project `Trainer.fit` ({c['threads']} thread, val + checkpoints + TensorBoard) "
+            f"| {result['project_seconds']:.1f} | {cell(seconds['project'])} |",
+            f"| bare torch loop ({c['threads']} thread, same batch augmentation) "
+            f"| {result['bare_seconds']:.1f} | {cell(seconds['bare'])} |",
+            f"| project `Trainer.fit`, torch's default {c['default_threads']} threads "
+            f"| {result['default_threads_seconds']:.1f} | 1 run |",
+            "",
+            f"Ratio project / bare (speed): **{result['ratio']:.2f}** (median of the per-round "
+            f"ratios; goal >= 0.5); by CPU seconds: {result['cpu_ratio']:.2f}.",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--source",
-        default=str(default_source()),
+        default=None,
         help="image folder <CLASS>/*.jpg (default: ../shared/data/asl_kaggle_sample if present, "
-        "else data/sample)",
+        "else data/sample; landmarks: data/sample and data/external_sample)",
     )
     parser.add_argument("--image-size", type=int, default=64, help="square side in px")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size")
     parser.add_argument("--model", choices=MODEL_NAMES, default="cnn", help="architecture")
     parser.add_argument("--steps", type=int, default=5, help="training steps per loop and round")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds (each runs both loops)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds, each runs both loops (6; landmarks 3)"
+    )
+    parser.add_argument("--epochs", type=int, default=150, help="landmarks: epochs per loop")
+    parser.add_argument(
+        "--landmarks-version",
+        default=None,
+        help="landmarks: rows of this ASL_landmarks id/version of the workspace (default: "
+        "measure the photos of --source)",
+    )
     parser.add_argument(
         "--out",
-        default=str(REPO_ROOT / "bench" / "results" / "bench_train.json"),
-        help="JSON results file",
+        default=None,
+        help="JSON results file (default: bench/results/bench_train[_landmarks].json)",
     )
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
-        parser.error("--steps, --rounds and --batch-size must be at least 1")
+    landmarks = args.model == "landmarks"
+    args.rounds = args.rounds or (3 if landmarks else 6)
+    if min(args.steps, args.rounds, args.batch_size, args.epochs) < 1:
+        parser.error("--steps, --rounds, --batch-size and --epochs must be at least 1")
+    name = "bench_train_landmarks.json" if landmarks else "bench_train.json"
+    out = args.out or str(REPO_ROOT / "bench" / "results" / name)
+    if landmarks:
+        result = run_landmarks(args)
+        publish(result, landmark_markdown(result), out)
+        return 0
+    args.source = args.source or str(default_source())
     result = run(args)
-    publish(result, markdown(result), args.out)
+    publish(result, markdown(result), out)
     return 0
 
 

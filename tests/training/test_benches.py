@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,35 @@ def test_bench_train_smoke(tmp_path) -> None:
         share = result["data_loading"][preset]["share"]
         assert 0 < share < 1, preset
     assert "| project `Trainer.train_epoch` |" in stdout and "Ratio project / bare" in stdout
+
+
+def test_bench_train_landmarks_smoke(tmp_path) -> None:
+    """The landmark model: Trainer.fit against a bare loop on rows measured from real photos."""
+    pytest.importorskip("ai_edge_litert", reason="the hand landmark runtime is absent")
+    photos = tmp_path / "photos"
+    for folder in sorted(p for p in SAMPLE_DATA.iterdir() if p.is_dir()):
+        (photos / folder.name).mkdir(parents=True)
+        for path in sorted(folder.glob("*.jpg"))[:2]:
+            shutil.copy(path, photos / folder.name / path.name)
+    out = tmp_path / "train_landmarks.json"
+    argv = ("--model", "landmarks", "--source", str(photos), "--out", str(out))
+    sizes = ("--epochs", "3", "--rounds", "2", "--batch-size", "16")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = run_script("bench/bench_train.py", *argv, *sizes, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    config = result["config"]
+    assert config["model"] == "landmarks" and config["epochs"] == 3 and config["threads"] == 1
+    # 58 photos: every 4th is val, the others with a hand are train
+    assert config["val_rows"] == 14 and 0 < config["train_rows"] <= 44
+    seconds = result["seconds"]
+    assert len(seconds["project"]) == len(seconds["bare"]) == 2
+    ratios = sorted(b / p for p, b in zip(seconds["project"], seconds["bare"]))
+    assert result["ratio"] == pytest.approx(sum(ratios) / 2) and result["ratio"] > 0
+    assert result["cpu_ratio"] > 0 and result["default_threads_seconds"] > 0
+    assert "| project `Trainer.fit` (1 thread" in proc.stdout
+    assert "| bare torch loop (1 thread, same batch augmentation)" in proc.stdout
+    assert "Ratio project / bare (speed): **" in proc.stdout
 
 
 def test_bench_validate_smoke(tmp_path) -> None:
