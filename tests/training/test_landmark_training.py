@@ -299,7 +299,16 @@ def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
 
         return hook
 
+    steps: list[int] = []  # threads at each forward pass of the model (train and val)
+    build = run.build_landmark_net
+
+    def recording_net(classes, weights):
+        net = build(classes, weights)
+        net.register_forward_pre_hook(lambda *_: steps.append(torch.get_num_threads()))
+        return net
+
     monkeypatch.setattr(run, "landmark_augment", recording)
+    monkeypatch.setattr(run, "build_landmark_net", recording_net)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -309,4 +318,5 @@ def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
     finally:
         torch.set_num_threads(before)
     assert calls and {threads for threads, _ in calls} == {1}
+    assert len(steps) > len(calls) and set(steps[: len(calls)]) == {1}
     assert {shape for _, shape in calls} == {(32, FEATURES + 1)}  # whole batches of rows
