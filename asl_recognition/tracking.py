@@ -362,6 +362,7 @@ def storage_errors_in_one_line(program: str) -> Iterator[None]:
 
 def task_entry(
     options_cls: type[T],
+    *,
     task_type: str,
     refused: tuple[type[BaseException], ...] = (),
     refusal_code: int = 2,

@@ -27,9 +27,9 @@ TRITON_ARTIFACT = "triton_repo"
 
 @task_entry(
     BuildTritonRepoOptions,
-    "inference",
-    (ModelSourceError, ModelNotFoundError, ModelFileError, ValueError, OSError),
-    1,
+    task_type="inference",
+    refused=(ModelSourceError, ModelNotFoundError, ModelFileError, ValueError, OSError),
+    refusal_code=1,
 )
 def main(ctx: TaskContext) -> dict:
     opts: BuildTritonRepoOptions = ctx.options

@@ -21,7 +21,7 @@ from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.options import LosoOptions
 
 
-@task_entry(LosoOptions, "qc", (TrainingInputError,), refusal_code=1)
+@task_entry(LosoOptions, task_type="qc", refused=(TrainingInputError,), refusal_code=1)
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.training.loso import run_loso
 

@@ -23,7 +23,7 @@ from asl_recognition.optimize.variants import OptimizeError
 from asl_recognition.tracking import TaskContext, task_entry
 
 
-@task_entry(OptimizeOptions, "custom", (OptimizeError,), refusal_code=1)
+@task_entry(OptimizeOptions, task_type="custom", refused=(OptimizeError,), refusal_code=1)
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.optimize.run import run_optimize
 

@@ -23,7 +23,9 @@ from asl_recognition.tracking import TaskContext, task_entry
 
 # a holdout that cannot be honoured, an unknown raw version: nothing is published
 @task_entry(
-    PublishDatasetOptions, "data_processing", (SourceSpecError, DatasetNotFoundError, ValueError)
+    PublishDatasetOptions,
+    task_type="data_processing",
+    refused=(SourceSpecError, DatasetNotFoundError, ValueError),
 )
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.publish import publish_dataset

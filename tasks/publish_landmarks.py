@@ -20,7 +20,11 @@ from asl_recognition.store import DatasetNotFoundError
 from asl_recognition.tracking import TaskContext, task_entry
 
 
-@task_entry(PublishLandmarksOptions, "data_processing", (DatasetNotFoundError, ModelFileError))
+@task_entry(
+    PublishLandmarksOptions,
+    task_type="data_processing",
+    refused=(DatasetNotFoundError, ModelFileError),
+)
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.landmarks import publish_landmarks
 

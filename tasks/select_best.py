@@ -17,7 +17,7 @@ from asl_recognition.pipeline.selection import log_decision, select_best
 from asl_recognition.tracking import TaskContext, task_entry
 
 
-@task_entry(SelectBestOptions, "qc", (LookupError, ValueError))
+@task_entry(SelectBestOptions, task_type="qc", refused=(LookupError, ValueError))
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.registry import get_registry
 

@@ -19,9 +19,9 @@ from asl_recognition.training.options import TrainOptions
 
 @task_entry(
     TrainOptions,
-    "training",
-    (TrainingInputError, ModelFileError),
-    1,
+    task_type="training",
+    refused=(TrainingInputError, ModelFileError),
+    refusal_code=1,
     name=lambda options: f"train {options.model}",
 )
 def main(ctx: TaskContext) -> dict:

@@ -42,8 +42,8 @@ def default_sources(options: ValidateRawOptions) -> None:
 
 @task_entry(
     ValidateRawOptions,
-    "data_processing",
-    (SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
+    task_type="data_processing",
+    refused=(SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
     resolve=default_sources,
 )
 def main(ctx: TaskContext) -> dict:
