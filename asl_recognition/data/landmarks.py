@@ -116,16 +116,19 @@ def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
             }
 
 
-def fingerprint(asl_id: str, models_dir: Path, min_detection: float, min_presence: float) -> str:
-    """Same ASL version, model files and thresholds -> same table: the version is reused."""
+def fingerprint(asl_id: str, models_dir: Path, detector: Mapping[str, Any]) -> str:
+    """Same ASL version, model files and detector settings -> same table: the version is reused.
+
+    ``detector`` is ``HandLandmarker.settings()`` (thresholds, variant, passes): a table measured
+    with other detection passes is a different table and is never reused for this one.
+    """
     payload = {
         "asl": asl_id,
         "models": sorted(
             p.name + ":" + hashlib.sha256(p.read_bytes()).hexdigest()
             for p in models_dir.glob("*.tflite")
         ),
-        "min_detection": min_detection,
-        "min_presence": min_presence,
+        "detector": dict(detector),
         "columns": COLUMNS,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -295,13 +298,13 @@ def publish_landmarks(
     asl = store.resolve(asl_name, opts.dataset_version)
     # The manifest alone: the table is measured on the raw images, never on ASL's copies.
     manifest = json.loads(store.local_file(asl, MANIFEST_NAME).read_text())
-    fp = fingerprint(asl.id, verify_models(), min_detection, min_presence)
+    landmarker = HandLandmarker(min_detection=min_detection, min_presence=min_presence)
+    fp = fingerprint(asl.id, verify_models(), landmarker.settings())
     existing = store.find(name, tags=[f"fingerprint:{fp}"])
     if existing is not None:
         return _outputs(existing, reused=True)
     raw_ids = sorted({item["raw_dataset_id"] for item in manifest_items(manifest)})
     raw_roots = {rid: store.local_copy(store.get(dataset_id=rid)) for rid in raw_ids}
-    landmarker = HandLandmarker(min_detection=min_detection, min_presence=min_presence)
     table = extract_table(manifest, raw_roots, landmarker, progress)
     summary = summarise(table)
     summary["few_hands"] = few_hands(table, list(manifest["classes"]))
@@ -326,6 +329,7 @@ def publish_landmarks(
             "classes": manifest["classes"],
             "min_detection": min_detection,
             "min_presence": min_presence,
+            "detector": landmarker.settings(),
             "hand_found_rate": summary["hand_found_rate"],
             "few_hands": summary["few_hands"],
             "report": f"reports/{name}/{fp}",

@@ -104,7 +104,7 @@ class PublishLandmarksOptions:
     name: str = option("ASL_landmarks", "dataset name to publish")
     asl_name: str = option("ASL", "ASL dataset name to read")
     min_detection: float = option(
-        0.3, "palm detector score below which no hand is found", low=0.0, high=1.0
+        0.1, "palm detector score below which no hand is found", low=0.0, high=1.0
     )
     min_presence: float = option(
         0.5, "landmark model hand-presence score below which no hand is found", low=0.0, high=1.0

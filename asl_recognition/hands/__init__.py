@@ -12,8 +12,11 @@ from asl_recognition.hands.models import (
     hand_models,
     verify_models,
 )
+from asl_recognition.hands.passes import DEFAULT_PASSES, Pass
 
 __all__ = [
+    "DEFAULT_PASSES",
+    "Pass",
     "HandLandmarker",
     "HandResult",
     "ModelFileError",

@@ -74,10 +74,17 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         folder = os.path.join(args["model_repository"], args["model_version"])
         # Loads and sha256-checks the model files copied beside this file.
+        # Unset thresholds and the detection passes are the package's defaults: the very
+        # settings the data stage measures the training table with.
+        passes = self.hands.passes
         self.landmarker = self.hands.HandLandmarker(
             folder,
-            min_detection=float(_parameter(config, "min_detection", "0.3")),
-            min_presence=float(_parameter(config, "min_presence", "0.5")),
+            min_detection=float(
+                _parameter(config, "min_detection", str(passes.DEFAULT_MIN_DETECTION))
+            ),
+            min_presence=float(
+                _parameter(config, "min_presence", str(passes.DEFAULT_MIN_PRESENCE))
+            ),
             num_threads=int(_parameter(config, "num_threads", "1")),
         )
         self.max_bytes = int(_parameter(config, "max_image_bytes", str(DEFAULT_MAX_IMAGE_BYTES)))

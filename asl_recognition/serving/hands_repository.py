@@ -24,6 +24,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.hands.models import ModelFileError, copy_models, verify_models
+from asl_recognition.hands.passes import DEFAULT_MIN_DETECTION, DEFAULT_MIN_PRESENCE
 from asl_recognition.serving.onnx_introspect import (
     LANDMARK_INPUTS,
     OnnxSignature,
@@ -37,7 +38,12 @@ HAND_OUTPUTS = (("FEATURES", (63,)), ("HAND_FOUND", (1,)), ("HAND_BOX", (4,)))
 NOTHING = "nothing"
 # The most bytes one photo may have; the client refuses bigger files before sending them.
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
-DEFAULT_HAND_PARAMETERS = {"min_detection": 0.3, "min_presence": 0.5, "num_threads": 1}
+# The data stage's thresholds (HandLandmarker's defaults), so served features equal the table's.
+DEFAULT_HAND_PARAMETERS = {
+    "min_detection": DEFAULT_MIN_DETECTION,
+    "min_presence": DEFAULT_MIN_PRESENCE,
+    "num_threads": 1,
+}
 
 
 def check_landmark_classifier(

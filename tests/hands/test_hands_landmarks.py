@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 
 from asl_recognition.hands import HandLandmarker, HandResult, landmark_features
-from asl_recognition.hands.landmarker import DEFAULT_PAD
+from asl_recognition.hands.passes import (
+    DEFAULT_MIN_DETECTION,
+    DEFAULT_MIN_PRESENCE,
+    DEFAULT_PASSES,
+    MEDIAPIPE_PASSES,
+)
 from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
 
@@ -52,18 +57,20 @@ def massey_found(landmarker: HandLandmarker) -> tuple[int, list[tuple[np.ndarray
 
 def test_a_hand_is_found_on_most_kaggle_and_massey_photos(kaggle_found, massey_found) -> None:
     for name, (total, found), least in (
-        ("kaggle", kaggle_found, 0.7),
-        ("massey", massey_found, 0.55),
+        # measured 52/52 each with the detection passes (one pass, border 0.15: ~85% / ~95%)
+        ("kaggle", kaggle_found, 0.95),
+        ("massey", massey_found, 0.95),
     ):
         assert len(found) / total >= least, f"{name}: {len(found)}/{total}"
         for _rgb, result in found:
-            assert result.detection_score >= 0.3 and result.presence >= 0.5
+            assert result.detection_score >= DEFAULT_MIN_DETECTION
+            assert result.presence >= DEFAULT_MIN_PRESENCE
             assert result.handedness in ("Left", "Right") and result.handedness_score >= 0.5
 
 
 def landmarker_pad(side: int) -> float:
-    """The detection border around a photo with this longer side (HandLandmarker's default)."""
-    return round(side * DEFAULT_PAD)
+    """The widest detection border around a photo with this longer side (the default passes)."""
+    return round(side * max(p.pad for p in DEFAULT_PASSES))
 
 
 def test_landmarks_lie_in_the_box_and_the_image(kaggle_found, massey_found) -> None:
@@ -116,19 +123,24 @@ def test_mirror_flips_handedness_and_keeps_features(landmarker, kaggle_found, ma
 
 
 def test_features_do_not_depend_on_image_scale(landmarker, kaggle_found, massey_found) -> None:
-    """Features barely move when the photo is enlarged or shrunk (an ambiguous pose may)."""
+    """Features barely move when the photo is enlarged or shrunk (an ambiguous pose may, and a
+    dark hand found only once brightened may be read as the other hand now and then)."""
     found = (kaggle_found[1][1::4] + massey_found[1][1::4])[:12]
-    changes = []
+    changes, same_hand = [], []
     for rgb, result in found:
         h, w = rgb.shape[:2]
         for factor in (2.0, 0.6):
             size = (round(w * factor), round(h * factor))
             resized = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
             other = landmarker.detect(resized)
-            assert other is not None and other.handedness == result.handedness
+            assert other is not None
+            same_hand.append(other.handedness == result.handedness)
+            if not same_hand[-1]:
+                continue
             changes.append(np.abs(landmark_features(other) - landmark_features(result)).mean())
             moved = np.abs(other.landmarks[:, :2] / factor - result.landmarks[:, :2]).mean()
             assert moved < 0.05 * w, f"x{factor}: points moved {moved:.1f} px"
+    assert np.mean(same_hand) >= 0.9, same_hand
     changes = np.array(changes)
     assert np.median(changes) < 0.015, changes.round(3)
     assert (changes < 0.03).mean() >= 0.8, changes.round(3)
@@ -215,14 +227,16 @@ def test_hands_found_on_other_peoples_photos(landmarker, folder) -> None:
         pytest.skip(f"{root} is absent on this machine")
     paths = pick(root, per_letter=1, step=7)
     found = run(landmarker, paths)
-    assert len(found) >= 0.7 * len(paths), f"{folder}: {len(found)}/{len(paths)}"
+    # bench/bench_hands_recall.py: 97-100% with the detection passes
+    assert len(found) >= 0.9 * len(paths), f"{folder}: {len(found)}/{len(paths)}"
 
 
 def test_a_border_finds_tight_crops_and_keeps_the_points(hand_models: Path) -> None:
     """Massey crops fill the frame: the bordered detection finds more of them, and where both
     find the hand, the points are the same hand in the same (original) pixels."""
     paths = sorted((REPO_ROOT / "data" / "external_sample").glob("*/*"))
-    plain, framed = HandLandmarker(hand_models, pad=0.0), HandLandmarker(hand_models)
+    plain = HandLandmarker(hand_models, min_detection=0.3, passes=MEDIAPIPE_PASSES)
+    framed = HandLandmarker(hand_models)
     found_plain = found_framed = 0
     moves = []
     for path in paths:

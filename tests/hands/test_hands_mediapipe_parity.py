@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from asl_recognition.hands import HandLandmarker, features_from_landmarks, landmark_features
+from asl_recognition.hands.passes import MEDIAPIPE_PASSES
 from asl_recognition.imageio import read_header
 from asl_recognition.paths import REPO_ROOT
 
@@ -21,10 +22,10 @@ REFERENCE = Path(__file__).with_name("mediapipe_reference.json")
 
 @pytest.fixture(scope="module")
 def compared(hand_models: Path) -> list[tuple[dict | None, object, int]]:
-    # pad=0: MediaPipe frames nothing; the border (the product's default) is compared with the
-    # unframed detection in test_hands_landmarks
+    # MediaPipe's own settings: one pass, no border, palm score 0.3 (the reference's); the
+    # product's passes are compared with the unframed detection in test_hands_landmarks
     pytest.importorskip("ai_edge_litert", reason="the runtime pin ai-edge-litert==2.3.0 is absent")
-    landmarker = HandLandmarker(hand_models, pad=0.0)
+    landmarker = HandLandmarker(hand_models, min_detection=0.3, passes=MEDIAPIPE_PASSES)
     images = json.loads(REFERENCE.read_text())["images"]
     rows = []
     for key, expected in images.items():

@@ -144,6 +144,17 @@ def test_served_features_equal_the_data_stage(hands_server, fitted) -> None:
     assert ((boxes >= 0) & (boxes <= 1)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
 
 
+def test_served_step_runs_the_data_stage_detection_passes(hands_server) -> None:
+    """Backlit frames only the brightened detection passes find (tests/hands/
+    test_hands_recall.py): served, they are found with the data stage's very features."""
+    photos = [SAMPLE_DATA / "A" / "A2868.jpg", SAMPLE_DATA / "M" / "M2662.jpg"]
+    expected = [data_stage_features(HandLandmarker(), path) for path in photos]
+    assert all(vector is not None for vector in expected)
+    got = ask(hands_server, "asl_hands", [path.read_bytes() for path in photos])
+    assert got["HAND_FOUND"].reshape(-1).tolist() == [1.0] * len(photos)
+    assert np.abs(got["FEATURES"] - np.stack(expected)).max() < 1e-4
+
+
 def test_client_end_to_end_letter_and_no_hand(hands_server, fitted) -> None:
     before = hand_metrics(hands_server)
     nothing = sorted((SAMPLE_DATA / "nothing").glob("*.jpg"))[:3]
