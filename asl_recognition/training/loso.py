@@ -138,7 +138,7 @@ def score_fold(model: nn.Module, table: Any, group: str, classes: list[str]) -> 
     rows, labels = table_rows(table, classes)
     rows, labels = torch.from_numpy(rows), torch.from_numpy(labels)
     preds = predict(model, rows, labels).preds
-    found = table["hand_found"].astype(bool).to_numpy()
+    found = torch.from_numpy(table["hand_found"].astype(bool).to_numpy(copy=True))
     scores = score_groups(preds, labels, [group] * len(labels), classes)[group]
     hand = (
         score_groups(preds[found], labels[found], [group] * int(found.sum()), classes)[group]
@@ -150,7 +150,7 @@ def score_fold(model: nn.Module, table: Any, group: str, classes: list[str]) -> 
         "images": scores["images"],
         "accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"],
-        "hand_found_rate": float(found.mean()),
+        "hand_found_rate": float(found.float().mean()),
         "accuracy_given_hand": hand["accuracy"] if hand else None,
         "worst_classes": worst_classes(scores["confusion_matrix"], classes),
         "confusion_matrix": scores["confusion_matrix"],
@@ -272,10 +272,11 @@ def plot_accuracy(report: dict[str, Any], out: Path) -> Path:
     ax.bar(x + 0.2, given, 0.4, label="accuracy given a hand", color="tab:green")
     ax.axhline(report["summary"]["mean_accuracy"], color="black", linestyle="--", label="mean")
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)  # head room for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("share correct")
     ax.set_title("leave-one-source-out: accuracy on the left-out group")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
