@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +49,8 @@ from bench_report import publish  # noqa: E402
 from torch import nn  # noqa: E402
 
 from asl_recognition.classes import CLASSES  # noqa: E402
+from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA  # noqa: E402
 from asl_recognition.training.augment import build_augment  # noqa: E402
 from asl_recognition.training.data import TensorSplit, load_split  # noqa: E402
@@ -206,7 +208,7 @@ def data_loading(
     return out
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: BenchTrainOptions) -> dict:
     """Decode once, time both loops, check data loading; the figures as a JSON-ready dict."""
     options = TrainOptions(epochs=1, batch_size=args.batch_size, model=args.model)
     seed_everything(options.seed)  # as a real run does (deterministic kernels for both loops)
@@ -275,7 +277,7 @@ def measured_rows(folders: list[Path]) -> tuple[TensorSplit, TensorSplit, str]:
     return TensorSplit(rows[train], labels[train]), TensorSplit(rows[val], labels[val]), names
 
 
-def landmark_rows(args: argparse.Namespace) -> tuple[TensorSplit, TensorSplit, str]:
+def landmark_rows(args: BenchTrainOptions) -> tuple[TensorSplit, TensorSplit, str]:
     """(train hand rows, val rows, where they come from)."""
     if args.landmarks_version:
         from asl_recognition.data.landmarks import load_table
@@ -346,7 +348,7 @@ def landmark_bare(model: nn.Module, train: TensorSplit, cfg: LoopConfig, seed: i
     return seen, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_landmarks(args: argparse.Namespace) -> dict:
+def run_landmarks(args: BenchTrainOptions) -> dict:
     """Measure (or load) the rows once, then ``rounds`` of Trainer and bare loop, alternating."""
     from asl_recognition.training.landmark_run import LANDMARK_THREADS, build_landmark_net
 
@@ -441,38 +443,42 @@ def landmark_markdown(result: dict) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--source",
-        default=None,
-        help="image folder <CLASS>/*.jpg (default: ../shared/data/asl_kaggle_sample if present, "
+@dataclass
+class BenchTrainOptions:
+    """The model, its data and how long each loop runs; where the results go."""
+
+    source: str | None = option(
+        None,
+        "image folder <CLASS>/*.jpg (default: ../shared/data/asl_kaggle_sample if present, "
         "else data/sample; landmarks: data/sample and data/external_sample)",
     )
-    parser.add_argument("--image-size", type=int, default=64, help="square side in px")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="cnn", help="architecture")
-    parser.add_argument("--steps", type=int, default=5, help="training steps per loop and round")
-    parser.add_argument(
-        "--rounds", type=int, default=None, help="rounds, each runs both loops (6; landmarks 3)"
+    image_size: int = option(64, "square side in px", low=1)
+    batch_size: int = option(64, "batch size", low=1)
+    model: str = option("cnn", "architecture", choices=MODEL_NAMES)
+    steps: int = option(5, "training steps per loop and round", low=1)
+    rounds: int | None = option(
+        None, "rounds, each runs both loops (default 6; landmarks 3)", low=1
     )
-    parser.add_argument("--epochs", type=int, default=150, help="landmarks: epochs per loop")
-    parser.add_argument(
-        "--landmarks-version",
-        default=None,
-        help="landmarks: rows of this ASL_landmarks id/version of the workspace (default: "
+    epochs: int = option(150, "landmarks: epochs per loop", low=1)
+    landmarks_version: str | None = option(
+        None,
+        "landmarks: rows of this ASL_landmarks id/version of the workspace (default: "
         "measure the photos of --source)",
     )
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="JSON results file (default: bench/results/bench_train[_landmarks].json)",
+    out: str | None = option(
+        None, "JSON results file (default: bench/results/bench_train[_landmarks].json)"
     )
-    args = parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`BenchTrainOptions`."""
+    return build_options_parser(BenchTrainOptions, __doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(BenchTrainOptions, argv, __doc__.split("\n\n")[0])
     landmarks = args.model == "landmarks"
     args.rounds = args.rounds or (3 if landmarks else 6)
-    if min(args.steps, args.rounds, args.batch_size, args.epochs) < 1:
-        parser.error("--steps, --rounds, --batch-size and --epochs must be at least 1")
     name = "bench_train_landmarks.json" if landmarks else "bench_train.json"
     out = args.out or str(REPO_ROOT / "bench" / "results" / name)
     if landmarks:

@@ -94,11 +94,12 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("python scripts/score_served.py", file="scripts/score_served.py"),
     Entry("python scripts/fetch_hand_models.py", file="scripts/fetch_hand_models.py"),
     Entry("python scripts/task_options.py", file="scripts/task_options.py"),
-    # bench/bench_train.py and bench/bench_hands_recall.py: pending (still declared by hand)
     *(
         Entry(f"python bench/{name}.py", file=f"bench/{name}.py")
         for name in (
             "bench_validate",
+            "bench_train",
+            "bench_hands_recall",
             "bench_triton",
             "bench_hands",
             "bench_hands_triton",
