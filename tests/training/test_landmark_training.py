@@ -165,7 +165,8 @@ def test_the_external_check_measures_the_photos_with_the_landmarker(landmarked, 
         rows.append(row)
         labels.append(CLASSES.index(path.parent.name))
     rows_array = np.stack(rows)
-    assert 0 < rows_array[:, FEATURES].sum() < len(rows)  # hands found, and some missed
+    # the detector's passes find nearly every Massey hand (a missed one is answered `nothing`)
+    assert rows_array[:, FEATURES].sum() >= 0.9 * len(rows)
     (probs,) = onnx_session(run_dir / "model.onnx").run([LANDMARK_OUTPUT], _feeds(rows_array))
     accuracy = float((probs.argmax(1) == np.array(labels)).mean())
     assert metrics["external_accuracy"] == pytest.approx(accuracy, abs=1e-6)  # float32 count
