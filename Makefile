@@ -65,6 +65,7 @@ dashboard: install
 bench: install
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train.py --model landmarks
 	$(PY) bench/bench_triton.py
 	$(PY) bench/bench_hands_triton.py
 
