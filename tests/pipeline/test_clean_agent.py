@@ -150,6 +150,7 @@ ENTRIES = {
     "build_triton_repo": Entry("tasks/build_triton_repo.py", {}, "inference"),
     "optimize_model": Entry("tasks/optimize_model.py", {}, "custom"),
     "select_best": Entry("tasks/select_best.py", {}, "qc"),
+    "loso_report": Entry("tasks/loso_report.py", {}, "qc"),
     # a controller enqueued with --mode queue lives in <project>/.pipelines/<name>
     "asl_pipeline": Entry(
         CONTROLLER, {}, "controller", f"{ASL_DAG.project}/.pipelines/{ASL_DAG.name}"
@@ -205,6 +206,7 @@ EXPECTED: dict[str, Callable[[Run], None]] = {
     "build_triton_repo": lambda run: one_line_refusal(run, "--train-task", "--model-id"),
     "optimize_model": lambda run: one_line_refusal(run, "--model-id"),
     "select_best": lambda run: one_line_refusal(run, "--model-id"),
+    "loso_report": lambda run: one_line_refusal(run, "ASL_landmarks"),
 }
 
 
