@@ -103,3 +103,14 @@ def exclusive(path: str | Path, timeout: float = 60.0) -> Iterator[FileLock]:
         yield lock
     finally:
         lock.release()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs now (a permission error means it does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

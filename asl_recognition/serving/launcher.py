@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from asl_recognition import processes
+from asl_recognition.locks import pid_alive
 from asl_recognition.netutil import free_port
 from asl_recognition.options import (
     OptionError,
@@ -108,7 +109,7 @@ def remove_orphaned_regions(shm_dir: Path = SHM_DIR) -> list[str]:
     candidates = [
         path
         for path in shm_dir.glob("asl_triton_*_*_*")
-        if path.name.split("_")[2].isdigit() and not _alive(int(path.name.split("_")[2]))
+        if path.name.split("_")[2].isdigit() and not pid_alive(int(path.name.split("_")[2]))
     ]
     mapped = _mapped_files() if candidates else set()
     removed = []
@@ -118,16 +119,6 @@ def remove_orphaned_regions(shm_dir: Path = SHM_DIR) -> list[str]:
                 path.unlink()
                 removed.append(path.name)
     return sorted(removed)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _mapped_files() -> set[str]:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.locks import pid_alive
+
 MANIFEST_NAME = "manifest.json"
 
 
@@ -56,17 +58,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs now (a permission error means it does)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _pid_after(name: str, marker: str) -> int | None:
