@@ -97,18 +97,19 @@ class TritonPythonModel:
             raise RequestError("IMAGE is empty (0 bytes)")
         if len(blob) > self.max_bytes:
             raise RequestError(f"IMAGE is {len(blob)} bytes, over the limit of {self.max_bytes}")
-        try:
+        with self._decode_errors():
             return self.imageio.read_header(blob)
-        except self.imageio.ImageDecodeError as exc:
-            raise RequestError(f"IMAGE {exc.reason}: {exc.detail}")
-        except (OSError, ValueError) as exc:
-            raise RequestError(f"IMAGE cannot be decoded: {exc}")
 
     def _decode(self, header):
         """Upright RGB array through the shared decoder (the data stage's very function)."""
+        with self._decode_errors(), self.imageio.decode_rgb(header) as img:
+            return np.asarray(img)
+
+    @contextlib.contextmanager
+    def _decode_errors(self):
+        """The decoder's refusals as one request error naming the reason."""
         try:
-            with self.imageio.decode_rgb(header) as img:
-                return np.asarray(img)
+            yield
         except self.imageio.ImageDecodeError as exc:
             raise RequestError(f"IMAGE {exc.reason}: {exc.detail}")
         except (OSError, ValueError) as exc:
