@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+from unittest import mock
 from unittest.mock import Mock
 
+import clearml
 import pandas as pd
 import pytest
 from asl_testkit import MERGED_PER_CLASS, kaggle_slice, run_script
@@ -215,6 +218,9 @@ class MockClearMLDataset:
     def set_metadata(self, *_a, **_kw) -> None: ...
 
     def finalize(self) -> None: ...
+
+    def get_logger(self) -> Any:  # the store flushes the preview uploads through it
+        return mock.create_autospec(clearml.Logger, instance=True)
 
     def get_dependency_graph(self) -> dict[str, list[str]]:  # clearml's real accessor
         parents = list(self.kwargs["parent_datasets"] or [])
