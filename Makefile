@@ -46,8 +46,10 @@ format: install
 	$(BIN)/isort .
 	$(BIN)/black .
 
+# Two workers, a file each at a time: most tests wait on real processes and servers, so two
+# files side by side fit two cores (each worker has its own workspace: tests/conftest.py).
 test: install hand-models system-deps lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: install hand-models
 	$(PY) -m pytest -m "not slow"

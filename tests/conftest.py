@@ -10,6 +10,14 @@ import pytest
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def worker_workspace(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, each worker gets its own default ASL_WORKSPACE: tests that do not
+    make their own would otherwise share one store and registry across processes."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["ASL_WORKSPACE"] = str(tmp_path_factory.mktemp("worker_workspace"))
+
+
 @pytest.fixture
 def asl_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ASL_WORKSPACE (store, registry, sessions) for one test, offline ClearML forced."""
