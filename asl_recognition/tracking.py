@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
 
-from asl_recognition.options import OptionError, as_params, from_mapping, missing, parse
+from asl_recognition.options import (
+    TRUE_WORDS,
+    OptionError,
+    as_params,
+    from_mapping,
+    missing,
+    parse,
+    value_as_text,
+)
 from asl_recognition.paths import REPO_ROOT, workspace
 
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
@@ -31,7 +39,6 @@ OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
 KEEP_LOCAL = ("none", "false", "off")  # ASL_OUTPUT_URI values that mean "upload no weights"
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _said_local = False
-TRUTHY = ("1", "true", "yes", "on")
 # Plots are reported explicitly (the savefig hook would upload every figure twice); models are
 # registered explicitly (the registry): the PyTorch binding would make every torch.save (each
 # epoch's checkpoint) an output model, a file:// path to a temp file under an agent. Keys as
@@ -42,7 +49,7 @@ T = TypeVar("T")
 
 
 def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in TRUTHY
+    return os.environ.get(name, "").strip().lower() in TRUE_WORDS
 
 
 def server_configured() -> bool:
@@ -270,15 +277,7 @@ class TaskContext:
 
 def options_as_text(options: Any) -> dict[str, str]:
     """The values as the web UI shows them, as text that ``from_mapping`` reads back."""
-    text = {}
-    for name, value in as_params(options).items():
-        if value is None:
-            text[name] = ""
-        elif isinstance(value, (list, tuple)):
-            text[name] = json.dumps(list(value))
-        else:
-            text[name] = str(value)
-    return text
+    return {name: value_as_text(value) for name, value in as_params(options).items()}
 
 
 def connect_options(task: Any, options: T, section: str = OPTIONS_SECTION) -> T:

@@ -125,8 +125,7 @@ def check_code_travels(repo_root: Path = REPO_ROOT) -> None:
     so an uncommitted edit or an unpushed commit would run as different code than the one
     tagged here.
     """
-    paths = [p.name for p in (repo_root / "tasks", repo_root / "pipelines")] + list(CODE_PATHS)
-    dirty = _git(repo_root, "status", "--porcelain", "--", *paths)
+    dirty = _git(repo_root, "status", "--porcelain", "--", "tasks", "pipelines", *CODE_PATHS)
     if dirty:
         first = dirty.splitlines()[0][3:]
         raise CodeNotOnRemote(

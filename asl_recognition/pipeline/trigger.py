@@ -45,7 +45,11 @@ from clearml.automation.trigger import BaseTrigger, ExecutedTrigger, TriggerSche
 from clearml.backend_interface.util import exact_match_regex
 
 from asl_recognition.paths import REPO_ROOT
-from asl_recognition.pipeline.clearml_controller import CodeNotOnRemote, check_code_travels
+from asl_recognition.pipeline.clearml_controller import (
+    CodeNotOnRemote,
+    check_code_travels,
+    git_source,
+)
 from asl_recognition.pipeline.options import PIPELINE_RUN_TAG, TriggerOptions
 from asl_recognition.tracking import connect_options
 
@@ -269,13 +273,7 @@ def take_over(task_cls: Any, replace: bool) -> str | None:
 
 def checkout_commit() -> str:
     """The commit of this checkout, which every launched pipeline is built from."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-        )
-    except OSError:
-        return "unknown (no git)"
-    return done.stdout.strip() or "unknown (not a git checkout)"
+    return git_source().get("commit") or "unknown (not a git checkout)"
 
 
 def serve(options: TriggerOptions) -> int:
