@@ -37,13 +37,18 @@ from asl_recognition.options import (
     add_options,
     from_mapping,
     specs,
-    value_as_text,
 )
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG, Dag
 from asl_recognition.pipeline.options import PipelineRunOptions
-from asl_recognition.pipeline.recipe import RecipeError, as_nested, load_recipe
+from asl_recognition.pipeline.recipe import (
+    RecipeError,
+    as_nested,
+    flatten,
+    load_recipe,
+    typed_values,
+)
 from asl_recognition.tracking import (
     connect_options,
     install_signal_handlers,
@@ -257,13 +262,7 @@ def edited_recipe(recorded: dict[str, Any] | None) -> dict[str, Any]:
     digest = nested.pop(RECIPE_DIGEST_KEY, None)
     if not nested or digest == recipe_digest(nested):
         return {}
-    flat = [
-        f"{step}.{option}={value_as_text(value)}"
-        for step, options in nested.items()
-        if isinstance(options, dict)
-        for option, value in options.items()
-    ]
-    return load_recipe(ASL_DAG, None, flat)
+    return typed_values(ASL_DAG, list(flatten(nested).items()))
 
 
 def remote_controller() -> int:

@@ -120,6 +120,11 @@ def read_file(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"cannot read recipe {path}: {problem}{where}") from None
     if not isinstance(data, Mapping):
         raise RecipeError(f"{path}: expected a mapping of steps to options")
+    return flatten(data)
+
+
+def flatten(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train": {"epochs": 12}}`` -> ``{"train.epochs": 12}`` (top-level scalars kept)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, Mapping):
@@ -140,9 +145,14 @@ def load_recipe(
     dag: Dag, path: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Pipeline parameter values (``{"train/epochs": 12}``) from a file and overrides."""
-    values: dict[str, Any] = {}
     pairs = list(read_file(path).items()) if path else []
     pairs += [parse_override(text) for text in overrides]
+    return typed_values(dag, pairs)
+
+
+def typed_values(dag: Dag, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """``[("train.epochs", "12")]`` -> ``{"train/epochs": 12}``, each typed by its option."""
+    values: dict[str, Any] = {}
     for key, value in pairs:
         _set(dag, values, key, value)
     return values
