@@ -33,6 +33,7 @@ from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import predict, score_groups
+from asl_recognition.training.loop import intra_op_threads
 from asl_recognition.training.options import LosoOptions, TrainOptions
 
 REPORT = "loso"
@@ -155,17 +156,6 @@ def score_fold(model: nn.Module, table: Any, group: str, classes: list[str]) -> 
         "worst_classes": worst_classes(scores["confusion_matrix"], classes),
         "confusion_matrix": scores["confusion_matrix"],
     }
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """Train the folds on ``threads`` intra-op threads (one fits a model this small)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_fold(
@@ -360,7 +350,7 @@ def run_loso(opts: LosoOptions, ctx: Any = None, fit: TrainedFold = fit_fold) ->
     out_dir = Path(opts.output_dir or workspace() / "reports" / REPORT / meta["id"])
     out_dir.mkdir(parents=True, exist_ok=True)
     folds = []
-    with torch_threads(opts.threads):
+    with intra_op_threads(opts.threads):
         for group in chosen:
             folds.append(run_fold(options, dataset, table, groups, group, out_dir, fit))
             f = folds[-1]

@@ -74,9 +74,15 @@ class Spy:
         self.calls: list[dict] = []
 
     def __call__(self, options, dataset, data, run_dir):
+        threads = torch.get_num_threads()
         model = loso.fit_fold(options, dataset, data, run_dir)
         self.calls.append(
-            {"options": options, "train": list(data.train.paths), "val": list(data.val.paths)}
+            {
+                "options": options,
+                "train": list(data.train.paths),
+                "val": list(data.val.paths),
+                "threads": threads,
+            }
         )
         self.calls[-1]["model"] = model
         return model
@@ -160,11 +166,17 @@ def test_scores_are_the_shared_per_group_scorer(table, tmp_path) -> None:
     assert int(np.trace(matrix)) == round(fold["accuracy"] * len(part))
 
 
-def test_one_torch_thread_while_folds_train_then_restored() -> None:
+def test_one_torch_thread_while_folds_train_then_restored(table, tmp_path) -> None:
     before = torch.get_num_threads()
-    with loso.torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(2)
+    spy = Spy()
+    try:
+        with offline_workspace(table.ws):
+            loso.run_loso(options(tmp_path, groups=["massey/hand1"]), fit=spy)
+        assert [call["threads"] for call in spy.calls] == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_task_writes_the_report_and_refuses_an_unknown_group(table, tmp_path) -> None:
