@@ -54,9 +54,10 @@ from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA  # noqa: E402
 from asl_recognition.training.augment import build_augment  # noqa: E402
 from asl_recognition.training.data import TensorSplit, load_split  # noqa: E402
-from asl_recognition.training.loop import LoopConfig, Trainer, seed_everything  # noqa: E402
+from asl_recognition.training.loop import LoopConfig, Trainer  # noqa: E402
 from asl_recognition.training.models import build_model  # noqa: E402
 from asl_recognition.training.options import MODEL_NAMES, TrainOptions  # noqa: E402
+from asl_recognition.training.runtime import seed_everything  # noqa: E402
 
 EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"  # Massey, 5 photos per letter
 
@@ -323,7 +324,7 @@ def landmark_fit(
 def landmark_bare(model: nn.Module, train: TensorSplit, cfg: LoopConfig, seed: int) -> Timing:
     """The textbook loop: same model, batches, batch augmentation, threads, optimiser and loss."""
     from asl_recognition.training.landmark_model import LandmarkAugment, RowsAugment
-    from asl_recognition.training.loop import intra_op_threads
+    from asl_recognition.training.runtime import intra_op_threads
 
     augment = RowsAugment(LandmarkAugment())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

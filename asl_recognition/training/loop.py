@@ -1,53 +1,43 @@
 """The training loop: seeded, resumable, early-stopped on val macro-F1, logged per epoch.
 
-Reproducibility does not depend on carrying RNG state across a restart: every epoch re-seeds
-torch (augmentation, dropout) and the shuffle generator from ``(seed, epoch)``, so "2 epochs"
-and "1 epoch, stop, resume 1 epoch" do the same arithmetic. RNG states are still saved in the
-checkpoint for inspection, and restored on resume.
+Every epoch re-seeds from ``(seed, epoch)`` (:mod:`~asl_recognition.training.runtime`), so a
+resumed run does the same arithmetic as one that never stopped; checkpoints are
+:mod:`~asl_recognition.training.checkpoints`' job, the per-epoch reports
+:mod:`~asl_recognition.training.epoch_log`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import random
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
+from asl_recognition.training.checkpoints import (
+    BEST,
+    CHECKPOINT_SECONDS,
+    LAST,
+    check_resumable,
+    checkpoint_path,
+    restore_rng,
+    rng_state,
+    save_atomic,
+)
 from asl_recognition.training.data import AugmentedImages, TensorSplit
+from asl_recognition.training.epoch_log import FIGURE_SECONDS, EpochLog
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
 from asl_recognition.training.evaluate import predict
-from asl_recognition.training.metrics import confusion_matrix, epoch_metrics, summarise
+from asl_recognition.training.metrics import epoch_metrics, summarise
 from asl_recognition.training.options import TrainOptions
-from asl_recognition.training.plots import confusion_matrix_figure, sample_grid_figure
-
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.pt"
-BEST = "best.pt"
-SAMPLE_IMAGES = 16
-# The val figures (confusion matrix, sample grid) are drawn at most this often, and at the last
-# epoch: each costs ~1 s of matplotlib, more than a whole epoch of the landmark MLP.
-FIGURE_SECONDS = 60.0
-# Checkpoints are written after the first epoch, then at most this often, and after the last
-# epoch: a crash loses at most this much training. An image model's epoch is longer, so it saves
-# every epoch; the landmark MLP runs ~10 epochs a second and spent a third of its fit saving.
-CHECKPOINT_SECONDS = 10.0
-
+from asl_recognition.training.runtime import epoch_seed, intra_op_threads, single_thread
 
 WEIGHT_DECAY = 1e-4
-# What a checkpoint must share with the run that resumes it: the same architecture at the same
-# size, trained on the same dataset version with the same split.
-RESUME_KEYS = ("model_name", "image_size", "dataset_id", "manifest_sha256")
 
 
 @dataclass
@@ -103,93 +93,6 @@ class FitResult:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch; ask torch for deterministic kernels where they exist."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-@contextmanager
-def intra_op_threads(threads: int) -> Iterator[None]:
-    """Run a block on ``threads`` torch intra-op threads (0: unchanged), then restore the count."""
-    before = torch.get_num_threads()
-    if threads <= 0 or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def single_thread() -> contextlib.AbstractContextManager[None]:
-    """Run per-image work on one intra-op thread, then restore the thread count.
-
-    On 64 px images each op is tiny and thread hand-offs dominate: a 64-image batch of the
-    ``light`` preset took 1.7-2.6 s with 2 threads on 2 busy cores and 80-105 ms with one,
-    while the model step (which does use both threads) was unchanged (bench/bench_train.py).
-    """
-    return intra_op_threads(1)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (int(seed) * 1_000_003 + int(epoch)) % (2**63)
-
-
-def _described(meta: dict[str, Any], key: str) -> str:
-    if key == "dataset_id" and meta.get("dataset_id"):
-        return f"dataset {meta.get('dataset_version')} ({meta['dataset_id']})"
-    if key == "manifest_sha256" and meta.get("manifest_sha256"):
-        return f"split manifest sha256 {meta['manifest_sha256'][:12]}"
-    value = meta.get(key)
-    return f"{key} {value!r}" if value is not None else f"no recorded {key}"
-
-
-def check_resumable(path: Path, classes: Sequence[str], meta: dict[str, Any]) -> dict[str, Any]:
-    """Load the checkpoint at ``path``; refuse it unless it was made by a run like this one.
-
-    Resuming on another dataset version (even the same images split with another seed) would
-    train on images the checkpoint had as val or test: silent leakage.
-    """
-    if not path.is_file():
-        raise TrainingInputError(f"--resume: no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise TrainingInputError(f"--resume: {path} is not a readable checkpoint: {exc}") from exc
-    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise TrainingInputError(f"--resume: {path} is not a training checkpoint")
-    if state.get("classes") != list(classes):
-        raise TrainingInputError(
-            f"--resume: checkpoint classes differ from the dataset's ({path})"
-        )
-    saved = state.get("meta") or {}
-    for key in RESUME_KEYS:
-        if saved.get(key) != meta.get(key):
-            own = "the checkpoint's own settings"
-            if key in ("dataset_id", "manifest_sha256") and saved.get("dataset_id"):
-                own = f"--dataset-version {saved['dataset_id']}"
-            raise TrainingInputError(
-                f"--resume: {path} was trained with {_described(saved, key)}, this run has "
-                f"{_described(meta, key)}; refused, nothing was changed (start a new run, or "
-                f"resume with {own})"
-            )
-    return state
-
-
-def _save(obj: dict[str, Any], path: Path) -> None:
-    """Atomic: a crash while saving never leaves a half-written checkpoint behind."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Owns model, optimiser, scheduler and the per-epoch logging of one run."""
 
@@ -221,8 +124,7 @@ class Trainer:
         self.batch_augment = batch_augment
         # Per-image draw weights (e.g. balanced across sources); None: a plain shuffle.
         self.sample_weights = sample_weights
-        self.writer = writer
-        self.clearml_logger = clearml_logger
+        self.log = EpochLog(val, classes, writer, clearml_logger)
         self.meta = dict(meta or {})
         self.criterion = criterion or nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.optimizer = torch.optim.AdamW(
@@ -234,8 +136,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=0.5, patience=2, min_lr=config.lr / 4
         )
-        self.ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.last_path = checkpoint_path(run_dir, LAST)
+        self.best_path = checkpoint_path(run_dir, BEST)
+        self.last_path.parent.mkdir(parents=True, exist_ok=True)
         self.start_epoch = 0
         self.best_f1 = -1.0
         self.best_epoch = 0
@@ -243,29 +146,15 @@ class Trainer:
         self.metrics = epoch_metrics(len(self.classes))
         self.unsaved_best: dict[str, Any] | None = None  # best.pt's content until it is saved
         self.history: list[dict[str, Any]] = []
-        shown = min(SAMPLE_IMAGES, len(val))
-        self.sample_index = torch.linspace(0, len(val) - 1, shown).round().long()
 
     # -- checkpoints -------------------------------------------------------------------------
-    @property
-    def last_path(self) -> Path:
-        return self.ckpt_dir / LAST
-
-    @property
-    def best_path(self) -> Path:
-        return self.ckpt_dir / BEST
-
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rng_state(),
             "best_f1": self.best_f1,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
@@ -283,9 +172,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        restore_rng(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best_f1 = float(state["best_f1"])
         self.best_epoch = int(state["best_epoch"])
@@ -401,51 +288,6 @@ class Trainer:
         result["images"] = seen
         return result
 
-    def _log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
-        """The epoch's scalars (cheap: every epoch)."""
-        if self.writer is None:
-            return
-        for split in ("train", "val"):
-            for key in ("loss", "accuracy", "macro_f1"):
-                self.writer.add_scalar(f"{key}/{split}", row[f"{split}_{key}"], epoch)
-            self.writer.add_scalar(f"lr/{split}", row["lr"], epoch)
-
-    def _log_figures(self, epoch: int, val_preds: torch.Tensor) -> None:
-        """The val confusion matrix and sample grid: ~1 s of matplotlib each time, so drawn at
-        most once a :data:`FIGURE_SECONDS` and at the last epoch (per epoch they were 90% of a
-        landmark run's fit)."""
-        matrix = confusion_matrix(val_preds, self.val_split.labels, len(self.classes))
-        if self.writer is not None:
-            shown = self.sample_index
-            if self.val_split.images.dim() == 4:  # pictures; landmark rows have none to show
-                self.writer.add_figure(
-                    "samples/val",
-                    sample_grid_figure(
-                        self.val_split.images[shown],
-                        val_preds[shown].tolist(),
-                        self.val_split.labels[shown].tolist(),
-                        self.classes,
-                    ),
-                    epoch,
-                )
-            self.writer.add_figure(
-                "confusion_matrix/val",
-                confusion_matrix_figure(matrix, self.classes, f"val, epoch {epoch}"),
-                epoch,
-            )
-            self.writer.flush()
-        if self.clearml_logger is not None:
-            self.clearml_logger.report_confusion_matrix(
-                title="confusion matrix",
-                series="val",
-                matrix=matrix,
-                iteration=epoch,
-                xaxis="predicted",
-                yaxis="true",
-                xlabels=self.classes,
-                ylabels=self.classes,
-            )
-
     def fit(self) -> FitResult:
         """Train until ``epochs`` or early stopping; ``best.pt`` holds the best val macro-F1.
 
@@ -466,7 +308,7 @@ class Trainer:
             train_seconds += time.perf_counter() - t0
             train_images += int(row.pop("images"))
             self.history.append(row)
-            self._log_epoch(epoch, row)
+            self.log.scalars(epoch, row)
             self._keep(epoch, row)
             if self.cfg.patience and self.bad_epochs >= self.cfg.patience:
                 stopped_early = True
@@ -476,7 +318,7 @@ class Trainer:
                 self._checkpoint(epoch)
                 saves_due = time.perf_counter() + CHECKPOINT_SECONDS
             if final or time.perf_counter() >= figures_due:
-                self._log_figures(epoch, val_preds)
+                self.log.figures(epoch, val_preds)
                 figures_due = time.perf_counter() + FIGURE_SECONDS
         return FitResult(
             epochs_run=epoch,
@@ -532,6 +374,6 @@ class Trainer:
         """``best.pt`` (when a gain is unsaved), then ``last.pt``: a ``last.pt`` on disk never
         names a best epoch whose weights are not."""
         if self.unsaved_best is not None:
-            _save(self.unsaved_best, self.best_path)
+            save_atomic(self.unsaved_best, self.best_path)
             self.unsaved_best = None
-        _save(self._state(epoch), self.last_path)
+        save_atomic(self._state(epoch), self.last_path)

@@ -33,8 +33,8 @@ from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import predict, score_groups
-from asl_recognition.training.loop import intra_op_threads
 from asl_recognition.training.options import LosoOptions, TrainOptions
+from asl_recognition.training.runtime import intra_op_threads
 
 REPORT = "loso"
 WORST_CLASSES = 3
@@ -98,7 +98,7 @@ def recipe_train_options(opts: LosoOptions, dataset_id: str, landmarks_id: str) 
 def fit_fold(options: TrainOptions, dataset: Any, data: Any, run_dir: Path) -> nn.Module:
     """``run.train`` on the fold's rows, exactly as the train step runs it (no logging)."""
     from asl_recognition.training.landmark_run import build_landmark_net
-    from asl_recognition.training.loop import seed_everything
+    from asl_recognition.training.runtime import seed_everything
     from asl_recognition.training.run import Plan, resolve_device, train
 
     seed_everything(options.seed)  # the same initial weights in every fold

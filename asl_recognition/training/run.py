@@ -27,6 +27,13 @@ from asl_recognition.imageio import check_image_size
 from asl_recognition.options import as_params
 from asl_recognition.paths import workspace
 from asl_recognition.training.augment import build_augment
+from asl_recognition.training.checkpoints import (
+    BEST,
+    CHECKPOINT_DIR,
+    LAST,
+    check_resumable,
+    checkpoint_path,
+)
 from asl_recognition.training.data import (
     PublishedDataset,
     TensorSplit,
@@ -53,19 +60,12 @@ from asl_recognition.training.landmark_run import (
     measure_external,
     open_landmarks,
 )
-from asl_recognition.training.loop import (
-    CHECKPOINT_DIR,
-    LAST,
-    FitResult,
-    LoopConfig,
-    Trainer,
-    check_resumable,
-    seed_everything,
-)
+from asl_recognition.training.loop import FitResult, LoopConfig, Trainer
 from asl_recognition.training.metrics import confidence_histogram, confusion_matrix
 from asl_recognition.training.models import build_model
 from asl_recognition.training.options import TrainOptions, default_external
 from asl_recognition.training.plots import confusion_matrix_figure
+from asl_recognition.training.runtime import seed_everything
 
 if TYPE_CHECKING:
     from asl_recognition.registry.base import ModelRecord
@@ -217,7 +217,7 @@ def prepare(options: TrainOptions) -> Plan:
     }
     checkpoint = None
     if options.resume:
-        checkpoint = check_resumable(run_dir / CHECKPOINT_DIR / LAST, dataset.classes, meta)
+        checkpoint = check_resumable(checkpoint_path(run_dir, LAST), dataset.classes, meta)
     external = None if options.external == "none" else (options.external or default_external())
     return Plan(
         options, device, dataset, image_size, external, model, run_dir, meta, checkpoint, landmarks
@@ -557,7 +557,6 @@ def register(
 ) -> ModelRecord:
     """A new version of the ``asl`` model: files, scores, options and dataset id."""
     from asl_recognition.registry import NewModel, get_registry
-    from asl_recognition.training.loop import BEST
 
     registry_metrics: dict[str, Any] = {k: metrics[k] for k in REGISTRY_METRICS}
     registry_metrics["holdout"] = {
@@ -568,7 +567,7 @@ def register(
     if plan.meta.get("landmarks_id"):  # the exact ASL_landmarks version, not "latest"
         params["landmarks_id"] = plan.meta["landmarks_id"]
     # the checkpoint the exported graph was built from (--keep best or last)
-    checkpoint = plan.run_dir / CHECKPOINT_DIR / (BEST if plan.options.keep == "best" else LAST)
+    checkpoint = checkpoint_path(plan.run_dir, BEST if plan.options.keep == "best" else LAST)
     model = NewModel(
         name="asl",
         onnx_path=str(exported.onnx),

@@ -19,7 +19,8 @@ from asl_recognition.paths import SAMPLE_DATA
 from asl_recognition.training.data import TensorSplit
 from asl_recognition.training.landmark_model import FEATURES, LandmarkAugment, RowsAugment
 from asl_recognition.training.landmark_run import build_landmark_net, landmark_augment
-from asl_recognition.training.loop import LoopConfig, Trainer, intra_op_threads
+from asl_recognition.training.loop import LoopConfig, Trainer
+from asl_recognition.training.runtime import intra_op_threads
 
 PHOTOS = {"A": 3, "B": 3, "L": 3, "nothing": 3}  # 'nothing' photos have no hand
 
@@ -119,7 +120,7 @@ def test_figures_are_drawn_once_at_the_end_and_scalars_every_epoch(rows, tmp_pat
 
     with SummaryWriter(str(tmp_path / "tb")) as writer:
         trainer = _trainer(rows, tmp_path / "run", epochs=4)
-        trainer.writer = writer
+        trainer.log.writer = writer
         fit = trainer.fit()
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     events.Reload()

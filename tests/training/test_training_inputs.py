@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from asl_testkit import offline_workspace
 from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
 from asl_testkit.published import publish_sample, train_options
+from asl_testkit.workspaces import offline_workspace
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.imageio import MIN_IMAGE_SIZE, check_image_size

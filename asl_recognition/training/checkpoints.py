@@ -1,0 +1,103 @@
+"""Training checkpoints: where a run keeps them, how they are written, and which may be resumed.
+
+A run folder holds ``checkpoints/last.pt`` (everything a resume needs, RNG states included for
+inspection) and ``checkpoints/best.pt`` (the weights of the best val macro-F1).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from asl_recognition.training.errors import TrainingInputError
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+# Checkpoints are written after the first epoch, then at most this often, and after the last
+# epoch: a crash loses at most this much training. An image model's epoch is longer, so it saves
+# every epoch; the landmark MLP runs ~10 epochs a second and spent a third of its fit saving.
+CHECKPOINT_SECONDS = 10.0
+# What a checkpoint must share with the run that resumes it: the same architecture at the same
+# size, trained on the same dataset version with the same split.
+RESUME_KEYS = ("model_name", "image_size", "dataset_id", "manifest_sha256")
+
+
+def checkpoint_path(run_dir: str | Path, name: str) -> Path:
+    """The checkpoint ``name`` (:data:`LAST` or :data:`BEST`) of the run in ``run_dir``."""
+    return Path(run_dir) / CHECKPOINT_DIR / name
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """Atomic: a crash while saving never leaves a half-written checkpoint behind."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy and python RNG states, as a checkpoint keeps them."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put back the RNG states :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _described(meta: dict[str, Any], key: str) -> str:
+    if key == "dataset_id" and meta.get("dataset_id"):
+        return f"dataset {meta.get('dataset_version')} ({meta['dataset_id']})"
+    if key == "manifest_sha256" and meta.get("manifest_sha256"):
+        return f"split manifest sha256 {meta['manifest_sha256'][:12]}"
+    value = meta.get(key)
+    return f"{key} {value!r}" if value is not None else f"no recorded {key}"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """The training checkpoint at ``path``; a missing or foreign file is a one-line refusal."""
+    if not path.is_file():
+        raise TrainingInputError(f"--resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise TrainingInputError(f"--resume: {path} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise TrainingInputError(f"--resume: {path} is not a training checkpoint")
+    return state
+
+
+def check_resumable(path: Path, classes: Sequence[str], meta: dict[str, Any]) -> dict[str, Any]:
+    """Load the checkpoint at ``path``; refuse it unless it was made by a run like this one.
+
+    Resuming on another dataset version (even the same images split with another seed) would
+    train on images the checkpoint had as val or test: silent leakage.
+    """
+    state = _load(path)
+    if state.get("classes") != list(classes):
+        raise TrainingInputError(
+            f"--resume: checkpoint classes differ from the dataset's ({path})"
+        )
+    saved = state.get("meta") or {}
+    for key in RESUME_KEYS:
+        if saved.get(key) != meta.get(key):
+            own = "the checkpoint's own settings"
+            if key in ("dataset_id", "manifest_sha256") and saved.get("dataset_id"):
+                own = f"--dataset-version {saved['dataset_id']}"
+            raise TrainingInputError(
+                f"--resume: {path} was trained with {_described(saved, key)}, this run has "
+                f"{_described(meta, key)}; refused, nothing was changed (start a new run, or "
+                f"resume with {own})"
+            )
+    return state
