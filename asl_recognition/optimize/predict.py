@@ -69,9 +69,9 @@ def decode(paths: Sequence[Path], size: int) -> tuple[list[Path], np.ndarray, li
     return kept, np.ascontiguousarray(batch), errors
 
 
-def refuse_landmarks(record: ModelRecord, kind: str) -> None:
+def refuse_landmarks(record: ModelRecord, graph_type: str) -> None:
     """Photos in, answers out: the landmark classifier needs the hand pipeline in front."""
-    if kind != IMAGES:
+    if graph_type != IMAGES:
         raise PredictError(
             f"model {record.id} is a landmark classifier (landmark rows in, not photos): "
             "serve it with its hand pipeline and use --runtime triton"
@@ -83,7 +83,7 @@ def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tupl
     from asl_recognition.optimize.measure import open_session, run_probabilities
 
     inputs = graph_inputs(record.onnx_path)
-    refuse_landmarks(record, inputs.kind)
+    refuse_landmarks(record, inputs.graph_type)
     kept, images, errors = decode(paths, inputs.image_size)
     if not kept:
         return [], errors
@@ -153,7 +153,7 @@ def predict_torch(
     import torch
 
     if checkpoint is None:  # the landmark net's checkpoint is no image classifier's
-        refuse_landmarks(record, graph_inputs(record.onnx_path).kind)
+        refuse_landmarks(record, graph_inputs(record.onnx_path).graph_type)
     model, classes, size = torch_model(checkpoint or find_checkpoint(record))
     kept, images, errors = decode(paths, size)
     if not kept:

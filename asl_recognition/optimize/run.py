@@ -78,7 +78,7 @@ def load_inputs(registry: ModelRegistry, opts: OptimizeOptions) -> Inputs:
             f"model {record.id}'s classes differ from dataset {record.dataset_id}'s"
         )
     out_dir = _out_dir(opts.output_dir, record)
-    if graph.kind == LANDMARKS:
+    if graph.graph_type == LANDMARKS:
         source_id, splits, groups = landmark_splits(record, classes)
     else:
         source_id, (splits, groups) = dataset.version.id, image_splits(dataset, graph.image_size)
@@ -221,7 +221,7 @@ def profiles(inputs: Inputs, fp32: Path) -> dict[str, Any]:
     arch = inputs.record.params.get("model", "cnn")
     classes = list(inputs.dataset.classes)
     torch.manual_seed(0)  # the weights do not change the step's cost
-    if inputs.graph.kind == LANDMARKS:
+    if inputs.graph.graph_type == LANDMARKS:
         model = build_landmark_net(classes, None)
     elif arch in IMAGE_MODELS:
         model = build_model(arch, len(classes), inputs.image_size)
@@ -298,7 +298,7 @@ def served_throughput(
         "variants": served,
         "model": (
             "classifier only (landmark rows in)"
-            if inputs.graph.kind == LANDMARKS
+            if inputs.graph.graph_type == LANDMARKS
             else "classifier (uint8 images in)"
         ),
     }
@@ -345,7 +345,7 @@ def run_optimize(opts: OptimizeOptions, ctx: Any = None) -> dict[str, Any]:
             "version": inputs.record.version,
         },
         "dataset_id": inputs.record.dataset_id,
-        "contract": inputs.graph.kind,
+        "contract": inputs.graph.graph_type,
         "image_size": inputs.image_size,
         "test_images": len(inputs.splits["test"]),
         "calibration": details["int8"]["calibration"],

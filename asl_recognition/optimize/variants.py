@@ -82,11 +82,11 @@ def resolve_model(registry: ModelRegistry, model_id: str, name: str = "asl") -> 
 class GraphInputs:
     """Which contract a graph has, and how a batch of samples becomes its feeds."""
 
-    kind: str  # IMAGES or LANDMARKS
+    graph_type: str  # IMAGES or LANDMARKS
     image_size: int = 0  # the CNN's square side; 0 for the landmark classifier
 
     def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self.kind == LANDMARKS:
+        if self.graph_type == LANDMARKS:
             features, found = LANDMARK_INPUTS
             return {
                 features: np.ascontiguousarray(batch[:, :LANDMARK_FEATURES], dtype=np.float32),

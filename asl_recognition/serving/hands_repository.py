@@ -1,7 +1,7 @@
 """The Triton layout of a landmark classifier: photo bytes -> hand pipeline -> classifier.
 
 A landmark classifier's ONNX graph takes ``FEATURES`` fp32 [63] and ``HAND_FOUND`` fp32 [1]
-(see ``onnx_introspect.model_kind``). Beside its ``<name>_onnx`` and ``<name>_metrics`` models
+(see ``onnx_introspect.graph_type``). Beside its ``<name>_onnx`` and ``<name>_metrics`` models
 the generator then writes::
 
     <repo>/<name>_hands/config.pbtxt, <v>/model.py + the verified hand model files

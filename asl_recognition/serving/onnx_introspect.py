@@ -59,9 +59,10 @@ class OnnxSignature:
 LANDMARK_INPUTS = ("FEATURES", "HAND_FOUND")
 
 
-def model_kind(signature: OnnxSignature) -> str:
+def graph_type(signature: OnnxSignature) -> str:
     """``"landmarks"`` for a graph fed by the hand pipeline (inputs FEATURES, HAND_FOUND), else
-    ``"image"`` (a CNN on pixels): the repository generator lays out each kind its own way."""
+    ``"image"`` (a CNN on pixels): the repository generator lays out each graph type its own way.
+    """
     names = sorted(t.name for t in signature.inputs)
     return "landmarks" if names == sorted(LANDMARK_INPUTS) else "image"
 

@@ -31,8 +31,10 @@ class BuildTritonRepoOptions:
         "image at a time each, so about one per core for throughput",
         low=1,
     )
-    kind: str = option("cpu", "instance kind", choices=("cpu", "gpu"))
-    tensorrt: bool = option(False, "add the TensorRT GPU accelerator (needs --kind gpu)")
+    instance_kind: str = option(
+        "cpu", "where the ONNX model's instances run (instance_group kind)", choices=("cpu", "gpu")
+    )
+    tensorrt: bool = option(False, "add the TensorRT GPU accelerator (needs --instance-kind gpu)")
     keep_versions: int = option(
         2,
         "versions kept on disk (rollback = delete the newest); behind the ensemble or with "

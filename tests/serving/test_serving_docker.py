@@ -93,7 +93,7 @@ def test_gpu_profile_reserves_the_gpu_and_keeps_tensorrt_engines() -> None:
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert gpu["command"] == services["triton"]["command"]
     # The repository generator's default engine cache folder, on a writable volume.
-    from asl_recognition.serving.repository import DEFAULT_TRT_CACHE_DIR
+    from asl_recognition.serving.configs import DEFAULT_TRT_CACHE_DIR
 
     assert (
         f"trt-cache:{DEFAULT_TRT_CACHE_DIR}" in gpu["volumes"]

@@ -1,6 +1,6 @@
 """The hand pipeline inside Triton: photo bytes in, letter out, on the real tritonserver binary.
 
-One repository holds both kinds: the landmark classifier as ``asl`` (ensemble IMAGE -> asl_hands
+One repository holds both graphs: the landmark classifier as ``asl`` (ensemble IMAGE -> asl_hands
 -> asl_onnx -> asl_metrics) and the CNN as ``cnn`` (pixels in), each generated from its ONNX.
 """
 
@@ -25,7 +25,8 @@ from asl_recognition.classes import CLASSES
 from asl_recognition.data.landmarks import POINT_COLUMNS, measure
 from asl_recognition.hands import HandLandmarker, features_from_landmarks
 from asl_recognition.paths import SAMPLE_DATA
-from asl_recognition.serving.repository import build_repository, load_config
+from asl_recognition.serving.configs import load_config
+from asl_recognition.serving.repository import build_repository
 
 pytestmark = pytest.mark.server
 LETTERS = ("A", "B", "L", "V", "Y")
@@ -101,7 +102,7 @@ def client_json(*args: str) -> tuple[list, str, int]:
 
 def test_layout_is_generated_from_the_graph(hands_server) -> None:
     repo, info = hands_server.repo_dir, hands_server.info
-    assert info["graph_kind"] == "landmarks" and info["hands_model"] == "asl_hands"
+    assert info["graph_type"] == "landmarks" and info["hands_model"] == "asl_hands"
     assert sorted(p.name for p in repo.iterdir()) == [
         "asl",
         "asl_hands",

@@ -21,7 +21,8 @@ from tritonclient.utils import InferenceServerException
 
 from asl_recognition.classes import read_class_file
 from asl_recognition.serving.launcher import TritonServerError
-from asl_recognition.serving.repository import build_repository, load_config
+from asl_recognition.serving.configs import load_config
+from asl_recognition.serving.repository import build_repository
 
 pytestmark = pytest.mark.server
 SIZE, CLASSES = 32, 29

@@ -17,7 +17,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from asl_recognition.classes import CLASSES, read_class_file, write_class_file
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.onnx_introspect import OnnxSignatureError, read_signature
-from asl_recognition.serving.repository import build_repository, load_config
+from asl_recognition.serving.configs import load_config
+from asl_recognition.serving.repository import build_repository
 from asl_recognition.serving.sources import ModelSourceError, resolve_model
 
 
@@ -119,7 +120,7 @@ def _load_standin():
 
 def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
     a, b = tiny_models["a"], tiny_models["b"]
-    build_repository(a.onnx, a.classes, tmp_path, kind="gpu", tensorrt=True, instances=3)
+    build_repository(a.onnx, a.classes, tmp_path, instance_kind="gpu", tensorrt=True, instances=3)
     path = tmp_path / "asl_onnx" / "config.pbtxt"
     cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
@@ -152,10 +153,12 @@ def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
     ) == ["unknown parameter 'trt_engine_cache' for the TensorRT accelerator"]
     # Same model again: config untouched (no reload, the cached engine stays valid) ...
     before = path.read_bytes()
-    build_repository(a.onnx, a.classes, tmp_path, kind="gpu", tensorrt=True, instances=3)
+    build_repository(a.onnx, a.classes, tmp_path, instance_kind="gpu", tensorrt=True, instances=3)
     assert path.read_bytes() == before
     # ... another model: another cache folder and profile.
-    build_repository(b.onnx, b.classes, tmp_path, kind="gpu", tensorrt=True, max_batch_size=8)
+    build_repository(
+        b.onnx, b.classes, tmp_path, instance_kind="gpu", tensorrt=True, max_batch_size=8
+    )
     params = dict(
         load_config(path)
         .optimization.execution_accelerators.gpu_execution_accelerator[0]
@@ -164,7 +167,7 @@ def test_gpu_and_tensorrt_fields(tiny_models, tmp_path) -> None:
     assert params["trt_engine_cache_path"] != f"/trt_cache/asl_onnx-{sha}"
     assert params["trt_profile_max_shapes"] == "images:8x3x48x48"
     with pytest.raises(ValueError, match="GPU"):
-        build_repository(a.onnx, a.classes, tmp_path / "x", kind="cpu", tensorrt=True)
+        build_repository(a.onnx, a.classes, tmp_path / "x", instance_kind="cpu", tensorrt=True)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -344,7 +347,7 @@ def test_landmark_classifier_gets_the_hand_pipeline(tmp_path) -> None:
     onnx_path, classes = _landmark_model(tmp_path)
     repo = tmp_path / "repo"
     info = build_repository(onnx_path, classes, repo, model_name="signs", hand_instances=2)
-    assert info["graph_kind"] == "landmarks" and info["hands_version"] == 1
+    assert info["graph_type"] == "landmarks" and info["hands_version"] == 1
     hands = load_config(repo / "signs_hands" / "config.pbtxt")
     assert hands.instance_group[0].count == 2 and hands.input[0].data_type == mc.TYPE_STRING
     files = sorted(p.name for p in (repo / "signs_hands" / "1").iterdir())

@@ -18,7 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException
 
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES
-from asl_recognition.serving.repository import load_config
+from asl_recognition.serving.configs import load_config
 
 pytestmark = pytest.mark.server
 CLIENT = REPO_ROOT / "triton" / "client" / "client.py"

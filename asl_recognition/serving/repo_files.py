@@ -1,0 +1,186 @@
+"""Files of a Triton model repository: atomic writes, numbered versions, paths kept inside it.
+
+Files are written so that a server polling the repository never sees half a model: a version
+directory is staged under a hidden name and renamed into place, and a config is only rewritten
+when its content changes (a rewrite makes Triton reload the model).
+
+Model names are checked against what Triton accepts before any path is built, and every path
+written or deleted is resolved and must lie inside the repository, so no name or symlink can
+make the generator touch files elsewhere.
+
+Versions: ``keep_versions`` directories stay on disk (a rollback is deleting the newest one); an
+older version stays only while the new config (dims, labels) also describes it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from asl_recognition.classes import read_class_file
+from asl_recognition.serving.configs import load_config
+from asl_recognition.serving.onnx_introspect import OnnxSignature, file_sha256, read_signature
+
+MODEL_FILE = "model.onnx"
+VERSION_CLASSES_FILE = "classes.txt"
+# Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
+# short enough for the '_metrics' suffix. No separator can appear, so no path can escape.
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_model_name(name: str) -> str:
+    """Refuse a model name Triton would not serve or that is not one plain folder name."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` itself if it resolves (symlinks followed) strictly inside ``root``, else refuse."""
+    resolved = path.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise ValueError(f"{path} resolves to {resolved}, outside the repository {root}")
+    return path
+
+
+def atomic_write(root: Path, path: Path, data: bytes) -> bool:
+    """Write only when the content differs; returns whether the file changed."""
+    inside(root, path)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def labels_bytes(classes: list[str]) -> bytes:
+    """A class list as labels.txt / classes.txt hold it: one name a line."""
+    return ("\n".join(classes) + "\n").encode("utf-8")
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """The numbered version folders of a model, oldest first ('0...' names are not versions)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isdigit() and not p.name.startswith("0")
+    )
+
+
+def _version_matches(version_dir: Path, sha: str, classes: list[str]) -> bool:
+    onnx_file, classes_file = version_dir / MODEL_FILE, version_dir / VERSION_CLASSES_FILE
+    return (
+        onnx_file.is_file()
+        and classes_file.is_file()
+        and file_sha256(onnx_file) == sha
+        and read_class_file(str(classes_file)) == classes
+    )
+
+
+def _compatible(version_dir: Path, signature: OnnxSignature, classes: list[str]) -> bool:
+    """An older version may stay only if the new config (dims, labels) also describes it."""
+    try:
+        return (
+            read_signature(version_dir / MODEL_FILE).key() == signature.key()
+            and read_class_file(str(version_dir / VERSION_CLASSES_FILE)) == classes
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def _publish_version(
+    root: Path, model_dir: Path, version: int, onnx_path: Path, classes: list[str]
+) -> None:
+    target = inside(root, model_dir / str(version))
+    staging = Path(tempfile.mkdtemp(dir=inside(root, model_dir), prefix=f".staging-{version}-"))
+    shutil.copyfile(onnx_path, staging / MODEL_FILE)
+    (staging / VERSION_CLASSES_FILE).write_bytes(labels_bytes(classes))
+    os.chmod(staging, 0o755)
+    os.rename(staging, target)
+
+
+def remove_version(root: Path, model_dir: Path, version: int) -> None:
+    """Delete one version folder, never through a symlink nor outside the repository."""
+    path = inside(root, model_dir / str(version))
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symlink; refusing to delete through it")
+    shutil.rmtree(path)
+
+
+def check_platform(model_dir: Path, platform: str) -> None:
+    """Refuse to overwrite a folder that holds a model of another platform or backend."""
+    config_file = model_dir / "config.pbtxt"
+    if config_file.is_file():
+        current = load_config(config_file)
+        if (current.platform or current.backend) not in (platform, ""):
+            raise ValueError(
+                f"{model_dir} already holds a '{current.platform or current.backend}' model; "
+                f"use another --model-name or a fresh --repo"
+            )
+
+
+def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> dict[str, Path]:
+    """Every folder the build may touch, each checked to resolve inside the repository."""
+    check_model_name(model_name)
+    names = {"onnx": f"{model_name}_onnx" if ensemble else model_name}
+    if ensemble:
+        names.update(metrics=f"{model_name}_metrics", ensemble=model_name)
+    if ensemble and graph_type == "landmarks":
+        names["hands"] = f"{model_name}_hands"
+    dirs = {key: inside(root, root / name) for key, name in names.items()}
+    for key in ("onnx", "hands"):
+        for version in version_numbers(dirs[key]) if key in dirs else []:
+            inside(root, dirs[key] / str(version))
+    return dirs
+
+
+def update_versions(
+    root: Path,
+    model_dir: Path,
+    onnx_path: Path,
+    signature: OnnxSignature,
+    classes: list[str],
+    keep_versions: int,
+) -> tuple[int, bool, list[int]]:
+    """Publish ``onnx_path`` as the newest version (or reuse it); prune what cannot stay."""
+    sha = file_sha256(onnx_path)
+    existing = version_numbers(model_dir)
+    reused = bool(existing) and _version_matches(model_dir / str(existing[-1]), sha, classes)
+    version = existing[-1] if reused else (existing[-1] + 1 if existing else 1)
+    if not reused:
+        _publish_version(root, model_dir, version, onnx_path, classes)
+    pruned = []
+    for old in existing:
+        if old != version and not _compatible(model_dir / str(old), signature, classes):
+            remove_version(root, model_dir, old)
+            pruned.append(old)
+    for old in version_numbers(model_dir)[:-keep_versions]:
+        remove_version(root, model_dir, old)
+        pruned.append(old)
+    return version, reused, sorted(pruned)
+
+
+def block_bytecode_cache(root: Path, version_dir: Path) -> None:
+    """Keep Python from writing ``__pycache__`` next to the step's model.py.
+
+    The backend stub imports model.py with an isolated interpreter (PYTHONDONTWRITEBYTECODE is
+    ignored, and the file cannot switch caching off before it is compiled). A new
+    ``__pycache__`` folder changes the model folder, and a polling server then reloads the
+    model after every start. A plain file of that name makes Python skip the cache silently.
+    """
+    blocker = inside(root, version_dir / "__pycache__")
+    if blocker.is_dir() and not blocker.is_symlink():
+        shutil.rmtree(blocker)
+    atomic_write(root, blocker, b"")
