@@ -23,6 +23,7 @@ import numpy as np
 from asl_recognition.data.options import PublishLandmarksOptions
 from asl_recognition.hands import HandLandmarker, HandResult
 from asl_recognition.hands.models import verify_models
+from asl_recognition.hands.pool import map_photos
 from asl_recognition.imageio import ImageDecodeError
 from asl_recognition.options import settle
 from asl_recognition.paths import workspace
@@ -181,14 +182,11 @@ def extract_table(
 ) -> Any:
     """One row per manifest image: its split/group columns plus its measured hand."""
     import pandas as pd
-    from tqdm import tqdm
 
     items = list(manifest_items(manifest))
-    rows = []
-    for item in tqdm(items, desc="landmarks", unit="img", disable=not progress):
-        rows.append(
-            {**item, **measure(landmarker, raw_roots[item["raw_dataset_id"]] / item["file"])}
-        )
+    paths = [raw_roots[item["raw_dataset_id"]] / item["file"] for item in items]
+    measured = map_photos(measure, landmarker, paths, desc="landmarks", progress=progress)
+    rows = [{**item, **row} for item, row in zip(items, measured)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

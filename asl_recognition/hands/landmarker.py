@@ -27,6 +27,7 @@ from asl_recognition.hands.passes import (
 
 HANDEDNESS = ("Left", "Right")  # MediaPipe's label order: the model's score is for index 0
 MIN_SIDE = 16
+FEATURE_COUNT = 63  # 21 points x (x, y, z), see features_from_landmarks
 
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
@@ -103,6 +104,7 @@ class HandLandmarker:
         self.passes = check_passes(passes)
         self.variant = variant
         folder = verify_models(models_dir)
+        self.models_dir = folder
         self.palm_model = TfliteModel(folder / f"palm_detection_{variant}.tflite", num_threads)
         self.landmark_model = TfliteModel(folder / f"hand_landmark_{variant}.tflite", num_threads)
         self.anchors = geometry.ssd_anchors()
@@ -228,3 +230,18 @@ def features_from_landmarks(landmarks: np.ndarray, handedness: str) -> np.ndarra
 def landmark_features(result: HandResult) -> np.ndarray:
     """The (63,) float32 feature vector of one detected hand (see ``features_from_landmarks``)."""
     return features_from_landmarks(result.landmarks, result.handedness)
+
+
+def photo_row(landmarker: HandLandmarker, path: Path) -> np.ndarray | None:
+    """(64,) float32: the photo's features and a found flag (zeros, 0 without a hand); None when
+    it cannot be decoded. Module-level, so :func:`pool.map_photos` can run it in workers."""
+    from asl_recognition.imageio import ImageDecodeError
+
+    try:
+        result = landmarker.detect_path(path)
+    except (ImageDecodeError, OSError):
+        return None
+    row = np.zeros(FEATURE_COUNT + 1, dtype=np.float32)
+    if result is not None:
+        row[:FEATURE_COUNT], row[FEATURE_COUNT] = landmark_features(result), 1.0
+    return row

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from asl_recognition.data.landmarks import POINT_COLUMNS
-from asl_recognition.hands import HandLandmarker, features_from_landmarks, landmark_features
-from asl_recognition.imageio import ImageDecodeError
+from asl_recognition.hands import HandLandmarker, features_from_landmarks
+from asl_recognition.hands.landmarker import photo_row
+from asl_recognition.hands.pool import map_photos
 from asl_recognition.training.data import TensorSplit
 from asl_recognition.training.evaluate import ExternalSet, class_folder
 from asl_recognition.training.landmark_model import FEATURES
@@ -49,16 +50,12 @@ def measure_folder(
     """``<CLASS>/*`` photos of another source, measured by the same landmarker as serving."""
     folder = Path(folder)
     files, used, skipped = class_folder(folder, classes)
+    measured = map_photos(photo_row, landmarker, [path for path, _ in files], desc="external")
     rows, labels, paths, unreadable = [], [], [], []
-    for path, index in files:
-        try:
-            result = landmarker.detect_path(path)
-        except (ImageDecodeError, OSError):
+    for (path, index), row in zip(files, measured):
+        if row is None:
             unreadable.append(str(path))
             continue
-        row = np.zeros(ROW, dtype=np.float32)
-        if result is not None:
-            row[:FEATURES], row[FEATURES] = landmark_features(result), 1.0
         rows.append(row)
         labels.append(index)
         paths.append(path.relative_to(folder).as_posix())

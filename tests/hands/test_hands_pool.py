@@ -1,0 +1,37 @@
+"""The worker pool finds exactly the hands the parent's landmarker finds, in input order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asl_recognition.hands import HandLandmarker, Pass
+from asl_recognition.hands import pool as hand_pool
+from asl_recognition.hands.landmarker import photo_row
+
+PHOTOS = sorted(Path("data/test_images").glob("*.jpg"))
+
+
+def test_two_workers_give_the_parents_rows_in_order(
+    landmarker: HandLandmarker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hand_pool, "POOL_MIN_PHOTOS", 2)
+    paths = PHOTOS[:12] + [Path("README.md")]  # one file that is not a photo
+    serial = [photo_row(landmarker, p) for p in paths]
+    pooled = hand_pool.map_photos(photo_row, landmarker, paths, workers=2, progress=False)
+    assert pooled[-1] is None and serial[-1] is None
+    assert sum(row[-1] for row in serial[:-1]) >= 8, "the bundled test photos show hands"
+    for expected, got in zip(serial[:-1], pooled[:-1]):
+        np.testing.assert_array_equal(expected, got)
+
+
+def test_workers_use_the_parents_settings_not_the_defaults(
+    hand_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A landmarker that can never trust a hand finds none in its workers either."""
+    monkeypatch.setattr(hand_pool, "POOL_MIN_PHOTOS", 2)
+    strict = HandLandmarker(hand_models, min_presence=1.01, passes=(Pass(0.15, 1.0),))
+    rows = hand_pool.map_photos(photo_row, strict, PHOTOS[:6], workers=2, progress=False)
+    assert [row[-1] for row in rows] == [0.0] * 6
