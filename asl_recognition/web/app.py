@@ -1,0 +1,221 @@
+"""The live recognition page's web app: the page, its static files and ``POST /api/frame``.
+
+Each frame (a webcam JPEG or a chosen photo, the bytes as they are) is checked here and then
+sent to the Triton ensemble over gRPC (:mod:`.triton_link`). What one client may cost is bounded
+before Triton sees anything, and every refusal is JSON ``{"error": "..."}`` with its status:
+
+- a body over ``max_frame_bytes``: 413 (by ``Content-Length`` before reading, or as soon as a
+  streamed body passes the cap; the connection is then closed);
+- more than ``rate`` frames/s from one address (``burst`` at once): 429 with ``Retry-After``,
+  nothing queues;
+- bytes that are not an image (read from the header, no pixel decoded): 415;
+- a POST whose ``Origin`` is not this page's own (another site's script): 403. No response
+  carries ``Access-Control-*`` headers, so browsers never let another origin read an answer;
+- Triton not answering: 503 with ``"triton": "down"`` (the page says so and keeps trying);
+  no answer within ``request_timeout``: 504; a photo Triton refuses: 422 with its sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from asl_recognition import imageio
+from asl_recognition.serving.front import TokenBuckets
+
+from .options import PageOptions, WebLimits, WebOptions
+from .triton_link import FrameRefused, TritonDown, TritonLink
+
+MIB = 1024 * 1024
+# The page runs only its own script, styles and images; nothing may frame it.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+class Refused(Exception):
+    """A frame the app answers itself: status and one sentence."""
+
+    def __init__(self, status: int, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def same_origin(request: Request) -> bool:
+    """No ``Origin`` (curl, the bench) or this very host: the only callers allowed to POST."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == request.headers.get("host")
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every response."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [
+                    (k.encode(), v.encode())
+                    for k, v in SECURITY_HEADERS.items()
+                    if k.encode() not in names
+                ]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class FrameHandler:
+    """``POST /api/frame``: limits, the image check, then Triton."""
+
+    def __init__(self, link: TritonLink, limits: WebLimits) -> None:
+        self.link, self.limits = link, limits
+        self.buckets = TokenBuckets(limits.rate, limits.burst)
+        self.counts: Counter = Counter()
+
+    async def read_body(self, request: Request) -> bytes:
+        cap = self.limits.max_frame_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            raise Refused(413, f"the frame is {declared} bytes; the limit is {cap} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise Refused(413, f"the frame is over {cap} bytes; the limit is {cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def check_client(self, request: Request) -> None:
+        if not same_origin(request):
+            raise Refused(403, "cross-origin requests are refused: open the page itself")
+        client = request.client.host if request.client else "unknown"
+        wait = self.buckets.take(client)
+        if wait > 0:
+            retry = str(max(1, math.ceil(wait)))
+            raise Refused(
+                429,
+                f"too many frames from {client}: at most {self.limits.rate:g}/s "
+                f"(burst {self.limits.burst}); retry in {retry} s",
+                **{"Retry-After": retry},
+            )
+
+    @staticmethod
+    def check_image(photo: bytes) -> None:
+        """The header alone says whether this is an image the hand step can decode."""
+        try:
+            imageio.read_header(photo).close()
+        except imageio.ImageDecodeError as exc:
+            raise Refused(415, f"not an image the model can read ({exc.reason}): {exc.detail}")
+
+    async def answer(self, request: Request) -> dict:
+        self.check_client(request)
+        photo = await self.read_body(request)
+        self.check_image(photo)
+        start = time.perf_counter()
+        try:
+            answer = await asyncio.wait_for(self.link.classify(photo), self.limits.request_timeout)
+        except TritonDown as exc:
+            raise Refused(503, str(exc), triton="down") from None
+        except asyncio.TimeoutError:
+            raise Refused(504, f"Triton did not answer in {self.limits.request_timeout:g} s")
+        except FrameRefused as exc:
+            raise Refused(422, f"the model refused the frame: {exc}") from None
+        answer["server_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return answer
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            response = JSONResponse(await self.answer(request))
+        except Refused as exc:
+            body = {"error": str(exc)}
+            headers = {k: v for k, v in exc.headers.items() if k != "triton"}
+            if "triton" in exc.headers:
+                body["triton"] = exc.headers["triton"]
+            response = JSONResponse(body, status_code=exc.status, headers=headers)
+            if exc.status == 413:  # the rest of the body is not read: end the connection
+                response.headers["Connection"] = "close"
+        except ClientDisconnect:
+            return Response(status_code=400)
+        self.counts[str(response.status_code)] += 1
+        return response
+
+
+def page_config(options: PageOptions) -> dict:
+    return {k: v for k, v in asdict(options).items() if k in PageOptions.__dataclass_fields__}
+
+
+def create_app(options: WebOptions, routes: list | None = None) -> Starlette:
+    """The app: ``/`` the page, ``/static``, ``/api/frame|config|health``, ``/healthz``;
+    ``routes`` (the status page) join it under the same limits and headers."""
+    link = TritonLink(options.triton, options.model, timeout=options.request_timeout)
+    frames = FrameHandler(link, options)
+    templates = Environment(
+        loader=PackageLoader("asl_recognition.web", "templates"), autoescape=select_autoescape()
+    )
+    config = page_config(options)
+    config["max_frame_bytes"] = options.max_frame_bytes
+
+    async def page(_request: Request) -> Response:
+        html = templates.get_template("index.html").render(model=options.model, config=config)
+        return HTMLResponse(html)
+
+    async def api_config(_request: Request) -> Response:
+        return JSONResponse(config)
+
+    async def health(_request: Request) -> Response:
+        ok, message = await link.ready()
+        body = {"triton": "ready" if ok else "down", "message": message}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await link.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", page, methods=["GET"]),
+            Route("/api/config", api_config, methods=["GET"]),
+            Route("/api/health", health, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/api/frame", frames.handle, methods=["POST"]),
+            Mount("/static", StaticFiles(packages=[("asl_recognition.web", "static")])),
+            *(routes or []),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(SecurityHeaders)
+    app.state.frames = frames
+    return app
+
+
+__all__ = ["create_app", "same_origin"]

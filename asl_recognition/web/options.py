@@ -1,0 +1,62 @@
+"""The options of the live recognition page (``python -m asl_recognition.web``), declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asl_recognition.options import option
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class WebLimits:
+    """What one frame and one client may cost the app and Triton behind it."""
+
+    max_frame_bytes: int = option(
+        8 * MIB, "largest frame or photo in bytes (a phone photo fits); larger: 413", low=1
+    )
+    rate: float = option(
+        15.0, "frames per second per client address (0: no limit); beyond: 429", low=0.0
+    )
+    burst: int = option(30, "frames a client may send at once before the rate applies", low=1)
+    request_timeout: float = option(
+        10.0, "seconds for Triton's answer to one frame; beyond: 504", low=0.1
+    )
+    max_connections: int = option(
+        32, "connections and requests the app serves at once; beyond: 503", low=1
+    )
+
+
+@dataclass
+class PageOptions:
+    """What the page itself does (sent to the browser as /api/config)."""
+
+    hold_ms: int = option(
+        1000, "ms a letter must stay the top answer before it joins the spelled line", low=100
+    )
+    frame_interval_ms: int = option(
+        200, "ms between webcam frames sent (at most one frame in flight)", low=20
+    )
+    jpeg_quality: float = option(0.8, "JPEG quality of the webcam frames", low=0.1, high=1.0)
+    max_side: int = option(
+        480, "webcam frames are scaled down to this longest side before sending", low=64
+    )
+    min_probability: float = option(
+        0.5, "a letter below this probability does not count towards the hold", low=0.0, high=1.0
+    )
+
+
+@dataclass
+class WebOptions(WebLimits, PageOptions):
+    """Serve the live recognition page on loopback, forwarding frames to Triton over gRPC."""
+
+    triton: str = option("127.0.0.1:8001", "Triton's gRPC endpoint HOST:PORT")
+    model: str = option("asl", "served ensemble the frames go to (photo bytes in)")
+    host: str = option(
+        "127.0.0.1", "address the app listens on (loopback; 0.0.0.0 only behind a proxy)"
+    )
+    port: int = option(8080, "port the app listens on", low=1, high=65535)
+
+
+__all__ = ["PageOptions", "WebLimits", "WebOptions"]

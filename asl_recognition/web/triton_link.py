@@ -1,0 +1,152 @@
+"""One frame to the Triton ensemble over gRPC, the way ``triton/client/client.py`` sends a file.
+
+The photo's bytes go as they are (``IMAGE`` TYPE_STRING [1, 1]); the answer asked for is the
+labelled output with ``class_count`` (Triton's own top-k, "prob:index:label"), ``HAND_FOUND``,
+``HAND_BOX`` and, when the ensemble has it, ``LANDMARKS`` (21 points in the photo's pixels).
+What the model offers is read once from its metadata and config (like ``client.read_spec``) and
+read again after Triton was unreachable: a restarted server may serve another model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+HAND_OUTPUTS = ("HAND_FOUND", "HAND_BOX", "LANDMARKS")
+
+
+class TritonDown(Exception):
+    """Triton does not answer (or the model is not ready): the page says so and retries."""
+
+
+class FrameRefused(Exception):
+    """Triton answered this frame with an error (not a photo it can read): one sentence."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the ensemble takes and gives, from its metadata and config."""
+
+    input_name: str
+    probs: str
+    hand_outputs: tuple[str, ...]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def read_model(metadata, config, model: str) -> ServedModel:
+    """The photo input and labelled output (gRPC protobufs); a model taking pixels is refused."""
+    inputs = list(metadata.inputs)
+    if len(inputs) != 1 or inputs[0].datatype != "BYTES":
+        raise FrameRefused(
+            f"model '{model}' does not take photo bytes (a landmark ensemble does); "
+            "the page needs a landmark model"
+        )
+    labelled = [o.name for o in config.output if o.label_filename]
+    if not labelled:
+        raise FrameRefused(f"model '{model}' has no output with class labels")
+    names = {o.name for o in metadata.outputs}
+    return ServedModel(inputs[0].name, labelled[0], tuple(n for n in HAND_OUTPUTS if n in names))
+
+
+def parse_answer(result, served: ServedModel) -> dict:
+    """The page's JSON: top classes, hand flag, box (fractions) and landmarks (pixels)."""
+    top = []
+    for entry in result.as_numpy(served.probs).reshape(-1):
+        text = entry.decode() if isinstance(entry, bytes) else str(entry)
+        prob, index, *label = text.split(":", 2)
+        top.append({"label": label[0] if label else index, "probability": float(prob)})
+    answer: dict = {"top": top, "hand": True, "box": None, "landmarks": None}
+    if "HAND_FOUND" in served.hand_outputs:
+        answer["hand"] = bool(result.as_numpy("HAND_FOUND").reshape(-1)[0] > 0.5)
+    if answer["hand"] and "HAND_BOX" in served.hand_outputs:
+        answer["box"] = [round(float(v), 4) for v in result.as_numpy("HAND_BOX").reshape(-1)]
+    if answer["hand"] and "LANDMARKS" in served.hand_outputs:
+        points = result.as_numpy("LANDMARKS").reshape(21, 3)
+        answer["landmarks"] = np.round(points.astype(float), 1).tolist()
+    return answer
+
+
+class TritonLink:
+    """An asyncio gRPC client of one model, made in the server's event loop on first use."""
+
+    def __init__(self, url: str, model: str, top_k: int = 3, timeout: float = 10.0) -> None:
+        self.url, self.model, self.top_k, self.timeout = url, model, top_k, timeout
+        self._client = None
+        self._served: ServedModel | None = None
+        self._lock = asyncio.Lock()
+
+    def _grpc(self):
+        if self._client is None:
+            import tritonclient.grpc.aio as tc_aio
+
+            self._client = tc_aio.InferenceServerClient(url=self.url)
+        return self._client
+
+    async def served(self) -> ServedModel:
+        """The model's description, read once (again after Triton was down)."""
+        async with self._lock:
+            if self._served is None:
+                client = self._grpc()
+                try:
+                    if not await client.is_model_ready(self.model, client_timeout=3):
+                        raise TritonDown(f"model '{self.model}' is not ready on {self.url}")
+                    metadata = await client.get_model_metadata(self.model, client_timeout=3)
+                    config = (await client.get_model_config(self.model, client_timeout=3)).config
+                except TritonDown:
+                    raise
+                except Exception as exc:  # grpc errors differ by cause; any means "not here"
+                    raise TritonDown(f"Triton at {self.url} is not answering: {_first_line(exc)}")
+                self._served = read_model(metadata, config, self.model)
+            return self._served
+
+    async def ready(self) -> tuple[bool, str]:
+        """(ready, sentence) for the page's status line."""
+        try:
+            await self.served()
+            ok = await self._grpc().is_server_ready(client_timeout=2)
+        except TritonDown as exc:
+            return False, str(exc)
+        except FrameRefused as exc:
+            return False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any transport failure means down
+            self._served = None
+            return False, f"Triton at {self.url} is not answering: {_first_line(exc)}"
+        return (True, "ready") if ok else (False, f"Triton at {self.url} is not ready")
+
+    async def classify(self, photo: bytes) -> dict:
+        """One photo's answer; TritonDown when Triton is gone, FrameRefused for a bad photo."""
+        import tritonclient.grpc.aio as tc_aio
+
+        served = await self.served()
+        batch = np.array([[photo]], dtype=np.object_)
+        inp = tc_aio.InferInput(served.input_name, list(batch.shape), "BYTES")
+        inp.set_data_from_numpy(batch)
+        outputs = [tc_aio.InferRequestedOutput(served.probs, class_count=self.top_k)]
+        outputs += [tc_aio.InferRequestedOutput(name) for name in served.hand_outputs]
+        try:
+            result = await self._grpc().infer(
+                self.model, [inp], outputs=outputs, client_timeout=self.timeout
+            )
+        except Exception as exc:  # noqa: BLE001 - sorted by gRPC status below
+            status = str(getattr(exc, "status", lambda: "")() or "")
+            if "UNAVAILABLE" in status or "NOT_FOUND" in status or "unknown model" in str(exc):
+                self._served = None
+                raise TritonDown(f"Triton at {self.url} is not answering: {_first_line(exc)}")
+            if "DEADLINE_EXCEEDED" in status:
+                raise asyncio.TimeoutError from None
+            raise FrameRefused(_first_line(exc)) from None
+        return parse_answer(result, served)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+__all__ = ["FrameRefused", "ServedModel", "TritonDown", "TritonLink", "parse_answer"]

@@ -1,0 +1,59 @@
+"""Shared by the web page tests: a landmark model fitted on the bundled test photos, served by a
+real tritonserver, and the web app in a thread on a free loopback port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from asl_testkit.servers import start_server
+from asl_testkit.tiny_models import export_landmark_classifier
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.data.landmarks import POINT_COLUMNS, measure
+from asl_recognition.hands import HandLandmarker, features_from_landmarks
+from asl_recognition.netutil import free_port
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
+
+TEST_IMAGES = REPO_ROOT / "data" / "test_images"
+
+
+def photo(label: str) -> Path:
+    return TEST_IMAGES / f"{label}_test.jpg"
+
+
+def fitted_landmark_model(root: Path) -> Path:
+    """A landmark classifier fitted on the data stage's features of every bundled test photo
+    with a hand, plus two sample photos per class: it knows the test photos' letters."""
+    landmarker = HandLandmarker()
+    features, labels = [], []
+    paths = [(p, p.stem.rsplit("_test", 1)[0]) for p in sorted(TEST_IMAGES.glob("*_test.jpg"))]
+    for label in CLASSES:
+        paths += [(p, label) for p in sorted((SAMPLE_DATA / label).glob("*.jpg"))[:2]]
+    for path, label in paths:
+        row = measure(landmarker, path)
+        if row["hand_found"] and label in CLASSES:
+            points = np.array([row[c] for c in POINT_COLUMNS], np.float32).reshape(21, 3)
+            features.append(features_from_landmarks(points, row["handedness"]))
+            labels.append(CLASSES.index(label))
+    return export_landmark_classifier(root, np.stack(features), np.array(labels))
+
+
+def serve_landmark_model(root: Path):
+    """(server, repo): the fitted model's generated repository on a real tritonserver."""
+    from asl_recognition.serving.repository import build_repository
+
+    onnx = fitted_landmark_model(root / "model")
+    repo = root / "repo"
+    build_repository(onnx, root / "model" / "classes.txt", repo, max_batch_size=4)
+    return start_server(repo, root, poll_secs=1, exit_timeout_secs=2), repo
+
+
+def start_web(grpc_url: str, **changes):
+    """The web app on a free loopback port, in a thread; ``.url``, ``.stop()``."""
+    from asl_recognition.serving.front import FrontServer
+    from asl_recognition.web.app import create_app
+    from asl_recognition.web.options import WebOptions
+
+    options = WebOptions(triton=grpc_url, port=free_port(), **changes)
+    return FrontServer(create_app(options), "127.0.0.1", options.port, options).start()
