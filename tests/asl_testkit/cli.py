@@ -1,4 +1,7 @@
-"""A project CLI (``python -m module``) run as a real child process by a test, never leaked."""
+"""Project scripts and CLIs run as real child processes, as an agent or ``make run`` runs them.
+
+``cli_process`` is a long-running ``python -m module`` a test talks to (never leaked);
+``run_script`` a task script run to its end."""
 
 from __future__ import annotations
 
@@ -36,3 +39,38 @@ def cli_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def run_script(
+    *argv: str | os.PathLike, env: Mapping[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGV...`` from the repository root, as an agent runs a task; output as text."""
+    return subprocess.run(
+        [sys.executable, *map(str, argv)],
+        cwd=REPO_ROOT,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# `make run`'s pipeline command (after the interpreter), run from the repository root.
+RUN_PIPELINE = [
+    "pipelines/asl_pipeline.py",
+    "--mode",
+    "local-executor",
+    "--config",
+    "configs/run.yaml",
+]
+
+
+def recipe_steps(recipe: str = "configs/run.yaml") -> list[str]:
+    """The steps a recipe's pipeline runs, in order (read from the DAG and the recipe)."""
+    from asl_recognition.paths import REPO_ROOT
+    from asl_recognition.pipeline.clearml_controller import active_steps
+    from asl_recognition.pipeline.dag import ASL_DAG
+    from asl_recognition.pipeline.recipe import load_recipe
+
+    values = {**ASL_DAG.param_defaults(), **load_recipe(ASL_DAG, REPO_ROOT / recipe)}
+    return [step.name for step in active_steps(ASL_DAG, values)]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asl_testkit import offline_workspace
+from asl_testkit.workspaces import offline_workspace
 from PIL import Image
 
 from asl_recognition.classes import CLASSES

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from asl_testkit import MERGED_PER_CLASS, kaggle_slice, offline_workspace
+from asl_testkit.images import MERGED_PER_CLASS, kaggle_slice
+from asl_testkit.workspaces import offline_workspace
 
 from asl_recognition.data.raw import validate_raw
 from asl_recognition.paths import REPO_ROOT

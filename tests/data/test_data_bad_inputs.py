@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from asl_testkit import bomb_png
+from asl_testkit.images import bomb_png
 from PIL import Image
 
 from asl_recognition.classes import CLASSES

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 from PIL import Image
 
 from asl_recognition.classes import CLASSES

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import bomb_png, padded_bomb_png, png16
+from asl_testkit.images import bomb_png, padded_bomb_png, png16
 from PIL import Image, ImageOps
 
 from asl_recognition.data.scan import scan_source

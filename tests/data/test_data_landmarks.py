@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from asl_testkit import offline_workspace, run_script
+from asl_testkit.cli import run_script
+from asl_testkit.workspaces import offline_workspace
 from test_store_clearml import make_mock_dataset, mock_artifact, mock_dataset_cls  # noqa: F401
 
 from asl_recognition.classes import CLASSES

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data.publish import STAGE_PREFIX, staging_dir

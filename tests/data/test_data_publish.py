@@ -11,7 +11,7 @@ from unittest.mock import Mock
 
 import pandas as pd
 import pytest
-from asl_testkit import offline_workspace
+from asl_testkit.workspaces import offline_workspace
 from PIL import Image
 
 from asl_recognition.classes import CLASSES

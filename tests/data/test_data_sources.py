@@ -15,7 +15,8 @@ from unittest.mock import Mock
 import clearml
 import pandas as pd
 import pytest
-from asl_testkit import MERGED_PER_CLASS, kaggle_slice, run_script
+from asl_testkit.cli import run_script
+from asl_testkit.images import MERGED_PER_CLASS, kaggle_slice
 from PIL import Image
 
 from asl_recognition.classes import CLASSES

@@ -10,7 +10,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 from asl_testkit.task_harness import (
     load_task_module,
     make_mock_task,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.monitoring.alert_rules import (

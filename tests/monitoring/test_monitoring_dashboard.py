@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from asl_testkit import LoopbackServer
+from asl_testkit.servers import LoopbackServer
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.monitoring.alert_rules import alert_rules

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import BackgroundLoop, chromium_page, export_images_model, fit, free_port
+from asl_testkit.browsers import chromium_page
+from asl_testkit.servers import BackgroundLoop
+from asl_testkit.tiny_models import export_images_model, fit
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
@@ -29,6 +31,7 @@ from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack, StackOptions
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
+from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SAMPLE_TEST_IMAGES
 
 pytestmark = [
@@ -186,8 +189,8 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
     from asl_recognition.monitoring.promql import PromQL
     from asl_recognition.registry import get_registry
     from asl_recognition.registry.base import NewModel
-    from asl_recognition.serving.launcher import TritonServer
     from asl_recognition.serving.repository import build_repository
+    from asl_recognition.serving.triton_server import TritonServer
 
     model = train_tiny_model(tmp_path / "run")
     sure, unsure, threshold = split_by_confidence(model["onnx"])

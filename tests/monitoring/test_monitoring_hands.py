@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from asl_testkit import BackgroundLoop, LoopbackServer, chromium_page
+from asl_testkit.browsers import chromium_page
+from asl_testkit.servers import BackgroundLoop, LoopbackServer
 
 from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
 from asl_recognition.monitoring.promql import PromQL

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import offline_workspace
 from asl_testkit.published import HOLDOUT_HANDS, publish_sample, train_options
+from asl_testkit.workspaces import offline_workspace
 
 from asl_recognition.options import from_mapping
 

@@ -103,7 +103,7 @@ def test_torch_checkpoint_is_the_records_then_found_by_hash(trained, tmp_path) -
 @pytest.mark.server
 def test_triton_agrees_with_onnx_and_serves_the_int8_variant(trained, tmp_path) -> None:
     """One real tritonserver holding the fp32 model and its INT8 variant."""
-    from asl_testkit import start_server
+    from asl_testkit.servers import start_server
 
     from asl_recognition.optimize.measure import open_session, run_probabilities
     from asl_recognition.optimize.predict import decode, predict_onnx, predict_triton

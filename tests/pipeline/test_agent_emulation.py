@@ -23,7 +23,7 @@ from unittest import mock
 import asl_pipeline
 import clearml
 import pytest
-from asl_testkit import RUN_PIPELINE, run_script
+from asl_testkit.cli import RUN_PIPELINE, run_script
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller

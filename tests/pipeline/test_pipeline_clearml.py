@@ -16,7 +16,7 @@ from unittest import mock
 import asl_pipeline
 import pytest
 import yaml
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 from clearml import PipelineController, Task
 
 from asl_recognition.options import from_mapping, specs

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from asl_testkit import RUN_PIPELINE, recipe_steps, run_script
+from asl_testkit.cli import RUN_PIPELINE, recipe_steps, run_script
 
 # the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
 STEPS = recipe_steps()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 from onnx import TensorProto, helper
 
 from asl_recognition.classes import CLASSES
@@ -222,3 +222,67 @@ def test_prefer_int8_serves_a_variant_only_within_tolerance(registry, tmp_path):
     third = register(registry, tmp_path, "fp32c", val_macro_f1=0.95, holdout_accuracy=0.75)
     register_int8(registry, tmp_path, third, "good2", val_macro_f1=0.95, holdout_accuracy=0.75)
     assert select_best(registry, criteria(third)).production_model_id == third
+
+
+def test_min_worst_heldout_keeps_a_candidate_below_the_floor(registry, tmp_path):
+    """The worst-source floor: a better metric and no per-group regression is not enough."""
+    old = {"roboflow": {"accuracy": 0.60}, "webcam": {"accuracy": 0.85}}
+    first = register(registry, tmp_path, "w1", val_macro_f1=0.80, holdout=old)
+    assert select_best(registry, criteria(first)).promoted
+
+    # better everywhere than production, but its worst group (roboflow) is under 0.7
+    new = {"roboflow": {"accuracy": 0.65}, "webcam": {"accuracy": 0.92}}
+    second = register(registry, tmp_path, "w2", val_macro_f1=0.90, holdout=new)
+    decision = select_best(registry, criteria(second, min_worst_heldout=0.7))
+    assert not decision.promoted
+    assert decision.reason == (
+        "its worst held-out group roboflow 0.6500 < --min-worst-heldout 0.7; kept"
+    )
+    assert registry.production().id == first
+    # at or under the floor's value it passes; 0 (the default) switches it off
+    assert decide(registry, criteria(second, min_worst_heldout=0.65)).promoted
+    assert decide(registry, criteria(second)).promoted
+
+
+def test_min_worst_heldout_refuses_a_first_model_or_one_without_scores(registry, tmp_path):
+    """No production to keep: the refusal is a one-line error, never a silent promotion."""
+    low = register(registry, tmp_path, "f1", val_macro_f1=0.9, holdout={"webcam": 0.5})
+    with pytest.raises(ValueError, match=r"not promoted: its worst held-out group webcam 0.5000"):
+        select_best(registry, criteria(low, min_worst_heldout=0.9))
+    bare = register(registry, tmp_path, "f2", val_macro_f1=0.9)
+    with pytest.raises(ValueError, match="no held-out group scores"):
+        select_best(registry, criteria(bare, min_worst_heldout=0.9))
+    assert registry.production() is None
+
+
+def test_rank_by_worst_holdout_accuracy(registry, tmp_path):
+    """--metric worst_holdout_accuracy: the lowest group decides, not the mean of groups."""
+    steady = {"roboflow": {"accuracy": 0.80}, "webcam": {"accuracy": 0.82}}
+    first = register(registry, tmp_path, "r1", val_macro_f1=0.5, holdout=steady)
+    assert select_best(registry, criteria(first, metric="worst_holdout_accuracy")).promoted
+    # a higher mean (0.87) bought with a worse worst group (0.78): kept
+    uneven = {"roboflow": {"accuracy": 0.78}, "webcam": {"accuracy": 0.96}}
+    second = register(registry, tmp_path, "r2", val_macro_f1=0.9, holdout=uneven)
+    decision = decide(
+        registry, criteria(second, metric="worst_holdout_accuracy", holdout_tolerance=None)
+    )
+    assert not decision.promoted
+    assert (decision.candidate_value, decision.previous_value) == (0.78, 0.80)
+
+
+def test_select_best_task_refuses_below_the_floor_in_one_line(tmp_path):
+    """The option is declared once (SelectBestOptions) and reaches the task's command line."""
+    registry = LocalModelRegistry(tmp_path / "registry")
+    low = register(registry, tmp_path, "t1", val_macro_f1=0.9, holdout={"roboflow": 0.69})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(tmp_path), HOME=str(tmp_path))
+    argv = ("tasks/select_best.py", "--model-id", low, "--min-worst-heldout", "0.95")
+    result = run_script(*argv, env=env, timeout=240)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert lines == [
+        f"select_best.py: error: model {low} not promoted: its worst held-out group roboflow "
+        "0.6900 < --min-worst-heldout 0.95"
+    ], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert registry.production() is None

@@ -23,7 +23,7 @@ import asl_pipeline
 import clearml
 import pytest
 import trigger_on_new_data
-from asl_testkit import recipe_steps
+from asl_testkit.cli import recipe_steps
 from clearml import Task
 from clearml.automation.controller import PipelineDecorator
 from clearml.automation.job import LocalClearmlJob

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 
 from asl_recognition.paths import REPO_ROOT
 

@@ -1,6 +1,6 @@
 """Fixtures for the serving tests: tiny real models and a real local Triton server.
 
-The helpers live in tests/asl_testkit.py (shared with the monitoring tests).
+The helpers live in tests/asl_testkit/ (tiny_models, servers; shared with the monitoring tests).
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from asl_testkit import LazyModels, start_server
+from asl_testkit.servers import start_server
+from asl_testkit.tiny_models import LazyModels
 
 from asl_recognition.paths import SAMPLE_DATA
 

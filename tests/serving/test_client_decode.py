@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import padded_bomb_png, png16
+from asl_testkit.images import padded_bomb_png, png16
 from PIL import Image
 from test_serving_server import CLIENT, load_client_module
 

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from asl_testkit import start_server
+from asl_testkit.servers import start_server
 from test_serving_server import CLIENT, real_images
 
 from asl_recognition.serving.repository import build_repository

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from asl_testkit import padded_bomb_png
+from asl_testkit.images import padded_bomb_png
 from test_serving_hands import ask, fitted, hands_server  # noqa: F401 - fixtures
 from test_serving_server import run_client
 from tritonclient.utils import InferenceServerException

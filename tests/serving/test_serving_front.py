@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit import free_port, load_images
 from asl_testkit.cli import cli_process
+from asl_testkit.tiny_models import load_images
 
+from asl_recognition.netutil import free_port
 from asl_recognition.serving.front import MIB, TokenBuckets
-from asl_recognition.serving.launcher import remove_orphaned_regions, remove_shm_regions
 from asl_recognition.serving.repository import build_repository
+from asl_recognition.serving.triton_server import remove_orphaned_regions, remove_shm_regions
 
 pytestmark = pytest.mark.server
 CAP = 4 * MIB

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as thttp
-from asl_testkit import export_landmark_classifier
+from asl_testkit.tiny_models import export_landmark_classifier
 from PIL import Image
 from test_serving_server import load_client_module, run_client
 from tritonclient.utils import InferenceServerException
@@ -63,7 +63,7 @@ def fitted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hands_server(fitted, tiny_models, tmp_path_factory):
-    from asl_testkit import start_server
+    from asl_testkit.servers import start_server
 
     root = tmp_path_factory.mktemp("served_hands")
     repo = root / "repo"

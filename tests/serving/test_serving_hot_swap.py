@@ -20,14 +20,14 @@ def _expected(model, batch: np.ndarray) -> np.ndarray:
 
 
 def _real_batch(size: int, n: int = 2) -> np.ndarray:
-    from asl_testkit import load_images
+    from asl_testkit.tiny_models import load_images
 
     return load_images(["A", "B"], size, per_class=1)[0][:n]
 
 
 @pytest.fixture(scope="module")
 def swap_server(tiny_models, tmp_path_factory):
-    from asl_testkit import start_server
+    from asl_testkit.servers import start_server
 
     root = tmp_path_factory.mktemp("hot_swap")
     a = tiny_models["a"]

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from asl_testkit import free_port
 from asl_testkit.cli import cli_process
 
+from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.repository import build_repository
 
@@ -101,7 +101,7 @@ def _post(port: int, body: bytes) -> str:
 def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -> None:
     """Triton 2.51 dies (SIGSEGV) on a deeply nested JSON body; the launcher brings it back."""
     import numpy as np
-    from asl_testkit import load_images
+    from asl_testkit.tiny_models import load_images
 
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, tmp_path / "repo")
@@ -132,7 +132,7 @@ def test_supervise_gives_up_after_bounded_restarts(tiny_models, tmp_path, caplog
     """A server that keeps dying is restarted max_restarts times, with growing delays."""
     import threading
 
-    from asl_testkit import start_server
+    from asl_testkit.servers import start_server
 
     from asl_recognition.serving.launcher import RestartPolicy, supervise
 
@@ -175,7 +175,7 @@ def test_a_taken_http_port_is_refused_before_anything_starts(tmp_path, monkeypat
     import socket
     import tempfile
 
-    from asl_recognition.serving.launcher import TritonServer, TritonServerError
+    from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 
     (tmp_path / "repo").mkdir()
     (tmp_path / "tmp").mkdir()

@@ -20,9 +20,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from asl_recognition.classes import read_class_file
-from asl_recognition.serving.launcher import TritonServerError
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.repository import build_repository
+from asl_recognition.serving.triton_server import TritonServerError
 
 pytestmark = pytest.mark.server
 SIZE, CLASSES = 32, 29
@@ -154,7 +154,7 @@ BROKEN = {
 @pytest.fixture(scope="module")
 def explicit_server(tiny_models, tmp_path_factory):
     """A real tritonserver in explicit mode over a repository of broken and good models."""
-    from asl_testkit import start_server
+    from asl_testkit.servers import start_server
 
     root = tmp_path_factory.mktemp("load_errors")
     repo = root / "repo"
@@ -195,7 +195,7 @@ def test_configs_the_real_backend_refuses_fail_to_load(explicit_server) -> None:
 
 
 def test_launcher_reports_the_load_error(tiny_models, tmp_path) -> None:
-    from asl_testkit import start_server
+    from asl_testkit.servers import start_server
 
     _variant(tiny_models, tmp_path / "repo", "asl", _wrong_dims)
     with pytest.raises(TritonServerError, match=r"(?s)exited with code 1.*'asl'.*images"):

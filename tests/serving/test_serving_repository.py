@@ -327,7 +327,7 @@ def test_task_script_records_outputs(tiny_models, tmp_path) -> None:
 def _landmark_model(tmp_path, dtype=None, dims=None, classes=None):
     """A real exported landmark classifier, optionally with one input altered in the graph."""
     import onnx
-    from asl_testkit import export_landmark_classifier
+    from asl_testkit.tiny_models import export_landmark_classifier
 
     path = export_landmark_classifier(tmp_path / "lm")
     if dtype is not None or dims is not None:

@@ -176,7 +176,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, code: int, pattern: str) 
 
 
 def test_client_errors_are_one_line(served_a, tmp_path) -> None:
-    from asl_testkit import free_port
+    from asl_recognition.netutil import free_port
 
     image = str(real_images()[0])
     _one_line_error(

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from asl_testkit import offline_workspace
 from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
 from asl_testkit.published import EXTERNAL_SAMPLE, publish_sample, train_options
+from asl_testkit.workspaces import offline_workspace
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.training.errors import TrainingInputError
@@ -286,7 +286,7 @@ def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
 ) -> None:
     """Issue 20.1: the MLP trained on torch's default threads (two, oversubscribing two busy
     cores) with its augmentation applied row by row through the image path's per-item hook."""
-    from asl_recognition.training import run
+    from asl_recognition.training import run, run_inputs
 
     calls: list[tuple[int, tuple[int, ...]]] = []
     real = run.landmark_augment
@@ -301,7 +301,7 @@ def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
         return hook
 
     steps: list[int] = []  # threads at each forward pass of the model (train and val)
-    build = run.build_landmark_net
+    build = run_inputs.build_landmark_net
 
     def recording_net(classes, weights):
         net = build(classes, weights)
@@ -309,7 +309,7 @@ def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
         return net
 
     monkeypatch.setattr(run, "landmark_augment", recording)
-    monkeypatch.setattr(run, "build_landmark_net", recording_net)
+    monkeypatch.setattr(run_inputs, "build_landmark_net", recording_net)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

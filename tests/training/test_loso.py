@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from asl_testkit import kaggle_slice, offline_workspace, run_script
+from asl_testkit.cli import run_script
 from asl_testkit.files import assert_one_line
+from asl_testkit.images import kaggle_slice
+from asl_testkit.workspaces import offline_workspace
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.paths import REPO_ROOT

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 from asl_testkit.files import assert_one_line
 from asl_testkit.published import trained_model
 

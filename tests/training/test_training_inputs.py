@@ -37,7 +37,8 @@ from asl_recognition.training.models import (
     small_cnn,
 )
 from asl_recognition.training.options import IMAGE_MODELS
-from asl_recognition.training.run import prepare, run_training
+from asl_recognition.training.run import run_training
+from asl_recognition.training.run_inputs import prepare
 
 FAST = {"model": "cnn", "batch_size": 32, "augment": "none", "external": "none", "epochs": 1}
 

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from asl_testkit import run_script
+from asl_testkit.cli import run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.paths import REPO_ROOT

@@ -1,0 +1,103 @@
+"""Image files and folders a test writes: hostile PNGs (decompression bombs, 16-bit
+colour) and a Kaggle-style slice of the bundled sample."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from asl_recognition.classes import CLASSES
+
+MERGED_PER_CLASS = 4  # Kaggle frames per class beside the Massey crops in the data tests
+
+
+def kaggle_slice(
+    sample_dir: Path, target: Path, start: int, per_class: int = MERGED_PER_CLASS
+) -> Path:
+    """Frames ``start``..``start+per_class`` of every class, copied as a Kaggle-style folder."""
+    for cls in CLASSES:
+        (target / cls).mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[start : start + per_class]:
+            shutil.copyfile(src, target / cls / src.name)
+    return target
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def bomb_png(path: Path, side: int) -> None:
+    """A valid 1-bit PNG of side x side pixels whose zero rows compress to a few KB."""
+    row = b"\x00" * (1 + (side + 7) // 8)
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def padded_bomb_png(path: Path, width: int, height: int, pad: int = 0) -> Path:
+    """A valid 8-bit RGB PNG of black rows (a few hundred KB for 160 MP), with ``pad`` junk
+    bytes in an ancillary chunk before IDAT: the padding moves any pixels-per-byte ratio."""
+    row = b"\x00" * (1 + 3 * width)
+    per_block = max(1, (1 << 20) // len(row))
+    blocks, last = divmod(height, per_block)
+    # A full flush empties the window: every full block then deflates to the same bytes, so
+    # 160 MP is built from one compressed block (zlib header + raw deflate + adler32 by hand).
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block, adler = row * per_block, 1
+    comp.compress(block)
+    comp.flush(zlib.Z_FULL_FLUSH)
+    repeat = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)
+    for _ in range(blocks):
+        adler = zlib.adler32(block, adler)
+    adler = zlib.adler32(row * last, adler)
+    tail = comp.compress(row * last) + comp.flush()
+    idat = b"\x78\xda" + repeat * blocks + tail + struct.pack(">I", adler)
+    junk = _png_chunk(b"juNK", b"\x00" * pad) if pad else b""
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + junk
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def png16(path: Path, pixels: np.ndarray) -> Path:
+    """Write a 16-bit-per-channel PNG (grey, grey+alpha, RGB or RGBA from the last axis).
+
+    Pillow cannot write 16-bit colour PNGs; this encodes the rows by hand (filter 0, zlib).
+    """
+    pixels = np.asarray(pixels, dtype=np.uint16)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    height, width, channels = pixels.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = pixels.astype(">u2").reshape(height, width * channels).tobytes()
+    stride = width * channels * 2
+    raw = b"".join(b"\x00" + rows[y * stride : (y + 1) * stride] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+        + _png_chunk(b"IEND", b"")
+    )
+    return path
