@@ -32,8 +32,8 @@ from bench_triton import summarise  # noqa: E402
 from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
 from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA  # noqa: E402
-from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.repository import build_repository  # noqa: E402
+from asl_recognition.serving.triton_server import TritonServer  # noqa: E402
 
 DESCRIPTION = __doc__.splitlines()[0]
 

@@ -32,10 +32,10 @@ from asl_recognition.imageio import load_rgb  # noqa: E402
 from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
 from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES  # noqa: E402
-from asl_recognition.serving.launcher import TritonServer  # noqa: E402
 from asl_recognition.serving.onnx_introspect import read_signature  # noqa: E402
 from asl_recognition.serving.repository import build_repository  # noqa: E402
 from asl_recognition.serving.sources import resolve_model  # noqa: E402
+from asl_recognition.serving.triton_server import TritonServer  # noqa: E402
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 

@@ -28,7 +28,7 @@ from asl_recognition.netutil import free_port  # noqa: E402
 from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
 from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES, workspace  # noqa: E402
-from asl_recognition.pipeline.local_executor import list_runs  # noqa: E402
+from asl_recognition.pipeline.runs import list_runs  # noqa: E402
 
 CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
 LINE_RE = re.compile(r"^(?P<path>.+?): (?P<label>\S+) (?P<prob>[0-9.]+)")
@@ -200,7 +200,7 @@ def print_locations(run: dict[str, Any] | None, production: Any, repo: Path, log
 def main(argv: list[str] | None = None) -> int:
     options = parse(DemoOptions, argv, DESCRIPTION)
     from asl_recognition.registry import get_registry
-    from asl_recognition.serving.launcher import TritonServer, TritonServerError
+    from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 
     run = last_completed_run()
     production = get_registry().production()

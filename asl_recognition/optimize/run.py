@@ -34,7 +34,7 @@ from asl_recognition.optimize.variants import (
 )
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import ModelRecord, ModelRegistry
-from asl_recognition.serving.launcher import TritonServerError
+from asl_recognition.serving.triton_server import TritonServerError
 from asl_recognition.training.data import PublishedDataset, TensorSplit
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import holdout_accuracy, holdout_groups
@@ -207,9 +207,9 @@ def profiles(inputs: Inputs, fp32: Path) -> dict[str, Any]:
     """A training step of the model's architecture and one served fp32 request, profiled."""
     import torch
 
+    from asl_recognition.training.architectures import reads_images
     from asl_recognition.training.landmark_run import build_landmark_net
     from asl_recognition.training.models import build_model
-    from asl_recognition.training.options import IMAGE_MODELS
 
     train = inputs.splits["train"]
     batch = train.images[:PROFILE_BATCH]
@@ -223,7 +223,7 @@ def profiles(inputs: Inputs, fp32: Path) -> dict[str, Any]:
     torch.manual_seed(0)  # the weights do not change the step's cost
     if inputs.graph.graph_type == LANDMARKS:
         model = build_landmark_net(classes, None)
-    elif arch in IMAGE_MODELS:
+    elif reads_images(arch):
         model = build_model(arch, len(classes), inputs.image_size)
     else:
         return result

@@ -124,9 +124,9 @@ def serve_and_drive(
     name: str = "asl",
 ) -> dict[str, dict[str, Any]]:
     """Each variant served by one local Triton and driven in turn (see the module docstring)."""
-    from asl_recognition.serving.launcher import TritonServer
     from asl_recognition.serving.onnx_introspect import read_signature
     from asl_recognition.serving.repository import build_repository
+    from asl_recognition.serving.triton_server import TritonServer
 
     with tempfile.TemporaryDirectory(prefix="asl-optimize-triton-") as tmp:
         repo = Path(tmp) / "repo"

@@ -108,7 +108,7 @@ def test_only_local_serving_uses_the_tritonserver_wheel() -> None:
         for path in (REPO_ROOT / folder).rglob("*.py")
         if "pytriton" in path.read_text(encoding="utf-8")
     )
-    assert users == ["asl_recognition/serving/launcher.py"]
+    assert users == ["asl_recognition/serving/triton_server.py"]
     assert "nvidia-pytriton" in pins("requirements-serving.txt")
     assert "nvidia-pytriton" not in pins(STEPS_REQS)
 
