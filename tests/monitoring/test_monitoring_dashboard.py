@@ -23,16 +23,12 @@ from asl_testkit.servers import LoopbackServer
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.monitoring.alert_rules import alert_rules
-from asl_recognition.monitoring.dashboard import (
-    StatusSource,
-    find_confusion,
-    make_server,
-    model_summary,
-    render_page,
-)
+from asl_recognition.monitoring.dashboard import StatusSource, make_server
 from asl_recognition.monitoring.settings import load_thresholds
+from asl_recognition.monitoring.status_page import model_summary, render_page
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.paths import REPO_ROOT
+from asl_recognition.registry.confusion import find_confusion
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
@@ -304,3 +300,23 @@ def test_prometheus_password_is_used_but_never_shown(asl_workspace: Path) -> Non
             if proc.poll() is None:
                 proc.kill()
             stub.close()
+
+
+def test_the_page_carries_its_stylesheet_from_the_template_folder() -> None:
+    """The CSS lives in templates/status.css (package data), included verbatim in the page."""
+    import importlib.resources
+
+    css = (
+        importlib.resources.files("asl_recognition.monitoring") / "templates" / "status.css"
+    ).read_text(encoding="utf-8")
+    status = {
+        "model": None,
+        "model_error": "no production model",
+        "confusion": {"matrix": None, "png": None},
+        "live": {"error": "Prometheus unreachable"},
+        "window": "5m",
+        "prometheus": "http://127.0.0.1:9090",
+    }
+    page = render_page(status)
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert ".tiles{display:grid" in css and style.strip() == css.strip()

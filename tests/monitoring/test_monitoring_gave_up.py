@@ -8,10 +8,11 @@ set alerts on that same series, and the local stack scrapes the front for it.
 from __future__ import annotations
 
 from asl_recognition.monitoring.alert_rules import ALERT_NAMES, GAVE_UP, alert_rules
-from asl_recognition.monitoring.dashboard import live_queries, render_page
+from asl_recognition.monitoring.dashboard import live_queries
 from asl_recognition.monitoring.prometheus_config import render_prometheus_config
 from asl_recognition.monitoring.promql import PromQL
 from asl_recognition.monitoring.settings import AlertThresholds
+from asl_recognition.monitoring.status_page import render_page
 from asl_recognition.serving.front import ServerState, metrics_text
 
 

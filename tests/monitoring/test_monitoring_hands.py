@@ -26,10 +26,11 @@ import pytest
 from asl_testkit.browsers import chromium_page
 from asl_testkit.servers import BackgroundLoop, LoopbackServer
 
-from asl_recognition.monitoring.dashboard import StatusSource, make_server, render_page
+from asl_recognition.monitoring.dashboard import StatusSource, make_server
 from asl_recognition.monitoring.promql import PromQL
 from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack, StackOptions
+from asl_recognition.monitoring.status_page import render_page
 from asl_recognition.monitoring.tools import find_tool
 from asl_recognition.monitoring.webhook import WebhookReceiver
 from asl_recognition.netutil import free_port
