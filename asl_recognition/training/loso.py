@@ -98,8 +98,9 @@ def recipe_train_options(opts: LosoOptions, dataset_id: str, landmarks_id: str) 
 def fit_fold(options: TrainOptions, dataset: Any, data: Any, run_dir: Path) -> nn.Module:
     """``run.train`` on the fold's rows, exactly as the train step runs it (no logging)."""
     from asl_recognition.training.landmark_run import build_landmark_net
+    from asl_recognition.training.run import train
+    from asl_recognition.training.run_inputs import Plan, resolve_device
     from asl_recognition.training.runtime import seed_everything
-    from asl_recognition.training.run import Plan, resolve_device, train
 
     seed_everything(options.seed)  # the same initial weights in every fold
     model = build_landmark_net(dataset.classes, None)
@@ -114,7 +115,7 @@ def fit_fold(options: TrainOptions, dataset: Any, data: Any, run_dir: Path) -> n
 def fold_data(table: Any, classes: list[str]) -> Any:
     """The recipe's splits (train: rows with a hand) of the rows the fold may see."""
     from asl_recognition.training.landmark_run import landmark_splits
-    from asl_recognition.training.run import RunData
+    from asl_recognition.training.run_inputs import RunData
 
     return RunData(*landmark_splits(table, classes, with_holdout=False))
 
