@@ -227,11 +227,11 @@ def test_whole_group_split_and_rules_on_their_own() -> None:
 
 
 def test_near_duplicates_across_the_holdout_are_counted() -> None:
-    from asl_recognition.data.publish import _holdout_leaks
+    from asl_recognition.data.candidates import holdout_leaks
 
     hashes = ["0000000000000000", "0000000000000001", "ffffffffffffffff", "fffffffffffffff0"]
     with pytest.warns(UserWarning, match="1 phash near-duplicate pair"):
-        assert _holdout_leaks(hashes, ["h", None, None, None], 2) == 1
-    assert _holdout_leaks(hashes, ["h", "h", None, None], 2) == 0
+        assert holdout_leaks(hashes, ["h", None, None, None], 2) == 1
+    assert holdout_leaks(hashes, ["h", "h", None, None], 2) == 0
     with pytest.warns(UserWarning, match="1 phash near-duplicate pair"):
-        assert _holdout_leaks(hashes, [None, None, "h", None], 4) == 1
+        assert holdout_leaks(hashes, [None, None, "h", None], 4) == 1
