@@ -52,11 +52,12 @@ from asl_recognition.classes import CLASSES  # noqa: E402
 from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
 from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA, SHARED_DATA  # noqa: E402
+from asl_recognition.training.architectures import ARCHITECTURES  # noqa: E402
 from asl_recognition.training.augment import build_augment  # noqa: E402
 from asl_recognition.training.data import TensorSplit, load_split  # noqa: E402
 from asl_recognition.training.loop import LoopConfig, Trainer  # noqa: E402
 from asl_recognition.training.models import build_model  # noqa: E402
-from asl_recognition.training.options import MODEL_NAMES, TrainOptions  # noqa: E402
+from asl_recognition.training.options import TrainOptions  # noqa: E402
 from asl_recognition.training.runtime import seed_everything  # noqa: E402
 
 EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"  # Massey, 5 photos per letter
@@ -455,7 +456,7 @@ class BenchTrainOptions:
     )
     image_size: int = option(64, "square side in px", low=1)
     batch_size: int = option(64, "batch size", low=1)
-    model: str = option("cnn", "architecture", choices=MODEL_NAMES)
+    model: str = option("cnn", "architecture", choices=tuple(ARCHITECTURES))
     steps: int = option(5, "training steps per loop and round", low=1)
     rounds: int | None = option(
         None, "rounds, each runs both loops (default 6; landmarks 3)", low=1

@@ -123,9 +123,9 @@ def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
     """The exported contract (uint8 images -> probabilities) rebuilt from a best checkpoint."""
     import torch
 
+    from asl_recognition.training.architectures import reads_images
     from asl_recognition.training.landmark_run import LANDMARK_MODEL
     from asl_recognition.training.models import ProbabilityModel, build_model
-    from asl_recognition.training.options import IMAGE_MODELS
 
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -139,7 +139,7 @@ def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
             f"{checkpoint} is the landmark classifier's (landmark rows in, not photos): "
             "serve it with its hand pipeline and use --runtime triton"
         )
-    if name not in IMAGE_MODELS or not classes or not size:
+    if not reads_images(name) or not classes or not size:
         raise PredictError(f"{checkpoint}: model {name!r} is not an image classifier checkpoint")
     model = build_model(name, len(classes), int(size))
     model.load_state_dict(state["model"])

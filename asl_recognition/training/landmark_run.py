@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.training.architectures import ARCHITECTURES
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.landmark_model import LandmarkAugment, LandmarkNet, RowsAugment
 
@@ -25,7 +26,8 @@ def build_landmark_net(classes: list[str], weights: str | None) -> LandmarkNet:
 
     if "nothing" not in classes:
         raise TrainingInputError("the landmark model needs a 'nothing' class (for no hand)")
-    net = LandmarkNet(len(classes), classes.index("nothing"))
+    mlp = ARCHITECTURES[LANDMARK_MODEL].build(len(classes))
+    net = LandmarkNet(len(classes), classes.index("nothing"), mlp)
     if weights:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -1,4 +1,6 @@
-"""Model zoo: a small baseline CNN and torchvision backbones, all taking uint8 NCHW images.
+"""Image classifiers: a small baseline CNN and the wrapper every image backbone runs in.
+
+The backbones are chosen from ``architectures.ARCHITECTURES``; all take uint8 NCHW images.
 
 Normalisation lives inside the module (``Preprocess``) so the exported ONNX graph, training and
 every client apply exactly the same arithmetic. No weights are ever downloaded.
@@ -12,8 +14,8 @@ import torch
 from torch import nn
 
 from asl_recognition.imageio import check_image_size
+from asl_recognition.training.architectures import ARCHITECTURES, reads_images
 from asl_recognition.training.errors import TrainingInputError
-from asl_recognition.training.options import MODEL_NAMES
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -84,15 +86,12 @@ def small_cnn(num_classes: int, widths: tuple[int, ...] = (24, 48, 96, 192)) -> 
 
 
 def _backbone(name: str, num_classes: int) -> nn.Module:
-    if name == "cnn":
-        return small_cnn(num_classes)
-    from torchvision import models
-
-    if name == "resnet18":
-        return models.resnet18(weights=None, num_classes=num_classes)
-    if name == "mobilenet_v3_small":
-        return models.mobilenet_v3_small(weights=None, num_classes=num_classes)
-    raise TrainingInputError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if not reads_images(name):
+        images = [key for key in ARCHITECTURES if reads_images(key)]
+        raise TrainingInputError(
+            f"{name!r} is not an image model; choose one of {', '.join(images)}"
+        )
+    return ARCHITECTURES[name].build(num_classes)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 from asl_recognition.options import option
 from asl_recognition.paths import REPO_ROOT, SHARED_DATA
+from asl_recognition.training.architectures import ARCHITECTURES
 
-# landmarks: an MLP on hand landmarks (ASL_landmarks); the others are CNNs on pixels.
-MODEL_NAMES = ("cnn", "resnet18", "mobilenet_v3_small", "landmarks")
-IMAGE_MODELS = MODEL_NAMES[:3]
 AUGMENT_PRESETS = ("none", "light", "strong", "generalise")
 BALANCE = ("none", "source")
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,7 +24,7 @@ class TrainOptions:
     """Train an ASL classifier on a published dataset, export ONNX and register it."""
 
     dataset_version: str = option("latest", "ASL dataset id, version (e.g. 1.0.2) or 'latest'")
-    model: str = option("cnn", "architecture", choices=MODEL_NAMES)
+    model: str = option("cnn", "architecture", choices=tuple(ARCHITECTURES))
     landmarks_version: str = option(
         "latest",
         "ASL_landmarks id, version or 'latest' (--model landmarks; must be measured on "
