@@ -12,7 +12,11 @@ class SelectBestOptions:
     """Promote the new model only if it beats the production model on a metric."""
 
     model_id: str | None = option(None, "registry id of the newly trained model", required=True)
-    metric: str = option("val_macro_f1", "registry metric to compare (e.g. test_accuracy)")
+    metric: str = option(
+        "val_macro_f1",
+        "registry metric to compare (e.g. test_accuracy; worst_holdout_accuracy: the lowest "
+        "held-out group accuracy)",
+    )
     metric_mode: str = option(
         "max", "max: a higher metric is better; min: lower is better", choices=("max", "min")
     )
@@ -25,6 +29,13 @@ class SelectBestOptions:
         high=1.0,
     )
     holdout_gate: bool = option(True, "apply the held-out quality gate (off: --metric only)")
+    min_worst_heldout: float = option(
+        0.0,
+        "refuse to promote a candidate whose worst held-out group accuracy is below this "
+        "(0 = off; a candidate without held-out scores is refused when it is on)",
+        low=0.0,
+        high=1.0,
+    )
     prefer_int8: bool = option(
         False,
         "serve the promoted model's INT8 variant (tasks/optimize_model.py) when its held-out "

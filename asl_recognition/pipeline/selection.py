@@ -14,6 +14,7 @@ from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.registry.confusion import find_confusion, read_classes
 
 MODES = ("max", "min")
+WORST_HOLDOUT = "worst_holdout_accuracy"
 
 
 @dataclass
@@ -50,7 +51,14 @@ class Decision:
 
 
 def metric_value(record: Any, metric: str) -> float | None:
-    """The record's metric as a finite float, or None when absent or not a number."""
+    """The record's metric as a finite float, or None when absent or not a number.
+
+    ``worst_holdout_accuracy`` is derived: the lowest held-out group accuracy, so candidates
+    can be ranked by the source or signer they do worst on.
+    """
+    if metric == WORST_HOLDOUT and WORST_HOLDOUT not in record.metrics:
+        scores = holdout_scores(record)
+        return min(scores.values()) if scores else None
     value = record.metrics.get(metric)
     try:
         number = float(value)
@@ -95,6 +103,23 @@ def holdout_regressions(candidate: Any, previous: Any, tolerance: float = 0.0) -
     ]
 
 
+def worst_heldout_shortfall(record: Any, minimum: float) -> str | None:
+    """Why ``record`` fails the worst-held-out-group floor ``minimum`` (None: it passes).
+
+    The issue's goal is a floor on people and cameras never seen, so a model is judged by the
+    group it does worst on, not by a mean that a strong source could carry.
+    """
+    if minimum <= 0:
+        return None
+    scores = holdout_scores(record)
+    if not scores:
+        return f"it has no held-out group scores to check against --min-worst-heldout {minimum}"
+    group = min(scores, key=lambda g: (scores[g], g))
+    if scores[group] >= minimum:
+        return None
+    return f"its worst held-out group {group} {scores[group]:.4f} < --min-worst-heldout {minimum}"
+
+
 def check_answers_its_classes(record: Any) -> None:
     """Refuse a model with classes it never saw a train row of (training records them)."""
     untrained = record.metrics.get("untrained_classes") or []
@@ -118,6 +143,9 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     candidate = registry.get(model_id)
     check_answers_its_classes(candidate)
     previous = registry.production(name)
+    shortfall = worst_heldout_shortfall(candidate, opts.min_worst_heldout)
+    if shortfall and previous is None:
+        raise ValueError(f"model {model_id} not promoted: {shortfall}")
     new_value = metric_value(candidate, metric)
     if new_value is None:
         raise ValueError(
@@ -131,6 +159,9 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     old_value = metric_value(previous, metric)
     if previous.id == candidate.id:
         reason = "already the production model"
+        return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+    if shortfall:
+        reason = f"{shortfall}; kept"
         return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
     if old_value is None:
         reason = f"production model {previous.id} has no {metric}"

@@ -281,7 +281,7 @@ def test_select_best_task_refuses_below_the_floor_in_one_line(tmp_path):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert lines == [
-        f"select_best.py: error: model {low} not promoted: its worst held-out group roboflow "
+        f"select_best: error: model {low} not promoted: its worst held-out group roboflow "
         "0.6900 < --min-worst-heldout 0.95"
     ], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
