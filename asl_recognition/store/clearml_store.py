@@ -33,8 +33,6 @@ from asl_recognition.tracking import OUTPUT_URI_ENV, configured_output_uri
 
 # The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).
 RECORD_ARTIFACT = "asl_store_record"
-# Versions written before the artifact existed kept the record as a file inside the dataset.
-RECORD_NAME = "asl_store_record.json"
 
 
 def dataset_alias(dataset: DatasetVersion) -> str:
@@ -104,15 +102,12 @@ class ClearMLDatasetStore(DatasetStore):
         return self._to_version(ds, record)
 
     def _read_record(self, ds: Any) -> dict[str, Any]:
-        """The version's record from its metadata artifact; older versions: from the one file."""
+        """The version's record, from its metadata artifact (no file of the version is fetched)."""
         record = ds.get_metadata(metadata_name=RECORD_ARTIFACT)
         if record is None:
-            folder = Path(ds.get_local_copy(files=[RECORD_NAME]))
-            if not (folder / RECORD_NAME).is_file():
-                raise DatasetNotFoundError(
-                    f"dataset {ds.id} has no {RECORD_ARTIFACT} record: not made by this store"
-                )
-            record = json.loads((folder / RECORD_NAME).read_text())
+            raise DatasetNotFoundError(
+                f"dataset {ds.id} has no {RECORD_ARTIFACT} record: not made by this store"
+            )
         if isinstance(record, str):  # a JSON artifact may come back as its text
             record = json.loads(record)
         return record

@@ -8,7 +8,6 @@ code on those mocks, so what reaches the dataset's task is what the SDK would se
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -18,7 +17,7 @@ from clearml import Dataset, Task
 from clearml.binding.artifacts import Artifact
 
 from asl_recognition.store import DatasetNotFoundError, get_store
-from asl_recognition.store.clearml_store import RECORD_ARTIFACT, RECORD_NAME, ClearMLDatasetStore
+from asl_recognition.store.clearml_store import RECORD_ARTIFACT, ClearMLDatasetStore
 
 UI_SKIP_LINE = "Displaying metadata in the UI is only supported for pandas Dataframes"
 
@@ -138,26 +137,13 @@ def test_get_reads_the_record_without_downloading_the_dataset(mock_dataset_cls) 
     assert (version.version, version.parents, version.tags) == ("1.0.2", ["raw-1"], ["t"])
 
 
-def test_an_older_version_reads_only_its_record_file(mock_dataset_cls, tmp_path) -> None:
-    """Versions written before the metadata artifact kept the record as a dataset file."""
-    record = {"files": [{"path": "x.jpg", "sha256": "1" * 64, "size": 3}], "metadata": {"m": 2}}
-    (tmp_path / RECORD_NAME).write_text(json.dumps(record))
-    mock_ds = make_mock_dataset("ds-old")
-    mock_ds.get_local_copy.return_value = str(tmp_path)
-    mock_dataset_cls.get.return_value = mock_ds
-
-    version = get_store("clearml").get(dataset_id="ds-old")
-
-    mock_ds.get_local_copy.assert_called_once_with(files=[RECORD_NAME])
-    assert version.metadata == {"m": 2} and [f.path for f in version.files] == ["x.jpg"]
-
-
-def test_a_dataset_made_elsewhere_is_a_clear_error(mock_dataset_cls, tmp_path) -> None:
+def test_a_dataset_made_elsewhere_is_a_clear_error(mock_dataset_cls) -> None:
+    """No record artifact: refused at once, without fetching any file of that dataset."""
     mock_ds = make_mock_dataset("ds-foreign")
-    mock_ds.get_local_copy.return_value = str(tmp_path)  # no record file in it
     mock_dataset_cls.get.return_value = mock_ds
     with pytest.raises(DatasetNotFoundError, match="ds-foreign has no asl_store_record record"):
         get_store("clearml").get(dataset_id="ds-foreign")
+    mock_ds.get_local_copy.assert_not_called()
 
 
 def test_list_versions_asks_for_the_exact_name(mock_dataset_cls) -> None:
