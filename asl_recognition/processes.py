@@ -5,15 +5,15 @@ it spawns with an environment variable, stops it with a signal to its process gr
 after a grace period, and kills marked leftovers when this interpreter exits. This module adds
 what mirakuru does not do:
 
-- output read from a pipe and written to a log file as it arrives (optionally also to a console
-  stream, optionally line by line through a redaction filter), keeping the end in memory;
+- output read from a pipe and written to a log file as it arrives
+  (:mod:`~asl_recognition.child_output`);
 - a readiness wait on an HTTP URL that notices an early exit, can be cancelled, and fails with
   one line naming the command and the log tail; or a wait for the child to run to completion;
 - a child that dies with this process, its own children included, even on ``kill -9``
   (``die_with_parent``: see :mod:`asl_recognition.reaper`);
 - an exit described as a code or a signal name;
-- a supervisor that restarts a dead service with exponential backoff, a bounded number of times;
-- SIGTERM/SIGINT handlers that set a flag a CLI's loop polls.
+- a supervisor that restarts a dead service with exponential backoff, a bounded number of times
+  (stopped by the flag of :mod:`~asl_recognition.stop_signals`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,13 +33,13 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import IO, Protocol
+from typing import Protocol
 
 from mirakuru import SimpleExecutor
 from mirakuru.exceptions import ProcessFinishedWithError
 
-TAIL_BYTES = 65536
+from asl_recognition.child_output import Output, Pump
+
 REAPER = Path(__file__).with_name("reaper.py")
 LOG = logging.getLogger(__name__)
 
@@ -75,63 +74,6 @@ def http_ready(url: str, timeout: float = 2.0) -> bool:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError):
         return False
-
-
-@dataclass
-class Output:
-    """Where one of a child's streams goes: a log file (mode 600), optionally a console stream.
-
-    ``redact`` filters each complete line before it is written anywhere; without it bytes are
-    copied as they arrive, so progress bars that redraw with ``\\r`` stay live.
-    """
-
-    log: Path
-    console: IO[str] | None = None
-    append: bool = False
-    redact: Callable[[str], str] | None = None
-
-
-class _Pump(threading.Thread):
-    """Copies a pipe to an :class:`Output` until every writer has closed it."""
-
-    def __init__(self, fd: int, output: Output, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self.fd, self.output = fd, output
-        self.tail = bytearray()
-        output.log.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if output.append else os.O_TRUNC)
-        self.log = open(os.open(output.log, flags, 0o600), "wb", buffering=0)
-
-    def run(self) -> None:
-        pending = b""
-        with self.log, open(self.fd, "rb", buffering=0, closefd=True):
-            while chunk := os.read(self.fd, 65536):
-                if self.output.redact is not None:
-                    lines = (pending + chunk).split(b"\n")
-                    pending = lines.pop()
-                    chunk = b"".join(self._redact(line + b"\n") for line in lines)
-                self._write(chunk)
-            if pending:
-                self._write(self._redact(pending))
-
-    def _redact(self, line: bytes) -> bytes:
-        assert self.output.redact is not None
-        return self.output.redact(line.decode("utf-8", "replace")).encode("utf-8")
-
-    def _write(self, chunk: bytes) -> None:
-        self.log.write(chunk)
-        self.tail.extend(chunk)
-        del self.tail[: max(0, len(self.tail) - TAIL_BYTES)]
-        console = self.output.console
-        if console is None or not chunk:
-            return
-        binary = getattr(console, "buffer", None)
-        if binary is not None:
-            console.flush()  # what was written as text first stays first
-            binary.write(chunk)
-            binary.flush()
-        else:
-            console.write(chunk.decode("utf-8", "replace"))
 
 
 class _Executor(SimpleExecutor):
@@ -192,7 +134,7 @@ class Child:
         self.pass_fds = tuple(pass_fds)
         self.returncode: int | None = None
         self._executor: _Executor | None = None
-        self._pumps: list[_Pump] = []
+        self._pumps: list[Pump] = []
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -211,10 +153,10 @@ class Child:
         if self.ready_url and _answers(self.ready_url):
             raise ChildError(f"{self.name}: {self.ready_url} already answers; pick another port")
         pipes = [os.pipe() for _ in self.outputs]
-        pumps: list[_Pump] = []
+        pumps: list[Pump] = []
         try:
             for (read_fd, _), output in zip(pipes, self.outputs):
-                pumps.append(_Pump(read_fd, output, f"{self.name}-output"))
+                pumps.append(Pump(read_fd, output, f"{self.name}-output"))
             executor = self._spawn(pipes[0][1], pipes[1][1] if len(pipes) > 1 else None)
         except BaseException:
             for pump in pumps:
@@ -330,45 +272,6 @@ def sleep_unless(seconds: float, should_stop: Callable[[], bool]) -> bool:
     while not should_stop() and time.monotonic() < deadline:
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
     return should_stop()
-
-
-class StopFlag:
-    """Set by SIGTERM or SIGINT once installed, so a CLI's loop ends and stops its children
-    in order; calling the flag says whether a stop was asked for."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def install(self) -> "StopFlag":
-        handle_stop_signals(self._set)
-        return self
-
-    def _set(self, signum: int, _frame: FrameType | None) -> None:
-        self.signal = signum
-
-    def __call__(self) -> bool:
-        return self.signal is not None
-
-
-def handle_stop_signals(
-    handler: Callable[[int, FrameType | None], object], keep_installed: bool = False
-) -> None:
-    """Install ``handler`` for SIGTERM (process managers, containers) and SIGINT (Ctrl-C).
-
-    Only the main thread can install handlers; elsewhere this does nothing. ``keep_installed``
-    leaves a handler someone else already installed in place (only defaults are replaced).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        default = signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler, None)
-        if default or not keep_installed:
-            signal.signal(sig, handler)
-
-
-def stop_on_signals() -> StopFlag:
-    """A :class:`StopFlag` installed for SIGTERM and SIGINT: how the CLIs wait to be stopped."""
-    return StopFlag().install()
 
 
 @dataclass

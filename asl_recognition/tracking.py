@@ -1,9 +1,9 @@
 """The one place that talks to ``clearml.Task``.
 
-Every task script calls :func:`init_task`. With a configured server (``clearml.conf``, the
-``CLEARML_API_*`` variables, or an agent's ``CLEARML_TASK_ID``/``CLEARML_AUTH_TOKEN``) the task
-is a normal ClearML task that uploads its models and artifacts; with none it runs in ClearML's
-offline mode and its session zip can later be imported with ``Task.import_offline_session``.
+Every task script calls :func:`init_task` (through :func:`task_entry`). With a configured server
+(:mod:`~asl_recognition.clearml_env` decides) the task is a normal ClearML task that uploads its
+models and artifacts; with none it runs in ClearML's offline mode and its session zip can later
+be imported with ``Task.import_offline_session``.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ import contextlib
 import errno
 import json
 import os
-import re
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
 
+from asl_recognition.clearml_env import output_uri, prepare_environment
 from asl_recognition.options import (
-    TRUE_WORDS,
     OptionError,
     as_params,
     from_mapping,
@@ -29,159 +26,18 @@ from asl_recognition.options import (
     parse,
     value_as_text,
 )
-from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.paths import workspace
+from asl_recognition.stop_signals import arm_stop_deadline, install_signal_handlers
 
 OUTPUTS_ENV = "ASL_STEP_OUTPUTS"
 OUTPUT_SECTION = "Outputs"
 OPTIONS_SECTION = "Args"
-AGENT_ENV = ("CLEARML_TASK_ID", "TRAINS_TASK_ID", "CLEARML_AUTH_TOKEN")  # SDK: either id
-OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
-KEEP_LOCAL = ("none", "false", "off")  # ASL_OUTPUT_URI values that mean "upload no weights"
-_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-_said_local = False
 # Plots are reported explicitly (the savefig hook would upload every figure twice); models are
 # registered explicitly (the registry): the PyTorch binding would make every torch.save (each
 # epoch's checkpoint) an output model, a file:// path to a temp file under an agent. Keys as
 # Task.init's should_connect reads them (clearml/task.py, Task.init).
 FRAMEWORK_BINDINGS = {"matplotlib": False, "pytorch": False}
-STOP_DEADLINE_S = 8.0  # SIGTERM to exit, at most (a supervisor's usual grace is 10 s)
 T = TypeVar("T")
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in TRUE_WORDS
-
-
-def server_configured() -> bool:
-    """True when the SDK would talk to a server: the same test as ``clearml.Session``.
-
-    An agent runs a step with ``CLEARML_TASK_ID`` and may authenticate with
-    ``CLEARML_AUTH_TOKEN`` alone (no keys in any file); otherwise credentials come from the
-    ``CLEARML_API_ACCESS_KEY`` variable or ``api.credentials`` of the SDK's own configuration
-    files, read with the SDK's loader. Forced offline mode wins.
-    """
-    if _env_true("CLEARML_OFFLINE_MODE") or _env_true("ASL_OFFLINE"):
-        return False
-    if any(os.environ.get(name) for name in AGENT_ENV):
-        return True
-    from clearml.backend_api.config import load
-    from clearml.backend_api.session.defs import ENV_ACCESS_KEY
-
-    try:
-        configured = load().get("api.credentials.access_key", None)
-    except Exception:  # an unreadable clearml.conf: the SDK itself would fail on it too
-        configured = None
-    return bool(ENV_ACCESS_KEY.get(default=configured))
-
-
-def weights_stay_local() -> bool:
-    """``ASL_OUTPUT_URI=none``: model weights are registered where they are, not uploaded.
-
-    Only sensible on one machine; dataset files and task artifacts still go to the files
-    server (a ClearML dataset cannot be finalized without storage). Said once per process.
-    """
-    value = os.environ.get(OUTPUT_URI_ENV, "").strip().lower()
-    local = value in KEEP_LOCAL
-    global _said_local
-    if local and not _said_local:
-        _said_local = True
-        print(
-            f"{OUTPUT_URI_ENV}={value}: model weights stay on this machine (registered as local "
-            "paths); datasets and artifacts still go to the files server",
-            file=sys.stderr,
-        )
-    return local
-
-
-def configured_output_uri() -> str | None:
-    """``ASL_OUTPUT_URI`` if set to a destination (models and datasets are uploaded there).
-
-    None means the SDK default: the ClearML files server (``api.files_server`` /
-    ``CLEARML_FILES_HOST``), which every machine of the deployment can read; ``none`` (see
-    :func:`weights_stay_local`) gives None too. A relative path is refused: it would name a
-    different folder on every machine.
-    """
-    value = os.environ.get(OUTPUT_URI_ENV, "").strip()
-    if not value or weights_stay_local():
-        return None
-    if not (_URI_SCHEME.match(value) or os.path.isabs(value)):
-        raise ValueError(
-            f"{OUTPUT_URI_ENV}={value!r} must be a URL (https://, s3://, gs://, azure://, "
-            "file://) or an absolute shared path"
-        )
-    return value
-
-
-def output_uri() -> str | bool:
-    """``Task.init``'s ``output_uri``: ``$ASL_OUTPUT_URI`` or the files server.
-
-    ``True`` is the SDK's way to say "the configured files server"; ``False`` (for
-    ``ASL_OUTPUT_URI=none``) sets no destination (``clearml/task.py``, the ``output_uri``
-    setter: False becomes None).
-    """
-    if weights_stay_local():
-        return False
-    return os.environ.get(OUTPUT_URI_ENV, "").strip() or True
-
-
-def _stop_on_signal(signum: int, _frame: Any) -> None:
-    """SIGTERM/SIGINT end the task like an exception: ``finally`` and ClearML's close run."""
-    raise SystemExit(128 + signum)
-
-
-def install_signal_handlers() -> None:
-    """Make SIGTERM and SIGINT stop the process even after ``Task.init``.
-
-    ClearML chains to the handler it finds at ``Task.init`` and treats ``SIG_DFL`` as none
-    (``exit_hooks.signal_handler``: ``if not org_handler``), so with the default in place a
-    SIGTERM is swallowed. A real handler installed first lets ClearML record the abort and then
-    stop the process.
-    """
-    # Imported here: the CI enqueue job installs only what the pipeline script imports, and
-    # the child-process layer (mirakuru) is not part of that.
-    from asl_recognition.processes import handle_stop_signals
-
-    handle_stop_signals(_stop_on_signal, keep_installed=True)
-
-
-def arm_stop_deadline(seconds: float = STOP_DEADLINE_S) -> None:
-    """After ``Task.init``: a SIGTERM ends the process within ``seconds`` whatever happens.
-
-    ClearML's hook first closes the task (flushing logs and events), which can take longer
-    than a supervisor waits on a busy machine; past the deadline the process exits with the
-    signal's code, the task's record written as far as it got.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    hook = signal.getsignal(signal.SIGTERM)
-
-    def deadline_then_hook(signum: int, frame: Any) -> None:
-        timer = threading.Timer(seconds, os._exit, args=(128 + signum,))
-        timer.daemon = True
-        timer.start()
-        if callable(hook):
-            hook(signum, frame)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, deadline_then_hook)
-
-
-def prepare_environment() -> bool:
-    """Set the offline-mode environment before ``clearml`` is imported; returns ``offline``."""
-    offline = not server_configured()
-    if offline:
-        os.environ["CLEARML_OFFLINE_MODE"] = "1"
-        os.environ.setdefault(
-            "CLEARML_CONFIG_FILE", str(REPO_ROOT / "config" / "clearml-offline.conf")
-        )
-        os.environ.setdefault("CLEARML_CACHE_DIR", str(workspace() / "clearml_cache"))
-        if "clearml" in sys.modules:
-            # server_configured() read the SDK's configuration, which imported clearml; the SDK
-            # froze CLEARML_OFFLINE_MODE at import (class attributes), so tell it again.
-            from clearml import Task
-
-            Task.set_offline(True)
-    return offline
 
 
 @dataclass

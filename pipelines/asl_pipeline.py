@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asl_recognition.clearml_env import prepare_environment, server_configured
 from asl_recognition.options import (
     HelpFormatter,
     OptionError,
@@ -49,13 +50,8 @@ from asl_recognition.pipeline.recipe import (
     load_recipe,
     typed_values,
 )
-from asl_recognition.tracking import (
-    connect_options,
-    install_signal_handlers,
-    prepare_environment,
-    server_configured,
-    storage_errors_in_one_line,
-)
+from asl_recognition.stop_signals import install_signal_handlers
+from asl_recognition.tracking import connect_options, storage_errors_in_one_line
 
 RUN_SECTION = "Run"
 RECIPE_CONFIGURATION = "recipe"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from asl_recognition.clearml_env import server_configured
 from asl_recognition.options import parse
 from asl_recognition.pipeline.options import TriggerOptions
-from asl_recognition.tracking import server_configured
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ from typing import Any
 
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option
-from asl_recognition.processes import handle_stop_signals
 from asl_recognition.registry.confusion import find_confusion
+from asl_recognition.stop_signals import handle_stop_signals
 
 from .alert_rules import GAVE_UP
 from .prometheus_api import PromClient

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.child_output import Output
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option
-from asl_recognition.processes import Child, Output, sleep_unless, stop_on_signals
+from asl_recognition.processes import Child, sleep_unless
+from asl_recognition.stop_signals import stop_on_signals
 
 from .alert_rules import write_rules
 from .alertmanager_config import SECRET_VARS, enabled_receivers, write_alertmanager_config

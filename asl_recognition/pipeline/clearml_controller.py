@@ -73,7 +73,7 @@ def running_as_agent_task() -> bool:
     The SDK reads either name (``clearml/config/defs.py`` ``TASK_ID_ENV_VAR``), and
     clearml-agent sets both (``clearml_agent/definitions.py``).
     """
-    from asl_recognition.tracking import server_configured
+    from asl_recognition.clearml_env import server_configured
 
     task_id = os.environ.get("CLEARML_TASK_ID") or os.environ.get("TRAINS_TASK_ID")
     return bool(task_id) and server_configured()

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from asl_recognition.child_output import Output
 from asl_recognition.locks import FileLock, exclusive, holder
 from asl_recognition.options import specs, to_argv
 from asl_recognition.paths import REPO_ROOT, workspace
@@ -40,7 +41,7 @@ from asl_recognition.pipeline.dag import (
     references,
     resolve,
 )
-from asl_recognition.processes import Child, Output, describe_exit
+from asl_recognition.processes import Child, describe_exit
 from asl_recognition.tracking import OUTPUTS_ENV
 
 STATE_NAME = "state.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asl_recognition.clearml_env import server_configured
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import (
     PRODUCTION_TAG,
@@ -12,7 +13,6 @@ from asl_recognition.registry.base import (
     ModelRegistry,
     NewModel,
 )
-from asl_recognition.tracking import server_configured
 
 
 def get_registry(backend: str = "auto") -> ModelRegistry:

@@ -36,9 +36,10 @@ from asl_recognition.options import OptionError, add_options
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import workspace
-from asl_recognition.processes import RestartPolicy, stop_on_signals
+from asl_recognition.processes import RestartPolicy
 from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
 from asl_recognition.serving.triton_server import TritonServer, TritonServerError
+from asl_recognition.stop_signals import stop_on_signals
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -26,10 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from asl_recognition.child_output import Output
 from asl_recognition.locks import pid_alive
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
-from asl_recognition.processes import Child, ChildError, Output, describe_exit, http_ready, never
+from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
 
 # Log errors every CPU-only run prints; they say nothing about the models.
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")

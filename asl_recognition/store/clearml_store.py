@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.clearml_env import OUTPUT_URI_ENV, configured_output_uri
 from asl_recognition.store.base import (
     MANIFEST_NAME,
     DatasetNotFoundError,
@@ -29,7 +30,6 @@ from asl_recognition.store.base import (
     FileEntry,
     sha256_file,
 )
-from asl_recognition.tracking import OUTPUT_URI_ENV, configured_output_uri
 
 # The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).
 RECORD_ARTIFACT = "asl_store_record"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from asl_recognition.clearml_env import server_configured
 from asl_recognition.paths import workspace
 from asl_recognition.store.base import DatasetStore
-from asl_recognition.tracking import server_configured
 
 
 def get_store(backend: str = "auto") -> DatasetStore:

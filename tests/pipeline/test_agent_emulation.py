@@ -130,7 +130,8 @@ def test_every_entry_script_runs_with_no_arguments_and_reaches_task_init(tmp_pat
 REMOTE_SCRIPT = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, sys.argv[1])
-    from asl_recognition.tracking import init_task, prepare_environment
+    from asl_recognition.clearml_env import prepare_environment
+    from asl_recognition.tracking import init_task
     from asl_recognition.data.options import PublishDatasetOptions
     from asl_recognition.training.options import TrainOptions
     from asl_recognition.options import as_params

@@ -17,18 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from asl_recognition.child_output import Output
 from asl_recognition.locks import FileLock, LockTimeout, exclusive
 from asl_recognition.netutil import free_port
-from asl_recognition.processes import (
-    Child,
-    ChildError,
-    Output,
-    RestartPolicy,
-    StopFlag,
-    describe_exit,
-    handle_stop_signals,
-    supervise,
-)
+from asl_recognition.processes import Child, ChildError, RestartPolicy, describe_exit, supervise
+from asl_recognition.stop_signals import StopFlag, handle_stop_signals
 
 
 def python(code: str) -> list[str]:
@@ -113,7 +106,8 @@ RUNNER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, REPO)
-from asl_recognition.processes import Child, Output
+from asl_recognition.child_output import Output
+from asl_recognition.processes import Child
 step, log = Path(sys.argv[1]).read_text(), Path(sys.argv[2])
 child = Child([sys.executable, "-c", step], Output(log), die_with_parent=True).start()
 time.sleep(60)

@@ -21,7 +21,7 @@ from asl_testkit.task_harness import (
 from clearml import Task
 from clearml.binding.artifacts import Artifact
 
-from asl_recognition import tracking
+from asl_recognition import clearml_env, tracking
 from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.options import from_mapping
 from asl_recognition.paths import REPO_ROOT
@@ -61,7 +61,7 @@ def test_server_detection(monkeypatch, tmp_path, env, expected) -> None:
     monkeypatch.setenv("CLEARML_CONFIG_FILE", str(tmp_path / "absent.conf"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert tracking.server_configured() is expected
+    assert clearml_env.server_configured() is expected
 
 
 def test_config_file_with_credentials_counts_as_server(monkeypatch, tmp_path) -> None:
@@ -70,7 +70,7 @@ def test_config_file_with_credentials_counts_as_server(monkeypatch, tmp_path) ->
     conf = tmp_path / "clearml.conf"
     conf.write_text('api { api_server: "http://h:8008"\n credentials { access_key: "x" } }')
     monkeypatch.setenv("CLEARML_CONFIG_FILE", str(conf))
-    assert tracking.server_configured() is True
+    assert clearml_env.server_configured() is True
 
 
 def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> None:
@@ -208,14 +208,14 @@ def test_output_uri_none_sets_no_destination_and_says_so_once(monkeypatch, capsy
     """``Task.init(output_uri=False)`` sets no destination (clearml/task.py, the ``output_uri``
     setter: False becomes None); the store and registry get None too instead of an error."""
     monkeypatch.setenv("ASL_OUTPUT_URI", "none")
-    monkeypatch.setattr(tracking, "_said_local", False)
-    assert tracking.output_uri() is False
-    assert tracking.configured_output_uri() is None
-    assert tracking.weights_stay_local() is True
+    monkeypatch.setattr(clearml_env, "_said_local", False)
+    assert clearml_env.output_uri() is False
+    assert clearml_env.configured_output_uri() is None
+    assert clearml_env.weights_stay_local() is True
     notices = [line for line in capsys.readouterr().err.splitlines() if "ASL_OUTPUT_URI" in line]
     assert len(notices) == 1 and notices[0].startswith("ASL_OUTPUT_URI=none: model weights stay")
     monkeypatch.setenv("ASL_OUTPUT_URI", "s3://bucket/asl")
-    assert tracking.output_uri() == "s3://bucket/asl" and not tracking.weights_stay_local()
+    assert clearml_env.output_uri() == "s3://bucket/asl" and not clearml_env.weights_stay_local()
 
 
 def _fake_build(repo: Path):

@@ -450,7 +450,7 @@ def test_output_uri_none_registers_the_weights_where_they_are(
     """``ASL_OUTPUT_URI=none`` (the README: weights stay local, one machine) used to raise
     "must be a URL" on every registry call; now nothing is uploaded and it is said once."""
     monkeypatch.setenv("ASL_OUTPUT_URI", "none")
-    monkeypatch.setattr("asl_recognition.tracking._said_local", False)
+    monkeypatch.setattr("asl_recognition.clearml_env._said_local", False)
     mock_task = make_mock_task(server, tmp_path, output_uri=(tmp_path / "bucket").as_uri())
     assert upload_destination(mock_task) is None
     registry = get_registry("clearml")
