@@ -141,12 +141,8 @@ def _localise_value(value: Any, remote: bool) -> Any:
 
 def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     # Imported here: the enqueue path (CI's workflow installs only the SDK) never needs it.
-    from asl_recognition.pipeline.local_executor import (
-        LocalExecutor,
-        StepFailed,
-        choose_run,
-        list_runs,
-    )
+    from asl_recognition.pipeline.local_executor import LocalExecutor, StepFailed
+    from asl_recognition.pipeline.runs import choose_run, list_runs
 
     prepare_environment()
     install_signal_handlers()

@@ -5,35 +5,27 @@ ClearML agent would run it, so each gets its own offline ClearML session and no 
 state into another (one ``Task.init`` per process). Steps pass ids through
 ``$ASL_STEP_OUTPUTS`` JSON files, which ``TaskContext.record_outputs`` writes.
 
-Run state lives in ``<workspace>/pipeline_runs/<run_id>/state.json``: re-running the same run
-skips completed steps and starts again at the failed one. Steps marked ``cache`` are also reused
-across runs when their script and resolved arguments are unchanged.
-
-A run in progress is locked (``<run_id>/run.lock``, an flock that dies with its holders): the
-runner holds it and hands it to the running step, so neither a second command nor a resume can
-join a run while its runner or a step of it is alive. Steps die with the runner, even on
-``kill -9`` (:mod:`asl_recognition.reaper`).
+Re-running the same run skips completed steps and starts again at the failed one
+(:mod:`~asl_recognition.pipeline.runs` keeps the state and the lock); steps marked ``cache`` are
+also reused across runs (:mod:`~asl_recognition.pipeline.step_cache`). Steps die with the runner,
+even on ``kill -9`` (:mod:`asl_recognition.reaper`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 from asl_recognition.child_output import Output
-from asl_recognition.locks import FileLock, exclusive, holder
+from asl_recognition.locks import FileLock
 from asl_recognition.options import specs, to_argv
 from asl_recognition.paths import REPO_ROOT, workspace
-from asl_recognition.pipeline.clearml_controller import code_digest
 from asl_recognition.pipeline.dag import (
     Dag,
     Step,
@@ -41,22 +33,27 @@ from asl_recognition.pipeline.dag import (
     references,
     resolve,
 )
+from asl_recognition.pipeline.runs import (
+    STATE_NAME,
+    check_run_id,
+    claim_run,
+    in_progress,
+    new_run_id,
+    normalise,
+    now,
+    read_json,
+    runs_dir,
+    write_json,
+)
+from asl_recognition.pipeline.step_cache import StepCache
 from asl_recognition.processes import Child, describe_exit
 from asl_recognition.tracking import OUTPUTS_ENV
 
-STATE_NAME = "state.json"
-CACHE_NAME = "step_cache.json"
-LOCK_NAME = "run.lock"
-RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what new_run_id makes
 # a progress bar's redraw (tqdm: "42%|####  | 21/50 [00:03<00:04, 6.1batch/s]")
 PROGRESS_BAR = re.compile(r"\d+%\||(?:[\d.]+|\?)\s*(?:\w+/s|s/\w+)\]\s*$")
 DONE = ("completed", "cached", "skipped")
 TAIL_LINES = 25
 STOP_GRACE_S = 10
-
-
-class RunUnavailable(LookupError):
-    """This run cannot be (re)started: a malformed id, or it is in progress elsewhere."""
 
 
 class StepFailed(RuntimeError):
@@ -78,140 +75,6 @@ def step_argv(step: Step, args: Mapping[str, Any]) -> list[str]:
     return to_argv(step.options, given)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def runs_dir() -> Path:
-    return workspace() / "pipeline_runs"
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def check_run_id(run_id: str) -> str:
-    """Refuse an id that is not one :func:`new_run_id` makes: it names a folder under the runs."""
-    if not RUN_ID_PATTERN.fullmatch(run_id):
-        raise RunUnavailable(
-            f"--run-id {run_id!r} is not a run id (YYYYMMDD-HHMMSS-xxxxxx, as --list-runs shows)"
-        )
-    return run_id
-
-
-def claim_run(run_dir: Path) -> FileLock | None:
-    """The run's lock, taken now; None while another runner or a step of the run holds it."""
-    lock = FileLock(run_dir / LOCK_NAME)
-    return lock if lock.acquire(timeout=0) else None
-
-
-def in_progress(run_dir: Path) -> RunUnavailable:
-    """The one-line refusal for a locked run: who holds it, and what to do instead."""
-    state = _read_json(run_dir / STATE_NAME, {}) or {}
-    running = [n for n, s in state.get("steps", {}).items() if s.get("status") == "running"]
-    doing = f"step {running[0]} running, " if running else ""
-    pid = holder(run_dir / LOCK_NAME)
-    return RunUnavailable(
-        f"run {run_dir.name} is in progress ({doing}started by pid {pid}); "
-        "wait for it to end, or pass --new-run to start another run beside it"
-    )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write via a temporary file so an interrupted run never leaves half a state file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return default
-
-
-def list_runs(root: Path | None = None) -> list[dict[str, Any]]:
-    """Every run's state, oldest first."""
-    root = root or runs_dir()
-    states = [_read_json(p) for p in sorted(root.glob(f"*/{STATE_NAME}"))]
-    states = [s for s in states if isinstance(s, dict) and "run_id" in s]
-    return sorted(states, key=lambda s: (s.get("created", ""), s["run_id"]))
-
-
-def _normalise(params: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(params), default=str))
-
-
-class RunChoice(NamedTuple):
-    """The run a command executes, with its lock already held (pass it to the executor)."""
-
-    run_id: str
-    params: dict[str, Any]
-    resuming: bool
-    lock: FileLock
-
-
-def choose_run(
-    dag: Dag,
-    params: Mapping[str, Any],
-    run_id: str | None = None,
-    resume: bool = False,
-    new: bool = False,
-    root: Path | None = None,
-) -> RunChoice:
-    """Pick and lock the run to (continue to) execute.
-
-    ``run_id`` given: that run (created if new; an existing run keeps its own parameters).
-    Otherwise the latest unfinished run is resumed when its parameters equal ``params`` (or
-    always with ``resume``); ``new`` forces a fresh run. A run that is locked (its runner or one
-    of its steps is alive) is never joined: :class:`RunUnavailable` says so in one line.
-    """
-    root = root or runs_dir()
-    if run_id:
-        lock = claim_run(root / check_run_id(run_id))
-        if lock is None:
-            raise in_progress(root / run_id)
-        state = _read_json(root / run_id / STATE_NAME)
-        if state:
-            return RunChoice(run_id, state["params"], True, lock)
-        return RunChoice(run_id, dict(params), False, lock)
-    if not new:
-        choice = _resume_unfinished(dag, params, resume, root)
-        if choice is not None:
-            return choice
-    run_id = new_run_id()
-    lock = claim_run(root / run_id)
-    assert lock is not None, "a new run id is unique"
-    return RunChoice(run_id, dict(params), False, lock)
-
-
-def _resume_unfinished(
-    dag: Dag, params: Mapping[str, Any], resume: bool, root: Path
-) -> RunChoice | None:
-    """The latest unfinished run to resume, locked; None when there is none."""
-    candidates = [
-        s
-        for s in reversed(list_runs(root))
-        if s.get("dag") == dag.name
-        and s.get("status") != "completed"
-        and (resume or s.get("params") == _normalise(params))
-    ]
-    for state in candidates:
-        run_dir = root / state["run_id"]
-        lock = claim_run(run_dir)
-        if lock is None:
-            raise in_progress(run_dir)
-        state = _read_json(run_dir / STATE_NAME, {})  # as its last runner left it
-        if state.get("status") != "completed":
-            return RunChoice(state["run_id"], state["params"], True, lock)
-        lock.release()  # it ended while we looked: look further
-    if resume:
-        raise LookupError(f"no unfinished {dag.name} run to resume under {root}")
-    return None
-
-
 def _last_error_line(text: str, returncode: int = 1) -> str:
     """The step's own one-line reason: its last stderr line that is not a progress bar nor a
     ClearML notice. A bar redraws itself with ``\\r``, so of such a line only its last drawing
@@ -227,14 +90,6 @@ def _last_error_line(text: str, returncode: int = 1) -> str:
     if returncode < 0:
         return f"killed by {describe_exit(returncode)}" + (f" after: {said}" if said else "")
     return said or "no error message on stderr"
-
-
-def _outputs_still_valid(outputs: Mapping[str, Any]) -> bool:
-    """A cached step is reused only if the files it reported (absolute paths) still exist."""
-    for value in outputs.values():
-        if isinstance(value, str) and os.path.isabs(value) and not os.path.exists(value):
-            return False
-    return True
 
 
 class LocalExecutor:
@@ -264,6 +119,7 @@ class LocalExecutor:
         self.lock = lock
         self.run_dir = self.root / self.run_id
         self.repo_root = Path(repo_root)
+        self.cache = StepCache(self.root, self.repo_root)
         self.python = python
         self.use_cache = use_cache
         self.out = out or sys.stdout
@@ -281,7 +137,7 @@ class LocalExecutor:
         return self.run_dir / STATE_NAME
 
     def _load_state(self) -> dict[str, Any]:
-        state = _read_json(self.state_path)
+        state = read_json(self.state_path)
         if state:
             self.params = state["params"]
             for name in self.dag.step_names():
@@ -293,43 +149,17 @@ class LocalExecutor:
             "created": now(),
             "updated": now(),
             "status": "pending",
-            "params": _normalise(self.params),
+            "params": normalise(self.params),
             "steps": {name: {"status": "pending"} for name in self.dag.step_names()},
         }
 
     def _save(self) -> None:
         self.state["updated"] = now()
-        _write_json(self.state_path, self.state)
+        write_json(self.state_path, self.state)
 
     def _print(self, text: str = "") -> None:
         self.out.write(text + "\n")
         self.out.flush()
-
-    # ----- cache across runs ---------------------------------------------------------------
-    def _cache_key(self, step: Step, argv: list[str]) -> str:
-        payload = json.dumps(
-            {
-                "step": step.name,
-                "script": step.script,
-                "code": code_digest(step, self.repo_root),
-                "argv": argv,
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
-
-    def _cache_lookup(self, key: str) -> dict[str, Any] | None:
-        entry = _read_json(self.root / CACHE_NAME, {}).get(key)
-        if entry and _outputs_still_valid(entry["outputs"]):
-            return entry
-        return None
-
-    def _cache_store(self, key: str, step: Step, outputs: Mapping[str, Any]) -> None:
-        """Add one entry; runs of other parameters may write theirs at the same time."""
-        with exclusive(self.root / (CACHE_NAME + ".lock")):
-            cache = _read_json(self.root / CACHE_NAME, {})
-            cache[key] = {"step": step.name, "run_id": self.run_id, "outputs": dict(outputs)}
-            _write_json(self.root / CACHE_NAME, cache)
 
     # ----- running -------------------------------------------------------------------------
     def outputs(self) -> dict[str, dict[str, Any]]:
@@ -401,12 +231,12 @@ class LocalExecutor:
         except UnresolvedReference as exc:
             raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
         argv = step_argv(step, args)
-        key = self._cache_key(step, argv)
+        key = self.cache.key(step, argv)
         if step.cache and self.use_cache and self._cached(key, info, argv, header):
             return
         outputs, duration = self._execute(step, info, argv, f"[{index}/{total}] {step.name}")
         if step.cache:
-            self._cache_store(key, step, outputs)
+            self.cache.store(key, step, self.run_id, outputs)
         self._print(
             f"<== [{index}/{total}] {step.name} done in {duration:.0f} s "
             + self._format_outputs(outputs)
@@ -429,7 +259,7 @@ class LocalExecutor:
 
     def _cached(self, key: str, info: dict[str, Any], argv: list[str], header: str) -> bool:
         """Outputs of an earlier run with the same script digest and arguments, when valid."""
-        hit = self._cache_lookup(key)
+        hit = self.cache.lookup(key)
         if not hit:
             return False
         info.update(
@@ -473,7 +303,7 @@ class LocalExecutor:
             self._save()
             self._print(f"<== {label} FAILED (exit code {returncode})")
             raise StepFailed(step.name, returncode, error, tail, step_dir)
-        outputs = _read_json(outputs_file, {})
+        outputs = read_json(outputs_file, {})
         missing = sorted(self._required_outputs(step) - set(outputs))
         if missing:
             error = f"exited 0 but recorded no output {', '.join(missing)} in {outputs_file}"

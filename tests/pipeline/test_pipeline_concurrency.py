@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from asl_recognition.paths import REPO_ROOT
-from asl_recognition.pipeline.local_executor import STATE_NAME, _last_error_line
+from asl_recognition.pipeline.local_executor import _last_error_line
+from asl_recognition.pipeline.runs import STATE_NAME
 
 STEPS = ("first", "second", "third")
 

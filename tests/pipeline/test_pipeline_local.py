@@ -19,14 +19,9 @@ import pytest
 from asl_recognition.options import specs
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.dag import ASL_DAG, Dag, PipelineParam, Step, step_params
-from asl_recognition.pipeline.local_executor import (
-    STATE_NAME,
-    LocalExecutor,
-    StepFailed,
-    choose_run,
-    step_argv,
-)
+from asl_recognition.pipeline.local_executor import LocalExecutor, StepFailed, step_argv
 from asl_recognition.pipeline.options import PipelineRunOptions
+from asl_recognition.pipeline.runs import STATE_NAME, choose_run
 
 # The steps' options, declared once as the real tasks declare theirs: the executor builds the
 # command line from these classes and the step scripts parse it with them.
