@@ -38,7 +38,7 @@ class PageOptions:
     frame_interval_ms: int = option(
         200, "ms between webcam frames sent (at most one frame in flight)", low=20
     )
-    jpeg_quality: float = option(0.8, "JPEG quality of the webcam frames", low=0.1, high=1.0)
+    jpeg_quality: float = option(0.9, "JPEG quality of the webcam frames", low=0.1, high=1.0)
     max_side: int = option(
         480, "webcam frames are scaled down to this longest side before sending", low=64
     )

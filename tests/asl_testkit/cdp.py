@@ -9,6 +9,7 @@ a Y4M file, made by :func:`write_y4m` from real photos, to ``getUserMedia``.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -26,20 +27,38 @@ def find_chromium() -> str | None:
     return find_tool("chromium") or shutil.which("chromium-browser")
 
 
+def yuv420(photo: Path, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The photo squared to ``side`` px as a camera gives it: Y, then Cb and Cr at half size."""
+    with Image.open(photo) as img:
+        ycbcr = img.convert("RGB").resize((side, side), Image.BILINEAR).convert("YCbCr")
+    y, cb, cr = ycbcr.split()
+    half = (side // 2, side // 2)
+    return np.asarray(y), np.asarray(cb.resize(half)), np.asarray(cr.resize(half))
+
+
+def camera_view(photo: Path, side: int, out: Path, quality: int = 90) -> Path:
+    """What the page sends for ``photo`` played by the fake camera: 4:2:0, then JPEG."""
+    y, cb, cr = (Image.fromarray(p) for p in yuv420(photo, side))
+    full = [y, cb.resize((side, side)), cr.resize((side, side))]
+    Image.merge("YCbCr", full).convert("RGB").save(out, "JPEG", quality=quality)
+    return out
+
+
 def write_y4m(path: Path, photos: list[Path], frames_each: int, fps: int, side: int) -> Path:
     """A 4:2:0 Y4M video showing each photo (squared to ``side`` px) for ``frames_each`` frames."""
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W{side} H{side} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for photo in photos:
-            with Image.open(photo) as img:
-                ycbcr = img.convert("RGB").resize((side, side), Image.BILINEAR).convert("YCbCr")
-            y, cb, cr = (np.asarray(c) for c in ycbcr.split())
-            half = [
-                np.asarray(Image.fromarray(c).resize((side // 2, side // 2))) for c in (cb, cr)
-            ]
-            frame = b"FRAME\n" + y.tobytes() + half[0].tobytes() + half[1].tobytes()
-            out.write(frame * frames_each)
+            planes = yuv420(photo, side)
+            out.write((b"FRAME\n" + b"".join(p.tobytes() for p in planes)) * frames_each)
     return path
+
+
+def _high(fd: int) -> int:
+    """``fd`` moved above 9, so that placing the pipes at 3 and 4 overwrites neither."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
 
 
 class CdpError(RuntimeError):
@@ -53,8 +72,8 @@ class Chromium:
         browser = find_chromium()
         if not browser:
             raise FileNotFoundError("chromium missing: run scripts/install_system_deps.sh")
-        to_r, self._to = os.pipe()
-        self._from, from_w = os.pipe()
+        to_r, self._to = (_high(fd) for fd in os.pipe())
+        self._from, from_w = (_high(fd) for fd in os.pipe())
 
         def fds() -> None:  # chromium's fd 3: commands in, fd 4: answers out
             os.dup2(to_r, 3)
@@ -68,7 +87,7 @@ class Chromium:
                 f"--window-size={width},{height}", "--use-fake-ui-for-media-stream",
                 "--autoplay-policy=no-user-gesture-required", *flags, "about:blank",
             ],
-            preexec_fn=fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         os.close(to_r)
         os.close(from_w)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from asl_testkit.cdp import camera_view
 from asl_testkit.servers import start_server
 from asl_testkit.tiny_models import export_landmark_classifier
 
@@ -16,6 +17,7 @@ from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
 TEST_IMAGES = REPO_ROOT / "data" / "test_images"
+CAMERA_SIDE = 240  # the fake camera's frame side in the page tests
 
 
 def photo(label: str) -> Path:
@@ -24,10 +26,17 @@ def photo(label: str) -> Path:
 
 def fitted_landmark_model(root: Path) -> Path:
     """A landmark classifier fitted on the data stage's features of every bundled test photo
-    with a hand, plus two sample photos per class: it knows the test photos' letters."""
+    with a hand, as a file and as the fake camera delivers it (:func:`camera_view`), plus two
+    sample photos per class: it knows the test photos' letters, also through the webcam."""
     landmarker = HandLandmarker()
     features, labels = [], []
-    paths = [(p, p.stem.rsplit("_test", 1)[0]) for p in sorted(TEST_IMAGES.glob("*_test.jpg"))]
+    paths = []
+    for path in sorted(TEST_IMAGES.glob("*_test.jpg")):
+        label = path.stem.rsplit("_test", 1)[0]
+        paths.append((path, label))
+        for quality in (70, 90):
+            seen = root / f"camera-{quality}-{path.name}"
+            paths.append((camera_view(path, CAMERA_SIDE, seen, quality), label))
     for label in CLASSES:
         paths += [(p, label) for p in sorted((SAMPLE_DATA / label).glob("*.jpg"))[:2]]
     for path, label in paths:
@@ -43,6 +52,7 @@ def serve_landmark_model(root: Path):
     """(server, repo): the fitted model's generated repository on a real tritonserver."""
     from asl_recognition.serving.repository import build_repository
 
+    (root / "model").mkdir(parents=True, exist_ok=True)
     onnx = fitted_landmark_model(root / "model")
     repo = root / "repo"
     build_repository(onnx, root / "model" / "classes.txt", repo, max_batch_size=4)

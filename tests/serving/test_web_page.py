@@ -1,0 +1,99 @@
+"""The live recognition page in a real headless chromium, on a real tritonserver.
+
+The fake camera plays a Y4M made from the bundled test photos L, A, B and one without a hand;
+the page must show those letters with their landmarks' box, "no hand", and spell "LAB". Photo
+mode goes through the file chooser. Then Triton is stopped: the page says so, and recovers when
+it is back on the same ports. One Triton and one app serve the whole module.
+"""
+
+from __future__ import annotations
+
+import pytest
+from asl_testkit.cdp import Chromium, find_chromium, write_y4m
+from web_fixtures import CAMERA_SIDE, photo, serve_landmark_model, start_web
+
+from asl_recognition.paths import REPO_ROOT
+
+pytestmark = pytest.mark.server
+WORD = "LAB"
+SCREENSHOT = REPO_ROOT / "docs" / "live-page.png"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    if not find_chromium():
+        pytest.skip("chromium missing: run scripts/install_system_deps.sh")
+    root = tmp_path_factory.mktemp("web_page")
+    server, _repo = serve_landmark_model(root)
+    web = start_web(server.grpc_url, hold_ms=600, frame_interval_ms=100, rate=50.0)
+    yield server, web, root
+    web.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    _server, _web, root = served
+    video = write_y4m(
+        root / "camera.y4m", [photo(c) for c in WORD] + [photo("nothing")], 20, 10, CAMERA_SIDE
+    )
+    chromium = Chromium(
+        root / "profile",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+        width=1100,
+        height=760,
+    )
+    yield chromium
+    chromium.close()
+
+
+def test_the_webcam_spells_the_word(served, browser) -> None:
+    _server, web, _root = served
+    browser.goto(web.url + "/")
+    browser.wait_for("document.getElementById('triton').dataset.state === 'ready'")
+    spelled = browser.wait_for(
+        f"document.getElementById('spelled').textContent.includes('{WORD}') && "
+        "document.getElementById('spelled').textContent",
+        timeout=45,
+    )
+    assert set(spelled) <= set(WORD), spelled
+    browser.wait_for("document.getElementById('letter').textContent === 'no hand'", timeout=15)
+    answers = browser.evaluate("window.aslPage.answers")
+    seen = {a["top"][0]["label"] for a in answers if a["hand"]}
+    assert set(WORD) <= seen, seen
+    with_hand = [a for a in answers if a["hand"]]
+    assert all(a["box"] and len(a["top"]) == 3 for a in with_hand)
+    assert all(len(a["landmarks"]) == 21 for a in with_hand if a["landmarks"] is not None)
+    assert browser.evaluate("Number(document.getElementById('rtt').textContent)") > 0
+    browser.wait_for("document.getElementById('letter').textContent === 'A'", timeout=15)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.screenshot(SCREENSHOT)
+
+
+def test_photo_mode_through_the_file_chooser(served, browser) -> None:
+    _server, web, _root = served
+    browser.goto(web.url + "/?mode=photo")
+    browser.evaluate("window.aslPage.answers = []")
+    browser.set_files("#file", photo("B"))
+    answer = browser.wait_for("window.aslPage.answers[0]")
+    assert answer["hand"] and answer["top"][0]["label"] == "B"
+    assert browser.evaluate("document.getElementById('letter').textContent") == "B"
+    assert browser.evaluate("document.getElementById('photo').naturalWidth") == 200
+
+
+def test_triton_down_is_shown_and_recovers(served, browser) -> None:
+    server, web, _root = served
+    browser.goto(web.url + "/")
+    browser.wait_for("document.getElementById('triton').dataset.state === 'ready'")
+    server.stop()
+    text = browser.wait_for(
+        "document.getElementById('triton').dataset.state === 'down' && "
+        "document.getElementById('triton').textContent",
+        timeout=30,
+    )
+    assert "Triton is down" in text
+    server.start_ready(90)
+    browser.evaluate("window.aslPage.answers = []")
+    browser.wait_for("document.getElementById('triton').dataset.state === 'ready'", timeout=60)
+    browser.wait_for("window.aslPage.answers.length > 2", timeout=30)
