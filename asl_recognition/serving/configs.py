@@ -198,12 +198,13 @@ def metrics_model_config(
 ) -> mc.ModelConfig:
     """The Python-backend pass-through step that exports model-level metrics.
 
-    ``hand_found``: the hand pipeline's flag (counted) and box, passed through as well.
+    ``hand_found``: the hand pipeline's flag (counted), box and landmarks, passed through too.
     """
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.input.append(_tensor(mc.ModelInput, "probabilities", "TYPE_FP32", probs_dims))
     config.output.append(_tensor(mc.ModelOutput, "probabilities_out", "TYPE_FP32", probs_dims))
-    for extra, dims in (("hand_found", (1,)), ("hand_box", (4,))) if hand_found else ():
+    hand_extras = (("hand_found", (1,)), ("hand_box", (4,)), ("landmarks", (21, 3)))
+    for extra, dims in hand_extras if hand_found else ():
         config.input.append(_tensor(mc.ModelInput, extra, "TYPE_FP32", dims))
         config.output.append(_tensor(mc.ModelOutput, f"{extra}_out", "TYPE_FP32", dims))
     config.instance_group.append(

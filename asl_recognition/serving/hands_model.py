@@ -11,7 +11,8 @@ Pillow reads, within the decoder's bounds: ``imageio.read_header`` refuses, from
 alone, a side over 20,000 px or more than 40 MP (JPEG: 160 MP, read at 1/2 scale)).
 Outputs: ``FEATURES`` fp32 [63] (zeros when no hand), ``HAND_FOUND`` fp32 [1] (1 or 0),
 ``HAND_BOX`` fp32 [4]: (x0, y0, x1, y1) of the region the landmark model saw, as fractions of
-the upright image's width and height (zeros when no hand).
+the upright image's width and height (zeros when no hand), ``LANDMARKS`` fp32 [21, 3]: the hand's
+points (x, y in the upright image's pixels, depth scaled like x; zeros when no hand).
 
 A request whose bytes are empty, too large, or not a decodable image fails alone with a one-line
 reason; the other requests of the same dynamic batch are answered normally. Every header of a
@@ -116,7 +117,7 @@ class TritonPythonModel:
             raise RequestError(f"IMAGE cannot be decoded: {exc}")
 
     def _measure(self, header):
-        """(features, found, box) of one photo; its header is closed (its pixels freed) here."""
+        """(features, found, box, landmarks) of one photo; its header is closed (its pixels freed) here."""
         try:
             rgb = self._decode(header)
         finally:
@@ -126,11 +127,13 @@ class TritonPythonModel:
         except ValueError as exc:  # too small to search (check_rgb)
             raise RequestError(f"IMAGE unusable: {exc}")
         if result is None:
-            return np.zeros(FEATURES, np.float32), 0.0, np.zeros(4, np.float32)
+            none = np.zeros((21, 3), np.float32)
+            return np.zeros(FEATURES, np.float32), 0.0, np.zeros(4, np.float32), none
         height, width = rgb.shape[:2]
         x0, y0, x1, y1 = result.box
         box = np.array([x0 / width, y0 / height, x1 / width, y1 / height], np.float32)
-        return self.hands.landmark_features(result), 1.0, box
+        points = np.asarray(result.landmarks, np.float32)
+        return self.hands.landmark_features(result), 1.0, box, points
 
     def _answer(self, request):
         blobs = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
@@ -155,6 +158,7 @@ class TritonPythonModel:
                 pb_utils.Tensor("FEATURES", np.stack([r[0] for r in rows]).astype(np.float32)),
                 pb_utils.Tensor("HAND_FOUND", np.array([[r[1]] for r in rows], np.float32)),
                 pb_utils.Tensor("HAND_BOX", np.stack([r[2] for r in rows]).astype(np.float32)),
+                pb_utils.Tensor("LANDMARKS", np.stack([r[3] for r in rows]).astype(np.float32)),
             ]
         )
 

@@ -5,7 +5,7 @@ A landmark classifier's ONNX graph takes ``FEATURES`` fp32 [63] and ``HAND_FOUND
 the generator then writes::
 
     <repo>/<name>_hands/config.pbtxt, <v>/model.py + the verified hand model files
-    <repo>/<name>/config.pbtxt       ensemble: IMAGE -> PROBS, HAND_FOUND, HAND_BOX
+    <repo>/<name>/config.pbtxt       ensemble: IMAGE -> PROBS, HAND_FOUND, HAND_BOX, LANDMARKS
 
 ``<name>_hands`` is a Python-backend model (``hands_model.py``): encoded photo bytes in
 (TYPE_STRING [1]), features, hand flag and hand box out; batched and dynamically batched like the
@@ -34,7 +34,12 @@ from asl_recognition.serving.onnx_introspect import (
 
 HANDS_MODEL_SOURCE = Path(__file__).with_name("hands_model.py")
 IMAGE_INPUT = "IMAGE"
-HAND_OUTPUTS = (("FEATURES", (63,)), ("HAND_FOUND", (1,)), ("HAND_BOX", (4,)))
+HAND_OUTPUTS = (
+    ("FEATURES", (63,)),
+    ("HAND_FOUND", (1,)),
+    ("HAND_BOX", (4,)),
+    ("LANDMARKS", (21, 3)),  # in the upright photo's pixels: what the live page draws
+)
 NOTHING = "nothing"
 # The most bytes one photo may have; the client refuses bigger files before sending them.
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
@@ -141,6 +146,7 @@ def hands_ensemble_config(
                     features: "hand_features",
                     found: "hand_found",
                     "HAND_BOX": "hand_box",
+                    "LANDMARKS": "hand_landmarks",
                 },
             ),
             step(
@@ -158,11 +164,13 @@ def hands_ensemble_config(
                     "probabilities": "onnx_probabilities",
                     "hand_found": "hand_found",
                     "hand_box": "hand_box",
+                    "landmarks": "hand_landmarks",
                 },
                 output_map={
                     "probabilities_out": probs.name,
                     "hand_found_out": found,
                     "hand_box_out": "HAND_BOX",
+                    "landmarks_out": "LANDMARKS",
                 },
             ),
         ]

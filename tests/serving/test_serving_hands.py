@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from asl_recognition.classes import CLASSES
 from asl_recognition.data.landmarks import POINT_COLUMNS, measure
 from asl_recognition.hands import HandLandmarker, features_from_landmarks
+from asl_recognition.imageio import load_rgb
 from asl_recognition.paths import SAMPLE_DATA
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.repository import build_repository
@@ -121,7 +122,7 @@ def test_layout_is_generated_from_the_graph(hands_server) -> None:
         "asl_onnx",
         "asl_metrics",
     ]
-    assert [o.name for o in ensemble.output] == ["PROBS", "HAND_FOUND", "HAND_BOX"]
+    assert [o.name for o in ensemble.output] == ["PROBS", "HAND_FOUND", "HAND_BOX", "LANDMARKS"]
     # the CNN keeps its own layout: pixels in, no hand model
     assert load_config(repo / "cnn" / "config.pbtxt").input[0].name == "images"
     client = thttp.InferenceServerClient(hands_server.http_url)
@@ -164,8 +165,12 @@ def test_client_end_to_end_letter_and_no_hand(hands_server, fitted) -> None:
     items, err, code = client_json("--image", str(photo), *[f"--image={p}" for p in nothing], *url)
     assert code == 0, err
     assert items[0]["hand_found"] is True and items[0]["predictions"][0]["label"] == label
+    # the ensemble's LANDMARKS: the data stage's 21 points, in the photo's pixels
+    with load_rgb(photo) as img:
+        expected = HandLandmarker().detect(np.asarray(img)).landmarks
+    assert np.abs(np.array(items[0]["landmarks"]) - expected).max() < 0.05
     for item in items[1:]:
-        assert item["hand_found"] is False
+        assert item["hand_found"] is False and "landmarks" not in item
         assert item["predictions"][0]["label"] == "nothing"
         assert item["predictions"][0]["probability"] == pytest.approx(1.0)
     text = run_client("--image", str(nothing[0]), *url, "--protocol", "http")

@@ -12,7 +12,9 @@ of up to the model's max_batch_size.
 A model whose input is TYPE_STRING (the hand-landmark pipeline) gets each file's bytes as they
 are on disk, one file per request (the server decodes, finds the hand and batches requests
 itself); files over MAX_FILE_BYTES are refused before sending. When the model answers
-HAND_FOUND 0 the line says "no hand found" (JSON: ``"hand_found": false``).
+HAND_FOUND 0 the line says "no hand found" (JSON: ``"hand_found": false``). A model with a
+LANDMARKS output (the hand's 21 points in the photo's pixels) adds them to the JSON
+(``"landmarks": [[x, y, z], ...]``); a repository built before that output still works.
 
 Images the client decodes itself (models that take pixels) are decoded exactly as training
 decodes them: the decoder below is a copy of ``asl_recognition/imageio.py`` (this file cannot
@@ -46,6 +48,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 # The server's hand pipeline refuses more (hands_repository.MAX_IMAGE_BYTES); no photo needs it.
 MAX_FILE_BYTES = 25 * 1024 * 1024
 HAND_FOUND = "HAND_FOUND"
+LANDMARKS = "LANDMARKS"
 EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
 
 # --- The training decoder, copied from asl_recognition/imageio.py (this file runs alone, so it
@@ -194,6 +197,7 @@ class InputSpec:
     channels_first: bool
     max_batch_size: int
     hand_output: str | None = None
+    landmarks_output: str | None = None
 
     @property
     def encoded(self) -> bool:
@@ -265,6 +269,7 @@ def read_spec(metadata, config, model: str = "the model") -> InputSpec:
             channels_first=False,
             max_batch_size=max_batch,
             hand_output=HAND_FOUND if HAND_FOUND in names else None,
+            landmarks_output=LANDMARKS if LANDMARKS in names else None,
         )
     if len(shape) != 3 or -1 in shape:
         raise ClientError(
@@ -340,13 +345,16 @@ def _infer(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: in
     outputs = [tc.InferRequestedOutput(spec.output_name, class_count=top_k)]
     if spec.hand_output:
         outputs.append(tc.InferRequestedOutput(spec.hand_output))
+    if spec.landmarks_output:
+        outputs.append(tc.InferRequestedOutput(spec.landmarks_output))
     return client.infer(model, [inp], outputs=outputs)
 
 
 def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: int) -> list:
-    """One request; returns [([(label, index, probability), ...], hand_found) per image].
+    """One request; returns [([(label, index, probability), ...], hand) per image].
 
-    ``hand_found`` is None when the model has no HAND_FOUND output.
+    ``hand`` is None when the model has no HAND_FOUND output, else the flag, or the 21 landmarks
+    (a list of [x, y, z]) when the model gives them and found a hand.
     """
     from tritonclient.utils import InferenceServerException
 
@@ -363,6 +371,9 @@ def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: 
     found = [None] * images
     if spec.hand_output:
         found = [bool(f > 0.5) for f in result.as_numpy(spec.hand_output).reshape(-1)]
+    if spec.landmarks_output:
+        points = result.as_numpy(spec.landmarks_output).reshape(images, 21, 3)
+        found = [np.round(p.astype(float), 2).tolist() if f else f for p, f in zip(points, found)]
     parsed = []
     for row, hand in zip(rows, found):
         items = []
@@ -392,7 +403,9 @@ def _result_item(path: Path, items: list, hand: bool | None) -> dict:
         ],
     }
     if hand is not None:
-        item["hand_found"] = hand
+        item["hand_found"] = bool(hand)
+    if isinstance(hand, list):
+        item["landmarks"] = hand
     return item
 
 
