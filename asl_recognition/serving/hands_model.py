@@ -117,7 +117,7 @@ class TritonPythonModel:
             raise RequestError(f"IMAGE cannot be decoded: {exc}")
 
     def _measure(self, header):
-        """(features, found, box, landmarks) of one photo; its header is closed (its pixels freed) here."""
+        """(features, found, box, landmarks) of one photo; its header is closed here."""
         try:
             rgb = self._decode(header)
         finally:
