@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export ASL_WORKSPACE ?= $(CURDIR)/workspace
 SHARED_DATA ?= $(CURDIR)/../shared/data
 
-.PHONY: install hand-models system-deps run test test-fast lint format serve monitor dashboard bench clean \
+.PHONY: install hand-models system-deps run test test-fast lint format serve monitor dashboard bench clean demo \
 	recipe-generalise
 
 $(STAMP): $(REQS)
@@ -39,7 +39,7 @@ lint: install
 	$(BIN)/flake8
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/zizmor --offline .github/workflows
-	$(BIN)/hadolint triton/server/Dockerfile triton/client/Dockerfile
+	$(BIN)/hadolint triton/server/Dockerfile triton/client/Dockerfile triton/web/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec triton/docker-compose.yml
 
 format: install
@@ -57,6 +57,10 @@ test-fast: install hand-models
 serve: install hand-models
 	$(PY) tasks/build_triton_repo.py --model-id production
 	$(PY) -m asl_recognition.serving.launcher --repo $(ASL_WORKSPACE)/triton_repo
+
+# After `make run`: its model on the local Triton and the live recognition page (URL printed).
+demo: install hand-models
+	$(PY) -m asl_recognition.web.demo
 
 monitor: install system-deps
 	$(PY) -m asl_recognition.monitoring.stack
