@@ -40,7 +40,7 @@ INFO_COLUMNS = [
     "source",
     "signer",
     "group",
-    "holdout_group",
+    "holdout_label",
     "raw_dataset_id",
 ]
 RESULT_COLUMNS = [
@@ -112,7 +112,7 @@ def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
                 "source": item.get("data_source") or "",
                 "signer": item.get("signer") or "",
                 "group": item.get("group") or "",
-                "holdout_group": item.get("holdout_group") or "",
+                "holdout_label": item.get("holdout_label") or "",
                 "raw_dataset_id": item.get("raw_dataset_id") or single_raw,
             }
 
@@ -293,7 +293,7 @@ def publish_landmarks(
     name, asl_name = opts.name, opts.asl_name
     min_detection, min_presence = opts.min_detection, opts.min_presence
     store = get_store()
-    asl = store.resolve(asl_name, opts.dataset_version)
+    asl = store.version_for(asl_name, opts.dataset_version)
     # The manifest alone: the table is measured on the raw images, never on ASL's copies.
     manifest = json.loads(store.local_file(asl, MANIFEST_NAME).read_text())
     landmarker = HandLandmarker(min_detection=min_detection, min_presence=min_presence)
@@ -376,7 +376,7 @@ def load_table(dataset_version: str = "latest", name: str = "ASL_landmarks") -> 
     from asl_recognition.store import get_store
 
     store = get_store()
-    version = store.resolve(name, dataset_version)
+    version = store.version_for(name, dataset_version)
     text = {name: str for name in (*INFO_COLUMNS, "reason", "handedness")}
     table = pd.read_csv(store.local_copy(version) / TABLE, dtype=text)
     return table, {"id": version.id, **version.metadata}

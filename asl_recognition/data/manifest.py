@@ -36,7 +36,7 @@ def new_manifest(plan: PublishPlan, labels: Sequence[str | None]) -> dict[str, A
         "sources": plan.sources,
         "holdout": {
             "by": [r.describe() for r in plan.rules],
-            "groups": sorted({lab for lab in labels if lab}),
+            "labels": sorted({lab for lab in labels if lab}),
         },
         "options": plan.options,
         "splits": {s: [] for s in split_names},
@@ -86,7 +86,7 @@ def lay_out(
             "raw_dataset_id": cand.raw.id,
         }
         if labels[k]:
-            entry["holdout_group"] = labels[k]
+            entry["holdout_label"] = labels[k]
         manifest["splits"][splits[k]].append(entry)
     (stage / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
     files[MANIFEST_NAME] = stage / MANIFEST_NAME

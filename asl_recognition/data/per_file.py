@@ -115,22 +115,16 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
 JPEG_QUALITY = 95
 
 
-def preprocess_one(job: tuple[str, str, int, str | None]) -> str:
-    """Decode (bounded, EXIF-upright, RGB), resize to size x size, save JPEG; return the phash.
-
-    The phash comes from the scan when the raw version recorded it; else it is computed here,
-    of the full decoded image, exactly as the scan does.
-    """
-    import imagehash
+def preprocess_one(job: tuple[str, str, int]) -> None:
+    """Decode (bounded, EXIF-upright, RGB), resize to size x size, save JPEG (the phash of
+    every image comes from the raw version's scan)."""
     from PIL import Image
 
-    source, target, size, phash = job
+    source, target, size = job
     image = load_rgb(source)
-    phash = phash or str(imagehash.phash(image))
     image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     image.save(target, format="JPEG", quality=JPEG_QUALITY)
-    return phash
 
 
 def default_workers() -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from asl_recognition.data.candidates import (
     Candidate,
+    HoldoutPatterns,
     PublishPlan,
     assign_splits,
     check_splits_filled,
@@ -81,19 +82,14 @@ def _resize(
     image_size: int,
     workers: int | None,
     progress: bool,
-) -> tuple[list[Path], list[str]]:
-    """Every candidate resized once into ``stage/_resized``; returns (files, phashes)."""
+) -> list[Path]:
+    """Every candidate resized once into ``stage/_resized``; returns the resized files."""
     jobs = [
-        (
-            str(raw_dirs[c.raw.id] / c.rel),
-            str(stage / "_resized" / f"{i}.jpg"),
-            image_size,
-            c.phash,
-        )
+        (str(raw_dirs[c.raw.id] / c.rel), str(stage / "_resized" / f"{i}.jpg"), image_size)
         for i, c in enumerate(cands)
     ]
-    hashes = run_pool(preprocess_one, jobs, workers, "preprocess", progress)
-    return [Path(j[1]) for j in jobs], hashes
+    run_pool(preprocess_one, jobs, workers, "preprocess", progress)
+    return [Path(j[1]) for j in jobs]
 
 
 def _create(
@@ -101,7 +97,7 @@ def _create(
 ) -> DatasetVersion:
     """The new ``ASL`` version, its raw versions as parents."""
     o = plan.options
-    rules_text = ", ".join(manifest["holdout"]["groups"])
+    rules_text = ", ".join(manifest["holdout"]["labels"])
     return plan.store.create(
         plan.name,
         files,
@@ -115,7 +111,7 @@ def _create(
             "sources": plan.sources,
             "counts": {s: len(v) for s, v in manifest["splits"].items()},
             "counts_per_source": per_source_counts(manifest),
-            "holdout_groups": manifest["holdout"]["groups"],
+            "holdout_labels": manifest["holdout"]["labels"],
             **facts,
         },
         tags=[FINGERPRINT_TAG + plan.fingerprint, f"grouping:{o['grouping']}"]
@@ -163,7 +159,7 @@ def _outputs(
         "raw_dataset_ids": [r.id for r in raws],
         "leaky": manifest["leaky"],
         "counts": {s: len(v) for s, v in manifest["splits"].items()},
-        "holdout_groups": manifest.get("holdout", {}).get("groups", []),
+        "holdout_labels": manifest["holdout"]["labels"],
     }
 
 
@@ -180,9 +176,9 @@ def publish_dataset(
     ``settings``: the publish_dataset task's options (their defaults when None), ``changes``
     replacing single fields by name. ``raw_version``: one ref or several (list or ``a,b``); all
     become parents. ``holdout_source`` / ``holdout_group`` (``SOURCE:SIGNER``, globs allowed):
-    files that go to ``holdout/`` only. Raises ValueError (SourceSpecError for sources and
-    holdouts) in one line for options that cannot be honoured, before any work; nothing is
-    published then.
+    files that go to ``holdout/`` only, each listed with its ``holdout_label``. Raises ValueError
+    (SourceSpecError for sources and holdouts) in one line for options that cannot be honoured,
+    before any work; nothing is published then.
     """
     opts = settle(PublishDatasetOptions, settings, **changes)
     name, raw_name, workers = opts.name, opts.raw_name, opts.workers
@@ -190,7 +186,7 @@ def publish_dataset(
         opts.split, opts.image_size, opts.group_by, opts.signer_pattern, workers
     )
     options = _options(opts)
-    holdouts = (opts.holdout_source, opts.holdout_group)
+    holdouts = HoldoutPatterns.from_options(opts)
     plan = plan_publish(store or get_store(), name, raw_name, opts.raw_version, holdouts, options)
     report_dir = workspace() / "reports" / name
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -207,13 +203,11 @@ def publish_dataset(
     raw_dirs = {r.id: plan.store.local_copy(r) for r in plan.raws}
     with staging_dir() as tmp:
         stage = Path(tmp)
-        resized, hashes = _resize(
-            cands, raw_dirs, stage, plan.options["image_size"], workers, progress
-        )
-        items = split_items(cands, hashes, multi=len(plan.sources) > 1)
+        resized = _resize(cands, raw_dirs, stage, plan.options["image_size"], workers, progress)
+        items = split_items(cands, multi=len(plan.sources) > 1)
         assigned = assign_splits(items, cands, labels, plan.options)
         check_splits_filled(assigned[1], plan.options["split"])
-        leaks = holdout_leaks(hashes, labels, opts.phash_threshold)
+        leaks = holdout_leaks([c.phash for c in cands], labels, opts.phash_threshold)
         manifest = new_manifest(plan, labels)
         files = lay_out(manifest, items, cands, labels, assigned, resized, stage)
         facts = {

@@ -146,13 +146,10 @@ def evaluate_external(
     return result
 
 
-def holdout_groups(manifest: dict, split: TensorSplit) -> list[str]:
-    """The manifest's ``holdout_group`` label of every image of the decoded holdout split."""
-    by_path = {
-        e["path"]: e.get("holdout_group") or e.get("data_source") or "holdout"
-        for e in manifest.get("splits", {}).get("holdout", [])
-    }
-    return [by_path.get(p, "holdout") for p in split.paths]
+def holdout_labels(manifest: dict, split: TensorSplit) -> list[str]:
+    """The manifest's ``holdout_label`` of every image of the decoded holdout split."""
+    by_path = {e["path"]: e["holdout_label"] for e in manifest["splits"]["holdout"]}
+    return [by_path[p] for p in split.paths]
 
 
 def evaluate_groups(

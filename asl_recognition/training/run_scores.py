@@ -14,7 +14,7 @@ from asl_recognition.training.evaluate import (
     evaluate_external,
     evaluate_groups,
     evaluate_split,
-    holdout_groups,
+    holdout_labels,
 )
 from asl_recognition.training.landmark_run import measure_external
 from asl_recognition.training.metrics import confusion_matrix
@@ -43,7 +43,7 @@ def evaluate(plan: Plan, data: RunData, model: nn.Module) -> Evaluation:
     external = evaluate_external(model, plan.external, classes, plan.image_size, measure=measure)
     groups = {}
     if data.holdout is not None:
-        labels = holdout_groups(plan.dataset.manifest, data.holdout)
+        labels = holdout_labels(plan.dataset.manifest, data.holdout)
         groups = evaluate_groups(model, data.holdout, labels, classes)
     return Evaluation(
         val,

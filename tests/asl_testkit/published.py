@@ -107,7 +107,7 @@ def publish_sample(
                 "class": path.parent.name,
                 "data_source": "massey",
                 "signer": hand,
-                "holdout_group": f"massey/{hand}",
+                "holdout_label": f"massey/{hand}",
             }
         )
     if not splits["holdout"]:

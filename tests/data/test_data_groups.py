@@ -104,25 +104,25 @@ def test_holdout_signers_go_to_their_own_split_only(raw, ws) -> None:
     assert set(manifest["splits"]) == {"train", "val", "test", "holdout"}
     assert manifest["holdout"] == {
         "by": ["group=massey:hand4", "group=massey:hand5"],
-        "groups": ["massey/hand4", "massey/hand5"],
+        "labels": ["massey/hand4", "massey/hand5"],
     }
     assert manifest["sources"] == ["kaggle", "massey"]
     holdout = manifest["splits"]["holdout"]
     assert len(holdout) == 26 and out["counts"]["holdout"] == 26
-    assert out["holdout_groups"] == ["massey/hand4", "massey/hand5"]
+    assert out["holdout_labels"] == ["massey/hand4", "massey/hand5"]
     for e in holdout:
-        assert e["holdout_group"] == f"massey/{e['signer']}" and e["data_source"] == "massey"
+        assert e["holdout_label"] == f"massey/{e['signer']}" and e["data_source"] == "massey"
         assert e["path"].startswith(f"holdout/{e['class']}/") and (folder / e["path"]).is_file()
     for split in ("train", "val", "test"):
         for e in manifest["splits"][split]:
-            assert e["signer"] not in ("hand4", "hand5") and "holdout_group" not in e
+            assert e["signer"] not in ("hand4", "hand5") and "holdout_label" not in e
             assert {"data_source", "signer"} <= set(e)
     with Image.open(folder / holdout[0]["path"]) as img:
         assert img.size == (SIZE, SIZE)
     listed = {e["path"] for es in manifest["splits"].values() for e in es}
     ds = get_store().get(dataset_id=out["dataset_id"])
     assert {f.path for f in ds.files} == listed | {MANIFEST_NAME}
-    assert ds.metadata["holdout_groups"] == ["massey/hand4", "massey/hand5"]
+    assert ds.metadata["holdout_labels"] == ["massey/hand4", "massey/hand5"]
     assert ds.metadata["counts_per_source"]["massey"]["holdout"] == 26
     assert ds.metadata["holdout_near_duplicates"] == 0  # no copy of a held-out hand in train
     # the other signers still split without crossing
@@ -132,15 +132,15 @@ def test_holdout_signers_go_to_their_own_split_only(raw, ws) -> None:
 def test_holdout_source_with_a_glob_pattern_too(raw, ws) -> None:
     out = publish_dataset(
         raw_version=raw["id"],
-        holdout_source="massey",
-        holdout_group="*:hand[12]",  # already inside the massey holdout: the source rule wins
+        holdout_source=["massey"],
+        holdout_group=["*:hand[12]"],  # already inside the massey holdout: the source rule wins
         image_size=SIZE,
         progress=False,
     )
     manifest, _ = _manifest(out["dataset_id"])
     holdout = manifest["splits"]["holdout"]
-    assert len(holdout) == 130 and {e["holdout_group"] for e in holdout} == {"massey"}
-    assert manifest["holdout"]["groups"] == ["massey"]
+    assert len(holdout) == 130 and {e["holdout_label"] for e in holdout} == {"massey"}
+    assert manifest["holdout"]["labels"] == ["massey"]
     assert all(
         e["data_source"] == "kaggle"
         for s in ("train", "val", "test")
@@ -151,7 +151,7 @@ def test_holdout_source_with_a_glob_pattern_too(raw, ws) -> None:
 def test_holdout_emptying_some_classes_warns_but_publishes(raw, ws) -> None:
     with pytest.warns(UserWarning, match="no train image for class.*del, nothing, space"):
         out = publish_dataset(
-            raw_version=raw["id"], holdout_source="kaggle", image_size=SIZE, progress=False
+            raw_version=raw["id"], holdout_source=["kaggle"], image_size=SIZE, progress=False
         )
     manifest, _ = _manifest(out["dataset_id"])
     assert {e["class"] for e in manifest["splits"]["train"]} == set(CLASSES) - {
@@ -167,13 +167,16 @@ def test_holdout_emptying_some_classes_warns_but_publishes(raw, ws) -> None:
     "kwargs, message",
     [
         (
-            {"holdout_source": "masey"},
+            {"holdout_source": ["masey"]},
             "--holdout-source 'masey': no such source (sources: kaggle, massey)",
         ),
-        ({"holdout_group": "massey:hand9"}, "--holdout-group 'massey:hand9' matches no file"),
-        ({"holdout_group": "flickr:hand1"}, "--holdout-group 'flickr:hand1': no source 'flickr'"),
-        ({"holdout_group": "massey:"}, "expected SOURCE:SIGNER"),
-        ({"holdout_source": "kaggle,massey"}, "nothing left for train/val/test"),
+        ({"holdout_group": ["massey:hand9"]}, "--holdout-group 'massey:hand9' matches no file"),
+        (
+            {"holdout_group": ["flickr:hand1"]},
+            "--holdout-group 'flickr:hand1': no source 'flickr'",
+        ),
+        ({"holdout_group": ["massey:"]}, "expected SOURCE:SIGNER"),
+        ({"holdout_source": ["kaggle", "massey"]}, "nothing left for train/val/test"),
         ({"signer_pattern": "(hand"}, "--signer-pattern '(hand'"),
         ({"group_by": "session"}, "--group-by must be one of"),
     ],

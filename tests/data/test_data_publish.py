@@ -68,7 +68,7 @@ def test_layout_and_manifest_follow_the_contract(published) -> None:
     )
     assert set(manifest["splits"]) == {"train", "val", "test"}
     assert manifest["sources"] == ["kaggle"] and manifest["raw_dataset_ids"] == [ds.parents[0]]
-    assert manifest["holdout"] == {"by": [], "groups": []}
+    assert manifest["holdout"] == {"by": [], "labels": []}
     raw = store.get(dataset_id=published["raw"]["raw_dataset_id"])
     raw_paths = {f.path for f in raw.files}
     listed = set()
@@ -177,9 +177,11 @@ def test_split_histograms_and_preview_go_to_the_logger(published, monkeypatch) -
     assert [c.args[0] for c in mock_upload.call_args_list] == ["manifest", "split_histogram"]
 
 
-def test_publish_reuses_the_scan_phash_and_computes_it_for_older_versions(
+def test_publish_reuses_the_scan_phash_and_refuses_a_raw_version_without_one(
     tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every phash comes from validate_raw's scan (none is computed again at publish); a raw
+    version that records none is refused in one line, before any image is read."""
     import imagehash
 
     monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
@@ -193,24 +195,20 @@ def test_publish_reuses_the_scan_phash_and_computes_it_for_older_versions(
 
     counting_phash = Mock(name="counting_phash", side_effect=imagehash.phash)
     monkeypatch.setattr(imagehash, "phash", counting_phash)
-    first = publish_dataset(raw_version=version.id, workers=1, progress=False)
+    publish_dataset(raw_version=version.id, workers=1, progress=False)
     assert counting_phash.call_count == 0  # every hash came from the scan
 
-    # a raw version made before the scan recorded hashes: publish computes them itself
     meta = {k: v for k, v in version.metadata.items() if k not in ("phash", "description")}
     folder = store.local_copy(version)
-    older = store.create(
+    unscanned = store.create(
         "ASL_raw", {f.path: folder / f.path for f in version.files}, metadata=meta
     )
-    second = publish_dataset(raw_version=older.id, workers=1, progress=False)
-    assert counting_phash.call_count == N_IMAGES
-
-    def groups(out: dict) -> dict[str, tuple[str, str]]:
-        ds = store.get(dataset_id=out["dataset_id"])
-        manifest = json.loads((store.local_copy(ds) / MANIFEST_NAME).read_text())
-        return {e["source"]: (s, e["group"]) for s, es in manifest["splits"].items() for e in es}
-
-    assert groups(first) == groups(second)  # the same hashes, so the same groups and splits
+    with pytest.raises(ValueError) as info:
+        publish_dataset(raw_version=unscanned.id, workers=1, progress=False)
+    assert str(info.value) == (
+        f"ASL_raw {unscanned.id} records no scan phash; validate its source again"
+    )
+    assert counting_phash.call_count == 0
 
 
 def test_one_image_per_class_is_refused_at_publish(asl_workspace, sample_dir, tmp_path) -> None:
