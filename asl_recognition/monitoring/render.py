@@ -19,7 +19,7 @@ from asl_recognition.options import option
 from .alert_rules import write_rules
 from .baseline import uniform_baseline
 from .settings import ThresholdOptions, parse_cli
-from .stack import resolve_baseline
+from .stack import baseline_for
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "triton" / "monitoring"
 PROG = "python -m asl_recognition.monitoring.render"
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.baseline == "uniform":
         baseline = uniform_baseline(list(CLASSES))
     else:
-        baseline = resolve_baseline(options.baseline)
+        baseline = baseline_for(options.baseline)
     for path in write_rules(Path(options.out) / "rules", thresholds, baseline):
         print(f"wrote {path}")
     return 0

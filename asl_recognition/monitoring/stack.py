@@ -49,7 +49,7 @@ def production_baseline() -> Baseline | None:
     return load_baseline(path)
 
 
-def resolve_baseline(spec: str | None) -> Baseline | None:
+def baseline_for(spec: str | None) -> Baseline | None:
     """``auto`` (registry production model), ``none``, or a path to baseline.json."""
     if spec in (None, "", "none"):
         return None
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.print_thresholds:
         for key, value in thresholds.as_dict().items():
             print(f"{key}={value}")
-    baseline = resolve_baseline(options.baseline)
+    baseline = baseline_for(options.baseline)
     stack = MonitoringStack(options, thresholds, baseline)
     base_msg = (
         f"baseline {baseline.source}" if baseline else "no drift baseline (drift alert idle)"

@@ -199,7 +199,7 @@ def run_predict(opts: Any) -> int:
     """Print the JSON answer; 0 when every image was answered, 1 when some were not."""
     import json
 
-    from asl_recognition.optimize.variants import resolve_model
+    from asl_recognition.optimize.variants import model_record_for
     from asl_recognition.registry import get_registry
 
     paths = [Path(p) for p in opts.image]
@@ -208,7 +208,7 @@ def run_predict(opts: Any) -> int:
             paths, opts.url, opts.protocol, opts.served_model, opts.top_k
         )
     else:
-        record = resolve_model(get_registry(backend=opts.registry), opts.model_id, opts.name)
+        record = model_record_for(get_registry(backend=opts.registry), opts.model_id, opts.name)
         if opts.runtime == "torch":
             checkpoint = Path(opts.checkpoint) if opts.checkpoint else None
             results, errors = predict_torch(record, paths, opts.top_k, checkpoint)

@@ -65,7 +65,7 @@ class Calibration:
         }
 
 
-def resolve_model(registry: ModelRegistry, model_id: str, name: str = "asl") -> ModelRecord:
+def model_record_for(registry: ModelRegistry, model_id: str, name: str = "asl") -> ModelRecord:
     """The record of ``model_id``; ``production`` is the model tagged production in ``name``."""
     try:
         if model_id != "production":

@@ -194,10 +194,10 @@ def references(value: Any) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(3)) for m in REF_RE.finditer(value)]
 
 
-def resolve(
+def filled_value(
     value: Any, params: Mapping[str, Any], outputs: Mapping[str, Mapping[str, Any]]
 ) -> Any:
-    """Substitute references; a value that is exactly one reference keeps the referenced type."""
+    """``value`` with its ``${...}`` references filled in; exactly one reference keeps its type."""
     if not isinstance(value, str):
         return value
 

@@ -30,8 +30,8 @@ from asl_recognition.pipeline.dag import (
     Dag,
     Step,
     UnresolvedReference,
+    filled_value,
     references,
-    resolve,
 )
 from asl_recognition.pipeline.runs import (
     STATE_NAME,
@@ -227,7 +227,7 @@ class LocalExecutor:
         if self._reused_or_skipped(step, info, header):
             return
         try:
-            args = {k: resolve(v, self.params, self.outputs()) for k, v in step.args.items()}
+            args = {k: filled_value(v, self.params, self.outputs()) for k, v in step.args.items()}
         except UnresolvedReference as exc:
             raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
         argv = step_argv(step, args)
@@ -251,7 +251,7 @@ class LocalExecutor:
         reason = step.skip_reason(self.params)
         if not reason:
             return False
-        outputs = {k: resolve(v, self.params, {}) for k, v in step.skip_outputs.items()}
+        outputs = {k: filled_value(v, self.params, {}) for k, v in step.skip_outputs.items()}
         info.update(status="skipped", outputs=outputs, ended=now())
         self._save()
         self._print(f"{header}: skipped ({reason})")

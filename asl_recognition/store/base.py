@@ -175,8 +175,8 @@ class DatasetStore(ABC):
         except DatasetNotFoundError:
             return None
 
-    def resolve(self, name: str, ref: str | None) -> DatasetVersion:
-        """``ref`` is an id, a version string, or ``latest``/None."""
+    def version_for(self, name: str, ref: str | None) -> DatasetVersion:
+        """The version of ``name`` that ``ref`` names: an id, a version or ``latest``/None."""
         if ref in (None, "", "latest"):
             return self.get(name=name)
         try:

@@ -87,7 +87,7 @@ def open_published(ref: str | None, store: DatasetStore | None = None) -> Publis
     """Resolve ``ASL`` ``ref`` (id, version, latest) and check it is a usable published version."""
     store = store or get_store()
     try:
-        version = store.resolve(DATASET_NAME, ref)
+        version = store.version_for(DATASET_NAME, ref)
     except DatasetNotFoundError as exc:
         raise TrainingInputError(
             f"dataset {DATASET_NAME} {ref or 'latest'} not found ({exc}); "

@@ -396,7 +396,7 @@ def _table(ref: str) -> tuple[Any, dict[str, Any]]:
     from asl_recognition.store import DatasetNotFoundError, get_store
 
     try:
-        version = get_store().resolve("ASL_landmarks", ref)
+        version = get_store().version_for("ASL_landmarks", ref)
     except DatasetNotFoundError as exc:
         raise TrainingInputError(
             f"--landmarks-version {ref}: {exc} (run the recipe's pipeline first)"

@@ -59,4 +59,4 @@ def test_a_dataset_id_that_is_not_one_never_reaches_a_path(tmp_path: Path, bad: 
     with pytest.raises(DatasetNotFoundError, match="is not a dataset id"):
         store.get(dataset_id=bad)
     with pytest.raises(DatasetNotFoundError, match="no dataset ASL version"):
-        store.resolve("ASL", bad)  # neither an id nor a version
+        store.version_for("ASL", bad)  # neither an id nor a version
