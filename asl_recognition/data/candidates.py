@@ -22,6 +22,7 @@ from asl_recognition.data.groups import (
     split_whole_groups,
     whole_group_key,
 )
+from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.data.raw import fingerprint
 from asl_recognition.data.scan import class_of
 from asl_recognition.data.sources import (
@@ -39,7 +40,8 @@ from asl_recognition.data.split import (
 )
 from asl_recognition.store import DatasetStore, DatasetVersion
 
-PUBLISH_VERSION = 2  # 2: data_source/signer per entry, holdout split, several raw parents
+# 2: data_source/signer per entry, holdout split, several raw parents; 3: holdout_label
+PUBLISH_VERSION = 3
 
 
 @dataclass
@@ -69,18 +71,32 @@ class PublishPlan:
         return fingerprint({"raw": raw, "options": self.options, "version": PUBLISH_VERSION})
 
 
+@dataclass(frozen=True)
+class HoldoutPatterns:
+    """The holdout options as given: whole sources (``holdout_source``) and ``SOURCE:SIGNER``
+    patterns, globs allowed (``holdout_group``). Each held-out file gets the resolved label of
+    the rule that took it (``massey/hand4``): its ``holdout_label`` in the manifest."""
+
+    sources: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, opts: PublishDatasetOptions) -> HoldoutPatterns:
+        return cls(tuple(opts.holdout_source), tuple(opts.holdout_group))
+
+
 def plan_publish(
     store: DatasetStore,
     name: str,
     raw_name: str,
     raw_version: Any,
-    holdouts: tuple[Any, Any],
+    holdouts: HoldoutPatterns,
     options: dict[str, Any],
 ) -> PublishPlan:
     """Resolve the raw versions and the holdout rules (unknown sources are refused here)."""
     raws = _resolve_raws(store, raw_name, raw_version)
     sources = list(dict.fromkeys(s["name"] for r in raws for s in raw_sources(r, raw_name)))
-    rules = parse_holdouts(split_list(holdouts[0]), split_list(holdouts[1]), sources)
+    rules = parse_holdouts(holdouts.sources, holdouts.groups, sources)
     options = {**options, "holdout": [r.describe() for r in rules]}
     return PublishPlan(store, name, raws, _common_classes(raws, raw_name), sources, rules, options)
 
@@ -106,12 +122,24 @@ def _common_classes(raws: Sequence[DatasetVersion], raw_name: str) -> list[str]:
 
 @dataclass
 class Candidate:
+    """A raw file a publish takes: where it is, its class, source, signer and scan phash."""
+
     raw: DatasetVersion
     rel: str  # path inside the raw version
     cls: str
     data_source: str
     signer: str | None
-    phash: str | None = None  # from the raw version's scan; None for versions made before
+    phash: str  # from the raw version's scan
+
+
+def _scan_phashes(raw: DatasetVersion, raw_name: str) -> dict[str, str]:
+    """The phash of every valid file, as validate_raw's scan recorded it."""
+    hashes = raw.metadata.get("phash")
+    if hashes is None:
+        raise SourceSpecError(
+            f"{raw_name} {raw.id} records no scan phash; validate its source again"
+        )
+    return hashes
 
 
 def raw_sources(raw: DatasetVersion, raw_name: str) -> list[dict[str, str]]:
@@ -129,7 +157,7 @@ def find_candidates(
     out = []
     for raw in raws:
         quarantined = {q["path"] for q in raw.metadata.get("quarantined", [])}
-        hashes = raw.metadata.get("phash") or {}
+        hashes = _scan_phashes(raw, raw_name)
         # longest prefix first: "" (a single source) must not swallow "massey/..."
         sources = sorted(raw_sources(raw, raw_name), key=lambda s: -len(s["prefix"]))
         for f in raw.files:
@@ -139,7 +167,7 @@ def find_candidates(
             if src is None or (cls := class_of(f.path, src["data_root"])) not in classes:
                 continue
             signer = signer_of(f.path, signer_re)
-            out.append(Candidate(raw, f.path, cls, src["name"], signer, hashes.get(f.path)))
+            out.append(Candidate(raw, f.path, cls, src["name"], signer, hashes[f.path]))
     return out
 
 
@@ -171,16 +199,17 @@ def check_classes_left(
     return emptied
 
 
-def split_items(cands: Sequence[Candidate], hashes: Sequence[str], multi: bool) -> list[Item]:
+def split_items(cands: Sequence[Candidate], multi: bool) -> list[Item]:
+    """What the grouping reads of each candidate (its source is a domain when several)."""
     return [
         Item(
             source=c.rel,
             cls=c.cls,
-            phash=h,
+            phash=c.phash,
             frame=frame_number(c.rel, c.cls),
             domain=c.data_source if multi else "",
         )
-        for c, h in zip(cands, hashes)
+        for c in cands
     ]
 
 

@@ -40,7 +40,7 @@ INFO_COLUMNS = [
     "source",
     "signer",
     "group",
-    "holdout_group",
+    "holdout_label",
     "raw_dataset_id",
 ]
 RESULT_COLUMNS = [
@@ -112,7 +112,7 @@ def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
                 "source": item.get("data_source") or "",
                 "signer": item.get("signer") or "",
                 "group": item.get("group") or "",
-                "holdout_group": item.get("holdout_group") or "",
+                "holdout_label": item.get("holdout_label") or "",
                 "raw_dataset_id": item.get("raw_dataset_id") or single_raw,
             }
 

@@ -37,7 +37,7 @@ from asl_recognition.registry.base import ModelRecord, ModelRegistry
 from asl_recognition.serving.triton_server import TritonServerError
 from asl_recognition.training.data import PublishedDataset, TensorSplit
 from asl_recognition.training.errors import TrainingInputError
-from asl_recognition.training.evaluate import holdout_accuracy, holdout_groups
+from asl_recognition.training.evaluate import holdout_accuracy, holdout_labels
 
 PROFILE_BATCH = 32
 
@@ -93,7 +93,7 @@ def image_splits(dataset: PublishedDataset, size: int) -> tuple[dict[str, Tensor
     splits = {
         s: load_split(dataset.root, s, dataset.classes, size) for s in dataset.image_splits()
     }
-    groups = holdout_groups(dataset.manifest, splits["holdout"]) if "holdout" in splits else []
+    groups = holdout_labels(dataset.manifest, splits["holdout"]) if "holdout" in splits else []
     return splits, groups
 
 
@@ -105,10 +105,9 @@ def landmark_splits(
     from asl_recognition.training.landmark_data import landmark_split
     from asl_recognition.training.landmark_run import open_landmarks
 
-    # the exact version training read; a record made before it was kept names the option
-    ref = record.params.get("landmarks_id") or record.params.get("landmarks_version") or "latest"
+    # the exact version training read (training registers it with the model)
     try:
-        table, meta = open_landmarks(str(ref), str(record.dataset_id))
+        table, meta = open_landmarks(str(record.params["landmarks_id"]), str(record.dataset_id))
     except TrainingInputError as exc:
         raise OptimizeError(f"model {record.id}: {exc}") from None
     splits = {"train": landmark_split(table, "train", classes, hands_only=True)}
@@ -117,7 +116,7 @@ def landmark_splits(
     groups = []
     if "holdout" in splits:
         held = table[table["split"] == "holdout"]
-        groups = [str(g) for g in held["holdout_group"].fillna("holdout")]
+        groups = [str(g) for g in held["holdout_label"]]
     return meta["id"], splits, groups
 
 
