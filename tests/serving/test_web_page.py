@@ -8,6 +8,9 @@ it is back on the same ports. One Triton and one app serve the whole module.
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 from asl_testkit.cdp import Chromium, find_chromium, write_y4m
 from web_fixtures import CAMERA_SIDE, photo, serve_landmark_model, start_web
@@ -64,7 +67,7 @@ def test_the_webcam_spells_the_word(served, browser) -> None:
     assert set(WORD) <= seen, seen
     with_hand = [a for a in answers if a["hand"]]
     assert all(a["box"] and len(a["top"]) == 3 for a in with_hand)
-    assert all(len(a["landmarks"]) == 21 for a in with_hand if a["landmarks"] is not None)
+    assert all(len(a["landmarks"]) == 21 for a in with_hand), "the ensemble gave no LANDMARKS"
     assert browser.evaluate("Number(document.getElementById('rtt').textContent)") > 0
     browser.wait_for("document.getElementById('letter').textContent === 'A'", timeout=15)
     SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -80,6 +83,51 @@ def test_photo_mode_through_the_file_chooser(served, browser) -> None:
     assert answer["hand"] and answer["top"][0]["label"] == "B"
     assert browser.evaluate("document.getElementById('letter').textContent") == "B"
     assert browser.evaluate("document.getElementById('photo').naturalWidth") == 200
+
+
+def good_frame(url: str) -> None:
+    """The server still answers a real photo after a refusal."""
+    answer = httpx.post(url + "/api/frame", content=photo("L").read_bytes(), timeout=30)
+    assert answer.status_code == 200 and answer.json()["top"][0]["label"] == "L", answer.text
+
+
+def test_bad_frames_get_their_answer_and_the_server_keeps_serving(served) -> None:
+    _server, web, _root = served
+    url = web.url + "/api/frame"
+    too_big = httpx.post(url, content=b"\xff" * (8 * 1024 * 1024 + 1), timeout=30)
+    assert too_big.status_code == 413 and "limit is 8388608 bytes" in too_big.json()["error"]
+    good_frame(web.url)
+    for junk in (b"GIF89a not really", b"%PDF-1.4 a document", b"\x00" * 100):
+        answer = httpx.post(url, content=junk, timeout=30)
+        assert answer.status_code == 415, answer.text
+        assert answer.json()["error"].startswith("not an image the model can read")
+    good_frame(web.url)
+    foreign = {"Origin": "http://evil.example", "Content-Type": "image/jpeg"}
+    answer = httpx.post(url, content=photo("A").read_bytes(), headers=foreign, timeout=30)
+    assert answer.status_code == 403 and "cross-origin" in answer.json()["error"]
+    page = httpx.get(web.url + "/", headers={"Origin": "http://evil.example"})
+    assert not [h for h in page.headers if h.lower().startswith("access-control-")]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    own = {"Origin": web.url, "Content-Type": "image/jpeg"}
+    answer = httpx.post(url, content=photo("L").read_bytes(), headers=own, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_fast_client_gets_429_not_a_queue(served) -> None:
+    server, _web, _root = served
+    strict = start_web(server.grpc_url, rate=1.0, burst=3)
+    try:
+        codes = [
+            httpx.post(strict.url + "/api/frame", content=b"x", timeout=30).status_code
+            for _ in range(6)
+        ]
+        assert codes[:3] == [415] * 3 and codes[3:] == [429] * 3, codes
+        refused = httpx.post(strict.url + "/api/frame", content=b"x", timeout=30)
+        assert int(refused.headers["Retry-After"]) >= 1
+        time.sleep(1.1)
+        good_frame(strict.url)
+    finally:
+        strict.stop()
 
 
 def test_triton_down_is_shown_and_recovers(served, browser) -> None:
