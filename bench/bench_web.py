@@ -26,6 +26,7 @@ from asl_recognition.paths import REPO_ROOT  # noqa: E402
 def load_client():
     spec = importlib.util.spec_from_file_location("client", REPO_ROOT / "triton/client/client.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["client"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
