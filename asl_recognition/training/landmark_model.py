@@ -14,19 +14,32 @@ import math
 import torch
 from torch import nn
 
+from asl_recognition.training.landmark_features import DerivedFeatures, renormalise
+
 FEATURES = 63
+__all__ = ["FEATURES", "LandmarkMLP", "LandmarkAugment", "LandmarkNet", "renormalise"]
 
 
 class LandmarkMLP(nn.Module):
-    """63 -> 256 -> 128 -> classes, with LayerNorm and dropout (small data, small model)."""
+    """63 -> 256 -> 128 -> classes, with LayerNorm and dropout (small data, small model).
+
+    ``derived``: joint bends, fingertip distances and thumb offsets are computed from the 63
+    points in the graph and fed beside them (:class:`DerivedFeatures`); the input stays 63.
+    """
 
     def __init__(
-        self, num_classes: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.2
+        self,
+        num_classes: int,
+        hidden: tuple[int, int] = (256, 128),
+        dropout: float = 0.2,
+        derived: bool = False,
     ):
         super().__init__()
         first, second = hidden
+        self.derive = DerivedFeatures() if derived else nn.Identity()
+        inputs = DerivedFeatures.out_features if derived else FEATURES
         self.net = nn.Sequential(
-            nn.Linear(FEATURES, first),
+            nn.Linear(inputs, first),
             nn.LayerNorm(first),
             nn.GELU(),
             nn.Dropout(dropout),
@@ -37,14 +50,7 @@ class LandmarkMLP(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
-
-
-def renormalise(points: torch.Tensor) -> torch.Tensor:
-    """(N, 21, 3) wrist-relative points divided again by their largest |x|, |y|."""
-    points = points - points[:, :1]
-    scale = points[:, :, :2].abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-    return points / scale
+        return self.net(self.derive(features))
 
 
 class LandmarkAugment(nn.Module):
