@@ -1,4 +1,5 @@
-"""The real DAG on the bundled images through the local executor, with a real injected failure
+"""The real DAG on the bundled images through the local executor (configs/smoke.yaml: make run's
+recipe with a few training steps), with a real injected failure
 (the Triton repository path is a file, so build_triton_repo cannot write there) and a resume
 that reuses the four completed steps.
 """
@@ -11,24 +12,26 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from asl_testkit.cli import RUN_PIPELINE, recipe_steps, run_script
+from asl_testkit.cli import recipe_steps, run_script
 
-# the steps the make-run recipe runs (it trains the landmark model: every step of the DAG)
-STEPS = recipe_steps()
+SMOKE = "configs/smoke.yaml"
+PIPELINE = ["pipelines/asl_pipeline.py", "--mode", "local-executor", "--config", SMOKE]
+# the steps the smoke recipe runs (it trains the landmark model: every step of the DAG)
+STEPS = recipe_steps(SMOKE)
 DONE = len(STEPS) - 1  # every step before the blocked build_triton_repo
 
 
 def run_pipeline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
     env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
-    return run_script(*RUN_PIPELINE, *args, env=env, timeout=1200)
+    return run_script(*PIPELINE, *args, env=env, timeout=1200)
 
 
 @pytest.mark.slow
 def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
     blocked = tmp_path / "triton_repo"
     blocked.write_text("a file where the repository folder should go")
-    args = ("train.epochs=1", f"build_triton_repo.repo={blocked}")
+    args = (f"build_triton_repo.repo={blocked}",)
 
     first = run_pipeline(tmp_path, *args)
     assert first.returncode != 0
