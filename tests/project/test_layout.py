@@ -63,7 +63,7 @@ def test_tests_live_in_one_folder_per_stage() -> None:
     stray = sorted(p.name for p in tests.glob("test_*.py"))
     assert not stray, f"tests at the top of tests/: {stray}"
     folders = {p.parent.name for p in tests.rglob("test_*.py")}
-    assert folders <= stages | {"project"}, folders - stages
+    assert folders <= stages | {"project", "model"}, folders - stages  # model: behaviours
     helpers = [p for p in tests.rglob("*.py") if not p.name.startswith(("test_", "conftest"))]
     assert all(
         "asl_testkit" in p.parts or p.name == "make_mediapipe_reference.py" for p in helpers
