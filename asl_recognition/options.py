@@ -327,6 +327,13 @@ def settle(cls: type[T], settings: T | None = None, **changes: Any) -> T:
     """``settings`` (else the declared defaults) with single fields replaced by name.
 
     How a stage function takes its task's options without restating their defaults: the task
-    hands over its typed options, a test or a bench changes only what it needs.
+    hands over its typed options, a test or a bench changes only what it needs. Each change goes
+    through the same converter as the command line, so the stage reads typed, checked values
+    whoever called it (a bad one is an ``OptionError`` naming its flag).
     """
-    return dataclasses.replace(settings if settings is not None else cls(), **changes)
+    known = {s.name: s for s in specs(cls)}
+    unknown = sorted(set(changes) - set(known))
+    if unknown:
+        raise OptionError(f"unknown option(s): {', '.join(unknown)}")
+    typed = {name: convert(known[name], value) for name, value in changes.items()}
+    return dataclasses.replace(settings if settings is not None else cls(), **typed)

@@ -6,7 +6,6 @@ Kept free of pandas/GX imports so spawned pool processes start fast.
 from __future__ import annotations
 
 import multiprocessing as mp
-import operator
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -129,19 +128,6 @@ def preprocess_one(job: tuple[str, str, int]) -> None:
 
 def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
-
-
-def check_workers(workers: int | None) -> int | None:
-    """None (the default: up to 2 processes) or a count of at least 1 (1 = no pool)."""
-    if workers is None:
-        return None
-    try:
-        count = operator.index(workers)
-    except TypeError:
-        count = 0
-    if isinstance(workers, bool) or count < 1:
-        raise ValueError(f"--workers must be a whole number of at least 1, not {workers!r}")
-    return count
 
 
 def run_pool(

@@ -27,7 +27,6 @@ from asl_recognition.data.candidates import (
     select,
     split_items,
 )
-from asl_recognition.data.groups import WHOLE_GROUP_BY
 from asl_recognition.data.manifest import (
     Uploader,
     classes_without_train,
@@ -37,17 +36,16 @@ from asl_recognition.data.manifest import (
     per_source_counts,
 )
 from asl_recognition.data.options import PublishDatasetOptions
-from asl_recognition.data.per_file import check_workers, preprocess_one, run_pool
+from asl_recognition.data.per_file import preprocess_one, run_pool
 from asl_recognition.data.raw import FINGERPRINT_TAG
 from asl_recognition.data.sources import SourceSpecError
-from asl_recognition.data.split import GROUPINGS, check_split
+from asl_recognition.data.split import check_split
 from asl_recognition.imageio import check_image_size
 from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
 from asl_recognition.store.base import MANIFEST_NAME, remove_stale
 
-GROUP_BY = GROUPINGS + WHOLE_GROUP_BY
 STAGE_PREFIX = "asl_publish_"
 
 
@@ -60,15 +58,11 @@ def staging_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"{STAGE_PREFIX}{os.getpid()}_", dir=parent)
 
 
-def check_arguments(
-    split: Sequence[float], image_size: int, grouping: str, signer_pattern: str, workers: Any
-) -> re.Pattern:
-    """Refuse bad options in one line before anything is read; returns the signer regex."""
+def check_arguments(split: Sequence[float], image_size: int, signer_pattern: str) -> re.Pattern:
+    """Refuse what typing cannot (empty splits, a size no model takes, a bad regex) in one line,
+    before anything is read; returns the signer regex."""
     check_split(split)
     check_image_size(image_size)
-    check_workers(workers)
-    if grouping not in GROUP_BY:
-        raise SourceSpecError(f"--group-by must be one of {', '.join(GROUP_BY)}, not {grouping!r}")
     try:
         return re.compile(signer_pattern)
     except re.error as exc:
@@ -182,9 +176,7 @@ def publish_dataset(
     """
     opts = settle(PublishDatasetOptions, settings, **changes)
     name, raw_name, workers = opts.name, opts.raw_name, opts.workers
-    signer_re = check_arguments(
-        opts.split, opts.image_size, opts.group_by, opts.signer_pattern, workers
-    )
+    signer_re = check_arguments(opts.split, opts.image_size, opts.signer_pattern)
     options = _options(opts)
     holdouts = HoldoutPatterns.from_options(opts)
     plan = plan_publish(store or get_store(), name, raw_name, opts.raw_version, holdouts, options)

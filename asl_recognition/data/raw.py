@@ -19,11 +19,9 @@ from typing import Any
 from asl_recognition.classes import CLASSES
 from asl_recognition.data import reporting
 from asl_recognition.data.options import ValidateRawOptions
-from asl_recognition.data.per_file import check_workers
 from asl_recognition.data.rules import (
     UNSTORABLE,
     apply_rules,
-    check_min_per_class,
     usability,
 )
 from asl_recognition.data.scan import scan_source
@@ -315,8 +313,7 @@ def validate_raw(
         changes["source"] = source
     opts = settle(ValidateRawOptions, settings, **changes)
     name, workers, tags = opts.name, opts.workers, opts.tags
-    min_per_class = check_min_per_class(opts.min_per_class)
-    check_workers(workers)
+    min_per_class = opts.min_per_class
     specs = _specs(opts.source, opts.source_name)
     report_dir = Path(opts.report_dir or workspace() / "reports" / name).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)

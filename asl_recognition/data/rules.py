@@ -6,7 +6,6 @@ that each bad input carries its own machine-readable reason in report.json.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import pandas as pd
@@ -80,21 +79,6 @@ def _facts(row: dict) -> list[str]:
     if not pd.isna(orientation) and int(orientation) not in (0, 1):
         facts.append(f"exif_transposed:orientation={int(orientation)}")
     return facts
-
-
-def check_min_per_class(min_per_class: int | None) -> int | None:
-    """None (the suite file's value) or a count of at least 0, else a one-line ValueError."""
-    if min_per_class is None:
-        return None
-    try:
-        count = operator.index(min_per_class)
-    except TypeError:
-        count = -1
-    if isinstance(min_per_class, bool) or count < 0:
-        raise ValueError(
-            f"--min-per-class must be a whole number of at least 0, not {min_per_class!r}"
-        )
-    return count
 
 
 def usability(

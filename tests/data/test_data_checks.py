@@ -32,11 +32,11 @@ def _refused(call, match: str, workspace: Path) -> str:
         ((1, 0, 0), "the val, test split.s. would be empty"),
         ((0.8, 0.2, 0), "the test split.s. would be empty"),
         ((0, 0, 0), "all fractions are 0"),
-        ((0.7, -0.15, 0.45), "cannot be negative"),
-        ((float("nan"), 0.15, 0.15), "finite"),
-        ((float("inf"), 0.15, 0.15), "finite"),
+        ((0.7, -0.15, 0.45), "--split: -0.15 is below the smallest allowed value 0"),
+        ((float("nan"), 0.15, 0.15), "--split: nan is not a finite number"),
+        ((float("inf"), 0.15, 0.15), "--split: inf is not a finite number"),
         ((0.7, 0.3), "needs three numbers"),
-        (("a", "b", "c"), "not numbers"),
+        (("a", "b", "c"), "--split: 'a' is not a number"),
     ],
 )
 def test_bad_split_is_refused_first(asl_workspace: Path, split, match: str) -> None:
@@ -59,21 +59,32 @@ def test_check_split_normalises_good_fractions() -> None:
 @pytest.mark.parametrize(
     "size, bound",
     [
-        (0, "too small"),
-        (-5, "too small"),
-        (15, "too small"),
-        (1025, "too large"),
-        (15000, "too large"),
-        (100000, "too large"),
+        (0, "below the smallest allowed value"),
+        (-5, "below the smallest allowed value"),
+        (15, "below the smallest allowed value"),
+        (1025, "above the largest allowed value"),
+        (15000, "above the largest allowed value"),
+        (100000, "above the largest allowed value"),
     ],
 )
 def test_bad_image_size_is_refused_first(asl_workspace: Path, size: int, bound: str) -> None:
+    """Typed by the same converter as the command line (``options.settle``), before any work."""
     message = _refused(
         lambda: publish_dataset(image_size=size, progress=False),
-        f"image size {size} is {bound} for every model",
+        f"--image-size: {size} is {bound}",
         asl_workspace,
     )
-    assert ("16 px" if bound == "too small" else f"{MAX_IMAGE_SIZE} px") in message
+    assert message.endswith("16" if "smallest" in bound else f"{MAX_IMAGE_SIZE}")
+
+
+def test_a_stage_types_text_changes_as_the_command_line_does(asl_workspace: Path) -> None:
+    """A change given as text (a config file, the web UI) reaches the stage typed: the split
+    check sees numbers, so it refuses the empty val split, not the type."""
+    _refused(
+        lambda: publish_dataset(split="1,0,0.5", image_size="64", progress=False),
+        "the val split.s. would be empty",
+        asl_workspace,
+    )
 
 
 def test_the_publish_bound_is_the_training_bound() -> None:
@@ -87,9 +98,18 @@ def test_the_publish_bound_is_the_training_bound() -> None:
         check_image_size(64.5)
 
 
-@pytest.mark.parametrize("workers", [-1, 0, 2.5, "two"])
-def test_bad_workers_are_refused_first(asl_workspace: Path, sample_dir: Path, workers) -> None:
-    match = "--workers must be a whole number of at least 1"
+@pytest.mark.parametrize(
+    "workers, match",
+    [
+        (-1, "--workers: -1 is below the smallest allowed value 1"),
+        (0, "--workers: 0 is below the smallest allowed value 1"),
+        (2.5, "--workers: 2.5 is not a whole number"),
+        ("two", "--workers: 'two' is not a number"),
+    ],
+)
+def test_bad_workers_are_refused_first(
+    asl_workspace: Path, sample_dir: Path, workers, match: str
+) -> None:
     _refused(lambda: publish_dataset(workers=workers, progress=False), match, asl_workspace)
     _refused(
         lambda: validate_raw(sample_dir, workers=workers, progress=False), match, asl_workspace
@@ -99,6 +119,6 @@ def test_bad_workers_are_refused_first(asl_workspace: Path, sample_dir: Path, wo
 def test_negative_min_per_class_is_refused_first(asl_workspace: Path, sample_dir: Path) -> None:
     _refused(
         lambda: validate_raw(sample_dir, min_per_class=-3, progress=False),
-        "--min-per-class must be a whole number of at least 0, not -3",
+        "--min-per-class: -3 is below the smallest allowed value 0",
         asl_workspace,
     )

@@ -26,6 +26,7 @@ from asl_recognition.options import (
     from_mapping,
     missing,
     parse,
+    settle,
     specs,
     to_argv,
     value_as_text,
@@ -71,6 +72,21 @@ def test_generated_cli_defaults_flags_and_lists() -> None:
     assert pub.raw_version == ["a", "b", "c", "d"]
     assert parse(PublishDatasetOptions, ["--split", "0.6,0.2,0.2"]).split == [0.6, 0.2, 0.2]
     assert parse(PublishDatasetOptions, ["--split", "0.6", "0.2", "0.2"]).split == [0.6, 0.2, 0.2]
+
+
+def test_settle_types_its_changes_as_the_command_line_does() -> None:
+    """A stage called with text (a config file, a test, the web UI) gets the CLI's typed value,
+    and a bad or unknown change fails with the CLI's one-line message."""
+    base = PublishDatasetOptions(image_size=32)
+    settled = settle(PublishDatasetOptions, base, split="0.6,0.2,0.2", workers="2")
+    assert (settled.split, settled.workers, settled.image_size) == ([0.6, 0.2, 0.2], 2, 32)
+    assert settled == parse(
+        PublishDatasetOptions, ["--split", "0.6,0.2,0.2", "--workers", "2", "--image-size", "32"]
+    )
+    with pytest.raises(OptionError, match="^--workers: 0 is below the smallest allowed value 1$"):
+        settle(PublishDatasetOptions, workers=0)
+    with pytest.raises(OptionError, match="unknown option.s.: image_sise"):
+        settle(PublishDatasetOptions, image_sise=64)
 
 
 def test_nothing_is_required_on_the_command_line_only_after_task_init() -> None:
