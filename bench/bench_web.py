@@ -8,11 +8,11 @@ page does. No video-mode shortcut exists: every frame runs the palm detector.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -20,7 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from asl_recognition.netutil import free_port  # noqa: E402
+from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT  # noqa: E402
+
+
+@dataclass
+class WebBenchOptions:
+    """Frames/s and latency per frame through the live page's app vs client.py's direct gRPC."""
+
+    repo: str | None = option(None, "Triton repository (default: make run's)")
+    rounds: int = option(3, "passes over the bundled test photos", low=1)
 
 
 def load_client():
@@ -38,17 +47,14 @@ def summary(name: str, times: list[float]) -> dict:
     return row
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from asl_recognition.serving.front import FrontServer
     from asl_recognition.serving.launcher import TritonServer
     from asl_recognition.web.app import create_app
     from asl_recognition.web.demo import pipeline_repository
     from asl_recognition.web.options import WebOptions
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", default=None)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = parse(WebBenchOptions, argv, WebBenchOptions.__doc__ or "")
     repo = Path(args.repo) if args.repo else pipeline_repository()
     photos = sorted((REPO_ROOT / "data" / "test_images").glob("*.jpg"))
     blobs = [p.read_bytes() for p in photos]

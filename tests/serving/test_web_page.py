@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 from asl_testkit.cdp import Chromium, find_chromium, write_y4m
-from web_fixtures import CAMERA_SIDE, photo, serve_landmark_model, start_web
+from asl_testkit.web import CAMERA_SIDE, photo, serve_landmark_model, start_web
 
 from asl_recognition.paths import REPO_ROOT
 

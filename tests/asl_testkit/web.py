@@ -1,4 +1,4 @@
-"""Shared by the web page tests: a landmark model fitted on the bundled test photos, served by a
+"""The web page tests' fixtures: a landmark model fitted on the bundled test photos, served by a
 real tritonserver, and the web app in a thread on a free loopback port."""
 
 from __future__ import annotations
