@@ -64,7 +64,7 @@ class TaskContext:
         import marks the session completed, so the session record keeps the reason instead.
         """
         print(message, file=sys.stderr)
-        self.task.get_logger().report_text(message)
+        self.task.get_logger().report_text(message, print_console=False)  # printed above
         self.task.mark_failed(status_reason=message, status_message=message, force=True)
         self.close(failed=message)
         raise SystemExit(code)

@@ -196,6 +196,8 @@ def test_offline_a_refused_run_records_its_reason_and_torch_save_makes_no_model(
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "refused-smoke: error: nothing to train on"
+    # said once: not echoed again by the ClearML logger's console copy
+    assert (proc.stdout + proc.stderr).count("nothing to train on") == 1, proc.stderr[-2000:]
     assert "MODELS []" in proc.stdout and (tmp_path / "epoch1.pt").is_file()
     sessions = (tmp_path / "ws" / "offline_sessions.jsonl").read_text().splitlines()
     record = json.loads(sessions[-1])
