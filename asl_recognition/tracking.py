@@ -222,7 +222,7 @@ def task_entry(
     refused: tuple[type[BaseException], ...] = (),
     refusal_code: int = 2,
     name: Callable[[T], str] | None = None,
-    resolve: Callable[[T], None] | None = None,
+    fill_defaults: Callable[[T], None] | None = None,
 ) -> Callable[[Work], Callable[[list[str] | None], int]]:
     """Turn a task script's work function into its ``main(argv=None) -> int``.
 
@@ -230,7 +230,7 @@ def task_entry(
     ``Task.init`` and connect them, run ``work(ctx)``, record the outputs it returns, close. One
     of the ``refused`` errors ends the task with the one line ``<script>: error: <reason>`` and
     ``refusal_code``, after ClearML has the task, so the reason shows in the web UI too.
-    ``name`` names the ClearML task (default: the script's name); ``resolve`` fills defaults
+    ``name`` names the ClearML task (default: the script's name); ``fill_defaults`` fills defaults
     that depend on the machine the task runs on, after ``connect``: the task records what was
     given (empty for "the default"), never a path of the machine that launched it, and an
     empty value a controller or the web UI stored still gets the default where it runs.
@@ -245,8 +245,8 @@ def task_entry(
             with storage_errors_in_one_line(script):
                 ctx = init_task("ASL", name(options) if name else script, options, task_type)
                 try:
-                    if resolve is not None:
-                        resolve(ctx.options)
+                    if fill_defaults is not None:
+                        fill_defaults(ctx.options)
                     outputs = work(ctx)
                 except refused as exc:
                     ctx.fail(f"{script}: error: {exc}", refusal_code)

@@ -34,7 +34,7 @@ from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES  # noqa: E402
 from asl_recognition.serving.onnx_introspect import read_signature  # noqa: E402
 from asl_recognition.serving.repository import build_repository  # noqa: E402
-from asl_recognition.serving.sources import resolve_model  # noqa: E402
+from asl_recognition.serving.sources import model_files  # noqa: E402
 from asl_recognition.serving.triton_server import TritonServer  # noqa: E402
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -212,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parse(BenchTritonOptions, argv, DESCRIPTION)
     model_id = None if args.onnx else (args.model_id or "production")
-    onnx_path, classes_path = resolve_model(
-        model_id=model_id, onnx=args.onnx, classes=args.classes
-    )
+    onnx_path, classes_path = model_files(model_id=model_id, onnx=args.onnx, classes=args.classes)
     images = load_inputs(onnx_path, Path(args.images))
     # The baseline is measured before and after the Triton cells (machine load drifts) and the
     # ratio uses their mean.

@@ -29,7 +29,7 @@ RAW_ENV = "ASL_RAW"
 def default_sources(options: ValidateRawOptions) -> None:
     """No ``--source``: ``$ASL_RAW`` (one spec or several, comma-separated), else the sample.
 
-    Applied after ``connect`` (``task_entry``'s ``resolve``) where the task runs: the task
+    Applied after ``connect`` (``task_entry``'s ``fill_defaults``) where the task runs: the task
     records the empty value, not the launching machine's path, and an empty ``Args/source``
     a controller passes gets the default instead of "no --source given".
     """
@@ -44,7 +44,7 @@ def default_sources(options: ValidateRawOptions) -> None:
     ValidateRawOptions,
     task_type="data_processing",
     refused=(SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
-    resolve=default_sources,
+    fill_defaults=default_sources,
 )
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.raw import validate_raw

@@ -94,14 +94,14 @@ def plan_publish(
     options: dict[str, Any],
 ) -> PublishPlan:
     """Resolve the raw versions and the holdout rules (unknown sources are refused here)."""
-    raws = _resolve_raws(store, raw_name, raw_version)
+    raws = _raw_versions(store, raw_name, raw_version)
     sources = list(dict.fromkeys(s["name"] for r in raws for s in raw_sources(r, raw_name)))
     rules = parse_holdouts(holdouts.sources, holdouts.groups, sources)
     options = {**options, "holdout": [r.describe() for r in rules]}
     return PublishPlan(store, name, raws, _common_classes(raws, raw_name), sources, rules, options)
 
 
-def _resolve_raws(store: DatasetStore, raw_name: str, raw_version: Any) -> list[DatasetVersion]:
+def _raw_versions(store: DatasetStore, raw_name: str, raw_version: Any) -> list[DatasetVersion]:
     refs = split_list(raw_version) or ["latest"]
     raws: dict[str, DatasetVersion] = {}
     for ref in refs:

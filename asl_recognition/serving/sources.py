@@ -54,7 +54,7 @@ def from_registry(model_id: str, registry: Any = None) -> tuple[Path, Path]:
     return Path(record.onnx_path), Path(record.classes_path)
 
 
-def resolve_model(
+def model_files(
     train_task: str | None = None,
     model_id: str | None = None,
     onnx: str | None = None,
@@ -83,7 +83,7 @@ def build_from_options(options: Any) -> dict[str, Any]:
 
     ``options`` is a :class:`asl_recognition.serving.options.BuildTritonRepoOptions`.
     """
-    onnx_path, classes_path = resolve_model(
+    onnx_path, classes_path = model_files(
         train_task=options.train_task,
         model_id=options.model_id,
         onnx=options.onnx,

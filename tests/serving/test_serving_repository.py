@@ -19,7 +19,7 @@ from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.onnx_introspect import OnnxSignatureError, read_signature
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.repository import build_repository
-from asl_recognition.serving.sources import ModelSourceError, resolve_model
+from asl_recognition.serving.sources import ModelSourceError, model_files
 
 
 def test_signature_read_from_the_onnx_graph(tiny_models) -> None:
@@ -280,13 +280,13 @@ def test_source_training_task_fetches_artifacts_by_id(tiny_models) -> None:
         asked.append(task_id)
         return MockTask()
 
-    assert resolve_model(train_task="t123", get_task=mock_get_task) == (a.onnx, a.classes)
+    assert model_files(train_task="t123", get_task=mock_get_task) == (a.onnx, a.classes)
     assert asked == ["t123"]
     MockTask.artifacts = {"model.onnx": MockArtifact(a.onnx)}
     with pytest.raises(ModelSourceError, match="classes.txt"):
-        resolve_model(train_task="t123", get_task=mock_get_task)
+        model_files(train_task="t123", get_task=mock_get_task)
     with pytest.raises(ModelSourceError, match="exactly one"):
-        resolve_model(train_task="t1", onnx=str(a.onnx), classes=str(a.classes))
+        model_files(train_task="t1", onnx=str(a.onnx), classes=str(a.classes))
 
 
 def test_source_registry_production_model(tiny_models, tmp_path, monkeypatch) -> None:
@@ -298,13 +298,13 @@ def test_source_registry_production_model(tiny_models, tmp_path, monkeypatch) ->
     monkeypatch.setenv("ASL_OFFLINE", "1")
     registry = get_registry("local")
     with pytest.raises(ModelSourceError, match="production"):
-        resolve_model(model_id="production", registry=registry)
+        model_files(model_id="production", registry=registry)
     a = tiny_models["a"]
     record = registry.register(NewModel("asl", str(a.onnx), str(a.classes)))
     registry.promote(record.id)
-    onnx, classes = resolve_model(model_id="production", registry=registry)
+    onnx, classes = model_files(model_id="production", registry=registry)
     assert onnx.read_bytes() == a.onnx.read_bytes() and read_class_file(str(classes))
-    assert resolve_model(model_id=record.id, registry=registry)[0] == onnx
+    assert model_files(model_id=record.id, registry=registry)[0] == onnx
 
 
 def test_task_script_records_outputs(tiny_models, tmp_path) -> None:

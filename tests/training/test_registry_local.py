@@ -130,7 +130,7 @@ def test_a_moved_or_copied_workspace_reads_and_serves_its_own_files(
     tmp_path_factory, tmp_path, monkeypatch
 ) -> None:
     from asl_recognition.serving.repository import build_repository
-    from asl_recognition.serving.sources import resolve_model
+    from asl_recognition.serving.sources import model_files
 
     workspace, record = trained_model(tmp_path_factory)
     first, copy, moved = tmp_path / "first", tmp_path / "copy", tmp_path / "elsewhere" / "ws"
@@ -145,7 +145,7 @@ def test_a_moved_or_copied_workspace_reads_and_serves_its_own_files(
         monkeypatch.setenv("ASL_WORKSPACE", str(ws))
         registry = get_registry("local")
         registry.promote(record.id)
-        onnx, classes = resolve_model(model_id="production", registry=registry)
+        onnx, classes = model_files(model_id="production", registry=registry)
         assert onnx == ws / "registry" / "files" / record.id / "model.onnx"
         assert Path(registry.get(record.id).checkpoint_path).is_relative_to(ws)
         info = build_repository(onnx, classes, ws / "triton_repo")
