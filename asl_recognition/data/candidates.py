@@ -143,12 +143,14 @@ def _scan_phashes(raw: DatasetVersion, raw_name: str) -> dict[str, str]:
 
 
 def raw_sources(raw: DatasetVersion, raw_name: str) -> list[dict[str, str]]:
-    """The sources of a raw version; versions from before multi-source hold exactly one."""
+    """The sources a raw version records (validate_raw writes them, one or several)."""
     sources = raw.metadata.get("sources")
-    if sources:
-        return [{k: s[k] for k in ("name", "prefix", "data_root")} for s in sources]
-    name = raw.metadata.get("source_name") or raw_name
-    return [{"name": str(name), "prefix": "", "data_root": raw.metadata.get("data_root", "")}]
+    if not sources:
+        raise SourceSpecError(
+            f"{raw_name} version {raw.id} records no sources: it was not made by "
+            "tasks/validate_raw.py; validate the images again"
+        )
+    return [{k: s[k] for k in ("name", "prefix", "data_root")} for s in sources]
 
 
 def find_candidates(

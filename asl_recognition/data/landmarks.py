@@ -96,12 +96,8 @@ def measure(landmarker: HandLandmarker, path: Path) -> dict[str, Any]:
 
 
 def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """Every image of an ASL manifest with its split (train/val/test/holdout).
-
-    Manifests written before several raw parents existed name their one raw version only at the
-    top level; their items come from it.
-    """
-    single_raw = manifest.get("raw_dataset_id")
+    """Every image of an ASL manifest with its split (train/val/test/holdout) and the raw
+    version its file comes from (a version may merge several)."""
     for split, items in manifest["splits"].items():
         for item in items:
             yield {
@@ -113,7 +109,7 @@ def manifest_items(manifest: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
                 "signer": item.get("signer") or "",
                 "group": item.get("group") or "",
                 "holdout_label": item.get("holdout_label") or "",
-                "raw_dataset_id": item.get("raw_dataset_id") or single_raw,
+                "raw_dataset_id": item["raw_dataset_id"],
             }
 
 

@@ -238,3 +238,19 @@ def test_clearml_store_passes_every_parent(sample_dir: Path) -> None:
     version = store.create("ASL", {"train/B/x.jpg": frame}, parents=["raw1", "raw2"])
     assert MockClearMLDataset.created[-1]["parent_datasets"] == ["raw1", "raw2"]
     assert version.parents == ["raw1", "raw2"]
+
+
+def test_a_raw_version_without_recorded_sources_is_refused_in_one_line() -> None:
+    """Only validate_raw's versions are published (it always records its sources); anything
+    else is named, not guessed from a single-source layout."""
+    from asl_recognition.data.candidates import raw_sources
+    from asl_recognition.data.sources import SourceSpecError
+    from asl_recognition.store.base import DatasetVersion
+
+    stray = DatasetVersion("abc123", "ASL_raw", "1.0.0", [], [], {"data_root": "x"})
+    with pytest.raises(SourceSpecError, match="ASL_raw version abc123 records no sources") as e:
+        raw_sources(stray, "ASL_raw")
+    assert "\n" not in str(e.value)
+    recorded = {"sources": [{"name": "kaggle", "prefix": "kaggle/", "data_root": "", "n": 3}]}
+    kept = raw_sources(DatasetVersion("d", "ASL_raw", "1.0.0", [], [], recorded), "ASL_raw")
+    assert kept == [{"name": "kaggle", "prefix": "kaggle/", "data_root": ""}]
