@@ -1,7 +1,8 @@
-"""Status page for people who run the model (``make dashboard``): its data and its HTTP server.
+"""Status page for people who run the model (``make dashboard``): its data and its routes.
 
-The page (one autoescaped Jinja2 template) is built by :mod:`.status_page`, Prometheus is read
-through :mod:`.prometheus_api`, and the stdlib HTTP server serves it; no JS needed.
+The page (one autoescaped Jinja2 template) is built by :mod:`.status_page` and Prometheus is read
+through :mod:`.prometheus_api`; no JS needed. It is served at ``/status`` by the live page's web
+app (:mod:`asl_recognition.web`), so one server with one set of limits serves both pages.
 
 Shows the production model (version, classes, training/external metrics, confusion matrix) from the
 registry, live request rate / latency / confidence / drift / hands found / non-finite prediction
@@ -14,26 +15,27 @@ Prometheus down, no traffic) or holds NaN ("n/a").
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import sys
 import urllib.error
-import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option
 from asl_recognition.registry.confusion import find_confusion
-from asl_recognition.stop_signals import handle_stop_signals
 
 from .alert_rules import GAVE_UP
 from .prometheus_api import PromClient
 from .promql import PromQL
-from .settings import ThresholdOptions, parse_cli
+from .settings import AlertThresholds, ThresholdOptions
 from .status_page import json_safe, model_summary, render_page
-from .urls import mask_url
 
 
 # ---------------------------------------------------------------- registry side
@@ -114,58 +116,69 @@ class StatusSource:
             "prometheus": prom.display_url,
         }
 
+    @classmethod
+    def from_options(cls, options: "DashboardOptions", t: AlertThresholds) -> "StatusSource":
+        return cls(options.prometheus, options.registry_backend, PromQL.from_thresholds(t))
 
-def _page(source: StatusSource) -> bytes:
-    return render_page(source.collect()).encode()
+
+# ---------------------------------------------------------------- routes on the web app
+# The page has no script; its stylesheet and the confusion cells' colours are inline.
+STATUS_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "cache-control": "no-store",
+}
 
 
-def make_server(source: StatusSource, host: str, port: int) -> ThreadingHTTPServer:
-    """The page on ``/``, ``/api/status`` (JSON), ``/confusion.png``; ``/healthz`` renders."""
+def _answered(endpoint: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """An error in any section is a one-line 500, never a dropped connection (sync: the
+    registry and Prometheus are read in Starlette's thread pool, off the event loop)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+    @functools.wraps(endpoint)
+    def answer(request: Request) -> Response:
+        try:
+            return endpoint(request)
+        except Exception as exc:  # noqa: BLE001 - answer with the error, never hang up
+            body = f"status page error: {type(exc).__name__}: {exc}\n"
+            return PlainTextResponse(body, 500, headers=STATUS_HEADERS)
 
-        def _route(self, path: str) -> tuple[int, bytes, str]:
-            if path == "/healthz":
-                try:
-                    _page(source)  # healthy only when the page itself renders
-                except Exception as exc:  # noqa: BLE001 - reported, not raised
-                    return 503, f"not ok: {type(exc).__name__}: {exc}\n".encode(), "text/plain"
-                return 200, b"ok\n", "text/plain"
-            if path in ("/", "/index.html"):
-                return 200, _page(source), "text/html; charset=utf-8"
-            if path == "/api/status":
-                status = json_safe(source.collect())
-                return 200, json.dumps(status, allow_nan=False).encode(), "application/json"
-            if path == "/confusion.png":
-                record, _ = _load_registry_production(source.registry_backend)
-                png = find_confusion(record).get("png") if record else None
-                if png and Path(png).is_file():
-                    return 200, Path(png).read_bytes(), "image/png"
-                return 404, b"no confusion matrix image\n", "text/plain"
-            return 404, b"not found\n", "text/plain"
+    return answer
 
-        def do_GET(self) -> None:  # noqa: N802
-            path = urllib.parse.urlparse(self.path).path
-            try:
-                code, body, ctype = self._route(path)
-            except Exception as exc:  # noqa: BLE001 - answer with the error, never hang up
-                code, ctype = 500, "text/plain; charset=utf-8"
-                body = f"status page error: {type(exc).__name__}: {exc}\n".encode()
-            self._send(code, body, ctype)
 
-        def log_message(self, *args: Any) -> None:
-            return
+def status_routes(source: StatusSource) -> list[Route]:
+    """``/status`` (the page), ``/api/status`` (JSON), ``/status/confusion.png`` and
+    ``/status/healthz`` (200 only when the page renders), for the web app's ``routes``."""
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    def page(_request: Request) -> Response:
+        return HTMLResponse(render_page(source.collect()), headers=STATUS_HEADERS)
+
+    def status(_request: Request) -> Response:
+        return JSONResponse(json_safe(source.collect()), headers=STATUS_HEADERS)  # no NaN
+
+    def confusion(_request: Request) -> Response:
+        record, _ = _load_registry_production(source.registry_backend)
+        png = find_confusion(record).get("png") if record else None
+        if png and Path(png).is_file():
+            return Response(Path(png).read_bytes(), media_type="image/png", headers=STATUS_HEADERS)
+        return PlainTextResponse("no confusion matrix image\n", 404, headers=STATUS_HEADERS)
+
+    def healthz(_request: Request) -> Response:
+        try:
+            render_page(source.collect())
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            body = f"not ok: {type(exc).__name__}: {exc}\n"
+            return PlainTextResponse(body, 503, headers=STATUS_HEADERS)
+        return PlainTextResponse("ok\n", headers=STATUS_HEADERS)
+
+    views = {
+        "/status": page,
+        "/api/status": status,
+        "/status/confusion.png": confusion,
+        "/status/healthz": healthz,
+    }
+    return [Route(path, _answered(view), methods=["GET"]) for path, view in views.items()]
 
 
 PROG = "python -m asl_recognition.monitoring.dashboard"
@@ -178,10 +191,9 @@ DESCRIPTION = (
 
 @dataclass(frozen=True)
 class DashboardOptions(ThresholdOptions):
-    """The status page's command line; ``--model-name``/``--window`` override thresholds."""
+    """The status page's own options (the web app's options add them to its own);
+    ``--model-name``/``--window`` override the thresholds."""
 
-    host: str = option("127.0.0.1", "listen address")
-    port: int = option(8080, "listen port (0: any free port)", low=0, high=65535)
     prometheus: str = option(
         "http://127.0.0.1:9090",
         "Prometheus base URL; http://USER:PASS@HOST:PORT for basic auth (shown masked)",
@@ -199,43 +211,19 @@ class DashboardOptions(ThresholdOptions):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line, generated from :class:`DashboardOptions` (also for the README table)."""
-    parser = build_options_parser(DashboardOptions, DESCRIPTION)
+    """The command line: the web app's options, the status page's among them."""
+    from asl_recognition.web.options import WebOptions
+
+    parser = build_options_parser(WebOptions, DESCRIPTION)
     parser.prog = PROG
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    options, t = parse_cli(DashboardOptions, argv, PROG, DESCRIPTION)
-    source = StatusSource(options.prometheus, options.registry_backend, PromQL.from_thresholds(t))
-    server = make_server(source, options.host, options.port)
-    print(
-        f"status page on http://{options.host}:{server.server_address[1]}/ "
-        f"(Prometheus {mask_url(options.prometheus)}, job {t.triton_job}, model {t.model_name}); "
-        "Ctrl-C stops",
-        flush=True,
-    )
-    interrupt_on_signals()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    """``make dashboard``: the web app (live page on ``/``, status page on ``/status``)."""
+    from asl_recognition.web.server import main as serve_web
 
-
-def interrupt_on_signals() -> None:
-    """Ctrl-C and SIGTERM stop the page cleanly, even when started as a background job.
-
-    A shell starts background jobs with SIGINT ignored, and Python then never turns Ctrl-C into
-    KeyboardInterrupt; container runtimes and process managers stop with SIGTERM.
-    """
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    handle_stop_signals(interrupt)
+    return serve_web(argv, PROG, DESCRIPTION, status_first=True)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,19 @@ recognition page in front of it, until Ctrl-C. The page's loopback URL is printe
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from asl_recognition.options import option, parse
+from asl_recognition.monitoring.settings import AlertThresholds, parse_cli
+from asl_recognition.options import option
 from asl_recognition.paths import workspace
 
-from .options import WebLimits, WebOptions
+from .options import WebOptions
 
-PROG = "asl_recognition.web.demo"
+PROG = "python -m asl_recognition.web.demo"
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoWebOptions(WebOptions):
     """Serve make run's model with the local tritonserver and the live recognition page."""
 
@@ -34,35 +35,37 @@ def pipeline_repository() -> Path:
     return Path((step.get("outputs") or {}).get("repo") or workspace() / "triton_repo")
 
 
-def serve(options: DemoWebOptions, repo: Path) -> int:
-    from asl_recognition.serving.front import FrontServer
+def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> int:
+    """Triton on ``repo``, then the web app before it; leaving the ``with`` stops Triton, also
+    on SIGTERM (:func:`.server.run_until_stopped` turns it into a return)."""
     from asl_recognition.serving.triton_server import TritonServer
 
-    from .app import create_app
+    from .server import serve as serve_web
 
     log = workspace() / "triton_web_demo.log"
     print(f"Starting Triton on repository {repo} (log {log})", flush=True)
     with TritonServer.on_free_ports(repo, model_control_mode="none", log_path=log) as triton:
-        options.triton = triton.grpc_url
-        web = FrontServer(create_app(options), options.host, options.port, options)
-        print(
-            f"Triton ready (gRPC {triton.grpc_url}); the page is served until Ctrl-C", flush=True
-        )
-        print(f"\n    live recognition page: http://{options.host}:{options.port}/\n", flush=True)
-        web.server.run()
+        print(f"Triton ready (gRPC {triton.grpc_url})", flush=True)
+        serve_web(replace(options, triton=triton.grpc_url), thresholds)
     return 0
 
 
+def missing_repository(repo: Path) -> str | None:
+    """The one line for a repository ``make run`` has not built (yet)."""
+    if any(repo.glob("*/config.pbtxt")):
+        return None
+    return f"no Triton model repository at {repo}: run `make run` first (or pass --repo DIR)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    options = parse(DemoWebOptions, argv, DemoWebOptions.__doc__ or "")
+    options, thresholds = parse_cli(DemoWebOptions, argv, PROG, DemoWebOptions.__doc__ or "")
     repo = Path(options.repo) if options.repo else pipeline_repository()
-    if not any(repo.glob("*/config.pbtxt")):
-        print(
-            f"{PROG}: error: no Triton repository at {repo}; run `make run` first", file=sys.stderr
-        )
+    problem = missing_repository(repo)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     try:
-        return serve(options, repo)
+        return serve(options, thresholds, repo)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
-__all__ = ["DemoWebOptions", "WebLimits", "main", "pipeline_repository"]
+__all__ = ["DemoWebOptions", "main", "missing_repository", "pipeline_repository"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

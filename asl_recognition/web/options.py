@@ -1,15 +1,18 @@
-"""The options of the live recognition page (``python -m asl_recognition.web``), declared once."""
+"""The options of the web app (``python -m asl_recognition.web``), declared once: the live
+page's limits and behaviour, and the status page's own options (:class:`DashboardOptions`),
+which the app serves at ``/status``. Frozen like the monitoring options they compose."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asl_recognition.monitoring.dashboard import DashboardOptions
 from asl_recognition.options import option
 
 MIB = 1024 * 1024
 
 
-@dataclass
+@dataclass(frozen=True)
 class WebLimits:
     """What one frame and one client may cost the app and Triton behind it."""
 
@@ -28,7 +31,7 @@ class WebLimits:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PageOptions:
     """What the page itself does (sent to the browser as /api/config)."""
 
@@ -47,9 +50,9 @@ class PageOptions:
     )
 
 
-@dataclass
-class WebOptions(WebLimits, PageOptions):
-    """Serve the live recognition page on loopback, forwarding frames to Triton over gRPC."""
+@dataclass(frozen=True)
+class WebOptions(WebLimits, PageOptions, DashboardOptions):
+    """Serve the live recognition page (frames to Triton over gRPC) and the status page."""
 
     triton: str = option("127.0.0.1:8001", "Triton's gRPC endpoint HOST:PORT")
     model: str = option("asl", "served ensemble the frames go to (photo bytes in)")

@@ -1,5 +1,5 @@
 """The web page tests' fixtures: a landmark model fitted on the bundled test photos, served by a
-real tritonserver, and the web app in a thread on a free loopback port."""
+real tritonserver, and the web app (live page, status page) in a thread on a free loopback port."""
 
 from __future__ import annotations
 
@@ -48,22 +48,32 @@ def fitted_landmark_model(root: Path) -> Path:
     return export_landmark_classifier(root, np.stack(features), np.array(labels))
 
 
-def serve_landmark_model(root: Path):
-    """(server, repo): the fitted model's generated repository on a real tritonserver."""
+def landmark_repository(root: Path) -> Path:
+    """The fitted model's generated Triton repository (hand step + classifier), as make run
+    builds one: ``root/repo``."""
     from asl_recognition.serving.repository import build_repository
 
     (root / "model").mkdir(parents=True, exist_ok=True)
     onnx = fitted_landmark_model(root / "model")
     repo = root / "repo"
     build_repository(onnx, root / "model" / "classes.txt", repo, max_batch_size=4)
+    return repo
+
+
+def serve_landmark_model(root: Path):
+    """(server, repo): the fitted model's generated repository on a real tritonserver."""
+    repo = landmark_repository(root)
     return start_server(repo, root, poll_secs=1, exit_timeout_secs=2), repo
 
 
-def start_web(grpc_url: str, **changes):
-    """The web app on a free loopback port, in a thread; ``.url``, ``.stop()``."""
+def start_web(grpc_url: str = "127.0.0.1:1", status=None, **changes):
+    """The web app on a free loopback port, in a thread; ``.url``, ``.stop()``. ``status``: a
+    :class:`StatusSource` for the status page's routes (``/status``, ``/api/status`` ...)."""
+    from asl_recognition.monitoring.dashboard import status_routes
     from asl_recognition.serving.front import FrontServer
     from asl_recognition.web.app import create_app
     from asl_recognition.web.options import WebOptions
 
     options = WebOptions(triton=grpc_url, port=free_port(), **changes)
-    return FrontServer(create_app(options), "127.0.0.1", options.port, options).start()
+    routes = status_routes(status) if status is not None else None
+    return FrontServer(create_app(options, routes), "127.0.0.1", options.port, options).start()

@@ -10,20 +10,20 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from asl_testkit.servers import LoopbackServer
+from asl_testkit.web import start_web
 
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.monitoring.alert_rules import alert_rules
-from asl_recognition.monitoring.dashboard import StatusSource, make_server
+from asl_recognition.monitoring.dashboard import StatusSource
 from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.status_page import model_summary, render_page
 from asl_recognition.monitoring.tools import find_tool
@@ -98,11 +98,10 @@ def test_empty_state_in_headless_chromium(asl_workspace: Path, tmp_path: Path) -
     if not browser:
         pytest.skip("chromium missing: run scripts/install_system_deps.sh")
     prom = f"http://127.0.0.1:{_closed_port()}"
-    server = make_server(StatusSource(prometheus=prom), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    web = start_web(status=StatusSource(prometheus=prom))
+    url = web.url + "/"
     try:
-        with urllib.request.urlopen(url + "healthz", timeout=5) as resp:
+        with urllib.request.urlopen(url + "status/healthz", timeout=5) as resp:
             assert resp.read() == b"ok\n"
         with urllib.request.urlopen(url + "api/status", timeout=10) as resp:
             status = json.load(resp)
@@ -115,39 +114,48 @@ def test_empty_state_in_headless_chromium(asl_workspace: Path, tmp_path: Path) -
             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
         ]  # fmt: skip
         res = subprocess.run(
-            [*common, "--dump-dom", url], capture_output=True, text=True, timeout=90
+            [*common, "--dump-dom", url + "status"], capture_output=True, text=True, timeout=90
         )
         assert res.returncode == 0, res.stderr[-2000:]
         assert 'id="no-model"' in res.stdout and "No production model yet" in res.stdout
         assert f"Prometheus unreachable at {prom}" in res.stdout
         res = subprocess.run(
-            [*common, f"--screenshot={shot}", "--window-size=1200,600", url],
+            [*common, f"--screenshot={shot}", "--window-size=1200,600", url + "status"],
             capture_output=True, text=True, timeout=90,
         )  # fmt: skip
         assert shot.is_file() and shot.stat().st_size > 5000, res.stderr[-2000:]
     finally:
-        server.shutdown()
-        server.server_close()
+        web.stop()
 
 
-def test_dashboard_cli_serves_until_interrupted(asl_workspace: Path) -> None:
+def test_dashboard_cli_serves_both_pages_on_one_server_until_interrupted(
+    asl_workspace: Path,
+) -> None:
+    """``make dashboard`` without Triton or Prometheus: one process, one port, the status page
+    on /status (its sections degraded) and the live page on / saying Triton is down."""
     port = _closed_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "asl_recognition.monitoring.dashboard", "--port", str(port),
-         "--prometheus", f"http://127.0.0.1:{_closed_port()}"],
+         "--prometheus", f"http://127.0.0.1:{_closed_port()}",
+         "--triton", f"127.0.0.1:{_closed_port()}"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120  # generous: CI machines can be very busy
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                    assert "No production model yet" in resp.read().decode()
+                code, page = _get(base + "/status")
                 break
             except OSError:
                 time.sleep(0.3)
         else:
             pytest.fail("dashboard did not answer")
+        assert code == 200 and "No production model yet" in page and "unreachable" in page
+        code, live = _get(base + "/")
+        assert code == 200 and 'id="spelled"' in live, "the live page is not on the same server"
+        code, health = _get(base + "/healthz")
+        assert code == 503 and json.loads(health)["triton"] == "down"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -168,10 +176,10 @@ def _get(url: str, timeout: float = 10) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _serve(source: StatusSource) -> tuple[ThreadingHTTPServer, str]:
-    server = make_server(source, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+def _serve(source: StatusSource):
+    """(web app, its base URL ending in /): the status page's routes on the web app."""
+    web = start_web(status=source)
+    return web, web.url + "/"
 
 
 def test_nan_in_confusion_matrix_renders_as_gap_and_health_stays_honest(
@@ -188,10 +196,10 @@ def test_nan_in_confusion_matrix_renders_as_gap_and_health_stays_honest(
     )
     server, url = _serve(source)
     try:
-        code, page = _get(url)
+        code, page = _get(url + "status")
         assert code == 200 and "Confusion matrix (val split)" in page
         assert ">n/a</td>" in page and "1 cell(s) not a number" in page and ">4</td>" in page
-        assert _get(url + "healthz") == (200, "ok\n")
+        assert _get(url + "status/healthz") == (200, "ok\n")
         code, body = _get(url + "api/status")
 
         def reject(constant: str) -> None:
@@ -200,8 +208,7 @@ def test_nan_in_confusion_matrix_renders_as_gap_and_health_stays_honest(
         status = json.loads(body, parse_constant=reject)
         assert status["confusion"]["matrix"] == [[3.0, None], [0.0, 4.0]]
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 class FailingSourceMock(StatusSource):
@@ -214,13 +221,12 @@ class FailingSourceMock(StatusSource):
 def test_healthz_reports_a_page_that_cannot_render() -> None:
     server, url = _serve(FailingSourceMock())
     try:
-        code, body = _get(url + "healthz")
+        code, body = _get(url + "status/healthz")
         assert code == 503 and "registry record is corrupt" in body
-        code, body = _get(url)  # an error answer, not a dropped connection
+        code, body = _get(url + "status")  # an error answer, not a dropped connection
         assert code == 500 and body.count("\n") == 1 and "RuntimeError" in body
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 class PrometheusStub:
@@ -273,7 +279,7 @@ def test_prometheus_password_is_used_but_never_shown(asl_workspace: Path) -> Non
         deadline = time.monotonic() + 60
         while True:
             try:
-                code, page = _get(url)
+                code, page = _get(url + "status")
                 break
             except OSError:
                 assert time.monotonic() < deadline, "dashboard did not answer"
@@ -320,3 +326,28 @@ def test_the_page_carries_its_stylesheet_from_the_template_folder() -> None:
     page = render_page(status)
     style = page.split("<style>", 1)[1].split("</style>", 1)[0]
     assert ".tiles{display:grid" in css and style.strip() == css.strip()
+
+
+def test_status_page_on_the_web_app_links_its_confusion_image_and_allows_its_styles(
+    asl_workspace: Path,
+) -> None:
+    """The page's image lives under /status on the shared app, and the status page's own CSP
+    lets its inline stylesheet apply (the live page's CSP would leave it unstyled)."""
+    run = asl_workspace / "run"
+    run.mkdir()
+    shutil.copy(REPO_ROOT / "data" / "test_images" / "A_test.jpg", run / "test_confusion.png")
+    _register(asl_workspace, {"val_accuracy": 0.9}, run_dir=run)
+    prom = f"http://127.0.0.1:{_closed_port()}"
+    web, url = _serve(StatusSource(prometheus=prom, registry_backend="local"))
+    try:
+        with urllib.request.urlopen(url + "status", timeout=10) as resp:
+            page, csp = resp.read().decode(), resp.headers["content-security-policy"]
+        assert '<img src="/status/confusion.png"' in page and "<style>" in page
+        assert "style-src 'unsafe-inline'" in csp and "script-src" not in csp
+        with urllib.request.urlopen(url + "status/confusion.png", timeout=10) as resp:
+            assert resp.headers["content-type"] == "image/png"
+            assert resp.read() == (run / "test_confusion.png").read_bytes()
+        with urllib.request.urlopen(url, timeout=10) as resp:  # the live page keeps its own
+            assert "'unsafe-inline'" not in resp.headers["content-security-policy"]
+    finally:
+        web.stop()

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ import pytest
 from asl_testkit.browsers import chromium_page
 from asl_testkit.servers import BackgroundLoop
 from asl_testkit.tiny_models import export_images_model, fit
+from asl_testkit.web import start_web
 from PIL import Image
 
 from asl_recognition.classes import CLASSES, write_class_file
@@ -185,7 +185,7 @@ def prom_query(base: str, expr: str) -> list:
 def test_low_confidence_alert_fires_and_resolves_end_to_end(
     tmp_path: Path, asl_workspace: Path
 ) -> None:
-    from asl_recognition.monitoring.dashboard import StatusSource, make_server
+    from asl_recognition.monitoring.dashboard import StatusSource
     from asl_recognition.monitoring.promql import PromQL
     from asl_recognition.registry import get_registry
     from asl_recognition.registry.base import NewModel
@@ -245,13 +245,10 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
             assert fired, f"{name} never fired; events {hook.events()}"
 
             # status page while the alert fires: model from the registry, live data, the alert
-            dash = make_server(
-                StatusSource(prometheus=stack.prometheus_url, queries=PromQL(window="30s")),
-                "127.0.0.1",
-                0,
+            dash = start_web(
+                status=StatusSource(prometheus=stack.prometheus_url, queries=PromQL(window="30s"))
             )
-            threading.Thread(target=dash.serve_forever, daemon=True).start()
-            page_url = f"http://127.0.0.1:{dash.server_address[1]}/"
+            page_url = dash.url + "/status"
             shot = ARTIFACTS / "status-page.png"
             dom = chromium_page(page_url, tmp_path, screenshot=shot)
             expected = (name, "asl v1", "val_accuracy", "external_accuracy", "Confusion matrix",
@@ -301,6 +298,5 @@ def test_low_confidence_alert_fires_and_resolves_end_to_end(
             cleanup.callback(triton.stop)
             cleanup.callback(stack.stop)
             if dash is not None:
-                cleanup.callback(dash.server_close)
-                cleanup.callback(dash.shutdown)
+                cleanup.callback(dash.stop)
     assert not stack.running() and triton.process is None

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 from asl_testkit.browsers import chromium_page
 from asl_testkit.servers import BackgroundLoop, LoopbackServer
+from asl_testkit.web import start_web
 
-from asl_recognition.monitoring.dashboard import StatusSource, make_server
+from asl_recognition.monitoring.dashboard import StatusSource
 from asl_recognition.monitoring.promql import PromQL
 from asl_recognition.monitoring.settings import load_thresholds
 from asl_recognition.monitoring.stack import MonitoringStack, StackOptions
@@ -190,13 +191,8 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
         group_wait="1s", group_interval="1s", repeat_interval="10m",
     )  # fmt: skip
     stack = MonitoringStack(options, thresholds, env={})
-    dash = make_server(
-        StatusSource(stack.prometheus_url, "local", PromQL(**windows)),
-        "127.0.0.1",
-        0,
-    )
-    threading.Thread(target=dash.serve_forever, daemon=True).start()
-    page_url = f"http://127.0.0.1:{dash.server_address[1]}/"
+    dash = start_web(status=StatusSource(stack.prometheus_url, "local", PromQL(**windows)))
+    page_url = dash.url + "/"
     try:
         stack.start()
         with Traffic(step) as traffic:
@@ -211,7 +207,7 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
             assert fired, f"alerts did not fire; events {hook.events()}"
             values = api_status(page_url)["live"]["values"]
             assert values["hand_found_ratio"] < 0.6 and values["nonfinite_predictions"] > 0
-            dom = chromium_page(page_url, tmp_path)
+            dom = chromium_page(page_url + "status", tmp_path)
             for text in (*ALERTS, "hands found (10s)", "NaN/Inf prediction rows (10s)"):
                 assert text in dom, f"{text!r} missing from the status page"
 
@@ -223,6 +219,5 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
             cleanup.callback(endpoint.stop)
             cleanup.callback(hook.stop)
             cleanup.callback(stack.stop)
-            cleanup.callback(dash.server_close)
-            cleanup.callback(dash.shutdown)
+            cleanup.callback(dash.stop)
     assert not stack.running()
