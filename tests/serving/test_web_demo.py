@@ -1,0 +1,121 @@
+"""``make demo`` end to end: ``python -m asl_recognition.web.demo`` as a real process, on the
+repository the last completed pipeline run recorded (what ``make run`` leaves), with a real
+tritonserver started by it; SIGTERM stops the page and its Triton (no orphan left)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from asl_testkit.web import landmark_repository, photo
+
+from asl_recognition.netutil import free_port
+from asl_recognition.paths import REPO_ROOT
+
+pytestmark = pytest.mark.server
+URL_LINE = re.compile(r"live recognition page: (http://127\.0\.0\.1:(\d+)/)")
+
+
+def demo_env(workspace: Path) -> dict[str, str]:
+    env = {**os.environ, "ASL_WORKSPACE": str(workspace), "ASL_OFFLINE": "1"}
+    return {**env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def record_completed_run(workspace: Path, repo: Path) -> None:
+    """The state file a completed pipeline run leaves, its build step's output the repo."""
+    from asl_recognition.pipeline.runs import STATE_NAME
+
+    run = workspace / "pipeline_runs" / "20250101-000000-abcdef"
+    run.mkdir(parents=True)
+    steps = {"build_triton_repo": {"status": "completed", "outputs": {"repo": str(repo)}}}
+    state = {"run_id": run.name, "status": "completed", "created": "2025", "steps": steps}
+    (run / STATE_NAME).write_text(json.dumps(state))
+
+
+def tritons_serving(repo: Path) -> list[int]:
+    """Pids of tritonserver processes whose command line names ``repo``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and words[0].endswith(b"tritonserver") and str(repo).encode() in b" ".join(words):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def pump(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def wait_for_url(proc: subprocess.Popen, lines: queue.Queue, timeout: float) -> tuple[str, list]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            assert proc.poll() is None, f"make demo ended ({proc.returncode}):\n{''.join(seen)}"
+            continue
+        seen.append(line)
+        match = URL_LINE.search(line)
+        if match:
+            return match.group(1), seen
+    pytest.fail(f"no page URL printed in {timeout} s:\n{''.join(seen)}")
+
+
+def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -> None:
+    repo = landmark_repository(tmp_path / "model")
+    workspace = tmp_path / "workspace"
+    record_completed_run(workspace, repo)
+    command = [sys.executable, "-m", "asl_recognition.web.demo", "--port", str(free_port()),
+               "--prometheus", f"http://127.0.0.1:{free_port()}"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=demo_env(workspace), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        url, seen = wait_for_url(proc, lines, timeout=180)
+        assert any(str(repo) in line for line in seen), "not the run's repository"
+        assert len(tritons_serving(repo)) == 1
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and 'id="spelled"' in page.text
+        answer = httpx.post(url + "api/frame", content=photo("A").read_bytes(), timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["hand"] and answer.json()["top"][0]["label"] == "A"
+        assert httpx.get(url + "status", timeout=30).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while tritons_serving(repo) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tritons_serving(repo), "tritonserver outlived make demo"
+
+
+def test_make_demo_without_a_repository_says_run_make_run_first(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "asl_recognition.web.demo"], cwd=REPO_ROOT,
+        env=demo_env(tmp_path / "empty"), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "run `make run` first" in lines[0], result.stderr
+    assert lines[0].startswith("python -m asl_recognition.web.demo: error: no Triton model")
