@@ -21,9 +21,10 @@ import numpy as np
 
 from asl_recognition.classes import read_class_file
 from asl_recognition.imageio import ImageDecodeError
-from asl_recognition.optimize.variants import IMAGES, OptimizeError, graph_inputs
+from asl_recognition.optimize.variants import OptimizeError, graph_inputs
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.registry.base import ModelRecord
+from asl_recognition.training.architectures import IMAGES
 
 CLIENT_PATH = REPO_ROOT / "triton" / "client" / "client.py"
 BEST = Path("checkpoints") / "best.pt"

@@ -21,7 +21,6 @@ from asl_recognition.optimize import measure, profiling, report
 from asl_recognition.optimize.options import OptimizeOptions
 from asl_recognition.optimize.served import serve_and_drive
 from asl_recognition.optimize.variants import (
-    LANDMARKS,
     VARIANT_FILES,
     GraphInputs,
     OptimizeError,
@@ -35,6 +34,7 @@ from asl_recognition.optimize.variants import (
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import ModelRecord, ModelRegistry
 from asl_recognition.serving.triton_server import TritonServerError
+from asl_recognition.training.architectures import LANDMARKS
 from asl_recognition.training.data import PublishedDataset, TensorSplit
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import holdout_accuracy, holdout_labels

@@ -31,11 +31,11 @@ from asl_recognition.registry.base import (
     NewModel,
     check_model_id,
 )
+from asl_recognition.training.architectures import IMAGES, LANDMARKS
 from asl_recognition.training.export import LANDMARK_INPUTS
 from asl_recognition.training.landmark_model import FEATURES as LANDMARK_FEATURES
 
 INPUT_NAME = "images"
-IMAGES, LANDMARKS = "images", "landmarks"
 CALIBRATION_BATCH = 32
 VARIANT_FILES = {"int8": "model.int8.onnx", "optimized": "model.optimized.onnx"}
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnx
 
+from asl_recognition.training.architectures import IMAGES, LANDMARKS
+
 # ONNX TensorProto element type -> Triton config data type.
 ONNX_TO_TRITON: dict[int, str] = {
     onnx.TensorProto.BOOL: "TYPE_BOOL",
@@ -60,11 +62,12 @@ LANDMARK_INPUTS = ("FEATURES", "HAND_FOUND")
 
 
 def graph_type(signature: OnnxSignature) -> str:
-    """``"landmarks"`` for a graph fed by the hand pipeline (inputs FEATURES, HAND_FOUND), else
-    ``"image"`` (a CNN on pixels): the repository generator lays out each graph type its own way.
+    """``LANDMARKS`` for a graph fed by the hand pipeline (inputs FEATURES, HAND_FOUND), else
+    ``IMAGES`` (a CNN on pixels): what the architecture registry says its networks read. The
+    repository generator lays out each graph type its own way.
     """
     names = sorted(t.name for t in signature.inputs)
-    return "landmarks" if names == sorted(LANDMARK_INPUTS) else "image"
+    return LANDMARKS if names == sorted(LANDMARK_INPUTS) else IMAGES
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from asl_recognition.classes import read_class_file
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.onnx_introspect import OnnxSignature, file_sha256, read_signature
+from asl_recognition.training.architectures import LANDMARKS
 
 MODEL_FILE = "model.onnx"
 VERSION_CLASSES_FILE = "classes.txt"
@@ -137,7 +138,7 @@ def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> 
     names = {"onnx": f"{model_name}_onnx" if ensemble else model_name}
     if ensemble:
         names.update(metrics=f"{model_name}_metrics", ensemble=model_name)
-    if ensemble and graph_type == "landmarks":
+    if ensemble and graph_type == LANDMARKS:
         names["hands"] = f"{model_name}_hands"
     dirs = {key: inside(root, root / name) for key, name in names.items()}
     for key in ("onnx", "hands"):

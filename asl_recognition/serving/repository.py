@@ -61,6 +61,7 @@ from asl_recognition.serving.repo_files import (
     update_versions,
     version_numbers,
 )
+from asl_recognition.training.architectures import LANDMARKS
 
 METRICS_MODEL_SOURCE = Path(__file__).with_name("metrics_step_model.py")
 
@@ -115,7 +116,7 @@ def _read_model(
     classes = read_class_file(str(classes_path))
     labelled = label_outputs(signature, classes, onnx_path)
     graph = graph_type(signature)
-    if graph == "landmarks":
+    if graph == LANDMARKS:
         hands_repository.check_landmark_classifier(signature, classes, onnx_path)
     elif ensemble and (len(signature.inputs) != 1 or len(signature.outputs) != 1):
         raise OnnxSignatureError(

@@ -91,6 +91,7 @@ def publish_sample(
                     "source": f"{cls}/{path.name}",
                     "group": f"{cls}:{split}",
                     "class": cls,
+                    "raw_dataset_id": raw.id,
                 }
             )
     splits["holdout"] = []
@@ -108,6 +109,7 @@ def publish_sample(
                 "data_source": "massey",
                 "signer": hand,
                 "holdout_label": f"massey/{hand}",
+                "raw_dataset_id": raw.id,  # not among its files: measured as unreadable
             }
         )
     if not splits["holdout"]:
