@@ -54,6 +54,39 @@ def test_no_function_in_the_package_is_over_80_lines() -> None:
     assert not long, long
 
 
+MODULE_LINES = 400
+
+
+def oversized_modules(root: Path, limit: int = MODULE_LINES) -> list[str]:
+    """Modules over ``limit`` lines whose docstring's first line does not say "data table"."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = len(text.splitlines())
+        first = (ast.get_docstring(ast.parse(text)) or "").strip().splitlines()[:1]
+        if lines > limit and not (first and "data table" in first[0].lower()):
+            found.append(f"{path.relative_to(root.parent)} {lines}")
+    return found
+
+
+def test_no_module_in_the_package_is_over_400_lines() -> None:
+    """A module holds one job a newcomer can read at once; only a data table that says so in
+    its docstring's first line may be longer."""
+    assert not oversized_modules(REPO_ROOT / "asl_recognition")
+
+
+def test_the_module_size_rule_sees_a_long_module_and_spares_a_data_table(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    body = "\n".join(f"X{i} = {i}" for i in range(MODULE_LINES)) + "\n"
+    (package / "long.py").write_text('"""Two jobs."""\n' + body)
+    (package / "table.py").write_text('"""A data table: one row per class."""\n' + body)
+    (package / "short.py").write_text('"""One job."""\nX = 1\n')
+    assert oversized_modules(package) == [f"pkg/long.py {MODULE_LINES + 1}"]
+
+
 def test_tests_live_in_one_folder_per_stage() -> None:
     """A newcomer finds a stage's tests beside each other; shared helpers live in asl_testkit."""
     tests = REPO_ROOT / "tests"
