@@ -85,6 +85,30 @@ def test_photo_mode_through_the_file_chooser(served, browser) -> None:
     assert browser.evaluate("document.getElementById('photo').naturalWidth") == 200
 
 
+def test_off_loopback_over_http_the_page_says_why_there_is_no_camera(served, tmp_path) -> None:
+    """Browsers give the camera only to https or localhost/127.0.0.1 pages. Opened by another
+    name over http (the browser maps it to loopback), the page says so, and photo mode works."""
+    _server, web, _root = served
+    port = web.url.rsplit(":", 1)[1]
+    chromium = Chromium(tmp_path / "profile", "--host-resolver-rules=MAP asl-demo.test 127.0.0.1")
+    try:
+        chromium.goto(f"http://asl-demo.test:{port}/")
+        message = chromium.wait_for(
+            "!document.getElementById('camera-message').hidden && "
+            "document.getElementById('camera-message').textContent"
+        )
+        assert chromium.evaluate("window.isSecureContext") is False
+        assert "only to pages on localhost/127.0.0.1 or HTTPS" in message, message
+        assert f"open http://127.0.0.1:{port}/" in message and "Photo mode works" in message
+        chromium.evaluate("document.getElementById('mode-photo').click()")
+        chromium.evaluate("window.aslPage.answers = []")
+        chromium.set_files("#file", photo("A"))
+        answer = chromium.wait_for("window.aslPage.answers[0]")
+        assert answer["hand"] and answer["top"][0]["label"] == "A"
+    finally:
+        chromium.close()
+
+
 def good_frame(url: str) -> None:
     """The server still answers a real photo after a refusal."""
     answer = httpx.post(url + "/api/frame", content=photo("L").read_bytes(), timeout=30)

@@ -139,13 +139,31 @@ async function tick() {
   }
 }
 
+// Browsers offer getUserMedia only in a secure context: https, or http on localhost/127.0.0.1.
+function cameraOffered() {
+  return window.isSecureContext && Boolean(navigator.mediaDevices?.getUserMedia);
+}
+
+function cameraProblem(err) {
+  if (!cameraOffered()) {
+    const local = `http://127.0.0.1:${location.port || 80}/`;
+    return `The browser gives the camera only to pages on localhost/127.0.0.1 or HTTPS, and ` +
+      `this page is ${location.origin}: open ${local} on this machine (an SSH tunnel ` +
+      `works), or serve it behind HTTPS. Photo mode works here.`;
+  }
+  if (err?.name === "NotAllowedError") return "The camera was refused: allow it, or use Photo mode.";
+  if (err?.name === "NotFoundError") return "No camera found: use Photo mode.";
+  return `No camera (${err?.name}): use Photo mode.`;
+}
+
 async function startCamera() {
   try {
+    if (!cameraOffered()) throw new Error("no camera outside a secure context");
     state.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
     $("video").srcObject = state.stream;
   } catch (err) {
     $("camera-message").hidden = false;
-    $("camera-message").textContent = `No camera (${err.name}): use the Photo mode.`;
+    $("camera-message").textContent = cameraProblem(err);
   }
 }
 
