@@ -94,6 +94,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("python scripts/score_served.py", file="scripts/score_served.py"),
     Entry("python scripts/fetch_hand_models.py", file="scripts/fetch_hand_models.py"),
     Entry("python scripts/task_options.py", file="scripts/task_options.py"),
+    Entry("python scripts/example_repository.py", file="scripts/example_repository.py"),
+    Entry("python -m asl_recognition.web", module="asl_recognition.web.server"),
+    Entry("python -m asl_recognition.web.demo", module="asl_recognition.web.demo"),
     *(
         Entry(f"python bench/{name}.py", file=f"bench/{name}.py")
         for name in (
@@ -105,6 +108,7 @@ ENTRIES: tuple[Entry, ...] = (
             "bench_hands_triton",
             "bench_int8",
             "bench_flood",
+            "bench_web",
         )
     ),
 )
