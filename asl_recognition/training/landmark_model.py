@@ -58,7 +58,9 @@ class LandmarkAugment(nn.Module):
 
     Rotation and x/y scale stand for other camera angles and distances; jitter for landmark
     noise; the mirror (x negated, as a wrong handedness would do) for the detector's handedness
-    errors. Applied to training batches only.
+    errors. ``tilt`` (degrees, 0 = off) turns the hand out of the image plane about the x and y
+    axes with the landmarks' depth, as a camera above, below or beside the hand would see it.
+    Applied to training batches only.
     """
 
     def __init__(
@@ -67,13 +69,17 @@ class LandmarkAugment(nn.Module):
         stretch: float = 0.1,
         jitter: float = 0.02,
         mirror_p: float = 0.05,
+        tilt: float = 0.0,
     ) -> None:
         super().__init__()
         self.degrees, self.stretch, self.jitter, self.mirror_p = degrees, stretch, jitter, mirror_p
+        self.tilt = tilt
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         n = features.shape[0]
         points = features.reshape(n, 21, 3).clone()
+        if self.tilt > 0:
+            points = self._tilt(points)
         angle = (torch.rand(n, device=points.device) * 2 - 1) * math.radians(self.degrees)
         cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
         x, y = points[:, :, 0].clone(), points[:, :, 1].clone()
@@ -84,6 +90,17 @@ class LandmarkAugment(nn.Module):
         mirror = torch.rand(n, device=points.device) < self.mirror_p
         points[mirror, :, 0] = -points[mirror, :, 0]
         return renormalise(points).reshape(n, FEATURES)
+
+    def _tilt(self, points: torch.Tensor) -> torch.Tensor:
+        """Each hand turned by up to ``tilt`` degrees about the x axis, then about the y axis."""
+        n = points.shape[0]
+        pitch, yaw = ((torch.rand(2, n) * 2 - 1) * math.radians(self.tilt)).to(points.device)
+        x, y, z = points.unbind(dim=2)
+        cos, sin = torch.cos(pitch)[:, None], torch.sin(pitch)[:, None]
+        y, z = cos * y - sin * z, sin * y + cos * z
+        cos, sin = torch.cos(yaw)[:, None], torch.sin(yaw)[:, None]
+        x, z = cos * x + sin * z, -sin * x + cos * z
+        return torch.stack([x, y, z], dim=2)
 
 
 class ServedLandmarkModel(nn.Module):

@@ -121,3 +121,19 @@ def test_derived_graphs_export_with_the_served_contract_and_match_torch(mlp, tmp
     assert (probs[:8, 28] == 1.0).all()  # no hand: 'nothing', as before
     inputs = [i.name for i in onnx_session(path).get_inputs()]
     assert inputs == list(spec.inputs) and len(spec.inputs) == 2
+
+
+def test_tilt_turns_hands_out_of_the_plane_and_off_changes_nothing() -> None:
+    from asl_recognition.training.landmark_model import LandmarkAugment
+
+    rows = random_rows(16)[4:, :FEATURES]
+    torch.manual_seed(3)
+    plain = LandmarkAugment()(rows)
+    torch.manual_seed(3)
+    assert torch.equal(LandmarkAugment(tilt=0.0)(rows), plain)  # off: the same draws, same rows
+    flat = renormalise(open_hand()).repeat(64, 1, 1)  # z = 0: a hand facing the camera
+    turned = LandmarkAugment(tilt=40.0)._tilt(flat)
+    assert turned[:, :, 2].abs().amax() > 0.1  # now it has depth ...
+    lengths = turned.norm(dim=2)
+    assert torch.allclose(lengths, flat.norm(dim=2), atol=1e-5)  # ... and the same bone lengths
+    assert torch.allclose(turned[:, 0], torch.zeros(64, 3))  # turned about the wrist
