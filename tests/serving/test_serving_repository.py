@@ -16,8 +16,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.classes import CLASSES, read_class_file, write_class_file
 from asl_recognition.paths import REPO_ROOT
-from asl_recognition.serving.onnx_introspect import OnnxSignatureError, read_signature
 from asl_recognition.serving.configs import load_config
+from asl_recognition.serving.onnx_introspect import OnnxSignatureError, read_signature
 from asl_recognition.serving.repository import build_repository
 from asl_recognition.serving.sources import ModelSourceError, model_files
 
