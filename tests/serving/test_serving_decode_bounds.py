@@ -105,8 +105,8 @@ def test_client_refuses_a_model_whose_output_is_not_class_probabilities(
     assert proc.returncode == 4 and proc.stdout == ""
     assert proc.stderr.strip() == (
         "error: model 'asl_hands' does not output class probabilities: none of its outputs "
-        "(FEATURES [63], HAND_FOUND [1], HAND_BOX [4]) has class labels in its config; "
-        "ask the model that classifies (such as 'asl')"
+        "(FEATURES [63], HAND_FOUND [1], HAND_BOX [4], LANDMARKS [21, 3]) has class labels in "
+        "its config; ask the model that classifies (such as 'asl')"
     )
     proc = run_client(*args, "--model", "asl")
     assert proc.returncode == 0 and proc.stdout.startswith(f"{photo}: "), proc.stderr
