@@ -267,3 +267,65 @@ def test_build_triton_repo_outputs_the_uploaded_repository_under_a_server(
         assert uploaded == ["config.pbtxt"] and outputs["repo"] == str(repo)
     else:
         assert uploaded == ["config.pbtxt", "triton_repo"] and outputs["repo"] == url
+
+
+def test_offline_reports_go_through_a_thread_and_every_event_reaches_the_session(
+    tmp_path,
+) -> None:
+    """Offline, the reports are written from a thread (not the SDK's 5 s-period subprocess, which
+    each flush and close waited for), and nothing reported is lost: the session zip holds every
+    scalar and the text line."""
+    script = tmp_path / "step.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from dataclasses import dataclass
+        sys.path.insert(0, sys.argv[1])
+        from clearml import Task
+        from asl_recognition.options import option
+        from asl_recognition.tracking import init_task
+
+        @dataclass
+        class SmokeOptions:
+            epochs: int = option(1, "epochs")
+
+        ctx = init_task("ASL/tests", "thread-reports", SmokeOptions(), "training")
+        print("SUBPROCESS", Task._report_subprocess_enabled, flush=True)
+        logger = ctx.task.get_logger()
+        for step in range(50):
+            logger.report_scalar("loss", "train", value=1.0 / (step + 1), iteration=step)
+        logger.report_text("the last line", print_console=False)
+        print("ZIP", ctx.close(), flush=True)
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    (tmp_path / "clearml.conf").write_text("sdk { }\n")
+    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(REPO_ROOT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SUBPROCESS False" in proc.stdout
+    zipped = Path(proc.stdout.split("ZIP ", 1)[1].split()[0])
+    with zipfile.ZipFile(zipped) as archive:
+        events = [
+            json.loads(line)
+            for name in archive.namelist()
+            if name.endswith(".jsonl")  # metrics.jsonl, log.jsonl
+            for line in archive.read(name).decode().splitlines()
+            if line.strip()
+        ]
+    flat = [e for item in events for e in (item if isinstance(item, list) else [item])]
+    scalars = {e["iter"] for e in flat if e.get("type") == "training_stats_scalar"}
+    assert scalars == set(range(50))
+    assert any("the last line" in str(e.get("msg", "")) for e in flat)
+
+
+def test_the_thread_switch_refuses_an_sdk_without_it() -> None:
+    class NoSuchSwitch:
+        pass
+
+    with pytest.raises(RuntimeError, match="_report_subprocess_enabled"):
+        tracking.report_from_a_thread(NoSuchSwitch)
