@@ -17,13 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asl_recognition.data.options import PublishLandmarksOptions
 from asl_recognition.hands import ModelFileError
 from asl_recognition.store import DatasetNotFoundError
+from asl_recognition.store.base import ManifestFormatError
 from asl_recognition.tracking import TaskContext, task_entry
 
 
 @task_entry(
     PublishLandmarksOptions,
     task_type="data_processing",
-    refused=(DatasetNotFoundError, ModelFileError),
+    refused=(DatasetNotFoundError, ModelFileError, ManifestFormatError),
 )
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.landmarks import publish_landmarks

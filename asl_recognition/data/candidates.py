@@ -39,9 +39,9 @@ from asl_recognition.data.split import (
     split_groups,
 )
 from asl_recognition.store import DatasetStore, DatasetVersion
+from asl_recognition.store.base import MANIFEST_FORMAT
 
 # 2: data_source/signer per entry, holdout split, several raw parents; 3: holdout_label
-PUBLISH_VERSION = 3
 
 
 @dataclass
@@ -68,7 +68,7 @@ class PublishPlan:
     def fingerprint(self) -> str:
         ids = self.raw_ids
         raw = ids[0] if len(ids) == 1 else ids
-        return fingerprint({"raw": raw, "options": self.options, "version": PUBLISH_VERSION})
+        return fingerprint({"raw": raw, "options": self.options, "version": MANIFEST_FORMAT})
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,7 @@ def publish_landmarks(
     ``dataset_version`` and ``changes`` replacing single fields.
     """
     from asl_recognition.store import get_store
-    from asl_recognition.store.base import MANIFEST_NAME
+    from asl_recognition.store.base import MANIFEST_NAME, check_manifest_format
 
     if dataset_version is not None:
         changes["dataset_version"] = dataset_version
@@ -292,6 +292,7 @@ def publish_landmarks(
     asl = store.version_for(asl_name, opts.dataset_version)
     # The manifest alone: the table is measured on the raw images, never on ASL's copies.
     manifest = json.loads(store.local_file(asl, MANIFEST_NAME).read_text())
+    check_manifest_format(manifest, f"dataset {asl_name} {asl.version} ({asl.id})")
     landmarker = HandLandmarker(min_detection=min_detection, min_presence=min_presence)
     fp = fingerprint(asl.id, verify_models(), landmarker.settings())
     existing = store.find(name, tags=[f"fingerprint:{fp}"])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from asl_recognition.data import reporting
 from asl_recognition.data.groups import HOLDOUT
 from asl_recognition.data.split import SPLITS, Item
-from asl_recognition.store.base import MANIFEST_NAME
+from asl_recognition.store.base import MANIFEST_FORMAT, MANIFEST_NAME
 
 if TYPE_CHECKING:
     from asl_recognition.data.candidates import Candidate, PublishPlan
@@ -26,6 +26,7 @@ Uploader = Callable[[str, Any], None]
 def new_manifest(plan: PublishPlan, labels: Sequence[str | None]) -> dict[str, Any]:
     split_names = list(SPLITS) + ([HOLDOUT] if plan.rules else [])
     return {
+        "format": MANIFEST_FORMAT,
         "classes": plan.classes,
         "image_size": plan.options["image_size"],
         "grouping": plan.options["grouping"],

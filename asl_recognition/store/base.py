@@ -15,6 +15,22 @@ from typing import Any
 from asl_recognition.locks import pid_alive
 
 MANIFEST_NAME = "manifest.json"
+# The ASL manifest's layout; readers refuse another in one line (no fallbacks for old ones).
+MANIFEST_FORMAT = 3
+
+
+class ManifestFormatError(ValueError):
+    """An ASL version whose manifest this project no longer reads: it must be published again."""
+
+
+def check_manifest_format(manifest: dict[str, Any], where: str) -> None:
+    """Refuse, in one line, a manifest of another layout (no fallbacks read old ones)."""
+    found = manifest.get("format", "none")
+    if found != MANIFEST_FORMAT:
+        raise ManifestFormatError(
+            f"{where} has manifest format {found}, not {MANIFEST_FORMAT}: it was published by an "
+            "older version of this project; publish it again (tasks/publish_dataset.py)"
+        )
 
 
 class DatasetNotFoundError(LookupError):

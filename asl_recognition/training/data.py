@@ -23,6 +23,8 @@ from asl_recognition.store.base import (
     MANIFEST_NAME,
     DatasetStore,
     DatasetVersion,
+    ManifestFormatError,
+    check_manifest_format,
     sha256_file,
 )
 from asl_recognition.training.errors import TrainingInputError
@@ -103,6 +105,10 @@ def open_published(ref: str | None, store: DatasetStore | None = None) -> Publis
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise TrainingInputError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    try:
+        check_manifest_format(manifest, f"dataset {DATASET_NAME} {version.version} ({version.id})")
+    except ManifestFormatError as exc:
+        raise TrainingInputError(str(exc)) from None
     classes = list(manifest.get("classes") or [])
     if not classes:
         raise TrainingInputError(f"{manifest_path} lists no classes")

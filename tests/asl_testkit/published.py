@@ -60,6 +60,7 @@ def publish_sample(
     ``split_seed`` shuffles each class's frames before the cut: the same images, split anew.
     """
     from asl_recognition.store import get_store
+    from asl_recognition.store.base import MANIFEST_FORMAT
 
     if not SAMPLE_DATA.is_dir():
         pytest.skip(f"{SAMPLE_DATA} missing (bundled real sample)")
@@ -115,6 +116,7 @@ def publish_sample(
     if not splits["holdout"]:
         del splits["holdout"]
     manifest = {
+        "format": MANIFEST_FORMAT,
         "classes": manifest_classes or classes,
         "image_size": image_size,
         "grouping": "frame",

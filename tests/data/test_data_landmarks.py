@@ -379,3 +379,19 @@ def test_classes_with_too_few_hands_are_named_recorded_and_logged(published) -> 
         iteration=0,
         table_plot=[["class", "train photos with a hand"], ["J", 0]],
     )
+
+
+def test_an_asl_version_of_an_older_manifest_format_is_refused_in_one_line(tmp_path) -> None:
+    """Its items would lack the fields the table reads: publish it again, says the one line."""
+    from asl_recognition.store.base import MANIFEST_FORMAT, ManifestFormatError
+
+    with offline_workspace(tmp_path / "ws"):
+        old = tmp_path / "manifest.json"
+        old.write_text(json.dumps({"classes": list(CLASSES), "splits": {"train": []}}))
+        old_id = get_store().create("ASL", {"manifest.json": old}).id
+        with pytest.raises(ManifestFormatError) as caught:
+            publish_landmarks(old_id, progress=False)
+    message = str(caught.value)
+    assert f"has manifest format none, not {MANIFEST_FORMAT}" in message and old_id in message
+    assert "publish it again" in message and "\n" not in message
+    assert not list((tmp_path / "ws" / "datasets" / "versions").glob("ASL_landmarks*"))

@@ -136,6 +136,31 @@ def test_empty_dataset(prior: Prior, tmp_path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_manifest_of_an_older_format_is_refused_before_training(prior: Prior, tmp_path) -> None:
+    """No fallback reads a layout this project no longer writes: the user is told to publish
+    again, in one line, before anything is trained."""
+    from asl_recognition.store import get_store
+    from asl_recognition.store.base import MANIFEST_FORMAT, MANIFEST_NAME
+
+    current = open_published(publish_sample(tmp_path, per_class=5))
+    old = tmp_path / "old" / MANIFEST_NAME
+    old.parent.mkdir()
+    old.write_text(json.dumps({k: v for k, v in current.manifest.items() if k != "format"}))
+    files = {
+        p.relative_to(current.root).as_posix(): p
+        for split in ("train", "val", "test")
+        for p in (current.root / split).rglob("*.jpg")
+    }
+    old_id = get_store().create("ASL", {**files, MANIFEST_NAME: old}).id
+    before = fingerprint(prior.ws)
+    message = refused(prior, {"dataset_version": old_id, "output_dir": str(tmp_path / "run")})
+    assert_one_line(
+        message, f"has manifest format none, not {MANIFEST_FORMAT}", "publish it again", old_id
+    )
+    assert_untouched(prior.ws, before)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "classes, manifest_classes, expected",
     [
