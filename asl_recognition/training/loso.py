@@ -103,13 +103,13 @@ def fit_fold(options: TrainOptions, dataset: Any, data: Any, run_dir: Path) -> n
     """``run.train`` on the fold's rows, exactly as the train step runs it (no logging)."""
     from asl_recognition.training.landmark_run import build_landmark_net
     from asl_recognition.training.run import train
-    from asl_recognition.training.run_inputs import Plan, resolve_device
+    from asl_recognition.training.run_inputs import Plan, training_device
     from asl_recognition.training.runtime import seed_everything
 
     seed_everything(options.seed)  # the same initial weights in every fold
     model = build_landmark_net(dataset.classes, None)
     meta = {"model_name": options.model, "image_size": 0, "classes": dataset.classes}
-    device = resolve_device(options.device)
+    device = training_device(options.device)
     # landmarks: not None selects the landmark path of every stage (augmentation included)
     plan = Plan(options, device, dataset, 0, None, model, run_dir, meta, None, landmarks=data)
     _fit, trained = train(plan, data, writer=None, logger=None)

@@ -86,7 +86,7 @@ class RunData:
 
 def prepare(options: TrainOptions) -> Plan:
     """Check the options against the machine, the dataset, the weights and the run folder."""
-    device = resolve_device(options.device)
+    device = training_device(options.device)
     dataset = open_published(options.dataset_version)
     source = options.classes or "the project's class list"
     check_classes(dataset.classes, expected_classes(options.classes), source)
@@ -117,7 +117,7 @@ def prepare(options: TrainOptions) -> Plan:
     )
 
 
-def resolve_device(name: str) -> str:
+def training_device(name: str) -> str:
     """``auto`` picks CUDA when present; asking for CUDA without one is refused."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
