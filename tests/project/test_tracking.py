@@ -73,9 +73,28 @@ def test_config_file_with_credentials_counts_as_server(monkeypatch, tmp_path) ->
     assert clearml_env.server_configured() is True
 
 
-def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> None:
+def run_offline_step(
+    tmp_path: Path, body: str, *args: str, **env_extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``body`` as a script run offline, as a step runs it: no CLEARML_* or ASL_* variables and a
+    clearml.conf without credentials (the SDK's config loader, imported by server_configured,
+    must not leave the SDK thinking it is online); argv[1] is the repository root."""
     script = tmp_path / "step.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(textwrap.dedent(body))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    (tmp_path / "clearml.conf").write_text("sdk { }\n")
+    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path), **env_extra)
+    return subprocess.run(
+        [sys.executable, str(script), str(REPO_ROOT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> None:
+    body = """
         import sys
         from dataclasses import dataclass
         sys.path.insert(0, sys.argv[1])
@@ -94,23 +113,8 @@ def test_offline_task_session_holds_params_outputs_and_artifacts(tmp_path) -> No
         ctx.upload_artifact("summary", {"ok": True})
         ctx.record_outputs(dataset_id="abc123", success=True)
         print("ZIP", ctx.close())
-    """))
-    # No CLEARML_* and a clearml.conf without credentials: the SDK's config loader (imported by
-    # server_configured) must not leave the SDK thinking it is online.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
-    (tmp_path / "clearml.conf").write_text("sdk { }\n")
-    env.update(
-        ASL_WORKSPACE=str(tmp_path / "ws"),
-        ASL_STEP_OUTPUTS=str(tmp_path / "out.json"),
-        HOME=str(tmp_path),
-    )
-    proc = subprocess.run(
-        [sys.executable, str(script), str(REPO_ROOT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    """
+    proc = run_offline_step(tmp_path, body, ASL_STEP_OUTPUTS=str(tmp_path / "out.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     zip_path = Path(proc.stdout.split("ZIP ")[-1].strip())
     assert zip_path.is_file() and zip_path.is_relative_to(tmp_path / "ws")
@@ -158,8 +162,7 @@ def test_offline_a_refused_run_records_its_reason_and_torch_save_makes_no_model(
     output model (the SDK's PyTorch binding, ``PatchPyTorchModelIO._save`` ->
     ``WeightsFileHandler.create_output_model``, is off), and a refusal exits 2 with its line,
     the session record saying failed and why (offline the SDK sends no status at all)."""
-    script = tmp_path / "step.py"
-    script.write_text(textwrap.dedent("""
+    body = """
         import sys
         from dataclasses import dataclass
         sys.path.insert(0, sys.argv[1])
@@ -183,17 +186,8 @@ def test_offline_a_refused_run_records_its_reason_and_torch_save_makes_no_model(
         torch.save({"weights": torch.zeros(3)}, sys.argv[2])
         print("MODELS", made, flush=True)
         ctx.fail("refused-smoke: error: nothing to train on")
-    """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
-    (tmp_path / "clearml.conf").write_text("sdk { }\n")
-    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, str(script), str(REPO_ROOT), str(tmp_path / "epoch1.pt")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    """
+    proc = run_offline_step(tmp_path, body, str(tmp_path / "epoch1.pt"))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "refused-smoke: error: nothing to train on"
     # said once: not echoed again by the ClearML logger's console copy
@@ -275,8 +269,7 @@ def test_offline_reports_go_through_a_thread_and_every_event_reaches_the_session
     """Offline, the reports are written from a thread (not the SDK's 5 s-period subprocess, which
     each flush and close waited for), and nothing reported is lost: the session zip holds every
     scalar and the text line."""
-    script = tmp_path / "step.py"
-    script.write_text(textwrap.dedent("""
+    body = """
         import sys
         from dataclasses import dataclass
         sys.path.insert(0, sys.argv[1])
@@ -295,17 +288,8 @@ def test_offline_reports_go_through_a_thread_and_every_event_reaches_the_session
             logger.report_scalar("loss", "train", value=1.0 / (step + 1), iteration=step)
         logger.report_text("the last line", print_console=False)
         print("ZIP", ctx.close(), flush=True)
-    """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
-    (tmp_path / "clearml.conf").write_text("sdk { }\n")
-    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, str(script), str(REPO_ROOT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    """
+    proc = run_offline_step(tmp_path, body)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "SUBPROCESS False" in proc.stdout
     zipped = Path(proc.stdout.split("ZIP ", 1)[1].split()[0])
