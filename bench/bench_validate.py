@@ -167,8 +167,9 @@ def default_source() -> Path:
 
 
 def run(args: BenchValidateOptions) -> dict:
-    from asl_recognition.data.per_file import POOL_MIN_FILES, default_workers
+    from asl_recognition.data.per_file import POOL_MIN_FILES
     from asl_recognition.data.scan import is_litter, list_files, scan_source
+    from asl_recognition.workers import default_workers
 
     root = Path(args.source or default_source()).resolve()
     workers = args.workers or default_workers()

@@ -1,17 +1,13 @@
-"""Per-file work (scan one file, resize one image) and the pool that runs it over many.
+"""Per-file work (scan one file, resize one image), run over many by ``workers.run_pool``.
 
 Kept free of pandas/GX imports so spawned pool processes start fast.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import stat
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from asl_recognition.imageio import (
     ImageDecodeError,
@@ -22,8 +18,6 @@ from asl_recognition.imageio import (
 )
 from asl_recognition.store.base import sha256_file
 
-J = TypeVar("J")
-R = TypeVar("R")
 # Below this many files a spawn pool costs more to start (imports in each worker) than it saves.
 POOL_MIN_FILES = 1500
 EXIF_ORIENTATION_TAG = 0x0112
@@ -124,27 +118,3 @@ def preprocess_one(job: tuple[str, str, int]) -> None:
     image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     image.save(target, format="JPEG", quality=JPEG_QUALITY)
-
-
-def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def run_pool(
-    fn: Callable[[J], R],
-    jobs: Sequence[J],
-    workers: int | None = None,
-    desc: str = "files",
-    progress: bool = True,
-) -> list[R]:
-    """``[fn(job) for job in jobs]``, in a spawn pool when there are enough jobs to pay off."""
-    from tqdm import tqdm
-
-    workers = default_workers() if workers is None else workers
-    bar = dict(total=len(jobs), desc=desc, unit="file", disable=not progress, mininterval=1.0)
-    if workers <= 1 or len(jobs) < POOL_MIN_FILES:
-        return [fn(j) for j in tqdm(jobs, **bar)]
-    # spawn, not fork: the parent holds ClearML threads, and forking a threaded process can hang.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        chunk = max(16, len(jobs) // (workers * 8))
-        return list(tqdm(pool.map(fn, jobs, chunksize=chunk), **bar))

@@ -36,7 +36,7 @@ from asl_recognition.data.manifest import (
     per_source_counts,
 )
 from asl_recognition.data.options import PublishDatasetOptions
-from asl_recognition.data.per_file import preprocess_one, run_pool
+from asl_recognition.data.per_file import POOL_MIN_FILES, preprocess_one
 from asl_recognition.data.raw import FINGERPRINT_TAG
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.data.split import check_split
@@ -45,6 +45,7 @@ from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
 from asl_recognition.store.base import MANIFEST_NAME, remove_stale
+from asl_recognition.workers import run_pool
 
 STAGE_PREFIX = "asl_publish_"
 
@@ -82,7 +83,7 @@ def _resize(
         (str(raw_dirs[c.raw.id] / c.rel), str(stage / "_resized" / f"{i}.jpg"), image_size)
         for i, c in enumerate(cands)
     ]
-    run_pool(preprocess_one, jobs, workers, "preprocess", progress)
+    run_pool(preprocess_one, jobs, workers, "preprocess", progress, min_jobs=POOL_MIN_FILES)
     return [Path(j[1]) for j in jobs]
 
 

@@ -14,15 +14,10 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from asl_recognition.classes import CLASSES
-from asl_recognition.data.per_file import (  # noqa: F401 - bench_validate reads the 2 constants
-    COLUMNS,
-    POOL_MIN_FILES,
-    default_workers,
-    run_pool,
-    scan_file,
-)
+from asl_recognition.data.per_file import COLUMNS, POOL_MIN_FILES, scan_file
 from asl_recognition.data.safe_extract import safe_extract_zip
 from asl_recognition.imageio import MAX_PIXELS
+from asl_recognition.workers import run_pool
 
 LITTER_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX"}
 
@@ -115,7 +110,7 @@ def scan_source(
     jobs = [
         (str(root), rel, class_of(rel, data_root), is_litter(rel), max_pixels) for rel in files
     ]
-    rows = run_pool(scan_file, jobs, workers, "scan", progress)
+    rows = run_pool(scan_file, jobs, workers, "scan", progress, min_jobs=POOL_MIN_FILES)
     table = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("width", "height", "bytes", "exif_orientation"):
         table[col] = table[col].astype("Int64")

@@ -8,26 +8,20 @@ so it finds exactly the hands the parent's landmarker would; results come back i
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from asl_recognition.hands.landmarker import HandLandmarker
 from asl_recognition.hands.passes import Pass
+from asl_recognition.workers import default_workers, run_pool
 
 R = TypeVar("R")
 # Below this many photos, starting workers (imports, model load: ~2 s each) costs more than
 # it saves.
 POOL_MIN_PHOTOS = 64
 _landmarker: HandLandmarker | None = None
-
-
-def default_workers() -> int:
-    """The cores this process may use, at most 4 (measuring is CPU-bound, one thread each)."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def landmarker_arguments(landmarker: HandLandmarker) -> dict[str, Any]:
@@ -65,16 +59,10 @@ def map_photos(
 
     ``measure`` must be a module-level function (it is pickled by name into the workers).
     """
-    from tqdm import tqdm
-
+    paths = [Path(p) for p in paths]
     workers = default_workers() if workers is None else workers
-    bar = dict(total=len(paths), desc=desc, unit="img", disable=not progress, mininterval=1.0)
     if workers <= 1 or len(paths) < POOL_MIN_PHOTOS:
-        return [measure(landmarker, Path(p)) for p in tqdm(paths, **bar)]
-    # spawn, not fork: the parent may hold ClearML threads; forking a threaded process can hang.
-    context = mp.get_context("spawn")
-    arguments = landmarker_arguments(landmarker)
-    with ProcessPoolExecutor(workers, context, _start_worker, (arguments,)) as pool:
-        jobs = [(measure, Path(p)) for p in paths]
-        chunk = max(4, len(jobs) // (workers * 8))
-        return list(tqdm(pool.map(_in_worker, jobs, chunksize=chunk), **bar))
+        return run_pool(partial(measure, landmarker), paths, 1, desc, progress)
+    jobs = [(measure, p) for p in paths]
+    initargs = (landmarker_arguments(landmarker),)
+    return run_pool(_in_worker, jobs, workers, desc, progress, 1, _start_worker, initargs)
