@@ -241,7 +241,12 @@ def photo_row(landmarker: HandLandmarker, path: Path) -> np.ndarray | None:
         result = landmarker.detect_path(path)
     except (ImageDecodeError, OSError):
         return None
-    row = np.zeros(FEATURE_COUNT + 1, dtype=np.float32)
-    if result is not None:
-        row[:FEATURE_COUNT], row[FEATURE_COUNT] = landmark_features(result), 1.0
-    return row
+    if result is None:
+        return np.zeros(FEATURE_COUNT + 1, dtype=np.float32)
+    return feature_row(result.landmarks, result.handedness)
+
+
+def feature_row(landmarks: np.ndarray, handedness: str) -> np.ndarray:
+    """(64,) float32: a found hand's features (``features_from_landmarks``) and the flag 1, the
+    row the landmark model trains on and the served graph takes (as FEATURES, HAND_FOUND)."""
+    return np.append(features_from_landmarks(landmarks, handedness), np.float32(1.0))

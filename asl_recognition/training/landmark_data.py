@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from asl_recognition.data.landmarks import POINT_COLUMNS
-from asl_recognition.hands import HandLandmarker, features_from_landmarks
-from asl_recognition.hands.landmarker import photo_row
+from asl_recognition.hands import HandLandmarker
+from asl_recognition.hands.landmarker import feature_row, photo_row
 from asl_recognition.hands.pool import map_photos
 from asl_recognition.training.data import TensorSplit
 from asl_recognition.training.evaluate import ExternalSet, class_folder
@@ -29,8 +29,7 @@ def table_rows(table, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     found = table["hand_found"].astype(bool).to_numpy()
     points = table[POINT_COLUMNS].to_numpy(dtype=np.float64)
     for i in np.flatnonzero(found):
-        rows[i, :FEATURES] = features_from_landmarks(points[i], table["handedness"].iloc[i])
-        rows[i, FEATURES] = 1.0
+        rows[i] = feature_row(points[i], table["handedness"].iloc[i])
     labels = np.array([classes.index(c) for c in table["class"]], dtype=np.int64)
     return rows, labels
 

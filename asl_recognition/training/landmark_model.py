@@ -14,32 +14,41 @@ import math
 import torch
 from torch import nn
 
-from asl_recognition.training.landmark_features import DerivedFeatures, renormalise
+from asl_recognition.hands.landmarker import FEATURE_COUNT
 
-FEATURES = 63
+FEATURES = FEATURE_COUNT  # the hand step's 63: 21 points x (x, y, z)
 __all__ = ["FEATURES", "LandmarkMLP", "LandmarkAugment", "LandmarkNet", "renormalise"]
+
+
+def renormalise(points: torch.Tensor) -> torch.Tensor:
+    """(N, 21, 3) wrist-relative points divided again by their largest |x|, |y|."""
+    points = points - points[:, :1]
+    scale = points[:, :, :2].abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    return points / scale
+
+
+def rotate(points: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """(N, 21, 3) points rotated in the image plane by the per-row angle given as cos, sin (N,)."""
+    cos, sin = cos[:, None], sin[:, None]
+    x, y = points[:, :, 0], points[:, :, 1]
+    return torch.stack([cos * x - sin * y, sin * x + cos * y, points[:, :, 2]], dim=2)
 
 
 class LandmarkMLP(nn.Module):
     """63 -> 256 -> 128 -> classes, with LayerNorm and dropout (small data, small model).
 
-    ``derived``: joint bends, fingertip distances and thumb offsets are computed from the 63
-    points in the graph and fed beside them (:class:`DerivedFeatures`); the input stays 63.
+    Tried and not kept, measured leave-one-source-out (docs/results.md; the code is in commit
+    8760716): derived features (joint bends, fingertip distances, thumb offsets), a palm-upright
+    rotation, a wider net, test-time turns and a 3-seed ensemble.
     """
 
     def __init__(
-        self,
-        num_classes: int,
-        hidden: tuple[int, int] = (256, 128),
-        dropout: float = 0.2,
-        derived: bool = False,
+        self, num_classes: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.2
     ):
         super().__init__()
         first, second = hidden
-        self.derive = DerivedFeatures() if derived else nn.Identity()
-        inputs = DerivedFeatures.out_features if derived else FEATURES
         self.net = nn.Sequential(
-            nn.Linear(inputs, first),
+            nn.Linear(FEATURES, first),
             nn.LayerNorm(first),
             nn.GELU(),
             nn.Dropout(dropout),
@@ -50,7 +59,7 @@ class LandmarkMLP(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(self.derive(features))
+        return self.net(features)
 
 
 class LandmarkAugment(nn.Module):
@@ -83,9 +92,7 @@ class LandmarkAugment(nn.Module):
         if self.tilt > 0:
             points = self._tilt(points)
         angle = (torch.rand(n, device=points.device) * 2 - 1) * math.radians(self.degrees)
-        cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
-        x, y = points[:, :, 0].clone(), points[:, :, 1].clone()
-        points[:, :, 0], points[:, :, 1] = cos * x - sin * y, sin * x + cos * y
+        points = rotate(points, torch.cos(angle), torch.sin(angle))
         stretch = 1 + (torch.rand(n, 1, 2, device=points.device) * 2 - 1) * self.stretch
         points[:, :, :2] = points[:, :, :2] * stretch
         points = points + torch.randn_like(points) * self.jitter
