@@ -209,14 +209,19 @@ def value_as_text(value: Any) -> str:
     return str(value)
 
 
-def from_mapping(cls: type[T], values: Mapping[str, Any], strict: bool = True) -> T:
-    """An options object from (possibly text) values; unknown keys are refused when strict."""
+def _typed(cls: type, values: Mapping[str, Any], strict: bool) -> dict[str, Any]:
+    """``values`` converted by their options; unknown names refused when ``strict``, else
+    dropped."""
     known = {s.name: s for s in specs(cls)}
     unknown = sorted(set(values) - set(known))
     if strict and unknown:
         raise OptionError(f"unknown option(s): {', '.join(unknown)}")
-    kwargs = {name: convert(known[name], v) for name, v in values.items() if name in known}
-    return cls(**kwargs)
+    return {name: convert(known[name], v) for name, v in values.items() if name in known}
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], strict: bool = True) -> T:
+    """An options object from (possibly text) values; unknown keys are refused when strict."""
+    return cls(**_typed(cls, values, strict))
 
 
 def as_params(options: Any) -> dict[str, Any]:
@@ -331,9 +336,5 @@ def settle(cls: type[T], settings: T | None = None, **changes: Any) -> T:
     through the same converter as the command line, so the stage reads typed, checked values
     whoever called it (a bad one is an ``OptionError`` naming its flag).
     """
-    known = {s.name: s for s in specs(cls)}
-    unknown = sorted(set(changes) - set(known))
-    if unknown:
-        raise OptionError(f"unknown option(s): {', '.join(unknown)}")
-    typed = {name: convert(known[name], value) for name, value in changes.items()}
-    return dataclasses.replace(settings if settings is not None else cls(), **typed)
+    base = settings if settings is not None else cls()
+    return dataclasses.replace(base, **_typed(cls, changes, strict=True))
