@@ -15,7 +15,9 @@ loopback only and this app, on the public port, forwards ``/v2/...`` to it:
 Refusals are JSON ``{"error": "..."}`` like Triton's own, so ``tritonclient`` shows the sentence.
 ``/healthz`` says whether Triton is ready (or why not: the launcher gave up); ``/metrics`` is the
 front's and the launcher's Prometheus text (refusals by reason, restarts, gave-up flag).
-Built as a Starlette app so more routes (a web page) can join it.
+Built as a Starlette app so more routes (a web page) can join it; the live page's app
+(:mod:`asl_recognition.web.app`) refuses with the same :class:`Refused`, :func:`read_capped` and
+:func:`rate_limit`.
 """
 
 from __future__ import annotations
@@ -114,15 +116,77 @@ class TokenBuckets:
 
 
 class Refused(Exception):
-    """A request the front answers itself: status, one sentence, extra headers."""
+    """A request answered here without going further: status, one sentence, a reason (the
+    metrics' key), extra headers and extra JSON fields beside ``error``."""
 
-    def __init__(self, status: int, reason: str, message: str, **headers: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        body: dict | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.reason, self.headers = status, reason, headers
+        self.status, self.reason = status, reason
+        self.headers, self.body = dict(headers or {}), dict(body or {})
+
+    def response(self) -> JSONResponse:
+        """``{"error": ..., **body}``; after a 413 the connection ends (the rest is not read)."""
+        response = error(self.status, str(self), self.headers, self.body)
+        if self.status == 413:
+            response.headers["Connection"] = "close"
+        return response
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def error(
+    status: int, message: str, headers: dict[str, str] | None = None, body: dict | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=headers)
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limit(buckets: TokenBuckets, request: Request, what: str = "requests") -> None:
+    """429 with ``Retry-After`` once the client's bucket is empty: nothing queues."""
+    client = client_of(request)
+    wait = buckets.take(client)
+    if wait > 0:
+        retry = str(max(1, math.ceil(wait)))
+        raise Refused(
+            429, "rate_limited",
+            f"too many {what} from {client}: at most {buckets.rate:g}/s "
+            f"(burst {buckets.burst}); retry in {retry} s", {"Retry-After": retry},
+        )  # fmt: skip
+
+
+async def read_capped(
+    request: Request,
+    cap: int,
+    what: str = "request body",
+    on_chunk: Callable[[int], None] | None = None,
+) -> bytes:
+    """The body, or 400 for a ``Content-Length`` that is not a size, 413 past ``cap`` (by the
+    declared length before reading, else as soon as the stream passes it). ``on_chunk(n)`` is
+    told of each chunk kept and may refuse too (the front's bound on all buffered bodies)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refused(400, "bad_length", f"Content-Length {declared[:20]!r} is not a size")
+        if int(declared) > cap:
+            raise Refused(413, "body_too_large", _too_large(what, int(declared), cap))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise Refused(413, "body_too_large", _too_large(what, size, cap, streamed=True))
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Proxy:
@@ -145,34 +209,17 @@ class Proxy:
 
     async def read_body(self, request: Request, budget: list[int]) -> bytes:
         """The body, refused with 413 past the cap; ``budget[0]``: the bytes it holds."""
-        cap = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise Refused(400, "bad_length", f"Content-Length {declared[:20]!r} is not a size")
-            if int(declared) > cap:
-                raise Refused(413, "body_too_large", _too_large(int(declared), cap))
-        chunks: list[bytes] = []
-        async for chunk in request.stream():
-            budget[0] += len(chunk)
-            self.buffered += len(chunk)
-            if budget[0] > cap:
-                raise Refused(413, "body_too_large", _too_large(budget[0], cap, streamed=True))
+
+        def hold(size: int) -> None:
+            budget[0] += size
+            self.buffered += size
             if self.buffered > self.limits.max_buffered_bytes:
                 raise Refused(503, "busy", "the server is busy (too many large requests); retry")
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+        return await read_capped(request, self.limits.max_body_bytes, on_chunk=hold)
 
     async def forward(self, request: Request) -> Response:
-        client = request.client.host if request.client else "unknown"
-        wait = self.buckets.take(client)
-        if wait > 0:
-            retry = str(max(1, math.ceil(wait)))
-            raise Refused(
-                429, "rate_limited",
-                f"too many requests from {client}: at most {self.limits.rate:g}/s "
-                f"(burst {self.limits.burst}); retry in {retry} s", **{"Retry-After": retry},
-            )  # fmt: skip
+        rate_limit(self.buckets, request)
         if self.state.gave_up:
             raise Refused(503, "gave_up", self.state.gave_up)
         budget = [0, 0]  # bytes held, body received
@@ -217,9 +264,7 @@ class Proxy:
             response = await self.forward(request)
         except Refused as exc:
             self.state.refused[exc.reason] += 1
-            response = error(exc.status, str(exc), exc.headers)
-            if exc.status == 413:  # the rest of the body is not read: end the connection
-                response.headers["Connection"] = "close"
+            response = exc.response()
         except ClientDisconnect:
             self.state.refused["client_gone"] += 1
             return Response(status_code=400)
@@ -238,9 +283,9 @@ class Proxy:
             await self.client.aclose()
 
 
-def _too_large(size: int, cap: int, streamed: bool = False) -> str:
-    what = f"more than {cap} bytes so far" if streamed else f"{size} bytes"
-    return f"request body is {what}; the limit is {cap} bytes ({cap / MIB:g} MiB)"
+def _too_large(what: str, size: int, cap: int, streamed: bool = False) -> str:
+    told = f"more than {cap} bytes so far" if streamed else f"{size} bytes"
+    return f"{what} is {told}; the limit is {cap} bytes ({cap / MIB:g} MiB)"
 
 
 def metrics_text(state: ServerState) -> str:
@@ -354,7 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FrontLimits", "FrontServer", "ServerState", "TokenBuckets", "create_app"]
+__all__ = [
+    "FrontLimits",
+    "FrontServer",
+    "Refused",
+    "ServerState",
+    "TokenBuckets",
+    "create_app",
+    "rate_limit",
+    "read_capped",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())

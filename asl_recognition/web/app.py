@@ -5,23 +5,23 @@ sent to the Triton ensemble over gRPC (:mod:`.triton_link`). What one client may
 before Triton sees anything, and every refusal is JSON ``{"error": "..."}`` with its status:
 
 - a body over ``max_frame_bytes``: 413 (by ``Content-Length`` before reading, or as soon as a
-  streamed body passes the cap; the connection is then closed);
+  streamed body passes the cap; the connection is then closed); a ``Content-Length`` that is
+  not a size: 400 (the front's :func:`~asl_recognition.serving.front.read_capped`);
 - more than ``rate`` frames/s from one address (``burst`` at once): 429 with ``Retry-After``,
   nothing queues;
 - bytes that are not an image (read from the header, no pixel decoded): 415;
 - a POST whose ``Origin`` is not this page's own (another site's script): 403. No response
   carries ``Access-Control-*`` headers, so browsers never let another origin read an answer;
 - Triton not answering: 503 with ``"triton": "down"`` (the page says so and keeps trying);
-  no answer within ``request_timeout``: 504; a photo Triton refuses: 422 with its sentence.
+  no answer within ``request_timeout``: 504; a photo Triton refuses: 422 with its sentence;
+  a ``--model`` that does not take photo bytes: 503 with the sentence saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from urllib.parse import urlsplit
@@ -34,12 +34,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from asl_recognition import imageio
-from asl_recognition.serving.front import TokenBuckets
+from asl_recognition.serving.front import Refused, TokenBuckets, rate_limit, read_capped
 
 from .options import PageOptions, WebLimits, WebOptions
-from .triton_link import FrameRefused, TritonDown, TritonLink
+from .triton_link import FrameRefused, ModelUnfit, TritonDown, TritonLink
 
-MIB = 1024 * 1024
 # The page runs only its own script, styles and images; nothing may frame it.
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -50,14 +49,6 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "cross-origin-resource-policy": "same-origin",
 }
-
-
-class Refused(Exception):
-    """A frame the app answers itself: status and one sentence."""
-
-    def __init__(self, status: int, message: str, **headers: str) -> None:
-        super().__init__(message)
-        self.status, self.headers = status, headers
 
 
 def same_origin(request: Request) -> bool:
@@ -99,34 +90,12 @@ class FrameHandler:
     def __init__(self, link: TritonLink, limits: WebLimits) -> None:
         self.link, self.limits = link, limits
         self.buckets = TokenBuckets(limits.rate, limits.burst)
-        self.counts: Counter = Counter()
-
-    async def read_body(self, request: Request) -> bytes:
-        cap = self.limits.max_frame_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > cap):
-            raise Refused(413, f"the frame is {declared} bytes; the limit is {cap} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise Refused(413, f"the frame is over {cap} bytes; the limit is {cap} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def check_client(self, request: Request) -> None:
         if not same_origin(request):
-            raise Refused(403, "cross-origin requests are refused: open the page itself")
-        client = request.client.host if request.client else "unknown"
-        wait = self.buckets.take(client)
-        if wait > 0:
-            retry = str(max(1, math.ceil(wait)))
-            raise Refused(
-                429,
-                f"too many frames from {client}: at most {self.limits.rate:g}/s "
-                f"(burst {self.limits.burst}); retry in {retry} s",
-                **{"Retry-After": retry},
-            )
+            refusal = "cross-origin requests are refused: open the page itself"
+            raise Refused(403, "cross_origin", refusal)
+        rate_limit(self.buckets, request, "frames")
 
     @staticmethod
     def check_image(photo: bytes) -> None:
@@ -134,39 +103,36 @@ class FrameHandler:
         try:
             imageio.read_header(photo).close()
         except imageio.ImageDecodeError as exc:
-            raise Refused(415, f"not an image the model can read ({exc.reason}): {exc.detail}")
+            raise Refused(
+                415, "not_image", f"not an image the model can read ({exc.reason}): {exc.detail}"
+            )
 
     async def answer(self, request: Request) -> dict:
         self.check_client(request)
-        photo = await self.read_body(request)
+        photo = await read_capped(request, self.limits.max_frame_bytes, "the frame")
         self.check_image(photo)
         start = time.perf_counter()
         try:
             answer = await asyncio.wait_for(self.link.classify(photo), self.limits.request_timeout)
         except TritonDown as exc:
-            raise Refused(503, str(exc), triton="down") from None
+            raise Refused(503, "triton_down", str(exc), body={"triton": "down"}) from None
+        except ModelUnfit as exc:
+            raise Refused(503, "model_unfit", str(exc)) from None
         except asyncio.TimeoutError:
-            raise Refused(504, f"Triton did not answer in {self.limits.request_timeout:g} s")
+            timeout = self.limits.request_timeout
+            raise Refused(504, "timeout", f"Triton did not answer in {timeout:g} s") from None
         except FrameRefused as exc:
-            raise Refused(422, f"the model refused the frame: {exc}") from None
+            raise Refused(422, "frame_refused", f"the model refused the frame: {exc}") from None
         answer["server_ms"] = round((time.perf_counter() - start) * 1000, 1)
         return answer
 
     async def handle(self, request: Request) -> Response:
         try:
-            response = JSONResponse(await self.answer(request))
+            return JSONResponse(await self.answer(request))
         except Refused as exc:
-            body = {"error": str(exc)}
-            headers = {k: v for k, v in exc.headers.items() if k != "triton"}
-            if "triton" in exc.headers:
-                body["triton"] = exc.headers["triton"]
-            response = JSONResponse(body, status_code=exc.status, headers=headers)
-            if exc.status == 413:  # the rest of the body is not read: end the connection
-                response.headers["Connection"] = "close"
+            return exc.response()
         except ClientDisconnect:
             return Response(status_code=400)
-        self.counts[str(response.status_code)] += 1
-        return response
 
 
 def page_config(options: PageOptions) -> dict:
@@ -214,7 +180,6 @@ def create_app(options: WebOptions, routes: list | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.add_middleware(SecurityHeaders)
-    app.state.frames = frames
     return app
 
 

@@ -4,7 +4,8 @@ The photo's bytes go as they are (``IMAGE`` TYPE_STRING [1, 1]); the answer aske
 labelled output with ``class_count`` (Triton's own top-k, "prob:index:label"), ``HAND_FOUND``,
 ``HAND_BOX`` and, when the ensemble has it, ``LANDMARKS`` (21 points in the photo's pixels).
 What the model offers is read once from its metadata and config (like ``client.read_spec``) and
-read again after Triton was unreachable: a restarted server may serve another model.
+read again after Triton was unreachable: a restarted server may serve another model. A model
+the page cannot use (no photo bytes in) is remembered the same way, not asked again per frame.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class FrameRefused(Exception):
     """Triton answered this frame with an error (not a photo it can read): one sentence."""
 
 
+class ModelUnfit(Exception):
+    """The served model is not one the page can use (its configuration, not the frame's)."""
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """What the ensemble takes and gives, from its metadata and config."""
@@ -43,13 +48,13 @@ def read_model(metadata, config, model: str) -> ServedModel:
     """The photo input and labelled output (gRPC protobufs); a model taking pixels is refused."""
     inputs = list(metadata.inputs)
     if len(inputs) != 1 or inputs[0].datatype != "BYTES":
-        raise FrameRefused(
+        raise ModelUnfit(
             f"model '{model}' does not take photo bytes (a landmark ensemble does); "
             "the page needs a landmark model"
         )
     labelled = [o.name for o in config.output if o.label_filename]
     if not labelled:
-        raise FrameRefused(f"model '{model}' has no output with class labels")
+        raise ModelUnfit(f"model '{model}' has no output with class labels")
     names = {o.name for o in metadata.outputs}
     return ServedModel(inputs[0].name, labelled[0], tuple(n for n in HAND_OUTPUTS if n in names))
 
@@ -79,6 +84,7 @@ class TritonLink:
         self.url, self.model, self.top_k, self.timeout = url, model, top_k, timeout
         self._client = None
         self._served: ServedModel | None = None
+        self._unfit: str | None = None  # why the model cannot serve the page, until Triton is down
         self._lock = asyncio.Lock()
 
     def _grpc(self):
@@ -88,9 +94,15 @@ class TritonLink:
             self._client = tc_aio.InferenceServerClient(url=self.url)
         return self._client
 
+    def forget(self) -> None:
+        """Triton was unreachable: what it serves is read again next time."""
+        self._served, self._unfit = None, None
+
     async def served(self) -> ServedModel:
-        """The model's description, read once (again after Triton was down)."""
+        """The model's description (or ``ModelUnfit``), read once (again after Triton was down)."""
         async with self._lock:
+            if self._unfit is not None:
+                raise ModelUnfit(self._unfit)
             if self._served is None:
                 client = self._grpc()
                 try:
@@ -102,25 +114,31 @@ class TritonLink:
                     raise
                 except Exception as exc:  # grpc errors differ by cause; any means "not here"
                     raise TritonDown(f"Triton at {self.url} is not answering: {_first_line(exc)}")
-                self._served = read_model(metadata, config, self.model)
+                try:
+                    self._served = read_model(metadata, config, self.model)
+                except ModelUnfit as exc:
+                    self._unfit = str(exc)
+                    raise
             return self._served
 
     async def ready(self) -> tuple[bool, str]:
-        """(ready, sentence) for the page's status line."""
+        """(ready, sentence) for the page's status line; Triton unreachable: :meth:`forget`."""
+        try:
+            ok = await self._grpc().is_server_ready(client_timeout=2)
+        except Exception as exc:  # noqa: BLE001 - any transport failure means down
+            self.forget()
+            return False, f"Triton at {self.url} is not answering: {_first_line(exc)}"
+        if not ok:
+            return False, f"Triton at {self.url} is not ready"
         try:
             await self.served()
-            ok = await self._grpc().is_server_ready(client_timeout=2)
-        except TritonDown as exc:
+        except (TritonDown, ModelUnfit) as exc:
             return False, str(exc)
-        except FrameRefused as exc:
-            return False, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any transport failure means down
-            self._served = None
-            return False, f"Triton at {self.url} is not answering: {_first_line(exc)}"
-        return (True, "ready") if ok else (False, f"Triton at {self.url} is not ready")
+        return True, "ready"
 
     async def classify(self, photo: bytes) -> dict:
-        """One photo's answer; TritonDown when Triton is gone, FrameRefused for a bad photo."""
+        """One photo's answer; TritonDown when Triton is gone, FrameRefused for a bad photo,
+        ModelUnfit for a model that does not take photos."""
         import tritonclient.grpc.aio as tc_aio
 
         served = await self.served()
@@ -136,7 +154,7 @@ class TritonLink:
         except Exception as exc:  # noqa: BLE001 - sorted by gRPC status below
             status = str(getattr(exc, "status", lambda: "")() or "")
             if "UNAVAILABLE" in status or "NOT_FOUND" in status or "unknown model" in str(exc):
-                self._served = None
+                self.forget()
                 raise TritonDown(f"Triton at {self.url} is not answering: {_first_line(exc)}")
             if "DEADLINE_EXCEEDED" in status:
                 raise asyncio.TimeoutError from None
@@ -149,4 +167,4 @@ class TritonLink:
             self._client = None
 
 
-__all__ = ["FrameRefused", "ServedModel", "TritonDown", "TritonLink", "parse_answer"]
+__all__ = ["FrameRefused", "ModelUnfit", "ServedModel", "TritonDown", "TritonLink", "parse_answer"]

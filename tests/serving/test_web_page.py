@@ -3,12 +3,15 @@
 The fake camera plays a Y4M made from the bundled test photos L, A, B and one without a hand;
 the page must show those letters with their landmarks' box, "no hand", and spell "LAB". Photo
 mode goes through the file chooser. Then Triton is stopped: the page says so, and recovers when
-it is back on the same ports. One Triton and one app serve the whole module.
+it is back on the same ports. One Triton and one app serve the whole module. The app's own
+refusals (a Content-Length that is not a size, a model that takes no photos) are checked too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from unittest.mock import create_autospec
 
 import httpx
 import pytest
@@ -169,3 +172,92 @@ def test_triton_down_is_shown_and_recovers(served, browser) -> None:
     browser.evaluate("window.aslPage.answers = []")
     browser.wait_for("document.getElementById('triton').dataset.state === 'ready'", timeout=60)
     browser.wait_for("window.aslPage.answers.length > 2", timeout=30)
+
+
+def post_to_app(app, headers: dict[str, str], content: bytes = b"x") -> httpx.Response:
+    """One POST straight into the ASGI app: uvicorn's h11 answers a non-numeric Content-Length
+    itself, so only the app's own handling of one is tested this way."""
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.post("/api/frame", content=content, headers=headers)
+
+    return asyncio.run(post())
+
+
+def test_a_content_length_that_is_not_a_size_gets_400_like_the_front() -> None:
+    from asl_recognition.web.app import create_app
+    from asl_recognition.web.options import WebOptions
+
+    app = create_app(WebOptions(triton="127.0.0.1:1"))
+    answer = post_to_app(app, {"Content-Length": "abc"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"error": "Content-Length 'abc' is not a size"}
+    too_big = post_to_app(app, {"Content-Length": str(9 * 1024 * 1024)})
+    assert too_big.status_code == 413 and too_big.headers["connection"] == "close"
+    assert too_big.json()["error"].startswith("the frame is 9437184 bytes; the limit is")
+
+
+def pixel_model_metadata():
+    """A classifier's metadata and config as Triton's gRPC gives them: FEATURES (FP32) in."""
+    from tritonclient.grpc import model_config_pb2, service_pb2
+
+    metadata = service_pb2.ModelMetadataResponse(name="asl_onnx")
+    metadata.inputs.add(name="FEATURES", datatype="FP32", shape=[-1, 64])
+    config = service_pb2.ModelConfigResponse(config=model_config_pb2.ModelConfig(name="asl_onnx"))
+    return metadata, config
+
+
+def test_a_model_without_photo_input_is_read_once_until_triton_is_down() -> None:
+    """Frames are refused with the configuration sentence from memory, no metadata call each;
+    Triton unreachable (the page's health poll) makes the link read the model again."""
+    import tritonclient.grpc.aio as tc_aio
+
+    from asl_recognition.web.triton_link import ModelUnfit, TritonLink
+
+    mock_client = create_autospec(tc_aio.InferenceServerClient, instance=True)
+    metadata, config = pixel_model_metadata()
+    mock_client.is_model_ready.return_value = True
+    mock_client.get_model_metadata.return_value = metadata
+    mock_client.get_model_config.return_value = config
+    link = TritonLink("127.0.0.1:1", "asl_onnx")
+    link._client = mock_client
+
+    async def frames(count: int) -> list[str]:
+        refusals = []
+        for _ in range(count):
+            with pytest.raises(ModelUnfit) as refused:
+                await link.classify(b"photo")
+            refusals.append(str(refused.value))
+        return refusals
+
+    refusals = asyncio.run(frames(3))
+    assert set(refusals) == {"model 'asl_onnx' does not take photo bytes (a landmark ensemble "
+                             "does); the page needs a landmark model"}  # fmt: skip
+    assert mock_client.get_model_metadata.await_count == 1
+    mock_client.infer.assert_not_awaited()
+    mock_client.is_server_ready.side_effect = ConnectionError("connection refused")
+    assert asyncio.run(link.ready())[0] is False
+    asyncio.run(frames(1))
+    assert mock_client.get_model_metadata.await_count == 2
+
+
+def test_a_model_that_takes_no_photos_gets_503_with_its_sentence(served) -> None:
+    """The served classifier alone (FEATURES in): the frame is not blamed (not 422)."""
+    server, _web, _root = served
+    web = start_web(server.grpc_url, model="asl_onnx")
+    try:
+        for _ in range(2):
+            answer = httpx.post(
+                web.url + "/api/frame", content=photo("A").read_bytes(), timeout=30
+            )
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {
+                "error": "model 'asl_onnx' does not take photo bytes (a landmark ensemble does); "
+                "the page needs a landmark model"
+            }
+        health = httpx.get(web.url + "/api/health", timeout=30)
+        assert health.status_code == 503 and "does not take photo bytes" in health.text
+    finally:
+        web.stop()
