@@ -49,7 +49,7 @@ def summary(name: str, times: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from asl_recognition.serving.front import FrontServer
-    from asl_recognition.serving.launcher import TritonServer
+    from asl_recognition.serving.triton_server import TritonServer
     from asl_recognition.web.app import create_app
     from asl_recognition.web.demo import pipeline_repository
     from asl_recognition.web.options import WebOptions

@@ -57,10 +57,22 @@ def missing_repository(repo: Path) -> str | None:
     return f"no Triton model repository at {repo}: run `make run` first (or pass --repo DIR)"
 
 
+def port_taken(options: WebOptions) -> str | None:
+    """The web port checked before Triton starts: a taken one costs no Triton start, and says
+    the line ``python -m asl_recognition.web`` says (exit 2 too)."""
+    from .server import check_port
+
+    try:
+        check_port(options.host, options.port)
+    except OSError as exc:
+        return f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     options, thresholds = parse_cli(DemoWebOptions, argv, PROG, DemoWebOptions.__doc__ or "")
     repo = Path(options.repo) if options.repo else pipeline_repository()
-    problem = missing_repository(repo)
+    problem = missing_repository(repo) or port_taken(options)
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
@@ -73,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
-__all__ = ["DemoWebOptions", "main", "missing_repository", "pipeline_repository"]
+__all__ = ["DemoWebOptions", "main", "missing_repository", "pipeline_repository", "port_taken"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -119,3 +120,30 @@ def test_make_demo_without_a_repository_says_run_make_run_first(tmp_path: Path) 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "run `make run` first" in lines[0], result.stderr
     assert lines[0].startswith("python -m asl_recognition.web.demo: error: no Triton model")
+
+
+def test_make_demo_on_a_taken_port_exits_2_before_starting_triton(tmp_path: Path) -> None:
+    """The web port is checked first: one line, exit 2 as ``python -m asl_recognition.web``,
+    and no tritonserver started (its log never written, the answer within seconds)."""
+    repo = tmp_path / "repo"
+    (repo / "asl").mkdir(parents=True)
+    (repo / "asl" / "config.pbtxt").write_text('name: "asl"\n')
+    workspace = tmp_path / "workspace"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "asl_recognition.web.demo", "--repo", str(repo),
+             "--port", str(port)], cwd=REPO_ROOT, env=demo_env(workspace),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"python -m asl_recognition.web.demo: error: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    ], result.stderr
+    assert not (workspace / "triton_web_demo.log").exists() and not tritons_serving(repo)
+    assert time.monotonic() - start < 30
