@@ -7,11 +7,12 @@ reads at once; the report is one dict, ``loso.run_loso`` builds it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from asl_recognition.store.base import atomic_write_text
 
 REPORT = "loso"
 
@@ -44,7 +45,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---|---:|",
     ]
     for f in report["folds"]:
-        worst = ", ".join(f"{w['class']} {w['correct']}/{w['images']}" for w in f["worst_classes"])
+        worst = worst_classes(f)
         lines.append(
             f"| {f['group']} | {f['images']} | {_pct(f['accuracy'])} | "
             f"{_pct(f['hand_found_rate'])} | {_pct(f['accuracy_given_hand'])} | {worst} | "
@@ -57,6 +58,11 @@ def markdown_table(report: dict[str, Any]) -> str:
     )
     lines.append(f"| **worst: {s['worst_group']}** | | **{_pct(s['worst_accuracy'])}** | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def worst_classes(fold: dict[str, Any]) -> str:
+    """``T 0/200, V 0/200, Z 0/200``: a fold's weakest classes, correct of images."""
+    return ", ".join(f"{w['class']} {w['correct']}/{w['images']}" for w in fold["worst_classes"])
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -126,10 +132,7 @@ def write_report(report: dict[str, Any], classes: list[str], out_dir: Path) -> l
         (f"{REPORT}.json", json.dumps(report, indent=1)),
         (f"{REPORT}.md", markdown_report(report)),
     ):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
-        files.append(out_dir / name)
+        files.append(atomic_write_text(out_dir / name, text))
     files.append(plot_accuracy(report, out_dir / f"{REPORT}_accuracy.png"))
     return files + plot_confusions(report, classes, out_dir)
 
@@ -151,7 +154,7 @@ def log_report(ctx: Any, report: dict[str, Any], files: list[Path]) -> None:
             _pct(f["accuracy"]),
             _pct(f["hand_found_rate"]),
             _pct(f["accuracy_given_hand"]),
-            ", ".join(f"{w['class']} {w['correct']}/{w['images']}" for w in f["worst_classes"]),
+            worst_classes(f),
         ]
         for f in report["folds"]
     ]
