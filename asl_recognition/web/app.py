@@ -6,7 +6,7 @@ before Triton sees anything, and every refusal is JSON ``{"error": "..."}`` with
 
 - a body over ``max_frame_bytes``: 413 (by ``Content-Length`` before reading, or as soon as a
   streamed body passes the cap; the connection is then closed); a ``Content-Length`` that is
-  not a size: 400 (the front's :func:`~asl_recognition.serving.front.read_capped`);
+  not a size: 400 (the front's :func:`~asl_recognition.serving.limits.read_capped`);
 - more than ``rate`` frames/s from one address (``burst`` at once): 429 with ``Retry-After``,
   nothing queues;
 - bytes that are not an image (read from the header, no pixel decoded): 415;
@@ -34,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from asl_recognition import imageio
-from asl_recognition.serving.front import Refused, TokenBuckets, rate_limit, read_capped
+from asl_recognition.serving.limits import Refused, TokenBuckets, rate_limit, read_capped
 
 from .options import PageOptions, WebLimits, WebOptions
 from .triton_link import FrameRefused, ModelUnfit, TritonDown, TritonLink

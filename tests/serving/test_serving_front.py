@@ -21,7 +21,7 @@ from asl_testkit.cli import cli_process
 from asl_testkit.tiny_models import load_images
 
 from asl_recognition.netutil import free_port
-from asl_recognition.serving.front import MIB, TokenBuckets
+from asl_recognition.serving.limits import MIB, TokenBuckets
 from asl_recognition.serving.repository import build_repository
 from asl_recognition.serving.triton_server import remove_orphaned_regions, remove_shm_regions
 

@@ -1,0 +1,116 @@
+"""What one request and one client may cost a web app here, shared by the front and the live
+page's app: a body read up to a cap (400/413), per-client token buckets (429) and the one
+refusal type both answer with, as JSON ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+MIB = 1024 * 1024
+
+
+class TokenBuckets:
+    """One token bucket per client key; the least recently seen are dropped past ``capacity``."""
+
+    def __init__(self, rate: float, burst: int, capacity: int = 10_000) -> None:
+        self.rate, self.burst, self.capacity = rate, burst, capacity
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when the request may go, else the seconds until a token is back."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1 if wait == 0 else tokens, now)
+        while len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class Refused(Exception):
+    """A request answered here without going further: status, one sentence, a reason (the
+    metrics' key), extra headers and extra JSON fields beside ``error``."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        body: dict | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+        self.headers, self.body = dict(headers or {}), dict(body or {})
+
+    def response(self) -> JSONResponse:
+        """``{"error": ..., **body}``; after a 413 the connection ends (the rest is not read)."""
+        response = error(self.status, str(self), self.headers, self.body)
+        if self.status == 413:
+            response.headers["Connection"] = "close"
+        return response
+
+
+def error(
+    status: int, message: str, headers: dict[str, str] | None = None, body: dict | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=headers)
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limit(buckets: TokenBuckets, request: Request, what: str = "requests") -> None:
+    """429 with ``Retry-After`` once the client's bucket is empty: nothing queues."""
+    client = client_of(request)
+    wait = buckets.take(client)
+    if wait > 0:
+        retry = str(max(1, math.ceil(wait)))
+        raise Refused(
+            429, "rate_limited",
+            f"too many {what} from {client}: at most {buckets.rate:g}/s "
+            f"(burst {buckets.burst}); retry in {retry} s", {"Retry-After": retry},
+        )  # fmt: skip
+
+
+async def read_capped(
+    request: Request,
+    cap: int,
+    what: str = "request body",
+    on_chunk: Callable[[int], None] | None = None,
+) -> bytes:
+    """The body, or 400 for a ``Content-Length`` that is not a size, 413 past ``cap`` (by the
+    declared length before reading, else as soon as the stream passes it). ``on_chunk(n)`` is
+    told of each chunk kept and may refuse too (the front's bound on all buffered bodies)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refused(400, "bad_length", f"Content-Length {declared[:20]!r} is not a size")
+        if int(declared) > cap:
+            raise Refused(413, "body_too_large", _too_large(what, int(declared), cap))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise Refused(413, "body_too_large", _too_large(what, size, cap, streamed=True))
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str, size: int, cap: int, streamed: bool = False) -> str:
+    told = f"more than {cap} bytes so far" if streamed else f"{size} bytes"
+    return f"{what} is {told}; the limit is {cap} bytes ({cap / MIB:g} MiB)"
