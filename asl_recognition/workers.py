@@ -17,8 +17,11 @@ R = TypeVar("R")
 
 
 def default_workers() -> int:
-    """The cores this process may use, at most 2 (the per-item work is CPU-bound)."""
-    return max(1, min(2, len(os.sched_getaffinity(0))))
+    """The cores this process may use, at most 2 (the per-item work is CPU-bound). Linux says
+    which cores a process may use; macOS and Windows only how many the machine has."""
+    usable = getattr(os, "sched_getaffinity", None)
+    cores = len(usable(0)) if usable is not None else (os.cpu_count() or 1)
+    return max(1, min(2, cores))
 
 
 def run_pool(

@@ -35,3 +35,14 @@ def test_workers_use_the_parents_settings_not_the_defaults(
     strict = HandLandmarker(hand_models, min_presence=1.01, passes=(Pass(0.15, 1.0),))
     rows = hand_pool.map_photos(photo_row, strict, PHOTOS[:6], workers=2, progress=False)
     assert [row[-1] for row in rows] == [0.0] * 6
+
+
+def test_default_workers_without_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS and Windows have no ``os.sched_getaffinity``: the core count decides there."""
+    from asl_recognition import workers
+
+    monkeypatch.delattr(workers.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 8)
+    assert workers.default_workers() == 2
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: None)
+    assert workers.default_workers() == 1
