@@ -3,7 +3,8 @@
 ``make run`` leaves no model in a fresh clone, so the session trains one here with make run's
 recipe (configs/run.yaml's train options) by the training loop itself, on ASL_landmarks rows
 that the data stage's ``measure`` makes of bundled photos: Kaggle frames (data/sample) and
-Massey crops (data/external_sample), make run's two sources. The photos the tests ask about are
+Massey crops (data/external_sample: the tests' small slice of the signers whose data/massey_signers
+make run trains on), make run's two sources. The photos the tests ask about are
 not trained on (the Kaggle test photos are other frames of the same signer and background).
 Measuring the photos is most of this fixture's cost (about 30 s on a busy 2-core machine).
 
