@@ -1,0 +1,55 @@
+"""make run's bundled photos: several signers for every letter, original files.
+
+Other signers are what makes the landmark model answer for other people (five Massey signers in
+make run's data took the served model from 0.664 to 0.719 on phone photos, docs/results.md), so
+the recipe's data must keep them: a slice cut back to one or two signers per letter, or photos
+re-encoded on the way in, fail here rather than in an accuracy table weeks later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from asl_recognition.classes import CLASSES
+from asl_recognition.data.sources import parse_sources, signer_of
+from asl_recognition.paths import REPO_ROOT, SHARED_DATA
+from asl_recognition.pipeline.dag import ASL_DAG
+from asl_recognition.pipeline.recipe import load_recipe
+
+RUN = REPO_ROOT / "configs" / "run.yaml"
+LETTERS = [c for c in CLASSES if len(c) == 1]
+SIGNERS_PER_LETTER = 5
+PHOTOS_PER_SIGNER = 5
+
+
+def run_sources() -> dict[str, Path]:
+    """configs/run.yaml's raw sources, by name, as the pipeline parses them."""
+    values = load_recipe(ASL_DAG, RUN)
+    return {s.name: REPO_ROOT / s.path for s in parse_sources(values["validate_raw/source"])}
+
+
+def test_make_run_trains_on_five_massey_signers_for_every_letter() -> None:
+    massey = run_sources()["massey"]
+    for letter in LETTERS:
+        photos = sorted((massey / letter).iterdir())
+        signers = Counter(signer_of(p.name) for p in photos)
+        assert None not in signers, f"{letter}: a photo without a signer in its name"
+        assert len(signers) == SIGNERS_PER_LETTER, f"{letter}: signers {sorted(signers)}"
+        assert set(signers.values()) == {PHOTOS_PER_SIGNER}, f"{letter}: {dict(signers)}"
+
+
+def test_the_bundled_massey_photos_are_the_shared_originals() -> None:
+    shared = SHARED_DATA / "asl_external_massey"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} is absent on this machine")
+    massey = run_sources()["massey"]
+    photos = sorted(massey.glob("*/*"))
+    assert len(photos) == len(LETTERS) * SIGNERS_PER_LETTER * PHOTOS_PER_SIGNER
+    for photo in photos:
+        original = shared / photo.parent.name / photo.name
+        digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+        assert digest == hashlib.sha256(original.read_bytes()).hexdigest(), photo
