@@ -23,9 +23,10 @@ val evaluation, checkpoints and TensorBoard logging included, configured as ``ru
 configures it: batch augmentation in landmark space, one intra-op thread) against a bare loop
 with the same model, initial weights, batch augmentation, thread count, optimiser, loss and
 epochs, on the same real landmark rows: an ASL_landmarks version of the workspace
-(``--landmarks-version``), else the bundled photos (data/sample and data/external_sample)
-measured here by the serving landmarker. The ratio is Trainer speed / bare speed (goal >= 0.5);
-the Trainer on torch's default thread count is timed once beside it.
+(``--landmarks-version``), else make run's bundled photos (configs/run.yaml's sources:
+data/sample and data/massey_signers) measured here by the serving landmarker. The ratio is
+Trainer speed / bare speed (goal >= 0.5); the Trainer on torch's default thread count is timed
+once beside it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from asl_recognition.training.models import build_model  # noqa: E402
 from asl_recognition.training.options import TrainOptions  # noqa: E402
 from asl_recognition.training.runtime import seed_everything  # noqa: E402
 
-EXTERNAL_SAMPLE = REPO_ROOT / "data" / "external_sample"  # Massey, 5 photos per letter
+RUN_RECIPE = REPO_ROOT / "configs" / "run.yaml"  # whose photos the landmark bench measures
 
 
 def default_source() -> Path:
@@ -288,8 +289,17 @@ def landmark_rows(args: BenchTrainOptions) -> tuple[TensorSplit, TensorSplit, st
         table, meta = load_table(args.landmarks_version)
         train, val, _, _ = landmark_splits(table, list(CLASSES), False, meta["id"])
         return train, val, f"ASL_landmarks {meta['id']} of the workspace"
-    folders = [Path(args.source)] if args.source else [SAMPLE_DATA, EXTERNAL_SAMPLE]
-    return measured_rows(folders)
+    return measured_rows([Path(args.source)] if args.source else make_run_folders())
+
+
+def make_run_folders() -> list[Path]:
+    """The photo folders ``make run`` trains on, as its recipe names them."""
+    from asl_recognition.data.sources import parse_sources
+    from asl_recognition.pipeline.dag import ASL_DAG
+    from asl_recognition.pipeline.recipe import load_recipe
+
+    sources = load_recipe(ASL_DAG, RUN_RECIPE)["validate_raw/source"]
+    return [REPO_ROOT / spec.path for spec in parse_sources(sources)]
 
 
 def landmark_fit(
@@ -452,7 +462,7 @@ class BenchTrainOptions:
     source: str | None = option(
         None,
         "image folder <CLASS>/*.jpg (default: ../shared/data/asl_kaggle_sample if present, "
-        "else data/sample; landmarks: data/sample and data/external_sample)",
+        "else data/sample; landmarks: make run's photos, configs/run.yaml)",
     )
     image_size: int = option(64, "square side in px", low=1)
     batch_size: int = option(64, "batch size", low=1)
