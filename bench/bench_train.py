@@ -289,17 +289,12 @@ def landmark_rows(args: BenchTrainOptions) -> tuple[TensorSplit, TensorSplit, st
         table, meta = load_table(args.landmarks_version)
         train, val, _, _ = landmark_splits(table, list(CLASSES), False, meta["id"])
         return train, val, f"ASL_landmarks {meta['id']} of the workspace"
-    return measured_rows([Path(args.source)] if args.source else make_run_folders())
-
-
-def make_run_folders() -> list[Path]:
-    """The photo folders ``make run`` trains on, as its recipe names them."""
-    from asl_recognition.data.sources import parse_sources
+    if args.source:
+        return measured_rows([Path(args.source)])
     from asl_recognition.pipeline.dag import ASL_DAG
-    from asl_recognition.pipeline.recipe import load_recipe
+    from asl_recognition.pipeline.recipe import recipe_sources
 
-    sources = load_recipe(ASL_DAG, RUN_RECIPE)["validate_raw/source"]
-    return [REPO_ROOT / spec.path for spec in parse_sources(sources)]
+    return measured_rows(list(recipe_sources(ASL_DAG, RUN_RECIPE).values()))
 
 
 def landmark_fit(

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from asl_recognition.classes import CLASSES
-from asl_recognition.data.sources import parse_sources, signer_of
+from asl_recognition.data.sources import signer_of
 from asl_recognition.paths import REPO_ROOT, SHARED_DATA
 from asl_recognition.pipeline.dag import ASL_DAG
-from asl_recognition.pipeline.recipe import load_recipe
+from asl_recognition.pipeline.recipe import recipe_sources
 
 RUN = REPO_ROOT / "configs" / "run.yaml"
 LETTERS = [c for c in CLASSES if len(c) == 1]
@@ -26,14 +25,8 @@ SIGNERS_PER_LETTER = 5
 PHOTOS_PER_SIGNER = 5
 
 
-def run_sources() -> dict[str, Path]:
-    """configs/run.yaml's raw sources, by name, as the pipeline parses them."""
-    values = load_recipe(ASL_DAG, RUN)
-    return {s.name: REPO_ROOT / s.path for s in parse_sources(values["validate_raw/source"])}
-
-
 def test_make_run_trains_on_five_massey_signers_for_every_letter() -> None:
-    massey = run_sources()["massey"]
+    massey = recipe_sources(ASL_DAG, RUN)["massey"]
     for letter in LETTERS:
         photos = sorted((massey / letter).iterdir())
         signers = Counter(signer_of(p.name) for p in photos)
@@ -46,7 +39,7 @@ def test_the_bundled_massey_photos_are_the_shared_originals() -> None:
     shared = SHARED_DATA / "asl_external_massey"
     if not shared.is_dir():
         pytest.skip(f"{shared} is absent on this machine")
-    massey = run_sources()["massey"]
+    massey = recipe_sources(ASL_DAG, RUN)["massey"]
     photos = sorted(massey.glob("*/*"))
     assert len(photos) == len(LETTERS) * SIGNERS_PER_LETTER * PHOTOS_PER_SIGNER
     for photo in photos:
