@@ -23,7 +23,9 @@ from typing import Any
 
 import yaml
 
+from asl_recognition.data.sources import parse_sources
 from asl_recognition.options import OptionError, convert, specs
+from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.dag import Dag, param_name
 
 
@@ -154,11 +156,8 @@ def recipe_sources(dag: Dag, path: str | Path) -> dict[str, Path]:
     """The raw photo folders a recipe's ``validate_raw`` reads, by source name, as the step
     parses them (repo-relative paths resolved): what a bench or a data test of that recipe
     must look at, rather than a second list of folders."""
-    from asl_recognition.data.sources import parse_sources
-    from asl_recognition.paths import REPO_ROOT
-
-    specs = parse_sources(load_recipe(dag, path)["validate_raw/source"])
-    return {spec.name: REPO_ROOT / spec.path for spec in specs}
+    sources = parse_sources(load_recipe(dag, path)["validate_raw/source"])
+    return {spec.name: REPO_ROOT / spec.path for spec in sources}
 
 
 def typed_values(dag: Dag, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
