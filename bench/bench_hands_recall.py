@@ -41,7 +41,7 @@ FOLDERS = {
     "roboflow": "asl_roboflow_letters",
     "webcam": "asl_webcam_longhongvo23",
 }
-BEFORE = {"min_detection": 0.3, "passes": (Pass(0.15, 1.0),)}
+BEFORE = {"min_detection": 0.3, "passes": (Pass(0.15, 1.0),), "recrop": False}
 LEVERS = {  # cumulative from ``before`` down to the defaults, then one alternative
     "no border (mediapipe's framing)": {"min_detection": 0.3, "passes": (Pass(0.0),)},
     "palm score 0.1": {"passes": (Pass(0.15),)},

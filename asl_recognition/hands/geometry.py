@@ -30,6 +30,13 @@ NMS_IOU = 0.3
 ROI_SCALE = 2.6
 ROI_SHIFT_Y = -0.5
 Z_NORM = 0.4  # MediaPipe's extra z scaling of the landmark model's output
+# The re-crop from the landmarks (MediaPipe's hand_landmark_landmarks_to_roi.pbtxt and
+# hand_landmarks_to_rect_calculator.cc): the box of these joints (wrist, thumb base, the two
+# lower joints of each finger), turned upright, squared, grown 2x and moved a tenth of its
+# height towards the fingers.
+RECROP_JOINTS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+RECROP_SCALE = 2.0
+RECROP_SHIFT_Y = -0.1
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,31 @@ def palm_to_roi(palm: Palm) -> Roi:
     cx = (x0 + x1) / 2 - height * ROI_SHIFT_Y * math.sin(rotation)
     cy = (y0 + y1) / 2 + height * ROI_SHIFT_Y * math.cos(rotation)
     return Roi(cx=cx, cy=cy, side=max(width, height) * ROI_SCALE, rotation=rotation)
+
+
+def landmarks_to_roi(points: np.ndarray) -> Roi:
+    """The region MediaPipe's tracking crops next from a hand's own points (pixels, (21, 2+)).
+
+    Turned so that the wrist -> (index, middle, ring knuckles) direction points up; the box is
+    that of :data:`RECROP_JOINTS` in the turned frame. In a video MediaPipe feeds the landmark
+    model this region on every frame after the first; the palm detector's is only the start.
+    """
+    points = np.asarray(points, dtype=np.float64)[:, :2]
+    wx, wy = points[0]
+    kx = ((points[5, 0] + points[13, 0]) / 2 + points[9, 0]) / 2
+    ky = ((points[5, 1] + points[13, 1]) / 2 + points[9, 1]) / 2
+    rotation = math.pi / 2 - math.atan2(-(ky - wy), kx - wx)
+    rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    cos, sin = math.cos(rotation), math.sin(rotation)
+    joints = points[list(RECROP_JOINTS)]
+    # Into the hand's upright frame (the inverse turn), box there, centre back out.
+    u = cos * joints[:, 0] + sin * joints[:, 1]
+    v = -sin * joints[:, 0] + cos * joints[:, 1]
+    mid_u, mid_v = (u.min() + u.max()) / 2, (v.min() + v.max()) / 2
+    width, height = u.max() - u.min(), v.max() - v.min()
+    cx = cos * mid_u - sin * mid_v - height * RECROP_SHIFT_Y * sin
+    cy = sin * mid_u + cos * mid_v + height * RECROP_SHIFT_Y * cos
+    return Roi(cx=cx, cy=cy, side=max(width, height) * RECROP_SCALE, rotation=rotation)
 
 
 def roi_to_image(points: np.ndarray, roi: Roi, size: int = LANDMARK_SIZE) -> np.ndarray:

@@ -87,7 +87,10 @@ class HandLandmarker:
     ``min_detection`` gates the palm detector's score, ``min_presence`` the landmark model's
     hand-presence score (MediaPipe's ``min_detection_confidence`` / ``min_tracking_confidence``).
     ``passes`` are tried in order until one finds a hand (see ``passes.DEFAULT_PASSES``).
-    Model files are verified by sha256 on load (see ``models.ensure_models``).
+    ``recrop``: measure a found hand once more on the region its own points give, as MediaPipe
+    tracks a hand from frame to frame (leave-one-source-out, three seeds: Roboflow phone photos
+    +2.4 points, Kaggle +1.1; docs/results.md). Model files are verified by sha256 on load (see
+    ``models.ensure_models``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class HandLandmarker:
         variant: str = "full",
         num_threads: int = 1,
         passes: tuple[Pass, ...] = DEFAULT_PASSES,
+        recrop: bool = True,
     ) -> None:
         if variant not in ("full", "lite"):
             raise ValueError(f"variant must be 'full' or 'lite', got {variant!r}")
@@ -110,6 +114,7 @@ class HandLandmarker:
         self.anchors = geometry.ssd_anchors()
         self.min_detection = min_detection
         self.min_presence = min_presence
+        self.recrop = bool(recrop)
 
     def settings(self) -> dict[str, object]:
         """Everything that decides which hand is found (not the model bytes): for fingerprints."""
@@ -118,6 +123,7 @@ class HandLandmarker:
             "min_detection": self.min_detection,
             "min_presence": self.min_presence,
             "passes": [[p.pad, p.gamma, p.tint] for p in self.passes],
+            "recrop": self.recrop,
         }
 
     def find_palms(self, rgb: np.ndarray) -> list[geometry.Palm]:
@@ -131,9 +137,25 @@ class HandLandmarker:
         return geometry.palms_in_image(geometry.weighted_nms(*decoded), box)
 
     def landmarks(self, rgb: np.ndarray, palm: geometry.Palm) -> HandResult | None:
-        """Run the landmark model on the region around ``palm``; None below ``min_presence``."""
+        """Run the landmark model on the region around ``palm``; None below ``min_presence``.
+
+        With ``recrop``, a hand found there is measured again on the region its points give
+        (:meth:`recropped`)."""
         rgb = check_rgb(rgb)
-        roi = geometry.palm_to_roi(palm)
+        result = self._landmarks_in(rgb, geometry.palm_to_roi(palm), palm)
+        return self.recropped(rgb, result) if self.recrop and result is not None else result
+
+    def recropped(self, rgb: np.ndarray, result: HandResult) -> HandResult:
+        """``result``'s hand measured on ``geometry.landmarks_to_roi`` of its points; ``result``
+        itself when the landmark model sees no hand there."""
+        roi = geometry.landmarks_to_roi(result.landmarks)
+        again = self._landmarks_in(check_rgb(rgb), roi, result.palm)
+        return result if again is None else again
+
+    def _landmarks_in(
+        self, rgb: np.ndarray, roi: geometry.Roi, palm: geometry.Palm
+    ) -> HandResult | None:
+        """The landmark model on ``roi`` of ``rgb``: the hand, or None below ``min_presence``."""
         out = self.landmark_model(geometry.crop_roi(rgb, roi)[None])
         presence = float(out["Identity_1"].reshape(-1)[0])
         if presence < self.min_presence:

@@ -33,6 +33,7 @@ def landmarker_arguments(landmarker: HandLandmarker) -> dict[str, Any]:
         "min_detection": settings["min_detection"],
         "min_presence": settings["min_presence"],
         "passes": tuple(Pass(*p) for p in settings["passes"]),  # type: ignore[union-attr]
+        "recrop": settings["recrop"],
     }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from asl_recognition.hands.geometry import (
     Palm,
     Roi,
+    landmarks_to_roi,
     letterbox,
     palm_to_roi,
     palms_in_image,
@@ -63,3 +64,36 @@ def test_roi_turns_with_the_hand_and_maps_the_crop_centre_to_itself() -> None:
     assert np.allclose(centre[0, :2], [10, 20])
     top = roi_to_image(np.array([[112.0, 0.0]]), turned)  # the crop's top: towards the fingers
     assert top[0, 0] > turned.cx and math.isclose(top[0, 1], turned.cy, abs_tol=1e-6)
+
+
+def upright_hand() -> np.ndarray:
+    """21 points (x, y) of an open hand, wrist at the bottom, fingers up (y grows downwards)."""
+    points = np.zeros((21, 2))
+    points[0] = (48, 100)  # wrist, under the knuckles' mean
+    points[1:5] = [(35, 90), (25, 80), (18, 70), (12, 62)]  # thumb, far to the left
+    for finger, x in enumerate((40, 48, 56, 64)):  # index .. little finger: knuckle, 3 joints
+        start = 5 + 4 * finger
+        points[start : start + 4] = [(x, 70), (x, 55), (x, 45), (x, 38)]
+    return points
+
+
+def test_the_recrop_region_bounds_the_lower_joints_and_turns_with_the_hand() -> None:
+    """MediaPipe's landmarks-to-ROI: box of wrist, thumb base and the two lower joints of each
+    finger (x 18..64, y 55..100), squared on its long side, grown 2x, a tenth of its height
+    towards the fingers; turned with the hand about any point."""
+    points = upright_hand()
+    roi = landmarks_to_roi(points)
+    assert math.isclose(roi.rotation, 0.0, abs_tol=1e-9)
+    assert math.isclose(roi.side, 2 * (64 - 18))
+    assert math.isclose(roi.cx, (18 + 64) / 2) and math.isclose(roi.cy, (55 + 100) / 2 - 4.5)
+    angle, pivot = math.radians(70), np.array([200.0, -30.0])
+    turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    turned = landmarks_to_roi((points - pivot) @ turn.T + pivot)
+    assert math.isclose(turned.rotation, angle) and math.isclose(turned.side, roi.side)
+    centre = turn @ (np.array([roi.cx, roi.cy]) - pivot) + pivot
+    assert np.allclose([turned.cx, turned.cy], centre)
+    # the crop's top edge lies towards the fingertips
+    top = roi_to_image(np.array([[112.0, 0.0]]), turned)[0]
+    tips = ((points[[8, 12, 16, 20]] - pivot) @ turn.T + pivot).mean(axis=0)
+    wrist = (points[0] - pivot) @ turn.T + pivot
+    assert np.linalg.norm(top - tips) < np.linalg.norm(top - wrist)

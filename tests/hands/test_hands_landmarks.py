@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from asl_recognition.hands import HandLandmarker, HandResult, landmark_features
+from asl_recognition.hands.geometry import palm_to_roi
 from asl_recognition.hands.passes import (
     DEFAULT_MIN_DETECTION,
     DEFAULT_MIN_PRESENCE,
@@ -235,8 +236,8 @@ def test_a_border_finds_tight_crops_and_keeps_the_points(hand_models: Path) -> N
     """Massey crops fill the frame: the bordered detection finds more of them, and where both
     find the hand, the points are the same hand in the same (original) pixels."""
     paths = sorted((REPO_ROOT / "data" / "external_sample").glob("*/*"))
-    plain = HandLandmarker(hand_models, min_detection=0.3, passes=MEDIAPIPE_PASSES)
-    framed = HandLandmarker(hand_models)
+    plain = HandLandmarker(hand_models, min_detection=0.3, passes=MEDIAPIPE_PASSES, recrop=False)
+    framed = HandLandmarker(hand_models, recrop=False)
     found_plain = found_framed = 0
     moves = []
     for path in paths:
@@ -252,3 +253,22 @@ def test_a_border_finds_tight_crops_and_keeps_the_points(hand_models: Path) -> N
     assert found_framed >= found_plain + 0.1 * len(paths)
     # the same hand in the same pixels (a hard pose may be read differently once in a while)
     assert np.median(moves) < 0.02
+
+
+def test_a_found_hand_is_measured_again_on_its_own_region(
+    hand_models: Path, kaggle_found, massey_found
+) -> None:
+    """With ``recrop`` (the default) the points come from the region the first points give, as
+    MediaPipe tracks a hand: the same hand, a little moved. Without it they come from the palm's
+    region. Where the landmark model sees no hand in that region, the first measurement stays."""
+    once = HandLandmarker(hand_models, recrop=False)
+    moves = []
+    for rgb, result in kaggle_found[1] + massey_found[1]:
+        first = once.detect(rgb)
+        assert first is not None  # the re-crop never decides whether a hand is found
+        assert first.roi == palm_to_roi(first.palm) and result.roi != first.roi
+        size = np.ptp(first.landmarks[:, :2], axis=0).max()
+        moves.append(np.abs(result.landmarks[:, :2] - first.landmarks[:, :2]).mean() / size)
+    assert 0.001 < np.median(moves) < 0.1
+    rgb, result = kaggle_found[1][0]
+    assert once.recropped(np.zeros_like(rgb), result) is result

@@ -22,10 +22,13 @@ REFERENCE = Path(__file__).with_name("mediapipe_reference.json")
 
 @pytest.fixture(scope="module")
 def compared(hand_models: Path) -> list[tuple[dict | None, object, int]]:
-    # MediaPipe's own settings: one pass, no border, palm score 0.3 (the reference's); the
-    # product's passes are compared with the unframed detection in test_hands_landmarks
+    # MediaPipe's own settings in image mode: one pass, no border, palm score 0.3 (the
+    # reference's), no re-crop; the product's passes and re-crop are compared with these in
+    # test_hands_landmarks
     pytest.importorskip("ai_edge_litert", reason="the runtime pin ai-edge-litert==2.3.0 is absent")
-    landmarker = HandLandmarker(hand_models, min_detection=0.3, passes=MEDIAPIPE_PASSES)
+    landmarker = HandLandmarker(
+        hand_models, min_detection=0.3, passes=MEDIAPIPE_PASSES, recrop=False
+    )
     images = json.loads(REFERENCE.read_text())["images"]
     rows = []
     for key, expected in images.items():

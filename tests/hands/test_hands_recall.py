@@ -18,7 +18,7 @@ from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 from asl_recognition.serving.hands_repository import DEFAULT_HAND_PARAMETERS
 
 # The detector before the passes: one pass with a 0.15 border, palm score 0.3.
-BEFORE = {"min_detection": 0.3, "passes": (Pass(0.15, 1.0),)}
+BEFORE = {"min_detection": 0.3, "passes": (Pass(0.15, 1.0),), "recrop": False}
 # Real photos; the hand of each is cropped out so that it fills the frame (see tight_crop).
 FRAME_FILLERS = [
     "data/external_sample/J/hand1_j_bot_seg_1_cropped.jpeg",
@@ -60,8 +60,11 @@ def tight_crop(
     return np.ascontiguousarray(rgb[top:bottom, left:right]), left, top
 
 
-def test_a_hand_that_fills_the_frame_is_found_now(landmarker, before) -> None:
-    """Each crop was missed by the one-pass detector; the passes find the same hand in it."""
+def test_a_hand_that_fills_the_frame_is_found_now(hand_models: Path, before) -> None:
+    """Each crop was missed by the one-pass detector; the passes find the same hand in it.
+
+    The crops are cut around the palm region's points (no re-crop), as they were chosen."""
+    landmarker = HandLandmarker(hand_models, recrop=False)
     errors = []
     for relative in FRAME_FILLERS:
         rgb = photo(relative)
@@ -188,6 +191,7 @@ def test_the_fingerprint_changes_with_the_detector(hand_models: Path) -> None:
         HandLandmarker(hand_models, passes=DEFAULT_PASSES[:-1]).settings(),
         HandLandmarker(hand_models, min_presence=0.6).settings(),
         HandLandmarker(hand_models, variant="lite").settings(),
+        HandLandmarker(hand_models, recrop=False).settings(),
     ]
     prints = {fingerprint("a" * 32, hand_models, other) for other in others}
     assert same not in prints and len(prints) == len(others)
