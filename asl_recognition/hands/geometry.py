@@ -167,13 +167,18 @@ def palms_in_image(
     return palms
 
 
+def upright_rotation(wrist: np.ndarray, knuckles: np.ndarray) -> float:
+    """The turn in (-pi, pi] (image pixels, y down) that makes wrist -> knuckles point up."""
+    (wx, wy), (kx, ky) = wrist[:2], knuckles[:2]
+    rotation = math.pi / 2 - math.atan2(-(ky - wy), kx - wx)
+    return rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+
+
 def palm_to_roi(palm: Palm) -> Roi:
     """The landmark model's region: palm box turned upright, shifted to the fingers, grown 2.6x."""
     x0, y0, x1, y1 = palm.box
     width, height = x1 - x0, y1 - y0
-    (wx, wy), (mx, my) = palm.keypoints[0], palm.keypoints[2]
-    rotation = math.pi / 2 - math.atan2(-(my - wy), mx - wx)
-    rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    rotation = upright_rotation(palm.keypoints[0], palm.keypoints[2])
     # The shift is along the hand's own up axis, so it turns with the rotation.
     cx = (x0 + x1) / 2 - height * ROI_SHIFT_Y * math.sin(rotation)
     cy = (y0 + y1) / 2 + height * ROI_SHIFT_Y * math.cos(rotation)
@@ -188,11 +193,8 @@ def landmarks_to_roi(points: np.ndarray) -> Roi:
     model this region on every frame after the first; the palm detector's is only the start.
     """
     points = np.asarray(points, dtype=np.float64)[:, :2]
-    wx, wy = points[0]
-    kx = ((points[5, 0] + points[13, 0]) / 2 + points[9, 0]) / 2
-    ky = ((points[5, 1] + points[13, 1]) / 2 + points[9, 1]) / 2
-    rotation = math.pi / 2 - math.atan2(-(ky - wy), kx - wx)
-    rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    knuckles = ((points[5] + points[13]) / 2 + points[9]) / 2  # index and ring, then middle
+    rotation = upright_rotation(points[0], knuckles)
     cos, sin = math.cos(rotation), math.sin(rotation)
     joints = points[list(RECROP_JOINTS)]
     # Into the hand's upright frame (the inverse turn), box there, centre back out.

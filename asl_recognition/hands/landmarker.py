@@ -89,7 +89,7 @@ class HandLandmarker:
     ``passes`` are tried in order until one finds a hand (see ``passes.DEFAULT_PASSES``).
     ``recrop``: measure a found hand once more on the region its own points give, as MediaPipe
     tracks a hand from frame to frame (leave-one-source-out, three seeds: Roboflow phone photos
-    +2.4 points, Kaggle +1.1; docs/results.md). Model files are verified by sha256 on load (see
+    +2.6 points, Kaggle +1.1; docs/results.md). Model files are verified by sha256 on load (see
     ``models.ensure_models``).
     """
 
