@@ -3,6 +3,7 @@
 from asl_recognition.hands.landmarker import (
     HandLandmarker,
     HandResult,
+    detector_arguments,
     features_from_landmarks,
     landmark_features,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "HandLandmarker",
     "HandResult",
     "ModelFileError",
+    "detector_arguments",
     "ensure_models",
     "features_from_landmarks",
     "hand_models",

@@ -10,8 +10,10 @@ Triton 24.10 image's Python backend (1.4.0), and all pre/post-processing is nump
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,10 @@ from asl_recognition.hands.passes import (
 HANDEDNESS = ("Left", "Right")  # MediaPipe's label order: the model's score is for index 0
 MIN_SIDE = 16
 FEATURE_COUNT = 63  # 21 points x (x, y, z), see features_from_landmarks
+# What HandLandmarker.settings() records: everything that decides which points a photo gets.
+DETECTOR_KEYS = ("variant", "min_detection", "min_presence", "passes", "recrop")
+# Where an exported landmark classifier carries them (ONNX metadata_props, JSON).
+DETECTOR_METADATA_KEY = "asl.hand_detector"
 
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
@@ -229,6 +235,48 @@ def unframe(result: HandResult, border: int, shape: tuple[int, ...]) -> HandResu
     x0, y0, x1, y1 = (v - border for v in result.box)
     box = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
     return replace(result, landmarks=points, box=box)
+
+
+def detector_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``HandLandmarker`` keyword arguments that reproduce :meth:`HandLandmarker.settings`.
+
+    How a model trained on one table is served with the hand step that measured it: the table
+    records its settings, the model carries them, the served step is built from them. A key this
+    package does not know is refused: a detector it cannot reproduce must not be served as if it
+    were this one. Missing keys keep the defaults (a record older than the key).
+    """
+    unknown = sorted(set(settings) - set(DETECTOR_KEYS))
+    if unknown:
+        raise ValueError(
+            f"hand detector settings {', '.join(unknown)} are unknown to this package "
+            f"(known: {', '.join(DETECTOR_KEYS)})"
+        )
+    arguments: dict[str, Any] = {k: settings[k] for k in DETECTOR_KEYS if k in settings}
+    try:
+        if "passes" in arguments:
+            arguments["passes"] = check_passes(
+                tuple(_recorded_pass(step) for step in arguments["passes"])
+            )
+        for key in ("min_detection", "min_presence"):
+            if key in arguments:
+                arguments[key] = float(arguments[key])
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"hand detector settings {dict(settings)!r} are malformed: {exc}"
+        ) from exc
+    if arguments.get("variant", "full") not in ("full", "lite"):
+        raise ValueError(f"hand detector variant must be 'full' or 'lite': {dict(settings)!r}")
+    if not isinstance(arguments.get("recrop", True), bool):
+        raise ValueError(f"hand detector recrop must be true or false: {dict(settings)!r}")
+    return arguments
+
+
+def _recorded_pass(step: Any) -> Pass:
+    """One ``[pad, gamma, tint]`` of :meth:`HandLandmarker.settings` as a :class:`Pass`."""
+    pad, gamma, tint = step
+    if not isinstance(tint, bool):
+        raise ValueError(f"tint {tint!r} is not true or false")
+    return Pass(float(pad), float(gamma), tint)
 
 
 def features_from_landmarks(landmarks: np.ndarray, handedness: str) -> np.ndarray:

@@ -13,8 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from asl_recognition.hands.landmarker import HandLandmarker
-from asl_recognition.hands.passes import Pass
+from asl_recognition.hands.landmarker import HandLandmarker, detector_arguments
 from asl_recognition.workers import default_workers, run_pool
 
 R = TypeVar("R")
@@ -26,15 +25,8 @@ _landmarker: HandLandmarker | None = None
 
 def landmarker_arguments(landmarker: HandLandmarker) -> dict[str, Any]:
     """What rebuilds ``landmarker`` in another process: its model folder and settings."""
-    settings = landmarker.settings()
-    return {
-        "models_dir": str(landmarker.models_dir),
-        "variant": settings["variant"],
-        "min_detection": settings["min_detection"],
-        "min_presence": settings["min_presence"],
-        "passes": tuple(Pass(*p) for p in settings["passes"]),  # type: ignore[union-attr]
-        "recrop": settings["recrop"],
-    }
+    arguments = detector_arguments(landmarker.settings())
+    return {"models_dir": str(landmarker.models_dir), **arguments}
 
 
 def _start_worker(arguments: dict[str, Any]) -> None:

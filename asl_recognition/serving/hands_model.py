@@ -74,19 +74,23 @@ class TritonPythonModel:
         self.hands, self.imageio = _import_package()
         config = json.loads(args["model_config"])
         folder = os.path.join(args["model_repository"], args["model_version"])
-        # Loads and sha256-checks the model files copied beside this file.
-        # Unset thresholds and the detection passes are the package's defaults: the very
-        # settings the data stage measures the training table with.
+        # Loads and sha256-checks the model files copied beside this file. The classifier's
+        # recorded detector settings (parameter ``detector``, from its training table) decide
+        # how photos are measured; a model without a record gets the package's defaults.
         passes = self.hands.passes
-        self.landmarker = self.hands.HandLandmarker(
-            folder,
-            min_detection=float(
+        arguments = {
+            "min_detection": float(
                 _parameter(config, "min_detection", str(passes.DEFAULT_MIN_DETECTION))
             ),
-            min_presence=float(
+            "min_presence": float(
                 _parameter(config, "min_presence", str(passes.DEFAULT_MIN_PRESENCE))
             ),
-            num_threads=int(_parameter(config, "num_threads", "1")),
+        }
+        recorded = _parameter(config, "detector", "")
+        if recorded:
+            arguments.update(self.hands.detector_arguments(json.loads(recorded)))
+        self.landmarker = self.hands.HandLandmarker(
+            folder, num_threads=int(_parameter(config, "num_threads", "1")), **arguments
         )
         self.max_bytes = int(_parameter(config, "max_image_bytes", str(DEFAULT_MAX_IMAGE_BYTES)))
         default_pixels = str(self.imageio.MAX_REQUEST_PIXELS)

@@ -16,13 +16,17 @@ when model.py or a model file changes, so a polling server never loads half a mo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from asl_recognition.hands.landmarker import DETECTOR_METADATA_KEY, detector_arguments
 from asl_recognition.hands.models import ModelFileError, copy_models, verify_models
 from asl_recognition.hands.passes import DEFAULT_MIN_DETECTION, DEFAULT_MIN_PRESENCE
 from asl_recognition.serving.onnx_introspect import (
@@ -49,6 +53,28 @@ DEFAULT_HAND_PARAMETERS = {
     "min_presence": DEFAULT_MIN_PRESENCE,
     "num_threads": 1,
 }
+
+
+def recorded_detector(signature: OnnxSignature, onnx_path: Path) -> dict[str, Any] | None:
+    """The hand detector settings the classifier's training table was measured with, or None
+    for a graph exported before models carried them (served with the package's defaults).
+
+    Refused here, before anything is written, when they cannot be reproduced: a served hand step
+    that measures photos unlike the table would feed the classifier points it never saw.
+    """
+    text = dict(signature.metadata).get(DETECTOR_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        settings = json.loads(text)
+        if not isinstance(settings, dict):
+            raise ValueError(f"expected a JSON object, got {type(settings).__name__}")
+        detector_arguments(settings)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise OnnxSignatureError(
+            f"{onnx_path}: metadata {DETECTOR_METADATA_KEY} cannot be served: {exc}"
+        ) from exc
+    return settings
 
 
 def check_landmark_classifier(
@@ -86,8 +112,13 @@ def hands_model_config(
     dynamic_batching: bool = True,
     preferred: list[int] | None = None,
     max_queue_delay_us: int = 500,
+    detector: Mapping[str, Any] | None = None,
 ) -> mc.ModelConfig:
-    """The Python-backend hand pipeline: one photo's bytes per row in, features out."""
+    """The Python-backend hand pipeline: one photo's bytes per row in, features out.
+
+    ``detector``: the classifier's recorded hand detector settings (:func:`recorded_detector`),
+    written as the ``detector`` parameter that ``hands_model.py`` builds its landmarker from.
+    """
     if instances < 1:
         raise ValueError(f"hand_instances must be >= 1 (got {instances})")
     config = mc.ModelConfig(
@@ -110,6 +141,8 @@ def hands_model_config(
         mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     )
     parameters = {**DEFAULT_HAND_PARAMETERS, "max_image_bytes": MAX_IMAGE_BYTES}
+    if detector is not None:
+        parameters["detector"] = json.dumps(dict(detector), sort_keys=True)
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)
     return config

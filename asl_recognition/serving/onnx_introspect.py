@@ -51,6 +51,8 @@ class OnnxSignature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     opset: int
+    # The graph's metadata_props: what its training run recorded for serving.
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def key(self) -> tuple:
         """Two models with equal keys can share one Triton config (and so one model directory)."""
@@ -119,7 +121,8 @@ def read_signature(onnx_path: str | Path) -> OnnxSignature:
     if not inputs or not outputs:
         raise OnnxSignatureError(f"{path}: graph has no inputs or no outputs")
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return OnnxSignature(inputs=inputs, outputs=outputs, opset=opset)
+    metadata = tuple((p.key, p.value) for p in model.metadata_props)
+    return OnnxSignature(inputs=inputs, outputs=outputs, opset=opset, metadata=metadata)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -132,8 +132,10 @@ def _hands_config(
     hand_instances: int,
     dynamic_batching: bool,
     max_queue_delay_us: int,
+    detector: dict[str, Any] | None,
 ) -> mc.ModelConfig | None:
-    """The hand pipeline's config when the build has one (a landmark classifier's ensemble)."""
+    """The hand pipeline's config when the build has one (a landmark classifier's ensemble),
+    measuring photos as the classifier's training table was measured (``detector``)."""
     if "hands" not in dirs:
         return None
     return hands_repository.hands_model_config(
@@ -143,6 +145,7 @@ def _hands_config(
         dynamic_batching,
         preferred_batch_sizes(max_batch_size),
         max_queue_delay_us,
+        detector,
     )
 
 
@@ -248,6 +251,7 @@ def build_repository(
         opts.hand_instances,
         opts.dynamic_batching,
         opts.max_queue_delay_us,
+        hands_repository.recorded_detector(signature, onnx_path) if graph == LANDMARKS else None,
     )
     model_dir = dirs["onnx"]
     trt_cache = _trt_cache_path(trt_cache_dir, model_dir, onnx_path, opts.tensorrt)

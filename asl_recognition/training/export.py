@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +60,19 @@ def contract(classifier: nn.Module) -> Contract:
 
 
 def export_onnx(
-    classifier: nn.Module, path: str | Path, image_size: int, num_classes: int | None = None
+    classifier: nn.Module,
+    path: str | Path,
+    image_size: int,
+    num_classes: int | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``path`` with a dynamic batch axis on every input and the output.
 
     CNN: uint8 ``images`` [N,3,H,W] -> float32 ``probabilities``; landmark net: float32
     ``FEATURES`` [N,63] and ``HAND_FOUND`` [N,1] -> ``PROBS`` [N,C] (its class axis fixed, as
-    Triton's configs need).
+    Triton's configs need). ``metadata`` goes into the model's ``metadata_props``: what travels
+    with the file to serving (a landmark net's hand detector settings,
+    ``hands.landmarker.DETECTOR_METADATA_KEY``).
     """
     path = Path(path)
     spec = contract(classifier)
@@ -95,7 +101,8 @@ def export_onnx(
     if num_classes and not class_axis.HasField("dim_value"):
         class_axis.Clear()
         class_axis.dim_value = num_classes
-        onnx.save(graph, str(path))
+    onnx.helper.set_model_props(graph, dict(metadata or {}))
+    onnx.save(graph, str(path))
     onnx.checker.check_model(str(path))
     return path
 

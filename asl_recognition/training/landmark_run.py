@@ -7,6 +7,7 @@ the serving landmarker) and the augmentation (landmark space).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from asl_recognition.classes import CLASSES
@@ -82,9 +83,12 @@ def landmark_augment(preset: str) -> RowsAugment | None:
     return None if preset == "none" else RowsAugment(LandmarkAugment())
 
 
-def measure_external(folder: str, classes: list[str] = list(CLASSES)) -> Any:
-    """The external folder's photos measured like served ones (see ``landmark_data``)."""
-    from asl_recognition.hands import HandLandmarker
+def measure_external(
+    folder: str, classes: list[str] = list(CLASSES), detector: Mapping[str, Any] | None = None
+) -> Any:
+    """The external folder's photos measured like served ones (see ``landmark_data``): with the
+    training table's detector settings (``detector``, as recorded), else the defaults."""
+    from asl_recognition.hands import HandLandmarker, detector_arguments
     from asl_recognition.training.landmark_data import measure_folder
 
-    return measure_folder(folder, classes, HandLandmarker())
+    return measure_folder(folder, classes, HandLandmarker(**detector_arguments(detector or {})))

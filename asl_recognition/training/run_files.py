@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from asl_recognition.classes import write_class_file
+from asl_recognition.hands.landmarker import DETECTOR_METADATA_KEY
 from asl_recognition.training.evaluate import holdout_accuracy
 from asl_recognition.training.export import check_parity, export_onnx
 from asl_recognition.training.loop import FitResult
@@ -37,7 +38,7 @@ def export(plan: Plan, data: RunData, model: nn.Module, evaluation: Evaluation) 
     """ONNX (kept only when it matches torch on every test image), class list and baseline."""
     run_dir = plan.run_dir
     onnx_tmp = run_dir / ".model.onnx.tmp"
-    export_onnx(model, onnx_tmp, plan.image_size, num_classes=len(plan.classes))
+    export_onnx(model, onnx_tmp, plan.image_size, len(plan.classes), onnx_metadata(plan))
     parity = check_parity(onnx_tmp, model, data.test.images)
     print(
         f"ONNX parity on {parity['images']} test images: "
@@ -51,6 +52,14 @@ def export(plan: Plan, data: RunData, model: nn.Module, evaluation: Evaluation) 
     baseline_path = run_dir / "baseline.json"
     _write_json(baseline_path, drift_baseline(plan, data, evaluation))
     return Exported(onnx_path, classes_path, baseline_path, run_dir / "metrics.json", parity)
+
+
+def onnx_metadata(plan: Plan) -> dict[str, str]:
+    """A landmark model's hand detector settings (from its table), for the served hand step."""
+    detector = plan.meta.get("hand_detector")
+    if not detector:
+        return {}
+    return {DETECTOR_METADATA_KEY: json.dumps(detector, sort_keys=True)}
 
 
 def drift_baseline(plan: Plan, data: RunData, evaluation: Evaluation) -> dict[str, Any]:

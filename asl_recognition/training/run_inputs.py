@@ -96,6 +96,8 @@ def prepare(options: TrainOptions) -> Plan:
         image_size = 0  # the model reads landmarks, not pixels
         landmarks, landmark_meta = open_landmarks(options.landmarks_version, dataset.version.id)
         identity["landmarks_id"] = landmark_meta["id"]
+        # The served hand step is rebuilt from these (the model carries them): no skew.
+        identity["hand_detector"] = landmark_meta.get("detector")
         model = build_landmark_net(dataset.classes, options.weights)
     else:
         image_size = options.image_size or dataset.image_size or FALLBACK_IMAGE_SIZE

@@ -5,6 +5,7 @@ their TensorBoard and ClearML reports, made once at the last epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,9 @@ def evaluate(plan: Plan, data: RunData, model: nn.Module) -> Evaluation:
     classes = plan.classes
     val = evaluate_split(model, data.val, classes)
     test = evaluate_split(model, data.test, classes)
-    measure = measure_external if plan.landmarks is not None else None
+    measure = None
+    if plan.landmarks is not None:  # measured as the table was (its recorded detector)
+        measure = partial(measure_external, detector=plan.meta.get("hand_detector"))
     external = evaluate_external(model, plan.external, classes, plan.image_size, measure=measure)
     groups = {}
     if data.holdout is not None:

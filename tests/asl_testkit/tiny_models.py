@@ -8,6 +8,7 @@ yet exercise genuinely different models (image size, classes, architecture).
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,15 +147,19 @@ class LazyModels(dict):
         return self[key]
 
 
-def export_landmark_classifier(out_dir: Path, features=None, labels=None, seed: int = 0) -> Path:
+def export_landmark_classifier(
+    out_dir: Path, features=None, labels=None, seed: int = 0, detector: dict | None = None
+) -> Path:
     """A real landmark classifier ONNX (the training contract: FEATURES, HAND_FOUND -> PROBS).
 
     ``features``/``labels`` given: the MLP is fitted on them for a few hundred steps, so the
-    served answer for those photos is known. Exported by the training stage's own export.
+    served answer for those photos is known. Exported by the training stage's own export;
+    ``detector``: hand detector settings recorded in it, as a training run records its table's.
     """
     import torch
 
     from asl_recognition.classes import CLASSES, write_class_file
+    from asl_recognition.hands.landmarker import DETECTOR_METADATA_KEY
     from asl_recognition.training.export import export_onnx
     from asl_recognition.training.landmark_model import LandmarkNet
 
@@ -168,6 +173,7 @@ def export_landmark_classifier(out_dir: Path, features=None, labels=None, seed: 
             torch.nn.functional.cross_entropy(net.mlp(x), y).backward()
             optimiser.step()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = export_onnx(net.eval(), out_dir / "model.onnx", 0, num_classes=len(CLASSES))
+    metadata = {DETECTOR_METADATA_KEY: json.dumps(detector)} if detector is not None else None
+    path = export_onnx(net.eval(), out_dir / "model.onnx", 0, len(CLASSES), metadata)
     write_class_file(str(out_dir / "classes.txt"), CLASSES)
     return path

@@ -46,3 +46,25 @@ def test_default_workers_without_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -
     assert workers.default_workers() == 2
     monkeypatch.setattr(workers.os, "cpu_count", lambda: None)
     assert workers.default_workers() == 1
+
+
+def test_recorded_settings_rebuild_the_same_landmarker(hand_models: Path) -> None:
+    """What a table records (``settings()``, through JSON as a model carries it) rebuilds a
+    landmarker with exactly those settings; an empty record gives the defaults."""
+    import json
+
+    from asl_recognition.hands import detector_arguments
+
+    custom = HandLandmarker(
+        hand_models,
+        min_detection=0.3,
+        min_presence=0.6,
+        passes=(Pass(0.2, 0.5), Pass(0.6, 1.0, True)),
+        recrop=False,
+    )
+    recorded = json.loads(json.dumps(custom.settings()))
+    again = HandLandmarker(hand_models, **detector_arguments(recorded))
+    assert again.settings() == custom.settings() != HandLandmarker(hand_models).settings()
+    assert HandLandmarker(hand_models, **detector_arguments({})).settings() == (
+        HandLandmarker(hand_models).settings()
+    )

@@ -334,3 +334,30 @@ def test_served_image_bytes_decode_like_the_client_reads_them(fitted) -> None:
     (blob,) = client.read_encoded(photo).reshape(-1)
     assert blob == photo.read_bytes()
     assert Image.open(io.BytesIO(blob)).size == Image.open(photo).size
+
+
+def test_a_model_is_served_with_the_hand_step_its_table_was_measured_with(
+    hands_server, fitted, tmp_path
+) -> None:
+    """A classifier whose table was measured without the re-crop carries that record; its own
+    hand step, generated from it, measures photos the same way, not with today's defaults."""
+    recorded = HandLandmarker(recrop=False).settings()
+    onnx = export_landmark_classifier(tmp_path / "m", detector=recorded)
+    build_repository(
+        onnx, tmp_path / "m" / "classes.txt", hands_server.repo_dir, model_name="signs"
+    )
+    client = thttp.InferenceServerClient(hands_server.http_url)
+    try:
+        deadline = time.monotonic() + 90
+        while not client.is_model_ready("signs") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.is_model_ready("signs")
+    finally:
+        client.close()
+    photos = fitted["photos"][:6]
+    then = np.stack([data_stage_features(HandLandmarker(recrop=False), p) for p in photos])
+    now = np.stack(fitted["features"][:6])  # the defaults: the re-crop
+    assert np.abs(then - now).max() > 1e-2  # the two hand steps do measure differently
+    blobs = [p.read_bytes() for p in photos]
+    assert np.abs(ask(hands_server, "signs_hands", blobs)["FEATURES"] - then).max() < 1e-4
+    assert np.abs(ask(hands_server, "asl_hands", blobs)["FEATURES"] - now).max() < 1e-4

@@ -382,3 +382,56 @@ def test_hand_instances_below_one_is_refused_before_writing(tmp_path) -> None:
     with pytest.raises(ValueError, match="hand_instances must be >= 1"):
         build_repository(onnx_path, classes, tmp_path / "repo", hand_instances=0)
     assert not (tmp_path / "repo").exists()
+
+
+def _with_metadata(path: Path, text: str) -> Path:
+    """``path``'s graph with its recorded hand detector replaced by ``text`` (a tampered file)."""
+    import onnx
+
+    from asl_recognition.hands.landmarker import DETECTOR_METADATA_KEY
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {DETECTOR_METADATA_KEY: text})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_hand_step_measures_as_the_classifier_s_table_was_measured(tmp_path) -> None:
+    """The detector settings the model carries become its hand step's ``detector`` parameter;
+    a model from before the record has none (served with the package's defaults)."""
+    from asl_testkit.tiny_models import export_landmark_classifier
+
+    from asl_recognition.hands import HandLandmarker
+
+    recorded = HandLandmarker(min_presence=0.6, recrop=False).settings()
+    onnx_path = export_landmark_classifier(tmp_path / "lm", detector=recorded)
+    repo = tmp_path / "repo"
+    build_repository(onnx_path, tmp_path / "lm" / "classes.txt", repo, model_name="signs")
+    hands = load_config(repo / "signs_hands" / "config.pbtxt")
+    assert json.loads(hands.parameters["detector"].string_value) == recorded
+    # the next model, trained before models carried it: the parameter goes, defaults serve
+    older, classes = _landmark_model(tmp_path / "older")
+    build_repository(older, classes, repo, model_name="signs")
+    hands = load_config(repo / "signs_hands" / "config.pbtxt")
+    assert "detector" not in hands.parameters and "min_presence" in hands.parameters
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "cannot be served: Expecting property name"),
+        ('["full"]', "expected a JSON object, got list"),
+        ('{"recrop": false, "tilt": 2}', "settings tilt are unknown to this package"),
+        ('{"passes": [[9.0, 1.0, false]]}', "pad must lie in [0, 2]"),
+        ('{"passes": [[0.15]]}', "are malformed"),
+        ('{"passes": [[0.15, 1.0, "false"]]}', "tint 'false' is not true or false"),
+        ('{"variant": "heavy"}', "variant must be 'full' or 'lite'"),
+        ('{"recrop": "no"}', "recrop must be true or false"),
+    ],
+)
+def test_a_recorded_detector_that_cannot_be_reproduced_is_refused(tmp_path, text, message):
+    onnx_path, classes = _landmark_model(tmp_path)
+    _with_metadata(onnx_path, text)
+    with pytest.raises(OnnxSignatureError, match=re.escape(message)):
+        build_repository(onnx_path, classes, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()

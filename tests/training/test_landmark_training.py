@@ -109,6 +109,14 @@ def test_landmark_model_trains_exports_and_registers(landmarked, tmp_path) -> No
         assert dims[0].dim_param and not dims[0].HasField("dim_value")  # dynamic batch
         assert dims[1].dim_value == width  # the class axis is fixed for Triton
 
+    # the table's hand detector settings travel in the graph, for the served hand step
+    from asl_recognition.hands.landmarker import DETECTOR_METADATA_KEY
+
+    props = {p.key: p.value for p in onnx.load(str(run_dir / "model.onnx")).metadata_props}
+    _, table_meta = load_table(landmarked.landmarks_id)
+    assert json.loads(props[DETECTOR_METADATA_KEY]) == table_meta["detector"]
+    assert table_meta["detector"]["recrop"] is True and table_meta["detector"]["passes"]
+
     # the parity gate ran on the whole test split; onnxruntime equals torch here too
     assert metrics["parity"]["images"] == sizes["test"]
     assert metrics["parity"]["max_abs_diff"] <= 1e-4 and metrics["parity"]["top1_mismatches"] == 0
