@@ -88,6 +88,16 @@ def test_landmark_int8_is_calibrated_on_train_rows_and_served_like_fp32(workspac
     graph = onnx.load(int8["path"]).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
     assert [i.name for i in graph.input] == ["FEATURES", "HAND_FOUND"]
+    # every variant keeps the hand detector record, so it is served with the table's hand step
+    from asl_recognition.hands.landmarker import DETECTOR_METADATA_KEY
+
+    recorded = {p.key: p.value for p in onnx.load(record.onnx_path).metadata_props}
+    assert DETECTOR_METADATA_KEY in recorded
+    for name in ("int8", "optimized"):
+        props = {
+            p.key: p.value for p in onnx.load(report["variants"][name]["path"]).metadata_props
+        }
+        assert props[DETECTOR_METADATA_KEY] == recorded[DETECTOR_METADATA_KEY], name
 
     # scored on the test split and per held-out group, fp32 and INT8 alike
     assert report["test_images"] == int((table["split"] == "test").sum())
