@@ -361,3 +361,26 @@ def test_a_model_is_served_with_the_hand_step_its_table_was_measured_with(
     blobs = [p.read_bytes() for p in photos]
     assert np.abs(ask(hands_server, "signs_hands", blobs)["FEATURES"] - then).max() < 1e-4
     assert np.abs(ask(hands_server, "asl_hands", blobs)["FEATURES"] - now).max() < 1e-4
+
+
+def test_a_new_model_with_another_record_switches_the_running_hand_step(
+    hands_server, fitted, tmp_path
+) -> None:
+    """Built over the served ``asl``, a classifier recorded without the re-crop rewrites the
+    hand step's config; the polling server reloads it, with no restart and no hand edit."""
+    photos = fitted["photos"][:3]
+    blobs = [p.read_bytes() for p in photos]
+    then = np.stack([data_stage_features(HandLandmarker(recrop=False), p) for p in photos])
+    assert np.abs(ask(hands_server, "asl_hands", blobs)["FEATURES"] - then).max() > 1e-2
+    recorded = HandLandmarker(recrop=False).settings()
+    onnx = export_landmark_classifier(tmp_path / "n", seed=2, detector=recorded)
+    repo = hands_server.repo_dir
+    info = build_repository(onnx, tmp_path / "n" / "classes.txt", repo, max_batch_size=8)
+    assert info["hands_version"] == 1  # same model files: only the config changed
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = ask(hands_server, "asl_hands", blobs)["FEATURES"]
+        if np.abs(got - then).max() < 1e-4:
+            break
+        time.sleep(0.5)
+    assert np.abs(got - then).max() < 1e-4
