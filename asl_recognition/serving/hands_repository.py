@@ -141,7 +141,8 @@ def hands_model_config(
         mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     )
     parameters = {**DEFAULT_HAND_PARAMETERS, "max_image_bytes": MAX_IMAGE_BYTES}
-    if detector is not None:
+    if detector is not None:  # its thresholds shown as the plain parameters too: one story
+        parameters.update({k: detector[k] for k in DEFAULT_HAND_PARAMETERS if k in detector})
         parameters["detector"] = json.dumps(dict(detector), sort_keys=True)
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)

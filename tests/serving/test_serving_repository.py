@@ -409,6 +409,7 @@ def test_the_hand_step_measures_as_the_classifier_s_table_was_measured(tmp_path)
     build_repository(onnx_path, tmp_path / "lm" / "classes.txt", repo, model_name="signs")
     hands = load_config(repo / "signs_hands" / "config.pbtxt")
     assert json.loads(hands.parameters["detector"].string_value) == recorded
+    assert hands.parameters["min_presence"].string_value == "0.6"  # not the default beside it
     # the next model, trained before models carried it: the parameter goes, defaults serve
     older, classes = _landmark_model(tmp_path / "older")
     build_repository(older, classes, repo, model_name="signs")
