@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from bench_report import publish  # noqa: E402
 
 from asl_recognition.hands import HandLandmarker, ensure_models  # noqa: E402
+from asl_recognition.hands.landmarker import VARIANTS  # noqa: E402
 from asl_recognition.imageio import load_rgb  # noqa: E402
 from asl_recognition.options import build_parser as build_options_parser  # noqa: E402
 from asl_recognition.options import option, parse  # noqa: E402
@@ -102,7 +103,7 @@ class BenchHandsOptions:
 
     kaggle_per_class: int = option(10, "Kaggle sample frames per class", low=0)
     per_letter: int = option(0, "files per letter of the other sources (0: every file)", low=0)
-    variant: str = option("full", "hand landmark model", choices=("full", "lite"))
+    variant: str = option("full", "hand landmark model", choices=VARIANTS)
     out: str = option("bench/results/bench_hands.json", "JSON results file")
 
 

@@ -29,6 +29,7 @@ from asl_recognition.hands.passes import (
 
 HANDEDNESS = ("Left", "Right")  # MediaPipe's label order: the model's score is for index 0
 MIN_SIDE = 16
+VARIANTS = ("full", "lite")  # MediaPipe's two model sizes, shipped side by side
 FEATURE_COUNT = 63  # 21 points x (x, y, z), see features_from_landmarks
 # What HandLandmarker.settings() records: everything that decides which points a photo gets.
 DETECTOR_KEYS = ("variant", "min_detection", "min_presence", "passes", "recrop")
@@ -109,7 +110,7 @@ class HandLandmarker:
         passes: tuple[Pass, ...] = DEFAULT_PASSES,
         recrop: bool = True,
     ) -> None:
-        if variant not in ("full", "lite"):
+        if variant not in VARIANTS:
             raise ValueError(f"variant must be 'full' or 'lite', got {variant!r}")
         self.passes = check_passes(passes)
         self.variant = variant
@@ -264,7 +265,7 @@ def detector_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"hand detector settings {dict(settings)!r} are malformed: {exc}"
         ) from exc
-    if arguments.get("variant", "full") not in ("full", "lite"):
+    if arguments.get("variant", VARIANTS[0]) not in VARIANTS:
         raise ValueError(f"hand detector variant must be 'full' or 'lite': {dict(settings)!r}")
     if not isinstance(arguments.get("recrop", True), bool):
         raise ValueError(f"hand detector recrop must be true or false: {dict(settings)!r}")
