@@ -26,6 +26,7 @@ traceback, never ``usage:``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -373,8 +374,26 @@ def test_steps_chained_on_fresh_agents(chain):
     assert [Path(r.script).stem for r in chain.runs] == [label for label, _ in CHAIN]
     train = chain.runs[3]
     assert "epoch 3:" in train.out and "epoch 4:" not in train.out, train.out[-2000:]
+    # the model's hand detector record came through the upload and the agent's download
+    hands = built_hands_config(chain.server, chain.root)
+    assert json.loads(hands.parameters["detector"].string_value)["recrop"] is True
     assert_project_left_alone(chain.server)
     assert_model_queries_in_a_project(chain.server)
+
+
+def built_hands_config(server: MockClearmlServer, root: Path):
+    """``asl_hands/config.pbtxt`` of the repository build_triton_repo uploaded (its zip)."""
+    import io
+    import zipfile
+
+    from asl_recognition.serving.configs import load_config
+
+    (blob,) = [data for name, data in server.files.items() if name.endswith("triton_repo.zip")]
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        (member,) = [n for n in archive.namelist() if n.endswith("asl_hands/config.pbtxt")]
+        path = root / "asl_hands.config.pbtxt"
+        path.write_bytes(archive.read(member))
+    return load_config(path)
 
 
 def resolve(server: MockClearmlServer, value: str, source: Path) -> str | None:
