@@ -44,7 +44,8 @@ class OptimizeOptions:
     triton_requests: int = option(
         200,
         "one-sample requests sent to each variant served by the local Triton, for images/s "
-        "(0 = skip; the report says it was skipped)",
+        "(0 = skip; the report says it was skipped, as it does where requirements-serving.txt "
+        "is not installed, e.g. on an agent)",
         low=0,
     )
     triton_concurrency: int = option(8, "Triton requests in flight at once", low=1)

@@ -102,17 +102,37 @@ class TritonServerError(ChildError):
     """The server could not start, or died; the message carries the end of its log."""
 
 
+class TritonNotInstalled(TritonServerError):
+    """This Python has no local ``tritonserver``: requirements-serving.txt is not installed, as
+    on a ClearML agent, which installs requirements.txt only."""
+
+
 def pytriton_root() -> Path:
     """``site-packages/pytriton/tritonserver`` of the wheel that ships the binary."""
     import importlib.util
 
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise TritonServerError("nvidia-pytriton is not installed (pip install nvidia-pytriton)")
+        raise TritonNotInstalled(
+            "nvidia-pytriton is not installed (pip install -r requirements-serving.txt)"
+        )
     root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
         raise TritonServerError(f"no tritonserver binary under {root}")
     return root
+
+
+def local_server_missing() -> str | None:
+    """Why no local ``tritonserver`` can start in this Python, or None when the wheel is here.
+
+    A broken install (the wheel without its binary) is not "missing": it raises on start."""
+    try:
+        pytriton_root()
+    except TritonNotInstalled as exc:
+        return str(exc)
+    except TritonServerError:
+        return None
+    return None
 
 
 def server_environment() -> dict[str, str]:

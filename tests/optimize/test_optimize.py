@@ -174,6 +174,71 @@ def test_optimize_task_reports_registers_and_logs(trained) -> None:
     assert ("training_debug_image", "fp32 vs int8 vs optimized") in titles  # the bar plot
 
 
+def python_without(distribution: str, root: Path) -> Path:
+    """A venv whose site-packages links every installed distribution but ``distribution``: the
+    agent's install (requirements.txt only) without a 5 GB fresh torch install per run."""
+    import importlib.metadata
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    own = {path.parts[0] for path in importlib.metadata.distribution(distribution).files}
+    source = Path(sysconfig.get_paths()["purelib"])
+    target = Path(
+        subprocess.check_output(
+            [
+                str(root / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            text=True,
+        ).strip()
+    )
+    for entry in source.iterdir():
+        if entry.name not in own:
+            (target / entry.name).symlink_to(entry)
+    return root / "bin" / "python"
+
+
+def test_optimize_task_on_a_python_without_tritonserver_skips_only_the_served_figure(
+    trained, tmp_path
+) -> None:
+    """An agent installs requirements.txt, not requirements-serving.txt: with the default
+    --triton-requests the task still quantises, reports and registers, and says why the served
+    images/s is missing (it used to fail after all that work)."""
+    from asl_recognition.registry.local import LocalModelRegistry
+
+    python = python_without("nvidia-pytriton", tmp_path / "agent-venv")
+    probe = "import importlib.util as u; print(u.find_spec('pytriton'), u.find_spec('torch'))"
+    found = subprocess.check_output([str(python), "-c", probe], text=True).split()
+    assert found[0] == "None" and found[1] != "None"  # serving wheel gone, the rest there
+    workspace, record = trained
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    env.pop("ASL_STEP_OUTPUTS", None)
+    out_dir = tmp_path / "report"
+    proc = subprocess.run(
+        [str(python), "-u", "tasks/optimize_model.py", "--model-id", record.id, "--rounds", "2"]
+        + ["--batch-sizes", "1", "--no-profile", "--output-dir", str(out_dir)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Triton images/s skipped: nvidia-pytriton is not installed" in proc.stdout
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["triton"] == {
+        "skipped": "no local tritonserver: nvidia-pytriton is not installed "
+        "(pip install -r requirements-serving.txt)"
+    }
+    assert "Triton images/s: skipped (no local tritonserver" in (out_dir / "report.md").read_text()
+    registry = LocalModelRegistry(workspace / "registry")
+    for name in ("int8", "optimized"):
+        variant = registry.get(report["variants"][name]["model_id"])
+        assert variant.parent_id == record.id and "triton_images_per_second" not in variant.metrics
+
+
 def test_int8_bench_measures_both_side_by_side(trained, tmp_path, monkeypatch) -> None:
     import importlib
 
