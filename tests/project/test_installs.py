@@ -113,6 +113,53 @@ def test_only_local_serving_uses_the_tritonserver_wheel() -> None:
     assert "nvidia-pytriton" not in pins(STEPS_REQS)
 
 
+# Imported but installed by something other than pip, each with where it comes from.
+NOT_FROM_PIP = {
+    "triton_python_backend_utils": "Triton's Python backend provides it to the served steps",
+    "mediapipe": "tests/hands/make_mediapipe_reference.py runs in its own venv (its docstring)",
+}
+CODE_FOLDERS = ("asl_recognition", "tasks", "pipelines", "triton", "scripts", "bench", "tests")
+
+
+def imported_top_names() -> dict[str, str]:
+    """Top-level name -> one file importing it, for every absolute import in the project's code."""
+    import ast
+
+    found: dict[str, str] = {}
+    for folder in CODE_FOLDERS:
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(path.relative_to(REPO_ROOT)))
+    return found
+
+
+def test_every_third_party_import_is_pinned_directly() -> None:
+    """Every import is pinned in a requirements file, not left to another package's own range
+    (PyJWT came only through clearml's ``pyjwt<3,>=2.4``): the name -> distribution map is the
+    installed one, so a module nobody installs fails here too."""
+    import importlib.metadata
+
+    local = {p.stem for folder in CODE_FOLDERS for p in (REPO_ROOT / folder).rglob("*.py")}
+    local |= {p.parent.name for p in REPO_ROOT.rglob("__init__.py") if ".venv" not in p.parts}
+    distributions = importlib.metadata.packages_distributions()
+    pinned = {name for f in (STEPS_REQS, *OTHER_REQS) for name in pins(f)}
+    unpinned = []
+    for name, where in sorted(imported_top_names().items()):
+        if name in sys.stdlib_module_names or name in local or name in NOT_FROM_PIP:
+            continue
+        owners = {canonical(d) for d in distributions.get(name, [])}
+        if not owners & pinned:
+            unpinned.append(f"{name} ({where}): {sorted(owners) or 'not installed'}")
+    assert not unpinned, unpinned
+
+
 def workflow_jobs() -> dict[str, dict]:
     """``<file>:<job>`` -> job, for every workflow."""
     jobs = {}
