@@ -21,6 +21,9 @@ class PromClient:
     """Prometheus HTTP API; credentials in the URL go into a header and never onto the page."""
 
     def __init__(self, base_url: str, timeout: float = 3.0) -> None:
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            # Not echoed: without "http://", "user:pass@host" reads as scheme "user".
+            raise ValueError("the Prometheus URL must start with http:// or https://")
         bare, self._auth = split_credentials(base_url)
         self.base_url = bare.rstrip("/")
         self.display_url = mask_url(base_url)

@@ -32,9 +32,13 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 def mask_url(url: str) -> str:
     """The URL with its userinfo replaced by ``***`` (path and query kept)."""
     parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=f"{MASK}@{_netloc_without_userinfo(parts)}").geturl()
+    if "@" in parts.netloc:
+        return parts._replace(netloc=f"{MASK}@{_netloc_without_userinfo(parts)}").geturl()
+    if (
+        not parts.netloc and "@" in url
+    ):  # no "scheme://": urlsplit sees no userinfo, yet "@" ends one
+        return f"{MASK}@{url.rpartition('@')[2]}"
+    return url
 
 
 def mask_webhook(url: str) -> str:

@@ -464,3 +464,14 @@ def test_url_masking_keeps_host_and_hides_credentials() -> None:
         "https://hooks.slack.com/…"
     )
     assert mask_webhook("http://127.0.0.1:9099") == "http://127.0.0.1:9099"
+    # Without "http://", urlsplit reads "user" as the scheme and sees no userinfo at all.
+    assert mask_url("ops:s3cret@127.0.0.1:9090") == "***@127.0.0.1:9090"
+    assert mask_url("http://127.0.0.1:9090/a@b") == "http://127.0.0.1:9090/a@b"
+
+
+def test_status_page_refuses_a_prometheus_url_without_scheme_and_shows_no_secret() -> None:
+    from asl_recognition.monitoring.dashboard import StatusSource
+
+    with pytest.raises(ValueError, match="must start with http") as refused:
+        StatusSource(prometheus="ops:s3cret@127.0.0.1:9", registry_backend="local").collect()
+    assert "s3cret" not in str(refused.value)
