@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,18 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 20_000
 JPEG_REDUCTION = 2
 JPEG_FORMATS = ("JPEG", "MPO")
+# The only formats Pillow may open: plugins whose ``open`` reads a header and no pixel. Icon and
+# container formats (ICO, CUR, ICNS, ...) decode an embedded image inside ``Image.open``, whose
+# real size their header does not tell, so no bound could be checked before the decode.
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# Pillow's own guard (it refuses over twice this) at the project's largest bound, the JPEG one:
+# it refuses inside ``Image.open`` what a plugin would allocate there (a WebP canvas), before
+# our own check runs. Set once at import and only ever lowered, so no thread sees it change
+# back and forth; :func:`declared_size` lifts it only under :data:`_PILLOW_LIMIT_LOCK`.
+PILLOW_MAX_IMAGE_PIXELS = JPEG_REDUCTION**2 * MAX_PIXELS // 2
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > PILLOW_MAX_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = PILLOW_MAX_IMAGE_PIXELS
+_PILLOW_LIMIT_LOCK = threading.Lock()
 # The most pixels the images of one served request may decode to, all together (two images of
 # MAX_PIXELS, or eight 10 MP photos): one request holds the hand step for at most a few seconds.
 MAX_REQUEST_PIXELS = 2 * MAX_PIXELS
@@ -118,19 +131,83 @@ def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
     return None
 
 
-def declared_size(path: str | Path) -> tuple[int, int] | None:
-    """The size a header declares, even past Pillow's own bomb limit (no pixel is decoded)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+def _open_formats() -> tuple[str, ...]:
+    """:data:`ACCEPTED_FORMATS` this Pillow has (``Image.open`` fails on a missing one)."""
+    Image.init()
+    return tuple(f for f in ACCEPTED_FORMATS if f in Image.OPEN)
+
+
+def _refused_format(prefix: bytes) -> str | None:
+    """The name of a format Pillow knows but the project does not open, from magic bytes only."""
+    for name in Image.ID:
+        factory_accept = Image.OPEN.get(name)
+        if name in ACCEPTED_FORMATS or not factory_accept or factory_accept[1] is None:
+            continue
+        try:
+            found = factory_accept[1](prefix)
+        except Exception:  # noqa: BLE001 - a plugin's magic check is only a hint here
+            continue
+        if found and not isinstance(found, str):
+            return name
+    return None
+
+
+def _open_header(stream, name: str) -> Image.Image:
+    """``Image.open`` limited to :data:`ACCEPTED_FORMATS`, every parse failure an
+    :class:`ImageDecodeError`; file-system errors (an errno: missing, denied) propagate."""
     try:
         with warnings.catch_warnings():
+            # Pillow warns from half its limit; the bound that matters is checked after this
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _PILLOW_LIMIT_LOCK:  # never while declared_size has lifted Pillow's guard
+                return Image.open(stream, formats=_open_formats())
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("decompression_bomb", f"{name}: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        other = _refused_format(_prefix(stream))
+        if other:
+            accepted = ", ".join(sorted(set(ACCEPTED_FORMATS) - {"MPO"}))
+            raise ImageDecodeError(
+                "unsupported_format",
+                f"{name} is in {other} format, refused unopened (the formats read: {accepted})",
+            ) from exc
+        raise ImageDecodeError("not_an_image", f"{name} is not a readable image") from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise ImageDecodeError(
+            "truncated_or_corrupt", f"{name} is truncated or corrupt: {exc}"
+        ) from exc
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(
+            "truncated_or_corrupt", f"{name} is truncated or corrupt: {exc}"
+        ) from exc
+
+
+def _prefix(stream) -> bytes:
+    """The first 16 bytes, where Pillow's plugins look for their magic."""
+    if isinstance(stream, io.BytesIO):
+        return stream.getvalue()[:16]
+    try:
+        with open(stream, "rb") as fh:
+            return fh.read(16)
+    except OSError:
+        return b""
+
+
+def declared_size(path: str | Path) -> tuple[int, int] | None:
+    """The size a header declares, even past Pillow's own bomb limit (no pixel is decoded)."""
+    try:
+        with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                return img.size
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path, formats=_open_formats()) as img:
+                    return img.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
     except Exception:  # noqa: BLE001 - the size is a courtesy for the report
         return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -138,7 +215,9 @@ def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Ima
 
     ``source`` is a file or the file's bytes (the hand step's request). Refused, with reason
     ``decompression_bomb``: a side over :data:`MAX_SIDE`, or over :data:`MAX_PIXELS` pixels
-    (JPEG: over ``JPEG_REDUCTION**2`` times that, read reduced by :func:`decode_rgb`).
+    (JPEG: over ``JPEG_REDUCTION**2`` times that, read reduced by :func:`decode_rgb`);
+    ``unsupported_format``: not one of :data:`ACCEPTED_FORMATS` (an icon decodes while opened);
+    ``truncated_or_corrupt``: a header Pillow cannot parse. File-system errors stay ``OSError``.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, nbytes, stream = "the image", len(source), io.BytesIO(source)
@@ -147,15 +226,7 @@ def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Ima
         nbytes, stream = Path(source).stat().st_size, source
     if nbytes == 0:
         raise ImageDecodeError("empty_file", f"{name} has zero bytes")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns from 89 MP; the bound that matters is checked just below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(stream)
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("decompression_bomb", f"{name}: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not_an_image", f"{name} is not a readable image") from exc
+    img = _open_header(stream, name)
     problem = _header_problem(img, max_pixels)
     if problem:
         img.close()

@@ -99,18 +99,22 @@ class FrameHandler:
 
     @staticmethod
     def check_image(photo: bytes) -> None:
-        """The header alone says whether this is an image the hand step can decode."""
+        """The header alone says whether this is an image the hand step can decode: a format
+        the project does not read, a bomb, or truncated or corrupt bytes are the client's 415
+        (``imageio`` turns every parse failure into an ``ImageDecodeError``), never a 500."""
         try:
             imageio.read_header(photo).close()
         except imageio.ImageDecodeError as exc:
             raise Refused(
                 415, "not_image", f"not an image the model can read ({exc.reason}): {exc.detail}"
-            )
+            ) from None
 
     async def answer(self, request: Request) -> dict:
         self.check_client(request)
         photo = await read_capped(request, self.limits.max_frame_bytes, "the frame")
-        self.check_image(photo)
+        # in a worker thread: a header is read in milliseconds, but no client's bytes
+        # should ever hold the event loop that serves the others
+        await asyncio.to_thread(self.check_image, photo)
         start = time.perf_counter()
         try:
             answer = await asyncio.wait_for(self.link.classify(photo), self.limits.request_timeout)

@@ -101,3 +101,12 @@ def png16(path: Path, pixels: np.ndarray) -> Path:
         + _png_chunk(b"IEND", b"")
     )
     return path
+
+
+def icon_bomb(path: Path, side: int = 13_000) -> Path:
+    """A real ICO whose one directory entry says 16x16 but whose embedded PNG is side x side
+    black RGB (about 500 KB for 13,000): Pillow's ICO plugin decodes it inside ``Image.open``."""
+    png = padded_bomb_png(path.with_suffix(".inner.png"), side, side).read_bytes()
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 6 + 16)
+    path.write_bytes(struct.pack("<HHH", 0, 1, 1) + entry + png)
+    return path

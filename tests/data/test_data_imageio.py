@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit.images import bomb_png, padded_bomb_png, png16
+from asl_testkit.images import bomb_png, icon_bomb, padded_bomb_png, png16
 from PIL import Image, ImageOps
 
 from asl_recognition.data.scan import scan_source
@@ -213,3 +213,62 @@ def test_32_bit_grey_is_scaled_like_whole_array_maths(
     Image.fromarray(values, mode).save(tmp_path / "grey.tif")
     out = np.asarray(load_rgb(tmp_path / "grey.tif"))
     assert np.array_equal(out, np.repeat(expected.astype(np.uint8)[:, :, None], 3, axis=2))
+
+
+READ_HEADERS = """
+import json, resource, sys, time
+from pathlib import Path
+from asl_recognition.imageio import ImageDecodeError, load_rgb, read_header
+path = Path(sys.argv[1])
+data = path.read_bytes()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+out = []
+for how in (load_rgb, read_header):
+    try:
+        how(path if how is load_rgb else data).close()
+        out.append(["opened", ""])
+    except ImageDecodeError as exc:
+        out.append([exc.reason, exc.detail])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"out": out, "seconds": time.perf_counter() - start,
+                  "grew_mb": (peak - before) / 1024}))
+"""
+
+
+def test_an_icon_hiding_a_huge_png_is_refused_unopened(tmp_path: Path) -> None:
+    """The ICO header says 16x16; the PNG inside is 13,000 x 13,000 (169 MP, 507 MB decoded,
+    under Pillow's default guard): before, Image.open decoded it whole (0.5-0.7 GB, ~1 s)."""
+    ico = icon_bomb(tmp_path / "icon.ico")
+    assert ico.stat().st_size < 1_000_000
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_HEADERS, str(ico)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for reason, detail in result["out"]:  # the file (data stage) and its bytes (hand step)
+        assert reason == "unsupported_format", result
+        assert "in ICO format, refused unopened" in detail and "JPEG, PNG" in detail, detail
+    assert result["grew_mb"] < 30, result
+    assert result["seconds"] < 0.5, result
+
+
+def test_a_truncated_jpeg_is_a_decode_error_not_an_oserror(tmp_path: Path) -> None:
+    """The first 300 bytes of a real photo: Pillow's JPEG header parser raises a bare OSError
+    ("Truncated File Read"), which callers catching only ImageDecodeError crashed on."""
+    head = (TEST_IMAGES / "A_test.jpg").read_bytes()[:300]
+    (tmp_path / "cut.jpg").write_bytes(head)
+    for source in (tmp_path / "cut.jpg", head):
+        with pytest.raises(ImageDecodeError, match="truncated or corrupt") as caught:
+            load_rgb(source) if isinstance(source, Path) else read_header(source)
+        assert caught.value.reason == "truncated_or_corrupt"
+        assert "Truncated File Read" in caught.value.detail
+    # a file-system error is still the caller's OSError, not the file's fault
+    with pytest.raises(FileNotFoundError):
+        load_rgb(tmp_path / "missing.jpg")
+    with pytest.raises(IsADirectoryError):
+        load_rgb(tmp_path)

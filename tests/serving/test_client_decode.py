@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit.images import padded_bomb_png, png16
+from asl_testkit.images import icon_bomb, padded_bomb_png, png16
 from PIL import Image
 from test_serving_server import CLIENT, load_client_module
 
 from asl_recognition import imageio
 from asl_recognition.imageio import ImageDecodeError, load_rgb
-from asl_recognition.paths import SAMPLE_DATA
+from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
 ISOLATED_DECODE = """
 import importlib.util, json, sys
@@ -141,5 +141,55 @@ def test_the_client_decodes_like_training_without_the_package(awkward, tmp_path)
 
 def test_the_client_copy_keeps_the_training_bounds() -> None:
     client = load_client_module()
-    for name in ("MAX_PIXELS", "MAX_SIDE", "JPEG_REDUCTION", "JPEG_FORMATS", "_BLOCK_VALUES"):
+    names = ("MAX_PIXELS", "MAX_SIDE", "JPEG_REDUCTION", "JPEG_FORMATS", "_BLOCK_VALUES")
+    for name in names + ("ACCEPTED_FORMATS", "PILLOW_MAX_IMAGE_PIXELS"):
         assert getattr(client, name) == getattr(imageio, name), name
+
+
+ISOLATED_HOSTILE = """
+import importlib.util, json, resource, sys, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("client", sys.argv[1])
+client = importlib.util.module_from_spec(spec)
+sys.modules["client"] = client
+spec.loader.exec_module(client)
+out = {}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+for path in sys.argv[2:]:
+    try:
+        client.decode_rgb(Path(path))
+        out[path] = "ok"
+    except ValueError as exc:
+        out[path] = "error: " + str(exc)
+    except OSError as exc:
+        out[path] = "oserror: " + str(exc)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"out": out, "seconds": time.perf_counter() - start,
+                  "grew_mb": (peak - before) / 1024}))
+"""
+
+
+def test_the_client_refuses_an_icon_bomb_and_names_a_truncated_jpeg(tmp_path: Path) -> None:
+    """Run alone, as the README shows: the 16x16-says ICO hiding a 13,000 x 13,000 PNG is
+    refused unopened (before: decoded whole, 0.5-0.7 GB), and a photo's first 300 bytes get
+    the decoder's own sentence, as training's ``truncated_or_corrupt``."""
+    ico = icon_bomb(tmp_path / "icon.ico")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((REPO_ROOT / "data" / "test_images" / "A_test.jpg").read_bytes()[:300])
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", ISOLATED_HOSTILE, str(CLIENT), str(ico), str(cut)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["out"][str(ico)].startswith("error: unsupported format: ICO, refused"), result
+    assert result["out"][str(cut)] == "error: truncated or corrupt image (Truncated File Read)"
+    assert result["grew_mb"] < 30, result
+    assert result["seconds"] < 0.5, result
+    with pytest.raises(ImageDecodeError) as caught:  # the training decoder agrees
+        load_rgb(ico)
+    assert caught.value.reason == "unsupported_format"

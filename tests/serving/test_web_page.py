@@ -269,3 +269,27 @@ def test_a_model_that_takes_no_photos_gets_503_with_its_sentence(served) -> None
         assert health.status_code == 503 and "does not take photo bytes" in health.text
     finally:
         web.stop()
+
+
+def test_a_truncated_photo_or_an_icon_bomb_gets_415_not_500(tmp_path) -> None:
+    """The first 300 bytes of a real photo (Pillow: "Truncated File Read") and an ICO that
+    says 16x16 but hides a 13,000 x 13,000 PNG: both are the client's bytes, 415 with the
+    reason, read from the header alone; no Triton is needed to refuse them."""
+    from asl_testkit.images import icon_bomb
+
+    web = start_web()
+    try:
+        url = web.url + "/api/frame"
+        cut = httpx.post(url, content=photo("A").read_bytes()[:300], timeout=30)
+        assert cut.status_code == 415, cut.text
+        assert cut.json()["error"].startswith(
+            "not an image the model can read (truncated_or_corrupt): the image is truncated"
+        ), cut.text
+        start = time.monotonic()
+        icon = httpx.post(url, content=icon_bomb(tmp_path / "icon.ico").read_bytes(), timeout=30)
+        assert icon.status_code == 415, icon.text
+        assert "(unsupported_format): the image is in ICO format" in icon.json()["error"]
+        assert time.monotonic() - start < 0.5  # before: decoded whole, about a second
+        assert httpx.get(web.url + "/api/config", timeout=30).status_code == 200
+    finally:
+        web.stop()

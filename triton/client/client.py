@@ -57,7 +57,15 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 20_000
 JPEG_REDUCTION = 2
 JPEG_FORMATS = ("JPEG", "MPO")
+# Only formats whose Pillow plugin reads a header and no pixel while opening: an icon (ICO,
+# CUR, ICNS) decodes its embedded image, of a size its header does not tell, inside open.
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# Pillow's own guard (refusing over twice this) at the largest bound, the JPEG one; this script
+# is single-threaded, and the bound is only ever lowered.
+PILLOW_MAX_IMAGE_PIXELS = JPEG_REDUCTION**2 * MAX_PIXELS // 2
 _BLOCK_VALUES = 1 << 20
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > PILLOW_MAX_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = PILLOW_MAX_IMAGE_PIXELS
 
 
 class ClientError(Exception):
@@ -89,18 +97,48 @@ def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
     return None
 
 
+def _refused_format(prefix: bytes) -> str | None:
+    """A format Pillow knows but this decoder does not open, named from its magic bytes only."""
+    for name in Image.ID:
+        factory_accept = Image.OPEN.get(name)
+        if name in ACCEPTED_FORMATS or not factory_accept or factory_accept[1] is None:
+            continue
+        try:
+            found = factory_accept[1](prefix)
+        except Exception:  # a plugin's magic check is only a hint here
+            continue
+        if found and not isinstance(found, str):
+            return name
+    return None
+
+
 def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open lazily (header only); refuse what would decode too big before decoding a pixel."""
     if path.stat().st_size == 0:
         raise ValueError("empty file")
+    Image.init()
+    formats = tuple(f for f in ACCEPTED_FORMATS if f in Image.OPEN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path, formats=formats)
     except Image.DecompressionBombError as exc:
         raise ValueError(f"decompression bomb ({exc})") from None
     except UnidentifiedImageError:
+        with path.open("rb") as fh:
+            other = _refused_format(fh.read(16))
+        if other:
+            accepted = ", ".join(sorted(set(ACCEPTED_FORMATS) - {"MPO"}))
+            raise ValueError(
+                f"unsupported format: {other}, refused unopened (the formats read: {accepted})"
+            ) from None
         raise ValueError("not a readable image") from None
+    except OSError as exc:
+        if exc.errno is not None:  # missing, denied: the caller's file-system error
+            raise
+        raise ValueError(f"truncated or corrupt image ({exc})") from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise ValueError(f"truncated or corrupt image ({exc})") from None
     problem = _header_problem(img, max_pixels)
     if problem:
         img.close()
