@@ -1,10 +1,12 @@
 """Zip extraction that cannot write outside its target, fill the disk, or leave half a tree.
 
-Refused: zip-slip and absolute paths, links, encrypted or corrupt archives, a name that is both a
+Refused: zip-slip and absolute paths, empty names, a file named ``.``, names or components
+longer than the file system allows, links, encrypted or corrupt archives, a name that is both a
 file and a folder, duplicate names, and archives over the size limits (zip bombs). The limits are
 checked from the central directory first and enforced again on the bytes actually decompressed,
 so a member whose header lies about its size is caught while streaming. Extraction goes to a
-staging folder next to the target that is renamed into place only when every member is written.
+staging folder next to the target that is renamed into place only when every member is written;
+any OS error while writing (a name the file system refuses, a full disk) refuses the archive too.
 """
 
 from __future__ import annotations
@@ -67,6 +69,54 @@ class ZipLimits:
         return cls(**values)
 
 
+# Fallbacks where os.pathconf cannot tell (the usual Linux NAME_MAX and PATH_MAX, in bytes).
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def _fs_limit(folder: Path, key: str, fallback: int) -> int:
+    """The file system's limit for ``folder`` (its nearest existing parent), else ``fallback``."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, key))
+    except (OSError, ValueError):
+        return fallback
+
+
+def _shown(name: str, keep: int = 60) -> str:
+    """``name`` for a one-line message: quoted, cut short when it is long."""
+    return repr(name) if len(name) <= keep else f"{name[:keep]!r}..."
+
+
+def _name_problem(name: str, target: Path) -> str | None:
+    """An empty name, a file named ``.``, a ``..`` component, or a name the file system cannot
+    hold. ``./A/x.jpg`` is ``A/x.jpg`` (some tools write it so; the duplicate check sees them as
+    one name) and a ``./`` entry is the target folder itself.
+
+    Caught here so the refusal is one line before anything is written, not an OS error (or a
+    write to the staging folder itself, for ``.``) half way through.
+    """
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if not parts:
+        if not name:
+            return "member '' has an empty name"
+        return None if name.endswith("/") else f"member {name!r} names the target folder itself"
+    if ".." in parts:
+        return f"member {_shown(name)} escapes the target with '..'"
+    name_max = _fs_limit(target, "PC_NAME_MAX", NAME_MAX)
+    longest = max(parts, key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > name_max:
+        return (
+            f"member {_shown(name)} has a {len(os.fsencode(longest))} byte name component, over "
+            f"the file system's {name_max} byte limit"
+        )
+    path_max = _fs_limit(target, "PC_PATH_MAX", PATH_MAX)
+    if len(os.fsencode(str(target / "/".join(parts)))) >= path_max:
+        return f"member {_shown(name)} makes a path over the file system's {path_max} byte limit"
+    return None
+
+
 def _member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
     name = info.filename.replace("\\", "/")
     mode = info.external_attr >> 16
@@ -78,8 +128,9 @@ def _member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
         or (len(name) > 1 and name[1] == ":")
     ):
         return f"member {info.filename!r} has an absolute path"
-    if ".." in PurePosixPath(name).parts:
-        return f"member {info.filename!r} escapes the target with '..'"
+    problem = _name_problem(name, target)
+    if problem:
+        return problem
     resolved = (target / name).resolve()
     if resolved != target and target not in resolved.parents:
         return f"member {info.filename!r} resolves outside {target}"
@@ -169,10 +220,16 @@ def _extract_all(zf: zipfile.ZipFile, stage: Path, limits: ZipLimits) -> None:
     budget = limits.total_bytes
     for info in zf.infolist():
         dest = stage / info.filename.replace("\\", "/")
-        if info.is_dir():
-            dest.mkdir(parents=True, exist_ok=True)
-            continue
-        budget -= _stream_member(zf, info, dest, budget, limits)
+        try:
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            budget -= _stream_member(zf, info, dest, budget, limits)
+        except OSError as exc:
+            # a name this file system refuses that the checks above did not foresee, a full disk
+            raise UnsafeArchiveError(
+                f"cannot write member {_shown(info.filename)} ({exc.strerror or exc})"
+            ) from None
 
 
 def safe_extract_zip(
@@ -204,6 +261,11 @@ def safe_extract_zip(
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsafeArchiveError(
             f"refusing {archive.name}: corrupt or unreadable zip ({why})"
+        ) from None
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise UnsafeArchiveError(
+            f"refusing {archive.name}: cannot extract it ({exc.strerror or exc})"
         ) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import stat
 import struct
@@ -11,7 +12,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from asl_testkit.cli import run_script
 
+from asl_recognition.data import safe_extract
 from asl_recognition.data.raw import validate_raw
 from asl_recognition.data.safe_extract import UnsafeArchiveError, safe_extract_zip
 
@@ -245,3 +248,112 @@ def test_validate_raw_turns_a_corrupt_zip_into_one_line(
         validate_raw(tmp_path / "bad.zip", report_dir=tmp_path / "rep", progress=False)
     assert "\n" not in str(caught.value) and "corrupt or unreadable zip" in str(caught.value)
     assert not list((asl_workspace / "extracted").glob("*/*"))
+
+
+# --- member names the file system cannot take: refused in one line, before anything is written --
+
+LONG_COMPONENT = "A/" + "x" * 300 + ".jpg"  # over NAME_MAX (255 bytes)
+LONG_PATH = "/".join(["d" * 200] * 21) + "/a.jpg"  # every part fits, the whole is over PATH_MAX
+
+
+def _named_zip(path: Path, name: str, data: bytes = b"y") -> Path:
+    """A zip with a good member and one named ``name`` exactly (``""`` included)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("A/ok.jpg", b"x")
+        info = zipfile.ZipInfo("placeholder")
+        info.filename = name  # ZipInfo() and writestr() would each rewrite some of these
+        zf.writestr(info, data)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist()[-1] == name
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (".", r"member '\.' names the target folder itself"),
+        ("", "member '' has an empty name"),
+        (
+            LONG_COMPONENT,
+            r"member 'A/x{58}'\.\.\. has a 304 byte name component, over the file system's 255 ",
+        ),
+        (LONG_PATH, r"member 'd{60}'\.\.\. makes a path over the file system's \d+ byte limit"),
+    ],
+    ids=["dot", "empty", "long-component", "long-path"],
+)
+def test_names_the_file_system_cannot_take_are_refused_before_writing(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    archive = _named_zip(tmp_path / "z.zip", name)
+    target = tmp_path / "out" / "target"
+    with pytest.raises(UnsafeArchiveError, match=f"^refusing z.zip: {message}") as caught:
+        safe_extract_zip(archive, target)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+    _assert_nothing_left(target.parent, target)
+
+
+def test_dot_components_are_the_names_without_them(tmp_path: Path) -> None:
+    """``./A/x.jpg`` (with a ``./`` entry) is ``A/x.jpg``, and so counts as its duplicate."""
+    dotted = tmp_path / "dotted.zip"
+    with zipfile.ZipFile(dotted, "w") as zf:
+        for name, data in (("./", b""), ("./A/", b""), ("./A/x.jpg", b"x"), ("B/./y.jpg", b"y")):
+            info = zipfile.ZipInfo("placeholder")
+            info.filename = name
+            zf.writestr(info, data)
+    target = tmp_path / "target"
+    safe_extract_zip(dotted, target)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*.jpg")) == [
+        "A/x.jpg",
+        "B/y.jpg",
+    ]
+    twice = _named_zip(tmp_path / "twice.zip", "A/./ok.jpg")
+    with pytest.raises(UnsafeArchiveError, match="appears twice"):
+        safe_extract_zip(twice, tmp_path / "other")
+
+
+def test_an_os_error_while_writing_is_a_refusal_and_nothing_is_left(
+    tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up half way (or a name only the OS refuses): one line, no half tree."""
+    archive = _deflated(tmp_path / "full.zip", _real_members(sample_dir, 3))
+    write = safe_extract._stream_member
+    calls = []
+
+    def write_then_fill_the_disk(zf, info, dest, budget, limits):
+        calls.append(info.filename)
+        if len(calls) == 2:
+            dest.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+        return write(zf, info, dest, budget, limits)
+
+    monkeypatch.setattr(safe_extract, "_stream_member", write_then_fill_the_disk)
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError) as caught:
+        safe_extract_zip(archive, target)
+    assert str(caught.value) == (
+        f"refusing full.zip: cannot write member {calls[1]!r} (No space left on device)"
+    )
+    _assert_nothing_left(tmp_path, target)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (".", "member '.' names the target folder itself"),
+        (LONG_COMPONENT, "has a 304 byte name component"),
+        ("", "member '' has an empty name"),
+    ],
+    ids=["dot", "long-component", "empty"],
+)
+def test_validate_raw_task_refuses_hostile_names_in_one_line(
+    task_env: dict[str, str], asl_workspace: Path, tmp_path: Path, name: str, message: str
+) -> None:
+    archive = _named_zip(tmp_path / "z.zip", name)
+    result = run_script("tasks/validate_raw.py", "--source", archive, env=task_env, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("validate_raw: error: refusing z.zip: member "), result.stderr[-3000:]
+    assert message in last
+    assert list((asl_workspace / "extracted").iterdir()) == []  # nothing left behind
+    assert not (asl_workspace / "datasets").exists()  # nothing published
