@@ -6,7 +6,9 @@ tagged with its source name; report.json holds a per-source table and
 class_histogram_per_source.png a histogram per source. The minimum per class applies to the
 merged set, so a source may lack classes. Exits 2 with a one-line reason when the data is
 unusable (a class missing or below the minimum, nothing readable) or the options are malformed;
-bad files are otherwise quarantined and listed in report.json.
+bad files are otherwise quarantined and listed in report.json. Each run writes its report to a
+folder of its own, ``reports/ASL_raw/<UTC time>-<random>/`` (``--report-dir`` overrides it), and
+extracts a zip into a folder of its own, so runs on one workspace may overlap.
 """
 
 from __future__ import annotations

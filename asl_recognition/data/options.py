@@ -30,7 +30,8 @@ class ValidateRawOptions:
     )
     report_dir: str | None = option(
         None,
-        "where report.json, GX results, Data Docs and plots go (empty: workspace/reports)",
+        "where report.json, GX results, Data Docs and plots go (empty: a folder of this run's "
+        "own, workspace/reports/<name>/<UTC time>-<random>)",
         path=True,
     )
     name: str = option("ASL_raw", "dataset name to publish")

@@ -4,15 +4,24 @@ Several sources merge into ONE raw version: each file is stored under ``<source 
 the source>`` and each scan row carries a ``source`` column, so the report, the class histograms
 and later the splits can be broken down per source. A single source keeps the plain layout
 (``<CLASS>/<file>``, no prefix) so existing versions and pipelines read the same.
+
+Runs may overlap (two agents on one workspace): each extracts its zips into a folder of its own,
+removed when it ends, and writes its report into ``reports/<name>/<run>/``, so neither wipes nor
+overwrites what the other reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import secrets
 import shutil
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,7 @@ from asl_recognition.data.validate import (
     load_suite_config,
     run_gx,
 )
+from asl_recognition.locks import FileLock
 from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
@@ -48,11 +58,81 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _extract_dir(source: Path, name: str = "") -> Path:
+SCRATCH_PREFIX = "run-"
+# Before per-run folders, zips were extracted to extracted/<sha256[:16]>[-<source>] (and staged
+# in .<that>.part<pid>), never removed: the next run removes them.
+LEGACY_EXTRACT = re.compile(r"\.?[0-9a-f]{16}(-.+)?(\.part\d+)?")
+
+
+def _same_file(lock: FileLock) -> bool:
+    """Whether the locked descriptor is still the file at ``lock.path`` (not unlinked since)."""
+    try:
+        return os.fstat(lock.fileno()).st_ino == os.stat(lock.path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def remove_dead_scratch(parent: Path) -> list[Path]:
+    """Remove the extraction folders of runs that died (``kill -9``); returns them.
+
+    A run's ``<folder>.lock`` is flocked for as long as it lives (the kernel drops the lock when
+    it dies, whatever its pid becomes), so a lock this process can take belongs to a dead run.
+    """
+    removed = []
+    for folder in parent.iterdir():  # the shared <sha>[-name] folders of older versions
+        if LEGACY_EXTRACT.fullmatch(folder.name) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    for lock_path in sorted(parent.glob(f"{SCRATCH_PREFIX}*.lock")):
+        lock = FileLock(lock_path)
+        if not lock.acquire(timeout=0):
+            continue  # its run is alive
+        try:
+            if _same_file(lock):  # not already removed by another run starting now
+                folder = lock_path.with_suffix("")
+                shutil.rmtree(folder, ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+                removed.append(folder)
+        finally:
+            lock.release()
+    return removed
+
+
+@contextmanager
+def run_scratch(parent: Path | None = None) -> Iterator[Path]:
+    """This run's own folder for its zip extractions (created on first use), removed at the end.
+
+    Never shared: a run on the same zip at the same time cannot wipe, or read half of, this one's
+    files. Locked while the run lives, so one killed mid-run is never reused, and its folder is
+    removed by the next run that starts.
+    """
+    parent = parent or workspace() / "extracted"
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_scratch(parent)
+    while True:
+        lock = FileLock(parent / f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.lock")
+        if lock.acquire(timeout=0) and _same_file(lock):
+            break
+        lock.release()  # a starting run took this fresh name for a dead one's: another name
+    folder = lock.path.with_suffix("")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.path.unlink(missing_ok=True)
+        lock.release()
+
+
+def _extract_dir(scratch: Path, source: Path, name: str = "") -> Path:
     # the source name too: two sources made from the same zip must not share (and wipe) a folder
-    target = workspace() / "extracted" / (sha256_file(source)[:16] + (f"-{name}" if name else ""))
-    shutil.rmtree(target, ignore_errors=True)
-    return target
+    return scratch / (sha256_file(source)[:16] + (f"-{name}" if name else ""))
+
+
+def run_report_dir(name: str) -> Path:
+    """``reports/<name>/<UTC time>-<random>/``: a folder per run, so overlapping runs never write
+    (or upload) each other's report; the names sort by start time."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return workspace() / "reports" / name / f"{stamp}-{secrets.token_hex(3)}"
 
 
 def build_report(table: Any, usable: bool, reason: str | None, per_class: dict, gx: dict) -> dict:
@@ -95,8 +175,11 @@ def _specs(source: Any, source_name: str | None) -> list[SourceSpec]:
     return specs
 
 
-def _scan_all(specs: list[SourceSpec], workers: int | None, progress: bool) -> tuple[Any, list]:
-    """One merged table (paths prefixed with the source name when there are several)."""
+def _scan_all(
+    specs: list[SourceSpec], workers: int | None, progress: bool, scratch: Path
+) -> tuple[Any, list]:
+    """One merged table (paths prefixed with the source name when there are several); zips are
+    extracted under ``scratch``, which must outlive the publish that copies from it."""
     import pandas as pd
 
     tables, sources = [], []
@@ -105,7 +188,9 @@ def _scan_all(specs: list[SourceSpec], workers: int | None, progress: bool) -> t
         path = spec.path.resolve()
         if not path.exists():
             raise FileNotFoundError(f"source {spec.name}: {path} does not exist")
-        extract_dir = _extract_dir(path, spec.name if multi else "") if path.is_file() else None
+        extract_dir = (
+            _extract_dir(scratch, path, spec.name if multi else "") if path.is_file() else None
+        )
         scanned = scan_source(path, extract_dir, CLASSES, workers=workers, progress=progress)
         prefix = f"{spec.name}/" if multi else ""
         table = scanned.table.copy()
@@ -315,21 +400,22 @@ def validate_raw(
     name, workers, tags = opts.name, opts.workers, opts.tags
     min_per_class = opts.min_per_class
     specs = _specs(opts.source, opts.source_name)
-    report_dir = Path(opts.report_dir or workspace() / "reports" / name).resolve()
+    report_dir = Path(opts.report_dir or run_report_dir(name)).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
     config = suite_config(min_per_class, [s.name for s in specs])
     params = config["params"]
 
-    scanned, sources = _scan_all(specs, workers, progress)
-    table = apply_rules(scanned, CLASSES, params["min_side"], params["max_side"])
-    usable, reason, per_class = usability(table, CLASSES, params["min_per_class"])
-    gx_summary, gx_full = run_suites(table, config, report_dir / "data_docs")
-    report = full_report(table, sources, (usable, reason, per_class), gx_summary, params)
-    pngs = write_artifacts(report_dir, table, gx_full, report, name)
+    with run_scratch() as scratch:  # the extracted files live until the publish has copied them
+        scanned, sources = _scan_all(specs, workers, progress, scratch)
+        table = apply_rules(scanned, CLASSES, params["min_side"], params["max_side"])
+        usable, reason, per_class = usability(table, CLASSES, params["min_per_class"])
+        gx_summary, gx_full = run_suites(table, config, report_dir / "data_docs")
+        report = full_report(table, sources, (usable, reason, per_class), gx_summary, params)
+        pngs = write_artifacts(report_dir, table, gx_full, report, name)
 
-    ds, reused = None, False
-    if usable:
-        ds, reused = publish_raw(store or get_store(), name, table, sources, report, tags)
+        ds, reused = None, False
+        if usable:
+            ds, reused = publish_raw(store or get_store(), name, table, sources, report, tags)
     report.update(raw_dataset_id=ds.id if ds else "", raw_version=ds.version if ds else "")
     report.update(reused=reused)
     report_path = _deliver(report_dir, report, pngs, logger, upload)
