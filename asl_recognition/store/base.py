@@ -37,6 +37,11 @@ class DatasetNotFoundError(LookupError):
     """No dataset version matches the name / version / id asked for."""
 
 
+class DatasetIntegrityError(DatasetNotFoundError, ValueError):
+    """A stored file no longer has the sha256 its version recorded, or a checkout holds files
+    its version does not list: refused, so that altered data is never used as the version."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative, POSIX separators

@@ -21,6 +21,7 @@ from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.store import DatasetNotFoundError, get_store
 from asl_recognition.store.base import (
     MANIFEST_NAME,
+    DatasetIntegrityError,
     DatasetStore,
     DatasetVersion,
     ManifestFormatError,
@@ -95,7 +96,18 @@ def open_published(ref: str | None, store: DatasetStore | None = None) -> Publis
             f"dataset {DATASET_NAME} {ref or 'latest'} not found ({exc}); "
             "publish it first (tasks/publish_dataset.py)"
         ) from exc
-    root = Path(store.local_copy(version))
+    try:
+        root = Path(store.local_copy(version))
+    except DatasetIntegrityError as exc:  # altered since publishing: never trained on
+        raise TrainingInputError(str(exc)) from None
+    unlisted = _unlisted_images(root, version)
+    if unlisted:
+        raise TrainingInputError(
+            f"dataset {DATASET_NAME} {version.version} ({version.id}) has {unlisted[0]}"
+            + (f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else "")
+            + f" in {root}, which the version does not list; refused: remove them or publish "
+            "a new version"
+        )
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise TrainingInputError(
@@ -130,6 +142,22 @@ def open_published(ref: str | None, store: DatasetStore | None = None) -> Publis
     image_size = int(manifest.get("image_size") or 0)
     digest = sha256_file(manifest_path)
     return PublishedDataset(version, root, manifest, classes, image_size, digest)
+
+
+def _unlisted_images(root: Path, version: DatasetVersion) -> list[str]:
+    """Files under the image split folders that the version's record does not list.
+
+    ``load_split`` reads folders, so a file dropped into a checkout (or a backend's cache)
+    would be trained on as if published; any backend's copy is checked here.
+    """
+    listed = {entry.path for entry in version.files}
+    found = []
+    for split in (*SPLITS, "holdout"):
+        for path in (root / split).rglob("*"):
+            rel = path.relative_to(root).as_posix()
+            if (path.is_symlink() or not path.is_dir()) and rel not in listed:
+                found.append(rel)
+    return sorted(found)
 
 
 def check_classes(dataset_classes: Sequence[str], expected: Sequence[str], source: str) -> None:

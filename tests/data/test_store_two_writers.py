@@ -1,13 +1,18 @@
-"""The local dataset store under two writers (#19.1) and hostile dataset ids (#19.17).
+"""The local dataset store under two writers (#19.1), two readers and hostile dataset ids (#19.17).
 
 Real processes (multiprocessing, fork) released together on one event: each publishes the same
-inputs (the same ``fingerprint:`` tag), as two pipeline runs of one command did.
+inputs (the same ``fingerprint:`` tag), as two pipeline runs of one command did, or checks out
+the same new version, as two training runs on one dataset do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,34 @@ from asl_recognition.store import DatasetNotFoundError
 from asl_recognition.store.local import LocalDatasetStore
 
 WRITERS = 4
+READERS = 4
+FILES = 3000  # enough that one reader's checkout is still being read while another builds
+
+
+def _many_files(tmp_path: Path, count: int) -> dict[str, Path]:
+    files = {}
+    for i in range(count):
+        path = tmp_path / "src" / f"train/{'AB'[i % 2]}/{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"image {i}".encode())
+        files[path.relative_to(tmp_path / "src").as_posix()] = path
+    return files
+
+
+def _digest(folder: Path, version) -> str:
+    """Every listed file of the checkout, read back in order (what a training run decodes)."""
+    digest = hashlib.sha256()
+    for entry in version.files:
+        digest.update((folder / entry.path).read_bytes())
+    return digest.hexdigest()
+
+
+def _read(root: str, dataset_id: str, go, out) -> None:
+    go.wait(10)
+    store = LocalDatasetStore(root)
+    version = store.get(dataset_id=dataset_id)
+    folder = store.local_copy(version)
+    out.put((str(folder), _digest(folder, version), os.stat(folder).st_ino))
 
 
 def _publish(root: str, source: str, go, out) -> None:
@@ -60,3 +93,67 @@ def test_a_dataset_id_that_is_not_one_never_reaches_a_path(tmp_path: Path, bad: 
         store.get(dataset_id=bad)
     with pytest.raises(DatasetNotFoundError, match="no dataset ASL version"):
         store.version_for("ASL", bad)  # neither an id nor a version
+
+
+def test_readers_of_a_new_version_at_once_share_one_checkout(tmp_path: Path) -> None:
+    store = LocalDatasetStore(tmp_path / "datasets")
+    version = store.create("ASL", _many_files(tmp_path, FILES))
+    expected = _digest(tmp_path / "src", version)  # the published sources
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_read, args=(str(store.root), version.id, go, out))
+        for _ in range(READERS)
+    ]
+    for proc in procs:
+        proc.start()
+    go.set()
+    for proc in procs:
+        proc.join(60)
+    assert [p.exitcode for p in procs] == [0] * READERS  # no FileNotFoundError, no ENOTEMPTY
+    results = {out.get(timeout=5) for _ in range(READERS)}
+    assert len(results) == 1  # one folder, never replaced under a reader (same inode)
+    folder, digest, _ = results.pop()
+    assert digest == expected and Path(folder) == store.checkouts / version.id
+    assert sorted(p.name for p in store.checkouts.iterdir()) == [f".{version.id}.lock", version.id]
+
+
+def _build_then_hang(root: str, dataset_id: str, linked) -> None:
+    """Build the checkout, but stop for good half-way (until killed)."""
+    real_link, done = os.link, []
+
+    def link(source, dest, *args, **kwargs) -> None:
+        real_link(source, dest, *args, **kwargs)
+        done.append(dest)
+        if len(done) == 100:
+            linked.set()
+            time.sleep(60)
+
+    os.link = link
+    store = LocalDatasetStore(root)
+    store.local_copy(store.get(dataset_id=dataset_id))
+
+
+def test_a_reader_waits_for_the_builder_and_rebuilds_what_a_killed_one_left(
+    tmp_path: Path,
+) -> None:
+    store = LocalDatasetStore(tmp_path / "datasets")
+    version = store.create("ASL", _many_files(tmp_path, 300))
+    ctx = multiprocessing.get_context("fork")
+    linked, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    builder = ctx.Process(target=_build_then_hang, args=(str(store.root), version.id, linked))
+    builder.start()
+    assert linked.wait(10)
+    reader = ctx.Process(target=_read, args=(str(store.root), version.id, go, out))
+    reader.start()
+    go.set()
+    time.sleep(1.0)
+    assert reader.is_alive() and out.empty()  # it waits: one build at a time
+    os.kill(builder.pid, signal.SIGKILL)  # the builder dies half-way; its lock dies with it
+    builder.join(10)
+    reader.join(30)
+    assert reader.exitcode == 0
+    folder, digest, _ = out.get(timeout=5)
+    assert digest == _digest(tmp_path / "src", version)
+    assert (Path(folder) / ".complete").is_file()
+    assert not list(store.checkouts.glob(".*.tmp*"))  # the killed builder's half tree is gone

@@ -1,21 +1,31 @@
-"""A full disk and a read-only workspace, made real with small tmpfs mounts (root only).
+"""A full disk and a read-only workspace, made real with small tmpfs mounts (root only), and
+stored dataset files altered after publishing.
 
 Each program ends with one line naming the workspace, exit 2, no traceback; a version that could
-not be written completely is not listed afterwards.
+not be written completely is not listed afterwards. A stored image altered (root writes through
+the read-only hard links) or a file dropped into a checkout is refused in one line naming it,
+never trained on; publishing the right bytes again repairs the store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from asl_testkit.cli import run_script
+from asl_testkit.published import publish_sample
 
-from asl_recognition.store import get_store
+import asl_recognition.store.local as local_store
+from asl_recognition.store import DatasetVersion, get_store
+from asl_recognition.store.base import DatasetIntegrityError
+from asl_recognition.store.local import LocalDatasetStore
+from asl_recognition.training.data import load_split, open_published
+from asl_recognition.training.errors import TrainingInputError
 
 ONE_LINE_END = "free space there or point ASL_WORKSPACE at a writable folder"
 
@@ -69,3 +79,112 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_version(tmp_path):
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("ASL_WORKSPACE", str(workspace))
             assert get_store("local").list_versions("ASL_raw") == []
+
+
+def _object(store: LocalDatasetStore, version: DatasetVersion, rel: str) -> Path:
+    """The stored object behind ``rel`` (the bytes its checkout hard-links)."""
+    sha = next(e.sha256 for e in version.files if e.path == rel)
+    return store.objects / sha[:2] / sha
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    """Write over a read-only stored file, as root can (chmod first for other users)."""
+    path.chmod(0o644)
+    path.write_bytes(data)
+
+
+def _published(tmp_path: Path) -> tuple[LocalDatasetStore, DatasetVersion]:
+    dataset_id = publish_sample(tmp_path, classes=["A", "B"], per_class=10)  # 6 train each
+    store = get_store("local")
+    return store, store.get(dataset_id=dataset_id)
+
+
+def test_an_image_altered_in_the_store_is_refused_not_trained_on(asl_workspace, tmp_path) -> None:
+    store, version = _published(tmp_path)
+    open_published(version.id)  # its checkout exists and links the objects
+    rel = next(e.path for e in version.files if e.path.startswith("train/A/"))
+    other = next(e.path for e in version.files if e.path.startswith("train/B/"))
+    _overwrite(_object(store, version, rel), _object(store, version, other).read_bytes())
+    with pytest.raises(TrainingInputError) as refused:
+        open_published(version.id)
+    message = str(refused.value)
+    assert rel in message and "sha256" in message and "\n" not in message
+
+
+class _CacheStore(LocalDatasetStore):
+    """A backend whose local copy is a plain cached folder (as ClearML's), not policed."""
+
+    def local_copy(self, dataset: DatasetVersion) -> Path:
+        cache = self.root.parent / "cache" / dataset.id
+        if not cache.exists():
+            shutil.copytree(super().local_copy(dataset), cache)
+        return cache
+
+
+@pytest.mark.parametrize("backend", ["checkout", "cache"])
+def test_an_image_dropped_into_a_local_copy_is_not_trained_on(
+    asl_workspace, tmp_path, backend
+) -> None:
+    store, version = _published(tmp_path)
+    if backend == "cache":
+        store = _CacheStore(store.root)
+    ds = open_published(version.id, store)
+    train = load_split(ds.root, "train", ds.classes, ds.image_size)
+    assert len(train) == sum(e.path.startswith("train/") for e in version.files) == 12
+    shutil.copyfile(ds.root / train.paths[-1], ds.root / "train/A/injected.jpg")
+    with pytest.raises(TrainingInputError, match="train/A/injected.jpg.*does not list"):
+        open_published(version.id, store)
+
+
+def test_a_checkout_is_never_built_from_an_altered_object(tmp_path: Path) -> None:
+    store = LocalDatasetStore(tmp_path / "datasets")
+    (tmp_path / "a.jpg").write_bytes(b"the real image")
+    version = store.create("ASL", {"train/A/a.jpg": tmp_path / "a.jpg"})
+    _overwrite(_object(store, version, "train/A/a.jpg"), b"another image")
+    with pytest.raises(DatasetIntegrityError, match="file train/A/a.jpg: its stored object"):
+        store.local_copy(version)
+    with pytest.raises(DatasetIntegrityError, match="file train/A/a.jpg: its stored object"):
+        store.local_file(version, "train/A/a.jpg")
+    assert not (store.checkouts / version.id).exists()
+
+
+def test_publishing_the_right_bytes_again_repairs_an_altered_object(tmp_path: Path) -> None:
+    store = LocalDatasetStore(tmp_path / "datasets")
+    (tmp_path / "a.jpg").write_bytes(b"the real image")
+    version = store.create("ASL", {"train/A/a.jpg": tmp_path / "a.jpg"})
+    checkout = store.local_copy(version)
+    _overwrite(checkout / "train/A/a.jpg", b"another image")  # the object, through its link
+    with pytest.raises(DatasetIntegrityError, match="train/A/a.jpg"):
+        store.local_copy(version)
+    store.create("ASL", {"train/A/a.jpg": tmp_path / "a.jpg"})  # the same bytes again
+    assert _object(store, version, "train/A/a.jpg").read_bytes() == b"the real image"
+    with pytest.warns(UserWarning, match="restored from its intact stored object"):
+        assert store.local_copy(version) == checkout
+    assert (checkout / "train/A/a.jpg").read_bytes() == b"the real image"
+
+
+def test_an_open_hashes_only_the_files_whose_stats_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalDatasetStore(tmp_path / "datasets")
+    sources = {}
+    for i in range(50):
+        sources[f"train/A/{i:02d}.jpg"] = tmp_path / f"{i:02d}.jpg"
+        sources[f"train/A/{i:02d}.jpg"].write_bytes(f"image {i:02d}".encode())
+    version = store.create("ASL", sources)
+    checkout = store.local_copy(version)
+    hashed: list[str] = []
+    real = local_store.sha256_file
+    monkeypatch.setattr(
+        local_store, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p)
+    )
+    kept = {p.name: p.stat().st_mtime_ns for p in store.checkouts.glob(f"*{version.id}*")}
+    kept[".complete"] = (checkout / ".complete").stat().st_mtime_ns
+    assert store.local_copy(version) == checkout and hashed == []  # unchanged: stats only
+    assert {p.name: p.stat().st_mtime_ns for p in store.checkouts.glob(f"*{version.id}*")} | {
+        ".complete": (checkout / ".complete").stat().st_mtime_ns
+    } == kept  # and nothing written, not even the lock
+    _overwrite(checkout / "train/A/07.jpg", b"image 07, relabelled")
+    with pytest.raises(DatasetIntegrityError, match="train/A/07.jpg"):
+        store.local_copy(version)
+    assert sorted(hashed) == sorted(["07.jpg", _object(store, version, "train/A/07.jpg").name])
