@@ -196,13 +196,17 @@ def _prefix(stream) -> bytes:
 
 
 def declared_size(path: str | Path) -> tuple[int, int] | None:
-    """The size a header declares, even past Pillow's own bomb limit (no pixel is decoded)."""
+    """The size a header declares, even past Pillow's own bomb limit (no pixel is decoded).
+
+    Not for WebP: its plugin sets up libwebp's decoder, canvas and all, while opening, so with
+    the guard lifted a bomb's size is not worth reading (None)."""
+    formats = tuple(name for name in _open_formats() if name != "WEBP")
     try:
         with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
-                with Image.open(path, formats=_open_formats()) as img:
+                with Image.open(path, formats=formats) as img:
                     return img.size
             finally:
                 Image.MAX_IMAGE_PIXELS = limit

@@ -110,22 +110,23 @@ def _session_events(workspace: Path) -> tuple[dict, list[dict]]:
 
 
 @pytest.mark.server
-def test_optimize_task_reports_registers_and_logs(trained) -> None:
-    from asl_recognition.registry.local import LocalModelRegistry
-
-    workspace, record = trained
+def run_task(command: list[str], workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    """The optimize task on ``workspace``, offline, as a process; it must exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
     env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
     env.pop("ASL_STEP_OUTPUTS", None)
     proc = subprocess.run(
-        [*TASK, "--model-id", record.id, "--triton-requests", "16", "--rounds", "5"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [*command, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_optimize_task_reports_registers_and_logs(trained) -> None:
+    from asl_recognition.registry.local import LocalModelRegistry
+
+    workspace, record = trained
+    run_task(TASK, workspace, "--model-id", record.id, "--triton-requests", "16", "--rounds", "5")
     report_path = next((workspace / "optimize").glob("*/report.json"))
     report = json.loads(report_path.read_text())
     assert set(report["variants"]) == {"fp32", "int8", "optimized"}
@@ -212,20 +213,10 @@ def test_optimize_task_on_a_python_without_tritonserver_skips_only_the_served_fi
     found = subprocess.check_output([str(python), "-c", probe], text=True).split()
     assert found[0] == "None" and found[1] != "None"  # serving wheel gone, the rest there
     workspace, record = trained
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
-    env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
-    env.pop("ASL_STEP_OUTPUTS", None)
     out_dir = tmp_path / "report"
-    proc = subprocess.run(
-        [str(python), "-u", "tasks/optimize_model.py", "--model-id", record.id, "--rounds", "2"]
-        + ["--batch-sizes", "1", "--no-profile", "--output-dir", str(out_dir)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    task = [str(python), "-u", "tasks/optimize_model.py", "--model-id", record.id]
+    options = ["--rounds", "2", "--batch-sizes", "1", "--no-profile", "--output-dir", str(out_dir)]
+    proc = run_task(task, workspace, *options)
     assert "Triton images/s skipped: nvidia-pytriton is not installed" in proc.stdout
     report = json.loads((out_dir / "report.json").read_text())
     assert report["triton"] == {

@@ -22,13 +22,17 @@ from asl_recognition import imageio
 from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
-ISOLATED_DECODE = """
+# A subprocess's first lines: client.py (argv[1]) loaded alone, as the README runs it.
+LOAD_CLIENT = """
 import importlib.util, json, sys
-import numpy as np
 spec = importlib.util.spec_from_file_location("client", sys.argv[1])
 client = importlib.util.module_from_spec(spec)
 sys.modules["client"] = client
 spec.loader.exec_module(client)
+"""
+
+ISOLATED_DECODE = LOAD_CLIENT + """
+import numpy as np
 out = {}
 for item in json.loads(sys.argv[3]):
     name, path, max_pixels = item
@@ -146,13 +150,9 @@ def test_the_client_copy_keeps_the_training_bounds() -> None:
         assert getattr(client, name) == getattr(imageio, name), name
 
 
-ISOLATED_HOSTILE = """
-import importlib.util, json, resource, sys, time
+ISOLATED_HOSTILE = LOAD_CLIENT + """
+import resource, time
 from pathlib import Path
-spec = importlib.util.spec_from_file_location("client", sys.argv[1])
-client = importlib.util.module_from_spec(spec)
-sys.modules["client"] = client
-spec.loader.exec_module(client)
 out = {}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
