@@ -7,21 +7,16 @@ and later the splits can be broken down per source. A single source keeps the pl
 
 Runs may overlap (two agents on one workspace): each extracts its zips into a folder of its own,
 removed when it ends, and writes its report into ``reports/<name>/<run>/``, so neither wipes nor
-overwrites what the other reads.
+overwrites what the other reads (:mod:`asl_recognition.data.run_folders`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import secrets
 import shutil
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +28,7 @@ from asl_recognition.data.rules import (
     apply_rules,
     usability,
 )
+from asl_recognition.data.run_folders import run_report_dir, run_scratch
 from asl_recognition.data.scan import scan_source
 from asl_recognition.data.sources import SourceSpec, SourceSpecError, parse_sources
 from asl_recognition.data.validate import (
@@ -41,9 +37,7 @@ from asl_recognition.data.validate import (
     load_suite_config,
     run_gx,
 )
-from asl_recognition.locks import FileLock
 from asl_recognition.options import settle
-from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
 from asl_recognition.store.base import atomic_output, atomic_write_text, sha256_file
 
@@ -58,81 +52,9 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-SCRATCH_PREFIX = "run-"
-# Before per-run folders, zips were extracted to extracted/<sha256[:16]>[-<source>] (and staged
-# in .<that>.part<pid>), never removed: the next run removes them.
-LEGACY_EXTRACT = re.compile(r"\.?[0-9a-f]{16}(-.+)?(\.part\d+)?")
-
-
-def _same_file(lock: FileLock) -> bool:
-    """Whether the locked descriptor is still the file at ``lock.path`` (not unlinked since)."""
-    try:
-        return os.fstat(lock.fileno()).st_ino == os.stat(lock.path).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def remove_dead_scratch(parent: Path) -> list[Path]:
-    """Remove the extraction folders of runs that died (``kill -9``); returns them.
-
-    A run's ``<folder>.lock`` is flocked for as long as it lives (the kernel drops the lock when
-    it dies, whatever its pid becomes), so a lock this process can take belongs to a dead run.
-    """
-    removed = []
-    for folder in parent.iterdir():  # the shared <sha>[-name] folders of older versions
-        if LEGACY_EXTRACT.fullmatch(folder.name) and folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    for lock_path in sorted(parent.glob(f"{SCRATCH_PREFIX}*.lock")):
-        lock = FileLock(lock_path)
-        if not lock.acquire(timeout=0):
-            continue  # its run is alive
-        try:
-            if _same_file(lock):  # not already removed by another run starting now
-                folder = lock_path.with_suffix("")
-                shutil.rmtree(folder, ignore_errors=True)
-                lock_path.unlink(missing_ok=True)
-                removed.append(folder)
-        finally:
-            lock.release()
-    return removed
-
-
-@contextmanager
-def run_scratch(parent: Path | None = None) -> Iterator[Path]:
-    """This run's own folder for its zip extractions (created on first use), removed at the end.
-
-    Never shared: a run on the same zip at the same time cannot wipe, or read half of, this one's
-    files. Locked while the run lives, so one killed mid-run is never reused, and its folder is
-    removed by the next run that starts.
-    """
-    parent = parent or workspace() / "extracted"
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_scratch(parent)
-    while True:
-        lock = FileLock(parent / f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.lock")
-        if lock.acquire(timeout=0) and _same_file(lock):
-            break
-        lock.release()  # a starting run took this fresh name for a dead one's: another name
-    folder = lock.path.with_suffix("")
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        lock.path.unlink(missing_ok=True)
-        lock.release()
-
-
 def _extract_dir(scratch: Path, source: Path, name: str = "") -> Path:
     # the source name too: two sources made from the same zip must not share (and wipe) a folder
     return scratch / (sha256_file(source)[:16] + (f"-{name}" if name else ""))
-
-
-def run_report_dir(name: str) -> Path:
-    """``reports/<name>/<UTC time>-<random>/``: a folder per run, so overlapping runs never write
-    (or upload) each other's report; the names sort by start time."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return workspace() / "reports" / name / f"{stamp}-{secrets.token_hex(3)}"
 
 
 def build_report(table: Any, usable: bool, reason: str | None, per_class: dict, gx: dict) -> dict:

@@ -253,8 +253,7 @@ def test_an_icon_hiding_a_huge_png_is_refused_unopened(tmp_path: Path) -> None:
     for reason, detail in result["out"]:  # the file (data stage) and its bytes (hand step)
         assert reason == "unsupported_format", result
         assert "in ICO format, refused unopened" in detail and "JPEG, PNG" in detail, detail
-    assert result["grew_mb"] < 30, result
-    assert result["seconds"] < 0.5, result
+    assert result["grew_mb"] < 30, result  # before: 540 MB (time is bench's business)
 
 
 def test_a_truncated_jpeg_is_a_decode_error_not_an_oserror(tmp_path: Path) -> None:

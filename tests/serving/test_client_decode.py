@@ -188,8 +188,7 @@ def test_the_client_refuses_an_icon_bomb_and_names_a_truncated_jpeg(tmp_path: Pa
     result = json.loads(proc.stdout)
     assert result["out"][str(ico)].startswith("error: unsupported format: ICO, refused"), result
     assert result["out"][str(cut)] == "error: truncated or corrupt image (Truncated File Read)"
-    assert result["grew_mb"] < 30, result
-    assert result["seconds"] < 0.5, result
+    assert result["grew_mb"] < 30, result  # before: 540 MB (time is bench's business)
     with pytest.raises(ImageDecodeError) as caught:  # the training decoder agrees
         load_rgb(ico)
     assert caught.value.reason == "unsupported_format"

@@ -285,11 +285,11 @@ def test_a_truncated_photo_or_an_icon_bomb_gets_415_not_500(tmp_path) -> None:
         assert cut.json()["error"].startswith(
             "not an image the model can read (truncated_or_corrupt): the image is truncated"
         ), cut.text
-        start = time.monotonic()
         icon = httpx.post(url, content=icon_bomb(tmp_path / "icon.ico").read_bytes(), timeout=30)
         assert icon.status_code == 415, icon.text
+        # refused by format, unopened (before: decoded whole, then "decompression_bomb"); the
+        # memory it costs is measured in a process of its own in tests/data/test_data_imageio.py
         assert "(unsupported_format): the image is in ICO format" in icon.json()["error"]
-        assert time.monotonic() - start < 0.5  # before: decoded whole, about a second
         assert httpx.get(web.url + "/api/config", timeout=30).status_code == 200
     finally:
         web.stop()
