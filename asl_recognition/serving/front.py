@@ -10,7 +10,10 @@ loopback only and this app, on the public port, forwards ``/v2/...`` to it:
 - each client (by address) has a token bucket: past ``rate`` requests/s (``burst`` at once) it
   gets 429 with ``Retry-After`` at once, nothing queues;
 - reading the body and Triton's answer share ``request_timeout`` seconds (408 for a body not
-  received in time, 504 for an answer not given in time).
+  received in time, 504 for an answer not given in time);
+- only the inference API is forwarded (404 for Triton's admin API: shared memory, logging,
+  model control), and an inference request whose JSON would crash Triton is refused (400)
+  (:mod:`asl_recognition.serving.front_checks`).
 
 Refusals are JSON ``{"error": "..."}`` like Triton's own, so ``tritonclient`` shows the sentence.
 ``/healthz`` says whether Triton is ready (or why not: the launcher gave up); ``/metrics`` is the
@@ -39,6 +42,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asl_recognition.options import option
+from asl_recognition.serving.front_checks import (
+    HEADER_LENGTH,
+    check_infer_json,
+    check_route,
+    json_part,
+)
 from asl_recognition.serving.limits import MIB, Refused, TokenBuckets, rate_limit, read_capped
 
 # httpx logs every forwarded request at INFO; the launcher's log is for the server's life.
@@ -124,6 +133,7 @@ class Proxy:
 
     async def forward(self, request: Request) -> Response:
         rate_limit(self.buckets, request)
+        check_route(request.method, request.url.path)
         if self.state.gave_up:
             raise Refused(503, "gave_up", self.state.gave_up)
         budget = [0, 0]  # bytes held, body received
@@ -142,6 +152,9 @@ class Proxy:
 
     async def _exchange(self, request: Request, budget: list[int]) -> Response:
         body = await self.read_body(request, budget)
+        if request.method == "POST" and request.url.path.endswith("/infer"):
+            document = json_part(body, request.headers.get(HEADER_LENGTH))
+            await asyncio.to_thread(check_infer_json, document)  # a regex pass, off the loop
         budget[1] = 1  # received: a timeout from here on is Triton's
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         try:

@@ -129,6 +129,53 @@ def test_a_normal_request_gets_its_answer_through_the_front(served) -> None:
     assert outputs["probabilities"]["shape"] == [2, 29]
 
 
+def test_only_the_inference_api_passes_the_front(served) -> None:
+    """Triton's admin API stays on loopback: registering a client-named ``/dev/shm`` file made
+    root's tritonserver write model outputs into it; logging and model control likewise. One
+    client address per part: each has a burst of 5."""
+    source = "127.0.0.20"
+    for method, path, body in (
+        ("POST", "/v2/systemsharedmemory/region/r1/register", b'{"key": "/x", "byte_size": 8}'),
+        ("GET", "/v2/systemsharedmemory/status", b""),
+        ("POST", "/v2/logging", b'{"log_verbose_level": 5}'),
+        ("POST", "/v2/repository/models/asl/unload", b"{}"),
+        ("GET", "/v2/trace/setting", b""),
+    ):
+        status, answer, _ = request(served.http, method, path, body, source)
+        assert status == 404, (path, answer)
+        assert "not served here" in json.loads(answer)["error"], answer
+    for path in ("/v2/health/live", "/v2/models/asl", "/v2/models/asl/config"):
+        assert request(served.http, "GET", path, source="127.0.0.22")[0] == 200, path
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=1)[0])
+    request_json = json.loads(infer_body(batch))
+    request_json["outputs"] = [
+        {"name": "probabilities", "parameters": {"shared_memory_region": "r1"}}
+    ]
+    status, answer, _ = request(
+        served.http,
+        "POST",
+        "/v2/models/asl/infer",
+        json.dumps(request_json).encode(),
+        "127.0.0.23",
+    )
+    assert status == 400 and "shared-memory" in json.loads(answer)["error"], answer
+
+
+def test_a_request_nested_deep_enough_to_crash_triton_is_refused(served) -> None:
+    """400 KB of ``[`` crashed tritonserver 2.51 (SIGSEGV); six in a row made the launcher give
+    up for good. Refused before forwarding: the same server answers the next request."""
+    pid = served.triton_pid()
+    status, answer, _ = request(served.http, "POST", "/v2/models/asl/infer", b"[" * 400_000,
+                                "127.0.0.21")  # fmt: skip
+    assert status == 400 and "nests deeper than" in json.loads(answer)["error"], answer
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=1)[0])
+    status, answer, _ = request(
+        served.http, "POST", "/v2/models/asl/infer", infer_body(batch), "127.0.0.21"
+    )
+    assert status == 200, answer
+    assert served.triton_pid() == pid  # not restarted
+
+
 def test_a_body_over_the_cap_gets_413_and_tritonserver_does_not_grow(served) -> None:
     """1 GiB declared, 8 MiB sent: refused by Content-Length; then a chunked body past the cap."""
     pid = served.triton_pid()

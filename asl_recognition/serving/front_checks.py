@@ -1,0 +1,69 @@
+"""What the public front lets through to Triton: the inference API, and requests Triton survives.
+
+Triton's HTTP port also carries its admin API: shared-memory registration (the server, often
+root, then writes model outputs into any ``/dev/shm`` file a client names, and reads inputs from
+it past the body cap), logging and trace settings, model load and unload. Those stay on loopback;
+the front answers 404 for them. An inference request whose JSON nests thousands of levels deep
+crashes tritonserver 2.51 (SIGSEGV in its parser): six such 400 KB requests in a row used to
+make the launcher give up for good, so the front refuses them before forwarding.
+"""
+
+from __future__ import annotations
+
+import re
+
+from asl_recognition.serving.limits import Refused
+
+_MODEL = r"/v2/models/[^/]+(?:/versions/[0-9]+)?"
+# (method, path) pairs the front forwards: what tritonclient's inference calls use.
+ALLOWED = (
+    ("GET", re.compile(r"/v2|/v2/health/(?:live|ready)")),
+    ("GET", re.compile(_MODEL + r"(?:/ready|/config|/stats)?")),
+    ("POST", re.compile(_MODEL + r"/infer")),
+    ("POST", re.compile(r"/v2/repository/index")),  # read-only: names and states of models
+)
+MAX_JSON_DEPTH = 64  # an inference request nests about 5 deep (inputs, data as nested lists)
+HEADER_LENGTH = "inference-header-content-length"  # binary requests: the JSON part's length
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def check_route(method: str, path: str) -> None:
+    """404 for any path and method outside the inference API, before the body is read."""
+    if not any(method == allowed and rule.fullmatch(path) for allowed, rule in ALLOWED):
+        raise Refused(
+            404,
+            "not_served",
+            f"{method} {path} is not served here: the public port carries inference, model "
+            "metadata and health only",
+        )
+
+
+def json_part(body: bytes, header_length: str | None) -> bytes:
+    """The request's JSON: the first ``Inference-Header-Content-Length`` bytes, or all of it."""
+    if header_length is None:
+        return body
+    try:
+        length = int(header_length)
+    except ValueError:
+        return body  # Triton answers a malformed header itself
+    return body[: max(length, 0)]
+
+
+def check_infer_json(document: bytes) -> None:
+    """400 for JSON nested deeper than :data:`MAX_JSON_DEPTH`, or naming shared memory.
+
+    Scanned, not parsed: strings are blanked first (brackets in them do not count), then only
+    the brackets are walked, so a 32 MB body of numbers costs a regex pass, not a parse.
+    """
+    if b"shared_memory" in document:
+        raise Refused(
+            400, "shared_memory", "shared-memory inputs and outputs are not accepted here"
+        )
+    depth = 0
+    for bracket in _BRACKET.finditer(_STRING.sub(b'""', document)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            raise Refused(
+                400, "too_deep", f"the request's JSON nests deeper than {MAX_JSON_DEPTH} levels"
+            )
