@@ -1,5 +1,10 @@
 """The step cache across runs: a step marked ``cache`` is reused when its script, its code
-digest and its arguments are unchanged and the files it reported still exist.
+digest and its arguments are unchanged, the files it reported still exist and the models and
+dataset versions it names still resolve (the registry checks a model's sha256).
+
+Paths inside the workspace are kept relative to it and resolved against the current
+:func:`~asl_recognition.paths.workspace` on lookup, so a moved workspace keeps its hits and a
+hit never points into another workspace.
 """
 
 from __future__ import annotations
@@ -7,32 +12,118 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from asl_recognition.locks import exclusive
+from asl_recognition.paths import workspace
 from asl_recognition.pipeline.clearml_controller import code_digest
 from asl_recognition.pipeline.dag import Step
 from asl_recognition.pipeline.runs import read_json, write_json
 
 CACHE_NAME = "step_cache.json"
+# Outputs naming a registered model / a dataset version: checked before a hit is reused.
+MODEL_ID_KEYS = ("model_id",)
+DATASET_ID_KEYS = ("dataset_id", "landmarks_id", "raw_dataset_id", "raw_dataset_ids")
+# An entry's list of the outputs stored relative to the workspace (absent in older entries).
+RELATIVE = "workspace_relative"
 
 
-def _outputs_still_valid(outputs: Mapping[str, Any]) -> bool:
-    """A cached step is reused only if the files it reported (absolute paths) still exist."""
-    for value in outputs.values():
-        if isinstance(value, str) and os.path.isabs(value) and not os.path.exists(value):
-            return False
-    return True
+def _inside(path: str, root: Path) -> str | None:
+    """``path`` relative to ``root`` (POSIX form) when it lies inside it, else None."""
+    for candidate in (Path(os.path.normpath(path)), Path(path).resolve()):
+        try:
+            return candidate.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
+def _portable(outputs: Mapping[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
+    """The outputs with absolute paths inside ``root`` made relative, and which ones were."""
+    stored, relative = dict(outputs), []
+    for name, value in outputs.items():
+        if isinstance(value, str) and os.path.isabs(value):
+            inside = _inside(value, root)
+            if inside is not None:
+                stored[name] = inside
+                relative.append(name)
+    return stored, relative
+
+
+def _resolved(entry: Mapping[str, Any], root: Path) -> tuple[dict[str, Any], str | None]:
+    """The entry's outputs with its relative paths under ``root``; the reason it is unusable
+    (a file gone, or an absolute path of an older entry outside this workspace) or None."""
+    outputs = dict(entry["outputs"])
+    relative = entry.get(RELATIVE)
+    for name in relative or ():
+        outputs[name] = str(root / outputs[name])
+    for name, value in outputs.items():
+        if not (isinstance(value, str) and os.path.isabs(value)):
+            continue
+        if relative is None and _inside(value, root) is None:
+            # written before paths were stored relative: most likely another (the old) workspace
+            return outputs, f"{name} {value} is outside the workspace {root}"
+        if not os.path.exists(value):
+            return outputs, f"{name} {value} no longer exists"
+    return outputs, None
+
+
+def _ids(outputs: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
+    found: list[str] = []
+    for key in keys:
+        value = outputs.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and item not in found:
+                found.append(item)
+    return found
+
+
+def _ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
+    """Why a model or dataset version the outputs name no longer resolves, or None.
+
+    The backends are those the steps use (:func:`get_registry`/:func:`get_store`, ClearML with a
+    server, the workspace's files without): the registry's ``get`` checks the model's sha256; a
+    dataset's version record is read, its files are not hashed.
+    """
+    checks: list[tuple[str, Callable[[], Any]]] = []
+    models = _ids(outputs, MODEL_ID_KEYS)
+    datasets = _ids(outputs, DATASET_ID_KEYS)
+    if models:
+        from asl_recognition.registry import get_registry
+
+        registry = get_registry()
+        checks += [(f"model {m}", lambda m=m: registry.get(m)) for m in models]
+    if datasets:
+        from asl_recognition.store import get_store
+
+        store = get_store()
+        checks += [(f"dataset {d}", lambda d=d: store.get(dataset_id=d)) for d in datasets]
+    for what, check in checks:
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - anything unconfirmed is not reused
+            said = str(exc) or type(exc).__name__
+            return said if what.split()[-1] in said else f"{what}: {said}"
+    return None
 
 
 class StepCache:
-    """``<runs>/step_cache.json``: one entry per (step, code digest, arguments)."""
+    """``<runs>/step_cache.json``: one entry per (step, code digest, arguments).
 
-    def __init__(self, root: Path, repo_root: Path) -> None:
+    ``out``: where a dropped entry is reported (one line; default stdout).
+    """
+
+    def __init__(self, root: Path, repo_root: Path, out: IO[str] | None = None) -> None:
         self.path = root / CACHE_NAME
         self.repo_root = repo_root
+        self.out = out
+
+    @property
+    def _lock(self) -> Path:
+        return self.path.with_name(CACHE_NAME + ".lock")
 
     def key(self, step: Step, argv: list[str]) -> str:
         """What a reuse must match: the step, its script, its code digest and its arguments."""
@@ -48,15 +139,41 @@ class StepCache:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def lookup(self, key: str) -> dict[str, Any] | None:
-        """The entry of ``key`` when its outputs are still on disk."""
+        """The entry of ``key`` (its paths under the current workspace) when its files are still
+        there and its model and dataset ids still resolve; otherwise the entry is dropped."""
         entry = read_json(self.path, {}).get(key)
-        if entry and _outputs_still_valid(entry["outputs"]):
-            return entry
-        return None
+        if not entry:
+            return None
+        outputs, reason = _resolved(entry, workspace())
+        if reason is None:
+            reason = _ids_still_valid(outputs)
+        if reason is not None:
+            self.drop(key)
+            out = self.out or sys.stdout
+            out.write(
+                f"{entry.get('step', '?')}: not reusing the cached result of run "
+                f"{entry.get('run_id', '?')} ({reason}); running the step again\n"
+            )
+            out.flush()
+            return None
+        return {**entry, "outputs": outputs}
+
+    def drop(self, key: str) -> None:
+        """Remove the entry of ``key`` (no-op when absent)."""
+        with exclusive(self._lock):
+            cache = read_json(self.path, {})
+            if cache.pop(key, None) is not None:
+                write_json(self.path, cache)
 
     def store(self, key: str, step: Step, run_id: str, outputs: Mapping[str, Any]) -> None:
         """Add one entry; runs of other parameters may write theirs at the same time."""
-        with exclusive(self.path.with_name(CACHE_NAME + ".lock")):
+        stored, relative = _portable(outputs, workspace())
+        with exclusive(self._lock):
             cache = read_json(self.path, {})
-            cache[key] = {"step": step.name, "run_id": run_id, "outputs": dict(outputs)}
+            cache[key] = {
+                "step": step.name,
+                "run_id": run_id,
+                "outputs": stored,
+                RELATIVE: relative,
+            }
             write_json(self.path, cache)
