@@ -67,6 +67,11 @@ class Step:
     fixed hyper-parameters); a step reading a folder path or the registry's current state must
     run every time (the folder may change under the same path: clearml#971).
 
+    ``rerun_on_resume``: the step reads state that others may change while a run is stopped
+    (the registry's production model), so a resumed run runs it again instead of reusing its
+    earlier answer: a run resumed after another run promoted a model must not build the
+    repository of the model it had chosen before.
+
     ``skip_when``: name of a pipeline parameter; when it is set, the step is not run and its
     outputs are taken from ``skip_outputs`` (e.g. an existing ``ASL_raw`` version is given, so
     the raw folder is not validated again). ``only_when=(param, value)``: the step runs only
@@ -84,6 +89,7 @@ class Step:
     skip_when: str | None = None
     skip_outputs: Mapping[str, Any] = field(default_factory=dict)
     only_when: tuple[str, Any] | None = None
+    rerun_on_resume: bool = False
 
     def skip_reason(self, params: Mapping[str, Any]) -> str | None:
         """Why the step does not run with ``params`` (``skip_when`` set, ``only_when`` unmet)."""
@@ -306,6 +312,7 @@ STEPS: tuple[Step, ...] = (
         outputs=("production_model_id", "promoted"),
         # Depends on the registry's current production model, not only on its arguments.
         cache=False,
+        rerun_on_resume=True,
         task_type="qc",
         help="promote the new model only if it beats production on the metric",
     ),
@@ -316,6 +323,7 @@ STEPS: tuple[Step, ...] = (
         wired={"model_id": "${select_best.outputs.production_model_id}"},
         outputs=("repo", "model_name", "version"),
         cache=False,
+        rerun_on_resume=True,
         task_type="inference",
         help="regenerate the Triton repository from the production model",
     ),

@@ -119,10 +119,10 @@ class LocalExecutor:
         self.lock = lock
         self.run_dir = self.root / self.run_id
         self.repo_root = Path(repo_root)
-        self.cache = StepCache(self.root, self.repo_root)
         self.python = python
         self.use_cache = use_cache
         self.out = out or sys.stdout
+        self.cache = StepCache(self.root, self.repo_root, out=self.out)
         self.err = err or sys.stderr
         self.extra_env = dict(env or {})
         unknown = set(params) - {p.name for p in dag.params}
@@ -243,8 +243,12 @@ class LocalExecutor:
         )
 
     def _reused_or_skipped(self, step: Step, info: dict[str, Any], header: str) -> bool:
-        """Done earlier in this run (a resume), or skipped by the recipe (a given raw_version)."""
-        if info.get("status") in DONE:
+        """Done earlier in this run (a resume), or skipped by the recipe (a given raw_version).
+
+        A step marked ``rerun_on_resume`` is run again instead: its answer may be stale."""
+        if info.get("status") in DONE and step.rerun_on_resume and info["status"] != "skipped":
+            self._print(f"{header}: run again (it reads the registry's current state)")
+        elif info.get("status") in DONE:
             how = "cached" if info["status"] == "cached" else info["status"]
             self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
             return True

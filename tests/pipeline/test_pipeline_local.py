@@ -6,6 +6,7 @@ outputs through ``$ASL_STEP_OUTPUTS`` as the task scripts do, and fail on reques
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -237,6 +238,34 @@ def test_failed_step_stops_with_its_own_error_then_resume_reuses_completed(
     # A finished run is not resumed: the next invocation starts a new run id.
     run_id2, _, resuming2, _ = choose_run(tiny_dag(repo), first.params, root=tmp_path / "runs")
     assert run_id2 != first.run_id and not resuming2
+
+
+def test_resume_runs_a_step_reading_live_state_again(repo, tmp_path, monkeypatch):
+    """select_best and build_triton_repo read the registry's production model: a run resumed
+    after another run promoted a model must decide again, not build what it chose before."""
+    steps = list(tiny_dag(repo).steps)
+    steps[1] = dataclasses.replace(steps[1], cache=False, rerun_on_resume=True)
+    dag = dataclasses.replace(tiny_dag(repo), steps=tuple(steps))
+    monkeypatch.setenv("FAIL_STEP", "step_c")
+    first = LocalExecutor(dag, {}, root=tmp_path / "runs", repo_root=repo, out=io.StringIO())
+    with pytest.raises(StepFailed):
+        first.run()
+    monkeypatch.delenv("FAIL_STEP")
+    run_id, params, resuming, lock = choose_run(dag, first.params, root=tmp_path / "runs")
+    assert resuming
+    out = io.StringIO()
+    again = LocalExecutor(
+        dag, params, root=tmp_path / "runs", repo_root=repo, run_id=run_id, out=out, lock=lock
+    )
+    assert again.run()["status"] == "completed"
+    ran = [c["step"] for c in calls(tmp_path)]
+    assert ran == ["step_a", "step_b", "step_c", "step_b", "step_c"]  # step_a reused, b again
+    assert "step_b: run again (it reads the registry's current state)" in out.getvalue()
+
+
+def test_the_asl_steps_reading_the_production_model_run_again_on_resume() -> None:
+    again = {step.name for step in ASL_DAG.steps if step.rerun_on_resume}
+    assert again == {"select_best", "build_triton_repo"}
 
 
 def test_missing_required_output_fails_the_producing_step(repo, tmp_path, monkeypatch):
