@@ -48,7 +48,14 @@ from asl_recognition.serving.front_checks import (
     check_route,
     json_part,
 )
-from asl_recognition.serving.limits import MIB, Refused, TokenBuckets, rate_limit, read_capped
+from asl_recognition.serving.limits import (
+    MIB,
+    Refused,
+    TokenBuckets,
+    header_deadline,
+    rate_limit,
+    read_capped,
+)
 
 # httpx logs every forwarded request at INFO; the launcher's log is for the server's life.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -89,6 +96,11 @@ class FrontLimits:
     )
     max_connections: int = option(
         64, "connections and requests the front serves at once; beyond: 503", low=1
+    )
+    header_timeout: float = option(
+        10.0,
+        "seconds for a request's line and headers to arrive; beyond: connection closed",
+        low=0.1,
     )
 
 
@@ -261,6 +273,7 @@ class FrontServer:
             log_level="warning",
             access_log=False,
             limit_concurrency=limits.max_connections,
+            http=header_deadline(getattr(limits, "header_timeout", FrontLimits.header_timeout)),
             timeout_keep_alive=5,
             h11_max_incomplete_event_size=64 * 1024,  # request line + headers
             lifespan="on",

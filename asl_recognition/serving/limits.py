@@ -1,10 +1,12 @@
 """What one request and one client may cost a web app here, shared by the front and the live
-page's app: a body read up to a cap (400/413), per-client token buckets (429) and the one
-refusal type both answer with, as JSON ``{"error": ...}``.
+page's app: a body read up to a cap (400/413), per-client token buckets (429), a deadline on
+each request's headers (:class:`HeaderDeadline`) and the one refusal type both answer with, as
+JSON ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -12,6 +14,7 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 MIB = 1024 * 1024
 
@@ -114,3 +117,54 @@ async def read_capped(
 def _too_large(what: str, size: int, cap: int, streamed: bool = False) -> str:
     told = f"more than {cap} bytes so far" if streamed else f"{size} bytes"
     return f"{what} is {told}; the limit is {cap} bytes ({cap / MIB:g} MiB)"
+
+
+class HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline on each request's line and headers.
+
+    uvicorn 0.54 has none (its keep-alive timer starts after a response and stops at the next
+    byte), so 64 sockets that never finish their headers held every connection slot and others
+    got 503 for as long as they stayed open. Armed on connect and after each response; a new
+    request's parsed headers disarm it, its body has ``request_timeout``.
+    """
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        super().connection_made(transport)
+        self._headers_due: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._headers_due = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+            self._headers_due = None
+
+    def _headers_late(self) -> None:
+        self._headers_due = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle:  # a request's headers were parsed
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request's headers are due too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def header_deadline(seconds: float) -> type[HeaderDeadline]:
+    """:class:`HeaderDeadline` with ``seconds`` (uvicorn takes a protocol class, not a value)."""
+    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": seconds})

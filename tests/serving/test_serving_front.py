@@ -94,7 +94,16 @@ def launch(tmp_path: Path, tiny_models, *options: str):
 @pytest.fixture(scope="module")
 def served(tiny_models, tmp_path_factory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("front")
-    options = ("--max-body-bytes", str(CAP), "--rate", "5", "--burst", "5")
+    options = (
+        "--max-body-bytes",
+        str(CAP),
+        "--rate",
+        "5",
+        "--burst",
+        "5",
+        "--header-timeout",
+        "2",
+    )
     options += ("--restart-backoff", "0.2")
     context, http, triton_http = launch(tmp, tiny_models, *options)
     with context as proc:
@@ -174,6 +183,26 @@ def test_a_request_nested_deep_enough_to_crash_triton_is_refused(served) -> None
     )
     assert status == 200, answer
     assert served.triton_pid() == pid  # not restarted
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(served) -> None:
+    """64 such sockets held every connection slot (503 for everyone) for as long as they
+    stayed open; now each is closed once --header-timeout (2 s here) has passed."""
+    for sent in (b"", b"GET /v2 HTTP/1.1\r\nHost: x\r\n"):
+        with socket.create_connection(("127.0.0.1", served.http), timeout=15) as sock:
+            sock.sendall(sent)
+            start = time.monotonic()
+            assert sock.recv(1) == b""  # closed by the front; before: held open (a timeout)
+            assert time.monotonic() - start < 12
+    conn = http.client.HTTPConnection("127.0.0.1", served.http, source_address=("127.0.0.24", 0))
+    try:  # a kept-alive connection still carries its next request
+        for _ in range(2):
+            conn.request("GET", "/v2/health/live")
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200
+    finally:
+        conn.close()
 
 
 def test_a_body_over_the_cap_gets_413_and_tritonserver_does_not_grow(served) -> None:
