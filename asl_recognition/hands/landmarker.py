@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from asl_recognition.hands import geometry
 from asl_recognition.hands.models import verify_models
@@ -29,6 +30,14 @@ from asl_recognition.hands.passes import (
 
 HANDEDNESS = ("Left", "Right")  # MediaPipe's label order: the model's score is for index 0
 MIN_SIDE = 16
+# The longest side ``HandLandmarker.detect`` runs its passes on; a larger photo is shrunk to it
+# once (box filter) and the points mapped back. The palm detector sees 192 px and the landmark
+# crop is 224 px, so more pixels find nothing more, while every pass copies the photo framed in
+# a border of up to 0.6 of its longer side and brightened: a 6300 px photo (40 MP, what the
+# decoder lets through) made 13860 px squares, 6.3 s and 2.1 GB per request. 1920 is above every
+# bundled and shared photo (the largest side is 416 px, Roboflow's) and a full-HD webcam frame,
+# so none of those changes.
+MAX_WORKING_SIDE = 1920
 VARIANTS = ("full", "lite")  # MediaPipe's two model sizes, shipped side by side
 FEATURE_COUNT = 63  # 21 points x (x, y, z), see features_from_landmarks
 # What HandLandmarker.settings() records: everything that decides which points a photo gets.
@@ -43,6 +52,8 @@ class HandResult:
 
     ``handedness`` follows MediaPipe's convention (it assumes a mirrored, selfie-style image).
     ``box`` (x0, y0, x1, y1) bounds the region the landmark model saw, clipped to the image.
+    From :meth:`HandLandmarker.detect`, ``palm`` and ``roi`` stay in the frame the models saw
+    (bordered, and shrunk when the photo is over ``MAX_WORKING_SIDE``).
     """
 
     landmarks: np.ndarray
@@ -193,15 +204,18 @@ class HandLandmarker:
         detector misses hands that fill the frame) and may brighten it (``gamma`` < 1; the
         landmark model rejects backlit, near-black hands). The first pass whose best palm passes
         ``min_detection`` and whose landmarks pass ``min_presence`` wins, so a clear photo costs
-        one pass. Landmarks and box are returned in the original photo's pixels.
+        one pass. A photo whose longer side is over ``MAX_WORKING_SIDE`` is shrunk to it once
+        first, and the passes run on that copy. Landmarks and box are returned in the original
+        photo's pixels.
         """
         rgb = check_rgb(rgb)
+        seen, scale = shrink(rgb)
         for step in self.passes:
-            if not step.applies(rgb):
+            if not step.applies(seen):
                 continue
-            result = self._detect_once(rgb, step)
+            result = self._detect_once(seen, step)
             if result is not None:
-                return result
+                return unshrink(result, scale, rgb.shape)
         return None
 
     def _detect_once(self, rgb: np.ndarray, step: Pass) -> HandResult | None:
@@ -221,6 +235,46 @@ class HandLandmarker:
 
         with load_rgb(path) as img:
             return self.detect(np.asarray(img))
+
+
+def shrink(
+    rgb: np.ndarray, bound: int = MAX_WORKING_SIDE
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """``rgb`` box-filtered down so its longer side is ``bound`` (as is when it is not over), and
+    the (x, y) factors from its pixels back to ``rgb``'s. The shorter side keeps ``MIN_SIDE``."""
+    height, width = rgb.shape[:2]
+    longer = max(height, width)
+    if longer <= bound:
+        return rgb, (1.0, 1.0)
+    new_width, new_height = (
+        min(side, max(MIN_SIDE, round(side * bound / longer))) for side in (width, height)
+    )
+    small = Image.fromarray(rgb).resize((new_width, new_height), Image.Resampling.BOX)
+    return np.asarray(small), (width / new_width, height / new_height)
+
+
+def unshrink(result: HandResult, scale: tuple[float, float], shape: tuple[int, ...]) -> HandResult:
+    """``result`` measured on the shrunk copy of :func:`shrink`, moved to the original's pixels.
+
+    Depth is scaled like x (as ``geometry.roi_to_image`` does); ``palm`` and ``roi`` stay in the
+    frame the models saw.
+    """
+    sx, sy = scale
+    if sx == 1.0 and sy == 1.0:
+        return result
+    points = result.landmarks.astype(np.float64)
+    points[:, 0] *= sx
+    points[:, 1] *= sy
+    points[:, 2] *= sx
+    height, width = shape[:2]
+    x0, y0, x1, y1 = result.box
+    box = (
+        max(0.0, x0 * sx),
+        max(0.0, y0 * sy),
+        min(float(width), x1 * sx),
+        min(float(height), y1 * sy),
+    )
+    return replace(result, landmarks=points.astype(np.float32), box=box)
 
 
 def unframe(result: HandResult, border: int, shape: tuple[int, ...]) -> HandResult:
