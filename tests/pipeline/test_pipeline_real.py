@@ -57,14 +57,22 @@ def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
     blocked.unlink()
     second = run_pipeline(tmp_path, *args)
     assert second.returncode == 0, second.stderr[-3000:]
-    for n, step in enumerate(STEPS[:DONE], 1):
+    # select_best reads the registry's production model, which may have changed while the
+    # run was stopped: it runs again; the steps before it are reused.
+    before = STEPS.index("select_best")
+    for n, step in enumerate(STEPS[:before], 1):
         assert f"==> [{n}/{len(STEPS)}] {step}: reused" in second.stdout
+    assert f"[{before + 1}/{len(STEPS)}] select_best: run again" in second.stdout
     state = json.loads(state_path.read_text())  # the same run, resumed
     assert state["status"] == "completed"
-    assert {s: state["steps"][s]["ended"] for s in STEPS[:DONE]} == ended
+    kept = {s: ended[s] for s in STEPS[:before]}
+    assert {s: state["steps"][s]["ended"] for s in STEPS[:before]} == kept
+    assert state["steps"]["select_best"]["outputs"]["production_model_id"] == (
+        outputs["train"]["model_id"]  # still production: built as before
+    )
     assert state["steps"]["build_triton_repo"]["attempts"] == 2
     repo = Path(state["steps"]["build_triton_repo"]["outputs"]["repo"])
     assert repo == blocked and (repo / "asl" / "config.pbtxt").is_file()
     sessions = (tmp_path / "ws" / "offline_sessions.jsonl").read_text().splitlines()
-    assert len(sessions) == len(STEPS) + 1  # one per executed step (build_triton_repo twice)
+    assert len(sessions) == len(STEPS) + 2  # one per executed step (the last two twice)
     assert all(Path(json.loads(s)["zip"]).is_file() for s in sessions)
