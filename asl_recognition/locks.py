@@ -69,6 +69,14 @@ class FileLock:
             raise RuntimeError(f"{self.path} is not locked by this process")
         return self.fd
 
+    def still_at_path(self) -> bool:
+        """Whether the locked file is still the one at ``path``: a lock taken on a file another
+        process unlinked meanwhile guards nothing (a new file of that name locks apart)."""
+        try:
+            return os.fstat(self.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
     def __enter__(self) -> "FileLock":
         if not self.acquire(timeout=None):
             raise LockTimeout(f"could not lock {self.path}")

@@ -23,14 +23,6 @@ SCRATCH_PREFIX = "run-"
 LEGACY_EXTRACT = re.compile(r"\.?[0-9a-f]{16}(-.+)?(\.part\d+)?")
 
 
-def _same_file(lock: FileLock) -> bool:
-    """Whether the locked descriptor is still the file at ``lock.path`` (not unlinked since)."""
-    try:
-        return os.fstat(lock.fileno()).st_ino == os.stat(lock.path).st_ino
-    except FileNotFoundError:
-        return False
-
-
 def remove_dead_scratch(parent: Path) -> list[Path]:
     """Remove the extraction folders of runs that died (``kill -9``); returns them.
 
@@ -47,7 +39,7 @@ def remove_dead_scratch(parent: Path) -> list[Path]:
         if not lock.acquire(timeout=0):
             continue  # its run is alive
         try:
-            if _same_file(lock):  # not already removed by another run starting now
+            if lock.still_at_path():  # not already removed by another run starting now
                 folder = lock_path.with_suffix("")
                 shutil.rmtree(folder, ignore_errors=True)
                 lock_path.unlink(missing_ok=True)
@@ -70,7 +62,7 @@ def run_scratch(parent: Path | None = None) -> Iterator[Path]:
     remove_dead_scratch(parent)
     while True:
         lock = FileLock(parent / f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.lock")
-        if lock.acquire(timeout=0) and _same_file(lock):
+        if lock.acquire(timeout=0) and lock.still_at_path():
             break
         lock.release()  # a starting run took this fresh name for a dead one's: another name
     folder = lock.path.with_suffix("")
