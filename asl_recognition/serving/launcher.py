@@ -8,7 +8,9 @@ The server process itself (binary, backends, shared memory) is
 :class:`.triton_server.TritonServer`. The CLI supervises it: Triton 2.51 can be killed by a single
 bad HTTP request (a deeply nested JSON body overflows the parser's stack: SIGSEGV) and has no
 option to cap request sizes or JSON depth, so a server that dies is restarted with exponential
-backoff, a bounded number of times in a row, each restart logged.
+backoff, a bounded number of times in a row, each restart logged. A server one of whose
+Python-backend stubs died counts as dead (Triton keeps that model "ready" while every request to
+it fails; :mod:`.stubs`).
 
 Triton's HTTP and gRPC listen on loopback only; the public HTTP port (``--host``,
 ``--http-port``) is the front (:mod:`.front`: body cap, per-client rate, bounded time). gRPC is

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,7 @@ from asl_recognition.locks import pid_alive
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
+from asl_recognition.serving.stubs import StubWatch
 
 # Log errors every CPU-only run prints; they say nothing about the models.
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
@@ -42,6 +44,7 @@ SHM_DIR = Path("/dev/shm")
 # body cap is what bounds it; small steps keep a region close to what requests really needed.
 SHM_DEFAULT_BYTES = 4 * 1024 * 1024
 SHM_GROWTH_BYTES = 4 * 1024 * 1024
+STUB_CHECK_SECONDS = 1.0  # how often running() looks for dead stubs (a /proc scan)
 
 
 def shm_backend_config(prefix: str) -> list[str]:
@@ -209,6 +212,8 @@ class TritonServer:
         self._child: Child | None = None
         self._backend_dir: Path | None = None
         self.starts = 0
+        self._stubs = StubWatch()
+        self._stubs_checked = 0.0
         # Names this server's /dev/shm regions: this process, this object, nobody else.
         self.shm_prefix = f"asl_triton_{os.getpid()}_{secrets.token_hex(4)}_"
 
@@ -277,6 +282,7 @@ class TritonServer:
             grace=self.exit_timeout_secs + 15,
         )
         self.starts += 1
+        self._stubs = StubWatch()
         try:
             self._child.start()
         except ChildError as exc:  # the HTTP port already answers
@@ -304,7 +310,22 @@ class TritonServer:
         return http_ready(f"http://{self.http_url}/v2/health/ready")
 
     def running(self) -> bool:
-        return self._child is not None and self._child.running()
+        """The process lives and none of its Python-backend stubs died (:mod:`.stubs`): Triton
+        keeps a model whose stub was killed "ready" while every request to it fails."""
+        process = self.process
+        if self._child is None or process is None or not self._child.running():
+            return False
+        if time.monotonic() - self._stubs_checked < STUB_CHECK_SECONDS:
+            return True
+        self._stubs_checked = time.monotonic()
+        dead = self._stubs.dead_models(process.pid)
+        if dead:
+            LOG.error(
+                "the Python backend stub of %s died, and Triton neither restarts it nor stops "
+                "calling it ready (every request to it gets 500): tritonserver must restart",
+                ", ".join(dead),
+            )
+        return not dead
 
     def wait_ready(
         self, timeout: float = 60.0, should_stop: Callable[[], bool] = never

@@ -1,0 +1,153 @@
+"""A Python-backend stub killed under a live tritonserver (OOM killer, ``kill -9``).
+
+Triton 2.51 keeps the model "ready" while every request to it gets 500 and never restarts the
+stub; the launcher restarts the server, and the server image's health check stops it so that
+Docker's restart policy does (asl_recognition/serving/stubs.py)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asl_testkit.servers import start_server
+from test_serving_launcher import _infer_ok, serving_cli
+
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.serving.repository import build_repository
+from asl_recognition.serving.stubs import stub_children
+
+pytestmark = pytest.mark.server
+
+
+def _stub_pids(repo: Path) -> dict[int, str]:
+    """Live stubs serving a model of ``repo``, whichever server started them: pid: model."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(b"_stub") and argv[1].startswith(bytes(repo)):
+            found[int(entry.name)] = Path(os.fsdecode(argv[1])).parent.parent.name
+    return found
+
+
+def _kill_stub(repo: Path, model: str) -> int:
+    (pid,) = [p for p, name in _stub_pids(repo).items() if name == model]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _batch() -> np.ndarray:
+    from asl_testkit.tiny_models import load_images
+
+    return np.ascontiguousarray(load_images(["A"], 32, per_class=2)[0])
+
+
+def _stub_check(*options: str) -> subprocess.CompletedProcess:
+    """The server image's health check, run the way its HEALTHCHECK runs it."""
+    command = [sys.executable, "-m", "asl_recognition.serving.stubs", *options]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+
+
+def _image_health_check(tmp_path: Path, server) -> subprocess.CompletedProcess:
+    """The server image's HEALTHCHECK command, on a copy of the package alone as the image has
+    it (/opt/asl), this Python for python3, and limited to ``server`` (tests run in parallel)."""
+    import json
+    import shutil
+
+    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
+    shell, flag, command = json.loads(line[line.index(" CMD ") + 5 :])
+    image = tmp_path / "opt_asl"
+    if not image.exists():
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(REPO_ROOT / "asl_recognition", image / "asl_recognition", ignore=ignore)
+    command = command.replace("/opt/asl", str(image)).replace("python3", sys.executable)
+    command = command.replace("--stop-server", f"--stop-server --server-pid {server.process.pid}")
+    command = command.replace("127.0.0.1:8000", server.http_url)
+    return subprocess.run([shell, flag, command], capture_output=True, text=True, timeout=60)
+
+
+def test_launcher_restarts_a_server_whose_stub_was_killed(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    batch = _batch()
+    options = ("--exit-timeout", "2", "--restart-backoff", "0.2")
+    with serving_cli(tmp_path, *options) as (proc, http):
+        assert proc.stdout.readline().startswith("tritonserver ready")
+        assert _infer_ok(http, batch)
+        _kill_stub(tmp_path / "repo", "asl_onnx")
+        assert not _infer_ok(http, batch)  # Triton: 500 "Stub process ... is not healthy"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _infer_ok(http, batch):
+            time.sleep(0.5)
+        assert _infer_ok(http, batch)
+        assert sorted(_stub_pids(tmp_path / "repo").values()) == ["asl_metrics", "asl_onnx"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    stderr = proc.stderr.read()
+    assert "the Python backend stub of asl_onnx/1 died" in stderr, stderr
+    assert "restart 1/5" in stderr and "ready again (restart 1)" in stderr, stderr
+
+
+def test_health_check_finds_a_dead_stub_and_stops_its_server(tiny_models, tmp_path) -> None:
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    server = start_server(tmp_path / "repo", tmp_path, exit_timeout_secs=1)
+    try:
+        pid = str(server.process.pid)
+        healthy = _image_health_check(tmp_path, server)
+        assert healthy.returncode == 0 and healthy.stderr == "", healthy.stderr
+        _kill_stub(tmp_path / "repo", "asl_onnx")
+        found = _stub_check("--server-pid", pid, "--grace", "0.5")
+        assert found.returncode == 1
+        # the check starts after the stub died: it cannot read the model from a zombie
+        said = f"tritonserver {pid}: a Python backend stub died (stub pid "
+        assert found.stderr.startswith(said), found.stderr
+        assert server.process.poll() is None  # reported, not stopped
+        stopped = _image_health_check(tmp_path, server)
+        assert stopped.returncode == 1 and "stopping it so that it is restarted" in stopped.stderr
+        assert server.process.wait(timeout=30) is not None
+    finally:
+        server.stop()
+
+
+def test_a_new_version_in_poll_mode_is_no_dead_stub(tiny_models, tmp_path) -> None:
+    """The stub of an unloaded version is reaped: the launcher must not restart for a swap."""
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo", keep_versions=1)
+    server = start_server(tmp_path / "repo", tmp_path, poll_secs=1, exit_timeout_secs=1)
+    try:
+        (old,) = [p for p, name in _stub_pids(tmp_path / "repo").items() if name == "asl_onnx"]
+        build_repository(a2.onnx, a2.classes, tmp_path / "repo", keep_versions=1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and old in stub_children(server.process.pid)[0]:
+            time.sleep(0.2)
+        time.sleep(3)  # past the grace a zombie would be reported after
+        live, dead = stub_children(server.process.pid)
+        assert dead == set() and "asl_onnx/2" in live.values() and old not in live
+        assert server.running()
+    finally:
+        server.stop()
+
+
+def test_the_health_check_runs_on_the_server_images_python() -> None:
+    """The Triton image's interpreter is Python 3.10: the check and what it imports parse there."""
+    for module in ("serving/stubs.py", "options.py"):
+        source = (REPO_ROOT / "asl_recognition" / module).read_text()
+        ast.parse(source, feature_version=(3, 10))
+    stubs = (REPO_ROOT / "asl_recognition" / "serving" / "stubs.py").read_text()
+    imports = {
+        node.module
+        for node in ast.walk(ast.parse(stubs))
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("asl_recognition")
+    }
+    assert imports == {"asl_recognition.options"}
