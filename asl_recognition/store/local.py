@@ -10,7 +10,7 @@ A checkout is built under its own lock (``checkouts/.<id>.lock``) by one process
 wait, and a complete one is never deleted, since other processes may be reading it. Hard links
 share their bytes with the objects, so root writing through a checkout alters the object itself:
 every object is hashed when a checkout is built (and when ``_put`` would reuse it), and the
-``.complete`` marker records each file's inode, size and mtime, so that opening a complete
+``.complete`` marker records each file's inode, size, mtime and ctime, so that opening a complete
 checkout only stats its files (0.1 s for 9,000; hashing them all takes 0.2-0.5 s) and takes no
 lock and writes nothing while they match. Under the lock, a file whose stats changed is hashed
 again; one that no longer matches is linked again from its object when that still hashes right,
@@ -52,16 +52,17 @@ CHECKOUT_WAIT_S = 1800.0  # how long a reader waits for another process building
 
 
 def _stat_key(path: Path) -> list[int] | None:
-    """What a write or a replacement changes: inode, size, mtime (ns); None when it is gone.
+    """What a write or a replacement changes: inode, size, mtime and ctime (ns); None when gone.
 
-    Not ctime: linking the same object into another version's checkout moves it, and every
-    open after that would hash again.
+    ctime, which no user can set back, catches a same-size rewrite whose mtime was restored.
+    Linking the same object into another checkout moves it too: that checkout's next open
+    hashes those files once, and records their new stats.
     """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _hashes_to(path: Path, sha: str) -> bool:

@@ -188,3 +188,48 @@ def test_an_open_hashes_only_the_files_whose_stats_changed(
     with pytest.raises(DatasetIntegrityError, match="train/A/07.jpg"):
         store.local_copy(version)
     assert sorted(hashed) == sorted(["07.jpg", _object(store, version, "train/A/07.jpg").name])
+
+
+def test_a_same_size_rewrite_with_its_mtime_put_back_is_still_caught(tmp_path: Path) -> None:
+    """Size, inode and mtime all as recorded: the ctime, which no user can set back, differs."""
+    store = LocalDatasetStore(tmp_path / "datasets")
+    (tmp_path / "a.jpg").write_bytes(b"the real image")
+    version = store.create("ASL", {"train/A/a.jpg": tmp_path / "a.jpg"})
+    checkout = store.local_copy(version)
+    path = checkout / "train/A/a.jpg"
+    before = os.lstat(path)
+    _overwrite(path, b"the fake image")  # same size, same inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    with pytest.raises(DatasetIntegrityError, match="train/A/a.jpg"):
+        store.local_copy(version)
+
+
+def test_a_second_checkout_of_the_same_objects_costs_one_hash_per_shared_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linking an object into another version's checkout changes its ctime: the first checkout
+    hashes those files once on its next open, records them, then opens by stats alone again."""
+    store = LocalDatasetStore(tmp_path / "datasets")
+    sources = {f"train/A/{i}.jpg": tmp_path / f"{i}.jpg" for i in range(4)}
+    for i, source in enumerate(sources.values()):
+        source.write_bytes(f"image {i}".encode())
+    first = store.create("ASL", sources)
+    store.local_copy(first)
+    second = store.create("ASL", {**sources, "train/B/x.jpg": sources["train/A/0.jpg"]})
+    store.local_copy(second)
+    hashed: list[str] = []
+    real = local_store.sha256_file
+    monkeypatch.setattr(
+        local_store, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p)
+    )
+    store.local_copy(first)
+    assert sorted(hashed) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    hashed.clear()
+    store.local_copy(first)
+    assert hashed == []
