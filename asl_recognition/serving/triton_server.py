@@ -14,7 +14,6 @@ supervises a server behind the front is :mod:`.launcher`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -28,17 +27,20 @@ from pathlib import Path
 from typing import Callable
 
 from asl_recognition.child_output import Output
-from asl_recognition.locks import pid_alive
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
+from asl_recognition.serving.leftovers import (
+    remove_orphaned_env_dirs,
+    remove_orphaned_regions,
+    remove_shm_regions,
+)
 from asl_recognition.serving.stubs import StubWatch
 
 # Log errors every CPU-only run prints; they say nothing about the models.
 HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
 STANDIN_BACKEND = REPO_ROOT / "triton" / "backends" / "onnxruntime" / "model.py"
 LOG = logging.getLogger(__name__)
-SHM_DIR = Path("/dev/shm")
 # The Python backend's shared memory per model instance: the first size, and each growth step.
 # A region grows while a request needs more and never shrinks until the stub exits, so the front's
 # body cap is what bounds it; small steps keep a region close to what requests really needed.
@@ -54,51 +56,6 @@ def shm_backend_config(prefix: str) -> list[str]:
         f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
         f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
     ]
-
-
-def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
-    """Delete the regions named with ``prefix`` (one server's, see :class:`TritonServer`)."""
-    removed = []
-    for path in shm_dir.glob(f"{prefix}*"):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(path.name)
-    return sorted(removed)
-
-
-def remove_orphaned_regions(shm_dir: Path = SHM_DIR) -> list[str]:
-    """Delete regions of servers whose launcher is gone (killed with ``kill -9``, say).
-
-    The prefix names the launcher's pid; a region is removed only when that pid is dead and no
-    process still maps it (a server that outlived its launcher keeps its regions).
-    """
-    candidates = [
-        path
-        for path in shm_dir.glob("asl_triton_*_*_*")
-        if path.name.split("_")[2].isdigit() and not pid_alive(int(path.name.split("_")[2]))
-    ]
-    mapped = _mapped_files() if candidates else set()
-    removed = []
-    for path in candidates:
-        if str(path) not in mapped:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path.name)
-    return sorted(removed)
-
-
-def _mapped_files() -> set[str]:
-    """Every file some process maps (``/proc/*/maps``), as its path."""
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        with contextlib.suppress(OSError):
-            for line in maps.read_text().splitlines():
-                parts = line.split(None, 5)
-                if len(parts) == 6:
-                    mapped.add(parts[5].removesuffix(" (deleted)"))
-    return mapped
 
 
 class TritonServerError(ChildError):
@@ -267,6 +224,7 @@ class TritonServer:
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
         remove_orphaned_regions()
+        remove_orphaned_env_dirs()
         self._backend_dir = assemble_backends(
             Path(tempfile.mkdtemp(prefix="asl-triton-backends-"))
         )

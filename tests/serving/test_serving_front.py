@@ -21,9 +21,9 @@ from asl_testkit.cli import cli_process
 from asl_testkit.tiny_models import load_images
 
 from asl_recognition.netutil import free_port
+from asl_recognition.serving.leftovers import remove_orphaned_regions, remove_shm_regions
 from asl_recognition.serving.limits import MIB, TokenBuckets
 from asl_recognition.serving.repository import build_repository
-from asl_recognition.serving.triton_server import remove_orphaned_regions, remove_shm_regions
 
 pytestmark = pytest.mark.server
 CAP = 4 * MIB

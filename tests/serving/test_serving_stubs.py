@@ -151,3 +151,29 @@ def test_the_health_check_runs_on_the_server_images_python() -> None:
         if isinstance(node, ast.ImportFrom) and node.module.startswith("asl_recognition")
     }
     assert imports == {"asl_recognition.options"}
+
+
+def test_env_folders_of_dead_servers_are_removed_and_live_ones_kept(tmp_path, monkeypatch) -> None:
+    """Each Python-based backend makes /tmp/python_env_XXXXXX and removes it only on a clean
+    exit; a start removes the empty ones older than every live server (here: one live process
+    stands for the servers found, and the folders are made under tmp_path)."""
+    import asl_recognition.serving.leftovers as leftovers
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(1.5)
+        monkeypatch.setattr(leftovers, "servers", lambda: [live.pid])
+        started = leftovers._started_at(live.pid)
+        assert started is not None and abs(started - (time.time() - 1.5)) < 1.5
+        folders = {name: tmp_path / f"python_env_{name}" for name in ("dead", "full", "live")}
+        for folder in folders.values():
+            folder.mkdir()
+        (folders["full"] / "env.tar.gz").write_bytes(b"an unpacked environment")
+        for name in ("dead", "full"):
+            os.utime(folders[name], (started - 30, started - 30))
+        removed = leftovers.remove_orphaned_env_dirs(str(tmp_path / "python_env_*"))
+    finally:
+        live.kill()
+        live.wait()
+    assert removed == [str(folders["dead"])]
+    assert folders["full"].is_dir() and folders["live"].is_dir()
