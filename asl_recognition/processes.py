@@ -26,11 +26,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -351,3 +352,24 @@ def supervise(
             continue
         log.warning("%s is ready again (restart %d)", name, attempt)
     return 0
+
+
+@contextlib.contextmanager
+def supervised(
+    service: Restartable,
+    name: str,
+    log: logging.Logger = LOG,
+    policy: RestartPolicy | None = None,
+    ready_timeout: float = 120.0,
+) -> Iterator[threading.Thread]:
+    """:func:`supervise` in a thread for the ``with`` block, for a service that a program uses
+    while it does other work (the live page's Triton); the thread ends before the block does."""
+    stop = threading.Event()
+    args = (service, stop.is_set, policy or RestartPolicy(), ready_timeout, name, log)
+    thread = threading.Thread(target=supervise, args=args, name=f"supervise-{name}", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join()

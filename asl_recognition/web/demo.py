@@ -6,6 +6,7 @@ recognition page in front of it, until Ctrl-C. The page's loopback URL is printe
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +16,8 @@ from asl_recognition.options import option
 from asl_recognition.paths import workspace
 
 from .options import WebOptions
+
+LOG = logging.getLogger(__name__)
 
 PROG = "python -m asl_recognition.web.demo"
 
@@ -36,8 +39,10 @@ def pipeline_repository() -> Path:
 
 
 def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> int:
-    """Triton on ``repo``, then the web app before it; leaving the ``with`` stops Triton, also
-    on SIGTERM (:func:`.server.run_until_stopped` turns it into a return)."""
+    """Triton on ``repo``, supervised (restarted when it dies or a stub of it does), then the web
+    app before it; leaving the ``with`` stops both, also on SIGTERM
+    (:func:`.server.run_until_stopped` turns it into a return)."""
+    from asl_recognition.processes import supervised
     from asl_recognition.serving.triton_server import TritonServer
 
     from .server import serve as serve_web
@@ -46,7 +51,8 @@ def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> i
     print(f"Starting Triton on repository {repo} (log {log})", flush=True)
     with TritonServer.on_free_ports(repo, model_control_mode="none", log_path=log) as triton:
         print(f"Triton ready (gRPC {triton.grpc_url})", flush=True)
-        serve_web(replace(options, triton=triton.grpc_url), thresholds)
+        with supervised(triton, "tritonserver", LOG):  # a crash or a dead stub: restarted
+            serve_web(replace(options, triton=triton.grpc_url), thresholds)
     return 0
 
 

@@ -61,6 +61,14 @@ def pump(stream, lines: queue.Queue) -> None:
         lines.put(line)
 
 
+def iter_queue(lines: queue.Queue) -> list[str]:
+    """Every line pumped so far."""
+    got = []
+    while not lines.empty():
+        got.append(lines.get_nowait())
+    return got
+
+
 def wait_for_url(proc: subprocess.Popen, lines: queue.Queue, timeout: float) -> tuple[str, list]:
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -88,7 +96,8 @@ def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
+    pumping = threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True)
+    pumping.start()
     try:
         url, seen = wait_for_url(proc, lines, timeout=180)
         assert any(str(repo) in line for line in seen), "not the run's repository"
@@ -99,8 +108,24 @@ def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -
         assert answer.status_code == 200, answer.text
         assert answer.json()["hand"] and answer.json()["top"][0]["label"] == "A"
         assert httpx.get(url + "status", timeout=30).status_code == 200
+        # a hand-step stub killed (OOM, kill -9): Triton keeps calling it ready, the page's
+        # supervisor restarts Triton and the page answers again
+        from test_serving_stubs import _kill_stub
+
+        _kill_stub(repo, "asl_hands")
+        deadline, answer = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            answer = httpx.post(url + "api/frame", content=photo("A").read_bytes(), timeout=60)
+            if answer.status_code == 200 and answer.json().get("hand"):
+                break
+            time.sleep(1)
+        assert answer.status_code == 200 and answer.json()["top"][0]["label"] == "A"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+        pumping.join(10)  # the output to its end
+        said = "".join(iter_queue(lines))
+        assert "the Python backend stub of asl_hands/1 died" in said, said
+        assert "ready again (restart 1)" in said, said
     finally:
         if proc.poll() is None:
             proc.kill()
