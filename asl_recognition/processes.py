@@ -371,5 +371,18 @@ def supervised(
     try:
         yield thread
     finally:
-        stop.set()
-        thread.join()
+        _stop_and_join(stop, thread)
+
+
+def _stop_and_join(stop: threading.Event, thread: threading.Thread) -> None:
+    """Stop the supervisor and wait for it, even through a second Ctrl-C (re-raised after): the
+    caller stops the service next, which must not run beside a restart in progress."""
+    interrupted = False
+    while thread.is_alive():
+        try:
+            stop.set()
+            thread.join()
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt

@@ -85,7 +85,11 @@ def _started_at(pid: int) -> float | None:
 
 def remove_orphaned_env_dirs(pattern: str = ENV_DIR_GLOB) -> list[str]:
     """Remove this user's empty Python-backend env folders made before every live tritonserver
-    started (so by servers that are gone); a folder with anything in it is left alone."""
+    started (so by servers that are gone); a folder with anything in it is left alone.
+
+    Start times count from the boot time the kernel reports, which moves when the wall clock is
+    set forward: a live server's empty folder could then look older. It would be removed only
+    while empty, which it stays unless a model sets ``EXECUTION_ENV_PATH`` (none here does)."""
     starts = [t for t in (_started_at(pid) for pid in servers()) if t is not None]
     oldest_live = min(starts, default=time.time()) - 1.0  # the clock tick's rounding
     removed = []

@@ -9,6 +9,10 @@ zombie that outlives a short grace period is a dead model instance, and only a r
 server brings it back: the launcher restarts it (:meth:`.TritonServer.running`), and in Docker
 the health check below stops the server so that the restart policy starts a new one.
 
+A process reparented to tritonserver as PID 1 (an orphaned grandchild that a model forked) would
+also become its zombie: the container runs with an init (compose ``init: true``, ``docker run
+--init``) that adopts orphans instead, so only tritonserver's own stubs are its children.
+
 The standard library and :mod:`asl_recognition.options` only, on Python 3.10 (the Triton image's
 interpreter): the health check runs this module inside the server image.
 
@@ -20,6 +24,7 @@ CLI (the server image's health check, from the folder that holds the package)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -91,7 +96,8 @@ class StubWatch:
         """Models (``name/version``) with a stub dead past grace; ``stub pid N`` where this watch
         never saw the stub alive (a zombie's command line is empty)."""
         live, dead = stub_children(server_pid)
-        self.models.update(live)
+        # a pid of a stub that is gone altogether may come back as another stub's
+        self.models = {pid: m for pid, m in self.models.items() if pid in dead} | live
         now = self.clock()
         self.first_seen = {pid: self.first_seen.get(pid, now) for pid in dead}
         return sorted(
@@ -124,7 +130,7 @@ class StubCheckOptions:
     stop_server: bool = option(
         False, "SIGTERM a server with a dead stub (Docker's restart policy starts a new one)"
     )
-    grace: float = option(GRACE_SECONDS, "seconds a stub zombie may last unreaped", low=0)
+    grace: float = option(GRACE_SECONDS, "seconds a stub zombie may last unreaped", low=0.1)
     server_pid: int = option(0, "the tritonserver to check (0: every one this user sees)", low=0)
 
 
@@ -133,8 +139,8 @@ def check(options: StubCheckOptions) -> int:
     pids = [options.server_pid] if options.server_pid else servers()
     watches = {pid: StubWatch(options.grace) for pid in pids}
     for pid, watch in watches.items():
-        watch.dead_models(pid)  # first sight of each zombie
-    if watches:
+        watch.dead_models(pid)  # the first sight of each zombie
+    if any(watch.first_seen for watch in watches.values()):
         time.sleep(options.grace)  # a zombie seen again after the grace was not being reaped
     broken = {pid: watch.dead_models(pid) for pid, watch in watches.items()}
     broken = {pid: models for pid, models in broken.items() if models}
@@ -146,7 +152,8 @@ def check(options: StubCheckOptions) -> int:
             file=sys.stderr,
         )
         if options.stop_server:
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(pid, signal.SIGTERM)
     return 1 if broken else 0
 
 

@@ -54,7 +54,8 @@ CHECKOUT_WAIT_S = 1800.0  # how long a reader waits for another process building
 def _stat_key(path: Path) -> list[int] | None:
     """What a write or a replacement changes: inode, size, mtime and ctime (ns); None when gone.
 
-    ctime, which no user can set back, catches a same-size rewrite whose mtime was restored.
+    ctime, which no user can set back, catches a same-size rewrite whose mtime was restored
+    (unless it lands in the same timestamp tick as the build: 1-10 ms on kernels before 6.13).
     Linking the same object into another checkout moves it too: that checkout's next open
     hashes those files once, and records their new stats.
     """

@@ -25,18 +25,26 @@ def fingerprint(root: Path, skip: tuple[str, ...] = ("clearml_cache",)) -> dict[
     return out
 
 
+def _checkout_record(rel: str) -> bool:
+    """A checkout's ``.complete`` record or its build lock: an open may rewrite them."""
+    return rel.startswith("datasets/checkouts/") and (
+        rel.endswith("/.complete") or rel.endswith(".lock")
+    )
+
+
 def assert_untouched(root: Path, before: dict[str, tuple], also_new: tuple[str, ...] = ()) -> None:
-    """Every earlier file outside the store's checkouts is byte-for-byte unchanged, and the only
-    new files are checkouts.
+    """Every earlier file is byte-for-byte unchanged (but a checkout's record and lock), and the
+    only new files are checkouts.
 
     Opening a dataset version materialises it under ``datasets/checkouts/`` (a read cache, whose
-    ``.complete`` record an open rewrites after another version linked the same objects); a
-    refused run must add nothing else: no run folder, no registry record (``also_new``: other
-    files the caller expects, such as a failed task's ClearML session record).
+    ``.complete`` record and lock an open rewrites after another version linked the same
+    objects); a refused run must add nothing else: no run folder, no registry record
+    (``also_new``: other files the caller expects, such as a failed task's ClearML session
+    record).
     """
     after = fingerprint(root)
     cache = "datasets/checkouts/"
-    changed = [k for k, v in before.items() if after.get(k) != v and not k.startswith(cache)]
+    changed = [k for k, v in before.items() if after.get(k) != v and not _checkout_record(k)]
     expected = (cache, *also_new)
     added = [k for k in after if k not in before and not k.startswith(expected)]
     assert changed == [] and added == [], (changed, added)

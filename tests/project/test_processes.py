@@ -20,7 +20,14 @@ import pytest
 from asl_recognition.child_output import Output
 from asl_recognition.locks import FileLock, LockTimeout, exclusive
 from asl_recognition.netutil import free_port
-from asl_recognition.processes import Child, ChildError, RestartPolicy, describe_exit, supervise
+from asl_recognition.processes import (
+    Child,
+    ChildError,
+    RestartPolicy,
+    describe_exit,
+    supervise,
+    supervised,
+)
 from asl_recognition.stop_signals import StopFlag, handle_stop_signals
 
 
@@ -305,3 +312,47 @@ def test_stop_flag_is_set_by_sigterm_and_sigint() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_supervised_restarts_a_dead_child_while_the_block_runs(tmp_path: Path) -> None:
+    child = Child(python("import time; time.sleep(60)"), Output(tmp_path / "svc.log"), name="svc")
+    child.start()
+    policy = RestartPolicy(max_restarts=2, base_delay=0.1)
+    try:
+        with supervised(child, "svc", policy=policy, ready_timeout=5) as thread:
+            first = child.process.pid
+            child.process.kill()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (
+                child.process is not None and child.process.pid != first and child.running()
+            ):
+                time.sleep(0.05)
+            assert child.process.pid != first and child.running()
+        assert not thread.is_alive()
+    finally:
+        child.stop()
+
+
+def test_leaving_supervised_waits_for_the_supervisor_through_a_second_ctrl_c() -> None:
+    """A stand-in thread (not a real one) whose first join a Ctrl-C cuts short: the exit joins
+    again, so the caller never stops the service beside a restart, then re-raises the Ctrl-C."""
+    import threading
+
+    from asl_recognition.processes import _stop_and_join
+
+    class InterruptedThread:
+        joins, alive = 0, True
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+        def join(self) -> None:
+            self.joins += 1
+            if self.joins == 1:
+                raise KeyboardInterrupt
+            self.alive = False
+
+    stop, thread = threading.Event(), InterruptedThread()
+    with pytest.raises(KeyboardInterrupt):
+        _stop_and_join(stop, thread)  # type: ignore[arg-type]
+    assert stop.is_set() and thread.joins == 2 and not thread.alive

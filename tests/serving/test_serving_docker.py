@@ -153,3 +153,5 @@ def test_server_health_checks_stop_a_server_with_a_dead_stub() -> None:
     kind, command = triton["healthcheck"]["test"]
     assert kind == "CMD-SHELL" and check in command and ready in command
     assert triton["restart"] == "unless-stopped"
+    # an init adopts orphans: tritonserver's only children are its stubs
+    assert triton["init"] is True and "docker run --rm --init" in text
