@@ -354,6 +354,14 @@ def supervise(
     return 0
 
 
+@dataclass
+class Supervision:
+    """A supervisor running in a thread; ``gave_up`` once its restarts ran out."""
+
+    thread: threading.Thread
+    gave_up: bool = False
+
+
 @contextlib.contextmanager
 def supervised(
     service: Restartable,
@@ -361,17 +369,25 @@ def supervised(
     log: logging.Logger = LOG,
     policy: RestartPolicy | None = None,
     ready_timeout: float = 120.0,
-) -> Iterator[threading.Thread]:
+    on_give_up: Callable[[], object] | None = None,
+) -> Iterator[Supervision]:
     """:func:`supervise` in a thread for the ``with`` block, for a service that a program uses
-    while it does other work (the live page's Triton); the thread ends before the block does."""
+    while it does other work (the live page's Triton); the thread ends before the block does.
+    ``on_give_up`` runs in that thread once the restarts ran out (the page ends itself)."""
     stop = threading.Event()
-    args = (service, stop.is_set, policy or RestartPolicy(), ready_timeout, name, log)
-    thread = threading.Thread(target=supervise, args=args, name=f"supervise-{name}", daemon=True)
-    thread.start()
+
+    def run() -> None:
+        if supervise(service, stop.is_set, policy or RestartPolicy(), ready_timeout, name, log):
+            supervision.gave_up = True
+            if on_give_up is not None and not stop.is_set():
+                on_give_up()
+
+    supervision = Supervision(threading.Thread(target=run, name=f"supervise-{name}", daemon=True))
+    supervision.thread.start()
     try:
-        yield thread
+        yield supervision
     finally:
-        _stop_and_join(stop, thread)
+        _stop_and_join(stop, supervision.thread)
 
 
 def _stop_and_join(stop: threading.Event, thread: threading.Thread) -> None:

@@ -7,8 +7,11 @@ recognition page in front of it, until Ctrl-C. The page's loopback URL is printe
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from asl_recognition.monitoring.settings import AlertThresholds, parse_cli
@@ -51,8 +54,17 @@ def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> i
     print(f"Starting Triton on repository {repo} (log {log})", flush=True)
     with TritonServer.on_free_ports(repo, model_control_mode="none", log_path=log) as triton:
         print(f"Triton ready (gRPC {triton.grpc_url})", flush=True)
-        with supervised(triton, "tritonserver", LOG):  # a crash or a dead stub: restarted
+        # a crash or a dead stub: restarted; once the restarts run out, the page ends too
+        stop_page = partial(os.kill, os.getpid(), signal.SIGTERM)
+        with supervised(triton, "tritonserver", LOG, on_give_up=stop_page) as supervision:
             serve_web(replace(options, triton=triton.grpc_url), thresholds)
+    if supervision.gave_up:
+        print(
+            f"{PROG}: error: tritonserver kept dying and was not restarted again; the page "
+            f"stopped (see {log})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -319,7 +319,7 @@ def test_supervised_restarts_a_dead_child_while_the_block_runs(tmp_path: Path) -
     child.start()
     policy = RestartPolicy(max_restarts=2, base_delay=0.1)
     try:
-        with supervised(child, "svc", policy=policy, ready_timeout=5) as thread:
+        with supervised(child, "svc", policy=policy, ready_timeout=5) as supervision:
             first = child.process.pid
             child.process.kill()
             deadline = time.monotonic() + 20
@@ -328,7 +328,7 @@ def test_supervised_restarts_a_dead_child_while_the_block_runs(tmp_path: Path) -
             ):
                 time.sleep(0.05)
             assert child.process.pid != first and child.running()
-        assert not thread.is_alive()
+        assert not supervision.thread.is_alive() and not supervision.gave_up
     finally:
         child.stop()
 
@@ -356,3 +356,21 @@ def test_leaving_supervised_waits_for_the_supervisor_through_a_second_ctrl_c() -
     with pytest.raises(KeyboardInterrupt):
         _stop_and_join(stop, thread)  # type: ignore[arg-type]
     assert stop.is_set() and thread.joins == 2 and not thread.alive
+
+
+def test_supervised_says_when_it_gave_up_and_calls_back(tmp_path: Path) -> None:
+    """A child that keeps exiting: the restarts run out, ``gave_up`` is set and the callback
+    (the live page stopping itself) runs while the block is still open."""
+    import threading
+
+    child = Child(python("import time; time.sleep(0.2)"), Output(tmp_path / "svc.log"), name="svc")
+    called = threading.Event()
+    policy = RestartPolicy(max_restarts=1, base_delay=0.1)
+    try:
+        with supervised(
+            child.start(), "svc", policy=policy, ready_timeout=5, on_give_up=called.set
+        ) as supervision:
+            assert called.wait(20)
+        assert supervision.gave_up and not supervision.thread.is_alive()
+    finally:
+        child.stop()
