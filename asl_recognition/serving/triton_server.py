@@ -47,6 +47,7 @@ LOG = logging.getLogger(__name__)
 SHM_DEFAULT_BYTES = 4 * 1024 * 1024
 SHM_GROWTH_BYTES = 4 * 1024 * 1024
 STUB_CHECK_SECONDS = 1.0  # how often running() looks for dead stubs (a /proc scan)
+DEAD_STUB_DRAIN_SECONDS = 2.0  # SIGTERM to SIGKILL, for a server stopped for a dead stub
 
 
 def shm_backend_config(prefix: str) -> list[str]:
@@ -171,6 +172,7 @@ class TritonServer:
         self.starts = 0
         self._stubs = StubWatch()
         self._stubs_checked = 0.0
+        self.dead_stubs: list[str] = []  # models whose stub died, found by running()
         # Names this server's /dev/shm regions: this process, this object, nobody else.
         self.shm_prefix = f"asl_triton_{os.getpid()}_{secrets.token_hex(4)}_"
 
@@ -240,7 +242,7 @@ class TritonServer:
             grace=self.exit_timeout_secs + 15,
         )
         self.starts += 1
-        self._stubs = StubWatch()
+        self._stubs, self.dead_stubs = StubWatch(), []
         try:
             self._child.start()
         except ChildError as exc:  # the HTTP port already answers
@@ -276,14 +278,14 @@ class TritonServer:
         if time.monotonic() - self._stubs_checked < STUB_CHECK_SECONDS:
             return True
         self._stubs_checked = time.monotonic()
-        dead = self._stubs.dead_models(process.pid)
-        if dead:
+        self.dead_stubs = self._stubs.dead_models(process.pid)
+        if self.dead_stubs:
             LOG.error(
                 "the Python backend stub of %s died, and Triton neither restarts it nor stops "
                 "calling it ready (every request to it gets 500): tritonserver must restart",
-                ", ".join(dead),
+                ", ".join(self.dead_stubs),
             )
-        return not dead
+        return not self.dead_stubs
 
     def wait_ready(
         self, timeout: float = 60.0, should_stop: Callable[[], bool] = never
@@ -311,6 +313,10 @@ class TritonServer:
         Returns the exit code, or None when no server was started since the last stop.
         """
         code = None
+        if timeout is None and self.dead_stubs:
+            # Triton would wait its whole exit timeout for the model of the dead stub, which
+            # never unloads: a short drain for the other models' requests, then SIGKILL.
+            timeout = DEAD_STUB_DRAIN_SECONDS
         if self._child is not None:
             code = self._child.stop(timeout)
             self._child = None
