@@ -377,7 +377,14 @@ def supervised(
     stop = threading.Event()
 
     def run() -> None:
-        if supervise(service, stop.is_set, policy or RestartPolicy(), ready_timeout, name, log):
+        try:
+            code = supervise(
+                service, stop.is_set, policy or RestartPolicy(), ready_timeout, name, log
+            )
+        except Exception:  # a restart that failed otherwise (a binary gone, a full disk)
+            log.exception("error: supervising %s failed; it is not restarted again", name)
+            code = 1
+        if code:
             supervision.gave_up = True
             if on_give_up is not None and not stop.is_set():
                 on_give_up()

@@ -374,3 +374,25 @@ def test_supervised_says_when_it_gave_up_and_calls_back(tmp_path: Path) -> None:
         assert supervision.gave_up and not supervision.thread.is_alive()
     finally:
         child.stop()
+
+
+def test_supervised_gives_up_when_a_restart_raises(tmp_path: Path) -> None:
+    """The service's program vanished (a failed restart of another kind than ChildError): the
+    supervisor logs it, gives up and calls back instead of dying silently."""
+    import threading
+
+    script = tmp_path / "svc.sh"
+    script.write_text("#!/bin/sh\nsleep 0.3\n")
+    script.chmod(0o755)
+    child = Child([str(script)], Output(tmp_path / "svc.log"), name="svc")
+    called = threading.Event()
+    policy = RestartPolicy(max_restarts=3, base_delay=0.1)
+    try:
+        with supervised(
+            child.start(), "svc", policy=policy, ready_timeout=5, on_give_up=called.set
+        ) as supervision:
+            script.unlink()
+            assert called.wait(20)
+        assert supervision.gave_up
+    finally:
+        child.stop()
