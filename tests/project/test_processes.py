@@ -358,27 +358,11 @@ def test_leaving_supervised_waits_for_the_supervisor_through_a_second_ctrl_c() -
     assert stop.is_set() and thread.joins == 2 and not thread.alive
 
 
-def test_supervised_says_when_it_gave_up_and_calls_back(tmp_path: Path) -> None:
-    """A child that keeps exiting: the restarts run out, ``gave_up`` is set and the callback
-    (the live page stopping itself) runs while the block is still open."""
-    import threading
-
-    child = Child(python("import time; time.sleep(0.2)"), Output(tmp_path / "svc.log"), name="svc")
-    called = threading.Event()
-    policy = RestartPolicy(max_restarts=1, base_delay=0.1)
-    try:
-        with supervised(
-            child.start(), "svc", policy=policy, ready_timeout=5, on_give_up=called.set
-        ) as supervision:
-            assert called.wait(20)
-        assert supervision.gave_up and not supervision.thread.is_alive()
-    finally:
-        child.stop()
-
-
-def test_supervised_gives_up_when_a_restart_raises(tmp_path: Path) -> None:
-    """The service's program vanished (a failed restart of another kind than ChildError): the
-    supervisor logs it, gives up and calls back instead of dying silently."""
+@pytest.mark.parametrize("failure", ["keeps exiting", "program vanishes"])
+def test_supervised_gives_up_and_calls_back(tmp_path: Path, failure: str) -> None:
+    """Restarts that run out (a child that keeps exiting), or a restart that raises (its program
+    vanished: not a ChildError): ``gave_up`` is set and the callback (the live page stopping
+    itself) runs while the block is still open, instead of the supervisor dying silently."""
     import threading
 
     script = tmp_path / "svc.sh"
@@ -386,13 +370,14 @@ def test_supervised_gives_up_when_a_restart_raises(tmp_path: Path) -> None:
     script.chmod(0o755)
     child = Child([str(script)], Output(tmp_path / "svc.log"), name="svc")
     called = threading.Event()
-    policy = RestartPolicy(max_restarts=3, base_delay=0.1)
+    policy = RestartPolicy(max_restarts=1 if failure == "keeps exiting" else 3, base_delay=0.1)
     try:
         with supervised(
             child.start(), "svc", policy=policy, ready_timeout=5, on_give_up=called.set
         ) as supervision:
-            script.unlink()
+            if failure == "program vanishes":
+                script.unlink()
             assert called.wait(20)
-        assert supervision.gave_up
+        assert supervision.gave_up and not supervision.thread.is_alive()
     finally:
         child.stop()
