@@ -38,10 +38,11 @@ from asl_recognition.options import OptionError, add_options
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import workspace
-from asl_recognition.processes import RestartPolicy
 from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
 from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 from asl_recognition.stop_signals import stop_on_signals
+from asl_recognition.supervision import RestartPolicy
+from asl_recognition.supervision import supervise as supervise_service
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,7 +55,7 @@ def supervise(
     ready_timeout: float = 120.0,
 ) -> int:
     """Keep a started, ready server running until ``should_stop()``; 1 once restarts run out."""
-    return processes.supervise(
+    return supervise_service(
         server, should_stop, policy or RestartPolicy(), ready_timeout, "tritonserver", LOG
     )
 

@@ -45,8 +45,8 @@ def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> i
     """Triton on ``repo``, supervised (restarted when it dies or a stub of it does), then the web
     app before it; leaving the ``with`` stops both, also on SIGTERM
     (:func:`.server.run_until_stopped` turns it into a return)."""
-    from asl_recognition.processes import supervised
     from asl_recognition.serving.triton_server import TritonServer
+    from asl_recognition.supervision import supervised
 
     from .server import serve as serve_web
 

@@ -20,15 +20,9 @@ import pytest
 from asl_recognition.child_output import Output
 from asl_recognition.locks import FileLock, LockTimeout, exclusive
 from asl_recognition.netutil import free_port
-from asl_recognition.processes import (
-    Child,
-    ChildError,
-    RestartPolicy,
-    describe_exit,
-    supervise,
-    supervised,
-)
+from asl_recognition.processes import Child, ChildError, describe_exit
 from asl_recognition.stop_signals import StopFlag, handle_stop_signals
+from asl_recognition.supervision import RestartPolicy, supervise, supervised
 
 
 def python(code: str) -> list[str]:
@@ -283,7 +277,7 @@ def test_supervise_restarts_with_backoff_then_gives_up(tmp_path: Path, caplog) -
     child = Child(python("import time; time.sleep(0.3)"), Output(tmp_path / "svc.log"), name="svc")
     policy = RestartPolicy(max_restarts=2, base_delay=0.1)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="asl_recognition.processes"):
+    with caplog.at_level(logging.WARNING, logger="asl_recognition.supervision"):
         code = supervise(child.start(), lambda: time.monotonic() - started > 20, policy, 5, "svc")
     assert code == 1 and time.monotonic() - started < 10
     messages = [r.getMessage() for r in caplog.records]
@@ -338,7 +332,7 @@ def test_leaving_supervised_waits_for_the_supervisor_through_a_second_ctrl_c() -
     again, so the caller never stops the service beside a restart, then re-raises the Ctrl-C."""
     import threading
 
-    from asl_recognition.processes import _stop_and_join
+    from asl_recognition.supervision import _stop_and_join
 
     class InterruptedThread:
         joins, alive = 0, True
