@@ -305,19 +305,26 @@ def test_landmark_model_adds_the_landmark_step(tmp_path):
     assert nodes["publish_landmarks"]["cache_executed_step"] is True
 
 
-def test_the_shipped_recipe_is_enqueued_with_its_outside_folder_dropped(
+def test_the_shipped_recipe_travels_and_an_outside_folder_is_dropped(
     mock_controller, monkeypatch, capsys, tmp_path
 ):
-    """configs/run.yaml names an evaluation folder outside the repo (train.external): an agent
-    cannot read it, so it is dropped with one warning instead of refusing the whole run."""
+    """configs/run.yaml's external check is bundled (data/roboflow_check), so an agent runs it;
+    an evaluation folder outside the repo (train.external) cannot travel: it is dropped with one
+    warning instead of refusing the whole run."""
     monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(asl_pipeline, "server_configured", lambda: True)
     assert asl_pipeline.main(["--mode", "queue", "--config", RUN_RECIPE]) == 0
+    assert capsys.readouterr().err.strip() == ""
+    assert mock_controller["params"]["train/external"] == "data/roboflow_check"
+    outside = tmp_path / "phone_photos"
+    outside.mkdir()
+    argv = ["--mode", "queue", "--config", RUN_RECIPE, f"train.external={outside}"]
+    assert asl_pipeline.main(argv) == 0
     (warning,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert warning.startswith("warning: train.external: ") and "train.external=none" in warning
     assert mock_controller["params"]["train/external"] == "none"
-    mock_controller["controller"].start.assert_called_once_with(queue="services")
+    mock_controller["controller"].start.assert_called_with(queue="services")
     # a required input that cannot travel is still refused (no fallback declared)
     with pytest.raises(SystemExit):
         asl_pipeline.main(["--mode", "queue", f"validate_raw.source={tmp_path}"])
