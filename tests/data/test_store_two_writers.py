@@ -59,24 +59,27 @@ def _publish(root: str, source: str, go, out) -> None:
     out.put(version.id)
 
 
+def _at_once(target, args: tuple, count: int, timeout: float) -> list:
+    """``count`` forked processes of ``target(*args, go, out)``, released together: each must
+    exit 0; what each put on ``out``."""
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, go, out)) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    go.set()
+    for proc in procs:
+        proc.join(timeout)
+    assert [p.exitcode for p in procs] == [0] * count
+    return [out.get(timeout=5) for _ in range(count)]
+
+
 def test_writers_of_the_same_inputs_at_once_publish_one_version(tmp_path: Path) -> None:
     source = tmp_path / "landmarks.csv"
     source.write_text("file,class\na.jpg,A\n")
     root = tmp_path / "datasets"
     LocalDatasetStore(root)
-    ctx = multiprocessing.get_context("fork")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [
-        ctx.Process(target=_publish, args=(str(root), str(source), go, out))
-        for _ in range(WRITERS)
-    ]
-    for proc in procs:
-        proc.start()
-    go.set()
-    for proc in procs:
-        proc.join(30)
-    assert [p.exitcode for p in procs] == [0] * WRITERS
-    ids = {out.get(timeout=5) for _ in range(WRITERS)}
+    ids = set(_at_once(_publish, (str(root), str(source)), WRITERS, 30))
     versions = LocalDatasetStore(root).list_versions("ASL_landmarks")
     assert len(versions) == 1 and ids == {versions[0].id}
     assert versions[0].version == "1.0.0"
@@ -99,19 +102,8 @@ def test_readers_of_a_new_version_at_once_share_one_checkout(tmp_path: Path) -> 
     store = LocalDatasetStore(tmp_path / "datasets")
     version = store.create("ASL", _many_files(tmp_path, FILES))
     expected = _digest(tmp_path / "src", version)  # the published sources
-    ctx = multiprocessing.get_context("fork")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [
-        ctx.Process(target=_read, args=(str(store.root), version.id, go, out))
-        for _ in range(READERS)
-    ]
-    for proc in procs:
-        proc.start()
-    go.set()
-    for proc in procs:
-        proc.join(60)
-    assert [p.exitcode for p in procs] == [0] * READERS  # no FileNotFoundError, no ENOTEMPTY
-    results = {out.get(timeout=5) for _ in range(READERS)}
+    # each exits 0: no FileNotFoundError, no ENOTEMPTY
+    results = set(_at_once(_read, (str(store.root), version.id), READERS, 60))
     assert len(results) == 1  # one folder, never replaced under a reader (same inode)
     folder, digest, _ = results.pop()
     assert digest == expected and Path(folder) == store.checkouts / version.id

@@ -101,28 +101,26 @@ def awkward(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, i
     return bounds
 
 
-def test_the_client_decodes_like_training_without_the_package(awkward, tmp_path) -> None:
-    items = [
-        [name, str(path), None if limit == imageio.MAX_PIXELS else limit]
-        for name, (path, limit) in awkward.items()
-    ]
+def run_isolated(script: str, *args: str) -> dict:
+    """``script`` given ``client.py`` and ``args``, run alone (``-I``, from ``/``) as the README
+    shows the client: what it printed, as JSON."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            ISOLATED_DECODE,
-            str(CLIENT),
-            str(tmp_path),
-            json.dumps(items),
-        ],
+        [sys.executable, "-I", "-c", script, str(CLIENT), *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd="/",
     )
     assert proc.returncode == 0, proc.stderr
-    answers = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_the_client_decodes_like_training_without_the_package(awkward, tmp_path) -> None:
+    items = [
+        [name, str(path), None if limit == imageio.MAX_PIXELS else limit]
+        for name, (path, limit) in awkward.items()
+    ]
+    answers = run_isolated(ISOLATED_DECODE, str(tmp_path), json.dumps(items))
     assert answers.pop("imported_package") is False
     for name, (path, limit) in awkward.items():
         try:
@@ -177,15 +175,7 @@ def test_the_client_refuses_an_icon_bomb_and_names_a_truncated_jpeg(tmp_path: Pa
     ico = icon_bomb(tmp_path / "icon.ico")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes((REPO_ROOT / "data" / "test_images" / "A_test.jpg").read_bytes()[:300])
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", ISOLATED_HOSTILE, str(CLIENT), str(ico), str(cut)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_isolated(ISOLATED_HOSTILE, str(ico), str(cut))
     assert result["out"][str(ico)].startswith("error: unsupported format: ICO, refused"), result
     assert result["out"][str(cut)] == "error: truncated or corrupt image (Truncated File Read)"
     assert result["grew_mb"] < 30, result  # before: 540 MB (time is bench's business)
