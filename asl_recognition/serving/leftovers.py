@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from asl_recognition.locks import pid_alive
-from asl_recognition.serving.stubs import PROC, servers
+from asl_recognition.serving.stubs import PROC, proc_stat, servers
 
 SHM_DIR = Path("/dev/shm")
 ENV_DIR_GLOB = "/tmp/python_env_*"
@@ -60,7 +60,7 @@ def remove_orphaned_regions(shm_dir: Path = SHM_DIR) -> list[str]:
 def _mapped_files() -> set[str]:
     """Every file some process maps (``/proc/*/maps``), as its path."""
     mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
+    for maps in PROC.glob("[0-9]*/maps"):
         with contextlib.suppress(OSError):
             for line in maps.read_text().splitlines():
                 parts = line.split(None, 5)
@@ -71,16 +71,18 @@ def _mapped_files() -> set[str]:
 
 def _started_at(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch); None once it is gone."""
+    stat = proc_stat(pid)
+    if stat is None:
+        return None
     try:
-        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
         boot = next(
             float(line.split()[1])
             for line in (PROC / "stat").read_text().splitlines()
             if line.startswith("btime ")
         )
-    except (OSError, StopIteration, IndexError):
+    except (OSError, StopIteration):
         return None
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time in ticks
+    return boot + stat.start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def remove_orphaned_env_dirs(pattern: str = ENV_DIR_GLOB) -> list[str]:

@@ -42,15 +42,26 @@ STUB_COMM = STUB_BINARY[:15]  # the kernel keeps 15 characters of a name, also f
 GRACE_SECONDS = 2.0
 
 
-def _stat(pid: str) -> tuple[str, str, int] | None:
-    """(name, state, parent pid) from ``/proc/<pid>/stat``; None once the process is gone."""
+@dataclass(frozen=True)
+class ProcStat:
+    """What ``/proc/<pid>/stat`` says of a process that this module and :mod:`.leftovers` read."""
+
+    name: str
+    state: str  # "Z": a zombie, dead and not reaped
+    parent: int
+    start_ticks: int  # clock ticks after boot
+
+
+def proc_stat(pid: int | str) -> ProcStat | None:
+    """``/proc/<pid>/stat``, parsed; None once the process is gone."""
     try:
-        text = (PROC / pid / "stat").read_text()
+        text = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    name = text[text.index("(") + 1 : text.rindex(")")]
-    state, parent = text[text.rindex(")") + 2 :].split()[:2]
-    return name, state, int(parent)
+    fields = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+    return ProcStat(
+        text[text.index("(") + 1 : text.rindex(")")], fields[0], int(fields[1]), int(fields[19])
+    )
 
 
 def _model_of(pid: int) -> str:
@@ -70,10 +81,10 @@ def stub_children(server_pid: int) -> tuple[dict[int, str], set[int]]:
     live: dict[int, str] = {}
     dead: set[int] = set()
     for entry in PROC.glob("[0-9]*"):
-        stat = _stat(entry.name)
-        if stat is None or stat[2] != server_pid or stat[0] != STUB_COMM:
+        stat = proc_stat(entry.name)
+        if stat is None or stat.parent != server_pid or stat.name != STUB_COMM:
             continue
-        if stat[1] == "Z":
+        if stat.state == "Z":
             dead.add(int(entry.name))
         else:
             live[int(entry.name)] = _model_of(int(entry.name))
@@ -112,7 +123,7 @@ def servers() -> list[int]:
     return sorted(
         int(entry.name)
         for entry in PROC.glob("[0-9]*")
-        if (stat := _stat(entry.name)) is not None and stat[0] == "tritonserver"
+        if (stat := proc_stat(entry.name)) is not None and stat.name == "tritonserver"
     )
 
 

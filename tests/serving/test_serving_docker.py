@@ -139,19 +139,25 @@ def test_server_image_carries_the_hand_pipeline_package() -> None:
     assert 'os.environ.get("ASL_PACKAGE_ROOT"' in source
 
 
+def server_healthcheck() -> list[str]:
+    """The server image's ``HEALTHCHECK CMD``, in its exec form."""
+    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
+    return json.loads(line[line.index(" CMD ") + 5 :])
+
+
 def test_server_health_checks_stop_a_server_with_a_dead_stub() -> None:
     """Triton keeps a model whose stub was killed "ready": the image's and compose's checks run
     the stub check (tests/serving/test_serving_stubs.py) from where the package is copied, with
     --stop-server so that the restart policy starts a new server, and only then the ready one."""
     check = "cd /opt/asl && python3 -m asl_recognition.serving.stubs --stop-server && python3 -c"
     ready = "urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"
-    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text().replace("\\\n", " ")
-    (line,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
-    shell, flag, command = json.loads(line[line.index(" CMD ") + 5 :])
+    shell, flag, command = server_healthcheck()
     assert (shell, flag) == ("/bin/sh", "-c") and check in command and ready in command
     triton = yaml.safe_load(COMPOSE.read_text())["x-triton"]
     kind, command = triton["healthcheck"]["test"]
     assert kind == "CMD-SHELL" and check in command and ready in command
     assert triton["restart"] == "unless-stopped"
     # an init adopts orphans: tritonserver's only children are its stubs
-    assert triton["init"] is True and "docker run --rm --init" in text
+    dockerfile = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
+    assert triton["init"] is True and "docker run --rm --init" in dockerfile

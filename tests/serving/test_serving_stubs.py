@@ -21,7 +21,7 @@ from test_serving_launcher import _infer_ok, serving_cli
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.repository import build_repository
-from asl_recognition.serving.stubs import stub_children
+from asl_recognition.serving.stubs import proc_stat, stub_children
 
 pytestmark = pytest.mark.server
 
@@ -45,11 +45,8 @@ def _kill_stub(repo: Path, model: str) -> int:
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            break
-        if state == "Z":
+        stat = proc_stat(pid)
+        if stat is None or stat.state == "Z":
             break
         time.sleep(0.01)
     return pid
@@ -62,7 +59,7 @@ def _batch() -> np.ndarray:
 
 
 def _stub_check(*options: str) -> subprocess.CompletedProcess:
-    """The server image's health check, run the way its HEALTHCHECK runs it."""
+    """The stub check's command line, run from the repository with this Python."""
     command = [sys.executable, "-m", "asl_recognition.serving.stubs", *options]
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
 
@@ -91,12 +88,11 @@ def _image_health_check(tmp_path: Path, server) -> subprocess.CompletedProcess:
     """The server image's HEALTHCHECK command, on a copy of the package alone as the image has
     it (/opt/asl), :func:`image_python` for python3, and limited to ``server`` (tests run in
     parallel)."""
-    import json
     import shutil
 
-    text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text().replace("\\\n", " ")
-    (line,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
-    shell, flag, command = json.loads(line[line.index(" CMD ") + 5 :])
+    from test_serving_docker import server_healthcheck
+
+    shell, flag, command = server_healthcheck()
     image = tmp_path / "opt_asl"
     if not image.exists():
         ignore = shutil.ignore_patterns("__pycache__")
