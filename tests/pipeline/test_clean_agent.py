@@ -312,6 +312,7 @@ CHAIN = [
             "Args/epochs": "3",
             "Args/dataset_version": "{publish_dataset.dataset_id}",
             "Args/landmarks_version": "{publish_landmarks.landmarks_id}",
+            "Args/external": "data/roboflow_check",  # configs/run.yaml's, in the checkout
         },
     ),
     ("build_triton_repo", {"Args/train_task": "task-train"}),
@@ -374,6 +375,8 @@ def test_steps_chained_on_fresh_agents(chain):
     assert [Path(r.script).stem for r in chain.runs] == [label for label, _ in CHAIN]
     train = chain.runs[3]
     assert "epoch 3:" in train.out and "epoch 4:" not in train.out, train.out[-2000:]
+    # the recipe's external check is bundled, so it travels with the commit: all 52 photos read
+    assert "(52 images)" in train.out + train.err, train.out[-2000:]
     # the model's hand detector record came through the upload and the agent's download
     hands = built_hands_config(chain.server, chain.root)
     assert json.loads(hands.parameters["detector"].string_value)["recrop"] is True
