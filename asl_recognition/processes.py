@@ -105,6 +105,7 @@ class Child:
     :mod:`asl_recognition.reaper`, so that it and its whole tree are killed when this process
     dies, however it dies; start such a child from the main thread (the kernel watches the
     thread that forked it). ``pass_fds`` stay open in the child (a lock it must hold too).
+    ``secrets_in_command`` (a key on the command line) are shown as ``***`` in :meth:`failure`.
     """
 
     def __init__(
@@ -120,8 +121,10 @@ class Child:
         grace: float = 10.0,
         die_with_parent: bool = False,
         pass_fds: Sequence[int] = (),
+        secrets_in_command: Sequence[str] = (),
     ) -> None:
         self.command = [str(part) for part in command]
+        self.secrets_in_command = [secret for secret in secrets_in_command if secret]
         self.name = name or Path(self.command[0]).name
         self.outputs = [stdout] + ([stderr] if stderr is not None else [])
         self.ready_url = ready_url
@@ -208,8 +211,11 @@ class Child:
 
     def failure(self, what: str) -> str:
         """One line: the child's name, what happened, its command, its log and the log's end."""
+        shown = shlex.join(self.command)
+        for secret in self.secrets_in_command:
+            shown = shown.replace(secret, "***")
         return (
-            f"{self.name} {what}: {shlex.join(self.command)}; "
+            f"{self.name} {what}: {shown}; "
             f"log {self.log_path} ends: {self.tail() or '(empty)'}"
         )
 

@@ -15,7 +15,9 @@ it fails; :mod:`.stubs`).
 Triton's HTTP and gRPC listen on loopback only; the public HTTP port (``--host``,
 ``--http-port``) is the front (:mod:`.front`: body cap, per-client rate, bounded time). gRPC is
 not published: tritonserver 2.51 has no flag for its gRPC message size (``tritonserver --help``
-lists none; its gRPC server is built with a 2 GiB maximum), so only local clients reach it.
+lists none; its gRPC server is built with a 2 GiB maximum), so only local clients reach it. On
+both, Triton's admin protocols (shared memory, trace, logging) need ``ASL_TRITON_ADMIN_KEY``
+(:mod:`.admin_api`; unset, they are closed).
 
 Every restart first stops the dead server, which removes the shared memory it left. Once the
 restarts run out the launcher keeps the front up, answering 503 with the reason, and exports
@@ -38,6 +40,7 @@ from asl_recognition.options import OptionError, add_options
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import workspace
+from asl_recognition.serving.admin_api import AdminKeyError
 from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
 from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 from asl_recognition.stop_signals import stop_on_signals
@@ -199,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     options, limits = parse_command(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    return serve(launched_server(options), options, limits)
+    try:
+        server = launched_server(options)
+    except AdminKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return serve(server, options, limits)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from asl_recognition.child_output import Output
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
+from asl_recognition.serving.admin_api import admin_key, restriction_args
 from asl_recognition.serving.leftovers import (
     remove_orphaned_env_dirs,
     remove_orphaned_regions,
@@ -175,6 +176,7 @@ class TritonServer:
         self.dead_stubs: list[str] = []  # models whose stub died, found by running()
         # Names this server's /dev/shm regions: this process, this object, nobody else.
         self.shm_prefix = f"asl_triton_{os.getpid()}_{secrets.token_hex(4)}_"
+        self._admin_key = admin_key()  # ASL_TRITON_ADMIN_KEY, or random: admin calls closed
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -217,7 +219,8 @@ class TritonServer:
         ]
         if self.model_control_mode == "poll":
             cmd.append(f"--repository-poll-secs={self.poll_secs}")
-        return cmd + shm_backend_config(self.shm_prefix) + self.extra_args
+        cmd += shm_backend_config(self.shm_prefix) + self.extra_args
+        return cmd + restriction_args(self.model_control_mode, self._admin_key)
 
     def start(self) -> "TritonServer":
         """Start tritonserver in its own process group, its output appended to ``log_path``."""
@@ -240,6 +243,7 @@ class TritonServer:
             ready_url=f"http://{self.http_url}/v2/health/ready",
             env=server_environment(),
             grace=self.exit_timeout_secs + 15,
+            secrets_in_command=[self._admin_key],
         )
         self.starts += 1
         self._stubs, self.dead_stubs = StubWatch(), []

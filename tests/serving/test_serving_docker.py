@@ -110,13 +110,23 @@ def test_gpu_profile_reserves_the_gpu_and_keeps_tensorrt_engines() -> None:
     )
 
 
-def test_server_image_keeps_nvidias_entrypoint() -> None:
+def test_server_image_starts_triton_through_nvidias_entrypoint_then_the_admin_key() -> None:
+    """NVIDIA's entrypoint first (driver checks, banner), then ours: tritonserver with its admin
+    protocols behind ASL_TRITON_ADMIN_KEY (run as the image runs it in test_serving_admin_api)."""
     text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
     (entry,) = [line for line in text.splitlines() if line.startswith("ENTRYPOINT ")]
     assert json.loads(entry[len("ENTRYPOINT ") :]) == [
         "/opt/nvidia/nvidia_entrypoint.sh",
+        "/bin/sh",
+        "/opt/asl/entrypoint.sh",
         "tritonserver",
     ]
+    assert "COPY triton/server/entrypoint.sh /opt/asl/entrypoint.sh" in text.splitlines()
+    ignore = (REPO_ROOT / "triton" / "server" / "Dockerfile.dockerignore").read_text()
+    assert "!triton/server/entrypoint.sh" in ignore.splitlines()
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("triton", "triton-gpu"):
+        assert services[name]["environment"] == ["ASL_TRITON_ADMIN_KEY"]
 
 
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path) -> None:
@@ -128,13 +138,18 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path) -> None:
 
 def test_server_image_carries_the_hand_pipeline_package() -> None:
     """The <model>_hands step imports asl_recognition: copied in, found via ASL_PACKAGE_ROOT,
-    with cp310 pins; the context sends nothing else (no .venv, no data)."""
+    with cp310 pins; the context sends nothing else (no .venv, no data) but the entrypoint."""
     text = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
     assert "COPY asl_recognition /opt/asl/asl_recognition" in text
     assert "ENV ASL_PACKAGE_ROOT=/opt/asl" in text
     assert "ai-edge-litert==1.4.0" in text and "pillow==12.0.0" in text
     ignore = (REPO_ROOT / "triton" / "server" / "Dockerfile.dockerignore").read_text().split()
-    assert ignore[ignore.index("*") :] == ["*", "!asl_recognition", "**/__pycache__"]
+    assert ignore[ignore.index("*") :] == [
+        "*",
+        "!asl_recognition",
+        "!triton/server/entrypoint.sh",
+        "**/__pycache__",
+    ]
     source = (REPO_ROOT / "asl_recognition" / "serving" / "hands_model.py").read_text()
     assert 'os.environ.get("ASL_PACKAGE_ROOT"' in source
 

@@ -1,0 +1,228 @@
+"""Triton's admin protocols (shared memory, trace, logging) need ASL_TRITON_ADMIN_KEY, on the
+launcher's server and through the server image's entrypoint (asl_recognition/serving/admin_api.py).
+
+Before: any client of the gRPC port could turn tritonserver's verbose logging on or register
+shared memory (checked on the real 2.51 binary)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from asl_testkit.servers import start_server
+from test_serving_stubs import _batch, image_python
+from tritonclient.utils import InferenceServerException
+
+from asl_recognition.netutil import free_port
+from asl_recognition.paths import REPO_ROOT
+from asl_recognition.processes import http_ready
+from asl_recognition.serving.admin_api import GRPC_HEADER, HEADER, KEY_ENV
+from asl_recognition.serving.repository import build_repository
+from asl_recognition.serving.triton_server import (
+    TritonServer,
+    TritonServerError,
+    assemble_backends,
+    server_environment,
+)
+
+pytestmark = pytest.mark.server
+KEY = "test-admin-key_0123456789"
+
+
+def _refused(call) -> str:
+    with pytest.raises(InferenceServerException) as refused:
+        call()
+    return str(refused.value)
+
+
+def _assert_admin_closed_and_inference_open(grpc_url: str, http_url: str) -> None:
+    """Without the key: no admin call on either port; with it: the settings; inference open."""
+    grpc = tgrpc.InferenceServerClient(grpc_url)
+    http = thttp.InferenceServerClient(http_url)
+    try:
+        calls = [
+            lambda: grpc.update_log_settings({"log_verbose_level": 5}),
+            lambda: grpc.get_trace_settings(),
+            lambda: grpc.register_system_shared_memory("probe", "/asl_probe", 64),
+            lambda: grpc.get_system_shared_memory_status(),
+        ]
+        for call in calls:
+            assert "This protocol is restricted" in _refused(call)
+        assert "This API is restricted" in _refused(lambda: http.get_log_settings())
+        wrong = {GRPC_HEADER: KEY + "x"}
+        assert "restricted" in _refused(lambda: grpc.get_log_settings(headers=wrong))
+        settings = grpc.get_log_settings(headers={GRPC_HEADER: KEY}, as_json=True)
+        assert int(settings["settings"]["log_verbose_level"]["uint32_param"]) == 0
+        assert "log_verbose_level" in http.get_log_settings(headers={HEADER: KEY})
+        batch = _batch()
+        inp = tgrpc.InferInput("images", list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        probabilities = grpc.infer("asl", [inp]).as_numpy("probabilities")
+        assert probabilities.shape == (len(batch), 29)
+        assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+    finally:
+        grpc.close()
+        http.close()
+
+
+def test_the_launchers_server_keeps_admin_calls_behind_the_key(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server = start_server(tmp_path / "repo", tmp_path, model_control_mode="none")
+    try:
+        _assert_admin_closed_and_inference_open(server.grpc_url, server.http_url)
+    finally:
+        server.stop()
+    assert KEY not in server.log_path.read_text()
+
+
+def test_without_a_key_the_admin_calls_are_closed(tiny_models, tmp_path, monkeypatch) -> None:
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    server = start_server(tmp_path / "repo", tmp_path, model_control_mode="none")
+    grpc = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        assert "restricted" in _refused(lambda: grpc.get_log_settings())
+        for guess in ("", KEY, "None"):
+            headers = {GRPC_HEADER: guess}
+            assert "restricted" in _refused(lambda: grpc.get_log_settings(headers=headers))
+        assert grpc.is_model_ready("asl")
+    finally:
+        grpc.close()
+        server.stop()
+
+
+def test_in_explicit_mode_loading_a_model_needs_the_key(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    """Only ``explicit`` lets clients load and unload models; there the key guards them too."""
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server = start_server(tmp_path / "repo", tmp_path, model_control_mode="explicit")
+    grpc = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        assert not grpc.is_model_ready("asl_onnx")
+        assert "restricted" in _refused(lambda: grpc.load_model("asl_onnx"))
+        assert not grpc.is_model_ready("asl_onnx")
+        grpc.load_model("asl_onnx", headers={GRPC_HEADER: KEY})
+        assert grpc.is_model_ready("asl_onnx")
+    finally:
+        grpc.close()
+        server.stop()
+
+
+def test_a_failed_start_shows_the_command_without_the_key(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    """tritonserver exits (its gRPC port is taken): the one-line error shows *** for the key."""
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = TritonServer(
+            tmp_path / "repo",
+            http_port=free_port(),
+            grpc_port=taken.getsockname()[1],
+            metrics_port=free_port(),
+            log_path=tmp_path / "failed.log",
+        )
+        with pytest.raises(TritonServerError) as failed:
+            server.start_ready(60)
+    shown = str(failed.value.__cause__)  # the chained one line with the command
+    assert "--grpc-restricted-protocol=shared-memory,trace,logging:asl-admin-key=***" in shown
+    assert KEY not in shown and KEY not in str(failed.value)
+
+
+def test_a_key_triton_cannot_carry_is_refused_in_one_line(tmp_path) -> None:
+    """Triton splits its flag at , : and =; the value is never echoed."""
+    bad = "short:key=1,2"
+    env = {**os.environ, KEY_ENV: bad}
+    launcher = [sys.executable, "-m", "asl_recognition.serving.launcher", "--repo", str(tmp_path)]
+    entry = [sys.executable, "-m", "asl_recognition.serving.admin_api", "true"]
+    for command in (launcher, entry):
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{KEY_ENV} must be 16-128 characters" in proc.stderr and bad not in proc.stderr
+
+
+def test_the_entrypoint_refuses_restriction_flags_of_its_own() -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "asl_recognition.serving.admin_api",
+        "true",
+        "--grpc-restricted-protocol=logging:k=v",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and "set here, from ASL_TRITON_ADMIN_KEY" in proc.stdout
+
+
+def _image_entrypoint(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """The image's ``/bin/sh /opt/asl/entrypoint.sh`` on a copy laid out as in the image (the
+    package and the script in one folder), with the image's Python 3.10 as ``python3``; what
+    that starts gets ``env``'s PATH back (the local Python stubs find their packages by it)."""
+    image = tmp_path / "opt_asl"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO_ROOT / "asl_recognition", image / "asl_recognition", ignore=ignore)
+    shutil.copy(REPO_ROOT / "triton" / "server" / "entrypoint.sh", image / "entrypoint.sh")
+    shim = tmp_path / "bin" / "python3"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nPATH={shlex.quote(env["PATH"])} exec {image_python()} "$@"\n')
+    shim.chmod(0o755)
+    env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
+    return ["/bin/sh", str(image / "entrypoint.sh")]
+
+
+def test_the_server_images_entrypoint_starts_triton_with_admin_behind_the_key(
+    tiny_models, tmp_path
+) -> None:
+    """NVIDIA's entrypoint runs ``exec "$@"``: this is what it runs, with the image's CMD."""
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    shape = TritonServer.on_free_ports(tmp_path / "repo", exit_timeout_secs=1)
+    shape._backend_dir = assemble_backends(tmp_path / "backends")
+    flags = [arg for arg in shape.command() if "restricted" not in arg]
+    env = {**server_environment(), KEY_ENV: KEY}
+    command = _image_entrypoint(tmp_path, env) + flags
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while not http_ready(f"http://{shape.http_url}/v2/health/ready"):
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        # sh and python3 exec'd: the same pid is tritonserver, without the key in its environment
+        assert Path(f"/proc/{server.pid}/comm").read_text().strip() == "tritonserver"
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith((KEY_ENV.encode(), b"PYTHONPATH="))]
+        _assert_admin_closed_and_inference_open(shape.grpc_url, shape.http_url)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert KEY not in (tmp_path / "server.log").read_text()
+
+
+def test_the_entrypoint_module_runs_on_the_images_python_alone() -> None:
+    source = (REPO_ROOT / "asl_recognition" / "serving" / "admin_api.py").read_text()
+    tree = ast.parse(source, feature_version=(3, 10))
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules

@@ -1,0 +1,7 @@
+#!/bin/sh
+# The server image's entrypoint, after NVIDIA's: tritonserver with its admin protocols (shared
+# memory, trace, logging) behind ASL_TRITON_ADMIN_KEY, or closed without it
+# (asl_recognition/serving/admin_api.py). PYTHONPATH reaches that module only: it execs
+# tritonserver without it, and without the key in its environment.
+set -eu
+PYTHONPATH="$(dirname "$0")" exec python3 -m asl_recognition.serving.admin_api "$@"
