@@ -95,7 +95,7 @@ class PipelineRunOptions:
     docker_image: str = option(
         DEFAULT_DOCKER_IMAGE,
         "ClearML modes: docker image of the controller and every step on a docker-mode agent "
-        "(Python >= 3.11 and glibc >= 2.28 for requirements.txt; empty: the agent's default)",
+        "(Python 3.11 or 3.12 and glibc >= 2.28 for requirements.txt; empty: the agent's default)",
     )
 
 

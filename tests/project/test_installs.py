@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,18 @@ def pins(filename: str) -> dict[str, str]:
     return found
 
 
+def supported_by_pyproject(python_version: str) -> bool:
+    """pyproject.toml's ``requires-python`` (its ``>=`` and ``<`` clauses) admits the version."""
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    version = tuple(int(part) for part in python_version.split("."))
+    for clause in requires["requires-python"].split(","):
+        op, bound = re.fullmatch(r"\s*(>=|<)\s*([\d.]+)\s*", clause).groups()
+        limit = tuple(int(part) for part in bound.split("."))
+        if (op == ">=" and version < limit) or (op == "<" and version >= limit):
+            return False
+    return True
+
+
 def resolve(python_version: str, report: Path) -> subprocess.CompletedProcess:
     """``pip install --dry-run`` of requirements.txt for another interpreter and platform."""
     abi = "cp" + python_version.replace(".", "")
@@ -65,10 +78,13 @@ def resolve(python_version: str, report: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def test_steps_requirements_resolve_for_the_agent_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("python_version", ["3.11", "3.12"])
+def test_steps_requirements_resolve_for_the_agent_image(tmp_path: Path, python_version) -> None:
+    """The agent image's 3.11, and 3.12 (Ubuntu 24.04's python3 on a venv-mode agent)."""
     report = tmp_path / "report.json"
-    proc = resolve("3.11", report)
+    proc = resolve(python_version, report)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert supported_by_pyproject(python_version)
     chosen = {
         canonical(item["metadata"]["name"]): item["metadata"]["version"]
         for item in json.loads(report.read_text())["install"]
@@ -77,14 +93,18 @@ def test_steps_requirements_resolve_for_the_agent_image(tmp_path: Path) -> None:
         assert chosen.get(name) == version, f"{name}=={version} resolved as {chosen.get(name)}"
 
 
-def test_python_310_cannot_install_the_steps_requirements(tmp_path: Path) -> None:
-    """The check can fail: the agent's interpreter matters (Ubuntu 22.04's python3 is 3.10)."""
-    proc = resolve("3.10", tmp_path / "report.json")
+@pytest.mark.parametrize("python_version", ["3.10", "3.13"])
+def test_other_pythons_cannot_install_the_steps_requirements(
+    tmp_path: Path, python_version
+) -> None:
+    """The check can fail: the agent's interpreter matters (Ubuntu 22.04's python3 is 3.10; numpy
+    1.26.4, held below 2 by nvidia-pytriton, has no cp313 wheel), as pyproject.toml says."""
+    proc = resolve(python_version, tmp_path / "report.json")
     assert proc.returncode != 0
     pinned = pins(STEPS_REQS)
-    assert re.search(r"No matching distribution found for ([\w.-]+)==", proc.stderr)
     named = re.search(r"No matching distribution found for ([\w.\[\],-]+)==", proc.stderr)
-    assert canonical(named.group(1)) in pinned
+    assert named and canonical(named.group(1)) in pinned, proc.stderr[-2000:]
+    assert not supported_by_pyproject(python_version)
 
 
 def test_each_pin_lives_in_one_file_and_the_enqueue_pins_match() -> None:
