@@ -86,7 +86,8 @@ class LauncherOptions:
     )
     model_control_mode: str = option(
         "poll",
-        "poll: new versions written to the repository go live without a restart",
+        "poll: new versions written to the repository go live without a restart; explicit: "
+        "loads and unloads need ASL_TRITON_ADMIN_KEY",
         choices=("poll", "none", "explicit"),
     )
     poll_secs: int = option(2, "repository poll interval")

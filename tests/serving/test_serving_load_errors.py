@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from asl_recognition.classes import read_class_file
+from asl_recognition.serving.admin_api import HEADER, KEY_ENV
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.repository import build_repository
 from asl_recognition.serving.triton_server import TritonServerError
@@ -151,6 +152,10 @@ BROKEN = {
 }
 
 
+ADMIN_KEY = "load-errors-admin-key"
+ADMIN = {HEADER: ADMIN_KEY}
+
+
 @pytest.fixture(scope="module")
 def explicit_server(tiny_models, tmp_path_factory):
     """A real tritonserver in explicit mode over a repository of broken and good models."""
@@ -168,14 +173,16 @@ def explicit_server(tiny_models, tmp_path_factory):
     _hand_config(repo, "dynamic_output", 8, [3, SIZE, SIZE], [SIZE], None)
     no_batch_graph(repo / "no_batch" / "1" / "model.onnx")
     _hand_config(repo, "no_batch", 0, [3, SIZE, SIZE], [CLASSES], labels)
-    server = start_server(repo, root, model_control_mode="explicit", exit_timeout_secs=2)
+    with pytest.MonkeyPatch.context() as env:  # explicit mode: load and unload need the key
+        env.setenv(KEY_ENV, ADMIN_KEY)
+        server = start_server(repo, root, model_control_mode="explicit", exit_timeout_secs=2)
     yield server
     server.stop()
 
 
 def _load_error(client, name: str) -> str:
     with pytest.raises(InferenceServerException) as info:
-        client.load_model(name)
+        client.load_model(name, headers=ADMIN)
     return str(info.value)
 
 
@@ -188,7 +195,7 @@ def test_configs_the_real_backend_refuses_fail_to_load(explicit_server) -> None:
             assert f"load failed for model '{name}'" in message, (name, message)
             assert token in message, (name, message)
             assert not client.is_model_ready(name), name
-        client.load_model("good")
+        client.load_model("good", headers=ADMIN)
         assert client.is_model_ready("good") and client.is_server_live()
     finally:
         client.close()
@@ -208,7 +215,7 @@ def test_client_classifies_with_a_non_batching_model(explicit_server, tmp_path) 
 
     client = thttp.InferenceServerClient(explicit_server.http_url)
     try:
-        client.load_model("no_batch")
+        client.load_model("no_batch", headers=ADMIN)
         assert client.is_model_ready("no_batch")
     finally:
         client.close()
