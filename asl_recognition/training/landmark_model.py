@@ -39,7 +39,8 @@ class LandmarkMLP(nn.Module):
 
     Tried and not kept, measured leave-one-source-out (docs/results.md; the code is in commit
     8760716): derived features (joint bends, fingertip distances, thumb offsets), a palm-upright
-    rotation, a wider net, test-time turns and a 3-seed ensemble.
+    rotation, a wider net, test-time turns and a 3-seed ensemble; later a graph network over the
+    hand's bones and a transformer over the 21 points (no better on the held-out sources).
     """
 
     def __init__(
