@@ -42,6 +42,28 @@ REAPER = Path(__file__).with_name("reaper.py")
 LOG = logging.getLogger(__name__)
 
 
+class _HideSecrets(logging.Filter):
+    """mirakuru logs every command it starts (DEBUG, ``Starting process: ...``): a child's
+    ``secrets_in_command`` are shown there as ``***`` too, whatever logging is configured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        hidden = text
+        for secret in self.secrets:
+            hidden = hidden.replace(secret, "***")
+        if hidden != text:
+            record.msg, record.args = hidden, ()
+        return True
+
+
+_HIDDEN = _HideSecrets()
+logging.getLogger("mirakuru.base").addFilter(_HIDDEN)  # a logger's filter sees its own records
+
+
 def never() -> bool:
     """The default ``should_stop``: nothing cancels the wait."""
     return False
@@ -79,6 +101,16 @@ class _Executor(SimpleExecutor):
     tail in its error), so mirakuru's ``timeout`` only sets how long a stop waits before SIGKILL.
     """
 
+    @property
+    def envvars(self) -> dict[str, str]:
+        """Exactly the environment the child was given, plus mirakuru's mark: mirakuru merges it
+        into this process's, which would bring back a variable left out on purpose (a key)."""
+        merged = super().envvars
+        if self._envvars:
+            for name in set(os.environ) - set(self._envvars):
+                merged.pop(name, None)
+        return merged
+
     def stop_within(self, grace: float) -> None:
         """Signal the process group, wait ``grace`` s, SIGKILL what is left; reap the child."""
         self._timeout = grace  # mirakuru's stop waits its `timeout` before it kills
@@ -106,6 +138,7 @@ class Child:
     dies, however it dies; start such a child from the main thread (the kernel watches the
     thread that forked it). ``pass_fds`` stay open in the child (a lock it must hold too).
     ``secrets_in_command`` (a key on the command line) are shown as ``***`` in :meth:`failure`.
+    ``env`` is the child's whole environment (None: this process's).
     """
 
     def __init__(
@@ -125,6 +158,7 @@ class Child:
     ) -> None:
         self.command = [str(part) for part in command]
         self.secrets_in_command = [secret for secret in secrets_in_command if secret]
+        _HIDDEN.secrets.update(self.secrets_in_command)
         self.name = name or Path(self.command[0]).name
         self.outputs = [stdout] + ([stderr] if stderr is not None else [])
         self.ready_url = ready_url

@@ -7,8 +7,9 @@ tritonserver 2.51: ``update_log_settings({"log_verbose_level": 5})`` succeeded f
 Triton restricts protocol groups itself (``--grpc-restricted-protocol``,
 ``--http-restricted-api``): a restricted call without the header is refused with "This protocol
 is restricted". Inference, health, metadata, model config and statistics stay open; so does the
-repository index, since the modes that the project serves in (poll, none) refuse load and unload
-anyway, and ``explicit`` restricts it too.
+repository index in the modes that the project serves in (poll, none), which refuse load and
+unload anyway; in ``explicit`` mode (or any spelling not known to be poll or none) the
+repository protocol, index included, needs the key too.
 
 The key comes from ``ASL_TRITON_ADMIN_KEY``; without it each start draws a random one that is
 never shown, which closes the admin protocols. Send it as the header ``asl-admin-key`` (HTTP) or
@@ -32,7 +33,14 @@ KEY_ENV = "ASL_TRITON_ADMIN_KEY"
 HEADER = "asl-admin-key"
 GRPC_HEADER = f"triton-grpc-protocol-{HEADER}"  # how Triton names it in gRPC metadata
 ALWAYS_RESTRICTED = ("shared-memory", "trace", "logging")
-_USER_FLAGS = {"--http-restricted-api", "--grpc-restricted-protocol"}
+MODE_FLAG = "--model-control-mode"
+OWN_FLAGS = ("--http-restricted-api", "--grpc-restricted-protocol")
+# the shortest abbreviation tritonserver 2.51 takes for each (``--model-con`` is also config-)
+_SHORTEST = {
+    MODE_FLAG: "--model-cont",
+    "--http-restricted-api": "--http-r",
+    "--grpc-restricted-protocol": "--grpc-r",
+}
 _KEY_FORMAT = re.compile(r"[A-Za-z0-9_.~-]{16,128}")  # Triton splits its flag at , : and =
 
 
@@ -54,10 +62,11 @@ def admin_key(environ: dict[str, str] | None = None) -> str:
 
 
 def restricted_groups(model_control_mode: str) -> tuple[str, ...]:
-    """The protocol groups that need the key: load and unload too where Triton allows them."""
-    if model_control_mode == "explicit":
-        return ALWAYS_RESTRICTED + ("model-repository",)
-    return ALWAYS_RESTRICTED
+    """The protocol groups that need the key; load and unload too unless the mode refuses them
+    (poll, none): an unknown spelling counts as ``explicit``, so the check fails closed."""
+    if model_control_mode.lower() in ("poll", "none"):
+        return ALWAYS_RESTRICTED
+    return ALWAYS_RESTRICTED + ("model-repository",)
 
 
 def restriction_args(model_control_mode: str, key: str) -> list[str]:
@@ -69,25 +78,46 @@ def restriction_args(model_control_mode: str, key: str) -> list[str]:
     ]
 
 
+def _names(arg: str, flag: str) -> bool:
+    """True when ``arg`` is ``flag`` as tritonserver's getopt_long reads it: the whole name or
+    an unambiguous abbreviation of it, with or without ``=value``."""
+    given = arg.split("=", 1)[0]
+    return len(given) >= len(_SHORTEST[flag]) and flag.startswith(given)
+
+
 def _control_mode(args: list[str]) -> str:
-    """The ``--model-control-mode`` among tritonserver's arguments (Triton's default: none)."""
+    """The last ``--model-control-mode`` in tritonserver's arguments (Triton's default: none)."""
     mode = "none"
     for index, arg in enumerate(args):
-        if arg.startswith("--model-control-mode="):
-            mode = arg.split("=", 1)[1]
-        elif arg == "--model-control-mode" and index + 1 < len(args):
-            mode = args[index + 1]
+        if _names(arg, MODE_FLAG):
+            if "=" in arg:
+                mode = arg.split("=", 1)[1]
+            elif index + 1 < len(args):
+                mode = args[index + 1]
     return mode
+
+
+def refused_flag(args: list[str], flags: tuple[str, ...] = OWN_FLAGS) -> str | None:
+    """The first argument that sets one of ``flags`` (by default the restricted-API flags, which
+    this module owns), or None."""
+    return next((arg for arg in args if any(_names(arg, flag) for flag in flags)), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Replace this process by ``argv[0]`` (tritonserver) with its arguments and the two flags."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        print("usage: python3 -m asl_recognition.serving.admin_api TRITONSERVER [ARGS...]")
+        print(
+            "usage: python3 -m asl_recognition.serving.admin_api TRITONSERVER [ARGS...]",
+            file=sys.stderr,
+        )
         return 2
-    if any(arg.split("=", 1)[0] in _USER_FLAGS for arg in argv[1:]):
-        print("admin_api: the restricted-API flags are set here, from ASL_TRITON_ADMIN_KEY")
+    own = refused_flag(argv[1:])
+    if own:
+        print(
+            f"admin_api: {own.split('=', 1)[0]} is set here, from {KEY_ENV}; leave it out",
+            file=sys.stderr,
+        )
         return 2
     try:
         key = admin_key()

@@ -40,7 +40,6 @@ from asl_recognition.options import OptionError, add_options
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import workspace
-from asl_recognition.serving.admin_api import AdminKeyError
 from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
 from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 from asl_recognition.stop_signals import stop_on_signals
@@ -87,7 +86,7 @@ class LauncherOptions:
     model_control_mode: str = option(
         "poll",
         "poll: new versions written to the repository go live without a restart; explicit: "
-        "loads and unloads need ASL_TRITON_ADMIN_KEY",
+        "loads, unloads and the repository index need ASL_TRITON_ADMIN_KEY",
         choices=("poll", "none", "explicit"),
     )
     poll_secs: int = option(2, "repository poll interval")
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         server = launched_server(options)
-    except AdminKeyError as exc:
+    except TritonServerError as exc:  # ASL_TRITON_ADMIN_KEY that Triton's flag cannot carry
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return serve(server, options, limits)

@@ -30,7 +30,15 @@ from asl_recognition.child_output import Output
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
-from asl_recognition.serving.admin_api import admin_key, restriction_args
+from asl_recognition.serving.admin_api import (
+    KEY_ENV,
+    MODE_FLAG,
+    OWN_FLAGS,
+    AdminKeyError,
+    admin_key,
+    refused_flag,
+    restriction_args,
+)
 from asl_recognition.serving.leftovers import (
     remove_orphaned_env_dirs,
     remove_orphaned_regions,
@@ -111,6 +119,7 @@ def server_environment() -> dict[str, str]:
     # The hand pipeline's model.py imports this package; the stub's isolated interpreter
     # ignores PYTHONPATH, so the model reads the package root from here (Docker installs it).
     env.setdefault("ASL_PACKAGE_ROOT", str(REPO_ROOT))
+    env.pop(KEY_ENV, None)  # on tritonserver's command line only, not in every stub's environment
     return env
 
 
@@ -176,7 +185,13 @@ class TritonServer:
         self.dead_stubs: list[str] = []  # models whose stub died, found by running()
         # Names this server's /dev/shm regions: this process, this object, nobody else.
         self.shm_prefix = f"asl_triton_{os.getpid()}_{secrets.token_hex(4)}_"
-        self._admin_key = admin_key()  # ASL_TRITON_ADMIN_KEY, or random: admin calls closed
+        taken = refused_flag(self.extra_args, OWN_FLAGS + (MODE_FLAG,))
+        if taken:
+            raise ValueError(f"extra_args: {taken.split('=', 1)[0]} is set by TritonServer")
+        try:  # ASL_TRITON_ADMIN_KEY, or random: the admin protocols closed
+            self._admin_key = admin_key()
+        except AdminKeyError as exc:
+            raise TritonServerError(str(exc)) from None
 
     @property
     def process(self) -> subprocess.Popen | None:

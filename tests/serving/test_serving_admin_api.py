@@ -7,6 +7,8 @@ shared memory (checked on the real 2.51 binary)."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import logging
 import os
 import shlex
 import shutil
@@ -85,6 +87,8 @@ def test_the_launchers_server_keeps_admin_calls_behind_the_key(
     server = start_server(tmp_path / "repo", tmp_path, model_control_mode="none")
     try:
         _assert_admin_closed_and_inference_open(server.grpc_url, server.http_url)
+        environ = Path(f"/proc/{server.process.pid}/environ").read_bytes()
+        assert KEY.encode() not in environ  # on the command line only: stubs never see it
     finally:
         server.stop()
     assert KEY not in server.log_path.read_text()
@@ -163,16 +167,95 @@ def test_a_key_triton_cannot_carry_is_refused_in_one_line(tmp_path) -> None:
         assert f"{KEY_ENV} must be 16-128 characters" in proc.stderr and bad not in proc.stderr
 
 
-def test_the_entrypoint_refuses_restriction_flags_of_its_own() -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "asl_recognition.serving.admin_api",
-        "true",
-        "--grpc-restricted-protocol=logging:k=v",
-    ]
+@pytest.mark.parametrize(
+    "flag", ["--grpc-restricted-protocol=logging:k=v", "--grpc-r=logging:k=v", "--http-restr"]
+)
+def test_the_entrypoint_refuses_restriction_flags_of_its_own(flag: str) -> None:
+    """tritonserver takes an unambiguous abbreviation of a flag: so does the refusal."""
+    command = [sys.executable, "-m", "asl_recognition.serving.admin_api", "true", flag]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 2 and "set here, from ASL_TRITON_ADMIN_KEY" in proc.stdout
+    assert proc.returncode == 2 and f"{flag.split('=')[0]} is set here" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "explicit"),
+    [
+        (["--model-control-mode=poll"], False),
+        (["--model-control-mode", "none"], False),
+        ([], False),  # Triton's default: none
+        (["--model-control-mode=explicit"], True),
+        (["--model-control-mode=EXPLICIT"], True),  # Triton reads the mode in any case
+        (["--model-cont", "explicit"], True),  # an abbreviation Triton takes
+        (["--model-control-mode=poll", "--model-control-mode=explicit"], True),  # the last
+        (["--model-control-mode=pol"], True),  # unknown: fails closed
+    ],
+)
+def test_the_repository_protocol_is_restricted_unless_the_mode_refuses_loads(
+    args: list[str], explicit: bool
+) -> None:
+    from asl_recognition.serving.admin_api import _control_mode, restriction_args
+
+    flags = restriction_args(_control_mode(args), KEY)
+    assert all(("model-repository" in flag) == explicit for flag in flags)
+
+
+def test_a_local_server_owns_the_mode_and_the_restriction_flags(monkeypatch, tmp_path) -> None:
+    for extra in ("--model-cont=explicit", "--http-restricted-api=logging:k=v"):
+        with pytest.raises(ValueError, match="is set by TritonServer"):
+            TritonServer(tmp_path, extra_args=[extra])
+    monkeypatch.setenv(KEY_ENV, "x")
+    with pytest.raises(TritonServerError, match=f"{KEY_ENV} must be 16-128 characters"):
+        TritonServer(tmp_path)
+
+
+def test_mirakurus_debug_line_of_the_command_hides_the_key(caplog, tmp_path) -> None:
+    from asl_recognition.child_output import Output
+    from asl_recognition.processes import Child
+
+    command = [sys.executable, "-c", "pass", f"--key={KEY}"]
+    with caplog.at_level(logging.DEBUG, logger="mirakuru.base"):
+        child = Child(command, Output(tmp_path / "child.log"), secrets_in_command=[KEY]).start()
+        child.stop()
+    assert "Starting process" in caplog.text and "--key=***" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_the_entrypoint_reads_the_mode_as_triton_does(tiny_models, tmp_path, monkeypatch) -> None:
+    """``EXPLICIT`` is explicit mode to Triton: loading needs the key there too."""
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    shape = TritonServer.on_free_ports(tmp_path / "repo", exit_timeout_secs=1)
+    shape._backend_dir = assemble_backends(tmp_path / "backends")
+    flags = [arg for arg in shape.command() if "restricted" not in arg]
+    flags = [a for a in flags if not a.startswith(("--model-control", "--repository-poll"))]
+    entry = [sys.executable, "-m", "asl_recognition.serving.admin_api"]
+    command = entry + flags[:1] + flags[1:] + ["--model-control-mode=EXPLICIT"]
+    env = {**server_environment(), KEY_ENV: KEY, "PYTHONPATH": str(REPO_ROOT)}
+    with _running(command, env, shape.http_url, tmp_path / "server.log") as server:
+        grpc = tgrpc.InferenceServerClient(shape.grpc_url)
+        try:
+            assert not grpc.is_model_ready("asl_onnx")
+            assert "restricted" in _refused(lambda: grpc.load_model("asl_onnx"))
+            grpc.load_model("asl_onnx", headers={GRPC_HEADER: KEY})
+            assert grpc.is_model_ready("asl_onnx") and server.poll() is None
+        finally:
+            grpc.close()
+
+
+@contextlib.contextmanager
+def _running(command: list[str], env: dict[str, str], http_url: str, log_path: Path):
+    """``command`` (a tritonserver behind its entrypoint) running until ready, stopped after."""
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while not http_ready(f"http://{http_url}/v2/health/ready"):
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def _image_entrypoint(tmp_path: Path, env: dict[str, str]) -> list[str]:
@@ -202,21 +285,12 @@ def test_the_server_images_entrypoint_starts_triton_with_admin_behind_the_key(
     flags = [arg for arg in shape.command() if "restricted" not in arg]
     env = {**server_environment(), KEY_ENV: KEY}
     command = _image_entrypoint(tmp_path, env) + flags
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 90
-        while not http_ready(f"http://{shape.http_url}/v2/health/ready"):
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+    with _running(command, env, shape.http_url, tmp_path / "server.log") as server:
         # sh and python3 exec'd: the same pid is tritonserver, without the key in its environment
         assert Path(f"/proc/{server.pid}/comm").read_text().strip() == "tritonserver"
         environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
         assert not [v for v in environ if v.startswith((KEY_ENV.encode(), b"PYTHONPATH="))]
         _assert_admin_closed_and_inference_open(shape.grpc_url, shape.http_url)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     assert KEY not in (tmp_path / "server.log").read_text()
 
 
