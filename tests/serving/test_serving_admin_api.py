@@ -295,8 +295,14 @@ def test_the_server_images_entrypoint_starts_triton_with_admin_behind_the_key(
 
 
 def test_the_entrypoint_module_runs_on_the_images_python_alone() -> None:
-    source = (REPO_ROOT / "asl_recognition" / "serving" / "admin_api.py").read_text()
-    tree = ast.parse(source, feature_version=(3, 10))
-    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules
+    """It and the package __init__ files that ``-m`` imports first: Python 3.10, stdlib only."""
+    package = REPO_ROOT / "asl_recognition"
+    for path in (
+        package / "__init__.py",
+        package / "serving" / "__init__.py",
+        package / "serving" / "admin_api.py",
+    ):
+        tree = ast.parse(path.read_text(), feature_version=(3, 10))
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert modules <= set(sys.stdlib_module_names) | {"__future__"}, (path, modules)
