@@ -35,6 +35,7 @@ from asl_recognition.serving.onnx_introspect import (
     OnnxSignatureError,
     TensorSpec,
 )
+from asl_recognition.serving.repo_files import STAGING_PREFIX
 
 HANDS_MODEL_SOURCE = Path(__file__).with_name("hands_model.py")
 IMAGE_INPUT = "IMAGE"
@@ -236,7 +237,7 @@ def publish_hands_version(
     else:
         version = newest + 1
         hands_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=hands_dir, prefix=f".staging-{version}-"))
+        staging = Path(tempfile.mkdtemp(dir=hands_dir, prefix=f"{STAGING_PREFIX}{version}-"))
         try:
             copy_models(staging, models_source)
             shutil.copyfile(HANDS_MODEL_SOURCE, staging / "model.py")

@@ -27,6 +27,11 @@ from asl_recognition.training.architectures import LANDMARKS
 
 MODEL_FILE = "model.onnx"
 VERSION_CLASSES_FILE = "classes.txt"
+BUILD_LOCK = ".build.lock"  # at the repository's root; Triton reads folders only
+BUILD_LOCK_WAIT_S = 300.0
+STAGING_PREFIX = ".staging-"
+# atomic_write's temporary files: "." + the file's name + "." + mkstemp's 8 characters
+_WRITE_LEFTOVER = re.compile(r"\.(config\.pbtxt|labels\.txt|model\.py)\.[A-Za-z0-9_]{8}")
 # Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
 # short enough for the '_metrics' suffix. No separator can appear, so no path can escape.
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -48,6 +53,27 @@ def inside(root: Path, path: Path) -> Path:
     if resolved == root or not resolved.is_relative_to(root):
         raise ValueError(f"{path} resolves to {resolved}, outside the repository {root}")
     return path
+
+
+def remove_staging_leftovers(root: Path) -> list[Path]:
+    """What a killed build left in the model folders: staging folders, half-written files.
+
+    Call it holding the repository's build lock, when no build can be writing them."""
+    removed = []
+    for model_dir in (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        folders = [model_dir, *(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())]
+        for folder in folders:
+            for path in folder.iterdir():
+                if path.is_symlink():
+                    continue
+                if path.is_dir() and folder == model_dir and path.name.startswith(STAGING_PREFIX):
+                    shutil.rmtree(path)
+                elif path.is_file() and _WRITE_LEFTOVER.fullmatch(path.name):
+                    path.unlink()
+                else:
+                    continue
+                removed.append(path)
+    return removed
 
 
 def atomic_write(root: Path, path: Path, data: bytes) -> bool:
@@ -105,7 +131,9 @@ def _publish_version(
     root: Path, model_dir: Path, version: int, onnx_path: Path, classes: list[str]
 ) -> None:
     target = inside(root, model_dir / str(version))
-    staging = Path(tempfile.mkdtemp(dir=inside(root, model_dir), prefix=f".staging-{version}-"))
+    staging = Path(
+        tempfile.mkdtemp(dir=inside(root, model_dir), prefix=f"{STAGING_PREFIX}{version}-")
+    )
     shutil.copyfile(onnx_path, staging / MODEL_FILE)
     (staging / VERSION_CLASSES_FILE).write_bytes(labels_bytes(classes))
     os.chmod(staging, 0o755)

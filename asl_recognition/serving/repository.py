@@ -29,6 +29,7 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.classes import read_class_file
+from asl_recognition.locks import exclusive
 from asl_recognition.serving import hands_repository
 from asl_recognition.serving.configs import (
     DEFAULT_TRT_CACHE_DIR,
@@ -50,6 +51,8 @@ from asl_recognition.serving.onnx_introspect import (
 )
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.repo_files import (
+    BUILD_LOCK,
+    BUILD_LOCK_WAIT_S,
     atomic_write,
     block_bytecode_cache,
     check_model_name,
@@ -57,6 +60,7 @@ from asl_recognition.serving.repo_files import (
     inside,
     labels_bytes,
     model_dirs,
+    remove_staging_leftovers,
     remove_version,
     update_versions,
     version_numbers,
@@ -231,6 +235,8 @@ def build_repository(
     A landmark classifier (inputs FEATURES, HAND_FOUND) also gets ``<name>_hands`` with
     ``hand_instances`` CPU instances, and an ensemble that takes photo bytes.
 
+    Builds into one repository take turns (``.build.lock`` at its root): two at once had
+    crashed, left staging folders, and served one model's version under the other's labels.
     The same model twice is a no-op (same version). A model whose signature or classes differ
     from the versions already there replaces them: the regenerated config would not describe
     them, and Triton would refuse to load them. Bad names and options raise ``ValueError``
@@ -253,10 +259,28 @@ def build_repository(
         opts.max_queue_delay_us,
         hands_repository.recorded_detector(signature, onnx_path) if graph == LANDMARKS else None,
     )
+    trt_cache = _trt_cache_path(trt_cache_dir, dirs["onnx"], onnx_path, opts.tensorrt)
+    config = _onnx_config(opts, dirs["onnx"].name, signature, labelled, trt_cache)
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / BUILD_LOCK, timeout=BUILD_LOCK_WAIT_S):
+        remove_staging_leftovers(root)
+        _check_platforms(dirs)
+        written = _write_models(opts, root, dirs, onnx_path, signature, classes, config, hands_cfg)
+    return {**written, **_graph_summary(signature, classes, graph)}
+
+
+def _write_models(
+    opts: BuildTritonRepoOptions,
+    root: Path,
+    dirs: dict[str, Path],
+    onnx_path: Path,
+    signature: OnnxSignature,
+    classes: list[str],
+    config: mc.ModelConfig,
+    hands_cfg: mc.ModelConfig | None,
+) -> dict[str, Any]:
+    """The writes of :func:`build_repository`, made holding the repository's build lock."""
     model_dir = dirs["onnx"]
-    trt_cache = _trt_cache_path(trt_cache_dir, model_dir, onnx_path, opts.tensorrt)
-    config = _onnx_config(opts, model_dir.name, signature, labelled, trt_cache)
-    _check_platforms(dirs)
     model_dir.mkdir(parents=True, exist_ok=True)
     version, reused, pruned = update_versions(
         root, model_dir, onnx_path, signature, classes, opts.keep_versions
@@ -272,7 +296,6 @@ def build_repository(
         "pruned": pruned,
         "reused": reused,
         "ensemble": opts.ensemble,
-        **_graph_summary(signature, classes, graph),
     }
     if hands_cfg is not None:
         result["hands_model"] = dirs["hands"].name
