@@ -78,57 +78,52 @@ def _assert_admin_closed_and_inference_open(grpc_url: str, http_url: str) -> Non
         http.close()
 
 
+@contextlib.contextmanager
+def _local_server(tiny_models, tmp_path: Path, mode: str):
+    """A local TritonServer (the launcher's) on model a, and a gRPC client of it."""
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    server = start_server(tmp_path / "repo", tmp_path, model_control_mode=mode)
+    grpc = tgrpc.InferenceServerClient(server.grpc_url)
+    try:
+        yield server, grpc
+    finally:
+        grpc.close()
+        server.stop()
+
+
 def test_the_launchers_server_keeps_admin_calls_behind_the_key(
     tiny_models, tmp_path, monkeypatch
 ) -> None:
-    a = tiny_models["a"]
-    build_repository(a.onnx, a.classes, tmp_path / "repo")
     monkeypatch.setenv(KEY_ENV, KEY)
-    server = start_server(tmp_path / "repo", tmp_path, model_control_mode="none")
-    try:
+    with _local_server(tiny_models, tmp_path, "none") as (server, _):
         _assert_admin_closed_and_inference_open(server.grpc_url, server.http_url)
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes()
         assert KEY.encode() not in environ  # on the command line only: stubs never see it
-    finally:
-        server.stop()
     assert KEY not in server.log_path.read_text()
 
 
 def test_without_a_key_the_admin_calls_are_closed(tiny_models, tmp_path, monkeypatch) -> None:
-    a = tiny_models["a"]
-    build_repository(a.onnx, a.classes, tmp_path / "repo")
     monkeypatch.delenv(KEY_ENV, raising=False)
-    server = start_server(tmp_path / "repo", tmp_path, model_control_mode="none")
-    grpc = tgrpc.InferenceServerClient(server.grpc_url)
-    try:
+    with _local_server(tiny_models, tmp_path, "none") as (_, grpc):
         assert "restricted" in _refused(lambda: grpc.get_log_settings())
         for guess in ("", KEY, "None"):
             headers = {GRPC_HEADER: guess}
             assert "restricted" in _refused(lambda: grpc.get_log_settings(headers=headers))
         assert grpc.is_model_ready("asl")
-    finally:
-        grpc.close()
-        server.stop()
 
 
 def test_in_explicit_mode_loading_a_model_needs_the_key(
     tiny_models, tmp_path, monkeypatch
 ) -> None:
     """Only ``explicit`` lets clients load and unload models; there the key guards them too."""
-    a = tiny_models["a"]
-    build_repository(a.onnx, a.classes, tmp_path / "repo")
     monkeypatch.setenv(KEY_ENV, KEY)
-    server = start_server(tmp_path / "repo", tmp_path, model_control_mode="explicit")
-    grpc = tgrpc.InferenceServerClient(server.grpc_url)
-    try:
+    with _local_server(tiny_models, tmp_path, "explicit") as (_, grpc):
         assert not grpc.is_model_ready("asl_onnx")
         assert "restricted" in _refused(lambda: grpc.load_model("asl_onnx"))
         assert not grpc.is_model_ready("asl_onnx")
         grpc.load_model("asl_onnx", headers={GRPC_HEADER: KEY})
         assert grpc.is_model_ready("asl_onnx")
-    finally:
-        grpc.close()
-        server.stop()
 
 
 def test_a_failed_start_shows_the_command_without_the_key(
