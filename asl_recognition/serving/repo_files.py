@@ -175,26 +175,42 @@ def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> 
     return dirs
 
 
+def remove_incompatible(
+    root: Path, model_dir: Path, signature: OnnxSignature, classes: list[str]
+) -> list[int]:
+    """Delete the versions that the new config and labels would not describe.
+
+    Called before those are written: in poll mode Triton may load the folder between any two
+    writes, and an old version beside the new labels (or the new version beside the old ones)
+    would answer with the wrong class names. With no version the model is unavailable instead.
+    """
+    removed = []
+    for old in version_numbers(model_dir):
+        if not _compatible(model_dir / str(old), signature, classes):
+            remove_version(root, model_dir, old)
+            removed.append(old)
+    return removed
+
+
 def update_versions(
     root: Path,
     model_dir: Path,
     onnx_path: Path,
-    signature: OnnxSignature,
     classes: list[str],
     keep_versions: int,
+    newest_before: int = 0,
 ) -> tuple[int, bool, list[int]]:
-    """Publish ``onnx_path`` as the newest version (or reuse it); prune what cannot stay."""
+    """Publish ``onnx_path`` as the newest version (or reuse it); keep ``keep_versions``.
+
+    The versions there are compatible already (:func:`remove_incompatible`); a new version
+    still numbers after ``newest_before``, the newest there was before that removal."""
     sha = file_sha256(onnx_path)
     existing = version_numbers(model_dir)
     reused = bool(existing) and _version_matches(model_dir / str(existing[-1]), sha, classes)
-    version = existing[-1] if reused else (existing[-1] + 1 if existing else 1)
+    version = existing[-1] if reused else max(existing + [newest_before]) + 1
     if not reused:
         _publish_version(root, model_dir, version, onnx_path, classes)
     pruned = []
-    for old in existing:
-        if old != version and not _compatible(model_dir / str(old), signature, classes):
-            remove_version(root, model_dir, old)
-            pruned.append(old)
     for old in version_numbers(model_dir)[:-keep_versions]:
         remove_version(root, model_dir, old)
         pruned.append(old)

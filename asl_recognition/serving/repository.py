@@ -18,6 +18,11 @@ Versions: ``keep_versions`` directories stay on disk (a rollback is deleting the
 Triton serves only the newest of them when the ensemble routes to it (the ensemble calls version
 -1, "latest") or when TensorRT is on (ONNX Runtime keys its engine cache by graph, not weights,
 so two versions of one graph must not share a cache); a plain model serves all kept versions.
+
+Write order (poll mode may load between any two writes): the versions that the new config and
+labels would not describe go first, then every label and config, the new version last, so no
+moment serves a model under another model's class names (a change of classes leaves the model
+unavailable for that moment instead). Builds into one repository take turns (``.build.lock``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from asl_recognition.serving.repo_files import (
     inside,
     labels_bytes,
     model_dirs,
+    remove_incompatible,
     remove_staging_leftovers,
     remove_version,
     update_versions,
@@ -282,26 +288,31 @@ def _write_models(
     """The writes of :func:`build_repository`, made holding the repository's build lock."""
     model_dir = dirs["onnx"]
     model_dir.mkdir(parents=True, exist_ok=True)
-    version, reused, pruned = update_versions(
-        root, model_dir, onnx_path, signature, classes, opts.keep_versions
-    )
+    # Order matters in poll mode (Triton may load between any two writes): old versions the new
+    # labels would misname go first, then every label and config, the new version last.
+    newest_before = max(version_numbers(model_dir), default=0)
+    incompatible = remove_incompatible(root, model_dir, signature, classes)
     atomic_write(root, model_dir / LABELS_FILE, labels_bytes(classes))
     atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())
+    if opts.ensemble:
+        threshold = opts.low_confidence_threshold
+        _write_ensemble(root, dirs, signature, classes, opts.max_batch_size, threshold)
+    hands_version = None if hands_cfg is None else _write_hands(root, dirs["hands"], hands_cfg)
+    version, reused, pruned = update_versions(
+        root, model_dir, onnx_path, classes, opts.keep_versions, newest_before
+    )
     result = {
         "repo": str(root),
         "model_name": opts.model_name,
         "version": version,
         "onnx_model": model_dir.name,
         "versions": version_numbers(model_dir),
-        "pruned": pruned,
+        "pruned": sorted(incompatible + pruned),
         "reused": reused,
         "ensemble": opts.ensemble,
     }
-    if hands_cfg is not None:
-        result["hands_model"] = dirs["hands"].name
-        result["hands_version"] = _write_hands(root, dirs["hands"], hands_cfg)
+    if hands_version is not None:
+        result["hands_model"], result["hands_version"] = dirs["hands"].name, hands_version
     if opts.ensemble:
-        threshold = opts.low_confidence_threshold
-        _write_ensemble(root, dirs, signature, classes, opts.max_batch_size, threshold)
         result["metrics_model"] = dirs["metrics"].name
     return result

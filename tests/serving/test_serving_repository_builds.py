@@ -93,3 +93,48 @@ def test_a_build_removes_what_a_killed_build_left(tiny_models, tmp_path) -> None
     build_repository(a.onnx, a.classes, repo)
     assert not staging.exists() and not [p for p in half_written if p.exists()]
     assert all(p.read_text() == "mine" for p in kept)
+
+
+def _labels_agree(repo: Path) -> None:
+    """What a polling Triton could load now: every version's classes are the labels beside it."""
+    onnx_dir = repo / "asl_onnx"
+    labels = [repo / m / "labels.txt" for m in ("asl_onnx", "asl_metrics", "asl")]
+    named = [read_class_file(str(p)) for p in labels if p.exists()]
+    for version in version_numbers(onnx_dir):
+        classes = read_class_file(str(onnx_dir / str(version) / "classes.txt"))
+        assert all(n == classes for n in named), f"version {version} beside other labels"
+
+
+def test_no_moment_of_a_build_pairs_a_version_with_other_labels(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    """Poll mode may load between any two writes; the build checks the state after each one.
+
+    Before, the new version went in first and the labels after it: a poll between them served
+    the new model under the old class names (here the same classes in reverse order)."""
+    import asl_recognition.serving.repo_files as repo_files
+    import asl_recognition.serving.repository as repository
+
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    reordered = tmp_path / "reversed_classes.txt"
+    write_class_file(str(reordered), list(reversed(read_class_file(str(a2.classes)))))
+    repo = tmp_path / "repo"
+    build_repository(a.onnx, a.classes, repo)
+    writes = []
+
+    def checked(write):
+        def run(*args, **kwargs):
+            result = write(*args, **kwargs)
+            writes.append(write.__name__)
+            _labels_agree(repo)
+            return result
+
+        return run
+
+    monkeypatch.setattr(repository, "atomic_write", checked(repository.atomic_write))
+    for name in ("_publish_version", "remove_version"):
+        monkeypatch.setattr(repo_files, name, checked(getattr(repo_files, name)))
+    info = build_repository(a2.onnx, reordered, repo)
+    assert {"_publish_version", "remove_version", "atomic_write"} <= set(writes), writes
+    assert info["version"] == 2 and info["versions"] == [2] and info["pruned"] == [1]
+    _served_labels_match_the_newest_version(repo)
