@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from mirakuru import SimpleExecutor
@@ -40,6 +40,13 @@ from asl_recognition.child_output import Output, Pump
 
 REAPER = Path(__file__).with_name("reaper.py")
 LOG = logging.getLogger(__name__)
+
+
+def redacted(text: str, secrets: Iterable[str], mark: str = "***") -> str:
+    """``text`` with every one of ``secrets`` shown as ``mark``."""
+    for secret in secrets:
+        text = text.replace(secret, mark)
+    return text
 
 
 class _HideSecrets(logging.Filter):
@@ -52,9 +59,7 @@ class _HideSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        hidden = text
-        for secret in self.secrets:
-            hidden = hidden.replace(secret, "***")
+        hidden = redacted(text, self.secrets)
         if hidden != text:
             record.msg, record.args = hidden, ()
         return True
@@ -245,9 +250,7 @@ class Child:
 
     def failure(self, what: str) -> str:
         """One line: the child's name, what happened, its command, its log and the log's end."""
-        shown = shlex.join(self.command)
-        for secret in self.secrets_in_command:
-            shown = shown.replace(secret, "***")
+        shown = redacted(shlex.join(self.command), self.secrets_in_command)
         return (
             f"{self.name} {what}: {shown}; "
             f"log {self.log_path} ends: {self.tail() or '(empty)'}"

@@ -18,7 +18,7 @@ from typing import Any
 from asl_recognition.child_output import Output
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option
-from asl_recognition.processes import Child, sleep_unless
+from asl_recognition.processes import Child, redacted, sleep_unless
 from asl_recognition.stop_signals import stop_on_signals
 
 from .alert_rules import write_rules
@@ -56,13 +56,6 @@ def baseline_for(spec: str | None) -> Baseline | None:
     if spec == "auto":
         return production_baseline()
     return load_baseline(spec)
-
-
-def _redact(line: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret in line:
-            line = line.replace(secret, "<redacted>")
-    return line
 
 
 DESCRIPTION = (
@@ -182,14 +175,14 @@ class MonitoringStack:
 
         It fails fast when the port already answers or the child exits, with one line naming
         the command and its log's end. Alertmanager 0.25 logs the failing URL of a Telegram or
-        webhook delivery, token included, so every line passes through :func:`_redact` before
-        it reaches the disk. A stop waits up to ``timeout`` before SIGKILL.
+        webhook delivery, token included, so every line is :func:`.processes.redacted` before it
+        reaches the disk. A stop waits up to ``timeout`` before SIGKILL.
         """
         secrets = self._secrets()
         log = Output(
             self.run_dir / "logs" / f"{name}.log",
             append=True,
-            redact=lambda line: _redact(line, secrets),
+            redact=lambda line: redacted(line, secrets, "<redacted>"),
         )
         child = Child(cmd, log, name=name, ready_url=ready_url, grace=timeout)
         self._children[name] = child.start()
