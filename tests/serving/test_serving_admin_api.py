@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from asl_testkit.servers import start_server
-from test_serving_stubs import _batch, image_python
+from test_serving_stubs import _batch, image_folder, image_python
 from tritonclient.utils import InferenceServerException
 
 from asl_recognition.netutil import free_port
@@ -257,10 +256,7 @@ def _image_entrypoint(tmp_path: Path, env: dict[str, str]) -> list[str]:
     """The image's ``/bin/sh /opt/asl/entrypoint.sh`` on a copy laid out as in the image (the
     package and the script in one folder), with the image's Python 3.10 as ``python3``; what
     that starts gets ``env``'s PATH back (the local Python stubs find their packages by it)."""
-    image = tmp_path / "opt_asl"
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(REPO_ROOT / "asl_recognition", image / "asl_recognition", ignore=ignore)
-    shutil.copy(REPO_ROOT / "triton" / "server" / "entrypoint.sh", image / "entrypoint.sh")
+    image = image_folder(tmp_path)
     shim = tmp_path / "bin" / "python3"
     shim.parent.mkdir()
     shim.write_text(f'#!/bin/sh\nPATH={shlex.quote(env["PATH"])} exec {image_python()} "$@"\n')

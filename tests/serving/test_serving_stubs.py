@@ -84,19 +84,26 @@ def image_python() -> str:
     return sys.executable
 
 
-def _image_health_check(tmp_path: Path, server) -> subprocess.CompletedProcess:
-    """The server image's HEALTHCHECK command, on a copy of the package alone as the image has
-    it (/opt/asl), :func:`image_python` for python3, and limited to ``server`` (tests run in
-    parallel)."""
+def image_folder(tmp_path: Path) -> Path:
+    """/opt/asl as the server image has it: the package alone and the entrypoint script."""
     import shutil
 
-    from test_serving_docker import server_healthcheck
-
-    shell, flag, command = server_healthcheck()
     image = tmp_path / "opt_asl"
     if not image.exists():
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(REPO_ROOT / "asl_recognition", image / "asl_recognition", ignore=ignore)
+        shutil.copy(REPO_ROOT / "triton" / "server" / "entrypoint.sh", image / "entrypoint.sh")
+    return image
+
+
+def _image_health_check(tmp_path: Path, server) -> subprocess.CompletedProcess:
+    """The server image's HEALTHCHECK command, on a copy of the package alone as the image has
+    it (/opt/asl), :func:`image_python` for python3, and limited to ``server`` (tests run in
+    parallel)."""
+    from test_serving_docker import server_healthcheck
+
+    shell, flag, command = server_healthcheck()
+    image = image_folder(tmp_path)
     command = command.replace("/opt/asl", str(image)).replace("python3", image_python())
     command = command.replace("--stop-server", f"--stop-server --server-pid {server.process.pid}")
     command = command.replace("127.0.0.1:8000", server.http_url)
