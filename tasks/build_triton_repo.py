@@ -38,6 +38,8 @@ def main(ctx: TaskContext) -> dict:
         f"Triton repository {result['repo']}: model '{result['model_name']}' "
         f"version {result['version']} (versions {result['versions']}, pruned {result['pruned']})"
     )
+    if result["removed_changed"]:  # not what the last build wrote: never served
+        print(f"removed versions changed since the last build: {result['removed_changed']}")
     repo = Path(result["repo"])
     ctx.upload_artifact("config.pbtxt", str(repo / result["onnx_model"] / "config.pbtxt"))
     outputs = {key: result[key] for key in ("repo", "model_name", "version")}

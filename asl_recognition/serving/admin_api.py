@@ -38,6 +38,8 @@ OWN_FLAGS = ("--http-restricted-api", "--grpc-restricted-protocol")
 # the shortest abbreviation tritonserver 2.51 takes for each (``--model-con`` is also config-)
 _SHORTEST = {
     MODE_FLAG: "--model-cont",
+    "--model-repository": "--model-r",
+    "--model-store": "--model-s",
     "--http-restricted-api": "--http-r",
     "--grpc-restricted-protocol": "--grpc-r",
 }
@@ -85,16 +87,22 @@ def _names(arg: str, flag: str) -> bool:
     return len(given) >= len(_SHORTEST[flag]) and flag.startswith(given)
 
 
+def flag_values(args: list[str], *flags: str) -> list[str]:
+    """The values given to any of ``flags`` in tritonserver's arguments, in order, each
+    spelled as its getopt_long reads it (``--flag=value``, ``--flag value``, abbreviated)."""
+    values = []
+    for index, arg in enumerate(args):
+        if any(_names(arg, flag) for flag in flags):
+            if "=" in arg:
+                values.append(arg.split("=", 1)[1])
+            elif index + 1 < len(args):
+                values.append(args[index + 1])
+    return values
+
+
 def _control_mode(args: list[str]) -> str:
     """The last ``--model-control-mode`` in tritonserver's arguments (Triton's default: none)."""
-    mode = "none"
-    for index, arg in enumerate(args):
-        if _names(arg, MODE_FLAG):
-            if "=" in arg:
-                mode = arg.split("=", 1)[1]
-            elif index + 1 < len(args):
-                mode = args[index + 1]
-    return mode
+    return (["none"] + flag_values(args, MODE_FLAG))[-1]
 
 
 def refused_flag(args: list[str], flags: tuple[str, ...] = OWN_FLAGS) -> str | None:

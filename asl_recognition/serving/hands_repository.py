@@ -224,18 +224,22 @@ def _version_current(version_dir: Path) -> bool:
 
 
 def publish_hands_version(
-    hands_dir: Path, versions: list[int], models_source: str | Path | None = None
+    hands_dir: Path,
+    versions: list[int],
+    models_source: str | Path | None = None,
+    after: int = 0,
 ) -> tuple[int, list[int]]:
     """Reuse the newest version when current, else stage the next one; drop all others.
 
     Returns the served version and the versions removed. ``models_source`` is the verified hand
-    model folder (default: ``hands.models.models_dir()``).
+    model folder (default: ``hands.models.models_dir()``); a new version numbers after ``after``
+    too (versions removed just before, so numbers never repeat).
     """
     newest = versions[-1] if versions else 0
     if newest and _version_current(hands_dir / str(newest)):
         version = newest
     else:
-        version = newest + 1
+        version = max(newest, after) + 1
         hands_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=hands_dir, prefix=f"{STAGING_PREFIX}{version}-"))
         try:

@@ -19,6 +19,10 @@ lists none; its gRPC server is built with a 2 GiB maximum), so only local client
 both, Triton's admin protocols (shared memory, trace, logging) need ``ASL_TRITON_ADMIN_KEY``
 (:mod:`.admin_api`; unset, they are closed).
 
+A repository that changes outside a build (:mod:`.repo_manifest`: a file differs from what the
+last build recorded) is not served: the server does not start on it, and a running one is
+stopped within about a second, the front answering 503 with the file's name, as below.
+
 Every restart first stops the dead server, which removes the shared memory it left. Once the
 restarts run out the launcher keeps the front up, answering 503 with the reason, and exports
 ``asl_server_gave_up 1`` on the front's ``/metrics`` (the ``AslServerGaveUp`` alert, the status
@@ -41,6 +45,7 @@ from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import workspace
 from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
+from asl_recognition.serving.repo_manifest import RepositoryGuard
 from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 from asl_recognition.stop_signals import stop_on_signals
 from asl_recognition.supervision import RestartPolicy
@@ -183,12 +188,17 @@ def serve(server: TritonServer, options: LauncherOptions, limits: FrontLimits) -
     policy = RestartPolicy(
         max_restarts=max(0, options.max_restarts), base_delay=options.restart_backoff
     )
-    started = time.monotonic()
+    started, guard = time.monotonic(), RepositoryGuard(server.repo)
     try:
-        code = supervise(server, stopping, policy, options.ready_timeout)
-        if code:
+        code = supervise(
+            server, lambda: stopping() or bool(guard.changed()), policy, options.ready_timeout
+        )
+        if code or guard.problem:
             server.stop()
-            state.gave_up = give_up_message(server, policy, time.monotonic() - started)
+            code = 1
+            state.gave_up = guard.problem or give_up_message(
+                server, policy, time.monotonic() - started
+            )
             LOG.error("error: %s; the front answers 503 until stopped", state.gave_up)
             while not processes.sleep_unless(1.0, stopping):
                 pass

@@ -23,15 +23,21 @@ from pathlib import Path
 from asl_recognition.classes import read_class_file
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.onnx_introspect import OnnxSignature, file_sha256, read_signature
+from asl_recognition.serving.repo_manifest import (
+    MANIFEST_FILE,
+    ManifestError,
+    changed_files,
+    read_manifest,
+)
 from asl_recognition.training.architectures import LANDMARKS
 
 MODEL_FILE = "model.onnx"
 VERSION_CLASSES_FILE = "classes.txt"
-BUILD_LOCK = ".build.lock"  # at the repository's root; Triton reads folders only
 BUILD_LOCK_WAIT_S = 300.0
 STAGING_PREFIX = ".staging-"
 # atomic_write's temporary files: "." + the file's name + "." + mkstemp's 8 characters
 _WRITE_LEFTOVER = re.compile(r"\.(config\.pbtxt|labels\.txt|model\.py)\.[A-Za-z0-9_]{8}")
+_MANIFEST_LEFTOVER = re.compile(re.escape(MANIFEST_FILE) + r"\.[A-Za-z0-9_]{8}")
 # Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
 # short enough for the '_metrics' suffix. No separator can appear, so no path can escape.
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -59,7 +65,9 @@ def remove_staging_leftovers(root: Path) -> list[Path]:
     """What a killed build left in the model folders: staging folders, half-written files.
 
     Call it holding the repository's build lock, when no build can be writing them."""
-    removed = []
+    removed = [p for p in root.iterdir() if p.is_file() and _MANIFEST_LEFTOVER.fullmatch(p.name)]
+    for path in removed:
+        path.unlink()
     for model_dir in (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
         folders = [model_dir, *(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())]
         for folder in folders:
@@ -173,6 +181,25 @@ def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> 
         for version in version_numbers(dirs[key]) if key in dirs else []:
             inside(root, dirs[key] / str(version))
     return dirs
+
+
+def remove_changed_versions(root: Path, model_dir: Path) -> list[int]:
+    """Delete the versions whose files differ from what the last build recorded (changed,
+    missing or added since): copies of registry models, so nothing is lost, and a server
+    started later must not load them. Versions without a record are left alone; with an
+    unreadable record, none is trusted."""
+    try:
+        recorded, trusted = (read_manifest(root) or {}).get(model_dir.name, {}), True
+    except ManifestError:  # an unreadable record vouches for no version
+        recorded, trusted = {}, False
+    removed = []
+    for version in version_numbers(model_dir):
+        prefix = f"{version}/"
+        files = {k[len(prefix) :]: v for k, v in recorded.items() if k.startswith(prefix)}
+        if not trusted or (files and changed_files(model_dir, str(version), files)):
+            remove_version(root, model_dir, version)
+            removed.append(version)
+    return removed
 
 
 def remove_incompatible(

@@ -35,7 +35,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.classes import read_class_file
 from asl_recognition.locks import exclusive
-from asl_recognition.serving import hands_repository
+from asl_recognition.serving import hands_repository, repo_manifest
 from asl_recognition.serving.configs import (
     DEFAULT_TRT_CACHE_DIR,
     LABELS_FILE,
@@ -56,7 +56,6 @@ from asl_recognition.serving.onnx_introspect import (
 )
 from asl_recognition.serving.options import BuildTritonRepoOptions
 from asl_recognition.serving.repo_files import (
-    BUILD_LOCK,
     BUILD_LOCK_WAIT_S,
     atomic_write,
     block_bytecode_cache,
@@ -65,6 +64,7 @@ from asl_recognition.serving.repo_files import (
     inside,
     labels_bytes,
     model_dirs,
+    remove_changed_versions,
     remove_incompatible,
     remove_staging_leftovers,
     remove_version,
@@ -159,10 +159,10 @@ def _hands_config(
     )
 
 
-def _write_hands(root: Path, hands_dir: Path, config: mc.ModelConfig) -> int:
+def _write_hands(root: Path, hands_dir: Path, config: mc.ModelConfig, after: int) -> int:
     """The hand pipeline model: its verified version folder, then its config."""
     version, removed = hands_repository.publish_hands_version(
-        inside(root, hands_dir), version_numbers(hands_dir)
+        inside(root, hands_dir), version_numbers(hands_dir), after=after
     )
     for old in removed:
         remove_version(root, hands_dir, old)
@@ -243,7 +243,9 @@ def build_repository(
 
     Builds into one repository take turns (``.build.lock`` at its root): two at once had
     crashed, left staging folders, and served one model's version under the other's labels.
-    The same model twice is a no-op (same version). A model whose signature or classes differ
+    The build records what it wrote (:mod:`.repo_manifest`); versions changed since the last
+    record are removed first, so no server loads them. The same model twice is a no-op (same
+    version). A model whose signature or classes differ
     from the versions already there replaces them: the regenerated config would not describe
     them, and Triton would refuse to load them. Bad names and options raise ``ValueError``
     before anything is written.
@@ -268,10 +270,11 @@ def build_repository(
     trt_cache = _trt_cache_path(trt_cache_dir, dirs["onnx"], onnx_path, opts.tensorrt)
     config = _onnx_config(opts, dirs["onnx"].name, signature, labelled, trt_cache)
     root.mkdir(parents=True, exist_ok=True)
-    with exclusive(root / BUILD_LOCK, timeout=BUILD_LOCK_WAIT_S):
+    with exclusive(root / repo_manifest.BUILD_LOCK, timeout=BUILD_LOCK_WAIT_S):
         remove_staging_leftovers(root)
         _check_platforms(dirs)
         written = _write_models(opts, root, dirs, onnx_path, signature, classes, config, hands_cfg)
+        repo_manifest.record(root, [d.name for d in dirs.values()])
     return {**written, **_graph_summary(signature, classes, graph)}
 
 
@@ -290,16 +293,21 @@ def _write_models(
     model_dir.mkdir(parents=True, exist_ok=True)
     # Order matters in poll mode (Triton may load between any two writes): old versions the new
     # labels would misname go first, then every label and config, the new version last.
-    newest_before = max(version_numbers(model_dir), default=0)
+    newest = {key: max(version_numbers(d), default=0) for key, d in dirs.items()}
+    changed = [v for d in dirs.values() for v in remove_changed_versions(root, d)]
     incompatible = remove_incompatible(root, model_dir, signature, classes)
     atomic_write(root, model_dir / LABELS_FILE, labels_bytes(classes))
     atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())
     if opts.ensemble:
         threshold = opts.low_confidence_threshold
         _write_ensemble(root, dirs, signature, classes, opts.max_batch_size, threshold)
-    hands_version = None if hands_cfg is None else _write_hands(root, dirs["hands"], hands_cfg)
+    hands_version = (
+        None
+        if hands_cfg is None
+        else _write_hands(root, dirs["hands"], hands_cfg, newest["hands"])
+    )
     version, reused, pruned = update_versions(
-        root, model_dir, onnx_path, classes, opts.keep_versions, newest_before
+        root, model_dir, onnx_path, classes, opts.keep_versions, newest["onnx"]
     )
     result = {
         "repo": str(root),
@@ -308,6 +316,7 @@ def _write_models(
         "onnx_model": model_dir.name,
         "versions": version_numbers(model_dir),
         "pruned": sorted(incompatible + pruned),
+        "removed_changed": changed,
         "reused": reused,
         "ensemble": opts.ensemble,
     }

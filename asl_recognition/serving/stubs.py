@@ -9,6 +9,9 @@ zombie that outlives a short grace period is a dead model instance, and only a r
 server brings it back: the launcher restarts it (:meth:`.TritonServer.running`), and in Docker
 the health check below stops the server so that the restart policy starts a new one.
 
+The same check stops a server whose model repository changed since its last build
+(:func:`.repo_manifest.changed_repository`): in poll mode Triton would load the changed file.
+
 A process reparented to tritonserver as PID 1 (an orphaned grandchild that a model forked) would
 also become its zombie: the container runs with an init (compose ``init: true``, ``docker run
 --init``) that adopts orphans instead, so only tritonserver's own stubs are its children.
@@ -35,6 +38,7 @@ from typing import Callable
 
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option, parse
+from asl_recognition.serving import repo_manifest
 
 PROC = Path("/proc")
 STUB_BINARY = "triton_python_backend_stub"
@@ -128,9 +132,9 @@ def servers() -> list[int]:
 
 
 DESCRIPTION = (
-    "Exit 1 when a tritonserver here has a dead Python-backend stub (the server image's health "
-    "check); with --stop-server, also SIGTERM that server, so that its restart policy starts a "
-    "new one."
+    "Exit 1 when a tritonserver here has a dead Python-backend stub, or serves a repository "
+    "changed since its last build (the server image's health check); with --stop-server, also "
+    "SIGTERM that server, so that its restart policy starts a new one."
 )
 
 
@@ -139,29 +143,36 @@ class StubCheckOptions:
     """The health check's command line."""
 
     stop_server: bool = option(
-        False, "SIGTERM a server with a dead stub (Docker's restart policy starts a new one)"
+        False,
+        "SIGTERM a server with a dead stub or a changed repository (Docker's restart policy "
+        "starts a new one)",
     )
     grace: float = option(GRACE_SECONDS, "seconds a stub zombie may last unreaped", low=0.1)
     server_pid: int = option(0, "the tritonserver to check (0: every one this user sees)", low=0)
 
 
 def check(options: StubCheckOptions) -> int:
-    """0 when no server has a dead stub; else 1, after SIGTERM to it with ``stop_server``."""
+    """0 when no server has a dead stub or a changed repository (:mod:`.repo_manifest`); else 1,
+    after SIGTERM to it with ``stop_server``."""
     pids = [options.server_pid] if options.server_pid else servers()
     watches = {pid: StubWatch(options.grace) for pid in pids}
     for pid, watch in watches.items():
         watch.dead_models(pid)  # the first sight of each zombie
     if any(watch.first_seen for watch in watches.values()):
         time.sleep(options.grace)  # a zombie seen again after the grace was not being reaped
-    broken = {pid: watch.dead_models(pid) for pid, watch in watches.items()}
-    broken = {pid: models for pid, models in broken.items() if models}
-    for pid, models in broken.items():
+    broken = {}
+    for pid, watch in watches.items():
+        models = watch.dead_models(pid)
+        if models:
+            broken[pid] = (
+                f"a Python backend stub died ({', '.join(models)}), and Triton does not restart "
+                "it (every request to its model fails)"
+            )
+        elif why := repo_manifest.changed_repository(pid):
+            broken[pid] = why
+    for pid, why in broken.items():
         action = "; stopping it so that it is restarted" if options.stop_server else ""
-        print(
-            f"tritonserver {pid}: a Python backend stub died ({', '.join(models)}), and Triton "
-            f"does not restart it (every request to its model fails){action}",
-            file=sys.stderr,
-        )
+        print(f"tritonserver {pid}: {why}{action}", file=sys.stderr)
         if options.stop_server:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(pid, signal.SIGTERM)

@@ -30,6 +30,7 @@ from asl_recognition.child_output import Output
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
+from asl_recognition.serving import repo_manifest
 from asl_recognition.serving.admin_api import (
     KEY_ENV,
     MODE_FLAG,
@@ -243,6 +244,9 @@ class TritonServer:
             return self
         if not self.repo.is_dir():
             raise TritonServerError(f"model repository {self.repo} does not exist")
+        changed = repo_manifest.problems_unless_building(self.repo)
+        if changed:
+            raise TritonServerError(repo_manifest.describe(self.repo, changed))
         remove_orphaned_regions()
         remove_orphaned_env_dirs()
         self._backend_dir = assemble_backends(

@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from asl_recognition.classes import read_class_file
+from asl_recognition.serving import repo_manifest
 from asl_recognition.serving.admin_api import HEADER, KEY_ENV
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.repository import build_repository
@@ -30,13 +31,15 @@ SIZE, CLASSES = 32, 29
 
 
 def _variant(tiny_models, repo, name: str, mutate) -> None:
-    """Generate a correct config, then break one field of it the way a hand edit would."""
+    """Generate a correct config, then break one field of it the way a hand edit would, and
+    record the edit as made on purpose (else no server starts on the changed repository)."""
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, repo, model_name=name, ensemble=False)
     path = repo / name / "config.pbtxt"
     config = load_config(path)
     mutate(config)
     path.write_text(text_format.MessageToString(config))
+    repo_manifest.accept(repo)
 
 
 def _save(graph, path) -> None:
@@ -98,6 +101,7 @@ def _hand_config(repo, name: str, max_batch_size: int, image_dims, probs_dims, l
         output.label_filename = "labels.txt"
         (repo / name / "labels.txt").write_text("\n".join(labels) + "\n")
     (repo / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+    repo_manifest.accept(repo)
 
 
 def _wrong_dims(c):

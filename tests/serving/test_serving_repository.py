@@ -235,7 +235,11 @@ def test_no_ensemble_serves_the_onnx_model_under_the_model_name(tiny_models, tmp
         a.onnx, a.classes, tmp_path, ensemble=False, model_name="plain", keep_versions=3
     )
     assert info["onnx_model"] == "plain"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", "plain"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".asl-manifest.json",
+        ".build.lock",
+        "plain",
+    ]
     cfg = load_config(tmp_path / "plain" / "config.pbtxt")
     assert cfg.platform == "onnxruntime_onnx"
     # Without the ensemble, clients can ask for any kept version: all of them are served.

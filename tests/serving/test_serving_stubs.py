@@ -176,18 +176,26 @@ def test_a_new_version_in_poll_mode_is_no_dead_stub(tiny_models, tmp_path) -> No
         server.stop()
 
 
-def test_the_health_check_runs_on_the_server_images_python() -> None:
-    """The Triton image's interpreter is Python 3.10: the check and what it imports parse there."""
-    for module in ("serving/stubs.py", "options.py"):
-        source = (REPO_ROOT / "asl_recognition" / module).read_text()
-        ast.parse(source, feature_version=(3, 10))
-    stubs = (REPO_ROOT / "asl_recognition" / "serving" / "stubs.py").read_text()
-    imports = {
-        node.module
-        for node in ast.walk(ast.parse(stubs))
-        if isinstance(node, ast.ImportFrom) and node.module.startswith("asl_recognition")
+def test_the_images_modules_run_on_its_python_alone() -> None:
+    """The modules the image's entrypoint and health check run, and the package __init__ files
+    that ``-m`` imports first: Python 3.10, the stdlib and each other only."""
+    own = {
+        "asl_recognition": "__init__.py",
+        "asl_recognition.serving": "serving/__init__.py",
+        "asl_recognition.serving.admin_api": "serving/admin_api.py",
+        "asl_recognition.serving.repo_manifest": "serving/repo_manifest.py",
+        "asl_recognition.serving.stubs": "serving/stubs.py",
+        "asl_recognition.options": "options.py",
+        "asl_recognition.locks": "locks.py",
     }
-    assert imports == {"asl_recognition.options"}
+    for name in own.values():
+        path = REPO_ROOT / "asl_recognition" / name
+        tree = ast.parse(path.read_text(), feature_version=(3, 10))
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        stdlib = set(sys.stdlib_module_names) | {"__future__"}
+        outside = {m for m in modules if m not in own and m.split(".")[0] not in stdlib}
+        assert not outside, (path, outside)
 
 
 def test_env_folders_of_dead_servers_are_removed_and_live_ones_kept(tmp_path, monkeypatch) -> None:

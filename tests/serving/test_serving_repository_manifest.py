@@ -1,0 +1,176 @@
+"""A model repository changed since its last build is never served (repo_manifest).
+
+Before the record, a ``model.onnx`` replaced in a served repository (another model of the same
+signature, so Triton loads it without a word) was loaded by the polling server and answered
+with the old labels; nothing noticed. Model ``a2`` stands for that replacement: the signature
+and classes of ``a``, other weights."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_serving_launcher import _infer_ok, serving_cli
+from test_serving_stubs import _batch, image_folder, image_python
+
+from asl_recognition.netutil import free_port
+from asl_recognition.serving.repo_manifest import MANIFEST_FILE, problems
+from asl_recognition.serving.repository import build_repository
+from asl_recognition.serving.triton_server import TritonServer, TritonServerError
+
+ONNX_V1 = "asl_onnx/1/model.onnx"
+
+
+def _built(tiny_models, tmp_path: Path) -> Path:
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+def test_every_change_to_a_built_repository_is_named(tiny_models, tmp_path) -> None:
+    repo = _built(tiny_models, tmp_path)
+    assert problems(repo) == []
+    kept = tmp_path / "kept"
+    shutil.copytree(repo, kept)
+    other = tiny_models["a2"].onnx.read_bytes()
+    changes = {
+        ONNX_V1: lambda: (repo / ONNX_V1).write_bytes(other),
+        "asl/labels.txt": lambda: (repo / "asl" / "labels.txt").write_text("A\n"),
+        "asl_onnx/2/model.onnx": lambda: shutil.copytree(repo / "asl_onnx/1", repo / "asl_onnx/2"),
+        "asl_metrics/1/model.py": lambda: (repo / "asl_metrics/1/model.py").unlink(),
+    }
+    for name, change in changes.items():
+        change()
+        assert name in problems(repo), name
+        shutil.rmtree(repo)
+        shutil.copytree(kept, repo)
+        assert problems(repo) == [], name
+    # what Triton never reads (dot names: a killed build's staging, temporaries) is not a change
+    (repo / "asl_onnx" / ".staging-2-x").mkdir()
+    (repo / "asl_onnx" / ".config.pbtxt.abcdefgh").write_text("half")
+    assert problems(repo) == []
+    (repo / MANIFEST_FILE).write_text("{not json")
+    (found,) = problems(repo)
+    assert found.startswith(f"{repo / MANIFEST_FILE} cannot be read"), found
+
+
+def test_no_server_starts_on_a_changed_repository(tiny_models, tmp_path) -> None:
+    repo = _built(tiny_models, tmp_path)
+    (repo / ONNX_V1).write_bytes(tiny_models["a2"].onnx.read_bytes())
+    server = TritonServer.on_free_ports(repo, exit_timeout_secs=1)
+    with pytest.raises(TritonServerError, match=f"changed since its last build \\({ONNX_V1};"):
+        server.start()
+    assert server.process is None
+    # The server image's entrypoint checks first, with Triton's Python and the package alone,
+    # however tritonserver's command names the repository.
+    image = image_folder(tmp_path)
+    check = [image_python(), "-m", "asl_recognition.serving.repo_manifest", "check"]
+    for spelling in ([f"--model-repository={repo}"], ["--model-repo", str(repo)]):
+        command = check + ["tritonserver", *spelling, "--log-info=true"]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=image, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        assert ONNX_V1 in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_build_removes_changed_versions_and_an_accepted_edit_is_served(
+    tiny_models, tmp_path
+) -> None:
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    repo = tmp_path / "repo"
+    build_repository(a2.onnx, a2.classes, repo, keep_versions=2)
+    build_repository(a.onnx, a.classes, repo, keep_versions=2)  # versions 1 (a2) and 2 (a)
+    (repo / ONNX_V1).write_bytes(a.onnx.read_bytes())  # an old version altered
+    info = build_repository(a.onnx, a.classes, repo, keep_versions=2)
+    assert info["removed_changed"] == [1] and info["version"] == 2 and info["reused"]
+    assert info["versions"] == [2] and problems(repo) == []
+    (repo / "asl_onnx/2/model.onnx").write_bytes(a2.onnx.read_bytes())  # the served one
+    info = build_repository(a.onnx, a.classes, repo, keep_versions=2)
+    assert info["removed_changed"] == [2] and info["version"] == 3  # never a number twice
+    assert (repo / "asl_onnx/3/model.onnx").read_bytes() == a.onnx.read_bytes()
+    # A hand-tuned config is refused until recorded on purpose.
+    config = repo / "asl_onnx" / "config.pbtxt"
+    config.write_text(config.read_text() + "# tuned by hand\n")
+    assert problems(repo) == ["asl_onnx/config.pbtxt"]
+    proc = subprocess.run(
+        [image_python(), "-m", "asl_recognition.serving.repo_manifest", "accept", str(repo)],
+        capture_output=True,
+        text=True,
+        cwd=image_folder(tmp_path),
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "recorded 3 model folders" in proc.stdout, proc.stderr
+    assert problems(repo) == []
+
+
+def _front(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _ready(port: int, batch) -> bool:
+    return _front(port)[0] == 200 and _infer_ok(port, batch)
+
+
+def _wait_for(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.2)
+
+
+@pytest.mark.server
+def test_the_launcher_stops_serving_a_repository_changed_under_it(tiny_models, tmp_path) -> None:
+    """A build while serving is no change; a model replaced by hand stops the server."""
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    repo = _built(tiny_models, tmp_path)
+    batch, triton_http = _batch(), free_port()
+    options = ("--exit-timeout", "2", "--poll-secs", "1", "--triton-http-port", str(triton_http))
+    with serving_cli(tmp_path, *options) as (proc, http):
+        assert proc.stdout.readline().startswith("tritonserver ready")
+        info = build_repository(a2.onnx, a2.classes, repo)  # a real build: version 2
+        log = tmp_path / "triton.log"
+        _wait_for(lambda: "loading: asl_onnx:2" in log.read_text() and _ready(http, batch))
+        time.sleep(2.5)  # the guard looks every second
+        assert _front(http) == (200, "ok\n") and _infer_ok(http, batch) and proc.poll() is None
+        newest = repo / "asl_onnx" / str(info["version"]) / "model.onnx"
+        newest.write_bytes(a.onnx.read_bytes())
+        _wait_for(lambda: "changed since its last build" in _front(http)[1])
+        status, body = _front(http)
+        assert status == 503 and f"asl_onnx/{info['version']}/model.onnx" in body, body
+        assert not _infer_ok(http, batch) and not _infer_ok(triton_http, batch)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 1
+    assert "changed since its last build" in proc.stderr.read()
+
+
+@pytest.mark.server
+def test_the_images_health_check_stops_a_server_whose_repository_changed(
+    tiny_models, tmp_path
+) -> None:
+    """compose's restart policy then starts a new one, which the entrypoint's check refuses."""
+    from asl_testkit.servers import start_server
+    from test_serving_stubs import _image_health_check
+
+    repo = _built(tiny_models, tmp_path)
+    server = start_server(repo, tmp_path, exit_timeout_secs=1)
+    try:
+        healthy = _image_health_check(tmp_path, server)
+        assert healthy.returncode == 0 and healthy.stderr == "", healthy.stderr
+        (repo / ONNX_V1).write_bytes(tiny_models["a2"].onnx.read_bytes())
+        stopped = _image_health_check(tmp_path, server)
+        said = f"tritonserver {server.process.pid}: the model repository {repo} changed"
+        assert stopped.returncode == 1 and stopped.stderr.startswith(said), stopped.stderr
+        assert ONNX_V1 in stopped.stderr and stopped.stderr.rstrip().endswith(
+            "; stopping it so that it is restarted"
+        )
+        assert server.process.wait(timeout=30) is not None
+    finally:
+        server.stop()
