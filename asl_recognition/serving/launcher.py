@@ -21,7 +21,8 @@ both, Triton's admin protocols (shared memory, trace, logging) need ``ASL_TRITON
 
 A repository that changes outside a build (:mod:`.repo_manifest`: a file differs from what the
 last build recorded) is not served: the server does not start on it, and a running one is
-stopped within about a second, the front answering 503 with the file's name, as below.
+stopped within about half a second, the front answering 503 with the file's name, as
+below.
 
 Every restart first stops the dead server, which removes the shared memory it left. Once the
 restarts run out the launcher keeps the front up, answering 503 with the reason, and exports

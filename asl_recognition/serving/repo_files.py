@@ -23,12 +23,7 @@ from pathlib import Path
 from asl_recognition.classes import read_class_file
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.onnx_introspect import OnnxSignature, file_sha256, read_signature
-from asl_recognition.serving.repo_manifest import (
-    MANIFEST_FILE,
-    ManifestError,
-    changed_files,
-    read_manifest,
-)
+from asl_recognition.serving.repo_manifest import MANIFEST_FILE, changed_files, read_manifest
 from asl_recognition.training.architectures import LANDMARKS
 
 MODEL_FILE = "model.onnx"
@@ -185,18 +180,15 @@ def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> 
 
 def remove_changed_versions(root: Path, model_dir: Path) -> list[int]:
     """Delete the versions whose files differ from what the last build recorded (changed,
-    missing or added since): copies of registry models, so nothing is lost, and a server
-    started later must not load them. Versions without a record are left alone; with an
-    unreadable record, none is trusted."""
-    try:
-        recorded, trusted = (read_manifest(root) or {}).get(model_dir.name, {}), True
-    except ManifestError:  # an unreadable record vouches for no version
-        recorded, trusted = {}, False
+    missing or added since), and versions the record of this model does not list: copies of
+    registry models, so nothing is lost, and a server started later must not load them.
+    Without a record (a repository built before records) every version is left alone."""
+    recorded = (read_manifest(root) or {}).get(model_dir.name, {})
     removed = []
-    for version in version_numbers(model_dir):
+    for version in version_numbers(model_dir) if recorded else []:
         prefix = f"{version}/"
         files = {k[len(prefix) :]: v for k, v in recorded.items() if k.startswith(prefix)}
-        if not trusted or (files and changed_files(model_dir, str(version), files)):
+        if changed_files(model_dir, str(version), files):  # with no record, every file is new
             remove_version(root, model_dir, version)
             removed.append(version)
     return removed

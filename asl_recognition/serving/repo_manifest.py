@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -43,22 +44,31 @@ class ManifestError(ValueError):
     """The record itself cannot be read: it counts as tampered."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _sha256(path: Path) -> str | None:
+    """The sha256 of a regular file, never read through a link; None for anything else (a link,
+    a pipe that would block the read, a file that is unreadable or gone)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
 
 
 def model_files(model_dir: Path) -> list[str]:
-    """The files Triton may read in a model folder, relative to it: dot names are skipped
-    (staging folders and temporaries, which Triton does not load)."""
+    """What Triton may read in a model folder, relative to it: files, and folders reached
+    through a link (listed, never followed). Dot names are skipped (staging folders and
+    temporaries, which Triton does not load)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(model_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(model_dir)
-        found += [(rel / f).as_posix() for f in filenames if not f.startswith(".")]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in links)
+        found += [(rel / f).as_posix() for f in filenames + links if not f.startswith(".")]
     return sorted(found)
 
 
@@ -77,14 +87,13 @@ def read_manifest(root: Path) -> dict[str, dict[str, str]] | None:
     return models
 
 
-def record(root: Path, models: Iterable[str]) -> None:
-    """Record ``models``' folders as they are now (the caller holds the build lock)."""
+def record(root: Path, models: Iterable[str], fresh: bool = False) -> None:
+    """Record ``models``' folders as they are now, keeping the other folders' records unless
+    ``fresh`` (the caller holds the build lock; an unreadable record raises
+    :class:`ManifestError`)."""
     root = Path(root)
-    try:
-        recorded = read_manifest(root) or {}
-    except ManifestError:
-        recorded = {}
-    recorded = {m: files for m, files in recorded.items() if (root / m).is_dir()}
+    recorded = {} if fresh else read_manifest(root) or {}
+    recorded = {m: f for m, f in recorded.items() if (root / m).is_dir()}
     for model in models:
         recorded[model] = {f: _sha256(root / model / f) for f in model_files(root / model)}
     text = json.dumps({"format": FORMAT, "models": recorded}, indent=1, sort_keys=True)
@@ -96,27 +105,33 @@ def record(root: Path, models: Iterable[str]) -> None:
 
 
 def changed_files(root: Path, model: str, files: dict[str, str]) -> list[str]:
-    """``model/file`` for each file of the folder that differs from ``files``: changed,
-    missing or added."""
-    on_disk = set(model_files(root / model)) if (root / model).is_dir() else set()
-    changed = [
-        name
-        for name in sorted(on_disk | set(files))
-        if name not in files or name not in on_disk or _sha256(root / model / name) != files[name]
+    """``model/file`` for each file of the folder that differs from ``files``: changed, added,
+    or missing from a version that is still there. A version folder removed whole (a rollback)
+    or a model folder removed whole serves nothing wrong."""
+    model_dir = root / model
+    if not model_dir.is_dir():
+        return []
+    kept = {n: h for n, h in files.items() if "/" not in n or (model_dir / n).parent.exists()}
+    return [
+        f"{model}/{name}"
+        for name in sorted(set(model_files(model_dir)) | set(kept))
+        if kept.get(name) is None or _sha256(model_dir / name) != kept[name]
     ]
-    return [f"{model}/{name}" for name in changed]
 
 
 def problems(root: Path) -> list[str]:
-    """Every file of the recorded model folders that differs from the record (none without a
-    record). An unreadable record is one problem."""
+    """Every file of the recorded model folders that differs from the record, and every model
+    folder the record does not list (none without a record; an unreadable one is a problem)."""
     root = Path(root)
     try:
         recorded = read_manifest(root)
-    except ManifestError as exc:
+        if recorded is None:
+            return []
+        folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
+    except (ManifestError, OSError) as exc:
         return [str(exc)]
-    found: list[str] = []
-    for model, files in sorted((recorded or {}).items()):
+    found = [f"{name}/ (not in the record)" for name in folders if name not in recorded]
+    for model, files in sorted(recorded.items()):
         found += changed_files(root, model, files)
     return found
 
@@ -138,7 +153,7 @@ def no_build_running(root: Path) -> Iterator[bool]:
     held for the block, so a check never reads half a build (and works on a read-only mount)."""
     try:
         fd = os.open(Path(root) / BUILD_LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:  # no build ever ran here
+    except OSError:  # no build ever ran here, or its lock is not ours to read: check anyway
         yield True
         return
     try:
@@ -160,23 +175,28 @@ def problems_unless_building(root: Path) -> list[str]:
 
 
 class RepositoryGuard:
-    """Checks a served repository at most every ``interval`` s: a stat of each file, a hash
-    only of files whose inode, size, mtime or ctime moved (ctime cannot be set back)."""
+    """Checks a served repository at most every ``interval`` s: a stat of each entry (links not
+    followed), a hash only once an inode, size, mtime or ctime moved (ctime cannot be set
+    back). A record there at the start that goes away is a change too."""
 
     def __init__(self, root: Path, interval: float = 0.25) -> None:
         self.root, self.interval = Path(root), interval
         self._checked = 0.0
         self._stats: dict[str, tuple[int, ...]] | None = None
+        self._had_record = (self.root / MANIFEST_FILE).is_file()
         self.problem: str | None = None
 
-    def _fingerprint(self) -> dict[str, tuple[int, ...]]:
+    def _fingerprint(self) -> dict[str, tuple[int, ...]] | None:
+        """None when an entry vanished between listing and stat: a full check decides."""
         stats = {}
-        for name in sorted(p.name for p in self.root.iterdir()):  # the record is one of them
-            path = self.root / name
-            files = model_files(path) if path.is_dir() else [""] if path.is_file() else []
-            for f in files:
-                st = os.stat(path / f if f else path)
-                stats[f"{name}/{f}"] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        try:
+            for name in sorted(p.name for p in self.root.iterdir()):  # the record among them
+                path = self.root / name
+                for f in model_files(path) if path.is_dir() else [""]:
+                    st = os.lstat(path / f if f else path)
+                    stats[f"{name}/{f}"] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            return None
         return stats
 
     def changed(self) -> str | None:
@@ -189,13 +209,12 @@ class RepositoryGuard:
         return self.problem
 
     def _check(self) -> None:
-        try:
-            stats = self._fingerprint()
-        except OSError:  # a file removed between listing and stat: look again next time
-            return
-        if stats == self._stats:
+        stats = self._fingerprint()
+        if stats is not None and stats == self._stats:
             return
         found = problems(self.root)
+        if self._had_record and not (self.root / MANIFEST_FILE).is_file():
+            found.insert(0, f"{MANIFEST_FILE} (removed)")
         if found:
             self.problem = describe(self.root, found)
         else:
@@ -210,27 +229,29 @@ def accept(root: Path) -> list[str]:
     root = Path(root).resolve()
     models = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     with exclusive(root / BUILD_LOCK):
-        record(root, models)
+        record(root, models, fresh=True)
     return models
 
 
-def changed_in_command(args: list[str]) -> str | None:
+def changed_in_command(args: list[str], cwd: str = ".") -> str | None:
     """Why a tritonserver with these arguments must not serve: a repository it names
     (``--model-repository``, ``--model-store``, as Triton reads them) changed since its record."""
     for repo in flag_values(args, "--model-repository", "--model-store"):
-        changed = problems_unless_building(Path(repo))
+        changed = problems_unless_building(Path(cwd, repo))
         if changed:
-            return describe(Path(repo), changed)
+            return describe(Path(cwd, repo), changed)
     return None
 
 
 def changed_repository(pid: int) -> str | None:
-    """:func:`changed_in_command` for the running tritonserver ``pid`` (its command line)."""
+    """:func:`changed_in_command` for the running tritonserver ``pid`` (its command line, a
+    relative repository read from its working folder)."""
     try:
         words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:  # it ended meanwhile
         return None
-    return changed_in_command([w.decode("utf-8", "replace") for w in words])
+    return changed_in_command([w.decode("utf-8", "replace") for w in words], cwd)
 
 
 USAGE = (
@@ -245,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     purpose."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["accept"] and len(args) == 2:
-        models = accept(Path(args[1]))
+        try:
+            models = accept(Path(args[1]))
+        except (OSError, ValueError) as exc:  # a missing or read-only folder, a lock held
+            print(f"repo_manifest: {args[1]}: {exc}", file=sys.stderr)
+            return 1
         print(f"recorded {len(models)} model folders of {args[1]} as they are now")
         return 0
     if args[:1] == ["check"] and len(args) >= 2:

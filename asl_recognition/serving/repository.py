@@ -27,6 +27,7 @@ unavailable for that moment instead). Builds into one repository take turns (``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -271,10 +272,16 @@ def build_repository(
     config = _onnx_config(opts, dirs["onnx"].name, signature, labelled, trt_cache)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / repo_manifest.BUILD_LOCK, timeout=BUILD_LOCK_WAIT_S):
+        repo_manifest.read_manifest(root)  # an unreadable record: refused before any write
         remove_staging_leftovers(root)
         _check_platforms(dirs)
-        written = _write_models(opts, root, dirs, onnx_path, signature, classes, config, hands_cfg)
-        repo_manifest.record(root, [d.name for d in dirs.values()])
+        try:
+            written = _write_models(
+                opts, root, dirs, onnx_path, signature, classes, config, hands_cfg
+            )
+        finally:  # what a failed build wrote is the build's, not a change to refuse
+            with contextlib.suppress(OSError):
+                repo_manifest.record(root, [d.name for d in dirs.values()])
     return {**written, **_graph_summary(signature, classes, graph)}
 
 
@@ -294,7 +301,7 @@ def _write_models(
     # Order matters in poll mode (Triton may load between any two writes): old versions the new
     # labels would misname go first, then every label and config, the new version last.
     newest = {key: max(version_numbers(d), default=0) for key, d in dirs.items()}
-    changed = [v for d in dirs.values() for v in remove_changed_versions(root, d)]
+    changed = [f"{d.name}/{v}" for d in dirs.values() for v in remove_changed_versions(root, d)]
     incompatible = remove_incompatible(root, model_dir, signature, classes)
     atomic_write(root, model_dir / LABELS_FILE, labels_bytes(classes))
     atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())

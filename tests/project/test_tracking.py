@@ -227,6 +227,7 @@ def _fake_build(repo: Path):
             "onnx_model": "asl_onnx",
             "versions": [1],
             "pruned": [],
+            "removed_changed": [],
         }
 
     return build

@@ -7,6 +7,7 @@ and classes of ``a``, other weights."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -16,21 +17,42 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_serving_admin_api import _image_entrypoint
 from test_serving_launcher import _infer_ok, serving_cli
 from test_serving_stubs import _batch, image_folder, image_python
 
+from asl_recognition.locks import exclusive
 from asl_recognition.netutil import free_port
-from asl_recognition.serving.repo_manifest import MANIFEST_FILE, problems
+from asl_recognition.serving.repo_manifest import (
+    BUILD_LOCK,
+    MANIFEST_FILE,
+    ManifestError,
+    RepositoryGuard,
+    problems,
+)
 from asl_recognition.serving.repository import build_repository
-from asl_recognition.serving.triton_server import TritonServer, TritonServerError
+from asl_recognition.serving.triton_server import (
+    TritonServer,
+    TritonServerError,
+    server_environment,
+)
 
 ONNX_V1 = "asl_onnx/1/model.onnx"
 
 
-def _built(tiny_models, tmp_path: Path) -> Path:
+def _built(tiny_models, tmp_path: Path, name: str = "repo") -> Path:
     a = tiny_models["a"]
-    build_repository(a.onnx, a.classes, tmp_path / "repo")
-    return tmp_path / "repo"
+    build_repository(a.onnx, a.classes, tmp_path / name)
+    return tmp_path / name
+
+
+def _swap(path: Path, make) -> None:
+    path.unlink()
+    make(path)
+
+
+def _dangling_link(path: Path) -> None:
+    path.symlink_to(path.parent / "gone")
 
 
 def test_every_change_to_a_built_repository_is_named(tiny_models, tmp_path) -> None:
@@ -39,11 +61,17 @@ def test_every_change_to_a_built_repository_is_named(tiny_models, tmp_path) -> N
     kept = tmp_path / "kept"
     shutil.copytree(repo, kept)
     other = tiny_models["a2"].onnx.read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(repo / "asl_onnx/1", elsewhere)
     changes = {
         ONNX_V1: lambda: (repo / ONNX_V1).write_bytes(other),
         "asl/labels.txt": lambda: (repo / "asl" / "labels.txt").write_text("A\n"),
         "asl_onnx/2/model.onnx": lambda: shutil.copytree(repo / "asl_onnx/1", repo / "asl_onnx/2"),
+        "asl_onnx/3": lambda: (repo / "asl_onnx/3").symlink_to(elsewhere),  # never followed
         "asl_metrics/1/model.py": lambda: (repo / "asl_metrics/1/model.py").unlink(),
+        "asl_x/ (not in the record)": lambda: shutil.copytree(repo / "asl_onnx", repo / "asl_x"),
+        "asl_onnx/1/classes.txt": lambda: _swap(repo / "asl_onnx/1/classes.txt", os.mkfifo),
+        "asl_onnx/labels.txt": lambda: _swap(repo / "asl_onnx/labels.txt", _dangling_link),
     }
     for name, change in changes.items():
         change()
@@ -51,9 +79,12 @@ def test_every_change_to_a_built_repository_is_named(tiny_models, tmp_path) -> N
         shutil.rmtree(repo)
         shutil.copytree(kept, repo)
         assert problems(repo) == [], name
-    # what Triton never reads (dot names: a killed build's staging, temporaries) is not a change
+    # Not a change: what Triton never reads (dot names: a killed build's staging, temporaries),
+    # and a version or model removed whole (a rollback; nothing left to answer wrong).
     (repo / "asl_onnx" / ".staging-2-x").mkdir()
     (repo / "asl_onnx" / ".config.pbtxt.abcdefgh").write_text("half")
+    shutil.rmtree(repo / "asl_onnx" / "1")
+    shutil.rmtree(repo / "asl_metrics")
     assert problems(repo) == []
     (repo / MANIFEST_FILE).write_text("{not json")
     (found,) = problems(repo)
@@ -76,6 +107,55 @@ def test_no_server_starts_on_a_changed_repository(tiny_models, tmp_path) -> None
         proc = subprocess.run(command, capture_output=True, text=True, cwd=image, timeout=60)
         assert proc.returncode == 1, proc.stderr
         assert ONNX_V1 in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    # The entrypoint script itself stops there: tritonserver (here a marker) never runs.
+    env = server_environment()
+    marker, server = tmp_path / "ran", tmp_path / "fake_tritonserver"
+    server.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    server.chmod(0o755)
+    command = _image_entrypoint(tmp_path, env) + [str(server), f"--model-store={repo}"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and ONNX_V1 in proc.stderr and not marker.exists(), proc.stderr
+    (repo / ONNX_V1).write_bytes(tiny_models["a"].onnx.read_bytes())  # restored
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and marker.exists(), proc.stderr
+
+
+def test_the_guard_waits_out_a_build_and_sees_a_removed_record(tiny_models, tmp_path) -> None:
+    a2 = tiny_models["a2"]
+    repo = _built(tiny_models, tmp_path)
+    guard = RepositoryGuard(repo, interval=0)
+    assert guard.changed() is None
+    with exclusive(repo / BUILD_LOCK):  # a build writing: its half-done state is no change
+        (repo / ONNX_V1).write_bytes(a2.onnx.read_bytes())
+        assert guard.changed() is None
+    assert ONNX_V1 in (guard.changed() or "")
+    repo = _built(tiny_models, tmp_path, "no_record")
+    guard = RepositoryGuard(repo, interval=0)
+    assert guard.changed() is None
+    (repo / MANIFEST_FILE).unlink()
+    assert f"({MANIFEST_FILE} (removed);" in (guard.changed() or "")
+    repo = _built(tiny_models, tmp_path, "dangling")
+    guard = RepositoryGuard(repo, interval=0)
+    assert guard.changed() is None
+    _swap(repo / "asl_onnx/labels.txt", _dangling_link)  # a stat that fails blinds nothing
+    assert "asl_onnx/labels.txt" in (guard.changed() or "")
+
+
+def test_a_build_removes_versions_added_by_hand_and_refuses_an_unreadable_record(
+    tiny_models, tmp_path
+) -> None:
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    repo = _built(tiny_models, tmp_path)
+    shutil.copytree(repo / "asl_onnx/1", repo / "asl_onnx/5")
+    (repo / "asl_onnx/5/model.onnx").write_bytes(a2.onnx.read_bytes())
+    info = build_repository(a.onnx, a.classes, repo)
+    assert info["removed_changed"] == ["asl_onnx/5"] and info["versions"] == [1]
+    assert problems(repo) == []
+    (repo / MANIFEST_FILE).write_text("{")
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    with pytest.raises(ManifestError, match="cannot be read"):
+        build_repository(a2.onnx, a2.classes, repo)
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
 
 
 def test_a_build_removes_changed_versions_and_an_accepted_edit_is_served(
@@ -87,11 +167,13 @@ def test_a_build_removes_changed_versions_and_an_accepted_edit_is_served(
     build_repository(a.onnx, a.classes, repo, keep_versions=2)  # versions 1 (a2) and 2 (a)
     (repo / ONNX_V1).write_bytes(a.onnx.read_bytes())  # an old version altered
     info = build_repository(a.onnx, a.classes, repo, keep_versions=2)
-    assert info["removed_changed"] == [1] and info["version"] == 2 and info["reused"]
+    assert info["removed_changed"] == ["asl_onnx/1"] and info["version"] == 2 and info["reused"]
     assert info["versions"] == [2] and problems(repo) == []
     (repo / "asl_onnx/2/model.onnx").write_bytes(a2.onnx.read_bytes())  # the served one
     info = build_repository(a.onnx, a.classes, repo, keep_versions=2)
-    assert info["removed_changed"] == [2] and info["version"] == 3  # never a number twice
+    assert (
+        info["removed_changed"] == ["asl_onnx/2"] and info["version"] == 3
+    )  # never a number twice
     assert (repo / "asl_onnx/3/model.onnx").read_bytes() == a.onnx.read_bytes()
     # A hand-tuned config is refused until recorded on purpose.
     config = repo / "asl_onnx" / "config.pbtxt"
@@ -138,7 +220,7 @@ def test_the_launcher_stops_serving_a_repository_changed_under_it(tiny_models, t
         info = build_repository(a2.onnx, a2.classes, repo)  # a real build: version 2
         log = tmp_path / "triton.log"
         _wait_for(lambda: "loading: asl_onnx:2" in log.read_text() and _ready(http, batch))
-        time.sleep(2.5)  # the guard looks every second
+        time.sleep(2.5)  # the guard looks every 0.25-0.4 s
         assert _front(http) == (200, "ok\n") and _infer_ok(http, batch) and proc.poll() is None
         newest = repo / "asl_onnx" / str(info["version"]) / "model.onnx"
         newest.write_bytes(a.onnx.read_bytes())
