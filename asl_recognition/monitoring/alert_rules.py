@@ -162,13 +162,15 @@ def _input_alerts(t: AlertThresholds, q: PromQL) -> list[dict[str, Any]]:
 
 
 def _launcher_alert(t: AlertThresholds) -> dict[str, Any]:
-    """The local launcher stopped restarting a crashing server (its front exports the flag)."""
+    """The local launcher stopped serving: a crashing server, or a model repository changed
+    since its last build (its front exports the flag)."""
     return _alert(
         t, "AslServerGaveUp", f"max({GAVE_UP}) > 0", "0m", "critical",
-        "The launcher gave up restarting tritonserver",
-        "tritonserver kept dying (6 times in a row with the default restart policy) and the "
-        "launcher stopped restarting it; its front answers 503 with the reason. Read the "
-        "server log, fix the cause, then restart the launcher (make serve).",
+        "The launcher gave up serving",
+        "tritonserver kept dying (6 times in a row with the default restart policy), or its "
+        "model repository changed since its last build, and the launcher stopped it; its front "
+        "answers 503 with the reason (/healthz, the status page). Fix the cause (the server "
+        "log; a rebuild with make serve), then restart the launcher.",
     )  # fmt: skip
 
 

@@ -132,7 +132,7 @@ def _tiles(live: Mapping[str, Any], window: str) -> list[tuple[str, str]]:
         (
             "launcher",
             (
-                "GAVE UP restarting tritonserver: restart it"
+                "GAVE UP serving (its /healthz says why): restart it"
                 if gave_up == 1
                 else ("restarts on crashes" if gave_up == 0 else "not scraped")
             ),

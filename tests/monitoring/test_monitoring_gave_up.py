@@ -37,7 +37,7 @@ def _page(gave_up: float | None) -> str:
 
 def test_the_page_says_the_launcher_gave_up() -> None:
     assert live_queries(PromQL())["server_gave_up"] == f"max({GAVE_UP})"
-    assert "GAVE UP restarting tritonserver: restart it" in _page(1.0)
+    assert "GAVE UP serving (its /healthz says why): restart it" in _page(1.0)
     assert "GAVE UP" not in _page(0.0) and "restarts on crashes" in _page(0.0)
 
 
