@@ -265,7 +265,7 @@ class Child:
         if self._executor is None:
             raise ChildError(f"{self.name} not started")
         deadline = time.monotonic() + timeout
-        while not should_stop():
+        while not (stopped := should_stop()):
             code = self.poll()
             if code is not None:
                 self._drain(5.0)  # the error and the caller's log reader see its last words
@@ -275,7 +275,9 @@ class Child:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
-        raise ChildError(self.failure(f"not ready after {timeout:g} s"))
+        # a stop asked for meanwhile (SIGTERM) is no timeout: saying so had misled a reader
+        why = "stopped before it was ready" if stopped else f"not ready after {timeout:g} s"
+        raise ChildError(self.failure(why))
 
     def wait(self, drain: float = 30.0) -> int:
         """Block until the child exits and its output is written (a leftover grandchild that

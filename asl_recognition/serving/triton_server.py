@@ -319,11 +319,12 @@ class TritonServer:
         try:
             self._child.wait_ready(timeout, should_stop)
         except ChildError as exc:
-            what = (
-                f"not ready after {timeout:.0f} s"
-                if exc.code is None
-                else f"exited with {describe_exit(exc.code)}"
-            )
+            if exc.code is not None:
+                what = f"exited with {describe_exit(exc.code)}"
+            elif "stopped before it was ready" in str(exc):
+                what = "stopped before it was ready"
+            else:
+                what = f"not ready after {timeout:.0f} s"
             raise TritonServerError(
                 f"tritonserver {what}; log {self.log_path}:\n{self.log_tail()}", exc.code
             ) from exc

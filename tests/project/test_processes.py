@@ -220,6 +220,13 @@ def test_readiness_timeout_and_early_exit_are_one_line_errors(tmp_path: Path) ->
     message = str(timeout.value)
     assert "\n" not in message and message.startswith("slow not ready after 1 s: ")
     assert sys.executable in message and "binding soon" in message, message
+    # a stop asked for while waiting (SIGTERM) is said as such, not as a timeout
+    child = Child(command, Output(tmp_path / "stopped.log"), name="slow", ready_url=url).start()
+    try:
+        with pytest.raises(ChildError, match="^slow stopped before it was ready: "):
+            child.wait_ready(60.0, should_stop=lambda: True)
+    finally:
+        child.stop(grace=1)
 
     failing = Child(
         python("import sys; print('bad option --x', file=sys.stderr); sys.exit(2)"),
