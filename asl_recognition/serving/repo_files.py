@@ -23,7 +23,7 @@ from pathlib import Path
 from asl_recognition.classes import read_class_file
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.onnx_introspect import OnnxSignature, file_sha256, read_signature
-from asl_recognition.serving.repo_manifest import MANIFEST_FILE, changed_files, read_manifest
+from asl_recognition.serving.repo_manifest import MANIFEST_FILE, changed_files
 from asl_recognition.training.architectures import LANDMARKS
 
 MODEL_FILE = "model.onnx"
@@ -178,12 +178,11 @@ def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> 
     return dirs
 
 
-def remove_changed_versions(root: Path, model_dir: Path) -> list[int]:
-    """Delete the versions whose files differ from what the last build recorded (changed,
-    missing or added since), and versions the record of this model does not list: copies of
-    registry models, so nothing is lost, and a server started later must not load them.
-    Without a record (a repository built before records) every version is left alone."""
-    recorded = (read_manifest(root) or {}).get(model_dir.name, {})
+def remove_changed_versions(root: Path, model_dir: Path, recorded: dict[str, str]) -> list[int]:
+    """Delete the versions whose files differ from ``recorded`` (what the last build wrote in
+    this model's folder: changed, missing or added since), and versions it does not list:
+    copies of registry models, so nothing is lost, and a server started later must not load
+    them. Without a record (a repository built before records) every version is left alone."""
     removed = []
     for version in version_numbers(model_dir) if recorded else []:
         prefix = f"{version}/"

@@ -246,10 +246,9 @@ def build_repository(
     crashed, left staging folders, and served one model's version under the other's labels.
     The build records what it wrote (:mod:`.repo_manifest`); versions changed since the last
     record are removed first, so no server loads them. The same model twice is a no-op (same
-    version). A model whose signature or classes differ
-    from the versions already there replaces them: the regenerated config would not describe
-    them, and Triton would refuse to load them. Bad names and options raise ``ValueError``
-    before anything is written.
+    version). A model whose signature or classes differ from the versions already there
+    replaces them: the regenerated config would not describe them, and Triton would refuse to
+    load them. Bad names and options raise ``ValueError`` before anything is written.
     """
     opts = dataclasses.replace(settings or BuildTritonRepoOptions(), **changes)
     onnx_path = Path(onnx_path)
@@ -301,7 +300,12 @@ def _write_models(
     # Order matters in poll mode (Triton may load between any two writes): old versions the new
     # labels would misname go first, then every label and config, the new version last.
     newest = {key: max(version_numbers(d), default=0) for key, d in dirs.items()}
-    changed = [f"{d.name}/{v}" for d in dirs.values() for v in remove_changed_versions(root, d)]
+    record = repo_manifest.read_manifest(root) or {}
+    changed = [
+        f"{d.name}/{v}"
+        for d in dirs.values()
+        for v in remove_changed_versions(root, d, record.get(d.name, {}))
+    ]
     incompatible = remove_incompatible(root, model_dir, signature, classes)
     atomic_write(root, model_dir / LABELS_FILE, labels_bytes(classes))
     atomic_write(root, model_dir / "config.pbtxt", config_text(config).encode())
