@@ -1,9 +1,9 @@
 """A model repository changed since its last build is never served (repo_manifest).
 
 Before the record, a ``model.onnx`` replaced in a served repository (another model of the same
-signature, so Triton loads it without a word) was loaded by the polling server and answered
-with the old labels; nothing noticed. Model ``a2`` stands for that replacement: the signature
-and classes of ``a``, other weights."""
+signature, so Triton loads it without a word) was reloaded by the polling server (its log shows
+the reload), to answer under the old labels; nothing noticed. Model ``a2`` stands for that
+replacement: the signature and classes of ``a``, other weights."""
 
 from __future__ import annotations
 
