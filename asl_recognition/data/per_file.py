@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.imageio import (
     ImageDecodeError,
     declared_size,
@@ -16,7 +17,6 @@ from asl_recognition.imageio import (
     load_rgb,
     read_header,
 )
-from asl_recognition.store.base import sha256_file
 
 # Below this many files a spawn pool costs more to start (imports in each worker) than it saves.
 POOL_MIN_FILES = 1500

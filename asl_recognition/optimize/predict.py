@@ -96,7 +96,7 @@ def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tupl
 def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
     """The checkpoint the record names; for records made before it named one, the ``best.pt``
     of the run whose ``model.onnx`` is the registered file (same sha256)."""
-    from asl_recognition.store.base import sha256_file
+    from asl_recognition.hashing import sha256_file
 
     variant = record.params.get("variant")
     if variant:

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from asl_recognition.classes import read_class_file, write_class_file
 from asl_recognition.clearml_env import OUTPUT_URI_ENV, configured_output_uri, weights_stay_local
+from asl_recognition.hashing import sha256_file
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import (
     PRODUCTION_TAG,
@@ -36,7 +37,6 @@ from asl_recognition.registry.base import (
     NewModel,
     check_model_id,
 )
-from asl_recognition.store.base import sha256_file
 
 
 def upload_destination(task: Any) -> str | None:

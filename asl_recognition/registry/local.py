@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.locks import exclusive
 from asl_recognition.registry.base import (
     PRODUCTION_TAG,
@@ -28,7 +29,6 @@ from asl_recognition.registry.base import (
     NewModel,
     check_model_id,
 )
-from asl_recognition.store.base import sha256_file
 
 PATH_FIELDS = ("onnx_path", "classes_path", "baseline_path", "checkpoint_path")
 FILE_NAMES = {

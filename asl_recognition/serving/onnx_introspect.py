@@ -6,7 +6,6 @@ another image size or another architecture gets a matching config automatically.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +122,3 @@ def read_signature(onnx_path: str | Path) -> OnnxSignature:
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     metadata = tuple((p.key, p.value) for p in model.metadata_props)
     return OnnxSignature(inputs=inputs, outputs=outputs, opset=opset, metadata=metadata)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -21,8 +21,9 @@ import tempfile
 from pathlib import Path
 
 from asl_recognition.classes import read_class_file
+from asl_recognition.hashing import sha256_file
 from asl_recognition.serving.configs import load_config
-from asl_recognition.serving.onnx_introspect import OnnxSignature, file_sha256, read_signature
+from asl_recognition.serving.onnx_introspect import OnnxSignature, read_signature
 from asl_recognition.serving.repo_manifest import MANIFEST_FILE, changed_files
 from asl_recognition.training.architectures import LANDMARKS
 
@@ -114,7 +115,7 @@ def _version_matches(version_dir: Path, sha: str, classes: list[str]) -> bool:
     return (
         onnx_file.is_file()
         and classes_file.is_file()
-        and file_sha256(onnx_file) == sha
+        and sha256_file(onnx_file) == sha
         and read_class_file(str(classes_file)) == classes
     )
 
@@ -222,7 +223,7 @@ def update_versions(
 
     The versions there are compatible already (:func:`remove_incompatible`); a new version
     still numbers after ``newest_before``, the newest there was before that removal."""
-    sha = file_sha256(onnx_path)
+    sha = sha256_file(onnx_path)
     existing = version_numbers(model_dir)
     reused = bool(existing) and _version_matches(model_dir / str(existing[-1]), sha, classes)
     version = existing[-1] if reused else max(existing + [newest_before]) + 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import stat
@@ -32,12 +31,12 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.serving.admin_api import flag_values
 
 MANIFEST_FILE = ".asl-manifest.json"
-BUILD_LOCK = ".build.lock"  # held by builds (repo_files.BUILD_LOCK); a guard skips while held
+BUILD_LOCK = ".build.lock"  # held by builds (repository.build_repository); checks skip then
 FORMAT = 1
-_CHUNK = 1 << 20
 
 
 class ManifestError(ValueError):
@@ -48,13 +47,7 @@ def _sha256(path: Path) -> str | None:
     """The sha256 of a regular file, never read through a link; None for anything else (a link,
     a pipe that would block the read, a file that is unreadable or gone)."""
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return None
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(_CHUNK), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha256_file(path) if stat.S_ISREG(os.lstat(path).st_mode) else None
     except OSError:
         return None
 
@@ -70,6 +63,11 @@ def model_files(model_dir: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in links)
         found += [(rel / f).as_posix() for f in filenames + links if not f.startswith(".")]
     return sorted(found)
+
+
+def model_folders(root: Path) -> list[str]:
+    """The model folders at a repository's root (dot names are not models to Triton)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def read_manifest(root: Path) -> dict[str, dict[str, str]] | None:
@@ -127,7 +125,7 @@ def problems(root: Path) -> list[str]:
         recorded = read_manifest(root)
         if recorded is None:
             return []
-        folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0] != ".")
+        folders = model_folders(root)
     except (ManifestError, OSError) as exc:
         return [str(exc)]
     found = [f"{name}/ (not in the record)" for name in folders if name not in recorded]
@@ -227,7 +225,7 @@ def accept(root: Path) -> list[str]:
     from asl_recognition.locks import exclusive  # stdlib only, like this module
 
     root = Path(root).resolve()
-    models = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    models = model_folders(root)
     with exclusive(root / BUILD_LOCK):
         record(root, models, fresh=True)
     return models

@@ -35,6 +35,7 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from asl_recognition.classes import read_class_file
+from asl_recognition.hashing import sha256_file
 from asl_recognition.locks import exclusive
 from asl_recognition.serving import hands_repository, repo_manifest
 from asl_recognition.serving.configs import (
@@ -51,7 +52,6 @@ from asl_recognition.serving.configs import (
 from asl_recognition.serving.onnx_introspect import (
     OnnxSignature,
     OnnxSignatureError,
-    file_sha256,
     graph_type,
     read_signature,
 )
@@ -188,7 +188,7 @@ def _trt_cache_path(base: str, model_dir: Path, onnx_path: Path, tensorrt: bool)
     """
     if not tensorrt:
         return base
-    return f"{base.rstrip('/')}/{model_dir.name}-{file_sha256(onnx_path)[:16]}"
+    return f"{base.rstrip('/')}/{model_dir.name}-{sha256_file(onnx_path)[:16]}"
 
 
 def _check_platforms(dirs: dict[str, Path]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -71,14 +70,6 @@ class DatasetVersion:
         data = dict(data)
         data["files"] = [FileEntry(**f) for f in data.get("files", [])]
         return cls(**data)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pid_after(name: str, marker: str) -> int | None:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from asl_recognition.clearml_env import OUTPUT_URI_ENV, configured_output_uri
+from asl_recognition.hashing import sha256_file
 from asl_recognition.store.base import (
     MANIFEST_NAME,
     DatasetNotFoundError,
     DatasetStore,
     DatasetVersion,
     FileEntry,
-    sha256_file,
 )
 
 # The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.locks import exclusive
 from asl_recognition.store.base import (
     DatasetIntegrityError,
@@ -41,7 +42,6 @@ from asl_recognition.store.base import (
     atomic_output,
     atomic_write_text,
     remove_stale,
-    sha256_file,
     temp_name,
 )
 

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.store import DatasetNotFoundError, get_store
 from asl_recognition.store.base import (
@@ -26,7 +27,6 @@ from asl_recognition.store.base import (
     DatasetVersion,
     ManifestFormatError,
     check_manifest_format,
-    sha256_file,
 )
 from asl_recognition.training.errors import TrainingInputError
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.hashing import sha256_file
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.store import get_store
-from asl_recognition.store.base import sha256_file
 
 PER_CLASS = 10
 FILES = PER_CLASS * len(CLASSES)

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from asl_recognition.hands import HandLandmarker, ModelFileError, verify_models
-from asl_recognition.hands.models import ENV_VAR, LOCK_NAME, MODEL_FILES, copy_models, sha256_of
+from asl_recognition.hands.models import ENV_VAR, LOCK_NAME, MODEL_FILES, copy_models
+from asl_recognition.hashing import sha256_file
 from asl_recognition.imageio import load_rgb
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 from asl_recognition.serving.hands_repository import publish_hands_version
@@ -185,4 +186,4 @@ def test_two_fetches_at_once_leave_one_verified_folder(
     assert verify_models(cache) == cache
     assert model_files(cache) == sorted(MODEL_FILES)  # no partials left
     for name, (_member, expected) in MODEL_FILES.items():
-        assert not expected or sha256_of(cache / name) == expected
+        assert not expected or sha256_file(cache / name) == expected

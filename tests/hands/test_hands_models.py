@@ -18,8 +18,8 @@ from asl_recognition.hands.models import (
     MODEL_FILES,
     WHEEL_NAME,
     copy_models,
-    sha256_of,
 )
+from asl_recognition.hashing import sha256_file
 from asl_recognition.paths import REPO_ROOT
 
 FETCH = REPO_ROOT / "scripts" / "fetch_hand_models.py"
@@ -52,7 +52,7 @@ def test_copy_keeps_every_file_and_hash(hand_models: Path, tmp_path: Path) -> No
     for name, (_member, expected) in MODEL_FILES.items():
         assert (copied / name).stat().st_size == (hand_models / name).stat().st_size
         if expected:
-            assert sha256_of(copied / name) == expected
+            assert sha256_file(copied / name) == expected
 
 
 def test_a_flipped_byte_is_refused(hand_models: Path, tmp_path: Path) -> None:
@@ -127,6 +127,6 @@ def test_fetch_downloads_verifies_and_repairs(tmp_path: Path) -> None:
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
     assert (
-        sha256_of(dest / "hand_landmark_lite.tflite")
+        sha256_file(dest / "hand_landmark_lite.tflite")
         == MODEL_FILES["hand_landmark_lite.tflite"][1]
     )

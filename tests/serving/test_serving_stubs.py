@@ -187,6 +187,7 @@ def test_the_images_modules_run_on_its_python_alone() -> None:
         "asl_recognition.serving.stubs": "serving/stubs.py",
         "asl_recognition.options": "options.py",
         "asl_recognition.locks": "locks.py",
+        "asl_recognition.hashing": "hashing.py",
     }
     for name in own.values():
         path = REPO_ROOT / "asl_recognition" / name

@@ -28,6 +28,7 @@ from clearml.backend_interface.base import InterfaceBase
 from clearml.backend_interface.model import Model as BackendModel
 
 from asl_recognition.classes import CLASSES, write_class_file
+from asl_recognition.hashing import sha256_file
 from asl_recognition.registry import (
     PRODUCTION_TAG,
     ModelIdError,
@@ -36,7 +37,6 @@ from asl_recognition.registry import (
     get_registry,
 )
 from asl_recognition.registry.clearml_registry import upload_destination
-from asl_recognition.store.base import sha256_file
 
 # Not sorted on purpose: label indices must follow classes.txt order, not alphabetical order.
 ORDERED = list(reversed(CLASSES))

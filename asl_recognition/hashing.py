@@ -1,0 +1,19 @@
+"""One file hasher for the store, the registry, the hand models and the Triton repository.
+
+Standard library only: the server image's entrypoint and health check import it (through
+:mod:`asl_recognition.serving.repo_manifest`) with Triton's Python 3.10.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
