@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,32 @@ def cli_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def lines_read(stream) -> tuple[list[str], threading.Thread]:
+    """Every line ``stream`` gives, appended as it comes by a thread that ends at its end."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def wait_for_text(lines: list[str], text: str, timeout: float) -> bool:
+    """Whether ``text`` appears in ``lines`` (filled by :func:`lines_read`) within ``timeout``.
+
+    A supervisor logs "ready again" only at its next readiness poll, a moment after the server
+    already answers: a test that stops it on the first good answer may cut that wait short."""
+    deadline = time.monotonic() + timeout
+    while text not in "".join(lines):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def run_script(

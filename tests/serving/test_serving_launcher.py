@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from asl_testkit.cli import cli_process
+from asl_testkit.cli import cli_process, lines_read, wait_for_text
 
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT
@@ -86,19 +85,6 @@ def _infer_ok(port: int, batch) -> bool:
         client.close()
 
 
-def _lines_of(stream) -> tuple[list[str], threading.Thread]:
-    """Every line ``stream`` gives, appended as it comes by a thread that ends at its end."""
-    lines: list[str] = []
-
-    def read() -> None:
-        for line in stream:
-            lines.append(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    return lines, reader
-
-
 def _post(port: int, body: bytes) -> str:
     import http.client
 
@@ -128,7 +114,7 @@ def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -
     options += ("--triton-http-port", str(triton_http))
     with serving_cli(tmp_path, *options) as (proc, http):
         assert proc.stdout.readline().startswith("tritonserver ready")
-        logged, reader = _lines_of(proc.stderr)
+        logged, reader = lines_read(proc.stderr)
         assert _infer_ok(http, batch)
         assert _post(http, b"[" * 400_000) == "400"  # the front: nested too deep
         answers = [_post(triton_http, b"x" * (8 << 20)), _post(triton_http, b"[" * 400_000)]
@@ -136,14 +122,8 @@ def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -
         while time.monotonic() < deadline and not _infer_ok(http, batch):
             time.sleep(0.5)
         assert _infer_ok(http, batch), answers
-        # Triton answers a moment before the launcher's next readiness poll sees it: a SIGTERM
-        # in between cut that wait (once in a loaded run), so wait for the launcher's own line
-        while (
-            answers[1] != "500"
-            and time.monotonic() < deadline
-            and "ready again" not in "".join(logged)
-        ):
-            time.sleep(0.2)
+        if answers[1] != "500":  # crashed: the launcher's own line, before it is stopped
+            assert wait_for_text(logged, "ready again (restart 1)", 60), "".join(logged)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from asl_testkit.cli import lines_read, wait_for_text
 from asl_testkit.servers import start_server
 from test_serving_launcher import _infer_ok, serving_cli
 
@@ -117,6 +118,7 @@ def test_launcher_restarts_a_server_whose_stub_was_killed(tiny_models, tmp_path)
     options = ("--exit-timeout", "2", "--restart-backoff", "0.2")
     with serving_cli(tmp_path, *options) as (proc, http):
         assert proc.stdout.readline().startswith("tritonserver ready")
+        logged, reader = lines_read(proc.stderr)
         assert _infer_ok(http, batch)
         _kill_stub(tmp_path / "repo", "asl_onnx")
         assert not _infer_ok(http, batch)  # Triton: 500 "Stub process ... is not healthy"
@@ -125,9 +127,11 @@ def test_launcher_restarts_a_server_whose_stub_was_killed(tiny_models, tmp_path)
             time.sleep(0.5)
         assert _infer_ok(http, batch)
         assert sorted(_stub_pids(tmp_path / "repo").values()) == ["asl_metrics", "asl_onnx"]
+        assert wait_for_text(logged, "ready again (restart 1)", 60), "".join(logged)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    stderr = proc.stderr.read()
+        reader.join(10)
+    stderr = "".join(logged)
     assert "the Python backend stub of asl_onnx/1 died" in stderr, stderr
     assert "restart 1/5" in stderr and "ready again (restart 1)" in stderr, stderr
 
