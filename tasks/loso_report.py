@@ -4,9 +4,9 @@ For every group of one ASL_landmarks version (each source; each signer of ``--by
 sources), the landmark MLP is trained with the recipe's train-step options on every other group
 and scored on all rows of the left-out one: accuracy, hand-found rate, accuracy given a hand and
 the worst classes, plus the mean and the worst group. Written as loso.json, loso.md (the table),
-a bar chart and one confusion matrix per fold under ``<workspace>/reports/loso/<landmarks id>``,
-and logged to ClearML. Outputs: ``report``, ``mean_accuracy``, ``worst_group``,
-``worst_accuracy``.
+a bar chart and one confusion matrix per fold in a new folder per run under
+``<workspace>/reports/loso/<landmarks id>/``, and logged to ClearML. Outputs: ``report``,
+``mean_accuracy``, ``worst_group``, ``worst_accuracy``.
 """
 
 from __future__ import annotations

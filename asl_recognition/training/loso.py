@@ -18,7 +18,7 @@ import contextlib
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from asl_recognition.data.run_folders import run_report_dir
+from asl_recognition.locks import FileLock, holder
 from asl_recognition.options import from_mapping
-from asl_recognition.paths import REPO_ROOT, workspace
+from asl_recognition.paths import REPO_ROOT
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import predict, score_groups
 from asl_recognition.training.loso_report import (
@@ -202,32 +204,24 @@ def run_loso(opts: LosoOptions, ctx: Any = None, fit: TrainedFold = fit_fold) ->
     options = recipe_train_options(opts, dataset.version.id, meta["id"])
     groups = row_groups(table, opts.by_signer)
     chosen = chosen_groups(groups, opts.groups)
-    out_dir = Path(opts.output_dir or workspace() / "reports" / REPORT / meta["id"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    folds = []
-    with intra_op_threads(opts.threads):
-        for group in chosen:
-            folds.append(run_fold(options, dataset, table, groups, group, out_dir, fit))
-            f = folds[-1]
-            print(
-                f"left out {group}: accuracy {f['accuracy']:.3f} on {f['images']} rows, "
-                f"hand found {f['hand_found_rate']:.3f}, trained on {f['train_rows']} rows "
-                f"({f['seconds']} s)",
-                flush=True,
-            )
-    report = {
-        "landmarks_id": meta["id"],
-        "landmarks_version": meta.get("version", ""),
-        "asl_dataset_id": dataset.version.id,
-        "recipe": opts.recipe,
-        "train_options": {k: getattr(options, k) for k in _SHOWN_OPTIONS},
-        "threads": opts.threads,
-        "by_signer": list(opts.by_signer),
-        "folds": folds,
-        "summary": summarise(folds),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    files = write_report(report, dataset.classes, out_dir)
+    # a folder per run (like validate_raw's reports): two runs at once never mix their files
+    out_dir = Path(opts.output_dir or run_report_dir(f"{REPORT}/{meta['id']}"))
+    with writing_to(out_dir):
+        with intra_op_threads(opts.threads):
+            folds = [_fold(options, dataset, table, groups, g, out_dir, fit) for g in chosen]
+        report = {
+            "landmarks_id": meta["id"],
+            "landmarks_version": meta.get("version", ""),
+            "asl_dataset_id": dataset.version.id,
+            "recipe": opts.recipe,
+            "train_options": {k: getattr(options, k) for k in _SHOWN_OPTIONS},
+            "threads": opts.threads,
+            "by_signer": list(opts.by_signer),
+            "folds": folds,
+            "summary": summarise(folds),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        files = write_report(report, dataset.classes, out_dir)
     print(markdown_table(report), end="")
     if ctx is not None:
         log_report(ctx, report, files)
@@ -239,6 +233,43 @@ def run_loso(opts: LosoOptions, ctx: Any = None, fit: TrainedFold = fit_fold) ->
         "worst_group": summary["worst_group"],
         "worst_accuracy": summary["worst_accuracy"],
     }
+
+
+def _fold(
+    options: TrainOptions,
+    dataset: Any,
+    table: Any,
+    groups: np.ndarray,
+    group: str,
+    out_dir: Path,
+    fit: TrainedFold,
+) -> dict[str, Any]:
+    """:func:`run_fold`, then its one line of progress."""
+    f = run_fold(options, dataset, table, groups, group, out_dir, fit)
+    print(
+        f"left out {group}: accuracy {f['accuracy']:.3f} on {f['images']} rows, "
+        f"hand found {f['hand_found_rate']:.3f}, trained on {f['train_rows']} rows "
+        f"({f['seconds']} s)",
+        flush=True,
+    )
+    return f
+
+
+@contextlib.contextmanager
+def writing_to(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock while a report is made in it; refuse (one line) while another
+    run holds it. A flock: a run killed with ``kill -9`` leaves no stale lock."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out_dir / ".loso.lock")
+    if not lock.acquire(timeout=0):
+        raise TrainingInputError(
+            f"--output-dir {out_dir}: another leave-one-source-out report (pid "
+            f"{holder(lock.path)}) is being written there; wait for it or choose another folder"
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 _SHOWN_OPTIONS = ("epochs", "batch_size", "lr", "label_smoothing", "keep", "augment", "seed")

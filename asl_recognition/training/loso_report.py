@@ -134,7 +134,17 @@ def write_report(report: dict[str, Any], classes: list[str], out_dir: Path) -> l
     ):
         files.append(atomic_write_text(out_dir / name, text))
     files.append(plot_accuracy(report, out_dir / f"{REPORT}_accuracy.png"))
-    return files + plot_confusions(report, classes, out_dir)
+    files += plot_confusions(report, classes, out_dir)
+    remove_stale(out_dir, {p.name for p in files} | {f["log"] for f in report["folds"]})
+    return files
+
+
+def remove_stale(out_dir: Path, kept: set[str]) -> None:
+    """An earlier report's fold logs and confusion matrices of groups this one did not leave
+    out (a chosen --output-dir reused): the folder shows one report, not a mix of two."""
+    for path in [*out_dir.glob("confusion-*.png"), *out_dir.glob("fold-*.log")]:
+        if path.name not in kept:
+            path.unlink(missing_ok=True)
 
 
 def log_report(ctx: Any, report: dict[str, Any], files: list[Path]) -> None:

@@ -110,5 +110,8 @@ class LosoOptions:
     )
     threads: int = option(1, "torch intra-op threads while the folds train", low=1)
     output_dir: str | None = option(
-        None, "report folder (empty: <workspace>/reports/loso/<landmarks id>)", path=True
+        None,
+        "report folder (empty: a new <workspace>/reports/loso/<landmarks id>/<UTC time>-<random> "
+        "per run); one run at a time may write in a folder",
+        path=True,
     )

@@ -196,3 +196,45 @@ def test_task_writes_the_report_and_refuses_an_unknown_group(table, tmp_path) ->
     assert proc.returncode == 1
     assert_one_line(proc.stderr.strip().splitlines()[-1], "loso_report: error:", "webcam")
     assert not (tmp_path / "x").exists()
+
+
+def test_runs_without_a_folder_write_one_each(table) -> None:
+    """Two runs on one version (two agents, or a rerun) never write into one report folder."""
+    with offline_workspace(table.ws):
+        first = loso.run_loso(LosoOptions(epochs=1, groups=["massey/hand5"]), fit=Spy())
+        second = loso.run_loso(LosoOptions(epochs=1, groups=["massey/hand1"]), fit=Spy())
+    folders = [Path(out["report"]).parent for out in (first, second)]
+    assert folders[0] != folders[1]
+    assert {f.parent for f in folders} == {table.ws / "reports" / "loso" / table.landmarks_id}
+    for folder, group in zip(folders, ["massey/hand5", "massey/hand1"]):
+        report = json.loads((folder / "loso.json").read_text())
+        assert [f["group"] for f in report["folds"]] == [group]
+        assert [p.name for p in folder.glob("fold-*.log")] == [report["folds"][0]["log"]]
+
+
+def test_a_folder_another_run_writes_in_is_refused_untouched(table, tmp_path) -> None:
+    from asl_recognition.locks import FileLock
+    from asl_recognition.training.errors import TrainingInputError
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "loso.md").write_text("the other run's report\n")
+    spy = Spy()
+    with FileLock(out / ".loso.lock"), offline_workspace(table.ws):  # a real flock, held
+        with pytest.raises(TrainingInputError) as refused:
+            loso.run_loso(options(tmp_path, groups=["massey/hand1"]), fit=spy)
+    assert_one_line(str(refused.value), "--output-dir", "another leave-one-source-out report")
+    assert f"pid {os.getpid()}" in str(refused.value)
+    assert spy.calls == [] and (out / "loso.md").read_text() == "the other run's report\n"
+    assert sorted(p.name for p in out.iterdir()) == [".loso.lock", "loso.md"]
+
+
+def test_a_reused_folder_shows_one_report_not_a_mix(table, tmp_path) -> None:
+    with offline_workspace(table.ws):
+        loso.run_loso(options(tmp_path, groups=["massey/hand5", "massey/hand1"]), fit=Spy())
+        loso.run_loso(options(tmp_path, groups=["massey/hand1"]), fit=Spy())
+    out = tmp_path / "report"
+    assert sorted(p.name for p in out.glob("confusion-*.png")) == ["confusion-massey_hand1.png"]
+    assert sorted(p.name for p in out.glob("fold-*.log")) == ["fold-massey_hand1.log"]
+    report = json.loads((out / "loso.json").read_text())
+    assert [f["group"] for f in report["folds"]] == ["massey/hand1"]
