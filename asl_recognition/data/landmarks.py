@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from asl_recognition.data.options import PublishLandmarksOptions
+from asl_recognition.data.run_folders import run_report_dir
 from asl_recognition.hands import HandLandmarker, HandResult
 from asl_recognition.hands.models import verify_models
 from asl_recognition.hands.pool import map_photos
@@ -304,9 +305,11 @@ def publish_landmarks(
     summary = summarise(table)
     summary["few_hands"] = few_hands(table, list(manifest["classes"]))
     warn_few_hands(summary["few_hands"], f"{name} of {asl_name} {asl.version}")
-    # The report folder outlives the task: ClearML uploads logged images after this returns.
-    stage = workspace() / "reports" / name / fp
-    stage.mkdir(parents=True, exist_ok=True)
+    # A folder of this run's own: two runs measuring one version at once would otherwise rewrite
+    # the files the other is hashing into the store. It outlives the task: ClearML uploads
+    # logged images after this returns.
+    stage = run_report_dir(f"{name}/{fp}")
+    stage.mkdir(parents=True)
     table.to_csv(stage / TABLE, index=False)
     (stage / SUMMARY).write_text(json.dumps(summary, indent=1))
     plots = [
@@ -327,7 +330,7 @@ def publish_landmarks(
             "detector": landmarker.settings(),
             "hand_found_rate": summary["hand_found_rate"],
             "few_hands": summary["few_hands"],
-            "report": f"reports/{name}/{fp}",
+            "report": stage.relative_to(workspace()).as_posix(),
         },
         tags=[f"fingerprint:{fp}", "landmarks"],
         description=f"hand landmarks of {asl_name} {asl.version} ({asl.id})",

@@ -38,6 +38,7 @@ from asl_recognition.data.manifest import (
 from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.data.per_file import POOL_MIN_FILES, preprocess_one
 from asl_recognition.data.raw import FINGERPRINT_TAG
+from asl_recognition.data.run_folders import run_report_dir
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.data.split import check_split
 from asl_recognition.imageio import check_image_size
@@ -181,8 +182,8 @@ def publish_dataset(
     options = _options(opts)
     holdouts = HoldoutPatterns.from_options(opts)
     plan = plan_publish(store or get_store(), name, raw_name, opts.raw_version, holdouts, options)
-    report_dir = workspace() / "reports" / name
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = run_report_dir(name)  # its own: overlapping runs never log each other's plots
+    report_dir.mkdir(parents=True)
     cands, labels, emptied = select(plan, raw_name, signer_re)
     if plan.leaky:
         warnings.warn(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,3 +398,50 @@ def test_an_asl_version_of_an_older_manifest_format_is_refused_in_one_line(tmp_p
     assert f"has manifest format none, not {MANIFEST_FORMAT}" in message and old_id in message
     assert "publish it again" in message and "\n" not in message
     assert not list((tmp_path / "ws" / "datasets" / "versions").glob("ASL_landmarks*"))
+
+
+def test_two_runs_measuring_one_version_at_once_publish_it_once_whole(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    """Two pipeline runs may overlap on one workspace: each stages its table and plots in a
+    folder of its own (one shared folder let a run hash into the store a table the other was
+    rewriting), and one complete version is published."""
+    pytest.importorskip("ai_edge_litert", reason="the hand landmark runtime is absent")
+    ws, go = tmp_path / "ws", tmp_path / "go"
+    frames = [p for cls in CLASSES for p in sorted((sample_dir / cls).glob("*.jpg"))[:2]]
+    with offline_workspace(ws):
+        raw = validate_raw(
+            str(_copy(frames, tmp_path / "src")), min_per_class=2, report_dir=ws / "rep"
+        )
+        asl_id = publish_dataset(raw_version=[raw["raw_dataset_id"]], image_size=32)["dataset_id"]
+    script = (
+        "import json, os, time\n"
+        "from asl_recognition.data.landmarks import publish_landmarks\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        f"print(json.dumps(publish_landmarks({asl_id!r}, progress=False)))\n"
+    )
+    env = {
+        **os.environ,
+        "ASL_WORKSPACE": str(ws),
+        "ASL_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]  # fmt: skip
+    go.touch()  # both start measuring together
+    outs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outs]
+    ids = {json.loads(out.splitlines()[-1])["landmarks_id"] for out, _ in outs}
+    with offline_workspace(ws):
+        (version,) = get_store().list_versions("ASL_landmarks")
+        assert ids == {version.id}
+        table, _ = load_table(version.id)
+        published = (get_store().local_copy(version) / TABLE).read_bytes()
+    assert len(table) == len(frames)
+    stages = sorted(p for p in (ws / "reports" / "ASL_landmarks").glob("*/*") if p.is_dir())
+    assert len(stages) == 2  # a folder each, both whole: the same measurements
+    assert [(stage / TABLE).read_bytes() for stage in stages] == [published, published]
+    assert version.metadata["report"] in {s.relative_to(ws).as_posix() for s in stages}

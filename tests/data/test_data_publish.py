@@ -177,6 +177,21 @@ def test_split_histograms_and_preview_go_to_the_logger(published, monkeypatch) -
     assert [c.args[0] for c in mock_upload.call_args_list] == ["manifest", "split_histogram"]
 
 
+def test_each_run_writes_its_plots_in_a_folder_of_its_own(published, monkeypatch) -> None:
+    """Two runs publishing at once (other options, one workspace) must not log or upload each
+    other's histogram: before, both wrote reports/ASL/split_histogram.png."""
+    monkeypatch.setenv("ASL_WORKSPACE", str(published["ws"]))
+    paths = []
+    for _ in range(2):
+        mock_upload = Mock(name="mock_upload")
+        publish_dataset(upload=mock_upload, progress=False)
+        (path,) = [c.args[1] for c in mock_upload.call_args_list if c.args[0] == "split_histogram"]
+        paths.append(Path(path))
+    assert paths[0].parent != paths[1].parent
+    assert {p.parent.parent for p in paths} == {published["ws"] / "reports" / "ASL"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
 def test_publish_reuses_the_scan_phash_and_refuses_a_raw_version_without_one(
     tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
