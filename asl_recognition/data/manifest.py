@@ -130,6 +130,7 @@ def log_manifest(
     logger: Any, upload: Uploader | None, manifest: dict, folder: Path, out: Path
 ) -> None:
     per_split = per_split_counts(manifest)
+    out.mkdir(parents=True, exist_ok=True)  # a refused run made no folder
     preview = None
     train = manifest["splits"].get("train", [])
     if train:

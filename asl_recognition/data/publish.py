@@ -182,9 +182,9 @@ def publish_dataset(
     options = _options(opts)
     holdouts = HoldoutPatterns.from_options(opts)
     plan = plan_publish(store or get_store(), name, raw_name, opts.raw_version, holdouts, options)
-    report_dir = run_report_dir(name)  # its own: overlapping runs never log each other's plots
-    report_dir.mkdir(parents=True)
     cands, labels, emptied = select(plan, raw_name, signer_re)
+    # its own (overlapping runs never log each other's plots), made when the plots are drawn
+    report_dir = run_report_dir(name)
     if plan.leaky:
         warnings.warn(
             "--grouping none: per-image random split; near-identical video frames cross "

@@ -35,6 +35,7 @@ from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import predict, score_groups
 from asl_recognition.training.loso_report import (
     REPORT,
+    clear_report,
     log_report,
     markdown_table,
     summarise,
@@ -267,6 +268,7 @@ def writing_to(out_dir: Path) -> Iterator[None]:
             f"{holder(lock.path)}) is being written there; wait for it or choose another folder"
         )
     try:
+        clear_report(out_dir)
         yield
     finally:
         lock.release()

@@ -134,16 +134,15 @@ def write_report(report: dict[str, Any], classes: list[str], out_dir: Path) -> l
     ):
         files.append(atomic_write_text(out_dir / name, text))
     files.append(plot_accuracy(report, out_dir / f"{REPORT}_accuracy.png"))
-    files += plot_confusions(report, classes, out_dir)
-    remove_stale(out_dir, {p.name for p in files} | {f["log"] for f in report["folds"]})
-    return files
+    return files + plot_confusions(report, classes, out_dir)
 
 
-def remove_stale(out_dir: Path, kept: set[str]) -> None:
-    """An earlier report's fold logs and confusion matrices of groups this one did not leave
-    out (a chosen --output-dir reused): the folder shows one report, not a mix of two."""
-    for path in [*out_dir.glob("confusion-*.png"), *out_dir.glob("fold-*.log")]:
-        if path.name not in kept:
+def clear_report(out_dir: Path) -> None:
+    """An earlier report's files, before a new one is made in its folder (a chosen
+    --output-dir reused): a run that fails or is killed midway then leaves its own fold logs
+    and no table, never a mix of two reports."""
+    for pattern in (f"{REPORT}.*", f"{REPORT}_*.png", "confusion-*.png", "fold-*.log"):
+        for path in out_dir.glob(pattern):
             path.unlink(missing_ok=True)
 
 

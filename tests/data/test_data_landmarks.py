@@ -404,8 +404,10 @@ def test_two_runs_measuring_one_version_at_once_publish_it_once_whole(
     tmp_path: Path, sample_dir: Path
 ) -> None:
     """Two pipeline runs may overlap on one workspace: each stages its table and plots in a
-    folder of its own (one shared folder let a run hash into the store a table the other was
-    rewriting), and one complete version is published."""
+    folder of its own, and one complete version is published. With one shared folder a run
+    could hash into the store a table the other was rewriting; that window is too narrow to
+    hit on demand, so the folders are what is checked (this test passed 5 of 5 times with one
+    shared folder and only its layout asserts removed)."""
     pytest.importorskip("ai_edge_litert", reason="the hand landmark runtime is absent")
     ws, go = tmp_path / "ws", tmp_path / "go"
     frames = [p for cls in CLASSES for p in sorted((sample_dir / cls).glob("*.jpg"))[:2]]

@@ -242,3 +242,4 @@ def test_one_image_per_class_is_refused_at_publish(asl_workspace, sample_dir, tm
     assert "\n" not in message and "the split leaves" in message and "empty" in message
     assert "nothing was published" in message
     assert get_store().list_versions("ASL") == []
+    assert not (asl_workspace / "reports" / "ASL").exists()  # nor a report folder left behind

@@ -230,11 +230,34 @@ def test_a_folder_another_run_writes_in_is_refused_untouched(table, tmp_path) ->
 
 
 def test_a_reused_folder_shows_one_report_not_a_mix(table, tmp_path) -> None:
+    """A rerun into a chosen folder replaces the earlier report; one that fails midway leaves
+    its own fold logs and no table, never the earlier table beside its logs."""
+
+    folds = []
+
+    def fails_on_the_second_fold(options, dataset, data, run_dir):
+        folds.append(run_dir)
+        if len(folds) == 2:
+            raise RuntimeError("a fold that fails")
+        return loso.fit_fold(options, dataset, data, run_dir)
+
     with offline_workspace(table.ws):
         loso.run_loso(options(tmp_path, groups=["massey/hand5", "massey/hand1"]), fit=Spy())
         loso.run_loso(options(tmp_path, groups=["massey/hand1"]), fit=Spy())
-    out = tmp_path / "report"
-    assert sorted(p.name for p in out.glob("confusion-*.png")) == ["confusion-massey_hand1.png"]
-    assert sorted(p.name for p in out.glob("fold-*.log")) == ["fold-massey_hand1.log"]
-    report = json.loads((out / "loso.json").read_text())
-    assert [f["group"] for f in report["folds"]] == ["massey/hand1"]
+        out = tmp_path / "report"
+        assert sorted(p.name for p in out.glob("confusion-*.png")) == [
+            "confusion-massey_hand1.png"
+        ]
+        assert sorted(p.name for p in out.glob("fold-*.log")) == ["fold-massey_hand1.log"]
+        report = json.loads((out / "loso.json").read_text())
+        assert [f["group"] for f in report["folds"]] == ["massey/hand1"]
+        with pytest.raises(RuntimeError, match="a fold that fails"):
+            loso.run_loso(
+                options(tmp_path, groups=["massey/hand5", "massey/hand1"]),
+                fit=fails_on_the_second_fold,
+            )
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".loso.lock",
+        "fold-massey_hand1.log",
+        "fold-massey_hand5.log",
+    ]
