@@ -223,9 +223,9 @@ def run_loso(opts: LosoOptions, ctx: Any = None, fit: TrainedFold = fit_fold) ->
             "seconds": round(time.perf_counter() - started, 1),
         }
         files = write_report(report, dataset.classes, out_dir)
-    print(markdown_table(report), end="")
-    if ctx is not None:
-        log_report(ctx, report, files)
+        print(markdown_table(report), end="")
+        if ctx is not None:  # under the lock: ClearML uploads the images from these files
+            log_report(ctx, report, files)
     summary = report["summary"]
     return {
         "report": str(out_dir / f"{REPORT}.md"),

@@ -175,3 +175,4 @@ def log_report(ctx: Any, report: dict[str, Any], files: list[Path]) -> None:
             )
         else:
             ctx.upload_artifact(path.name, str(path))
+    logger.flush(wait=True)  # the images are sent from the report's files: before they may change

@@ -261,3 +261,26 @@ def test_a_reused_folder_shows_one_report_not_a_mix(table, tmp_path) -> None:
         "fold-massey_hand1.log",
         "fold-massey_hand5.log",
     ]
+
+
+def test_the_folder_stays_locked_until_clearml_has_sent_the_images(table, tmp_path) -> None:
+    """ClearML sends logged images from their files in the background: the report's lock is
+    held until a waiting flush, so a second run into the folder cannot clear them first."""
+    from unittest.mock import Mock
+
+    from asl_recognition.locks import FileLock
+
+    flushes = []
+
+    def flush(wait: bool = False) -> bool:
+        probe = FileLock(tmp_path / "report" / ".loso.lock")
+        flushes.append((wait, not probe.acquire(timeout=0)))
+        probe.release()
+        return True
+
+    ctx = Mock(name="mock_ctx")
+    ctx.logger.flush.side_effect = flush
+    with offline_workspace(table.ws):
+        loso.run_loso(options(tmp_path, groups=["massey/hand1"]), ctx=ctx, fit=Spy())
+    assert flushes == [(True, True)]  # waited for, with the folder still locked
+    assert ctx.logger.report_image.call_count == 2  # the bar chart and the fold's matrix
