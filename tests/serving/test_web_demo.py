@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from asl_testkit.cli import lines_read, wait_for_text
 from asl_testkit.web import landmark_repository, photo
 
 from asl_recognition.netutil import free_port
@@ -56,33 +55,17 @@ def tritons_serving(repo: Path) -> list[int]:
     return pids
 
 
-def pump(stream, lines: queue.Queue) -> None:
-    for line in stream:
-        lines.put(line)
-
-
-def iter_queue(lines: queue.Queue) -> list[str]:
-    """Every line pumped so far."""
-    got = []
-    while not lines.empty():
-        got.append(lines.get_nowait())
-    return got
-
-
-def wait_for_url(proc: subprocess.Popen, lines: queue.Queue, timeout: float) -> tuple[str, list]:
-    seen: list[str] = []
+def wait_for_url(proc: subprocess.Popen, lines: list[str], timeout: float) -> tuple[str, list]:
+    """The page's URL once printed (``lines`` filled by ``lines_read``), and the lines so far."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            assert proc.poll() is None, f"make demo ended ({proc.returncode}):\n{''.join(seen)}"
-            continue
-        seen.append(line)
-        match = URL_LINE.search(line)
+        seen = list(lines)
+        match = URL_LINE.search("".join(seen))
         if match:
             return match.group(1), seen
-    pytest.fail(f"no page URL printed in {timeout} s:\n{''.join(seen)}")
+        assert proc.poll() is None, f"make demo ended ({proc.returncode}):\n{''.join(seen)}"
+        time.sleep(0.2)
+    pytest.fail(f"no page URL printed in {timeout} s:\n{''.join(lines)}")
 
 
 def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -> None:
@@ -95,9 +78,7 @@ def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -
         command, cwd=REPO_ROOT, env=demo_env(workspace), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    lines: queue.Queue = queue.Queue()
-    pumping = threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True)
-    pumping.start()
+    lines, reader = lines_read(proc.stdout)
     try:
         url, seen = wait_for_url(proc, lines, timeout=180)
         assert any(str(repo) in line for line in seen), "not the run's repository"
@@ -121,15 +102,11 @@ def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -
             time.sleep(1)
         assert answer.status_code == 200 and answer.json()["top"][0]["label"] == "A"
         # the supervisor's own line, at its next readiness poll: a SIGTERM before it cuts that
-        said, waited = "", time.monotonic() + 60
-        while "ready again" not in said and time.monotonic() < waited:
-            said += "".join(iter_queue(lines))
-            time.sleep(0.2)
-        assert "ready again (restart 1)" in said, said
+        assert wait_for_text(lines, "ready again (restart 1)", 60), "".join(lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        pumping.join(10)  # the output to its end
-        said += "".join(iter_queue(lines))
+        reader.join(10)  # the output to its end
+        said = "".join(lines)
         assert "the Python backend stub of asl_hands/1 died" in said, said
         assert "ready again (restart 1)" in said, said
     finally:
