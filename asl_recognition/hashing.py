@@ -17,3 +17,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def copy_hashed(source: str | Path, dest: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """Copy ``source`` to ``dest`` in one read, returning the copy's sha256 and size.
+
+    Hashing a file and then copying it reads it twice: a writer between the two reads
+    leaves a copy whose bytes are not the ones hashed. One read hashes exactly what is kept.
+    """
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        while block := src.read(chunk):
+            digest.update(block)
+            out.write(block)
+            size += len(block)
+    return digest.hexdigest(), size

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from asl_recognition.clearml_env import OUTPUT_URI_ENV, configured_output_uri
-from asl_recognition.hashing import sha256_file
+from asl_recognition.hashing import copy_hashed
 from asl_recognition.store.base import (
     MANIFEST_NAME,
     DatasetNotFoundError,
@@ -45,6 +44,14 @@ def _direct_parents(ds: Any) -> list[str]:
     """Every direct parent id, in order (clearml 2.x has no public get_parents(): the dependency
     graph maps each version id to its direct parents)."""
     return list((ds.get_dependency_graph() or {}).get(ds.id) or [])
+
+
+def _stage(stage: Path, rel: str, source: Path) -> FileEntry:
+    """Copy one file into the upload folder; its entry hashes the very bytes uploaded."""
+    dest = stage / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sha, size = copy_hashed(source, dest)
+    return FileEntry(path=rel, sha256=sha, size=size)
 
 
 class ClearMLDatasetStore(DatasetStore):
@@ -71,10 +78,6 @@ class ClearMLDatasetStore(DatasetStore):
         tags: Sequence[str] = (),
         description: str = "",
     ) -> DatasetVersion:
-        entries = [
-            FileEntry(path=rel, sha256=sha256_file(src), size=Path(src).stat().st_size)
-            for rel, src in sorted(files.items())
-        ]
         ds = self.Dataset.create(
             dataset_name=name,
             dataset_project=self.project,
@@ -86,10 +89,7 @@ class ClearMLDatasetStore(DatasetStore):
         if parents:
             ds.remove_files(dataset_path="*", recursive=True)
         with tempfile.TemporaryDirectory(prefix="asl_stage_") as stage:
-            for rel, src in files.items():
-                dest = Path(stage) / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest)
+            entries = [_stage(Path(stage), rel, Path(src)) for rel, src in sorted(files.items())]
             ds.add_files(path=stage)
             ds.upload(show_progress=True)
             # The preview images are uploaded in the background from the staged files: wait,

@@ -1,6 +1,7 @@
 """A local content-addressed dataset store mirroring ClearML Datasets' ids, versions, parents.
 
-Layout under ``<workspace>/datasets``: ``objects/<sha[:2]>/<sha>`` holds each distinct file once,
+Layout under ``<workspace>/datasets``: ``objects/<sha[:2]>/<sha>`` holds each distinct file once
+(copied into ``objects/incoming/`` and hashed in the same read, then renamed into place),
 ``versions/<id>.json`` the version records, ``checkouts/<id>/`` a hard-linked read-only tree.
 Records name files by hash only, so the store moves with its workspace. A version is numbered
 under one OS file lock (``<root>/.lock``): two writers never share a version number, and two that
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from asl_recognition.hashing import sha256_file
+from asl_recognition.hashing import copy_hashed, sha256_file
 from asl_recognition.locks import exclusive
 from asl_recognition.store.base import (
     DatasetIntegrityError,
@@ -39,7 +40,6 @@ from asl_recognition.store.base import (
     DatasetStore,
     DatasetVersion,
     FileEntry,
-    atomic_output,
     atomic_write_text,
     remove_stale,
     temp_name,
@@ -118,6 +118,7 @@ class LocalDatasetStore(DatasetStore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.objects = self.root / "objects"
+        self.incoming = self.objects / "incoming"  # copies being hashed, before their rename
         self.versions = self.root / "versions"
         self.checkouts = self.root / "checkouts"
         self.lock = self.root / ".lock"
@@ -138,13 +139,20 @@ class LocalDatasetStore(DatasetStore):
         return self.objects / sha[:2] / sha
 
     def _put(self, source: Path) -> FileEntry:
-        sha = sha256_file(source)
-        target = self._object_path(sha)
-        if not _hashes_to(target, sha):  # missing, or altered since: these bytes replace it
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(target, mode=0o444) as tmp:
-                shutil.copyfile(source, tmp)
-        return FileEntry(path="", sha256=sha, size=target.stat().st_size)
+        """Store ``source`` under the hash of the bytes copied, read once: a file rewritten
+        while it is published is stored as one whole state of it, never under another's hash."""
+        self.incoming.mkdir(exist_ok=True)
+        staged = self.incoming / f".put.tmp{os.getpid()}_{uuid.uuid4().hex}"
+        try:
+            sha, size = copy_hashed(source, staged)
+            target = self._object_path(sha)
+            if not _hashes_to(target, sha):  # missing, or altered since: these bytes replace it
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(staged, 0o444)
+                os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        return FileEntry(path="", sha256=sha, size=size)
 
     def create(
         self,

@@ -37,19 +37,19 @@ def _killed(code: str, env: dict[str, str] | None = None) -> int:
 def test_store_removes_temp_objects_of_a_killed_writer(tmp_path: Path, sample_dir: Path) -> None:
     root, image = tmp_path / "datasets", sorted((sample_dir / "A").glob("*.jpg"))[0]
     pid = _killed(f"""
-        import os, shutil, signal
-        from asl_recognition.store.local import LocalDatasetStore
-        store = LocalDatasetStore({str(root)!r})
-        copy = shutil.copyfile
+        import os, signal
+        import asl_recognition.store.local as local
+        store = local.LocalDatasetStore({str(root)!r})
+        copy = local.copy_hashed
         def copy_then_die(src, dst):
             copy(src, dst)
             print(os.getpid(), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-        shutil.copyfile = copy_then_die
+        local.copy_hashed = copy_then_die
         store.create("ASL_raw", {{"A/a.jpg": {str(image)!r}}})
         """)
     (left,) = root.glob("objects/*/*")
-    assert left.name.endswith(f".tmp{pid}") and left.read_bytes() == image.read_bytes()
+    assert f".tmp{pid}_" in left.name and left.read_bytes() == image.read_bytes()
     alive = left.with_name(f".other.tmp{os.getpid()}")  # a writer still running: untouched
     alive.write_bytes(b"in progress")
     store = LocalDatasetStore(root)

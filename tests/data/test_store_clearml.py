@@ -8,6 +8,7 @@ code on those mocks, so what reaches the dataset's task is what the SDK would se
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -113,6 +114,32 @@ def test_create_keeps_the_record_as_metadata_without_the_ui_warning(
     assert not stage[0].exists()
     assert version.id == "ds-new" and version.parents == ["raw-1"]
     assert [f.path for f in version.files] == ["test/B/b.jpg", "train/A/a.jpg"]
+
+
+def test_the_record_hashes_the_bytes_uploaded_when_a_file_changes_meanwhile(
+    mock_dataset_cls, tmp_path
+) -> None:
+    """A writer rewrites a file while the version is being created on the server: the
+    record must hash what was uploaded, or every later checkout of it is refused."""
+    files = _files(tmp_path)
+    mock_ds = make_mock_dataset("ds-new")
+    uploaded: dict[str, str] = {}
+
+    def mock_create(**_):
+        files["train/A/a.jpg"].write_bytes(b"rewritten")  # the other writer, meanwhile
+        return mock_ds
+
+    def mock_add_files(path, **_):
+        for rel in files:
+            uploaded[rel] = hashlib.sha256((Path(path) / rel).read_bytes()).hexdigest()
+
+    mock_dataset_cls.create.side_effect = mock_create
+    mock_ds.add_files.side_effect = mock_add_files
+
+    version = get_store("clearml").create("ASL", files)
+
+    assert {f.path: f.sha256 for f in version.files} == uploaded
+    assert {f.path: f.size for f in version.files}["train/A/a.jpg"] == len(b"rewritten")
 
 
 def test_the_sdk_prints_a_skip_line_for_a_dict_shown_in_the_ui() -> None:

@@ -149,3 +149,45 @@ def test_a_reader_waits_for_the_builder_and_rebuilds_what_a_killed_one_left(
     assert digest == _digest(tmp_path / "src", version)
     assert (Path(folder) / ".complete").is_file()
     assert not list(store.checkouts.glob(".*.tmp*"))  # the killed builder's half tree is gone
+
+
+def _state(number: int) -> bytes:
+    return number.to_bytes(8, "big") * (1 << 19)  # 4 MB: hashing it takes long enough to race
+
+
+def _whole_state(data: bytes) -> bool:
+    return len(data) == 8 << 19 and data == data[:8] * (1 << 19)
+
+
+def _rewrite_forever(path: str, go) -> None:
+    """Another process replacing ``path`` with a new whole state, as fast as it can."""
+    go.set()
+    staged = f"{path}.next"
+    for number in range(1, 1 << 62):
+        with open(staged, "wb") as fh:
+            fh.write(_state(number))
+        os.replace(staged, path)
+
+
+def test_a_file_rewritten_while_it_is_published_is_stored_whole_under_its_hash(
+    tmp_path: Path,
+) -> None:
+    """A training run may rewrite a table while a pipeline publishes it: each version must
+    hold one whole state of the file under that state's hash, so its checkout opens."""
+    source = tmp_path / "landmarks.csv"
+    source.write_bytes(_state(0))
+    store = LocalDatasetStore(tmp_path / "datasets")
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+    writer = ctx.Process(target=_rewrite_forever, args=(str(source), go), daemon=True)
+    writer.start()
+    try:
+        assert go.wait(10)
+        versions = [store.create("ASL_landmarks", {"landmarks.csv": source}) for _ in range(40)]
+    finally:
+        writer.kill()
+        writer.join(5)
+    for version in versions:  # every checkout opens: no object stored under another's hash
+        assert _whole_state(store.local_copy(version).joinpath("landmarks.csv").read_bytes())
+    assert len({v.files[0].sha256 for v in versions}) > 1  # the writer really raced them
+    assert not list(store.incoming.iterdir())  # no staged copy left behind
