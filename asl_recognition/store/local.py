@@ -140,7 +140,7 @@ class LocalDatasetStore(DatasetStore):
 
     def _put(self, source: Path) -> FileEntry:
         """Store ``source`` under the hash of the bytes copied, read once: a file rewritten
-        while it is published is stored as one whole state of it, never under another's hash."""
+        while it is published is never stored under the hash of another state of it."""
         self.incoming.mkdir(exist_ok=True)
         staged = self.incoming / f".put.tmp{os.getpid()}_{uuid.uuid4().hex}"
         try:
