@@ -91,6 +91,9 @@ def supervise(
             service.start()
             service.wait_ready(ready_timeout, should_stop)
         except ChildError as exc:
+            if should_stop():  # asked to stop while it started: not a failed restart
+                log.info("restart %d left unfinished: asked to stop", attempt)
+                break
             log.warning("restart %d failed: %s", attempt, str(exc).splitlines()[0])
             failed = service.stop(0)
             continue

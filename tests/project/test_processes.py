@@ -20,7 +20,7 @@ import pytest
 from asl_recognition.child_output import Output
 from asl_recognition.locks import FileLock, LockTimeout, exclusive
 from asl_recognition.netutil import free_port
-from asl_recognition.processes import Child, ChildError, describe_exit
+from asl_recognition.processes import Child, ChildError, describe_exit, http_ready
 from asl_recognition.stop_signals import StopFlag, handle_stop_signals
 from asl_recognition.supervision import RestartPolicy, supervise, supervised
 
@@ -294,6 +294,40 @@ def test_supervise_restarts_with_backoff_then_gives_up(tmp_path: Path, caplog) -
     ], messages
     assert messages[-1].startswith("error: svc exited with code 0 after 2 restarts in a row")
     assert not child.running()
+
+
+def test_a_stop_landing_as_the_child_turns_ready_is_no_failure(tmp_path: Path) -> None:
+    """The race the serving tests hit: SIGTERM arrives after the child answers ready but
+    before the next 0.2 s poll sees it; the child was ready, so no "stopped before" error."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    serve = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    child = Child(serve, Output(tmp_path / "web.log"), name="web", ready_url=url).start()
+    try:
+        assert child.wait_ready(30.0, should_stop=lambda: http_ready(url)) is child
+    finally:
+        child.stop(grace=1)
+
+
+def test_a_restart_a_stop_cuts_short_is_not_logged_as_failed(tmp_path: Path, caplog) -> None:
+    url = f"http://127.0.0.1:{free_port()}/never"  # the restarted child never turns ready
+    log = tmp_path / "svc.log"
+    child = Child(python("import time; time.sleep(60)"), Output(log), name="svc", ready_url=url)
+    child.start()
+    first = child.process.pid
+    child.process.kill()
+
+    def restarted() -> bool:  # the stop lands while the restart waits for readiness
+        return child.process is not None and child.process.pid != first
+
+    with caplog.at_level(logging.INFO, logger="asl_recognition.supervision"):
+        try:
+            assert supervise(child, restarted, RestartPolicy(base_delay=0.1), 60, "svc") == 0
+        finally:
+            child.stop(grace=1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[-1] == "restart 1 left unfinished: asked to stop", messages
+    assert not [m for m in messages if "failed" in m], messages
 
 
 def test_stop_flag_is_set_by_sigterm_and_sigint() -> None:
