@@ -316,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     # Steps run from the repo root (as an agent runs them); pin the workspace before moving there.
     os.environ["ASL_WORKSPACE"] = str(workspace())
+    # Task.init records the script as sys.argv[0] read against the folder it runs in (clearml
+    # backend_interface/task/repo/scriptinfo.py, ScriptInfo.get): a relative one would name the
+    # SDK's controller.py once moved, and an agent would run that.
+    if os.path.exists(sys.argv[0]):
+        sys.argv[0] = os.path.abspath(sys.argv[0])
     os.chdir(REPO_ROOT)
     with storage_errors_in_one_line("asl_pipeline"):
         return run_mode(mode, run, values)

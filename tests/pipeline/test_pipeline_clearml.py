@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -114,6 +115,26 @@ def test_real_sdk_controller_dag_offline(tmp_path):
     assert first["parents"] == []
     assert first["parameters"]["Args/raw_version"] == "${pipeline.raw_version}"
     assert dag["parameters"]["raw_version"] == "abc123"
+
+
+def test_the_controller_names_its_script_when_started_from_another_folder(tmp_path):
+    """Task.init reads sys.argv[0] against the folder it runs in; the pipeline moves to the repo
+    root first, so a relative script path had named the SDK's own controller.py instead, and
+    an agent would have run that."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "ASL_"))}
+    env.update(ASL_WORKSPACE=str(tmp_path / "ws"), HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "asl_pipeline.py", "--mode", "dry-run"],
+        cwd=REPO_ROOT / "pipelines",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (session,) = (tmp_path / "ws").glob("clearml_cache/offline/*/task.json")
+    script = json.loads(session.read_text())["script"]
+    assert (script["entry_point"], script["working_dir"]) == ("pipelines/asl_pipeline.py", ".")
 
 
 def test_build_controller_exact_sdk_calls():
