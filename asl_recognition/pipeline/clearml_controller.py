@@ -105,9 +105,17 @@ def _git(repo_root: Path, *args: str) -> str:
 
 
 def git_source(repo_root: Path = REPO_ROOT) -> dict[str, str]:
-    """Remote URL, branch and commit for ``Task.create`` so an agent clones the same code."""
+    """Remote URL, branch and commit for ``Task.create`` so an agent clones the same code.
+
+    The URL loses any user and token in it, as ``Task.init`` strips them (the SDK's own
+    ``remove_user_pass_from_url``, clearml/backend_interface/task/repo/scriptinfo.py):
+    ``Task.create`` stores what it is given, where everyone in the workspace reads it; agents
+    clone with their own git credentials.
+    """
+    from clearml.backend_interface.task.repo.util import remove_user_pass_from_url
+
     source = {
-        "repo": _git(repo_root, "config", "--get", "remote.origin.url"),
+        "repo": remove_user_pass_from_url(_git(repo_root, "config", "--get", "remote.origin.url")),
         "branch": _git(repo_root, "rev-parse", "--abbrev-ref", "HEAD"),
         "commit": _git(repo_root, "rev-parse", "HEAD"),
     }

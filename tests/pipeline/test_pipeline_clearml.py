@@ -428,3 +428,25 @@ def test_web_ui_text_for_pipeline_parameters_is_typed_by_the_options():
     assert values["train/register"] is True
     assert values["validate_raw/source"] == ["kaggle=data/sample", "massey=data/external_sample"]
     assert values["train/epochs"] == 40
+
+
+def test_a_token_in_the_origin_url_never_reaches_a_step_template(tmp_path):
+    """``Task.create`` stores the repository URL as given, readable by the whole workspace;
+    the user and token in it are dropped, as ``Task.init`` drops them (the SDK's own code)."""
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "--quiet", str(repo))
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "one")
+    git(repo, "remote", "add", "origin", "https://ci-bot:glpat-SECRET@gitlab.example.com/a.git")
+    mock_task_cls = mock.create_autospec(Task)  # MockTask: Task.create needs a server
+    mock_task_cls.get_tasks.return_value = []
+    clearml_controller.ensure_base_task(
+        ASL_DAG.step("select_best"), "ASL/t", mock_task_cls, repo_root=repo
+    )
+    created = mock_task_cls.create.call_args.kwargs
+    assert created["repo"] == "https://gitlab.example.com/a.git"
+    assert "SECRET" not in repr(mock_task_cls.mock_calls)
+    # scp-like ssh addresses carry a user name, not a secret: kept as git wrote them
+    git(repo, "remote", "set-url", "origin", "git@github.com:org/asl.git")
+    assert clearml_controller.git_source(repo)["repo"] == "git@github.com:org/asl.git"
