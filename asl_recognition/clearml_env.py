@@ -84,6 +84,21 @@ def configured_output_uri() -> str | None:
     return value
 
 
+def step_output_uri() -> str | None:
+    """Where a step's datasets go: ``ASL_OUTPUT_URI``, else, on an agent, its task's own
+    destination, which the pipeline set at launch (an agent passes on no variable of the
+    launching shell, and ``Dataset.create`` without one uses the files server)."""
+    chosen = configured_output_uri()
+    if chosen or weights_stay_local():
+        return chosen
+    if not (os.environ.get("CLEARML_TASK_ID") or os.environ.get("TRAINS_TASK_ID")):
+        return None
+    from clearml import Task
+
+    task = Task.current_task()
+    return str(task.output_uri) if task is not None and task.output_uri else None
+
+
 def output_uri() -> str | bool:
     """``Task.init``'s ``output_uri``: ``$ASL_OUTPUT_URI`` or the files server.
 

@@ -31,7 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.clearml_env import prepare_environment, server_configured
+from asl_recognition.clearml_env import (
+    configured_output_uri,
+    prepare_environment,
+    server_configured,
+)
 from asl_recognition.options import (
     HelpFormatter,
     OptionError,
@@ -196,8 +200,14 @@ def dry_run(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     return 0
 
 
-def server_controller(run: PipelineRunOptions, values: dict[str, Any], step_queue: str) -> Any:
-    """The PipelineController with step templates on the server (created when missing)."""
+def server_controller(
+    run: PipelineRunOptions,
+    values: dict[str, Any],
+    step_queue: str,
+    output_uri: str | None = None,
+) -> Any:
+    """The PipelineController with step templates on the server (created when missing);
+    its steps upload to ``output_uri`` (None: their project's or the SDK's default)."""
     image = run.docker_image or None
     return clearml_controller.build_controller(
         ASL_DAG,
@@ -206,19 +216,21 @@ def server_controller(run: PipelineRunOptions, values: dict[str, Any], step_queu
         step_queue=step_queue,
         use_cache=run.cache,
         docker_image=image,
+        output_uri=output_uri,
     )
 
 
 def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     """Build the PipelineController from the DAG, record how it runs, and start it."""
     step_queue = run.step_queue or (run.queue if run.mode == "queue" else None)
-    if step_queue:
-        try:
+    try:
+        if step_queue:
             clearml_controller.check_code_travels()
-        except clearml_controller.CodeNotOnRemote as exc:
-            print(f"asl_pipeline: error: {exc}", file=sys.stderr)
-            return 2
-    controller = server_controller(run, values, step_queue)
+        output_uri = configured_output_uri()  # on agents too: they see no variable of this shell
+    except (clearml_controller.CodeNotOnRemote, ValueError) as exc:
+        print(f"asl_pipeline: error: {exc}", file=sys.stderr)
+        return 2
+    controller = server_controller(run, values, step_queue, output_uri)
     # The agent re-runs this script with no arguments: it reads these back (remote_controller).
     # A "New Run" from the web UI runs the controller on an agent, so steps that ran here go
     # to the step queue an agent serves, not to the controller's own queue.
@@ -280,7 +292,9 @@ def remote_controller() -> int:
         task.get_logger().report_text(message)
         return 2  # the agent marks the task failed
     step_queue = run.step_queue or REMOTE_STEP_QUEUE
-    controller = server_controller(run, values, step_queue)
+    # The agent passes on no shell variable: the destination chosen at launch is the one the
+    # launching PipelineController stored on this task (clearml/automation/controller.py).
+    controller = server_controller(run, values, step_queue, task.output_uri)
     print(f"pipeline controller on the agent; steps on {step_queue!r}", flush=True)
     controller.start()  # running remotely: runs the DAG here (waits), no second enqueue
     # the SDK marks the task failed after a failed step, but the process would still exit 0

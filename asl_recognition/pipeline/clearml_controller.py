@@ -222,10 +222,13 @@ def build_controller(
     use_cache: bool = True,
     controller_cls: Any = None,
     docker_image: str | None = None,
+    output_uri: str | None = None,
 ) -> Any:
     """A ``PipelineController`` holding the DAG; nothing runs until ``start``/``start_locally``.
 
     ``base_task_id`` maps a step to its template task id (``ensure_base_task`` with a server).
+    ``output_uri`` goes onto every step task: an agent's ``Task.init`` ignores its
+    ``output_uri`` argument and keeps the task's own (``clearml/task.py``, the remote branch).
     Parameters are declared as text: the SDK re-types a web-UI edit by its default's type
     (``clearml/automation/controller.py`` ``_start`` -> ``task.connect`` of the typed
     defaults), turning ``a,b`` for a list into its characters and ``yes`` for a bool into
@@ -243,6 +246,7 @@ def build_controller(
         add_pipeline_tags=True,
         abort_on_failure=True,
         docker=docker_image,
+        output_uri=output_uri,  # the steps' default too (the SDK's add_step)
     )
     if step_queue:
         controller.set_default_execution_queue(step_queue)

@@ -210,6 +210,29 @@ def test_without_output_uri_the_sdk_default_files_server_is_kept(
     )  # Dataset.create's default
 
 
+def test_on_an_agent_datasets_go_where_the_pipeline_sent_its_step(
+    mock_dataset_cls, tmp_path, monkeypatch
+) -> None:
+    """The agent passes on no variable of the launching shell; the pipeline put the launch's
+    ``ASL_OUTPUT_URI`` on the step task, so the step's datasets follow it there."""
+    import clearml
+
+    mock_step = mock.create_autospec(Task, instance=True)  # MockTask: the agent's step task
+    mock_step.output_uri = "s3://bucket/asl"
+    monkeypatch.setattr(clearml.Task, "current_task", mock.Mock(return_value=mock_step))
+    mock_dataset_cls.create.return_value = make_mock_dataset("ds-a")
+    for name in ("CLEARML_TASK_ID", "TRAINS_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    get_store("clearml").create("ASL", _files(tmp_path))
+    assert mock_dataset_cls.create.call_args.kwargs["output_uri"] is None  # here: the default
+    monkeypatch.setenv("TRAINS_TASK_ID", "step-1")  # either name, as the SDK reads it
+    get_store("clearml").create("ASL", _files(tmp_path))
+    assert mock_dataset_cls.create.call_args.kwargs["output_uri"] == "s3://bucket/asl"
+    monkeypatch.setenv("ASL_OUTPUT_URI", "gs://other/asl")  # the agent's own choice wins
+    get_store("clearml").create("ASL", _files(tmp_path))
+    assert mock_dataset_cls.create.call_args.kwargs["output_uri"] == "gs://other/asl"
+
+
 def _version(mock_dataset_cls, tmp_path: Path):
     """A stored version (its record read through MockDataset) with files in ``tmp_path``."""
     record = {

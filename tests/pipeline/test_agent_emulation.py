@@ -239,6 +239,7 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
         "Run/queue": "services",
     }
     mock_task = mock.create_autospec(clearml.Task, instance=True)
+    mock_task.output_uri = "s3://bucket/asl"  # what the launching controller stored on it
     mock_task.connect.side_effect = lambda mutable, name=None: {**mutable, **stored_run}
     mock_task.get_parameters.return_value = stored_params
     mock_task.get_configuration_object_as_dict.return_value = None  # no recipe recorded
@@ -247,9 +248,16 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     built = {}
 
     def mock_build_controller(
-        dag, params, base_task_id, step_queue=None, use_cache=True, docker_image=None
+        dag,
+        params,
+        base_task_id,
+        step_queue=None,
+        use_cache=True,
+        docker_image=None,
+        output_uri=None,
     ):
         built.update(params=dict(params), step_queue=step_queue, use_cache=use_cache)
+        built.update(output_uri=output_uri)
         built["controller"] = mock.create_autospec(clearml.PipelineController, instance=True)
         built["controller"].is_successful.return_value = built.get("succeeds", True)
         return built["controller"]
@@ -273,6 +281,8 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
         "raw_version": "raw-id",
     }
     assert built["step_queue"] == "gpu" and built["use_cache"] is False
+    # the destination chosen at launch, stored on the controller task, goes to the steps
+    assert built["output_uri"] == "s3://bucket/asl"
     built["controller"].start.assert_called_once_with()  # runs here: no second enqueue
     built["controller"].is_successful.assert_called_once_with()
     # the same values give the controller without validate_raw (raw_version is set)

@@ -158,7 +158,7 @@ def test_build_controller_exact_sdk_calls():
     assert params["publish_dataset/image_size"]["default"] == "64"
     assert params["publish_dataset/split"]["description"].endswith("(list[float])")
     assert json.loads(params["publish_dataset/split"]["default"]) == [0.7, 0.15, 0.15]
-    assert init["docker"] is None
+    assert init["docker"] is None and init["output_uri"] is None  # the SDK's default
     steps = [c.kwargs for c in controller.add_step.call_args_list]
     assert [s["name"] for s in steps] == STEPS
     assert all(s["execution_queue"] == "gpu" for s in steps)
@@ -166,10 +166,16 @@ def test_build_controller_exact_sdk_calls():
     assert steps[2]["parameter_override"]["Args/epochs"] == "${pipeline.train/epochs}"
     uncached_cls = mock.create_autospec(PipelineController)
     clearml_controller.build_controller(
-        ASL_DAG, {}, base_task_id=lambda s: "x", use_cache=False, controller_cls=uncached_cls
+        ASL_DAG,
+        {},
+        base_task_id=lambda s: "x",
+        use_cache=False,
+        controller_cls=uncached_cls,
+        output_uri="s3://bucket/asl",
     )
     added = uncached_cls.return_value.add_step.call_args_list
     assert added and not any(c.kwargs["cache_executed_step"] for c in added)
+    assert uncached_cls.call_args.kwargs["output_uri"] == "s3://bucket/asl"  # steps' default
 
 
 def test_ensure_base_task_creates_template_from_script_once():
@@ -223,13 +229,19 @@ def mock_controller(monkeypatch):
     made = {}
 
     def mock_build_controller(
-        dag, params, base_task_id, step_queue=None, use_cache=True, docker_image=None
+        dag,
+        params,
+        base_task_id,
+        step_queue=None,
+        use_cache=True,
+        docker_image=None,
+        output_uri=None,
     ):
         controller = mock.create_autospec(PipelineController, instance=True)
         controller.task = mock.create_autospec(Task, instance=True)
         controller.is_successful.return_value = True
         made.update(params=params, step_queue=step_queue, use_cache=use_cache)
-        made.update(docker_image=docker_image, controller=controller)
+        made.update(docker_image=docker_image, controller=controller, output_uri=output_uri)
         return controller
 
     monkeypatch.setattr(clearml_controller, "build_controller", mock_build_controller)
@@ -450,3 +462,19 @@ def test_a_token_in_the_origin_url_never_reaches_a_step_template(tmp_path):
     # scp-like ssh addresses carry a user name, not a secret: kept as git wrote them
     git(repo, "remote", "set-url", "origin", "git@github.com:org/asl.git")
     assert clearml_controller.git_source(repo)["repo"] == "git@github.com:org/asl.git"
+
+
+def test_the_launching_shells_output_uri_reaches_the_steps_on_agents(
+    mock_controller, monkeypatch, capsys
+):
+    """An agent's ``Task.init`` ignores its ``output_uri`` argument, and the agent passes on
+    none of the launching shell's variables: the destination goes onto the controller, whose
+    steps take it (the SDK's add_step default), or a relative one is refused in one line."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", "s3://bucket/asl")
+    assert asl_pipeline.run_clearml(PipelineRunOptions(mode="queue", queue="services"), {}) == 0
+    assert mock_controller["output_uri"] == "s3://bucket/asl"
+    monkeypatch.setenv("ASL_OUTPUT_URI", "relative/folder")
+    mock_controller.clear()
+    assert asl_pipeline.run_clearml(PipelineRunOptions(mode="queue", queue="services"), {}) == 2
+    assert "ASL_OUTPUT_URI='relative/folder' must be a URL" in capsys.readouterr().err
+    assert "controller" not in mock_controller  # nothing built, nothing enqueued
