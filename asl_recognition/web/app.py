@@ -13,7 +13,8 @@ before Triton sees anything, and every refusal is JSON ``{"error": "..."}`` with
 - a POST whose ``Origin`` is not this page's own (another site's script): 403. No response
   carries ``Access-Control-*`` headers, so browsers never let another origin read an answer;
 - Triton not answering: 503 with ``"triton": "down"`` (the page says so and keeps trying);
-  no answer within ``request_timeout``: 504; a photo Triton refuses: 422 with its sentence;
+  no answer within ``request_timeout``: 504; a frame not received within it either: 408;
+  a photo Triton refuses: 422 with its sentence;
   a ``--model`` that does not take photo bytes: 503 with the sentence saying so.
 """
 
@@ -111,7 +112,14 @@ class FrameHandler:
 
     async def answer(self, request: Request) -> dict:
         self.check_client(request)
-        photo = await read_capped(request, self.limits.max_frame_bytes, "the frame")
+        timeout = self.limits.request_timeout
+        try:  # the header deadline ends with the headers: a trickled body would hold its slot
+            photo = await asyncio.wait_for(
+                read_capped(request, self.limits.max_frame_bytes, "the frame"), timeout
+            )
+        except asyncio.TimeoutError:
+            refusal = f"the frame was not received within {timeout:g} s"
+            raise Refused(408, "timeout", refusal, {"Connection": "close"}) from None
         # in a worker thread: a header is read in milliseconds, but no client's bytes
         # should ever hold the event loop that serves the others
         await asyncio.to_thread(self.check_image, photo)
@@ -123,7 +131,6 @@ class FrameHandler:
         except ModelUnfit as exc:
             raise Refused(503, "model_unfit", str(exc)) from None
         except asyncio.TimeoutError:
-            timeout = self.limits.request_timeout
             raise Refused(504, "timeout", f"Triton did not answer in {timeout:g} s") from None
         except FrameRefused as exc:
             raise Refused(422, "frame_refused", f"the model refused the frame: {exc}") from None

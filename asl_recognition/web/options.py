@@ -24,7 +24,7 @@ class WebLimits:
     )
     burst: int = option(30, "frames a client may send at once before the rate applies", low=1)
     request_timeout: float = option(
-        10.0, "seconds for Triton's answer to one frame; beyond: 504", low=0.1
+        10.0, "seconds to receive a frame, and again for Triton's answer; beyond: 408/504", low=0.1
     )
     max_connections: int = option(
         32, "connections and requests the app serves at once; beyond: 503", low=1

@@ -293,3 +293,36 @@ def test_a_truncated_photo_or_an_icon_bomb_gets_415_not_500(tmp_path) -> None:
         assert httpx.get(web.url + "/api/config", timeout=30).status_code == 200
     finally:
         web.stop()
+
+
+def _trickle(port: int, deadline_s: float) -> tuple[bytes, float]:
+    """POST a 1,000-byte frame one byte every 0.3 s; the answer and when it came."""
+    import socket
+
+    head = b"POST /api/frame HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
+    started, answer = time.monotonic(), b""
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(head)
+        client.settimeout(0.3)
+        while b"\r\n\r\n" not in answer and time.monotonic() - started < deadline_s:
+            try:
+                client.sendall(b"x")
+                answer += client.recv(4096) or b"\r\n\r\n"  # closed: stop waiting
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+    return answer, time.monotonic() - started
+
+
+def test_a_frame_trickled_in_slower_than_the_request_timeout_gets_408() -> None:
+    """A body sent a byte at a time had held its connection slot for as long as the client
+    liked (the header deadline ends with the headers), so a few such clients took the page."""
+    web = start_web(request_timeout=1.0, max_connections=2)
+    try:
+        answer, took = _trickle(web.port, deadline_s=15)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"the frame was not received within 1 s" in answer and took < 10
+        assert httpx.get(f"{web.url}/api/config", timeout=5).status_code == 200  # slot freed
+    finally:
+        web.stop()
