@@ -148,6 +148,12 @@ def _download_wheel(dest: Path) -> Path:
     if proc.returncode != 0 or not wheel.is_file():
         lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+        if "No module named pip" in last:  # clearml-agent's uv venvs are made without pip
+            raise ModelFileError(
+                f"cannot download {WHEEL_SPEC}: {sys.executable} has no pip; install "
+                f"requirements.txt into it (it pins pip), or set {ENV_VAR} to a folder holding "
+                "the verified model files"
+            )
         raise ModelFileError(
             f"cannot download {WHEEL_SPEC} (offline?): {last}; run `make hand-models` where pip "
             f"reaches the index (or scripts/fetch_hand_models.py --wheel <a copy of {WHEEL_NAME}>)"

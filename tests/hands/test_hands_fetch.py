@@ -124,6 +124,23 @@ def test_offline_the_task_error_is_one_line_naming_the_way_out(
     assert model_files(empty_cache) == []
 
 
+def test_a_python_without_pip_is_named_as_the_cause(
+    empty_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """clearml-agent's uv venvs are made without pip (clearml_agent/helper/package/uv_api.py,
+    ``uv venv`` without ``--seed``): a real venv without pip runs the download, and the error
+    names the missing pip, not a network that works."""
+    venv = tmp_path / "venv_without_pip"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    monkeypatch.setattr(sys, "executable", str(venv / "bin" / "python"))
+    with pytest.raises(ModelFileError) as info:
+        verify_models()
+    message = str(info.value)
+    assert "\n" not in message and "offline" not in message
+    assert f"{venv / 'bin' / 'python'} has no pip" in message and ENV_VAR in message
+    assert model_files(empty_cache) == []
+
+
 def task_process(cache: Path, pip: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, **pip, ENV_VAR: str(cache), "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
