@@ -42,13 +42,15 @@ def option(
     metavar: str | None = None,
     path: bool = False,
     remote_fallback: str | None = None,
+    written: bool = False,
 ) -> Any:
     """A dataclass field carrying what the CLI, the web UI and the README show for it.
 
     ``path``: the value names local files (``[NAME=]PATH``), which the pipeline rewrites so that
     a step run elsewhere finds them (or refuses, when it cannot). ``remote_fallback``: for a path
     the run can do without (an extra evaluation folder), the value a step on an agent gets
-    instead of a refusal when the path cannot travel.
+    instead of a refusal when the path cannot travel. ``written``: a path the step writes (an
+    output folder), so the commit an agent clones need not hold it.
     """
     metadata = {
         "help": help,
@@ -59,6 +61,7 @@ def option(
         "metavar": metavar,
         "path": path,
         "remote_fallback": remote_fallback,
+        "written": written,
     }
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
@@ -82,6 +85,7 @@ class OptionSpec:
     metavar: str | None
     path: bool = False
     remote_fallback: str | None = None
+    written: bool = False
 
     @property
     def flag(self) -> str:
@@ -129,6 +133,7 @@ def specs(cls: type) -> list[OptionSpec]:
                 meta.get("metavar"),
                 meta.get("path", False),
                 meta.get("remote_fallback"),
+                meta.get("written", False),
             )
         )
     return out

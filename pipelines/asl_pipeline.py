@@ -85,22 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def localise(path: str, remote: bool) -> str:
+def localise(path: str, remote: bool, written: bool = False) -> str:
     """Paths inside the repo stay relative (an agent's checkout has them too); others absolute.
 
     A relative path is read from the repository root, where ``make`` and agents run, whatever
     the current folder.
 
-    A step on an agent cannot read a folder of this machine: ``remote`` refuses such a path.
+    A step on an agent cannot read a folder of this machine: ``remote`` refuses such a path,
+    and a path it reads (not ``written``) inside the repo that the commit lacks as it is here.
     """
     if path in ("", "none") or "://" in path:
         return path
     name, sep, rest = path.partition("=")
     if sep and "/" not in name:
-        return f"{name}={localise(rest, remote)}"
+        return f"{name}={localise(rest, remote, written)}"
     resolved = (REPO_ROOT / Path(path).expanduser()).resolve()  # relative: to the repo root
     try:
-        return resolved.relative_to(REPO_ROOT).as_posix()
+        rel = resolved.relative_to(REPO_ROOT).as_posix()
     except ValueError:
         if remote:
             raise PathError(
@@ -109,6 +110,14 @@ def localise(path: str, remote: bool) -> str:
                 "raw_version=<the new ASL_raw id>, or use a storage URL"
             ) from None
         return str(resolved)
+    why = remote and not written and clearml_controller.not_in_commit(rel)
+    if why:
+        raise PathError(
+            f"{path}: an agent clones the commit, and {why}: commit and push it, or publish it "
+            f"first (python tasks/validate_raw.py --source {path}) and pass raw_version=<the "
+            "new ASL_raw id>"
+        )
+    return rel
 
 
 def localise_paths(values: dict[str, Any], dag: Dag, remote: bool) -> dict[str, Any]:
@@ -124,7 +133,7 @@ def localise_paths(values: dict[str, Any], dag: Dag, remote: bool) -> dict[str, 
             key = f"{step.name}/{spec.name}"
             if spec.path and out.get(key) not in (None, "", []):
                 try:
-                    out[key] = _localise_value(out[key], remote)
+                    out[key] = _localise_value(out[key], remote, spec.written)
                 except PathError as exc:
                     if spec.remote_fallback is None:
                         raise
@@ -137,10 +146,10 @@ def localise_paths(values: dict[str, Any], dag: Dag, remote: bool) -> dict[str, 
     return out
 
 
-def _localise_value(value: Any, remote: bool) -> Any:
+def _localise_value(value: Any, remote: bool, written: bool) -> Any:
     if isinstance(value, list):
-        return [localise(v, remote) for v in value]
-    return localise(value, remote)
+        return [localise(v, remote, written) for v in value]
+    return localise(value, remote, written)
 
 
 def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:

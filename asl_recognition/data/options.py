@@ -33,6 +33,7 @@ class ValidateRawOptions:
         "where report.json, GX results, Data Docs and plots go (empty: a folder of this run's "
         "own, workspace/reports/<name>/<UTC time>-<random>)",
         path=True,
+        written=True,
     )
     name: str = option("ASL_raw", "dataset name to publish")
     source_name: str | None = option(

@@ -122,6 +122,27 @@ def git_source(repo_root: Path = REPO_ROOT) -> dict[str, str]:
     return {k: v for k, v in source.items() if v and v != "HEAD"}
 
 
+def porcelain_path(status: str) -> str:
+    """The path of the first line of ``git status --porcelain`` (``_git`` strips its indent)."""
+    return status.splitlines()[0].split(maxsplit=1)[-1]
+
+
+def not_in_commit(rel: str, repo_root: Path = REPO_ROOT) -> str | None:
+    """Why an agent's clone of HEAD lacks ``rel`` as it is here (None: it has it).
+
+    An agent clones the commit and nothing else: a file git does not track (never added, or
+    ignored, like the default workspace) or one changed since the commit is not what it reads.
+    """
+    if not _git(repo_root, "ls-files", "--", rel):
+        return "git does not track it (never added, or ignored)"
+    changed = _git(
+        repo_root, "status", "--porcelain", "--ignored", "--untracked-files=all", "--", rel
+    )
+    if changed:
+        return f"it differs from the commit ({porcelain_path(changed)} ...)"
+    return None
+
+
 class CodeNotOnRemote(RuntimeError):
     """The code an agent would clone is not the code here: uncommitted or unpushed."""
 
@@ -135,7 +156,7 @@ def check_code_travels(repo_root: Path = REPO_ROOT) -> None:
     """
     dirty = _git(repo_root, "status", "--porcelain", "--", "tasks", "pipelines", *CODE_PATHS)
     if dirty:
-        first = dirty.splitlines()[0][3:]
+        first = porcelain_path(dirty)
         raise CodeNotOnRemote(
             f"uncommitted changes ({first} ...): an agent clones the commit without them; "
             "commit and push first"

@@ -53,7 +53,8 @@ class TrainOptions:
         None,
         "image folder <CLASS>/* from another source, scored apart (empty: "
         "../shared/data/asl_external_massey if present, else data/external_sample; none: skip; "
-        "a folder outside the repository is dropped, with a warning, for a step on an agent)",
+        "a folder outside the repository or the commit is dropped, with a warning, for a step "
+        "on an agent)",
         path=True,
         remote_fallback="none",
     )
@@ -61,7 +62,9 @@ class TrainOptions:
     device: str = option("auto", "compute device", choices=DEVICES)
     patience: int = option(6, "early stopping: epochs without val macro-F1 gain (0 = off)", low=0)
     max_steps: int = option(0, "cap on batches per epoch (0 = all)", low=0)
-    output_dir: str | None = option(None, "run folder (empty: <workspace>/runs/...)", path=True)
+    output_dir: str | None = option(
+        None, "run folder (empty: <workspace>/runs/...)", path=True, written=True
+    )
     num_workers: int = option(
         0, "DataLoader workers for augmentation (0 = in the main process)", low=0
     )
@@ -114,4 +117,5 @@ class LosoOptions:
         "report folder (empty: a new <workspace>/reports/loso/<landmarks id>/<UTC time>-<random> "
         "per run); one run at a time may write in a folder",
         path=True,
+        written=True,
     )

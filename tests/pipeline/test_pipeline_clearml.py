@@ -478,3 +478,27 @@ def test_the_launching_shells_output_uri_reaches_the_steps_on_agents(
     assert asl_pipeline.run_clearml(PipelineRunOptions(mode="queue", queue="services"), {}) == 2
     assert "ASL_OUTPUT_URI='relative/folder' must be a URL" in capsys.readouterr().err
     assert "controller" not in mock_controller  # nothing built, nothing enqueued
+
+
+def test_what_the_commit_an_agent_clones_lacks_is_named(tmp_path):
+    """Never added, ignored, or changed since the commit: each named; a committed path passes."""
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "--quiet", str(repo))
+    (repo / ".gitignore").write_text("workspace/\n")
+    (repo / "data" / "A").mkdir(parents=True)
+    (repo / "data" / "A" / "a.jpg").write_bytes(b"a")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "one")
+    (repo / "workspace" / "raw").mkdir(parents=True)
+    (repo / "workspace" / "raw" / "b.jpg").write_bytes(b"b")
+    (repo / "new").mkdir()
+    (repo / "new" / "c.jpg").write_bytes(b"c")
+    not_in_commit = clearml_controller.not_in_commit
+    assert not_in_commit("data", repo) is None
+    assert not_in_commit("workspace/raw", repo).startswith("git does not track it")
+    assert not_in_commit("new", repo).startswith("git does not track it")
+    (repo / "data" / "A" / "extra.jpg").write_bytes(b"x")  # beside committed files
+    assert not_in_commit("data", repo) == "it differs from the commit (data/A/extra.jpg ...)"
+    (repo / "data" / "A" / "extra.jpg").unlink()
+    (repo / "data" / "A" / "a.jpg").write_bytes(b"changed")
+    assert not_in_commit("data/A", repo) == "it differs from the commit (data/A/a.jpg ...)"

@@ -330,6 +330,16 @@ def test_pipeline_paths_stay_portable(tmp_path) -> None:
     assert asl_pipeline.localise("s3://bucket/raw", remote=True) == "s3://bucket/raw"
     with pytest.raises(asl_pipeline.PathError, match="outside the repository"):
         asl_pipeline.localise(f"massey={tmp_path}", remote=True)
+    # inside the repo but not in the commit an agent clones (test-artifacts/ is ignored)
+    ignored = REPO_ROOT / "test-artifacts" / f"raw-{tmp_path.name}"
+    assert (
+        asl_pipeline.localise(str(ignored), remote=False)
+        == ignored.relative_to(REPO_ROOT).as_posix()
+    )
+    with pytest.raises(asl_pipeline.PathError, match="git does not track it"):
+        asl_pipeline.localise(f"kaggle={ignored}", remote=True)
+    # a folder a step writes need not be in the commit
+    assert asl_pipeline.localise("workspace/runs", remote=True, written=True) == "workspace/runs"
     values = {
         "validate_raw/source": [f"kaggle={sample}", f"massey={tmp_path}/m"],
         "train/epochs": 3,
