@@ -10,7 +10,9 @@ loopback only and this app, on the public port, forwards ``/v2/...`` to it:
 - each client (by address) has a token bucket: past ``rate`` requests/s (``burst`` at once) it
   gets 429 with ``Retry-After`` at once, nothing queues;
 - reading the body and Triton's answer share ``request_timeout`` seconds (408 for a body not
-  received in time, 504 for an answer not given in time);
+  received in time, 504 for an answer not given in time); a client that stops reading its
+  answers has as long again to take them, then its connection is reset; headers are due within
+  ``header_timeout`` (:class:`~asl_recognition.serving.limits.HeaderDeadline`);
 - only the inference API is forwarded (404 for Triton's admin API: shared memory, logging,
   model control), and an inference request whose JSON would crash Triton is refused (400)
   (:mod:`asl_recognition.serving.front_checks`).
@@ -92,7 +94,10 @@ class FrontLimits:
     )
     burst: int = option(20, "requests a client may send at once before the rate applies", low=1)
     request_timeout: float = option(
-        30.0, "seconds to receive a body and get Triton's answer; beyond: 408/504", low=0.1
+        30.0,
+        "seconds to receive a body and get Triton's answer (408/504 beyond), and for a client "
+        "to take an answer it stops reading (then the connection is reset)",
+        low=0.1,
     )
     max_connections: int = option(
         64, "connections and requests the front serves at once; beyond: 503", low=1
@@ -273,7 +278,10 @@ class FrontServer:
             log_level="warning",
             access_log=False,
             limit_concurrency=limits.max_connections,
-            http=header_deadline(getattr(limits, "header_timeout", FrontLimits.header_timeout)),
+            http=header_deadline(  # the web app's options have no header_timeout
+                getattr(limits, "header_timeout", FrontLimits.header_timeout),
+                limits.request_timeout,  # also the time a client may leave an answer unread
+            ),
             timeout_keep_alive=5,
             h11_max_incomplete_event_size=64 * 1024,  # request line + headers
             lifespan="on",

@@ -7,7 +7,10 @@ JSON ``{"error": ...}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -120,19 +123,27 @@ def _too_large(what: str, size: int, cap: int, streamed: bool = False) -> str:
 
 
 class HeaderDeadline(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline on each request's line and headers.
+    """uvicorn's HTTP/1.1 protocol with a deadline on each request's headers and on each write.
 
     uvicorn 0.54 has none (its keep-alive timer starts after a response and stops at the next
     byte), so 64 sockets that never finish their headers held every connection slot and others
     got 503 for as long as they stayed open. Armed on connect and after each response; a new
     request's parsed headers disarm it, its body has ``request_timeout``.
+
+    A client that sends requests and never reads the answers held its slot for ever too:
+    uvicorn's send waits for the write buffer to drain with no deadline, and ``close()`` waits
+    for it to empty. So the connection is aborted once writing has been paused (the buffer over
+    its high-water mark) for ``write_timeout`` seconds, and a deadline that passes with answers
+    still unsent aborts instead of closing.
     """
 
     header_timeout = 10.0
+    write_timeout = 30.0
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
-        super().connection_made(transport)
         self._headers_due: asyncio.TimerHandle | None = None
+        self._write_due: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
         self._arm()
 
     def _arm(self) -> None:
@@ -146,7 +157,9 @@ class HeaderDeadline(H11Protocol):
 
     def _headers_late(self) -> None:
         self._headers_due = None
-        if not self.transport.is_closing():
+        if self.transport.get_write_buffer_size():
+            self._cut()  # close() would wait for a client that does not read
+        elif not self.transport.is_closing():
             self.transport.close()
 
     def handle_events(self) -> None:
@@ -156,15 +169,55 @@ class HeaderDeadline(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
+        """Arm the next request's deadline, unless that request already started in super()
+        (pipelined: its headers were waiting) or the connection ends with nothing left to send.
+        """
+        cycle = self.cycle
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()  # the next request's headers are due too
+        if self.cycle is not cycle:
+            return  # armed now, the deadline would cut that request while Triton answers it
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            self._arm()
+
+    def pause_writing(self) -> None:
+        """The client takes the answer too slowly, if at all: it has ``write_timeout`` to."""
+        super().pause_writing()
+        if self._write_due is None:
+            self._write_due = self.loop.call_later(self.write_timeout, self._write_late)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_write_deadline()
+
+    def _stop_write_deadline(self) -> None:
+        if self._write_due is not None:
+            self._write_due.cancel()
+            self._write_due = None
+
+    def _write_late(self) -> None:
+        self._write_due = None
+        self._cut()  # connection_lost() then wakes the send waiting on drain()
+
+    def _cut(self) -> None:
+        """Drop what the client did not take. A reset (``SO_LINGER`` 0), not a FIN behind the
+        unsent bytes: those would stay in the kernel's buffer, megabytes per such client."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_write_deadline()
         super().connection_lost(exc)
 
 
-def header_deadline(seconds: float) -> type[HeaderDeadline]:
-    """:class:`HeaderDeadline` with ``seconds`` (uvicorn takes a protocol class, not a value)."""
-    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": seconds})
+def header_deadline(seconds: float, write_seconds: float = 30.0) -> type[HeaderDeadline]:
+    """:class:`HeaderDeadline` with ``seconds`` for headers and ``write_seconds`` for a paused
+    write (uvicorn takes a protocol class, not values)."""
+    return type(
+        "HeaderDeadline",
+        (HeaderDeadline,),
+        {"header_timeout": seconds, "write_timeout": write_seconds},
+    )

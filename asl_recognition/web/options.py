@@ -24,7 +24,10 @@ class WebLimits:
     )
     burst: int = option(30, "frames a client may send at once before the rate applies", low=1)
     request_timeout: float = option(
-        10.0, "seconds to receive a frame, and again for Triton's answer; beyond: 408/504", low=0.1
+        10.0,
+        "seconds to receive a frame, and again for Triton's answer (408/504 beyond), and for a "
+        "client to take an answer it stops reading (then the connection is reset)",
+        low=0.1,
     )
     max_connections: int = option(
         32, "connections and requests the app serves at once; beyond: 503", low=1

@@ -1,0 +1,162 @@
+"""Clients that used to hold the public front (``python -m asl_recognition.serving.front``): a
+body that made its JSON check quadratic, a client that never reads its answers, and pipelined
+requests cut by the header deadline. Real processes on loopback: the front as its CLI, Triton's
+HTTP API played by a small threaded server in the test; timeouts are made short by options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from asl_testkit.cli import cli_process
+
+from asl_recognition.netutil import free_port
+from asl_recognition.serving.front_checks import check_infer_json
+from asl_recognition.serving.limits import MIB, Refused
+
+BIG = 8 * MIB  # an answer larger than the kernel's socket buffers (4 MiB at most here)
+SLOW = 1.5  # seconds Triton takes to say it is ready, longer than the header deadline below
+
+
+class FakeTriton(BaseHTTPRequestHandler):
+    """``{}`` at once, after ``SLOW`` s for readiness, ``BIG`` bytes for model big's config."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.endswith("/ready"):
+            time.sleep(SLOW)
+        self.answer(b"x" * BIG if self.path == "/v2/models/big/config" else b"{}")
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(b"{}")
+
+    def answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), FakeTriton)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@contextlib.contextmanager
+def front(upstream: str, *options: str) -> Iterator[int]:
+    """The front's CLI on a free port before ``upstream``; its port once it answers. The probe
+    reads to the front's close, so it holds no connection slot when the test starts."""
+    port = free_port()
+    with cli_process("asl_recognition.serving.front", "--port", port, "--upstream", upstream,
+                     *options) as proc:  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                    probe.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    while probe.recv(4096):
+                        pass
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.1)
+        yield port
+
+
+def get(port: int, path: str, source: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
+def test_brackets_in_strings_do_not_count_even_in_one_never_closed() -> None:
+    """A parser stops at a string that is never closed, so brackets after it never nest."""
+    deep = b"[" * 100
+    for passes in (b'{"s": "' + deep + b'"}', b'{"s": "\\"' + deep + b'"}', b'"' + deep, b'"\\'):
+        check_infer_json(passes)
+    for refused in (deep, b'"a"' + deep, b'"\\\\"' + deep, b'"\n"' + deep):
+        with pytest.raises(Refused, match="nests deeper"):
+            check_infer_json(refused)
+
+
+@pytest.mark.server
+def test_a_body_of_escaped_quotes_does_not_stall_the_front(upstream) -> None:
+    """A quote and 200 000 escaped quotes, never closed (400 KB): the old check took minutes,
+    holding the GIL, and no one else was answered. Now: checked, forwarded and answered."""
+    body = b'"' + b'\\"' * 200_000
+    head = b"POST /v2/models/asl/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    with front(upstream) as port, socket.create_connection(("127.0.0.1", port)) as hostile:
+        hostile.sendall(head % len(body) + body)
+        time.sleep(0.5)  # the check is under way (before: for minutes)
+        assert get(port, "/metrics", "127.0.0.31") == 200  # before: timed out
+        hostile.settimeout(10)
+        assert hostile.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    "requests, timeouts",
+    [(2, ("1", "30")), (1, ("60", "1"))],
+    ids=["stalled-write-past-request-timeout", "header-deadline-with-answer-unsent"],
+)
+def test_a_client_that_never_reads_its_answers_loses_its_connection(
+    upstream, requests: int, timeouts: tuple[str, str]
+) -> None:
+    """8 MiB answers, none read, held one of the two connection slots for ever (503 for
+    everyone else): a second pipelined answer waited on the full write buffer, and the header
+    deadline's close() waited for that buffer to empty. Now the connection is cut once writing
+    has stalled for --request-timeout, or when the header deadline finds answers unsent."""
+    request_timeout, header_timeout = timeouts
+    options = ("--request-timeout", request_timeout, "--header-timeout", header_timeout)
+    with front(upstream, "--max-connections", "2", *options) as port, socket.socket() as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", port))
+        hog.sendall(b"GET /v2/models/big/config HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
+        hog.settimeout(10)
+        assert hog.recv(12) == b"HTTP/1.1 200"  # served (it holds a slot), then not read
+        deadline, status = time.monotonic() + 15, 0
+        while status != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = get(port, "/metrics", "127.0.0.32")
+        assert status == 200  # before: 503 until the hog went away
+        received = 0
+        with contextlib.suppress(ConnectionResetError):  # reset: the unsent bytes are dropped
+            while chunk := hog.recv(1 << 20):
+                received += len(chunk)
+        assert received < requests * BIG, received  # cut, not drained (a timeout: still open)
+
+
+@pytest.mark.server
+def test_a_pipelined_request_is_not_cut_by_the_header_deadline(upstream) -> None:
+    """The second request's headers were parsed while the first was answered; the deadline
+    re-armed after that answer cut the connection while Triton (1.5 s) answered the second."""
+    with front(upstream, "--header-timeout", "0.5") as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")  # fmt: skip
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2 and (chunk := sock.recv(4096)):
+                data += chunk
+    assert data.count(b"HTTP/1.1 200") == 2, data  # before: one, then the connection closed
