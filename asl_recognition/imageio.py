@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -15,6 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# The most bytes a JPEG or WebP file may have to be opened: Pillow's WebP reader holds the whole
+# file in memory while opening, before any bound is checked, and a JPEG's markers are walked in
+# memory. The serving bound (hands_repository.MAX_IMAGE_BYTES); no such photo needs more. Other
+# formats are streamed (an uncompressed 16-bit TIFF within MAX_PIXELS may be far larger).
+MAX_FILE_BYTES = 25 * 1024 * 1024
 # 40 MP: the most pixels one decode may allocate. A header is refused before any pixel is decoded
 # when a side is over MAX_SIDE, or when its pixels are over MAX_PIXELS (formats decoded whole) or
 # over JPEG_REDUCTION**2 x MAX_PIXELS (JPEG, which libjpeg reads at 1/2 scale through ``draft``).
@@ -24,6 +30,16 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 20_000
 JPEG_REDUCTION = 2
 JPEG_FORMATS = ("JPEG", "MPO")
+# A JPEG of several scans (every progressive one) decodes through libjpeg's whole-image buffer of
+# coefficients, 2 bytes per sample at full size whatever the draft scale, and each scan walks all
+# of it: its samples count against MAX_PIXELS (never read reduced), and its scans are counted
+# before decoding. A photo has about 10 scans and a few dozen markers; a bomb of empty scans has
+# thousands (10 s of CPU per 1000 at 12600 x 12600, in 10 KB).
+MAX_JPEG_SCANS = 100
+MAX_JPEG_MARKERS = 10_000
+JPEG_MAGIC = b"\xff\xd8\xff"
+# The next marker: 0xFF not followed by a stuffed 0x00, a fill 0xFF or a restart marker (RSTn).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # The only formats Pillow may open: plugins whose ``open`` reads a header and no pixel. Icon and
 # container formats (ICO, CUR, ICNS, ...) decode an embedded image inside ``Image.open``, whose
 # real size their header does not tell, so no bound could be checked before the decode.
@@ -108,12 +124,45 @@ def _jpeg_scale(size: tuple[int, int], max_pixels: int) -> int:
     return 8
 
 
+def jpeg_markers_problem(data: bytes) -> tuple[int, str | None]:
+    """(scans, why refused or None) of the JPEG ``data``'s first image, in one linear pass that
+    stops at a bound: segment lengths are walked, entropy-coded data is skipped by one search.
+
+    Pillow reads markers only up to the first scan; libjpeg reads them all while decoding."""
+    pos, scans, markers = 2, 0, 0
+    while found := _NEXT_MARKER.search(data, pos):
+        marker, pos, markers = data[found.start() + 1], found.end(), markers + 1
+        if marker == 0xD9:  # EOI
+            break
+        if markers > MAX_JPEG_MARKERS:
+            return scans, f"a JPEG of over {MAX_JPEG_MARKERS} markers (a photo has a few dozen)"
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length follows
+            continue
+        pos += max(2, int.from_bytes(data[pos : pos + 2], "big"))  # the segment's length
+        if marker == 0xDA:  # SOS; its entropy-coded data follows, up to the next marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                return scans, f"a JPEG of over {MAX_JPEG_SCANS} scans (a photo has about 10)"
+    return scans, None
+
+
+def _jpeg_samples(img: Image.Image) -> int:
+    """Samples of libjpeg's whole-image coefficient buffer: every component at full size, less
+    its chroma subsampling, whatever the draft scale. 0 for a JPEG of one scan (streamed)."""
+    if not (img.info.get("progressive") or img.info.get("jpeg_scans", 1) > 1):
+        return 0
+    (w, h), layers = img.size, getattr(img, "layer", [])  # (id, horizontal, vertical, table)
+    most_h, most_v = (max([c[i] for c in layers] + [1]) for i in (1, 2))
+    return sum(math.ceil(w * c[1] / most_h) * math.ceil(h * c[2] / most_v) for c in layers)
+
+
 def decode_pixels(img: Image.Image, max_pixels: int = MAX_PIXELS) -> int:
-    """The pixels :func:`decode_rgb` will allocate for an opened header (JPEG: read reduced)."""
+    """The pixels :func:`decode_rgb` will allocate for an opened header (JPEG: read reduced, or
+    the samples of its full-size buffer when it has several scans)."""
     w, h = img.size
     if _is_jpeg(img):
         scale = _jpeg_scale(img.size, max_pixels)
-        return math.ceil(w / scale) * math.ceil(h / scale)
+        return max(math.ceil(w / scale) * math.ceil(h / scale), _jpeg_samples(img))
     return w * h
 
 
@@ -122,6 +171,12 @@ def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
     w, h = img.size
     if max(w, h) > MAX_SIDE:
         return f"{w}x{h} pixels: a side over the bound of {MAX_SIDE}"
+    samples = _jpeg_samples(img) if _is_jpeg(img) else 0
+    if samples > max_pixels:
+        return (
+            f"{w}x{h}, {samples} samples in its {len(img.layer)} component(s), over the bound "
+            f"of {max_pixels} (a JPEG of several scans is held whole at full size, not reduced)"
+        )
     if _is_jpeg(img):
         limit, how = JPEG_REDUCTION**2 * max_pixels, f"a JPEG is read at 1/{JPEG_REDUCTION} scale"
     else:
@@ -219,18 +274,35 @@ def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Ima
 
     ``source`` is a file or the file's bytes (the hand step's request). Refused, with reason
     ``decompression_bomb``: a side over :data:`MAX_SIDE`, or over :data:`MAX_PIXELS` pixels
-    (JPEG: over ``JPEG_REDUCTION**2`` times that, read reduced by :func:`decode_rgb`);
-    ``unsupported_format``: not one of :data:`ACCEPTED_FORMATS` (an icon decodes while opened);
-    ``truncated_or_corrupt``: a header Pillow cannot parse. File-system errors stay ``OSError``.
+    (JPEG: over ``JPEG_REDUCTION**2`` times that, read reduced by :func:`decode_rgb`; a JPEG of
+    several scans: its full-size samples, counted in ``info["jpeg_scans"]``, over MAX_PIXELS),
+    or a JPEG of over :data:`MAX_JPEG_SCANS` scans (its markers are walked before opening);
+    ``file_too_large``: a JPEG or WebP file over :data:`MAX_FILE_BYTES`, unread (bytes: the
+    caller bounds them); ``unsupported_format``: not one of :data:`ACCEPTED_FORMATS` (an icon
+    decodes while opened); ``truncated_or_corrupt``: a header Pillow cannot parse. File-system
+    errors stay ``OSError``.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        name, nbytes, stream = "the image", len(source), io.BytesIO(source)
+        name, nbytes, stream, data = "the image", len(source), io.BytesIO(source), source
     else:
-        name = str(source)
-        nbytes, stream = Path(source).stat().st_size, source
+        name, nbytes, stream = str(source), Path(source).stat().st_size, source
+        prefix = _prefix(source)
+        is_jpeg = prefix.startswith(JPEG_MAGIC)
+        if nbytes > MAX_FILE_BYTES and (is_jpeg or prefix[8:12] == b"WEBP"):
+            raise ImageDecodeError(
+                "file_too_large",
+                f"{name} is {nbytes} bytes, over the limit of {MAX_FILE_BYTES} for a JPEG or "
+                "WebP file (read whole to open)",
+            )
+        data = Path(source).read_bytes() if is_jpeg else b""
     if nbytes == 0:
         raise ImageDecodeError("empty_file", f"{name} has zero bytes")
+    scans, problem = jpeg_markers_problem(data) if data[:3] == JPEG_MAGIC else (0, None)
+    if problem:
+        raise ImageDecodeError("decompression_bomb", f"{name} is {problem}; refused undecoded")
     img = _open_header(stream, name)
+    if _is_jpeg(img):
+        img.info["jpeg_scans"] = scans
     problem = _header_problem(img, max_pixels)
     if problem:
         img.close()
@@ -295,6 +367,11 @@ def decode_rgb(img: Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
     reduce, a header :func:`read_header` did not check) is refused first.
     """
     name = getattr(img, "filename", "") or "the image"
+    samples = _jpeg_samples(img) if _is_jpeg(img) else 0
+    if samples > max_pixels:
+        raise ImageDecodeError(
+            "decompression_bomb", f"{name} would hold {samples} samples whole, over {max_pixels}"
+        )
     if _is_jpeg(img) and img.size[0] * img.size[1] > max_pixels:
         # libjpeg decodes at 1/2, 1/4 or 1/8 scale: the full image never exists in memory.
         # draft picks the largest scale s with size // request >= s, so ask for size // s.

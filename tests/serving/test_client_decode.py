@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from asl_testkit.images import icon_bomb, padded_bomb_png, png16
 from PIL import Image
+from test_decode_progressive import empty_scans_jpeg, one_scan_per_component_jpeg, photo_jpeg
 from test_serving_server import CLIENT, load_client_module
 
 from asl_recognition import imageio
@@ -98,6 +99,16 @@ def awkward(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, i
         imageio.MAX_PIXELS,
     )
     bounds["tall"] = (padded_bomb_png(root / "tall.png", 1, 30_000_000), imageio.MAX_PIXELS)
+    jpegs = {  # several scans: full-size samples counted, scans counted before decoding
+        "progressive": photo_jpeg((300, 200), progressive=True),
+        "scans_bomb": empty_scans_jpeg(6000, 6000, 500),
+        "progressive_bomb": empty_scans_jpeg(12_600, 12_600, 3, components=3),
+        "one_scan_per_component": one_scan_per_component_jpeg(3000, 3000),
+    }
+    for name, data in jpegs.items():
+        (root / f"{name}.jpg").write_bytes(data)
+        bounds[name] = (root / f"{name}.jpg", imageio.MAX_PIXELS)
+    bounds["one_scan_per_component"] = (root / "one_scan_per_component.jpg", 20_000_000)
     return bounds
 
 
@@ -139,11 +150,16 @@ def test_the_client_decodes_like_training_without_the_package(awkward, tmp_path)
     assert white.min() < 100 < 200 < white.max()
     assert np.load(tmp_path / "rotated.npy").shape == (120, 200, 3)
     assert np.load(tmp_path / "big.npy").shape == (601, 601, 3)
+    assert np.load(tmp_path / "progressive.npy").shape == (200, 300, 3)
+    assert answers["scans_bomb"].startswith("error: decompression bomb: a JPEG of over 100 sc")
+    for name in ("progressive_bomb", "one_scan_per_component"):
+        assert "samples in its 3 component(s), over the bound of" in answers[name], name
 
 
 def test_the_client_copy_keeps_the_training_bounds() -> None:
     client = load_client_module()
     names = ("MAX_PIXELS", "MAX_SIDE", "JPEG_REDUCTION", "JPEG_FORMATS", "_BLOCK_VALUES")
+    names += ("MAX_FILE_BYTES", "MAX_JPEG_SCANS", "MAX_JPEG_MARKERS", "JPEG_MAGIC", "_NEXT_MARKER")
     for name in names + ("ACCEPTED_FORMATS", "PILLOW_MAX_IMAGE_PIXELS"):
         assert getattr(client, name) == getattr(imageio, name), name
 

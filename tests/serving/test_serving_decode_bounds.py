@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from asl_testkit.images import padded_bomb_png
+from test_decode_progressive import empty_scans_jpeg
 from test_serving_hands import ask, fitted, hands_server  # noqa: F401 - fixtures
 from test_serving_server import run_client
 from tritonclient.utils import InferenceServerException
@@ -74,6 +75,23 @@ def test_bombs_are_refused_undecoded_in_bounded_time_and_memory(
     assert seconds < 3  # before: 24 s for eight
     # before: 1.8 GB for one padded bomb; now not one of their pixels is decoded
     assert stub_peak_mb(hands_server, "asl_hands") - peak < 50
+    assert ask(hands_server, "asl", [photo], ["HAND_FOUND"])["HAND_FOUND"][0, 0] == 1
+
+
+def test_jpeg_bombs_of_empty_scans_are_refused_from_their_markers(
+    hands_server, fitted  # noqa: F811
+) -> None:
+    """Before: 10 KB of 12600 x 12600 in 1000 empty progressive scans held the hand step 10 s,
+    and 158 bytes of it in RGB, 3 scans, decoded through a 1.1 GB buffer of coefficients."""
+    peak = stub_peak_mb(hands_server, "asl_hands")
+    scans = empty_scans_jpeg(12_600, 12_600, 1000)
+    assert refused(hands_server, [scans], "IMAGE decompression_bomb: .* over 100 scans") < 3
+    layered = empty_scans_jpeg(12_600, 12_600, 3, components=3)
+    assert len(layered) < 200
+    match = "12600x12600, 476280000 samples in its 3 component"
+    assert refused(hands_server, [layered], match) < 3
+    assert stub_peak_mb(hands_server, "asl_hands") - peak < 50
+    photo = fitted["photos"][0].read_bytes()
     assert ask(hands_server, "asl", [photo], ["HAND_FOUND"])["HAND_FOUND"][0, 0] == 1
 
 

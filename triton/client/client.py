@@ -18,7 +18,8 @@ LANDMARKS output (the hand's 21 points in the photo's pixels) adds them to the J
 
 Images the client decodes itself (models that take pixels) are decoded exactly as training
 decodes them: the decoder below is a copy of ``asl_recognition/imageio.py`` (this file cannot
-import the package), with the same bounds; a test compares the two on awkward files.
+import the package), with the same bounds (a file over MAX_FILE_BYTES is refused unopened, a
+JPEG of over MAX_JPEG_SCANS scans undecoded); a test compares the two on awkward files.
 
 Only a model whose output has class labels in its config is asked: any other (``asl_hands``,
 whose FEATURES are hand landmarks) is refused with one line.
@@ -26,9 +27,9 @@ whose FEATURES are hand landmarks) is refused with one line.
 If the server stops answering mid-run (over HTTP or gRPC), the answers already received are
 printed, then one line says how many images were not classified (exit code 3).
 
-Exit codes: 0 all classified; 1 some files were not images (or the server refused them);
-3 server unreachable, or lost mid-run; 4 model unknown, not ready, or not a classifier;
-5 inference failed.
+Exit codes: 0 all classified; 1 some files were not images (or the server refused them), or a
+--dir could not be listed; 3 server unreachable, or lost mid-run; 4 model unknown, not ready,
+or not a classifier; 5 inference failed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # The server's hand pipeline refuses more (hands_repository.MAX_IMAGE_BYTES); no photo needs it.
+# The decoder below refuses a larger file unopened too, as training's does: Pillow's WebP reader
+# holds the whole file in memory while opening.
 MAX_FILE_BYTES = 25 * 1024 * 1024
 HAND_FOUND = "HAND_FOUND"
 LANDMARKS = "LANDMARKS"
@@ -57,6 +61,14 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 20_000
 JPEG_REDUCTION = 2
 JPEG_FORMATS = ("JPEG", "MPO")
+# A JPEG of several scans (every progressive one) is decoded whole at full size, whatever draft
+# asks, and each scan walks all of it: its samples count against MAX_PIXELS, and more scans or
+# markers than a photo has (about 10 and a few dozen) are refused before decoding.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_MARKERS = 10_000
+JPEG_MAGIC = b"\xff\xd8\xff"
+# The next marker: 0xFF not followed by a stuffed 0x00, a fill 0xFF or a restart marker (RSTn).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Only formats whose Pillow plugin reads a header and no pixel while opening: an icon (ICO,
 # CUR, ICNS) decodes its embedded image, of a size its header does not tell, inside open.
 ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
@@ -84,10 +96,45 @@ def _jpeg_scale(size: tuple[int, int], max_pixels: int) -> int:
     return 8
 
 
+def jpeg_markers_problem(data: bytes) -> tuple[int, str | None]:
+    """(scans, why refused or None) of a JPEG's first image, in one linear pass that stops at a
+    bound: segment lengths are walked, entropy-coded data is skipped by one search."""
+    pos, scans, markers = 2, 0, 0
+    while found := _NEXT_MARKER.search(data, pos):
+        marker, pos, markers = data[found.start() + 1], found.end(), markers + 1
+        if marker == 0xD9:  # EOI
+            break
+        if markers > MAX_JPEG_MARKERS:
+            return scans, f"a JPEG of over {MAX_JPEG_MARKERS} markers (a photo has a few dozen)"
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length follows
+            continue
+        pos += max(2, int.from_bytes(data[pos : pos + 2], "big"))  # the segment's length
+        if marker == 0xDA:  # SOS; its entropy-coded data follows, up to the next marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                return scans, f"a JPEG of over {MAX_JPEG_SCANS} scans (a photo has about 10)"
+    return scans, None
+
+
+def _jpeg_samples(img: Image.Image) -> int:
+    """Samples of libjpeg's whole-image coefficient buffer (0 for one scan, streamed)."""
+    if not (img.info.get("progressive") or img.info.get("jpeg_scans", 1) > 1):
+        return 0
+    (w, h), layers = img.size, getattr(img, "layer", [])  # (id, horizontal, vertical, table)
+    most_h, most_v = (max([c[i] for c in layers] + [1]) for i in (1, 2))
+    return sum(math.ceil(w * c[1] / most_h) * math.ceil(h * c[2] / most_v) for c in layers)
+
+
 def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
     w, h = img.size
     if max(w, h) > MAX_SIDE:
         return f"{w}x{h} pixels: a side over the bound of {MAX_SIDE}"
+    samples = _jpeg_samples(img) if img.format in JPEG_FORMATS else 0
+    if samples > max_pixels:
+        return (
+            f"{w}x{h}, {samples} samples in its {len(img.layer)} component(s), over the bound "
+            f"of {max_pixels} (a JPEG of several scans is held whole at full size, not reduced)"
+        )
     if img.format in JPEG_FORMATS:
         limit, how = JPEG_REDUCTION**2 * max_pixels, f"a JPEG is read at 1/{JPEG_REDUCTION} scale"
     else:
@@ -113,9 +160,18 @@ def _refused_format(prefix: bytes) -> str | None:
 
 
 def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open lazily (header only); refuse what would decode too big before decoding a pixel."""
-    if path.stat().st_size == 0:
+    """Open lazily (header only); refuse what would decode too big before decoding a pixel, and
+    a file over MAX_FILE_BYTES or a JPEG of too many scans before opening it."""
+    size = path.stat().st_size
+    if size == 0:
         raise ValueError("empty file")
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"file too large: {size} bytes, over the limit of {MAX_FILE_BYTES}")
+    with path.open("rb") as fh:
+        jpeg = fh.read(3) == JPEG_MAGIC
+    scans, problem = jpeg_markers_problem(path.read_bytes()) if jpeg else (0, None)
+    if problem:
+        raise ValueError(f"decompression bomb: {problem}; refused undecoded")
     Image.init()
     formats = tuple(f for f in ACCEPTED_FORMATS if f in Image.OPEN)
     try:
@@ -139,6 +195,8 @@ def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ValueError(f"truncated or corrupt image ({exc})") from None
     except (SyntaxError, ValueError, EOFError) as exc:
         raise ValueError(f"truncated or corrupt image ({exc})") from None
+    if img.format in JPEG_FORMATS:
+        img.info["jpeg_scans"] = scans
     problem = _header_problem(img, max_pixels)
     if problem:
         img.close()
@@ -475,14 +533,20 @@ def classify_encoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tu
 
 
 def collect_paths(images: list[str], dirs: list[str]) -> list[Path]:
+    """The images to classify; a folder that is not one, or cannot be listed, is one line."""
     paths = [Path(p) for p in images]
     for d in dirs:
         folder = Path(d)
-        if not folder.is_dir():
-            raise ClientError(f"--dir {d} is not a directory", EXIT_BAD_IMAGE)
-        paths += sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        try:
+            if not folder.is_dir():
+                raise ClientError(f"--dir {d} is not a directory", EXIT_BAD_IMAGE)
+            paths += sorted(
+                p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        except OSError as exc:  # denied, or gone while listed
+            raise ClientError(
+                f"--dir {d} cannot be read: {exc.strerror or exc}", EXIT_BAD_IMAGE
+            ) from None
     if not paths:
         raise ClientError("no images given (use --image PATH or --dir DIR)", EXIT_BAD_IMAGE)
     return paths
@@ -564,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A file name that is not valid UTF-8 (kept as surrogates) must not lose the answers on a
+    # strict UTF-8 stdout: it prints escaped instead.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if args.top_k < 1:
         print("error: --top-k must be >= 1", file=sys.stderr)
