@@ -127,3 +127,17 @@ def prepare_environment() -> bool:
 
             Task.set_offline(True)
     return offline
+
+
+def record_requirements_file() -> None:
+    """Make the next ``Task.init`` record ``requirements.txt`` as the task's packages.
+
+    By default the SDK lists the packages it finds imported, which drops tritonclient's
+    ``[http,grpc]`` extras and the pins of packages nobody imports by name (protobuf, pip); a
+    task run here and then cloned in the web UI would install that list on the agent. A path
+    given to ``force_requirements_env_freeze`` is read as the list instead
+    (clearml/backend_interface/task/task.py, ``_update_repository``). Call before ``Task.init``.
+    """
+    from clearml import Task
+
+    Task.force_requirements_env_freeze(requirements_file=str(REPO_ROOT / "requirements.txt"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
 
-from asl_recognition.clearml_env import output_uri, prepare_environment
+from asl_recognition.clearml_env import output_uri, prepare_environment, record_requirements_file
 from asl_recognition.options import (
     OptionError,
     as_params,
@@ -185,6 +185,7 @@ def init_task(
 
     if offline:
         report_from_a_thread(Task)
+    record_requirements_file()
     task = Task.init(
         project_name=project,
         task_name=name,

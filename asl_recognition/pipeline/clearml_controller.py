@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from asl_recognition.clearml_env import record_requirements_file
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.dag import Dag, Step, to_clearml_reference
 
@@ -259,6 +260,8 @@ def build_controller(
 
     if controller_cls is None:
         from clearml import PipelineController as controller_cls
+
+        record_requirements_file()  # for the controller's own Task.init
     values = {**dag.param_defaults(), **dict(params)}
     controller = controller_cls(
         name=dag.name,

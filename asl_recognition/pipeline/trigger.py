@@ -44,6 +44,7 @@ from typing import Any
 from clearml.automation.trigger import BaseTrigger, ExecutedTrigger, TriggerScheduler
 from clearml.backend_interface.util import exact_match_regex
 
+from asl_recognition.clearml_env import record_requirements_file
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.clearml_controller import (
     CodeNotOnRemote,
@@ -291,6 +292,7 @@ def serve(options: TriggerOptions) -> int:
         return 2
     # The scheduler runs in this task; connecting the options here is what lets the copy on the
     # services agent read them back (argv is empty there).
+    record_requirements_file()
     task = Task.init(project_name=PROJECT, task_name=TASK_NAME, task_type=Task.TaskTypes.service)
     options = connect_options(task, options)
     if carried:

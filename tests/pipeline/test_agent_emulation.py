@@ -114,6 +114,14 @@ def test_every_entry_script_runs_with_no_arguments_and_reaches_task_init(tmp_pat
         assert "Traceback" not in err, f"{script} crashed instead of one line:\n{err[-3000:]}"
         assert len(last) < 400, last
 
+    # Each task records requirements.txt itself as its packages, the list an agent installs
+    # for a clone made in the web UI (the SDK's import scan dropped tritonclient's extras).
+    pinned = (REPO_ROOT / "requirements.txt").read_text()
+    for script in NO_ARG_SCRIPTS:
+        for session in sessions(tmp_path / f"ws-{Path(script).stem}"):
+            recorded = json.loads((session / "task.json").read_text())["script"]
+            assert recorded["requirements"]["pip"].split("\n\n", 1)[1] == pinned, script
+
     code, _, err = results["tasks/select_best.py"]
     assert code == 2
     line = "select_best: error: missing required option(s) --model-id"

@@ -135,6 +135,9 @@ def test_the_controller_names_its_script_when_started_from_another_folder(tmp_pa
     (session,) = (tmp_path / "ws").glob("clearml_cache/offline/*/task.json")
     script = json.loads(session.read_text())["script"]
     assert (script["entry_point"], script["working_dir"]) == ("pipelines/asl_pipeline.py", ".")
+    # its packages are requirements.txt, not the SDK's scan of imports (clearml, pathlib2)
+    pinned = (REPO_ROOT / "requirements.txt").read_text()
+    assert script["requirements"]["pip"].split("\n\n", 1)[1] == pinned
 
 
 def test_build_controller_exact_sdk_calls():
