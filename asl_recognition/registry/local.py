@@ -160,14 +160,17 @@ class LocalModelRegistry(ModelRegistry):
         return self.verify(record) if record is not None else None
 
     def promote(self, model_id: str) -> ModelRecord:
+        """Tag the chosen record first, then demote the others (each a file of its own, renamed
+        into place): a ``kill -9`` in between leaves two tagged for a moment, never none, and
+        the next promotion demotes the extra one."""
         with exclusive(self.lock):
             chosen = self.get(model_id)
-            for other in self.list(chosen.name):
-                if other.id != chosen.id and PRODUCTION_TAG in other.tags:
-                    other.tags = [t for t in other.tags if t != PRODUCTION_TAG]
-                    self._write(other)
             if PRODUCTION_TAG not in chosen.tags:
                 chosen.tags.append(PRODUCTION_TAG)
             chosen.published = True
             self._write(chosen)
+            for other in self.list(chosen.name):
+                if other.id != chosen.id and PRODUCTION_TAG in other.tags:
+                    other.tags = [t for t in other.tags if t != PRODUCTION_TAG]
+                    self._write(other)
         return chosen

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from asl_testkit.cli import run_script
 from onnx import TensorProto, helper
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.pipeline.selection import confusion_matrix, decide, is_better, select_best
 from asl_recognition.registry import PRODUCTION_TAG
@@ -286,3 +290,36 @@ def test_select_best_task_refuses_below_the_floor_in_one_line(tmp_path):
     ], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert registry.production() is None
+
+
+KILLED_AT_THE_FIRST_RECORD_WRITE = """
+import os, signal, sys
+from asl_recognition.registry.local import LocalModelRegistry
+replace = os.replace
+def replace_then_die(src, dst):
+    replace(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 between the two records of a promotion
+os.replace = replace_then_die
+LocalModelRegistry(sys.argv[1]).promote(sys.argv[2])
+"""
+
+
+def test_a_promotion_killed_midway_leaves_a_production_model(registry, tmp_path):
+    """A promotion writes two records; killed between them, a model is still in production
+    (the old or the new one), and the next promotion leaves exactly one."""
+    old = register(registry, tmp_path, "old", val_macro_f1=0.5)
+    new = register(registry, tmp_path, "new", val_macro_f1=0.9)
+    registry.promote(old)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_THE_FIRST_RECORD_WRITE, str(registry.root), new],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert registry.production() is not None
+    registry.promote(new)
+    tagged = [r.id for r in registry.list("asl") if PRODUCTION_TAG in r.tags]
+    assert tagged == [new]
