@@ -275,6 +275,7 @@ def publish_raw(
         metadata=_raw_metadata(fp, report, table),
         tags=[FINGERPRINT_TAG + fp, "raw", *extra_tags] + [f"source:{n}" for n in names],
         description=f"raw images from {', '.join(names)}, every file kept",
+        expected=dict(zip(table["path"], table["sha256"].fillna(""))),  # what was validated
     )
     return ds, False
 

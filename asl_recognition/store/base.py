@@ -99,6 +99,17 @@ def remove_stale(paths: Iterable[Path], marker: str) -> list[Path]:
     return removed
 
 
+def check_copied(rel: str, sha: str, expected: Mapping[str, str] | None) -> None:
+    """Refuse a file whose copied bytes are not the ones the caller checked: validated, then
+    rewritten before publishing, it would be stored (and reused by its fingerprint) unchecked."""
+    wanted = (expected or {}).get(rel)
+    if wanted and wanted != sha:
+        raise DatasetIntegrityError(
+            f"{rel} changed after it was checked (sha256 {wanted[:16]} then, {sha[:16]} when "
+            "copied); nothing was published: run it again on files that stay put"
+        )
+
+
 def temp_name(path: Path) -> Path:
     """The sibling a writer fills before the rename; the pid lets the next start clean it."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -147,8 +158,13 @@ class DatasetStore(ABC):
         metadata: Mapping[str, Any] | None = None,
         tags: Sequence[str] = (),
         description: str = "",
+        expected: Mapping[str, str] | None = None,
     ) -> DatasetVersion:
-        """Publish a new finalized version holding exactly ``files`` (relative path -> source)."""
+        """Publish a new finalized version holding exactly ``files`` (relative path -> source).
+
+        ``expected``: the sha256 the caller checked for some files (validate_raw's scan); a file
+        whose bytes differ when copied is refused, with nothing published (:func:`check_copied`).
+        """
 
     @abstractmethod
     def get(

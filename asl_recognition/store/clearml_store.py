@@ -28,6 +28,7 @@ from asl_recognition.store.base import (
     DatasetStore,
     DatasetVersion,
     FileEntry,
+    check_copied,
 )
 
 # The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).
@@ -77,19 +78,23 @@ class ClearMLDatasetStore(DatasetStore):
         metadata: Mapping[str, Any] | None = None,
         tags: Sequence[str] = (),
         description: str = "",
+        expected: Mapping[str, str] | None = None,
     ) -> DatasetVersion:
-        ds = self.Dataset.create(
-            dataset_name=name,
-            dataset_project=self.project,
-            parent_datasets=list(parents) or None,
-            dataset_tags=list(tags) or None,
-            output_uri=self.output_uri,
-            description=description,
-        )
-        if parents:
-            ds.remove_files(dataset_path="*", recursive=True)
         with tempfile.TemporaryDirectory(prefix="asl_stage_") as stage:
+            # Staged (and checked) before the server sees a dataset: a refused file leaves none.
             entries = [_stage(Path(stage), rel, Path(src)) for rel, src in sorted(files.items())]
+            for entry in entries:
+                check_copied(entry.path, entry.sha256, expected)
+            ds = self.Dataset.create(
+                dataset_name=name,
+                dataset_project=self.project,
+                parent_datasets=list(parents) or None,
+                dataset_tags=list(tags) or None,
+                output_uri=self.output_uri,
+                description=description,
+            )
+            if parents:
+                ds.remove_files(dataset_path="*", recursive=True)
             ds.add_files(path=stage)
             ds.upload(show_progress=True)
             # The preview images are uploaded in the background from the staged files: wait,

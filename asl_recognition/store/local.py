@@ -41,6 +41,7 @@ from asl_recognition.store.base import (
     DatasetVersion,
     FileEntry,
     atomic_write_text,
+    check_copied,
     remove_stale,
     temp_name,
 )
@@ -138,13 +139,15 @@ class LocalDatasetStore(DatasetStore):
     def _object_path(self, sha: str) -> Path:
         return self.objects / sha[:2] / sha
 
-    def _put(self, source: Path) -> FileEntry:
+    def _put(self, source: Path, rel: str, expected: Mapping[str, str] | None) -> FileEntry:
         """Store ``source`` under the hash of the bytes copied, read once: a file rewritten
-        while it is published is never stored under the hash of another state of it."""
+        while it is published is never stored under the hash of another state of it, nor
+        stored at all when those bytes are not the ones the caller checked."""
         self.incoming.mkdir(exist_ok=True)
         staged = self.incoming / f".put.tmp{os.getpid()}_{uuid.uuid4().hex}"
         try:
             sha, size = copy_hashed(source, staged)
+            check_copied(rel, sha, expected)
             target = self._object_path(sha)
             if not _hashes_to(target, sha):  # missing, or altered since: these bytes replace it
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +165,7 @@ class LocalDatasetStore(DatasetStore):
         metadata: Mapping[str, Any] | None = None,
         tags: Sequence[str] = (),
         description: str = "",
+        expected: Mapping[str, str] | None = None,
     ) -> DatasetVersion:
         for parent_id in parents:
             self.get(dataset_id=parent_id)  # refuses a dangling parent before writing anything
@@ -169,7 +173,7 @@ class LocalDatasetStore(DatasetStore):
         for rel in sorted(files):
             if rel.startswith("/") or ".." in Path(rel).parts:
                 raise ValueError(f"dataset path escapes the dataset root: {rel!r}")
-            stored = self._put(Path(files[rel]))
+            stored = self._put(Path(files[rel]), rel, expected)
             entries.append(FileEntry(path=rel, sha256=stored.sha256, size=stored.size))
         with exclusive(self.lock):
             same = self._same_inputs(name, tags)

@@ -227,3 +227,36 @@ def test_kernel_folders_are_refused_and_unreadable_files_recorded(tmp_path: Path
         row = scan_file((root, name, "A", False, 10**6))
         assert row["error"] == "unreadable" and name in row["error_detail"], row
     assert "unreadable" in UNSTORABLE
+
+
+def test_a_file_rewritten_between_its_check_and_publishing_is_never_published(
+    asl_workspace: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process rewrites a frame after the scan validated it (the rewrite runs at the
+    start of publishing, where the window is): the version would hold bytes nobody checked,
+    and its fingerprint would hand them to every later run of the intact folder."""
+    from asl_recognition.data import raw
+
+    root = asl_workspace / "frames"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[:2]:
+            shutil.copyfile(src, root / cls / src.name)
+    victim = sorted((root / "A").glob("*.jpg"))[0]
+    intact = victim.read_bytes()
+    real_publish = raw.publish_raw
+
+    def rewritten_meanwhile(*args, **kwargs):
+        victim.write_bytes(b"not an image at all\n")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(raw, "publish_raw", rewritten_meanwhile)
+    with pytest.raises(ValueError, match=f"A/{victim.name} changed after it was checked"):
+        validate_raw(root, min_per_class=2, report_dir=asl_workspace / "rep", progress=False)
+    assert get_store("local").list_versions("ASL_raw") == []  # nothing published
+    monkeypatch.setattr(raw, "publish_raw", real_publish)
+    victim.write_bytes(intact)
+    out = validate_raw(root, min_per_class=2, report_dir=asl_workspace / "rep2", progress=False)
+    version = get_store("local").get(dataset_id=out["raw_dataset_id"])
+    folder = get_store("local").local_copy(version)
+    assert (folder / "A" / victim.name).read_bytes() == intact

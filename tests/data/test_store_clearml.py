@@ -18,6 +18,7 @@ from clearml import Dataset, Task
 from clearml.binding.artifacts import Artifact
 
 from asl_recognition.store import DatasetNotFoundError, get_store
+from asl_recognition.store.base import DatasetIntegrityError
 from asl_recognition.store.clearml_store import RECORD_ARTIFACT, ClearMLDatasetStore
 
 UI_SKIP_LINE = "Displaying metadata in the UI is only supported for pandas Dataframes"
@@ -119,11 +120,13 @@ def test_create_keeps_the_record_as_metadata_without_the_ui_warning(
 def test_the_record_hashes_the_bytes_uploaded_when_a_file_changes_meanwhile(
     mock_dataset_cls, tmp_path
 ) -> None:
-    """A writer rewrites a file while the version is being created on the server: the
-    record must hash what was uploaded, or every later checkout of it is refused."""
+    """A writer rewrites a file while the version is being published: the record must hash
+    what was uploaded, or every later checkout of it is refused; and a file that is no longer
+    what the caller checked (``expected``) is refused before the server sees a dataset."""
     files = _files(tmp_path)
+    checked = {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in files.items()}
     mock_ds = make_mock_dataset("ds-new")
-    uploaded: dict[str, str] = {}
+    uploaded: dict[str, tuple[str, int]] = {}
 
     def mock_create(**_):
         files["train/A/a.jpg"].write_bytes(b"rewritten")  # the other writer, meanwhile
@@ -131,15 +134,19 @@ def test_the_record_hashes_the_bytes_uploaded_when_a_file_changes_meanwhile(
 
     def mock_add_files(path, **_):
         for rel in files:
-            uploaded[rel] = hashlib.sha256((Path(path) / rel).read_bytes()).hexdigest()
+            data = (Path(path) / rel).read_bytes()
+            uploaded[rel] = (hashlib.sha256(data).hexdigest(), len(data))
 
     mock_dataset_cls.create.side_effect = mock_create
     mock_ds.add_files.side_effect = mock_add_files
 
     version = get_store("clearml").create("ASL", files)
 
-    assert {f.path: f.sha256 for f in version.files} == uploaded
-    assert {f.path: f.size for f in version.files}["train/A/a.jpg"] == len(b"rewritten")
+    assert {f.path: (f.sha256, f.size) for f in version.files} == uploaded
+    mock_dataset_cls.create.reset_mock()
+    with pytest.raises(DatasetIntegrityError, match="train/A/a.jpg changed after it was checked"):
+        get_store("clearml").create("ASL", files, expected=checked)  # now "rewritten"
+    mock_dataset_cls.create.assert_not_called()
 
 
 def test_the_sdk_prints_a_skip_line_for_a_dict_shown_in_the_ui() -> None:
