@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -227,12 +227,17 @@ def _onnx_config(
     )
 
 
+class ModelSuperseded(ValueError):
+    """The model this build was given is no longer the one to serve (another was promoted)."""
+
+
 def build_repository(
     onnx_path: str | Path,
     classes_path: str | Path,
     repo_dir: str | Path,
     settings: BuildTritonRepoOptions | None = None,
     trt_cache_dir: str = DEFAULT_TRT_CACHE_DIR,
+    superseded: Callable[[], str | None] | None = None,
     **changes: Any,
 ) -> dict[str, Any]:
     """Add ``onnx_path`` as the newest version of ``settings.model_name`` in ``repo_dir``.
@@ -248,7 +253,9 @@ def build_repository(
     record are removed first, so no server loads them. The same model twice is a no-op (same
     version). A model whose signature or classes differ from the versions already there
     replaces them: the regenerated config would not describe them, and Triton would refuse to
-    load them. Bad names and options raise ``ValueError`` before anything is written.
+    load them. Bad names and options raise ``ValueError`` before anything is written, as does
+    ``superseded()`` returning why this model should no longer be served, asked once the build's
+    turn has come (:class:`ModelSuperseded`).
     """
     opts = dataclasses.replace(settings or BuildTritonRepoOptions(), **changes)
     onnx_path = Path(onnx_path)
@@ -272,6 +279,9 @@ def build_repository(
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / repo_manifest.BUILD_LOCK, timeout=BUILD_LOCK_WAIT_S):
         repo_manifest.read_manifest(root)  # an unreadable record: refused before any write
+        why = superseded() if superseded is not None else None
+        if why:
+            raise ModelSuperseded(why)
         remove_staging_leftovers(root)
         _check_platforms(dirs)
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from asl_recognition.hashing import copy_hashed
 from asl_recognition.paths import workspace
+from asl_recognition.registry.base import ModelIntegrityError
 from asl_recognition.serving.repository import build_repository
 
 ONNX_ARTIFACT = "model.onnx"
@@ -42,8 +45,9 @@ def from_training_task(
     return paths[0], paths[1]
 
 
-def from_registry(model_id: str, registry: Any = None) -> tuple[Path, Path]:
-    """A registry id, or ``production`` for the model currently promoted."""
+def registry_record(model_id: str, registry: Any = None) -> tuple[Any, Any]:
+    """(record, registry) of a registry id, or of ``production`` for the model promoted now;
+    its files checked against their sha256 by the registry."""
     if registry is None:
         from asl_recognition.registry import get_registry
 
@@ -51,7 +55,44 @@ def from_registry(model_id: str, registry: Any = None) -> tuple[Path, Path]:
     record = registry.production() if model_id == "production" else registry.get(model_id)
     if record is None:
         raise ModelSourceError("no model is promoted to production in the registry yet")
+    return record, registry
+
+
+def from_registry(model_id: str, registry: Any = None) -> tuple[Path, Path]:
+    """A registry id, or ``production`` for the model currently promoted."""
+    record, _ = registry_record(model_id, registry)
     return Path(record.onnx_path), Path(record.classes_path)
+
+
+def private_copies(record: Any, folder: Path) -> tuple[Path, Path]:
+    """The record's weights and class list copied into ``folder``, each hashed in the same read
+    and compared with the sha256 recorded at registration: a file altered in the registry while
+    the build waits for its turn is refused, never built (the build reads only these copies)."""
+    copies = []
+    for role, source in (("onnx", record.onnx_path), ("classes", record.classes_path)):
+        dest = folder / Path(source).name
+        sha, _ = copy_hashed(source, dest)
+        wanted = (getattr(record, "sha256", None) or {}).get(role)
+        if wanted and sha != wanted:
+            raise ModelIntegrityError(
+                f"model {record.id}: {source} changed after it was checked (sha256 differs "
+                "from the one recorded at registration); refused"
+            )
+        copies.append(dest)
+    return copies[0], copies[1]
+
+
+def no_longer_production(record: Any, registry: Any) -> str | None:
+    """Why a build of the production model chosen earlier must not be served now: another
+    model was promoted meanwhile (its own build serves it), or None."""
+    current = registry.production(record.name)
+    if current is not None and current.id == record.id:
+        return None
+    now = current.id if current is not None else "none"
+    return (
+        f"model {record.id} is no longer in production (now: {now}, promoted while this "
+        "build waited for its turn); nothing written"
+    )
 
 
 def model_files(
@@ -81,13 +122,30 @@ def model_files(
 def build_from_options(options: Any) -> dict[str, Any]:
     """The ``build_triton_repo`` task body: resolve the model, then write the repository.
 
-    ``options`` is a :class:`asl_recognition.serving.options.BuildTritonRepoOptions`.
+    ``options`` is a :class:`asl_recognition.serving.options.BuildTritonRepoOptions`. A registry
+    model is built from private copies checked against its recorded sha256, and one that was
+    production when chosen must still be when the build's turn comes (two pipelines at once).
     """
-    onnx_path, classes_path = model_files(
-        train_task=options.train_task,
-        model_id=options.model_id,
-        onnx=options.onnx,
-        classes=options.classes,
-    )
     repo = options.repo or str(workspace() / "triton_repo")
-    return build_repository(onnx_path, classes_path, repo, options)
+    if not options.model_id or options.train_task or options.onnx or options.classes:
+        onnx_path, classes_path = model_files(
+            train_task=options.train_task,
+            model_id=options.model_id,
+            onnx=options.onnx,
+            classes=options.classes,
+        )
+        return build_repository(onnx_path, classes_path, repo, options)
+    record, registry = registry_record(options.model_id)
+    current = registry.production(record.name)
+    was_production = current is not None and current.id == record.id
+    with tempfile.TemporaryDirectory(prefix="asl_build_") as private:
+        onnx_path, classes_path = private_copies(record, Path(private))
+        return build_repository(
+            onnx_path,
+            classes_path,
+            repo,
+            options,
+            superseded=(
+                (lambda: no_longer_production(record, registry)) if was_production else None
+            ),
+        )
