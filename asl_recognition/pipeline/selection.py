@@ -187,15 +187,16 @@ def select_best(registry: Any, opts: SelectBestOptions) -> Decision:
     ``opts.prefer_int8``: the promoted model's INT8 variant (``tasks/optimize_model.py``) is
     served instead when its accuracy stays within ``opts.int8_tolerance`` of the fp32 model's.
     """
-    decision = decide(registry, opts)
-    if decision.promoted:
-        variant = None
-        if opts.prefer_int8:
-            variant = int8_variant(registry, decision.candidate, opts.int8_tolerance)
-        if variant is not None:
-            within = opts.int8_tolerance
-            decision.reason += f"; serving its INT8 variant {variant.id} (within {within})"
-        decision.candidate = registry.promote((variant or decision.candidate).id)
+    with registry.selecting():  # compared and promoted while no other selection runs
+        decision = decide(registry, opts)
+        if decision.promoted:
+            variant = None
+            if opts.prefer_int8:
+                variant = int8_variant(registry, decision.candidate, opts.int8_tolerance)
+            if variant is not None:
+                within = opts.int8_tolerance
+                decision.reason += f"; serving its INT8 variant {variant.id} (within {within})"
+            decision.candidate = registry.promote((variant or decision.candidate).id)
     return decision
 
 

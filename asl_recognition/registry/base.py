@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,6 +137,13 @@ class ModelRegistry(ABC):
             for r in self.list(parent.name)
             if (r.params or {}).get("variant") == kind and r.derived_from() == parent.id
         ]
+
+    @contextlib.contextmanager
+    def selecting(self) -> Iterator[None]:
+        """Held from reading production to promoting (select_best): two selections at once
+        would each compare with the old production and the last to promote would win. Here a
+        no-op: the ClearML server offers no lock (its promote still never leaves none)."""
+        yield
 
     def production(self, name: str = "asl") -> ModelRecord | None:
         """The model serving should run, or None before the first promotion."""

@@ -10,10 +10,12 @@ several processes never share a version number nor leave two production models.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ FILE_NAMES = {
     "checkpoint": "checkpoint.pt",
 }
 LOCK_NAME = ".lock"
+SELECT_LOCK_NAME = ".select.lock"
 
 
 class LocalModelRegistry(ModelRegistry):
@@ -158,6 +161,12 @@ class LocalModelRegistry(ModelRegistry):
     def production(self, name: str = "asl") -> ModelRecord | None:
         record = super().production(name)
         return self.verify(record) if record is not None else None
+
+    @contextlib.contextmanager
+    def selecting(self) -> Iterator[None]:
+        """Selections take turns (``<root>/.select.lock``, apart from the records' lock)."""
+        with exclusive(self.root / SELECT_LOCK_NAME):
+            yield
 
     def promote(self, model_id: str) -> ModelRecord:
         """Tag the chosen record first, then demote the others (each a file of its own, renamed

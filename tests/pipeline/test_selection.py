@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,12 +17,13 @@ from asl_testkit.cli import run_script
 from onnx import TensorProto, helper
 
 from asl_recognition.classes import CLASSES
+from asl_recognition.locks import exclusive
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.pipeline.selection import confusion_matrix, decide, is_better, select_best
 from asl_recognition.registry import PRODUCTION_TAG
 from asl_recognition.registry.base import NewModel
-from asl_recognition.registry.local import LocalModelRegistry
+from asl_recognition.registry.local import SELECT_LOCK_NAME, LocalModelRegistry
 
 
 def criteria(model_id: str, mode: str = "max", holdout_tolerance: float | None = 0.0, **kw):
@@ -323,3 +325,51 @@ def test_a_promotion_killed_midway_leaves_a_production_model(registry, tmp_path)
     registry.promote(new)
     tagged = [r.id for r in registry.list("asl") if PRODUCTION_TAG in r.tags]
     assert tagged == [new]
+
+
+def _started_select(tmp_path: Path, model_id: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(tmp_path), HOME=str(tmp_path), ASL_OFFLINE="1")
+    return subprocess.Popen(
+        [sys.executable, "tasks/select_best.py", "--model-id", model_id],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _opened(proc: subprocess.Popen, *paths: Path) -> None:
+    """Wait until ``proc`` holds one of ``paths`` open (it waits for that lock)."""
+    wanted = {str(p) for p in paths}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if wanted & {os.readlink(fd) for fd in Path(f"/proc/{proc.pid}/fd").iterdir()}:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"select_best never reached {wanted}: {proc.communicate()[1][-2000:]}")
+
+
+def test_two_selections_at_once_leave_the_better_model_in_production(registry, tmp_path):
+    """Two pipelines' select_best at once: X (0.9) waits to promote while Y (0.8) starts.
+    Both had compared with the old production (0.5), both promoted, and the last one won."""
+    old = register(registry, tmp_path, "old", val_macro_f1=0.5)
+    better = register(registry, tmp_path, "better", val_macro_f1=0.9)
+    good = register(registry, tmp_path, "good", val_macro_f1=0.8)
+    registry.promote(old)
+    with exclusive(registry.lock):  # the records' lock: X stops inside promote
+        first = _started_select(tmp_path, better)
+        _opened(first, registry.lock)
+        second = _started_select(tmp_path, good)
+        _opened(second, registry.lock, registry.root / SELECT_LOCK_NAME)
+    out_first, err_first = first.communicate(timeout=180)
+    out_second, err_second = second.communicate(timeout=180)
+    assert first.returncode == 0 and second.returncode == 0, err_first[-2000:] + err_second
+    assert "select_best: PROMOTED" in out_first
+    assert "select_best: KEPT" in out_second, out_second  # compared with 0.9, not 0.5
+    assert registry.production().id == better
