@@ -126,10 +126,19 @@ def render_alertmanager_config(
         },
         "inhibit_rules": [
             {
-                # a dead server explains every other serving alert: page once
+                # a dead server explains every other serving alert: page once; but not the
+                # launcher giving up, which stops the server and is the alert to act on
                 "source_matchers": ['alertname="AslTritonDown"'],
-                "target_matchers": ['alertname=~"Asl.+"', 'alertname!="AslTritonDown"'],
-            }
+                "target_matchers": [
+                    'alertname=~"Asl.+"',
+                    'alertname!="AslTritonDown"',
+                    'alertname!="AslServerGaveUp"',
+                ],
+            },
+            {
+                "source_matchers": ['alertname="AslServerGaveUp"'],
+                "target_matchers": ['alertname=~"Asl.+"', 'alertname!="AslServerGaveUp"'],
+            },
         ],
         "receivers": [{"name": "blackhole"}, *receivers],
     }

@@ -41,7 +41,10 @@ def num(value: float) -> str:
 
 @dataclass(frozen=True)
 class PromQL:
-    """Expressions for one Triton model scraped by one Prometheus job (defaults: the alerts')."""
+    """Expressions for one Triton model scraped by one Prometheus job (defaults: the alerts').
+
+    Every series is selected by its ``model`` label: a repository may serve several ensembles,
+    and one summed with another had paged the healthy one under its name."""
 
     model: str = AlertThresholds.model_name
     job: str = AlertThresholds.triton_job
@@ -138,32 +141,35 @@ class PromQL:
     def confidence_mean(self) -> str:
         w = self.window
         return (
-            f"(sum(rate(asl_prediction_confidence_sum[{w}]))"
-            f" / sum(rate(asl_prediction_confidence_count[{w}])))"
+            f"(sum(rate({self._sel('asl_prediction_confidence_sum')}[{w}]))"
+            f" / sum(rate({self._sel('asl_prediction_confidence_count')}[{w}])))"
         )
 
     @property
     def low_confidence_ratio(self) -> str:
         w = self.window
         return (
-            f"sum(rate(asl_low_confidence_total[{w}]))"
-            f" / sum(rate(asl_prediction_confidence_count[{w}]))"
+            f"sum(rate({self._sel('asl_low_confidence_total')}[{w}]))"
+            f" / sum(rate({self._sel('asl_prediction_confidence_count')}[{w}]))"
         )
 
     def enough_confidence_samples(self, minimum: float) -> str:
-        return f"sum(increase(asl_prediction_confidence_count[{self.window}])) >= {num(minimum)}"
+        count = self._sel("asl_prediction_confidence_count")
+        return f"sum(increase({count}[{self.window}])) >= {num(minimum)}"
 
     @property
     def confidence_histogram(self) -> str:
-        return f"sum by (le) (increase(asl_prediction_confidence_bucket[{self.window}]))"
+        bucket = self._sel("asl_prediction_confidence_bucket")
+        return f"sum by (le) (increase({bucket}[{self.window}]))"
 
     def class_counts(self, window: str | None = None) -> str:
         """Predictions per class over ``window`` (default: the rate window)."""
-        return f"sum by (class) (increase(asl_predictions_total[{window or self.window}]))"
+        predictions = self._sel("asl_predictions_total")
+        return f"sum by (class) (increase({predictions}[{window or self.window}]))"
 
     @property
     def drift_window_predictions(self) -> str:
-        return f"sum(increase(asl_predictions_total[{self.drift_window}]))"
+        return f"sum(increase({self._sel('asl_predictions_total')}[{self.drift_window}]))"
 
     # ------------------------------------------------------------ hand pipeline, non-finite rows
     def _increase(self, metric: str, window: str) -> str:

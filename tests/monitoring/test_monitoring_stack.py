@@ -169,3 +169,47 @@ def test_stack_refuses_a_port_already_taken_and_leaves_nothing_running(tmp_path:
     with socket.socket() as s:
         prometheus = ("127.0.0.1", stack.options.prometheus_port)
         assert s.connect_ex(prometheus) != 0, "prometheus was started"
+
+
+@pytest.mark.skipif(find_tool("alertmanager") is None, reason="alertmanager missing")
+def test_the_launcher_giving_up_is_not_hidden_by_the_server_being_down(tmp_path: Path) -> None:
+    """The launcher stops tritonserver when it gives up, so ``AslTritonDown`` fires a minute
+    later; it inhibited every other alert, ``AslServerGaveUp`` too, the one to act on. Real
+    Alertmanager on the generated config: the gave-up alert stays active, the down one not."""
+    from asl_recognition.monitoring.alertmanager_config import write_alertmanager_config
+
+    config = write_alertmanager_config(
+        tmp_path / "alertmanager.yml", env={}, webhook_url="http://127.0.0.1:9/hook"
+    )
+    port = free_port()
+    manager = subprocess.Popen(
+        [find_tool("alertmanager"), f"--config.file={config}", f"--storage.path={tmp_path}"]
+        + [f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api/v2/alerts"
+    alerts = [
+        {"labels": {"alertname": name, "model": "asl", "severity": "critical"}}
+        for name in ("AslServerGaveUp", "AslTritonDown")
+    ]
+    expected = {"AslServerGaveUp": "active", "AslTritonDown": "suppressed"}
+    try:
+        states: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and states != expected:
+            try:
+                post = urllib.request.Request(
+                    api, json.dumps(alerts).encode(), {"Content-Type": "application/json"}
+                )
+                urllib.request.urlopen(post, timeout=5).close()
+                with urllib.request.urlopen(api, timeout=5) as answer:
+                    found = json.load(answer)
+                states = {a["labels"]["alertname"]: a["status"]["state"] for a in found}
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert states == expected, states
+    finally:
+        manager.terminate()
+        manager.wait(timeout=30)
