@@ -30,6 +30,12 @@ class DemoWebOptions(WebOptions):
     """Serve make run's model with the local tritonserver and the live recognition page."""
 
     repo: str | None = option(None, "Triton repository (default: the last pipeline run's)")
+    triton_metrics_port: int = option(
+        8002,
+        "Triton's metrics port, where `make monitor`'s Prometheus scrapes it for the status page "
+        "(taken: a free one, printed; 0: a free one)",
+        low=0,
+    )
 
 
 def pipeline_repository() -> Path:
@@ -45,6 +51,7 @@ def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> i
     """Triton on ``repo``, supervised (restarted when it dies or a stub of it does), then the web
     app before it; leaving the ``with`` stops both, also on SIGTERM
     (:func:`.server.run_until_stopped` turns it into a return)."""
+    from asl_recognition.netutil import free_port, port_in_use
     from asl_recognition.serving.triton_server import TritonServer
     from asl_recognition.supervision import supervised
 
@@ -52,8 +59,19 @@ def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> i
 
     log = workspace() / "triton_web_demo.log"
     print(f"Starting Triton on repository {repo} (log {log})", flush=True)
-    with TritonServer.on_free_ports(repo, model_control_mode="none", log_path=log) as triton:
-        print(f"Triton ready (gRPC {triton.grpc_url})", flush=True)
+    metrics_port = options.triton_metrics_port
+    if not metrics_port or port_in_use(metrics_port):
+        metrics_port = free_port()
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": metrics_port}
+    with TritonServer(repo, **ports, model_control_mode="none", log_path=log) as triton:
+        print(f"Triton ready (gRPC {triton.grpc_url}, metrics {triton.metrics_url})", flush=True)
+        if metrics_port != options.triton_metrics_port:
+            print(
+                f"the status page's Prometheus must scrape 127.0.0.1:{metrics_port}: "
+                f"`python -m asl_recognition.monitoring.stack --triton-metrics "
+                f"127.0.0.1:{metrics_port}`",
+                flush=True,
+            )
         # a crash or a dead stub: restarted; once the restarts run out, the page ends too
         stop_page = partial(os.kill, os.getpid(), signal.SIGTERM)
         with supervised(triton, "tritonserver", LOG, on_give_up=stop_page) as supervision:

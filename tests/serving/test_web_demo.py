@@ -72,8 +72,10 @@ def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -
     repo = landmark_repository(tmp_path / "model")
     workspace = tmp_path / "workspace"
     record_completed_run(workspace, repo)
+    metrics_port = free_port()
     command = [sys.executable, "-m", "asl_recognition.web.demo", "--port", str(free_port()),
-               "--prometheus", f"http://127.0.0.1:{free_port()}"]  # fmt: skip
+               "--prometheus", f"http://127.0.0.1:{free_port()}",
+               "--triton-metrics-port", str(metrics_port)]  # fmt: skip
     proc = subprocess.Popen(
         command, cwd=REPO_ROOT, env=demo_env(workspace), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -82,6 +84,10 @@ def test_make_demo_serves_a_frame_and_sigterm_leaves_no_triton(tmp_path: Path) -
     try:
         url, seen = wait_for_url(proc, lines, timeout=180)
         assert any(str(repo) in line for line in seen), "not the run's repository"
+        # the metrics where the status page's Prometheus scrapes them (its port, not a random one)
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert any(f"metrics {metrics}" in line for line in seen), seen
+        assert "nv_inference_request_success" in httpx.get(metrics, timeout=30).text
         assert len(tritons_serving(repo)) == 1
         page = httpx.get(url, timeout=30)
         assert page.status_code == 200 and 'id="spelled"' in page.text
@@ -155,3 +161,13 @@ def test_make_demo_on_a_taken_port_exits_2_before_starting_triton(tmp_path: Path
     ], result.stderr
     assert not (workspace / "triton_web_demo.log").exists() and not tritons_serving(repo)
     assert time.monotonic() - start < 30
+
+
+def test_the_demos_triton_metrics_port_is_the_one_the_monitoring_stack_scrapes() -> None:
+    """``make demo`` serves the status page, whose Prometheus (``make monitor``) scrapes
+    Triton at the stack's default target: a random metrics port had shown "Triton: down"."""
+    from asl_recognition.monitoring.stack import StackOptions
+    from asl_recognition.web.demo import DemoWebOptions
+
+    host, _, port = StackOptions().triton_metrics.rpartition(":")
+    assert (host, int(port)) == ("127.0.0.1", DemoWebOptions().triton_metrics_port)
