@@ -19,7 +19,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -43,6 +43,7 @@ def option(
     path: bool = False,
     remote_fallback: str | None = None,
     written: bool = False,
+    default_from: Callable[[], str] | None = None,
 ) -> Any:
     """A dataclass field carrying what the CLI, the web UI and the README show for it.
 
@@ -50,7 +51,9 @@ def option(
     a step run elsewhere finds them (or refuses, when it cannot). ``remote_fallback``: for a path
     the run can do without (an extra evaluation folder), the value a step on an agent gets
     instead of a refusal when the path cannot travel. ``written``: a path the step writes (an
-    output folder), so the commit an agent clones need not hold it.
+    output folder), so the commit an agent clones need not hold it. ``default_from``: where an
+    empty path option reads from, decided where the step runs (a folder that may or may not be
+    there), so a cached result can be keyed by what was read.
     """
     metadata = {
         "help": help,
@@ -62,6 +65,7 @@ def option(
         "path": path,
         "remote_fallback": remote_fallback,
         "written": written,
+        "default_from": default_from,
     }
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
@@ -86,6 +90,7 @@ class OptionSpec:
     path: bool = False
     remote_fallback: str | None = None
     written: bool = False
+    default_from: Callable[[], str] | None = None
 
     @property
     def flag(self) -> str:
@@ -134,6 +139,7 @@ def specs(cls: type) -> list[OptionSpec]:
                 meta.get("path", False),
                 meta.get("remote_fallback"),
                 meta.get("written", False),
+                meta.get("default_from"),
             )
         )
     return out

@@ -45,7 +45,7 @@ from asl_recognition.pipeline.runs import (
     runs_dir,
     write_json,
 )
-from asl_recognition.pipeline.step_cache import StepCache
+from asl_recognition.pipeline.step_cache import StepCache, ids_still_valid, pinned_references
 from asl_recognition.processes import Child, describe_exit
 from asl_recognition.tracking import OUTPUTS_ENV
 
@@ -60,10 +60,7 @@ class StepFailed(RuntimeError):
     """A step exited non-zero (or recorded no output a later step needs)."""
 
     def __init__(self, step: str, returncode: int, error: str, tail: str, log_dir: Path):
-        self.step = step
-        self.returncode = returncode
-        self.error = error
-        self.tail = tail
+        self.step, self.returncode, self.error, self.tail = step, returncode, error, tail
         self.log_dir = log_dir
         super().__init__(f"step {step!r} failed (exit code {returncode}): {error}")
 
@@ -90,6 +87,10 @@ def _last_error_line(text: str, returncode: int = 1) -> str:
     if returncode < 0:
         return f"killed by {describe_exit(returncode)}" + (f" after: {said}" if said else "")
     return said or "no error message on stderr"
+
+
+class RunFromOtherCode(ValueError):
+    """A recorded run whose parameters are not this code's (an older or newer checkout)."""
 
 
 class LocalExecutor:
@@ -125,10 +126,19 @@ class LocalExecutor:
         self.cache = StepCache(self.root, self.repo_root, out=self.out)
         self.err = err or sys.stderr
         self.extra_env = dict(env or {})
-        unknown = set(params) - {p.name for p in dag.params}
+        known = {p.name for p in dag.params}
+        recorded = (read_json(self.state_path) or {}).get("params")
+        if recorded is not None and set(recorded) != known:
+            raise RunFromOtherCode(
+                f"run {self.run_id} was recorded by other code (parameters "
+                f"{', '.join(sorted(set(recorded) ^ known))} differ), so it cannot go on as it "
+                "ran: start a new run (--new-run)"
+            )
+        unknown = set(params) - known
         if unknown:
             raise ValueError(f"unknown pipeline parameters: {', '.join(sorted(unknown))}")
         self.params = {**dag.param_defaults(), **dict(params)}
+        self.fresh: set[str] = set()  # steps --from-step runs again
         self.state = self._load_state()
 
     # ----- state ---------------------------------------------------------------------------
@@ -194,8 +204,9 @@ class LocalExecutor:
             self.lock = None
 
     def _run_locked(self, from_step: str | None) -> dict[str, Any]:
-        if from_step:
-            for name in self.dag.descendants(self.dag.step(from_step).name):
+        if from_step:  # asked to run again: neither reused nor taken from the cache
+            self.fresh = set(self.dag.descendants(self.dag.step(from_step).name))
+            for name in self.fresh:
                 self.state["steps"][name] = {"status": "pending"}
         resumed = any(s.get("status") in DONE for s in self.state["steps"].values())
         self.state["status"] = "running"
@@ -231,8 +242,9 @@ class LocalExecutor:
         except UnresolvedReference as exc:
             raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
         argv = step_argv(step, args)
-        key = self.cache.key(step, argv)
-        if step.cache and self.use_cache and self._cached(key, info, argv, header):
+        key = self.cache.key(step, argv, args) if step.cache else ""
+        fresh = step.name in self.fresh or not self.use_cache
+        if step.cache and not fresh and self._cached(key, info, argv, header):
             return
         outputs, duration = self._execute(step, info, argv, f"[{index}/{total}] {step.name}")
         if step.cache:
@@ -249,13 +261,23 @@ class LocalExecutor:
         if info.get("status") in DONE and step.rerun_on_resume and info["status"] != "skipped":
             self._print(f"{header}: run again (it reads the registry's current state)")
         elif info.get("status") in DONE:
-            how = "cached" if info["status"] == "cached" else info["status"]
-            self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
-            return True
+            gone = info["status"] != "skipped" and ids_still_valid(info.get("outputs", {}))
+            if not gone:
+                how = "cached" if info["status"] == "cached" else info["status"]
+                self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
+                return True
+            self._print(f"{header}: run again, with the steps after it ({gone})")
+            for name in self.dag.descendants(step.name):
+                self.state["steps"][name].clear()  # in place: ``info`` is this step's
+                self.state["steps"][name]["status"] = "pending"
         reason = step.skip_reason(self.params)
         if not reason:
             return False
         outputs = {k: filled_value(v, self.params, {}) for k, v in step.skip_outputs.items()}
+        try:  # "latest" read now, as an id: kept as text it keyed the next steps' cache
+            outputs = pinned_references(outputs)
+        except LookupError as exc:
+            raise StepFailed(step.name, -1, str(exc), "", self.run_dir / step.name)
         info.update(status="skipped", outputs=outputs, ended=now())
         self._save()
         self._print(f"{header}: skipped ({reason})")

@@ -1,5 +1,6 @@
 """The step cache across runs: a step marked ``cache`` is reused when its script, its code
-digest and its arguments are unchanged, the files it reported still exist and the models and
+digest, its arguments and the files its path options read (a digest of each, an empty option's
+runtime default included) are unchanged, the files it reported still exist and the models and
 dataset versions it names still resolve (the registry checks a model's sha256).
 
 Paths inside the workspace are kept relative to it and resolved against the current
@@ -9,6 +10,7 @@ hit never points into another workspace.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,16 +19,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.locks import exclusive
+from asl_recognition.options import specs
 from asl_recognition.paths import workspace
 from asl_recognition.pipeline.clearml_controller import code_digest
 from asl_recognition.pipeline.dag import Step
 from asl_recognition.pipeline.runs import read_json, write_json
+from asl_recognition.store.local import DATASET_ID
 
 CACHE_NAME = "step_cache.json"
 # Outputs naming a registered model / a dataset version: checked before a hit is reused.
 MODEL_ID_KEYS = ("model_id",)
 DATASET_ID_KEYS = ("dataset_id", "landmarks_id", "raw_dataset_id", "raw_dataset_ids")
+# Outputs a skipped step gives that name a dataset by reference: read as ids (the dataset name).
+PINNED_REFERENCES = {"raw_dataset_id": "ASL_raw"}
 # An entry's list of the outputs stored relative to the workspace (absent in older entries).
 RELATIVE = "workspace_relative"
 
@@ -81,7 +88,7 @@ def _ids(outputs: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
     return found
 
 
-def _ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
+def ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
     """Why a model or dataset version the outputs name no longer resolves, or None.
 
     The backends are those the steps use (:func:`get_registry`/:func:`get_store`, ClearML with a
@@ -110,6 +117,58 @@ def _ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
     return None
 
 
+def pinned_references(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A skipped step's outputs with each dataset named by reference (``raw_version=latest``,
+    a version) read as its id now: as text, ``latest`` keyed the next steps' cache the same
+    for newer raw data, and they reused the dataset and model of the old. LookupError: none."""
+    from asl_recognition.store import get_store
+
+    pinned = dict(outputs)
+    for key, name in PINNED_REFERENCES.items():
+        ref = pinned.get(key)
+        if isinstance(ref, str) and ref and not DATASET_ID.fullmatch(ref):
+            pinned[key] = get_store().version_for(name, ref).id
+    return pinned
+
+
+def _read_paths(step: Step, args: Mapping[str, Any], repo_root: Path) -> list[Path]:
+    """The files and folders the step's path options read (written ones excepted), an empty
+    option's runtime default (``default_from``) included; relative to the repository root."""
+    paths = []
+    for spec in specs(step.options):
+        if not spec.path or spec.written:
+            continue
+        value = args.get(spec.name)
+        if value in (None, "", []) and spec.default_from is not None:
+            value = spec.default_from()
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or item in ("", "none") or "://" in item:
+                continue
+            name, sep, rest = item.partition("=")
+            paths.append(repo_root / (rest if sep and "/" not in name else item))
+    return paths
+
+
+def content_digest(path: Path) -> str:
+    """A file's sha256; a folder's files by relative path, size and mtime (a rewrite moves
+    them); ``missing`` for neither."""
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for folder, dirs, names in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(names):
+            file = Path(folder) / name
+            with contextlib.suppress(OSError):
+                st = file.stat()
+                digest.update(
+                    f"{file.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+                )
+    return digest.hexdigest()
+
+
 class StepCache:
     """``<runs>/step_cache.json``: one entry per (step, code digest, arguments).
 
@@ -125,14 +184,18 @@ class StepCache:
     def _lock(self) -> Path:
         return self.path.with_name(CACHE_NAME + ".lock")
 
-    def key(self, step: Step, argv: list[str]) -> str:
-        """What a reuse must match: the step, its script, its code digest and its arguments."""
+    def key(self, step: Step, argv: list[str], args: Mapping[str, Any] | None = None) -> str:
+        """What a reuse must match: the step, its script, its code digest, its arguments and
+        what the files its path options (``args``) name hold now: the same name may hold other
+        weights or photos than when the entry was stored."""
+        read = _read_paths(step, args or {}, self.repo_root)
         payload = json.dumps(
             {
                 "step": step.name,
                 "script": step.script,
                 "code": code_digest(step, self.repo_root),
                 "argv": argv,
+                "inputs": {str(path): content_digest(path) for path in read},
             },
             sort_keys=True,
         )
@@ -146,7 +209,7 @@ class StepCache:
             return None
         outputs, reason = _resolved(entry, workspace())
         if reason is None:
-            reason = _ids_still_valid(outputs)
+            reason = ids_still_valid(outputs)
         if reason is not None:
             self.drop(key)
             out = self.out or sys.stdout

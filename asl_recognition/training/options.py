@@ -57,6 +57,7 @@ class TrainOptions:
         "on an agent)",
         path=True,
         remote_fallback="none",
+        default_from=default_external,
     )
     seed: int = option(42, "random seed")
     device: str = option("auto", "compute device", choices=DEVICES)
