@@ -11,9 +11,11 @@ What it does, exactly (each point read in clearml 2.1.12 or clearml-server, file
   and retried at each later poll, up to ``--max-tries`` tries per version, then given up in one
   line. Pending retries live in this process only.
 - **One instance.** A second start refuses while a task of the same name in project ``ASL`` is
-  queued or running; ``--replace`` stops that one and starts anew, carrying its watermark over
-  (the restart path). A running one ends when its agent sees the stop request, so the two may
-  overlap for one poll.
+  queued or running; ``--replace`` stops that one and starts anew (the restart path). A running
+  one ends when its agent sees the stop request, so the two may overlap for one poll. A start
+  from a checkout carries over the newest watermark of the service's recent instances in any
+  status, so a plain start after the service died (failed, stopped, reset) launches what came
+  meanwhile.
 - **State.** The SDK keeps the trigger's definition in the configuration object ``datasets``
   and its state (last poll time, versions seen) in the output artifact ``state``
   (``TriggerScheduler._serialize``/``_serialize_state``). A reset keeps configuration objects
@@ -59,6 +61,21 @@ TASK_NAME = "ASL new raw data -> pipeline"
 PIPELINE_SCRIPT = REPO_ROOT / "pipelines" / "asl_pipeline.py"
 LAUNCH_TIMEOUT_S = 1800  # a controller only builds templates and enqueues itself
 ACTIVE_STATUSES = ["queued", "in_progress"]
+# Every task status (``TaskStatusEnum``, clearml/backend_api/services/v2_23/tasks.py): an
+# instance that died is failed, stopped or completed; a reset one is "created" again.
+ANY_STATUS = [
+    "created",
+    "queued",
+    "in_progress",
+    "stopped",
+    "published",
+    "publishing",
+    "closed",
+    "failed",
+    "completed",
+    "unknown",
+]
+RECENT_INSTANCES = 10  # each one is a task load (``Task.get_tasks``, clearml/task.py)
 WATERMARK_PROPERTY = "trigger_last_change"
 # Every task variable the SDK reads to attach to an existing task. The SDK's sanitisers drop
 # them before starting a child (``PipelineDecorator.pipeline``'s ``sanitized_env`` in
@@ -250,7 +267,7 @@ def build_scheduler(
 def take_over(task_cls: Any, replace: bool) -> str | None:
     """Refuse while another instance is queued or running; with ``replace``, stop it.
 
-    Returns the newest watermark of the stopped instances, for the new one to start from.
+    Returns the newest watermark of the earlier instances, for the new one to start from.
     """
     running = task_cls.get_tasks(
         project_name=PROJECT,
@@ -263,13 +280,46 @@ def take_over(task_cls: Any, replace: bool) -> str | None:
         raise AlreadyRunning(
             f"'{TASK_NAME}' already runs as task {ids}; pass --replace to stop it and start anew"
         )
-    marks = []
     for task in running:
         print(f"stopping the running trigger service {task.id} ({task.status})", flush=True)
         task.mark_stopped(force=True, status_message="replaced by a new trigger service")
-        marks.append(_utc(task.get_user_properties(value_only=True).get(WATERMARK_PROPERTY)))
-    newest = max((m for m in marks if m), default=None)
-    return newest.isoformat() if newest else None
+    return last_watermark(task_cls)
+
+
+def last_watermark(task_cls: Any) -> str | None:
+    """The newest watermark among the service's latest instances, whatever their status.
+
+    A start without one watches from now: the SDK's ``TriggerScheduler._step`` queries from
+    ``trigger.last_update or datetime.now()`` (clearml/automation/trigger.py), and ``Task.init``
+    makes a fresh task with no state. Reading only queued/running instances lost the watermark
+    of a service that had died, with every version uploaded while it was down. The latest
+    instance need not hold the newest (it may have died before seeing a version, or be an old
+    one reset and re-run), so the newest of the recent ones wins. Archived ones count too:
+    archiving hides a task, it launches nothing.
+    """
+    recent = task_cls.get_tasks(
+        project_name=PROJECT,
+        task_name=exact_match_regex(TASK_NAME),
+        allow_archived=True,
+        task_filter={
+            "status": list(ANY_STATUS),
+            "order_by": ["-last_update"],
+            "page_size": RECENT_INSTANCES,
+        },
+    )
+    seen = [
+        (_utc(task.get_user_properties(value_only=True).get(WATERMARK_PROPERTY)), task)
+        for task in recent
+    ]
+    newest, task = max(
+        ((m, t) for m, t in seen if m), key=lambda pair: pair[0], default=(None, None)
+    )
+    if newest is None:
+        return None
+    print(
+        f"continuing from {newest.isoformat()}, seen by task {task.id} ({task.status})", flush=True
+    )
+    return newest.isoformat()
 
 
 def checkout_commit() -> str:

@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from unittest import mock
@@ -352,3 +353,108 @@ def test_trigger_bad_option_is_one_line(argv, capsys):
         trigger_on_new_data.main(argv)
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].count("error:") == 1
+
+
+def mock_instance(
+    task_id: str,
+    status: str,
+    watermark: datetime | None,
+    updated: datetime,
+    archived: bool = False,
+) -> mock.Mock:
+    """An earlier instance of the service as the server holds it."""
+    mock_task = mock_running(task_id, status, watermark)
+    mock_task.data = SimpleNamespace(
+        last_update=updated, system_tags=["archived"] if archived else []
+    )
+    return mock_task
+
+
+def emulated_get_tasks(instances: list[mock.Mock]) -> Callable[..., list[mock.Mock]]:
+    """Emulation of the server behind ``Task.get_tasks``: the status and archived filters, the
+    ``-last_update`` order and the page size (``tasks.get_all``)."""
+
+    def get_tasks(
+        project_name: str, task_name: str, allow_archived: bool, task_filter: dict
+    ) -> list[mock.Mock]:
+        found = [
+            t
+            for t in instances
+            if t.status in task_filter["status"]
+            and (allow_archived or "archived" not in t.data.system_tags)
+        ]
+        if task_filter.get("order_by") == ["-last_update"]:
+            found.sort(key=lambda t: t.data.last_update, reverse=True)
+        return found[: task_filter.get("page_size", 500)]
+
+    return get_tasks
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("status", ["failed", "stopped", "completed", "published", "created"])
+def test_restart_after_the_service_died_continues_from_its_watermark(status, replace, capsys):
+    """The SDK watches from now without one (``TriggerScheduler._step``): the versions uploaded
+    while the service was down (died: failed/stopped/completed; reset: created) never ran."""
+    mock_task_cls = mock.create_autospec(Task)
+    dead = mock_instance("svc-dead", status, T0, updated=T0)
+    mock_task_cls.get_tasks.side_effect = emulated_get_tasks([dead])
+    assert trigger.take_over(mock_task_cls, replace=replace) == T0.isoformat()
+    dead.mark_stopped.assert_not_called()
+    assert f"seen by task svc-dead ({status})" in capsys.readouterr().out
+
+
+def test_restart_takes_the_newest_watermark_not_the_latest_instances():
+    """The latest instance may have died before seeing a version, or be an old one re-run."""
+    mock_task_cls = mock.create_autospec(Task)
+    instances = [
+        mock_instance("died-early", "failed", None, updated=T0 + timedelta(days=3)),
+        mock_instance("old-rerun", "stopped", T0 - timedelta(days=9), T0 + timedelta(days=2)),
+        mock_instance("archived", "stopped", T0, updated=T0 + timedelta(days=1), archived=True),
+        mock_instance("older", "failed", T0 - timedelta(days=1), updated=T0),
+    ]
+    mock_task_cls.get_tasks.side_effect = emulated_get_tasks(instances)
+    assert trigger.take_over(mock_task_cls, replace=False) == T0.isoformat()
+
+
+def test_earlier_instances_query_is_valid_sorted_and_paged():
+    """Through the SDK's real ``Task.get_tasks``: its request class checks each status against
+    ``TaskStatusEnum`` and refuses an unknown keyword."""
+    sent = []
+
+    def answer(session: object, request: object, *args, **kwargs) -> SimpleNamespace:
+        sent.append(request)
+        found = SimpleNamespace(projects=[SimpleNamespace(id="p-asl")], tasks=[])
+        return SimpleNamespace(response=found)
+
+    with (
+        mock.patch.object(Task, "_send", side_effect=answer),
+        mock.patch.object(Task, "_get_default_session"),
+    ):
+        assert trigger.last_watermark(Task) is None
+    query = sent[-1].to_dict()
+    assert query["status"] == trigger.ANY_STATUS and "-archived" not in query.get(
+        "system_tags", []
+    )
+    assert query["order_by"] == ["-last_update"] and query["page_size"] == trigger.RECENT_INSTANCES
+    assert re.fullmatch(query["name"], trigger.TASK_NAME) and query["project"] == ["p-asl"]
+
+
+def test_plain_start_after_a_crash_records_the_dead_instances_watermark(monkeypatch):
+    mock_task_cls = mock.create_autospec(Task)
+    mock_task_cls.running_locally.return_value = True
+    mock_task_cls.get_tasks.side_effect = emulated_get_tasks(
+        [mock_instance("svc-dead", "failed", T0, updated=T0)]
+    )
+    mock_task = mock_task_cls.init.return_value
+    mock_task.connect.side_effect = lambda mapping, name: mapping
+    mock_build = mock.create_autospec(trigger.build_scheduler)
+    monkeypatch.setattr(clearml, "Task", mock_task_cls)
+    monkeypatch.setattr(trigger_on_new_data, "server_configured", lambda: True)
+    monkeypatch.setattr(trigger, "check_code_travels", lambda: None)
+    monkeypatch.setattr(trigger, "build_scheduler", mock_build)
+    assert trigger_on_new_data.main([]) == 0
+    mock_task.set_user_properties.assert_called_once_with(
+        {"name": trigger.WATERMARK_PROPERTY, "value": T0.isoformat()}
+    )
+    mock_build.return_value.restore_watermark.assert_called_once_with(T0.isoformat())
+    mock_build.return_value.start_remotely.assert_called_once()
