@@ -54,6 +54,7 @@ from asl_recognition.pipeline.recipe import (
     load_recipe,
     typed_values,
 )
+from asl_recognition.pipeline.runs import run_options_conflict, with_raw_source
 from asl_recognition.stop_signals import install_signal_handlers
 from asl_recognition.tracking import connect_options, storage_errors_in_one_line
 
@@ -154,7 +155,11 @@ def _localise_value(value: Any, remote: bool, written: bool) -> Any:
 
 def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     # Imported here: the enqueue path (CI's workflow installs only the SDK) never needs it.
-    from asl_recognition.pipeline.local_executor import LocalExecutor, StepFailed
+    from asl_recognition.pipeline.local_executor import (
+        LocalExecutor,
+        RunFromOtherCode,
+        StepFailed,
+    )
     from asl_recognition.pipeline.runs import choose_run, list_runs
 
     prepare_environment()
@@ -173,9 +178,15 @@ def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
         return 2
     if resuming and values and {**run_params, **values} != run_params:
         print(f"note: run {run_id} keeps its own parameters; use --new-run to run with new ones")
-    executor = LocalExecutor(ASL_DAG, run_params, run_id=run_id, use_cache=run.cache, lock=lock)
     try:
+        executor = LocalExecutor(
+            ASL_DAG, run_params, run_id=run_id, use_cache=run.cache, lock=lock
+        )
         executor.run(from_step=run.from_step)
+    except RunFromOtherCode as exc:
+        lock.release()
+        print(f"asl_pipeline: error: {exc}", file=sys.stderr)
+        return 2
     except StepFailed as exc:
         print(f"\n{exc.tail}\n" if exc.tail else "", file=sys.stderr)
         print(
@@ -313,6 +324,8 @@ def remote_controller() -> int:
 def choose_mode(run: PipelineRunOptions) -> str:
     if run.mode != "auto":
         return run.mode
+    if run.list_runs:  # this machine's runs, whatever server is configured
+        return "local-executor"
     if server_configured():
         print("a ClearML server is configured: running the controller here (--mode local)")
         return "local"
@@ -329,10 +342,15 @@ def main(argv: list[str] | None = None) -> int:
         run = from_mapping(PipelineRunOptions, vars(args))
         if run.from_step and run.from_step not in ASL_DAG.step_names():
             raise OptionError(f"--from-step: choose one of {', '.join(ASL_DAG.step_names())}")
+        conflict = run_options_conflict(run, overrides)
+        if conflict:
+            raise OptionError(conflict)
         mode = choose_mode(run)
         run.mode = mode
         config = run.config and str(REPO_ROOT / Path(run.config).expanduser())
         values = load_recipe(ASL_DAG, config, overrides)
+        if mode == "local-executor":  # in a ClearML mode, the machine running the step picks it
+            values = with_raw_source(ASL_DAG, values)
         elsewhere = mode == "queue" or (mode == "local" and run.step_queue)
         values = localise_paths(values, ASL_DAG, remote=bool(elsewhere))
     except (OptionError, RecipeError, PathError) as exc:

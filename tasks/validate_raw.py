@@ -13,7 +13,6 @@ extracts a zip into a folder of its own, so runs on one workspace may overlap.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,11 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.data.options import ValidateRawOptions
 from asl_recognition.data.safe_extract import UnsafeArchiveError
-from asl_recognition.data.sources import SourceSpecError
-from asl_recognition.paths import SAMPLE_DATA
+from asl_recognition.data.sources import SourceSpecError, default_raw_sources
 from asl_recognition.tracking import TaskContext, task_entry
-
-RAW_ENV = "ASL_RAW"
 
 
 def default_sources(options: ValidateRawOptions) -> None:
@@ -37,8 +33,7 @@ def default_sources(options: ValidateRawOptions) -> None:
     """
     if options.source:
         return
-    env = os.environ.get(RAW_ENV, "")
-    options.source = [s for s in env.split(",") if s] or [str(SAMPLE_DATA)]
+    options.source = default_raw_sources()
     print(f"validate_raw: no --source given, using {', '.join(options.source)}")
 
 

@@ -7,6 +7,7 @@ came from so that reports, splits and held-out evaluation can be broken down per
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -109,3 +110,15 @@ def split_list(value: str | Sequence[str] | None) -> list[str]:
     """Repeatable options that may also arrive comma-separated (``a,b``) or as a JSON list."""
     items = _items(value, strict=False)
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+RAW_ENV = "ASL_RAW"
+
+
+def default_raw_sources() -> list[str]:
+    """validate_raw's sources when it is given none: ``$ASL_RAW`` (one spec or several,
+    comma-separated), else the bundled sample. One rule for the step and for the local
+    executor, which records it in a run's parameters (other data: another run)."""
+    from asl_recognition.paths import SAMPLE_DATA
+
+    return [s for s in os.environ.get(RAW_ENV, "").split(",") if s] or [str(SAMPLE_DATA)]

@@ -12,18 +12,24 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from asl_recognition.data.sources import default_raw_sources
 from asl_recognition.locks import FileLock, holder
+from asl_recognition.options import specs
 from asl_recognition.paths import workspace
 from asl_recognition.pipeline.dag import Dag
+from asl_recognition.pipeline.options import PipelineRunOptions
 
 STATE_NAME = "state.json"
 LOCK_NAME = "run.lock"
 RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what new_run_id makes
+RUN_CHOOSERS = ("run_id", "resume", "new_run")  # each picks the run a command executes
+RAW_SOURCE = "validate_raw/source"
 
 
 class RunUnavailable(LookupError):
@@ -49,6 +55,47 @@ def check_run_id(run_id: str) -> str:
             f"--run-id {run_id!r} is not a run id (YYYYMMDD-HHMMSS-xxxxxx, as --list-runs shows)"
         )
     return run_id
+
+
+def run_options_conflict(run: PipelineRunOptions, overrides: Sequence[str]) -> str | None:
+    """Why these run options contradict each other (None when they do not).
+
+    :func:`choose_run` honours one of --run-id, --resume and --new-run, and --list-runs runs
+    nothing: any other option would be dropped in silence, so the command is refused instead.
+    """
+    flag = {spec.name: spec.flag for spec in specs(PipelineRunOptions)}
+    if run.list_runs:
+        default = PipelineRunOptions()
+        extra = [
+            flag[f.name] if getattr(run, f.name) is not False else f"--no-{flag[f.name][2:]}"
+            for f in fields(run)
+            if f.name not in ("list_runs", "mode")
+            and getattr(run, f.name) != getattr(default, f.name)
+        ]
+        if run.mode not in ("auto", "local-executor"):
+            extra.insert(0, f"{flag['mode']} {run.mode}")
+        if extra or overrides:
+            taken = ", ".join([*extra, *overrides])
+            return f"{flag['list_runs']} only lists this machine's runs: it takes no {taken}"
+    chosen = [flag[name] for name in RUN_CHOOSERS if getattr(run, name)]
+    if len(chosen) > 1:
+        return f"{' and '.join(chosen)} each choose the run to execute: pass only one of them"
+    return None
+
+
+def with_raw_source(dag: Dag, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with validate_raw's source as its step resolves an empty one: ``$ASL_RAW``,
+    else the sample.
+
+    In the parameters, another ``$ASL_RAW`` makes another run: left empty, a command with other
+    data resumed an unfinished run and reused the data that run had validated.
+    """
+    if RAW_SOURCE not in dag.param_defaults() or values.get(RAW_SOURCE):
+        return dict(values)
+    step = dag.step(RAW_SOURCE.split("/")[0])
+    if step.skip_reason({**dag.param_defaults(), **values}):  # given raw_version: not read
+        return dict(values)
+    return {**values, RAW_SOURCE: default_raw_sources()}
 
 
 def claim_run(run_dir: Path) -> FileLock | None:
