@@ -54,7 +54,7 @@ from asl_recognition.pipeline.recipe import (
     load_recipe,
     typed_values,
 )
-from asl_recognition.pipeline.runs import run_options_conflict, with_raw_source
+from asl_recognition.pipeline.runs import mode_conflict, run_options_conflict, with_raw_source
 from asl_recognition.stop_signals import install_signal_handlers
 from asl_recognition.tracking import connect_options, storage_errors_in_one_line
 
@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         if conflict:
             raise OptionError(conflict)
         mode = choose_mode(run)
+        conflict = mode_conflict(run, mode)
+        if conflict:
+            raise OptionError(conflict)
         run.mode = mode
         config = run.config and str(REPO_ROOT / Path(run.config).expanduser())
         values = load_recipe(ASL_DAG, config, overrides)

@@ -83,6 +83,21 @@ def run_options_conflict(run: PipelineRunOptions, overrides: Sequence[str]) -> s
     return None
 
 
+LOCAL_EXECUTOR_ONLY = ("run_id", "resume", "new_run", "from_step", "list_runs")
+
+
+def mode_conflict(run: PipelineRunOptions, mode: str) -> str | None:
+    """Why the local executor's run options cannot go with the chosen ClearML mode (they
+    were dropped in silence), or None."""
+    if mode == "local-executor":
+        return None
+    flag = {spec.name: spec.flag for spec in specs(PipelineRunOptions)}
+    given = [flag[name] for name in LOCAL_EXECUTOR_ONLY if getattr(run, name)]
+    if not given:
+        return None
+    return f"{', '.join(given)} choose a local executor run: not in --mode {mode}"
+
+
 def with_raw_source(dag: Dag, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` with validate_raw's source as its step resolves an empty one: ``$ASL_RAW``,
     else the sample.

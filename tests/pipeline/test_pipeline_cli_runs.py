@@ -23,6 +23,10 @@ SOME_ID = "20240101-000000-abcdef"
             ("--list-runs", "--from-step", "train", "--run-id", "bogus"),
             "--list-runs only lists this machine's runs: it takes no --run-id, --from-step",
         ),
+        (
+            ("--mode", "dry-run", "--from-step", "train"),  # the last --mode counts
+            "--from-step choose a local executor run: not in --mode dry-run",
+        ),
     ],
 )
 def test_contradictory_run_options_are_refused(
