@@ -275,7 +275,8 @@ class LocalExecutor:
             return False
         outputs = {k: filled_value(v, self.params, {}) for k, v in step.skip_outputs.items()}
         try:  # "latest" read now, as an id: kept as text it keyed the next steps' cache
-            outputs = pinned_references(outputs)
+            raw = self.params.get("publish_dataset/raw_name") or "ASL_raw"
+            outputs = pinned_references(outputs, {"raw_dataset_id": raw})
         except LookupError as exc:
             raise StepFailed(step.name, -1, str(exc), "", self.run_dir / step.name)
         info.update(status="skipped", outputs=outputs, ended=now())

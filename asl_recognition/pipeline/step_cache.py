@@ -32,8 +32,6 @@ CACHE_NAME = "step_cache.json"
 # Outputs naming a registered model / a dataset version: checked before a hit is reused.
 MODEL_ID_KEYS = ("model_id",)
 DATASET_ID_KEYS = ("dataset_id", "landmarks_id", "raw_dataset_id", "raw_dataset_ids")
-# Outputs a skipped step gives that name a dataset by reference: read as ids (the dataset name).
-PINNED_REFERENCES = {"raw_dataset_id": "ASL_raw"}
 # An entry's list of the outputs stored relative to the workspace (absent in older entries).
 RELATIVE = "workspace_relative"
 
@@ -117,17 +115,24 @@ def ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
     return None
 
 
-def pinned_references(outputs: Mapping[str, Any]) -> dict[str, Any]:
+def pinned_references(outputs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
     """A skipped step's outputs with each dataset named by reference (``raw_version=latest``,
-    a version) read as its id now: as text, ``latest`` keyed the next steps' cache the same
-    for newer raw data, and they reused the dataset and model of the old. LookupError: none."""
+    a version; several, comma-separated) read as its id now, in the dataset ``names`` gives
+    for its output: as text, ``latest`` keyed the next steps' cache the same for newer raw
+    data, and they reused the dataset and model of the old. LookupError: no such version."""
+    from asl_recognition.data.sources import split_list
     from asl_recognition.store import get_store
 
     pinned = dict(outputs)
-    for key, name in PINNED_REFERENCES.items():
-        ref = pinned.get(key)
-        if isinstance(ref, str) and ref and not DATASET_ID.fullmatch(ref):
-            pinned[key] = get_store().version_for(name, ref).id
+    for key, name in names.items():
+        refs = split_list(pinned.get(key)) if pinned.get(key) else []
+        if any(not DATASET_ID.fullmatch(ref) for ref in refs):
+            store = get_store()
+            ids = [
+                ref if DATASET_ID.fullmatch(ref) else store.version_for(name, ref).id
+                for ref in refs
+            ]
+            pinned[key] = ",".join(ids)
     return pinned
 
 

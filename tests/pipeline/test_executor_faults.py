@@ -5,6 +5,7 @@ and a run recorded by other code. Real step processes on a two-step DAG and a re
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import sys
@@ -51,10 +52,13 @@ STEP_SCRIPT = textwrap.dedent("""
 
 
 def fault_dag(repo: Path) -> Dag:
-    sys.path.insert(0, str(repo / "steps"))
-    import fault_options
-
-    sys.path.remove(str(repo / "steps"))
+    """The options module the step scripts import, imported here too (one declaration)."""
+    spec = importlib.util.spec_from_file_location(
+        "fault_options", repo / "steps" / "fault_options.py"
+    )
+    fault_options = importlib.util.module_from_spec(spec)
+    sys.modules["fault_options"] = fault_options
+    spec.loader.exec_module(fault_options)
     steps = (
         Step(
             "pick",
@@ -190,3 +194,19 @@ def test_an_empty_path_option_is_keyed_by_the_folder_it_defaults_to_here() -> No
     read = _read_paths(ASL_DAG.step("train"), {"external": None}, REPO_ROOT)
     assert read == [REPO_ROOT / default_external()]
     assert _read_paths(ASL_DAG.step("train"), {"external": "none"}, REPO_ROOT) == []
+
+
+def test_several_references_and_another_raw_dataset_name_are_pinned(repo, tmp_path):
+    """``raw_version=ID1,latest`` merges several versions, and ``publish_dataset.raw_name``
+    names another raw dataset: each reference is read in that dataset."""
+    from asl_recognition.pipeline.step_cache import pinned_references
+
+    first = raw_version(tmp_path, "old")
+    newest = raw_version(tmp_path, "new")
+    source = tmp_path / "mine.txt"
+    source.write_text("mine")
+    mine = LocalDatasetStore(tmp_path / "ws" / "datasets").create("MyRaw", {"a.txt": source}).id
+    _, said = run(repo, tmp_path, {"raw_version": f"{first},latest"})
+    assert ran(tmp_path, "use") == [["--raw", f"{first},{newest}"]]
+    pinned = pinned_references({"raw_dataset_id": "latest"}, {"raw_dataset_id": "MyRaw"})
+    assert pinned == {"raw_dataset_id": mine}
