@@ -57,6 +57,7 @@ class OptimizeOptions:
         None,
         "where report.json/report.md and the variants go (empty: <workspace>/optimize/..)",
         path=True,
+        written=True,
     )
     registry: str = option(
         "auto",

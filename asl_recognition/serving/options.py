@@ -20,7 +20,7 @@ class BuildTritonRepoOptions:
     onnx: str | None = option(None, "local model.onnx (with --classes)", path=True)
     classes: str | None = option(None, "local classes.txt (with --onnx)", path=True)
     repo: str | None = option(
-        None, "repository folder (empty: <workspace>/triton_repo)", path=True
+        None, "repository folder (empty: <workspace>/triton_repo)", path=True, written=True
     )
     model_name: str = option("asl", "name clients call")
     max_batch_size: int = option(32, "largest batch Triton forms", low=1)
