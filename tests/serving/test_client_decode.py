@@ -198,3 +198,15 @@ def test_the_client_refuses_an_icon_bomb_and_names_a_truncated_jpeg(tmp_path: Pa
     with pytest.raises(ImageDecodeError) as caught:  # the training decoder agrees
         load_rgb(ico)
     assert caught.value.reason == "unsupported_format"
+
+
+def test_a_large_uncompressed_file_within_the_pixel_bound_opens_in_both(tmp_path: Path) -> None:
+    """The byte cap is for formats read whole to open (JPEG, WebP): a 27 MB BMP of 9 MP is
+    streamed, and the client's copy opens it like training's does."""
+    client = load_client_module()
+    bmp = tmp_path / "big.bmp"
+    Image.new("RGB", (3000, 3000), (200, 120, 90)).save(bmp)
+    assert bmp.stat().st_size > imageio.MAX_FILE_BYTES
+    for read_header in (imageio.read_header, client.read_header):
+        with read_header(bmp) as img:
+            assert img.size == (3000, 3000)

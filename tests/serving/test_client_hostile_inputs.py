@@ -125,7 +125,7 @@ def test_a_huge_webp_is_refused_unread(triton_url, tmp_path: Path) -> None:
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
         f"error: {webp}: not an image (file too large: 3221225472 bytes, over the limit of "
-        "26214400)"
+        "26214400 for a JPEG or WebP file (read whole to open))"
     ]
 
 

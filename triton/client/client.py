@@ -161,14 +161,19 @@ def _refused_format(prefix: bytes) -> str | None:
 
 def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open lazily (header only); refuse what would decode too big before decoding a pixel, and
-    a file over MAX_FILE_BYTES or a JPEG of too many scans before opening it."""
+    a JPEG or WebP file over MAX_FILE_BYTES (read whole to open) or a JPEG of too many scans
+    before opening it."""
     size = path.stat().st_size
     if size == 0:
         raise ValueError("empty file")
-    if size > MAX_FILE_BYTES:
-        raise ValueError(f"file too large: {size} bytes, over the limit of {MAX_FILE_BYTES}")
     with path.open("rb") as fh:
-        jpeg = fh.read(3) == JPEG_MAGIC
+        prefix = fh.read(16)
+    jpeg = prefix.startswith(JPEG_MAGIC)
+    if size > MAX_FILE_BYTES and (jpeg or prefix[8:12] == b"WEBP"):
+        raise ValueError(
+            f"file too large: {size} bytes, over the limit of {MAX_FILE_BYTES} for a JPEG or "
+            "WebP file (read whole to open)"
+        )
     scans, problem = jpeg_markers_problem(path.read_bytes()) if jpeg else (0, None)
     if problem:
         raise ValueError(f"decompression bomb: {problem}; refused undecoded")
