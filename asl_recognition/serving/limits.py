@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import math
 import socket
 import struct
+import termios
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -122,6 +125,22 @@ def _too_large(what: str, size: int, cap: int, streamed: bool = False) -> str:
     return f"{what} is {told}; the limit is {cap} bytes ({cap / MIB:g} MiB)"
 
 
+class CountingTransport:
+    """A transport that counts the bytes written into it: with what it still holds, how much
+    a slow client has taken (its buffer refills as uvicorn streams, so its size alone is no
+    measure)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport, self.written = transport, 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeaderDeadline(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline on each request's headers and on each write.
 
@@ -132,9 +151,10 @@ class HeaderDeadline(H11Protocol):
 
     A client that sends requests and never reads the answers held its slot for ever too:
     uvicorn's send waits for the write buffer to drain with no deadline, and ``close()`` waits
-    for it to empty. So the connection is aborted once writing has been paused (the buffer over
-    its high-water mark) for ``write_timeout`` seconds, and a deadline that passes with answers
-    still unsent aborts instead of closing.
+    for it to empty. So once writing pauses (the buffer over its high-water mark), or the header
+    deadline passes with answers unsent, the buffer is looked at every ``write_timeout`` seconds
+    until it is empty: the connection is reset when none of it went out in that time. A slow
+    client that keeps reading gets its whole answer.
     """
 
     header_timeout = 10.0
@@ -143,7 +163,8 @@ class HeaderDeadline(H11Protocol):
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._headers_due: asyncio.TimerHandle | None = None
         self._write_due: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
+        self._sent_then = 0  # what had gone out when the write deadline was last armed
+        super().connection_made(CountingTransport(transport))
         self._arm()
 
     def _arm(self) -> None:
@@ -157,8 +178,9 @@ class HeaderDeadline(H11Protocol):
 
     def _headers_late(self) -> None:
         self._headers_due = None
-        if self.transport.get_write_buffer_size():
-            self._cut()  # close() would wait for a client that does not read
+        if self.transport.get_write_buffer_size():  # an answer going out: is it being taken?
+            self._stop_write_deadline()  # looked at within the header deadline from now on
+            self._watch_write(self.header_timeout)
         elif not self.transport.is_closing():
             self.transport.close()
 
@@ -180,23 +202,39 @@ class HeaderDeadline(H11Protocol):
             self._arm()
 
     def pause_writing(self) -> None:
-        """The client takes the answer too slowly, if at all: it has ``write_timeout`` to."""
+        """The client takes the answer slowly, if at all: watched until it is all sent."""
         super().pause_writing()
-        if self._write_due is None:
-            self._write_due = self.loop.call_later(self.write_timeout, self._write_late)
+        self._watch_write(self.write_timeout)
 
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._stop_write_deadline()
+    def _sent(self) -> int:
+        """Bytes the client has taken so far: written, less what the transport still holds and
+        what waits in the kernel's send queue (``SIOCOUTQ``; megabytes, which a client reading
+        slowly drains long before the transport may write again)."""
+        queued = 0
+        sock = self.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return self.transport.written - self.transport.get_write_buffer_size() - queued
+
+    def _watch_write(self, period: float) -> None:
+        """Every ``period`` s while answers are unsent: cut when none of it went out."""
+        if self._write_due is None:
+            self._sent_then = self._sent()
+            self._write_due = self.loop.call_later(period, self._write_late, period)
 
     def _stop_write_deadline(self) -> None:
         if self._write_due is not None:
             self._write_due.cancel()
             self._write_due = None
 
-    def _write_late(self) -> None:
+    def _write_late(self, period: float) -> None:
         self._write_due = None
-        self._cut()  # connection_lost() then wakes the send waiting on drain()
+        if not self.transport.get_write_buffer_size():
+            return
+        if self._sent() > self._sent_then:
+            self._watch_write(period)  # a slow reader still reading: another period
+        else:
+            self._cut()  # connection_lost() then wakes the send waiting on drain()
 
     def _cut(self) -> None:
         """Drop what the client did not take. A reset (``SO_LINGER`` 0), not a FIN behind the

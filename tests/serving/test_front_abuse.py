@@ -160,3 +160,23 @@ def test_a_pipelined_request_is_not_cut_by_the_header_deadline(upstream) -> None
             while data.count(b"HTTP/1.1 200") < 2 and (chunk := sock.recv(4096)):
                 data += chunk
     assert data.count(b"HTTP/1.1 200") == 2, data  # before: one, then the connection closed
+
+
+@pytest.mark.server
+def test_a_slow_client_that_keeps_reading_gets_its_whole_answer(upstream) -> None:
+    """The write deadline is for a client that stopped reading: one reading 8 MiB slowly,
+    past both deadlines (1 s), had been reset after its first megabytes."""
+    options = ("--request-timeout", "1", "--header-timeout", "1")
+    with front(upstream, *options) as port, socket.socket() as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        reader.connect(("127.0.0.1", port))
+        reader.sendall(b"GET /v2/models/big/config HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader.settimeout(10)
+        received = b""
+        while len(received) < BIG and (chunk := reader.recv(256 * 1024)):
+            received += chunk
+            time.sleep(0.02)  # a few MiB/s
+        head, _, body = received.partition(b"\r\n\r\n")
+        while len(body) < BIG and (chunk := reader.recv(1 << 20)):
+            body += chunk
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == BIG
