@@ -176,6 +176,15 @@ def run_local_executor(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     except LookupError as exc:
         print(f"asl_pipeline: error: {exc}", file=sys.stderr)
         return 2
+    if run.from_step and not resuming:  # nothing before it to reuse: it would run them all
+        lock.release()
+        print(
+            f"asl_pipeline: error: --from-step {run.from_step} re-runs a step of a recorded run, "
+            "and none was chosen: pass --run-id ID (python pipelines/asl_pipeline.py "
+            "--list-runs) or --resume",
+            file=sys.stderr,
+        )
+        return 2
     if resuming and values and {**run_params, **values} != run_params:
         print(f"note: run {run_id} keeps its own parameters; use --new-run to run with new ones")
     try:

@@ -89,7 +89,9 @@ class PipelineRunOptions:
     )
     new_run: bool = option(False, "local executor: always start a fresh run")
     from_step: str | None = option(
-        None, "local executor: re-run this step and everything after it, reusing the ones before"
+        None,
+        "local executor: re-run this step and everything after it, reusing the ones before, "
+        "in the run --run-id or --resume chooses",
     )
     list_runs: bool = option(False, "local executor: list local runs and exit")
     docker_image: str = option(

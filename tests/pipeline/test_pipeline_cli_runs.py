@@ -70,3 +70,14 @@ def test_a_run_recorded_by_other_code_is_one_line(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"asl_pipeline: error: run {state['run_id']} was recorded by other")
     assert "Traceback" not in result.stderr
+
+
+def test_from_step_without_a_recorded_run_is_one_line(
+    task_env: dict[str, str], asl_workspace: Path
+) -> None:
+    """With no run to continue, --from-step had started a new run of every step in silence."""
+    result = run_script(*PIPELINE, "--from-step", "train", env=task_env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("asl_pipeline: error: --from-step train re-runs a step of a recorded")
+    assert not list(asl_workspace.glob("pipeline_runs/*/state.json"))
