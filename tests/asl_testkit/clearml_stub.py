@@ -760,3 +760,32 @@ def agent_checkout(source: Path, dest: Path) -> Path:
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "agent checkout"]):
         subprocess.run([*git, *args], cwd=dest, check=True, capture_output=True)
     return dest
+
+
+def mock_build_controller(monkeypatch: Any) -> dict[str, Any]:
+    """``clearml_controller.build_controller`` replaced by an autospec **mock** of itself (a
+    keyword the real one lacks fails here too): the returned dict gets each call's arguments
+    by name and the strict mock controller it built (``PipelineController`` autospec, with a
+    ``Task`` autospec as its task); set ``"succeeds"`` to False for a failed pipeline."""
+    import inspect
+    from unittest import mock
+
+    from clearml import PipelineController, Task
+
+    from asl_recognition.pipeline import clearml_controller
+
+    real = clearml_controller.build_controller
+    made: dict[str, Any] = {}
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(real).bind(*args, **kwargs)
+        bound.apply_defaults()
+        controller = mock.create_autospec(PipelineController, instance=True)
+        controller.task = mock.create_autospec(Task, instance=True)
+        controller.is_successful.return_value = made.get("succeeds", True)
+        made.update(bound.arguments, controller=controller)
+        return controller
+
+    built = mock.create_autospec(real, side_effect=record)
+    monkeypatch.setattr(clearml_controller, "build_controller", built)
+    return made

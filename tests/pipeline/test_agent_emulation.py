@@ -23,6 +23,7 @@ from unittest import mock
 import asl_pipeline
 import clearml
 import pytest
+from asl_testkit.clearml_stub import mock_build_controller
 from asl_testkit.cli import RUN_PIPELINE, run_script
 
 from asl_recognition.paths import REPO_ROOT
@@ -253,24 +254,7 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     mock_task.get_configuration_object_as_dict.return_value = None  # no recipe recorded
     mock_task_init = mock.Mock(name="mock Task.init", return_value=mock_task)
     monkeypatch.setattr(clearml.Task, "init", mock_task_init)
-    built = {}
-
-    def mock_build_controller(
-        dag,
-        params,
-        base_task_id,
-        step_queue=None,
-        use_cache=True,
-        docker_image=None,
-        output_uri=None,
-    ):
-        built.update(params=dict(params), step_queue=step_queue, use_cache=use_cache)
-        built.update(output_uri=output_uri)
-        built["controller"] = mock.create_autospec(clearml.PipelineController, instance=True)
-        built["controller"].is_successful.return_value = built.get("succeeds", True)
-        return built["controller"]
-
-    monkeypatch.setattr(clearml_controller, "build_controller", mock_build_controller)
+    built = mock_build_controller(monkeypatch)
     monkeypatch.setattr(clearml_controller, "template_resolver", mock.Mock(name="mock templates"))
     monkeypatch.setattr(sys, "argv", ["asl_pipeline.py", "--mode", "dry-run"])  # must be ignored
     try:

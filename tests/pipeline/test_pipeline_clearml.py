@@ -17,6 +17,7 @@ from unittest import mock
 import asl_pipeline
 import pytest
 import yaml
+from asl_testkit.clearml_stub import mock_build_controller
 from asl_testkit.cli import run_script
 from clearml import PipelineController, Task
 
@@ -229,25 +230,7 @@ def test_ensure_base_task_creates_template_from_script_once():
 @pytest.fixture()
 def mock_controller(monkeypatch):
     """``build_controller`` replaced: records its arguments, returns a strict mock controller."""
-    made = {}
-
-    def mock_build_controller(
-        dag,
-        params,
-        base_task_id,
-        step_queue=None,
-        use_cache=True,
-        docker_image=None,
-        output_uri=None,
-    ):
-        controller = mock.create_autospec(PipelineController, instance=True)
-        controller.task = mock.create_autospec(Task, instance=True)
-        controller.is_successful.return_value = True
-        made.update(params=params, step_queue=step_queue, use_cache=use_cache)
-        made.update(docker_image=docker_image, controller=controller, output_uri=output_uri)
-        return controller
-
-    monkeypatch.setattr(clearml_controller, "build_controller", mock_build_controller)
+    made = mock_build_controller(monkeypatch)
     monkeypatch.setattr(clearml_controller, "check_code_travels", lambda: None)
     return made
 
