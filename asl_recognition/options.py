@@ -24,7 +24,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off", "")
+# An empty yes/no field (cleared in the web UI) is no answer: an error, as for a number.
+FALSE_WORDS = ("0", "false", "no", "off")
+# Seeds go to numpy's RandomState, which takes 0 .. 2**32 - 1, and to torch.
+MAX_SEED = 2**32 - 1
 
 
 class OptionError(ValueError):
@@ -160,20 +163,15 @@ def _scalar(spec: OptionSpec, value: Any) -> Any:
     if spec.base in (int, float):
         if isinstance(value, bool):
             raise OptionError(f"{where} is not a number")
-        try:
-            number = float(str(value).strip()) if isinstance(value, str) else float(value)
-        except (TypeError, ValueError):
-            raise OptionError(f"{where} is not a number") from None
-        if not math.isfinite(number):
-            raise OptionError(f"{where} is not a finite number")
+        number = _number(value, where)
         if spec.base is int:
             if number != int(number):
                 raise OptionError(f"{where} is not a whole number")
             number = int(number)
         if spec.low is not None and number < spec.low:
-            raise OptionError(f"{where} is below the smallest allowed value {spec.low:g}")
+            raise OptionError(f"{where} is below the smallest allowed value {_shown(spec.low)}")
         if spec.high is not None and number > spec.high:
-            raise OptionError(f"{where} is above the largest allowed value {spec.high:g}")
+            raise OptionError(f"{where} is above the largest allowed value {_shown(spec.high)}")
         value = number
     else:
         value = str(value)
@@ -181,6 +179,29 @@ def _scalar(spec: OptionSpec, value: Any) -> Any:
         allowed = ", ".join(repr(c) for c in spec.choices)
         raise OptionError(f"{where} is not one of {allowed}")
     return value
+
+
+def _shown(bound: float) -> str:
+    """A range bound as written: 4294967295, not 4.29497e+09."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def _number(value: Any, where: str) -> int | float:
+    """An int where the text is one (read exactly: through a float, 2**53 + 1 would become
+    2**53), else a finite float ("3.0" from the web UI stays acceptable for an int)."""
+    text = str(value).strip()
+    if isinstance(value, int) or text.lstrip("+-").isdigit():
+        try:
+            return int(text)
+        except ValueError:
+            raise OptionError(f"{where} is not a number") from None
+    try:
+        number = float(text) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{where} is not a number") from None
+    if not math.isfinite(number):
+        raise OptionError(f"{where} is not a finite number")
+    return number
 
 
 def _listed(value: Any) -> list[Any]:
@@ -321,7 +342,9 @@ def parse(cls: type[T], argv: Sequence[str] | None, description: str = "") -> T:
 def to_argv(cls: type, values: Mapping[str, Any]) -> list[str]:
     """Command-line arguments that give ``values`` to a task run as a subprocess.
 
-    ``None`` and empty lists are left out, so the task's own default applies.
+    ``None`` and empty lists are left out, so the task's own default applies. Values are
+    attached with ``=`` (one ``--flag=item`` per list item), so that one starting with ``-`` is
+    not taken for a flag.
     """
     known = {s.name: s for s in specs(cls)}
     argv: list[str] = []
@@ -333,9 +356,9 @@ def to_argv(cls: type, values: Mapping[str, Any]) -> list[str]:
         if spec.base is bool and not spec.is_list:
             argv.append(spec.flag if value else "--no-" + spec.flag[2:])
         elif spec.is_list:
-            argv += [spec.flag, *(str(v) for v in value)]
+            argv += [f"{spec.flag}={v}" for v in value]
         else:
-            argv += [spec.flag, str(value)]
+            argv.append(f"{spec.flag}={value}")
     return argv
 
 

@@ -9,13 +9,14 @@ be imported with ``Task.import_offline_session``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
 
 from asl_recognition.clearml_env import output_uri, prepare_environment, record_requirements_file
 from asl_recognition.options import (
@@ -136,7 +137,9 @@ def options_as_text(options: Any) -> dict[str, str]:
     return {name: value_as_text(value) for name, value in as_params(options).items()}
 
 
-def connect_options(task: Any, options: T, section: str = OPTIONS_SECTION) -> T:
+def connect_options(
+    task: Any, options: T, section: str = OPTIONS_SECTION, fields: Sequence[str] | None = None
+) -> T:
     """``task.connect`` the options under ``section``; the values the task holds, typed.
 
     Connected as text, the SDK's remote branch (an agent, a web-UI clone) hands back exactly
@@ -144,9 +147,30 @@ def connect_options(task: Any, options: T, section: str = OPTIONS_SECTION) -> T:
     an edit by the default's type first: ``"abc"`` for a list option becomes ``list("abc")``
     (its characters), and ``"forty"`` or ``"32.0"`` for an int is replaced by the default with
     only a log warning, so the task would run with values nobody chose.
+
+    ``fields``: only these are connected (the others keep ``options``' values), so the web UI
+    shows no field that the code would not read. A parameter of ``section`` that names no
+    connected option (a misspelt or a removed one, edited in the web UI) is an ``OptionError``:
+    the SDK hands back only the keys it was given (``_Arguments.copy_to_dict``,
+    clearml/backend_interface/task/args.py), so the edit would be dropped in silence.
     """
-    connected = task.connect(options_as_text(options), name=section)
-    return from_mapping(type(options), dict(connected), strict=False)
+    text = options_as_text(options)
+    if fields is not None:
+        text = {name: text[name] for name in fields}
+    connected = dict(task.connect(text, name=section))
+    prefix = f"{section}/"
+    unknown = sorted(
+        key[len(prefix) :]
+        for key in task.get_parameters()
+        if key.startswith(prefix) and key[len(prefix) :] not in text
+    )
+    if unknown:
+        raise OptionError(
+            f"the task's {section} parameters name no option: {', '.join(unknown)} "
+            f"(options: {', '.join(sorted(text))})"
+        )
+    typed = from_mapping(type(options), connected)
+    return dataclasses.replace(options, **{name: getattr(typed, name) for name in connected})
 
 
 def report_from_a_thread(task_class: Any) -> None:

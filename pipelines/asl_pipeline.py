@@ -46,7 +46,7 @@ from asl_recognition.options import (
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.pipeline import clearml_controller
 from asl_recognition.pipeline.dag import ASL_DAG, Dag
-from asl_recognition.pipeline.options import PipelineRunOptions
+from asl_recognition.pipeline.options import AGENT_RUN_FIELDS, PipelineRunOptions
 from asl_recognition.pipeline.recipe import (
     RecipeError,
     as_nested,
@@ -264,7 +264,7 @@ def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     # A "New Run" from the web UI runs the controller on an agent, so steps that ran here go
     # to the step queue an agent serves, not to the controller's own queue.
     recorded = dataclasses.replace(run, step_queue=step_queue or REMOTE_STEP_QUEUE)
-    connect_options(controller.task, recorded, RUN_SECTION)
+    connect_options(controller.task, recorded, RUN_SECTION, fields=AGENT_RUN_FIELDS)
     controller.task.connect_configuration(recipe_record(values), name=RECIPE_CONFIGURATION)
     if run.mode == "queue":
         print(f"pipeline controller enqueued on {run.queue!r}; steps on {step_queue!r}")
@@ -311,15 +311,16 @@ def remote_controller() -> int:
         reuse_last_task_id=False,
     )
     try:
-        run = connect_options(task, PipelineRunOptions(), RUN_SECTION)
+        run = connect_options(task, PipelineRunOptions(), RUN_SECTION, fields=AGENT_RUN_FIELDS)
         values = clearml_controller.stored_parameters(ASL_DAG, task.get_parameters())
-        recipe = task.get_configuration_object_as_dict(RECIPE_CONFIGURATION)
-        values.update(edited_recipe(recipe))
+        edits = edited_recipe(task.get_configuration_object_as_dict(RECIPE_CONFIGURATION))
+        values.update(edits)
     except (OptionError, RecipeError) as exc:
         message = f"asl_pipeline: error: {exc}"
         print(message, file=sys.stderr)
         task.get_logger().report_text(message)
         return 2  # the agent marks the task failed
+    clearml_controller.store_parameters(task, edits)  # or start() would read the old ones
     step_queue = run.step_queue or REMOTE_STEP_QUEUE
     # The agent passes on no shell variable: the destination chosen at launch is the one the
     # launching PipelineController stored on this task (clearml/automation/controller.py).

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from asl_recognition.data.sources import DEFAULT_SIGNER_PATTERN
 from asl_recognition.imageio import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-from asl_recognition.options import option
+from asl_recognition.options import MAX_SEED, option
 
 GROUPINGS = ("frame", "phash", "none", "signer", "source")
 
@@ -85,7 +85,7 @@ class PublishDatasetOptions:
         "SIGNER means any source)",
         metavar="SOURCE:SIGNER",
     )
-    seed: int = option(0, "seed of the group assignment")
+    seed: int = option(0, "seed of the group assignment", low=0, high=MAX_SEED)
     block_frames: int = option(150, "frames per block for --group-by frame", low=1)
     edge_frames: int = option(
         3, "frames this close across a block edge are kept in one group", low=0

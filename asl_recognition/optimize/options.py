@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asl_recognition.options import option
+from asl_recognition.options import MAX_SEED, option
 
 GRAPH_LEVELS = ("basic", "extended", "all")
 RUNTIMES = ("torch", "onnx", "triton")
@@ -40,7 +40,7 @@ class OptimizeOptions:
     threads: int = option(
         0, "onnxruntime intra-op threads for timing (0 = onnxruntime's default)", low=0
     )
-    seed: int = option(0, "seed of the calibration sample")
+    seed: int = option(0, "seed of the calibration sample", low=0, high=MAX_SEED)
     triton_requests: int = option(
         200,
         "one-sample requests sent to each variant served by the local Triton, for images/s "

@@ -81,19 +81,45 @@ def running_as_agent_task() -> bool:
 
 
 def stored_parameters(dag: Dag, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Pipeline parameter values from the controller task's ``Args/*`` (text from the web UI)."""
-    from asl_recognition.options import convert, specs
+    """Pipeline parameter values from the controller task's ``Args/*`` (text from the web UI).
+
+    An ``Args/*`` name that is no pipeline parameter (misspelt in the web UI, or a step's wired
+    input) is an ``OptionError``: it would otherwise be dropped in silence.
+    """
+    from asl_recognition.options import OptionError, convert, specs
 
     values: dict[str, Any] = {}
+    known = {f"Args/{p.name}" for p in dag.params if "/" not in p.name}
     for step in dag.steps:
         for spec in specs(step.options):
             key = f"Args/{step.name}/{spec.name}"
-            if key in parameters and spec.name not in step.wired:
-                values[f"{step.name}/{spec.name}"] = convert(spec, parameters[key])
+            if spec.name not in step.wired:
+                known.add(key)
+                if key in parameters:
+                    values[f"{step.name}/{spec.name}"] = convert(spec, parameters[key])
     for param in dag.params:
         if "/" not in param.name and f"Args/{param.name}" in parameters:
             values[param.name] = parameters[f"Args/{param.name}"]
+    unknown = sorted(
+        k[len("Args/") :] for k in parameters if k.startswith("Args/") and k not in known
+    )
+    if unknown:
+        raise OptionError(f"the pipeline has no parameter {', '.join(unknown)}")
     return values
+
+
+def store_parameters(task: Any, values: Mapping[str, Any]) -> None:
+    """Write pipeline parameter values to the controller task's ``Args/*``, as text.
+
+    ``PipelineController.start()`` connects its parameters to the task's ``Args``, and the SDK
+    then takes the text stored there over the values the controller was built with
+    (``_Arguments.copy_to_dict``, clearml/backend_interface/task/args.py): a value decided on
+    the agent (an edited recipe) must be stored there first, or the steps get the old one.
+    """
+    from asl_recognition.options import value_as_text
+
+    if values:
+        task.update_parameters({f"Args/{k}": value_as_text(v) for k, v in values.items()})
 
 
 def _git(repo_root: Path, *args: str) -> str:

@@ -101,6 +101,11 @@ class PipelineRunOptions:
     )
 
 
+# What the controller on an agent reads of its run options: the others (recipe file, mode,
+# queue, local-executor runs) were used where the pipeline was launched, so the controller task
+# records only these, and the web UI shows no field that an edit would not change.
+AGENT_RUN_FIELDS = ("step_queue", "cache", "docker_image")
+
 # Tag on ASL_raw versions that the pipeline's own validate_raw creates (the trigger skips them).
 PIPELINE_RUN_TAG = "asl-pipeline"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asl_recognition.options import option
+from asl_recognition.options import MAX_SEED, option
 from asl_recognition.paths import REPO_ROOT, SHARED_DATA
 from asl_recognition.training.architectures import ARCHITECTURES
 
@@ -59,7 +59,7 @@ class TrainOptions:
         remote_fallback="none",
         default_from=default_external,
     )
-    seed: int = option(42, "random seed")
+    seed: int = option(42, "random seed", low=0, high=MAX_SEED)
     device: str = option("auto", "compute device", choices=DEVICES)
     patience: int = option(6, "early stopping: epochs without val macro-F1 gain (0 = off)", low=0)
     max_steps: int = option(0, "cap on batches per epoch (0 = all)", low=0)

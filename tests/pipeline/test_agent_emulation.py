@@ -143,7 +143,7 @@ REMOTE_SCRIPT = textwrap.dedent("""
     from asl_recognition.tracking import init_task
     from asl_recognition.data.options import PublishDatasetOptions
     from asl_recognition.training.options import TrainOptions
-    from asl_recognition.options import as_params
+    from asl_recognition.options import as_params, specs
 
     prepare_environment()
     import clearml.task
@@ -152,8 +152,13 @@ REMOTE_SCRIPT = textwrap.dedent("""
     # The task an agent would be given, with parameters as the web UI edits them (text).
     task = Task.init(project_name="ASL", task_name="train cnn", task_type="training",
                      auto_connect_arg_parser=False, auto_resource_monitoring=False)
-    for key, text in json.loads(sys.argv[2]).items():
-        task.set_parameter("Args/" + key, text)
+    edits = json.loads(sys.argv[2])
+
+    def edit(cls, **more):
+        # the web UI's edits of this task's own options (set_parameters replaces them all)
+        known = {spec.name for spec in specs(cls)}
+        mine = {k: v for k, v in edits.items() if k in known}
+        task.set_parameters({"Args/" + k: v for k, v in {**mine, **more}.items()})
 
     def emulate_agent(remote):
         # emulation of an agent run: the SDK's own switch, read by Task.init and task.connect
@@ -162,6 +167,7 @@ REMOTE_SCRIPT = textwrap.dedent("""
     result = {}
     emulate_agent(True)
     for cls, name in ((TrainOptions, "train cnn"), (PublishDatasetOptions, "publish_dataset")):
+        edit(cls)
         ctx = init_task("ASL", name, cls(), task_type="training")
         assert ctx.task is task  # Task.init returned the agent's task
         typed = as_params(ctx.options)
@@ -169,7 +175,7 @@ REMOTE_SCRIPT = textwrap.dedent("""
     emulate_agent(False)  # control: the local branch writes the defaults over the edits
     result["local"] = dict(task.connect({"epochs": "30"}, name="Args"))
     emulate_agent(True)
-    task.set_parameter("Args/epochs", "forty")
+    edit(TrainOptions, **json.loads(sys.argv[3]))  # the last edit, which the task refuses
     print("RESULT " + json.dumps(result), flush=True)
     init_task("ASL", "train cnn", TrainOptions(), task_type="training")
     print("NOT REACHED", flush=True)
@@ -199,6 +205,7 @@ def test_web_ui_edits_come_back_typed_through_the_sdk_remote_branch(tmp_path):
         str(script),
         str(REPO_ROOT),
         json.dumps(WEB_UI_EDITS),
+        json.dumps({"epochs": "forty"}),
         env=agent_env(tmp_path, "remote"),
         timeout=DEADLINE_S,
     )
@@ -226,6 +233,24 @@ def test_web_ui_edits_come_back_typed_through_the_sdk_remote_branch(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_web_ui_edit_to_no_option_is_refused_through_the_sdk_remote_branch(tmp_path):
+    """A misspelt parameter name: the SDK hands back only the keys connected, so the edit would
+    be dropped in silence; the task refuses it in one line instead."""
+    script = tmp_path / "remote_connect.py"
+    script.write_text(REMOTE_SCRIPT)
+    proc = run_script(
+        str(script),
+        str(REPO_ROOT),
+        json.dumps(WEB_UI_EDITS),
+        json.dumps({"epoch": "3"}),
+        env=agent_env(tmp_path, "remote"),
+        timeout=DEADLINE_S,
+    )
+    assert proc.returncode == 2 and "NOT REACHED" not in proc.stdout, proc.stderr[-3000:]
+    assert "train cnn: error: the task's Args parameters name no option: epoch (" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. the pipeline controller on an agent
 
@@ -239,13 +264,13 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     # install_signal_handlers runs in this process: pytest's handlers are put back afterwards
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    stored_run = {"mode": "queue", "queue": "services", "step_queue": "gpu", "cache": "False"}
+    stored_run = {"step_queue": "gpu", "cache": "False"}
     stored_params = {
         "Args/train/epochs": "40",
         "Args/train/register": "False",
         "Args/publish_dataset/split": "[0.6, 0.2, 0.2]",
         "Args/raw_version": "raw-id",
-        "Run/queue": "services",
+        "Run/step_queue": "gpu",
     }
     mock_task = mock.create_autospec(clearml.Task, instance=True)
     mock_task.output_uri = "s3://bucket/asl"  # what the launching controller stored on it
@@ -311,6 +336,103 @@ def test_remote_controller_refuses_a_bad_web_ui_value_in_one_line(monkeypatch, c
     assert err.startswith("asl_pipeline: error: --epochs: 'forty'") and "\n" not in err
     mock_build.assert_not_called()
     mock_task.get_logger.return_value.report_text.assert_called_once_with(err)
+
+
+REMOTE_CONTROLLER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/pipelines")
+    from asl_recognition.clearml_env import prepare_environment
+    prepare_environment()
+    import asl_pipeline
+    import clearml.task
+    from clearml import PipelineController
+    from asl_recognition.pipeline import clearml_controller
+    from asl_recognition.pipeline.dag import ASL_DAG
+    from asl_recognition.pipeline.options import AGENT_RUN_FIELDS, PipelineRunOptions
+    from asl_recognition.pipeline.recipe import load_recipe
+    from asl_recognition.tracking import connect_options
+
+    # mocks of what needs a server: step templates, the pipeline's version and hash lookups
+    clearml_controller.template_resolver = lambda dag, image=None: lambda step: "tpl-" + step.name
+    PipelineController._handle_pipeline_version = lambda self: None
+    PipelineController._get_task_hash = lambda self: "mock-hash"
+    seen = {}
+
+    def start_stand_in(self, queue=None, **kwargs):
+        # start() begins with the SDK's own serialisation (connecting the parameters to Args);
+        # what follows (launching step tasks) needs a server
+        self._serialize_pipeline_task()
+        seen["args"] = dict(self._pipeline_args)
+        return True
+
+    PipelineController.start = start_stand_in
+    PipelineController.is_successful = lambda self, *a, **k: True
+
+    # the launch: --mode queue --config configs/run.yaml train.epochs=4, as run_clearml records it
+    values = load_recipe(ASL_DAG, "configs/run.yaml", ["train.epochs=4"])
+    controller = clearml_controller.build_controller(ASL_DAG, values, base_task_id=lambda s: "t")
+    task = controller.task
+    run = PipelineRunOptions(mode="queue", step_queue="default")
+    connect_options(task, run, asl_pipeline.RUN_SECTION, fields=AGENT_RUN_FIELDS)
+    task.connect_configuration(asl_pipeline.recipe_record(values), name="recipe")
+    controller.start(queue="services")
+    seen.clear()
+
+    # the web UI's edits of the cloned controller
+    edits = json.loads(sys.argv[2])
+    if "recipe" in edits:
+        recipe = task.get_configuration_object_as_dict("recipe")
+        for dotted, value in edits.pop("recipe").items():
+            step, name = dotted.split(".")
+            recipe[step][name] = value
+        task.set_configuration_object("recipe", config_dict=recipe)
+    for key, text in edits.items():
+        task.set_parameter(key, text)
+
+    # the agent: the SDK's remote switch (emulation), then the project's agent branch
+    clearml.task.running_remotely = lambda: True
+    task.running_locally = lambda: False
+    code = asl_pipeline.remote_controller()
+    print("RESULT " + json.dumps({"code": code, "args": seen.get("args")}, default=str))
+""")
+
+
+def remote_controller_run(tmp_path: Path, edits: dict) -> tuple[dict, str]:
+    script = tmp_path / "remote_controller.py"
+    script.write_text(REMOTE_CONTROLLER_SCRIPT)
+    proc = run_script(
+        str(script), str(REPO_ROOT), json.dumps(edits), env=agent_env(tmp_path, "ctl"),
+        timeout=DEADLINE_S,
+    )  # fmt: skip
+    assert "RESULT " in proc.stdout, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0]), proc.stderr
+
+
+def test_an_edited_recipe_reaches_the_steps_through_the_sdk_remote_branch(tmp_path):
+    """The recipe object edited in the web UI wins (docs/server-path.md): its values must be
+    what the SDK's own start() hands the steps, which takes the text stored under Args over the
+    values the controller was built with."""
+    result, _ = remote_controller_run(
+        tmp_path, {"recipe": {"train.epochs": 9}, "Args/train/lr": "0.01", "Run/cache": "false"}
+    )
+    assert result["code"] == 0
+    assert str(result["args"]["train/epochs"]) == "9"  # was 4 at launch
+    assert str(result["args"]["train/lr"]) == "0.01"  # an Args edit, beside the recipe's
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("Args/train/patiencee", "the pipeline has no parameter train/patiencee"),
+        ("Run/config", "the task's Run parameters name no option: config"),
+    ],
+)
+def test_a_controller_edit_that_would_change_nothing_is_refused(tmp_path, key, message):
+    """A misspelt pipeline parameter, or a run option the agent does not read (the recipe file
+    was read at launch): one line and exit 2, not a run that ignores the edit."""
+    result, err = remote_controller_run(tmp_path, {key: "3"})
+    assert result["code"] == 2 and result["args"] is None
+    assert f"asl_pipeline: error: {message}" in err and "Traceback" not in err
 
 
 def test_agent_branch_needs_a_task_id_and_no_forced_offline_mode(monkeypatch):

@@ -127,7 +127,7 @@ def test_latest_is_read_as_the_newest_id_at_each_run(repo, tmp_path):
     _, said = run(repo, tmp_path, {"raw_version": "latest"})
     newer = raw_version(tmp_path, "new")
     executor, said = run(repo, tmp_path, {"raw_version": "latest"})
-    assert ran(tmp_path, "use") == [["--raw", first], ["--raw", newer]]
+    assert ran(tmp_path, "use") == [["--raw=" + first], ["--raw=" + newer]]
     assert executor.outputs()["use"] == {"dataset_id": newer}
     with pytest.raises(StepFailed, match="no dataset ASL_raw version 9.9.9"):
         run(repo, tmp_path, {"raw_version": "9.9.9"})
@@ -207,6 +207,6 @@ def test_several_references_and_another_raw_dataset_name_are_pinned(repo, tmp_pa
     source.write_text("mine")
     mine = LocalDatasetStore(tmp_path / "ws" / "datasets").create("MyRaw", {"a.txt": source}).id
     _, said = run(repo, tmp_path, {"raw_version": f"{first},latest"})
-    assert ran(tmp_path, "use") == [["--raw", f"{first},{newest}"]]
+    assert ran(tmp_path, "use") == [[f"--raw={first},{newest}"]]
     pinned = pinned_references({"raw_dataset_id": "latest"}, {"raw_dataset_id": "MyRaw"})
     assert pinned == {"raw_dataset_id": mine}

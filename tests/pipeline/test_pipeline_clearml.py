@@ -247,9 +247,9 @@ def test_queue_mode_records_run_options_and_starts_controller_on_the_queue(mock_
     assert mock_controller["params"]["train/epochs"] == 4
     assert mock_controller["docker_image"] == "python:3.11-slim-bookworm"
     # what the agent reads back (remote_controller): the run options and the recipe
-    controller.task.connect.assert_called_once_with(
-        options_as_text(run), name=asl_pipeline.RUN_SECTION
-    )
+    # (only what the agent reads: an edit of the others would change nothing)
+    recorded_run = {k: options_as_text(run)[k] for k in ("step_queue", "cache", "docker_image")}
+    controller.task.connect.assert_called_once_with(recorded_run, name=asl_pipeline.RUN_SECTION)
     recorded = controller.task.connect_configuration.call_args
     assert recorded.kwargs["name"] == asl_pipeline.RECIPE_CONFIGURATION
     assert asl_pipeline.edited_recipe(recorded.args[0]) == {}  # as launched: Args hold it
@@ -355,7 +355,7 @@ def test_a_run_started_here_records_an_agent_queue_for_its_steps(mock_controller
     asl_pipeline.run_clearml(PipelineRunOptions(mode="local"), {})
     recorded = mock_controller["controller"].task.connect.call_args.args[0]
     assert recorded["step_queue"] == asl_pipeline.REMOTE_STEP_QUEUE == "default"
-    assert recorded["queue"] == "services"
+    assert "queue" not in recorded  # the controller's own queue: the agent has no use for it
 
 
 def test_steps_for_agents_are_refused_from_code_an_agent_cannot_clone(

@@ -155,12 +155,10 @@ def test_dag_params_refs_parents_and_argv(repo):
     assert dag.descendants("step_b") == ["step_b", "step_c"]
     step_b = dag.step("step_b")
     # wired values always, others only when they differ from the declared default
-    assert step_argv(step_b, {"value": "x", "size": 8, "flag": False}) == ["--value", "x"]
+    assert step_argv(step_b, {"value": "x", "size": 8, "flag": False}) == ["--value=x"]
     assert step_argv(step_b, {"value": "x", "size": "16", "flag": "True"}) == [
-        "--value",
-        "x",
-        "--size",
-        "16",
+        "--value=x",
+        "--size=16",
         "--flag",
     ]
     opts = load_options(repo)
@@ -181,9 +179,9 @@ def test_run_passes_outputs_by_id_and_streams_progress(repo, tmp_path):
     assert state["status"] == "completed"
     seen = calls(tmp_path)
     assert [c["step"] for c in seen] == ["step_a", "step_b", "step_c"]
-    assert seen[0]["argv"] == ["--value", "raw1"]
-    assert seen[1]["argv"] == ["--value", "step_a-raw1-8", "--size", "16", "--flag"]
-    assert seen[2]["argv"] == ["--value", "step_b-step_a-raw1-8-16"]
+    assert seen[0]["argv"] == ["--value=raw1"]
+    assert seen[1]["argv"] == ["--value=step_a-raw1-8", "--size=16", "--flag"]
+    assert seen[2]["argv"] == ["--value=step_b-step_a-raw1-8-16"]
     assert state["steps"]["step_b"]["outputs"]["flag"] is True  # typed by the script's parse
     assert state["steps"]["step_c"]["outputs"]["id"] == "step_c-step_b-step_a-raw1-8-16-None"
     text = out.getvalue()
@@ -295,7 +293,7 @@ def test_skip_when_and_from_step(repo, tmp_path):
     executor = make(repo, tmp_path, params={"skip_a_with": "given-id"})
     state = executor.run()
     assert state["steps"]["step_a"]["status"] == "skipped"
-    assert calls(tmp_path)[0]["argv"][:2] == ["--value", "given-id"]
+    assert calls(tmp_path)[0]["argv"][:1] == ["--value=given-id"]
     again = make(repo, tmp_path, run_id=executor.run_id)
     again.run(from_step="step_c")
     assert [c["step"] for c in calls(tmp_path)] == ["step_b", "step_c", "step_c"]

@@ -45,9 +45,14 @@ def test_real_pipeline_fails_with_step_error_then_resumes(tmp_path):
     assert [state["steps"][s]["status"] for s in STEPS] == ["completed"] * DONE + ["failed"]
     outputs = {s: state["steps"][s].get("outputs", {}) for s in STEPS}
     # ids flow between steps: each consumer was called with its producer's id
-    assert outputs["validate_raw"]["raw_dataset_id"] in state["steps"]["publish_dataset"]["argv"]
-    assert outputs["publish_dataset"]["dataset_id"] in state["steps"]["train"]["argv"]
-    assert outputs["train"]["model_id"] in state["steps"]["select_best"]["argv"]
+
+    def given(step: str, flag: str) -> str:
+        (value,) = [a.split("=", 1)[1] for a in state["steps"][step]["argv"] if a.startswith(flag)]
+        return value
+
+    assert outputs["validate_raw"]["raw_dataset_id"] == given("publish_dataset", "--raw-version=")
+    assert outputs["publish_dataset"]["dataset_id"] == given("train", "--dataset-version=")
+    assert outputs["train"]["model_id"] == given("select_best", "--model-id=")
     assert outputs["select_best"] == {
         "production_model_id": outputs["train"]["model_id"],
         "promoted": True,

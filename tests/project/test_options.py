@@ -142,6 +142,12 @@ def test_web_ui_edits_are_typed_again() -> None:
         (PublishDatasetOptions, {"image_size": "4096"}, "above the largest allowed value 1024"),
         (SelectBestOptions, {"model_idd": "m"}, "unknown option(s): model_idd"),
         (SelectBestOptions, {"metric": None}, "--metric: a value is needed"),
+        # a yes/no field cleared in the web UI is no answer (it had turned gates off)
+        (SelectBestOptions, {"holdout_gate": ""}, "--holdout-gate: '' is not a yes/no value"),
+        (TrainOptions, {"register": " "}, "--register: ' ' is not a yes/no value"),
+        # seeds numpy and torch cannot take: one line, not a traceback in torch.manual_seed
+        (TrainOptions, {"seed": "1e30"}, "above the largest allowed value 4294967295"),
+        (TrainOptions, {"seed": "-1"}, "--seed: '-1' is below the smallest allowed value 0"),
     ],
 )
 def test_bad_values_give_one_line_errors(cls, values, message) -> None:
@@ -149,6 +155,21 @@ def test_bad_values_give_one_line_errors(cls, values, message) -> None:
         from_mapping(cls, values)
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_whole_numbers_are_read_exactly_and_3_0_still_counts() -> None:
+    """Through a float, 2**53 + 1 became 2**53: another value, with no message."""
+    big = str(2**53 + 1)
+    assert from_mapping(TrainOptions, {"max_steps": big}).max_steps == 2**53 + 1
+    assert from_mapping(TrainOptions, {"epochs": "3.0", "seed": "+7"}).epochs == 3
+    assert from_mapping(TrainOptions, {"seed": "+7"}).seed == 7
+
+
+def test_values_starting_with_a_dash_survive_the_generated_command_line() -> None:
+    """The local executor's argv: ``--flag -x`` made argparse read ``-x`` as a flag."""
+    pub = settle(PublishDatasetOptions, signer_pattern="-s(\\d+)", holdout_group=["-a", "b"])
+    argv = to_argv(PublishDatasetOptions, as_params(pub))
+    assert parse(PublishDatasetOptions, argv) == pub
 
 
 def test_bad_cli_value_exits_2_with_one_line(capsys) -> None:
