@@ -187,7 +187,7 @@ def publish_dataset(
     report_dir = run_report_dir(name)
     if plan.leaky:
         warnings.warn(
-            "--grouping none: per-image random split; near-identical video frames cross "
+            "--group-by none: per-image random split; near-identical video frames cross "
             "train/val/test and inflate accuracy (manifest leaky=true)",
             stacklevel=2,
         )
