@@ -1,7 +1,11 @@
 # Quick start: `make run` (set-up, then the whole pipeline on the bundled real images)
 #              `make test` (set-up, then every test and linter).
 SHELL := /bin/bash
-PYTHON ?= python3
+# The pins (numpy 1.26, torch) have wheels for Python 3.11 and 3.12 only: the first of these
+# that is one, unless PYTHON is given.
+SUPPORTED_PYTHON := import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+	$$p -c '$(SUPPORTED_PYTHON)' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -14,6 +18,9 @@ SHARED_DATA ?= $(CURDIR)/../shared/data
 	recipe-generalise
 
 $(STAMP): $(REQS)
+	@test -x $(PY) || $(PYTHON) -c '$(SUPPORTED_PYTHON)' 2>/dev/null || { echo "make: the pinned \
+	requirements need Python 3.11 or 3.12, and '$(PYTHON)' is none (tried python3.11, python3.12, \
+	python3): install one, or run make PYTHON=/path/to/python3.11" >&2; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
@@ -39,7 +46,7 @@ lint: install
 	$(BIN)/flake8
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/zizmor --offline .github/workflows
-	$(BIN)/hadolint triton/server/Dockerfile triton/client/Dockerfile triton/web/Dockerfile
+	$(BIN)/hadolint triton/*/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec triton/docker-compose.yml
 
 format: install

@@ -28,6 +28,7 @@ import yaml
 from asl_recognition.paths import REPO_ROOT
 
 STEPS_REQS = "requirements.txt"
+REQS_FILES = ("requirements.txt", "requirements-serving.txt", "requirements-dev.txt")  # make's
 OTHER_REQS = ("requirements-serving.txt", "requirements-dev.txt")
 ENQUEUE_REQS = "requirements-enqueue.txt"
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
@@ -335,3 +336,41 @@ def test_the_enqueue_job_installs_enough_for_its_command(
 
 
 OWNERS = "import importlib.metadata as m, json; print(json.dumps(m.packages_distributions()))"
+
+
+def fake_pythons(folder: Path, version: str) -> Path:
+    """python3.11, python3.12 and python3 that all report ``version`` (a 3.13-only machine)."""
+    folder.mkdir()
+    real = shutil.which("python3.11") or sys.executable
+    major, minor = version.split(".")
+    for name in ("python3.11", "python3.12", "python3"):
+        script = folder / name
+        script.write_text(
+            "#!/bin/sh\n"
+            f'if [ "$1" = "-c" ]; then exec {real} -c "import sys; sys.version_info = '
+            f'({major}, {minor}, 0); $2"; fi\n'
+            f'exec {real} "$@"\n'
+        )
+        script.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("version, refused", [("3.13", True), ("3.12", False)])
+def test_make_install_picks_a_python_the_pins_support(tmp_path: Path, version, refused) -> None:
+    """Debian 13 / Ubuntu 25.04's python3 is 3.13, on which pip ended ``make run`` in a
+    ResolutionImpossible on numpy: ``make`` now takes python3.11 or python3.12, or says in one
+    line that it needs one, before any venv is made."""
+    for name in ("Makefile", *REQS_FILES):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    env = {**os.environ, "PATH": f"{fake_pythons(tmp_path / 'bin', version)}:{os.environ['PATH']}"}
+    if refused:
+        proc = subprocess.run(
+            ["make", "-C", str(tmp_path), "install"], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 2 and not (tmp_path / ".venv").exists()
+        assert "need Python 3.11 or 3.12" in proc.stderr and "PYTHON=" in proc.stderr
+    else:  # the first supported one is taken (a dry run: no venv is made)
+        proc = subprocess.run(
+            ["make", "-n", "-C", str(tmp_path), "install"], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0 and "python3.11 -m venv .venv" in proc.stdout
