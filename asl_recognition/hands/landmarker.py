@@ -4,7 +4,7 @@ Runtime: LiteRT (``ai-edge-litert``) runs MediaPipe's two ``.tflite`` files as t
 ``mediapipe`` package itself is not used: it requires protobuf<5, which this project's onnx,
 tensorboard and tritonclient pins exclude. ONNX is not used yet: tflite2onnx cannot convert the
 palm detector and tf2onnx pulls TensorFlow. LiteRT needs only numpy, has a cp310 wheel for the
-Triton 24.10 image's Python backend (1.4.0), and all pre/post-processing is numpy
+Triton 24.10 image's Python backend (2.3.0, as pinned here), and all pre/post-processing is numpy
 (``geometry``), so a later switch of the two model calls to ONNX on GPU leaves the rest as is.
 """
 
