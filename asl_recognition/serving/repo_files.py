@@ -152,6 +152,18 @@ def remove_version(root: Path, model_dir: Path, version: int) -> None:
     shutil.rmtree(path)
 
 
+def remove_unused_hands(root: Path, model_name: str, recorded: dict[str, dict]) -> str | None:
+    """Delete ``<name>_hands`` when the model no longer uses it (a landmark model replaced by an
+    image model), if a build of this repository wrote it: Triton would keep its Python stub and
+    LiteRT loaded for a model that nothing calls, and it would look served."""
+    name = f"{model_name}_hands"
+    path = inside(root, root / name)
+    if name not in recorded or not path.is_dir() or path.is_symlink():
+        return None
+    shutil.rmtree(path)
+    return name
+
+
 def check_platform(model_dir: Path, platform: str) -> None:
     """Refuse to overwrite a folder that holds a model of another platform or backend."""
     config_file = model_dir / "config.pbtxt"

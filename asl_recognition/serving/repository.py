@@ -68,6 +68,7 @@ from asl_recognition.serving.repo_files import (
     remove_changed_versions,
     remove_incompatible,
     remove_staging_leftovers,
+    remove_unused_hands,
     remove_version,
     update_versions,
     version_numbers,
@@ -327,6 +328,8 @@ def _write_models(
         if hands_cfg is None
         else _write_hands(root, dirs["hands"], hands_cfg, newest["hands"])
     )
+    # after the ensemble that no longer names it
+    unused = None if "hands" in dirs else remove_unused_hands(root, opts.model_name, record)
     version, reused, pruned = update_versions(
         root, model_dir, onnx_path, classes, opts.keep_versions, newest["onnx"]
     )
@@ -337,7 +340,7 @@ def _write_models(
         "onnx_model": model_dir.name,
         "versions": version_numbers(model_dir),
         "pruned": sorted(incompatible + pruned),
-        "removed_changed": changed,
+        "removed_changed": changed + ([unused] if unused else []),
         "reused": reused,
         "ensemble": opts.ensemble,
     }

@@ -265,6 +265,21 @@ def test_class_list_that_does_not_match_the_model_is_refused(tiny_models, tmp_pa
         build_repository(tiny_models["a"].onnx, wrong, tmp_path / "repo")
 
 
+def test_a_class_file_with_a_byte_order_mark_gives_clean_labels(tiny_models, tmp_path) -> None:
+    """A Windows editor's BOM had become part of the first label (Triton answered "\ufeffA");
+    text that is not UTF-8 is one line naming the file."""
+    names = read_class_file(str(tiny_models["a"].classes))
+    marked = tmp_path / "bom.txt"
+    marked.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(names).encode() + b"\r\n")
+    build_repository(tiny_models["a"].onnx, marked, tmp_path / "repo")
+    labels = (tmp_path / "repo" / "asl" / "labels.txt").read_bytes()
+    assert labels.startswith(names[0].encode() + b"\n") and read_class_file(str(marked)) == names
+    wide = tmp_path / "utf16.txt"
+    wide.write_text("\n".join(names), encoding="utf-16")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(wide))}: class names are not UTF-8"):
+        build_repository(tiny_models["a"].onnx, wide, tmp_path / "repo2")
+
+
 def test_source_training_task_fetches_artifacts_by_id(tiny_models) -> None:
     a = tiny_models["a"]
 
@@ -364,6 +379,27 @@ def test_landmark_classifier_gets_the_hand_pipeline(tmp_path) -> None:
     from asl_recognition.hands import verify_models
 
     verify_models(repo / "signs_hands" / "2")
+
+
+def test_an_image_model_replacing_a_landmark_model_removes_its_hand_step(
+    tiny_models, tmp_path
+) -> None:
+    """The same name, a landmark model then an image model: ``<name>_hands`` had stayed, loaded
+    by a polling Triton (a Python stub and LiteRT) for a model nothing calls."""
+    onnx_path, classes = _landmark_model(tmp_path)
+    repo = tmp_path / "repo"
+    build_repository(onnx_path, classes, repo)
+    assert (repo / "asl_hands" / "config.pbtxt").is_file()
+    info = build_repository(tiny_models["a"].onnx, tiny_models["a"].classes, repo)
+    assert not (repo / "asl_hands").exists() and "asl_hands" in info["removed_changed"]
+    ensemble = (repo / "asl" / "config.pbtxt").read_text()
+    assert "asl_hands" not in ensemble
+    manifest = json.loads((repo / ".asl-manifest.json").read_text())
+    assert "asl_hands" not in manifest["models"]
+    # a folder of that name that no build wrote is not the build's to delete
+    (repo / "asl_hands").mkdir()
+    build_repository(tiny_models["a2"].onnx, tiny_models["a2"].classes, repo)
+    assert (repo / "asl_hands").is_dir()
 
 
 @pytest.mark.parametrize(
