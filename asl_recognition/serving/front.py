@@ -12,7 +12,9 @@ loopback only and this app, on the public port, forwards ``/v2/...`` to it:
 - reading the body and Triton's answer share ``request_timeout`` seconds (408 for a body not
   received in time, 504 for an answer not given in time); a client that stops reading its
   answers has as long again to take them, then its connection is reset; headers are due within
-  ``header_timeout`` (:class:`~asl_recognition.serving.limits.HeaderDeadline`);
+  ``header_timeout``, and one address holds at most ``client_connections`` connections
+  (:class:`~asl_recognition.serving.limits.HeaderDeadline`); the client is the socket's peer,
+  never an ``X-Forwarded-For`` header;
 - only the inference API is forwarded (404 for Triton's admin API: shared memory, logging,
   model control), and an inference request whose JSON would crash Triton is refused (400)
   (:mod:`asl_recognition.serving.front_checks`).
@@ -101,6 +103,11 @@ class FrontLimits:
     )
     max_connections: int = option(
         64, "connections and requests the front serves at once; beyond: 503", low=1
+    )
+    client_connections: int = option(
+        48,
+        "connections one client address may hold open (0: no cap); more are closed at once",
+        low=0,
     )
     header_timeout: float = option(
         10.0,
@@ -281,7 +288,11 @@ class FrontServer:
             http=header_deadline(  # the web app's options have no header_timeout
                 getattr(limits, "header_timeout", FrontLimits.header_timeout),
                 limits.request_timeout,  # also the time a client may leave an answer unread
+                limits.client_connections,
             ),
+            # the client is the socket's peer: uvicorn's default took X-Forwarded-For from any
+            # loopback peer, so a local client named a new address per request past its limit
+            proxy_headers=False,
             timeout_keep_alive=5,
             h11_max_incomplete_event_size=64 * 1024,  # request line + headers
             lifespan="on",

@@ -1,7 +1,7 @@
 """What one request and one client may cost a web app here, shared by the front and the live
 page's app: a body read up to a cap (400/413), per-client token buckets (429), a deadline on
-each request's headers (:class:`HeaderDeadline`) and the one refusal type both answer with, as
-JSON ``{"error": ...}``.
+each request's headers and a cap on each client's connections (:class:`HeaderDeadline`) and the
+one refusal type both answer with, as JSON ``{"error": ...}``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import socket
 import struct
 import termios
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -155,16 +155,28 @@ class HeaderDeadline(H11Protocol):
     deadline passes with answers unsent, the buffer is looked at every ``write_timeout`` seconds
     until it is empty: the connection is reset when none of it went out in that time. A slow
     client that keeps reading gets its whole answer.
+
+    The deadlines bound each connection, not how many one client opens: a client reconnecting
+    as each was closed held every slot all the same. So one address may hold at most
+    ``client_connections`` (0: no cap); a connection past that is closed at once, unread.
     """
 
     header_timeout = 10.0
     write_timeout = 30.0
+    client_connections = 0
+    open_by_client: Counter[str] = Counter()  # each server's own (:func:`header_deadline`)
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self._headers_due: asyncio.TimerHandle | None = None
         self._write_due: asyncio.TimerHandle | None = None
         self._sent_then = 0  # what had gone out when the write deadline was last armed
         super().connection_made(CountingTransport(transport))
+        self._peer = self.client[0] if self.client else None  # None: a Unix socket, not counted
+        if self._peer is not None:
+            self.open_by_client[self._peer] += 1
+            if 0 < self.client_connections < self.open_by_client[self._peer]:
+                self.transport.close()
+                return
         self._arm()
 
     def _arm(self) -> None:
@@ -248,14 +260,26 @@ class HeaderDeadline(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._stop_write_deadline()
+        if self._peer is not None:
+            self.open_by_client[self._peer] -= 1
+            if self.open_by_client[self._peer] <= 0:
+                del self.open_by_client[self._peer]
         super().connection_lost(exc)
 
 
-def header_deadline(seconds: float, write_seconds: float = 30.0) -> type[HeaderDeadline]:
-    """:class:`HeaderDeadline` with ``seconds`` for headers and ``write_seconds`` for a paused
-    write (uvicorn takes a protocol class, not values)."""
+def header_deadline(
+    seconds: float, write_seconds: float = 30.0, client_connections: int = 0
+) -> type[HeaderDeadline]:
+    """:class:`HeaderDeadline` with ``seconds`` for headers, ``write_seconds`` for a paused
+    write and at most ``client_connections`` per client address (uvicorn takes a protocol
+    class, not values; each server gets its own count of open connections)."""
     return type(
         "HeaderDeadline",
         (HeaderDeadline,),
-        {"header_timeout": seconds, "write_timeout": write_seconds},
+        {
+            "header_timeout": seconds,
+            "write_timeout": write_seconds,
+            "client_connections": client_connections,
+            "open_by_client": Counter(),
+        },
     )

@@ -7,11 +7,14 @@ before Triton sees anything, and every refusal is JSON ``{"error": "..."}`` with
 - a body over ``max_frame_bytes``: 413 (by ``Content-Length`` before reading, or as soon as a
   streamed body passes the cap; the connection is then closed); a ``Content-Length`` that is
   not a size: 400 (the front's :func:`~asl_recognition.serving.limits.read_capped`);
-- more than ``rate`` frames/s from one address (``burst`` at once): 429 with ``Retry-After``,
-  nothing queues;
-- bytes that are not an image (read from the header, no pixel decoded): 415;
+- more than ``rate`` frames/s from one address (``burst`` at once), or more than
+  ``frames_in_flight`` of its frames at once: 429 with ``Retry-After``, nothing queues;
+- bytes that are not an image (read from the header, no pixel decoded): 415; an image that
+  decodes to more than ``max_frame_pixels`` (read from the header too): 413;
 - a POST whose ``Origin`` is not this page's own (another site's script): 403. No response
   carries ``Access-Control-*`` headers, so browsers never let another origin read an answer;
+- a ``Host`` header not naming this server (another site's name resolved to loopback, DNS
+  rebinding, which makes its script same-origin): 400 (``allowed_hosts`` adds names);
 - Triton not answering: 503 with ``"triton": "down"`` (the page says so and keeps trying);
   no answer within ``request_timeout``: 504; a frame not received within it either: 408;
   a photo Triton refuses: 422 with its sentence;
@@ -23,19 +26,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from asl_recognition import imageio
-from asl_recognition.serving.limits import Refused, TokenBuckets, rate_limit, read_capped
+from asl_recognition.serving.limits import (
+    Refused,
+    TokenBuckets,
+    client_of,
+    rate_limit,
+    read_capped,
+)
 
 from .options import PageOptions, WebLimits, WebOptions
 from .triton_link import FrameRefused, ModelUnfit, TritonDown, TritonLink
@@ -91,6 +102,7 @@ class FrameHandler:
     def __init__(self, link: TritonLink, limits: WebLimits) -> None:
         self.link, self.limits = link, limits
         self.buckets = TokenBuckets(limits.rate, limits.burst)
+        self.in_flight: Counter[str] = Counter()  # frames being received or answered, by client
 
     def check_client(self, request: Request) -> None:
         if not same_origin(request):
@@ -98,20 +110,47 @@ class FrameHandler:
             raise Refused(403, "cross_origin", refusal)
         rate_limit(self.buckets, request, "frames")
 
-    @staticmethod
-    def check_image(photo: bytes) -> None:
+    def check_image(self, photo: bytes) -> None:
         """The header alone says whether this is an image the hand step can decode: a format
         the project does not read, a bomb, or truncated or corrupt bytes are the client's 415
-        (``imageio`` turns every parse failure into an ``ImageDecodeError``), never a 500."""
+        (``imageio`` turns every parse failure into an ``ImageDecodeError``), never a 500.
+        Pixels cost the hand step (40 MP took 4 s and 1 GB of Triton's one instance, from a
+        1.6 KB WebP), so past ``max_frame_pixels`` as decoded there: 413."""
         try:
-            imageio.read_header(photo).close()
+            header = imageio.read_header(photo)
         except imageio.ImageDecodeError as exc:
             raise Refused(
                 415, "not_image", f"not an image the model can read ({exc.reason}): {exc.detail}"
             ) from None
+        with header:
+            (width, height), pixels = header.size, imageio.decode_pixels(header)
+        cap = self.limits.max_frame_pixels
+        if pixels > cap:
+            raise Refused(
+                413, "too_many_pixels",
+                f"the image is {width}x{height} and decodes to {pixels} pixels; the limit is "
+                f"{cap} ({cap / 1e6:g} MP): send it scaled down",
+            )  # fmt: skip
 
     async def answer(self, request: Request) -> dict:
+        """The frame's answer, or :class:`Refused`; counted in flight while it is worked on."""
         self.check_client(request)
+        client = client_of(request)
+        if self.in_flight[client] >= self.limits.frames_in_flight:
+            raise Refused(
+                429, "in_flight",
+                f"{client} has {self.in_flight[client]} frames in flight already, the most one "
+                "client may have: send the next once one is answered", {"Retry-After": "1"},
+            )  # fmt: skip
+        self.in_flight[client] += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight[client] -= 1
+            if not self.in_flight[client]:
+                del self.in_flight[client]
+
+    async def _answer(self, request: Request) -> dict:
         timeout = self.limits.request_timeout
         try:  # the header deadline ends with the headers: a trickled body would hold its slot
             photo = await asyncio.wait_for(
@@ -190,8 +229,17 @@ def create_app(options: WebOptions, routes: list | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=known_hosts(options))
+    app.add_middleware(SecurityHeaders)  # outermost: on the Host refusals too
     return app
 
 
-__all__ = ["create_app", "same_origin"]
+def known_hosts(options: WebOptions) -> list[str]:
+    """The names a ``Host`` header may give (an IPv6 address in brackets, as Starlette reads
+    it): another name is a browser sent here by DNS rebinding, whose script the same-origin
+    check would take for the page's own."""
+    hosts = [options.host, "localhost", "127.0.0.1", "::1", *options.allowed_hosts]
+    return hosts + [f"[{h}]" for h in hosts if ":" in h]
+
+
+__all__ = ["create_app", "known_hosts", "same_origin"]

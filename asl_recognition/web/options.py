@@ -19,6 +19,15 @@ class WebLimits:
     max_frame_bytes: int = option(
         8 * MIB, "largest frame or photo in bytes (a phone photo fits); larger: 413", low=1
     )
+    max_frame_pixels: int = option(
+        16_000_000,
+        "most pixels a frame may decode to, read from its header (a 12 MP phone photo fits; a "
+        "JPEG counts as the hand step decodes it); more: 413",
+        low=1,
+    )
+    frames_in_flight: int = option(
+        2, "frames one client address may have in flight at once (two tabs); more: 429", low=1
+    )
     rate: float = option(
         15.0, "frames per second per client address (0: no limit); beyond: 429", low=0.0
     )
@@ -31,6 +40,11 @@ class WebLimits:
     )
     max_connections: int = option(
         32, "connections and requests the app serves at once; beyond: 503", low=1
+    )
+    client_connections: int = option(
+        8,
+        "connections one client address may hold open (0: no cap); more are closed at once",
+        low=0,
     )
 
 
@@ -63,6 +77,12 @@ class WebOptions(WebLimits, PageOptions, DashboardOptions):
         "127.0.0.1", "address the app listens on (loopback; 0.0.0.0 only behind a proxy)"
     )
     port: int = option(8080, "port the app listens on", low=1, high=65535)
+    allowed_hosts: list[str] = option(
+        [],
+        "host names the app answers to besides --host, localhost, 127.0.0.1 and ::1 (a reverse "
+        "proxy's public name); another Host header: 400",
+        metavar="NAME",
+    )
 
 
 __all__ = ["PageOptions", "WebLimits", "WebOptions"]

@@ -6,6 +6,8 @@ labelled output with ``class_count`` (Triton's own top-k, "prob:index:label"), `
 What the model offers is read once from its metadata and config (like ``client.read_spec``) and
 read again after Triton was unreachable: a restarted server may serve another model. A model
 the page cannot use (no photo bytes in) is remembered the same way, not asked again per frame.
+The channel retries a lost Triton every second (:func:`channel_args`), so the page answers again
+within about a second of Triton's return.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 HAND_OUTPUTS = ("HAND_FOUND", "HAND_BOX", "LANDMARKS")
+# gRPC's longest wait between reconnection attempts (its default, 120 s, is reached after a few
+# minutes of an outage, and every call fails at once until the next attempt).
+RECONNECT_BACKOFF_MS = 1000
 
 
 class TritonDown(Exception):
@@ -59,6 +64,25 @@ def read_model(metadata, config, model: str) -> ServedModel:
     return ServedModel(inputs[0].name, labelled[0], tuple(n for n in HAND_OUTPUTS if n in names))
 
 
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's own channel arguments (``channel_args`` replaces them all) with the
+    reconnect backoff capped: the page had said "Triton is down" for up to two minutes after
+    Triton was back, its channel waiting out the backoff grown during the outage."""
+    import tritonclient.grpc as tc
+
+    keep = tc.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", tc.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", tc.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keep.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keep.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keep.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keep.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+    ]
+
+
 def parse_answer(result, served: ServedModel) -> dict:
     """The page's JSON: top classes, hand flag, box (fractions) and landmarks (pixels)."""
     top = []
@@ -91,7 +115,7 @@ class TritonLink:
         if self._client is None:
             import tritonclient.grpc.aio as tc_aio
 
-            self._client = tc_aio.InferenceServerClient(url=self.url)
+            self._client = tc_aio.InferenceServerClient(url=self.url, channel_args=channel_args())
         return self._client
 
     def forget(self) -> None:

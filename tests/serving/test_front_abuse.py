@@ -180,3 +180,19 @@ def test_a_slow_client_that_keeps_reading_gets_its_whole_answer(upstream) -> Non
         while len(body) < BIG and (chunk := reader.recv(1 << 20)):
             body += chunk
     assert head.startswith(b"HTTP/1.1 200") and len(body) == BIG
+
+
+@pytest.mark.server
+def test_x_forwarded_for_does_not_make_a_client_a_new_one(upstream) -> None:
+    """uvicorn trusted ``X-Forwarded-For`` from loopback peers: a local client naming a new
+    address per request was never rate-limited. The client is the socket's peer."""
+    statuses = []
+    with front(upstream, "--rate", "0.1", "--burst", "3") as port:
+        for i in range(6):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/v2/health/live", headers={"X-Forwarded-For": f"10.0.0.{i}"})
+            answer = conn.getresponse()
+            statuses.append((answer.status, answer.read()))
+            conn.close()
+    assert [status for status, _ in statuses] == [200] * 3 + [429] * 3, statuses
+    assert b"too many requests from 127.0.0.1" in statuses[-1][1]

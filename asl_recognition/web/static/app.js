@@ -76,6 +76,16 @@ function showAnswer(answer, rtt) {
   }
 }
 
+// A frame without an answer: an earlier answer must not stay on show as if it were this
+// one's, nor keep the held letter counting towards the spelled line.
+function clearAnswer() {
+  for (const id of ["letter", "rtt", "server-ms"]) $(id).textContent = "\u2013";
+  $("letter").classList.add("none");
+  $("probability").textContent = "";
+  $("next").replaceChildren();
+  speller.see(null, 0, performance.now());
+}
+
 // One frame or photo to the app; resolves to the answer (or null after showing why not).
 async function send(blob) {
   const start = performance.now();
@@ -85,11 +95,13 @@ async function send(blob) {
       method: "POST", body: blob, headers: { "Content-Type": blob.type || "image/jpeg" },
     });
   } catch (err) {
+    clearAnswer();
     setTriton(false, "the page's server is not answering");
     return null;
   }
   const rtt = performance.now() - start;
   const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) clearAnswer();
   if (response.status === 503 && body.triton === "down") {
     setTriton(false, body.error);
     return null;
@@ -170,6 +182,7 @@ async function startCamera() {
 async function sendPhoto(file) {
   if (!file) return;
   if (file.size > config.max_frame_bytes) {
+    clearAnswer();
     showError(`${file.name} is ${file.size} bytes; the limit is ${config.max_frame_bytes}`);
     return;
   }
