@@ -4,8 +4,10 @@ SHELL := /bin/bash
 # The pins (numpy 1.26, torch) have wheels for Python 3.11 and 3.12 only: the first of these
 # that is one, unless PYTHON is given.
 SUPPORTED_PYTHON := import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))
-PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in python3.11 python3.12 python3; do \
 	$$p -c '$(SUPPORTED_PYTHON)' 2>/dev/null && { echo $$p; break; }; done)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -18,9 +20,13 @@ SHARED_DATA ?= $(CURDIR)/../shared/data
 	recipe-generalise
 
 $(STAMP): $(REQS)
+	@if [ -x $(PY) ] && ! $(PY) -c '$(SUPPORTED_PYTHON)' 2>/dev/null; then echo "make: $(VENV) \
+	was made with $$($(PY) -V 2>&1), and the pinned requirements need Python 3.11 or 3.12: \
+	remove $(VENV) and run make again" >&2; exit 2; fi
 	@test -x $(PY) || $(PYTHON) -c '$(SUPPORTED_PYTHON)' 2>/dev/null || { echo "make: the pinned \
-	requirements need Python 3.11 or 3.12, and '$(PYTHON)' is none (tried python3.11, python3.12, \
-	python3): install one, or run make PYTHON=/path/to/python3.11" >&2; exit 2; }
+	requirements need Python 3.11 or 3.12, and none was found (PYTHON='$(PYTHON)'; tried \
+	python3.11, python3.12, python3): install one, or run make PYTHON=/path/to/python3.11" >&2; \
+	exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt

@@ -156,14 +156,21 @@ def _jpeg_samples(img: Image.Image) -> int:
     return sum(math.ceil(w * c[1] / most_h) * math.ceil(h * c[2] / most_v) for c in layers)
 
 
-def decode_pixels(img: Image.Image, max_pixels: int = MAX_PIXELS) -> int:
-    """The pixels :func:`decode_rgb` will allocate for an opened header (JPEG: read reduced, or
-    the samples of its full-size buffer when it has several scans)."""
+def decoded_size(img: Image.Image, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The size :func:`decode_rgb` gives an opened header (a JPEG read reduced past
+    ``max_pixels``): the picture's pixels, whatever its decoder holds meanwhile."""
     w, h = img.size
     if _is_jpeg(img):
         scale = _jpeg_scale(img.size, max_pixels)
-        return max(math.ceil(w / scale) * math.ceil(h / scale), _jpeg_samples(img))
-    return w * h
+        return math.ceil(w / scale), math.ceil(h / scale)
+    return w, h
+
+
+def decode_pixels(img: Image.Image, max_pixels: int = MAX_PIXELS) -> int:
+    """The pixels :func:`decode_rgb` will allocate for an opened header (JPEG: read reduced, or
+    the samples of its full-size buffer when it has several scans)."""
+    w, h = decoded_size(img, max_pixels)
+    return max(w * h, _jpeg_samples(img)) if _is_jpeg(img) else w * h
 
 
 def _header_problem(img: Image.Image, max_pixels: int) -> str | None:

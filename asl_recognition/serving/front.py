@@ -101,6 +101,12 @@ class FrontLimits:
         "to take an answer it stops reading (then the connection is reset)",
         low=0.1,
     )
+    trusted_proxies: list[str] = option(
+        [],
+        "addresses of reverse proxies whose X-Forwarded-For names the client (empty: the "
+        "connection's own address is the client, as any other header can be forged)",
+        metavar="ADDRESS",
+    )
     max_connections: int = option(
         64, "connections and requests the front serves at once; beyond: 503", low=1
     )
@@ -290,9 +296,11 @@ class FrontServer:
                 limits.request_timeout,  # also the time a client may leave an answer unread
                 limits.client_connections,
             ),
-            # the client is the socket's peer: uvicorn's default took X-Forwarded-For from any
-            # loopback peer, so a local client named a new address per request past its limit
-            proxy_headers=False,
+            # the client is the socket's peer unless it is a trusted proxy: uvicorn's default
+            # took X-Forwarded-For from any loopback peer, so a local client named a new
+            # address per request past its limits
+            proxy_headers=bool(limits.trusted_proxies),
+            forwarded_allow_ips=list(limits.trusted_proxies) or None,
             timeout_keep_alive=5,
             h11_max_incomplete_event_size=64 * 1024,  # request line + headers
             lifespan="on",

@@ -38,6 +38,12 @@ class WebLimits:
         "client to take an answer it stops reading (then the connection is reset)",
         low=0.1,
     )
+    trusted_proxies: list[str] = option(
+        [],
+        "addresses of reverse proxies whose X-Forwarded-For names the client (empty: the "
+        "connection's own address is the client, as any other header can be forged)",
+        metavar="ADDRESS",
+    )
     max_connections: int = option(
         32, "connections and requests the app serves at once; beyond: 503", low=1
     )

@@ -374,3 +374,21 @@ def test_make_install_picks_a_python_the_pins_support(tmp_path: Path, version, r
             ["make", "-n", "-C", str(tmp_path), "install"], capture_output=True, text=True, env=env
         )
         assert proc.returncode == 0 and "python3.11 -m venv .venv" in proc.stdout
+
+
+def test_make_install_refuses_a_venv_made_with_another_python(tmp_path: Path) -> None:
+    """A .venv left by an earlier ``make run`` on Python 3.13 was reused whatever PYTHON said,
+    and pip failed inside it: it is named as the cause, with what to do."""
+    for name in ("Makefile", *REQS_FILES):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    fake_pythons(tmp_path / "bin", "3.13")
+    (tmp_path / ".venv").mkdir()
+    shutil.copytree(tmp_path / "bin", tmp_path / ".venv" / "bin")
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(tmp_path / ".venv" / "bin" / "python3")
+    proc = subprocess.run(
+        ["make", "-C", str(tmp_path), "install", f"PYTHON={sys.executable}"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "make: .venv was made with" in proc.stderr and "remove .venv" in proc.stderr
