@@ -212,7 +212,6 @@ class MonitoringStack:
                     f"--config.file={paths['prometheus']}",
                     f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
                     f"--web.listen-address={self.host}:{self.options.prometheus_port}",
-                    "--web.enable-lifecycle",
                     "--storage.tsdb.retention.time=15d",
                     "--log.level=warn",
                 ],

@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -19,6 +20,8 @@ from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option, parse
 
 MAX_BODY = 1 << 20
+KEPT_NOTIFICATIONS = 1000  # the newest; a receiver left running must not grow without end
+READ_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed
 DESCRIPTION = "Print Alertmanager webhook notifications."
 
 
@@ -35,20 +38,24 @@ class WebhookReceiver:
 
     def __init__(self, options: WebhookOptions | None = None, echo: bool = False) -> None:
         listen = options or WebhookOptions(port=0)
-        self.notifications: list[dict[str, Any]] = []
+        self.notifications: deque[dict[str, Any]] = deque(maxlen=KEPT_NOTIFICATIONS)
         self._cond = threading.Condition()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = READ_TIMEOUT_S
+
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
+                text = (self.headers.get("Content-Length") or "").strip()
+                if not text.isdigit():  # "-1" had read to the end of the stream, unbounded
+                    self.send_error(411, "a Content-Length of bytes is needed")
+                    return
+                if int(text) > MAX_BODY:
                     self.send_error(413)
                     return
-                try:
-                    payload = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError:
-                    self.send_error(400, "body is not JSON")
+                payload, problem = parse_notification(self.rfile.read(int(text)))
+                if problem:
+                    self.send_error(400, problem)
                     return
                 receiver._add(payload)
                 self.send_response(200)
@@ -110,6 +117,23 @@ class WebhookReceiver:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def parse_notification(body: bytes) -> tuple[dict[str, Any], str | None]:
+    """An Alertmanager notification (a JSON object whose ``alerts`` are objects), or why not:
+    anything else had been stored, and later broke :func:`summarise` and :meth:`events`."""
+    try:
+        payload = json.loads(body or b"{}")
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, nesting past Python's stack
+        return {}, "body is not JSON"
+    if not isinstance(payload, dict):
+        return {}, "body is not a JSON object"
+    alerts = payload.get("alerts", [])
+    if not isinstance(alerts, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("labels", {}), dict) for a in alerts
+    ):
+        return {}, "alerts is not a list of objects with labels"
+    return payload, None
 
 
 def summarise(payload: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def test_triton_down_alert_reaches_webhook_and_secrets_stay_out_of_logs(tmp_path
             with urllib.request.urlopen(f"{stack.prometheus_url}/api/v1/rules", timeout=5) as r:
                 groups = json.load(r)["data"]["groups"]
             assert {g["name"] for g in groups} >= {"asl_alerts", "asl_recording", "asl_baseline"}
+            # no lifecycle API: a bodyless POST (a browser's "simple request" from any page)
+            # had stopped Prometheus, and nothing alerts when Prometheus is gone
+            quit_ = urllib.request.Request(f"{stack.prometheus_url}/-/quit", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(quit_, timeout=5)
+            assert refused.value.code == 403 and stack.running()
             time.sleep(2)  # let Alertmanager try (and fail) the Slack/Telegram deliveries
         procs = list(stack._children.values())
         assert not procs and not stack.running()

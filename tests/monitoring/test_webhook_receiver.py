@@ -1,0 +1,78 @@
+"""The local Alertmanager webhook receiver under bad requests: each gets an HTTP answer, none
+is stored, and neither a body nor an idle connection nor time grows its memory without end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from asl_recognition.monitoring import webhook
+from asl_recognition.monitoring.webhook import WebhookReceiver
+
+GOOD = {"status": "firing", "alerts": [{"labels": {"alertname": "AslTritonDown"}, "status": "x"}]}
+
+
+def raw_post(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """The status line of the answer to a hand-made POST (the connection closed after it)."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /alerts HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def post_json(url: str, body: bytes) -> bytes:
+    return raw_post(url, b"Content-Length: %d\r\n" % len(body), body)
+
+
+@pytest.mark.parametrize(
+    "head, body, status",
+    [
+        (b"Content-Length: -1\r\n", b"{}" * 1000, b"411"),  # had read to the end, unbounded
+        (b"Content-Length: abc\r\n", b"{}", b"411"),  # had dropped the connection, traceback
+        (b"", b"{}", b"411"),
+        (b"Content-Length: %d\r\n" % (webhook.MAX_BODY + 1), b"", b"413"),
+    ],
+)
+def test_a_length_that_is_not_a_bounded_count_of_bytes_is_refused(head, body, status) -> None:
+    with WebhookReceiver() as hook:
+        assert raw_post(hook.url, head, body).split()[1] == status
+        assert not hook.notifications
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1]", b'""', b"\xff\xfe{", b"[" * 100_000, b'{"alerts": [1]}', b'{"alerts": {}}',
+     b'{"alerts": [{"labels": 5}]}'],
+    ids=["list", "string", "not-utf8", "deep", "alert-not-object", "alerts-not-list", "labels"],
+)  # fmt: skip
+def test_a_body_that_is_no_notification_gets_400_and_is_not_stored(body) -> None:
+    """Each had been stored (then broke the echo and events()) or dropped the connection."""
+    with WebhookReceiver(echo=True) as hook:
+        assert post_json(hook.url, body).split()[1] == b"400"
+        assert not hook.notifications and hook.events() == []
+        assert post_json(hook.url, json.dumps(GOOD).encode()).split()[1] == b"200"
+        assert hook.events() == [("AslTritonDown", "x")]
+
+
+def test_an_idle_connection_is_closed_and_only_the_newest_notifications_are_kept(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(webhook, "READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(webhook, "KEPT_NOTIFICATIONS", 3)
+    with WebhookReceiver() as hook:
+        host, port = hook.server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as idle:
+            start = time.monotonic()
+            assert idle.recv(1) == b""  # closed by the receiver, not by this 10 s timeout
+            assert time.monotonic() - start < 5
+        for n in range(5):
+            payload = {**GOOD, "status": str(n)}
+            assert post_json(hook.url, json.dumps(payload).encode()).split()[1] == b"200"
+        assert [n["status"] for n in hook.notifications] == ["2", "3", "4"]
