@@ -198,17 +198,22 @@ WEB_UI_EDITS = {
 }
 
 
-def test_web_ui_edits_come_back_typed_through_the_sdk_remote_branch(tmp_path):
+def remote_connect(tmp_path: Path, last_edit: dict[str, str]) -> subprocess.CompletedProcess:
+    """REMOTE_SCRIPT with the web UI's edits, ending on ``last_edit``, which the task refuses."""
     script = tmp_path / "remote_connect.py"
     script.write_text(REMOTE_SCRIPT)
-    proc = run_script(
+    return run_script(
         str(script),
         str(REPO_ROOT),
         json.dumps(WEB_UI_EDITS),
-        json.dumps({"epochs": "forty"}),
+        json.dumps(last_edit),
         env=agent_env(tmp_path, "remote"),
         timeout=DEADLINE_S,
     )
+
+
+def test_web_ui_edits_come_back_typed_through_the_sdk_remote_branch(tmp_path):
+    proc = remote_connect(tmp_path, {"epochs": "forty"})
     assert "RESULT " in proc.stdout, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
     train, publish = result["TrainOptions"], result["PublishDatasetOptions"]
@@ -236,16 +241,7 @@ def test_web_ui_edits_come_back_typed_through_the_sdk_remote_branch(tmp_path):
 def test_a_web_ui_edit_to_no_option_is_refused_through_the_sdk_remote_branch(tmp_path):
     """A misspelt parameter name: the SDK hands back only the keys connected, so the edit would
     be dropped in silence; the task refuses it in one line instead."""
-    script = tmp_path / "remote_connect.py"
-    script.write_text(REMOTE_SCRIPT)
-    proc = run_script(
-        str(script),
-        str(REPO_ROOT),
-        json.dumps(WEB_UI_EDITS),
-        json.dumps({"epoch": "3"}),
-        env=agent_env(tmp_path, "remote"),
-        timeout=DEADLINE_S,
-    )
+    proc = remote_connect(tmp_path, {"epoch": "3"})
     assert proc.returncode == 2 and "NOT REACHED" not in proc.stdout, proc.stderr[-3000:]
     assert "train cnn: error: the task's Args parameters name no option: epoch (" in proc.stderr
     assert "Traceback" not in proc.stderr
