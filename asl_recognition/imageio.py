@@ -159,11 +159,8 @@ def _jpeg_samples(img: Image.Image) -> int:
 def decoded_size(img: Image.Image, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """The size :func:`decode_rgb` gives an opened header (a JPEG read reduced past
     ``max_pixels``): the picture's pixels, whatever its decoder holds meanwhile."""
-    w, h = img.size
-    if _is_jpeg(img):
-        scale = _jpeg_scale(img.size, max_pixels)
-        return math.ceil(w / scale), math.ceil(h / scale)
-    return w, h
+    scale = _jpeg_scale(img.size, max_pixels) if _is_jpeg(img) else 1
+    return math.ceil(img.size[0] / scale), math.ceil(img.size[1] / scale)
 
 
 def decode_pixels(img: Image.Image, max_pixels: int = MAX_PIXELS) -> int:
