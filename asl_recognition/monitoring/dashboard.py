@@ -9,22 +9,30 @@ registry, live request rate / latency / confidence / drift / hands found / non-f
 rows queried from Prometheus's HTTP API with
 the expressions the alert rules use (:mod:`.promql`), and the alerts Prometheus has firing. Every
 section degrades to a clear message when its source is missing (no production model yet,
-Prometheus down, no traffic) or holds NaN ("n/a").
+Prometheus down, no traffic), slow, or answers nonsense, or holds NaN ("n/a").
+
+No request waits on a source: a snapshot is computed at most once per ``refresh`` seconds, in a
+daemon thread, whatever the number of requests (:class:`StatusCache`), and each source is read in a
+daemon thread of its own that is left behind at the refresh's deadline (a ClearML SDK retrying an
+unreachable server 240 times, a Prometheus trickling bytes). Before, each request read every source
+in a request thread that outlived its client, and 40 requests took every slot of the app.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import asyncio
+import json
 import sys
-import urllib.error
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from asl_recognition.options import build_parser as build_options_parser
@@ -35,20 +43,60 @@ from .alert_rules import GAVE_UP
 from .prometheus_api import PromClient
 from .promql import PromQL
 from .settings import AlertThresholds, ThresholdOptions
-from .status_page import json_safe, model_summary, render_page
+from .status_page import NO_CONFUSION, Snapshot, loading, model_summary
 
 
 # ---------------------------------------------------------------- registry side
+def _production_beside_unreadable(registry: Any, error: Exception) -> tuple[Any, str]:
+    """The local registry's production model when another record cannot be read: each record
+    read on its own (``list`` reads them all, so one truncated record had hidden production),
+    the tagged one of highest version then read and checked by the registry itself."""
+    from asl_recognition.registry import PRODUCTION_TAG
+
+    tagged, unreadable = [], []
+    for path in sorted(Path(registry.records).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["name"] == "asl" and PRODUCTION_TAG in data["tags"]:
+                tagged.append((int(data["version"]), str(data.get("created", "")), path.stem))
+        except (OSError, ValueError, TypeError, KeyError):
+            unreadable.append(path.name)
+    if not unreadable:
+        raise error
+    note = f"registry: unreadable record(s) skipped: {', '.join(unreadable)} ({error})"
+    return (registry.get(max(tagged)[2]) if tagged else None), note
+
+
 def _load_registry_production(backend: str) -> tuple[Any | None, str | None]:
     """(record, error) for the production model; error explains why there is none."""
     try:
-        from asl_recognition.registry import get_registry
+        from asl_recognition.registry import ModelIntegrityError, get_registry
     except ImportError as exc:
         return None, f"model registry not available ({exc})"
     try:
-        return get_registry(backend).production(), None
+        registry = get_registry(backend)
+        try:
+            return registry.production(), None
+        except ModelIntegrityError as exc:
+            if not hasattr(registry, "records"):  # the local registry's folder of records
+                raise
+            return _production_beside_unreadable(registry, exc)
     except Exception as exc:  # noqa: BLE001 - the page must render whatever the registry does
         return None, f"registry error: {type(exc).__name__}: {exc}"
+
+
+def registry_section(backend: str) -> dict[str, Any]:
+    """The model card and its confusion matrix; a record of odd shape is an error here only."""
+    record, error = _load_registry_production(backend)
+    try:
+        model = model_summary(record)
+    except Exception as exc:  # noqa: BLE001 - a record of any shape: this section says so
+        return {"model": None, "model_error": f"unreadable production record: {exc!r}"}
+    try:
+        confusion = find_confusion(record) if record else NO_CONFUSION
+    except Exception:  # noqa: BLE001 - the card without its matrix
+        confusion = NO_CONFUSION
+    return {"model": model, "model_error": error, "confusion": confusion}
 
 
 # ---------------------------------------------------------------- Prometheus side
@@ -71,6 +119,7 @@ def live_queries(q: PromQL) -> dict[str, str]:
 
 
 def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
+    """The live section; any failure (down, slow, malformed) is its ``error`` sentence."""
     exprs = live_queries(q)
     try:
         values = {name: prom.scalar(expr) for name, expr in exprs.items()}
@@ -80,8 +129,8 @@ def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
             "confidence_mean": prom.series(exprs["confidence_mean"]),
         }
         alerts = prom.alerts()
-    except (urllib.error.URLError, OSError, RuntimeError, ValueError, KeyError) as exc:
-        reason = str(exc).replace(prom.base_url, prom.display_url)
+    except Exception as exc:  # noqa: BLE001 - down, slow or malformed: this section says so
+        reason = f"{type(exc).__name__}: {exc}".replace(prom.base_url, prom.display_url)
         return {"error": f"Prometheus unreachable at {prom.display_url} ({reason})"}
     total = sum(shares.values())
     return {
@@ -94,31 +143,144 @@ def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- server
+class _Read:
+    """One source's read in a daemon thread: waited for until a deadline, then left behind
+    (never joined, so shutdown does not wait on it either)."""
+
+    def __init__(self, name: str, read: Callable[[], dict[str, Any]]) -> None:
+        self.done, self.value, self.started = threading.Event(), None, time.monotonic()
+        self.thread = threading.Thread(target=self._run, args=(read,), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, read: Callable[[], dict[str, Any]]) -> None:
+        try:
+            self.value = read()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter, never lost
+            self.value = exc
+        finally:
+            self.done.set()
+
+
+# ---------------------------------------------------------------- one snapshot
 @dataclass
 class StatusSource:
-    """Where the page's data comes from; the queries are the alert rules' (same job, model)."""
+    """Where the page's data comes from; the queries are the alert rules' (same job, model).
+    ``refresh``: seconds a snapshot is served, and the most one refresh may take."""
 
     prometheus: str = "http://127.0.0.1:9090"
     registry_backend: str = "auto"
     queries: PromQL = field(default_factory=PromQL)
+    refresh: float = 5.0
+    _reads: dict[str, _Read] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def _start(self, name: str, read: Callable[[], dict[str, Any]]) -> _Read:
+        """A new read of ``name``, or its previous one while that still runs (never two)."""
+        with self._lock:
+            running = self._reads.get(name)
+            if running is None or running.done.is_set():
+                running = self._reads[name] = _Read(f"asl-status-{name}", read)
+            return running
 
     def collect(self) -> dict[str, Any]:
-        record, error = _load_registry_production(self.registry_backend)
-        confusion = find_confusion(record) if record else {"matrix": None, "png": None}
-        prom = PromClient(self.prometheus)
-        return {
-            "model": model_summary(record),
-            "model_error": error,
-            "confusion": confusion,
-            "live": live_status(prom, self.queries),
-            "window": self.queries.window,
-            "prometheus": prom.display_url,
+        """One snapshot: registry and Prometheus read at once, for at most ``refresh`` s."""
+        deadline = time.monotonic() + self.refresh
+        prom = PromClient(self.prometheus, deadline=deadline)
+        reads = {
+            "registry": self._start("registry", lambda: registry_section(self.registry_backend)),
+            "live": self._start("live", lambda: {"live": live_status(prom, self.queries)}),
         }
+        status: dict[str, Any] = {"confusion": NO_CONFUSION}
+        for name, read in reads.items():
+            read.done.wait(max(0.0, deadline - time.monotonic()))
+            value = read.value if read.done.is_set() else None
+            if not isinstance(value, dict):  # late, or an error the section did not catch
+                waited = f"no answer in {time.monotonic() - read.started:.0f} s"
+                why = waited if value is None else f"{type(value).__name__}: {value}"
+                value = (
+                    {"model": None, "model_error": f"registry unreachable: {why}"}
+                    if name == "registry"
+                    else {
+                        "live": {"error": f"Prometheus unreachable at {prom.display_url} ({why})"}
+                    }
+                )
+            status.update(value)
+        status.update(window=self.queries.window, prometheus=prom.display_url, updated=time.time())
+        return status
 
     @classmethod
     def from_options(cls, options: "DashboardOptions", t: AlertThresholds) -> "StatusSource":
         return cls(options.prometheus, options.registry_backend, PromQL.from_thresholds(t))
+
+
+class StatusCache:
+    """The newest snapshot, refreshed once it is ``source.refresh`` s old by one daemon thread
+    (concurrent requests share it). At most ``waiters`` requests wait for a refresh, each at
+    most ``wait`` s (the first refresh: until its deadline, so the first page is a real one);
+    the others, and those after waiting, get the newest snapshot there is, or "still loading"."""
+
+    def __init__(self, source: StatusSource, wait: float = 1.0, waiters: int = 4) -> None:
+        self.source, self.wait, self.waiters = source, wait, waiters
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._loading: Snapshot | None = None
+        self._refreshing: threading.Event | None = None
+        self._waiting = 0
+
+    def newest(self) -> Snapshot:
+        """The newest snapshot, or "still loading", without waiting."""
+        if self._snapshot is not None:
+            return self._snapshot
+        if self._loading is None:
+            self._loading = loading(self.source.prometheus, self.source.queries.window)
+        return self._loading
+
+    def _refresh(self, done: threading.Event) -> None:
+        snapshot = None
+        try:  # bounded: collect leaves slow reads behind at its deadline
+            snapshot = Snapshot.of(self.source.collect)
+        finally:
+            with self._lock:
+                self._snapshot, self._refreshing = snapshot or self._snapshot, None
+            done.set()
+
+    def _due(self) -> threading.Event | None:
+        """The refresh to wait for (started here if none runs), None when not due or when
+        enough requests wait already."""
+        with self._lock:
+            fresh = (
+                self._snapshot and time.monotonic() - self._snapshot.taken < self.source.refresh
+            )
+            if fresh:
+                return None
+            if self._refreshing is None:
+                self._refreshing = threading.Event()
+                name = "asl-status-refresh"
+                args = (self._refreshing,)
+                threading.Thread(target=self._refresh, args=args, name=name, daemon=True).start()
+            if self._waiting >= self.waiters:
+                return None
+            self._waiting += 1
+            return self._refreshing
+
+    async def current(self, gone: Callable[[], Awaitable[bool]] | None = None) -> Snapshot:
+        """The snapshot to serve now: fresh, or refreshed within ``wait`` s, or the newest;
+        a request whose client ``gone`` stops waiting at once (its slot goes to another)."""
+        done = self._due()
+        if done is not None:
+            try:
+                first = self._snapshot is None
+                end = time.monotonic() + (self.source.refresh + 1.0 if first else self.wait)
+                while not done.is_set() and time.monotonic() < end:
+                    if gone is not None and await gone():
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        return self.newest()
 
 
 # ---------------------------------------------------------------- routes on the web app
@@ -132,44 +294,37 @@ STATUS_HEADERS = {
 }
 
 
-def _answered(endpoint: Callable[[Request], Response]) -> Callable[[Request], Response]:
-    """An error in any section is a one-line 500, never a dropped connection (sync: the
-    registry and Prometheus are read in Starlette's thread pool, off the event loop)."""
-
-    @functools.wraps(endpoint)
-    def answer(request: Request) -> Response:
-        try:
-            return endpoint(request)
-        except Exception as exc:  # noqa: BLE001 - answer with the error, never hang up
-            body = f"status page error: {type(exc).__name__}: {exc}\n"
-            return PlainTextResponse(body, 500, headers=STATUS_HEADERS)
-
-    return answer
-
-
 def status_routes(source: StatusSource) -> list[Route]:
     """``/status`` (the page), ``/api/status`` (JSON), ``/status/confusion.png`` and
-    ``/status/healthz`` (200 only when the page renders), for the web app's ``routes``."""
+    ``/status/healthz`` (200 only when the page renders), for the web app's ``routes``. Async
+    and served from :class:`StatusCache`: no request holds a thread or waits on a source."""
+    cache = StatusCache(source)
 
-    def page(_request: Request) -> Response:
-        return HTMLResponse(render_page(source.collect()), headers=STATUS_HEADERS)
+    def failed(snapshot: Snapshot, status: int = 500) -> Response:
+        return PlainTextResponse(f"{snapshot.error}\n", status, headers=STATUS_HEADERS)
 
-    def status(_request: Request) -> Response:
-        return JSONResponse(json_safe(source.collect()), headers=STATUS_HEADERS)  # no NaN
+    async def page(request: Request) -> Response:
+        snapshot = await cache.current(request.is_disconnected)
+        if snapshot.html is None:
+            return failed(snapshot)
+        return HTMLResponse(snapshot.html, headers=STATUS_HEADERS)
 
-    def confusion(_request: Request) -> Response:
-        record, _ = _load_registry_production(source.registry_backend)
-        png = find_confusion(record).get("png") if record else None
-        if png and Path(png).is_file():
-            return Response(Path(png).read_bytes(), media_type="image/png", headers=STATUS_HEADERS)
+    async def status(request: Request) -> Response:
+        snapshot = await cache.current(request.is_disconnected)  # strict JSON: NaN made None
+        if snapshot.error:
+            return failed(snapshot)
+        return Response(snapshot.body, media_type="application/json", headers=STATUS_HEADERS)
+
+    async def confusion(_request: Request) -> Response:
+        png = cache.newest().png
+        if png:
+            return Response(png, media_type="image/png", headers=STATUS_HEADERS)
         return PlainTextResponse("no confusion matrix image\n", 404, headers=STATUS_HEADERS)
 
-    def healthz(_request: Request) -> Response:
-        try:
-            render_page(source.collect())
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            body = f"not ok: {type(exc).__name__}: {exc}\n"
-            return PlainTextResponse(body, 503, headers=STATUS_HEADERS)
+    async def healthz(request: Request) -> Response:
+        snapshot = await cache.current(request.is_disconnected)
+        if snapshot.error:
+            return PlainTextResponse(f"not ok: {snapshot.error}\n", 503, headers=STATUS_HEADERS)
         return PlainTextResponse("ok\n", headers=STATUS_HEADERS)
 
     views = {
@@ -178,7 +333,7 @@ def status_routes(source: StatusSource) -> list[Route]:
         "/status/confusion.png": confusion,
         "/status/healthz": healthz,
     }
-    return [Route(path, _answered(view), methods=["GET"]) for path, view in views.items()]
+    return [Route(path, view, methods=["GET"]) for path, view in views.items()]
 
 
 PROG = "python -m asl_recognition.monitoring.dashboard"

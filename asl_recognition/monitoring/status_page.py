@@ -2,13 +2,18 @@
 in ``templates/status.css``) and the views it renders (figures, tiles, alerts, confusion matrix).
 
 Every figure degrades to "—" when missing and "n/a" when not a finite number; only the
-sparkline filter returns markup, built from numbers alone.
+sparkline filter returns markup, built from numbers alone. A :class:`Snapshot` is one status
+rendered once (page, JSON, confusion image), so requests between refreshes cost no rendering.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -18,6 +23,10 @@ from asl_recognition.registry.base import ModelRecord
 from asl_recognition.registry.confusion import read_classes
 
 from .prometheus_api import finite
+from .urls import mask_url
+
+NO_CONFUSION: dict[str, Any] = {"matrix": None, "split": None, "png": None}
+MAX_PNG = 16 * 1024 * 1024  # bytes of the confusion matrix image kept and served
 
 METRIC_ORDER = (
     "val_accuracy",
@@ -30,20 +39,22 @@ METRIC_ORDER = (
 
 
 def model_summary(record: ModelRecord | None) -> dict[str, Any] | None:
+    """The model card; metrics that are not a mapping (a hand-edited record) are left out."""
     if record is None:
         return None
-    metrics = dict(record.metrics)
+    metrics = dict(record.metrics) if isinstance(record.metrics, Mapping) else {}
     scalar = {
         k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
     ordered = {k: scalar[k] for k in METRIC_ORDER if k in scalar}
     ordered.update({k: v for k, v in sorted(scalar.items()) if k not in ordered})
+    tags = getattr(record, "tags", None)
     return {
         "id": record.id,
         "name": record.name,
         "version": record.version,
         "created": getattr(record, "created", ""),
-        "tags": list(getattr(record, "tags", []) or []),
+        "tags": [str(t) for t in tags] if isinstance(tags, (list, tuple)) else [],
         "dataset_id": getattr(record, "dataset_id", None),
         "task_id": getattr(record, "task_id", None),
         "classes": read_classes(record),
@@ -106,9 +117,11 @@ def _alerts_view(live: Mapping[str, Any]) -> list[dict[str, str]]:
     """Firing alerts first, then pending, each by name; fields the template shows."""
     shown = []
     for a in live.get("alerts") or []:
-        if a.get("state") not in ("firing", "pending"):
+        if not isinstance(a, Mapping) or a.get("state") not in ("firing", "pending"):
             continue
-        labels, notes = a.get("labels") or {}, a.get("annotations") or {}
+        labels, notes = a.get("labels"), a.get("annotations")
+        labels = labels if isinstance(labels, Mapping) else {}
+        notes = notes if isinstance(notes, Mapping) else {}
         shown.append(
             {
                 "state": str(a["state"]),
@@ -171,7 +184,7 @@ def render_page(status: dict[str, Any], refresh: int = 15) -> str:
         .render(
             refresh=int(refresh),
             prometheus=status["prometheus"],
-            updated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            updated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.get("updated"))),
             model=model,
             model_error=status.get("model_error"),
             live=live,
@@ -194,3 +207,41 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value if value is None or isinstance(value, (str, int, bool)) else str(value)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One collection, rendered once: every request until the next refresh gets these bytes."""
+
+    html: str | None
+    body: bytes
+    error: str | None = None
+    png: bytes | None = None
+    taken: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(cls, collect: Callable[[], dict[str, Any]]) -> "Snapshot":
+        """Collected and rendered; a failure is the snapshot's ``error`` (served as a 500)."""
+        try:
+            status = collect()
+            path = (status.get("confusion") or {}).get("png")
+            png = None
+            if path and Path(path).is_file() and Path(path).stat().st_size <= MAX_PNG:
+                png = Path(path).read_bytes()
+            body = json.dumps(json_safe(status), allow_nan=False).encode()
+            return cls(render_page(status), body, png=png)
+        except Exception as exc:  # noqa: BLE001 - answered as one line, never a hang-up
+            error = f"status page error: {type(exc).__name__}: {exc}".replace("\n", " ")
+            return cls(None, b"null", error)
+
+
+def loading(prometheus: str, window: str) -> Snapshot:
+    """What a request gets when the first refresh has not ended and it may not wait for it."""
+    note = "still loading: the first refresh has not ended yet"
+    return Snapshot.of(
+        lambda: {
+            "model": None, "model_error": note, "confusion": NO_CONFUSION,
+            "live": {"error": note}, "window": window,
+            "prometheus": mask_url(prometheus), "updated": time.time(),
+        }
+    )  # fmt: skip

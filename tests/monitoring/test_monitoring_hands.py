@@ -191,7 +191,8 @@ def test_hand_and_nonfinite_alerts_fire_show_and_resolve(
         group_wait="1s", group_interval="1s", repeat_interval="10m",
     )  # fmt: skip
     stack = MonitoringStack(options, thresholds, env={})
-    dash = start_web(status=StatusSource(stack.prometheus_url, "local", PromQL(**windows)))
+    # snapshots of 2 s (not 5 s): the figures read right after the alerts fire are newer
+    dash = start_web(status=StatusSource(stack.prometheus_url, "local", PromQL(**windows), 2.0))
     page_url = dash.url + "/"
     try:
         stack.start()
