@@ -4,18 +4,15 @@ The page (one autoescaped Jinja2 template) is built by :mod:`.status_page` and P
 through :mod:`.prometheus_api`; no JS needed. It is served at ``/status`` by the live page's web
 app (:mod:`asl_recognition.web`), so one server with one set of limits serves both pages.
 
-Shows the production model (version, classes, training/external metrics, confusion matrix) from the
-registry, live request rate / latency / confidence / drift / hands found / non-finite prediction
-rows queried from Prometheus's HTTP API with
-the expressions the alert rules use (:mod:`.promql`), and the alerts Prometheus has firing. Every
-section degrades to a clear message when its source is missing (no production model yet,
-Prometheus down, no traffic), slow, or answers nonsense, or holds NaN ("n/a").
+Shows the production model (version, classes, metrics, confusion matrix) from the registry, live
+request rate / latency / confidence / drift / hands found / non-finite rows from Prometheus with
+the alert rules' expressions (:mod:`.promql`), and the firing alerts. Every section degrades to a
+clear message when its source is missing, slow, answers nonsense, or holds NaN ("n/a").
 
 No request waits on a source: a snapshot is computed at most once per ``refresh`` seconds, in a
 daemon thread, whatever the number of requests (:class:`StatusCache`), and each source is read in a
-daemon thread of its own that is left behind at the refresh's deadline (a ClearML SDK retrying an
-unreachable server 240 times, a Prometheus trickling bytes). Before, each request read every source
-in a request thread that outlived its client, and 40 requests took every slot of the app.
+daemon thread of its own, left behind at the refresh's deadline (a ClearML SDK retrying an
+unreachable server 240 times, a trickling Prometheus): before, 40 requests took every slot.
 """
 
 from __future__ import annotations
@@ -143,12 +140,17 @@ def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
     }
 
 
+MAX_LEFT_BEHIND = 3  # reads of one source stuck in a trickling answer, left running
+READ_LIMIT = 3  # refreshes a Prometheus read may take: a late one is shown next time
+
+
 class _Read:
     """One source's read in a daemon thread: waited for until a deadline, then left behind
     (never joined, so shutdown does not wait on it either)."""
 
     def __init__(self, name: str, read: Callable[[], dict[str, Any]]) -> None:
         self.done, self.value, self.started = threading.Event(), None, time.monotonic()
+        self.finished = self.started
         self.thread = threading.Thread(target=self._run, args=(read,), name=name, daemon=True)
         self.thread.start()
 
@@ -158,6 +160,7 @@ class _Read:
         except BaseException as exc:  # noqa: BLE001 - handed to the waiter, never lost
             self.value = exc
         finally:
+            self.finished = time.monotonic()
             self.done.set()
 
 
@@ -172,22 +175,30 @@ class StatusSource:
     queries: PromQL = field(default_factory=PromQL)
     refresh: float = 5.0
     _reads: dict[str, _Read] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _last: dict[str, tuple] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
     def _start(self, name: str, read: Callable[[], dict[str, Any]]) -> _Read:
-        """A new read of ``name``, or its previous one while that still runs (never two)."""
+        """A new read of ``name``, or its previous one while that runs and is not stuck (past
+        its own deadline: then left behind, at most MAX_LEFT_BEHIND per source, so a trickling
+        answer does not hide a recovered source). A read that ended late is kept as the last."""
         with self._lock:
-            running = self._reads.get(name)
-            if running is None or running.done.is_set():
-                running = self._reads[name] = _Read(f"asl-status-{name}", read)
+            running, thread = self._reads.get(name), f"asl-status-{name}"
+            if running is not None and running.done.is_set() and isinstance(running.value, dict):
+                self._last[name] = (running.finished, running.value)
+            started = running.started if running is not None else time.monotonic()
+            stuck = time.monotonic() - started > (READ_LIMIT + 1) * self.refresh
+            alive = sum(t.name == thread for t in threading.enumerate())
+            if running is None or running.done.is_set() or (stuck and alive < MAX_LEFT_BEHIND):
+                running = self._reads[name] = _Read(thread, read)
             return running
 
     def collect(self) -> dict[str, Any]:
         """One snapshot: registry and Prometheus read at once, for at most ``refresh`` s."""
-        deadline = time.monotonic() + self.refresh
-        prom = PromClient(self.prometheus, deadline=deadline)
+        deadline = time.monotonic() + self.refresh  # a slower read is shown at the next one
+        prom = PromClient(self.prometheus, deadline=deadline + READ_LIMIT * self.refresh)
         reads = {
             "registry": self._start("registry", lambda: registry_section(self.registry_backend)),
             "live": self._start("live", lambda: {"live": live_status(prom, self.queries)}),
@@ -196,6 +207,11 @@ class StatusSource:
         for name, read in reads.items():
             read.done.wait(max(0.0, deadline - time.monotonic()))
             value = read.value if read.done.is_set() else None
+            if isinstance(value, dict):
+                self._last[name] = (time.monotonic(), value)
+            elif name in self._last:  # slow but working: its last answer, marked late
+                taken, last = self._last[name]
+                value = {**last, "late_s": round(time.monotonic() - taken)}
             if not isinstance(value, dict):  # late, or an error the section did not catch
                 waited = f"no answer in {time.monotonic() - read.started:.0f} s"
                 why = waited if value is None else f"{type(value).__name__}: {value}"
@@ -255,11 +271,12 @@ class StatusCache:
             )
             if fresh:
                 return None
-            if self._refreshing is None:
-                self._refreshing = threading.Event()
-                name = "asl-status-refresh"
-                args = (self._refreshing,)
-                threading.Thread(target=self._refresh, args=args, name=name, daemon=True).start()
+            if self._refreshing is None:  # set once started: a failed start must not stick
+                done, name = threading.Event(), "asl-status-refresh"
+                threading.Thread(
+                    target=self._refresh, args=(done,), name=name, daemon=True
+                ).start()
+                self._refreshing = done
             if self._waiting >= self.waiters:
                 return None
             self._waiting += 1
@@ -271,8 +288,10 @@ class StatusCache:
         done = self._due()
         if done is not None:
             try:
-                first = self._snapshot is None
-                end = time.monotonic() + (self.source.refresh + 1.0 if first else self.wait)
+                old = self._snapshot is None or self._snapshot.taken < time.monotonic() - 2 * (
+                    self.source.refresh
+                )  # the first, or one from before a quiet spell: the whole refresh is awaited
+                end = time.monotonic() + (self.source.refresh + 1.0 if old else self.wait)
                 while not done.is_set() and time.monotonic() < end:
                     if gone is not None and await gone():
                         break
@@ -327,12 +346,8 @@ def status_routes(source: StatusSource) -> list[Route]:
             return PlainTextResponse(f"not ok: {snapshot.error}\n", 503, headers=STATUS_HEADERS)
         return PlainTextResponse("ok\n", headers=STATUS_HEADERS)
 
-    views = {
-        "/status": page,
-        "/api/status": status,
-        "/status/confusion.png": confusion,
-        "/status/healthz": healthz,
-    }
+    views = {"/status": page, "/api/status": status, "/status/healthz": healthz}
+    views["/status/confusion.png"] = confusion
     return [Route(path, view, methods=["GET"]) for path, view in views.items()]
 
 

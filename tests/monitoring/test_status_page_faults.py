@@ -40,6 +40,7 @@ class FakePrometheus:
 
     def __init__(self, mode: str, body: bytes = b"", alerts: bytes | None = None) -> None:
         self.mode, self.body, self.alerts, self.requests = mode, body, alerts, 0
+        self.delay = 1.0  # of each "slow" answer
         self.stop = threading.Event()
         fake = self
 
@@ -68,7 +69,9 @@ class FakePrometheus:
             default = json.dumps({"status": "success", "data": {"alerts": []}}).encode()
             body = (self.alerts or default) if is_alerts else self.body
         elif self.mode == "slow":
-            self.stop.wait(1.0)
+            self.stop.wait(self.delay)
+            if request.path.startswith("/api/v1/alerts"):
+                body = json.dumps({"status": "success", "data": {"alerts": []}}).encode()
         elif self.mode.startswith("huge"):
             body = json.dumps({**GOOD, "pad": "x" * (6 * 1024 * 1024)}).encode()
         request.send_response(200)
@@ -185,6 +188,81 @@ def test_slow_prometheus_answers_share_one_deadline_and_the_snapshot_is_reused(
     finally:
         fake.close()
         web.stop()
+
+
+def test_a_slow_but_working_prometheus_shows_its_last_answer_not_an_outage(
+    asl_workspace: Path,
+) -> None:
+    """16 queries of 0.1 s never fit a 1 s refresh: each read ended late, was thrown away, and
+    the page said "unreachable" for ever. The last answer is shown, marked late."""
+    fake = FakePrometheus("slow")
+    fake.delay = 0.1
+    source = StatusSource(prometheus=fake.url, registry_backend="local", refresh=1.0)
+    try:
+        assert "Prometheus unreachable" in source.collect()["live"]["error"]
+        time.sleep(2)  # the late read ends, within its own deadline
+        status = source.collect()
+        assert status["live"]["error"] is None and status["late_s"] >= 0, status["live"]
+    finally:
+        fake.close()
+
+
+def test_a_read_stuck_in_a_trickle_is_left_behind_once_prometheus_recovers(
+    asl_workspace: Path,
+) -> None:
+    """The stuck read had been handed back to every refresh: "unreachable" until the trickling
+    connection ended (hours), though Prometheus answered again."""
+    fake = FakePrometheus("trickle")
+    source = StatusSource(prometheus=fake.url, registry_backend="local", refresh=0.5)
+    try:
+        assert "Prometheus unreachable" in source.collect()["live"]["error"]
+        fake.mode, fake.body = "body", json.dumps(GOOD).encode()  # answers again; the first
+        # connection still trickles
+        time.sleep(2.5)  # past the stuck read's own deadline (four refreshes)
+        assert source.collect()["live"]["error"] is None
+    finally:
+        fake.close()
+
+
+def test_a_snapshot_from_before_a_quiet_spell_is_not_served_as_current(
+    asl_workspace: Path,
+) -> None:
+    """After minutes without a request, the first one waited 1 s and got the old snapshot (the
+    figures from before the alerts fired): it now waits for the refresh."""
+    import asyncio
+    import dataclasses
+
+    from asl_recognition.monitoring.dashboard import StatusCache
+
+    fake = FakePrometheus("slow")
+    fake.delay = 0.1  # 16 queries: about 1.6 s, over the 1 s a fresh-enough page waits
+    cache = StatusCache(StatusSource(prometheus=fake.url, registry_backend="local"))
+    try:
+        first = asyncio.run(cache.current())
+        cache._snapshot = dataclasses.replace(first, taken=first.taken - 60)
+        assert asyncio.run(cache.current()).taken > first.taken
+    finally:
+        fake.close()
+
+
+def test_a_refresh_thread_that_fails_to_start_does_not_stop_refreshes(
+    asl_workspace: Path, monkeypatch
+) -> None:
+    from asl_recognition.monitoring import dashboard
+
+    real = threading.Thread
+
+    class NoThread(real):  # the interpreter out of threads, once
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    cache = dashboard.StatusCache(StatusSource(prometheus="http://127.0.0.1:9", refresh=1.0))
+    monkeypatch.setattr(dashboard.threading, "Thread", NoThread)
+    with pytest.raises(RuntimeError):
+        cache._due()
+    monkeypatch.setattr(dashboard.threading, "Thread", real)
+    done = cache._due()
+    assert done is not None and done.wait(15)  # a refresh ran (it had waited for ever)
 
 
 @pytest.mark.parametrize("mode", ["huge", "huge-stream"])
