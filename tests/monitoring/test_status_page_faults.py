@@ -337,6 +337,7 @@ def test_a_truncated_record_beside_production_does_not_hide_it(asl_workspace: Pa
     try:
         code, page, _ = _probe(web.port, "/status")
         assert code == 200 and b"asl v2" in page, page[:300]
+        assert b'id="model-note"' in page and path.name.encode() in page  # said on the page too
         status = json.loads(_probe(web.port, "/api/status")[1])
         assert status["model"]["version"] == 2 and path.name in status["model_error"]
     finally:
