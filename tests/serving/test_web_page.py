@@ -135,6 +135,23 @@ def test_a_failed_webcam_frame_clears_the_letter_and_its_hold(served, browser) -
     browser.wait_for(f"{SHOWN}[0] === '\u2013' && window.aslPage.speller.candidate === null")
 
 
+def test_a_busy_page_server_is_not_reported_as_triton_down(served, browser) -> None:
+    """With every connection taken, uvicorn answers its own plain-text 503: the page had said
+    "Triton is down" though Triton was fine."""
+    _server, web, _root = served
+    browser.goto(web.url + "/?mode=photo")
+    browser.wait_for("document.getElementById('triton').dataset.state === 'ready'", timeout=30)
+    browser.evaluate(
+        "window.fetch = () => Promise.resolve(new Response('Service Unavailable', "
+        "{status: 503, headers: {'content-type': 'text/plain'}}))"
+    )
+    shown = browser.wait_for(
+        "document.getElementById('triton').dataset.state === 'busy' && "
+        "document.getElementById('triton').textContent"
+    )
+    assert shown == "The page's server is busy (HTTP 503); retrying", shown
+
+
 def test_off_loopback_over_http_the_page_says_why_there_is_no_camera(served, tmp_path) -> None:
     """Browsers give the camera only to https or localhost/127.0.0.1 pages. Opened by another
     name over http (one in --allowed-hosts, mapped to loopback by the browser), the page says

@@ -18,6 +18,14 @@ function setTriton(ok, message) {
   el.textContent = ok ? "Triton ready" : `Triton is down: ${message} (retrying)`;
 }
 
+function setBusy(status) {
+  // The page's own server refused (its connections all taken: uvicorn's plain-text 503), which
+  // says nothing about Triton.
+  const el = $("triton");
+  el.dataset.state = "busy";
+  el.textContent = `The page's server is busy (HTTP ${status}); retrying`;
+}
+
 function showError(message) {
   $("error").hidden = !message;
   $("error").textContent = message || "";
@@ -207,7 +215,8 @@ async function pollHealth() {
   // While no frame flows (photo mode, no camera), the status line still follows Triton.
   if (state.mode === "live" && state.stream && state.sent.length) return;
   const response = await fetch("/api/health").catch(() => null);
-  const body = response ? await response.json().catch(() => ({})) : {};
+  const body = response ? await response.json().catch(() => null) : {};
+  if (body === null) return setBusy(response.status);  // not the app's JSON answer
   setTriton(body.triton === "ready", body.message || "the page's server is not answering");
 }
 
