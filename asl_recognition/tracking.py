@@ -9,7 +9,6 @@ be imported with ``Task.import_offline_session``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import os
@@ -22,9 +21,9 @@ from asl_recognition.clearml_env import output_uri, prepare_environment, record_
 from asl_recognition.options import (
     OptionError,
     as_params,
-    from_mapping,
     missing,
     parse,
+    settle,
     value_as_text,
 )
 from asl_recognition.paths import workspace
@@ -169,8 +168,7 @@ def connect_options(
             f"the task's {section} parameters name no option: {', '.join(unknown)} "
             f"(options: {', '.join(sorted(text))})"
         )
-    typed = from_mapping(type(options), connected)
-    return dataclasses.replace(options, **{name: getattr(typed, name) for name in connected})
+    return settle(type(options), options, **connected)
 
 
 def report_from_a_thread(task_class: Any) -> None:
