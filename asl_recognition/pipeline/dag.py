@@ -320,7 +320,12 @@ STEPS: tuple[Step, ...] = (
         name="build_triton_repo",
         script="tasks/build_triton_repo.py",
         options=BuildTritonRepoOptions,
-        wired={"model_id": "${select_best.outputs.production_model_id}"},
+        # require_production: a model that another run promoted over since this run's
+        # select_best chose it is not built (that run's own build serves its model)
+        wired={
+            "model_id": "${select_best.outputs.production_model_id}",
+            "require_production": "true",
+        },
         outputs=("repo", "model_name", "version"),
         cache=False,
         rerun_on_resume=True,

@@ -22,6 +22,12 @@ class BuildTritonRepoOptions:
     repo: str | None = option(
         None, "repository folder (empty: <workspace>/triton_repo)", path=True, written=True
     )
+    require_production: bool = option(
+        False,
+        "build the registry model only if it is still production when the build's turn comes "
+        "(the pipeline sets it: a model another run promoted over since its select_best is not "
+        "built)",
+    )
     model_name: str = option("asl", "name clients call")
     max_batch_size: int = option(32, "largest batch Triton forms", low=1)
     instances: int = option(1, "model instances (instance_group)", low=1)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from asl_recognition.hashing import copy_hashed
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import ModelIntegrityError
-from asl_recognition.serving.repository import build_repository
+from asl_recognition.serving.repository import ModelSuperseded, build_repository
 
 ONNX_ARTIFACT = "model.onnx"
 CLASSES_ARTIFACT = "classes.txt"
@@ -90,8 +90,8 @@ def no_longer_production(record: Any, registry: Any) -> str | None:
         return None
     now = current.id if current is not None else "none"
     return (
-        f"model {record.id} is no longer in production (now: {now}, promoted while this "
-        "build waited for its turn); nothing written"
+        f"model {record.id} is no longer in production (now: {now}, promoted since this model "
+        "was chosen: its own build serves it); nothing written"
     )
 
 
@@ -124,9 +124,12 @@ def build_from_options(options: Any) -> dict[str, Any]:
 
     ``options`` is a :class:`asl_recognition.serving.options.BuildTritonRepoOptions`. A registry
     model is built from private copies checked against its recorded sha256, and one that was
-    production when chosen must still be when the build's turn comes (two pipelines at once).
+    production when chosen (or any, with ``require_production``: the pipeline's build of what
+    its select_best chose) must still be when the build's turn comes (two pipelines at once).
     """
     repo = options.repo or str(workspace() / "triton_repo")
+    if options.require_production and not options.model_id:
+        raise ModelSourceError("--require-production checks a registry model: give --model-id")
     if not options.model_id or options.train_task or options.onnx or options.classes:
         onnx_path, classes_path = model_files(
             train_task=options.train_task,
@@ -138,6 +141,8 @@ def build_from_options(options: Any) -> dict[str, Any]:
     record, registry = registry_record(options.model_id)
     current = registry.production(record.name)
     was_production = current is not None and current.id == record.id
+    if options.require_production and not was_production:
+        raise ModelSuperseded(no_longer_production(record, registry) or "")
     with tempfile.TemporaryDirectory(prefix="asl_build_") as private:
         onnx_path, classes_path = private_copies(record, Path(private))
         return build_repository(

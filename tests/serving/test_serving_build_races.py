@@ -101,3 +101,61 @@ def test_a_production_model_demoted_while_the_build_waits_is_not_built(tiny_mode
     last = [line for line in err.splitlines() if line.strip()][-1]
     assert f"model {chosen} is no longer in production (now: {other}" in last
     assert version_numbers(repo / "asl") == []  # nothing written
+
+
+def _build(workspace: Path, repo: Path, model_id: str, *flags: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "tasks/build_triton_repo.py", "--model-id", model_id]
+        + ["--repo", str(repo), "--no-ensemble", *flags],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_the_pipelines_build_of_a_model_demoted_before_the_build_started_is_not_built(
+    tiny_models, tmp_path
+):
+    """Two pipelines: run 1's select_best promoted its model, run 2 promoted a better one and
+    built it, then run 1's build started. Before, only a model still in production at the
+    build's start was checked again, so run 1's build served its demoted model as the newest
+    version. The pipeline wires require_production; a build by hand of any model still works."""
+    from asl_recognition.pipeline.dag import ASL_DAG
+
+    (step,) = [s for s in ASL_DAG.steps if s.name == "build_triton_repo"]
+    assert step.wired["require_production"] == "true"
+    workspace, repo = tmp_path / "ws", tmp_path / "repo"
+    registry, chosen, other = _registry(tiny_models, workspace)
+    registry.promote(other)  # run 2's select_best, before run 1's build starts
+    built = _build(workspace, repo, other, "--require-production")
+    assert built.returncode == 0, built.stderr[-2000:]
+    served = version_numbers(repo / "asl")
+    late = _build(workspace, repo, chosen, "--require-production")
+    assert late.returncode == 1, late.stderr[-2000:]
+    last = [line for line in late.stderr.splitlines() if line.strip()][-1]
+    assert f"model {chosen} is no longer in production (now: {other}" in last
+    assert version_numbers(repo / "asl") == served  # run 2's model stays the newest
+    by_hand = _build(workspace, repo, chosen)
+    assert by_hand.returncode == 0, by_hand.stderr[-2000:]
+    assert version_numbers(repo / "asl") == served + [served[-1] + 1]
+
+
+def test_require_production_needs_a_registry_model(tiny_models, tmp_path):
+    model = tiny_models["a"]
+    env = dict(os.environ, ASL_WORKSPACE=str(tmp_path / "ws"), ASL_OFFLINE="1")
+    run = subprocess.run(
+        [sys.executable, "tasks/build_triton_repo.py", "--require-production"]
+        + ["--onnx", str(model.onnx), "--classes", str(model.classes)]
+        + ["--repo", str(tmp_path / "repo")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 1
+    assert "--require-production checks a registry model: give --model-id" in run.stderr
+    assert not (tmp_path / "repo").exists()
