@@ -48,6 +48,7 @@ from starlette.routing import Route
 from asl_recognition.options import option
 from asl_recognition.serving.front_checks import (
     HEADER_LENGTH,
+    check_encoding,
     check_infer_json,
     check_route,
     json_part,
@@ -77,6 +78,7 @@ HOP_HEADERS = frozenset(
         "host",
         "content-length",
         "expect",
+        "content-encoding",  # a request's can only be identity (check_encoding)
     )
 )
 
@@ -164,6 +166,7 @@ class Proxy:
     async def forward(self, request: Request) -> Response:
         rate_limit(self.buckets, request)
         check_route(request.method, request.url.path)
+        check_encoding(request.headers.get("content-encoding"))
         if self.state.gave_up:
             raise Refused(503, "gave_up", self.state.gave_up)
         budget = [0, 0]  # bytes held, body received

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from asl_recognition.serving.limits import Refused
+from asl_recognition.serving.repo_files import STEP_SUFFIXES
 
 _MODEL = r"/v2/models/[^/]+(?:/versions/[0-9]+)?"
 # (method, path) pairs the front forwards: what tritonclient's inference calls use.
@@ -33,14 +34,43 @@ _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 
+_STEP_INFER = re.compile(
+    r"/v2/models/[^/]+(?:%s)(?:/versions/[0-9]+)?/infer" % "|".join(STEP_SUFFIXES)
+)
+# A JSON \u escape of an ASCII character: Triton's parser reads "shared\u005fmemory" as the key.
+_ASCII_ESCAPE = re.compile(rb"\\u00([0-7][0-9A-Fa-f])")
+
+
 def check_route(method: str, path: str) -> None:
-    """404 for any path and method outside the inference API, before the body is read."""
+    """404 for any path and method outside the inference API, and for inference on an
+    ensemble's steps (a client calling ``<name>_metrics`` itself counted made-up predictions
+    in the production metrics), before the body is read."""
     if not any(method == allowed and rule.fullmatch(path) for allowed, rule in ALLOWED):
         raise Refused(
             404,
             "not_served",
             f"{method} {path} is not served here: the public port carries inference, model "
             "metadata and health only",
+        )
+    if _STEP_INFER.fullmatch(path):
+        raise Refused(
+            404,
+            "not_served",
+            f"{method} {path} is not served here: that model is a step of an ensemble; call "
+            "the ensemble",
+        )
+
+
+def check_encoding(encoding: str | None) -> None:
+    """415 for a compressed body: Triton inflates gzip and deflate itself, with no bound, after
+    the front's checks saw only the compressed bytes (883 bytes of gzip crashed it, 1 MiB took
+    it to 2 GB)."""
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise Refused(
+            415,
+            "encoded_body",
+            f"request bodies with Content-Encoding {encoding[:40]!r} are not accepted here; "
+            "send them uncompressed",
         )
 
 
@@ -56,13 +86,14 @@ def json_part(body: bytes, header_length: str | None) -> bytes:
 
 
 def check_infer_json(document: bytes) -> None:
-    """400 for JSON nested deeper than :data:`MAX_JSON_DEPTH`, or naming shared memory.
+    """400 for JSON nested deeper than :data:`MAX_JSON_DEPTH`, or naming shared memory (also
+    spelt with ``\\u`` escapes, which Triton's parser decodes).
 
     Scanned, not parsed: strings are blanked first in one linear pass (brackets in them do not
     count; an unclosed string runs to the end), then only the brackets are walked, so a 32 MB
     body of numbers costs a regex pass, not a parse, whatever its quotes and backslashes.
     """
-    if b"shared_memory" in document:
+    if b"shared_memory" in _ASCII_ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), document):
         raise Refused(
             400, "shared_memory", "shared-memory inputs and outputs are not accepted here"
         )

@@ -37,14 +37,24 @@ _MANIFEST_LEFTOVER = re.compile(re.escape(MANIFEST_FILE) + r"\.[A-Za-z0-9_]{8}")
 # Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
 # short enough for the '_metrics' suffix. No separator can appear, so no path can escape.
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# The ensemble's steps are <name> + one of these; the public front serves no inference on them
+# (a client calling <name>_metrics itself forged the production metrics), so no served model
+# may carry one.
+STEP_SUFFIXES = ("_onnx", "_metrics", "_hands")
 
 
 def check_model_name(name: str) -> str:
-    """Refuse a model name Triton would not serve or that is not one plain folder name."""
+    """Refuse a model name Triton would not serve, that is not one plain folder name, or that
+    ends like an ensemble's step (:data:`STEP_SUFFIXES`)."""
     if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
+        )
+    if name.endswith(STEP_SUFFIXES):
+        raise ValueError(
+            f"invalid model name {name!r}: names ending in {', '.join(STEP_SUFFIXES)} are the "
+            "ensemble's steps"
         )
     return name
 
@@ -179,11 +189,12 @@ def check_platform(model_dir: Path, platform: str) -> None:
 def model_dirs(root: Path, model_name: str, ensemble: bool, graph_type: str) -> dict[str, Path]:
     """Every folder the build may touch, each checked to resolve inside the repository."""
     check_model_name(model_name)
-    names = {"onnx": f"{model_name}_onnx" if ensemble else model_name}
+    onnx, metrics, hands = (model_name + suffix for suffix in STEP_SUFFIXES)
+    names = {"onnx": onnx if ensemble else model_name}
     if ensemble:
-        names.update(metrics=f"{model_name}_metrics", ensemble=model_name)
+        names.update(metrics=metrics, ensemble=model_name)
     if ensemble and graph_type == LANDMARKS:
-        names["hands"] = f"{model_name}_hands"
+        names["hands"] = hands
     dirs = {key: inside(root, root / name) for key, name in names.items()}
     for key in ("onnx", "hands"):
         for version in version_numbers(dirs[key]) if key in dirs else []:

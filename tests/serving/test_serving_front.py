@@ -7,6 +7,7 @@ loopback source addresses (127.0.0.x) so each test has its own rate bucket.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import signal
@@ -58,10 +59,17 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def request(port: int, method: str, path: str, body: bytes = b"", source: str = "127.0.0.1"):
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    source: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
     try:
-        conn.request(method, path, body=body or None)
+        conn.request(method, path, body=body or None, headers=headers or {})
         answer = conn.getresponse()
         return answer.status, answer.read(), {k.lower(): v for k, v in answer.getheaders()}
     finally:
@@ -183,6 +191,48 @@ def test_a_request_nested_deep_enough_to_crash_triton_is_refused(served) -> None
     )
     assert status == 200, answer
     assert served.triton_pid() == pid  # not restarted
+
+
+def test_a_compressed_body_is_refused_before_triton_inflates_it(served) -> None:
+    """Triton inflates a gzip or deflate body itself, without bound, after the front had checked
+    only the compressed bytes: the deep JSON above gzips to under 1 KB and crashed it (SIGSEGV),
+    and 1 MiB of gzip took it to 2 GB. Now 415; the same server answers the next request."""
+    pid = served.triton_pid()
+    deep = gzip.compress(b"[" * 400_000)
+    assert len(deep) < 2000
+    for encoding in ("gzip", "deflate", "GZIP, identity"):
+        status, answer, _ = request(served.http, "POST", "/v2/models/asl/infer", deep,
+                                    "127.0.0.24", {"Content-Encoding": encoding})  # fmt: skip
+        assert status == 415, (encoding, answer)
+        assert "send them uncompressed" in json.loads(answer)["error"], answer
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=1)[0])
+    status, answer, _ = request(served.http, "POST", "/v2/models/asl/infer", infer_body(batch),
+                                "127.0.0.24", {"Content-Encoding": "identity"})  # fmt: skip
+    assert status == 200, answer
+    assert served.triton_pid() == pid  # not restarted
+
+
+def test_the_ensembles_steps_take_no_inference_through_the_front(served) -> None:
+    """Anyone reaching the public port called ``asl_metrics`` itself, counting made-up
+    predictions in the production metrics the alerts read. Metadata stays readable."""
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=1)[0])
+    for path in ("/v2/models/asl_metrics/infer", "/v2/models/asl_onnx/versions/1/infer"):
+        status, answer, _ = request(served.http, "POST", path, infer_body(batch), "127.0.0.25")
+        assert status == 404, (path, answer)
+        assert "a step of an ensemble" in json.loads(answer)["error"], answer
+    for path in ("/v2/models/asl_metrics/config", "/v2/models/asl_onnx/config"):
+        assert request(served.http, "GET", path, source="127.0.0.25")[0] == 200, path
+
+
+def test_shared_memory_spelt_with_json_escapes_is_refused(served) -> None:
+    """Triton's parser decodes ``\\u`` escapes in keys: ``shared\\u005fmemory_region`` passed
+    the front's byte search and Triton looked the region up."""
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=1)[0])
+    body = infer_body(batch)[:-1] + b', "outputs": [{"name": "probabilities", "parameters": '
+    body += b'{"shared\\u005fmemory_region": "r1"}}]}'
+    json.loads(body)  # valid JSON, the key decoded
+    status, answer, _ = request(served.http, "POST", "/v2/models/asl/infer", body, "127.0.0.26")
+    assert status == 400 and "shared-memory" in json.loads(answer)["error"], answer
 
 
 def test_a_connection_that_never_finishes_its_headers_is_closed(served) -> None:

@@ -202,6 +202,18 @@ def test_model_names_that_are_not_one_plain_folder_are_refused(
     assert not repo.exists()
 
 
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_a_model_named_like_an_ensembles_step_is_refused(tiny_models, tmp_path, ensemble) -> None:
+    """The public front takes no inference on ``*_onnx``, ``*_metrics`` or ``*_hands`` (the
+    ensemble's steps), so no model the build serves may be named so."""
+    a = tiny_models["a"]
+    for name in ("asl_metrics", "x_onnx", "y_hands"):
+        with pytest.raises(ValueError, match="are the ensemble's steps"):
+            build_repository(a.onnx, a.classes, tmp_path / "repo", model_name=name,
+                             ensemble=ensemble)  # fmt: skip
+    assert not (tmp_path / "repo").exists()
+
+
 def test_symlinks_out_of_the_repository_are_refused(tiny_models, tmp_path) -> None:
     a = tiny_models["a"]
     repo = tmp_path / "repo"
