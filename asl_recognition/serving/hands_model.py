@@ -167,11 +167,19 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
+        """One response per request; a request's own error fails it alone."""
         responses = []
         for request in requests:
             try:
                 responses.append(self._answer(request))
             except Exception as exc:  # noqa: BLE001 - one request fails, never the batch
-                message = str(exc) if isinstance(exc, RequestError) else f"hand pipeline: {exc!r}"
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
+                responses.append(pb_utils.InferenceResponse(error=_error(exc)))
         return responses
+
+
+def _error(exc: Exception):
+    """The client's fault (a bad or oversized image) as INVALID_ARG, which HTTP answers 400 and
+    gRPC INVALID_ARGUMENT; anything else stays an internal error (500)."""
+    if isinstance(exc, RequestError):
+        return pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+    return pb_utils.TritonError(f"hand pipeline: {exc!r}")

@@ -142,7 +142,15 @@ def backend_utils() -> types.ModuleType:
             self.error = error
 
     module.Tensor, module.InferenceResponse = Tensor, InferenceResponse
-    module.TritonError = RuntimeError
+
+    class TritonError(RuntimeError):
+        INTERNAL, INVALID_ARG = "INTERNAL", "INVALID_ARG"
+
+        def __init__(self, message: str, code: str = "INTERNAL") -> None:
+            super().__init__(message)
+            self.code = code
+
+    module.TritonError = TritonError
     module.get_input_tensor_by_name = lambda request, name: request[name]
     return module
 

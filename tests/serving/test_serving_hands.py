@@ -220,7 +220,7 @@ def test_bad_inputs_get_clear_answers_and_the_server_keeps_serving(
     assert code == 1 and items == []
     assert err.strip() == (
         f"error: {files['not_an_image']}: refused by the server (inference failed: "
-        "[500] in ensemble 'asl', IMAGE not_an_image: the image is not a readable image)"
+        "[400] in ensemble 'asl', IMAGE not_an_image: the image is not a readable image)"
     )
     reference, second = ask(hands_server, "asl_hands", [photo.read_bytes(), other.read_bytes()])[
         "FEATURES"
