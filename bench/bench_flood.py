@@ -226,6 +226,7 @@ def launch(repo: Path, work: Path) -> tuple[subprocess.Popen, int]:
     command += ["--metrics-port", str(free_port()), "--log-path", str(work / "triton.log")]
     # every request comes from this one address: no per-client rate or connection cap
     command += ["--rate", "0", "--max-connections", "256", "--client-connections", "0"]
+    command += ["--requests-in-flight", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()

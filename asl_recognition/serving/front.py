@@ -8,7 +8,8 @@ loopback only and this app, on the public port, forwards ``/v2/...`` to it:
   the streamed (chunked) body passes the cap; the bodies being buffered are capped as a whole
   (``max_buffered_bytes``, 503 beyond it), so the front's own memory is bounded too;
 - each client (by address) has a token bucket: past ``rate`` requests/s (``burst`` at once) it
-  gets 429 with ``Retry-After`` at once, nothing queues;
+  gets 429 with ``Retry-After`` at once, nothing queues, and so does one more than
+  ``requests_in_flight`` at once;
 - reading the body and Triton's answer share ``request_timeout`` seconds (408 for a body not
   received in time, 504 for an answer not given in time); a client that stops reading its
   answers has as long again to take them, then its connection is reset; headers are due within
@@ -55,8 +56,10 @@ from asl_recognition.serving.front_checks import (
 )
 from asl_recognition.serving.limits import (
     MIB,
+    InFlight,
     Refused,
     TokenBuckets,
+    client_of,
     header_deadline,
     rate_limit,
     read_capped,
@@ -109,6 +112,12 @@ class FrontLimits:
         "connection's own address is the client, as any other header can be forged)",
         metavar="ADDRESS",
     )
+    requests_in_flight: int = option(
+        4,
+        "requests one client address may have in flight at once (0: no cap); more: 429 (one "
+        "photo may hold the hand step for seconds, so the rate alone let a client queue minutes)",
+        low=0,
+    )
     max_connections: int = option(
         64, "connections and requests the front serves at once; beyond: 503", low=1
     )
@@ -140,6 +149,7 @@ class Proxy:
     def __init__(self, upstream: str, limits: FrontLimits, state: ServerState) -> None:
         self.upstream, self.limits, self.state = upstream.rstrip("/"), limits, state
         self.buckets = TokenBuckets(limits.rate, limits.burst)
+        self.in_flight = InFlight(limits.requests_in_flight)
         self.buffered = 0
         self.client: httpx.AsyncClient | None = None
 
@@ -171,9 +181,10 @@ class Proxy:
             raise Refused(503, "gave_up", self.state.gave_up)
         budget = [0, 0]  # bytes held, body received
         try:
-            return await asyncio.wait_for(
-                self._exchange(request, budget), self.limits.request_timeout
-            )
+            with self.in_flight.hold(client_of(request)):
+                return await asyncio.wait_for(
+                    self._exchange(request, budget), self.limits.request_timeout
+                )
         except asyncio.TimeoutError:
             late = "tritonserver did not answer" if budget[1] else "the body did not arrive"
             raise Refused(

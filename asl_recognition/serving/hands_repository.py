@@ -114,11 +114,14 @@ def hands_model_config(
     preferred: list[int] | None = None,
     max_queue_delay_us: int = 500,
     detector: Mapping[str, Any] | None = None,
+    queue_timeout_s: float = 0.0,
 ) -> mc.ModelConfig:
     """The Python-backend hand pipeline: one photo's bytes per row in, features out.
 
     ``detector``: the classifier's recorded hand detector settings (:func:`recorded_detector`),
     written as the ``detector`` parameter that ``hands_model.py`` builds its landmarker from.
+    ``queue_timeout_s`` (> 0, with dynamic batching): a request that waited longer for an
+    instance is rejected when its turn comes, not worked on for a client that gave up.
     """
     if instances < 1:
         raise ValueError(f"hand_instances must be >= 1 (got {instances})")
@@ -138,6 +141,13 @@ def hands_model_config(
                 max_queue_delay_microseconds=max_queue_delay_us,
             )
         )
+        if queue_timeout_s > 0:
+            config.dynamic_batching.default_queue_policy.CopyFrom(
+                mc.ModelQueuePolicy(
+                    timeout_action=mc.ModelQueuePolicy.REJECT,
+                    default_timeout_microseconds=round(queue_timeout_s * 1e6),
+                )
+            )
     config.instance_group.append(
         mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     )

@@ -1,5 +1,6 @@
 """What one request and one client may cost a web app here, shared by the front and the live
-page's app: a body read up to a cap (400/413), per-client token buckets (429), a deadline on
+page's app: a body read up to a cap (400/413), per-client token buckets and requests in flight
+(429), a deadline on
 each request's headers and a cap on each client's connections (:class:`HeaderDeadline`) and the
 one refusal type both answer with, as JSON ``{"error": ...}``.
 """
@@ -15,7 +16,7 @@ import struct
 import termios
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.requests import Request
@@ -44,6 +45,35 @@ class TokenBuckets:
         while len(self._buckets) > self.capacity:
             self._buckets.popitem(last=False)
         return wait
+
+
+class InFlight:
+    """Requests being worked on, by client: one more than ``most`` gets 429 at once (0: no cap).
+
+    The rate alone let one client queue minutes of work: each photo may cost the hand step
+    seconds, and a request carries several."""
+
+    def __init__(self, most: int, what: str = "requests") -> None:
+        self.most, self.what = most, what
+        self.counts: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, client: str) -> Iterator[None]:
+        """Count ``client``'s request in flight while the block runs, or refuse it."""
+        held = self.counts[client]
+        if self.most and held >= self.most:
+            raise Refused(
+                429, "in_flight",
+                f"{client} has {held} {self.what} in flight already, the most one client may "
+                "have: send the next once one is answered", {"Retry-After": "1"},
+            )  # fmt: skip
+        self.counts[client] += 1
+        try:
+            yield
+        finally:
+            self.counts[client] -= 1
+            if not self.counts[client]:
+                del self.counts[client]
 
 
 class Refused(Exception):

@@ -37,6 +37,13 @@ class BuildTritonRepoOptions:
         "image at a time each, so about one per core for throughput",
         low=1,
     )
+    hand_queue_timeout_s: float = option(
+        30.0,
+        "seconds a request may wait for a hand-step instance before Triton rejects it, with "
+        "dynamic batching (0: for ever); the front answers 504 after 30 s, and work for clients "
+        "that had given up ran on, minutes of it",
+        low=0.0,
+    )
     instance_kind: str = option(
         "cpu", "where the ONNX model's instances run (instance_group kind)", choices=("cpu", "gpu")
     )

@@ -145,6 +145,7 @@ def _hands_config(
     dynamic_batching: bool,
     max_queue_delay_us: int,
     detector: dict[str, Any] | None,
+    queue_timeout_s: float,
 ) -> mc.ModelConfig | None:
     """The hand pipeline's config when the build has one (a landmark classifier's ensemble),
     measuring photos as the classifier's training table was measured (``detector``)."""
@@ -158,6 +159,7 @@ def _hands_config(
         preferred_batch_sizes(max_batch_size),
         max_queue_delay_us,
         detector,
+        queue_timeout_s,
     )
 
 
@@ -274,6 +276,7 @@ def build_repository(
         opts.dynamic_batching,
         opts.max_queue_delay_us,
         hands_repository.recorded_detector(signature, onnx_path) if graph == LANDMARKS else None,
+        opts.hand_queue_timeout_s,
     )
     trt_cache = _trt_cache_path(trt_cache_dir, dirs["onnx"], onnx_path, opts.tensorrt)
     config = _onnx_config(opts, dirs["onnx"].name, signature, labelled, trt_cache)

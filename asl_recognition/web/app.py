@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from urllib.parse import urlsplit
@@ -41,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from asl_recognition import imageio
 from asl_recognition.serving.limits import (
+    InFlight,
     Refused,
     TokenBuckets,
     client_of,
@@ -102,7 +102,7 @@ class FrameHandler:
     def __init__(self, link: TritonLink, limits: WebLimits) -> None:
         self.link, self.limits = link, limits
         self.buckets = TokenBuckets(limits.rate, limits.burst)
-        self.in_flight: Counter[str] = Counter()  # frames being received or answered, by client
+        self.in_flight = InFlight(limits.frames_in_flight, "frames")  # received or answered
 
     def check_client(self, request: Request) -> None:
         if not same_origin(request):
@@ -137,20 +137,8 @@ class FrameHandler:
     async def answer(self, request: Request) -> dict:
         """The frame's answer, or :class:`Refused`; counted in flight while it is worked on."""
         self.check_client(request)
-        client = client_of(request)
-        if self.in_flight[client] >= self.limits.frames_in_flight:
-            raise Refused(
-                429, "in_flight",
-                f"{client} has {self.in_flight[client]} frames in flight already, the most one "
-                "client may have: send the next once one is answered", {"Retry-After": "1"},
-            )  # fmt: skip
-        self.in_flight[client] += 1
-        try:
+        with self.in_flight.hold(client_of(request)):
             return await self._answer(request)
-        finally:
-            self.in_flight[client] -= 1
-            if not self.in_flight[client]:
-                del self.in_flight[client]
 
     async def _answer(self, request: Request) -> dict:
         timeout = self.limits.request_timeout

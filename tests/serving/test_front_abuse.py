@@ -37,6 +37,8 @@ class FakeTriton(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v2/models/slow/infer":  # a photo that holds the hand step
+            time.sleep(SLOW)
         self.answer(b"{}")
 
     def answer(self, body: bytes) -> None:
@@ -196,3 +198,33 @@ def test_x_forwarded_for_does_not_make_a_client_a_new_one(upstream) -> None:
             conn.close()
     assert [status for status, _ in statuses] == [200] * 3 + [429] * 3, statuses
     assert b"too many requests from 127.0.0.1" in statuses[-1][1]
+
+
+def test_one_client_may_have_only_so_many_requests_in_flight(upstream) -> None:
+    """A photo may hold the hand step for seconds, and the rate alone let one client queue
+    minutes of work ahead of everyone. One more than ``--requests-in-flight`` gets 429 at once;
+    another address is still served, and so is the first once an answer is back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def infer(source: str, model: str = "slow") -> tuple[int, bytes, float]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=30, source_address=(source, 0)
+        )
+        start = time.monotonic()
+        try:
+            conn.request("POST", f"/v2/models/{model}/infer", body=b"{}")
+            answer = conn.getresponse()
+            return answer.status, answer.read(), time.monotonic() - start
+        finally:
+            conn.close()
+
+    with front(upstream, "--requests-in-flight", "2") as port:
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(infer, "127.0.0.30") for _ in range(2)]
+            time.sleep(SLOW / 3)  # both are with Triton now
+            status, answer, seconds = infer("127.0.0.30", "fast")
+            assert status == 429 and seconds < SLOW / 3, (status, answer, seconds)
+            assert b"has 2 requests in flight already" in answer
+            assert infer("127.0.0.31", "fast")[0] == 200  # another client
+            assert [f.result()[0] for f in slow] == [200, 200]
+        assert infer("127.0.0.30", "fast")[0] == 200

@@ -386,3 +386,45 @@ def test_a_new_model_with_another_record_switches_the_running_hand_step(
             break
         time.sleep(0.5)
     assert np.abs(got - then).max() < 1e-4
+
+
+def test_requests_that_waited_too_long_for_the_hand_step_are_dropped(fitted, tmp_path) -> None:
+    """A handless 1500 px photo costs the hand step all its passes (about 2 s here). Requests
+    that queue behind it past ``hand_queue_timeout_s`` are rejected at their turn, not worked on
+    for clients that gave up (before: Triton worked through minutes of them after the front had
+    answered 504)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asl_testkit.servers import start_server
+
+    repo = tmp_path / "repo"
+    build_repository(fitted["onnx"], fitted["root"] / "classes.txt", repo,
+                     max_batch_size=8, hand_queue_timeout_s=0.5)  # fmt: skip
+    buffer = io.BytesIO()
+    Image.new("RGB", (1500, 1500)).save(buffer, "PNG")
+    dark = buffer.getvalue()
+    server = start_server(repo, tmp_path, poll_secs=1, exit_timeout_secs=3)
+    try:
+
+        def one(blob: bytes) -> str:
+            try:
+                return str(ask(server, "asl", [blob], ["HAND_FOUND"])["HAND_FOUND"][0, 0])
+            except InferenceServerException as exc:
+                return str(exc)
+
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(one, dark)
+            time.sleep(0.3)  # the first holds the one instance; the rest queue behind it
+            queued = [pool.submit(one, dark) for _ in range(3)]
+            answers = [first.result()] + [f.result() for f in queued]
+        assert answers[0] == "0.0", answers
+        assert all("timeout" in a.lower() for a in answers[1:]), answers
+        text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+        runs = re.search(
+            r'^nv_inference_count\{model="asl_hands",version="\d+"\} (\S+)$', text, re.M
+        )
+        assert runs is not None and float(runs.group(1)) == 1.0, text[-3000:]
+        photo = fitted["photos"][0].read_bytes()
+        assert ask(server, "asl", [photo], ["HAND_FOUND"])["HAND_FOUND"][0, 0] == 1
+    finally:
+        server.stop()
