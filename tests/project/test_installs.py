@@ -94,6 +94,29 @@ def test_steps_requirements_resolve_for_the_agent_image(tmp_path: Path, python_v
         assert chosen.get(name) == version, f"{name}=={version} resolved as {chosen.get(name)}"
 
 
+def test_the_project_itself_requires_the_runtime_pins(tmp_path: Path) -> None:
+    """A clearml-agent set to uv (or poetry) runs ``uv sync`` on a checkout with a
+    pyproject.toml, installing the project and what it requires, and ignores both the task's
+    package list and requirements.txt (clearml-agent 3.0.3: helper/package/uv_api.py,
+    commands/worker.py). The project declared no dependencies, so such an agent installed
+    nothing and every step failed on ``import clearml``. Built by pip from a copy of the
+    project's metadata (pyproject.toml, requirements.txt, the package's __init__.py)."""
+    for name in ("pyproject.toml", STEPS_REQS, "asl_recognition/__init__.py"):
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / name, tmp_path / "src" / name)
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed"]
+    cmd += ["--quiet", "--report", str(report), str(tmp_path / "src")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (project,) = json.loads(report.read_text())["install"]
+    required = {}
+    for line in project["metadata"].get("requires_dist", []):
+        name, version = re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?==([\w.]+)", line).groups()
+        required[canonical(name)] = version
+    assert required == pins(STEPS_REQS)
+
+
 @pytest.mark.parametrize("python_version", ["3.10", "3.13"])
 def test_other_pythons_cannot_install_the_steps_requirements(
     tmp_path: Path, python_version
