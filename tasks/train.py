@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asl_recognition.hands.models import ModelFileError
+from asl_recognition.registry.base import ModelIntegrityError
 from asl_recognition.tracking import TaskContext, task_entry
 from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.options import TrainOptions
@@ -20,7 +21,7 @@ from asl_recognition.training.options import TrainOptions
 @task_entry(
     TrainOptions,
     task_type="training",
-    refused=(TrainingInputError, ModelFileError),
+    refused=(TrainingInputError, ModelFileError, ModelIntegrityError),
     refusal_code=1,
     name=lambda options: f"train {options.model}",
 )

@@ -66,9 +66,14 @@ class LocalModelRegistry(ModelRegistry):
 
     def _read(self, path: Path) -> ModelRecord:
         try:
-            record = ModelRecord.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+            record = ModelRecord.from_dict(data)
         except (ValueError, TypeError) as exc:
-            raise ModelIntegrityError(f"model record {path} is not a readable record: {exc}")
+            raise ModelIntegrityError(
+                f"model record {path} is not a readable record: {exc}"
+            ) from None
         for key in PATH_FIELDS:
             value = getattr(record, key)
             if value:  # its own copy, wherever the workspace is now (old records: absolute)
@@ -116,6 +121,14 @@ class LocalModelRegistry(ModelRegistry):
         if model.parent_id is not None:
             self.get(model.parent_id)  # an unknown parent is refused before anything is copied
         model_id = uuid.uuid4().hex
+        try:
+            return self._register(model, model_id, task)
+        except BaseException:  # an unreadable record, a full disk: no copies left without one
+            if not (self.records / f"{model_id}.json").exists():
+                shutil.rmtree(self.files / model_id, ignore_errors=True)
+            raise
+
+    def _register(self, model: NewModel, model_id: str, task: Any) -> ModelRecord:
         copies = self._copy(model, model_id)
         # hashed from the copies: what the registry holds is what later reads are checked on
         hashes = {role: sha256_file(path) for role, path in copies.items() if path}

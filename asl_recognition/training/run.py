@@ -33,6 +33,10 @@ def run_training(options: TrainOptions, ctx: TaskContext | None = None) -> dict[
     """Train, evaluate, export and register; returns the outputs the next pipeline step reads."""
     started = time.perf_counter()
     plan = prepare(options)
+    if options.register:  # an unreadable registry refuses now, not after the whole training
+        from asl_recognition.registry import get_registry
+
+        get_registry().list("asl")
     data = load_data(plan)
     create_run_dir(plan.run_dir)
     print(f"run dir: {plan.run_dir}")

@@ -166,3 +166,42 @@ def test_an_unknown_model_id_is_one_line_in_every_task_that_takes_one(script, tm
     assert (
         last == f"{Path(script).stem}: error: no model with id {unknown} in {tmp_path}/ws/registry"
     )
+
+
+@pytest.mark.parametrize("text", ["null", "[1]", '"a string"', '{"id": '])
+def test_a_record_that_is_no_json_object_is_one_line_and_leaves_no_copies(files, tmp_path, text):
+    """``null`` or ``[1]`` ended in an AttributeError traceback; a failed registration left its
+    copied files under files/<id> with no record naming them."""
+    registry = LocalModelRegistry(tmp_path / "registry")
+    kept = registry.register(_new(files))
+    bad = tmp_path / "registry" / "records" / "0123456789abcdef0123456789abcdef.json"
+    bad.write_text(text)
+    for read in (registry.list, registry.production):
+        with pytest.raises(ModelIntegrityError) as info:
+            read()
+        assert_one_line(str(info.value), str(bad), "is not a readable record")
+    with pytest.raises(ModelIntegrityError):
+        registry.register(_new(files))
+    assert sorted(p.name for p in (tmp_path / "registry" / "files").iterdir()) == [kept.id]
+
+
+def test_train_refuses_an_unreadable_registry_before_it_trains(tmp_path) -> None:
+    """Before, the whole training ran, then registration died in a traceback, leaving the
+    model's copied files in the registry with no record."""
+    from asl_testkit.published import publish_sample
+    from asl_testkit.workspaces import offline_workspace
+
+    ws = tmp_path / "ws"
+    with offline_workspace(ws):
+        dataset_id = publish_sample(tmp_path, per_class=4)
+    records = ws / "registry" / "records"
+    records.mkdir(parents=True)
+    (records / "0123456789abcdef0123456789abcdef.json").write_text('{"id": ')
+    env = dict(os.environ, ASL_WORKSPACE=str(ws), ASL_OFFLINE="1")
+    proc = run_script("tasks/train.py", "--dataset-version", dataset_id, "--epochs", "1", env=env)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is not a readable record" in last, proc.stderr[-3000:]
+    assert "run dir:" not in proc.stdout  # refused before the training started
+    assert list((ws / "registry" / "files").iterdir()) == []
