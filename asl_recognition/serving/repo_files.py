@@ -20,6 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from asl_recognition.classes import read_class_file
 from asl_recognition.hashing import sha256_file
 from asl_recognition.serving.configs import load_config
@@ -178,7 +180,13 @@ def check_platform(model_dir: Path, platform: str) -> None:
     """Refuse to overwrite a folder that holds a model of another platform or backend."""
     config_file = model_dir / "config.pbtxt"
     if config_file.is_file():
-        current = load_config(config_file)
+        try:
+            current = load_config(config_file)
+        except (text_format.ParseError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{config_file} is not a model config a build wrote ({exc}); move it away or "
+                "use another --model-name"
+            ) from None
         if (current.platform or current.backend) not in (platform, ""):
             raise ValueError(
                 f"{model_dir} already holds a '{current.platform or current.backend}' model; "

@@ -194,15 +194,25 @@ def _trt_cache_path(base: str, model_dir: Path, onnx_path: Path, tensorrt: bool)
     return f"{base.rstrip('/')}/{model_dir.name}-{sha256_file(onnx_path)[:16]}"
 
 
-def _check_platforms(dirs: dict[str, Path]) -> None:
-    """An existing folder of another platform under a name we would write is refused."""
+def _check_platforms(dirs: dict[str, Path], recorded: dict[str, dict[str, str]]) -> None:
+    """An existing folder of another platform under a name we would write is refused, unless a
+    build wrote its config and it was changed since: that one is rewritten (a corrupted config
+    had made the rebuild that the server's refusal asks for crash on it, for good)."""
     for key, platform in (
         ("onnx", "onnxruntime_onnx"),
         ("ensemble", "ensemble"),
         ("hands", "python"),
     ):
-        if key in dirs:
+        if key in dirs and not _config_changed_since_build(dirs[key], recorded):
             check_platform(dirs[key], platform)
+
+
+def _config_changed_since_build(model_dir: Path, recorded: dict[str, dict[str, str]]) -> bool:
+    written = recorded.get(model_dir.name, {}).get("config.pbtxt")
+    config = model_dir / "config.pbtxt"
+    if written is None or not config.is_file() or config.is_symlink():
+        return False
+    return sha256_file(config) != written
 
 
 def _onnx_config(
@@ -282,12 +292,12 @@ def build_repository(
     config = _onnx_config(opts, dirs["onnx"].name, signature, labelled, trt_cache)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / repo_manifest.BUILD_LOCK, timeout=BUILD_LOCK_WAIT_S):
-        repo_manifest.read_manifest(root)  # an unreadable record: refused before any write
+        recorded = repo_manifest.read_manifest(root) or {}  # unreadable: refused, no write
         why = superseded() if superseded is not None else None
         if why:
             raise ModelSuperseded(why)
         remove_staging_leftovers(root)
-        _check_platforms(dirs)
+        _check_platforms(dirs, recorded)
         try:
             written = _write_models(
                 opts, root, dirs, onnx_path, signature, classes, config, hands_cfg

@@ -256,3 +256,37 @@ def test_the_images_health_check_stops_a_server_whose_repository_changed(
         assert server.process.wait(timeout=30) is not None
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "folder, change",
+    [
+        ("asl_onnx", lambda text: text + "\nthis is { not protobuf"),
+        ("asl", lambda text: text + "\n\xff garbage"),
+        (
+            "asl_onnx",
+            lambda text: text.replace('platform: "onnxruntime_onnx"', 'backend: "python"'),
+        ),
+    ],
+)
+def test_a_rebuild_repairs_a_config_changed_since_the_build(tiny_models, tmp_path, folder, change):
+    """The server refuses a changed config and says to build again; that build crashed on the
+    garbage it was asked to repair (a protobuf ParseError traceback), or refused a changed
+    platform line as another model's folder. A config no build recorded is one line."""
+    repo = _built(tiny_models, tmp_path)
+    config = repo / folder / "config.pbtxt"
+    original = config.read_bytes()
+    config.write_text(change(original.decode()))
+    assert f"{folder}/config.pbtxt" in problems(repo)
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, repo)
+    assert config.read_bytes() == original and problems(repo) == []
+    other = tmp_path / "other"
+    (other / "asl_onnx").mkdir(parents=True)
+    (other / "asl_onnx" / "config.pbtxt").write_text(change(original.decode()))
+    with pytest.raises(ValueError) as info:
+        build_repository(a.onnx, a.classes, other)
+    message = str(info.value)
+    assert "\n" not in message and (
+        "is not a model config" in message or "already holds" in message
+    )
