@@ -29,6 +29,7 @@ from asl_recognition.options import build_parser as build_options_parser  # noqa
 from asl_recognition.options import option, parse  # noqa: E402
 from asl_recognition.paths import REPO_ROOT, SAMPLE_TEST_IMAGES, workspace  # noqa: E402
 from asl_recognition.pipeline.runs import list_runs  # noqa: E402
+from asl_recognition.web.demo import pipeline_repository  # noqa: E402
 
 CLIENT = REPO_ROOT / "triton" / "client" / "client.py"
 LINE_RE = re.compile(r"^(?P<path>.+?): (?P<label>\S+) (?P<prob>[0-9.]+)")
@@ -211,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    repo = Path(
-        options.repo
-        or step_outputs(run, "build_triton_repo").get("repo")
-        or workspace() / "triton_repo"
-    )
+    repo = Path(options.repo) if options.repo else pipeline_repository()
     if not (repo / "asl").is_dir() and not any(repo.glob("*/config.pbtxt")):
         print(f"demo_serve: no Triton repository at {repo}", file=sys.stderr)
         return 2

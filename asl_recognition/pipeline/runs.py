@@ -154,6 +154,25 @@ def list_runs(root: Path | None = None) -> list[dict[str, Any]]:
     return sorted(states, key=lambda s: (s.get("created", ""), s["run_id"]))
 
 
+def step_path(state: Mapping[str, Any], step: str, output: str) -> Path | None:
+    """A path output of ``step`` in ``state``, in this workspace: a run recorded before its
+    workspace was moved or copied names the folders it wrote by their old place (a copied
+    workspace's demo served the other workspace's repository), so a path inside the workspace
+    the run was recorded in (its step log's, ``<workspace>/pipeline_runs/<run>/<step>``) is
+    moved under this one. None when the step recorded no such output."""
+    recorded = (state.get("steps") or {}).get(step) or {}
+    value = (recorded.get("outputs") or {}).get(output)
+    if not value:
+        return None
+    path, log = Path(value), recorded.get("log")
+    here = runs_dir().parent
+    if log and os.path.isabs(log) and len(Path(log).parents) > 2:
+        then = Path(log).parents[2]
+        if then != here and path.is_relative_to(then):
+            return here / path.relative_to(then)
+    return path
+
+
 def normalise(params: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(params), default=str))
 

@@ -40,11 +40,11 @@ class DemoWebOptions(WebOptions):
 
 def pipeline_repository() -> Path:
     """The repository the last completed ``make run`` built, else ``<workspace>/triton_repo``."""
-    from asl_recognition.pipeline.runs import list_runs
+    from asl_recognition.pipeline.runs import list_runs, step_path
 
     runs = [r for r in list_runs() if r.get("status") == "completed"]
-    step = runs[-1].get("steps", {}).get("build_triton_repo", {}) if runs else {}
-    return Path((step.get("outputs") or {}).get("repo") or workspace() / "triton_repo")
+    built = step_path(runs[-1], "build_triton_repo", "repo") if runs else None
+    return built or workspace() / "triton_repo"
 
 
 def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> int:

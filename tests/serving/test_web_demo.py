@@ -171,3 +171,37 @@ def test_the_demos_triton_metrics_port_is_the_one_the_monitoring_stack_scrapes()
 
     host, _, port = StackOptions().triton_metrics.rpartition(":")
     assert (host, int(port)) == ("127.0.0.1", DemoWebOptions().triton_metrics_port)
+
+
+def test_a_copied_or_moved_workspace_serves_its_own_repository(tmp_path, monkeypatch) -> None:
+    """A run's state names the repository its build wrote by its absolute path: after ``cp -a``
+    of the workspace, ``make demo`` in the copy served the original's repository (whatever was
+    built there since), and after a move it found none. A repository built outside the
+    workspace (``--repo``) is still taken as recorded."""
+    import shutil
+
+    from asl_recognition.pipeline.runs import STATE_NAME
+    from asl_recognition.web.demo import pipeline_repository
+
+    first, outside = tmp_path / "first", tmp_path / "srv" / "repo"
+    run = first / "pipeline_runs" / "20250101-000000-abcdef"
+    run.mkdir(parents=True)
+
+    def record(repo: Path) -> None:
+        built = {"status": "completed", "log": str(run / "build_triton_repo")}
+        steps = {"build_triton_repo": {**built, "outputs": {"repo": str(repo)}}}
+        state = {"run_id": run.name, "status": "completed", "created": "2025", "steps": steps}
+        (run / STATE_NAME).write_text(json.dumps(state))
+
+    record(first / "triton_repo")
+    copy, moved = tmp_path / "copy", tmp_path / "moved"
+    shutil.copytree(first, copy)
+    for workspace in (first, copy):
+        monkeypatch.setenv("ASL_WORKSPACE", str(workspace))
+        assert pipeline_repository() == workspace / "triton_repo"
+    shutil.move(first, moved)
+    monkeypatch.setenv("ASL_WORKSPACE", str(moved))
+    assert pipeline_repository() == moved / "triton_repo"
+    run = moved / "pipeline_runs" / run.name
+    record(outside)
+    assert pipeline_repository() == outside
