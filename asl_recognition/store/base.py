@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -70,6 +72,46 @@ class DatasetVersion:
         data = dict(data)
         data["files"] = [FileEntry(**f) for f in data.get("files", [])]
         return cls(**data)
+
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def path_problem(rel: Any) -> str | None:
+    """Why ``rel`` cannot name a file inside a dataset (absolute, ``..``, empty parts), or
+    None: a version's files are written under its checkout by these names."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        return f"{rel[:120]!r} is no file name" if isinstance(rel, str) else f"{rel!r} is no name"
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
+        return f"dataset path escapes the dataset root: {rel[:120]!r}"
+    return None
+
+
+def read_version(path: Path) -> DatasetVersion:
+    """A stored version record, checked before any of its names reaches a path: an edited
+    record had written (and overwritten) files outside the store through ``../`` names, and a
+    malformed one was a traceback or a bare JSON error naming no file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        version = DatasetVersion.from_dict(data)
+        problems = [path_problem(e.path) for e in version.files]
+        problems += [
+            f"{e.path[:120]!r} has no sha256" for e in version.files
+            if not (isinstance(e.sha256, str) and SHA256_HEX.fullmatch(e.sha256))
+        ]  # fmt: skip
+        names = [e.path for e in version.files]
+        if len(set(names)) != len(names):
+            problems.append("a file is listed twice")
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ValueError(problem)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DatasetIntegrityError(
+            f"dataset record {path} is not a readable version record ({exc}); refused"
+        ) from None
+    return version
 
 
 def _pid_after(name: str, marker: str) -> int | None:

@@ -20,6 +20,7 @@ and refused in one line when the object is altered too, as is a file the version
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -42,6 +43,8 @@ from asl_recognition.store.base import (
     FileEntry,
     atomic_write_text,
     check_copied,
+    path_problem,
+    read_version,
     remove_stale,
     temp_name,
 )
@@ -78,7 +81,9 @@ def _hashes_to(path: Path, sha: str) -> bool:
 def _link(source: Path, dest: Path) -> None:
     try:
         os.link(source, dest)
-    except OSError:  # another file system, or too many links: a copy
+    except OSError as exc:  # another file system, or too many links: a copy; never over a file
+        if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+            raise
         shutil.copyfile(source, dest)
 
 
@@ -171,8 +176,9 @@ class LocalDatasetStore(DatasetStore):
             self.get(dataset_id=parent_id)  # refuses a dangling parent before writing anything
         entries = []
         for rel in sorted(files):
-            if rel.startswith("/") or ".." in Path(rel).parts:
-                raise ValueError(f"dataset path escapes the dataset root: {rel!r}")
+            problem = path_problem(rel)
+            if problem:
+                raise ValueError(problem)
             stored = self._put(Path(files[rel]), rel, expected)
             entries.append(FileEntry(path=rel, sha256=stored.sha256, size=stored.size))
         with exclusive(self.lock):
@@ -202,10 +208,7 @@ class LocalDatasetStore(DatasetStore):
         return self.find(name, prints) if prints else None
 
     def _all(self) -> list[DatasetVersion]:
-        records = [
-            DatasetVersion.from_dict(json.loads(p.read_text()))
-            for p in self.versions.glob("*.json")
-        ]
+        records = [read_version(p) for p in self.versions.glob("*.json")]
         return sorted(records, key=lambda r: r.created)
 
     def list_versions(self, name: str) -> list[DatasetVersion]:
@@ -224,7 +227,7 @@ class LocalDatasetStore(DatasetStore):
             path = self.versions / f"{dataset_id}.json"
             if not path.is_file():
                 raise DatasetNotFoundError(f"no dataset with id {dataset_id} in {self.root}")
-            return DatasetVersion.from_dict(json.loads(path.read_text()))
+            return read_version(path)
         if not name:
             raise ValueError("give a dataset id or a name")
         matches = [
