@@ -12,8 +12,9 @@ runs) would stay. This guard therefore
 - becomes a child subreaper (``PR_SET_CHILD_SUBREAPER``), so that the command's orphaned
   descendants are re-parented to it instead of to init and can still be found;
 - on that signal SIGKILLs every descendant, until none is left, and exits;
-- otherwise waits for the command (reaping orphans as they end) and exits as it did: the same
-  code, or the same signal.
+- otherwise waits for the command (reaping orphans as they end), SIGKILLs what it left running
+  (a step killed by the OOM killer left its pool's workers, re-parented to init, for ever) and
+  exits as it did: the same code, or the same signal.
 
 SIGTERM/SIGINT/SIGHUP do not stop the guard: a stop signals the whole process group, the
 command gets the signal itself and the guard ends when it does. The parent is the *thread* that
@@ -149,7 +150,10 @@ def main(argv: list[str]) -> None:
     except ParentDied:
         die_with_parent()
     try:
-        exit_like(wait_for(pid))
+        status = wait_for(pid)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {DEATH_SIGNAL})
+        kill_descendants()  # what the command left running (its pool's workers, when killed)
+        exit_like(status)
     except ParentDied:
         die_with_parent()
 

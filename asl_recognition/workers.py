@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -47,6 +49,23 @@ def run_pool(
     if workers <= 1 or len(jobs) < min_jobs:
         return [fn(j) for j in tqdm(jobs, **bar)]
     context = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, context, initializer, initargs) as pool:
+    start = (os.getpid(), initializer, initargs)
+    with ProcessPoolExecutor(workers, context, _start_worker, start) as pool:
         chunk = max(4, len(jobs) // (workers * 8))
         return list(tqdm(pool.map(fn, jobs, chunksize=chunk), **bar))
+
+
+def _start_worker(
+    parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
+    """Die with the process that started the pool: a step killed with ``kill -9`` (or by the
+    OOM killer) left its workers, re-parented to init, for ever (Linux: the kernel's parent-death
+    signal; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        from asl_recognition.reaper import PR_SET_PDEATHSIG, prctl
+
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # it died before the kernel was asked to tell us
+            os._exit(1)
+    if initializer is not None:
+        initializer(*initargs)

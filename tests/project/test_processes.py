@@ -416,3 +416,84 @@ def test_supervised_gives_up_and_calls_back(tmp_path: Path, failure: str) -> Non
         assert supervision.gave_up and not supervision.thread.is_alive()
     finally:
         child.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_gone(pids: list[int], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return all(gone(pid) for pid in pids)
+
+
+def test_what_a_killed_command_left_running_dies_with_the_reaper(tmp_path: Path) -> None:
+    """A step killed with SIGKILL (the OOM killer) left its pool's workers re-parented to the
+    reaper, which exited like the step and left them to init, alive for ever. One in a session
+    of its own, so no process-group kill reaches it."""
+    from asl_recognition import reaper
+
+    command = python("""
+        import os, subprocess, sys
+        left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True)
+        print(left.pid, flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    guard = subprocess.run(
+        [sys.executable, "-I", "-S", reaper.__file__, str(os.getpid()), *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert guard.returncode == -signal.SIGKILL, guard.stderr
+    left = int(guard.stdout.split()[0])
+    try:
+        assert _wait_gone([left]), "the killed command's child outlived the reaper"
+    finally:
+        if not gone(left):
+            os.kill(left, signal.SIGKILL)
+
+
+def test_a_pools_workers_die_with_a_step_killed_by_sigkill(tmp_path: Path) -> None:
+    """Steps on an agent run without the reaper: their spawn pool's workers had lived on."""
+    step = subprocess.Popen(python(f"""
+            import sys, time
+            sys.path.insert(0, {REPO!r})
+            from asl_recognition.workers import run_pool
+            run_pool(time.sleep, [60] * 8, workers=2, progress=False)  # two chunks of four
+        """))
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = [p for p in _children(step.pid) if b"spawn_main" in _cmdline(p)]
+            if len(workers) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+        step.kill()
+        step.wait(timeout=10)
+        assert _wait_gone(workers), "the pool's workers outlived their step"
+    finally:
+        step.kill()
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
