@@ -296,7 +296,7 @@ def publish_landmarks(
     check_manifest_format(manifest, f"dataset {asl_name} {asl.version} ({asl.id})")
     landmarker = HandLandmarker(min_detection=min_detection, min_presence=min_presence)
     fp = fingerprint(asl.id, verify_models(), landmarker.settings())
-    existing = store.find(name, tags=[f"fingerprint:{fp}"])
+    existing = store.reusable(name, [f"fingerprint:{fp}"])
     if existing is not None:
         return _outputs(existing, reused=True)
     raw_ids = sorted({item["raw_dataset_id"] for item in manifest_items(manifest)})

@@ -191,7 +191,7 @@ def publish_dataset(
             "train/val/test and inflate accuracy (manifest leaky=true)",
             stacklevel=2,
         )
-    existing = plan.store.find(name, [FINGERPRINT_TAG + plan.fingerprint])
+    existing = plan.store.reusable(name, [FINGERPRINT_TAG + plan.fingerprint])
     if existing is not None:
         return _reuse(plan, existing, logger, upload, report_dir)
     raw_dirs = {r.id: plan.store.local_copy(r) for r in plan.raws}

@@ -259,7 +259,7 @@ def publish_raw(
             "rules": RULES_VERSION,
         }
     )
-    existing = store.find(name, [FINGERPRINT_TAG + fp])
+    existing = store.reusable(name, [FINGERPRINT_TAG + fp])
     if existing is not None:
         return existing, True
     roots = {s["name"]: (s["root"], len(s["prefix"])) for s in sources}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,7 +95,19 @@ def run_gx(
     """Validate each frame with the suite of the same name; returns (summary, full results).
 
     Data Docs HTML is written to ``docs_dir`` when given (offline; pages load CSS from CDNs).
+    GX's modules call ``logging.captureWarnings(True)`` when imported, which sent every later
+    warning of the process to a logger with no handler: validate_raw's own warnings vanished.
+    Warnings are printed again once GX is done.
     """
+    try:
+        return _run_gx(frames, config, docs_dir)
+    finally:
+        logging.captureWarnings(False)
+
+
+def _run_gx(
+    frames: Mapping[str, pd.DataFrame], config: Mapping[str, Any], docs_dir: str | Path | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

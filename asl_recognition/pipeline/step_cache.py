@@ -86,12 +86,20 @@ def _ids(outputs: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
     return found
 
 
+def _intact(store: Any, dataset_id: str) -> None:
+    """The version, or why not: a stored file lost or altered makes the step run again (and
+    repair it), where a hit had handed every later step a version it refuses."""
+    version = store.get(dataset_id=dataset_id)
+    if not store.intact(version):
+        raise ValueError(f"a stored file of {version.name} {version.version} was lost or altered")
+
+
 def ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
     """Why a model or dataset version the outputs name no longer resolves, or None.
 
     The backends are those the steps use (:func:`get_registry`/:func:`get_store`, ClearML with a
-    server, the workspace's files without): the registry's ``get`` checks the model's sha256; a
-    dataset's version record is read, its files are not hashed.
+    server, the workspace's files without): the registry's ``get`` checks the model's sha256, the
+    store a dataset version's stored files.
     """
     checks: list[tuple[str, Callable[[], Any]]] = []
     models = _ids(outputs, MODEL_ID_KEYS)
@@ -105,7 +113,7 @@ def ids_still_valid(outputs: Mapping[str, Any]) -> str | None:
         from asl_recognition.store import get_store
 
         store = get_store()
-        checks += [(f"dataset {d}", lambda d=d: store.get(dataset_id=d)) for d in datasets]
+        checks += [(f"dataset {d}", lambda d=d: _intact(store, d)) for d in datasets]
     for what, check in checks:
         try:
             check()

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -244,6 +245,25 @@ class DatasetStore(ABC):
             return self.get(name=name, tags=tags)
         except DatasetNotFoundError:
             return None
+
+    def intact(self, dataset: DatasetVersion) -> bool:
+        """Every stored file of ``dataset`` still has its recorded sha256; a backend that checks
+        its own files (ClearML) says yes."""
+        return True
+
+    def reusable(self, name: str, tags: Sequence[str]) -> DatasetVersion | None:
+        """:meth:`find`, unless a stored file of that version was lost or altered: then None,
+        so the step builds it again and its :meth:`create` puts the intact files back (the same
+        inputs give the same version). Reusing it had refused every run for good."""
+        found = self.find(name, tags)
+        if found is not None and not self.intact(found):
+            warnings.warn(
+                f"dataset {found.name} {found.version} ({found.id}): a stored file was lost or "
+                "altered; building it again to repair it",
+                stacklevel=2,
+            )
+            return None
+        return found
 
     def version_for(self, name: str, ref: str | None) -> DatasetVersion:
         """The version of ``name`` that ``ref`` names: an id, a version or ``latest``/None."""

@@ -243,6 +243,11 @@ class LocalDatasetStore(DatasetStore):
             raise DatasetNotFoundError(f"no dataset {wanted} in {self.root}")
         return matches[-1]
 
+    def intact(self, dataset: DatasetVersion) -> bool:
+        """Every object the version lists is there with its recorded sha256 (each hashed once)."""
+        shas = {entry.sha256 for entry in dataset.files}
+        return all(_hashes_to(self._object_path(sha), sha) for sha in shas)
+
     def local_file(self, dataset: DatasetVersion, path: str) -> Path:
         """The stored object itself (read it, never write it): no checkout of the version.
 
@@ -277,7 +282,8 @@ class LocalDatasetStore(DatasetStore):
                 raise DatasetIntegrityError(
                     f"dataset {dataset.name} {dataset.version} ({dataset.id}): file {entry.path}: "
                     f"its stored object {obj} {state} the sha256 recorded at publishing "
-                    "(altered or corrupted since); refused: publish the original files again"
+                    "(altered or corrupted since); refused: run the step that published it "
+                    "again, which repairs it"
                 )
             checked.add(entry.sha256)
         return obj

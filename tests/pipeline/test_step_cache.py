@@ -139,7 +139,10 @@ def test_altered_registered_model_is_a_miss_and_the_entry_dropped(workspace_env,
     assert steps.lookup(key)["outputs"] == rerun
 
 
-def test_deleted_dataset_version_is_a_miss(workspace_env, tmp_path):
+@pytest.mark.parametrize("damage", ["deleted", "stored file lost"])
+def test_a_deleted_or_damaged_dataset_version_is_a_miss(workspace_env, tmp_path, damage):
+    """A hit whose version had lost a stored file handed every later step a version they
+    refuse; missed, the step runs again and repairs it."""
     ws = tmp_path / "ws"
     (ws / "src").mkdir()
     (ws / "src" / "a.txt").write_text("a")
@@ -157,7 +160,11 @@ def test_deleted_dataset_version_is_a_miss(workspace_env, tmp_path):
     key = steps.key(PUBLISH, ARGV)
     steps.store(key, PUBLISH, "run-1", outputs)
     assert steps.lookup(key)["outputs"] == outputs
-    (ws / "datasets" / "versions" / f"{ds.id}.json").unlink()
+    if damage == "deleted":
+        (ws / "datasets" / "versions" / f"{ds.id}.json").unlink()
+    else:
+        sha = ds.files[0].sha256
+        (ws / "datasets" / "objects" / sha[:2] / sha).unlink()
     assert steps.lookup(key) is None
-    assert ds.id in steps.out.getvalue()
+    assert (ds.id if damage == "deleted" else "was lost or altered") in steps.out.getvalue()
     assert key not in json.loads((runs_dir() / CACHE_NAME).read_text())

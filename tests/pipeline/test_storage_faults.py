@@ -235,3 +235,45 @@ def test_a_second_checkout_of_the_same_objects_costs_one_hash_per_shared_file(
     hashed.clear()
     store.local_copy(first)
     assert hashed == []
+
+
+def test_rerunning_the_steps_repairs_a_lost_or_altered_stored_file(
+    task_env, asl_workspace, sample_dir, tmp_path
+) -> None:
+    """Each data step reused the version of its inputs without looking at its files: a stored
+    file lost or altered was refused by every later read, and running the step again (what the
+    refusal asked for) reused the broken version; the only way out was deleting its record by
+    hand. Now the step builds it again, which puts the intact bytes back under the same id."""
+    from asl_recognition.classes import CLASSES
+
+    source = tmp_path / "raw"
+    for cls in CLASSES:
+        (source / cls).mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[:4]:
+            shutil.copyfile(src, source / cls / src.name)
+    steps = {
+        "validate_raw": ["--source", str(source), "--min-per-class", "1"],
+        "publish_dataset": ["--raw-version", "latest", "--group-by", "none"],
+        "publish_landmarks": ["--dataset-version", "latest"],
+    }
+    names = {"validate_raw": "ASL_raw", "publish_dataset": "ASL", "publish_landmarks": None}
+    store = get_store("local")
+    for step, args in steps.items():
+        done = run_script(f"tasks/{step}.py", *args, env=task_env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for step, args in steps.items():
+        name = names[step] or "ASL_landmarks"
+        version = store.get(name=name)
+        rel = version.files[-1].path
+        damaged = _object(store, version, rel)
+        if step == "publish_dataset":
+            damaged.unlink()
+        else:
+            _overwrite(damaged, b"altered")
+        assert not store.intact(version)
+        again = run_script(f"tasks/{step}.py", *args, env=task_env, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "building it again to repair it" in again.stdout + again.stderr, again.stdout[
+            -2000:
+        ]
+        assert store.get(name=name).id == version.id and store.intact(version), step
