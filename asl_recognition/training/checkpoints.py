@@ -25,7 +25,18 @@ BEST = "best.pt"
 CHECKPOINT_SECONDS = 10.0
 # What a checkpoint must share with the run that resumes it: the same architecture at the same
 # size, trained on the same dataset version with the same split.
-RESUME_KEYS = ("model_name", "image_size", "dataset_id", "manifest_sha256")
+# A landmark model resumed on another hand table (or detector) would be registered as trained on
+# it, and served with a hand step its weights never saw.
+RESUME_KEYS = (
+    "model_name",
+    "image_size",
+    "dataset_id",
+    "manifest_sha256",
+    "landmarks_id",
+    "hand_detector",
+)
+# What a resume needs besides the weights; a checkpoint missing one was a KeyError traceback.
+STATE_KEYS = ("model", "optimizer", "scheduler", "rng", "best_f1", "best_epoch", "bad_epochs")
 
 
 def checkpoint_path(run_dir: str | Path, name: str) -> Path:
@@ -41,10 +52,12 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The torch, numpy and python RNG states, as a checkpoint keeps them."""
+    """The torch, numpy and python RNG states, as a checkpoint keeps them: tensors and plain
+    values only, so that it loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "python": random.getstate(),
     }
 
@@ -52,8 +65,15 @@ def rng_state() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     """Put back the RNG states :func:`rng_state` saved."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> Any:
+    """A checkpoint of this project, loaded as data only: a run folder's file may have been
+    replaced, and ``weights_only=False`` ran whatever its pickle said."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _described(meta: dict[str, Any], key: str) -> str:
@@ -70,11 +90,17 @@ def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TrainingInputError(f"--resume: no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
     except Exception as exc:  # torch raises many types for a bad file
-        raise TrainingInputError(f"--resume: {path} is not a readable checkpoint: {exc}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrainingInputError(f"--resume: {path} is not a readable checkpoint: {reason}")
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise TrainingInputError(f"--resume: {path} is not a training checkpoint")
+    missing = [key for key in STATE_KEYS if key not in state]
+    epoch = state["epoch"]
+    if missing or not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        why = f"lacks {', '.join(missing)}" if missing else f"has epoch {epoch!r}"
+        raise TrainingInputError(f"--resume: {path} {why}; it is not a checkpoint to resume")
     return state
 
 

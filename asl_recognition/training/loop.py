@@ -25,6 +25,7 @@ from asl_recognition.training.checkpoints import (
     LAST,
     check_resumable,
     checkpoint_path,
+    load_checkpoint,
     restore_rng,
     rng_state,
     save_atomic,
@@ -181,7 +182,8 @@ class Trainer:
         return self.start_epoch
 
     def load_best(self) -> None:
-        state = torch.load(self.best_path, map_location=self.device, weights_only=False)
+        """The best epoch's weights, as data only (see :func:`load_checkpoint`)."""
+        state = load_checkpoint(self.best_path, self.device)
         self.model.load_state_dict(state["model"])
 
     # -- data ----------------------------------------------------------------------------------

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from asl_recognition.training.augment import build_augment
+from asl_recognition.training.checkpoints import LAST, check_resumable, checkpoint_path
 from asl_recognition.training.data import source_balanced_weights
 from asl_recognition.training.landmark_run import LANDMARK_THREADS, landmark_augment
 from asl_recognition.training.loop import FitResult, LoopConfig, Trainer
 from asl_recognition.training.options import TrainOptions
 from asl_recognition.training.run_files import export, print_summary, record_run
-from asl_recognition.training.run_inputs import Plan, RunData, create_run_dir, load_data, prepare
+from asl_recognition.training.run_inputs import Plan, RunData, held_run_dir, load_data, prepare
 from asl_recognition.training.run_registry import register, report_to_clearml, step_outputs
 from asl_recognition.training.run_scores import evaluate, log_evaluation
 
@@ -30,15 +31,25 @@ if TYPE_CHECKING:
 
 
 def run_training(options: TrainOptions, ctx: TaskContext | None = None) -> dict[str, Any]:
-    """Train, evaluate, export and register; returns the outputs the next pipeline step reads."""
+    """Train, evaluate, export and register; returns the outputs the next pipeline step reads.
+
+    The run folder is held from before the data is read until the model is registered
+    (:func:`held_run_dir`); a resumed run reads its checkpoint again once it holds it."""
     started = time.perf_counter()
     plan = prepare(options)
-    if options.register:  # an unreadable registry refuses now, not after the whole training
-        from asl_recognition.registry import get_registry
+    with held_run_dir(plan.run_dir, options.resume):
+        if options.resume:  # another run may have saved since prepare() read it
+            last = checkpoint_path(plan.run_dir, LAST)
+            plan.checkpoint = check_resumable(last, plan.classes, plan.meta)
+        if options.register:  # an unreadable registry refuses now, not after the training
+            from asl_recognition.registry import get_registry
 
-        get_registry().list("asl")
+            get_registry().list("asl")
+        return _run(plan, ctx, started)
+
+
+def _run(plan: Plan, ctx: TaskContext | None, started: float) -> dict[str, Any]:
     data = load_data(plan)
-    create_run_dir(plan.run_dir)
     print(f"run dir: {plan.run_dir}")
     logger = ctx.logger if ctx is not None else None
     from torch.utils.tensorboard import SummaryWriter
@@ -54,7 +65,7 @@ def run_training(options: TrainOptions, ctx: TaskContext | None = None) -> dict[
     print_summary(metrics)
     if ctx is not None:
         report_to_clearml(ctx, metrics, exported)
-    record = register(plan, metrics, exported, ctx) if options.register else None
+    record = register(plan, metrics, exported, ctx) if plan.options.register else None
     return step_outputs(plan, metrics, exported, record)
 
 

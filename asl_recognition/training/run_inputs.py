@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +21,7 @@ from torch import nn
 
 from asl_recognition.classes import CLASSES, read_class_file
 from asl_recognition.imageio import check_image_size
+from asl_recognition.locks import FileLock, holder
 from asl_recognition.paths import workspace
 from asl_recognition.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -44,6 +48,7 @@ from asl_recognition.training.options import TrainOptions, default_external
 from asl_recognition.training.runtime import seed_everything
 
 RUNS = "runs"
+RUN_LOCK = ".train.lock"  # held by the run training in the folder (held_run_dir)
 FALLBACK_IMAGE_SIZE = 64  # a dataset that does not say its size
 
 
@@ -161,12 +166,44 @@ def choose_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = workspace() / RUNS / f"train-{model}-{stamp}-{secrets.token_hex(2)}"
-    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+    if not resume and run_dir.is_dir() and any(p.name != RUN_LOCK for p in run_dir.iterdir()):
         raise TrainingInputError(
             f"output dir {run_dir} already holds files; pass --resume to continue that run "
             "or choose another --output-dir (nothing was overwritten)"
         )
     return run_dir
+
+
+@contextlib.contextmanager
+def held_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
+    """The run folder, created and locked from before the data is read to the registration.
+
+    Two runs in one folder (a ``--resume`` while the run still trains, or one ``--output-dir``
+    given twice) each loaded the other's best checkpoint: one registered the other's weights
+    under its own options. The second is refused at once. A flock, so ``kill -9`` leaves no
+    stale lock; a new folder that a refusal leaves empty is removed again.
+    """
+    created = not run_dir.exists()
+    create_run_dir(run_dir)
+    lock = FileLock(run_dir / RUN_LOCK)
+    if not lock.acquire(timeout=0):
+        raise TrainingInputError(
+            f"output dir {run_dir} is in use by another training run (pid "
+            f"{holder(lock.path)}); wait for it to end, or choose another --output-dir"
+        )
+    try:
+        if not resume and any(p.name != RUN_LOCK for p in run_dir.iterdir()):
+            raise TrainingInputError(
+                f"output dir {run_dir} already holds files; pass --resume to continue that run "
+                "or choose another --output-dir (nothing was overwritten)"
+            )
+        yield
+    except BaseException:
+        if created and all(p.name == RUN_LOCK for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
 
 
 def create_run_dir(run_dir: Path) -> None:

@@ -27,6 +27,7 @@ from asl_testkit.workspaces import offline_workspace
 from asl_recognition.classes import CLASSES, write_class_file
 from asl_recognition.imageio import MIN_IMAGE_SIZE, check_image_size
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
+from asl_recognition.registry.base import ModelIntegrityError
 from asl_recognition.training.architectures import ARCHITECTURES, reads_images
 from asl_recognition.training.data import load_split, open_published
 from asl_recognition.training.errors import NonFiniteLossError, TrainingInputError
@@ -417,3 +418,102 @@ def test_prepare_checks_every_input_and_writes_nothing(prior: Prior, tmp_path) -
         None,
         0,
     )
+
+
+def test_a_run_folder_another_run_holds_is_refused(prior: Prior, tmp_path) -> None:
+    """A ``--resume`` while the run still trained, or one ``--output-dir`` given to two runs,
+    trained both in one folder: each loaded the other's best.pt, and one registered the other's
+    weights under its own options and history. The holder here is another process."""
+    resumed = tmp_path / "resumed"
+    shutil.copytree(prior.previous, resumed, copy_function=shutil.copy2)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for run_dir, resume in ((resumed, True), (fresh, False)):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", (
+                "import sys, time; from asl_recognition.locks import FileLock; "
+                f"assert FileLock({str(run_dir / '.train.lock')!r}).acquire(); "
+                "print('held', flush=True); time.sleep(60)"
+            )],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout.readline() == "held\n"
+            before = fingerprint(run_dir)
+            message = refused(prior, {"resume": resume, "epochs": 2, "output_dir": str(run_dir)})
+            assert_one_line(message, f"in use by another training run (pid {holder.pid})")
+            assert fingerprint(run_dir) == before
+        finally:
+            holder.kill()
+            holder.wait()
+    out = run_training(
+        train_options(**{**FAST, "epochs": 2}, dataset_version=prior.dataset_id, resume=True,
+                      max_steps=2, output_dir=str(resumed), register=False)
+    )  # fmt: skip
+    assert out["run_dir"] == str(resumed.resolve())
+
+
+def test_a_refused_new_run_leaves_no_folder(prior: Prior, tmp_path) -> None:
+    """A refusal after the folder was made (a registry that cannot be read) removes it again,
+    so the same --output-dir is not refused as already holding files."""
+    records = prior.ws / "registry" / "records"
+    bad = records / ("f" * 32 + ".json")
+    bad.write_text("[1]")
+    options = train_options(
+        **FAST, dataset_version=prior.dataset_id, output_dir=str(tmp_path / "new")
+    )
+    try:
+        with pytest.raises(ModelIntegrityError, match="is not a readable record"):
+            run_training(options)
+    finally:
+        bad.unlink()
+    assert not (tmp_path / "new").exists()
+
+
+def _saved_like(prior: Prior, tmp_path: Path, **changes) -> Path:
+    state = torch.load(prior.previous / "checkpoints" / "last.pt", weights_only=True)
+    for key, value in changes.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    path = tmp_path / "last.pt"
+    torch.save(state, path)
+    return path
+
+
+class _Payload:
+    """What a replaced checkpoint can carry: pickled code, run by a full unpickling."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"optimizer": None}, "lacks optimizer"),
+        ({"epoch": -5}, "has epoch -5"),
+        ({"epoch": "abc"}, "has epoch 'abc'"),
+        ({"meta": "<landmarks_id>"}, "was trained with landmarks_id"),
+        ({"extra": "<payload>"}, "is not a readable checkpoint"),
+    ],
+)
+def test_a_checkpoint_that_is_not_resumable_is_one_line(prior: Prior, tmp_path, change, said):
+    """Before: KeyError and ValueError tracebacks, a negative epoch resumed (history rows
+    -4..410), a checkpoint of another hand table resumed and registered as trained on it, and
+    the full unpickling of a replaced file ran its code (here: touching a file)."""
+    state = torch.load(prior.previous / "checkpoints" / "last.pt", weights_only=True)
+    marker = tmp_path / "ran"
+    if change.get("meta") == "<landmarks_id>":
+        change = {"meta": {**state["meta"], "landmarks_id": "0" * 32}}
+    if change.get("extra") == "<payload>":
+        change = {"extra": _Payload(marker)}
+    path = _saved_like(prior, tmp_path, **change)
+    with pytest.raises(TrainingInputError) as info:
+        check_resumable(path, state["classes"], state["meta"])
+    assert_one_line(str(info.value), said)
+    assert not marker.exists()
