@@ -104,13 +104,23 @@ def _load(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_resumable(path: Path, classes: Sequence[str], meta: dict[str, Any]) -> dict[str, Any]:
+def check_resumable(
+    path: Path, classes: Sequence[str], meta: dict[str, Any], lr: float | None = None
+) -> dict[str, Any]:
     """Load the checkpoint at ``path``; refuse it unless it was made by a run like this one.
 
     Resuming on another dataset version (even the same images split with another seed) would
-    train on images the checkpoint had as val or test: silent leakage.
+    train on images the checkpoint had as val or test: silent leakage. The optimizer's state
+    comes back with its learning rate, so another ``lr`` would be registered but never used.
     """
     state = _load(path)
+    saved_lr = (state.get("config") or {}).get("lr")
+    if lr is not None and isinstance(saved_lr, float) and saved_lr != lr:
+        raise TrainingInputError(
+            f"--resume: {path} was trained with --lr {saved_lr:g}, which its optimizer state "
+            f"keeps; --lr {lr:g} would be recorded but not used (resume with --lr {saved_lr:g}, "
+            "or start a new run)"
+        )
     if state.get("classes") != list(classes):
         raise TrainingInputError(
             f"--resume: checkpoint classes differ from the dataset's ({path})"

@@ -40,7 +40,7 @@ def run_training(options: TrainOptions, ctx: TaskContext | None = None) -> dict[
     with held_run_dir(plan.run_dir, options.resume):
         if options.resume:  # another run may have saved since prepare() read it
             last = checkpoint_path(plan.run_dir, LAST)
-            plan.checkpoint = check_resumable(last, plan.classes, plan.meta)
+            plan.checkpoint = check_resumable(last, plan.classes, plan.meta, options.lr)
         if options.register:  # an unreadable registry refuses now, not after the training
             from asl_recognition.registry import get_registry
 

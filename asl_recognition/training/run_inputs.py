@@ -117,7 +117,8 @@ def prepare(options: TrainOptions) -> Plan:
     }
     checkpoint = None
     if options.resume:
-        checkpoint = check_resumable(checkpoint_path(run_dir, LAST), dataset.classes, meta)
+        last = checkpoint_path(run_dir, LAST)
+        checkpoint = check_resumable(last, dataset.classes, meta, options.lr)
     external = None if options.external == "none" else (options.external or default_external())
     return Plan(
         options, device, dataset, image_size, external, model, run_dir, meta, checkpoint, landmarks

@@ -517,3 +517,15 @@ def test_a_checkpoint_that_is_not_resumable_is_one_line(prior: Prior, tmp_path, 
         check_resumable(path, state["classes"], state["meta"])
     assert_one_line(str(info.value), said)
     assert not marker.exists()
+
+
+def test_resume_with_another_learning_rate_is_refused(prior: Prior) -> None:
+    """The optimizer's state brings its learning rate back: --lr 0.5 trained at 5e-4 and was
+    registered as trained at 0.5."""
+    last = prior.previous / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    saved = state["config"]["lr"]
+    with pytest.raises(TrainingInputError) as info:
+        check_resumable(last, state["classes"], state["meta"], lr=saved * 10)
+    assert_one_line(str(info.value), f"--lr {saved:g}", "would be recorded but not used")
+    assert check_resumable(last, state["classes"], state["meta"], lr=saved)["epoch"] == 1
