@@ -33,13 +33,18 @@ def build_landmark_net(classes: list[str], weights: str | None) -> LandmarkNet:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        except (
+            Exception
+        ) as exc:  # noqa: BLE001 - torch raises many types for a file it cannot read
             raise TrainingInputError(f"--weights {weights}: {exc}".splitlines()[0]) from exc
     return net
 
 
-def open_landmarks(ref: str, dataset_id: str) -> tuple[Any, dict[str, Any]]:
-    """The ASL_landmarks table measured on ``dataset_id``; another ASL version is refused."""
+def open_landmarks(
+    ref: str, dataset_id: str, classes: list[str] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The ASL_landmarks table measured on ``dataset_id`` (another ASL version is refused),
+    checked against ``classes`` (the project's by default)."""
     from asl_recognition.data.landmarks import load_table
     from asl_recognition.store import DatasetNotFoundError
 
@@ -54,7 +59,37 @@ def open_landmarks(ref: str, dataset_id: str) -> tuple[Any, dict[str, Any]]:
             f"ASL_landmarks {meta['id']} was measured on ASL {meta.get('asl_dataset_id')}, not "
             f"on the training dataset {dataset_id}: pass the matching --landmarks-version"
         )
+    problem = table_problem(table, classes)
+    if problem:
+        raise TrainingInputError(f"ASL_landmarks {meta['id']}: {problem}; publish it again")
     return table, meta
+
+
+TABLE_COLUMNS = ("class", "split", "path", "hand_found", "handedness")
+
+
+def table_problem(table: Any, classes: list[str] | None = None) -> str | None:
+    """Why the table cannot be trained on, or None: a version not written by publish_landmarks
+    (a column missing, a label no class has, a non-finite point of a found hand, a split
+    without rows) had ended in a traceback, some after the whole training."""
+    import numpy as np
+
+    from asl_recognition.classes import CLASSES
+    from asl_recognition.data.landmarks import POINT_COLUMNS
+
+    missing = [c for c in (*TABLE_COLUMNS, *POINT_COLUMNS) if c not in table.columns]
+    if missing:
+        return f"its table lacks the column(s) {', '.join(missing[:3])}"
+    unknown = sorted(set(map(str, table["class"])) - set(classes or CLASSES))
+    if unknown:
+        return f"its table labels rows {unknown[0]!r}, which is no class"
+    if not table["hand_found"].isin([0, 1, True, False]).all():
+        return "its hand_found column holds values other than 0 and 1"
+    found = table[table["hand_found"].astype(bool)]
+    if not np.isfinite(found[list(POINT_COLUMNS)].to_numpy(dtype=np.float64)).all():
+        return "a found hand's points are not all finite numbers"
+    empty = [s for s in ("train", "val", "test") if not (table["split"] == s).any()]
+    return f"its table has no {empty[0]} rows" if empty else None
 
 
 def landmark_splits(

@@ -99,7 +99,9 @@ def prepare(options: TrainOptions) -> Plan:
     landmarks, identity = None, dataset.identity()
     if options.model == LANDMARK_MODEL:
         image_size = 0  # the model reads landmarks, not pixels
-        landmarks, landmark_meta = open_landmarks(options.landmarks_version, dataset.version.id)
+        landmarks, landmark_meta = open_landmarks(
+            options.landmarks_version, dataset.version.id, dataset.classes
+        )
         identity["landmarks_id"] = landmark_meta["id"]
         # The served hand step is rebuilt from these (the model carries them): no skew.
         identity["hand_detector"] = landmark_meta.get("detector")

@@ -329,3 +329,48 @@ def test_landmark_training_runs_on_one_thread_and_augments_whole_batches(
     assert calls and {threads for threads, _ in calls} == {1}
     assert len(steps) > len(calls) and set(steps[: len(calls)]) == {1}
     assert {shape for _, shape in calls} == {(32, FEATURES + 1)}  # whole batches of rows
+
+
+def _label_aa(table) -> None:
+    table.loc[table.index[0], "class"] = "AA"
+
+
+def _nan_point(table) -> None:
+    found = table.index[table["hand_found"].astype(bool)][0]
+    table.loc[found, "lm0_x"] = float("nan")
+
+
+def _no_column(table) -> None:
+    del table["handedness"]
+
+
+def _no_test_rows(table) -> None:
+    table.loc[table["split"] == "test", "split"] = "val"
+
+
+def _hand_found_two(table) -> None:
+    table["hand_found"] = table["hand_found"].astype(int)
+    table.loc[table.index[0], "hand_found"] = 2
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (_label_aa, "labels rows 'AA', which is no class"),
+        (_nan_point, "points are not all finite"),
+        (_no_column, "lacks the column(s) handedness"),
+        (_no_test_rows, "has no test rows"),
+        (_hand_found_two, "hand_found column holds values other than 0 and 1"),
+    ],
+)
+def test_a_malformed_landmark_table_is_one_line_before_training(
+    landmarked, tmp_path, change, said
+) -> None:
+    """A version not written by publish_landmarks: tracebacks (ValueError, KeyError), one only
+    after the whole training (no test rows)."""
+    landmarks_id = _republished(landmarked, tmp_path, change)
+    options = dict(landmarks_version=landmarks_id, epochs=1, output_dir=str(tmp_path / "run"))
+    with pytest.raises(TrainingInputError) as info:
+        run_training(landmark_options(landmarked, **options))
+    assert_one_line(str(info.value), f"ASL_landmarks {landmarks_id}", said)
+    assert not (tmp_path / "run").exists()
