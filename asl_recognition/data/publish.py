@@ -7,12 +7,11 @@ hold out whole sources/signers in a fourth ``holdout`` split that never reaches 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
-import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +37,28 @@ from asl_recognition.data.manifest import (
 from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.data.per_file import POOL_MIN_FILES, preprocess_one
 from asl_recognition.data.raw import FINGERPRINT_TAG
-from asl_recognition.data.run_folders import run_report_dir
+from asl_recognition.data.run_folders import run_report_dir, run_scratch
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.data.split import check_split
 from asl_recognition.imageio import check_image_size
 from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
-from asl_recognition.store.base import MANIFEST_NAME, remove_stale
+from asl_recognition.store.base import MANIFEST_NAME
 from asl_recognition.workers import run_pool
 
-STAGE_PREFIX = "asl_publish_"
+STAGING = Path("tmp") / "publish"  # under the workspace
 
 
-def staging_dir() -> tempfile.TemporaryDirectory:
-    """A scratch folder under the workspace, named with this pid; leftovers of killed runs
-    (their pid no longer runs) are removed first."""
-    parent = workspace() / "tmp"
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(parent.glob(STAGE_PREFIX + "*"), STAGE_PREFIX)
-    return tempfile.TemporaryDirectory(prefix=f"{STAGE_PREFIX}{os.getpid()}_", dir=parent)
+@contextlib.contextmanager
+def staging_dir() -> Iterator[str]:
+    """This run's scratch folder under the workspace, removed at the end; one a killed run
+    left is removed by the next (:func:`run_scratch`: flocked while its run lives). Judged by
+    pid before, a run in another pid namespace (a second agent's container on a shared
+    workspace) took a live run's folder for a dead one's and deleted it under it."""
+    with run_scratch(workspace() / STAGING) as folder:
+        folder.mkdir()
+        yield str(folder)
 
 
 def check_arguments(split: Sequence[float], image_size: int, signer_pattern: str) -> re.Pattern:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from asl_testkit.cli import run_script
 
 from asl_recognition.classes import CLASSES
-from asl_recognition.data.publish import STAGE_PREFIX, staging_dir
+from asl_recognition.data.publish import STAGING, staging_dir
 from asl_recognition.data.raw import validate_raw
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.store import get_store
@@ -70,12 +72,39 @@ def test_publish_removes_staging_folders_of_a_killed_run(asl_workspace: Path) ->
         """,
         env={"ASL_WORKSPACE": str(asl_workspace)},
     )
-    (left,) = (asl_workspace / "tmp").glob(STAGE_PREFIX + "*")
-    assert left.name.startswith(f"{STAGE_PREFIX}{pid}_") and (left / "half.jpg").exists()
+    parent = asl_workspace / STAGING
+    (left,) = [p for p in parent.iterdir() if p.is_dir()]
+    assert left.name.startswith(f"run-{pid}-") and (left / "half.jpg").exists()
     with staging_dir() as stage:
         assert not left.exists() and Path(stage).is_dir()
         with staging_dir() as second:  # this run's own folder is not stale
             assert Path(stage).is_dir() and Path(second).is_dir()
+
+
+def test_a_live_run_in_another_pid_namespace_keeps_its_staging_folder(asl_workspace: Path):
+    """Its pid means nothing here (a second agent's container on a shared workspace): judged
+    by pid, its live folder was taken for a dead run's and deleted under it. Its lock is held
+    by a live process here, under a pid that no process of this namespace has."""
+    parent = asl_workspace / STAGING
+    parent.mkdir(parents=True)
+    live = parent / "run-4194000-abcd1234"
+    live.mkdir()
+    (live / "half.jpg").write_bytes(b"x")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import time; from asl_recognition.locks import FileLock; "
+            f"assert FileLock({str(live) + '.lock'!r}).acquire(); print('held', flush=True); "
+            "time.sleep(60)"
+        )],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with staging_dir() as stage:
+            assert Path(stage).is_dir() and (live / "half.jpg").exists()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_fifo_in_a_class_folder_is_quarantined_not_skipped(
@@ -103,5 +132,5 @@ def test_names_without_a_pid_are_left_alone(tmp_path: Path, marker_name: str) ->
     from asl_recognition.store.base import remove_stale
 
     (tmp_path / marker_name).write_text("x")
-    marker = STAGE_PREFIX if marker_name.startswith(STAGE_PREFIX) else ".tmp"
+    marker = "asl_publish_" if marker_name.startswith("asl_publish_") else ".tmp"
     assert remove_stale(tmp_path.iterdir(), marker) == []
