@@ -295,6 +295,10 @@ def build_controller(
         version=version,
         add_pipeline_tags=True,
         abort_on_failure=True,
+        # the steps run in the project itself, where the registry looks for models: by default
+        # they were cloned into the controller's <project>/.pipelines/<name>, and models.get_all
+        # does not search subprojects, so select_best never saw the models its pipeline trained
+        target_project=dag.project,
         docker=docker_image,
         output_uri=output_uri,  # the steps' default too (the SDK's add_step)
     )

@@ -257,6 +257,9 @@ def test_controller_on_the_agent_launches_its_first_step(entry_runs):
     first = run.server.tasks[enqueued[0]]
     assert first["name"] == ASL_DAG.steps[0].name
     assert first["parent"] == run.task_id
+    # in the project the registry searches: under <project>/.pipelines/<name> (the SDK's
+    # default) its models were invisible to models.get_all, which skips subprojects
+    assert run.server.projects[first["project"]]["name"] == ASL_DAG.project
 
 
 def test_no_request_hides_or_tags_the_asl_project(entry_runs):
