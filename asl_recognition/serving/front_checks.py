@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from asl_recognition.serving.limits import Refused
-from asl_recognition.serving.repo_files import STEP_SUFFIXES
+from asl_recognition.serving.step_names import STEP_SUFFIXES
 
 _MODEL = r"/v2/models/[^/]+(?:/versions/[0-9]+)?"
 # (method, path) pairs the front forwards: what tritonclient's inference calls use.

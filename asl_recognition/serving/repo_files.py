@@ -27,6 +27,7 @@ from asl_recognition.hashing import sha256_file
 from asl_recognition.serving.configs import load_config
 from asl_recognition.serving.onnx_introspect import OnnxSignature, read_signature
 from asl_recognition.serving.repo_manifest import MANIFEST_FILE, changed_files
+from asl_recognition.serving.step_names import STEP_SUFFIXES
 from asl_recognition.training.architectures import LANDMARKS
 
 MODEL_FILE = "model.onnx"
@@ -39,10 +40,6 @@ _MANIFEST_LEFTOVER = re.compile(re.escape(MANIFEST_FILE) + r"\.[A-Za-z0-9_]{8}")
 # Letters, digits, '_', '-', '.'; starts with a letter or digit (so never '.', '..' or hidden);
 # short enough for the '_metrics' suffix. No separator can appear, so no path can escape.
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# The ensemble's steps are <name> + one of these; the public front serves no inference on them
-# (a client calling <name>_metrics itself forged the production metrics), so no served model
-# may carry one.
-STEP_SUFFIXES = ("_onnx", "_metrics", "_hands")
 
 
 def check_model_name(name: str) -> str:

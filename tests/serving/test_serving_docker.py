@@ -183,3 +183,33 @@ def test_server_health_checks_stop_a_server_with_a_dead_stub() -> None:
     # an init adopts orphans: tritonserver's only children are its stubs
     dockerfile = (REPO_ROOT / "triton" / "server" / "Dockerfile").read_text()
     assert triton["init"] is True and "docker run --rm --init" in dockerfile
+
+
+def test_the_front_image_runs_the_front_with_only_what_it_installs() -> None:
+    """The front's image installs starlette, uvicorn and httpx (its Dockerfile's pip line) and
+    copies the package: an import of the build's modules (protobuf, tritonclient, onnx) had
+    made it fail at start. Here every other third-party package is refused at import, and the
+    front's CLI must still answer --help."""
+    dockerfile = (REPO_ROOT / "triton/front/Dockerfile").read_text()
+    (pip_line,) = [line for line in dockerfile.splitlines() if "pip install" in line]
+    installed = {re.split(r"[=<>\[]", word)[0] for word in pip_line.split() if "==" in word}
+    assert installed == {"starlette", "uvicorn", "httpx"}, pip_line
+    guard = (
+        "import sys, importlib.abc\n"
+        # what pip installs for the three pins (pip install --dry-run --report), and the package
+        "ALLOWED = {'starlette', 'uvicorn', 'httpx', 'h11', 'anyio', 'idna', 'certifi',\n"
+        "           'httpcore', 'click', 'typing_extensions', 'asl_recognition'}\n"
+        "class Refuse(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        top = name.split('.')[0]\n"
+        "        if top in sys.stdlib_module_names or top in ALLOWED or top.startswith('_'):\n"
+        "            return None\n"
+        "        raise ModuleNotFoundError(f'the front image has no {top}', name=top)\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "sys.argv = ['front', '--help']\n"
+        "import runpy; runpy.run_module('asl_recognition.serving.front', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", guard], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "--upstream" in proc.stdout, proc.stderr[-2000:]
