@@ -122,14 +122,14 @@ def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
 
 def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
     """The exported contract (uint8 images -> probabilities) rebuilt from a best checkpoint."""
-    import torch
 
     from asl_recognition.training.architectures import reads_images
+    from asl_recognition.training.checkpoints import load_checkpoint
     from asl_recognition.training.landmark_run import LANDMARK_MODEL
     from asl_recognition.training.models import ProbabilityModel, build_model
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint)
     except Exception as exc:  # torch raises many types for a bad file
         raise PredictError(f"{checkpoint} is not a training checkpoint ({type(exc).__name__})")
     if not isinstance(state, dict) or "model" not in state:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,17 +64,30 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    """Put back the RNG states :func:`rng_state` saved."""
+    """Put back the RNG states :func:`rng_state` saved (an older checkpoint's numpy keys are an
+    array, not a tensor)."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
+
+
+# What a checkpoint written before the RNG states became tensors holds besides plain data: the
+# numpy RNG's keys, an array (rebuilt by numpy's own reconstructor, no other code).
+_LEGACY_GLOBALS = [
+    np.core.multiarray._reconstruct,
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> Any:
     """A checkpoint of this project, loaded as data only: a run folder's file may have been
     replaced, and ``weights_only=False`` ran whatever its pickle said."""
-    return torch.load(path, map_location=device, weights_only=True)
+    with torch.serialization.safe_globals(_LEGACY_GLOBALS):
+        return torch.load(path, map_location=device, weights_only=True)
 
 
 def _described(meta: dict[str, Any], key: str) -> str:
@@ -92,8 +106,10 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         state = load_checkpoint(path)
     except Exception as exc:  # torch raises many types for a bad file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TrainingInputError(f"--resume: {path} is not a readable checkpoint: {reason}")
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0] if str(exc) else ""
+        raise TrainingInputError(
+            f"--resume: {path} is not a readable checkpoint: {reason or type(exc).__name__}"
+        ) from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise TrainingInputError(f"--resume: {path} is not a training checkpoint")
     missing = [key for key in STATE_KEYS if key not in state]

@@ -529,3 +529,25 @@ def test_resume_with_another_learning_rate_is_refused(prior: Prior) -> None:
         check_resumable(last, state["classes"], state["meta"], lr=saved * 10)
     assert_one_line(str(info.value), f"--lr {saved:g}", "would be recorded but not used")
     assert check_resumable(last, state["classes"], state["meta"], lr=saved)["epoch"] == 1
+
+
+def test_a_checkpoint_written_before_the_rng_became_tensors_still_resumes(prior: Prior, tmp_path):
+    """Its numpy RNG keys are an array, which ``weights_only=True`` refused: a run interrupted
+    before the upgrade could not be resumed (and the message carried torch's terminal codes)."""
+    import numpy as np
+
+    from asl_recognition.training.checkpoints import restore_rng
+
+    state = torch.load(prior.previous / "checkpoints" / "last.pt", weights_only=True)
+    np.random.seed(7)
+    legacy = np.random.get_state()
+    state["rng"] = {**state["rng"], "numpy": legacy}
+    old = tmp_path / "last.pt"
+    torch.save(state, old)
+    loaded = check_resumable(old, state["classes"], state["meta"])
+    np.random.seed(0)
+    restore_rng(loaded["rng"])
+    np.random.seed(7)
+    expected = np.random.rand(3)
+    restore_rng(loaded["rng"])
+    assert np.array_equal(np.random.rand(3), expected)
