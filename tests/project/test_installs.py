@@ -95,7 +95,7 @@ def test_steps_requirements_resolve_for_the_agent_image(tmp_path: Path, python_v
 
 
 def test_the_project_itself_requires_the_runtime_pins(tmp_path: Path) -> None:
-    """A clearml-agent set to uv (or poetry) runs ``uv sync`` on a checkout with a
+    """A clearml-agent set to uv runs ``uv sync`` on a checkout with a
     pyproject.toml, installing the project and what it requires, and ignores both the task's
     package list and requirements.txt (clearml-agent 3.0.3: helper/package/uv_api.py,
     commands/worker.py). The project declared no dependencies, so such an agent installed
