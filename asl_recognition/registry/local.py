@@ -43,6 +43,21 @@ LOCK_NAME = ".lock"
 SELECT_LOCK_NAME = ".select.lock"
 
 
+def _check_types(record: ModelRecord) -> None:
+    """TypeError for a field of the wrong type: ``"tags": null`` had ended a production build
+    in a traceback, and ``"version": null`` every listing."""
+    wanted = {
+        "id": str, "name": str, "version": int, "onnx_path": str, "classes_path": str,
+        "metrics": dict, "params": dict, "tags": list, "created": str, "sha256": dict,
+    }  # fmt: skip
+    for name, kind in wanted.items():
+        value = getattr(record, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"its {name} is {type(value).__name__}, not {kind.__name__}")
+    if not all(isinstance(tag, str) for tag in record.tags):
+        raise TypeError("its tags are not all text")
+
+
 class LocalModelRegistry(ModelRegistry):
     backend = "local"
 
@@ -70,6 +85,7 @@ class LocalModelRegistry(ModelRegistry):
             if not isinstance(data, dict):
                 raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
             record = ModelRecord.from_dict(data)
+            _check_types(record)
         except (ValueError, TypeError) as exc:
             raise ModelIntegrityError(
                 f"model record {path} is not a readable record: {exc}"
