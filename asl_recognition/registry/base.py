@@ -142,7 +142,8 @@ class ModelRegistry(ABC):
     def selecting(self) -> Iterator[None]:
         """Held from reading production to promoting (select_best): two selections at once
         would each compare with the old production and the last to promote would win. Here a
-        no-op: the ClearML server offers no lock (its promote still never leaves none)."""
+        no-op: the ClearML server offers no lock (its promotions are ordered by a stamp, so
+        two at once never leave none)."""
         yield
 
     def production(self, name: str = "asl") -> ModelRecord | None:

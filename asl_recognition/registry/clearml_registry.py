@@ -19,6 +19,7 @@ numbers, ``production`` and demotion would act on any model called ``asl``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -274,18 +275,37 @@ class ClearMLModelRegistry(ModelRegistry):
         return sorted(records, key=lambda r: r.version)
 
     def production(self, name: str = "asl") -> ModelRecord | None:
+        """The production-tagged model promoted last (two are tagged for a moment while a
+        promotion demotes the other)."""
         found = self._query(name, tags=[PRODUCTION_TAG])
-        return self._record(found[0]) if found else None
+        return self._record(max(found, key=_promoted_at)) if found else None
 
     def promote(self, model_id: str) -> ModelRecord:
-        """Publish and tag the chosen model first, then demote the others: a failure in between
-        leaves two production-tagged models for a moment, never none."""
+        """Stamp, publish and tag the chosen model, then demote the tagged ones promoted
+        before it: a failure in between leaves two tagged for a moment, never none. Two
+        promotions at once had each demoted the other's model, leaving none (the server has no
+        lock); now the later stamp survives both."""
         chosen = self._model(model_id)
+        stamp = time.time()
+        chosen.set_metadata(PROMOTED_AT, repr(stamp), "float")
         if not chosen.published:
             chosen.publish()
         if PRODUCTION_TAG not in chosen.tags:
             set_model_tags(chosen, list(chosen.tags) + [PRODUCTION_TAG])
         for other in self._query(chosen.name, tags=[PRODUCTION_TAG]):
-            if other.id != chosen.id:
+            if other.id != chosen.id and _promoted_at(other) < (stamp, chosen.id):
                 set_model_tags(other, [t for t in other.tags if t != PRODUCTION_TAG])
         return self._record(chosen)
+
+
+PROMOTED_AT = "promoted_at"  # metadata: when a promotion stamped the model (seconds)
+
+
+def _promoted_at(model: Any) -> tuple[float, str]:
+    """(stamp, id): the order of promotions; a model promoted before stamps existed is 0."""
+    meta = model.get_all_metadata() or {}
+    try:
+        stamp = float((meta.get(PROMOTED_AT) or {}).get("value") or 0.0)
+    except (TypeError, ValueError):
+        stamp = 0.0
+    return stamp, model.id

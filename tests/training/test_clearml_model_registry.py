@@ -509,3 +509,47 @@ def test_int8_variant_downloads_only_the_variants_weights(server, tmp_path) -> N
 
     assert found is not None and found.id == variant
     assert [c.args[0].id for c in spy.call_args_list] == [variant]
+
+
+def test_two_promotions_at_once_leave_the_later_one_in_production(server, tmp_path) -> None:
+    """Both tagged their model, then both read the tagged list before either demoted: each
+    demoted the other's model and none was left, so the next select_best promoted anything
+    with 'no production model yet'. The server has no lock; a stamp orders promotions. The
+    barrier only forces that timing (two threads, the real SDK, only the session faked)."""
+    import threading
+
+    from asl_recognition.registry.clearml_registry import ClearMLModelRegistry
+
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    old = server.add("asl", ["v1", PRODUCTION_TAG], weights.as_uri(), ready=True)
+    a, b = (server.add("asl", [f"v{v}"], weights.as_uri()) for v in (2, 3))
+    both_tagged = threading.Barrier(2, timeout=30)
+    query = ClearMLModelRegistry._query
+
+    def in_step(self, name, tags=None):
+        if tags == [PRODUCTION_TAG] and threading.current_thread().name == "promotion":
+            both_tagged.wait()
+            found = query(self, name, tags)
+            both_tagged.wait()
+            return found
+        return query(self, name, tags)
+
+    errors: list[Exception] = []
+
+    def promote(model_id: str) -> None:
+        try:
+            get_registry("clearml").promote(model_id)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with mock.patch.object(ClearMLModelRegistry, "_query", in_step):
+        threads = [threading.Thread(target=promote, args=(m,), name="promotion") for m in (a, b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert not errors
+    tagged = [m for m in (old, a, b) if PRODUCTION_TAG in server.models[m]["tags"]]
+    assert len(tagged) == 1 and tagged[0] in (a, b), tagged
+    assert get_registry("clearml").production("asl").id == tagged[0]
