@@ -142,7 +142,7 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     candidate = registry.get(model_id)
     check_answers_its_classes(candidate)
-    previous = registry.production(name)
+    previous = registry.production_scores(name)  # its metrics: its files are not needed
     shortfall = worst_heldout_shortfall(candidate, opts.min_worst_heldout)
     if shortfall and previous is None:
         raise ValueError(f"model {model_id} not promoted: {shortfall}")

@@ -202,6 +202,30 @@ class ClearMLModelRegistry(ModelRegistry):
             )
         return Path(local)
 
+    def _scores(self, model: Any) -> ModelRecord:
+        """The model's record from its metadata only: nothing is downloaded, no file checked."""
+        meta = {k: v.get("value") for k, v in (model.get_all_metadata() or {}).items()}
+        return ModelRecord(
+            id=model.id,
+            name=model.name,
+            version=int(meta.get("version") or 0),
+            task_id=model.task,
+            onnx_path="",
+            classes_path="",
+            baseline_path=None,
+            metrics=json.loads(meta.get("metrics") or "{}"),
+            params=json.loads(meta.get("params") or "{}"),
+            dataset_id=meta.get("dataset_id") or None,
+            tags=list(model.tags or []),
+            published=bool(model.published),
+            backend=self.backend,
+            onnx_uri=model.url,
+        )
+
+    def production_scores(self, name: str = "asl") -> ModelRecord | None:
+        found = self._query(name, tags=[PRODUCTION_TAG])
+        return self._scores(max(found, key=_promoted_at)) if found else None
+
     def _record(self, model: Any) -> ModelRecord:
         """Materialise the model's weights, labels and baseline as local files serving can read."""
         meta = {k: v.get("value") for k, v in (model.get_all_metadata() or {}).items()}

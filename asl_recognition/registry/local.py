@@ -191,6 +191,9 @@ class LocalModelRegistry(ModelRegistry):
         record = super().production(name)
         return self.verify(record) if record is not None else None
 
+    def production_scores(self, name: str = "asl") -> ModelRecord | None:
+        return super().production(name)  # the records, unverified: only metrics are read
+
     @contextlib.contextmanager
     def selecting(self) -> Iterator[None]:
         """Selections take turns (``<root>/.select.lock``, apart from the records' lock)."""

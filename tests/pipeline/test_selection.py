@@ -373,3 +373,22 @@ def test_two_selections_at_once_leave_the_better_model_in_production(registry, t
     assert "select_best: PROMOTED" in out_first
     assert "select_best: KEPT" in out_second, out_second  # compared with 0.9, not 0.5
     assert registry.production().id == better
+
+
+def test_a_production_model_whose_files_are_lost_still_gives_way_to_a_better_one(
+    registry, tmp_path
+):
+    """The comparison reads only production's metrics, but reading production checked its
+    files: with its weights lost or altered, every later selection was refused, and a new
+    model, the remedy, never got in. A worse one is still kept out."""
+    first = register(registry, tmp_path, "m1", val_macro_f1=0.80)
+    select_best(registry, criteria(first))
+    weights = tmp_path / "registry" / "files" / first / "model.onnx"
+    weights.chmod(0o644)
+    weights.write_bytes(b"altered")
+    worse = register(registry, tmp_path, "m2", val_macro_f1=0.70)
+    decision = select_best(registry, criteria(worse))
+    assert not decision.promoted and decision.previous_value == 0.80
+    better = register(registry, tmp_path, "m3", val_macro_f1=0.90)
+    assert select_best(registry, criteria(better)).promoted
+    assert registry.production().id == better

@@ -553,3 +553,21 @@ def test_two_promotions_at_once_leave_the_later_one_in_production(server, tmp_pa
     tagged = [m for m in (old, a, b) if PRODUCTION_TAG in server.models[m]["tags"]]
     assert len(tagged) == 1 and tagged[0] in (a, b), tagged
     assert get_registry("clearml").production("asl").id == tagged[0]
+
+
+def test_select_best_compares_with_a_production_model_whose_weights_are_gone(server, tmp_path):
+    """Reading production downloaded its weights: deleted from the file server, they made every
+    later selection refuse, though only its metadata's metrics are compared."""
+    from asl_recognition.pipeline.options import SelectBestOptions
+    from asl_recognition.pipeline.selection import select_best
+
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    gone = (tmp_path / "deleted.onnx").as_uri()
+    old = server.add("asl", ["v1", PRODUCTION_TAG], gone, ready=True,
+                     metadata=_meta(metrics='{"val_macro_f1": 0.5}'))  # fmt: skip
+    new = server.add("asl", ["v2"], weights.as_uri(),
+                     metadata=_meta(metrics='{"val_macro_f1": 0.95}'))  # fmt: skip
+    decision = select_best(get_registry("clearml"), SelectBestOptions(model_id=new))
+    assert decision.promoted and decision.previous_value == 0.5, decision.reason
+    assert server.models[old]["tags"] == ["v1"]
