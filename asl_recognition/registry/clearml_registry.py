@@ -156,7 +156,14 @@ class ClearMLModelRegistry(ModelRegistry):
             )
         if model.parent_id is not None:
             set_model_parent(output, model.parent_id)
-        output.set_all_metadata(_metadata(model, version), replace=True)
+        if not output.set_all_metadata(_metadata(model, version), replace=True):
+            # the SDK returns False for a refused write: a model without version, metrics and
+            # sha256 would be registered in silence, its weights never checked on download
+            output.archive()
+            raise RuntimeError(
+                f"ClearML refused the metadata of model {output.id} (version, metrics, sha256); "
+                "it was archived, not registered: train again once the server accepts writes"
+            )
         return ModelRecord(
             id=output.id,
             name=model.name,

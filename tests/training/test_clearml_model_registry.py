@@ -571,3 +571,29 @@ def test_select_best_compares_with_a_production_model_whose_weights_are_gone(ser
     decision = select_best(get_registry("clearml"), SelectBestOptions(model_id=new))
     assert decision.promoted and decision.previous_value == 0.5, decision.reason
     assert server.models[old]["tags"] == ["v1"]
+
+
+def test_a_refused_metadata_write_is_no_silent_registration(
+    server, model_files, tmp_path, monkeypatch
+) -> None:
+    """``set_all_metadata`` returns False for a refused write (clearml/model.py): the model
+    was registered without version, metrics or sha256, its weights never checked again."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", (tmp_path / "bucket").as_uri())
+    answer = server.answer
+
+    def refuse_metadata(req: Any, *args: Any, **kwargs: Any) -> CallResult:
+        if isinstance(req, models.AddOrUpdateMetadataRequest):
+            server.sent.append(req)
+            return CallResult(meta=ResponseMeta.from_raw_data(status_code=400, text="refused"))
+        if isinstance(req, models.ArchiveManyRequest):
+            server.sent.append(req)
+            for model_id in req.ids:
+                server.models[model_id]["system_tags"] = ["archived"]
+            return server._ok(models.ArchiveManyResponse(succeeded=[], failed=[]))
+        return answer(req, *args, **kwargs)
+
+    server.session.send.side_effect = refuse_metadata
+    with pytest.raises(RuntimeError, match="refused the metadata of model .* archived"):
+        get_registry("clearml").register(new_model(model_files), make_mock_task(server, tmp_path))
+    (made,) = server.models.values()
+    assert made["system_tags"] == ["archived"]
