@@ -44,10 +44,11 @@ from asl_recognition.imageio import check_image_size
 from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store
-from asl_recognition.store.base import MANIFEST_NAME
+from asl_recognition.store.base import MANIFEST_NAME, remove_stale
 from asl_recognition.workers import run_pool
 
 STAGING = Path("tmp") / "publish"  # under the workspace
+LEGACY_STAGE = "asl_publish_"  # tmp/asl_publish_<pid>_*: staging folders of older versions
 
 
 @contextlib.contextmanager
@@ -56,6 +57,8 @@ def staging_dir() -> Iterator[str]:
     left is removed by the next (:func:`run_scratch`: flocked while its run lives). Judged by
     pid before, a run in another pid namespace (a second agent's container on a shared
     workspace) took a live run's folder for a dead one's and deleted it under it."""
+    # an older version's leftovers (tmp/asl_publish_<pid>_*), judged by pid as it judged them
+    remove_stale((workspace() / STAGING.parent).glob(LEGACY_STAGE + "*"), LEGACY_STAGE)
     with run_scratch(workspace() / STAGING) as folder:
         folder.mkdir()
         yield str(folder)

@@ -81,6 +81,18 @@ def test_publish_removes_staging_folders_of_a_killed_run(asl_workspace: Path) ->
             assert Path(stage).is_dir() and Path(second).is_dir()
 
 
+def test_an_older_versions_staging_leftovers_are_removed(asl_workspace: Path) -> None:
+    """Staging folders of a run killed before the folders moved to tmp/publish/ had stayed."""
+    dead = _killed("import os; print(os.getpid(), flush=True); os.kill(os.getpid(), 9)")
+    old = asl_workspace / "tmp" / f"asl_publish_{dead}_x1y2"
+    live = asl_workspace / "tmp" / f"asl_publish_{os.getpid()}_x1y2"
+    for folder in (old, live):
+        folder.mkdir(parents=True)
+        (folder / "half.jpg").write_bytes(b"x")
+    with staging_dir():
+        assert not old.exists() and live.exists()
+
+
 def test_a_live_run_in_another_pid_namespace_keeps_its_staging_folder(asl_workspace: Path):
     """Its pid means nothing here (a second agent's container on a shared workspace): judged
     by pid, its live folder was taken for a dead run's and deleted under it. Its lock is held
