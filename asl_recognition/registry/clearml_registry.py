@@ -18,6 +18,7 @@ numbers, ``production`` and demotion would act on any model called ``asl``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -246,21 +247,11 @@ class ClearMLModelRegistry(ModelRegistry):
         if meta.get("baseline") not in (None, "", "null"):
             baseline_path = folder / "baseline.json"
             baseline_path.write_text(meta["baseline"])
-        return ModelRecord(
-            id=model.id,
-            name=model.name,
-            version=int(meta.get("version") or 0),
-            task_id=model.task,
+        return dataclasses.replace(
+            self._scores(model),
             onnx_path=str(onnx_path),
             classes_path=str(classes_path),
             baseline_path=str(baseline_path) if baseline_path else None,
-            metrics=json.loads(meta.get("metrics") or "{}"),
-            params=json.loads(meta.get("params") or "{}"),
-            dataset_id=meta.get("dataset_id") or None,
-            tags=list(model.tags or []),
-            published=bool(model.published),
-            backend=self.backend,
-            onnx_uri=model.url,
             parent_id=getattr(model._get_model_data(), "parent", None) or None,
             checkpoint_path=meta.get("checkpoint_path") or None,
         )

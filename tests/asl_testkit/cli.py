@@ -102,3 +102,36 @@ def recipe_steps(recipe: str = "configs/run.yaml") -> list[str]:
 
     values = {**ASL_DAG.param_defaults(), **load_recipe(ASL_DAG, REPO_ROOT / recipe)}
     return [step.name for step in active_steps(ASL_DAG, values)]
+
+
+@contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
+    """``path``'s flock held by another live process (a run of another pid namespace, or
+    another run): yields that process once it holds the lock; killed on exit."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import time; from asl_recognition.locks import FileLock; "
+            f"assert FileLock({str(path)!r}).acquire(); print('held', flush=True); "
+            "time.sleep(120)"
+        )],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def child_pids(pid: int, live_only: bool = False) -> list[int]:
+    """Direct children of ``pid`` from /proc (Linux); without zombies when ``live_only``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and not (live_only and fields[0] in ("Z", "X")):
+            found.append(int(stat.parent.name))
+    return found

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from asl_testkit.cli import run_script
+from asl_testkit.cli import lock_held_elsewhere, run_script
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.data.publish import STAGING, staging_dir
@@ -102,21 +100,9 @@ def test_a_live_run_in_another_pid_namespace_keeps_its_staging_folder(asl_worksp
     live = parent / "run-4194000-abcd1234"
     live.mkdir()
     (live / "half.jpg").write_bytes(b"x")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import time; from asl_recognition.locks import FileLock; "
-            f"assert FileLock({str(live) + '.lock'!r}).acquire(); print('held', flush=True); "
-            "time.sleep(60)"
-        )],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with lock_held_elsewhere(Path(str(live) + ".lock")):
         with staging_dir() as stage:
             assert Path(stage).is_dir() and (live / "half.jpg").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_fifo_in_a_class_folder_is_quarantined_not_skipped(

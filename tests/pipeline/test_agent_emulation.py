@@ -24,7 +24,7 @@ import asl_pipeline
 import clearml
 import pytest
 from asl_testkit.clearml_stub import mock_build_controller
-from asl_testkit.cli import RUN_PIPELINE, run_script
+from asl_testkit.cli import RUN_PIPELINE, child_pids, run_script
 
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller
@@ -485,19 +485,6 @@ def test_template_query_is_an_and_of_tags_and_follows_package_changes(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # 5. SIGTERM, as an agent's abort sends it
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` from /proc (Linux)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def alive(pid: int) -> bool:

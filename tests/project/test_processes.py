@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from asl_testkit.cli import child_pids
 
 from asl_recognition.child_output import Output
 from asl_recognition.locks import FileLock, LockTimeout, exclusive
@@ -418,18 +419,6 @@ def test_supervised_gives_up_and_calls_back(tmp_path: Path, failure: str) -> Non
         child.stop()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _wait_gone(pids: list[int], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
@@ -477,7 +466,9 @@ def test_a_pools_workers_die_with_a_step_killed_by_sigkill(tmp_path: Path) -> No
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            workers = [p for p in _children(step.pid) if b"spawn_main" in _cmdline(p)]
+            workers = [
+                p for p in child_pids(step.pid, live_only=True) if b"spawn_main" in _cmdline(p)
+            ]
             if len(workers) == 2:
                 break
             time.sleep(0.1)

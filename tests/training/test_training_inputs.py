@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from asl_testkit.cli import lock_held_elsewhere
 from asl_testkit.files import assert_one_line, assert_untouched, fingerprint
 from asl_testkit.published import publish_sample, train_options
 from asl_testkit.workspaces import offline_workspace
@@ -429,23 +430,11 @@ def test_a_run_folder_another_run_holds_is_refused(prior: Prior, tmp_path) -> No
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     for run_dir, resume in ((resumed, True), (fresh, False)):
-        holder = subprocess.Popen(
-            [sys.executable, "-c", (
-                "import sys, time; from asl_recognition.locks import FileLock; "
-                f"assert FileLock({str(run_dir / '.train.lock')!r}).acquire(); "
-                "print('held', flush=True); time.sleep(60)"
-            )],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert holder.stdout.readline() == "held\n"
+        with lock_held_elsewhere(run_dir / ".train.lock") as holder:
             before = fingerprint(run_dir)
             message = refused(prior, {"resume": resume, "epochs": 2, "output_dir": str(run_dir)})
             assert_one_line(message, f"in use by another training run (pid {holder.pid})")
             assert fingerprint(run_dir) == before
-        finally:
-            holder.kill()
-            holder.wait()
     out = run_training(
         train_options(**{**FAST, "epochs": 2}, dataset_version=prior.dataset_id, resume=True,
                       max_steps=2, output_dir=str(resumed), register=False)
