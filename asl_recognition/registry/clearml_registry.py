@@ -163,7 +163,8 @@ class ClearMLModelRegistry(ModelRegistry):
             output.archive()
             raise RuntimeError(
                 f"ClearML refused the metadata of model {output.id} (version, metrics, sha256); "
-                "it was archived, not registered: train again once the server accepts writes"
+                "its archiving was asked for, and it is not registered: train again once the "
+                "server accepts writes"
             )
         return ModelRecord(
             id=output.id,
@@ -211,15 +212,20 @@ class ClearMLModelRegistry(ModelRegistry):
         return Path(local)
 
     def _scores(self, model: Any) -> ModelRecord:
-        """The model's record from its metadata only: nothing is downloaded, no file checked."""
+        """The model's record from its metadata and labels only: its weights are not
+        downloaded nor checked (the class list is written from the labels)."""
         meta = {k: v.get("value") for k, v in (model.get_all_metadata() or {}).items()}
+        folder = self.cache / model.id
+        folder.mkdir(parents=True, exist_ok=True)
+        classes_path = folder / "classes.txt"
+        write_class_file(str(classes_path), _classes_from_labels(model.id, model.labels or {}))
         return ModelRecord(
             id=model.id,
             name=model.name,
             version=int(meta.get("version") or 0),
             task_id=model.task,
             onnx_path="",
-            classes_path="",
+            classes_path=str(classes_path),
             baseline_path=None,
             metrics=json.loads(meta.get("metrics") or "{}"),
             params=json.loads(meta.get("params") or "{}"),
@@ -237,20 +243,16 @@ class ClearMLModelRegistry(ModelRegistry):
     def _record(self, model: Any) -> ModelRecord:
         """Materialise the model's weights, labels and baseline as local files serving can read."""
         meta = {k: v.get("value") for k, v in (model.get_all_metadata() or {}).items()}
-        classes = _classes_from_labels(model.id, model.labels or {})
+        scores = self._scores(model)  # the class list too, refused when not 0..n-1
         onnx_path = self._download(model, meta.get("onnx_sha256"))
         folder = self.cache / model.id
-        folder.mkdir(parents=True, exist_ok=True)
-        classes_path = folder / "classes.txt"
-        write_class_file(str(classes_path), classes)
         baseline_path = None
         if meta.get("baseline") not in (None, "", "null"):
             baseline_path = folder / "baseline.json"
             baseline_path.write_text(meta["baseline"])
         return dataclasses.replace(
-            self._scores(model),
+            scores,
             onnx_path=str(onnx_path),
-            classes_path=str(classes_path),
             baseline_path=str(baseline_path) if baseline_path else None,
             parent_id=getattr(model._get_model_data(), "parent", None) or None,
             checkpoint_path=meta.get("checkpoint_path") or None,
@@ -308,8 +310,11 @@ class ClearMLModelRegistry(ModelRegistry):
         promotions at once had each demoted the other's model, leaving none (the server has no
         lock); now the later stamp survives both."""
         chosen = self._model(model_id)
-        stamp = time.time()
-        chosen.set_metadata(PROMOTED_AT, repr(stamp), "float")
+        tagged = self._query(chosen.name, tags=[PRODUCTION_TAG])
+        # later than every stamp there: an agent whose clock runs behind still promotes last
+        stamp = max([time.time()] + [_promoted_at(m)[0] + 1e-3 for m in tagged])
+        if not chosen.set_metadata(PROMOTED_AT, repr(stamp), "float"):
+            raise RuntimeError(f"ClearML refused to stamp model {model_id}; not promoted")
         if not chosen.published:
             chosen.publish()
         if PRODUCTION_TAG not in chosen.tags:

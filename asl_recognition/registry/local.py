@@ -56,6 +56,10 @@ def _check_types(record: ModelRecord) -> None:
             raise TypeError(f"its {name} is {type(value).__name__}, not {kind.__name__}")
     if not all(isinstance(tag, str) for tag in record.tags):
         raise TypeError("its tags are not all text")
+    for name in ("baseline_path", "checkpoint_path", "task_id", "dataset_id", "parent_id"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"its {name} is {type(value).__name__}, not text")
 
 
 class LocalModelRegistry(ModelRegistry):

@@ -81,13 +81,15 @@ _LEGACY_GLOBALS = [
     np.dtype,
     type(np.dtype(np.uint32)),
 ]
+# Once, for the process: the ``safe_globals`` context manager removes its globals from torch's
+# process-wide list on exit, also those another caller (or thread) still relies on.
+torch.serialization.add_safe_globals(_LEGACY_GLOBALS)
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> Any:
     """A checkpoint of this project, loaded as data only: a run folder's file may have been
     replaced, and ``weights_only=False`` ran whatever its pickle said."""
-    with torch.serialization.safe_globals(_LEGACY_GLOBALS):
-        return torch.load(path, map_location=device, weights_only=True)
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _described(meta: dict[str, Any], key: str) -> str:

@@ -73,6 +73,7 @@ def table_problem(table: Any, classes: list[str] | None = None) -> str | None:
     (a column missing, a label no class has, a non-finite point of a found hand, a split
     without rows) had ended in a traceback, some after the whole training."""
     import numpy as np
+    import pandas as pd
 
     from asl_recognition.classes import CLASSES
     from asl_recognition.data.landmarks import POINT_COLUMNS
@@ -85,8 +86,9 @@ def table_problem(table: Any, classes: list[str] | None = None) -> str | None:
         return f"its table labels rows {unknown[0]!r}, which is no class"
     if not table["hand_found"].isin([0, 1, True, False]).all():
         return "its hand_found column holds values other than 0 and 1"
-    found = table[table["hand_found"].astype(bool)]
-    if not np.isfinite(found[list(POINT_COLUMNS)].to_numpy(dtype=np.float64)).all():
+    found = table[table["hand_found"].astype(bool)][list(POINT_COLUMNS)]
+    points = found.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(points).all():  # text in a cell reads as NaN here
         return "a found hand's points are not all finite numbers"
     empty = [s for s in ("train", "val", "test") if not (table["split"] == s).any()]
     return f"its table has no {empty[0]} rows" if empty else None

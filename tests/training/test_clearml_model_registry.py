@@ -593,7 +593,34 @@ def test_a_refused_metadata_write_is_no_silent_registration(
         return answer(req, *args, **kwargs)
 
     server.session.send.side_effect = refuse_metadata
-    with pytest.raises(RuntimeError, match="refused the metadata of model .* archived"):
+    with pytest.raises(RuntimeError, match="refused the metadata of model .* archiving was asked"):
         get_registry("clearml").register(new_model(model_files), make_mock_task(server, tmp_path))
     (made,) = server.models.values()
     assert made["system_tags"] == ["archived"]
+
+
+def test_a_promotion_from_a_clock_behind_still_wins(server, tmp_path, monkeypatch) -> None:
+    """The stamp was the client's clock: a model promoted by an agent whose clock ran ten
+    minutes fast stayed production after a later promotion elsewhere, which select_best had
+    reported as done."""
+    import time as clock
+
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    a, b = (server.add("asl", [f"v{v}"], weights.as_uri()) for v in (1, 2))
+    registry = get_registry("clearml")
+    now = clock.time()
+    monkeypatch.setattr(clock, "time", lambda: now + 600)  # the fast agent
+    registry.promote(b)
+    monkeypatch.setattr(clock, "time", lambda: now + 60)  # a minute later, a right clock
+    registry.promote(a)
+    assert [m for m in (a, b) if PRODUCTION_TAG in server.models[m]["tags"]] == [a]
+    assert registry.production("asl").id == a
+
+
+def test_production_scores_carry_the_class_list_without_the_weights(server, tmp_path) -> None:
+    """select_best's log draws the previous model's confusion matrix with its classes."""
+    gone = (tmp_path / "deleted.onnx").as_uri()
+    server.add("asl", ["v1", PRODUCTION_TAG], gone, ready=True)
+    scores = get_registry("clearml").production_scores("asl")
+    assert Path(scores.classes_path).read_text().splitlines() == ORDERED

@@ -340,6 +340,12 @@ def _nan_point(table) -> None:
     table.loc[found, "lm0_x"] = float("nan")
 
 
+def _text_point(table) -> None:
+    found = table.index[table["hand_found"].astype(bool)][0]
+    table["lm0_x"] = table["lm0_x"].astype(object)
+    table.loc[found, "lm0_x"] = "x"
+
+
 def _no_column(table) -> None:
     del table["handedness"]
 
@@ -358,6 +364,7 @@ def _hand_found_two(table) -> None:
     [
         (_label_aa, "labels rows 'AA', which is no class"),
         (_nan_point, "points are not all finite"),
+        (_text_point, "points are not all finite"),
         (_no_column, "lacks the column(s) handedness"),
         (_no_test_rows, "has no test rows"),
         (_hand_found_two, "hand_found column holds values other than 0 and 1"),

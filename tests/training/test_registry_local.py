@@ -169,7 +169,8 @@ def test_an_unknown_model_id_is_one_line_in_every_task_that_takes_one(script, tm
 
 
 @pytest.mark.parametrize(
-    "text", ["null", "[1]", '"a string"', '{"id": ', "<tags null>", "<version null>"]
+    "text",
+    ["null", "[1]", '"a string"', '{"id": ', "<tags null>", "<version null>", "<baseline_path 5>"],
 )
 def test_a_record_that_is_no_json_object_is_one_line_and_leaves_no_copies(files, tmp_path, text):
     """``null`` or ``[1]`` ended in an AttributeError traceback; a failed registration left its
@@ -178,9 +179,9 @@ def test_a_record_that_is_no_json_object_is_one_line_and_leaves_no_copies(files,
     kept = registry.register(_new(files))
     bad = tmp_path / "registry" / "records" / "0123456789abcdef0123456789abcdef.json"
     if text.startswith("<"):  # a copy of a real record, one field of the wrong type
-        field = text.split()[0][1:]
+        field, value = text[1:-1].split()
         data = json.loads((bad.parent / f"{kept.id}.json").read_text())
-        text = json.dumps({**data, "id": bad.stem, field: None})
+        text = json.dumps({**data, "id": bad.stem, field: json.loads(value)})
     bad.write_text(text)
     for read in (registry.list, registry.production):
         with pytest.raises(ModelIntegrityError) as info:
