@@ -247,8 +247,8 @@ class DatasetStore(ABC):
             return None
 
     def intact(self, dataset: DatasetVersion) -> bool:
-        """Every stored file of ``dataset`` still has its recorded sha256; a backend that checks
-        its own files (ClearML) says yes."""
+        """Every stored file of ``dataset`` still has its recorded sha256; a backend whose files
+        live on a server (ClearML) says yes: its local copies are hashed when opened."""
         return True
 
     def reusable(self, name: str, tags: Sequence[str]) -> DatasetVersion | None:

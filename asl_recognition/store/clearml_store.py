@@ -14,16 +14,19 @@ Where the files go: ``ASL_OUTPUT_URI`` when set, else the SDK default (the Clear
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from asl_recognition.clearml_env import OUTPUT_URI_ENV, configured_output_uri
-from asl_recognition.hashing import copy_hashed
+from asl_recognition.hashing import copy_hashed, sha256_file
 from asl_recognition.store.base import (
     MANIFEST_NAME,
+    DatasetIntegrityError,
     DatasetNotFoundError,
     DatasetStore,
     DatasetVersion,
@@ -168,14 +171,38 @@ class ClearMLDatasetStore(DatasetStore):
         return self.Dataset.get(dataset_id=dataset.id, alias=dataset_alias(dataset))
 
     def local_copy(self, dataset: DatasetVersion) -> Path:
-        return Path(self._used(dataset).get_local_copy())
+        """The SDK's cached copy, every listed file hashed against the record: the SDK reuses a
+        cached folder after comparing file sizes only (``Dataset.get_local_copy``), so a
+        same-size file altered in the cache was served as the version."""
+        folder = Path(self._used(dataset).get_local_copy())
+        _check_copy(dataset, folder, dataset.files)
+        return folder
 
     def local_file(self, dataset: DatasetVersion, path: str) -> Path:
         """Only the chunk holding ``path``: ``get_local_copy(files=[path])`` fetches the chunks
         that contain those files (``clearml/datasets/dataset.py``, ``Dataset.get_local_copy``),
-        not every image of the version."""
-        self._entry(dataset, path)
-        return Path(self._used(dataset).get_local_copy(files=[path])) / path
+        not every image of the version. That file is hashed against the record."""
+        entry = self._entry(dataset, path)
+        folder = Path(self._used(dataset).get_local_copy(files=[path]))
+        _check_copy(dataset, folder, [entry])
+        return folder / path
+
+
+def _check_copy(dataset: DatasetVersion, folder: Path, entries: Sequence[FileEntry]) -> None:
+    """Refuse, in one line, a listed file of the cached copy whose bytes are not the recorded
+    ones (a regular file only: never read through a link)."""
+    for entry in entries:
+        path = folder / entry.path
+        try:
+            intact = stat.S_ISREG(os.lstat(path).st_mode) and sha256_file(path) == entry.sha256
+        except OSError:
+            intact = False
+        if not intact:
+            raise DatasetIntegrityError(
+                f"dataset {dataset.name} {dataset.version} ({dataset.id}): {path} in the SDK's "
+                "cached copy is missing or does not match the sha256 recorded at publishing; "
+                f"refused: delete {folder} to have it fetched again"
+            )
 
 
 __all__ = ["ClearMLDatasetStore", "MANIFEST_NAME", "OUTPUT_URI_ENV", "configured_output_uri"]

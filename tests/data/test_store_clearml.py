@@ -242,15 +242,16 @@ def test_on_an_agent_datasets_go_where_the_pipeline_sent_its_step(
 
 def _version(mock_dataset_cls, tmp_path: Path):
     """A stored version (its record read through MockDataset) with files in ``tmp_path``."""
-    record = {
-        "files": [
-            {"path": "manifest.json", "sha256": "2" * 64, "size": 2},
-            {"path": "train/A/a.jpg", "sha256": "3" * 64, "size": 10},
-        ],
-        "metadata": {},
-    }
+    stored = {"manifest.json": b"{}", "train/A/a.jpg": b"a" * 10}  # the SDK's cached copy
+    for rel, data in stored.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    files = [
+        {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for rel, data in stored.items()
+    ]
+    record = {"files": files, "metadata": {}}
     mock_ds = make_mock_dataset("ds-9", {RECORD_ARTIFACT: mock_artifact(record)})
-    (tmp_path / "manifest.json").write_text("{}")
     mock_ds.get_local_copy.return_value = str(tmp_path)
     mock_dataset_cls.get.return_value = mock_ds
     return mock_ds, get_store("clearml").get(dataset_id="ds-9")
@@ -292,3 +293,20 @@ def test_output_uri_none_leaves_datasets_to_the_files_server(
     mock_dataset_cls.create.return_value = make_mock_dataset("ds-n")
     get_store("clearml").create("ASL", _files(tmp_path))
     assert mock_dataset_cls.create.call_args.kwargs["output_uri"] is None
+
+
+def test_a_file_altered_in_the_sdks_cached_copy_is_refused(mock_dataset_cls, tmp_path) -> None:
+    """The SDK reuses a cached dataset folder after comparing file sizes only
+    (``Dataset.get_local_copy``): a same-size file altered there was trained on as the
+    version. Each listed file is now hashed against the record when the copy is opened."""
+    _, version = _version(mock_dataset_cls, tmp_path)
+    store = get_store("clearml")
+    assert store.local_copy(version) == tmp_path
+    (tmp_path / "train/A/a.jpg").write_bytes(b"b" * 10)  # same size, other bytes
+    with pytest.raises(DatasetIntegrityError) as info:
+        store.local_copy(version)
+    assert "train/A/a.jpg in the SDK's cached copy" in str(info.value)
+    assert "\n" not in str(info.value) and f"delete {tmp_path}" in str(info.value)
+    (tmp_path / "manifest.json").write_text("[]")
+    with pytest.raises(DatasetIntegrityError, match="manifest.json in the SDK's cached copy"):
+        store.local_file(version, "manifest.json")
