@@ -204,7 +204,13 @@ class ClearMLModelRegistry(ModelRegistry):
                 f"(a path on the training machine? register with {OUTPUT_URI_ENV} or the files "
                 "server)"
             )
-        if sha256 and sha256_file(local) != sha256:
+        if not sha256:  # as the local registry: weights that cannot be checked are not used
+            raise ModelIntegrityError(
+                f"model {model.id}: no sha256 of its weights was recorded (a registration whose "
+                "metadata write failed, or made elsewhere), so they cannot be checked: register "
+                "the model again"
+            )
+        if sha256_file(local) != sha256:
             raise ModelIntegrityError(
                 f"model {model.id}: downloaded weights {local} fail sha256 (altered since "
                 "registration)"

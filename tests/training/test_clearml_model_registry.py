@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import urlparse
 
 import pytest
 from clearml import OutputModel, Task
@@ -32,6 +33,7 @@ from asl_recognition.hashing import sha256_file
 from asl_recognition.registry import (
     PRODUCTION_TAG,
     ModelIdError,
+    ModelIntegrityError,
     ModelNotFoundError,
     NewModel,
     get_registry,
@@ -63,8 +65,16 @@ class MockClearMLServer:
         self.session.send.side_effect = self.answer
 
     def add(self, name: str, tags: list[str], uri: str, **fields: Any) -> str:
+        """A model as the registry leaves one: its weights' sha256 in the metadata (read from
+        a ``file://`` uri that exists) unless ``metadata`` names one."""
         model_id = f"{next(self._ids):032x}"  # ClearML ids: 32 hex digits
         self._clock += timedelta(seconds=1)
+        weights = Path(urlparse(uri).path) if uri.startswith("file://") else None
+        if weights is not None and weights.is_file():
+            fields["metadata"] = {
+                **_meta(onnx_sha256=sha256_file(weights)),
+                **(fields.get("metadata") or {}),
+            }
         self.models[model_id] = {
             "id": model_id,
             "name": name,
@@ -624,3 +634,13 @@ def test_production_scores_carry_the_class_list_without_the_weights(server, tmp_
     server.add("asl", ["v1", PRODUCTION_TAG], gone, ready=True)
     scores = get_registry("clearml").production_scores("asl")
     assert Path(scores.classes_path).read_text().splitlines() == ORDERED
+
+
+def test_weights_without_a_recorded_sha256_are_refused(server, tmp_path) -> None:
+    """They were downloaded unchecked; the local registry refuses a record without hashes."""
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"w")
+    model_id = server.add("asl", ["v1"], weights.as_uri(), metadata={})
+    server.models[model_id]["metadata"] = {}
+    with pytest.raises(ModelIntegrityError, match="no sha256 of its weights was recorded"):
+        get_registry("clearml").get(model_id)
