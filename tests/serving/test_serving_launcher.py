@@ -113,7 +113,8 @@ def test_cli_restarts_a_server_a_crafted_request_killed(tiny_models, tmp_path) -
     options = ("--exit-timeout", "2", "--restart-backoff", "0.2")
     options += ("--triton-http-port", str(triton_http))
     with serving_cli(tmp_path, *options) as (proc, http):
-        assert proc.stdout.readline().startswith("tritonserver ready")
+        line = proc.stdout.readline()  # why it did not start, when it did not (a taken port?)
+        assert line.startswith("tritonserver ready"), line + proc.stderr.read()
         logged, reader = lines_read(proc.stderr)
         assert _infer_ok(http, batch)
         assert _post(http, b"[" * 400_000) == "400"  # the front: nested too deep

@@ -209,13 +209,14 @@ def test_a_fast_client_gets_429_not_a_queue(served) -> None:
     server, _web, _root = served
     strict = start_web(server.grpc_url, rate=1.0, burst=3)
     try:
-        codes = [
-            httpx.post(strict.url + "/api/frame", content=b"x", timeout=30).status_code
-            for _ in range(6)
+        answers = [
+            httpx.post(strict.url + "/api/frame", content=b"x", timeout=30) for _ in range(6)
         ]
+        codes = [answer.status_code for answer in answers]
         assert codes[:3] == [415] * 3 and codes[3:] == [429] * 3, codes
-        refused = httpx.post(strict.url + "/api/frame", content=b"x", timeout=30)
-        assert int(refused.headers["Retry-After"]) >= 1
+        # read from the refusals themselves: a seventh request on a busy machine can come a
+        # second later, when the bucket has a token again (a 415, without Retry-After)
+        assert all(int(answer.headers["Retry-After"]) >= 1 for answer in answers[3:])
         time.sleep(1.1)
         good_frame(strict.url)
     finally:
