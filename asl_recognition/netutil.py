@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Linux's default when /proc does not say (net.ipv4.ip_local_port_range = 32768 60999).
+DEFAULT_EPHEMERAL_LOW = 32768
+PORTS_BELOW_EPHEMERAL = 12000
+
+
+def ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    """The lowest port the kernel hands out for bind(0) and outgoing connections."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_LOW
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now: bind to 0 and let the kernel choose.
+    """A port nothing listens on now, drawn below the kernel's ephemeral range.
 
-    Another process may take it before the caller binds it; servers started on it fail loudly
-    (address in use) rather than silently talking to something else.
+    A port from bind(0) is an ephemeral one: any process's next outgoing connection may take it
+    as its source port before the caller's server binds it (a busy test run makes thousands).
+    Drawn below that range, only another listener can take it, and servers started on a taken
+    port fail loudly (address in use) rather than silently talking to something else.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    high = ephemeral_low()
+    low = max(1024, high - PORTS_BELOW_EPHEMERAL)
+    draw = random.SystemRandom()
+    for _ in range(200):
+        port = draw.randrange(low, high) if high > low else 0
+        if port and not port_in_use(port, host):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below: the kernel's
         sock.bind((host, 0))
         return sock.getsockname()[1]
 

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -488,3 +489,20 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_free_ports_are_drawn_below_the_range_outgoing_connections_use(monkeypatch) -> None:
+    """An ephemeral port can become a client's source port before a server binds it (a CI
+    launcher once failed to start that way); ports below the range only listeners take."""
+    from asl_recognition import netutil
+
+    low = netutil.ephemeral_low()
+    ports = {free_port() for _ in range(20)}
+    assert all(max(1024, low - netutil.PORTS_BELOW_EPHEMERAL) <= p < low for p in ports), ports
+    assert len(ports) > 1  # drawn, not one fixed port every worker would share
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        monkeypatch.setattr(netutil, "ephemeral_low", lambda: taken.getsockname()[1] + 1)
+        monkeypatch.setattr(netutil, "PORTS_BELOW_EPHEMERAL", 1)  # only the taken one is left
+        assert free_port() != taken.getsockname()[1]  # the kernel's choice instead
