@@ -2,11 +2,18 @@
 
 What it does, exactly (each point read in clearml 2.1.12 or clearml-server, file named):
 
-- **Launch.** For each new finalized version of the dataset named exactly ``--dataset-name``
-  (the SDK sends ``trigger_name`` to the server as a regex, ``DatasetTrigger.build_query`` in
-  ``clearml/automation/trigger.py``: the name is escaped and anchored), it runs
+- **Launch.** For each new finalized or published version of the dataset named exactly
+  ``--dataset-name`` (the SDK sends ``trigger_name`` to the server as a regex,
+  ``DatasetTrigger.build_query`` in ``clearml/automation/trigger.py``: the name is escaped and
+  anchored), it runs
   ``pipelines/asl_pipeline.py --mode queue ... raw_version=<id>`` in the loop, not in the SDK's
   thread, without the task variables an agent set for the service (:data:`SDK_TASK_ENV`).
+- **Published versions.** A dataset trigger's query asks for one status: ``completed``, or
+  ``published`` with ``trigger_on_publish`` (``DatasetTrigger.build_query``). With only the
+  first, a version published before the next poll was never seen. There are two triggers, one
+  per status; a version the first launched is not launched again when it is published, except
+  once after a reset between the two (the SDK's record of launched versions, the ``state``
+  artifact, is gone then).
 - **Failure.** A launch that fails is logged in one line, kept off the "Triggers Executed" table
   and retried at each later poll, up to ``--max-tries`` tries per version, then given up in one
   line. Pending retries live in this process only.
@@ -177,8 +184,16 @@ class PipelineTriggerScheduler(TriggerScheduler):
     def _launch_job(self, job: BaseTrigger, trigger_id: str) -> None:
         if job.base_task_id or not job.base_function:
             super()._launch_job(job, trigger_id)
-        else:
+        elif not self._seen_by_another(job, trigger_id):
             self._try_launch(job, trigger_id, 1)
+
+    def _seen_by_another(self, job: BaseTrigger, dataset_id: str) -> bool:
+        """Whether the other trigger already took this version: finalized, then published."""
+        return any(
+            dataset_id in (other._triggered_instances or {})
+            for other in self._dataset_triggers
+            if other is not job
+        )
 
     def _try_launch(self, job: BaseTrigger, dataset_id: str, attempt: int) -> bool:
         started = datetime.now(timezone.utc)
@@ -247,20 +262,23 @@ def build_scheduler(
     scheduler_cls: Any = PipelineTriggerScheduler,
     runner: Callable[..., Any] = subprocess.run,
 ) -> Any:
-    """The scheduler with its one dataset trigger (in the current task: no force_create_*)."""
+    """The scheduler with its two dataset triggers (in the current task: no force_create_*)."""
     scheduler = scheduler_cls(
         pooling_frequency_minutes=options.poll_minutes,
         sync_frequency_minutes=15,
         max_tries=options.max_tries,
     )
-    scheduler.add_dataset_trigger(
-        schedule_function=make_launcher(options, runner),
-        trigger_name=exact_match_regex(options.dataset_name),
-        # a "-tag" excludes: the server skips versions the pipeline made itself
-        trigger_on_tags=[f"-{PIPELINE_RUN_TAG}"],
-        name=f"new {options.dataset_name} version",
-        single_instance=False,
-    )
+    launch = make_launcher(options, runner)
+    for published, kind in ((False, "new"), (True, "published")):
+        scheduler.add_dataset_trigger(
+            schedule_function=launch,
+            trigger_name=exact_match_regex(options.dataset_name),
+            trigger_on_publish=published,  # the query asks for one status only
+            # a "-tag" excludes: the server skips versions the pipeline made itself
+            trigger_on_tags=[f"-{PIPELINE_RUN_TAG}"],
+            name=f"{kind} {options.dataset_name} version",
+            single_instance=False,
+        )
     return scheduler
 
 

@@ -104,20 +104,59 @@ def test_trigger_registered_with_the_real_signature_and_no_project_filter():
     assert scheduler is mock_scheduler_cls.return_value
     assert mock_scheduler_cls.call_args.kwargs["pooling_frequency_minutes"] == 0.5
     assert mock_scheduler_cls.call_args.kwargs["max_tries"] == 5
-    (call,) = scheduler.add_dataset_trigger.call_args_list
-    assert "trigger_project" not in call.kwargs  # resolved once by the SDK: misses new projects
-    assert call.kwargs["trigger_name"] == "^ASL_raw$"
-    assert call.kwargs["trigger_on_tags"] == [f"-{PIPELINE_RUN_TAG}"]
-    assert callable(call.kwargs["schedule_function"])
+    finalized, published = scheduler.add_dataset_trigger.call_args_list
+    for call in (finalized, published):
+        assert "trigger_project" not in call.kwargs  # resolved once by the SDK: misses new ones
+        assert call.kwargs["trigger_name"] == "^ASL_raw$"
+        assert call.kwargs["trigger_on_tags"] == [f"-{PIPELINE_RUN_TAG}"]
+        assert callable(call.kwargs["schedule_function"])
+    assert [c.kwargs["trigger_on_publish"] for c in (finalized, published)] == [False, True]
 
 
 def test_sdk_query_watches_every_asl_raw_version_except_the_pipelines_own():
     scheduler = offline(TriggerOptions(), runner=mock.Mock())
-    (trigger_,) = scheduler._dataset_triggers
-    query = trigger_.build_query(datetime.now(timezone.utc), client=None)
-    assert query["project"] is None
-    assert query["tags"] == ["-asl-pipeline"]  # the server's "exclude this tag" form
-    assert query["system_tags"] == ["dataset"] and query["status"] == ["completed"]
+    statuses = []
+    for trigger_ in scheduler._dataset_triggers:
+        query = trigger_.build_query(datetime.now(timezone.utc), client=None)
+        assert query["project"] is None
+        assert query["tags"] == ["-asl-pipeline"]  # the server's "exclude this tag" form
+        assert query["system_tags"] == ["dataset"]
+        statuses += query["status"]
+    assert statuses == ["completed", "published"]  # one status per query (build_query)
+
+
+def versions_by_status(**by_status: list[SimpleNamespace]) -> Callable[..., list]:
+    """Emulation of the server's ``tasks.get_all``: the versions in the status the query asks."""
+    return lambda **query: [v for s in query["status"] for v in by_status.get(s, [])]
+
+
+def test_a_version_published_before_the_next_poll_is_launched(capsys):
+    """Finalized and published between two polls: a ``completed``-only query never saw it."""
+    runner = mock.Mock()
+    scheduler = offline(TriggerOptions(), runner)
+    scheduler._client.tasks.get_all.side_effect = versions_by_status(
+        published=[version("ds-pub", T0)]
+    )
+    assert scheduler._step() is True
+    (command,), _ = runner.call_args
+    assert command[-1] == "raw_version=ds-pub"
+    (executed,) = scheduler._executed_triggers
+    assert executed.name == "published ASL_raw version: ds-pub"
+
+
+def test_a_version_launched_when_finalized_is_not_launched_again_when_published(capsys):
+    runner = mock.Mock()
+    scheduler = offline(TriggerOptions(), runner)
+    seen = version("ds-5", T0)
+    scheduler._client.tasks.get_all.side_effect = versions_by_status(completed=[seen])
+    scheduler._step()
+    published = version("ds-5", T0 + timedelta(minutes=5))  # publishing moves last_update
+    scheduler._client.tasks.get_all.side_effect = versions_by_status(published=[published])
+    scheduler._step()
+    scheduler._step()
+    assert runner.call_count == 1
+    assert [e.name for e in scheduler._executed_triggers] == ["new ASL_raw version: ds-5"]
+    assert scheduler.watermark() == T0 + timedelta(minutes=5)
 
 
 @pytest.mark.parametrize(
@@ -128,9 +167,9 @@ def test_trigger_name_matches_the_dataset_name_only(name, fires):
     """The SDK sends ``match_name`` as the server's ``name`` regex (``BaseTrigger.build_query``,
     clearml/automation/trigger.py): a bare ``ASL_raw`` also matched ``my_ASL_raw_old``."""
     scheduler = offline(TriggerOptions(), runner=mock.Mock())
-    (trigger_,) = scheduler._dataset_triggers
-    pattern = trigger_.build_query(T0, client=None)["name"]
-    assert bool(re.search(pattern, name)) is fires
+    for trigger_ in scheduler._dataset_triggers:
+        pattern = trigger_.build_query(T0, client=None)["name"]
+        assert bool(re.search(pattern, name)) is fires
 
 
 def test_launcher_starts_a_queue_pipeline_for_the_new_version_with_a_clean_env(monkeypatch):
@@ -140,7 +179,7 @@ def test_launcher_starts_a_queue_pipeline_for_the_new_version_with_a_clean_env(m
     mock_runner = mock.Mock()
     options = parse(TriggerOptions, ["--step-queue", "cpu", "--pipeline-queue", "ctl"])
     scheduler = offline(options, mock_runner)
-    (trigger_,) = scheduler._dataset_triggers
+    trigger_ = scheduler._dataset_triggers[0]
     trigger_.base_function("dataset-42")  # what the SDK calls with the new version's id
 
     (command,), kwargs = mock_runner.call_args
@@ -267,18 +306,21 @@ def test_watermark_is_stored_where_a_reset_keeps_it_and_restored_after_one():
     }
     after_reset._deserialize_state()  # what BaseScheduler.start does on the agent
     after_reset._step()
-    query = after_reset._client.tasks.get_all.call_args.kwargs
-    assert query["last_update"] == f">{T0.isoformat()}"  # versions since the last one seen
+    queries = [c.kwargs for c in after_reset._client.tasks.get_all.call_args_list]
+    assert [q["status"] for q in queries] == [["completed"], ["published"]]
+    assert {q["last_update"] for q in queries} == {f">{T0.isoformat()}"}  # since the last seen
 
 
 def test_configuration_reread_does_not_rewind_the_watermark():
     scheduler = offline(TriggerOptions(), runner=mock.Mock())
     scheduler._task = mock.create_autospec(Task, instance=True)
     scheduler.restore_watermark(T0.isoformat())
-    (trigger_,) = scheduler._dataset_triggers
-    old = dict(trigger_.to_dict(), last_update=(T0 - timedelta(days=9)).isoformat())
+    old = [
+        dict(t.to_dict(), last_update=(T0 - timedelta(days=9)).isoformat())
+        for t in scheduler._dataset_triggers
+    ]
     scheduler._task._get_configuration_text.side_effect = lambda name: json.dumps(
-        [old] if name == "datasets" else []
+        old if name == "datasets" else []
     )
     scheduler._deserialize()
     assert scheduler.watermark() == T0
