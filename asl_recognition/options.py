@@ -47,6 +47,7 @@ def option(
     remote_fallback: str | None = None,
     written: bool = False,
     default_from: Callable[[], str] | None = None,
+    check: Callable[[Any], Any] | None = None,
 ) -> Any:
     """A dataclass field carrying what the CLI, the web UI and the README show for it.
 
@@ -56,7 +57,11 @@ def option(
     instead of a refusal when the path cannot travel. ``written``: a path the step writes (an
     output folder), so the commit an agent clones need not hold it. ``default_from``: where an
     empty path option reads from, decided where the step runs (a folder that may or may not be
-    there), so a cached result can be keyed by what was read.
+    there), so a cached result can be keyed by what was read. ``check``: a rule over the whole
+    typed value that one item's type and range cannot say (three split fractions, none empty);
+    it raises ``ValueError`` with a one-line reason, and runs wherever a value is converted (the
+    command line, a recipe, a pipeline parameter, a web-UI edit), so a value its task would
+    refuse is refused before any step runs.
     """
     metadata = {
         "help": help,
@@ -69,6 +74,7 @@ def option(
         "remote_fallback": remote_fallback,
         "written": written,
         "default_from": default_from,
+        "check": check,
     }
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
@@ -94,6 +100,7 @@ class OptionSpec:
     remote_fallback: str | None = None
     written: bool = False
     default_from: Callable[[], str] | None = None
+    check: Callable[[Any], Any] | None = None
 
     @property
     def flag(self) -> str:
@@ -143,14 +150,27 @@ def specs(cls: type) -> list[OptionSpec]:
                 meta.get("remote_fallback"),
                 meta.get("written", False),
                 meta.get("default_from"),
+                meta.get("check"),
             )
         )
     return out
 
 
+# A value is echoed in its error up to this many characters: a pasted megabyte stays one line.
+SHOWN_VALUE_CHARS = 80
+
+
+def _quoted(value: Any) -> str:
+    """``repr(value)``, cut to ``SHOWN_VALUE_CHARS`` with its length said."""
+    text = repr(value)
+    if len(text) <= SHOWN_VALUE_CHARS:
+        return text
+    return f"{text[:SHOWN_VALUE_CHARS]}... ({len(str(value))} characters)"
+
+
 def _scalar(spec: OptionSpec, value: Any) -> Any:
     """One value converted to the option's base type, or a one-line ``OptionError``."""
-    where = f"{spec.flag}: {value!r}"
+    where = f"{spec.flag}: {_quoted(value)}"
     if spec.base is bool:
         if isinstance(value, bool):
             return value
@@ -204,19 +224,27 @@ def _number(value: Any, where: str) -> int | float:
     return number
 
 
-def _listed(value: Any) -> list[Any]:
-    """A list from the CLI, from JSON/Python-literal text (the web UI) or ``a,b`` text."""
+def _listed(spec: OptionSpec, value: Any) -> list[Any]:
+    """A list from the CLI, from JSON/Python-literal text (the web UI) or ``a,b`` text.
+
+    Bracketed text must be a list or tuple literal: ``(5)`` is the number 5 and ``('ab')`` the
+    text 'ab', which ``list()`` turned into a TypeError or the text's characters.
+    """
     if isinstance(value, (list, tuple)):
         items: list[Any] = []
         for item in value:
-            items += _listed(item) if isinstance(item, str) and "," in item else [item]
+            items += _listed(spec, item) if isinstance(item, str) and "," in item else [item]
         return items
     text = str(value).strip()
     if text.startswith(("[", "(")):
         try:
             parsed = ast.literal_eval(text)
-        except (SyntaxError, ValueError):
-            raise OptionError(f"{text!r} is not a list") from None
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, (list, tuple)):
+            raise OptionError(
+                f'{spec.flag}: {_quoted(text)} is not a list (write ["a", "b"] or a,b)'
+            ) from None
         return list(parsed)
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -228,8 +256,18 @@ def convert(spec: OptionSpec, value: Any) -> Any:
     if value is None:
         raise OptionError(f"{spec.flag}: a value is needed")
     if spec.is_list:
-        return [_scalar(spec, item) for item in _listed(value)]
-    return _scalar(spec, value)
+        typed: Any = [_scalar(spec, item) for item in _listed(spec, value)]
+    else:
+        typed = _scalar(spec, value)
+    if spec.check is not None:
+        try:
+            spec.check(typed)
+        except (TypeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else "not accepted"
+            raise OptionError(
+                reason if reason.startswith(spec.flag) else f"{spec.flag}: {reason}"
+            ) from None
+    return typed
 
 
 def value_as_text(value: Any) -> str:

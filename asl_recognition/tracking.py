@@ -193,13 +193,16 @@ def init_task(
     options: Any,
     task_type: str = "data_processing",
     tags: list[str] | None = None,
+    program: str | None = None,
 ) -> TaskContext:
     """``Task.init`` + ``task.connect`` of the typed options under ``Args``.
 
     Under an agent (or for a web-UI clone) ``connect`` returns the values stored on the task,
     as text where the UI edited them; they are typed again from the options class. A value that
     does not fit, or a required option left empty, ends the task here with one line (exit 2),
-    after ClearML has the task, so the failure shows in the web UI.
+    after ClearML has the task, so the failure shows in the web UI. ``program`` begins that line
+    (default: ``name``): a name made from the command line's options (``train cnn``) would name,
+    under an agent, the defaults rather than the task's own values.
     """
     offline = prepare_environment()
     install_signal_handlers()
@@ -221,14 +224,15 @@ def init_task(
     )
     arm_stop_deadline()
     ctx = TaskContext(task=task, options=options, offline=offline)
+    error = f"{program or name}: error:"
     try:
         ctx.options = connect_options(task, options)
     except OptionError as exc:
-        ctx.fail(f"{name}: error: {exc}")
+        ctx.fail(f"{error} {exc}")
     absent = missing(ctx.options)
     if absent:
         ctx.fail(
-            f"{name}: error: missing required option(s) {', '.join(absent)}: give them on the "
+            f"{error} missing required option(s) {', '.join(absent)}: give them on the "
             f"command line or as {OPTIONS_SECTION}/<name> parameters of the task"
         )
     return ctx
@@ -284,7 +288,8 @@ def task_entry(
         def main(argv: list[str] | None = None) -> int:
             options = parse(options_cls, argv, doc)
             with storage_errors_in_one_line(script):
-                ctx = init_task("ASL", name(options) if name else script, options, task_type)
+                task_name = name(options) if name else script
+                ctx = init_task("ASL", task_name, options, task_type, program=script)
                 try:
                     if fill_defaults is not None:
                         fill_defaults(ctx.options)

@@ -196,8 +196,9 @@ def _path_text(value: str) -> str:
 def render_default(action: argparse.Action) -> str:
     spec = getattr(action, "option_spec", None)
     if spec is not None:  # declared in an options class (asl_recognition.options)
-        shown = shown_default(spec)
-        return "" if shown == "none" else "`" + _cell(_path_text(shown)) + "`"
+        if not spec.required and spec.default in (None, "", []):
+            return ""  # not the word "none": a choice may be named that (--balance)
+        return "`" + _cell(_path_text(shown_default(spec))) + "`"
     if action.required and action.nargs not in ("*", "?"):
         return "required"
     if action.nargs == 0:  # store_true / store_false / store_const / count

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asl_recognition.data.sources import DEFAULT_SIGNER_PATTERN
+from asl_recognition.data.split import check_split
 from asl_recognition.imageio import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from asl_recognition.options import MAX_SEED, option
 
@@ -64,6 +65,7 @@ class PublishDatasetOptions:
         "train,val,test fractions (normalised to sum 1; val and test must not be empty)",
         low=0.0,
         metavar="TRAIN,VAL,TEST",
+        check=check_split,
     )
     group_by: str = option(
         "frame",

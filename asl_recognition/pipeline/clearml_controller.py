@@ -96,7 +96,10 @@ def stored_parameters(dag: Dag, parameters: Mapping[str, Any]) -> dict[str, Any]
             if spec.name not in step.wired:
                 known.add(key)
                 if key in parameters:
-                    values[f"{step.name}/{spec.name}"] = convert(spec, parameters[key])
+                    try:  # "--name" alone is ambiguous: four steps have one
+                        values[f"{step.name}/{spec.name}"] = convert(spec, parameters[key])
+                    except OptionError as exc:
+                        raise OptionError(f"{step.name}/{spec.name}: {exc}") from None
     for param in dag.params:
         if "/" not in param.name and f"Args/{param.name}" in parameters:
             values[param.name] = parameters[f"Args/{param.name}"]

@@ -54,6 +54,7 @@ from clearml.automation.trigger import BaseTrigger, ExecutedTrigger, TriggerSche
 from clearml.backend_interface.util import exact_match_regex
 
 from asl_recognition.clearml_env import record_requirements_file
+from asl_recognition.options import OptionError
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.clearml_controller import (
     CodeNotOnRemote,
@@ -362,7 +363,13 @@ def serve(options: TriggerOptions) -> int:
     # services agent read them back (argv is empty there).
     record_requirements_file()
     task = Task.init(project_name=PROJECT, task_name=TASK_NAME, task_type=Task.TaskTypes.service)
-    options = connect_options(task, options)
+    try:  # on the agent: the values as the web UI left them, typed (or refused) here
+        options = connect_options(task, options)
+    except OptionError as exc:
+        message = f"trigger_on_new_data: error: {exc}"
+        print(message, file=sys.stderr)
+        task.get_logger().report_text(message, print_console=False)
+        return 2  # the agent marks the task failed
     if carried:
         task.set_user_properties({"name": WATERMARK_PROPERTY, "value": carried})
     print(f"launched pipelines are built from commit {checkout_commit()}", flush=True)

@@ -329,7 +329,9 @@ def test_remote_controller_refuses_a_bad_web_ui_value_in_one_line(monkeypatch, c
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     err = capsys.readouterr().err.strip()
-    assert err.startswith("asl_pipeline: error: --epochs: 'forty'") and "\n" not in err
+    assert (
+        err.startswith("asl_pipeline: error: train/epochs: --epochs: 'forty'") and "\n" not in err
+    )
     mock_build.assert_not_called()
     mock_task.get_logger.return_value.report_text.assert_called_once_with(err)
 
@@ -563,3 +565,95 @@ def test_sigterm_stops_the_local_executor_and_its_running_step(tmp_path):
     assert state["steps"]["validate_raw"]["status"] == "interrupted"
     assert state["steps"]["publish_dataset"]["status"] == "pending"
     assert "re-run the same command to resume" in proc.stdout.read()
+
+
+AGENT_TRAIN_SCRIPT = textwrap.dedent("""
+    import runpy, sys
+    repo = sys.argv[1]
+    sys.path.insert(0, repo)
+    from asl_recognition.clearml_env import prepare_environment
+    from asl_recognition.tracking import options_as_text
+    from asl_recognition.training.options import TrainOptions
+
+    prepare_environment()
+    import clearml.task
+    from clearml import Task
+
+    # a web-UI clone of a landmarks training, with one edit the task refuses
+    task = Task.init(project_name="ASL", task_name="train landmarks", task_type="training",
+                     auto_connect_arg_parser=False, auto_resource_monitoring=False)
+    params = {"Args/" + k: v for k, v in options_as_text(TrainOptions(model="landmarks")).items()}
+    task.set_parameters({**params, "Args/epochs": "forty"})
+    clearml.task.running_remotely = lambda: True  # emulation: the SDK's agent switch
+    sys.argv = ["tasks/train.py"]  # as an agent runs it: no arguments
+    sys.exit(runpy.run_path(repo + "/tasks/train.py", run_name="agent")["main"](None))
+""")
+
+
+def test_an_agent_run_refusal_names_the_script_not_the_command_lines_model(tmp_path):
+    """tasks/train.py promises ``train: error: ...``; an agent passes no arguments, so the task
+    name made from them said ``train cnn`` for a landmarks task's refused edit."""
+    script = tmp_path / "agent_train.py"
+    script.write_text(AGENT_TRAIN_SCRIPT)
+    proc = run_script(
+        str(script), str(REPO_ROOT), env=agent_env(tmp_path, "train"), timeout=DEADLINE_S
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = [line for line in proc.stderr.splitlines() if "error:" in line][-1]
+    assert last == "train: error: --epochs: 'forty' is not a number"
+
+
+TRIGGER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    repo = sys.argv[1]
+    sys.path.insert(0, repo)
+    from asl_recognition.clearml_env import prepare_environment
+    from asl_recognition.pipeline.options import TriggerOptions
+    from asl_recognition.tracking import options_as_text
+
+    prepare_environment()
+    import clearml.task
+    from clearml import Task
+    from asl_recognition.pipeline import trigger
+
+    # the service task as launched, then edited in the web UI
+    task = Task.init(project_name="ASL", task_name=trigger.TASK_NAME,
+                     task_type=Task.TaskTypes.service, auto_connect_arg_parser=False,
+                     auto_resource_monitoring=False)
+    params = {"Args/" + k: v for k, v in options_as_text(TriggerOptions()).items()}
+    edits = {"Args/" + k: v for k, v in json.loads(sys.argv[2]).items()}
+    task.set_parameters({**params, **edits})
+    clearml.task.running_remotely = lambda: True  # emulation: the SDK's agent switch
+    Task.running_locally = staticmethod(lambda: False)
+    trigger.check_code_travels = lambda: None  # emulation: the commit is pushed
+
+    def no_scheduler(options):  # mock: the server side of the TriggerScheduler
+        raise SystemExit("SCHEDULER REACHED")
+
+    trigger.build_scheduler = no_scheduler
+    sys.exit(trigger.serve(TriggerOptions()))  # argv is empty on the agent: the defaults
+""")
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        ({"poll_minutes": "0"}, "--poll-minutes: '0' is below the smallest allowed value 0.1"),
+        ({"poll_minute": "5"}, "the task's Args parameters name no option: poll_minute ("),
+    ],
+)
+def test_the_trigger_service_refuses_a_bad_web_ui_edit_in_one_line(tmp_path, edit, said):
+    """The service read its edited options back with no handler: a traceback, exit 1."""
+    script = tmp_path / "agent_trigger.py"
+    script.write_text(TRIGGER_SCRIPT)
+    proc = run_script(
+        str(script),
+        str(REPO_ROOT),
+        json.dumps(edit),
+        env=agent_env(tmp_path, "trigger"),
+        timeout=DEADLINE_S,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "SCHEDULER REACHED" not in proc.stderr
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("trigger_on_new_data: error: ") and said in last

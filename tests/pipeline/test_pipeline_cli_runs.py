@@ -81,3 +81,25 @@ def test_from_step_without_a_recorded_run_is_one_line(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("asl_pipeline: error: --from-step train re-runs a step of a recorded")
     assert not list(asl_workspace.glob("pipeline_runs/*/state.json"))
+
+
+@pytest.mark.parametrize(
+    "override, said",
+    [
+        ("publish_dataset.split=1,0,0", "--split 1 0 0: the val, test split(s) would be empty"),
+        ("publish_dataset.split=", "--split needs three numbers TRAIN VAL TEST"),
+        ("publish_dataset.split=(5)", "--split: '(5)' is not a list"),
+        ("publish_dataset.holdout_source=('massey')", "--holdout-source: \"('massey')\" is not"),
+    ],
+)
+def test_a_step_option_its_step_would_refuse_is_refused_at_launch(
+    task_env: dict[str, str], asl_workspace: Path, override: str, said: str
+) -> None:
+    """A split publish_dataset refuses passed the recipe check: validate_raw ran and published
+    first, and re-running the same command resumed the run with the same split. ``(5)`` ended
+    the launch in a traceback; ``('massey')`` held out the sources m, a, s and e."""
+    result = run_script(*PIPELINE, "--config", "configs/smoke.yaml", override, env=task_env)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert said in result.stderr.strip().splitlines()[-1]
+    assert not (asl_workspace / "pipeline_runs").exists()

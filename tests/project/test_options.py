@@ -281,3 +281,61 @@ def test_stage_functions_take_their_tasks_options_instead_of_restating_defaults(
         assert params["settings"].default is None and "changes" in params, function.__name__
         for name in shortcut:
             assert params[name].default is None, (function.__name__, name)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("split", "(5)"),  # the number 5: list(5) was a TypeError, a traceback for the task
+        ("split", "(0.5)"),
+        ("holdout_source", "('massey')"),  # the text 'massey': it became its six letters
+        ("holdout_source", "[massey, webcam]"),  # no literal: the message did not say which option
+    ],
+)
+def test_bracketed_text_that_is_no_list_is_refused_naming_its_option(name, text) -> None:
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(OptionError) as exc:
+        from_mapping(PublishDatasetOptions, {name: text})
+    assert str(exc.value).startswith(f"{flag}: {text!r} is not a list"), str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_pasted_megabyte_is_refused_in_a_short_line() -> None:
+    """The error echoed the whole value: a megabyte 'line' in the log and the task's status."""
+    for cls, values in (
+        (TrainOptions, {"epochs": "9" * 10**6 + "x"}),
+        (PublishDatasetOptions, {"holdout_source": "[" * 10**5}),
+    ):
+        with pytest.raises(OptionError) as exc:
+            from_mapping(cls, values)
+        assert len(str(exc.value)) < 300, str(exc.value)[:300]
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("1,0,0", "--split 1 0 0: the val, test split(s) would be empty"),
+        ("0.7,0.3", "--split needs three numbers TRAIN VAL TEST"),
+        ("", "--split needs three numbers TRAIN VAL TEST"),  # cleared in the web UI
+    ],
+)
+def test_a_split_its_stage_would_refuse_is_refused_where_it_is_typed(text, said) -> None:
+    """Checked by the stage only, after the steps before it had run; and an empty one was left
+    out of the local executor's command line, so that executor ran the default split while a
+    ClearML step refused it."""
+    with pytest.raises(OptionError) as exc:
+        from_mapping(PublishDatasetOptions, {"split": text})
+    assert said in str(exc.value)
+
+
+def test_pipeline_parameter_errors_name_their_step() -> None:
+    """``--image-size`` alone does not say whether train's or publish_dataset's was edited."""
+    with pytest.raises(OptionError) as exc:
+        clearml_controller.stored_parameters(ASL_DAG, {"Args/train/image_size": "-1"})
+    assert str(exc.value).startswith("train/image_size: --image-size: '-1' is below")
+
+
+def test_options_tables_show_a_default_named_none() -> None:
+    """``--balance``'s default is the choice 'none', which the table showed as no default."""
+    text = (REPO_ROOT / "docs" / "options.md").read_text(encoding="utf-8")
+    assert "| `--balance {none,source}` | `none` |" in text
