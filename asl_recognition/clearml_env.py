@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from asl_recognition.options import TRUE_WORDS
+from asl_recognition.option_text import TRUE_WORDS
 from asl_recognition.paths import REPO_ROOT, workspace
 
 AGENT_ENV = ("CLEARML_TASK_ID", "TRAINS_TASK_ID", "CLEARML_AUTH_TOKEN")  # SDK: either id
