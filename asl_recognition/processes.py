@@ -116,11 +116,37 @@ class _Executor(SimpleExecutor):
                 merged.pop(name, None)
         return merged
 
+    death_signal: int | None = None  # sent to the child by the kernel when its parent dies
+
+    @property
+    def _popen_kwargs(self) -> dict:
+        """mirakuru's, with ``PR_SET_PDEATHSIG`` asked for in the child beside its ``setsid``."""
+        kwargs = super()._popen_kwargs
+        if self.death_signal is not None:
+            kwargs["preexec_fn"] = _die_with(os.getpid(), self.death_signal)
+        return kwargs
+
     def stop_within(self, grace: float) -> None:
         """Signal the process group, wait ``grace`` s, SIGKILL what is left; reap the child."""
         self._timeout = grace  # mirakuru's stop waits its `timeout` before it kills
         with contextlib.suppress(ProcessFinishedWithError):  # the caller reads the exit code
             self.stop()
+
+
+def _die_with(parent: int, death_signal: int) -> Callable[[], None]:
+    """The child's preexec: its own session, and ``death_signal`` from the kernel once the
+    thread that forks it ends (prctl(2)); a parent gone before that exits the child at once."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after the fork
+
+    def preexec() -> None:
+        os.setsid()
+        prctl(1, death_signal, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def _answers(url: str) -> bool:
@@ -141,7 +167,10 @@ class Child:
     after SIGTERM before SIGKILL. ``die_with_parent`` (Linux) runs the command under
     :mod:`asl_recognition.reaper`, so that it and its whole tree are killed when this process
     dies, however it dies; start such a child from the main thread (the kernel watches the
-    thread that forked it). ``pass_fds`` stay open in the child (a lock it must hold too).
+    thread that forked it). ``death_signal`` (Linux) asks the kernel for that signal to the
+    command itself when this process dies (same thread rule), no guard in between: the command
+    stays this process's child (a tritonserver's stubs are found as its children), but its own
+    children are not covered. ``pass_fds`` stay open in the child (a lock it must hold too).
     ``secrets_in_command`` (a key on the command line) are shown as ``***`` in :meth:`failure`.
     ``env`` is the child's whole environment (None: this process's).
     """
@@ -158,6 +187,7 @@ class Child:
         cwd: str | Path | None = None,
         grace: float = 10.0,
         die_with_parent: bool = False,
+        death_signal: int | None = None,
         pass_fds: Sequence[int] = (),
         secrets_in_command: Sequence[str] = (),
     ) -> None:
@@ -171,6 +201,7 @@ class Child:
         self.cwd = str(cwd) if cwd is not None else None
         self.grace = grace
         self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
+        self.death_signal = death_signal if sys.platform.startswith("linux") else None
         self.pass_fds = tuple(pass_fds)
         self.returncode: int | None = None
         self._executor: _Executor | None = None
@@ -227,6 +258,7 @@ class Child:
             popen_kwargs={"pass_fds": self.pass_fds},
             **streams,
         )
+        executor.death_signal = self.death_signal
         return executor.start()
 
     def poll(self) -> int | None:

@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=ports[2],
         model_control_mode="none",
         log_path=log,
+        die_with_parent=True,  # started by this main thread: a kill -9 takes it along
     )
     print(f"Starting Triton on {server.http_url} (HTTP), repository {repo}", flush=True)
     code = 0

@@ -21,6 +21,25 @@ from typing import Any, Mapping
 
 from .urls import mask_url, split_credentials
 
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+class _CredentialsStayHome(urllib.request.HTTPRedirectHandler):
+    """urllib copies every header onto a redirect, ``Authorization`` too, to any host: a
+    Prometheus (or the proxy before it) redirecting elsewhere was sent the basic-auth password.
+    Kept only for the same scheme, host and port, as requests and httpx do."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_CredentialsStayHome)
 MAX_BODY = 4 * 1024 * 1024  # bytes of one answer; the page's biggest (class shares) is a few KB
 CHUNK = 64 * 1024
 
@@ -74,7 +93,7 @@ class PromClient:
         request = urllib.request.Request(url)
         if self._auth:
             request.add_header("Authorization", self._auth)
-        with urllib.request.urlopen(request, timeout=self._left()) as resp:  # noqa: S310
+        with _OPENER.open(request, timeout=self._left()) as resp:  # noqa: S310
             raw = self._read(resp)
         try:
             body = json.loads(raw)

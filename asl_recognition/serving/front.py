@@ -309,6 +309,7 @@ class FrontServer:
                 getattr(limits, "header_timeout", FrontLimits.header_timeout),
                 limits.request_timeout,  # also the time a client may leave an answer unread
                 limits.client_connections,
+                limits.trusted_proxies,  # many clients each: not held to one's connections
             ),
             # the client is the socket's peer unless it is a trusted proxy: uvicorn's default
             # took X-Forwarded-For from any loopback peer, so a local client named a new

@@ -148,6 +148,7 @@ def launched_server(options: LauncherOptions) -> TritonServer:
         or workspace() / "logs" / f"tritonserver-{options.http_port}.log",
         metrics_host=options.host,
         exit_timeout_secs=options.exit_timeout,
+        die_with_parent=True,  # started and restarted by the main thread: a kill -9 takes it
     )
 
 

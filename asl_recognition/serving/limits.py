@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import math
 import socket
 import struct
 import termios
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -189,11 +190,16 @@ class HeaderDeadline(H11Protocol):
     The deadlines bound each connection, not how many one client opens: a client reconnecting
     as each was closed held every slot all the same. So one address may hold at most
     ``client_connections`` (0: no cap); a connection past that is closed at once, unread.
+    A trusted proxy's connections (``proxies``) carry many clients and are not counted so: with
+    ``--trusted-proxies`` set as the docs ask, every user behind it had shared one address's
+    connections, the next ones closed unread (a 502 from the proxy); they are under the
+    server's own ``max_connections``, and each user under its request limits by the header.
     """
 
     header_timeout = 10.0
     write_timeout = 30.0
     client_connections = 0
+    proxies: tuple[str, ...] = ()
     open_by_client: Counter[str] = Counter()  # each server's own (:func:`header_deadline`)
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -201,7 +207,9 @@ class HeaderDeadline(H11Protocol):
         self._write_due: asyncio.TimerHandle | None = None
         self._sent_then = 0  # what had gone out when the write deadline was last armed
         super().connection_made(CountingTransport(transport))
-        self._peer = self.client[0] if self.client else None  # None: a Unix socket, not counted
+        peer = self.client[0] if self.client else None
+        # None, not counted: a Unix socket, or a trusted proxy (many clients)
+        self._peer = None if peer is None or is_proxy(peer, self.proxies) else peer
         if self._peer is not None:
             self.open_by_client[self._peer] += 1
             if 0 < self.client_connections < self.open_by_client[self._peer]:
@@ -297,12 +305,27 @@ class HeaderDeadline(H11Protocol):
         super().connection_lost(exc)
 
 
+def is_proxy(peer: str, proxies: Sequence[str]) -> bool:
+    """``peer`` is one of ``proxies`` (addresses, networks or ``*``, as uvicorn's
+    ``forwarded_allow_ips`` reads them)."""
+    for entry in proxies:
+        if entry == "*":
+            return True
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(peer) in ipaddress.ip_network(entry, strict=False):
+                return True
+    return False
+
+
 def header_deadline(
-    seconds: float, write_seconds: float = 30.0, client_connections: int = 0
+    seconds: float,
+    write_seconds: float = 30.0,
+    client_connections: int = 0,
+    proxies: Sequence[str] = (),
 ) -> type[HeaderDeadline]:
     """:class:`HeaderDeadline` with ``seconds`` for headers, ``write_seconds`` for a paused
-    write and at most ``client_connections`` per client address (uvicorn takes a protocol
-    class, not values; each server gets its own count of open connections)."""
+    write and at most ``client_connections`` per client address but ``proxies`` (uvicorn takes
+    a protocol class, not values; each server gets its own count of open connections)."""
     return type(
         "HeaderDeadline",
         (HeaderDeadline,),
@@ -310,6 +333,7 @@ def header_deadline(
             "header_timeout": seconds,
             "write_timeout": write_seconds,
             "client_connections": client_connections,
+            "proxies": tuple(proxies),
             "open_by_client": Counter(),
         },
     )

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -163,6 +164,7 @@ class TritonServer:
         exit_on_error: bool = True,
         exit_timeout_secs: int = 10,
         extra_args: list[str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         if model_control_mode not in ("poll", "none", "explicit"):
             raise ValueError(
@@ -177,6 +179,9 @@ class TritonServer:
         self.exit_on_error = exit_on_error
         self.exit_timeout_secs = exit_timeout_secs
         self.extra_args = list(extra_args or [])
+        # SIGTERM from the kernel when the thread that starts it ends (a kill -9 of `make demo`
+        # had left tritonserver serving its ports and its metrics port for good)
+        self.die_with_parent = die_with_parent
         self.log_path = Path(log_path) if log_path else None
         self._child: Child | None = None
         self._backend_dir: Path | None = None
@@ -263,6 +268,7 @@ class TritonServer:
             env=server_environment(),
             grace=self.exit_timeout_secs + 15,
             secrets_in_command=[self._admin_key],
+            death_signal=signal.SIGTERM if self.die_with_parent else None,
         )
         self.starts += 1
         self._stubs, self.dead_stubs = StubWatch(), []

@@ -57,13 +57,19 @@ def serve(options: DemoWebOptions, thresholds: AlertThresholds, repo: Path) -> i
 
     from .server import serve as serve_web
 
-    log = workspace() / "triton_web_demo.log"
+    # one per page port: a second demo on the workspace had truncated the first one's log
+    log = workspace() / f"triton_web_demo-{options.port}.log"
     print(f"Starting Triton on repository {repo} (log {log})", flush=True)
     metrics_port = options.triton_metrics_port
     if not metrics_port or port_in_use(metrics_port):
         metrics_port = free_port()
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": metrics_port}
-    with TritonServer(repo, **ports, model_control_mode="none", log_path=log) as triton:
+    # started by this (main) thread and restarted by the supervisor's, which lives as long:
+    # a kill -9 of the demo takes tritonserver with it
+    server = TritonServer(
+        repo, **ports, model_control_mode="none", log_path=log, die_with_parent=True
+    )
+    with server as triton:
         print(f"Triton ready (gRPC {triton.grpc_url}, metrics {triton.metrics_url})", flush=True)
         if metrics_port != options.triton_metrics_port:
             print(

@@ -6,6 +6,11 @@ labelled output with ``class_count`` (Triton's own top-k, "prob:index:label"), `
 What the model offers is read once from its metadata and config (like ``client.read_spec``) and
 read again after Triton was unreachable: a restarted server may serve another model. A model
 the page cannot use (no photo bytes in) is remembered the same way, not asked again per frame.
+Both are read again after ``MODEL_RECHECK_S`` and at once when Triton refuses a frame: a
+repository in poll mode serves another model under the same name with no outage (one that
+takes pixels had every frame blamed with 422, one that takes photos again stayed refused).
+An answer the page cannot show (a NaN probability, landmarks of another shape) is
+:class:`AnswerUnusable`, never a 500.
 The channel retries a lost Triton every second (:func:`channel_args`), so the page answers again
 within about a second of Triton's return.
 """
@@ -13,6 +18,8 @@ within about a second of Triton's return.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +28,8 @@ HAND_OUTPUTS = ("HAND_FOUND", "HAND_BOX", "LANDMARKS")
 # gRPC's longest wait between reconnection attempts (its default, 120 s, is reached after a few
 # minutes of an outage, and every call fails at once until the next attempt).
 RECONNECT_BACKOFF_MS = 1000
+# Seconds what the model takes and gives is trusted before it is read again (3 small calls).
+MODEL_RECHECK_S = 5.0
 
 
 class TritonDown(Exception):
@@ -33,6 +42,10 @@ class FrameRefused(Exception):
 
 class ModelUnfit(Exception):
     """The served model is not one the page can use (its configuration, not the frame's)."""
+
+
+class AnswerUnusable(Exception):
+    """Triton answered, but not with numbers the page can show (NaN, another shape)."""
 
 
 @dataclass(frozen=True)
@@ -83,21 +96,36 @@ def channel_args() -> list[tuple[str, int]]:
     ]
 
 
+def _finite(values, name: str, count: int | None = None) -> np.ndarray:
+    """``values`` as floats, refused (ValueError) when not finite or not ``count`` of them."""
+    array = np.asarray(values, dtype=float).reshape(-1)
+    if count is not None and array.size != count:
+        raise ValueError(f"{name} has {array.size} values, not {count}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds a value that is not a finite number")
+    return array
+
+
 def parse_answer(result, served: ServedModel) -> dict:
-    """The page's JSON: top classes, hand flag, box (fractions) and landmarks (pixels)."""
+    """The page's JSON: top classes, hand flag, box (fractions) and landmarks (pixels);
+    ValueError for numbers it cannot show (NaN/inf, another shape)."""
     top = []
     for entry in result.as_numpy(served.probs).reshape(-1):
         text = entry.decode() if isinstance(entry, bytes) else str(entry)
         prob, index, *label = text.split(":", 2)
-        top.append({"label": label[0] if label else index, "probability": float(prob)})
+        probability = float(prob)
+        if not math.isfinite(probability):
+            raise ValueError(f"{served.probs} gave class {index} the probability {prob}")
+        top.append({"label": label[0] if label else index, "probability": probability})
     answer: dict = {"top": top, "hand": True, "box": None, "landmarks": None}
     if "HAND_FOUND" in served.hand_outputs:
-        answer["hand"] = bool(result.as_numpy("HAND_FOUND").reshape(-1)[0] > 0.5)
+        answer["hand"] = bool(_finite(result.as_numpy("HAND_FOUND"), "HAND_FOUND", 1)[0] > 0.5)
     if answer["hand"] and "HAND_BOX" in served.hand_outputs:
-        answer["box"] = [round(float(v), 4) for v in result.as_numpy("HAND_BOX").reshape(-1)]
+        box = _finite(result.as_numpy("HAND_BOX"), "HAND_BOX", 4)
+        answer["box"] = [round(float(v), 4) for v in box]
     if answer["hand"] and "LANDMARKS" in served.hand_outputs:
-        points = result.as_numpy("LANDMARKS").reshape(21, 3)
-        answer["landmarks"] = np.round(points.astype(float), 1).tolist()
+        points = _finite(result.as_numpy("LANDMARKS"), "LANDMARKS", 63).reshape(21, 3)
+        answer["landmarks"] = np.round(points, 1).tolist()
     return answer
 
 
@@ -109,6 +137,7 @@ class TritonLink:
         self._client = None
         self._served: ServedModel | None = None
         self._unfit: str | None = None  # why the model cannot serve the page, until Triton is down
+        self._read_at = 0.0  # when either was read (both are read again MODEL_RECHECK_S later)
         self._lock = asyncio.Lock()
 
     def _grpc(self):
@@ -125,6 +154,8 @@ class TritonLink:
     async def served(self) -> ServedModel:
         """The model's description (or ``ModelUnfit``), read once (again after Triton was down)."""
         async with self._lock:
+            if time.monotonic() - self._read_at > MODEL_RECHECK_S:
+                self.forget()
             if self._unfit is not None:
                 raise ModelUnfit(self._unfit)
             if self._served is None:
@@ -138,6 +169,7 @@ class TritonLink:
                     raise
                 except Exception as exc:  # grpc errors differ by cause; any means "not here"
                     raise TritonDown(f"Triton at {self.url} is not answering: {_first_line(exc)}")
+                self._read_at = time.monotonic()
                 try:
                     self._served = read_model(metadata, config, self.model)
                 except ModelUnfit as exc:
@@ -162,10 +194,28 @@ class TritonLink:
 
     async def classify(self, photo: bytes) -> dict:
         """One photo's answer; TritonDown when Triton is gone, FrameRefused for a bad photo,
-        ModelUnfit for a model that does not take photos."""
+        ModelUnfit for a model that does not take photos, AnswerUnusable for an answer that
+        cannot be shown. A refusal is blamed on the frame only once the model is read again and
+        found unchanged; a changed model is asked once more."""
+        served = await self.served()
+        try:
+            result = await self._infer(photo, served)
+        except FrameRefused:
+            self.forget()  # another model under the same name (a poll-mode repository)?
+            fresh = await self.served()  # ModelUnfit, TritonDown: said as such
+            if fresh == served:
+                raise
+            served, result = fresh, await self._infer(photo, fresh)
+        try:
+            return parse_answer(result, served)
+        except (ValueError, TypeError, AttributeError, IndexError, UnicodeDecodeError) as exc:
+            raise AnswerUnusable(
+                f"model '{self.model}' answered what the page cannot show: {_first_line(exc)}"
+            ) from None
+
+    async def _infer(self, photo: bytes, served: ServedModel):
         import tritonclient.grpc.aio as tc_aio
 
-        served = await self.served()
         batch = np.array([[photo]], dtype=np.object_)
         inp = tc_aio.InferInput(served.input_name, list(batch.shape), "BYTES")
         inp.set_data_from_numpy(batch)
@@ -183,7 +233,7 @@ class TritonLink:
             if "DEADLINE_EXCEEDED" in status:
                 raise asyncio.TimeoutError from None
             raise FrameRefused(_first_line(exc)) from None
-        return parse_answer(result, served)
+        return result
 
     async def close(self) -> None:
         if self._client is not None:
@@ -191,4 +241,12 @@ class TritonLink:
             self._client = None
 
 
-__all__ = ["FrameRefused", "ModelUnfit", "ServedModel", "TritonDown", "TritonLink", "parse_answer"]
+__all__ = [
+    "AnswerUnusable",
+    "FrameRefused",
+    "ModelUnfit",
+    "ServedModel",
+    "TritonDown",
+    "TritonLink",
+    "parse_answer",
+]

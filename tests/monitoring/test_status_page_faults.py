@@ -393,3 +393,56 @@ def test_an_unreachable_clearml_server_never_blocks_the_page_nor_shutdown(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_prometheus_credentials_are_not_sent_where_a_redirect_points(asl_workspace: Path) -> None:
+    """urllib sent the basic-auth header on to any host a redirect named: a Prometheus (or a
+    proxy before it) answering 302 to another address was sent the password. The redirect is
+    followed without it; the status page reads the other address's answer as any other."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = json.dumps(GOOD).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    target = f"http://localhost:{elsewhere.server_address[1]}"  # another host, another port
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            self.send_response(302)
+            self.send_header("Location", target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    prometheus = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=prometheus.serve_forever, daemon=True).start()
+    url = f"http://admin:s3cret@127.0.0.1:{prometheus.server_address[1]}"
+    web = start_web(status=StatusSource(url, registry_backend="local", refresh=2.0))
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
+        conn.request("GET", "/api/status")
+        answer = conn.getresponse()
+        status = json.loads(answer.read())
+        assert answer.status == 200 and status["prometheus"].startswith("http://***@"), status
+        assert seen and all(path.startswith("/api/v1/") for path, _ in seen), seen
+        assert [auth for _, auth in seen if auth] == [], "the password went to the redirect"
+        assert "s3cret" not in json.dumps(status)
+    finally:
+        web.stop()
+        for server in (prometheus, elsewhere):
+            server.shutdown()
+            server.server_close()

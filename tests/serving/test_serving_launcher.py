@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -201,3 +202,25 @@ def test_a_taken_http_port_is_refused_before_anything_starts(tmp_path, monkeypat
             server.start()
     assert server.process is None and not server.running()
     assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_launcher_killed_with_sigkill_leaves_no_tritonserver(tiny_models, tmp_path) -> None:
+    """A kill -9 of ``make serve`` (the OOM killer, a closed terminal) had left tritonserver
+    serving on its ports for good, its model's memory held; it now dies with the launcher."""
+    from test_web_demo_faults import processes_of
+
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    with serving_cli(tmp_path, "--exit-timeout", "2") as (proc, http):
+        line = proc.stdout.readline()
+        assert line.startswith("tritonserver ready"), line + proc.stderr.read()
+        assert processes_of(tmp_path / "repo")
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30  # SIGTERM: Triton's own exit, a few seconds
+        while processes_of(tmp_path / "repo") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = processes_of(tmp_path / "repo")
+        for pid in left:  # the orphan the old code left
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"{left} outlived the launcher's kill -9"

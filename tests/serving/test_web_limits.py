@@ -132,6 +132,41 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limits() -> No
     assert forged == [415] * 3 + [429] * 2, forged  # not a trusted proxy: one client
 
 
+def test_a_trusted_proxy_is_not_held_to_one_clients_connections() -> None:
+    """Behind a reverse proxy named in ``--trusted-proxies`` (as the docs ask) every user's
+    connection comes from the proxy's address: past ``--client-connections`` of them the next
+    were closed unread, whichever user they carried (the proxy answers 502). Another address
+    is still held to the cap."""
+    with web_app(trusted_proxies=["127.0.0.1"], client_connections=2) as web:
+        opened = {source: [] for source in ("127.0.0.1", "127.0.0.2")}
+        try:
+            for source, socks in opened.items():
+                for _ in range(4):
+                    sock = socket.socket()
+                    sock.bind((source, 0))
+                    sock.connect(("127.0.0.1", web.port))
+                    sock.settimeout(10)
+                    socks.append(sock)
+            time.sleep(0.3)  # every connection accepted (or closed) before any request
+            answers = {}
+            for source, socks in opened.items():
+                answers[source] = []
+                for i, sock in enumerate(socks):
+                    request = "GET /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    request += f"X-Forwarded-For: 10.0.0.{i}\r\n\r\n"
+                    try:
+                        sock.sendall(request.encode())
+                        answers[source].append(sock.recv(12))
+                    except ConnectionError:
+                        answers[source].append(b"")
+        finally:
+            for socks in opened.values():
+                for sock in socks:
+                    sock.close()
+    assert answers["127.0.0.1"] == [b"HTTP/1.1 200"] * 4, answers  # four users via the proxy
+    assert answers["127.0.0.2"] == [b"HTTP/1.1 200"] * 2 + [b""] * 2, answers
+
+
 def test_a_host_header_naming_another_site_gets_400() -> None:
     """DNS rebinding: a site whose name comes to resolve to 127.0.0.1 sends its own name as
     ``Host`` and ``Origin``, so the same-origin check passed. Only this server's names (and
