@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -49,10 +48,9 @@ from asl_recognition.pipeline.dag import ASL_DAG, Dag
 from asl_recognition.pipeline.options import AGENT_RUN_FIELDS, PipelineRunOptions
 from asl_recognition.pipeline.recipe import (
     RecipeError,
-    as_nested,
-    flatten,
+    edited_recipe,
     load_recipe,
-    typed_values,
+    recipe_record,
 )
 from asl_recognition.pipeline.runs import mode_conflict, run_options_conflict, with_raw_source
 from asl_recognition.stop_signals import install_signal_handlers
@@ -60,7 +58,6 @@ from asl_recognition.tracking import connect_options, storage_errors_in_one_line
 
 RUN_SECTION = "Run"
 RECIPE_CONFIGURATION = "recipe"
-RECIPE_DIGEST_KEY = "_launched_sha256"  # leave it: it tells an edited recipe from the launched one
 REMOTE_STEP_QUEUE = "default"  # steps of a controller on an agent, when none was named
 DRY_RUN_MARKER = "=== PipelineController DAG ==="
 
@@ -274,30 +271,6 @@ def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
     return 0 if controller.is_successful() else 1
 
 
-def recipe_record(values: dict[str, Any]) -> dict[str, Any]:
-    """The recipe as a configuration object, with a digest of itself as launched.
-
-    On the agent a recipe whose content no longer matches its digest was edited in the web UI,
-    and its values then win over the pipeline parameters (see ``edited_recipe``).
-    """
-    nested = as_nested(values)
-    return {**nested, RECIPE_DIGEST_KEY: recipe_digest(nested)}
-
-
-def recipe_digest(nested: dict[str, Any]) -> str:
-    text = json.dumps(nested, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def edited_recipe(recorded: dict[str, Any] | None) -> dict[str, Any]:
-    """Step values of a recipe edited in the web UI; nothing when it is as launched."""
-    nested = dict(recorded or {})
-    digest = nested.pop(RECIPE_DIGEST_KEY, None)
-    if not nested or digest == recipe_digest(nested):
-        return {}
-    return typed_values(ASL_DAG, list(flatten(nested).items()))
-
-
 def remote_controller() -> int:
     """The controller task on an agent: options and parameters come from the task itself."""
     install_signal_handlers()
@@ -313,7 +286,8 @@ def remote_controller() -> int:
     try:
         run = connect_options(task, PipelineRunOptions(), RUN_SECTION, fields=AGENT_RUN_FIELDS)
         values = clearml_controller.stored_parameters(ASL_DAG, task.get_parameters())
-        edits = edited_recipe(task.get_configuration_object_as_dict(RECIPE_CONFIGURATION))
+        recorded = task.get_configuration_object_as_dict(RECIPE_CONFIGURATION)
+        edits = edited_recipe(ASL_DAG, recorded)
         values.update(edits)
     except (OptionError, RecipeError) as exc:
         message = f"asl_pipeline: error: {exc}"

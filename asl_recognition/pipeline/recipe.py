@@ -17,6 +17,8 @@ ClearML needs flat ``<step>/<option>`` parameters, which the recipe maps to one 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,48 @@ def as_nested(values: Mapping[str, Any]) -> dict[str, Any]:
         else:
             nested[key] = value
     return nested
+
+
+# Leave it in the recorded recipe: each entry's digest as launched tells an edited entry.
+RECIPE_DIGEST_KEY = "_launched_sha256"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def recipe_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe as a configuration object, with the digest of each entry as launched (same
+    shape: a dotted key would be a path in the configuration's HOCON text)."""
+    nested = as_nested(values)
+    digests = {
+        key: (
+            {o: _digest(v) for o, v in value.items()}
+            if isinstance(value, Mapping)
+            else _digest(value)
+        )
+        for key, value in nested.items()
+    }
+    return {**nested, RECIPE_DIGEST_KEY: digests}
+
+
+def edited_recipe(dag: Dag, recorded: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The step values edited in the web UI's recipe object, and only those.
+
+    An entry as launched does not win over a pipeline parameter edited beside it: with one
+    digest for the whole recipe, a recipe edited anywhere had put back, in silence, the launched
+    value of every parameter the user had changed in ``Args``.
+    """
+    nested = dict(recorded or {})
+    digests = nested.pop(RECIPE_DIGEST_KEY, None)
+    launched = flatten(digests) if isinstance(digests, Mapping) else {}
+    if isinstance(digests, str):  # recorded by an older launch: one digest for the whole
+        changed = (
+            digests
+            != hashlib.sha256(
+                json.dumps(nested, sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
+        )
+        return typed_values(dag, list(flatten(nested).items())) if changed and nested else {}
+    pairs = [(k, v) for k, v in flatten(nested).items() if launched.get(k) != _digest(v)]
+    return typed_values(dag, pairs)

@@ -418,6 +418,17 @@ def test_an_edited_recipe_reaches_the_steps_through_the_sdk_remote_branch(tmp_pa
     assert str(result["args"]["train/lr"]) == "0.01"  # an Args edit, beside the recipe's
 
 
+def test_a_parameter_edited_beside_an_edited_recipe_is_kept(tmp_path):
+    """The recipe wins only where it was edited: one digest for the whole recipe had put the
+    launched value back over every parameter edited beside it (epochs 40 ran as 4)."""
+    result, _ = remote_controller_run(
+        tmp_path, {"recipe": {"train.lr": 0.02}, "Args/train/epochs": "40", "Run/cache": "false"}
+    )
+    assert result["code"] == 0
+    assert str(result["args"]["train/epochs"]) == "40"  # the Args edit
+    assert str(result["args"]["train/lr"]) == "0.02"  # the recipe's edit
+
+
 @pytest.mark.parametrize(
     "key, message",
     [

@@ -5,6 +5,7 @@ classes (``create_autospec``), named as mocks.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -252,7 +253,7 @@ def test_queue_mode_records_run_options_and_starts_controller_on_the_queue(mock_
     controller.task.connect.assert_called_once_with(recorded_run, name=asl_pipeline.RUN_SECTION)
     recorded = controller.task.connect_configuration.call_args
     assert recorded.kwargs["name"] == asl_pipeline.RECIPE_CONFIGURATION
-    assert asl_pipeline.edited_recipe(recorded.args[0]) == {}  # as launched: Args hold it
+    assert asl_pipeline.edited_recipe(ASL_DAG, recorded.args[0]) == {}  # as launched: Args hold it
     assert {k: v for k, v in recorded.args[0].items() if not k.startswith("_")} == as_nested(
         values
     )
@@ -406,14 +407,24 @@ def test_check_code_travels_on_real_git_repositories(tmp_path):
 def test_a_recipe_edited_in_the_web_ui_wins_over_the_parameters():
     values = load_recipe(ASL_DAG, REPO_ROOT / RUN_RECIPE, ["train.epochs=4"])
     record = asl_pipeline.recipe_record(values)
-    assert asl_pipeline.edited_recipe(record) == {}
+    assert asl_pipeline.edited_recipe(ASL_DAG, record) == {}
     record["train"] = {**record["train"], "epochs": 9}
-    edited = asl_pipeline.edited_recipe(record)
+    edited = asl_pipeline.edited_recipe(ASL_DAG, record)
     assert edited["train/epochs"] == 9
-    assert edited["validate_raw/source"] == values["validate_raw/source"]
+    assert list(edited) == ["train/epochs"]  # only the edited entry: the others as launched
     record["train"]["epochs"] = "nine"
     with pytest.raises(asl_pipeline.RecipeError, match="train.epochs"):
-        asl_pipeline.edited_recipe(record)
+        asl_pipeline.edited_recipe(ASL_DAG, record)
+
+
+def test_a_recipe_recorded_with_one_digest_by_an_older_launch_still_reads():
+    values = load_recipe(ASL_DAG, REPO_ROOT / RUN_RECIPE, ["train.epochs=4"])
+    nested = {k: v for k, v in asl_pipeline.recipe_record(values).items() if not k.startswith("_")}
+    text = json.dumps(nested, sort_keys=True, default=str)
+    record = {**nested, "_launched_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    assert asl_pipeline.edited_recipe(ASL_DAG, record) == {}
+    record["train"] = {**record["train"], "epochs": 9}
+    assert asl_pipeline.edited_recipe(ASL_DAG, record)["train/epochs"] == 9
 
 
 def test_web_ui_text_for_pipeline_parameters_is_typed_by_the_options():
