@@ -19,6 +19,8 @@ SHARED_DATA ?= $(CURDIR)/../shared/data
 .PHONY: install hand-models system-deps run test test-fast lint format serve monitor dashboard bench clean demo \
 	recipe-generalise
 
+# A make stopped while the venv was made (ensurepip) or while pip upgraded itself leaves a python
+# without a working pip, on which every later make failed: that venv is made again, same Python.
 $(STAMP): $(REQS)
 	@if [ -x $(PY) ] && ! $(PY) -c '$(SUPPORTED_PYTHON)' 2>/dev/null; then echo "make: $(VENV) \
 	was made with $$($(PY) -V 2>&1), and the pinned requirements need Python 3.11 or 3.12: \
@@ -28,6 +30,9 @@ $(STAMP): $(REQS)
 	python3.11, python3.12, python3): install one, or run make PYTHON=/path/to/python3.11" >&2; \
 	exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || { echo "make: $(VENV) has no working pip (an \
+	interrupted install?): making it again with $$(readlink -f $(PY))" >&2; \
+	"$$(readlink -f $(PY))" -m venv --clear $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
 	@touch $@

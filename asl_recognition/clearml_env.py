@@ -141,3 +141,35 @@ def record_requirements_file() -> None:
     from clearml import Task
 
     Task.force_requirements_env_freeze(requirements_file=str(REPO_ROOT / "requirements.txt"))
+
+
+def server_unreachable(tries: int = 3, timeout_s: float = 10.0) -> str | None:
+    """Why the configured API server cannot be reached (None: it answered, whatever it said).
+
+    The SDK retries a refused or silent server for hours (``api.http.retries``: 240 tries,
+    backoff up to 120 s) and prints nothing, so a wrong ``CLEARML_API_HOST`` hung the enqueue
+    job until the runner's time-out. Any HTTP answer counts as reachable: credentials are the
+    SDK's to check, with its own clear error.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    from clearml.backend_api import Session
+
+    host = Session.get_api_server_host()
+    reason = ""
+    for attempt in range(tries):
+        try:
+            urllib.request.urlopen(f"{host}/debug.ping", timeout=timeout_s).close()
+            return None
+        except urllib.error.HTTPError:
+            return None
+        except (OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", None) or exc)
+        if attempt + 1 < tries:
+            time.sleep(2.0)
+    return (
+        f"the ClearML API server {host} does not answer ({reason}; {tries} tries): check "
+        "CLEARML_API_HOST (or api.api_server in clearml.conf)"
+    )

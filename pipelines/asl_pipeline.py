@@ -34,6 +34,7 @@ from asl_recognition.clearml_env import (
     configured_output_uri,
     prepare_environment,
     server_configured,
+    server_unreachable,
 )
 from asl_recognition.options import (
     HelpFormatter,
@@ -365,6 +366,10 @@ def run_mode(mode: str, run: PipelineRunOptions, values: dict[str, Any]) -> int:
                 "use --mode local-executor to run without one",
                 file=sys.stderr,
             )
+            return 2
+        unreachable = server_unreachable()
+        if unreachable:
+            print(f"asl_pipeline: error: {unreachable}", file=sys.stderr)
             return 2
         return run_clearml(run, values)
     return run_local_executor(run, values)

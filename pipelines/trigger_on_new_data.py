@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asl_recognition.clearml_env import server_configured
+from asl_recognition.clearml_env import server_configured, server_unreachable
 from asl_recognition.options import parse
 from asl_recognition.pipeline.options import TriggerOptions
 
@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
             "variables); without one, run `python pipelines/asl_pipeline.py` after adding data",
             file=sys.stderr,
         )
+        return 2
+    unreachable = server_unreachable()
+    if unreachable:
+        print(f"trigger_on_new_data: error: {unreachable}", file=sys.stderr)
         return 2
     from asl_recognition.pipeline.trigger import serve
 

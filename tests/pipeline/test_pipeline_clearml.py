@@ -334,6 +334,7 @@ def test_the_shipped_recipe_travels_and_an_outside_folder_is_dropped(
     monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(asl_pipeline, "server_configured", lambda: True)
+    monkeypatch.setattr(asl_pipeline, "server_unreachable", lambda: None)  # the mock controller
     assert asl_pipeline.main(["--mode", "queue", "--config", RUN_RECIPE]) == 0
     assert capsys.readouterr().err.strip() == ""
     assert mock_controller["params"]["train/external"] == "data/roboflow_check"
@@ -499,3 +500,38 @@ def test_what_the_commit_an_agent_clones_lacks_is_named(tmp_path):
     (repo / "data" / "A" / "extra.jpg").unlink()
     (repo / "data" / "A" / "a.jpg").write_bytes(b"changed")
     assert not_in_commit("data/A", repo) == "it differs from the commit (data/A/a.jpg ...)"
+
+
+@pytest.mark.parametrize(
+    "script, program",
+    [
+        ("pipelines/asl_pipeline.py", "asl_pipeline"),
+        ("pipelines/trigger_on_new_data.py", "trigger"),
+    ],
+)
+def test_an_unreachable_server_is_named_at_once(tmp_path, script, program):
+    """The enqueue job (or the trigger service started by hand) with a wrong CLEARML_API_HOST:
+    the SDK retried a refused connection for hours and printed nothing, so the job hung
+    silently until the runner's time-out."""
+    import socket
+
+    with socket.socket() as closed:  # bound, never listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
+        env.update(
+            CLEARML_API_HOST=host,
+            CLEARML_API_ACCESS_KEY="AK",
+            CLEARML_API_SECRET_KEY="SK",
+            ASL_WORKSPACE=str(tmp_path / "ws"),
+            HOME=str(tmp_path),  # no clearml.conf of this machine's
+        )
+        command = [sys.executable, script]
+        if program == "asl_pipeline":
+            command += ["--mode", "queue", "--queue", "services", "--config", "configs/run.yaml"]
+        proc = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: the ClearML API server {host} does not answer" in proc.stderr
+    assert "Traceback" not in proc.stderr

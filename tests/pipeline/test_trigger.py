@@ -340,6 +340,7 @@ def test_second_instance_is_refused_in_one_line(monkeypatch, capsys):
     mock_task_cls.get_tasks.return_value = [mock_running("svc-1", "in_progress", T0)]
     monkeypatch.setattr(clearml, "Task", mock_task_cls)
     monkeypatch.setattr(trigger_on_new_data, "server_configured", lambda: True)
+    monkeypatch.setattr(trigger_on_new_data, "server_unreachable", lambda: None)  # mock SDK
     monkeypatch.setattr(trigger, "check_code_travels", lambda: None)  # this tree may be dirty
     assert trigger_on_new_data.main([]) == 2
     err = capsys.readouterr().err.strip()
@@ -358,6 +359,7 @@ def test_service_refuses_code_an_agent_cannot_clone_in_one_line(monkeypatch, cap
     mock_task_cls = mock.create_autospec(Task)
     monkeypatch.setattr(clearml, "Task", mock_task_cls)
     monkeypatch.setattr(trigger_on_new_data, "server_configured", lambda: True)
+    monkeypatch.setattr(trigger_on_new_data, "server_unreachable", lambda: None)  # mock SDK
 
     def unpushed() -> None:
         raise clearml_controller.CodeNotOnRemote("commit abc is on no remote branch: push it")
@@ -492,6 +494,7 @@ def test_plain_start_after_a_crash_records_the_dead_instances_watermark(monkeypa
     mock_build = mock.create_autospec(trigger.build_scheduler)
     monkeypatch.setattr(clearml, "Task", mock_task_cls)
     monkeypatch.setattr(trigger_on_new_data, "server_configured", lambda: True)
+    monkeypatch.setattr(trigger_on_new_data, "server_unreachable", lambda: None)  # mock SDK
     monkeypatch.setattr(trigger, "check_code_travels", lambda: None)
     monkeypatch.setattr(trigger, "build_scheduler", mock_build)
     assert trigger_on_new_data.main([]) == 0

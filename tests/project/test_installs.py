@@ -415,3 +415,24 @@ def test_make_install_refuses_a_venv_made_with_another_python(tmp_path: Path) ->
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "make: .venv was made with" in proc.stderr and "remove .venv" in proc.stderr
+
+
+def test_make_install_remakes_a_venv_left_without_pip(tmp_path: Path) -> None:
+    """A make stopped during ``python -m venv`` (its ensurepip step) left .venv/bin/python with
+    no pip, and every later ``make`` ended in "No module named pip". The requirements files are
+    empty here: only the venv is under test."""
+    shutil.copy(REPO_ROOT / "Makefile", tmp_path / "Makefile")
+    for name in REQS_FILES:
+        (tmp_path / name).write_text("# empty: the venv alone is under test\n")
+    venv = tmp_path / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    proc = subprocess.run(
+        ["make", "-C", str(tmp_path), "install", f"PYTHON={sys.executable}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no working pip" in proc.stderr
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--version"])
+    assert pip.returncode == 0 and (venv / ".installed").exists()
