@@ -27,6 +27,12 @@ whose FEATURES are hand landmarks) is refused with one line.
 If the server stops answering mid-run (over HTTP or gRPC), the answers already received are
 printed, then one line says how many images were not classified (exit code 3).
 
+The server is not trusted either: every call gets --timeout seconds in all (gRPC calls had no
+deadline, a stalled server held the client for ever; an HTTP server sending slowly held it
+too), an answer over MAX_RESPONSE_BYTES is refused as it arrives, as is a compressed one (never
+asked for), and an answer of another shape, or not a finite probability per class, is an
+inference failure (exit code 5), never printed as classes.
+
 Exit codes: 0 all classified; 1 some files were not images (or the server refused them), or a
 --dir could not be listed; 3 server unreachable, or lost mid-run; 4 model unknown, not ready,
 or not a classifier; 5 inference failed.
@@ -35,6 +41,7 @@ or not a classifier; 5 inference failed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -54,6 +61,11 @@ MAX_FILE_BYTES = 25 * 1024 * 1024
 HAND_FOUND = "HAND_FOUND"
 LANDMARKS = "LANDMARKS"
 EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
+DEFAULT_TIMEOUT_S = 60.0
+# A batch's answer is top-k label strings (and 64 landmark numbers) per image: kilobytes.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# gRPC's send limit as tritonclient sets it (its channel_args replace all of its defaults).
+_GRPC_MAX_SEND = 2**31 - 1
 
 # --- The training decoder, copied from asl_recognition/imageio.py (this file runs alone, so it
 # cannot import it). tests/serving/test_client_decode.py checks that both give equal arrays. ---
@@ -391,7 +403,83 @@ def read_spec(metadata, config, model: str = "the model") -> InputSpec:
     )
 
 
-def connect(url: str, protocol: str, model: str):
+class _Answer:
+    """An HTTP answer already read whole (within the bounds): what tritonclient reads of one."""
+
+    def __init__(self, response, body: bytes) -> None:
+        self.status_code, self._response, self._body = response.status_code, response, body
+
+    def __getitem__(self, key: str):
+        return self._response[key]
+
+    def get(self, key: str, default=None):
+        return self._response.get(key, default)
+
+    def read(self, length: int | None = None) -> bytes:
+        length = len(self._body) if length is None or length < 0 else length
+        part, self._body = self._body[:length], self._body[length:]
+        return part
+
+
+class _BoundedHttp:
+    """tritonclient's HTTP stub, each answer read whole within ``timeout`` s and ``limit``
+    bytes (its own reads have only a per-read timeout and no size bound)."""
+
+    def __init__(self, stub, timeout: float, limit: int) -> None:
+        self._stub, self._timeout, self._limit = stub, timeout, limit
+
+    def get(self, *args, **kwargs):
+        return self._bounded(self._stub.get, args, kwargs)
+
+    def post(self, *args, **kwargs):
+        return self._bounded(self._stub.post, args, kwargs)
+
+    def close(self) -> None:
+        self._stub.close()
+
+    def _bounded(self, method, args, kwargs) -> _Answer:
+        import gevent  # tritonclient.http's sockets are gevent's: a Timeout bounds them all
+
+        late = TimeoutError(f"no whole answer within {self._timeout:g} s")
+        with gevent.Timeout(self._timeout, late):
+            response = method(*args, **kwargs)
+            if response.get("Content-Encoding") not in (None, "identity"):
+                response.release()
+                raise ConnectionError("a compressed answer, which was not asked for")
+            body = bytes(response.read(self._limit + 1))
+        if len(body) > self._limit:
+            response.release()
+            raise ConnectionError(f"an answer over {self._limit} bytes")
+        return _Answer(response, body)
+
+
+class _Deadline:
+    """tritonclient's gRPC client, every call given ``client_timeout`` (its default: none)."""
+
+    def __init__(self, client, timeout: float) -> None:
+        self._client, self._timeout = client, timeout
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if name == "close" or not callable(method):
+            return method
+        return functools.partial(method, client_timeout=self._timeout)
+
+
+def open_client(tc, url: str, protocol: str, timeout: float = DEFAULT_TIMEOUT_S):
+    """A client whose calls are bounded in time and answer size (see the module docstring)."""
+    if protocol == "grpc":
+        limits = [
+            ("grpc.max_send_message_length", _GRPC_MAX_SEND),
+            ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+        ]
+        return _Deadline(tc.InferenceServerClient(url=url, channel_args=limits), timeout)
+    client = tc.InferenceServerClient(url=url, connection_timeout=timeout, network_timeout=timeout)
+    client._client_stub = _BoundedHttp(client._client_stub, timeout, MAX_RESPONSE_BYTES)
+    return client
+
+
+def connect(url: str, protocol: str, model: str, timeout: float = DEFAULT_TIMEOUT_S):
     """Return (client module, client, spec); one-line errors for server/model problems."""
     if protocol == "grpc":
         import tritonclient.grpc as tc
@@ -400,7 +488,7 @@ def connect(url: str, protocol: str, model: str):
     from tritonclient.utils import InferenceServerException
 
     try:
-        client = tc.InferenceServerClient(url=url)
+        client = open_client(tc, url, protocol, timeout)
         live = client.is_server_live()
     except Exception as exc:  # connection errors differ per protocol and transport
         raise ClientError(f"cannot reach Triton at {url} ({protocol}): {_short(exc)}", 3) from None
@@ -408,7 +496,7 @@ def connect(url: str, protocol: str, model: str):
         raise ClientError(f"Triton at {url} is not live", EXIT_UNREACHABLE)
     try:
         ready = client.is_model_ready(model)
-    except InferenceServerException as exc:
+    except (InferenceServerException, OSError) as exc:
         raise ClientError(f"model '{model}' on {url}: {_short(exc)}", EXIT_NO_MODEL) from None
     if not ready:
         known = _model_names(client)
@@ -418,7 +506,7 @@ def connect(url: str, protocol: str, model: str):
     try:
         metadata = client.get_model_metadata(model)
         config = client.get_model_config(model)
-    except InferenceServerException as exc:
+    except (InferenceServerException, OSError) as exc:  # OSError: late or oversized
         raise ClientError(f"model '{model}' on {url}: {_short(exc)}", EXIT_NO_MODEL) from None
     if protocol == "grpc":
         config = config.config
@@ -468,22 +556,47 @@ def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: 
         raise ClientError(f"inference failed: {text}", EXIT_INFER) from None
     # A model without batching (max_batch_size 0) takes one image with no batch axis.
     images = len(batch) if spec.max_batch_size > 0 else 1
-    rows = result.as_numpy(spec.output_name).reshape(images, -1)
+    rows = _answer(result, spec.output_name, images, range(1, top_k + 1))
     found = [None] * images
     if spec.hand_output:
-        found = [bool(f > 0.5) for f in result.as_numpy(spec.hand_output).reshape(-1)]
+        flags = _answer(result, spec.hand_output, images, (1,))
+        found = [bool(f > 0.5) for f in flags.reshape(-1)]
     if spec.landmarks_output:
-        points = result.as_numpy(spec.landmarks_output).reshape(images, 21, 3)
+        points = _answer(result, spec.landmarks_output, images, (63,)).reshape(images, 21, 3)
         found = [np.round(p.astype(float), 2).tolist() if f else f for p, f in zip(points, found)]
-    parsed = []
-    for row, hand in zip(rows, found):
-        items = []
-        for entry in row:
-            text = entry.decode() if isinstance(entry, bytes) else str(entry)
-            prob, index, *label = text.split(":", 2)
-            items.append((label[0] if label else index, int(index), float(prob)))
-        parsed.append((items, hand))
-    return parsed
+    return [([_class_entry(entry) for entry in row], hand) for row, hand in zip(rows, found)]
+
+
+def _answer(result, name: str, images: int, per_image) -> np.ndarray:
+    """The output ``name`` as one row per image, of a length in ``per_image``; any other
+    answer (missing, another shape) is an inference failure, never printed as classes."""
+    values = result.as_numpy(name)
+    size = 0 if values is None else values.size
+    if size % images or size // images not in per_image:
+        shape = "none" if values is None else list(values.shape)
+        raise ClientError(
+            f"inference failed: the server answered {name} of shape {shape} for {images} "
+            "image(s)",
+            EXIT_INFER,
+        )
+    return values.reshape(images, -1)
+
+
+def _class_entry(entry) -> tuple[str, int, float]:
+    """(label, index, probability) of one "probability:index[:label]" string."""
+    text = entry.decode(errors="replace") if isinstance(entry, bytes) else str(entry)
+    parts = text.split(":", 2)
+    try:
+        probability, number = float(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        probability, number = math.nan, -1
+    if not math.isfinite(probability) or number < 0:
+        raise ClientError(
+            f"inference failed: the server answered {text[:80]!r}, not a probability for a "
+            "class",
+            EXIT_INFER,
+        )
+    return (parts[2] if len(parts) > 2 else parts[1], number, probability)
 
 
 def read_encoded(path: Path, limit: int = MAX_FILE_BYTES) -> np.ndarray:
@@ -558,29 +671,31 @@ def collect_paths(images: list[str], dirs: list[str]) -> list[Path]:
 
 
 def classify_decoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tuple[list, int]:
-    """Decode and resize here, send batches of up to max_batch_size images."""
+    """Decode and resize here, send each batch of up to max_batch_size images once it is full:
+    memory holds one batch, however many files are given."""
     results, failed = [], 0
-    arrays: list[tuple[Path, np.ndarray]] = []
-    for path in paths:
+    step = spec.max_batch_size if spec.max_batch_size > 0 else 1
+    chunk: list[tuple[Path, np.ndarray]] = []
+    for done, path in enumerate(paths, start=1):
         try:
-            arrays.append((path, to_array(decode_rgb(path), spec)))
+            chunk.append((path, to_array(decode_rgb(path), spec)))
         except FileNotFoundError:
             failed += 1
             print(f"error: {path}: no such file", file=sys.stderr)
         except (ValueError, OSError) as exc:
             failed += 1
             print(f"error: {path}: not an image ({_short(exc)})", file=sys.stderr)
-    step = spec.max_batch_size if spec.max_batch_size > 0 else 1
-    for start in range(0, len(arrays), step):
-        chunk = arrays[start : start + step]
+        if not chunk or (len(chunk) < step and done < len(paths)):
+            continue
         batch = np.stack([a for _, a in chunk]) if spec.max_batch_size > 0 else chunk[0][1]
         try:
             answers = classify(tc, client, spec, args.model, batch, args.top_k)
         except ServerLost as lost:
-            lost.results, lost.unanswered = results, len(arrays) - start
+            lost.results, lost.unanswered = results, len(chunk) + len(paths) - done
             raise
         for (path, _), (items, hand) in zip(chunk, answers):
             results.append(_result_item(path, items, hand))
+        chunk = []
     return results, failed
 
 
@@ -601,7 +716,7 @@ def print_results(results: list, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     paths = collect_paths(args.image or [], args.dir or [])
     url = args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000")
-    tc, client, spec = connect(url, args.protocol, args.model)
+    tc, client, spec = connect(url, args.protocol, args.model, args.timeout)
     try:
         send = classify_encoded if spec.encoded else classify_decoded
         results, failed = send(tc, client, spec, args, paths)
@@ -629,6 +744,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="asl", help="served model name (default asl)")
     parser.add_argument("--top-k", type=int, default=1, help="classes to print per image")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds one call to the server may take in all (default {DEFAULT_TIMEOUT_S:g})",
+    )
     return parser
 
 
@@ -640,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.top_k < 1:
         print("error: --top-k must be >= 1", file=sys.stderr)
+        return 2
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print("error: --timeout must be a number of seconds > 0", file=sys.stderr)
         return 2
     try:
         return run(args)
