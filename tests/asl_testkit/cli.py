@@ -135,3 +135,15 @@ def child_pids(pid: int, live_only: bool = False) -> list[int]:
         if int(fields[1]) == pid and not (live_only and fields[0] in ("Z", "X")):
             found.append(int(stat.parent.name))
     return found
+
+
+def processes_of(repo: Path) -> list[int]:
+    """Pids of every process whose command line names ``repo`` (tritonserver, its stubs)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(repo).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids

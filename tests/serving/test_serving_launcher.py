@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from asl_testkit.cli import cli_process, lines_read, wait_for_text
+from asl_testkit.cli import cli_process, lines_read, processes_of, wait_for_text
 
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT
@@ -207,8 +207,6 @@ def test_a_taken_http_port_is_refused_before_anything_starts(tmp_path, monkeypat
 def test_a_launcher_killed_with_sigkill_leaves_no_tritonserver(tiny_models, tmp_path) -> None:
     """A kill -9 of ``make serve`` (the OOM killer, a closed terminal) had left tritonserver
     serving on its ports for good, its model's memory held; it now dies with the launcher."""
-    from test_web_demo_faults import processes_of
-
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, tmp_path / "repo")
     with serving_cli(tmp_path, "--exit-timeout", "2") as (proc, http):

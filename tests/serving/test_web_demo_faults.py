@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asl_testkit.cli import lines_read
+from asl_testkit.cli import lines_read, processes_of
 from asl_testkit.web import photo
 from test_web_demo import demo_env, tritons_serving, wait_for_url
 from test_web_model_answers import stand_in
@@ -25,18 +25,6 @@ from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT
 
 pytestmark = pytest.mark.server
-
-
-def processes_of(repo: Path) -> list[int]:
-    """Pids of every process whose command line names ``repo`` (tritonserver, its stubs)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(repo).encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return pids
 
 
 def start_demo(repo: Path, workspace: Path, port: int | None = None):
