@@ -135,7 +135,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     print(
         f"summary: val macro-F1 {metrics['val_macro_f1']:.3f} | test accuracy "
         f"{metrics['test_accuracy']:.3f} macro-F1 {metrics['test_macro_f1']:.3f} "
-        f"(in-distribution Kaggle frames: inflated) | external accuracy {shown} | "
+        f"(in-distribution: training's signers, inflated) | external accuracy {shown} | "
         f"{metrics['wall_seconds']}s"
     )
     for group, result in metrics["holdout"].items():
