@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from asl_recognition.store.base import remove_stale
+from asl_recognition.store.base import remove_stale, writer_tag
 
 MiB = 1 << 20
 CHUNK = MiB
@@ -246,7 +246,7 @@ def safe_extract_zip(
         raise ValueError(f"extraction target {target} exists and is not an empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target.parent.glob(f".{glob.escape(target.name)}.part*"), ".part")
-    stage = target.parent / f".{target.name}.part{os.getpid()}"
+    stage = target.parent / f".{target.name}.part{writer_tag()}"
     shutil.rmtree(stage, ignore_errors=True)
     try:
         with zipfile.ZipFile(archive) as zf:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -115,24 +116,56 @@ def read_version(path: Path) -> DatasetVersion:
     return version
 
 
-def _pid_after(name: str, marker: str) -> int | None:
-    """The pid written right after ``marker`` (ending the name or followed by ``_``)."""
-    _, sep, tail = name.rpartition(marker)
-    digits = tail.partition("_")[0]
-    if not sep or not digits.isdigit():
+# A leftover of a writer in another pid namespace (a container sharing the workspace) cannot be
+# judged by its pid here, where a live writer's pid may name no process: removed once this old.
+FOREIGN_LEFTOVER_S = 24 * 3600
+_WRITER = re.compile(r"(\d+)(?:n(\d+))?(?:_|$)")
+
+
+def pid_namespace() -> int | None:
+    """This process's pid namespace (its inode), where the system has them."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
         return None
-    return int(digits)
+
+
+def writer_tag() -> str:
+    """This process as a temp name carries it: ``<pid>n<pid namespace>`` (``<pid>`` alone
+    where there are no namespaces), so that a cleaner in another namespace leaves it alone."""
+    namespace = pid_namespace()
+    return f"{os.getpid()}n{namespace}" if namespace else str(os.getpid())
+
+
+def _writer_after(name: str, marker: str) -> tuple[int, int | None] | None:
+    """(pid, namespace or None) written right after ``marker``, ending the name or before ``_``."""
+    _, sep, tail = name.rpartition(marker)
+    match = _WRITER.match(tail) if sep else None
+    if not match:
+        return None
+    return int(match[1]), int(match[2]) if match[2] else None
+
+
+def _writer_gone(path: Path, pid: int, namespace: int | None) -> bool:
+    """Whether the writer named in ``path`` is dead: by its pid in this namespace, else by age."""
+    if namespace is not None and namespace != pid_namespace():
+        try:
+            return time.time() - path.lstat().st_mtime > FOREIGN_LEFTOVER_S
+        except OSError:
+            return False
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def remove_stale(paths: Iterable[Path], marker: str) -> list[Path]:
-    """Delete leftovers named ``...<marker><pid>...`` whose writer is dead (killed mid-write).
+    """Delete leftovers named ``...<marker><writer>...`` whose writer is dead (killed mid-write).
 
-    A live pid (this process or another run) is never touched; returns what was removed.
+    A live writer (this process or another run) is never touched; one of another pid namespace
+    is judged by age alone (:data:`FOREIGN_LEFTOVER_S`); returns what was removed.
     """
     removed = []
     for path in paths:
-        pid = _pid_after(path.name, marker)
-        if pid is None or pid == os.getpid() or pid_alive(pid):
+        writer = _writer_after(path.name, marker)
+        if writer is None or not _writer_gone(path, *writer):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -154,8 +187,8 @@ def check_copied(rel: str, sha: str, expected: Mapping[str, str] | None) -> None
 
 
 def temp_name(path: Path) -> Path:
-    """The sibling a writer fills before the rename; the pid lets the next start clean it."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """The sibling a writer fills before the rename; its tag lets the next start clean it."""
+    return path.with_name(f".{path.name}.tmp{writer_tag()}")
 
 
 @contextmanager

@@ -47,6 +47,7 @@ from asl_recognition.store.base import (
     read_version,
     remove_stale,
     temp_name,
+    writer_tag,
 )
 
 DATASET_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, like ClearML's dataset ids
@@ -149,7 +150,7 @@ class LocalDatasetStore(DatasetStore):
         while it is published is never stored under the hash of another state of it, nor
         stored at all when those bytes are not the ones the caller checked."""
         self.incoming.mkdir(exist_ok=True)
-        staged = self.incoming / f".put.tmp{os.getpid()}_{uuid.uuid4().hex}"
+        staged = self.incoming / f".put.tmp{writer_tag()}_{uuid.uuid4().hex}"
         try:
             sha, size = copy_hashed(source, staged)
             check_copied(rel, sha, expected)
@@ -291,7 +292,7 @@ class LocalDatasetStore(DatasetStore):
     def _build_checkout(self, dataset: DatasetVersion, target: Path) -> None:
         """Link every (hashed) object into a temp tree, record its stats, rename it in place."""
         remove_stale(self.checkouts.glob(f".{dataset.id}.tmp*"), ".tmp")  # a killed builder's
-        tmp = self.checkouts / f".{dataset.id}.tmp{os.getpid()}"
+        tmp = self.checkouts / f".{dataset.id}.tmp{writer_tag()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             checked: set[str] = set()

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_store_removes_temp_objects_of_a_killed_writer(tmp_path: Path, sample_di
         store.create("ASL_raw", {{"A/a.jpg": {str(image)!r}}})
         """)
     (left,) = root.glob("objects/*/*")
-    assert f".tmp{pid}_" in left.name and left.read_bytes() == image.read_bytes()
+    assert f".tmp{pid}n" in left.name and left.read_bytes() == image.read_bytes()
     alive = left.with_name(f".other.tmp{os.getpid()}")  # a writer still running: untouched
     alive.write_bytes(b"in progress")
     store = LocalDatasetStore(root)
@@ -123,6 +124,27 @@ def test_a_fifo_in_a_class_folder_is_quarantined_not_skipped(
     assert "A/pipe.jpg is a named pipe (FIFO)" in scan
     stored = {f.path for f in get_store().get(dataset_id=out["raw_dataset_id"]).files}
     assert stored == {f"{cls}/first.jpg" for cls in CLASSES}
+
+
+def test_a_leftover_of_another_pid_namespace_is_judged_by_age_not_by_its_pid(
+    tmp_path: Path,
+) -> None:
+    """A writer in a container sharing the workspace has a pid that may name no process here:
+    judged by that pid, its live temp file was deleted under it. Its name carries its pid
+    namespace; another namespace's leftover is removed only once a day old."""
+    from asl_recognition.store.base import FOREIGN_LEFTOVER_S, pid_namespace, remove_stale
+
+    dead = _killed("import os, signal; print(os.getpid(), flush=True); os.kill(os.getpid(), 9)")
+    here, foreign = pid_namespace(), pid_namespace() + 1
+    ours = tmp_path / f".put.tmp{dead}n{here}_ab"  # a writer of this namespace killed
+    live = tmp_path / f".put.tmp{dead}n{foreign}_cd"  # a container's writer, still at work
+    old = tmp_path / f".put.tmp{dead}n{foreign}_ef"  # a container's writer killed yesterday
+    for path in (ours, live, old):
+        path.write_bytes(b"x")
+    stamp = time.time() - FOREIGN_LEFTOVER_S - 60
+    os.utime(old, (stamp, stamp))
+    assert sorted(remove_stale(tmp_path.iterdir(), ".tmp")) == sorted([ours, old])
+    assert live.exists()
 
 
 @pytest.mark.parametrize("marker_name", [".x.json.tmp", "asl_publish_3kd8x", "a.tmp12b"])

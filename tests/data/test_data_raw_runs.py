@@ -53,8 +53,10 @@ def _start(archive: Path, env: dict[str, str], outputs: Path) -> subprocess.Pope
 
 def _extracted(workspace: Path, archive: Path) -> list[Path]:
     """The complete extraction folders of ``archive`` (named by its hash) in the workspace."""
-    key = sha256_file(archive)[:16]
-    return [p for p in (workspace / "extracted").rglob(key) if p.is_dir()]
+    key = sha256_file(archive)[:16]  # a run's own folder, or an older version's at the top
+    # not rglob: its walk entered a stage folder as the extraction renamed it (FileNotFoundError)
+    found = [*(workspace / "extracted").glob(f"*/{key}"), workspace / "extracted" / key]
+    return [p for p in found if p.is_dir()]
 
 
 def _wait_extracted(workspace: Path, archive: Path, proc: subprocess.Popen) -> Path:
