@@ -150,7 +150,11 @@ def server_unreachable(tries: int = 3, timeout_s: float = 10.0) -> str | None:
     backoff up to 120 s) and prints nothing, so a wrong ``CLEARML_API_HOST`` hung the enqueue
     job until the runner's time-out. Any HTTP answer counts as reachable: credentials are the
     SDK's to check, with its own clear error.
+    A TLS handshake that fails (a self-signed or private-CA certificate) is an answer too: the
+    SDK trusts what ``api.verify_certificate`` (``CLEARML_API_HOST_VERIFY_CERT``) or a CA bundle
+    says, which this check cannot see.
     """
+    import ssl
     import time
     import urllib.error
     import urllib.request
@@ -166,6 +170,9 @@ def server_unreachable(tries: int = 3, timeout_s: float = 10.0) -> str | None:
         except urllib.error.HTTPError:
             return None
         except (OSError, ValueError) as exc:
+            why = getattr(exc, "reason", None)  # URLError wraps it; ssl.SSLError's is a str
+            if isinstance(exc, ssl.SSLError) or isinstance(why, ssl.SSLError):
+                return None  # a TLS server answered; its certificate is the SDK's to judge
             reason = str(getattr(exc, "reason", None) or exc)
         if attempt + 1 < tries:
             time.sleep(2.0)

@@ -314,3 +314,48 @@ def test_the_thread_switch_refuses_an_sdk_without_it() -> None:
 
     with pytest.raises(RuntimeError, match="_report_subprocess_enabled"):
         tracking.report_from_a_thread(NoSuchSwitch)
+
+
+def test_a_tls_server_the_sdk_is_told_to_trust_is_not_called_unreachable(
+    monkeypatch, tmp_path
+) -> None:
+    """A ClearML server with a self-signed certificate and CLEARML_API_HOST_VERIFY_CERT=0 (or a
+    private CA in a bundle the SDK is given): the SDK talks to it, so the enqueue and the trigger
+    service must not refuse it as "does not answer (certificate verify failed)"."""
+    import http.server
+    import shutil
+    import ssl
+    import threading
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl makes the self-signed certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Ping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in SERVER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLEARML_API_HOST", f"https://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("CLEARML_API_HOST_VERIFY_CERT", "0")
+    try:
+        assert clearml_env.server_unreachable(tries=1, timeout_s=5) is None
+    finally:
+        server.shutdown()
+        server.server_close()
