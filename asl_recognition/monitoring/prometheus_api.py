@@ -21,20 +21,30 @@ from typing import Any, Mapping
 
 from .urls import mask_url, split_credentials
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
     parts = urllib.parse.urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port
+    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+
+def _keeps_credentials(old: str, new: str) -> bool:
+    """The same scheme, host and port (a default port written or not), or the same host moved
+    from http to https on the default ports: what requests and httpx keep the header for."""
+    before, after = _origin(old), _origin(new)
+    upgrade = before == ("http", after[1], 80) and after == ("https", after[1], 443)
+    return before == after or upgrade
 
 
 class _CredentialsStayHome(urllib.request.HTTPRedirectHandler):
     """urllib copies every header onto a redirect, ``Authorization`` too, to any host: a
     Prometheus (or the proxy before it) redirecting elsewhere was sent the basic-auth password.
-    Kept only for the same scheme, host and port, as requests and httpx do."""
+    Kept only for the same origin or its http -> https upgrade, as requests and httpx do."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and _origin(newurl) != _origin(req.full_url):
+        if new is not None and not _keeps_credentials(req.full_url, newurl):
             new.remove_header("Authorization")
         return new
 

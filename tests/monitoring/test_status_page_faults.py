@@ -446,3 +446,34 @@ def test_prometheus_credentials_are_not_sent_where_a_redirect_points(asl_workspa
         for server in (prometheus, elsewhere):
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.parametrize(
+    "old, new, kept",
+    [
+        ("http://prom.example/api/v1/query", "https://prom.example/api/v1/query", True),
+        ("http://prom.example:80/api", "http://prom.example/api/", True),
+        ("https://prom.example/api", "https://prom.example:443/x", True),
+        ("http://prom.example:9090/api", "https://prom.example/api", False),
+        ("https://prom.example/api", "http://prom.example/api", False),
+        ("http://prom.example/api", "https://elsewhere.example/api", False),
+    ],
+)
+def test_a_redirect_keeps_prometheus_credentials_where_requests_and_httpx_do(
+    old: str, new: str, kept: bool
+) -> None:
+    """A Prometheus on http:// behind a proxy that upgrades to https on the same host got the
+    header before the redirect fix, as it does with requests and httpx; the fix dropped it
+    (401 on the page). Another host, port or a downgrade still goes without it."""
+    import io
+    import urllib.request
+    from email.message import Message
+
+    from asl_recognition.monitoring.prometheus_api import _CredentialsStayHome
+
+    request = urllib.request.Request(old)
+    request.add_header("Authorization", "Basic YWRtaW46czNjcmV0")
+    followed = _CredentialsStayHome().redirect_request(
+        request, io.BytesIO(), 302, "Found", Message(), new
+    )
+    assert followed.has_header("Authorization") is kept
