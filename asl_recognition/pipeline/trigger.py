@@ -245,10 +245,15 @@ class PipelineTriggerScheduler(TriggerScheduler):
         self.restore_watermark(stored)
 
     def _deserialize(self) -> None:
-        """The SDK's periodic re-read of the configuration object, which must not rewind."""
-        mark = self.watermark()
+        """The SDK's periodic re-read of the configuration object, which must not rewind: each
+        trigger gets back its own mark, not the newest of both (the published trigger moved to
+        the finalized one's mark had skipped a version published while its query failed)."""
+        marks = {t.name: _utc(t.last_update) for t in self._dataset_triggers}
         super()._deserialize()
-        self.restore_watermark(mark)
+        for trigger_ in self._dataset_triggers:
+            mark = marks.get(trigger_.name)
+            if mark and (not _utc(trigger_.last_update) or _utc(trigger_.last_update) < mark):
+                trigger_.last_update = mark
 
     def restore_watermark(self, stored: str | datetime | None) -> None:
         """Watch from ``stored`` on where the triggers know of nothing later."""

@@ -326,6 +326,41 @@ def test_configuration_reread_does_not_rewind_the_watermark():
     assert scheduler.watermark() == T0
 
 
+def test_a_configuration_reread_does_not_skip_a_publish_whose_query_failed(capsys):
+    """A poll whose ``published`` query failed (the SDK logs it and goes on) while a version was
+    finalized: the re-read every 15 min moved the published trigger to the finalized one's
+    mark, past a version published before, which was then never launched."""
+    runner = mock.Mock()
+    scheduler = offline(TriggerOptions(), runner)
+    scheduler._task = mock.create_autospec(Task, instance=True)
+    scheduler.restore_watermark(T0.isoformat())
+    published = version("ds-pub", T0 + timedelta(minutes=1))
+    finalized = version("ds-new", T0 + timedelta(minutes=2))
+
+    def hiccup(**query):
+        if query["status"] == ["published"]:
+            raise ConnectionError("the server did not answer")
+        return [finalized]
+
+    scheduler._client.tasks.get_all.side_effect = hiccup
+    scheduler._step()
+    configuration = [t.to_dict() for t in scheduler._dataset_triggers]
+    scheduler._task._get_configuration_text.side_effect = lambda name: json.dumps(
+        configuration if name == "datasets" else [], default=str
+    )
+    scheduler._deserialize()  # the SDK's sync, between two polls
+
+    def server(**query):
+        since = datetime.fromisoformat(query["last_update"][1:])
+        by_status = {"completed": [finalized], "published": [published]}
+        return [v for v in by_status[query["status"][0]] if v.last_update > since]
+
+    scheduler._client.tasks.get_all.side_effect = server
+    scheduler._step()
+    launched = sorted(call.args[0][-1] for call in runner.call_args_list)
+    assert launched == ["raw_version=ds-new", "raw_version=ds-pub"]
+
+
 def mock_running(task_id: str, status: str, watermark: datetime | None) -> mock.Mock:
     mock_task = mock.create_autospec(Task, instance=True)
     mock_task.id, mock_task.status = task_id, status
