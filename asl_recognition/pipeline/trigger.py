@@ -250,17 +250,21 @@ class PipelineTriggerScheduler(TriggerScheduler):
         the finalized one's mark had skipped a version published while its query failed)."""
         marks = {t.name: _utc(t.last_update) for t in self._dataset_triggers}
         super()._deserialize()
-        for trigger_ in self._dataset_triggers:
-            mark = marks.get(trigger_.name)
-            if mark and (not _utc(trigger_.last_update) or _utc(trigger_.last_update) < mark):
-                trigger_.last_update = mark
+        for trigger in self._dataset_triggers:
+            _advance(trigger, marks.get(trigger.name))
 
     def restore_watermark(self, stored: str | datetime | None) -> None:
         """Watch from ``stored`` on where the triggers know of nothing later."""
         mark = _utc(stored) if stored else None
-        for trigger in self._dataset_triggers if mark else ():
-            if not _utc(trigger.last_update) or _utc(trigger.last_update) < mark:
-                trigger.last_update = mark
+        for trigger in self._dataset_triggers:
+            _advance(trigger, mark)
+
+
+def _advance(trigger: BaseTrigger, mark: datetime | None) -> None:
+    """Move ``trigger`` on to ``mark`` unless it has seen later (never back)."""
+    seen = _utc(trigger.last_update)
+    if mark and (not seen or seen < mark):
+        trigger.last_update = mark
 
 
 def build_scheduler(
