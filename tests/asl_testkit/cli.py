@@ -147,3 +147,11 @@ def processes_of(repo: Path) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def left_after(repo: Path, timeout: float = 30.0) -> list[int]:
+    """Pids still naming ``repo`` once they had ``timeout`` s to go (empty: all gone)."""
+    deadline = time.monotonic() + timeout
+    while processes_of(repo) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_of(repo)

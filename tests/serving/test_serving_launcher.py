@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from asl_testkit.cli import cli_process, lines_read, processes_of, wait_for_text
+from asl_testkit.cli import cli_process, left_after, lines_read, processes_of, wait_for_text
 
 from asl_recognition.netutil import free_port
 from asl_recognition.paths import REPO_ROOT
@@ -215,10 +215,7 @@ def test_a_launcher_killed_with_sigkill_leaves_no_tritonserver(tiny_models, tmp_
         assert processes_of(tmp_path / "repo")
         proc.kill()
         proc.wait(10)
-        deadline = time.monotonic() + 30  # SIGTERM: Triton's own exit, a few seconds
-        while processes_of(tmp_path / "repo") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = processes_of(tmp_path / "repo")
+        left = left_after(tmp_path / "repo", 30)  # SIGTERM: Triton's own exit, a few seconds
         for pid in left:  # the orphan the old code left
             os.kill(pid, signal.SIGKILL)
         assert not left, f"{left} outlived the launcher's kill -9"

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from asl_testkit.cli import lines_read, processes_of
+from asl_testkit.cli import left_after, lines_read
 from asl_testkit.web import photo
 from test_web_demo import demo_env, tritons_serving, wait_for_url
 from test_web_model_answers import stand_in
@@ -57,10 +56,7 @@ def test_a_demo_killed_with_sigkill_leaves_no_tritonserver(tmp_path: Path) -> No
         assert len(tritons_serving(repo)) == 1
         proc.kill()
         proc.wait(10)
-        deadline = time.monotonic() + 30  # SIGTERM: Triton's own exit, 10 s at most
-        while processes_of(repo) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = processes_of(repo)
+        left = left_after(repo, 30)  # SIGTERM: Triton's own exit, 10 s at most
         assert not left, f"{left} outlived the demo's kill -9 (tritonserver, its stubs)"
     finally:
         if proc.poll() is None:
