@@ -190,6 +190,7 @@ def test_the_images_modules_run_on_its_python_alone() -> None:
         "asl_recognition.serving.repo_manifest": "serving/repo_manifest.py",
         "asl_recognition.serving.stubs": "serving/stubs.py",
         "asl_recognition.options": "options.py",
+        "asl_recognition.option_text": "option_text.py",
         "asl_recognition.locks": "locks.py",
         "asl_recognition.hashing": "hashing.py",
     }
