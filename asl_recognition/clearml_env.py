@@ -173,7 +173,7 @@ def server_unreachable(tries: int = 3, timeout_s: float = 10.0) -> str | None:
             why = getattr(exc, "reason", None)  # URLError wraps it; ssl.SSLError's is a str
             if isinstance(exc, ssl.SSLError) or isinstance(why, ssl.SSLError):
                 return None  # a TLS server answered; its certificate is the SDK's to judge
-            reason = str(getattr(exc, "reason", None) or exc)
+            reason = str(why or exc)
         if attempt + 1 < tries:
             time.sleep(2.0)
     return (

@@ -138,11 +138,13 @@ def _die_with(parent: int, death_signal: int) -> Callable[[], None]:
     thread that forks it ends (prctl(2)); a parent gone before that exits the child at once."""
     import ctypes
 
+    from asl_recognition.reaper import PR_SET_PDEATHSIG
+
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after the fork
 
     def preexec() -> None:
         os.setsid()
-        prctl(1, death_signal, 0, 0, 0)  # PR_SET_PDEATHSIG
+        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
 

@@ -186,8 +186,10 @@ def as_nested(values: Mapping[str, Any]) -> dict[str, Any]:
 RECIPE_DIGEST_KEY = "_launched_sha256"
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
+def _digest(value: Any, length: int = 8) -> str:
+    """The first ``length`` hex digits of the sha256 of ``value`` as sorted JSON."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def recipe_record(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,12 +218,7 @@ def edited_recipe(dag: Dag, recorded: Mapping[str, Any] | None) -> dict[str, Any
     digests = nested.pop(RECIPE_DIGEST_KEY, None)
     launched = flatten(digests) if isinstance(digests, Mapping) else {}
     if isinstance(digests, str):  # recorded by an older launch: one digest for the whole
-        changed = (
-            digests
-            != hashlib.sha256(
-                json.dumps(nested, sort_keys=True, default=str).encode()
-            ).hexdigest()[:16]
-        )
+        changed = digests != _digest(nested, 16)
         return typed_values(dag, list(flatten(nested).items())) if changed and nested else {}
     pairs = [(k, v) for k, v in flatten(nested).items() if launched.get(k) != _digest(v)]
     return typed_values(dag, pairs)
