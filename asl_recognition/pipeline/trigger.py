@@ -3,37 +3,28 @@
 What it does, exactly (each point read in clearml 2.1.12 or clearml-server, file named):
 
 - **Launch.** For each new finalized or published version of the dataset named exactly
-  ``--dataset-name`` (the SDK sends ``trigger_name`` to the server as a regex,
-  ``DatasetTrigger.build_query`` in ``clearml/automation/trigger.py``: the name is escaped and
-  anchored), it runs
+  ``--dataset-name`` (``trigger_name`` is sent as a regex, escaped and anchored here:
+  ``DatasetTrigger.build_query``, ``clearml/automation/trigger.py``), it runs
   ``pipelines/asl_pipeline.py --mode queue ... raw_version=<id>`` in the loop, not in the SDK's
   thread, without the task variables an agent set for the service (:data:`SDK_TASK_ENV`).
 - **Published versions.** A dataset trigger's query asks for one status: ``completed``, or
-  ``published`` with ``trigger_on_publish`` (``DatasetTrigger.build_query``). With only the
-  first, a version published before the next poll was never seen. There are two triggers, one
-  per status; a version the first launched is not launched again when it is published, except
-  once after a reset between the two (the SDK's record of launched versions, the ``state``
-  artifact, is gone then).
-- **Failure.** A launch that fails is logged in one line, kept off the "Triggers Executed" table
-  and retried at each later poll, up to ``--max-tries`` tries per version, then given up in one
-  line. Pending retries live in this process only.
+  ``published`` with ``trigger_on_publish``, so there is a trigger per status; a version the
+  first launched is not launched again when published, except once after a reset between the
+  two (the SDK's record of launched versions, the ``state`` artifact, is gone then).
+- **Failure.** A failed launch is one line in the log, kept off the "Triggers Executed" table
+  and retried at each later poll, up to ``--max-tries`` tries per version (in this process).
 - **One instance.** A second start refuses while a task of the same name in project ``ASL`` is
-  queued or running; ``--replace`` stops that one and starts anew (the restart path). A running
-  one ends when its agent sees the stop request, so the two may overlap for one poll. A start
-  from a checkout carries over the newest watermark of the service's recent instances in any
-  status, so a plain start after the service died (failed, stopped, reset) launches what came
-  meanwhile.
-- **State.** The SDK keeps the trigger's definition in the configuration object ``datasets``
-  and its state (last poll time, versions seen) in the output artifact ``state``
-  (``TriggerScheduler._serialize``/``_serialize_state``). A reset keeps configuration objects
-  but deletes output artifacts (clearml-server ``reset_task``), so the state was lost and a
-  reset service watched only from the moment it restarted. The service also stores the newest
-  change time it has seen as the user property :data:`WATERMARK_PROPERTY` (editable in any
-  status, clearml-server ``HyperParams.edit_params``), which a reset keeps:
-  after a reset (or ``--replace``) it launches the versions that appeared while it was down,
-  and none it saw before unless changed since (a tag edit moves a version's change time). A
-  version still failing when the service stops is not retried: launch it by hand with
-  ``asl_pipeline.py --mode queue raw_version=<id>``.
+  queued or running; ``--replace`` stops that one (the two may overlap for one poll). A start
+  carries over each trigger's newest mark among the service's recent instances in any status,
+  so a plain start after the service died (failed, stopped, reset) launches what came meanwhile.
+- **State.** The SDK keeps the triggers in the configuration object ``datasets`` and their
+  state (last poll time, versions seen) in the output artifact ``state``, which a reset deletes
+  (clearml-server ``reset_task``). The newest change time each trigger has seen is also a user
+  property (:data:`MARK_PROPERTIES`; editable in any status, ``HyperParams.edit_params``), which
+  a reset keeps: after a reset (or ``--replace``) each trigger launches the versions that came
+  while it was down, and none it saw before unless changed since (a tag edit moves a version's
+  change time). A version still failing when the service stops is not retried: launch it by
+  hand with ``asl_pipeline.py --mode queue raw_version=<id>``.
 - **Code.** The launched pipelines are built from this service's checkout: on an agent, the
   commit the service task was started from (``--run-here``: this working tree). They do not
   follow the branch; to run newer code, restart the service with ``--replace`` from an
@@ -71,20 +62,13 @@ LAUNCH_TIMEOUT_S = 1800  # a controller only builds templates and enqueues itsel
 ACTIVE_STATUSES = ["queued", "in_progress"]
 # Every task status (``TaskStatusEnum``, clearml/backend_api/services/v2_23/tasks.py): an
 # instance that died is failed, stopped or completed; a reset one is "created" again.
-ANY_STATUS = [
-    "created",
-    "queued",
-    "in_progress",
-    "stopped",
-    "published",
-    "publishing",
-    "closed",
-    "failed",
-    "completed",
-    "unknown",
-]
+ANY_STATUS = ["created", "queued", "in_progress", "stopped", "published", "publishing", "closed"]
+ANY_STATUS += ["failed", "completed", "unknown"]
 RECENT_INSTANCES = 10  # each one is a task load (``Task.get_tasks``, clearml/task.py)
-WATERMARK_PROPERTY = "trigger_last_change"
+# Each trigger's own mark: one mark for both (the newest) skipped, after a reset, a version
+# published while the ``published`` query failed and the ``completed`` one moved on.
+MARK_PROPERTIES = {False: "trigger_last_change_finalized", True: "trigger_last_change_published"}
+WATERMARK_PROPERTY = "trigger_last_change"  # the newest of both: all that older starts stored
 # Every task variable the SDK reads to attach to an existing task. The SDK's sanitisers drop
 # them before starting a child (``PipelineDecorator.pipeline``'s ``sanitized_env`` in
 # clearml/automation/controller.py; ``LocalClearmlJob.launch`` in clearml/automation/job.py),
@@ -172,7 +156,7 @@ class PipelineTriggerScheduler(TriggerScheduler):
         super().__init__(*args, **kwargs)
         self.max_tries = max_tries
         self._retries: dict[str, tuple[BaseTrigger, int]] = {}
-        self._saved_watermark: datetime | None = None
+        self._saved_marks: dict[str, datetime] = {}
 
     def _step(self) -> bool:
         due = dict(self._retries)  # failed at an earlier poll; a new failure waits for the next
@@ -229,20 +213,24 @@ class PipelineTriggerScheduler(TriggerScheduler):
 
     def watermark(self) -> datetime | None:
         """The newest change time of the versions the dataset triggers have seen."""
-        marks = [_utc(t.last_update) for t in self._dataset_triggers]
-        return max((m for m in marks if m), default=None)
+        return max(self.marks().values(), default=None)
+
+    def marks(self) -> dict[str, datetime]:
+        """Each dataset trigger's newest change time seen, by its property name."""
+        marks = {_mark_name(t): _utc(t.last_update) for t in self._dataset_triggers}
+        return {name: mark for name, mark in marks.items() if mark}
 
     def _save_watermark(self) -> None:
-        mark = self.watermark()
-        if self._task is not None and mark and mark != self._saved_watermark:
-            self._task.set_user_properties({"name": WATERMARK_PROPERTY, "value": mark.isoformat()})
-            self._saved_watermark = mark
+        marks = self.marks()
+        if self._task is not None and marks and marks != self._saved_marks:
+            newest = {WATERMARK_PROPERTY: max(marks.values())}
+            self._task.set_user_properties(*_properties({**marks, **newest}))
+            self._saved_marks = marks
 
     def _deserialize_state(self) -> None:
-        """The SDK's ``state`` artifact (gone after a reset), then the user-property watermark."""
+        """The SDK's ``state`` artifact (gone after a reset), then the user-property marks."""
         super()._deserialize_state()
-        stored = self._task.get_user_properties(value_only=True).get(WATERMARK_PROPERTY)
-        self.restore_watermark(stored)
+        self.restore_watermark(self._task.get_user_properties(value_only=True))
 
     def _deserialize(self) -> None:
         """The SDK's periodic re-read of the configuration object, which must not rewind: each
@@ -253,11 +241,21 @@ class PipelineTriggerScheduler(TriggerScheduler):
         for trigger in self._dataset_triggers:
             _advance(trigger, marks.get(trigger.name))
 
-    def restore_watermark(self, stored: str | datetime | None) -> None:
-        """Watch from ``stored`` on where the triggers know of nothing later."""
-        mark = _utc(stored) if stored else None
+    def restore_watermark(self, stored: Mapping[str, str] | None) -> None:
+        """Watch each trigger from its stored mark on, or from the common one of older starts,
+        where it knows of nothing later."""
+        stored = stored or {}
         for trigger in self._dataset_triggers:
-            _advance(trigger, mark)
+            own = stored.get(_mark_name(trigger)) or stored.get(WATERMARK_PROPERTY)
+            _advance(trigger, _utc(own) if own else None)
+
+
+def _mark_name(trigger: BaseTrigger) -> str:
+    return MARK_PROPERTIES[bool(getattr(trigger, "on_publish", False))]
+
+
+def _properties(marks: Mapping[str, datetime]) -> list[dict[str, str]]:
+    return [{"name": name, "value": mark.isoformat()} for name, mark in marks.items()]
 
 
 def _advance(trigger: BaseTrigger, mark: datetime | None) -> None:
@@ -292,10 +290,10 @@ def build_scheduler(
     return scheduler
 
 
-def take_over(task_cls: Any, replace: bool) -> str | None:
+def take_over(task_cls: Any, replace: bool) -> dict[str, str]:
     """Refuse while another instance is queued or running; with ``replace``, stop it.
 
-    Returns the newest watermark of the earlier instances, for the new one to start from.
+    Returns each trigger's newest mark among the earlier instances, for the new one to go on.
     """
     running = task_cls.get_tasks(
         project_name=PROJECT,
@@ -314,8 +312,8 @@ def take_over(task_cls: Any, replace: bool) -> str | None:
     return last_watermark(task_cls)
 
 
-def last_watermark(task_cls: Any) -> str | None:
-    """The newest watermark among the service's latest instances, whatever their status.
+def last_watermark(task_cls: Any) -> dict[str, str]:
+    """Each trigger's newest mark among the service's latest instances, whatever their status.
 
     A start without one watches from now: the SDK's ``TriggerScheduler._step`` queries from
     ``trigger.last_update or datetime.now()`` (clearml/automation/trigger.py), and ``Task.init``
@@ -323,7 +321,8 @@ def last_watermark(task_cls: Any) -> str | None:
     of a service that had died, with every version uploaded while it was down. The latest
     instance need not hold the newest (it may have died before seeing a version, or be an old
     one reset and re-run), so the newest of the recent ones wins. Archived ones count too:
-    archiving hides a task, it launches nothing.
+    archiving hides a task, it launches nothing. An instance from before the marks per trigger
+    counts with its one mark for both.
     """
     recent = task_cls.get_tasks(
         project_name=PROJECT,
@@ -335,19 +334,19 @@ def last_watermark(task_cls: Any) -> str | None:
             "page_size": RECENT_INSTANCES,
         },
     )
-    seen = [
-        (_utc(task.get_user_properties(value_only=True).get(WATERMARK_PROPERTY)), task)
-        for task in recent
-    ]
-    newest, task = max(
-        ((m, t) for m, t in seen if m), key=lambda pair: pair[0], default=(None, None)
-    )
-    if newest is None:
-        return None
-    print(
-        f"continuing from {newest.isoformat()}, seen by task {task.id} ({task.status})", flush=True
-    )
-    return newest.isoformat()
+    stored = [(task.get_user_properties(value_only=True), task) for task in recent]
+    carried = {}
+    for name in MARK_PROPERTIES.values():
+        seen = [(_utc(props.get(name) or props.get(WATERMARK_PROPERTY)), t) for props, t in stored]
+        newest, task = max(
+            ((m, t) for m, t in seen if m), key=lambda pair: pair[0], default=(0, 0)
+        )
+        if newest:
+            carried[name] = newest.isoformat()
+            print(
+                f"{name}: continuing from {carried[name]}, seen by task {task.id} ({task.status})"
+            )
+    return carried
 
 
 def checkout_commit() -> str:
@@ -359,7 +358,7 @@ def serve(options: TriggerOptions) -> int:
     """Start the service: here (``--run-here``, or on the agent) or on ``--queue``."""
     from clearml import Task
 
-    carried = None
+    carried: dict[str, str] = {}
     try:
         # every launch is a queue-mode pipeline, which refuses code an agent cannot clone
         check_code_travels()
@@ -380,7 +379,7 @@ def serve(options: TriggerOptions) -> int:
         task.get_logger().report_text(message, print_console=False)
         return 2  # the agent marks the task failed
     if carried:
-        task.set_user_properties({"name": WATERMARK_PROPERTY, "value": carried})
+        task.set_user_properties(*_properties({n: _utc(m) for n, m in carried.items()}))
     print(f"launched pipelines are built from commit {checkout_commit()}", flush=True)
     scheduler = build_scheduler(options)
     scheduler.restore_watermark(carried)

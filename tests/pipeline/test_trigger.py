@@ -68,7 +68,7 @@ class OfflineScheduler(trigger.PipelineTriggerScheduler):
         self._task = None  # _log prints
         self.max_tries = max_tries
         self._retries = {}
-        self._saved_watermark = None
+        self._saved_marks = {}
         self._client = mock_api_client()
 
 
@@ -294,16 +294,15 @@ def test_watermark_is_stored_where_a_reset_keeps_it_and_restored_after_one():
     scheduler._task = mock.create_autospec(Task, instance=True)
     scheduler._client.tasks.get_all.return_value = [version("ds-3", T0)]
     scheduler._step()
+    names = [*trigger.MARK_PROPERTIES.values(), trigger.WATERMARK_PROPERTY]
     scheduler._task.set_user_properties.assert_called_once_with(
-        {"name": trigger.WATERMARK_PROPERTY, "value": T0.isoformat()}
+        *({"name": name, "value": T0.isoformat()} for name in names)
     )
 
     after_reset = offline(TriggerOptions(), runner=mock.Mock())
     after_reset._task = mock.create_autospec(Task, instance=True)
     after_reset._task.artifacts = {}  # the SDK's "state" artifact: gone
-    after_reset._task.get_user_properties.return_value = {
-        trigger.WATERMARK_PROPERTY: T0.isoformat()
-    }
+    after_reset._task.get_user_properties.return_value = {name: T0.isoformat() for name in names}
     after_reset._deserialize_state()  # what BaseScheduler.start does on the agent
     after_reset._step()
     queries = [c.kwargs for c in after_reset._client.tasks.get_all.call_args_list]
@@ -314,7 +313,7 @@ def test_watermark_is_stored_where_a_reset_keeps_it_and_restored_after_one():
 def test_configuration_reread_does_not_rewind_the_watermark():
     scheduler = offline(TriggerOptions(), runner=mock.Mock())
     scheduler._task = mock.create_autospec(Task, instance=True)
-    scheduler.restore_watermark(T0.isoformat())
+    scheduler.restore_watermark({trigger.WATERMARK_PROPERTY: T0.isoformat()})
     old = [
         dict(t.to_dict(), last_update=(T0 - timedelta(days=9)).isoformat())
         for t in scheduler._dataset_triggers
@@ -333,7 +332,7 @@ def test_a_configuration_reread_does_not_skip_a_publish_whose_query_failed(capsy
     runner = mock.Mock()
     scheduler = offline(TriggerOptions(), runner)
     scheduler._task = mock.create_autospec(Task, instance=True)
-    scheduler.restore_watermark(T0.isoformat())
+    scheduler.restore_watermark({trigger.WATERMARK_PROPERTY: T0.isoformat()})
     published = version("ds-pub", T0 + timedelta(minutes=1))
     finalized = version("ds-new", T0 + timedelta(minutes=2))
 
@@ -359,6 +358,65 @@ def test_a_configuration_reread_does_not_skip_a_publish_whose_query_failed(capsy
     scheduler._step()
     launched = sorted(call.args[0][-1] for call in runner.call_args_list)
     assert launched == ["raw_version=ds-new", "raw_version=ds-pub"]
+
+
+def both_marks(when: datetime) -> dict[str, str]:
+    return {name: when.isoformat() for name in trigger.MARK_PROPERTIES.values()}
+
+
+def test_a_reset_does_not_skip_a_publish_whose_query_failed(capsys):
+    """The same failed ``published`` query, then a reset (the SDK's ``state`` artifact gone):
+    one stored mark, the newest of both, had moved the published trigger past that version."""
+    runner = mock.Mock()
+    scheduler = offline(TriggerOptions(), runner)
+    scheduler._task = mock.create_autospec(Task, instance=True)
+    scheduler.restore_watermark({trigger.WATERMARK_PROPERTY: T0.isoformat()})
+    published = version("ds-pub", T0 + timedelta(minutes=1))
+    finalized = version("ds-new", T0 + timedelta(minutes=2))
+
+    def hiccup(**query):
+        if query["status"] == ["published"]:
+            raise ConnectionError("the server did not answer")
+        return [finalized]
+
+    scheduler._client.tasks.get_all.side_effect = hiccup
+    scheduler._step()
+    stored = {}
+    for call in scheduler._task.set_user_properties.call_args_list:
+        stored.update({p["name"]: p["value"] for p in call.args})
+
+    after_reset = offline(TriggerOptions(), runner)
+    after_reset._task = mock.create_autospec(Task, instance=True)
+    after_reset._task.artifacts = {}  # the SDK's "state" artifact: gone
+    after_reset._task.get_user_properties.return_value = stored
+    after_reset._deserialize_state()
+
+    def server(**query):
+        since = datetime.fromisoformat(query["last_update"][1:])
+        by_status = {"completed": [finalized], "published": [published]}
+        return [v for v in by_status[query["status"][0]] if v.last_update > since]
+
+    after_reset._client.tasks.get_all.side_effect = server
+    after_reset._step()
+    launched = [call.args[0][-1] for call in runner.call_args_list]
+    assert launched == ["raw_version=ds-new", "raw_version=ds-pub"]
+
+
+def test_a_start_takes_each_triggers_newest_mark_and_an_older_starts_one_mark_for_both():
+    mock_task_cls = mock.create_autospec(Task)
+    finalized, published = trigger.MARK_PROPERTIES[False], trigger.MARK_PROPERTIES[True]
+    newer = mock_instance("new-style", "failed", None, updated=T0 + timedelta(days=1))
+    newer.get_user_properties.return_value = {
+        finalized: (T0 + timedelta(hours=3)).isoformat(),
+        published: (T0 - timedelta(hours=3)).isoformat(),
+        trigger.WATERMARK_PROPERTY: (T0 + timedelta(hours=3)).isoformat(),
+    }
+    older = mock_instance("old-style", "stopped", T0, updated=T0)
+    mock_task_cls.get_tasks.side_effect = emulated_get_tasks([newer, older])
+    assert trigger.take_over(mock_task_cls, replace=False) == {
+        finalized: (T0 + timedelta(hours=3)).isoformat(),
+        published: T0.isoformat(),
+    }
 
 
 def mock_running(task_id: str, status: str, watermark: datetime | None) -> mock.Mock:
@@ -411,11 +469,11 @@ def test_replace_stops_the_running_instances_and_carries_their_watermark():
     mock_task_cls = mock.create_autospec(Task)
     old = [mock_running("a", "queued", None), mock_running("b", "in_progress", T0)]
     mock_task_cls.get_tasks.return_value = old
-    assert trigger.take_over(mock_task_cls, replace=True) == T0.isoformat()
+    assert trigger.take_over(mock_task_cls, replace=True) == both_marks(T0)
     for mock_task in old:
         assert mock_task.mark_stopped.call_args.kwargs["force"] is True
     mock_task_cls.get_tasks.return_value = []
-    assert trigger.take_over(mock_task_cls, replace=False) is None
+    assert trigger.take_over(mock_task_cls, replace=False) == {}
 
 
 def test_trigger_refuses_without_server(monkeypatch, capsys):
@@ -477,7 +535,7 @@ def test_restart_after_the_service_died_continues_from_its_watermark(status, rep
     mock_task_cls = mock.create_autospec(Task)
     dead = mock_instance("svc-dead", status, T0, updated=T0)
     mock_task_cls.get_tasks.side_effect = emulated_get_tasks([dead])
-    assert trigger.take_over(mock_task_cls, replace=replace) == T0.isoformat()
+    assert trigger.take_over(mock_task_cls, replace=replace) == both_marks(T0)
     dead.mark_stopped.assert_not_called()
     assert f"seen by task svc-dead ({status})" in capsys.readouterr().out
 
@@ -492,7 +550,7 @@ def test_restart_takes_the_newest_watermark_not_the_latest_instances():
         mock_instance("older", "failed", T0 - timedelta(days=1), updated=T0),
     ]
     mock_task_cls.get_tasks.side_effect = emulated_get_tasks(instances)
-    assert trigger.take_over(mock_task_cls, replace=False) == T0.isoformat()
+    assert trigger.take_over(mock_task_cls, replace=False) == both_marks(T0)
 
 
 def test_earlier_instances_query_is_valid_sorted_and_paged():
@@ -509,7 +567,7 @@ def test_earlier_instances_query_is_valid_sorted_and_paged():
         mock.patch.object(Task, "_send", side_effect=answer),
         mock.patch.object(Task, "_get_default_session"),
     ):
-        assert trigger.last_watermark(Task) is None
+        assert trigger.last_watermark(Task) == {}
     query = sent[-1].to_dict()
     assert query["status"] == trigger.ANY_STATUS and "-archived" not in query.get(
         "system_tags", []
@@ -534,7 +592,7 @@ def test_plain_start_after_a_crash_records_the_dead_instances_watermark(monkeypa
     monkeypatch.setattr(trigger, "build_scheduler", mock_build)
     assert trigger_on_new_data.main([]) == 0
     mock_task.set_user_properties.assert_called_once_with(
-        {"name": trigger.WATERMARK_PROPERTY, "value": T0.isoformat()}
+        *({"name": name, "value": T0.isoformat()} for name in trigger.MARK_PROPERTIES.values())
     )
-    mock_build.return_value.restore_watermark.assert_called_once_with(T0.isoformat())
+    mock_build.return_value.restore_watermark.assert_called_once_with(both_marks(T0))
     mock_build.return_value.start_remotely.assert_called_once()
