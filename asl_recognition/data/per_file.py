@@ -5,6 +5,7 @@ Kept free of pandas/GX imports so spawned pool processes start fast.
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ def _orientation(header: Any) -> int:
         return 1
 
 
+def printable_name(name: str) -> str:
+    """``name`` as UTF-8 text: bytes a file system name holds that are not UTF-8 (Python's
+    surrogate escapes, a Latin-1 ``\\xe9``) written as ``\\xNN``; other names unchanged."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     """One row: header facts without decoding, then a bounded full decode for errors and phash."""
     import imagehash
@@ -66,6 +73,12 @@ def scan_file(args: tuple[str, str, str | None, bool, int]) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(path=relpath, litter=litter)
     row["class"] = cls
+    shown = printable_name(relpath)
+    if shown != relpath:  # GX, JSON and CSV take text: one such name failed the whole run
+        detail = f"{shown}: its name is not UTF-8 text (rename the file)"
+        row.update(path=shown, error="name_not_utf8", error_detail=detail[:300])
+        row["class"] = cls if cls is None else printable_name(cls)
+        return row
     try:
         info = path.lstat()
     except OSError as exc:  # vanished since it was listed (/proc, a folder being written)

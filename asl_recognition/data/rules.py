@@ -13,8 +13,9 @@ import pandas as pd
 from asl_recognition.classes import CLASSES
 
 # Entries recorded but never stored in the raw version: a link would copy whatever it points
-# at, a FIFO, socket or device has no content to copy, and an unreadable file none to read.
-UNSTORABLE = ("symlink", "not_a_regular_file", "unreadable")
+# at, a FIFO, socket or device has no content to copy, an unreadable file none to read, and a
+# name that is not UTF-8 cannot be a dataset path (records, manifests and ClearML are text).
+UNSTORABLE = ("symlink", "not_a_regular_file", "unreadable", "name_not_utf8")
 
 
 def _reason(row: dict, known: set[str], min_side: int, max_side: int) -> str | None:
@@ -81,17 +82,43 @@ def _facts(row: dict) -> list[str]:
     return facts
 
 
+def folder_hint(table: pd.DataFrame, classes: Sequence[str], none_valid: bool) -> str:
+    """Why images sat outside the class folders, for the unusable line: a folder named like a
+    class but for its case (``a``, ``Del``), or the folders found instead (the Kaggle archive's
+    ``asl_alphabet_train/``, ``asl_alphabet_test/``). Both read "nothing readable" before."""
+    reasons = [r for r in table["reason"] if isinstance(r, str)]
+    found = sorted({r.split(":", 1)[1] for r in reasons if r.startswith("unknown_class:")})
+    by_lower = {c.lower(): c for c in classes}
+    cased = [f"{f!r} is not {by_lower[f.lower()]!r}" for f in found if f.lower() in by_lower]
+    if cased:
+        more = f" (and {len(cased) - 3} more)" if len(cased) > 3 else ""
+        return f"; class folder names are case-sensitive: {', '.join(cased[:3])}{more}"
+    if found and none_valid:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        return (
+            f"; the folders holding them are {', '.join(map(repr, found[:3]))}{more}, not "
+            f"classes: point the source at the folder whose subfolders are {classes[0]}, "
+            f"{classes[1]}, ..."
+        )
+    if none_valid and "no_class_folder" in reasons:
+        return f"; images must sit in <CLASS>/ folders ({classes[0]}/, {classes[1]}/, ...)"
+    return ""
+
+
 def usability(
     table: pd.DataFrame, classes: Sequence[str], min_per_class: int
 ) -> tuple[bool, str | None, dict[str, int]]:
     """Unusable only when nothing is readable or a class is missing / below the minimum."""
     valid = table[table["status"] == "valid"]
     per_class = {c: int((valid["class"] == c).sum()) for c in classes}
+    hint = folder_hint(table, classes, valid.empty)
     if valid.empty:
-        return False, f"nothing readable: 0 valid images among {len(table)} files", per_class
+        outside = hint and not table["class"].isin(list(classes)).any()
+        what = "no image in a class folder" if outside else "nothing readable"
+        return False, f"{what}: 0 valid images among {len(table)} files{hint}", per_class
     missing = [c for c, n in per_class.items() if n == 0]
     if missing:
-        return False, f"class(es) missing: {', '.join(missing)}", per_class
+        return False, f"class(es) missing: {', '.join(missing)}{hint}", per_class
     low = {c: n for c, n in per_class.items() if n < min_per_class}
     if low:
         worst = ", ".join(f"{c}={n}" for c, n in sorted(low.items(), key=lambda kv: kv[1])[:5])

@@ -71,7 +71,17 @@ def class_counts_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"class": counts.index.astype(str), "valid": counts.values.astype(int)})
 
 
-def _summarise(result: Any) -> dict[str, Any]:
+def _which(result: Mapping[str, Any], frame: pd.DataFrame) -> list[Any]:
+    """What an expectation failed on, by name: the files (or classes) of its failing rows, or
+    the classes missing. Its values alone (null, false, a count of 2) named none of them."""
+    if "partial_missing_list" in result:
+        return sorted(result["partial_missing_list"])
+    key = "path" if "path" in frame else "class"
+    rows = [i for i in result.get("partial_unexpected_index_list") or [] if i in frame.index]
+    return [frame.at[i, key] for i in rows[:5]]
+
+
+def _summarise(result: Any, frame: pd.DataFrame) -> dict[str, Any]:
     data = result.to_json_dict()
     failed = [
         {
@@ -80,6 +90,7 @@ def _summarise(result: Any) -> dict[str, Any]:
             "why": r["expectation_config"].get("meta", {}).get("why"),
             "unexpected_count": r.get("result", {}).get("unexpected_count"),
             "examples": r.get("result", {}).get("partial_unexpected_list", [])[:5],
+            "which": _which(r.get("result", {}), frame),
         }
         for r in data["results"]
         if not r["success"]
@@ -150,6 +161,6 @@ def _run_gx(
         run = checkpoint.run(batch_parameters={"dataframe": frames[suite_name]})
         (result,) = run.run_results.values()
         full[suite_name] = result.to_json_dict()
-        summary["suites"][suite_name] = _summarise(result)
+        summary["suites"][suite_name] = _summarise(result, frames[suite_name])
         summary["success"] = summary["success"] and bool(result.success)
     return summary, full

@@ -139,6 +139,30 @@ def test_every_bad_input_gets_its_own_reason(asl_workspace: Path, bad_source) ->
     assert {".DS_Store", "__MACOSX/F/._F1.jpg", "A/A_truncated.jpg", "B/B_zero.jpg"} <= stored
 
 
+def test_gx_failures_name_the_files_and_classes_they_failed_on(
+    asl_workspace: Path, sample_dir: Path, tmp_path: Path
+) -> None:
+    """report.json's GX section gave the failing values only: ``[null]`` for a file whose
+    header was unreadable, ``[1]`` for a class below the minimum, ``[]`` for a missing one."""
+    root = tmp_path / "src"
+    for cls in CLASSES[:-1]:  # no "space"
+        (root / cls).mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[: 1 if cls == "Q" else 2]:
+            shutil.copyfile(src, root / cls / src.name)
+    frame = sorted((sample_dir / "A").glob("*.jpg"))[5].read_bytes()
+    (root / "A" / "cut.jpg").write_bytes(frame[: len(frame) // 3])
+    (root / "A" / "empty.jpg").write_bytes(b"")
+    out = validate_raw(root, min_per_class=2, report_dir=tmp_path / "rep", progress=False)
+    gx = json.loads(Path(out["report_path"]).read_text())["gx"]["suites"]
+    which = {
+        (suite, f["column"]): f["which"] for suite, v in gx.items() for f in v["failed"]
+    }  # fmt: skip
+    assert which[("asl_raw_files", "decodes")] == ["A/cut.jpg", "A/empty.jpg"]
+    assert which[("asl_raw_files", "width")] == ["A/empty.jpg"]
+    assert which[("asl_raw_class_counts", "valid")] == ["Q"]
+    assert which[("asl_raw_class_counts", "class")] == ["space"]
+
+
 def test_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
     (tmp_path / "A").mkdir()
     bomb_png(tmp_path / "A" / "bomb.png", 8000)
@@ -213,6 +237,39 @@ def test_nothing_readable_is_unusable(tmp_path: Path) -> None:
     assert not ok and reason.startswith("nothing readable")
 
 
+def test_images_outside_the_class_folders_are_named_in_the_unusable_line(
+    asl_workspace: Path, sample_dir: Path, tmp_path: Path
+) -> None:
+    """The Kaggle download itself (``asl_alphabet_train/asl_alphabet_train/<CLASS>/`` beside
+    ``asl_alphabet_test/``) and Massey's lowercase letter folders: every photo readable, and
+    the run said "nothing readable" or listed 26 missing classes without saying why."""
+    from asl_recognition.paths import REPO_ROOT
+
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for cls in CLASSES:
+            for src in sorted((sample_dir / cls).glob("*.jpg"))[:2]:
+                zf.write(src, f"asl_alphabet_train/asl_alphabet_train/{cls}/{src.name}")
+        for src in sorted((REPO_ROOT / "data" / "test_images").glob("*.jpg"))[:3]:
+            zf.write(src, f"asl_alphabet_test/asl_alphabet_test/{src.name}")
+    out = validate_raw(archive, min_per_class=2, report_dir=tmp_path / "r1", progress=False)
+    assert not out["usable"] and out["unusable_reason"].startswith(
+        "no image in a class folder: 0 valid images among 61 files; the folders holding them "
+        "are 'asl_alphabet_test', 'asl_alphabet_train', not classes"
+    )
+    lower = tmp_path / "lower"
+    for cls in CLASSES:
+        folder = lower / (cls.lower() if len(cls) == 1 else cls)
+        folder.mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[:2]:
+            shutil.copyfile(src, folder / src.name)
+    out = validate_raw(lower, min_per_class=2, report_dir=tmp_path / "r2", progress=False)
+    assert out["unusable_reason"].endswith(
+        "Z; class folder names are case-sensitive: 'a' is not 'A', 'b' is not 'B', 'c' is not "
+        "'C' (and 23 more)"
+    )
+
+
 def test_kernel_folders_are_refused_and_unreadable_files_recorded(tmp_path: Path) -> None:
     """/proc holds files that vanish or never end: refused as a source before any read; a
     file that cannot be read (or vanished) is one recorded row, not a crash of the scan."""
@@ -260,3 +317,22 @@ def test_a_file_rewritten_between_its_check_and_publishing_is_never_published(
     version = get_store("local").get(dataset_id=out["raw_dataset_id"])
     folder = get_store("local").local_copy(version)
     assert (folder / "A" / victim.name).read_bytes() == intact
+
+
+def test_a_file_name_that_is_not_utf8_is_quarantined_by_name(
+    asl_workspace: Path, sample_dir: Path, tmp_path: Path
+) -> None:
+    """A Latin-1 name (``caf\\xe9.jpg``, from an older system or a copy tool) failed the whole
+    run inside GX with "'utf-8' codec can't encode character '\\udce9'", naming no file."""
+    root = tmp_path / "src"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for src in sorted((sample_dir / cls).glob("*.jpg"))[:2]:
+            shutil.copyfile(src, root / cls / src.name)
+    latin1 = os.fsencode(root / "A") + b"/caf\xe9.jpg"
+    shutil.copyfile(sorted((sample_dir / "A").glob("*.jpg"))[5], os.fsdecode(latin1))
+    out = validate_raw(root, min_per_class=2, report_dir=tmp_path / "rep", progress=False)
+    report = json.loads(Path(out["report_path"]).read_text())
+    assert report["quarantined"] == [{"path": "A/caf\\xe9.jpg", "reason": "name_not_utf8"}]
+    version = get_store().get(dataset_id=out["raw_dataset_id"])
+    assert len(version.files) == 2 * len(CLASSES)  # every other file, the odd name not stored

@@ -140,6 +140,25 @@ def test_zip_bomb_is_refused_from_the_central_directory(
     _assert_nothing_left(target.parent, target)
 
 
+def test_many_small_members_of_zeros_are_a_zip_bomb_too(
+    tmp_path: Path, sample_dir: Path, limits_env
+) -> None:
+    """Members just under the per-member ratio floor, at the default limits: 80 of them passed
+    every member check, and 300 KB of zip wrote (and published) 80 MiB of zeros; 20 real
+    frames among them dilute any whole-archive ratio."""
+    zeros = [(f"A/pad{i:03d}.bin", bytes(safe_extract.RATIO_FLOOR - 1)) for i in range(80)]
+    archive = _deflated(tmp_path / "many.zip", _real_members(sample_dir, 20) + zeros)
+    assert archive.stat().st_size < 400_000
+    target = tmp_path / "out" / "target"
+    with pytest.raises(
+        UnsafeArchiveError, match=r"compress over 200:1 .* hold 83886000 bytes in all"
+    ):
+        safe_extract_zip(archive, target)
+    _assert_nothing_left(target.parent, target)
+    frames = _deflated(tmp_path / "frames.zip", _real_members(sample_dir, 20))
+    assert len(list(safe_extract_zip(frames, tmp_path / "ok").rglob("*.jpg"))) == 20
+
+
 def test_a_declared_3_gib_member_is_refused_without_reading_it(
     tmp_path: Path, sample_dir: Path, limits_env
 ) -> None:
