@@ -12,6 +12,7 @@ from typing import Any
 
 from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.registry.confusion import find_confusion, read_classes
+from asl_recognition.serving.repository import check_servable
 
 MODES = ("max", "min")
 WORST_HOLDOUT = "worst_holdout_accuracy"
@@ -196,8 +197,20 @@ def select_best(registry: Any, opts: SelectBestOptions) -> Decision:
             if variant is not None:
                 within = opts.int8_tolerance
                 decision.reason += f"; serving its INT8 variant {variant.id} (within {within})"
-            decision.candidate = registry.promote((variant or decision.candidate).id)
+            chosen = variant or decision.candidate
+            check_promotable(chosen)
+            decision.candidate = registry.promote(chosen.id)
     return decision
+
+
+def check_promotable(record: Any) -> None:
+    """Refuse a model that no Triton repository can be built from (a class list that disagrees
+    with its output width): promoted, it had demoted the served model and left production
+    naming one that every later build refused."""
+    try:
+        check_servable(record.onnx_path, record.classes_path)
+    except ValueError as exc:
+        raise ValueError(f"model {record.id} not promoted: it cannot be served: {exc}") from None
 
 
 def variant_accuracy(record: Any) -> float | None:

@@ -138,6 +138,12 @@ def _read_model(
     return signature, classes, labelled, graph
 
 
+def check_servable(onnx_path: str | Path, classes_path: str | Path) -> None:
+    """Raise ``ValueError`` (one line) for a model the pipeline's build would refuse (class list
+    and output width, graph type, inputs): select_best asks before it promotes one."""
+    _read_model(Path(onnx_path), classes_path, BuildTritonRepoOptions().ensemble)
+
+
 def _hands_config(
     dirs: dict[str, Path],
     max_batch_size: int,

@@ -177,3 +177,30 @@ def export_landmark_classifier(
     path = export_onnx(net.eval(), out_dir / "model.onnx", 0, len(CLASSES), metadata)
     write_class_file(str(out_dir / "classes.txt"), CLASSES)
     return path
+
+
+def contract_onnx(path: Path, num_classes: int = len(CLASSES)) -> Path:
+    """The smallest graph the serving contract accepts, uint8 ``images`` [N,3,2,2] ->
+    ``probabilities`` [N,C]: registry records that select_best may promote (it refuses a model
+    no Triton repository can be built from)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = helper.make_tensor(
+        "w", TensorProto.FLOAT, [12, num_classes], [0.01] * 12 * num_classes
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Flatten", ["f"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "contract",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", num_classes])],
+        initializer=[weights],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path

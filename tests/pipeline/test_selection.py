@@ -11,10 +11,9 @@ import time
 import zipfile
 from pathlib import Path
 
-import onnx
 import pytest
 from asl_testkit.cli import run_script
-from onnx import TensorProto, helper
+from asl_testkit.tiny_models import contract_onnx
 
 from asl_recognition.classes import CLASSES
 from asl_recognition.locks import exclusive
@@ -37,17 +36,10 @@ def criteria(model_id: str, mode: str = "max", holdout_tolerance: float | None =
     return SelectBestOptions(model_id=model_id, metric_mode=mode, **gate, **kw)
 
 
-def tiny_model(folder: Path) -> tuple[str, str]:
-    """A real (identity) ONNX file and class list, enough for registry records."""
-    folder.mkdir(parents=True, exist_ok=True)
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    onnx.save(helper.make_model(graph), folder / "model.onnx")
-    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+def tiny_model(folder: Path, classes: list[str] = CLASSES) -> tuple[str, str]:
+    """A real ONNX file and class list that a Triton repository can be built from."""
+    contract_onnx(folder / "model.onnx")
+    (folder / "classes.txt").write_text("\n".join(classes) + "\n")
     return str(folder / "model.onnx"), str(folder / "classes.txt")
 
 
@@ -392,3 +384,16 @@ def test_a_production_model_whose_files_are_lost_still_gives_way_to_a_better_one
     better = register(registry, tmp_path, "m3", val_macro_f1=0.90)
     assert select_best(registry, criteria(better)).promoted
     assert registry.production().id == better
+
+
+def test_a_model_its_build_would_refuse_is_not_promoted(registry, tmp_path):
+    """A class list that disagrees with the ONNX output width (28 names, 29 outputs): select_best
+    promoted it on its metrics, demoting the served model, and every build of production (the
+    pipeline's, make serve's) then refused it; nothing offered a way back."""
+    served = register(registry, tmp_path, "served", val_macro_f1=0.80)
+    assert select_best(registry, criteria(served)).promoted
+    onnx_path, classes_path = tiny_model(tmp_path / "runs" / "bad", CLASSES[:-1])
+    record = registry.register(NewModel("asl", onnx_path, classes_path, {"val_macro_f1": 0.99}))
+    with pytest.raises(ValueError, match="not promoted: it cannot be served: .*has 28 names"):
+        select_best(registry, criteria(record.id))
+    assert registry.production().id == served

@@ -20,6 +20,7 @@ from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
+from asl_testkit.tiny_models import contract_onnx
 from clearml import OutputModel, Task
 from clearml.backend_api import Session
 from clearml.backend_api.services import models, projects, tasks
@@ -571,8 +572,7 @@ def test_select_best_compares_with_a_production_model_whose_weights_are_gone(ser
     from asl_recognition.pipeline.options import SelectBestOptions
     from asl_recognition.pipeline.selection import select_best
 
-    weights = tmp_path / "model.onnx"
-    weights.write_bytes(b"w")
+    weights = contract_onnx(tmp_path / "model.onnx")
     gone = (tmp_path / "deleted.onnx").as_uri()
     old = server.add("asl", ["v1", PRODUCTION_TAG], gone, ready=True,
                      metadata=_meta(metrics='{"val_macro_f1": 0.5}'))  # fmt: skip
