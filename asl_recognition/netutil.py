@@ -1,14 +1,17 @@
-"""Loopback port helper shared by the launchers, the demo, the benches and the tests."""
+"""Loopback port helper shared by the launchers, the demo, the benches and the tests, and the
+open-files limit a server's process starts with."""
 
 from __future__ import annotations
 
 import random
+import resource
 import socket
 from pathlib import Path
 
 # Linux's default when /proc does not say (net.ipv4.ip_local_port_range = 32768 60999).
 DEFAULT_EPHEMERAL_LOW = 32768
 PORTS_BELOW_EPHEMERAL = 12000
+MOST_OPEN_FILES = 1 << 20  # the kernel's usual fs.nr_open, for an unlimited hard limit
 
 
 def ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
@@ -47,3 +50,21 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard one; returns the soft limit.
+
+    Children inherit it: each idle connection to one of tritonserver's ports holds a descriptor
+    for good (its metrics port has no idle timeout), and at a desktop's soft limit of 1,024 a
+    thousand of them left it unable to open its repository, so poll mode unloaded every model.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = MOST_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # over fs.nr_open: the limit stays as it was
+            pass
+    return soft

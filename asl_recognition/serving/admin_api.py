@@ -29,6 +29,8 @@ import re
 import secrets
 import sys
 
+from asl_recognition.netutil import raise_open_files_limit
+
 KEY_ENV = "ASL_TRITON_ADMIN_KEY"
 HEADER = "asl-admin-key"
 GRPC_HEADER = f"triton-grpc-protocol-{HEADER}"  # how Triton names it in gRPC metadata
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"admin_api: {exc}", file=sys.stderr)
         return 2
     server, args = argv[0], argv[1:]
+    raise_open_files_limit()  # as TritonServer.start: idle connections must not starve it
     env = {name: value for name, value in os.environ.items() if name != KEY_ENV}
     env.pop("PYTHONPATH", None)  # set by the entrypoint for this module only
     os.execvpe(server, [server, *args, *restriction_args(_control_mode(args), key)], env)

@@ -21,8 +21,8 @@ both, Triton's admin protocols (shared memory, trace, logging) need ``ASL_TRITON
 
 A repository that changes outside a build (:mod:`.repo_manifest`: a file differs from what the
 last build recorded) is not served: the server does not start on it, and a running one is
-stopped within about half a second, the front answering 503 with the file's name, as
-below.
+stopped within about half a second, the front answering 503 with the file's name until a
+build (or ``repo_manifest accept``) records the repository again; then it is served.
 
 Every restart first stops the dead server, which removes the shared memory it left. Once the
 restarts run out the launcher keeps the front up, answering 503 with the reason, and exports
@@ -46,7 +46,7 @@ from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import from_mapping, missing, option, specs
 from asl_recognition.paths import workspace
 from asl_recognition.serving.front import FrontLimits, FrontServer, ServerState, create_app
-from asl_recognition.serving.repo_manifest import RepositoryGuard
+from asl_recognition.serving.repo_manifest import RepositoryGuard, trusted
 from asl_recognition.serving.triton_server import TritonServer, TritonServerError
 from asl_recognition.stop_signals import stop_on_signals
 from asl_recognition.supervision import RestartPolicy
@@ -79,10 +79,15 @@ class LauncherOptions:
     """The launcher's command line (``make serve``); the front's limits: :class:`FrontLimits`."""
 
     repo: str = option("", "model repository (tasks/build_triton_repo.py)", required=True)
-    host: str = option("127.0.0.1", "address of the front and the metrics (loopback)")
+    host: str = option("127.0.0.1", "address of the front (loopback)")
     http_port: int = option(8000, "HTTP/REST port (the front)", low=0, high=65535)
     grpc_port: int = option(8001, "gRPC port, on 127.0.0.1 only (no size cap)", low=0, high=65535)
     metrics_port: int = option(8002, "Prometheus metrics port", low=0, high=65535)
+    metrics_host: str = option(
+        "127.0.0.1",
+        "address of Triton's own metrics port, apart from --host: it has no front (any body is "
+        "taken whole, an idle connection is never closed); widen it only for a trusted network",
+    )
     triton_http_port: int = option(
         0,
         "Triton's own HTTP port on 127.0.0.1, behind the front (0: a free port)",
@@ -135,7 +140,10 @@ def parse_command(argv: list[str] | None) -> tuple[LauncherOptions, FrontLimits]
 
 
 def launched_server(options: LauncherOptions) -> TritonServer:
-    """The server the CLI supervises: Triton on loopback, its metrics on ``--host``."""
+    """The server the CLI supervises: Triton on loopback, its metrics on ``--metrics-host``
+    (loopback too: 3 idle 1 GB POSTs to its metrics port had held 2 GB in tritonserver, a thousand
+    idle connections had starved it of files, and ``--host 0.0.0.0`` published it with the front).
+    """
     return TritonServer(
         options.repo,
         http_port=options.triton_http_port or free_port(),
@@ -146,7 +154,7 @@ def launched_server(options: LauncherOptions) -> TritonServer:
         host="127.0.0.1",
         log_path=options.log_path
         or workspace() / "logs" / f"tritonserver-{options.http_port}.log",
-        metrics_host=options.host,
+        metrics_host=options.metrics_host,
         exit_timeout_secs=options.exit_timeout,
         die_with_parent=True,  # started and restarted by the main thread: a kill -9 takes it
     )
@@ -167,6 +175,36 @@ def give_up_message(server: TritonServer, policy: RestartPolicy, seconds: float)
         f"tritonserver died {times} in a row within {seconds:.0f} s and the launcher "
         f"stopped restarting it; see {server.log_path}, fix the cause, then restart the launcher"
     )
+
+
+def serve_once_rebuilt(
+    server: TritonServer,
+    problem: str,
+    state: ServerState,
+    stopping: Callable[[], bool],
+    options: LauncherOptions,
+) -> RepositoryGuard | None:
+    """Stop Triton on a repository changed outside a build, the front answering 503 with why,
+    until a build (or ``accept``) records it again; then serve it under a new guard. A killed
+    build had left the launcher refusing until restarted, even after the rebuild it asked
+    for. None when asked to stop meanwhile."""
+    server.stop()
+    state.gave_up = problem
+    LOG.error("error: %s; the front answers 503 until it is built again", problem)
+    while not processes.sleep_unless(1.0, stopping):
+        if not trusted(server.repo):
+            continue
+        try:
+            server.start()
+            server.wait_ready(options.ready_timeout, stopping)
+        except (TritonServerError, OSError) as exc:
+            LOG.warning("not served yet: %s", str(exc).splitlines()[0])
+            server.stop()
+            continue
+        state.gave_up = None
+        LOG.warning("the repository was built again; tritonserver is ready")
+        return RepositoryGuard(server.repo)
+    return None
 
 
 def serve(server: TritonServer, options: LauncherOptions, limits: FrontLimits) -> int:
@@ -192,15 +230,19 @@ def serve(server: TritonServer, options: LauncherOptions, limits: FrontLimits) -
     )
     started, guard = time.monotonic(), RepositoryGuard(server.repo)
     try:
-        code = supervise(
-            server, lambda: stopping() or bool(guard.changed()), policy, options.ready_timeout
-        )
-        if code or guard.problem:
-            server.stop()
-            code = 1
-            state.gave_up = guard.problem or give_up_message(
-                server, policy, time.monotonic() - started
+        while True:
+            code = supervise(
+                server, lambda: stopping() or bool(guard.changed()), policy, options.ready_timeout
             )
+            if code or not guard.problem:
+                break
+            rebuilt = serve_once_rebuilt(server, guard.problem, state, stopping, options)
+            if rebuilt is None:  # stopped while the repository was refused
+                return 1
+            guard = rebuilt
+        if code:
+            server.stop()
+            state.gave_up = give_up_message(server, policy, time.monotonic() - started)
             LOG.error("error: %s; the front answers 503 until stopped", state.gave_up)
             while not processes.sleep_unless(1.0, stopping):
                 pass

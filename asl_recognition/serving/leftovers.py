@@ -3,7 +3,7 @@
 - ``/dev/shm`` regions of the Python backend's stubs: a server killed with its stubs (SIGKILL,
   SIGSEGV) cannot unlink them. Each server names its regions with a prefix of its own
   (:class:`.triton_server.TritonServer`), so a stop removes exactly its own, and a start removes
-  those of launchers that are gone.
+  those of launchers that are gone. While it runs they are kept 0600 (created 0644).
 - ``/tmp/python_env_XXXXXX``: each Python-based backend makes one at start (the path is built
   into the backend) and removes it only on a clean exit, so every killed server leaves one or
   two (642 had piled up on the development machine). An empty one older than every live
@@ -34,6 +34,18 @@ def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
             continue
         removed.append(path.name)
     return sorted(removed)
+
+
+def make_regions_private(prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
+    """Mode 0600 for the regions named with ``prefix``: the Python backend creates them 0644
+    (boost's default, whatever the umask), so any local user could read the photos in flight."""
+    changed = []
+    for path in shm_dir.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+                changed.append(path.name)
+    return sorted(changed)
 
 
 def remove_orphaned_regions(shm_dir: Path = SHM_DIR) -> list[str]:

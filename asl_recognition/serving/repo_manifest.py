@@ -66,8 +66,9 @@ def model_files(model_dir: Path) -> list[str]:
 
 
 def model_folders(root: Path) -> list[str]:
-    """The model folders at a repository's root (dot names are not models to Triton)."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The model folders at a repository's root: every folder, dot names too (Triton 2.51
+    loads ``.x/`` as model ``.x``; builds write no dot-named folder there)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
 def read_manifest(root: Path) -> dict[str, dict[str, str]] | None:
@@ -170,6 +171,13 @@ def problems_unless_building(root: Path) -> list[str]:
     look sees the record)."""
     with no_build_running(root) as idle:
         return problems(root) if idle else []
+
+
+def trusted(root: Path) -> bool:
+    """Whether a repository may be served again after a refusal: its record is there, no build
+    is writing, and nothing differs from the record."""
+    with no_build_running(root) as idle:
+        return idle and (Path(root) / MANIFEST_FILE).is_file() and not problems(root)
 
 
 class RepositoryGuard:

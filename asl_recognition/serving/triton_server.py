@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from asl_recognition.child_output import Output
-from asl_recognition.netutil import free_port
+from asl_recognition.netutil import free_port, raise_open_files_limit
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
 from asl_recognition.serving import repo_manifest
@@ -42,6 +42,7 @@ from asl_recognition.serving.admin_api import (
     restriction_args,
 )
 from asl_recognition.serving.leftovers import (
+    make_regions_private,
     remove_orphaned_env_dirs,
     remove_orphaned_regions,
     remove_shm_regions,
@@ -254,6 +255,7 @@ class TritonServer:
             raise TritonServerError(repo_manifest.describe(self.repo, changed))
         remove_orphaned_regions()
         remove_orphaned_env_dirs()
+        raise_open_files_limit()  # inherited: idle clients must not starve its repository poll
         self._backend_dir = assemble_backends(
             Path(tempfile.mkdtemp(prefix="asl-triton-backends-"))
         )
@@ -307,6 +309,7 @@ class TritonServer:
         if time.monotonic() - self._stubs_checked < STUB_CHECK_SECONDS:
             return True
         self._stubs_checked = time.monotonic()
+        make_regions_private(self.shm_prefix)  # a model (re)loaded in poll mode made new ones
         self.dead_stubs = self._stubs.dead_models(process.pid)
         if self.dead_stubs:
             LOG.error(
@@ -334,6 +337,7 @@ class TritonServer:
             raise TritonServerError(
                 f"tritonserver {what}; log {self.log_path}:\n{self.log_tail()}", exc.code
             ) from exc
+        make_regions_private(self.shm_prefix)  # before any client's photo is written there
         return self
 
     def stop(self, timeout: float | None = None) -> int | None:

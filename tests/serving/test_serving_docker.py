@@ -213,3 +213,16 @@ def test_the_front_image_runs_the_front_with_only_what_it_installs() -> None:
         [sys.executable, "-c", guard], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "--upstream" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_no_documented_docker_run_publishes_tritons_own_http_port() -> None:
+    """Any web page a browser on the host opens can POST to 127.0.0.1 as a simple request, and
+    one of another origin crashed tritonserver 2.51 (400 KB of ``[``): HTTP goes via the front."""
+    for path in (
+        REPO_ROOT / "triton" / "server" / "Dockerfile",
+        REPO_ROOT / "docs" / "serving.md",
+    ):
+        text = path.read_text(encoding="utf-8")
+        runs = re.findall(r"docker run [^`]*?asl-triton-server", text, re.S)
+        assert runs, path
+        assert not any(re.search(r"-p \S*:8000\b", run) for run in runs), (path, runs)

@@ -72,6 +72,33 @@ def test_cli_reports_a_missing_repository(tmp_path) -> None:
     )
 
 
+def _metrics_answer(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def test_a_front_on_another_address_leaves_tritons_metrics_on_loopback(
+    tiny_models, tmp_path
+) -> None:
+    """Triton's metrics port has no front (a 1 GB POST is held whole, idle connections are never
+    closed): ``--host`` moves the front only; 127.0.0.2 stands in for a public address."""
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, tmp_path / "repo")
+    metrics = free_port()
+    with serving_cli(
+        tmp_path, "--host", "127.0.0.2", "--metrics-port", metrics, "--exit-timeout", "3"
+    ) as (proc, http):
+        line = proc.stdout.readline()
+        assert line.startswith("tritonserver ready"), line + proc.stderr.read()
+        assert _metrics_answer("127.0.0.1", metrics)
+        assert not _metrics_answer("127.0.0.2", metrics)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
 def _infer_ok(port: int, batch) -> bool:
     import tritonclient.http as thttp
 

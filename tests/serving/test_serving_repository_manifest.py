@@ -234,6 +234,33 @@ def test_the_launcher_stops_serving_a_repository_changed_under_it(tiny_models, t
 
 
 @pytest.mark.server
+def test_the_launcher_serves_again_once_a_killed_build_is_built_again(tiny_models, tmp_path):
+    """A build killed (kill -9, the OOM killer) after its new version was renamed into place
+    and before its record leaves a version the record does not list: the launcher stops
+    Triton, as it must. The rebuild its 503 asks for then repaired the repository, yet the
+    launcher answered 503 until someone restarted it; now it serves the rebuilt repository."""
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    repo = _built(tiny_models, tmp_path)
+    batch = _batch()
+    options = ("--exit-timeout", "2", "--poll-secs", "1")
+    with serving_cli(tmp_path, *options) as (proc, http):
+        assert proc.stdout.readline().startswith("tritonserver ready")
+        shutil.copytree(repo / "asl_onnx/1", repo / "asl_onnx/2")  # what the killed build left
+        (repo / "asl_onnx/2/model.onnx").write_bytes(a2.onnx.read_bytes())
+        _wait_for(lambda: "changed since its last build" in _front(http)[1])
+        assert _front(http)[0] == 503 and not _infer_ok(http, batch)
+        info = build_repository(a.onnx, a.classes, repo)  # the rebuild the 503 asks for
+        assert info["removed_changed"] == ["asl_onnx/2"] and problems(repo) == []
+        _wait_for(lambda: _ready(http, batch), 60)
+        assert _front(http) == (200, "ok\n") and _infer_ok(http, batch) and proc.poll() is None
+        (repo / ONNX_V1).write_bytes(a2.onnx.read_bytes())  # a change by hand: refused again
+        _wait_for(lambda: "changed since its last build" in _front(http)[1])
+        assert _front(http)[0] == 503
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 1
+
+
+@pytest.mark.server
 def test_the_images_health_check_stops_a_server_whose_repository_changed(
     tiny_models, tmp_path
 ) -> None:
@@ -290,3 +317,58 @@ def test_a_rebuild_repairs_a_config_changed_since_the_build(tiny_models, tmp_pat
     assert "\n" not in message and (
         "is not a model config" in message or "already holds" in message
     )
+
+
+HIDDEN_MODEL_PY = """
+from pathlib import Path
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        Path({marker!r}).write_text("loaded")
+
+    def execute(self, requests):
+        return []
+"""
+
+
+@pytest.mark.server
+def test_a_model_folder_with_a_dot_name_is_not_in_the_record_and_is_refused(
+    tiny_models, tmp_path
+) -> None:
+    """Triton 2.51 loads a model from any folder of the repository, dot names included (a
+    folder ``.x`` is model ``.x``, its model.py run inside tritonserver); the check had skipped
+    dot-named folders, so one added by hand was loaded while the record said nothing changed."""
+    repo = _built(tiny_models, tmp_path)
+    marker = tmp_path / "hidden-model-loaded"
+    hidden = repo / ".x"
+    (hidden / "1").mkdir(parents=True)
+    (hidden / "config.pbtxt").write_text(
+        'name: ".x"\nbackend: "python"\nmax_batch_size: 0\n'
+        'input { name: "X" data_type: TYPE_FP32 dims: [1] }\n'
+        'output { name: "Y" data_type: TYPE_FP32 dims: [1] }\n'
+        "instance_group { kind: KIND_CPU count: 1 }\n"
+    )
+    (hidden / "1" / "model.py").write_text(HIDDEN_MODEL_PY.format(marker=str(marker)))
+    assert problems(repo) == [".x/ (not in the record)"]
+    server = TritonServer.on_free_ports(repo, exit_timeout_secs=1)
+    with pytest.raises(TritonServerError, match=r"changed since its last build \(\.x/ "):
+        server.start()
+    assert server.process is None and not marker.exists()
+    # Recorded on purpose, it is served: Triton does load a dot-named folder as a model.
+    proc = subprocess.run(
+        [image_python(), "-m", "asl_recognition.serving.repo_manifest", "accept", str(repo)],
+        capture_output=True,
+        text=True,
+        cwd=image_folder(tmp_path),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    from asl_testkit.servers import start_server
+
+    server = start_server(repo, tmp_path, exit_timeout_secs=1)
+    try:
+        with urllib.request.urlopen(f"http://{server.http_url}/v2/models/.x/ready") as reply:
+            assert reply.status == 200 and marker.read_text() == "loaded"
+    finally:
+        server.stop()

@@ -193,6 +193,7 @@ def test_the_images_modules_run_on_its_python_alone() -> None:
         "asl_recognition.option_text": "option_text.py",
         "asl_recognition.locks": "locks.py",
         "asl_recognition.hashing": "hashing.py",
+        "asl_recognition.netutil": "netutil.py",
     }
     for name in own.values():
         path = REPO_ROOT / "asl_recognition" / name
