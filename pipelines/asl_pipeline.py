@@ -269,7 +269,7 @@ def run_clearml(run: PipelineRunOptions, values: dict[str, Any]) -> int:
         controller.start(queue=run.queue)  # exits this process once enqueued
         return 0
     controller.start_locally(run_pipeline_steps_locally=step_queue is None)
-    return 0 if controller.is_successful() else 1
+    return 0 if clearml_controller.pipeline_succeeded(controller) else 1
 
 
 def remote_controller() -> int:
@@ -303,7 +303,7 @@ def remote_controller() -> int:
     print(f"pipeline controller on the agent; steps on {step_queue!r}", flush=True)
     controller.start()  # running remotely: runs the DAG here (waits), no second enqueue
     # the SDK marks the task failed after a failed step, but the process would still exit 0
-    return 0 if controller.is_successful() else 1
+    return 0 if clearml_controller.pipeline_succeeded(controller) else 1
 
 
 def choose_mode(run: PipelineRunOptions) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.dag import Dag, Step, to_clearml_reference
 
 TEMPLATE_TAG = "asl-pipeline-step-template"
+# The Python a step asks its agent for, as Task.init records it for the controller
+# (``pythonX.Y``, clearml/backend_interface/task/repo/scriptinfo.py). Task.create records
+# ``python`` unless told, and clearml-agent then takes the Python it runs on itself
+# (``Worker._get_task_python_version`` and ``install_virtualenv``, clearml_agent/commands/
+# worker.py): on a venv-mode agent running on 3.10 beside a python3.11, every step got 3.10,
+# for which requirements.txt has no wheels (pandas 3.0.6), while the controller got 3.11.
+TEMPLATE_PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
 BaseTaskResolver = Callable[[Step], str]
 
 
@@ -255,6 +263,7 @@ def ensure_base_task(
         script=step.script,
         working_directory=".",
         requirements_file=str(repo_root / "requirements.txt"),
+        binary=TEMPLATE_PYTHON,
         docker=docker_image,
         add_task_init_call=False,
         **{k: v for k, v in source.items() if k in ("repo", "branch", "commit")},
@@ -324,6 +333,22 @@ def build_controller(
             cache_executed_step=step.cache and use_cache,
         )
     return controller
+
+
+def pipeline_succeeded(controller: Any) -> bool:
+    """Whether a finished pipeline ran, or reused from the cache, every one of its steps.
+
+    Not ``PipelineController.is_successful``: it also asks that the controller's own task be
+    completed, which under an agent it is not until this process exits (``Task.close`` marks
+    nothing when running remotely, ``clearml/task.py`` ``__shutdown``; the agent marks the task
+    from the exit code), so every pipeline run on an agent exited 1 and was marked failed; and
+    it counts a step reused from the cache (node status ``cached``) as failed. A cached step's
+    job holds the completed task it reused (``clearml/automation/job.py``, ``is_completed``).
+    """
+    if str(controller.task.get_status()) in ("failed", "stopped"):  # the SDK marked it so
+        return False
+    nodes = controller.get_pipeline_dag().values()
+    return all(node.job is not None and node.job.is_completed() for node in nodes)
 
 
 def param_type(param: Any) -> str:

@@ -144,6 +144,21 @@ def _select(rows: Any, body: Json, fields: tuple[str, ...]) -> list[Json]:
     return found
 
 
+def _field(row: Json, dotted: str) -> Any:
+    for part in dotted.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return row
+
+
+def _matches_all(row: Json, query: Json | None) -> bool:
+    """The server's ``_all_`` filter: every named field matches the pattern (the SDK's step
+    cache looks up ``runtime.pipeline_job_hash`` so, ``clearml/automation/job.py``)."""
+    if not query:
+        return True
+    pattern = re.compile(str(query.get("pattern", "")))
+    return all(pattern.search(str(_field(row, f) or "")) for f in query.get("fields", []))
+
+
 def _ordered(rows: list[Json], body: Json) -> list[Json]:
     for key in reversed(body.get("order_by") or []):
         name = key.lstrip("-")
@@ -339,6 +354,7 @@ class MockClearmlServer:
 
     def on_tasks__get_all(self, body: Json) -> Json:
         found = _select(self.tasks.values(), body, ("project", "type", "status", "parent"))
+        found = [t for t in found if _matches_all(t, body.get("_all_"))]
         ids = self._task_ids(body)
         if ids:
             found = [t for t in found if t["id"] in ids]
@@ -782,7 +798,10 @@ def mock_build_controller(monkeypatch: Any) -> dict[str, Any]:
         bound.apply_defaults()
         controller = mock.create_autospec(PipelineController, instance=True)
         controller.task = mock.create_autospec(Task, instance=True)
-        controller.is_successful.return_value = made.get("succeeds", True)
+        # a failed pipeline: the SDK marks its task failed (``PipelineController.stop``)
+        status = "in_progress" if made.get("succeeds", True) else "failed"
+        controller.task.get_status.return_value = status
+        controller.get_pipeline_dag.return_value = {}
         made.update(bound.arguments, controller=controller)
         return controller
 

@@ -297,7 +297,7 @@ def test_remote_controller_reads_run_options_and_parameters_from_its_task(monkey
     # the destination chosen at launch, stored on the controller task, goes to the steps
     assert built["output_uri"] == "s3://bucket/asl"
     built["controller"].start.assert_called_once_with()  # runs here: no second enqueue
-    built["controller"].is_successful.assert_called_once_with()
+    built["controller"].task.get_status.assert_called_once_with()
     # the same values give the controller without validate_raw (raw_version is set)
     steps = clearml_controller.active_steps(ASL_DAG, built["params"])
     assert steps[0].name == "publish_dataset"
@@ -364,7 +364,7 @@ REMOTE_CONTROLLER_SCRIPT = textwrap.dedent("""
         return True
 
     PipelineController.start = start_stand_in
-    PipelineController.is_successful = lambda self, *a, **k: True
+    clearml_controller.pipeline_succeeded = lambda controller: True
 
     # the launch: --mode queue --config configs/run.yaml train.epochs=4, as run_clearml records it
     values = load_recipe(ASL_DAG, "configs/run.yaml", ["train.epochs=4"])
