@@ -134,7 +134,11 @@ def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
         raise PredictError(f"{checkpoint} is not a training checkpoint ({type(exc).__name__})")
     if not isinstance(state, dict) or "model" not in state:
         raise PredictError(f"{checkpoint} is not a training checkpoint (no 'model' state)")
-    name, classes, size = state.get("model_name"), state.get("classes"), state.get("image_size")
+    # best.pt holds the run's settings at its top, last.pt (--keep last) under "meta"
+    nested = state.get("meta")
+    settings = {**(nested if isinstance(nested, dict) else {}), **state}
+    name, classes = settings.get("model_name"), settings.get("classes")
+    size = settings.get("image_size")
     if name == LANDMARK_MODEL:
         raise PredictError(
             f"{checkpoint} is the landmark classifier's (landmark rows in, not photos): "

@@ -101,17 +101,25 @@ def _described(meta: dict[str, Any], key: str) -> str:
     return f"{key} {value!r}" if value is not None else f"no recorded {key}"
 
 
-def _load(path: Path) -> dict[str, Any]:
-    """The training checkpoint at ``path``; a missing or foreign file is a one-line refusal."""
-    if not path.is_file():
-        raise TrainingInputError(f"--resume: no checkpoint at {path}")
+def _loaded(path: Path) -> Any:
+    """``load_checkpoint``, its failure a one-line refusal (torch raises many types)."""
     try:
-        state = load_checkpoint(path)
-    except Exception as exc:  # torch raises many types for a bad file
+        return load_checkpoint(path)
+    except Exception as exc:
         reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0] if str(exc) else ""
         raise TrainingInputError(
             f"--resume: {path} is not a readable checkpoint: {reason or type(exc).__name__}"
         ) from None
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """The training checkpoint at ``path``; a missing or foreign file is a one-line refusal."""
+    if not path.is_file():
+        raise TrainingInputError(
+            f"--resume: no checkpoint at {path} (a run stopped before its first checkpoint "
+            "is started again without --resume)"
+        )
+    state = _loaded(path)
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise TrainingInputError(f"--resume: {path} is not a training checkpoint")
     missing = [key for key in STATE_KEYS if key not in state]
@@ -154,4 +162,28 @@ def check_resumable(
                 f"{_described(meta, key)}; refused, nothing was changed (start a new run, or "
                 f"resume with {own})"
             )
+    _check_best(path.with_name(BEST), state, meta)
     return state
+
+
+def _check_best(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """``best.pt``, which a ``--keep best`` run exports, is checked as ``last.pt`` is, before
+    any training: a truncated one had ended the run in a traceback after the training, and one
+    of another dataset or hand table was exported and registered as trained on this one."""
+    if not state["best_epoch"]:
+        return
+    best = _loaded(path)
+    problem = None
+    if not isinstance(best, dict) or not isinstance(best.get("model"), dict):
+        problem = "holds no model state"
+    elif best.get("epoch") != state["best_epoch"]:
+        problem = f"holds epoch {best.get('epoch')!r}, not best epoch {state['best_epoch']}"
+    else:
+        key = next((k for k in RESUME_KEYS if best.get(k) != meta.get(k)), None)
+        if key is not None:
+            problem = f"was trained with {_described(best, key)}, not {_described(meta, key)}"
+    if problem:
+        raise TrainingInputError(
+            f"--resume: {path} {problem}: it is not this run's best checkpoint; refused, "
+            "nothing was changed (start a new run)"
+        )

@@ -135,6 +135,8 @@ def check_parity(
             got = session.run([spec.output], spec.feeds(batch))[0]
             if got.dtype != np.float32 or got.shape != expected.shape:
                 raise ParityError(f"ONNX output {got.dtype} {got.shape}, torch {expected.shape}")
+            if not (np.isfinite(got).all() and np.isfinite(expected).all()):  # max() skips NaN
+                raise ParityError(f"the model's outputs are not finite numbers ({onnx_path})")
             max_diff = max(max_diff, float(np.abs(got - expected).max()))
             mismatched += int((got.argmax(1) != expected.argmax(1)).sum())
     result = {"images": int(len(images)), "max_abs_diff": max_diff, "top1_mismatches": mismatched}

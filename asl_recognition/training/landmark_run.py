@@ -23,20 +23,14 @@ LANDMARK_THREADS = 1
 
 def build_landmark_net(classes: list[str], weights: str | None) -> LandmarkNet:
     """A fresh (or ``--weights``-initialised) landmark net answering ``nothing`` without a hand."""
-    import torch
-
     if "nothing" not in classes:
         raise TrainingInputError("the landmark model needs a 'nothing' class (for no hand)")
     mlp = ARCHITECTURES[LANDMARK_MODEL].build(len(classes))
     net = LandmarkNet(len(classes), classes.index("nothing"), mlp)
-    if weights:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
-        except (
-            Exception
-        ) as exc:  # noqa: BLE001 - torch raises many types for a file it cannot read
-            raise TrainingInputError(f"--weights {weights}: {exc}".splitlines()[0]) from exc
+    if weights:  # a checkpoint of this project, or a state dict of the net or of its MLP
+        from asl_recognition.training.models import load_weights
+
+        load_weights(mlp, weights, LANDMARK_MODEL, prefix="mlp.")
     return net
 
 

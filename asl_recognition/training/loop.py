@@ -232,6 +232,14 @@ class Trainer:
                     images = torch.stack([self.transform(image) for image in images])
             yield images, split.labels[picked]
 
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        """The one-line stop of a diverged run, naming the checkpoint it keeps."""
+        kept = self.last_path if self.last_path.exists() else "none (first epoch)"
+        lr = self.optimizer.param_groups[0]["lr"]
+        return NonFiniteLossError(
+            f"{what} (lr {lr:g}); training stopped, last good checkpoint: {kept}"
+        )
+
     def _scores(self, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Accuracy and macro-F1 (as :func:`summarise`) from one collection made once: building
         it took half of the ~10 ms each epoch's two scorings cost."""
@@ -266,12 +274,7 @@ class Trainer:
             loss_value = float(loss.detach())  # the step's one device-to-host sync
             if not math.isfinite(loss_value):
                 bar.close()
-                kept = self.last_path if self.last_path.exists() else "none (first epoch)"
-                raise NonFiniteLossError(
-                    f"loss became {loss_value} at epoch {epoch} step {step + 1} "
-                    f"(lr {self.optimizer.param_groups[0]['lr']:g}); training stopped, "
-                    f"last good checkpoint: {kept}"
-                )
+                raise self._diverged(f"loss became {loss_value} at epoch {epoch} step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -340,6 +343,8 @@ class Trainer:
         val_out = predict(
             self.model, self.val_split.images, self.val_split.labels, device=str(self.device)
         )
+        if not math.isfinite(val_out.loss):  # the epoch's last step left the weights unusable
+            raise self._diverged(f"val loss became {val_out.loss} after epoch {epoch}")
         val = self._scores(val_out.preds, self.val_split.labels)
         row = {
             "epoch": epoch,

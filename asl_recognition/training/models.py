@@ -125,14 +125,19 @@ def head_keys(backbone: nn.Module) -> set[str]:
     return {f"{linear[-1]}.{key}" for key in backbone.get_submodule(linear[-1]).state_dict()}
 
 
-def load_weights(backbone: nn.Module, path: str | Path, name: str = "the model") -> int:
+def load_weights(
+    backbone: nn.Module, path: str | Path, name: str = "the model", prefix: str = ""
+) -> int:
     """Load a local state dict made for this architecture; returns the tensors loaded.
 
     Only the class head may differ (a file trained on another class count starts every other
     layer); a file with any other missing, unknown or differently shaped tensor is refused, so
-    weights of another architecture never half-load silently.
+    weights of another architecture never half-load silently. ``prefix``: where ``backbone``
+    sits in a checkpoint's model (the landmark net's ``mlp.``), for files that hold it whole.
     """
     state = read_state_dict(path)
+    if prefix and any(key.startswith(prefix) for key in state):
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     own = backbone.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in fits and k not in head_keys(backbone)]

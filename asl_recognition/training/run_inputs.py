@@ -24,6 +24,7 @@ from asl_recognition.imageio import check_image_size
 from asl_recognition.locks import FileLock, holder
 from asl_recognition.paths import workspace
 from asl_recognition.training.checkpoints import (
+    BEST,
     CHECKPOINT_DIR,
     LAST,
     check_resumable,
@@ -148,11 +149,18 @@ def expected_classes(path: str | None) -> list[str]:
 
 
 def _latest_run(model: str) -> Path | None:
+    """The newest run of ``model`` that stopped before its run record (``metrics.json``) was
+    written after its last checkpoint: a finished run had been picked, trained nothing and was
+    registered a second time, while the interrupted run stayed where it was."""
     runs = sorted(
-        (workspace() / RUNS).glob(f"train-{model}-*/{CHECKPOINT_DIR}/{LAST}"),
-        key=lambda p: p.stat().st_mtime,
+        (p.stat().st_mtime, p.parents[1])
+        for p in (workspace() / RUNS).glob(f"train-{model}-*/{CHECKPOINT_DIR}/{LAST}")
     )
-    return runs[-1].parents[1] if runs else None
+    for mtime, run_dir in reversed(runs):
+        record = run_dir / "metrics.json"
+        if not record.is_file() or record.stat().st_mtime < mtime:
+            return run_dir
+    return None
 
 
 def choose_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
@@ -163,18 +171,33 @@ def choose_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
         found = _latest_run(model)
         if found is None:
             raise TrainingInputError(
-                f"--resume: no earlier {model} run under {workspace() / RUNS}"
+                f"--resume: no unfinished {model} run under {workspace() / RUNS} (name a "
+                "finished one with --output-dir to train it on)"
             )
         run_dir = found
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = workspace() / RUNS / f"train-{model}-{stamp}-{secrets.token_hex(2)}"
-    if not resume and run_dir.is_dir() and any(p.name != RUN_LOCK for p in run_dir.iterdir()):
+    if not resume and run_dir.is_dir() and holds_a_run(run_dir):
         raise TrainingInputError(
             f"output dir {run_dir} already holds files; pass --resume to continue that run "
             "or choose another --output-dir (nothing was overwritten)"
         )
     return run_dir
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything but what a run stopped before its first checkpoint
+    leaves (its lock, TensorBoard events, a half-written or lone ``best.pt``): such a folder
+    had refused a new run ("pass --resume") and ``--resume`` ("no checkpoint") alike."""
+    for entry in run_dir.iterdir():
+        if entry.name == RUN_LOCK or (entry.name == "tensorboard" and entry.is_dir()):
+            continue
+        if entry.name != CHECKPOINT_DIR or not entry.is_dir():
+            return True
+        if any(c.name != BEST and not c.name.startswith(".") for c in entry.iterdir()):
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -195,7 +218,7 @@ def held_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
             f"{holder(lock.path)}); wait for it to end, or choose another --output-dir"
         )
     try:
-        if not resume and any(p.name != RUN_LOCK for p in run_dir.iterdir()):
+        if not resume and holds_a_run(run_dir):
             raise TrainingInputError(
                 f"output dir {run_dir} already holds files; pass --resume to continue that run "
                 "or choose another --output-dir (nothing was overwritten)"
