@@ -15,6 +15,7 @@ from .settings import AlertThresholds
 
 # Exported by the launcher's front (asl_recognition.serving.front.metrics_text).
 GAVE_UP = "asl_server_gave_up"
+RESTARTS = "asl_server_restarts_total"
 
 ALERT_NAMES = (
     "AslTritonDown",
@@ -29,6 +30,7 @@ ALERT_NAMES = (
     "AslHandFoundRatioLow",
     "AslNonFinitePredictions",
     "AslServerGaveUp",
+    "AslServerRestarted",
 )
 
 
@@ -161,9 +163,23 @@ def _input_alerts(t: AlertThresholds, q: PromQL) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _launcher_alert(t: AlertThresholds) -> dict[str, Any]:
-    """The local launcher stopped serving: a crashing server, or a model repository changed
-    since its last build (its front exports the flag)."""
+def _launcher_alerts(t: AlertThresholds) -> list[dict[str, Any]]:
+    """The local launcher stopped serving (a crashing server, or a model repository changed
+    since its last build), or restarted a dead server: each restart took seconds of 502s and
+    lost the requests in flight, and is over long before ``AslTritonDown``'s ``for``."""
+    restarts = f"sum(increase({RESTARTS}[{t.restart_window}]))"
+    restarted = _alert(
+        t, "AslServerRestarted", f"{restarts} > {num(t.max_server_restarts)}", "0m", "warning",
+        "The launcher restarted a dead tritonserver",
+        'tritonserver died and was restarted about {{ $value | printf "%.0f" }} times in the '
+        f"last {t.restart_window}: requests in flight were lost and clients got 502 meanwhile. "
+        "Read the server log (a crashing input, memory).",
+    )  # fmt: skip
+    return [_launcher_gave_up(t), restarted]
+
+
+def _launcher_gave_up(t: AlertThresholds) -> dict[str, Any]:
+    """The local launcher stopped serving (its front exports the flag)."""
     return _alert(
         t, "AslServerGaveUp", f"max({GAVE_UP}) > 0", "0m", "critical",
         "The launcher gave up serving",
@@ -178,7 +194,7 @@ def alert_rules(t: AlertThresholds) -> dict[str, Any]:
     """The alert group; every threshold comes from ``t``."""
     q = PromQL.from_thresholds(t)
     rules = [*_serving_alerts(t, q), *_quality_alerts(t, q), *_input_alerts(t, q)]
-    rules.append(_launcher_alert(t))
+    rules.extend(_launcher_alerts(t))
     return {"name": "asl_alerts", "rules": rules}
 
 

@@ -132,7 +132,7 @@ def live_status(prom: PromClient, q: PromQL) -> dict[str, Any]:
     total = sum(shares.values())
     return {
         "values": values,
-        "class_shares": {k: v / total for k, v in shares.items()} if total > 0 else {},
+        "class_shares": {k: v / total for k, v in shares.items() if v > 0} if total > 0 else {},
         "history": history,
         "alerts": alerts,
         "windows": {"hands": q.hand_window, "nonfinite": q.nonfinite_window},

@@ -18,7 +18,9 @@ from typing import Any, Mapping, Sequence, TypeVar
 from asl_recognition.options import build_parser, from_mapping, option
 
 ENV_PREFIX = "ASL_ALERT_"
-_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+# Prometheus's own duration grammar: units from the largest down, each at most once ("5m5m" and
+# "30s1m" passed a looser pattern here and failed later in promtool, as a traceback)
+_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,18 @@ class AlertThresholds:
     nonfinite_window: str = "15m"
     max_nonfinite_predictions: float = 0.0  # rows tolerated per nonfinite_window
     nonfinite_for: str = "0s"
+    # tritonserver restarts by the launcher (a crash each: in-flight requests lost, 502s meanwhile)
+    restart_window: str = "1h"
+    max_server_restarts: float = 0.0  # restarts tolerated per restart_window
 
     def validate(self) -> "AlertThresholds":
         """Reject values Prometheus would reject later with a less helpful message."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith(("_for", "window")) and not _DURATION.match(str(value)):
+            if f.name.endswith(("_for", "window")) and not _is_duration(str(value)):
                 raise ValueError(f"{f.name}={value!r} is not a Prometheus duration (e.g. 30s, 5m)")
+            if f.name.endswith("window") and not re.search(r"[1-9]", str(value)):
+                raise ValueError(f"{f.name}={value!r} must be longer than 0 (a range of rates)")
             if f.type == "float" and not math.isfinite(float(value)):
                 # NaN compares false with everything: the alert would silently never fire
                 raise ValueError(f"{f.name}={value!r} must be a finite number")
@@ -83,6 +90,10 @@ class AlertThresholds:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _is_duration(text: str) -> bool:
+    return bool(text) and _DURATION.match(text) is not None
 
 
 def env_name(field_name: str) -> str:
@@ -110,10 +121,14 @@ def _read_file(path: Path) -> dict[str, Any]:
     else:
         import yaml  # only needed for YAML threshold files
 
-        data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:  # not a ValueError: it had ended the CLI in a traceback
+            raise ValueError(f"{path}: not YAML ({exc.__class__.__name__})") from None
+    data = data.get("thresholds", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):  # also "thresholds:" left empty, or a list under it
         raise ValueError(f"{path}: expected a mapping of threshold names to values")
-    return data.get("thresholds", data)
+    return data
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:

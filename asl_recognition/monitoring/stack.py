@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import urllib.parse
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asl_recognition.child_output import Output
+from asl_recognition.locks import FileLock, holder
 from asl_recognition.options import build_parser as build_options_parser
 from asl_recognition.options import option
 from asl_recognition.processes import Child, redacted, sleep_unless
@@ -104,6 +106,7 @@ class MonitoringStack:
     env: dict[str, str] | None = field(default=None, repr=False)
     run_dir: Path = field(init=False)
     _children: dict[str, Child] = field(default_factory=dict, repr=False)
+    _lock: FileLock | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from asl_recognition.paths import workspace
@@ -184,14 +187,31 @@ class MonitoringStack:
             append=True,
             redact=lambda line: redacted(line, secrets, "<redacted>"),
         )
-        child = Child(cmd, log, name=name, ready_url=ready_url, grace=timeout)
+        child = Child(
+            cmd, log, name=name, ready_url=ready_url, grace=timeout,
+            death_signal=signal.SIGTERM,  # a kill -9 of this process takes both servers along
+            pass_fds=(self._lock.fileno(),) if self._lock else (),  # run_dir busy while alive
+        )  # fmt: skip
         self._children[name] = child.start()
         child.wait_ready(timeout)
 
+    def _lock_run_dir(self) -> None:
+        """One stack per run directory: Debian's Prometheus takes no TSDB lock, and two of them
+        on one data directory (a second ``make monitor`` on other ports) corrupt its chunks."""
+        lock = FileLock(self.run_dir / "stack.lock")
+        if not lock.acquire():
+            raise RuntimeError(
+                f"another monitoring stack (pid {holder(lock.path)}) uses {self.run_dir}: "
+                "stop it, or give this one another --run-dir"
+            )
+        self._lock = lock
+
     def start(self, timeout: float = 30.0) -> "MonitoringStack":
-        """Render and check the configs, start both servers and wait until both are ready."""
-        paths = self.render()
+        """Render and check the configs, start both servers and wait until both are ready.
+        Start it from the thread that stops it: the servers die with that thread."""
+        self._lock_run_dir()
         try:
+            paths = self.render()
             self._spawn(
                 "alertmanager",
                 [
@@ -230,6 +250,9 @@ class MonitoringStack:
         for child in reversed(list(self._children.values())):
             child.stop()
         self._children.clear()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def running(self) -> bool:
         return bool(self._children) and all(c.running() for c in self._children.values())
@@ -272,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[monitor] rendered {', '.join(str(p) for p in paths.values())}; {base_msg}")
         return 0
     stopping = stop_on_signals()
-    stack.start()
+    try:
+        stack.start()
+    except (OSError, RuntimeError) as exc:  # a busy port or run directory: one line, no trace
+        print(f"[monitor] error: {exc}", file=sys.stderr)
+        return 1
     print(
         f"[monitor] Prometheus {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}  "
         f"scraping Triton {options.triton_metrics}; receivers: {receivers_line(options)}; "

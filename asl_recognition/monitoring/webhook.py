@@ -46,6 +46,10 @@ class WebhookReceiver:
             timeout = READ_TIMEOUT_S
 
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+                if kind != "application/json":  # Alertmanager's; a page of any origin could
+                    self.send_error(415, "application/json only")  # send text/plain unasked
+                    return
                 text = (self.headers.get("Content-Length") or "").strip()
                 if not text.isdigit():  # "-1" had read to the end of the stream, unbounded
                     self.send_error(411, "a Content-Length of bytes is needed")
@@ -136,12 +140,18 @@ def parse_notification(body: bytes) -> tuple[dict[str, Any], str | None]:
     return payload, None
 
 
+def _shown(value: Any) -> str:
+    """``value`` for a terminal: control characters escaped (an ESC or a CR in a label had
+    rewritten the terminal's lines, e.g. a forged "resolved")."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
+
+
 def summarise(payload: dict[str, Any]) -> str:
     alerts = ", ".join(
-        f"{a.get('labels', {}).get('alertname', '?')}={a.get('status', '?')}"
+        f"{_shown(a.get('labels', {}).get('alertname', '?'))}={_shown(a.get('status', '?'))}"
         for a in payload.get("alerts", [])
     )
-    return f"[webhook] {payload.get('status', '?')}: {alerts}"
+    return f"[webhook] {_shown(payload.get('status', '?'))}: {alerts}"
 
 
 def build_parser() -> argparse.ArgumentParser:

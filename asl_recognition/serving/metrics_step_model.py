@@ -96,7 +96,12 @@ class TritonPythonModel:
             description="Served predictions per predicted class",
             kind=pb_utils.MetricFamily.COUNTER,
         )
+        # Every known class at 0 from the start: a series Prometheus first sees at 3 counts
+        # only what comes after, so each class's first predictions after a (re)start were lost
+        # to increase() (the drift alert, the class shares); Triton pre-creates its own so.
         self.per_class = {}
+        for index in range(len(self.labels)):
+            self._class_counter(index)
         self.low_confidence_family = pb_utils.MetricFamily(
             name="asl_low_confidence_total",
             description="Served predictions whose top-1 confidence is under the threshold",

@@ -87,7 +87,7 @@ def test_checked_in_rules_are_the_rendered_defaults_and_pass_promtool(tmp_path: 
             checked_in == (tmp_path / name).read_text()
         ), f"triton/monitoring/rules/{name} is stale: python -m asl_recognition.monitoring.render"
     out = _ok(run_tool("promtool", "check", "rules", *sorted((MON / "rules").glob("*.yml"))))
-    assert "17 rules found" in out and "29 rules found" in out
+    assert "18 rules found" in out and "29 rules found" in out
     fixture = load_baseline(MON / "tests" / "baseline_fixture.json")
     rendered = dump_yaml({"groups": [baseline_rules(fixture)]})
     assert rendered in (MON / "tests" / "asl_baseline_fixture.yml").read_text()
@@ -205,6 +205,9 @@ def test_non_finite_thresholds_are_refused_not_silently_off(text: str) -> None:
         (["--set", "latency_p95_ms=fast"], "latency_p95_ms='fast' is not a number"),
         (["--set", "latency"], "--set expects NAME=VALUE, got 'latency'"),
         (["--set", "nope=1"], "unknown threshold 'nope'"),
+        (["--set", "window=0s"], "window='0s' must be longer than 0"),
+        (["--set", "drift_window=5m5m"], "drift_window='5m5m' is not a Prometheus duration"),
+        (["--set", "hand_for=30s1m"], "hand_for='30s1m' is not a Prometheus duration"),
     ],
 )
 def test_monitoring_clis_refuse_bad_thresholds_in_one_line(args, message, tmp_path) -> None:
@@ -213,6 +216,21 @@ def test_monitoring_clis_refuse_bad_thresholds_in_one_line(args, message, tmp_pa
         assert result.returncode == 2, (module, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, (module, result.stderr[-2000:])
         assert message in result.stderr.strip().splitlines()[-1], module
+
+
+@pytest.mark.parametrize(
+    "text", ["thresholds:\n", "thresholds: [1]\n", "window: [5m\n", "- 1\n- 2\n"]
+)
+def test_a_bad_thresholds_file_is_one_line_too(text: str, tmp_path: Path) -> None:
+    """An empty ``thresholds:``, a list, or broken YAML had ended each CLI in a traceback."""
+    path = tmp_path / "thresholds.yml"
+    path.write_text(text)
+    for module in ("render", "stack"):
+        args = ("--thresholds", path, "--out" if module == "render" else "--run-dir", tmp_path)
+        result = run_script("-m", f"asl_recognition.monitoring.{module}", *args, timeout=60)
+        assert result.returncode == 2, (module, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, (module, result.stderr[-2000:])
+        assert str(path) in result.stderr.strip().splitlines()[-1], module
 
 
 def test_baseline_accepts_counts_shares_and_histograms(tmp_path: Path) -> None:

@@ -220,3 +220,66 @@ def test_the_launcher_giving_up_is_not_hidden_by_the_server_being_down(tmp_path:
     finally:
         manager.terminate()
         manager.wait(timeout=30)
+
+
+def _stack_args(run_dir: Path, prom: int, am: int) -> list:
+    """``make monitor``'s command line on free ports, Triton absent, no baseline."""
+    return ["--run-dir", run_dir, "--triton-metrics", f"127.0.0.1:{free_port()}",
+            "--launcher-metrics", "", "--prometheus-port", prom, "--alertmanager-port", am,
+            "--baseline", "none"]  # fmt: skip
+
+
+def _started(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The CLI's output up to its ready line (or its end)."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline and not any("Ctrl-C stops" in x for x in lines):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    return "".join(lines)
+
+
+def test_a_killed_stack_takes_its_servers_along_and_the_next_one_starts(tmp_path: Path) -> None:
+    """``kill -9`` of ``make monitor`` had left Prometheus and Alertmanager running, holding the
+    ports (the next ``make monitor`` failed) and the data directory."""
+    from asl_testkit.cli import left_after, processes_of
+
+    run_dir, prom, am = tmp_path / "run", free_port(), free_port()
+    env = {"ASL_WORKSPACE": str(tmp_path / "ws")}
+    with cli_process(
+        "asl_recognition.monitoring.stack", *_stack_args(run_dir, prom, am), env=env,
+        stderr=subprocess.STDOUT,
+    ) as proc:  # fmt: skip
+        assert "Ctrl-C stops" in _started(proc)
+        assert len(processes_of(run_dir)) == 3  # the CLI and its two servers
+        proc.kill()
+        proc.wait()
+    assert left_after(run_dir, timeout=20) == [], "servers outlived a killed stack"
+    with cli_process(
+        "asl_recognition.monitoring.stack", *_stack_args(run_dir, prom, am), env=env,
+        stderr=subprocess.STDOUT,
+    ) as again:  # fmt: skip
+        out = _started(again)
+        assert "Ctrl-C stops" in out, out
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=30) == 0
+
+
+def test_a_second_stack_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
+    """Two stacks on other ports but one run directory had run two Prometheus on one TSDB
+    (Debian's build takes no lock), whose next start lost chunks ("out of sequence")."""
+
+    def options(prom: int, am: int) -> StackOptions:
+        return StackOptions(
+            run_dir=str(tmp_path / "run"), triton_metrics=f"127.0.0.1:{free_port()}",
+            launcher_metrics="", prometheus_port=prom, alertmanager_port=am,
+        )  # fmt: skip
+
+    with MonitoringStack(options(free_port(), free_port()), env={}) as first:
+        second = MonitoringStack(options(free_port(), free_port()), env={})
+        with pytest.raises(RuntimeError, match="another monitoring stack .* uses"):
+            second.start(timeout=20)
+        assert first.running() and not second._children
+    with MonitoringStack(options(free_port(), free_port()), env={}) as third:
+        assert third.running()  # the run directory is free again once the first stopped

@@ -27,8 +27,24 @@ def raw_post(url: str, head: bytes, body: bytes = b"") -> bytes:
     return answer.split(b"\r\n", 1)[0]
 
 
-def post_json(url: str, body: bytes) -> bytes:
-    return raw_post(url, b"Content-Length: %d\r\n" % len(body), body)
+def post_json(url: str, body: bytes, kind: bytes = b"application/json") -> bytes:
+    return raw_post(url, b"Content-Type: %s\r\nContent-Length: %d\r\n" % (kind, len(body)), body)
+
+
+def test_only_json_is_taken_and_labels_cannot_drive_the_terminal(capsys) -> None:
+    """A page of any origin may POST text/plain to 127.0.0.1 unasked (a "simple request"): it
+    had been stored and echoed, ESC and CR included, so it could forge or hide lines."""
+    forged = {"status": "resolved", "alerts": [
+        {"labels": {"alertname": "\x1b[2K\rAslTritonDown"}, "status": "resolved"}]}  # fmt: skip
+    body = json.dumps(forged).encode()
+    with WebhookReceiver(echo=True) as hook:
+        for kind in (b"text/plain", b"application/x-www-form-urlencoded", b""):
+            assert post_json(hook.url, body, kind).split()[1] == b"415", kind
+        assert not hook.notifications
+        assert post_json(hook.url, body).split()[1] == b"200"
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    assert "[webhook] resolved: \\x1b[2K\\rAslTritonDown=resolved" in out
 
 
 @pytest.mark.parametrize(
@@ -42,7 +58,8 @@ def post_json(url: str, body: bytes) -> bytes:
 )
 def test_a_length_that_is_not_a_bounded_count_of_bytes_is_refused(head, body, status) -> None:
     with WebhookReceiver() as hook:
-        assert raw_post(hook.url, head, body).split()[1] == status
+        json_head = b"Content-Type: application/json\r\n" + head
+        assert raw_post(hook.url, json_head, body).split()[1] == status
         assert not hook.notifications
 
 

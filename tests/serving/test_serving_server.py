@@ -273,6 +273,14 @@ def test_model_metrics_are_exported(served_a, tiny_models) -> None:
     assert delta("asl_low_confidence_total", model="asl") == int((probs.max(axis=1) < 0.5).sum())
 
 
+def test_every_class_is_counted_from_zero_before_its_first_prediction(served_a, tiny_models):
+    """A class series first seen at 3 counts only what came after in Prometheus's increase():
+    after each (re)start the first predictions of every class were lost to the drift alert."""
+    text = urllib.request.urlopen(served_a.metrics_url).read().decode()
+    exported = set(re.findall(r'^asl_predictions_total\{[^}]*class="([^"]+)"', text, re.M))
+    assert exported == set(tiny_models["a"].class_names)
+
+
 def test_nonfinite_probabilities_cannot_blind_the_metrics(served_a, tiny_models) -> None:
     """Anyone can call the ensemble's internal step directly; NaN rows are counted, not summed."""
     before = urllib.request.urlopen(served_a.metrics_url).read().decode()
