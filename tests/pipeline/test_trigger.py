@@ -325,36 +325,45 @@ def test_configuration_reread_does_not_rewind_the_watermark():
     assert scheduler.watermark() == T0
 
 
-def test_a_configuration_reread_does_not_skip_a_publish_whose_query_failed(capsys):
+PUBLISHED = version("ds-pub", T0 + timedelta(minutes=1))
+FINALIZED = version("ds-new", T0 + timedelta(minutes=2))
+
+
+def polled_while_the_published_query_failed(runner: mock.Mock) -> OfflineScheduler:
     """A poll whose ``published`` query failed (the SDK logs it and goes on) while a version was
-    finalized: the re-read every 15 min moved the published trigger to the finalized one's
-    mark, past a version published before, which was then never launched."""
-    runner = mock.Mock()
+    finalized; ``PUBLISHED`` had been published just before."""
     scheduler = offline(TriggerOptions(), runner)
     scheduler._task = mock.create_autospec(Task, instance=True)
     scheduler.restore_watermark({trigger.WATERMARK_PROPERTY: T0.isoformat()})
-    published = version("ds-pub", T0 + timedelta(minutes=1))
-    finalized = version("ds-new", T0 + timedelta(minutes=2))
 
     def hiccup(**query):
         if query["status"] == ["published"]:
             raise ConnectionError("the server did not answer")
-        return [finalized]
+        return [FINALIZED]
 
     scheduler._client.tasks.get_all.side_effect = hiccup
     scheduler._step()
+    return scheduler
+
+
+def server_holding_both(**query) -> list[SimpleNamespace]:
+    """The server answering the trigger's query: both versions, by status and change time."""
+    since = datetime.fromisoformat(query["last_update"][1:])
+    by_status = {"completed": [FINALIZED], "published": [PUBLISHED]}
+    return [v for v in by_status[query["status"][0]] if v.last_update > since]
+
+
+def test_a_configuration_reread_does_not_skip_a_publish_whose_query_failed(capsys):
+    """The re-read every 15 min moved the published trigger to the finalized one's mark, past
+    a version published before, which was then never launched."""
+    runner = mock.Mock()
+    scheduler = polled_while_the_published_query_failed(runner)
     configuration = [t.to_dict() for t in scheduler._dataset_triggers]
     scheduler._task._get_configuration_text.side_effect = lambda name: json.dumps(
         configuration if name == "datasets" else [], default=str
     )
     scheduler._deserialize()  # the SDK's sync, between two polls
-
-    def server(**query):
-        since = datetime.fromisoformat(query["last_update"][1:])
-        by_status = {"completed": [finalized], "published": [published]}
-        return [v for v in by_status[query["status"][0]] if v.last_update > since]
-
-    scheduler._client.tasks.get_all.side_effect = server
+    scheduler._client.tasks.get_all.side_effect = server_holding_both
     scheduler._step()
     launched = sorted(call.args[0][-1] for call in runner.call_args_list)
     assert launched == ["raw_version=ds-new", "raw_version=ds-pub"]
@@ -365,22 +374,10 @@ def both_marks(when: datetime) -> dict[str, str]:
 
 
 def test_a_reset_does_not_skip_a_publish_whose_query_failed(capsys):
-    """The same failed ``published`` query, then a reset (the SDK's ``state`` artifact gone):
-    one stored mark, the newest of both, had moved the published trigger past that version."""
+    """The same failed query, then a reset (the SDK's ``state`` artifact gone): one stored
+    mark, the newest of both, had moved the published trigger past that version."""
     runner = mock.Mock()
-    scheduler = offline(TriggerOptions(), runner)
-    scheduler._task = mock.create_autospec(Task, instance=True)
-    scheduler.restore_watermark({trigger.WATERMARK_PROPERTY: T0.isoformat()})
-    published = version("ds-pub", T0 + timedelta(minutes=1))
-    finalized = version("ds-new", T0 + timedelta(minutes=2))
-
-    def hiccup(**query):
-        if query["status"] == ["published"]:
-            raise ConnectionError("the server did not answer")
-        return [finalized]
-
-    scheduler._client.tasks.get_all.side_effect = hiccup
-    scheduler._step()
+    scheduler = polled_while_the_published_query_failed(runner)
     stored = {}
     for call in scheduler._task.set_user_properties.call_args_list:
         stored.update({p["name"]: p["value"] for p in call.args})
@@ -390,13 +387,7 @@ def test_a_reset_does_not_skip_a_publish_whose_query_failed(capsys):
     after_reset._task.artifacts = {}  # the SDK's "state" artifact: gone
     after_reset._task.get_user_properties.return_value = stored
     after_reset._deserialize_state()
-
-    def server(**query):
-        since = datetime.fromisoformat(query["last_update"][1:])
-        by_status = {"completed": [finalized], "published": [published]}
-        return [v for v in by_status[query["status"][0]] if v.last_update > since]
-
-    after_reset._client.tasks.get_all.side_effect = server
+    after_reset._client.tasks.get_all.side_effect = server_holding_both
     after_reset._step()
     launched = [call.args[0][-1] for call in runner.call_args_list]
     assert launched == ["raw_version=ds-new", "raw_version=ds-pub"]

@@ -40,6 +40,17 @@ from asl_recognition.serving.triton_server import (
 ONNX_V1 = "asl_onnx/1/model.onnx"
 
 
+def accept_on_purpose(repo: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``repo_manifest accept``, as the server image's Python runs it: a change recorded."""
+    return subprocess.run(
+        [image_python(), "-m", "asl_recognition.serving.repo_manifest", "accept", str(repo)],
+        capture_output=True,
+        text=True,
+        cwd=image_folder(tmp_path),
+        timeout=60,
+    )
+
+
 def _built(tiny_models, tmp_path: Path, name: str = "repo") -> Path:
     a = tiny_models["a"]
     build_repository(a.onnx, a.classes, tmp_path / name)
@@ -179,13 +190,7 @@ def test_a_build_removes_changed_versions_and_an_accepted_edit_is_served(
     config = repo / "asl_onnx" / "config.pbtxt"
     config.write_text(config.read_text() + "# tuned by hand\n")
     assert problems(repo) == ["asl_onnx/config.pbtxt"]
-    proc = subprocess.run(
-        [image_python(), "-m", "asl_recognition.serving.repo_manifest", "accept", str(repo)],
-        capture_output=True,
-        text=True,
-        cwd=image_folder(tmp_path),
-        timeout=60,
-    )
+    proc = accept_on_purpose(repo, tmp_path)
     assert proc.returncode == 0 and "recorded 3 model folders" in proc.stdout, proc.stderr
     assert problems(repo) == []
 
@@ -356,13 +361,7 @@ def test_a_model_folder_with_a_dot_name_is_not_in_the_record_and_is_refused(
         server.start()
     assert server.process is None and not marker.exists()
     # Recorded on purpose, it is served: Triton does load a dot-named folder as a model.
-    proc = subprocess.run(
-        [image_python(), "-m", "asl_recognition.serving.repo_manifest", "accept", str(repo)],
-        capture_output=True,
-        text=True,
-        cwd=image_folder(tmp_path),
-        timeout=60,
-    )
+    proc = accept_on_purpose(repo, tmp_path)
     assert proc.returncode == 0, proc.stderr
     from asl_testkit.servers import start_server
 
