@@ -339,13 +339,12 @@ def last_watermark(task_cls: Any) -> dict[str, str]:
     for name in MARK_PROPERTIES.values():
         seen = [(_utc(props.get(name) or props.get(WATERMARK_PROPERTY)), t) for props, t in stored]
         newest, task = max(
-            ((m, t) for m, t in seen if m), key=lambda pair: pair[0], default=(0, 0)
+            ((m, t) for m, t in seen if m), key=lambda pair: pair[0], default=(None, None)
         )
-        if newest:
+        if newest is not None:
             carried[name] = newest.isoformat()
-            print(
-                f"{name}: continuing from {carried[name]}, seen by task {task.id} ({task.status})"
-            )
+            seen_by = f"seen by task {task.id} ({task.status})"
+            print(f"{name}: continuing from {carried[name]}, {seen_by}", flush=True)
     return carried
 
 
