@@ -8,6 +8,7 @@ re-encoded on the way in, fail here rather than in an accuracy table weeks later
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections import Counter
 
@@ -42,20 +43,20 @@ def test_the_bundled_massey_photos_are_the_shared_originals() -> None:
     massey = recipe_sources(ASL_DAG, RUN)["massey"]
     photos = sorted(massey.glob("*/*"))
     assert len(photos) == len(LETTERS) * SIGNERS_PER_LETTER * PHOTOS_PER_SIGNER
-    assert_shared_originals(photos, shared)
+    assert_originals(photos, shared)
 
 
-def assert_shared_originals(photos: list, shared) -> None:
-    """Each bundled photo is its shared original, byte for byte (not re-encoded on the way)."""
+def assert_originals(photos: list, originals) -> None:
+    """Each bundled photo is its original in ``originals``, byte for byte (not re-encoded)."""
     for photo in photos:
-        original = shared / photo.parent.name / photo.name
+        original = originals / photo.parent.name / photo.name
         digest = hashlib.sha256(photo.read_bytes()).hexdigest()
         assert digest == hashlib.sha256(original.read_bytes()).hexdigest(), photo
 
 
 HG_PHOTOS_PER_SIGNER = 2
 HG_SIGNERS = {f"P{n}" for n in range(1, 11)}
-# P6's I and V are P5's shots again (two byte-identical): they were removed from the shared copy.
+# P6's I and V are P5's shots again (two byte-identical): they were removed from the bundled copy.
 HG_REMOVED = {("I", "P6"), ("V", "P6")}
 
 
@@ -73,8 +74,23 @@ def test_make_run_trains_on_the_ten_asl_hg_signers_for_every_letter() -> None:
         assert set(signers.values()) == {HG_PHOTOS_PER_SIGNER}, f"{letter}: {dict(signers)}"
 
 
-def test_the_bundled_asl_hg_photos_are_the_shared_originals() -> None:
-    shared = SHARED_DATA / "asl_hg"
-    if not shared.is_dir():
-        pytest.skip(f"{shared} is absent on this machine")
-    assert_shared_originals(sorted(recipe_sources(ASL_DAG, RUN)["hg"].glob("*/*")), shared)
+GENERALISE = REPO_ROOT / "configs" / "generalise.yaml"
+HG_MANIFEST = REPO_ROOT / "data" / "manifests" / "asl_hg.csv"
+HG_PHOTOS = 26 * 10 * 10 - 2 * 10 - 1  # 10 per letter and participant; P6's I/V, one twin out
+
+
+def test_the_bundled_asl_hg_photos_are_the_manifests_originals() -> None:
+    """The recipe's ASL-HG folder is its manifest, byte for byte: every photo the manifest lists
+    and no other, none re-encoded (the manifest names each one's origin and sha256)."""
+    hg = recipe_sources(ASL_DAG, GENERALISE)["hg"]
+    with HG_MANIFEST.open(newline="") as handle:
+        listed = {row["file"]: row["sha256"] for row in csv.DictReader(handle)}
+    photos = {p.relative_to(hg).as_posix(): p for p in hg.glob("*/*")}
+    assert len(listed) == HG_PHOTOS and set(photos) == set(listed)
+    for name, photo in photos.items():
+        assert hashlib.sha256(photo.read_bytes()).hexdigest() == listed[name], name
+
+
+def test_make_runs_asl_hg_photos_are_the_recipes_originals() -> None:
+    photos = sorted(recipe_sources(ASL_DAG, RUN)["hg"].glob("*/*"))
+    assert_originals(photos, recipe_sources(ASL_DAG, GENERALISE)["hg"])

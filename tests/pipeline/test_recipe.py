@@ -6,9 +6,25 @@ import asl_pipeline
 import pytest
 import yaml
 
-from asl_recognition.paths import REPO_ROOT
+from asl_recognition.paths import REPO_ROOT, SHARED_DATA
 from asl_recognition.pipeline.dag import ASL_DAG
-from asl_recognition.pipeline.recipe import RecipeError, as_nested, load_recipe, read_file
+from asl_recognition.pipeline.recipe import (
+    RecipeError,
+    as_nested,
+    load_recipe,
+    read_file,
+    recipe_sources,
+)
+
+# What ../shared/data holds on a fresh machine (its README's table). Photos added there by hand
+# are gone on the next machine, so a recipe may read only these or folders in the repository.
+SHARED_FOLDERS = {
+    "asl_kaggle_sample",
+    "asl_kaggle_test",
+    "asl_external_massey",
+    "asl_roboflow_letters",
+    "asl_webcam_longhongvo23",
+}
 
 
 def test_run_recipe_and_typed_overrides() -> None:
@@ -51,6 +67,19 @@ def test_every_bundled_recipe_loads(recipe) -> None:
     values = load_recipe(ASL_DAG, recipe)
     assert values and set(values) <= {p.name for p in ASL_DAG.params}
     assert len(values) == len(read_file(recipe))  # every entry became one parameter
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=str)
+def test_every_recipe_source_is_bundled_or_one_of_shareds_own_folders(recipe) -> None:
+    for name, path in recipe_sources(ASL_DAG, recipe).items():
+        path = path.resolve()
+        if path.is_relative_to(REPO_ROOT):
+            assert path.is_dir(), f"{recipe.name}: {name}={path} is not in the repository"
+        else:
+            assert path.parent == SHARED_DATA.resolve() and path.name in SHARED_FOLDERS, (
+                f"{recipe.name}: {name}={path} is neither in the repository nor one of "
+                "../shared/data's own folders: a fresh machine would not have it"
+            )
 
 
 @pytest.mark.parametrize(
