@@ -44,6 +44,10 @@ _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # container formats (ICO, CUR, ICNS, ...) decode an embedded image inside ``Image.open``, whose
 # real size their header does not tell, so no bound could be checked before the decode.
 ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# A phone's HEIC photo (ISO base media: an ``ftyp`` box, then its major brand): no Pillow plugin
+# reads it, so it is named for what it is rather than "not an image".
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
+HEIF_NAME = "HEIF (HEIC, a phone camera's default: export the photo as JPEG)"
 # Pillow's own guard (it refuses over twice this) at the project's largest bound, the JPEG one:
 # it refuses inside ``Image.open`` what a plugin would allocate there (a WebP canvas), before
 # our own check runs. Set once at import and only ever lowered, so no thread sees it change
@@ -57,12 +61,6 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 MAX_REQUEST_PIXELS = 2 * MAX_PIXELS
 # Rows converted per step by the 16/32-bit grey scaling, so its wide temporaries stay small.
 _BLOCK_VALUES = 1 << 20
-# Each architecture's total stride: below it the last feature map is less than one cell (the
-# cnn then fails outright; torchvision backbones run on a 1x1 map made mostly of padding).
-MIN_IMAGE_SIZE = {"cnn": 16, "resnet18": 32, "mobilenet_v3_small": 32}
-# The project's largest model input: 1024 px RGB is 3 MB per decoded image, far above what the
-# models train at; a published dataset at a size no model takes would be useless.
-MAX_IMAGE_SIZE = 1024
 
 
 class ImageDecodeError(ValueError):
@@ -72,43 +70,6 @@ class ImageDecodeError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class ImageSizeError(ValueError):
-    """An image side no model of the project can take."""
-
-
-def check_image_size(
-    image_size: int, model: str | None = None, error: type[ValueError] = ImageSizeError
-) -> int:
-    """The side as an int, or ``error`` saying why no model (or ``model``) can use it.
-
-    One bound for publishing (``model`` None: the smallest side any architecture takes) and for
-    training (the architecture's own), so a dataset is never published at a size nothing trains.
-    """
-    try:
-        size = int(image_size)
-        if size != float(image_size):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise error(f"image size {image_size!r} is not a whole number of pixels") from None
-    if model is not None and model not in MIN_IMAGE_SIZE:
-        raise error(f"unknown model {model!r}; choose one of {', '.join(MIN_IMAGE_SIZE)}")
-    name = model or min(MIN_IMAGE_SIZE, key=MIN_IMAGE_SIZE.__getitem__)
-    low = MIN_IMAGE_SIZE[name]
-    target = model or "every model"
-    if size < low:
-        need = f"it needs at least {low} px" if model else f"the smallest ({name}) needs {low} px"
-        raise error(
-            f"image size {size} is too small for {target}: {need} "
-            f"(its {low}x downsampling leaves less than one feature cell)"
-        )
-    if size > MAX_IMAGE_SIZE:
-        raise error(
-            f"image size {size} is too large for {target}: the project's bound is "
-            f"{MAX_IMAGE_SIZE} px"
-        )
-    return size
 
 
 def _is_jpeg(img: Image.Image) -> bool:
@@ -198,6 +159,8 @@ def _open_formats() -> tuple[str, ...]:
 
 def _refused_format(prefix: bytes) -> str | None:
     """The name of a format Pillow knows but the project does not open, from magic bytes only."""
+    if prefix[4:8] == b"ftyp" and prefix[8:12] in HEIF_BRANDS:
+        return HEIF_NAME
     for name in Image.ID:
         factory_accept = Image.OPEN.get(name)
         if name in ACCEPTED_FORMATS or not factory_accept or factory_accept[1] is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from asl_recognition.data.sources import DEFAULT_SIGNER_PATTERN
 from asl_recognition.data.split import check_split
-from asl_recognition.imageio import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from asl_recognition.image_size import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from asl_recognition.options import MAX_SEED, option
 
 GROUPINGS = ("frame", "phash", "none", "signer", "source")

@@ -40,7 +40,7 @@ from asl_recognition.data.raw import FINGERPRINT_TAG
 from asl_recognition.data.run_folders import run_report_dir, run_scratch
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.data.split import check_split
-from asl_recognition.imageio import check_image_size
+from asl_recognition.image_size import check_image_size
 from asl_recognition.options import settle
 from asl_recognition.paths import workspace
 from asl_recognition.store import DatasetStore, DatasetVersion, get_store

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asl_recognition.imageio import check_image_size
+from asl_recognition.image_size import check_image_size
 from asl_recognition.training.architectures import ARCHITECTURES, reads_images
 from asl_recognition.training.errors import TrainingInputError
 

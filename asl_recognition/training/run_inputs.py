@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from asl_recognition.classes import CLASSES, read_class_file
-from asl_recognition.imageio import check_image_size
+from asl_recognition.image_size import check_image_size
 from asl_recognition.locks import FileLock, holder
 from asl_recognition.paths import workspace
 from asl_recognition.training.checkpoints import (

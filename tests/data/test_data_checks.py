@@ -9,7 +9,7 @@ import pytest
 from asl_recognition.data.publish import publish_dataset
 from asl_recognition.data.raw import validate_raw
 from asl_recognition.data.split import check_split
-from asl_recognition.imageio import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, check_image_size
+from asl_recognition.image_size import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, check_image_size
 
 
 def _tree(root: Path) -> list[str]:

@@ -271,3 +271,21 @@ def test_a_truncated_jpeg_is_a_decode_error_not_an_oserror(tmp_path: Path) -> No
         load_rgb(tmp_path / "missing.jpg")
     with pytest.raises(IsADirectoryError):
         load_rgb(tmp_path)
+
+
+# A real HEIC (libheif through pillow-heif 1.9.0, from data/test_images/A_test.jpg at quality
+# 60): an iPhone's default photo format, which no Pillow plugin reads.
+HEIC = REPO_ROOT / "tests" / "fixtures" / "A_test.heic"
+
+
+def test_a_phones_heic_photo_is_named_and_quarantined_not_called_no_image(tmp_path) -> None:
+    with pytest.raises(ImageDecodeError) as caught:
+        load_rgb(HEIC)
+    assert caught.value.reason == "unsupported_format"
+    assert "in HEIF (HEIC, a phone camera's default: export the photo as JPEG) format" in str(
+        caught.value
+    )
+    (tmp_path / "src" / "A").mkdir(parents=True)
+    (tmp_path / "src" / "A" / "IMG_0001.HEIC").write_bytes(HEIC.read_bytes())
+    row = scan_source(tmp_path / "src", workers=1, progress=False).table.iloc[0]
+    assert row["error"] == "unsupported_format", row.to_dict()

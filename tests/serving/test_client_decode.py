@@ -160,7 +160,12 @@ def test_the_client_copy_keeps_the_training_bounds() -> None:
     client = load_client_module()
     names = ("MAX_PIXELS", "MAX_SIDE", "JPEG_REDUCTION", "JPEG_FORMATS", "_BLOCK_VALUES")
     names += ("MAX_FILE_BYTES", "MAX_JPEG_SCANS", "MAX_JPEG_MARKERS", "JPEG_MAGIC", "_NEXT_MARKER")
-    for name in names + ("ACCEPTED_FORMATS", "PILLOW_MAX_IMAGE_PIXELS"):
+    for name in names + (
+        "ACCEPTED_FORMATS",
+        "PILLOW_MAX_IMAGE_PIXELS",
+        "HEIF_BRANDS",
+        "HEIF_NAME",
+    ):
         assert getattr(client, name) == getattr(imageio, name), name
 
 
@@ -198,6 +203,14 @@ def test_the_client_refuses_an_icon_bomb_and_names_a_truncated_jpeg(tmp_path: Pa
     with pytest.raises(ImageDecodeError) as caught:  # the training decoder agrees
         load_rgb(ico)
     assert caught.value.reason == "unsupported_format"
+
+
+def test_the_client_names_a_phones_heic_photo() -> None:
+    """An iPhone's default format has no Pillow plugin: named, with what to do, not "not a
+    readable image" (tests/fixtures/A_test.heic: a real HEIC, see test_data_imageio)."""
+    client = load_client_module()
+    with pytest.raises(ValueError, match=r"^unsupported format: HEIF \(HEIC, a phone camera"):
+        client.decode_rgb(REPO_ROOT / "tests" / "fixtures" / "A_test.heic")
 
 
 def test_a_large_uncompressed_file_within_the_pixel_bound_opens_in_both(tmp_path: Path) -> None:

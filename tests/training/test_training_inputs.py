@@ -26,7 +26,7 @@ from asl_testkit.published import publish_sample, train_options
 from asl_testkit.workspaces import offline_workspace
 
 from asl_recognition.classes import CLASSES, write_class_file
-from asl_recognition.imageio import MIN_IMAGE_SIZE, check_image_size
+from asl_recognition.image_size import MIN_IMAGE_SIZE, check_image_size
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 from asl_recognition.registry.base import ModelIntegrityError
 from asl_recognition.training.architectures import ARCHITECTURES, reads_images

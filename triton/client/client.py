@@ -84,6 +84,10 @@ _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Only formats whose Pillow plugin reads a header and no pixel while opening: an icon (ICO,
 # CUR, ICNS) decodes its embedded image, of a size its header does not tell, inside open.
 ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# A phone's HEIC photo (ISO base media: an ``ftyp`` box, then its major brand): no Pillow plugin
+# reads it, so it is named for what it is rather than "not an image".
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
+HEIF_NAME = "HEIF (HEIC, a phone camera's default: export the photo as JPEG)"
 # Pillow's own guard (refusing over twice this) at the largest bound, the JPEG one; this script
 # is single-threaded, and the bound is only ever lowered.
 PILLOW_MAX_IMAGE_PIXELS = JPEG_REDUCTION**2 * MAX_PIXELS // 2
@@ -158,6 +162,8 @@ def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
 
 def _refused_format(prefix: bytes) -> str | None:
     """A format Pillow knows but this decoder does not open, named from its magic bytes only."""
+    if prefix[4:8] == b"ftyp" and prefix[8:12] in HEIF_BRANDS:
+        return HEIF_NAME
     for name in Image.ID:
         factory_accept = Image.OPEN.get(name)
         if name in ACCEPTED_FORMATS or not factory_accept or factory_accept[1] is None:
