@@ -24,6 +24,7 @@ from asl_recognition.options import (
     missing,
     parse,
     settle,
+    specs,
     value_as_text,
 )
 from asl_recognition.paths import workspace
@@ -244,20 +245,46 @@ STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def storage_errors_in_one_line(program: str) -> Iterator[None]:
-    """End ``program`` with one line naming the file and the workspace when storage fails."""
+def storage_errors_in_one_line(program: str, options: Any = None) -> Iterator[None]:
+    """End ``program`` with one line naming the file and where to free space when storage
+    fails: the workspace, or an output folder one of ``options`` (a ``written`` path) names."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
-        where = f" {exc.filename}" if exc.filename else " to the workspace"
-        print(
-            f"{program}: error: cannot write{where}: {exc.strerror} (workspace {workspace()}); "
-            "free space there or point ASL_WORKSPACE at a writable folder",
-            file=sys.stderr,
-        )
+        where = f" {exc.filename}" if exc.filename else ""
+        advice = _advice(exc.filename, _written_folders(options))
+        print(f"{program}: error: cannot write{where}: {exc.strerror} {advice}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _written_folders(options: Any) -> dict[str, Path]:
+    """The output folders a task's options set (``--report-dir`` ...), by flag."""
+    if options is None:
+        return {}
+    return {
+        spec.flag: Path(getattr(options, spec.name)).resolve()
+        for spec in specs(type(options))
+        if spec.written and getattr(options, spec.name)
+    }
+
+
+def _advice(filename: Any, written: Mapping[str, Path]) -> str:
+    """Where to free space: a full report folder outside the workspace had been blamed on the
+    workspace, whose own disk had room."""
+    ws = workspace()
+    if filename:
+        target = Path(os.fsdecode(filename)).resolve()
+        for flag, folder in written.items():
+            if target.is_relative_to(folder):
+                return f"(the folder {flag} names): free space there or give {flag} another folder"
+        if not target.is_relative_to(ws):
+            return "(outside the workspace): free space on its file system"
+    elif written:
+        named = ", ".join(f"{flag} {folder}" for flag, folder in written.items())
+        return f"(workspace {ws}, or {named}): free space there or point them elsewhere"
+    return f"(workspace {ws}); free space there or point ASL_WORKSPACE at a writable folder"
 
 
 def task_entry(
@@ -287,7 +314,7 @@ def task_entry(
 
         def main(argv: list[str] | None = None) -> int:
             options = parse(options_cls, argv, doc)
-            with storage_errors_in_one_line(script):
+            with storage_errors_in_one_line(script, options):
                 task_name = name(options) if name else script
                 ctx = init_task("ASL", task_name, options, task_type, program=script)
                 try:

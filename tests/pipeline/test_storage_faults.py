@@ -72,6 +72,22 @@ def test_a_read_only_workspace_is_one_line_in_a_task_and_in_the_runner(tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_report_folder_outside_the_workspace_is_named_not_the_workspace(tmp_path):
+    """The workspace has room; the folder --report-dir names does not. The line used to say
+    "cannot write to the workspace" and to move ASL_WORKSPACE, which changes nothing. The write
+    that fails (GX's Data Docs) names no file, so the line names both places."""
+    with tmpfs(tmp_path / "reports", "64k") as reports:
+        result = run_script(
+            "tasks/validate_raw.py", f"--report-dir={reports}", env=env_with(tmp_path / "ws")
+        )
+        assert result.returncode == 2, result.stderr[-3000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("validate_raw: error: cannot write: No space left on device")
+        assert f"or --report-dir {reports}): free space there or point them elsewhere" in last
+        assert not last.endswith(ONE_LINE_END), last
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_disk_is_one_line_and_leaves_no_half_version(tmp_path):
     with tmpfs(tmp_path / "full", "1500k") as workspace:
         result = run_script("tasks/validate_raw.py", env=env_with(workspace))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -359,3 +360,29 @@ def test_a_tls_server_the_sdk_is_told_to_trust_is_not_called_unreachable(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    "where, advice",
+    [
+        ("reports/report.json", "(the folder --report-dir names): free space there or give"),
+        ("ws/store/x", "(workspace {ws}); free space there or point ASL_WORKSPACE at a"),
+        ("elsewhere/x", "(outside the workspace): free space on its file system"),
+    ],
+)
+def test_a_storage_failure_names_the_folder_that_is_full(
+    tmp_path, monkeypatch, capsys, where, advice
+):
+    from asl_recognition.data.options import ValidateRawOptions
+    from asl_recognition.tracking import storage_errors_in_one_line
+
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "ws"))
+    options = ValidateRawOptions(report_dir=str(tmp_path / "reports"))
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / where))
+    with pytest.raises(SystemExit) as stopped:
+        with storage_errors_in_one_line("validate_raw", options):
+            raise full
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"validate_raw: error: cannot write {tmp_path / where}: No space left")
+    assert advice.format(ws=tmp_path / "ws") in line
