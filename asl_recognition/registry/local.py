@@ -23,6 +23,7 @@ from typing import Any
 from asl_recognition.hashing import sha256_file
 from asl_recognition.locks import exclusive
 from asl_recognition.registry.base import (
+    MODEL_ID,
     PRODUCTION_TAG,
     ModelIntegrityError,
     ModelNotFoundError,
@@ -31,6 +32,7 @@ from asl_recognition.registry.base import (
     NewModel,
     check_model_id,
 )
+from asl_recognition.store.base import remove_stale, writer_tag
 
 PATH_FIELDS = ("onnx_path", "classes_path", "baseline_path", "checkpoint_path")
 FILE_NAMES = {
@@ -72,6 +74,12 @@ class LocalModelRegistry(ModelRegistry):
         self.lock = self.root / LOCK_NAME
         self.records.mkdir(parents=True, exist_ok=True)
         self.files.mkdir(parents=True, exist_ok=True)
+        self.remove_stale()
+
+    def remove_stale(self) -> list[Path]:
+        """Copies and records a registration killed mid-way left (its pid is dead): before,
+        a ``kill -9`` left model files that no record named; a live writer's stay."""
+        return remove_stale([*self.files.glob(".*.tmp*"), *self.records.glob(".*.tmp*")], ".tmp")
 
     # -- records on disk: paths relative to the registry, made absolute when read ------------
     def _write(self, record: ModelRecord) -> None:
@@ -79,7 +87,7 @@ class LocalModelRegistry(ModelRegistry):
         for key in PATH_FIELDS:
             if data[key]:
                 data[key] = Path(data[key]).relative_to(self.root).as_posix()
-        tmp = self.records / f".{record.id}.json.tmp{os.getpid()}"
+        tmp = self.records / f".{record.id}.json.tmp{writer_tag()}"
         tmp.write_text(json.dumps(data, indent=1, default=str))
         os.replace(tmp, self.records / f"{record.id}.json")
 
@@ -123,9 +131,9 @@ class LocalModelRegistry(ModelRegistry):
         return record
 
     # -- the registry contract ---------------------------------------------------------------
-    def _copy(self, model: NewModel, model_id: str) -> dict[str, Path | None]:
-        target = self.files / model_id
-        target.mkdir(parents=True)
+    def _copy(self, model: NewModel, staged: Path) -> dict[str, Path | None]:
+        """The files copied into ``staged``, a temp folder carrying this writer's pid."""
+        staged.mkdir(parents=True)
         sources = {
             "onnx": model.onnx_path,
             "classes": model.classes_path,
@@ -133,7 +141,7 @@ class LocalModelRegistry(ModelRegistry):
             "checkpoint": model.checkpoint_path,
         }
         return {
-            role: Path(shutil.copy2(source, target / FILE_NAMES[role])) if source else None
+            role: Path(shutil.copy2(source, staged / FILE_NAMES[role])) if source else None
             for role, source in sources.items()
         }
 
@@ -144,14 +152,20 @@ class LocalModelRegistry(ModelRegistry):
         try:
             return self._register(model, model_id, task)
         except BaseException:  # an unreadable record, a full disk: no copies left without one
+            shutil.rmtree(self._staged(model_id), ignore_errors=True)
             if not (self.records / f"{model_id}.json").exists():
                 shutil.rmtree(self.files / model_id, ignore_errors=True)
             raise
 
+    def _staged(self, model_id: str) -> Path:
+        return self.files / f".{model_id}.tmp{writer_tag()}"
+
     def _register(self, model: NewModel, model_id: str, task: Any) -> ModelRecord:
-        copies = self._copy(model, model_id)
+        staged = self._copy(model, self._staged(model_id))
         # hashed from the copies: what the registry holds is what later reads are checked on
-        hashes = {role: sha256_file(path) for role, path in copies.items() if path}
+        hashes = {role: sha256_file(path) for role, path in staged.items() if path}
+        folder = self.files / model_id
+        copies = {role: folder / path.name if path else None for role, path in staged.items()}
         with exclusive(self.lock):
             versions = [r.version for r in self.list(model.name)]
             record = ModelRecord(
@@ -173,8 +187,21 @@ class LocalModelRegistry(ModelRegistry):
                 checkpoint_path=str(copies["checkpoint"]) if copies["checkpoint"] else None,
                 sha256=hashes,
             )
+            self._remove_orphans()
+            os.rename(self._staged(model_id), folder)
             self._write(record)
         return record
+
+    def _remove_orphans(self) -> None:
+        """Model folders that no record names: a registration killed between its rename and
+        its record (or by a version that copied in place). Only under the lock, which every
+        registration holds from its rename to its record, so none is half-way."""
+        for folder in self.files.iterdir():
+            if (
+                MODEL_ID.fullmatch(folder.name)
+                and not (self.records / f"{folder.name}.json").exists()
+            ):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _record(self, model_id: str) -> ModelRecord:
         """The record as stored (files not checked); the id must have the registry's format."""

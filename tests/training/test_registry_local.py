@@ -212,3 +212,48 @@ def test_train_refuses_an_unreadable_registry_before_it_trains(tmp_path) -> None
     assert "is not a readable record" in last, proc.stderr[-3000:]
     assert "run dir:" not in proc.stdout  # refused before the training started
     assert list((ws / "registry" / "files").iterdir()) == []
+
+
+KILLED_REGISTRATION = """
+import os, signal, sys
+import asl_recognition.registry.local as local
+from asl_recognition.registry import NewModel
+def die(*args, **kwargs):
+    print(os.getpid(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "copied":
+    local.sha256_file = die  # the files copied, none hashed yet
+else:
+    local.LocalModelRegistry._write = die  # the folder renamed into place, no record yet
+registry = local.LocalModelRegistry(sys.argv[1])
+registry.register(NewModel("asl", sys.argv[3], sys.argv[4]))
+"""
+
+
+@pytest.mark.parametrize("moment", ["copied", "renamed"])
+def test_a_registration_killed_mid_way_leaves_no_files_that_no_record_names(
+    files, tmp_path, moment
+) -> None:
+    """kill -9 during registration had left model files in the registry that no record named
+    (found by review). The next registry start removes a dead writer's copies; the next
+    registration removes a folder renamed into place whose record was never written."""
+    root = tmp_path / "registry"
+    kept = LocalModelRegistry(root).register(_new(files))  # a registered model stays whole
+    proc = run_script(
+        "-c", KILLED_REGISTRATION, str(root), moment, str(files["model.onnx"]),
+        str(files["classes.txt"]), env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    left = {p.name for p in (root / "files").iterdir()} - {kept.id}
+    assert len(left) == 1 and not list((root / "records").glob(".*"))
+    live = root / "files" / f".{'a' * 32}.tmp{os.getpid()}"  # a writer still running: untouched
+    live.mkdir()
+    registry = LocalModelRegistry(root)
+    if moment == "renamed":
+        (orphan,) = left
+        assert len(orphan) == 32 and (root / "files" / orphan / "model.onnx").is_file()
+        assert (root / "files" / orphan).exists()  # no registration yet: nothing removed
+    new = registry.register(_new(files))
+    assert {p.name for p in (root / "files").iterdir()} == {kept.id, new.id, live.name}
+    assert {r.id for r in registry.list()} == {kept.id, new.id}
+    assert registry.get(kept.id).version == 1 and registry.get(new.id).version == 2
