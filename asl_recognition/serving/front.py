@@ -197,7 +197,7 @@ class Proxy:
     async def _exchange(self, request: Request, budget: list[int]) -> Response:
         body = await self.read_body(request, budget)
         if request.method == "POST" and request.url.path.endswith("/infer"):
-            document = json_part(body, request.headers.get(HEADER_LENGTH))
+            document = json_part(body, request.headers.getlist(HEADER_LENGTH))
             await asyncio.to_thread(check_infer_json, document)  # a regex pass, off the loop
         budget[1] = 1  # received: a timeout from here on is Triton's
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}

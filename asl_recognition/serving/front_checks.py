@@ -74,15 +74,23 @@ def check_encoding(encoding: str | None) -> None:
         )
 
 
-def json_part(body: bytes, header_length: str | None) -> bytes:
-    """The request's JSON: the first ``Inference-Header-Content-Length`` bytes, or all of it."""
-    if header_length is None:
+def json_part(body: bytes, header_lengths: list[str]) -> bytes:
+    """The request's JSON: the first ``Inference-Header-Content-Length`` bytes, or all of it.
+
+    400 unless that header comes at most once, as plain digits: the checks must read what
+    Triton parses, and the front forwards one copy, the last; a first copy of 10 hid a 400 KB
+    nest of ``[`` behind a 10-byte head, and tritonserver crashed on it (SIGSEGV).
+    """
+    if not header_lengths:
         return body
-    try:
-        length = int(header_length)
-    except ValueError:
-        return body  # Triton answers a malformed header itself
-    return body[: max(length, 0)]
+    length, *more = header_lengths
+    if more or not (length.isascii() and length.isdigit()):
+        raise Refused(
+            400,
+            "bad_header_length",
+            f"{HEADER_LENGTH} must be given once, as a number of bytes",
+        )
+    return body[: int(length)]
 
 
 def check_infer_json(document: bytes) -> None:

@@ -193,6 +193,34 @@ def test_a_request_nested_deep_enough_to_crash_triton_is_refused(served) -> None
     assert served.triton_pid() == pid  # not restarted
 
 
+def test_a_json_length_given_twice_cannot_hide_a_crashing_nest(served) -> None:
+    """The front checked the first ``Inference-Header-Content-Length`` and forwarded the last:
+    a 10-byte head passed, then Triton parsed 400 KB of ``[`` and crashed (SIGSEGV; six such
+    requests in 41 s and the launcher gave up for good). Now 400 before forwarding, as for a
+    length that is not plain digits; the same server answers the next request."""
+    pid = served.triton_pid()
+    body = b'{"a": ' + b"[" * 400_000
+    for lengths in (["10", str(len(body))], ["+10"]):
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", served.http, timeout=30, source_address=("127.0.0.27", 0)
+        )
+        conn.putrequest("POST", "/v2/models/asl/infer")
+        for length in lengths:
+            conn.putheader("Inference-Header-Content-Length", length)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        status, text = answer.status, answer.read()
+        conn.close()
+        assert status == 400 and b"must be given once" in text, (lengths, status, text)
+    batch = np.ascontiguousarray(load_images(["A"], 32, per_class=1)[0])
+    status, answer, _ = request(
+        served.http, "POST", "/v2/models/asl/infer", infer_body(batch), "127.0.0.27"
+    )
+    assert status == 200, answer
+    assert served.triton_pid() == pid  # not restarted
+
+
 def test_a_compressed_body_is_refused_before_triton_inflates_it(served) -> None:
     """Triton inflates a gzip or deflate body itself, without bound, after the front had checked
     only the compressed bytes: the deep JSON above gzips to under 1 KB and crashed it (SIGSEGV),

@@ -64,6 +64,14 @@ EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
 DEFAULT_TIMEOUT_S = 60.0
 # A batch's answer is top-k label strings (and 64 landmark numbers) per image: kilobytes.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# An answer's status line and headers (Triton's are a few hundred bytes): geventhttpclient reads
+# them with no bound, and a server sending one endless header took 5.9 GB in 10 s.
+MAX_HEADER_BYTES = 64 * 1024
+# The model's input as the server describes it (the project trains at 16 to 1,024 px): a side
+# over MAX_INPUT_SIDE is refused before any image is resized to it (metadata saying 100,000 x
+# 100,000 had the client allocate 24 GB), and one request's pixels stay within MAX_BATCH_BYTES.
+MAX_INPUT_SIDE = 4096
+MAX_BATCH_BYTES = 256 * 1024 * 1024
 # gRPC's send limit as tritonclient sets it (its channel_args replace all of its defaults).
 _GRPC_MAX_SEND = 2**31 - 1
 
@@ -398,6 +406,12 @@ def read_spec(metadata, config, model: str = "the model") -> InputSpec:
     if 3 not in (shape[0], shape[2]):
         raise ClientError(f"model input shape {shape} is not an RGB image", EXIT_NO_MODEL)
     height, width = (shape[1], shape[2]) if channels_first else (shape[0], shape[1])
+    if not (0 < height <= MAX_INPUT_SIDE and 0 < width <= MAX_INPUT_SIDE):
+        raise ClientError(
+            f"model input shape {shape} is not an image size this client sends (each side 1 "
+            f"to {MAX_INPUT_SIDE} px)",
+            EXIT_NO_MODEL,
+        )
     return InputSpec(
         input_name=_field(inputs[0], "name"),
         output_name=output_name,
@@ -459,6 +473,28 @@ class _BoundedHttp:
         return _Answer(response, body)
 
 
+def _cap_headers() -> None:
+    """Refuse an HTTP answer whose status line and headers pass MAX_HEADER_BYTES as they
+    arrive: geventhttpclient keeps every header byte, however many, until the blank line."""
+    import geventhttpclient.client as ghc
+
+    base = ghc.HTTPSocketPoolResponse
+    if getattr(base, "capped", False):
+        return
+
+    class Capped(base):
+        capped, head = True, 0
+
+        def feed(self, data):
+            if not self.headers_complete:
+                self.head += len(data)
+                if self.head > MAX_HEADER_BYTES:
+                    raise ConnectionError(f"an answer's headers over {MAX_HEADER_BYTES} bytes")
+            return super().feed(data)
+
+    ghc.HTTPSocketPoolResponse = Capped
+
+
 class _Deadline:
     """tritonclient's gRPC client, every call given ``client_timeout`` (its default: none)."""
 
@@ -480,6 +516,7 @@ def open_client(tc, url: str, protocol: str, timeout: float = DEFAULT_TIMEOUT_S)
             ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
         ]
         return _Deadline(tc.InferenceServerClient(url=url, channel_args=limits), timeout)
+    _cap_headers()
     client = tc.InferenceServerClient(url=url, connection_timeout=timeout, network_timeout=timeout)
     client._client_stub = _BoundedHttp(client._client_stub, timeout, MAX_RESPONSE_BYTES)
     return client
@@ -514,9 +551,21 @@ def connect(url: str, protocol: str, model: str, timeout: float = DEFAULT_TIMEOU
         config = client.get_model_config(model)
     except (InferenceServerException, OSError) as exc:  # OSError: late or oversized
         raise ClientError(f"model '{model}' on {url}: {_short(exc)}", EXIT_NO_MODEL) from None
+    except Exception as exc:  # not JSON, or nested past the parser's depth: not Triton
+        raise ClientError(
+            f"model '{model}' on {url}: not Triton's model metadata ({_short(exc)})",
+            EXIT_NO_MODEL,
+        ) from None
     if protocol == "grpc":
         config = config.config
-    return tc, client, read_spec(metadata, config, model)
+    try:
+        return tc, client, read_spec(metadata, config, model)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ClientError(
+            f"model '{model}' on {url}: metadata or config not of Triton's shape "
+            f"({type(exc).__name__}: {_short(exc)})",
+            EXIT_NO_MODEL,
+        ) from None
 
 
 def _model_names(client) -> str:
@@ -576,7 +625,12 @@ def classify(tc, client, spec: InputSpec, model: str, batch: np.ndarray, top_k: 
 def _answer(result, name: str, images: int, per_image) -> np.ndarray:
     """The output ``name`` as one row per image, of a length in ``per_image``; any other
     answer (missing, another shape) is an inference failure, never printed as classes."""
-    values = result.as_numpy(name)
+    try:
+        values = result.as_numpy(name)
+    except Exception as exc:  # tritonclient decodes the answer here: any malformed part
+        raise ClientError(
+            f"inference failed: the server's {name} cannot be read ({_short(exc)})", EXIT_INFER
+        ) from None
     size = 0 if values is None else values.size
     if size % images or size // images not in per_image:
         shape = "none" if values is None else list(values.shape)
@@ -680,7 +734,8 @@ def classify_decoded(tc, client, spec: InputSpec, args, paths: list[Path]) -> tu
     """Decode and resize here, send each batch of up to max_batch_size images once it is full:
     memory holds one batch, however many files are given."""
     results, failed = [], 0
-    step = spec.max_batch_size if spec.max_batch_size > 0 else 1
+    image_bytes = spec.height * spec.width * 3 * (4 if spec.datatype == "FP32" else 1)
+    step = max(1, min(spec.max_batch_size, MAX_BATCH_BYTES // image_bytes))
     chunk: list[tuple[Path, np.ndarray]] = []
     for done, path in enumerate(paths, start=1):
         try:
