@@ -9,12 +9,27 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 
 from asl_recognition.option_text import TRUE_WORDS
 from asl_recognition.paths import REPO_ROOT, workspace
 
 AGENT_ENV = ("CLEARML_TASK_ID", "TRAINS_TASK_ID", "CLEARML_AUTH_TOKEN")  # SDK: either id
 OUTPUT_URI_ENV = "ASL_OUTPUT_URI"
+# Every task variable the SDK reads to attach to an existing task. The SDK's sanitisers drop
+# them before starting a child (``PipelineDecorator.pipeline``'s ``sanitized_env`` in
+# clearml/automation/controller.py; ``LocalClearmlJob.launch`` in clearml/automation/job.py),
+# each read under both prefixes (``clearml/config/defs.py``); clearml-agent sets the CLEARML_
+# and TRAINS_ pairs side by side (``clearml_agent/definitions.py``).
+SDK_TASK_ENV = (
+    "CLEARML_TASK_ID",
+    "TRAINS_TASK_ID",
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_LOG_TASK_TO_BACKEND",
+    "TRAINS_LOG_TASK_TO_BACKEND",
+    "CLEARML_SIMULATE_REMOTE_TASK",
+)
 KEEP_LOCAL = ("none", "false", "off")  # ASL_OUTPUT_URI values that mean "upload no weights"
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _said_local = False
@@ -180,3 +195,13 @@ def server_unreachable(tries: int = 3, timeout_s: float = 10.0) -> str | None:
         f"the ClearML API server {host} does not answer ({reason}; {tries} tries): check "
         "CLEARML_API_HOST (or api.api_server in clearml.conf)"
     )
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment without the variables that would bind a child to this process's task:
+    a child that starts its own task (a pipeline step, the trigger's pipeline) must not attach
+    to it, nor, offline, to the stale session of that id."""
+    env = dict(os.environ if environ is None else environ)
+    for name in SDK_TASK_ENV:
+        env.pop(name, None)
+    return env

@@ -13,7 +13,6 @@ even on ``kill -9`` (:mod:`asl_recognition.reaper`).
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from asl_recognition.child_output import Output
+from asl_recognition.clearml_env import child_env
 from asl_recognition.locks import FileLock
 from asl_recognition.options import specs, to_argv
 from asl_recognition.paths import REPO_ROOT, workspace
@@ -45,7 +45,7 @@ from asl_recognition.pipeline.runs import (
     runs_dir,
     write_json,
 )
-from asl_recognition.pipeline.step_cache import StepCache, ids_still_valid, pinned_references
+from asl_recognition.pipeline.step_cache import StepCache, pinned_references
 from asl_recognition.processes import Child, describe_exit
 from asl_recognition.tracking import OUTPUTS_ENV
 
@@ -244,6 +244,7 @@ class LocalExecutor:
         argv = step_argv(step, args)
         key = self.cache.key(step, argv, args) if step.cache else ""
         fresh = step.name in self.fresh or not self.use_cache
+        info["inputs"] = self.cache.inputs(step, args)  # what a resume compares (a hit keeps it)
         if step.cache and not fresh and self._cached(key, info, argv, header):
             return
         outputs, duration = self._execute(step, info, argv, f"[{index}/{total}] {step.name}")
@@ -261,7 +262,7 @@ class LocalExecutor:
         if info.get("status") in DONE and step.rerun_on_resume and info["status"] != "skipped":
             self._print(f"{header}: run again (it reads the registry's current state)")
         elif info.get("status") in DONE:
-            gone = info["status"] != "skipped" and ids_still_valid(info.get("outputs", {}))
+            gone = self.cache.resume_blocker(step, info, self.params, self.outputs())
             if not gone:
                 how = "cached" if info["status"] == "cached" else info["status"]
                 self._print(f"{header}: reused ({how} in this run at {info.get('ended', '?')})")
@@ -313,7 +314,7 @@ class LocalExecutor:
         step_dir.mkdir(parents=True, exist_ok=True)
         outputs_file = step_dir / "outputs.json"
         outputs_file.unlink(missing_ok=True)
-        attempts = info.get("attempts", 0) + 1
+        attempts, inputs = info.get("attempts", 0) + 1, info.get("inputs")
         info.clear()
         info.update(
             status="running", attempts=attempts, argv=argv, started=now(), log=str(step_dir)
@@ -337,14 +338,14 @@ class LocalExecutor:
             info.update(status="failed", error=error)
             self._save()
             raise StepFailed(step.name, 0, error, "", step_dir)
-        info.update(status="completed", outputs=outputs)
+        info.update(status="completed", outputs=outputs, inputs=inputs)
         self._save()
         return outputs, duration
 
     def _spawn(
         self, command: list[str], step: Step, outputs_file: Path, step_dir: Path
     ) -> tuple[int, str]:
-        env = dict(os.environ)
+        env = child_env()  # a step starts its own task: never the one of this shell's id
         env.update(self.extra_env)
         env.update(
             {

@@ -24,7 +24,7 @@ from asl_recognition.locks import exclusive
 from asl_recognition.options import specs
 from asl_recognition.paths import workspace
 from asl_recognition.pipeline.clearml_controller import code_digest
-from asl_recognition.pipeline.dag import Step
+from asl_recognition.pipeline.dag import Step, UnresolvedReference, filled_value
 from asl_recognition.pipeline.runs import read_json, write_json
 from asl_recognition.store.local import DATASET_ID
 
@@ -213,6 +213,33 @@ class StepCache:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
+
+    def inputs(self, step: Step, args: Mapping[str, Any]) -> str:
+        """What the files and folders the step's path options read hold now, one digest (by
+        option order, not absolute name: a moved checkout reads the same files)."""
+        read = [content_digest(path) for path in _read_paths(step, args, self.repo_root)]
+        return hashlib.sha256(json.dumps(read).encode()).hexdigest()
+
+    def resume_blocker(
+        self,
+        step: Step,
+        info: Mapping[str, Any],
+        params: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+    ) -> str | None:
+        """Why a step done earlier in a run may not be reused by its resume, or None: a file or
+        folder it read changed since (a resume after the raw folder was edited had trained and
+        served its photos as they were), or a model or dataset it names no longer resolves."""
+        if info.get("status") == "skipped":
+            return None  # it ran nothing
+        recorded = info.get("inputs")
+        try:
+            args = {k: filled_value(v, params, outputs) for k, v in step.args.items()}
+        except UnresolvedReference as exc:
+            return str(exc.args[0])
+        if recorded is not None and self.inputs(step, args) != recorded:
+            return "a file or folder its path options read changed since it ran"
+        return ids_still_valid(info.get("outputs", {}))
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The entry of ``key`` (its paths under the current workspace) when its files are still

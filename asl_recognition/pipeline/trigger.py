@@ -6,7 +6,7 @@ What it does, exactly (each point read in clearml 2.1.12 or clearml-server, file
   ``--dataset-name`` (``trigger_name`` is sent as a regex, escaped and anchored here:
   ``DatasetTrigger.build_query``, ``clearml/automation/trigger.py``), it runs
   ``pipelines/asl_pipeline.py --mode queue ... raw_version=<id>`` in the loop, not in the SDK's
-  thread, without the task variables an agent set for the service (:data:`SDK_TASK_ENV`).
+  thread, without the task variables an agent set for the service (``clearml_env.SDK_TASK_ENV``).
 - **Published versions.** A dataset trigger's query asks for one status: ``completed``, or
   ``published`` with ``trigger_on_publish``, so there is a trigger per status; a version the
   first launched is not launched again when published, except once after a reset between the
@@ -34,7 +34,6 @@ What it does, exactly (each point read in clearml 2.1.12 or clearml-server, file
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -44,7 +43,7 @@ from typing import Any
 from clearml.automation.trigger import BaseTrigger, ExecutedTrigger, TriggerScheduler
 from clearml.backend_interface.util import exact_match_regex
 
-from asl_recognition.clearml_env import record_requirements_file
+from asl_recognition.clearml_env import child_env, record_requirements_file
 from asl_recognition.options import OptionError
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline.clearml_controller import (
@@ -69,20 +68,6 @@ RECENT_INSTANCES = 10  # each one is a task load (``Task.get_tasks``, clearml/ta
 # published while the ``published`` query failed and the ``completed`` one moved on.
 MARK_PROPERTIES = {False: "trigger_last_change_finalized", True: "trigger_last_change_published"}
 WATERMARK_PROPERTY = "trigger_last_change"  # the newest of both: all that older starts stored
-# Every task variable the SDK reads to attach to an existing task. The SDK's sanitisers drop
-# them before starting a child (``PipelineDecorator.pipeline``'s ``sanitized_env`` in
-# clearml/automation/controller.py; ``LocalClearmlJob.launch`` in clearml/automation/job.py),
-# each read under both prefixes (``clearml/config/defs.py``); clearml-agent sets the CLEARML_
-# and TRAINS_ pairs side by side (``clearml_agent/definitions.py``).
-SDK_TASK_ENV = (
-    "CLEARML_TASK_ID",
-    "TRAINS_TASK_ID",
-    "CLEARML_PROC_MASTER_ID",
-    "TRAINS_PROC_MASTER_ID",
-    "CLEARML_LOG_TASK_TO_BACKEND",
-    "TRAINS_LOG_TASK_TO_BACKEND",
-    "CLEARML_SIMULATE_REMOTE_TASK",
-)
 
 
 class LaunchFailed(RuntimeError):
@@ -101,14 +86,6 @@ def pipeline_command(dataset_id: str, options: TriggerOptions) -> list[str]:
         command += ["--config", options.config]
     command += ["--docker-image", options.docker_image]
     return command + [f"raw_version={dataset_id}"]
-
-
-def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment without the variables that would bind a child to the service's task."""
-    env = dict(os.environ if environ is None else environ)
-    for name in SDK_TASK_ENV:
-        env.pop(name, None)
-    return env
 
 
 def make_launcher(

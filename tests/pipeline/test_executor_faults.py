@@ -26,6 +26,7 @@ OPTIONS_MODULE = textwrap.dedent("""
     @dataclass
     class PickOptions:
         value: str = option("", "an ASL_raw id to pass on")
+        photos: str | None = option(None, "a folder read", path=True)
 
     @dataclass
     class UseOptions:
@@ -42,7 +43,8 @@ STEP_SCRIPT = textwrap.dedent("""
     name = Path(__file__).stem
     args = parse(getattr(fault_options, name.capitalize() + "Options"), None)
     with open(os.environ["CALL_LOG"], "a") as fh:
-        fh.write(json.dumps({"step": name, "argv": sys.argv[1:]}) + "\\n")
+        bound = {k: v for k, v in os.environ.items() if "TASK_ID" in k or "MASTER_ID" in k}
+        fh.write(json.dumps({"step": name, "argv": sys.argv[1:], "task_env": bound}) + "\\n")
     if os.environ.get("FAIL_STEP") == name:
         print(f"{name}: failing on purpose", file=sys.stderr)
         sys.exit(3)
@@ -169,6 +171,42 @@ def test_a_resumed_run_runs_again_a_step_whose_dataset_is_gone(repo, tmp_path, m
     _, said = run(repo, tmp_path, {}, run_id=executor.run_id)
     assert f"pick: run again, with the steps after it (no dataset with id {picked}" in said
     assert len(ran(tmp_path, "pick")) == 2
+
+
+def test_a_resumed_run_runs_again_a_step_whose_folder_changed(repo, tmp_path, monkeypatch):
+    """A resume had reused validate_raw's ASL_raw after the folder it read was edited (photos
+    removed after a failed or interrupted run): the model was trained and served on them."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"a photo")
+    params = {"pick/value": raw_version(tmp_path, "raw"), "pick/photos": str(photos)}
+    monkeypatch.setenv("FAIL_STEP", "use")
+    executor = LocalExecutor(
+        fault_dag(repo), params, root=tmp_path / "runs", repo_root=repo, out=io.StringIO()
+    )
+    with pytest.raises(StepFailed):
+        executor.run()
+    with pytest.raises(StepFailed):  # the folder as it was: reused
+        run(repo, tmp_path, {}, run_id=executor.run_id)
+    assert len(ran(tmp_path, "pick")) == 1
+    (photos / "a.jpg").unlink()  # edited before the next resume
+    monkeypatch.delenv("FAIL_STEP")
+    _, said = run(repo, tmp_path, {}, run_id=executor.run_id)
+    assert "pick: run again, with the steps after it (a file or folder its path" in said
+    assert len(ran(tmp_path, "pick")) == 2
+
+
+def test_steps_never_inherit_the_task_binding_of_the_runners_shell(repo, tmp_path, monkeypatch):
+    """Run offline (``ASL_OFFLINE=1``) from a shell an agent or clearml-session started, every
+    step attached to the offline session of that task id: the second step read the first's
+    parameters and failed ("the task's Args parameters name no option: ...")."""
+    for name in ("CLEARML_TASK_ID", "TRAINS_TASK_ID"):
+        monkeypatch.setenv(name, "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("CLEARML_PROC_MASTER_ID", "1:0123456789abcdef0123456789abcdef")
+    run(repo, tmp_path, {"pick/value": raw_version(tmp_path, "raw")})
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in calls] == ["pick", "use"]
+    assert all(c["task_env"] == {} for c in calls)
 
 
 def test_a_run_recorded_by_other_code_is_refused_in_one_line(repo, tmp_path):

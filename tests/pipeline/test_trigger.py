@@ -33,6 +33,7 @@ from clearml.backend_api.session import Session
 from clearml.backend_api.session.client.client import APIClient, make_service_class
 from clearml.config import defs
 
+from asl_recognition import clearml_env
 from asl_recognition.options import from_mapping, parse
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.pipeline import clearml_controller, trigger
@@ -201,7 +202,7 @@ def test_launcher_starts_a_queue_pipeline_for_the_new_version_with_a_clean_env(m
 
 def test_child_env_keeps_everything_but_the_task_binding():
     env = {**AGENT_TASK_ENV, "PATH": "/bin", "A": "b"}
-    assert trigger.child_env(env) == {"PATH": "/bin", "A": "b"}
+    assert clearml_env.child_env(env) == {"PATH": "/bin", "A": "b"}
     assert env["CLEARML_TASK_ID"] == "service-task"  # the caller's mapping is not changed
 
 
@@ -223,8 +224,8 @@ def test_dropped_names_are_the_sdk_sanitisers_names():
     )
     read_by_sdk = {key for entry in entries for key in entry.keys}
     assert in_sanitisers <= read_by_sdk
-    assert set(trigger.SDK_TASK_ENV) == read_by_sdk
-    assert len(trigger.SDK_TASK_ENV) == len(set(trigger.SDK_TASK_ENV))
+    assert set(clearml_env.SDK_TASK_ENV) == read_by_sdk
+    assert len(clearml_env.SDK_TASK_ENV) == len(set(clearml_env.SDK_TASK_ENV))
 
 
 def test_child_process_holds_no_task_variable_the_sdk_reads():
@@ -238,10 +239,10 @@ def test_child_process_holds_no_task_variable_the_sdk_reads():
         " defs.PROC_MASTER_ID_ENV_VAR.get(), defs.LOG_TO_BACKEND_ENV_VAR.get(),"
         " defs.DEBUG_SIMULATE_REMOTE_TASK.get()]))\n"
     )
-    agent_env = {**trigger.child_env(), **AGENT_TASK_ENV, "CLEARML_SIMULATE_REMOTE_TASK": "1"}
+    agent_env = {**clearml_env.child_env(), **AGENT_TASK_ENV, "CLEARML_SIMULATE_REMOTE_TASK": "1"}
     seen = subprocess.run(
         [sys.executable, "-c", probe],
-        env=trigger.child_env(agent_env),
+        env=clearml_env.child_env(agent_env),
         capture_output=True,
         text=True,
         check=True,
