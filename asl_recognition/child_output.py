@@ -37,7 +37,10 @@ class Pump(threading.Thread):
         self.fd, self.output = fd, output
         self.tail = bytearray()
         output.log.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if output.append else os.O_TRUNC)
+        if output.log.is_symlink():  # a link put there: replaced, never written through (its
+            output.log.unlink()  # target, any file the workspace's owner named, was emptied)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+        flags |= os.O_APPEND if output.append else os.O_TRUNC
         self.log = open(os.open(output.log, flags, 0o600), "wb", buffering=0)
 
     def run(self) -> None:

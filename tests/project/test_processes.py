@@ -162,6 +162,19 @@ def test_a_guarded_child_exits_as_its_command_did_and_holds_passed_locks(tmp_pat
     assert FileLock(lock.path).acquire(timeout=2)
 
 
+def test_a_log_replaced_by_a_link_is_replaced_not_written_through(tmp_path: Path) -> None:
+    """A step's log turned into a symlink (to any file): the next run had opened it with
+    O_TRUNC through the link and emptied the file it named (review)."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    log = tmp_path / "step" / "stdout.log"
+    log.parent.mkdir()
+    log.symlink_to(precious)
+    assert Child(python("print('step output')"), Output(log)).start().wait() == 0
+    assert precious.read_text() == "keep me\n"
+    assert not log.is_symlink() and "step output" in log.read_text()
+
+
 def test_a_file_lock_dies_with_its_holder(tmp_path: Path) -> None:
     path = tmp_path / "x.lock"
     holder = subprocess.Popen(
