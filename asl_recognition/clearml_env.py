@@ -61,6 +61,18 @@ def server_configured() -> bool:
     return bool(ENV_ACCESS_KEY.get(default=configured))
 
 
+def not_configured() -> str:
+    """Why ``Task.init`` found no server: an agent's variable asks for one (an agent-like
+    start, a copied shell) while no credentials are set anywhere."""
+    named = [name for name in AGENT_ENV if os.environ.get(name)]
+    asked = f"{' and '.join(named)} ask for a server (a ClearML agent sets them)" if named else ""
+    return (
+        f"ClearML is not configured here{': ' + asked if asked else ''}, but no credentials "
+        "are set: set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY (or "
+        "run clearml-init), or unset them and set ASL_OFFLINE=1 to run offline"
+    )
+
+
 def weights_stay_local() -> bool:
     """``ASL_OUTPUT_URI=none``: model weights are registered where they are, not uploaded.
 

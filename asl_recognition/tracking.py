@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
 
-from asl_recognition.clearml_env import output_uri, prepare_environment, record_requirements_file
+from asl_recognition.clearml_env import (
+    not_configured,
+    output_uri,
+    prepare_environment,
+    record_requirements_file,
+)
 from asl_recognition.options import (
     OptionError,
     as_params,
@@ -212,17 +217,23 @@ def init_task(
     if offline:
         report_from_a_thread(Task)
     record_requirements_file()
-    task = Task.init(
-        project_name=project,
-        task_name=name,
-        task_type=getattr(Task.TaskTypes, task_type),
-        tags=tags,
-        reuse_last_task_id=False,
-        auto_connect_arg_parser=False,
-        auto_resource_monitoring=not offline,
-        auto_connect_frameworks=FRAMEWORK_BINDINGS,
-        output_uri=None if offline else output_uri(),
-    )
+    from clearml.backend_api.session.defs import MissingConfigError
+
+    try:
+        task = Task.init(
+            project_name=project,
+            task_name=name,
+            task_type=getattr(Task.TaskTypes, task_type),
+            tags=tags,
+            reuse_last_task_id=False,
+            auto_connect_arg_parser=False,
+            auto_resource_monitoring=not offline,
+            auto_connect_frameworks=FRAMEWORK_BINDINGS,
+            output_uri=None if offline else output_uri(),
+        )
+    except MissingConfigError:  # the SDK's own text is a multi-line greeting and a traceback
+        print(f"{program or name}: error: {not_configured()}", file=sys.stderr)
+        raise SystemExit(2) from None
     arm_stop_deadline()
     ctx = TaskContext(task=task, options=options, offline=offline)
     error = f"{program or name}: error:"

@@ -13,6 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from asl_testkit.cli import run_script
 from asl_testkit.task_harness import (
     load_task_module,
     make_mock_task,
@@ -386,3 +387,22 @@ def test_a_storage_failure_names_the_folder_that_is_full(
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"validate_raw: error: cannot write {tmp_path / where}: No space left")
     assert advice.format(ws=tmp_path / "ws") in line
+
+
+def test_an_agents_task_id_with_no_server_configured_is_one_line(tmp_path) -> None:
+    """An agent-like start (its task variables, no clearml.conf, no keys) ended in the SDK's
+    MissingConfigError traceback and its multi-line greeting (review)."""
+    task_id = "0123456789abcdef0123456789abcdef"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "ASL_WORKSPACE": str(tmp_path / "ws"),
+    }
+    env.update(CLEARML_TASK_ID=task_id, TRAINS_TASK_ID=task_id)
+    result = run_script("tasks/select_best.py", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "select_best: error: ClearML is not configured here: CLEARML_TASK_ID and TRAINS_TASK_ID "
+        "ask for a server (a ClearML agent sets them), but no credentials are set"
+    ), line
