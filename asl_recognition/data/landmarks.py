@@ -374,9 +374,16 @@ def load_table(dataset_version: str = "latest", name: str = "ASL_landmarks") -> 
     import pandas as pd
 
     from asl_recognition.store import get_store
+    from asl_recognition.store.base import DatasetIntegrityError
 
     store = get_store()
     version = store.version_for(name, dataset_version)
     text = {name: str for name in (*INFO_COLUMNS, "reason", "handedness")}
-    table = pd.read_csv(store.local_copy(version) / TABLE, dtype=text)
+    path = store.local_copy(version) / TABLE
+    try:
+        table = pd.read_csv(path, dtype=text)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        # not UTF-8, not CSV, not there: one line naming the file, not a pandas traceback
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DatasetIntegrityError(f"{path} is not a readable landmark table: {reason}") from None
     return table, {"id": version.id, **version.metadata}

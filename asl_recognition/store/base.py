@@ -89,6 +89,27 @@ def path_problem(rel: Any) -> str | None:
     return None
 
 
+RECORD_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, the record's file name
+VERSION_NUMBER = re.compile(r"\d+\.\d+\.\d+")
+
+
+def _field_problem(version: DatasetVersion, stem: str) -> str | None:
+    """Why the record's own fields are unusable, or None: its id names the checkout folder
+    (an edited ``../`` id had a checkout build delete a folder outside the store), and a wrong
+    type in any field was a traceback for every lookup by name."""
+    if not isinstance(version.id, str) or version.id != stem or not RECORD_ID.fullmatch(stem):
+        return f"its id {str(version.id)[:80]!r} is not its file name's 32 hex digits"
+    if not isinstance(version.version, str) or not VERSION_NUMBER.fullmatch(version.version):
+        return f"its version {str(version.version)[:40]!r} is not N.N.N"
+    kinds = {"name": str, "created": str, "metadata": dict, "tags": list, "parents": list}
+    wrong = [k for k, kind in kinds.items() if not isinstance(getattr(version, k), kind)]
+    if wrong:
+        return f"its {wrong[0]} is not a JSON {kinds[wrong[0]].__name__}"
+    if not all(isinstance(p, str) and RECORD_ID.fullmatch(p) for p in version.parents):
+        return "a parent is not a dataset id"
+    return None
+
+
 def read_version(path: Path) -> DatasetVersion:
     """A stored version record, checked before any of its names reaches a path: an edited
     record had written (and overwritten) files outside the store through ``../`` names, and a
@@ -98,7 +119,8 @@ def read_version(path: Path) -> DatasetVersion:
         if not isinstance(data, dict):
             raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
         version = DatasetVersion.from_dict(data)
-        problems = [path_problem(e.path) for e in version.files]
+        problems = [_field_problem(version, path.stem)]
+        problems += [path_problem(e.path) for e in version.files]
         problems += [
             f"{e.path[:120]!r} has no sha256" for e in version.files
             if not (isinstance(e.sha256, str) and SHA256_HEX.fullmatch(e.sha256))
@@ -303,9 +325,12 @@ class DatasetStore(ABC):
         if ref in (None, "", "latest"):
             return self.get(name=name)
         try:
-            return self.get(dataset_id=ref)
+            found = self.get(dataset_id=ref)
         except DatasetNotFoundError:
             return self.get(name=name, version=ref)
+        if found.name != name:  # an ASL id as --raw-version was a TypeError deep in a step
+            raise DatasetNotFoundError(f"{ref} is a {found.name} version, not one of {name}")
+        return found
 
     def lineage(self, dataset: DatasetVersion) -> list[DatasetVersion]:
         """The version and all its ancestors, breadth first."""

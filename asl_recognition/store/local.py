@@ -184,7 +184,7 @@ class LocalDatasetStore(DatasetStore):
             entries.append(FileEntry(path=rel, sha256=stored.sha256, size=stored.size))
         with exclusive(self.lock):
             same = self._same_inputs(name, tags)
-            if same is not None:
+            if same is not None and self._serves(same, entries):
                 return same
             record = DatasetVersion(
                 id=uuid.uuid4().hex,
@@ -207,6 +207,15 @@ class LocalDatasetStore(DatasetStore):
         ``fingerprint:`` tag) since this one looked: reused, never published twice."""
         prints = [t for t in tags if t.startswith(FINGERPRINT_PREFIX)]
         return self.find(name, prints) if prints else None
+
+    def _serves(self, same: DatasetVersion, entries: list[FileEntry]) -> bool:
+        """``same`` may stand for these files: they are its bytes (just stored, so intact), or
+        it is intact. Else the inputs no longer make its bytes (another Pillow encodes the
+        resize differently) and its altered objects stay: a new version, never the broken one
+        that the step had reported as repaired."""
+        return [(e.path, e.sha256) for e in same.files] == [
+            (e.path, e.sha256) for e in entries
+        ] or self.intact(same)
 
     def _all(self) -> list[DatasetVersion]:
         records = [read_version(p) for p in self.versions.glob("*.json")]
@@ -343,6 +352,12 @@ class LocalDatasetStore(DatasetStore):
             if _hashes_to(path, entry.sha256):  # touched, not altered
                 stats[entry.path] = _stat_key(path)
                 continue
+            if path.is_dir() and not path.is_symlink():  # a rename cannot replace a folder
+                raise DatasetIntegrityError(
+                    f"dataset {dataset.name} {dataset.version} ({dataset.id}): its checkout "
+                    f"{target} holds a folder where the file {entry.path} belongs; refused: "
+                    "delete that checkout to have it built again"
+                )
             obj = self._verified_object(dataset, entry, checked)  # refused if altered too
             path.parent.mkdir(parents=True, exist_ok=True)
             staged = temp_name(path)

@@ -17,6 +17,7 @@ from asl_recognition.hands import HandLandmarker
 from asl_recognition.hands.landmarker import feature_row, photo_row
 from asl_recognition.hands.pool import map_photos
 from asl_recognition.training.data import TensorSplit
+from asl_recognition.training.errors import TrainingInputError
 from asl_recognition.training.evaluate import ExternalSet, class_folder
 from asl_recognition.training.landmark_model import FEATURES
 
@@ -29,7 +30,12 @@ def table_rows(table, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     found = table["hand_found"].astype(bool).to_numpy()
     points = table[POINT_COLUMNS].to_numpy(dtype=np.float64)
     for i in np.flatnonzero(found):
-        rows[i] = feature_row(points[i], table["handedness"].iloc[i])
+        try:
+            rows[i] = feature_row(points[i], table["handedness"].iloc[i])
+        except ValueError as exc:  # degenerate points, another handedness: not measured so
+            raise TrainingInputError(
+                f"ASL_landmarks row of {table['path'].iloc[i]}: {exc}; publish it again"
+            ) from None
     labels = np.array([classes.index(c) for c in table["class"]], dtype=np.int64)
     return rows, labels
 

@@ -198,10 +198,14 @@ def run_fold(
 def run_loso(opts: LosoOptions, ctx: Any = None, fit: TrainedFold = fit_fold) -> dict[str, Any]:
     """Every fold of one ASL_landmarks version, the report files and the task's outputs."""
     from asl_recognition.training.data import open_published
+    from asl_recognition.training.landmark_run import table_problem
 
     started = time.perf_counter()
     table, meta = _table(opts.landmarks_version)
     dataset = open_published(meta["asl_dataset_id"])
+    problem = table_problem(table, dataset.classes)  # as the train step checks it
+    if problem:
+        raise TrainingInputError(f"ASL_landmarks {meta['id']}: {problem}; publish it again")
     options = recipe_train_options(opts, dataset.version.id, meta["id"])
     groups = row_groups(table, opts.by_signer)
     chosen = chosen_groups(groups, opts.groups)
@@ -284,9 +288,9 @@ def _table(ref: str) -> tuple[Any, dict[str, Any]]:
 
     try:
         version = get_store().version_for("ASL_landmarks", ref)
+        table, meta = load_table(version.id)
     except DatasetNotFoundError as exc:
         raise TrainingInputError(
             f"--landmarks-version {ref}: {exc} (run the recipe's pipeline first)"
         ) from exc
-    table, meta = load_table(version.id)
     return table, {**meta, "version": version.version}

@@ -354,6 +354,16 @@ def _no_test_rows(table) -> None:
     table.loc[table["split"] == "test", "split"] = "val"
 
 
+def _degenerate_hand(table) -> None:
+    found = table.index[table["hand_found"].astype(bool)][0]
+    table.loc[found, [c for c in table.columns if c.startswith("lm")]] = 0.5
+
+
+def _other_handedness(table) -> None:
+    found = table.index[table["hand_found"].astype(bool)][0]
+    table.loc[found, "handedness"] = "Middle"
+
+
 def _hand_found_two(table) -> None:
     table["hand_found"] = table["hand_found"].astype(int)
     table.loc[table.index[0], "hand_found"] = 2
@@ -380,4 +390,24 @@ def test_a_malformed_landmark_table_is_one_line_before_training(
     with pytest.raises(TrainingInputError) as info:
         run_training(landmark_options(landmarked, **options))
     assert_one_line(str(info.value), f"ASL_landmarks {landmarks_id}", said)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (_degenerate_hand, "landmarks are degenerate"),
+        (_other_handedness, "handedness must be 'Left' or 'Right'"),
+    ],
+)
+def test_a_row_no_landmarker_measures_is_one_line_naming_it_before_training(
+    landmarked, tmp_path, change, said
+) -> None:
+    """Finite points all on one spot, or a handedness serving never gives, passed the table's
+    checks and were a ValueError traceback from the feature function."""
+    landmarks_id = _republished(landmarked, tmp_path, change)
+    options = dict(landmarks_version=landmarks_id, epochs=1, output_dir=str(tmp_path / "run"))
+    with pytest.raises(TrainingInputError) as info:
+        run_training(landmark_options(landmarked, **options))
+    assert_one_line(str(info.value), "ASL_landmarks row of ", said, "publish it again")
     assert not (tmp_path / "run").exists()

@@ -284,3 +284,65 @@ def test_the_folder_stays_locked_until_clearml_has_sent_the_images(table, tmp_pa
         loso.run_loso(options(tmp_path, groups=["massey/hand1"]), ctx=ctx, fit=Spy())
     assert flushes == [(True, True)]  # waited for, with the folder still locked
     assert ctx.logger.report_image.call_count == 2  # the bar chart and the fold's matrix
+
+
+def _republished(table: Table, tmp_path: Path, change) -> str:
+    """A new ASL_landmarks version of the same ASL version whose table bytes are ``change``d."""
+    from asl_recognition.data.landmarks import TABLE
+    from asl_recognition.store import get_store
+
+    with offline_workspace(table.ws):
+        store = get_store()
+        version = store.get(dataset_id=table.landmarks_id)
+        (tmp_path / TABLE).write_bytes(change(store.local_file(version, TABLE).read_bytes()))
+        return store.create(
+            "ASL_landmarks",
+            {TABLE: tmp_path / TABLE},
+            parents=version.parents,
+            metadata=version.metadata,
+            tags=["landmarks"],
+        ).id
+
+
+def _unknown_class(data: bytes) -> bytes:
+    head, *rows = data.decode().splitlines(keepends=True)
+    cells = rows[-1].split(",")
+    cells[head.split(",").index("class")] = "AA"
+    return (head + "".join(rows[:-1]) + ",".join(cells)).encode()
+
+
+def _degenerate_hand(data: bytes) -> bytes:
+    head, *rows = data.decode().splitlines(keepends=True)
+    names = head.rstrip("\n").split(",")
+    index = next(
+        i for i, r in enumerate(rows) if r.split(",")[names.index("hand_found")] == "True"
+    )
+    cells = rows[index].rstrip("\n").split(",")
+    for i, name in enumerate(names):
+        cells[i] = "0.5" if name.startswith("lm") else cells[i]
+    rows[index] = ",".join(cells) + "\n"
+    return (head + "".join(rows)).encode()
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (_unknown_class, "labels rows 'AA', which is no class"),
+        (_degenerate_hand, "landmarks are degenerate"),
+        (lambda data: data.replace(b"kaggle", b"\xffkaggle"), "is not a readable landmark table"),
+    ],
+)
+def test_the_task_refuses_a_malformed_table_in_one_line(table, tmp_path, change, said) -> None:
+    """The train step checks its table (``table_problem``); the report read it unchecked: a
+    class no model has, a hand no landmarker measures, a table not in UTF-8 were tracebacks."""
+    landmarks_id = _republished(table, tmp_path, change)
+    env = {**os.environ, "ASL_WORKSPACE": str(table.ws), "ASL_OFFLINE": "1"}
+    for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY"):
+        env.pop(key, None)
+    task = REPO_ROOT / "tasks" / "loso_report.py"
+    out = tmp_path / "report"
+    proc = run_script(task, "--landmarks-version", landmarks_id, "--output-dir", out, env=env)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert_one_line(proc.stderr.strip().splitlines()[-1], "loso_report: error:", said)
+    assert not (out / "loso.md").exists()
