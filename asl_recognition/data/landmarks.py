@@ -336,7 +336,7 @@ def publish_landmarks(
         description=f"hand landmarks of {asl_name} {asl.version} ({asl.id})",
     )
     _log(logger, upload, summary, plots)
-    return _outputs(version, reused=False)
+    return _outputs(version, reused=version.reused)
 
 
 def _log(logger: Logger | None, upload: Uploader | None, summary: dict, plots: list[Path]) -> None:

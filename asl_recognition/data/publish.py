@@ -215,4 +215,4 @@ def publish_dataset(
         }
         ds = _create(plan, manifest, files, facts)
         log_manifest(logger, upload, manifest, stage, report_dir)
-    return _outputs(ds, plan.raws, manifest, reused=False)
+    return _outputs(ds, plan.raws, manifest, reused=ds.reused)

@@ -277,7 +277,7 @@ def publish_raw(
         description=f"raw images from {', '.join(names)}, every file kept",
         expected=dict(zip(table["path"], table["sha256"].fillna(""))),  # what was validated
     )
-    return ds, False
+    return ds, ds.reused
 
 
 def _deliver(

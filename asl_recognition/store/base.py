@@ -65,13 +65,18 @@ class DatasetVersion:
     tags: list[str] = field(default_factory=list)
     created: str = ""
     backend: str = "local"
+    # Not stored: ``create`` handing back a version another writer published from the same
+    # inputs meanwhile (two identical runs at once had both reported reused=False).
+    reused: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["reused"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DatasetVersion":
-        data = dict(data)
+        data = {k: v for k, v in data.items() if k != "reused"}
         data["files"] = [FileEntry(**f) for f in data.get("files", [])]
         return cls(**data)
 

@@ -29,6 +29,7 @@ import stat
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ class LocalDatasetStore(DatasetStore):
         with exclusive(self.lock):
             same = self._same_inputs(name, tags)
             if same is not None and self._serves(same, entries):
-                return same
+                return replace(same, reused=True)
             record = DatasetVersion(
                 id=uuid.uuid4().hex,
                 name=name,

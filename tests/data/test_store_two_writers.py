@@ -56,7 +56,7 @@ def _publish(root: str, source: str, go, out) -> None:
     version = LocalDatasetStore(root).create(
         "ASL_landmarks", {"landmarks.csv": source}, tags=["fingerprint:abc", "landmarks"]
     )
-    out.put(version.id)
+    out.put((version.id, version.reused))
 
 
 def _at_once(target, args: tuple, count: int, timeout: float) -> list:
@@ -79,10 +79,14 @@ def test_writers_of_the_same_inputs_at_once_publish_one_version(tmp_path: Path) 
     source.write_text("file,class\na.jpg,A\n")
     root = tmp_path / "datasets"
     LocalDatasetStore(root)
-    ids = set(_at_once(_publish, (str(root), str(source)), WRITERS, 30))
+    results = _at_once(_publish, (str(root), str(source)), WRITERS, 30)
     versions = LocalDatasetStore(root).list_versions("ASL_landmarks")
-    assert len(versions) == 1 and ids == {versions[0].id}
+    assert len(versions) == 1 and {i for i, _ in results} == {versions[0].id}
     assert versions[0].version == "1.0.0"
+    # one made it; the others were handed it (all had said reused=False)
+    assert sorted(reused for _, reused in results) == [False] + [True] * (WRITERS - 1)
+    stored = json.loads((root / "versions" / f"{versions[0].id}.json").read_text())
+    assert "reused" not in stored  # how one call got it, not a fact of the version
 
 
 @pytest.mark.parametrize("bad", ["../../x", "../versions/x", "/etc/passwd", "Z" * 32])
