@@ -40,6 +40,8 @@ def main(ctx: TaskContext) -> dict:
     )
     if result["removed_changed"]:  # not what the last build wrote: never served
         print(f"removed versions changed since the last build: {result['removed_changed']}")
+    if result.get("removed_unused"):  # a step the new model no longer calls
+        print(f"removed models no longer used: {result['removed_unused']}")
     repo = Path(result["repo"])
     ctx.upload_artifact("config.pbtxt", str(repo / result["onnx_model"] / "config.pbtxt"))
     outputs = {key: result[key] for key in ("repo", "model_name", "version")}

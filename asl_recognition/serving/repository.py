@@ -359,7 +359,8 @@ def _write_models(
         "onnx_model": model_dir.name,
         "versions": version_numbers(model_dir),
         "pruned": sorted(incompatible + pruned),
-        "removed_changed": changed + ([unused] if unused else []),
+        "removed_changed": changed,
+        "removed_unused": [unused] if unused else [],
         "reused": reused,
         "ensemble": opts.ensemble,
     }

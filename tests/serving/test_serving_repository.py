@@ -403,7 +403,8 @@ def test_an_image_model_replacing_a_landmark_model_removes_its_hand_step(
     build_repository(onnx_path, classes, repo)
     assert (repo / "asl_hands" / "config.pbtxt").is_file()
     info = build_repository(tiny_models["a"].onnx, tiny_models["a"].classes, repo)
-    assert not (repo / "asl_hands").exists() and "asl_hands" in info["removed_changed"]
+    assert not (repo / "asl_hands").exists() and info["removed_unused"] == ["asl_hands"]
+    assert info["removed_changed"] == []  # no longer needed, not changed since the build
     ensemble = (repo / "asl" / "config.pbtxt").read_text()
     assert "asl_hands" not in ensemble
     manifest = json.loads((repo / ".asl-manifest.json").read_text())
