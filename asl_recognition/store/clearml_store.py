@@ -26,12 +26,14 @@ from asl_recognition.clearml_env import OUTPUT_URI_ENV, configured_output_uri
 from asl_recognition.hashing import copy_hashed, sha256_file
 from asl_recognition.store.base import (
     MANIFEST_NAME,
+    SHA256_HEX,
     DatasetIntegrityError,
     DatasetNotFoundError,
     DatasetStore,
     DatasetVersion,
     FileEntry,
     check_copied,
+    path_problem,
 )
 
 # The record as a dataset metadata artifact (read with Dataset.get_metadata, no image download).
@@ -118,6 +120,11 @@ class ClearMLDatasetStore(DatasetStore):
             )
         if isinstance(record, str):  # a JSON artifact may come back as its text
             record = json.loads(record)
+        problem = _record_problem(record)
+        if problem:
+            raise DatasetIntegrityError(
+                f"dataset {ds.id}: its {RECORD_ARTIFACT} record is unreadable ({problem}); refused"
+            )
         return record
 
     def _to_version(self, ds: Any, record: Mapping[str, Any] | None = None) -> DatasetVersion:
@@ -186,6 +193,26 @@ class ClearMLDatasetStore(DatasetStore):
         folder = Path(self._used(dataset).get_local_copy(files=[path]))
         _check_copy(dataset, folder, [entry])
         return folder / path
+
+
+def _record_problem(record: Any) -> str | None:
+    """Why a record read back is not the one ``create`` wrote, or None. The SDK hands back a
+    ``Path`` for an artifact it cannot parse (``Artifact.get``, clearml/binding/artifacts.py),
+    which, like a list or a wrong field, had been a TypeError traceback for every lookup."""
+    if not isinstance(record, dict):
+        return f"the SDK gave a {type(record).__name__}, not a JSON object"
+    files, metadata = record.get("files"), record.get("metadata") or {}
+    if not isinstance(files, list) or not isinstance(metadata, dict):
+        return "no file list or metadata object"
+    for entry in files:
+        if not isinstance(entry, dict) or set(entry) != {"path", "sha256", "size"}:
+            return f"a file entry is not path, sha256 and size: {str(entry)[:80]}"
+        if path_problem(entry["path"]):
+            return path_problem(entry["path"])
+        sha, size = entry["sha256"], entry["size"]
+        if not (isinstance(sha, str) and SHA256_HEX.fullmatch(sha)) or type(size) is not int:
+            return f"{str(entry['path'])[:80]!r} has no sha256 or size"
+    return None
 
 
 def _check_copy(dataset: DatasetVersion, folder: Path, entries: Sequence[FileEntry]) -> None:

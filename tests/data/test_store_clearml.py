@@ -310,3 +310,40 @@ def test_a_file_altered_in_the_sdks_cached_copy_is_refused(mock_dataset_cls, tmp
     (tmp_path / "manifest.json").write_text("[]")
     with pytest.raises(DatasetIntegrityError, match="manifest.json in the SDK's cached copy"):
         store.local_file(version, "manifest.json")
+
+
+def sdk_artifact(tmp_path: Path, text: str) -> Artifact:
+    """The SDK's own ``Artifact`` for a JSON dict artifact whose file holds ``text``."""
+    from clearml.backend_api.services import tasks
+
+    stored = tmp_path / f"{RECORD_ARTIFACT}.json"
+    stored.write_text(text)
+    api = tasks.Artifact(
+        key=RECORD_ARTIFACT,
+        type="dict",
+        mode="output",
+        uri=stored.as_uri(),
+        type_data=tasks.ArtifactTypeData(content_type="application/json"),
+    )
+    return Artifact(api)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"files": [{"path": "a.jpg", "sha',  # cut short: the SDK hands back a Path
+        '["not", "a", "record"]',
+        '{"files": [{"path": "../../x", "sha256": "' + "0" * 64 + '", "size": 1}]}',
+        '{"files": [{"path": "a.jpg", "sha256": null, "size": 1}], "metadata": {}}',
+    ],
+)
+def test_an_unreadable_record_is_one_line_not_a_traceback(mock_dataset_cls, tmp_path, text):
+    """``Artifact.get`` returns a ``pathlib2.Path`` for a file it cannot parse
+    (clearml/binding/artifacts.py): ``store.get`` had raised TypeError, which ``find`` does not
+    catch, so every publish step reusing that dataset name died with a traceback."""
+    mock_ds = make_mock_dataset("ds-bad", {RECORD_ARTIFACT: sdk_artifact(tmp_path, text)})
+    mock_dataset_cls.get.return_value = mock_ds
+    with pytest.raises(DatasetIntegrityError) as info:
+        get_store("clearml").get(dataset_id="ds-bad")
+    assert "ds-bad: its asl_store_record record is unreadable" in str(info.value)
+    assert "\n" not in str(info.value)
