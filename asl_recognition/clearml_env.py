@@ -142,6 +142,7 @@ def prepare_environment() -> bool:
     """Set the offline-mode environment before ``clearml`` is imported; returns ``offline``."""
     offline = not server_configured()
     if offline:
+        drop_task_binding()
         os.environ["CLEARML_OFFLINE_MODE"] = "1"
         os.environ.setdefault(
             "CLEARML_CONFIG_FILE", str(REPO_ROOT / "config" / "clearml-offline.conf")
@@ -154,6 +155,19 @@ def prepare_environment() -> bool:
 
             Task.set_offline(True)
     return offline
+
+
+def drop_task_binding() -> None:
+    """Offline, an agent's task id (``ASL_OFFLINE=1`` beside ``CLEARML_TASK_ID``) names no task
+    the SDK can reach, only the stale offline session of that id, whose stored ``Args`` then
+    replaced the command line's options and whose zip the new session overwrote: a fresh
+    session instead. Must run before ``clearml`` is imported (it reads the id at import)."""
+    dropped = [name for name in SDK_TASK_ENV if os.environ.pop(name, None)]
+    if dropped:
+        print(
+            f"offline: {', '.join(dropped)} ignored (no server to attach to): a new offline task",
+            file=sys.stderr,
+        )
 
 
 def record_requirements_file() -> None:

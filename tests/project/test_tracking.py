@@ -406,3 +406,19 @@ def test_an_agents_task_id_with_no_server_configured_is_one_line(tmp_path) -> No
         "select_best: error: ClearML is not configured here: CLEARML_TASK_ID and TRAINS_TASK_ID "
         "ask for a server (a ClearML agent sets them), but no credentials are set"
     ), line
+
+
+def test_offline_beside_an_agents_task_id_starts_a_new_session_each_run(tmp_path) -> None:
+    """ASL_OFFLINE=1 beside an agent's task variables: the second run attached to the offline
+    session the first left under that id, took its stored Args over its own command line (the
+    default sources again, silently) and overwrote its zip (review k)."""
+    task_id = "0123456789abcdef0123456789abcdef"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ASL_WORKSPACE": str(tmp_path)}
+    env.update(ASL_OFFLINE="1", CLEARML_TASK_ID=task_id, TRAINS_TASK_ID=task_id)
+    first = run_script("tasks/validate_raw.py", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_script("tasks/validate_raw.py", "--source", "massey=data/massey_signers", env=env)
+    said = second.stdout + second.stderr
+    assert "class(es) missing: del, nothing, space" in said, said[-2000:]  # its own source
+    zips = sorted((tmp_path / "clearml_cache" / "offline").glob("*.zip"))
+    assert len(zips) == 2 and not any(task_id in z.name for z in zips), zips
