@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,15 @@ def _is_local_copy_of(uri: str, path: str | Path) -> bool:
     return Path(parsed.path or uri).resolve() == Path(path).resolve()
 
 
+def weights_name(onnx_path: Path) -> str:
+    """The uploaded file's name, new for each registration. The SDK uploads to
+    ``<project>/<task>.<task id>/models/<name>`` (``_upload_model``,
+    clearml/backend_interface/model.py), and a task run again under its id (web UI Reset, then
+    Enqueue; a reset keeps published models) wrote over the weights of the model it had
+    registered before, the production one included: every later download failed its sha256."""
+    return f"{onnx_path.stem}.{uuid.uuid4().hex[:12]}.onnx"
+
+
 def _store_weights(output: Any, onnx_path: Path, destination: str | None) -> str:
     """Upload to ``destination``; without one register the file where it is (``register_uri``:
     no upload, whatever default destination the task or the SDK configuration has)."""
@@ -72,6 +82,7 @@ def _store_weights(output: Any, onnx_path: Path, destination: str | None) -> str
     return output.update_weights(
         weights_filename=str(onnx_path),
         upload_uri=destination,
+        target_filename=weights_name(onnx_path),
         auto_delete_file=False,
         async_enable=False,
     )

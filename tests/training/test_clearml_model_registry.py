@@ -246,7 +246,7 @@ def test_register_uploads_the_weights_and_another_machine_downloads_them(
         )
     assert spy.call_args.kwargs["upload_uri"] == bucket.as_uri()
     stored = server.models[record.id]
-    uploaded = bucket / "ASL/train.mock-task-1/models/model.onnx"
+    [uploaded] = (bucket / "ASL/train.mock-task-1/models").glob("model.*.onnx")
     assert uploaded.read_bytes() == onnx_bytes  # a real copy at the destination
     assert stored["uri"] == record.onnx_uri and stored["uri"].endswith(str(uploaded))
     assert stored["labels"] == {c: i for i, c in enumerate(ORDERED)}
@@ -282,6 +282,7 @@ def test_register_defaults_to_the_files_server(server, model_files, tmp_path) ->
     instance.update_weights.assert_called_once_with(
         weights_filename=str(model_files["onnx"]),
         upload_uri=FILES_HOST,
+        target_filename=mock.ANY,
         auto_delete_file=False,
         async_enable=False,
     )
@@ -644,3 +645,27 @@ def test_weights_without_a_recorded_sha256_are_refused(server, tmp_path) -> None
     server.models[model_id]["metadata"] = {}
     with pytest.raises(ModelIntegrityError, match="no sha256 of its weights was recorded"):
         get_registry("clearml").get(model_id)
+
+
+def test_a_rerun_of_the_same_task_keeps_the_production_weights(
+    server, model_files, tmp_path, monkeypatch
+) -> None:
+    """Reset + Enqueue in the web UI runs a task again under the same id, and a reset keeps a
+    published model (clearml-server ``cleanup_task``). The SDK uploads to
+    ``<project>/<task>.<id>/models/<file name>``, so the second run's ``model.onnx`` had
+    overwritten the production model's weights: every later download failed its sha256."""
+    monkeypatch.setenv("ASL_OUTPUT_URI", (tmp_path / "bucket").as_uri())
+    registry = get_registry("clearml")
+    first_bytes = model_files["onnx"].read_bytes()
+    first = registry.register(new_model(model_files), task=make_mock_task(server, tmp_path))
+    registry.promote(first.id)
+
+    model_files["onnx"].write_bytes(b"\x08\x07retrained-bytes" * 64)  # the run after a reset
+    second = registry.register(new_model(model_files), task=make_mock_task(server, tmp_path))
+    assert second.onnx_uri != first.onnx_uri  # each registration its own file
+
+    monkeypatch.setenv("ASL_WORKSPACE", str(tmp_path / "other_machine"))
+    monkeypatch.setenv("CLEARML_CACHE_DIR", str(tmp_path / "other_machine_cache"))
+    production = get_registry("clearml").production("asl")
+    assert production.id == first.id
+    assert Path(production.onnx_path).read_bytes() == first_bytes
