@@ -35,8 +35,25 @@ _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _said_local = False
 
 
+# The SDK's own offline switch: the first of these set wins, and any word but a false one turns
+# it on (clearml/backend_api/session/defs.py, ENV_OFFLINE_MODE; backend_config/converters.py,
+# safe_text_to_bool, strtobool's words).
+SDK_OFFLINE_ENV = ("CLEARML_OFFLINE_MODE", "TRAINS_OFFLINE_MODE")
+SDK_FALSE_WORDS = ("n", "no", "f", "false", "off", "0")
+
+
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in TRUE_WORDS
+
+
+def sdk_offline() -> bool:
+    """Whether the SDK will run offline, read as it reads it: ``TRAINS_OFFLINE_MODE=1`` or
+    ``CLEARML_OFFLINE_MODE=y`` had the SDK offline while the task took the server path."""
+    for name in SDK_OFFLINE_ENV:
+        value = os.environ.get(name, "").strip().lower()
+        if value:
+            return value not in SDK_FALSE_WORDS
+    return False
 
 
 def server_configured() -> bool:
@@ -47,7 +64,7 @@ def server_configured() -> bool:
     ``CLEARML_API_ACCESS_KEY`` variable or ``api.credentials`` of the SDK's own configuration
     files, read with the SDK's loader. Forced offline mode wins.
     """
-    if _env_true("CLEARML_OFFLINE_MODE") or _env_true("ASL_OFFLINE"):
+    if sdk_offline() or _env_true("ASL_OFFLINE"):
         return False
     if any(os.environ.get(name) for name in AGENT_ENV):
         return True

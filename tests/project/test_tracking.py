@@ -389,6 +389,22 @@ def test_a_storage_failure_names_the_folder_that_is_full(
     assert advice.format(ws=tmp_path / "ws") in line
 
 
+@pytest.mark.parametrize(
+    "name, value", [("TRAINS_OFFLINE_MODE", "1"), ("CLEARML_OFFLINE_MODE", "y")]
+)
+def test_the_sdks_other_offline_words_beside_an_agents_task_id(tmp_path, name, value) -> None:
+    """The SDK reads either name, and any word but a false one (review k): the task had taken
+    the server path with the SDK offline, kept its session under ~/.clearml and ended in
+    'Insufficient permissions (write failed)'."""
+    task_id = "0123456789abcdef0123456789abcdef"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ASL_WORKSPACE": str(tmp_path)}
+    env.update({name: value, "CLEARML_TASK_ID": task_id, "TRAINS_TASK_ID": task_id})
+    result = run_script("tasks/validate_raw.py", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list((tmp_path / "clearml_cache" / "offline").glob("*.zip")), result.stderr[-2000:]
+    assert not (tmp_path / ".clearml" / "cache" / "offline").exists()
+
+
 def test_an_agents_task_id_with_no_server_configured_is_one_line(tmp_path) -> None:
     """An agent-like start (its task variables, no clearml.conf, no keys) ended in the SDK's
     MissingConfigError traceback and its multi-line greeting (review)."""
