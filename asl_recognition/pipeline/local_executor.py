@@ -242,9 +242,9 @@ class LocalExecutor:
         except UnresolvedReference as exc:
             raise StepFailed(step.name, -1, str(exc.args[0]), "", self.run_dir / step.name)
         argv = step_argv(step, args)
-        key = self.cache.key(step, argv, args) if step.cache else ""
+        info["inputs"] = self.cache.inputs(read := self.cache.read(step, args))  # for a resume
+        key = self.cache.key(step, argv, read) if step.cache else ""
         fresh = step.name in self.fresh or not self.use_cache
-        info["inputs"] = self.cache.inputs(step, args)  # what a resume compares (a hit keeps it)
         if step.cache and not fresh and self._cached(key, info, argv, header):
             return
         outputs, duration = self._execute(step, info, argv, f"[{index}/{total}] {step.name}")

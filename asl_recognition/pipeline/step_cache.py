@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -197,28 +197,34 @@ class StepCache:
     def _lock(self) -> Path:
         return self.path.with_name(CACHE_NAME + ".lock")
 
-    def key(self, step: Step, argv: list[str], args: Mapping[str, Any] | None = None) -> str:
+    def read(self, step: Step, args: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(path, what it holds now) of each file and folder the step's path options read,
+        in option order: measured once per step, for its cache key and its resume check."""
+        return [(str(p), content_digest(p)) for p in _read_paths(step, args, self.repo_root)]
+
+    def key(
+        self, step: Step, argv: list[str], read: Sequence[tuple[str, str]] | None = None
+    ) -> str:
         """What a reuse must match: the step, its script, its code digest, its arguments and
-        what the files its path options (``args``) name hold now: the same name may hold other
+        what the files its path options name hold now (``read``): the same name may hold other
         weights or photos than when the entry was stored."""
-        read = _read_paths(step, args or {}, self.repo_root)
         payload = json.dumps(
             {
                 "step": step.name,
                 "script": step.script,
                 "code": code_digest(step, self.repo_root),
                 "argv": argv,
-                "inputs": {str(path): content_digest(path) for path in read},
+                "inputs": dict(self.read(step, {}) if read is None else read),
             },
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def inputs(self, step: Step, args: Mapping[str, Any]) -> str:
-        """What the files and folders the step's path options read hold now, one digest (by
-        option order, not absolute name: a moved checkout reads the same files)."""
-        read = [content_digest(path) for path in _read_paths(step, args, self.repo_root)]
-        return hashlib.sha256(json.dumps(read).encode()).hexdigest()
+    @staticmethod
+    def inputs(read: Sequence[tuple[str, str]]) -> str:
+        """``read`` as one digest, by option order, not absolute name: a moved checkout reads
+        the same files."""
+        return hashlib.sha256(json.dumps([digest for _, digest in read]).encode()).hexdigest()
 
     def resume_blocker(
         self,
@@ -237,7 +243,7 @@ class StepCache:
             args = {k: filled_value(v, params, outputs) for k, v in step.args.items()}
         except UnresolvedReference as exc:
             return str(exc.args[0])
-        if recorded is not None and self.inputs(step, args) != recorded:
+        if recorded is not None and self.inputs(self.read(step, args)) != recorded:
             return "a file or folder its path options read changed since it ran"
         return ids_still_valid(info.get("outputs", {}))
 
