@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 import threading
 import warnings
 from pathlib import Path
@@ -59,6 +60,13 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 # The most pixels the images of one served request may decode to, all together (two images of
 # MAX_PIXELS, or eight 10 MP photos): one request holds the hand step for at most a few seconds.
 MAX_REQUEST_PIXELS = 2 * MAX_PIXELS
+# What Pillow raises while loading a file its header parser took: all the file's fault. Not
+# only OSError: a TIFF whose strip offsets are typed DOUBLE seeks to a float (TypeError), and
+# ``Image.open`` itself treats IndexError and struct.error as "not this format".
+LOAD_ERRORS = (
+    OSError, SyntaxError, ValueError, TypeError, IndexError, struct.error,
+    Image.DecompressionBombError,
+)  # fmt: skip
 # Rows converted per step by the 16/32-bit grey scaling, so its wide temporaries stay small.
 _BLOCK_VALUES = 1 << 20
 
@@ -351,7 +359,7 @@ def decode_rgb(img: Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
         )
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except LOAD_ERRORS as exc:
         raise ImageDecodeError("truncated_or_corrupt", f"{name}: {exc}") from exc
     return _composite_rgb(ImageOps.exif_transpose(_to_8bit(img)))
 

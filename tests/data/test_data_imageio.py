@@ -273,6 +273,30 @@ def test_a_truncated_jpeg_is_a_decode_error_not_an_oserror(tmp_path: Path) -> No
         load_rgb(tmp_path)
 
 
+def tiff_with_float_offsets(path: Path) -> Path:
+    """A TIFF whose StripOffsets tag is typed DOUBLE, as a flipped byte makes it: Pillow opens
+    it and then seeks to a float while loading (TypeError, not an OSError)."""
+    Image.new("RGB", (32, 32), (90, 60, 40)).save(path, "TIFF")
+    data = bytearray(path.read_bytes())
+    ifd = int.from_bytes(data[4:8], "little")
+    for entry in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(data[ifd : ifd + 2], "little"), 12):
+        if int.from_bytes(data[entry : entry + 2], "little") == 273:  # StripOffsets
+            data[entry + 2 : entry + 4] = (12).to_bytes(2, "little")  # DOUBLE, not LONG
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_tiff_that_fails_while_loading_is_a_decode_error(tmp_path: Path) -> None:
+    """Pillow's TIFF loader raised TypeError on such a file (found by mutating a TIFF's bytes):
+    the hand step answered "hand pipeline: TypeError(...)" as an internal error of its own, and
+    the live page blamed the model, not the photo."""
+    path = tiff_with_float_offsets(tmp_path / "float-offsets.tif")
+    with pytest.raises(ImageDecodeError) as caught:
+        load_rgb(path)
+    assert caught.value.reason == "truncated_or_corrupt", caught.value
+    assert "float" in caught.value.detail
+
+
 # A real HEIC (libheif through pillow-heif 1.9.0, from data/test_images/A_test.jpg at quality
 # 60): an iPhone's default photo format, which no Pillow plugin reads.
 HEIC = REPO_ROOT / "tests" / "fixtures" / "A_test.heic"
