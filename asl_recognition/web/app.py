@@ -18,6 +18,7 @@ before Triton sees anything, and every refusal is JSON ``{"error": "..."}`` with
 - Triton not answering: 503 with ``"triton": "down"`` (the page says so and keeps trying);
   no answer within ``request_timeout``: 504; a frame not received within it either: 408;
   a photo Triton refuses: 422 with its sentence (once the model, read again, is unchanged);
+  Triton failing on a frame through no fault of its own (a dead backend stub): 502;
   an answer the page cannot show (NaN, landmarks of another shape): 502 with its sentence;
   a ``--model`` that does not take photo bytes: 503 with the sentence saying so.
 """
@@ -50,7 +51,14 @@ from asl_recognition.serving.limits import (
 )
 
 from .options import PageOptions, WebLimits, WebOptions
-from .triton_link import AnswerUnusable, FrameRefused, ModelUnfit, TritonDown, TritonLink
+from .triton_link import (
+    AnswerUnusable,
+    FrameRefused,
+    ModelUnfit,
+    TritonDown,
+    TritonFailed,
+    TritonLink,
+)
 
 # The page runs only its own script, styles and images; nothing may frame it.
 SECURITY_HEADERS = {
@@ -166,6 +174,8 @@ class FrameHandler:
             raise Refused(422, "frame_refused", f"the model refused the frame: {exc}") from None
         except AnswerUnusable as exc:
             raise Refused(502, "bad_answer", str(exc)) from None
+        except TritonFailed as exc:
+            raise Refused(502, "triton_failed", str(exc)) from None
         answer["server_ms"] = round((time.perf_counter() - start) * 1000, 1)
         return answer
 

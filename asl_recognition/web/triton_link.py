@@ -40,6 +40,11 @@ class FrameRefused(Exception):
     """Triton answered this frame with an error (not a photo it can read): one sentence."""
 
 
+class TritonFailed(Exception):
+    """Triton failed on a frame through no fault of the frame's (a dead backend stub, an
+    internal error of a step): the server's fault, never blamed on the photo."""
+
+
 class ModelUnfit(Exception):
     """The served model is not one the page can use (its configuration, not the frame's)."""
 
@@ -194,9 +199,10 @@ class TritonLink:
 
     async def classify(self, photo: bytes) -> dict:
         """One photo's answer; TritonDown when Triton is gone, FrameRefused for a bad photo,
-        ModelUnfit for a model that does not take photos, AnswerUnusable for an answer that
-        cannot be shown. A refusal is blamed on the frame only once the model is read again and
-        found unchanged; a changed model is asked once more."""
+        TritonFailed for Triton's own failure on it, ModelUnfit for a model that does not take
+        photos, AnswerUnusable for an answer that cannot be shown. A refusal is blamed on the
+        frame only once the model is read again and found unchanged; a changed model is asked
+        once more."""
         served = await self.served()
         try:
             result = await self._infer(photo, served)
@@ -232,7 +238,9 @@ class TritonLink:
                 raise TritonDown(f"Triton at {self.url} is not answering: {_first_line(exc)}")
             if "DEADLINE_EXCEEDED" in status:
                 raise asyncio.TimeoutError from None
-            raise FrameRefused(_first_line(exc)) from None
+            if "INVALID_ARGUMENT" in status:  # the only status a step gives a bad photo
+                raise FrameRefused(_first_line(exc)) from None
+            raise TritonFailed(f"Triton failed on the frame: {_first_line(exc)}") from None
         return result
 
     async def close(self) -> None:
@@ -247,6 +255,7 @@ __all__ = [
     "ModelUnfit",
     "ServedModel",
     "TritonDown",
+    "TritonFailed",
     "TritonLink",
     "parse_answer",
 ]

@@ -28,6 +28,11 @@ class TritonPythonModel:
         for request in requests:
             with open({mode!r}) as f:
                 mode = f.read().strip()
+            if mode in ("internal", "invalid"):  # a step's own fault, a bad photo's
+                code = pb_utils.TritonError.INVALID_ARG if mode == "invalid" else None
+                error = pb_utils.TritonError("step says no", *([code] if code else []))
+                answers.append(pb_utils.InferenceResponse(error=error))
+                continue
             n = request.inputs()[0].as_numpy().shape[0]
             probs = np.zeros((n, {classes}), np.float32)
             probs[:, 0], probs[:, 1] = 0.9, 0.1
@@ -152,5 +157,32 @@ def test_an_answer_the_page_cannot_show_gets_502_with_its_sentence(
     answer = frame(web)
     assert answer.status_code == 502, answer.text
     assert said in answer.json()["error"] and "model 'asl'" in answer.json()["error"]
+    mode_file.write_text("ok")
+    assert frame(web).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "said"),
+    [
+        ("internal", 502, "Triton failed on the frame: [StatusCode.INTERNAL]"),
+        ("invalid", 422, "the model refused the frame: [StatusCode.INVALID_ARGUMENT]"),
+    ],
+)
+def test_tritons_own_failure_is_not_blamed_on_the_photo(
+    stand_in_served, mode: str, status: int, said: str
+) -> None:
+    """Any error from Triton was a 422 "the model refused the frame", also an INTERNAL one
+    (a dead hand-step stub: "Stub process 'asl_hands_0_0' is not healthy"): the page blamed
+    the user's photo for the server's fault. Only INVALID_ARGUMENT is the photo's."""
+    server, web, repo, mode_file = stand_in_served
+    stand_in(repo, mode_file, 2, photo_input=True)
+    wait_served(server, "BYTES")
+    deadline = time.monotonic() + 15
+    while frame(web).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    mode_file.write_text(mode)
+    answer = frame(web)
+    assert answer.status_code == status, answer.text
+    assert said in answer.json()["error"] and "step says no" in answer.json()["error"]
     mode_file.write_text("ok")
     assert frame(web).status_code == 200
