@@ -125,6 +125,39 @@ def test_a_refused_photo_does_not_leave_the_last_answer_on_show(served, browser,
     assert browser.evaluate("$('next').children.length") == 0
 
 
+# A stand-in for a slow upload (named as such): the page's first frame POST is answered 2 s
+# late, every other one as it comes; window.framePosts counts those sent and those answered.
+SLOW_FIRST_FRAME = """
+window.framePosts = { sent: 0, done: 0 };
+const realFetch = window.fetch, late = [true];
+window.fetch = async (url, options) => {
+  if (url !== "/api/frame") return realFetch(url, options);
+  window.framePosts.sent += 1;
+  const answer = await realFetch(url, options);
+  if (late.pop()) await new Promise((done) => setTimeout(done, 2000));
+  window.framePosts.done += 1;
+  return answer;
+};
+"""
+
+
+def test_a_late_answer_to_an_earlier_photo_is_not_shown_for_the_next(served, browser) -> None:
+    """A photo chosen while the one before was still on its way (a large photo on a slow
+    link) had its letter and landmarks replaced by the earlier photo's late answer."""
+    _server, web, _root = served
+    browser.goto(web.url + "/?mode=photo")
+    browser.evaluate("window.aslPage.answers = []")
+    browser.evaluate(SLOW_FIRST_FRAME)
+    browser.set_files("#file", photo("A"))
+    browser.wait_for("window.framePosts.sent === 1")
+    browser.set_files("#file", photo("B"))
+    browser.wait_for("window.framePosts.done === 2", timeout=30)
+    time.sleep(0.3)  # the late answer's JSON read and shown, had it been
+    assert browser.evaluate("$('letter').textContent") == "B"
+    shown = [a["top"][0]["label"] for a in browser.evaluate("window.aslPage.answers")]
+    assert shown == ["B"], shown
+
+
 def test_a_failed_webcam_frame_clears_the_letter_and_its_hold(served, browser) -> None:
     """A webcam frame not answered (here the network fails) left the last letter on show and
     its hold counting towards the spelled line."""

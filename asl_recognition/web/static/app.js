@@ -9,7 +9,7 @@ const speller = new Speller(config.hold_ms, config.min_probability);
 const BONES = [[0, 1], [1, 2], [2, 3], [3, 4], [0, 5], [5, 6], [6, 7], [7, 8], [5, 9], [9, 10],
   [10, 11], [11, 12], [9, 13], [13, 14], [14, 15], [15, 16], [13, 17], [0, 17], [17, 18],
   [18, 19], [19, 20]];
-const state = { mode: "live", busy: false, stream: null, sent: [], frames: 0 };
+const state = { mode: "live", busy: false, stream: null, sent: [], frames: 0, photos: 0 };
 window.aslPage = { state, speller, answers: [] };
 
 function setTriton(ok, message) {
@@ -95,7 +95,9 @@ function clearAnswer() {
 }
 
 // One frame or photo to the app; resolves to the answer (or null after showing why not).
-async function send(blob) {
+// An answer that comes back once `current()` is false (a later photo was chosen, or the mode
+// changed) is dropped unshown: a slow first photo's letter had replaced the second one's.
+async function send(blob, current = () => true) {
   const start = performance.now();
   let response;
   try {
@@ -103,12 +105,14 @@ async function send(blob) {
       method: "POST", body: blob, headers: { "Content-Type": blob.type || "image/jpeg" },
     });
   } catch (err) {
+    if (!current()) return null;
     clearAnswer();
     setTriton(false, "the page's server is not answering");
     return null;
   }
   const rtt = performance.now() - start;
   const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!current()) return null;
   if (!response.ok) clearAnswer();
   if (response.status === 503 && body.triton === "down") {
     setTriton(false, body.error);
@@ -143,7 +147,7 @@ async function tick() {
     grab.height = height;
     grab.getContext("2d").drawImage(video, 0, 0, width, height);
     const blob = await new Promise((done) => grab.toBlob(done, "image/jpeg", config.jpeg_quality));
-    const answer = await send(blob);
+    const answer = await send(blob, () => state.mode === "live");
     state.sent.push(performance.now());
     state.frames += 1;
     frameRate();
@@ -189,6 +193,8 @@ async function startCamera() {
 
 async function sendPhoto(file) {
   if (!file) return;
+  const chosen = ++state.photos;  // an earlier photo's answer, still to come, is not this one's
+  const current = () => chosen === state.photos && state.mode === "photo";
   if (file.size > config.max_frame_bytes) {
     clearAnswer();
     showError(`${file.name} is ${file.size} bytes; the limit is ${config.max_frame_bytes}`);
@@ -198,7 +204,9 @@ async function sendPhoto(file) {
   img.src = URL.createObjectURL(file);
   img.hidden = false;
   await img.decode().catch(() => null);
-  const answer = await send(file);
+  if (!current()) return;
+  const answer = await send(file, current);
+  if (!current()) return;
   draw($("photo-overlay"), img.naturalWidth || 1, img.naturalHeight || 1, answer);
 }
 
