@@ -29,9 +29,14 @@ def build_app(options: WebOptions, thresholds: AlertThresholds) -> Starlette:
     )
 
 
+def page_base(host: str, port: int) -> str:
+    """The URL a browser opens: an IPv6 address in brackets (``http://::1:8080`` is no URL)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def announce(options: WebOptions, t: AlertThresholds, status_first: bool = False) -> None:
     """The two loopback URLs, the status page's with its (masked) Prometheus, job and model."""
-    base = f"http://{options.host}:{options.port}"
+    base = page_base(options.host, options.port)
     live = f"live recognition page: {base}/ (Triton gRPC {options.triton}, model {options.model})"
     status = (
         f"status page on {base}/status (Prometheus {mask_url(options.prometheus)}, "
@@ -95,4 +100,4 @@ def main(
     return 0
 
 
-__all__ = ["build_app", "main", "run_until_stopped", "serve"]
+__all__ = ["build_app", "main", "page_base", "run_until_stopped", "serve"]

@@ -136,6 +136,36 @@ def test_make_demo_without_a_repository_says_run_make_run_first(tmp_path: Path) 
     assert lines[0].startswith("python -m asl_recognition.web.demo: error: no Triton model")
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine can listen on ``::1`` (some containers have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_the_printed_url_of_a_page_on_ipv6_loopback_opens_it(tmp_path: Path) -> None:
+    """``--host ::1`` printed ``http://::1:PORT/``, which no browser or client opens."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asl_recognition.web", "--host", "::1", "--port", str(port),
+         "--triton", "127.0.0.1:1"], cwd=REPO_ROOT, env=demo_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines, _reader = lines_read(proc.stdout)
+    try:
+        assert wait_for_text(lines, "Ctrl-C stops", 60), "".join(lines)
+        url = re.search(r"live recognition page: (\S+) ", "".join(lines)).group(1)
+        assert url == f"http://[::1]:{port}/", url
+        assert httpx.get(url, timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
 def test_make_demo_on_a_taken_port_exits_2_before_starting_triton(tmp_path: Path) -> None:
     """The web port is checked first: one line, exit 2 as ``python -m asl_recognition.web``,
     and no tritonserver started (its log never written, the answer within seconds)."""
