@@ -30,6 +30,11 @@ BASELINE_CLASS_SHARE = "asl:baseline_class_share"
 BASELINE_CONFIDENCE_MEAN = "asl:baseline_confidence_mean"
 HAND_FOUND_RATIO = "asl:hand_found_ratio"  # over the hand window
 
+# Triton 2.51 adds 2 to an ensemble's nv_inference_request_failure per failed request (an
+# unreadable image, a step answering an error); every served model is an ensemble, so failures
+# are divided by it to count requests (test_monitoring_failures.py checks the real server).
+ENSEMBLE_FAILURE_COUNT = 2
+
 GRAFANA_MODEL = "$model"  # the dashboard's model variable
 GRAFANA_WINDOW = "$__rate_interval"
 
@@ -95,7 +100,8 @@ class PromQL:
 
     @property
     def failure_rate(self) -> str:
-        return self._rate("nv_inference_request_failure")
+        """Failed requests per second (not Triton's doubled count: ENSEMBLE_FAILURE_COUNT)."""
+        return f"({self._rate('nv_inference_request_failure')} / {ENSEMBLE_FAILURE_COUNT})"
 
     @property
     def request_rate(self) -> str:
@@ -109,7 +115,7 @@ class PromQL:
         """Requests (successful or not) over ``window``."""
         ok = f"sum(increase({self._sel('nv_inference_request_success')}[{window}]))"
         fail = f"sum(increase({self._sel('nv_inference_request_failure')}[{window}]))"
-        return f"{ok} + {fail}"
+        return f"{ok} + {fail} / {ENSEMBLE_FAILURE_COUNT}"
 
     @property
     def latency_p95_ms(self) -> str:

@@ -295,7 +295,7 @@ def test_prometheus_password_is_used_but_never_shown(asl_workspace: Path) -> Non
         rules = alert_rules(load_thresholds(overrides={"triton_job": "asl-triton"}, env={}))
         error_alert = next(r for r in rules["rules"] if r["alert"] == "AslHighErrorRate")
         page_error_ratio = next(
-            q for q in stub.queries if q.startswith("sum(rate(nv_inference_request_f")
+            q for q in stub.queries if q.startswith("(sum(rate(nv_inference_request_f")
         )
         assert error_alert["expr"].startswith(page_error_ratio + " > ")
     finally:
