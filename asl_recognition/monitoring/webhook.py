@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import threading
 import time
@@ -57,7 +58,11 @@ class WebhookReceiver:
                 if int(text) > MAX_BODY:
                     self.send_error(413)
                     return
-                payload, problem = parse_notification(self.rfile.read(int(text)))
+                body = read_body(self.rfile, self.connection, int(text))
+                if body is None:
+                    self.close_connection = True  # trickled past the deadline: no answer owed
+                    return
+                payload, problem = parse_notification(body)
                 if problem:
                     self.send_error(400, problem)
                     return
@@ -121,6 +126,22 @@ class WebhookReceiver:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def read_body(rfile: Any, sock: socket.socket, length: int) -> bytes | None:
+    """``length`` bytes, or None when they take over READ_TIMEOUT_S in all: each byte had
+    restarted the socket's timeout, so a body trickled a byte at a time held its thread."""
+    deadline, body = time.monotonic() + READ_TIMEOUT_S, bytearray()
+    try:
+        while len(body) < length:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = rfile.read1(min(65536, length - len(body)))
+            if not chunk or time.monotonic() > deadline:
+                return None
+            body += chunk
+    except OSError:  # socket.timeout included
+        return None
+    return bytes(body)
 
 
 def parse_notification(body: bytes) -> tuple[dict[str, Any], str | None]:

@@ -93,3 +93,30 @@ def test_an_idle_connection_is_closed_and_only_the_newest_notifications_are_kept
             payload = {**GOOD, "status": str(n)}
             assert post_json(hook.url, json.dumps(payload).encode()).split()[1] == b"200"
         assert [n["status"] for n in hook.notifications] == ["2", "3", "4"]
+
+
+def test_a_trickled_body_is_cut_off_at_one_deadline_for_the_whole_body(monkeypatch) -> None:
+    """Each byte had restarted READ_TIMEOUT_S: a body sent a byte every few seconds held its
+    connection and thread for as long as its sender liked (1 MiB: weeks)."""
+    monkeypatch.setattr(webhook, "READ_TIMEOUT_S", 1.0)
+    with WebhookReceiver() as hook:
+        host, port = hook.server.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as slow:
+            slow.sendall(
+                b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            start, answer = time.monotonic(), b""
+            while time.monotonic() - start < 8 and not answer:
+                time.sleep(0.5)
+                try:
+                    slow.sendall(b" ")
+                    slow.settimeout(0.01)
+                    answer = slow.recv(65536) or b"closed"
+                except (socket.timeout, BlockingIOError):
+                    continue
+                except OSError:  # reset by the receiver: cut off too
+                    answer = b"closed"
+            assert answer, "a body trickled for 8 s was still being read"
+            assert time.monotonic() - start < 5
+        assert not hook.notifications
