@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+from .settings import PROMETHEUS_DURATION
 
 
 def render_prometheus_config(
@@ -45,12 +48,16 @@ def render_prometheus_config(
     }
 
 
+_UNITS = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+
+
 def _seconds(duration: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    for unit in ("ms", "s", "m", "h"):
-        if duration.endswith(unit) and duration[: -len(unit)].isdigit():
-            return int(duration[: -len(unit)]) * units[unit]
-    raise ValueError(f"unsupported duration {duration!r} (use e.g. 1s, 15s, 1m)")
+    """Seconds of a Prometheus duration (``1m30s`` too: it had ended the CLI in a traceback)."""
+    match = PROMETHEUS_DURATION.match(duration)
+    if not duration or match is None:
+        raise ValueError(f"{duration!r} is not a Prometheus duration (e.g. 15s, 1m, 1m30s)")
+    parts = (re.fullmatch(r"(\d+)(\D+)", part) for part in match.groups() if part)
+    return sum(int(p.group(1)) * _UNITS[p.group(2)] for p in parts if p)
 
 
 def _min_duration(a: str, b: str) -> str:

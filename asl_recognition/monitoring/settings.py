@@ -20,7 +20,7 @@ from asl_recognition.options import build_parser, from_mapping, option
 ENV_PREFIX = "ASL_ALERT_"
 # Prometheus's own duration grammar: units from the largest down, each at most once ("5m5m" and
 # "30s1m" passed a looser pattern here and failed later in promtool, as a traceback)
-_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+PROMETHEUS_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class AlertThresholds:
 
 
 def _is_duration(text: str) -> bool:
-    return bool(text) and _DURATION.match(text) is not None
+    return bool(text) and PROMETHEUS_DURATION.match(text) is not None
 
 
 def env_name(field_name: str) -> str:

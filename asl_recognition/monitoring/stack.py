@@ -118,24 +118,28 @@ class MonitoringStack:
     def host(self) -> str:
         return self.options.host
 
+    def address(self, port: int) -> str:
+        """``HOST:PORT``, an IPv6 host in brackets (``::1:9090`` had been a traceback)."""
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+
     @property
     def prometheus_url(self) -> str:
-        return f"http://{self.host}:{self.options.prometheus_port}"
+        return f"http://{self.address(self.options.prometheus_port)}"
 
     @property
     def alertmanager_url(self) -> str:
-        return f"http://{self.host}:{self.options.alertmanager_port}"
+        return f"http://{self.address(self.options.alertmanager_port)}"
 
     def render(self) -> dict[str, Path]:
         """Write rules, prometheus.yml and alertmanager.yml (mode 600) and check them."""
         rules = write_rules(self.run_dir / "rules", self.thresholds, self.baseline)
         prom_cfg = render_prometheus_config(
             triton_targets=[self.options.triton_metrics],
-            alertmanager_targets=[f"{self.host}:{self.options.alertmanager_port}"],
+            alertmanager_targets=[self.address(self.options.alertmanager_port)],
             rule_files=[str(p) for p in rules],
             scrape_interval=self.options.scrape_interval,
             evaluation_interval=self.options.evaluation_interval,
-            self_target=f"{self.host}:{self.options.prometheus_port}",
+            self_target=self.address(self.options.prometheus_port),
             triton_job=self.thresholds.triton_job,
             launcher_targets=[launcher] if (launcher := self.options.launcher_metrics) else None,
         )
@@ -218,7 +222,7 @@ class MonitoringStack:
                     require_tool("alertmanager"),
                     f"--config.file={paths['alertmanager']}",
                     f"--storage.path={self.run_dir / 'alertmanager-data'}",
-                    f"--web.listen-address={self.host}:{self.options.alertmanager_port}",
+                    f"--web.listen-address={self.address(self.options.alertmanager_port)}",
                     "--cluster.listen-address=",  # no gossip port: single instance on loopback
                     "--log.level=warn",
                 ],
@@ -231,7 +235,7 @@ class MonitoringStack:
                     require_tool("prometheus"),
                     f"--config.file={paths['prometheus']}",
                     f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
-                    f"--web.listen-address={self.host}:{self.options.prometheus_port}",
+                    f"--web.listen-address={self.address(self.options.prometheus_port)}",
                     "--storage.tsdb.retention.time=15d",
                     "--log.level=warn",
                 ],
@@ -290,14 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     base_msg = (
         f"baseline {baseline.source}" if baseline else "no drift baseline (drift alert idle)"
     )
-    if options.render_only:
-        paths = stack.render()
-        print(f"[monitor] rendered {', '.join(str(p) for p in paths.values())}; {base_msg}")
-        return 0
-    stopping = stop_on_signals()
-    try:
+    stopping = None if options.render_only else stop_on_signals()
+    try:  # a busy port or run directory, a config promtool refuses: one line, no trace
+        if options.render_only:
+            paths = stack.render()
+            print(f"[monitor] rendered {', '.join(str(p) for p in paths.values())}; {base_msg}")
+            return 0
         stack.start()
-    except (OSError, RuntimeError) as exc:  # a busy port or run directory: one line, no trace
+    except (OSError, RuntimeError, ValueError) as exc:
         print(f"[monitor] error: {exc}", file=sys.stderr)
         return 1
     print(

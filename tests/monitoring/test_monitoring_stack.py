@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from asl_testkit.cli import cli_process
+from asl_testkit.servers import ipv6_loopback
 
 from asl_recognition.monitoring.baseline import Baseline
 from asl_recognition.monitoring.settings import load_thresholds
@@ -287,3 +288,33 @@ def test_a_second_stack_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
         assert first.running() and not second._children
     with MonitoringStack(options(free_port(), free_port()), env={}) as third:
         assert third.running()  # the run directory is free again once the first stopped
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--render-only", "--triton-metrics", "http://127.0.0.1:8002"], "promtool rejected"),
+        (["--render-only", "--scrape-interval", "1m30s"], "rendered"),
+        (["--scrape-interval", "15x"], "is not a Prometheus duration"),
+        pytest.param(
+            ["--host", "::1"],
+            "Ctrl-C stops",
+            marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here"),
+        ),
+    ],
+)
+def test_the_stack_cli_takes_any_duration_and_host_and_refuses_in_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """A target with a scheme, ``--scrape-interval 1m30s`` (a Prometheus duration) and an IPv6
+    ``--host`` had each ended ``make monitor`` in a traceback."""
+    ports = ["--prometheus-port", str(free_port()), "--alertmanager-port", str(free_port())]
+    base = ["--run-dir", str(tmp_path), "--baseline", "none", "--launcher-metrics", "", *ports]
+    with cli_process(
+        "asl_recognition.monitoring.stack", *base, *args, stderr=subprocess.STDOUT
+    ) as proc:
+        out = _started(proc) if message == "Ctrl-C stops" else proc.communicate(timeout=60)[0]
+        if message == "Ctrl-C stops":
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in out and message in out, out

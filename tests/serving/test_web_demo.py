@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asl_testkit.cli import lines_read, wait_for_text
+from asl_testkit.servers import ipv6_loopback
 from asl_testkit.web import landmark_repository, photo
 
 from asl_recognition.netutil import free_port
@@ -134,16 +135,6 @@ def test_make_demo_without_a_repository_says_run_make_run_first(tmp_path: Path) 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "run `make run` first" in lines[0], result.stderr
     assert lines[0].startswith("python -m asl_recognition.web.demo: error: no Triton model")
-
-
-def ipv6_loopback() -> bool:
-    """Whether this machine can listen on ``::1`` (some containers have no IPv6 at all)."""
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
