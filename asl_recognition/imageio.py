@@ -342,6 +342,9 @@ def decode_rgb(img: Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
     reduce, a header :func:`read_header` did not check) is refused first.
     """
     name = getattr(img, "filename", "") or "the image"
+    # Never Pillow's memory map (paths only): it scrambled an uncompressed TIFF turned 90 degrees
+    # (EXIF 5-8) that the hand step, given the same bytes, decoded upright.
+    img.filename = ""
     samples = _jpeg_samples(img) if _is_jpeg(img) else 0
     if samples > max_pixels:
         raise ImageDecodeError(

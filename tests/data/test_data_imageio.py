@@ -85,6 +85,30 @@ def test_exif_orientation_is_honoured(tmp_path: Path, frame: np.ndarray, orienta
     assert np.array_equal(_rgb(tmp_path / "r.png"), np.asarray(upright))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_an_uncompressed_tiff_turned_90_degrees_decodes_upright_from_path_and_bytes(
+    tmp_path: Path, frame: np.ndarray, mode: str, orientation: int
+) -> None:
+    """Pillow memory-maps such a file at its upright size (rows scrambled); its bytes, as the
+    hand step gets them, decode upright. The data step reads the path: both must agree."""
+    from PIL import TiffImagePlugin
+
+    upright = Image.fromarray(frame[:, :150]).convert("L")
+    stored = upright.transpose(STORED_FOR_ORIENTATION[orientation])
+    if mode == "I;16":
+        stored = Image.fromarray(np.asarray(stored).astype(np.uint16) * 257)
+    else:
+        stored = stored.convert(mode)
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[0x0112] = orientation
+    stored.save(tmp_path / "r.tif", tiffinfo=tags)  # uncompressed, as scanners often write
+    from_bytes = np.asarray(decode_rgb(read_header((tmp_path / "r.tif").read_bytes())))
+    want = np.asarray(upright.convert("RGB"))
+    assert np.array_equal(from_bytes, want)
+    assert np.array_equal(_rgb(tmp_path / "r.tif"), want)
+
+
 @pytest.mark.parametrize("side", [1200, 1201])
 def test_a_jpeg_over_the_pixel_limit_is_read_reduced(
     tmp_path: Path, frame: np.ndarray, side: int

@@ -88,10 +88,12 @@ def awkward(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, i
     frame.resize((1201, 1201), Image.Resampling.BICUBIC).save(root / "big.jpg", quality=90)
     Image.fromarray((grey.astype(np.int32) * 257), "I").save(root / "grey32.tif")
     Image.fromarray((grey / 255.0).astype(np.float32), "F").save(root / "float.tif")
+    turned = Image.fromarray(grey.astype(np.uint8)[:, :120]).transpose(Image.Transpose.ROTATE_90)
+    turned.save(root / "turned.tif", tiffinfo={0x0112: 6})  # uncompressed: Pillow would mmap it
     for name in ("rgba", "la", "palette", "palette_transparent", "bilevel", "grey_rotated"):
         files[name] = root / f"{name}.png"
     files.update(rotated=root / "rotated.jpg", cmyk=root / "cmyk.jpg", big=root / "big.jpg")
-    files.update(grey32=root / "grey32.tif", float=root / "float.tif")
+    files.update(grey32=root / "grey32.tif", float=root / "float.tif", turned=root / "turned.tif")
     bounds = {name: (path, imageio.MAX_PIXELS) for name, path in files.items()}
     bounds["big"] = (files["big"], 1_000_000)  # read at 1/2 scale by libjpeg, as training does
     bounds["padded_bomb"] = (
@@ -149,6 +151,8 @@ def test_the_client_decodes_like_training_without_the_package(awkward, tmp_path)
     white = np.load(tmp_path / "grey16.npy")
     assert white.min() < 100 < 200 < white.max()
     assert np.load(tmp_path / "rotated.npy").shape == (120, 200, 3)
+    turned = np.asarray(Image.open(awkward["grey32"][0]))[:, :120]  # the upright grey frame
+    assert np.abs(np.load(tmp_path / "turned.npy")[..., 0] - turned // 257).max() <= 1
     assert np.load(tmp_path / "big.npy").shape == (601, 601, 3)
     assert np.load(tmp_path / "progressive.npy").shape == (200, 300, 3)
     assert answers["scans_bomb"].startswith("error: decompression bomb: a JPEG of over 100 sc")

@@ -281,6 +281,7 @@ def decode_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Bounded decode exactly as training does: JPEG read reduced past ``max_pixels``, wide grey
     scaled to 8 bits, EXIF-upright, alpha composited on black, RGB."""
     with read_header(path, max_pixels) as img:
+        img.filename = ""  # never Pillow's memory map: it scrambled a TIFF turned 90 degrees
         if img.format in JPEG_FORMATS and img.size[0] * img.size[1] > max_pixels:
             scale = _jpeg_scale(img.size, max_pixels)
             img.draft(img.mode, (max(1, img.size[0] // scale), max(1, img.size[1] // scale)))
