@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .format_bounds import rle_problem, tiff_tile
+
 # The most bytes a JPEG or WebP file may have to be opened: Pillow's WebP reader holds the whole
 # file in memory while opening, before any bound is checked, and a JPEG's markers are walked in
 # memory. The serving bound (hands_repository.MAX_IMAGE_BYTES); no such photo needs more. Other
@@ -135,8 +137,8 @@ def decoded_size(img: Image.Image, max_pixels: int = MAX_PIXELS) -> tuple[int, i
 def decode_pixels(img: Image.Image, max_pixels: int = MAX_PIXELS) -> int:
     """The pixels :func:`decode_rgb` will allocate for an opened header (JPEG: read reduced, or
     the samples of its full-size buffer when it has several scans)."""
-    w, h = decoded_size(img, max_pixels)
-    return max(w * h, _jpeg_samples(img)) if _is_jpeg(img) else w * h
+    (w, h), (tile_w, tile_h) = decoded_size(img, max_pixels), tiff_tile(img)
+    return max(w * h, _jpeg_samples(img)) if _is_jpeg(img) else max(w * h, tile_w * tile_h)
 
 
 def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
@@ -144,6 +146,12 @@ def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
     w, h = img.size
     if max(w, h) > MAX_SIDE:
         return f"{w}x{h} pixels: a side over the bound of {MAX_SIDE}"
+    tile_w, tile_h = tiff_tile(img)
+    if tile_w * tile_h > max_pixels:
+        return (
+            f"{w}x{h} in tiles of {tile_w}x{tile_h} = {tile_w * tile_h} pixels, over the bound "
+            f"of {max_pixels} (a TIFF is decoded a whole tile at a time)"
+        )
     samples = _jpeg_samples(img) if _is_jpeg(img) else 0
     if samples > max_pixels:
         return (
@@ -278,7 +286,7 @@ def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Ima
     img = _open_header(stream, name)
     if _is_jpeg(img):
         img.info["jpeg_scans"] = scans
-    problem = _header_problem(img, max_pixels)
+    problem = _header_problem(img, max_pixels) or rle_problem(img, nbytes)
     if problem:
         img.close()
         raise ImageDecodeError("decompression_bomb", f"{name} is {problem}; refused undecoded")

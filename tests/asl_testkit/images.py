@@ -103,10 +103,53 @@ def png16(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
+def rle8_bmp(path: Path, indices: np.ndarray, palette: bytes, noops: int = 0) -> Path:
+    """An RLE8 BMP (runs of one index per row, bottom row first), after ``noops`` moves by
+    (0, 0): commands that add no pixel, each a step of Pillow's Python decoder."""
+    height, width = indices.shape
+    body = bytearray(b"\x00\x02\x00\x00" * noops)
+    for row in indices[::-1]:
+        start = 0
+        while start < width:
+            end = start + 1
+            while end < width and end - start < 255 and row[end] == row[start]:
+                end += 1
+            body += bytes((end - start, int(row[start])))
+            start = end
+        body += b"\x00\x00"  # end of line
+    body += b"\x00\x01"  # end of bitmap
+    offset = 14 + 40 + 1024
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(body), 0, 0, 256, 0)
+    header = b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset)
+    path.write_bytes(header + info + palette.ljust(1024, b"\x00") + bytes(body))
+    return path
+
+
 def icon_bomb(path: Path, side: int = 13_000) -> Path:
     """A real ICO whose one directory entry says 16x16 but whose embedded PNG is side x side
     black RGB (about 500 KB for 13,000): Pillow's ICO plugin decodes it inside ``Image.open``."""
     png = padded_bomb_png(path.with_suffix(".inner.png"), side, side).read_bytes()
     entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 6 + 16)
     path.write_bytes(struct.pack("<HHH", 0, 1, 1) + entry + png)
+    return path
+
+
+def one_tile_tiff(path: Path, grey: np.ndarray, tile: int) -> Path:
+    """A deflate-compressed grey TIFF whose pixels sit in ONE ``tile`` x ``tile`` tile (padded
+    with black): libtiff decodes through a buffer of that whole tile, whatever the picture."""
+    height, width = grey.shape
+    padded = np.zeros((tile, tile), np.uint8)
+    padded[:height, :width] = grey
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row.tobytes()) for row in padded) + packer.flush()
+    # (tag, type: 3 SHORT or 4 LONG, value): size, 8 bits, deflate, min-is-black, 1 sample
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1)]
+    tags += [(277, 3, 1), (322, 4, tile), (323, 4, tile), (324, 4, 0), (325, 4, len(data))]
+    start = 8 + 2 + 12 * len(tags) + 4
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        value = start if tag == 324 else value
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data)
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit.images import bomb_png, icon_bomb, padded_bomb_png, png16
+from asl_testkit.images import bomb_png, icon_bomb, one_tile_tiff, padded_bomb_png, png16
 from PIL import Image, ImageOps
 
 from asl_recognition.data.scan import scan_source
@@ -280,6 +280,21 @@ def test_an_icon_hiding_a_huge_png_is_refused_unopened(tmp_path: Path) -> None:
     assert result["grew_mb"] < 30, result  # before: 540 MB (time is bench's business)
 
 
+def test_a_tiff_tile_counts_against_the_pixel_bound(tmp_path: Path, frame: np.ndarray) -> None:
+    """A 64x64 picture in one 16384 x 16384 tile: 0.26 MB that libtiff decoded through a 268 MB
+    tile (46320 a side: 2 GB from 2 MB), past every bound. A photo in tiles still decodes."""
+    grey = np.asarray(Image.fromarray(frame).convert("L"))
+    photo = one_tile_tiff(tmp_path / "photo.tif", grey, tile=208)  # 200x200 in a 208 tile
+    assert np.array_equal(_rgb(photo), np.repeat(grey[:, :, None], 3, axis=2))
+    bomb = one_tile_tiff(tmp_path / "bomb.tif", grey[:64, :64], tile=16_384)
+    assert bomb.stat().st_size < 300_000
+    for source in (bomb, bomb.read_bytes()):
+        with pytest.raises(ImageDecodeError) as caught:
+            read_header(source)
+        assert caught.value.reason == "decompression_bomb"
+        assert "in tiles of 16384x16384" in caught.value.detail
+
+
 def test_a_truncated_jpeg_is_a_decode_error_not_an_oserror(tmp_path: Path) -> None:
     """The first 300 bytes of a real photo: Pillow's JPEG header parser raises a bare OSError
     ("Truncated File Read"), which callers catching only ImageDecodeError crashed on."""
@@ -324,6 +339,32 @@ def test_a_tiff_that_fails_while_loading_is_a_decode_error(tmp_path: Path) -> No
 # A real HEIC (libheif through pillow-heif 1.9.0, from data/test_images/A_test.jpg at quality
 # 60): an iPhone's default photo format, which no Pillow plugin reads.
 HEIC = REPO_ROOT / "tests" / "fixtures" / "A_test.heic"
+
+
+def test_a_run_length_bmp_of_more_bytes_than_its_pixels_need_is_refused_unread(
+    tmp_path: Path, frame: np.ndarray
+) -> None:
+    """Pillow decodes RLE8 in Python: 25 MB of no-op moves before a 64x64 picture took 6 s of
+    the hand step (and then decoded). A real picture in runs still decodes, as Pillow reads it."""
+    import time
+
+    from asl_testkit.images import rle8_bmp
+
+    quantized = Image.fromarray(frame).quantize(256)
+    indices = np.asarray(quantized)
+    palette = bytes(
+        b for rgb in np.reshape(quantized.getpalette()[:768], (-1, 3)) for b in (*rgb[::-1], 0)
+    )
+    photo = rle8_bmp(tmp_path / "photo.bmp", indices, palette)
+    assert np.array_equal(_rgb(photo), np.asarray(quantized.convert("RGB")))
+    bomb = rle8_bmp(tmp_path / "bomb.bmp", indices[:64, :64], palette, noops=1_000_000)
+    for source in (bomb, bomb.read_bytes()):
+        started = time.perf_counter()
+        with pytest.raises(ImageDecodeError) as caught:
+            read_header(source)
+        assert time.perf_counter() - started < 0.5
+        assert caught.value.reason == "decompression_bomb"
+        assert "64x64 run-length BMP of 400" in caught.value.detail
 
 
 def test_a_phones_heic_photo_is_named_and_quarantined_not_called_no_image(tmp_path) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asl_testkit.images import icon_bomb, padded_bomb_png, png16
+from asl_testkit.images import icon_bomb, one_tile_tiff, padded_bomb_png, png16
 from PIL import Image
 from test_decode_progressive import empty_scans_jpeg, one_scan_per_component_jpeg, photo_jpeg
 from test_serving_server import CLIENT, load_client_module
 
-from asl_recognition import imageio
+from asl_recognition import format_bounds, imageio
 from asl_recognition.imageio import ImageDecodeError, load_rgb
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
 
@@ -171,6 +171,8 @@ def test_the_client_copy_keeps_the_training_bounds() -> None:
         "HEIF_NAME",
     ):
         assert getattr(client, name) == getattr(imageio, name), name
+    for name in ("BMP_RLE_COMPRESSIONS", "TIFF_TILE_TAGS"):
+        assert getattr(client, name) == getattr(format_bounds, name), name
 
 
 ISOLATED_HOSTILE = LOAD_CLIENT + """
@@ -227,3 +229,14 @@ def test_a_large_uncompressed_file_within_the_pixel_bound_opens_in_both(tmp_path
     for read_header in (imageio.read_header, client.read_header):
         with read_header(bmp) as img:
             assert img.size == (3000, 3000)
+
+
+def test_the_client_counts_a_tiff_tile_like_training(tmp_path: Path) -> None:
+    """A 64x64 TIFF in one 16384 x 16384 tile (libtiff decodes a whole tile): refused by both."""
+    bomb = one_tile_tiff(tmp_path / "bomb.tif", np.zeros((64, 64), np.uint8), tile=16_384)
+    result = run_isolated(ISOLATED_HOSTILE, str(bomb))
+    answer = result["out"][str(bomb)]
+    assert answer.startswith("error: decompression bomb: 64x64 in tiles of 16384x16384"), result
+    assert result["grew_mb"] < 30, result  # before: 268 MB
+    with pytest.raises(ImageDecodeError, match="in tiles of 16384x16384"):
+        load_rgb(bomb)

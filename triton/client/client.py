@@ -87,6 +87,7 @@ JPEG_FORMATS = ("JPEG", "MPO")
 MAX_JPEG_SCANS = 100
 MAX_JPEG_MARKERS = 10_000
 JPEG_MAGIC = b"\xff\xd8\xff"
+TIFF_TILE_TAGS = (322, 323)  # TileWidth, TileLength: one tile counts against MAX_PIXELS
 # The next marker: 0xFF not followed by a stuffed 0x00, a fill 0xFF or a restart marker (RSTn).
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Only formats whose Pillow plugin reads a header and no pixel while opening: an icon (ICO,
@@ -96,6 +97,7 @@ ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 # reads it, so it is named for what it is rather than "not an image".
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
 HEIF_NAME = "HEIF (HEIC, a phone camera's default: export the photo as JPEG)"
+BMP_RLE_COMPRESSIONS = (1, 2)  # RLE8, RLE4: at most 2 bytes a pixel (and a line) need
 # Pillow's own guard (refusing over twice this) at the largest bound, the JPEG one; this script
 # is single-threaded, and the bound is only ever lowered.
 PILLOW_MAX_IMAGE_PIXELS = JPEG_REDUCTION**2 * MAX_PIXELS // 2
@@ -153,6 +155,16 @@ def _header_problem(img: Image.Image, max_pixels: int) -> str | None:
     w, h = img.size
     if max(w, h) > MAX_SIDE:
         return f"{w}x{h} pixels: a side over the bound of {MAX_SIDE}"
+    tags = getattr(img, "tag_v2", None) if img.format == "TIFF" else None
+    try:  # libtiff decodes a whole tile at a time, of the size its tags say
+        tile_w, tile_h = (int(tags.get(tag, 0)) for tag in TIFF_TILE_TAGS) if tags else (0, 0)
+    except (TypeError, ValueError):
+        tile_w = tile_h = 0
+    if tile_w * tile_h > max_pixels:
+        return (
+            f"{w}x{h} in tiles of {tile_w}x{tile_h} = {tile_w * tile_h} pixels, over the bound "
+            f"of {max_pixels} (a TIFF is decoded a whole tile at a time)"
+        )
     samples = _jpeg_samples(img) if img.format in JPEG_FORMATS else 0
     if samples > max_pixels:
         return (
@@ -183,6 +195,17 @@ def _refused_format(prefix: bytes) -> str | None:
         if found and not isinstance(found, str):
             return name
     return None
+
+
+def _rle_problem(img: Image.Image, nbytes: int) -> str | None:
+    """A run-length BMP of more bytes than its pixels need (Pillow decodes it in Python)."""
+    if img.format != "BMP" or img.info.get("compression") not in BMP_RLE_COMPRESSIONS:
+        return None
+    (w, h), offset = img.size, img.tile[0][2] if img.tile else 0
+    need = offset + 2 * (w * h + h) + 2
+    if nbytes <= need:
+        return None
+    return f"a {w}x{h} run-length BMP of {nbytes} bytes, more than its pixels need ({need})"
 
 
 def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -228,7 +251,7 @@ def read_header(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ValueError(f"truncated or corrupt image ({exc})") from None
     if img.format in JPEG_FORMATS:
         img.info["jpeg_scans"] = scans
-    problem = _header_problem(img, max_pixels)
+    problem = _header_problem(img, max_pixels) or _rle_problem(img, size)
     if problem:
         img.close()
         raise ValueError(f"decompression bomb: {problem}; refused undecoded")
