@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 J = TypeVar("J")
@@ -24,6 +25,11 @@ def default_workers() -> int:
     usable = getattr(os, "sched_getaffinity", None)
     cores = len(usable(0)) if usable is not None else (os.cpu_count() or 1)
     return max(1, min(2, cores))
+
+
+class WorkerLostError(RuntimeError):
+    """A pool worker died twice (a signal: the OOM killer, ``kill -9``); the message is one
+    line, where ``concurrent.futures`` gave a traceback naming neither the step nor a file."""
 
 
 def run_pool(
@@ -41,6 +47,8 @@ def run_pool(
 
     ``fn`` is pickled by name into the workers; ``initializer(*initargs)`` runs once in each (a
     model to load, say). Run here, ``initializer`` is not called: ``fn`` must work without it.
+    A worker that dies (``kill -9``, the OOM killer) had thrown away every result of the step:
+    the jobs not yet answered run once more in a fresh pool, then :class:`WorkerLostError`.
     """
     from tqdm import tqdm
 
@@ -48,11 +56,36 @@ def run_pool(
     bar = dict(total=len(jobs), desc=desc, unit="file", disable=not progress, mininterval=1.0)
     if workers <= 1 or len(jobs) < min_jobs:
         return [fn(j) for j in tqdm(jobs, **bar)]
-    context = mp.get_context("spawn")
     start = (os.getpid(), initializer, initargs)
-    with ProcessPoolExecutor(workers, context, _start_worker, start) as pool:
+    done: list[R] = []
+    with tqdm(**bar) as shown:
+        for tries_left in (1, 0):
+            try:
+                _pooled(fn, jobs[len(done) :], workers, start, done, shown.update)
+                return done
+            except BrokenProcessPool as exc:
+                if not tries_left:
+                    raise WorkerLostError(
+                        f"{desc}: a worker process died twice, {len(done)} of {len(jobs)} "
+                        f"done (killed by a signal: out of memory or kill -9?): {exc}"
+                    ) from None
+    return done
+
+
+def _pooled(
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    workers: int,
+    start: tuple[Any, ...],
+    out: list[R],
+    tick: Callable[[], Any],
+) -> None:
+    """Append ``fn(job)`` for ``jobs`` to ``out`` in order, as the pool answers them."""
+    with ProcessPoolExecutor(workers, mp.get_context("spawn"), _start_worker, start) as pool:
         chunk = max(4, len(jobs) // (workers * 8))
-        return list(tqdm(pool.map(fn, jobs, chunksize=chunk), **bar))
+        for result in pool.map(fn, jobs, chunksize=chunk):
+            out.append(result)
+            tick()
 
 
 def _start_worker(

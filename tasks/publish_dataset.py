@@ -19,13 +19,14 @@ from asl_recognition.data.options import PublishDatasetOptions
 from asl_recognition.data.sources import SourceSpecError
 from asl_recognition.store import DatasetNotFoundError
 from asl_recognition.tracking import TaskContext, task_entry
+from asl_recognition.workers import WorkerLostError
 
 
 # a holdout that cannot be honoured, an unknown raw version: nothing is published
 @task_entry(
     PublishDatasetOptions,
     task_type="data_processing",
-    refused=(SourceSpecError, DatasetNotFoundError, ValueError),
+    refused=(SourceSpecError, DatasetNotFoundError, ValueError, WorkerLostError),
 )
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.publish import publish_dataset

@@ -19,12 +19,13 @@ from asl_recognition.hands import ModelFileError
 from asl_recognition.store import DatasetNotFoundError
 from asl_recognition.store.base import ManifestFormatError
 from asl_recognition.tracking import TaskContext, task_entry
+from asl_recognition.workers import WorkerLostError
 
 
 @task_entry(
     PublishLandmarksOptions,
     task_type="data_processing",
-    refused=(DatasetNotFoundError, ModelFileError, ManifestFormatError),
+    refused=(DatasetNotFoundError, ModelFileError, ManifestFormatError, WorkerLostError),
 )
 def main(ctx: TaskContext) -> dict:
     from asl_recognition.data.landmarks import publish_landmarks

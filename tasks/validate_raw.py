@@ -22,6 +22,7 @@ from asl_recognition.data.options import ValidateRawOptions
 from asl_recognition.data.safe_extract import UnsafeArchiveError
 from asl_recognition.data.sources import SourceSpecError, default_raw_sources
 from asl_recognition.tracking import TaskContext, task_entry
+from asl_recognition.workers import WorkerLostError
 
 
 def default_sources(options: ValidateRawOptions) -> None:
@@ -40,7 +41,7 @@ def default_sources(options: ValidateRawOptions) -> None:
 @task_entry(
     ValidateRawOptions,
     task_type="data_processing",
-    refused=(SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError),
+    refused=(SourceSpecError, UnsafeArchiveError, FileNotFoundError, ValueError, WorkerLostError),
     fill_defaults=default_sources,
 )
 def main(ctx: TaskContext) -> dict:
