@@ -90,9 +90,10 @@ def remove_staging_leftovers(root: Path) -> list[Path]:
 
 
 def atomic_write(root: Path, path: Path, data: bytes) -> bool:
-    """Write only when the content differs; returns whether the file changed."""
+    """Write only when the content differs; returns whether the file changed. A link is
+    replaced even with equal content: the record never trusts one (:mod:`.repo_manifest`)."""
     inside(root, path)
-    if path.exists() and path.read_bytes() == data:
+    if not path.is_symlink() and path.exists() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

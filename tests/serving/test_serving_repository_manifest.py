@@ -324,6 +324,24 @@ def test_a_rebuild_repairs_a_config_changed_since_the_build(tiny_models, tmp_pat
     )
 
 
+@pytest.mark.parametrize("folder", ["asl_onnx", "asl_metrics"])
+def test_a_rebuild_replaces_a_linked_labels_file(tiny_models, tmp_path, folder) -> None:
+    """A labels file made a link to an equal one (a copy tool that links duplicates) is refused
+    as changed, and the rebuild the refusal asks for kept the link (equal content: no write),
+    so the repository stayed refused after every build."""
+    repo = _built(tiny_models, tmp_path)
+    labels = repo / folder / "labels.txt"
+    labels.unlink()
+    labels.symlink_to(Path("..", "asl", "labels.txt"))
+    assert f"{folder}/labels.txt" in problems(repo)
+    a = tiny_models["a"]
+    build_repository(a.onnx, a.classes, repo)
+    assert (
+        not labels.is_symlink() and labels.read_bytes() == (repo / "asl/labels.txt").read_bytes()
+    )
+    assert problems(repo) == []
+
+
 HIDDEN_MODEL_PY = """
 from pathlib import Path
 
