@@ -110,10 +110,22 @@ def load_model(
         raise error(f"{onnx_path}: cannot be read ({exc.strerror or exc})") from None
 
 
+def _check_declared_shapes(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse a graph whose declared input/output shapes differ from what its nodes compute:
+    the configs are written from the declared ones, and a server loading the graph refuses
+    (or, worse, serves) a config that does not match what it computes."""
+    try:
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OnnxSignatureError(f"{path}: declared shapes differ from the graph's ({reason})")
+
+
 def read_signature(onnx_path: str | Path) -> OnnxSignature:
     """Inputs/outputs of the graph, with the (required dynamic) batch dimension removed."""
     path = Path(onnx_path)
     model = load_model(path)
+    _check_declared_shapes(model, path)
     initializers = {init.name for init in model.graph.initializer}
     inputs = tuple(_spec(v, path) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_spec(v, path) for v in model.graph.output)

@@ -270,6 +270,25 @@ def test_a_truncated_onnx_is_one_line_not_a_protobuf_traceback(tiny_models, tmp_
     assert not (tmp_path / "repo" / "asl_onnx" / "1").exists()
 
 
+def test_a_graph_whose_declared_shapes_lie_is_refused_before_writing(tiny_models, tmp_path):
+    """An output declared [N,4] that computes [N,5] had been built into a config of 4 labels,
+    passed select_best's check_servable, and only failed at load (Triton kept the old model
+    and the ensemble went unavailable, with no word from the build or the launcher)."""
+    import onnx
+
+    b = tiny_models["b"]
+    graph = onnx.load(str(b.onnx))
+    graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value = len(b.class_names) - 1
+    lying, classes = tmp_path / "lying.onnx", tmp_path / "classes.txt"
+    onnx.save(graph, str(lying))
+    write_class_file(str(classes), b.class_names[:-1])
+    with pytest.raises(OnnxSignatureError) as info:
+        build_repository(lying, classes, tmp_path / "repo")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{lying}: ") and "differ" in message
+    assert not (tmp_path / "repo" / "asl_onnx").exists()
+
+
 def test_class_list_that_does_not_match_the_model_is_refused(tiny_models, tmp_path) -> None:
     wrong = tmp_path / "classes.txt"
     write_class_file(str(wrong), ["A", "B", "C"])
