@@ -21,8 +21,10 @@ so two versions of one graph must not share a cache); a plain model serves all k
 
 Write order (poll mode may load between any two writes): the versions that the new config and
 labels would not describe go first, then every label and config, the new version last, so no
-moment serves a model under another model's class names (a change of classes leaves the model
-unavailable for that moment instead). Builds into one repository take turns (``.build.lock``).
+poll between two writes sees a version beside another model's labels. Within one poll Triton still
+loads the changed classifier before the ensemble (version -1) that labels it: after a change of
+classes, answers in that moment (~0.2 s) can carry the old labels (docs/security.md, "hot swap").
+Builds into one repository take turns (``.build.lock``).
 """
 
 from __future__ import annotations
