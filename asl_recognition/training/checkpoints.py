@@ -176,7 +176,7 @@ def _check_best(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None
     problem = None
     if not isinstance(best, dict) or not isinstance(best.get("model"), dict):
         problem = "holds no model state"
-    elif best.get("epoch") != state["best_epoch"]:
+    elif best.get("epoch") != state["best_epoch"] and not _saved_after(best, state):
         problem = f"holds epoch {best.get('epoch')!r}, not best epoch {state['best_epoch']}"
     else:
         key = next((k for k in RESUME_KEYS if best.get(k) != meta.get(k)), None)
@@ -187,3 +187,11 @@ def _check_best(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None
             f"--resume: {path} {problem}: it is not this run's best checkpoint; refused, "
             "nothing was changed (start a new run)"
         )
+
+
+def _saved_after(best: dict[str, Any], state: dict[str, Any]) -> bool:
+    """``best.pt`` of an epoch after ``last.pt``'s: a run killed between writing the two. The
+    resume trains those epochs again (same arithmetic) and writes its best again; a run that
+    ends before then is refused by ``Trainer.load_best``."""
+    epoch = best.get("epoch")
+    return isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > state["epoch"]

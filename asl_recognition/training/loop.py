@@ -184,6 +184,11 @@ class Trainer:
     def load_best(self) -> None:
         """The best epoch's weights, as data only (see :func:`load_checkpoint`)."""
         state = load_checkpoint(self.best_path, self.device)
+        if state.get("epoch") != self.best_epoch:  # a resume ended before its best was redone
+            raise TrainingInputError(
+                f"{self.best_path} holds epoch {state.get('epoch')}, not best epoch "
+                f"{self.best_epoch}; resume with --epochs {state.get('epoch')} or more"
+            )
         self.model.load_state_dict(state["model"])
 
     # -- data ----------------------------------------------------------------------------------
