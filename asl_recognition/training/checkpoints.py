@@ -36,6 +36,9 @@ RESUME_KEYS = (
     "landmarks_id",
     "hand_detector",
 )
+# Options the rest of a resumed run would train with, and its registration would claim for the
+# whole run (``meta["recipe"]``); --epochs, --max-steps, --patience and --keep may change.
+RECIPE_OPTIONS = ("batch_size", "seed", "augment", "balance", "label_smoothing")
 # What a resume needs besides the weights; a checkpoint missing one was a KeyError traceback.
 STATE_KEYS = ("model", "optimizer", "scheduler", "rng", "best_f1", "best_epoch", "bad_epochs")
 
@@ -162,8 +165,25 @@ def check_resumable(
                 f"{_described(meta, key)}; refused, nothing was changed (start a new run, or "
                 f"resume with {own})"
             )
+    _check_recipe(path, state, meta)
     _check_best(path.with_name(BEST), state, meta)
     return state
+
+
+def _check_recipe(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Another --seed, --batch-size, --augment... had resumed in silence: the model was trained
+    with two recipes and registered with the second (a checkpoint without a recipe: unchecked)."""
+    saved = (state.get("meta") or {}).get("recipe")
+    if not isinstance(saved, dict):
+        return
+    for key, value in (meta.get("recipe") or {}).items():
+        if key in saved and saved[key] != value:
+            flag = f"--{key.replace('_', '-')}"
+            raise TrainingInputError(
+                f"--resume: {path} was trained with {flag} {saved[key]}, this run has "
+                f"{flag} {value}; it would be registered with options it was not trained with "
+                f"(resume with {flag} {saved[key]}, or start a new run)"
+            )
 
 
 def _check_best(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from asl_recognition.training.checkpoints import (
     BEST,
     CHECKPOINT_DIR,
     LAST,
+    RECIPE_OPTIONS,
     check_resumable,
     checkpoint_path,
 )
@@ -117,6 +118,7 @@ def prepare(options: TrainOptions) -> Plan:
         "image_size": image_size,
         "classes": dataset.classes,
         **identity,
+        "recipe": {key: getattr(options, key) for key in RECIPE_OPTIONS},
     }
     checkpoint = None
     if options.resume:
