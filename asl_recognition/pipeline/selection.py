@@ -164,22 +164,24 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     if shortfall:
         reason = f"{shortfall}; kept"
         return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
-    if old_value is None:
+    if old_value is None:  # still gated: a variant record or an older run lacks the metric
         reason = f"production model {previous.id} has no {metric}"
-        return Decision(True, reason, metric, mode, candidate, previous, new_value, None)
-    if is_better(new_value, old_value, mode):
+    elif is_better(new_value, old_value, mode):
         reason = f"{metric} {new_value:.4f} beats production {old_value:.4f} ({mode})"
-        regressions = (
-            holdout_regressions(candidate, previous, holdout_tolerance)
-            if holdout_tolerance is not None
-            else []
+    else:
+        reason = (
+            f"{metric} {new_value:.4f} does not beat production {old_value:.4f} ({mode}); kept"
         )
-        if regressions:
-            reason += f", but it regresses on held-out groups: {'; '.join(regressions)}; kept"
-            return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
-        return Decision(True, reason, metric, mode, candidate, previous, new_value, old_value)
-    reason = f"{metric} {new_value:.4f} does not beat production {old_value:.4f} ({mode}); kept"
-    return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+        return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+    regressions = (
+        holdout_regressions(candidate, previous, holdout_tolerance)
+        if holdout_tolerance is not None
+        else []
+    )
+    if regressions:
+        reason += f", but it regresses on held-out groups: {'; '.join(regressions)}; kept"
+        return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+    return Decision(True, reason, metric, mode, candidate, previous, new_value, old_value)
 
 
 def select_best(registry: Any, opts: SelectBestOptions) -> Decision:
