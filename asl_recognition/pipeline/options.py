@@ -36,6 +36,11 @@ class SelectBestOptions:
         low=0.0,
         high=1.0,
     )
+    class_change: bool = option(
+        False,
+        "promote a candidate whose classes differ from production's, a change made on purpose "
+        "(its metrics are then not compared: they are over other classes); off, it is kept",
+    )
     prefer_int8: bool = option(
         False,
         "serve the promoted model's INT8 variant (tasks/optimize_model.py) when its held-out "

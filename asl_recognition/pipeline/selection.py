@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from asl_recognition.hashing import sha256_file
 from asl_recognition.pipeline.options import SelectBestOptions
 from asl_recognition.registry.confusion import find_confusion, read_classes
 from asl_recognition.serving.repository import check_servable
@@ -132,6 +133,28 @@ def check_answers_its_classes(record: Any) -> None:
         )
 
 
+def other_classes(candidate: Any, previous: Any) -> str | None:
+    """Why ``candidate`` cannot replace ``previous`` (None: it can): metrics over other classes
+    do not compare (3 classes score above 29), and serving would lose or gain answers."""
+    new, old = read_classes(candidate), _registered_classes(previous)
+    missing, extra = [c for c in old if c not in new], [c for c in new if c not in old]
+    if not old or not (missing or extra):  # production's files lost: only its metrics remain
+        return None
+    return f"its classes differ from production's (missing {missing}, extra {extra})"
+
+
+def _registered_classes(record: Any) -> list[str]:
+    """The record's class list when its file is the one registered: an altered file of the
+    production model (its files unverified here) must not block every later promotion."""
+    recorded = (getattr(record, "sha256", None) or {}).get("classes")
+    try:
+        if recorded and sha256_file(record.classes_path) != recorded:
+            return []
+    except (OSError, TypeError):
+        return []
+    return read_classes(record)
+
+
 def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     """Compare ``opts.model_id`` with the current production model; no side effects.
 
@@ -143,6 +166,7 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     candidate = registry.get(model_id)
     check_answers_its_classes(candidate)
+    check_promotable(candidate)  # before its class list is compared with production's
     previous = registry.production_scores(name)  # its metrics: its files are not needed
     shortfall = worst_heldout_shortfall(candidate, opts.min_worst_heldout)
     if shortfall and previous is None:
@@ -161,6 +185,11 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     if previous.id == candidate.id:
         reason = "already the production model"
         return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
+    changed = other_classes(candidate, previous)
+    if changed and opts.class_change and not shortfall:
+        reason = f"{changed}: promoted as a change of classes (--class-change)"
+        return Decision(True, reason, metric, mode, candidate, previous, new_value, old_value)
+    shortfall = shortfall or (changed and f"{changed} (--class-change promotes it)")
     if shortfall:
         reason = f"{shortfall}; kept"
         return Decision(False, reason, metric, mode, candidate, previous, new_value, old_value)
