@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import stat
 import struct
 import threading
 import warnings
@@ -268,8 +269,11 @@ def read_header(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Ima
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, nbytes, stream, data = "the image", len(source), io.BytesIO(source), source
     else:
-        name, nbytes, stream = str(source), Path(source).stat().st_size, source
-        prefix = _prefix(source)
+        name, info, stream = str(source), Path(source).stat(), source
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # a folder: OSError
+            # a named pipe: reading it waits for a writer for ever
+            raise ImageDecodeError("not_an_image", f"{name} is not a regular file; not read")
+        nbytes, prefix = info.st_size, _prefix(source)
         is_jpeg = prefix.startswith(JPEG_MAGIC)
         if nbytes > MAX_FILE_BYTES and (is_jpeg or prefix[8:12] == b"WEBP"):
             raise ImageDecodeError(

@@ -7,6 +7,7 @@ upscaling); no pixel is invented.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -378,3 +379,12 @@ def test_a_phones_heic_photo_is_named_and_quarantined_not_called_no_image(tmp_pa
     (tmp_path / "src" / "A" / "IMG_0001.HEIC").write_bytes(HEIC.read_bytes())
     row = scan_source(tmp_path / "src", workers=1, progress=False).table.iloc[0]
     assert row["error"] == "unsupported_format", row.to_dict()
+
+
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Reading a FIFO waits for a writer: load_rgb had blocked its caller for good."""
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    with pytest.raises(ImageDecodeError) as caught:
+        load_rgb(pipe)
+    assert caught.value.reason == "not_an_image" and "not a regular file" in caught.value.detail
