@@ -58,22 +58,25 @@ def test_torch_and_onnx_agree_on_the_bundled_test_images(trained) -> None:
     _assert_agree(torch_answers, onnx_answers, TOLERANCE)
 
 
+def run_predict(workspace: Path, model_id: str, *args: str) -> subprocess.CompletedProcess:
+    """``tasks/predict.py`` as a user runs it: offline, on ``workspace``'s registry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+    env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "tasks/predict.py", "--model-id", model_id, *args]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_predict_command_answers_good_files_and_names_bad_ones(trained, tmp_path) -> None:
     workspace, record = trained
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
-    env.update(ASL_WORKSPACE=str(workspace), ASL_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
     image = str(_images()[0])
-    command = [sys.executable, "tasks/predict.py", "--model-id", record.id, "--top-k", "2"]
-    proc = subprocess.run(
-        [*command, "--runtime", "torch", "--image", image, "--image", str(broken)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_predict(
+        workspace, record.id, "--top-k", "2", "--runtime", "torch", "--image", image,
+        "--image", str(broken),
+    )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
     answer = json.loads(proc.stdout)
     assert [a["image"] for a in answer] == [image] and len(answer[0]["predictions"]) == 2
@@ -161,3 +164,19 @@ def test_a_truncated_registered_model_is_one_line_in_optimize_and_predict(
     with pytest.raises(OptimizeError) as info:
         predict_onnx(broken, _images()[:1], top_k=1)
     assert_one_line(str(info.value), str(broken.onnx_path), "truncated or corrupted")
+
+
+def test_a_named_pipe_is_named_not_waited_on(trained, tmp_path) -> None:
+    """A named pipe among the images had blocked the command for good (reading it waits for a
+    writer): it is named, and the other images answered."""
+    workspace, record = trained
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    image = str(_images()[0])
+    proc = run_predict(
+        workspace, record.id, "--top-k", "1", "--image", str(pipe), "--image", image,
+        "--image", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert [a["image"] for a in json.loads(proc.stdout)] == [image]
+    assert f"{pipe}: not an image (not a regular file)" in proc.stderr

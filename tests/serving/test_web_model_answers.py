@@ -134,6 +134,22 @@ def test_a_model_changed_under_the_page_is_read_again(stand_in_served) -> None:
     assert "does not take photo bytes" in answer.json()["error"]
 
 
+def answer_in_mode(stand_in_served, mode: str):
+    """The page's answer to one frame while the stand-in answers in ``mode``; the stand-in is
+    then set back to "ok", and the page must answer again."""
+    server, web, repo, mode_file = stand_in_served
+    stand_in(repo, mode_file, 2, photo_input=True)
+    wait_served(server, "BYTES")
+    deadline = time.monotonic() + 15
+    while frame(web).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    mode_file.write_text(mode)
+    answer = frame(web)
+    mode_file.write_text("ok")
+    assert frame(web).status_code == 200
+    return answer
+
+
 @pytest.mark.parametrize(
     ("mode", "said"),
     [
@@ -147,18 +163,9 @@ def test_an_answer_the_page_cannot_show_gets_502_with_its_sentence(
 ) -> None:
     """NaN probabilities (the status page counts such rows), a NaN box or landmarks of another
     shape were a 500 "Internal Server Error" in plain text and a traceback in the log."""
-    server, web, repo, mode_file = stand_in_served
-    stand_in(repo, mode_file, 2, photo_input=True)
-    wait_served(server, "BYTES")
-    deadline = time.monotonic() + 15
-    while frame(web).status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    mode_file.write_text(mode)
-    answer = frame(web)
+    answer = answer_in_mode(stand_in_served, mode)
     assert answer.status_code == 502, answer.text
     assert said in answer.json()["error"] and "model 'asl'" in answer.json()["error"]
-    mode_file.write_text("ok")
-    assert frame(web).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -174,15 +181,6 @@ def test_tritons_own_failure_is_not_blamed_on_the_photo(
     """Any error from Triton was a 422 "the model refused the frame", also an INTERNAL one
     (a dead hand-step stub: "Stub process 'asl_hands_0_0' is not healthy"): the page blamed
     the user's photo for the server's fault. Only INVALID_ARGUMENT is the photo's."""
-    server, web, repo, mode_file = stand_in_served
-    stand_in(repo, mode_file, 2, photo_input=True)
-    wait_served(server, "BYTES")
-    deadline = time.monotonic() + 15
-    while frame(web).status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    mode_file.write_text(mode)
-    answer = frame(web)
+    answer = answer_in_mode(stand_in_served, mode)
     assert answer.status_code == status, answer.text
     assert said in answer.json()["error"] and "step says no" in answer.json()["error"]
-    mode_file.write_text("ok")
-    assert frame(web).status_code == 200
