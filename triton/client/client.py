@@ -75,8 +75,9 @@ MAX_BATCH_BYTES = 256 * 1024 * 1024
 # gRPC's send limit as tritonclient sets it (its channel_args replace all of its defaults).
 _GRPC_MAX_SEND = 2**31 - 1
 
-# --- The training decoder, copied from asl_recognition/imageio.py (this file runs alone, so it
-# cannot import it). tests/serving/test_client_decode.py checks that both give equal arrays. ---
+# --- The training decoder, copied from asl_recognition/imageio.py and format_bounds.py (this
+# file runs alone, so it cannot import them). tests/serving/test_client_decode.py checks that
+# both give equal arrays. ---
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 20_000
 JPEG_REDUCTION = 2
