@@ -4,7 +4,8 @@
 
 The folder holds ``<CLASS>/*`` photos. Every class folder goes through ``triton/client/client.py
 --dir FOLDER/<CLASS> --json``, exactly as a user would classify them; a photo with no hand found
-counts as wrong (unless its class is ``nothing``). Prints accuracy, the hand-found rate and the
+counts as wrong (unless its class is ``nothing``), and so does a photo the client could not read
+or the server refused (each is named on stderr). Prints accuracy, the hand-found rate and the
 weakest classes, and writes the JSON answers beside the summary with ``--out``.
 """
 
@@ -35,25 +36,31 @@ class ScoreOptions:
     out: str | None = option(None, "write the summary and every answer to this JSON file")
 
 
-def classify_folder(folder: Path, options: ScoreOptions) -> list[dict]:
-    """The client's JSON answers for one class folder (one item per photo)."""
+def classify_folder(folder: Path, options: ScoreOptions) -> tuple[list[dict], list[str]]:
+    """The client's JSON answers for one class folder (one item per photo), and its error line
+    for each photo it could not classify: those count as wrong, not as never taken."""
     command = [sys.executable, str(CLIENT), "--dir", str(folder), "--url", options.url]
     done = subprocess.run(
         [*command, "--model", options.model, "--json"], capture_output=True, text=True, check=False
     )
-    if done.returncode not in (0, 1):  # 1: some photo was refused, the rest are answered
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    listed = done.returncode == 1 and not done.stdout.strip()  # the folder itself was refused
+    if done.returncode not in (0, 1) or (listed and "no images given" not in done.stderr):
         raise SystemExit(f"client.py failed on {folder}: {done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout or "[]")
+    answers = json.loads(done.stdout or "[]")
+    return answers, [] if listed else errors
 
 
-def score(answers: dict[str, list[dict]]) -> dict:
-    """Accuracy (no hand = wrong), hand-found rate and per-class accuracy."""
+def score(answers: dict[str, list[dict]], refused: dict[str, list[str]] | None = None) -> dict:
+    """Accuracy (no hand = wrong, not classified = wrong), hand-found rate, per-class accuracy."""
+    refused = refused or {}
     total = right = hands = 0
     per_class = {}
     for label, items in answers.items():
         hits = sum(1 for item in items if item["predictions"][0]["label"] == label)
-        per_class[label] = hits / len(items) if items else None
-        total += len(items)
+        taken = len(items) + len(refused.get(label, []))
+        per_class[label] = hits / taken if taken else None
+        total += taken
         right += hits
         hands += sum(1 for item in items if item.get("hand_found", True))
     return {
@@ -61,6 +68,7 @@ def score(answers: dict[str, list[dict]]) -> dict:
         "accuracy": right / total if total else None,
         "hand_found_rate": hands / total if total else None,
         "per_class": per_class,
+        "not_classified": sum(len(lines) for lines in refused.values()),
     }
 
 
@@ -80,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         parser.error(f"{folder} is not a folder of <CLASS>/ photo folders")
     folders = sorted(p for p in folder.iterdir() if p.is_dir())
-    answers = {f.name: classify_folder(f, options) for f in folders}
-    summary = score(answers)
+    answered = {f.name: classify_folder(f, options) for f in folders}
+    answers = {label: items for label, (items, _) in answered.items()}
+    refused = {label: lines for label, (_, lines) in answered.items() if lines}
+    for line in (line for lines in refused.values() for line in lines):
+        print(line, file=sys.stderr)
+    summary = score(answers, refused)
     if not summary["images"]:
         parser.error(f"{folder} has no photo in a <CLASS>/ folder")
     weakest = sorted((v, k) for k, v in summary["per_class"].items() if v is not None)[:5]
@@ -89,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{folder}: accuracy {summary['accuracy']:.3f} on {summary['images']} photos, "
         f"hand found in {summary['hand_found_rate']:.1%}; weakest: "
         + ", ".join(f"{k} {v:.2f}" for v, k in weakest)
+        + (f"; {summary['not_classified']} not classified (counted wrong)" if refused else "")
     )
     if options.out:
         Path(options.out).write_text(json.dumps({**summary, "answers": answers}, indent=1))
