@@ -24,6 +24,7 @@ from asl_recognition.optimize.variants import (
     VARIANT_FILES,
     GraphInputs,
     OptimizeError,
+    claim_out_dir,
     graph_inputs,
     model_record_for,
     optimize_graph,
@@ -82,7 +83,7 @@ def load_inputs(registry: ModelRegistry, opts: OptimizeOptions) -> Inputs:
         source_id, splits, groups = landmark_splits(record, classes)
     else:
         source_id, (splits, groups) = dataset.version.id, image_splits(dataset, graph.image_size)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_out_dir(out_dir)
     return Inputs(record, graph, dataset, splits, groups, out_dir, source_id)
 
 

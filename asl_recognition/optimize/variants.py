@@ -14,6 +14,7 @@ layout fusions specific to this CPU, which onnxruntime's docs warn may not run e
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +39,21 @@ from asl_recognition.training.landmark_model import FEATURES as LANDMARK_FEATURE
 INPUT_NAME = "images"
 CALIBRATION_BATCH = 32
 VARIANT_FILES = {"int8": "model.int8.onnx", "optimized": "model.optimized.onnx"}
+CLAIM_NAME = ".optimize-run"  # created once, exclusively, by the run that writes the folder
 
 
 class OptimizeError(ValueError):
     """A model or dataset this step cannot work on; the message is one line."""
+
+
+def claim_out_dir(path: Path) -> None:
+    """Make ``path`` this run's alone: two runs given one --output-dir both found it empty, then
+    wrote over each other's variants and reports (a variant registered with the other's file)."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path / CLAIM_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        raise OptimizeError(f"output dir {path} is another optimize run's") from None
 
 
 @dataclass

@@ -245,3 +245,18 @@ def test_int8_bench_measures_both_side_by_side(trained, tmp_path, monkeypatch) -
     assert set(result["goal_met"]) == {"latency", "accuracy"}
     assert "| 32 |" in result["markdown"]
     assert bench.main(["--model-id", "production", "--registry", "local", "--out", str(out)]) == 2
+
+
+def test_two_runs_cannot_share_one_output_dir(trained, tmp_path) -> None:
+    """Both found the folder empty, then each wrote the other's variants and report."""
+    from asl_recognition.optimize.options import OptimizeOptions
+    from asl_recognition.optimize.run import load_inputs
+    from asl_recognition.optimize.variants import OptimizeError
+    from asl_recognition.registry.local import LocalModelRegistry
+
+    workspace, record = trained
+    registry = LocalModelRegistry(workspace / "registry")
+    opts = OptimizeOptions(model_id=record.id, output_dir=str(tmp_path / "out"))
+    assert load_inputs(registry, opts).out_dir == tmp_path / "out"
+    with pytest.raises(OptimizeError, match="out"):
+        load_inputs(registry, opts)
