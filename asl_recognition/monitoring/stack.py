@@ -119,8 +119,10 @@ class MonitoringStack:
         return self.options.host
 
     def address(self, port: int) -> str:
-        """``HOST:PORT``, an IPv6 host in brackets (``::1:9090`` had been a traceback)."""
-        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        """``HOST:PORT``, an IPv6 host in brackets (``::1:9090`` had been a traceback); one
+        given in brackets (``[::1]``, which had always worked) is not bracketed twice."""
+        host = self.host.removeprefix("[").removesuffix("]")
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def prometheus_url(self) -> str:

@@ -301,6 +301,11 @@ def test_a_second_stack_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
             "Ctrl-C stops",
             marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here"),
         ),
+        pytest.param(
+            ["--host", "[::1]"],
+            "Ctrl-C stops",
+            marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here"),
+        ),
     ],
 )
 def test_the_stack_cli_takes_any_duration_and_host_and_refuses_in_one_line(
