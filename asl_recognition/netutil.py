@@ -42,6 +42,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports: independent draws of :func:`free_port` can repeat (three
+    of 12,000 ports: one server start in 4,000 had gRPC and metrics on one port, and failed)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether binding ``host:port`` fails now (something listens, or it is reserved)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

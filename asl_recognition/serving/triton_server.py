@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from asl_recognition.child_output import Output
-from asl_recognition.netutil import free_port, raise_open_files_limit
+from asl_recognition.netutil import free_ports, raise_open_files_limit
 from asl_recognition.paths import REPO_ROOT, workspace
 from asl_recognition.processes import Child, ChildError, describe_exit, http_ready, never
 from asl_recognition.serving import repo_manifest
@@ -369,7 +369,8 @@ class TritonServer:
     @classmethod
     def on_free_ports(cls, repo: str | Path, **kwargs: object) -> "TritonServer":
         """A server (not started) on three free loopback ports: tests, benches, measurements."""
-        ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
+        names = ("http_port", "grpc_port", "metrics_port")
+        ports = dict(zip(names, free_ports(len(names))))
         return cls(repo, **ports, **kwargs)  # type: ignore[arg-type]
 
     def start_ready(self, timeout: float = 60.0) -> "TritonServer":

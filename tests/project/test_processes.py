@@ -519,3 +519,13 @@ def test_free_ports_are_drawn_below_the_range_outgoing_connections_use(monkeypat
         monkeypatch.setattr(netutil, "ephemeral_low", lambda: taken.getsockname()[1] + 1)
         monkeypatch.setattr(netutil, "PORTS_BELOW_EPHEMERAL", 1)  # only the taken one is left
         assert free_port() != taken.getsockname()[1]  # the kernel's choice instead
+
+
+def test_free_ports_are_distinct_when_draws_repeat(monkeypatch) -> None:
+    """Three independent draws had once given gRPC and metrics one port (the bench's Triton
+    then refused to start); the draws here are forced to repeat."""
+    from asl_recognition import netutil
+
+    draws = iter([20001, 20001, 20001, 20002, 20002, 20003])
+    monkeypatch.setattr(netutil, "free_port", lambda host="127.0.0.1": next(draws))
+    assert netutil.free_ports(3) == [20001, 20002, 20003]
