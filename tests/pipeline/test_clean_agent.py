@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -107,6 +108,7 @@ def start(
         ASL_HAND_MODELS=str(hand_models),
         ASL_WORKSPACE=str(folder / "workspace"),
         PIP_CACHE_DIR=str(pip_cache),
+        PYTHONFAULTHANDLER="1",  # a run past the deadline shows where it waited (SIGABRT)
     )
     return subprocess.Popen(
         [AGENT_PYTHON, "-u", script],
@@ -118,13 +120,22 @@ def start(
     )
 
 
+def dump_and_kill(proc: subprocess.Popen) -> tuple[str, str]:
+    """Its output, once Python's fault handler has written every thread's stack (SIGABRT)."""
+    proc.send_signal(signal.SIGABRT)
+    try:
+        return proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def finish(proc: subprocess.Popen, script: str, deadline: float) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"{script} ran past {DEADLINE_S} s under the agent:\n{err[-3000:]}")
+        out, err = dump_and_kill(proc)
+        pytest.fail(f"{script} ran past {DEADLINE_S} s under the agent:\n{err[-6000:]}")
     return proc.returncode, out, err
 
 
@@ -350,9 +361,8 @@ class ChainRun(threading.Thread):
                 try:
                     out, err = proc.communicate(timeout=DEADLINE_S)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    out, err = proc.communicate()
-                    self.failure = f"{entry.script} ran past {DEADLINE_S} s"
+                    out, err = dump_and_kill(proc)
+                    self.failure = f"{entry.script} ran past {DEADLINE_S} s:\n{err[-6000:]}"
                 self.runs.append(Run(entry.script, task_id, server, proc.returncode, out, err))
                 if proc.returncode != 0 or self.failure:
                     return
