@@ -59,9 +59,6 @@ def decode(paths: Sequence[Path], size: int) -> tuple[list[Path], np.ndarray, li
 
     kept, arrays, errors = [], [], []
     for path in paths:
-        if path.exists() and not path.is_file():  # a FIFO had blocked the command for good
-            errors.append(f"error: {path}: not an image (not a regular file)")
-            continue
         try:
             arrays.append(decode_resized(path, size).transpose(2, 0, 1))
             kept.append(path)

@@ -179,4 +179,6 @@ def test_a_named_pipe_is_named_not_waited_on(trained, tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert [a["image"] for a in json.loads(proc.stdout)] == [image]
-    assert f"{pipe}: not an image (not a regular file)" in proc.stderr
+    assert (
+        f"error: {pipe}: not an image (not_an_image: {pipe} is not a regular file" in proc.stderr
+    )
