@@ -228,9 +228,9 @@ def select_best(registry: Any, opts: SelectBestOptions) -> Decision:
             if variant is not None:
                 within = opts.int8_tolerance
                 decision.reason += f"; serving its INT8 variant {variant.id} (within {within})"
-            chosen = variant or decision.candidate
-            check_promotable(chosen)
-            decision.candidate = registry.promote(chosen.id)
+            if variant is not None:  # decide() checked the candidate itself already
+                check_promotable(variant)
+            decision.candidate = registry.promote((variant or decision.candidate).id)
     return decision
 
 
