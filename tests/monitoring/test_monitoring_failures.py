@@ -6,11 +6,18 @@ Triton 2.51 adds 2 to an ensemble's ``nv_inference_request_failure`` for each fa
 5.8% and paged ``AslHighErrorRate`` at half its threshold. A tiny ensemble whose one Python
 step fails on a negative input is served by the real binary; its scraped counters are then
 fed to promtool, which evaluates the alert rules' own ``error_ratio`` expression on them.
+
+The second count lands after the client has its error: triton-inference-server/core's
+``src/ensemble_scheduler/ensemble_scheduler.cc`` counts the error response once
+(``RespondIfError``, reason OTHER) and again in ``RequestTracker::DecrementCounter`` when the
+failed step's request is released, on the callback pool. A scrape right after the last answer
+read 3 for 2 failures in one CI run, so the counters are read once they have settled.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -97,6 +104,18 @@ def counters(metrics_url: str) -> dict[str, float]:
     return totals
 
 
+def settled_counters(metrics_url: str, pause_s: float = 0.5, deadline_s: float = 20) -> dict:
+    """The totals once two scrapes ``pause_s`` apart agree (the release-time count lags)."""
+    end, last = time.monotonic() + deadline_s, counters(metrics_url)
+    while time.monotonic() < end:
+        time.sleep(pause_s)
+        now = counters(metrics_url)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"Triton's counters still moving after {deadline_s} s: {last}")
+
+
 def promtool_error_ratio(tmp_path: Path, totals: dict[str, float], expected: float) -> str:
     """promtool evaluates the rules' ``error_ratio`` on the scraped totals; its output."""
     (tmp_path / "none.yml").write_text("groups: []\n")
@@ -119,7 +138,7 @@ def test_the_error_ratio_counts_each_failed_ensemble_request_once(tmp_path: Path
     server = start_server(tiny_ensemble(tmp_path), tmp_path / "logs", exit_timeout_secs=3)
     try:
         failed = send(server.http_url, [1.0, 2.0, 3.0, -1.0, -2.0])
-        totals = counters(server.metrics_url)
+        totals = settled_counters(server.metrics_url)
     finally:
         server.stop()
     assert failed == 2 and totals["nv_inference_request_success"] == 3
