@@ -71,8 +71,8 @@ def model_folders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
-def read_manifest(root: Path) -> dict[str, dict[str, str]] | None:
-    """``{model folder: {file: sha256}}`` as the last build recorded it; None without one."""
+def _read_record(root: Path) -> dict | None:
+    """The whole record (``models``, and ``unfinished`` when a build failed); None without one."""
     path = Path(root) / MANIFEST_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -80,22 +80,36 @@ def read_manifest(root: Path) -> dict[str, dict[str, str]] | None:
         return None
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path} cannot be read ({exc})") from None
-    models = data.get("models") if isinstance(data, dict) else None
-    if data.get("format") != FORMAT or not isinstance(models, dict):
+    fields = data if isinstance(data, dict) else {}
+    fields.setdefault("unfinished", {})  # records written before builds marked failures
+    mappings = all(isinstance(fields.get(key), dict) for key in ("models", "unfinished"))
+    if fields.get("format") != FORMAT or not mappings:
         raise ManifestError(f"{path} is not a manifest of format {FORMAT}")
-    return models
+    return fields
 
 
-def record(root: Path, models: Iterable[str], fresh: bool = False) -> None:
+def read_manifest(root: Path) -> dict[str, dict[str, str]] | None:
+    """``{model folder: {file: sha256}}`` as the last build recorded it; None without one."""
+    data = _read_record(root)
+    return None if data is None else data["models"]
+
+
+def record(root: Path, models: Iterable[str], fresh: bool = False, unfinished: str = "") -> None:
     """Record ``models``' folders as they are now, keeping the other folders' records unless
     ``fresh`` (the caller holds the build lock; an unreadable record raises
-    :class:`ManifestError`)."""
+    :class:`ManifestError`). ``unfinished``: why the build that wrote them failed part-way; they
+    are refused (:func:`problems`) until a build records them again without it."""
     root = Path(root)
-    recorded = {} if fresh else read_manifest(root) or {}
-    recorded = {m: f for m, f in recorded.items() if (root / m).is_dir()}
+    data = {} if fresh else _read_record(root) or {}
+    recorded = {m: f for m, f in data.get("models", {}).items() if (root / m).is_dir()}
+    failed = {m: why for m, why in data.get("unfinished", {}).items() if m in recorded}
     for model in models:
         recorded[model] = {f: _sha256(root / model / f) for f in model_files(root / model)}
-    text = json.dumps({"format": FORMAT, "models": recorded}, indent=1, sort_keys=True)
+        failed.pop(model, None)
+        if unfinished:
+            failed[model] = unfinished
+    payload = {"format": FORMAT, "models": recorded, "unfinished": failed}
+    text = json.dumps(payload, indent=1, sort_keys=True)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f"{MANIFEST_FILE}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text + "\n")
@@ -119,17 +133,23 @@ def changed_files(root: Path, model: str, files: dict[str, str]) -> list[str]:
 
 
 def problems(root: Path) -> list[str]:
-    """Every file of the recorded model folders that differs from the record, and every model
-    folder the record does not list (none without a record; an unreadable one is a problem)."""
+    """Every file of the recorded model folders that differs from the record, every model
+    folder the record does not list, and every folder a failed build left unfinished (none
+    without a record; an unreadable one is a problem)."""
     root = Path(root)
     try:
-        recorded = read_manifest(root)
-        if recorded is None:
+        data = _read_record(root)
+        if data is None:
             return []
         folders = model_folders(root)
     except (ManifestError, OSError) as exc:
         return [str(exc)]
-    found = [f"{name}/ (not in the record)" for name in folders if name not in recorded]
+    recorded = data["models"]
+    found = [
+        f"{name}/ (its last build did not finish: {why})"
+        for name, why in sorted(data["unfinished"].items())
+    ]
+    found += [f"{name}/ (not in the record)" for name in folders if name not in recorded]
     for model, files in sorted(recorded.items()):
         found += changed_files(root, model, files)
     return found

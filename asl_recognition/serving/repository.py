@@ -310,10 +310,22 @@ def build_repository(
             written = _write_models(
                 opts, root, dirs, onnx_path, signature, classes, config, hands_cfg
             )
-        finally:  # what a failed build wrote is the build's, not a change to refuse
-            with contextlib.suppress(OSError):
-                repo_manifest.record(root, [d.name for d in dirs.values()])
+        except BaseException as exc:  # Ctrl-C, a full disk, a refusal half-way
+            _record_failed_build(root, [d.name for d in dirs.values()], exc)
+            raise
+        repo_manifest.record(root, [d.name for d in dirs.values()])
     return {**written, **_graph_summary(signature, classes, graph)}
+
+
+def _record_failed_build(root: Path, folders: list[str], exc: BaseException) -> None:
+    """A build that failed after changing the repository leaves it refused ("build again"):
+    recorded as written, or it would pass as whole while Triton polls half a model. One that
+    changed none of its folders keeps the record, so what was served stays served."""
+    with contextlib.suppress(OSError, ValueError):
+        first = repo_manifest.read_manifest(root) is None
+        if first or any(p.split("/")[0] in folders for p in repo_manifest.problems(root)):
+            why = f"{type(exc).__name__}: {exc}".rstrip(": ")[:200]
+            repo_manifest.record(root, folders, unfinished=why)
 
 
 def _write_models(

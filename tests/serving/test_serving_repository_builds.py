@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from asl_recognition.classes import read_class_file, write_class_file
 from asl_recognition.locks import exclusive
 from asl_recognition.paths import REPO_ROOT
 from asl_recognition.serving.repo_files import version_numbers
-from asl_recognition.serving.repo_manifest import BUILD_LOCK
+from asl_recognition.serving import repository
+from asl_recognition.serving.repo_manifest import BUILD_LOCK, problems, trusted
 from asl_recognition.serving.repository import build_repository
 
 
@@ -139,3 +142,63 @@ def test_no_moment_of_a_build_pairs_a_version_with_other_labels(
     assert {"_publish_version", "remove_version", "atomic_write"} <= set(writes), writes
     assert info["version"] == 2 and info["versions"] == [2] and info["pruned"] == [1]
     _served_labels_match_the_newest_version(repo)
+
+
+def _raises(exc: BaseException):
+    def fault(*args, **kwargs):
+        raise exc
+
+    return fault
+
+
+def test_a_build_stopped_half_way_is_refused_until_built_again(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C after a change of model has written its labels and configs, before its version
+    lands (injected there): the build used to record what it had written in ``finally``, so the
+    half-built repository passed every check, and Triton would load a model with no version.
+    Now it is refused, naming the interruption, until a build finishes."""
+    a, b = tiny_models["a"], tiny_models["b"]  # b: other classes, size and architecture
+    repo = tmp_path / "repo"
+    build_repository(a.onnx, a.classes, repo)
+    monkeypatch.setattr(repository, "update_versions", _raises(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        build_repository(b.onnx, b.classes, repo)
+    assert read_class_file(str(repo / "asl" / "labels.txt")) == read_class_file(str(b.classes))
+    unfinished = "/ (its last build did not finish: KeyboardInterrupt)"
+    assert problems(repo) == [f"{m}{unfinished}" for m in ("asl", "asl_metrics", "asl_onnx")]
+    assert not trusted(repo)
+    monkeypatch.undo()
+    assert build_repository(b.onnx, b.classes, repo)["version"] == 1
+    assert problems(repo) == [] and trusted(repo)
+    _served_labels_match_the_newest_version(repo)
+
+
+def test_a_build_that_fails_before_changing_anything_leaves_the_repository_served(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    """A full disk at the build's first write: what was served is untouched and stays
+    trusted, so a running launcher keeps serving it."""
+    a, a2 = tiny_models["a"], tiny_models["a2"]
+    repo = tmp_path / "repo"
+    build_repository(a.onnx, a.classes, repo)
+    full = OSError(28, "No space left on device")
+    monkeypatch.setattr(repository, "remove_incompatible", _raises(full))
+    with pytest.raises(OSError, match="No space left"):
+        build_repository(a2.onnx, a2.classes, repo)
+    assert problems(repo) == [] and trusted(repo)
+    assert version_numbers(repo / "asl_onnx") == [1]
+
+
+def test_a_first_build_that_fails_leaves_a_refused_repository(
+    tiny_models, tmp_path, monkeypatch
+) -> None:
+    """Without an earlier record a failed first build must still write one, or the half-built
+    repository would be served unchecked (a repository with no record is not checked)."""
+    a = tiny_models["a"]
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(repository, "update_versions", _raises(OSError(28, "No space left")))
+    with pytest.raises(OSError):
+        build_repository(a.onnx, a.classes, repo)
+    assert problems(repo) and not trusted(repo)
+    assert all("did not finish: OSError: [Errno 28] No space left" in p for p in problems(repo))

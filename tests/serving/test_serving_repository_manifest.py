@@ -167,6 +167,9 @@ def test_a_build_removes_versions_added_by_hand_and_refuses_an_unreadable_record
     with pytest.raises(ManifestError, match="cannot be read"):
         build_repository(a2.onnx, a2.classes, repo)
     assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    for text in ("[]", '{"format": 1, "models": {}, "unfinished": []}'):  # a list crashed it
+        (repo / MANIFEST_FILE).write_text(text)
+        assert problems(repo) == [f"{repo / MANIFEST_FILE} is not a manifest of format 1"], text
 
 
 def test_a_build_removes_changed_versions_and_an_accepted_edit_is_served(
