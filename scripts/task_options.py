@@ -84,6 +84,9 @@ ENTRIES: tuple[Entry, ...] = (
         "python -m asl_recognition.monitoring.render", module="asl_recognition.monitoring.render"
     ),
     Entry(
+        "python -m asl_recognition.monitoring.grafana", module="asl_recognition.monitoring.grafana"
+    ),
+    Entry(
         "python -m asl_recognition.monitoring.webhook", module="asl_recognition.monitoring.webhook"
     ),
     Entry(

@@ -7,17 +7,24 @@ that every metric it queries is one Triton 2.51, the metrics step or the recordi
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from asl_recognition.options import build_parser as build_options_parser
+from asl_recognition.options import from_mapping, option
 
 from . import promql
 from .promql import PromQL
 from .settings import AlertThresholds
 
 OUT = Path(__file__).resolve().parents[2] / "triton" / "monitoring" / "grafana" / "dashboards"
+PROG = "python -m asl_recognition.monitoring.grafana"
+DESCRIPTION = "Write the Grafana dashboard JSON, generated from the alert rules' PromQL."
 DS = {"type": "prometheus", "uid": "prometheus"}  # provisioning/datasources/prometheus.yml
 
 
@@ -202,6 +209,25 @@ def write(out_dir: Path = OUT) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class GrafanaOptions:
+    """Where the generated dashboard goes."""
+
+    out_dir: str = option(str(OUT), "folder the dashboard (asl-serving.json) is written to")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`GrafanaOptions` (also for the README table)."""
+    parser = build_options_parser(GrafanaOptions, DESCRIPTION)
+    parser.prog = PROG
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = from_mapping(GrafanaOptions, vars(build_parser().parse_args(argv)))
+    print(f"wrote {write(Path(options.out_dir))}")
+    return 0
+
+
 if __name__ == "__main__":
-    print(f"wrote {write()}")
-    sys.exit(0)
+    sys.exit(main())

@@ -493,3 +493,17 @@ def test_status_page_refuses_a_prometheus_url_without_scheme_and_shows_no_secret
     with pytest.raises(ValueError, match="must start with http") as refused:
         StatusSource(prometheus="ops:s3cret@127.0.0.1:9", registry_backend="local").collect()
     assert "s3cret" not in str(refused.value)
+
+
+def test_grafana_cli_prints_help_and_writes_where_it_is_told(tmp_path: Path) -> None:
+    """``--help`` used to write the checked-in dashboard instead of printing help."""
+    checked_in = MON / "grafana" / "dashboards" / "asl-serving.json"
+    before = os.stat(checked_in).st_mtime_ns
+    shown = run_script("-m", "asl_recognition.monitoring.grafana", "--help", timeout=60)
+    assert shown.returncode == 0 and "--out-dir" in shown.stdout and "wrote" not in shown.stdout
+    assert os.stat(checked_in).st_mtime_ns == before
+    wrote = run_script("-m", "asl_recognition.monitoring.grafana", f"--out-dir={tmp_path}")
+    assert wrote.returncode == 0, wrote.stderr
+    assert (tmp_path / "asl-serving.json").read_bytes() == checked_in.read_bytes()
+    refused = run_script("-m", "asl_recognition.monitoring.grafana", "--outdir=x", timeout=60)
+    assert refused.returncode == 2 and "unrecognized arguments: --outdir=x" in refused.stderr

@@ -18,8 +18,8 @@ import pytest
 from asl_recognition.classes import read_class_file, write_class_file
 from asl_recognition.locks import exclusive
 from asl_recognition.paths import REPO_ROOT
-from asl_recognition.serving.repo_files import version_numbers
 from asl_recognition.serving import repository
+from asl_recognition.serving.repo_files import version_numbers
 from asl_recognition.serving.repo_manifest import BUILD_LOCK, problems, trusted
 from asl_recognition.serving.repository import build_repository
 
