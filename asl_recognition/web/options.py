@@ -90,5 +90,16 @@ class WebOptions(WebLimits, PageOptions, DashboardOptions):
         metavar="NAME",
     )
 
+    def __post_init__(self) -> None:
+        """Refuse a page that would send faster than the app lets one client send: every
+        frame beyond the rate came back 429 and the page stalled on them."""
+        page_rate = 1000.0 / self.frame_interval_ms
+        if self.rate and page_rate > self.rate:
+            raise ValueError(
+                f"--frame-interval-ms {self.frame_interval_ms} sends up to {page_rate:.1f} "
+                f"frames/s, over --rate {self.rate:g}: the page's own frames would be refused "
+                "(429); raise --rate or the interval"
+            )
+
 
 __all__ = ["PageOptions", "WebLimits", "WebOptions"]

@@ -16,6 +16,8 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import time
 from unittest.mock import create_autospec
 
@@ -26,6 +28,7 @@ from asl_testkit.servers import BackgroundLoop
 from asl_testkit.web import CAMERA_SIDE, photo, serve_landmark_model, start_web
 
 from asl_recognition.paths import REPO_ROOT
+from asl_recognition.web.options import WebOptions
 
 pytestmark = pytest.mark.server
 WORD = "LAB"
@@ -240,7 +243,7 @@ def test_bad_frames_get_their_answer_and_the_server_keeps_serving(served) -> Non
 
 def test_a_fast_client_gets_429_not_a_queue(served) -> None:
     server, _web, _root = served
-    strict = start_web(server.grpc_url, rate=1.0, burst=3)
+    strict = start_web(server.grpc_url, rate=1.0, burst=3, frame_interval_ms=1000)
     try:
         answers = [
             httpx.post(strict.url + "/api/frame", content=b"x", timeout=30) for _ in range(6)
@@ -254,6 +257,20 @@ def test_a_fast_client_gets_429_not_a_queue(served) -> None:
         good_frame(strict.url)
     finally:
         strict.stop()
+
+
+def test_a_page_faster_than_the_rate_is_refused_at_the_start() -> None:
+    """The page sends a frame every --frame-interval-ms; above --rate its own frames got 429."""
+    cmd = [sys.executable, "-m", "asl_recognition.web", "--frame-interval-ms", "20"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and last == (
+        "python -m asl_recognition.web: error: --frame-interval-ms 20 sends up to 50.0 frames/s, "
+        "over --rate 15: the page's own frames would be refused (429); raise --rate or the "
+        "interval"
+    )
+    assert WebOptions(frame_interval_ms=20, rate=0).rate == 0  # no limit: any interval
+    assert WebOptions(frame_interval_ms=67).frame_interval_ms == 67  # 14.9 frames/s fits 15
 
 
 def test_triton_down_is_shown_and_recovers(served, browser) -> None:
@@ -335,7 +352,6 @@ def post_to_app(app, headers: dict[str, str], content: bytes = b"x") -> httpx.Re
 
 def test_a_content_length_that_is_not_a_size_gets_400_like_the_front() -> None:
     from asl_recognition.web.app import create_app
-    from asl_recognition.web.options import WebOptions
 
     app = create_app(WebOptions(triton="127.0.0.1:1"))
     answer = post_to_app(app, {"Content-Length": "abc"})
