@@ -43,8 +43,9 @@ class SelectBestOptions:
     )
     prefer_int8: bool = option(
         False,
-        "serve the promoted model's INT8 variant (tasks/optimize_model.py) when its held-out "
-        "(else test) accuracy is within --int8-tolerance of the fp32 model's",
+        "serve the promoted model's newest servable INT8 variant (tasks/optimize_model.py) "
+        "whose accuracy is within --int8-tolerance of the fp32 model's, on the same photos "
+        "(held-out when both have it, else test)",
     )
     int8_tolerance: float = option(
         0.01, "largest accuracy loss accepted for the INT8 variant", low=0.0, high=1.0

@@ -222,14 +222,14 @@ def select_best(registry: Any, opts: SelectBestOptions) -> Decision:
     with registry.selecting():  # compared and promoted while no other selection runs
         decision = decide(registry, opts)
         if decision.promoted:
-            variant = None
+            variant, skipped = None, []
             if opts.prefer_int8:
-                variant = int8_variant(registry, decision.candidate, opts.int8_tolerance)
+                variant = int8_variant(registry, decision.candidate, opts.int8_tolerance, skipped)
+            if skipped:
+                decision.reason += "; " + "; ".join(skipped)
             if variant is not None:
                 within = opts.int8_tolerance
                 decision.reason += f"; serving its INT8 variant {variant.id} (within {within})"
-            if variant is not None:  # decide() checked the candidate itself already
-                check_promotable(variant)
             decision.candidate = registry.promote((variant or decision.candidate).id)
     return decision
 
@@ -244,22 +244,31 @@ def check_promotable(record: Any) -> None:
         raise ValueError(f"model {record.id} not promoted: it cannot be served: {exc}") from None
 
 
-def variant_accuracy(record: Any) -> float | None:
-    """Held-out accuracy when the record has one (other people), else test accuracy."""
-    metrics = record.metrics or {}
-    value = metrics.get("holdout_accuracy")
-    return metric_value(record, "test_accuracy") if value is None else float(value)
+def compared_accuracies(parent: Any, variant: Any) -> tuple[float | None, float | None]:
+    """The two models' accuracy on the same photos: held-out (other people) when both have it,
+    else test; a variant's test accuracy against its parent's held-out one compared two sets."""
+    both_held_out = all(metric_value(r, "holdout_accuracy") is not None for r in (parent, variant))
+    metric = "holdout_accuracy" if both_held_out else "test_accuracy"
+    return metric_value(parent, metric), metric_value(variant, metric)
 
 
-def int8_variant(registry: Any, parent: Any, tolerance: float) -> Any | None:
-    """The newest INT8 variant of ``parent`` whose accuracy is within ``tolerance`` of it."""
-    base = variant_accuracy(parent)
-    if base is None:
-        return None
+def int8_variant(
+    registry: Any, parent: Any, tolerance: float, skipped: list[str] | None = None
+) -> Any | None:
+    """The newest servable INT8 variant of ``parent`` whose accuracy is within ``tolerance`` of
+    it. One that cannot be served (a damaged file) is passed over, its reason added to
+    ``skipped``: it used to stop the whole selection, so the better fp32 model was not promoted."""
     for record in reversed(registry.variants(parent, "int8")):
-        accuracy = variant_accuracy(record)
-        if accuracy is not None and accuracy >= base - tolerance:
-            return record
+        base, accuracy = compared_accuracies(parent, record)
+        if base is None or accuracy is None or accuracy < base - tolerance:
+            continue
+        try:
+            check_promotable(record)
+        except ValueError as exc:
+            if skipped is not None:
+                skipped.append(f"INT8 variant passed over: {exc}")
+            continue
+        return record
     return None
 
 

@@ -397,3 +397,39 @@ def test_a_model_its_build_would_refuse_is_not_promoted(registry, tmp_path):
     with pytest.raises(ValueError, match="not promoted: it cannot be served: .*has 28 names"):
         select_best(registry, criteria(record.id))
     assert registry.production().id == served
+
+
+def test_a_damaged_int8_variant_is_passed_over_for_an_older_one_or_the_model(registry, tmp_path):
+    """A variant whose file was damaged used to stop select_best --prefer-int8 altogether."""
+    fp32 = register(registry, tmp_path, "fp32", val_macro_f1=0.8, holdout_accuracy=0.70)
+    older = register_int8(registry, tmp_path, fp32, "older", holdout_accuracy=0.70)
+    newer = register_int8(registry, tmp_path, fp32, "newer", holdout_accuracy=0.70)
+    damaged = Path(registry.get(newer).onnx_path)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    decision = select_best(registry, criteria(fp32, int8_tolerance=0.01))
+    assert decision.production_model_id == older and registry.production().id == older
+    assert f"INT8 variant passed over: model {newer} not promoted: it cannot be served" in (
+        decision.reason
+    )
+    second = register(registry, tmp_path, "fp32b", val_macro_f1=0.9, holdout_accuracy=0.71)
+    bad = register_int8(registry, tmp_path, second, "bad", holdout_accuracy=0.71)
+    Path(registry.get(bad).onnx_path).write_bytes(b"not a model")  # none left: the model
+    decision = select_best(registry, criteria(second, int8_tolerance=0.01))
+    assert decision.production_model_id == second and "passed over" in decision.reason
+
+
+def test_an_int8_variant_is_compared_with_its_model_on_the_same_photos(registry, tmp_path):
+    """A variant registered with test accuracy only is compared with the model's test accuracy,
+    not its held-out one (0.90 on the test split had passed as within 0.01 of 0.70 held out)."""
+    fp32 = register(
+        registry, tmp_path, "fp32", val_macro_f1=0.8, holdout_accuracy=0.70, test_accuracy=0.99
+    )
+    register_int8(registry, tmp_path, fp32, "worse", test_accuracy=0.90)
+    decision = select_best(registry, criteria(fp32, int8_tolerance=0.01))
+    assert decision.production_model_id == fp32 and "INT8" not in decision.reason
+    second = register(
+        registry, tmp_path, "fp32b", val_macro_f1=0.9, holdout_accuracy=0.90, test_accuracy=0.80
+    )
+    close = register_int8(registry, tmp_path, second, "close", test_accuracy=0.795)
+    decision = select_best(registry, criteria(second, int8_tolerance=0.01))
+    assert decision.production_model_id == close  # 0.795 against 0.80, not against 0.90

@@ -503,10 +503,11 @@ def test_int8_variant_downloads_only_the_variants_weights(server, tmp_path) -> N
     for version in range(3, 9):
         server.add("asl", [f"v{version}"], gone, metadata=_meta(version=str(version)))
     int8 = json.dumps({"variant": "int8"})
+    servable = contract_onnx(tmp_path / "bucket" / "int8.onnx").as_uri()  # checked servable
     variant = server.add(
         "asl",
         ["v9", "int8"],
-        weights("int8.onnx"),
+        servable,
         parent=parent,
         metadata=_meta(version="9", params=int8, metrics=scores),
     )
