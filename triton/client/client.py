@@ -26,6 +26,9 @@ whose FEATURES are hand landmarks) is refused with one line.
 
 If the server stops answering mid-run (over HTTP or gRPC), the answers already received are
 printed, then one line says how many images were not classified (exit code 3).
+A 429 (the front's rate limit, which queues nothing) is sent again after its Retry-After (at
+most RETRY_AFTER_MAX_S), within --timeout: before, a --dir past the front's burst stopped as a
+lost server (exit 3) with the server up.
 
 The server is not trusted either: every call gets --timeout seconds in all (gRPC calls had no
 deadline, a stalled server held the client for ever; an HTTP server sending slowly held it
@@ -46,6 +49,7 @@ import json
 import math
 import re
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,8 @@ HAND_FOUND = "HAND_FOUND"
 LANDMARKS = "LANDMARKS"
 EXIT_BAD_IMAGE, EXIT_UNREACHABLE, EXIT_NO_MODEL, EXIT_INFER = 1, 3, 4, 5
 DEFAULT_TIMEOUT_S = 60.0
+# The longest Retry-After of a 429 waited for (the front asks for 1 s or so), within --timeout.
+RETRY_AFTER_MAX_S = 5.0
 # A batch's answer is top-k label strings (and 64 landmark numbers) per image: kilobytes.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # An answer's status line and headers (Triton's are a few hundred bytes): geventhttpclient reads
@@ -483,10 +489,22 @@ class _BoundedHttp:
         self._stub.close()
 
     def _bounded(self, method, args, kwargs) -> _Answer:
+        """One call, sent again after a 429's ``Retry-After`` while ``timeout`` allows: the
+        front's rate limit queues nothing, and a --dir past its burst was reported as a lost
+        server (exit 3) with the server up."""
         import gevent  # tritonclient.http's sockets are gevent's: a Timeout bounds them all
 
+        deadline = time.monotonic() + self._timeout
+        while True:
+            answer = self._once(gevent, deadline - time.monotonic(), method, args, kwargs)
+            wait = _retry_after(answer)
+            if wait is None or time.monotonic() + wait >= deadline:
+                return answer
+            gevent.sleep(wait)
+
+    def _once(self, gevent, seconds: float, method, args, kwargs) -> _Answer:
         late = TimeoutError(f"no whole answer within {self._timeout:g} s")
-        with gevent.Timeout(self._timeout, late):
+        with gevent.Timeout(seconds, late):
             response = method(*args, **kwargs)
             if response.get("Content-Encoding") not in (None, "identity"):
                 response.release()
@@ -496,6 +514,17 @@ class _BoundedHttp:
             response.release()
             raise ConnectionError(f"an answer over {self._limit} bytes")
         return _Answer(response, body)
+
+
+def _retry_after(answer: _Answer) -> float | None:
+    """Seconds a 429 asks to wait (1 when it does not say; 0.1 to RETRY_AFTER_MAX_S), else None."""
+    if answer.status_code != 429:
+        return None
+    try:
+        wait = float(answer.get("Retry-After", 1))
+    except (TypeError, ValueError):  # an HTTP date or garbage: the front sends seconds
+        wait = 1.0
+    return min(max(wait, 0.1), RETRY_AFTER_MAX_S) if math.isfinite(wait) else 1.0
 
 
 def _cap_headers() -> None:
