@@ -2,9 +2,11 @@
 
     python tasks/predict.py --image A.jpg [--image B.jpg] [--runtime onnx] [--model-id production]
 
-torch rebuilds the network from the training run's best checkpoint, onnx runs the registered
-ONNX file in onnxruntime, triton asks the served model at ``--url``. All three print the Triton
-client's JSON (``[{image, predictions: [{label, index, probability}]}]``). A command, not a
+torch rebuilds an image classifier from the training run's best checkpoint, onnx runs the
+registered ONNX file in onnxruntime (a landmark classifier, ``make run``'s model, gets the hand
+pipeline here first, as Triton's hand step measures photos), triton asks the served model at
+``--url``. All three print the Triton client's JSON (``[{image, predictions: [{label, index,
+probability}]}]``, with ``hand_found`` for a landmark classifier). A command, not a
 ClearML task: answering one image should not open (and pay ~10 s to close) a tracked session.
 Exit codes: 0 all answered; 1 some files were not images; 2 bad options, model, checkpoint or
 server.

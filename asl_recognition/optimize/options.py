@@ -71,7 +71,12 @@ class PredictOptions:
     """Classify images with the registered model through torch, onnxruntime or Triton."""
 
     image: list[str] = option([], "image file(s) to classify", required=True, path=True)
-    runtime: str = option("onnx", "what runs the model", choices=RUNTIMES)
+    runtime: str = option(
+        "onnx",
+        "what runs the model (onnx runs a landmark classifier's hand pipeline here first; "
+        "torch runs image classifiers only)",
+        choices=RUNTIMES,
+    )
     model_id: str = option("production", "registry id, or 'production' (torch and onnx)")
     name: str = option("asl", "registered model name ('production' resolves within it)")
     checkpoint: str | None = option(

@@ -3,7 +3,8 @@ in onnxruntime, and the served model through Triton.
 
 The answer is the Triton client's JSON: ``[{image, predictions: [{label, index, probability}]}]``
 with the most likely class first. Every runtime decodes and resizes the same way (the bounded
-project decoder, bilinear to the model's side), so differences come from the runtime alone.
+project decoder, bilinear to the model's side), so differences come from the runtime alone; a
+landmark classifier's photos are measured by the hand step's own code in onnx, as in Triton.
 Torch rebuilds the network from the training checkpoint the record names; a record made before
 records named one is matched to its run's ``checkpoints/best.pt`` by the ONNX file's hash.
 """
@@ -70,27 +71,58 @@ def decode(paths: Sequence[Path], size: int) -> tuple[list[Path], np.ndarray, li
     return kept, np.ascontiguousarray(batch), errors
 
 
-def refuse_landmarks(record: ModelRecord, graph_type: str) -> None:
-    """Photos in, answers out: the landmark classifier needs the hand pipeline in front."""
-    if graph_type != IMAGES:
-        raise PredictError(
-            f"model {record.id} is a landmark classifier (landmark rows in, not photos): "
-            "serve it with its hand pipeline and use --runtime triton"
-        )
+def measure_hands(record: ModelRecord, paths: Sequence[Path]) -> tuple[list[Path], Any, list]:
+    """(64,) landmark rows of the readable photos (features, then the found flag), measured in
+    this process by the served hand step's code with the detector settings the classifier
+    records; and one line per file that is not an image."""
+    from asl_recognition.hands import HandLandmarker, detector_arguments
+    from asl_recognition.hands.landmarker import FEATURE_COUNT, feature_row
+    from asl_recognition.serving.hands_repository import recorded_detector
+    from asl_recognition.serving.onnx_introspect import read_signature
+
+    onnx_path = Path(record.onnx_path)
+    try:
+        detector = recorded_detector(read_signature(onnx_path), onnx_path) or {}
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
+    landmarker = HandLandmarker(**detector_arguments(detector))
+    kept, rows, errors = [], [], []
+    for path in paths:
+        try:
+            hand = landmarker.detect_path(path)
+        except FileNotFoundError:
+            errors.append(f"error: {path}: no such file")
+            continue
+        except (ImageDecodeError, OSError) as exc:
+            errors.append(f"error: {path}: not an image ({exc})")
+            continue
+        kept.append(path)
+        empty = np.zeros(FEATURE_COUNT + 1, np.float32)
+        rows.append(empty if hand is None else feature_row(hand.landmarks, hand.handedness))
+    return kept, np.stack(rows) if rows else np.zeros((0, FEATURE_COUNT + 1), np.float32), errors
 
 
 def predict_onnx(record: ModelRecord, paths: Sequence[Path], top_k: int) -> tuple[list, list]:
-    """The registered ONNX file in onnxruntime (CPU)."""
+    """The registered ONNX file in onnxruntime (CPU); a landmark classifier's photos go through
+    the hand pipeline first, here, as Triton's hand step would (each answer says whether a
+    hand was found, like the Triton client's)."""
     from asl_recognition.optimize.measure import open_session, run_probabilities
 
     inputs = graph_inputs(record.onnx_path)
-    refuse_landmarks(record, inputs.graph_type)
-    kept, images, errors = decode(paths, inputs.image_size)
+    landmarks = inputs.graph_type != IMAGES
+    if landmarks:
+        kept, samples, errors = measure_hands(record, paths)
+    else:
+        kept, samples, errors = decode(paths, inputs.image_size)
     if not kept:
         return [], errors
     session, _ = open_session(record.onnx_path)
     classes = read_class_file(record.classes_path)
-    return answers(kept, run_probabilities(session, images), classes, top_k), errors
+    results = answers(kept, run_probabilities(session, samples, inputs.feeds), classes, top_k)
+    if landmarks:
+        for item, row in zip(results, samples):
+            item["hand_found"] = bool(row[-1])
+    return results, errors
 
 
 def find_checkpoint(record: ModelRecord, runs: Path | None = None) -> Path:
@@ -142,7 +174,7 @@ def torch_model(checkpoint: Path) -> tuple[Any, list[str], int]:
     if name == LANDMARK_MODEL:
         raise PredictError(
             f"{checkpoint} is the landmark classifier's (landmark rows in, not photos): "
-            "serve it with its hand pipeline and use --runtime triton"
+            "use --runtime onnx (the hand pipeline runs here) or triton"
         )
     if not reads_images(name) or not classes or not size:
         raise PredictError(f"{checkpoint}: model {name!r} is not an image classifier checkpoint")
@@ -157,8 +189,11 @@ def predict_torch(
     """The training checkpoint in torch (CPU, eval mode, no gradients)."""
     import torch
 
-    if checkpoint is None:  # the landmark net's checkpoint is no image classifier's
-        refuse_landmarks(record, graph_inputs(record.onnx_path).graph_type)
+    if checkpoint is None and graph_inputs(record.onnx_path).graph_type != IMAGES:
+        raise PredictError(
+            f"model {record.id} is a landmark classifier (landmark rows in, not photos): torch "
+            "runs image classifiers; use --runtime onnx (the hand pipeline runs here) or triton"
+        )
     model, classes, size = torch_model(checkpoint or find_checkpoint(record))
     kept, images, errors = decode(paths, size)
     if not kept:
