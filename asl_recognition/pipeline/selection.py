@@ -12,6 +12,7 @@ from typing import Any
 
 from asl_recognition.hashing import sha256_file
 from asl_recognition.pipeline.options import SelectBestOptions
+from asl_recognition.registry.base import ModelIntegrityError
 from asl_recognition.registry.confusion import find_confusion, read_classes
 from asl_recognition.serving.repository import check_servable
 
@@ -155,6 +156,18 @@ def _registered_classes(record: Any) -> list[str]:
     return read_classes(record)
 
 
+def unservable(registry: Any, record: Any) -> str | None:
+    """Why production's own files fail their registration check, or None: a retrained model
+    that only tied it (the same recipe and seed) had been kept, and every build refused it."""
+    verify = getattr(registry, "verify", None)  # the local registry's; ClearML's has none
+    try:
+        if verify is not None:
+            verify(record)
+    except ModelIntegrityError as exc:
+        return str(exc)
+    return None
+
+
 def decide(registry: Any, opts: SelectBestOptions) -> Decision:
     """Compare ``opts.model_id`` with the current production model; no side effects.
 
@@ -197,6 +210,8 @@ def decide(registry: Any, opts: SelectBestOptions) -> Decision:
         reason = f"production model {previous.id} has no {metric}"
     elif is_better(new_value, old_value, mode):
         reason = f"{metric} {new_value:.4f} beats production {old_value:.4f} ({mode})"
+    elif new_value == old_value and (broken := unservable(registry, previous)):
+        reason = f"{metric} {new_value:.4f} ties production, which cannot be served: {broken}"
     else:
         reason = (
             f"{metric} {new_value:.4f} does not beat production {old_value:.4f} ({mode}); kept"

@@ -386,6 +386,23 @@ def test_a_production_model_whose_files_are_lost_still_gives_way_to_a_better_one
     assert registry.production().id == better
 
 
+def test_a_model_that_ties_a_production_model_whose_files_are_altered_replaces_it(
+    registry, tmp_path
+):
+    """Production's weights altered: the pipeline trained the same recipe again, which scored
+    the same, and the tie kept production, whose every build was refused, run after run."""
+    first = register(registry, tmp_path, "m1", val_macro_f1=0.80)
+    select_best(registry, criteria(first))
+    twin = register(registry, tmp_path, "m2", val_macro_f1=0.80)
+    assert not select_best(registry, criteria(twin)).promoted  # intact: a tie keeps it
+    weights = tmp_path / "registry" / "files" / first / "model.onnx"
+    weights.chmod(0o644)
+    weights.write_bytes(b"altered")
+    decision = select_best(registry, criteria(twin))
+    assert decision.promoted and "which cannot be served" in decision.reason
+    assert registry.production().id == twin
+
+
 def test_a_model_its_build_would_refuse_is_not_promoted(registry, tmp_path):
     """A class list that disagrees with the ONNX output width (28 names, 29 outputs): select_best
     promoted it on its metrics, demoting the served model, and every build of production (the
