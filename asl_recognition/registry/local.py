@@ -98,6 +98,8 @@ class LocalModelRegistry(ModelRegistry):
                 raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
             record = ModelRecord.from_dict(data)
             _check_types(record)
+            if record.id != path.stem or not MODEL_ID.fullmatch(record.id):
+                raise ValueError(f"its id {record.id[:80]!r} is not its file name's 32 hex digits")
         except (ValueError, TypeError) as exc:
             raise ModelIntegrityError(
                 f"model record {path} is not a readable record: {exc}"

@@ -92,6 +92,22 @@ def test_an_id_that_is_not_one_never_reaches_a_path(files, tmp_path, bad) -> Non
     assert_one_line(str(info.value), "is not a model id", "32 lowercase hex digits")
 
 
+@pytest.mark.parametrize("bad", ["../../../escaped", "0123456789abcdef0123456789abcdef"])
+def test_a_record_whose_id_is_not_its_file_name_is_one_line(files, tmp_path, bad) -> None:
+    """The id inside a record names its files folder and where a promotion writes it: an edited
+    ``../../../escaped`` made production a model outside the registry, and the next promotion
+    a traceback writing outside it; a copied record served another model under its name."""
+    registry = LocalModelRegistry(tmp_path / "ws" / "registry")
+    kept = registry.promote(registry.register(_new(files)).id)
+    shutil.copytree(tmp_path / "ws" / "registry" / "files" / kept.id, tmp_path / "escaped")
+    forged = tmp_path / "ws" / "registry" / "records" / "fedcba9876543210fedcba9876543210.json"
+    forged.write_text(json.dumps({**kept.to_dict(), "id": bad, "version": 2}))
+    for read in (registry.production, lambda: registry.get(forged.stem)):
+        with pytest.raises(ModelIntegrityError) as info:
+            read()
+        assert_one_line(str(info.value), str(forged), "is not its file name's 32 hex digits")
+
+
 def _task_main(script: str):
     """A task script's ``main`` imported by path (one process: no 10 s interpreter start)."""
     spec = importlib.util.spec_from_file_location(f"task_{script}", REPO_ROOT / "tasks" / script)
