@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -158,11 +159,26 @@ def _latest_run(model: str) -> Path | None:
         (p.stat().st_mtime, p.parents[1])
         for p in (workspace() / RUNS).glob(f"train-{model}-*/{CHECKPOINT_DIR}/{LAST}")
     )
-    for mtime, run_dir in reversed(runs):
-        record = run_dir / "metrics.json"
-        if not record.is_file() or record.stat().st_mtime < mtime:
+    for _, run_dir in reversed(runs):
+        if not _finished(run_dir):
             return run_dir
     return None
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether the run record was written after ``last.pt``: by the epoch each names, not by
+    their mtimes, which a copy that drops them (``cp -r``, ``rsync -r``) reorders: a copied
+    workspace's finished run was taken for an interrupted one and registered again. The
+    mtimes judge only a record or checkpoint that names no epoch."""
+    record, last = run_dir / "metrics.json", checkpoint_path(run_dir, LAST)
+    if not record.is_file():
+        return False
+    with contextlib.suppress(Exception):  # unreadable: judged by the mtimes below
+        recorded = json.loads(record.read_text(encoding="utf-8")).get("epochs_run")
+        saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        if isinstance(recorded, int) and isinstance(saved, int):
+            return recorded == saved
+    return record.stat().st_mtime >= last.stat().st_mtime
 
 
 def choose_run_dir(output_dir: str | None, model: str, resume: bool) -> Path:
