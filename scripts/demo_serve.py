@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -132,10 +133,9 @@ def sessions() -> list[dict[str, Any]]:
 
 
 def import_command(ws: Path) -> str:
+    """Finds this workspace's sessions even once it is moved or copied (offline_import)."""
     return (
-        'python -c "import json; from clearml import Task; '
-        "[print(Task.import_offline_session(json.loads(l)['zip'])) "
-        f"for l in open('{ws / 'offline_sessions.jsonl'}')]\""
+        f"ASL_WORKSPACE={shlex.quote(str(ws))} .venv/bin/python -m asl_recognition.offline_import"
     )
 
 

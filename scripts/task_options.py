@@ -94,6 +94,7 @@ ENTRIES: tuple[Entry, ...] = (
         module="asl_recognition.monitoring.alertmanager_config",
     ),
     Entry("python -m asl_recognition.serving.front", module="asl_recognition.serving.front"),
+    Entry("python -m asl_recognition.offline_import", module="asl_recognition.offline_import"),
     Entry("python -m asl_recognition.serving.stubs", module="asl_recognition.serving.stubs"),
     Entry("python scripts/score_served.py", file="scripts/score_served.py"),
     Entry("python scripts/fetch_hand_models.py", file="scripts/fetch_hand_models.py"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -438,3 +439,44 @@ def test_offline_beside_an_agents_task_id_starts_a_new_session_each_run(tmp_path
     assert "class(es) missing: del, nothing, space" in said, said[-2000:]  # its own source
     zips = sorted((tmp_path / "clearml_cache" / "offline").glob("*.zip"))
     assert len(zips) == 2 and not any(task_id in z.name for z in zips), zips
+
+
+def _recorded_session(ws: Path) -> Path:
+    """A session zip in ``ws``'s offline cache, recorded as a run records it (absolute)."""
+    offline = ws / "clearml_cache" / "offline"
+    offline.mkdir(parents=True)
+    with zipfile.ZipFile(offline / "offline-1.zip", "w") as zf:
+        zf.writestr("task.json", "{}")
+    line = {"task": "t", "project": "ASL", "zip": str(offline / "offline-1.zip")}
+    (ws / "offline_sessions.jsonl").write_text(json.dumps(line) + "\n")
+    return offline / "offline-1.zip"
+
+
+def _import(ws: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
+    env.update(ASL_WORKSPACE=str(ws), CLEARML_OFFLINE_MODE="1")
+    return run_script("-m", "asl_recognition.offline_import", env=env, timeout=120)
+
+
+def test_the_offline_import_finds_the_sessions_of_a_moved_or_copied_workspace(tmp_path) -> None:
+    """``offline_sessions.jsonl`` names each zip by absolute path: once the workspace was
+    renamed, the import command the docs gave stopped at the first line ("Could not find the
+    session folder") and imported nothing; a copy imported the other workspace's zips. Offline,
+    a zip found gets as far as ClearML's refusal to create a task without a server."""
+    _recorded_session(tmp_path / "ws")
+    (tmp_path / "ws").rename(tmp_path / "moved")
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    for ws in (tmp_path / "moved", tmp_path / "copy"):
+        done = _import(ws)
+        here = ws / "clearml_cache" / "offline" / "offline-1.zip"
+        assert done.returncode == 1 and "Could not find the session" not in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last == (
+            f"offline_import: {here}: UsageError: Creating task in offline mode. "
+            "Use 'Task.init' instead."
+        )
+    missing = _import(tmp_path / "empty")
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        f"offline_import: error: {tmp_path / 'empty' / 'offline_sessions.jsonl'}: "
+        "no offline sessions recorded"
+    )
