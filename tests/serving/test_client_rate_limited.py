@@ -8,29 +8,22 @@ the threaded stand-in of the hostile-input tests.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from asl_testkit.servers import threaded_http
 from test_client_hostile_inputs import StandIn, a_photo, run_client
 from test_front_abuse import front
-
-from asl_recognition.netutil import free_port
 
 PHOTOS = 8
 
 
 @pytest.fixture(scope="module")
 def stand_in() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), StandIn)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with threaded_http(StandIn) as url:
+        yield url
 
 
 def a_folder(tmp_path: Path) -> Path:

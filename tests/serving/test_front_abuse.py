@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from asl_testkit.cli import cli_process
+from asl_testkit.servers import threaded_http
 
 from asl_recognition.netutil import free_port
 from asl_recognition.serving.front_checks import check_infer_json
@@ -53,12 +53,8 @@ class FakeTriton(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), FakeTriton)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with threaded_http(FakeTriton) as url:
+        yield url
 
 
 @contextlib.contextmanager
