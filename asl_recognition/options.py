@@ -151,6 +151,8 @@ def specs(cls: type) -> list[OptionSpec]:
 
 def convert(spec: OptionSpec, value: Any) -> Any:
     """The typed value of one option from whatever the CLI, a config file or ClearML gave."""
+    if _skip_word(spec, value):
+        return spec.remote_fallback
     if spec.optional and (value is None or (isinstance(value, str) and value in ("", "None"))):
         return None
     if value is None:
@@ -168,6 +170,14 @@ def convert(spec: OptionSpec, value: Any) -> Any:
                 reason if reason.startswith(spec.flag) else f"{spec.flag}: {reason}"
             ) from None
     return typed
+
+
+def _skip_word(spec: OptionSpec, value: Any) -> bool:
+    """``value`` is the option's own word for "go without it" (``remote_fallback``: ``none``),
+    in any case. ``None`` typed in the web UI for ``--external`` had been read as empty, the
+    default folder, which was then scored while the task showed ``None``."""
+    word = spec.remote_fallback
+    return word is not None and isinstance(value, str) and value.strip().lower() == word.lower()
 
 
 def value_as_text(value: Any) -> str:
@@ -223,8 +233,8 @@ def shown_default(spec: OptionSpec) -> str:
     """The default as a person reads it: lists comma-joined, an empty value as 'none'."""
     if spec.required:
         return "required"
-    if spec.default in (None, "", []):
-        return "none"
+    if spec.default in (None, "", []):  # "none" would name the option's skip word
+        return "empty" if spec.remote_fallback else "none"
     if spec.is_list:
         return ",".join(str(v) for v in spec.default)
     return str(spec.default)

@@ -126,6 +126,11 @@ def prepare(options: TrainOptions) -> Plan:
         last = checkpoint_path(run_dir, LAST)
         checkpoint = check_resumable(last, dataset.classes, meta, options.lr)
     external = None if options.external == "none" else (options.external or default_external())
+    if external is not None and not Path(external).is_dir():  # was scored as "n/a", exit 0
+        raise TrainingInputError(
+            f"--external {external}: no such folder here (a folder of <CLASS>/* images, or "
+            "none to skip the external check)"
+        )
     return Plan(
         options, device, dataset, image_size, external, model, run_dir, meta, checkpoint, landmarks
     )

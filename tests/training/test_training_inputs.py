@@ -536,3 +536,23 @@ def test_a_checkpoint_written_before_the_rng_became_tensors_still_resumes(prior:
     expected = np.random.rand(3)
     restore_rng(loaded["rng"])
     assert np.array_equal(np.random.rand(3), expected)
+
+
+@pytest.mark.parametrize("typed", ["None", "NONE", " none "])
+def test_external_none_typed_in_the_web_ui_skips_the_external_check(
+    prior: Prior, tmp_path, typed: str
+) -> None:
+    """``Args/external`` = ``None`` (the web UI's text, any case) means what ``none`` means:
+    no external check. It had been read as empty, so the default folder was scored and an
+    external accuracy registered while the task showed ``None``."""
+    options = {**FAST, "external": typed, "output_dir": str(tmp_path / "run")}
+    plan = prepare(train_options(**options, dataset_version=prior.dataset_id))
+    assert plan.external is None
+
+
+def test_an_external_folder_that_is_not_there_is_refused(prior: Prior, tmp_path) -> None:
+    """A mistyped ``--external`` (or a folder the agent's machine lacks, or a storage URL) had
+    trained to the end, exit 0, with "external accuracy n/a": the check asked for never ran."""
+    for missing in (tmp_path / "roboflow_chek", "s3://bucket/photos"):
+        message = refused(prior, {"external": str(missing)})
+        assert_one_line(message, f"--external {missing}: no such folder", "none to skip")
