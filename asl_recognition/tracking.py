@@ -193,6 +193,13 @@ def report_from_a_thread(task_class: Any) -> None:
     task_class._report_subprocess_enabled = False
 
 
+def forget_outputs(task: Any) -> None:
+    """Delete the ``Outputs/*`` a web-UI clone or a reset copied from the run it came from: a
+    run refused before it recorded its own showed that run's dataset id and counts as its own."""
+    for key in [k for k in task.get_parameters() if k.startswith(f"{OUTPUT_SECTION}/")]:
+        task.delete_parameter(key, force=True)
+
+
 def init_task(
     project: str,
     name: str,
@@ -235,6 +242,7 @@ def init_task(
         print(f"{program or name}: error: {not_configured()}", file=sys.stderr)
         raise SystemExit(2) from None
     arm_stop_deadline()
+    forget_outputs(task)
     ctx = TaskContext(task=task, options=options, offline=offline)
     error = f"{program or name}: error:"
     try:

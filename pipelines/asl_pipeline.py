@@ -93,11 +93,17 @@ def localise(path: str, remote: bool, written: bool = False) -> str:
     A step on an agent cannot read a folder of this machine: ``remote`` refuses such a path,
     and a path it reads (not ``written``) inside the repo that the commit lacks as it is here.
     """
-    if path in ("", "none") or "://" in path:
+    if path in ("", "none"):
         return path
     name, sep, rest = path.partition("=")
     if sep and "/" not in name:
         return f"{name}={localise(rest, remote, written)}"
+    if "://" in path:  # passed on as it was, it failed in the step (or was skipped) on the agent
+        raise PathError(
+            f"{path} is a storage URL, and no step downloads one: download it here and give the "
+            "folder, or publish it first (python tasks/validate_raw.py --source PATH) and pass "
+            "raw_version=<the new ASL_raw id>"
+        )
     resolved = (REPO_ROOT / Path(path).expanduser()).resolve()  # relative: to the repo root
     try:
         rel = resolved.relative_to(REPO_ROOT).as_posix()

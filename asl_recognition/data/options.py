@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asl_recognition.data.run_folders import check_report_name
 from asl_recognition.data.sources import DEFAULT_SIGNER_PATTERN
 from asl_recognition.data.split import check_split
 from asl_recognition.image_size import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
@@ -36,7 +37,7 @@ class ValidateRawOptions:
         path=True,
         written=True,
     )
-    name: str = option("ASL_raw", "dataset name to publish")
+    name: str = option("ASL_raw", "dataset name to publish", check=check_report_name)
     source_name: str | None = option(
         None, "name of a single bare --source PATH (empty: its folder name)"
     )

@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from asl_recognition.locks import FileLock
 from asl_recognition.paths import workspace
@@ -74,8 +74,24 @@ def run_scratch(parent: Path | None = None) -> Iterator[Path]:
         lock.release()
 
 
+def check_report_name(name: str) -> str:
+    """``name`` if it names a folder inside ``reports/``, else a one-line ValueError.
+
+    A dataset name becomes the report folder's name: ``../../x`` or ``/etc/x`` (a web-UI edit of
+    ``Args/name``) had written report.json, scan.csv and the Data Docs outside the workspace.
+    """
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name.strip() or name.startswith(("/", "\\")) or ".." in parts:
+        raise ValueError(
+            f"--name {name!r}: a dataset name names its report folder under reports/, so it "
+            "cannot be empty, absolute or hold '..'"
+        )
+    return name
+
+
 def run_report_dir(name: str) -> Path:
     """``reports/<name>/<UTC time>-<random>/``: a folder per run, so overlapping runs never write
     (or upload) each other's report; the names sort by start time."""
+    check_report_name(name)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return workspace() / "reports" / name / f"{stamp}-{secrets.token_hex(3)}"

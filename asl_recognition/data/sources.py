@@ -74,6 +74,11 @@ def parse_sources(value: str | Sequence[str] | None) -> list[SourceSpec]:
             raise SourceSpecError(f"--source {raw!r}: expected NAME=PATH with both parts")
         if not path:
             raise SourceSpecError("--source: empty path")
+        if "://" in raw:  # read as a local path, https://h/a.zip was "<cwd>/https:/h/a.zip"
+            raise SourceSpecError(
+                f"--source {raw!r}: a storage URL, which validate_raw does not download: "
+                "download it and give the folder or .zip"
+            )
         if not _NAME.match(name):
             raise SourceSpecError(
                 f"--source {raw!r}: name {name!r} must be letters, digits, ' ', '_', '-', '+', '.'"

@@ -325,7 +325,9 @@ def test_pipeline_paths_stay_portable(tmp_path) -> None:
     assert asl_pipeline.localise(sample, remote=True) == "data/sample"
     assert asl_pipeline.localise(str(tmp_path), remote=False) == str(tmp_path)
     assert asl_pipeline.localise(f"kaggle={sample}", remote=True) == "kaggle=data/sample"
-    assert asl_pipeline.localise("s3://bucket/raw", remote=True) == "s3://bucket/raw"
+    for url in ("s3://bucket/raw", "kaggle=https://files.example.com/raw.zip"):
+        with pytest.raises(asl_pipeline.PathError, match="storage URL, and no step downloads"):
+            asl_pipeline.localise(url, remote=True)
     with pytest.raises(asl_pipeline.PathError, match="outside the repository"):
         asl_pipeline.localise(f"massey={tmp_path}", remote=True)
     # inside the repo but not in the commit an agent clones (test-artifacts/ is ignored)
