@@ -11,7 +11,6 @@ throw-away checkout, which is gone when the step ends. Without one ``repo`` is t
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asl_recognition.hands.models import ModelFileError
 from asl_recognition.registry.base import ModelNotFoundError
 from asl_recognition.serving.options import BuildTritonRepoOptions
-from asl_recognition.serving.sources import ModelSourceError, build_from_options
+from asl_recognition.serving.sources import (
+    ModelSourceError,
+    build_from_options,
+    stage_built_models,
+)
 from asl_recognition.tracking import TaskContext, task_entry
 
 TRITON_ARTIFACT = "triton_repo"
@@ -49,22 +52,10 @@ def main(ctx: TaskContext) -> dict:
     outputs = {key: result[key] for key in ("repo", "model_name", "version")}
     if opts.upload and not ctx.offline:
         # the SDK zips a folder before upload; its URL is what outlives this machine's folder
-        outputs["repo"] = upload_models(ctx, result)
+        with tempfile.TemporaryDirectory() as tmp:  # only the built models, and their record
+            staged = stage_built_models(result, Path(tmp) / TRITON_ARTIFACT)
+            outputs["repo"] = ctx.upload_artifact(TRITON_ARTIFACT, staged) or TRITON_ARTIFACT
     return outputs
-
-
-def upload_models(ctx: TaskContext, result: dict) -> str:
-    """Upload the model folders this build wrote, and nothing else of ``--repo``: a folder
-    given there that held other files (``.``, the agent's checkout; a home folder) had every
-    one of them zipped into the artifact on the files server."""
-    repo = Path(result["repo"])
-    names = {result["model_name"], result["onnx_model"]}
-    names |= {result.get("hands_model"), result.get("metrics_model")}
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / TRITON_ARTIFACT
-        for name in sorted(n for n in names if n and (repo / n).is_dir()):
-            shutil.copytree(repo / name, staged / name)
-        return ctx.upload_artifact(TRITON_ARTIFACT, staged) or TRITON_ARTIFACT
 
 
 if __name__ == "__main__":

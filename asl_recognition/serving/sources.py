@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -9,6 +10,7 @@ from typing import Any, Callable
 from asl_recognition.hashing import copy_hashed
 from asl_recognition.paths import workspace
 from asl_recognition.registry.base import ModelIntegrityError
+from asl_recognition.serving import repo_manifest
 from asl_recognition.serving.repository import ModelSuperseded, build_repository
 
 ONNX_ARTIFACT = "model.onnx"
@@ -154,3 +156,18 @@ def build_from_options(options: Any) -> dict[str, Any]:
                 (lambda: no_longer_production(record, registry)) if was_production else None
             ),
         )
+
+
+def stage_built_models(result: dict[str, Any], dest: Path) -> Path:
+    """Copy the model folders a build wrote (``result``: :func:`build_repository`'s) to
+    ``dest``, with an integrity record of just those, for upload: the whole ``--repo`` had been
+    zipped, so a folder given there that held other files (``.``, the agent's checkout; a home
+    folder with ``.ssh``) went to the files server; the record keeps a downloaded copy checked."""
+    repo = Path(result["repo"])
+    names = {result["model_name"], result["onnx_model"]}
+    names |= {result.get("hands_model"), result.get("metrics_model")}
+    built = sorted(n for n in names if n and (repo / n).is_dir())
+    for name in built:
+        shutil.copytree(repo / name, dest / name, symlinks=True)
+    repo_manifest.record(dest, built, fresh=True)
+    return dest

@@ -19,6 +19,7 @@ import pytest
 from asl_testkit.clearml_stub import MockClearmlServer, SeededTask, agent_checkout, agent_env
 
 from asl_recognition.paths import REPO_ROOT, SAMPLE_DATA
+from asl_recognition.serving.repo_manifest import problems
 
 pytestmark = pytest.mark.clean_agent
 
@@ -109,7 +110,12 @@ def test_the_uploaded_repository_holds_only_the_models_the_build_wrote(
     (blob,) = [data for name, data in server.files.items() if name.endswith(".zip")]
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         tops = {name.split("/")[0] for name in archive.namelist()}
-    assert tops == {"asl", "asl_onnx", "asl_metrics"}, sorted(tops)
+        archive.extractall(tmp_path / "downloaded")
+    assert tops == {"asl", "asl_onnx", "asl_metrics", ".asl-manifest.json"}, sorted(tops)
+    # the record travels with the models: a downloaded copy is checked, and passes
+    assert problems(tmp_path / "downloaded") == []
+    (tmp_path / "downloaded" / "asl_onnx" / "config.pbtxt").write_text("edited")
+    assert problems(tmp_path / "downloaded") == ["asl_onnx/config.pbtxt"]
     assert (repo / "notes.txt").exists() and (repo / "asl_onnx" / "config.pbtxt").exists()
 
 
