@@ -66,9 +66,9 @@ format: install
 
 # Two workers, a file each at a time: most tests wait on real processes and servers, so two
 # files side by side fit two cores (each worker has its own workspace: tests/conftest.py).
-# The clean-agent emulation (ten agent processes and their mock servers) runs alone first: in 2 of
-# 4 full parallel runs on 2 cores its validate_raw stalled past 240 s beside other modules, never
-# alone or beside the heaviest pipeline modules (cause not found; see the test's SIGABRT dump).
+# The clean-agent emulation (ten agent processes and their mock servers) runs alone first, on
+# cores of its own. Its validate_raw stalls past 240 s had another cause, found later: two of its
+# processes shared one task id, so one ClearML file lock (see CHAIN_IDS in the test).
 CLEAN_AGENT_TESTS := tests/pipeline/test_clean_agent.py
 test: install hand-models system-deps lint
 	$(PY) -m pytest $(CLEAN_AGENT_TESTS)

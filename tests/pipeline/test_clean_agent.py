@@ -315,6 +315,13 @@ def small_source(dest: Path, per_class: int) -> Path:
     return dest
 
 
+# The chain's task ids differ from the lone entries' (task-<label>), which run at the same time:
+# two processes of one task id share ClearML's edit lock, the file /tmp/clearml_<task id>.lock
+# (clearml/backend_interface/task/task.py, Task._edit_lock, once CLEARML_PROC_MASTER_ID names the
+# task). When both validate_raw runs had one id they stalled past the deadline in about one
+# module run in four on busy cores, py-spy finding both in FileRLock.acquire (one in Task.init,
+# one in upload_artifact). No agent runs one task in two processes at once.
+CHAIN_IDS = "chain-"
 CHAIN = [
     ("validate_raw", {"Args/source": "{source}", "Args/min_per_class": "1"}),
     ("publish_dataset", {"Args/raw_version": "{validate_raw.raw_dataset_id}"}),
@@ -329,7 +336,7 @@ CHAIN = [
             "Args/external": "data/roboflow_check",  # configs/run.yaml's, in the checkout
         },
     ),
-    ("build_triton_repo", {"Args/train_task": "task-train"}),
+    ("build_triton_repo", {"Args/train_task": f"{CHAIN_IDS}train"}),
 ]
 
 
@@ -347,7 +354,7 @@ class ChainRun(threading.Thread):
         source = small_source(self.root / "raw", CHAIN_PER_CLASS)
         with self.server as server:
             for label, params in CHAIN:
-                task_id = f"task-{label}"
+                task_id = f"{CHAIN_IDS}{label}"
                 params = {k: resolve(server, v, source) for k, v in params.items()}
                 if any(v is None for v in params.values()):
                     self.failure = f"{label}: an earlier step recorded no output: {params}"
@@ -419,4 +426,4 @@ def resolve(server: MockClearmlServer, value: str, source: Path) -> str | None:
     if not value.startswith("{"):
         return value
     step, key = value.strip("{}").split(".")
-    return server.parameter(f"task-{step}", f"Outputs/{key}")
+    return server.parameter(f"{CHAIN_IDS}{step}", f"Outputs/{key}")
