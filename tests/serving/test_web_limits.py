@@ -107,7 +107,7 @@ def test_a_client_has_at_most_two_frames_in_flight() -> None:
 def test_x_forwarded_for_does_not_make_a_client_a_new_one() -> None:
     """uvicorn trusted ``X-Forwarded-For`` from loopback peers: a local client naming a new
     address per frame was never rate-limited. The client is the socket's peer."""
-    with web_app(rate=0.1, burst=3) as web:
+    with web_app(rate=0.1, burst=3, frame_interval_ms=10_000) as web:
         answers = [
             post(web.port, b"x", headers={"X-Forwarded-For": f"10.0.0.{i}"}) for i in range(7)
         ]
@@ -120,7 +120,9 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limits() -> No
     """Behind a reverse proxy every user arrives from the proxy's address: without
     ``--trusted-proxies`` they would share one client's limits. With it, the header names the
     client, and only from that proxy."""
-    with web_app(rate=0.1, burst=3, trusted_proxies=["127.0.0.1"]) as web:
+    with web_app(
+        rate=0.1, burst=3, trusted_proxies=["127.0.0.1"], frame_interval_ms=10_000
+    ) as web:
         forwarded = [
             post(web.port, b"x", headers={"X-Forwarded-For": f"10.0.0.{i}"})[0] for i in range(7)
         ]
