@@ -366,6 +366,11 @@ def photo_row(landmarker: HandLandmarker, path: Path) -> np.ndarray | None:
         result = landmarker.detect_path(path)
     except (ImageDecodeError, OSError):
         return None
+    return result_row(result)
+
+
+def result_row(result: HandResult | None) -> np.ndarray:
+    """(64,) float32 of one detection: a found hand's :func:`feature_row`, else zeros."""
     if result is None:
         return np.zeros(FEATURE_COUNT + 1, dtype=np.float32)
     return feature_row(result.landmarks, result.handedness)

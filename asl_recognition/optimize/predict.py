@@ -76,7 +76,7 @@ def measure_hands(record: ModelRecord, paths: Sequence[Path]) -> tuple[list[Path
     this process by the served hand step's code with the detector settings the classifier
     records; and one line per file that is not an image."""
     from asl_recognition.hands import HandLandmarker, detector_arguments
-    from asl_recognition.hands.landmarker import FEATURE_COUNT, feature_row
+    from asl_recognition.hands.landmarker import FEATURE_COUNT, result_row
     from asl_recognition.serving.hands_repository import recorded_detector
     from asl_recognition.serving.onnx_introspect import read_signature
 
@@ -97,8 +97,7 @@ def measure_hands(record: ModelRecord, paths: Sequence[Path]) -> tuple[list[Path
             errors.append(f"error: {path}: not an image ({exc})")
             continue
         kept.append(path)
-        empty = np.zeros(FEATURE_COUNT + 1, np.float32)
-        rows.append(empty if hand is None else feature_row(hand.landmarks, hand.handedness))
+        rows.append(result_row(hand))
     return kept, np.stack(rows) if rows else np.zeros((0, FEATURE_COUNT + 1), np.float32), errors
 
 
